@@ -1,0 +1,201 @@
+#include "platform/api/admin_keys.h"
+
+#include <boost/json.hpp>
+#include <cctype>
+#include <fmt/format.h>
+
+#include "platform/base/crypto.h"
+#include "platform/base/time.h"
+
+namespace mh::api {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view kBootstrapMeta = "admin_bootstrapped_at";
+constexpr size_t kMaxNameLength = 200;
+
+AdminKey key_from_row(const store::Row& row) {
+  AdminKey key{row.text(0), row.text(1), row.text(2), row.integer(3), std::nullopt};
+  if (!row.is_null(4)) key.revoked_at = row.integer(4);
+  return key;
+}
+
+constexpr std::string_view kColumns = "id, name, key_prefix, created_at, revoked_at";
+
+json::object to_json(const AdminKey& key) {
+  return {{"id", key.id},
+          {"object", "admin_key"},
+          {"name", key.name},
+          {"prefix", key.prefix},
+          {"created_at", key.created_at},
+          {"revoked_at", key.revoked_at ? json::value(*key.revoked_at) : json::value(nullptr)}};
+}
+
+}  // namespace
+
+Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name) {
+  NewAdminKey created;
+  created.secret = std::string(kAdminKeyPrefix) + secure_random_base64url(32);
+  created.record.id = "akey_" + secure_random_base64url(12);
+  created.record.name = std::move(name);
+  created.record.prefix = created.secret.substr(0, kAdminKeyPrefix.size() + 6);
+  created.record.created_at = unix_seconds();
+  MH_TRY(session
+             .exec("INSERT INTO admin_keys (id, name, key_hash, key_prefix, created_at) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   {created.record.id, created.record.name, sha256_hex(created.secret),
+                    created.record.prefix, created.record.created_at})
+             .status());
+  return created;
+}
+
+Result<std::optional<NewAdminKey>> AdminKeys::bootstrap() {
+  std::optional<NewAdminKey> created;
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query("SELECT value FROM meta WHERE key = ?", {std::string(kBootstrapMeta)}));
+    if (!rows.empty()) return {};
+    MH_ASSIGN_OR_RETURN(created, insert(s, "bootstrap"));
+    return s.exec("INSERT INTO meta (key, value) VALUES (?, ?)",
+                  {std::string(kBootstrapMeta), std::to_string(unix_seconds())})
+        .status();
+  }));
+  return created;
+}
+
+Result<NewAdminKey> AdminKeys::create(std::string name) {
+  if (name.empty() || name.size() > kMaxNameLength) {
+    return invalid_argument(fmt::format("name must be 1 to {} characters", kMaxNameLength),
+                            "name");
+  }
+  NewAdminKey created;
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(created, insert(s, std::move(name)));
+    return {};
+  }));
+  return created;
+}
+
+Result<AdminKey> AdminKeys::authenticate(std::string_view secret) const {
+  if (!secret.starts_with(kAdminKeyPrefix)) {
+    return unauthenticated("invalid API key for this route: an admin key starts with mh_admin_");
+  }
+  const std::string hash = sha256_hex(secret);
+  Result<AdminKey> found = unauthenticated("invalid or revoked admin API key");
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query(fmt::format("SELECT {}, key_hash FROM admin_keys WHERE key_hash = ?",
+                                            kColumns),
+                                {hash}));
+    // The lookup is by hash, so timing reveals nothing of the key; compare anyway.
+    if (rows.size() == 1 && constant_time_equal(rows[0].text(5), hash) && rows[0].is_null(4)) {
+      found = key_from_row(rows[0]);
+    }
+    return {};
+  }));
+  return found;
+}
+
+Result<std::vector<AdminKey>> AdminKeys::list(const PageRequest& page, bool* has_more) const {
+  std::vector<AdminKey> keys;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    int64_t after_rowid = 0;
+    if (!page.after.empty()) {
+      MH_ASSIGN_OR_RETURN(auto cursor, s.query_one("SELECT rowid FROM admin_keys WHERE id = ?",
+                                                   {page.after}, "cursor 'after'"));
+      after_rowid = cursor.integer(0);
+    }
+    MH_ASSIGN_OR_RETURN(
+        auto rows, s.query(fmt::format("SELECT {} FROM admin_keys WHERE rowid > ? "
+                                       "ORDER BY rowid LIMIT ?",
+                                       kColumns),
+                           {after_rowid, page.limit + 1}));
+    *has_more = static_cast<int64_t>(rows.size()) > page.limit;
+    for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < page.limit; ++i) {
+      keys.push_back(key_from_row(rows[i]));
+    }
+    return {};
+  }));
+  return keys;
+}
+
+Result<AdminKey> AdminKeys::revoke(std::string_view id) {
+  AdminKey key;
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto row, s.query_one(fmt::format("SELECT {} FROM admin_keys WHERE id = ?",
+                                                          kColumns),
+                                              {std::string(id)}, fmt::format("admin key '{}'", id)));
+    key = key_from_row(row);
+    if (key.revoked_at) return {};
+    MH_ASSIGN_OR_RETURN(auto live, s.query_one("SELECT COUNT(*) FROM admin_keys "
+                                               "WHERE revoked_at IS NULL",
+                                               {}, "count"));
+    if (live.integer(0) <= 1) {
+      return conflict("cannot revoke the last live admin key: create another one first");
+    }
+    key.revoked_at = unix_seconds();
+    return s.exec("UPDATE admin_keys SET revoked_at = ? WHERE id = ?", {*key.revoked_at, key.id})
+        .status();
+  }));
+  return key;
+}
+
+Result<std::string_view> bearer_token(const Request& request) {
+  std::string_view header = request.header("authorization");
+  if (header.empty()) {
+    return unauthenticated("missing API key: send the header 'Authorization: Bearer <key>'");
+  }
+  constexpr std::string_view kScheme = "Bearer ";
+  if (header.size() <= kScheme.size() ||
+      !std::equal(kScheme.begin(), kScheme.end(), header.begin(),
+                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    return unauthenticated("malformed Authorization header: expected 'Bearer <key>'");
+  }
+  return header.substr(kScheme.size());
+}
+
+Authenticator make_authenticator(const AdminKeys& keys) {
+  return [&keys](const Request& request, Access) -> Result<Principal> {
+    MH_ASSIGN_OR_RETURN(std::string_view token, bearer_token(request));
+    MH_ASSIGN_OR_RETURN(AdminKey key, keys.authenticate(token));
+    return Principal{Principal::Kind::kPlatformAdmin, key.id};
+  };
+}
+
+void add_admin_key_routes(Router& router, AdminKeys& keys) {
+  router.add("POST", "/v1/admin/keys", Access::kAdmin, [&keys](Request& request) {
+    auto body = parse_json_object(request);
+    if (!body.ok()) return Response::error(body.status());
+    const json::value* name = body->if_contains("name");
+    if (name == nullptr || !name->is_string()) {
+      return Response::error(invalid_argument("'name' must be a string", "name"));
+    }
+    auto created = keys.create(std::string(name->as_string()));
+    if (!created.ok()) return Response::error(created.status());
+    json::object out = to_json(created->record);
+    out["key"] = created->secret;
+    return Response::json(201, out);
+  });
+  router.add("GET", "/v1/admin/keys", Access::kAdmin, [&keys](Request& request) {
+    auto page = parse_page(request);
+    if (!page.ok()) return Response::error(page.status());
+    bool has_more = false;
+    auto listed = keys.list(*page, &has_more);
+    if (!listed.ok()) return Response::error(listed.status());
+    json::array data;
+    for (const AdminKey& key : *listed) data.push_back(to_json(key));
+    json::object out{{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}};
+    out["first_id"] = listed->empty() ? json::value(nullptr) : json::value(listed->front().id);
+    out["last_id"] = listed->empty() ? json::value(nullptr) : json::value(listed->back().id);
+    return Response::json(200, out);
+  });
+  router.add("DELETE", "/v1/admin/keys/{id}", Access::kAdmin, [&keys](Request& request) {
+    auto revoked = keys.revoke(request.param("id"));
+    if (!revoked.ok()) return Response::error(revoked.status());
+    return Response::json(200, to_json(*revoked));
+  });
+}
+
+}  // namespace mh::api

@@ -1,0 +1,127 @@
+#include "platform/api/http.h"
+
+#include <boost/json.hpp>
+#include <charconv>
+#include <fmt/format.h>
+#include <strings.h>
+
+namespace mh::api {
+
+namespace json = boost::json;
+
+std::string_view Request::header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key.size() == name.size() && ::strncasecmp(key.data(), name.data(), name.size()) == 0) {
+      return value;
+    }
+  }
+  return {};
+}
+
+std::optional<std::string> Request::query_param(std::string_view name) const {
+  std::string_view rest = query;
+  while (!rest.empty()) {
+    size_t amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    size_t eq = pair.find('=');
+    auto key = percent_decode(pair.substr(0, eq), true);
+    if (key && *key == name) {
+      if (eq == std::string_view::npos) return std::string();
+      return percent_decode(pair.substr(eq + 1), true);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view Request::param(std::string_view name) const {
+  for (const auto& [key, value] : path_params) {
+    if (key == name) return value;
+  }
+  return {};
+}
+
+Response Response::json(int status, const json::value& value) {
+  Response response;
+  response.status = status;
+  response.body = json::serialize(value);
+  return response;
+}
+
+Response Response::text(int status, std::string body, std::string content_type) {
+  Response response;
+  response.status = status;
+  response.body = std::move(body);
+  response.content_type = std::move(content_type);
+  return response;
+}
+
+Response Response::error(const Status& status) {
+  json::object error{
+      {"type", openai_error_type(status.code())},
+      {"code", code_name(status.code())},
+      {"message", status.message()},
+      {"param", status.param().empty() ? json::value(nullptr) : json::value(status.param())},
+  };
+  return json(http_status(status.code()), json::object{{"error", std::move(error)}});
+}
+
+Result<json::object> parse_json_object(const Request& request) {
+  std::string_view type = request.header("content-type");
+  if (!type.empty() && type.substr(0, 16) != "application/json") {
+    return invalid_argument(
+        fmt::format("Content-Type must be application/json, not '{}'", type));
+  }
+  if (request.body.empty()) return invalid_argument("the request body must be a JSON object");
+  boost::system::error_code ec;
+  json::parse_options options;
+  options.max_depth = 64;
+  json::value value = json::parse(request.body, ec, {}, options);
+  if (ec) {
+    return invalid_argument(fmt::format("malformed JSON in the request body: {}", ec.message()));
+  }
+  if (!value.is_object()) return invalid_argument("the request body must be a JSON object");
+  return std::move(value.as_object());
+}
+
+Result<PageRequest> parse_page(const Request& request, int64_t def, int64_t max) {
+  PageRequest page{def, {}};
+  if (auto limit = request.query_param("limit")) {
+    int64_t n = 0;
+    auto [ptr, ec] = std::from_chars(limit->data(), limit->data() + limit->size(), n);
+    if (ec != std::errc() || ptr != limit->data() + limit->size() || n < 1 || n > max) {
+      return invalid_argument(fmt::format("limit must be an integer from 1 to {}", max), "limit");
+    }
+    page.limit = n;
+  }
+  if (auto after = request.query_param("after")) page.after = *after;
+  return page;
+}
+
+std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      int hi = hex(in[i + 1]), lo = hex(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace mh::api

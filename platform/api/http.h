@@ -1,0 +1,72 @@
+// Request and Response as handlers see them: plain structs with no Beast types, so route code
+// stays quick to compile and easy to test. The server (http_server.cpp) converts at the edge.
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "platform/base/status.h"
+
+namespace mh::api {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// Who made a request, once authenticated.
+struct Principal {
+  enum class Kind { kAnonymous, kPlatformAdmin };
+  Kind kind = Kind::kAnonymous;
+  std::string key_id;  // the API key's id, for the audit and access logs
+};
+
+struct Request {
+  std::string method;  // "GET"
+  std::string target;  // as sent: "/v1/files?limit=2"
+  std::string path;    // target up to '?', undecoded
+  std::string query;   // after '?', undecoded
+  Headers headers;
+  std::string body;
+  std::string request_id;
+  std::string remote_address;
+  // Filled by the router: decoded values of the pattern's {name} segments.
+  std::vector<std::pair<std::string, std::string>> path_params;
+  Principal principal;
+
+  // The first header with this name (case-insensitive), or "" if absent.
+  std::string_view header(std::string_view name) const;
+  // The decoded value of a query parameter, or nullopt if absent.
+  std::optional<std::string> query_param(std::string_view name) const;
+  // A path parameter by name; "" if the pattern has none of that name.
+  std::string_view param(std::string_view name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  Headers headers;
+
+  static Response json(int status, const boost::json::value& value);
+  static Response text(int status, std::string body, std::string content_type = "text/plain");
+  // The error envelope of DESIGN.md: {"error":{"type","code","message","param"}}.
+  static Response error(const Status& status);
+};
+
+// The JSON object in a request's body, or invalid_argument saying what is wrong with it.
+Result<boost::json::object> parse_json_object(const Request& request);
+
+// Cursor pagination as in OpenAI's API: `limit` (1..max, default def) and `after` (an id).
+struct PageRequest {
+  int64_t limit = 20;
+  std::string after;
+};
+Result<PageRequest> parse_page(const Request& request, int64_t def = 20, int64_t max = 100);
+
+// Decodes %XX escapes (and '+' as space when plus_is_space); nullopt for a malformed escape.
+std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space);
+
+}  // namespace mh::api

@@ -1,0 +1,469 @@
+#include "platform/api/http_server.h"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <unordered_map>
+
+#include "platform/base/crypto.h"
+
+namespace mh::api {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kReadChunk = 4096;
+
+bool valid_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string new_request_id() {
+  thread_local std::mt19937_64 rng = [] {
+    std::seed_seq::result_type seed[4];
+    secure_random(seed, sizeof seed);
+    std::seed_seq seq(std::begin(seed), std::end(seed));
+    return std::mt19937_64(seq);
+  }();
+  uint64_t words[2] = {rng(), rng()};
+  return "req_" + hex_encode(words, 12);
+}
+
+// JSON string escaping for the access log, where paths and ids come from clients.
+void append_json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\u{:04x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
+}  // namespace
+
+class SessionBase : public std::enable_shared_from_this<SessionBase> {
+ public:
+  virtual ~SessionBase() = default;
+  // Closes the connection if it is waiting for a next request; safe from any thread.
+  virtual void close_if_idle() = 0;
+};
+
+class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(asio::io_context& ioc, ServerOptions options, const Router& router, HttpMetrics& metrics)
+      : ioc_(ioc),
+        options_(std::move(options)),
+        router_(router),
+        metrics_(metrics),
+        acceptor_(asio::make_strand(ioc)) {}
+
+  Status start();
+  void shutdown(std::function<void()> drained);
+  size_t open_connections() const {
+    std::lock_guard lock(mutex_);
+    return sessions_.size();
+  }
+  void add_session(const std::shared_ptr<SessionBase>& session) {
+    std::lock_guard lock(mutex_);
+    sessions_.emplace(session.get(), session);
+  }
+  void remove_session(SessionBase* session) {
+    std::function<void()> drained;
+    {
+      std::lock_guard lock(mutex_);
+      sessions_.erase(session);
+      if (sessions_.empty() && stopping_) drained = std::exchange(drained_, nullptr);
+    }
+    if (drained) drained();
+  }
+  void log_access(const Request& request, std::string_view route, int status, size_t bytes,
+                  double seconds) {
+    metrics_.observe(route, request.method, status, seconds);
+    if (!options_.access_log) return;
+    std::string line;
+    line.reserve(256);
+    line += "\"rid\":";
+    append_json_string(line, request.request_id);
+    line += ",\"remote\":";
+    append_json_string(line, request.remote_address);
+    line += ",\"method\":";
+    append_json_string(line, request.method);
+    line += ",\"target\":";
+    append_json_string(line, request.target);
+    line += ",\"route\":";
+    append_json_string(line, route);
+    line += fmt::format(",\"status\":{},\"bytes\":{},\"ms\":{:.3f}", status, bytes, seconds * 1e3);
+    if (!request.principal.key_id.empty()) {
+      line += ",\"key\":";
+      append_json_string(line, request.principal.key_id);
+    }
+    line += '}';
+    access_log_->info(line);
+  }
+
+  asio::io_context& ioc_;
+  const ServerOptions options_;
+  const Router& router_;
+  HttpMetrics& metrics_;
+  tcp::acceptor acceptor_;
+  std::optional<ssl::context> ssl_;
+  std::shared_ptr<spdlog::logger> access_log_;
+  std::atomic<bool> stopping_{false};
+  uint16_t port_ = 0;
+
+ private:
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+
+  mutable std::mutex mutex_;
+  std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> sessions_;
+  std::function<void()> drained_;
+};
+
+// The request/response loop shared by plain and TLS connections (Beast's flex-server pattern:
+// Derived provides stream(), run() and do_close()).
+template <class Derived>
+class HttpSession : public SessionBase {
+ public:
+  HttpSession(std::shared_ptr<HttpServer::Impl> server, std::string remote)
+      : server_(std::move(server)), remote_(std::move(remote)) {}
+  ~HttpSession() override { server_->remove_session(this); }
+
+  void close_if_idle() override {
+    asio::post(derived().stream().get_executor(), [self = self()] {
+      if (self->idle_) beast::get_lowest_layer(self->derived().stream()).cancel();
+    });
+  }
+
+ protected:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+  std::shared_ptr<Derived> self() {
+    return std::static_pointer_cast<Derived>(this->shared_from_this());
+  }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(derived().stream()); }
+
+  void do_read() {
+    if (server_->stopping_ && buffer_.size() == 0) return derived().do_close();
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(server_->options_.max_header_bytes));
+    parser_->body_limit(server_->options_.max_body_bytes);
+    if (buffer_.size() > 0) return read_request();
+    // Wait for the first byte of the next request under the idle timeout.
+    idle_ = true;
+    lowest().expires_after(server_->options_.idle_timeout);
+    derived().stream().async_read_some(
+        buffer_.prepare(kReadChunk), beast::bind_front_handler(&HttpSession::on_first_bytes, self()));
+  }
+
+  void on_first_bytes(beast::error_code ec, size_t bytes) {
+    idle_ = false;
+    if (ec) return derived().do_close();
+    buffer_.commit(bytes);
+    read_request();
+  }
+
+  void read_request() {
+    lowest().expires_after(server_->options_.read_timeout);
+    http::async_read(derived().stream(), buffer_, *parser_,
+                     beast::bind_front_handler(&HttpSession::on_read, self()));
+  }
+
+  void on_read(beast::error_code ec, size_t) {
+    if (ec == http::error::end_of_stream) return derived().do_close();
+    if (ec == http::error::body_limit) {
+      return send_error({Code::kPayloadTooLarge,
+                         fmt::format("request body exceeds the limit of {} bytes",
+                                     server_->options_.max_body_bytes)},
+                        413);
+    }
+    if (ec == http::error::header_limit) {
+      return send_error({Code::kPayloadTooLarge,
+                         fmt::format("request header exceeds the limit of {} bytes",
+                                     server_->options_.max_header_bytes)},
+                        431);
+    }
+    if (ec && ec.category() == beast::error_code(http::error::bad_target).category()) {
+      return send_error(invalid_argument("malformed HTTP request: " + ec.message()), 400);
+    }
+    // Timeouts (the stream is closed already), resets, cancellation.
+    if (ec) return derived().do_close();
+    handle();
+  }
+
+  void handle() {
+    started_ = Clock::now();
+    auto& message = parser_->get();
+    request_ = Request{};
+    request_.method = std::string(message.method_string());
+    request_.target = std::string(message.target());
+    request_.remote_address = remote_;
+    std::string_view incoming_id = message["x-request-id"];
+    request_.request_id = valid_request_id(incoming_id) ? std::string(incoming_id)
+                                                        : new_request_id();
+    version_ = message.version();
+    keep_alive_ = message.keep_alive();
+    if (!request_.target.starts_with('/')) {
+      return send_error(invalid_argument("the request target must be an absolute path"), 400);
+    }
+    size_t q = request_.target.find('?');
+    request_.path = request_.target.substr(0, q);
+    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
+    request_.headers.reserve(8);
+    for (const auto& field : message) {
+      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    request_.body = std::move(message.body());
+    std::string_view route;
+    Response response = server_->router_.dispatch(request_, &route);
+    route_ = route;
+    send(std::move(response));
+  }
+
+  // An error found before routing: answer it and close, since the stream may be mid-request.
+  void send_error(const Status& status, int http_status) {
+    if (request_.request_id.empty()) request_.request_id = new_request_id();
+    if (request_.method.empty() && parser_ && parser_->is_header_done()) {
+      request_.method = std::string(parser_->get().method_string());
+      request_.target = std::string(parser_->get().target());
+    }
+    request_.remote_address = remote_;
+    started_ = Clock::now();
+    route_ = "unmatched";
+    keep_alive_ = false;
+    Response response = Response::error(status);
+    response.status = http_status;
+    send(std::move(response));
+  }
+
+  void send(Response response) {
+    const bool keep_alive = keep_alive_ && !server_->stopping_;
+    response_ = {};
+    response_.version(version_);
+    response_.result(static_cast<unsigned>(response.status));
+    response_.set(http::field::server, server_->options_.server_name);
+    response_.set(http::field::content_type, response.content_type);
+    response_.set("x-request-id", request_.request_id);
+    for (auto& [name, value] : response.headers) response_.insert(name, value);
+    response_.body() = std::move(response.body);
+    response_.keep_alive(keep_alive);
+    response_.prepare_payload();
+    lowest().expires_after(server_->options_.write_timeout);
+    http::async_write(derived().stream(), response_,
+                      beast::bind_front_handler(&HttpSession::on_write, self(), keep_alive));
+  }
+
+  void on_write(bool keep_alive, beast::error_code ec, size_t bytes) {
+    double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    server_->log_access(request_, route_, static_cast<int>(response_.result_int()), bytes,
+                        seconds);
+    request_ = Request{};
+    if (ec || !keep_alive) return derived().do_close();
+    do_read();
+  }
+
+  std::shared_ptr<HttpServer::Impl> server_;
+  std::string remote_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> response_;
+  Request request_;
+  std::string_view route_;
+  Clock::time_point started_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool idle_ = false;
+};
+
+class PlainSession final : public HttpSession<PlainSession> {
+ public:
+  PlainSession(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> server, std::string remote)
+      : HttpSession(std::move(server), std::move(remote)), stream_(std::move(socket)) {}
+
+  beast::tcp_stream& stream() { return stream_; }
+  void run() {
+    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::do_read,
+                                                                     self()));
+  }
+  void do_close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+ private:
+  beast::tcp_stream stream_;
+};
+
+class TlsSession final : public HttpSession<TlsSession> {
+ public:
+  TlsSession(tcp::socket&& socket, ssl::context& context,
+             std::shared_ptr<HttpServer::Impl> server, std::string remote)
+      : HttpSession(std::move(server), std::move(remote)), stream_(std::move(socket), context) {}
+
+  beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
+  void run() {
+    asio::dispatch(stream_.get_executor(), [self = self()] {
+      self->lowest().expires_after(self->server_->options_.handshake_timeout);
+      self->stream_.async_handshake(ssl::stream_base::server,
+                                    beast::bind_front_handler(&TlsSession::on_handshake, self));
+    });
+  }
+  void do_close() {
+    lowest().expires_after(std::chrono::seconds(5));
+    stream_.async_shutdown([self = self()](beast::error_code) {});
+  }
+
+ private:
+  void on_handshake(beast::error_code ec) {
+    if (ec) {
+      spdlog::debug("TLS handshake with {} failed: {}", remote_, ec.message());
+      return;
+    }
+    do_read();
+  }
+
+  beast::ssl_stream<beast::tcp_stream> stream_;
+};
+
+Status HttpServer::Impl::start() {
+  access_log_ = spdlog::get("access");
+  if (!access_log_) access_log_ = spdlog::default_logger();
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+    if (options_.tls_cert_file.empty() || options_.tls_key_file.empty()) {
+      return invalid_argument("TLS needs both a certificate file and a key file");
+    }
+    ssl_.emplace(ssl::context::tls_server);
+    ssl_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                      ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    beast::error_code ec;
+    ssl_->use_certificate_chain_file(options_.tls_cert_file, ec);
+    if (ec) {
+      return invalid_argument(fmt::format("TLS certificate {}: {}", options_.tls_cert_file,
+                                          ec.message()));
+    }
+    ssl_->use_private_key_file(options_.tls_key_file, ssl::context::pem, ec);
+    if (ec) {
+      return invalid_argument(fmt::format("TLS key {}: {}", options_.tls_key_file, ec.message()));
+    }
+  }
+  beast::error_code ec;
+  auto address = asio::ip::make_address(options_.host, ec);
+  if (ec) return invalid_argument(fmt::format("listen address '{}': {}", options_.host,
+                                              ec.message()));
+  tcp::endpoint endpoint(address, options_.port);
+  std::string where = fmt::format("{}:{}", options_.host, options_.port);
+  if (acceptor_.open(endpoint.protocol(), ec); ec) {
+    return unavailable(fmt::format("opening {}: {}", where, ec.message()));
+  }
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (acceptor_.bind(endpoint, ec); ec) {
+    return unavailable(fmt::format("binding {}: {}", where, ec.message()));
+  }
+  if (acceptor_.listen(asio::socket_base::max_listen_connections, ec); ec) {
+    return unavailable(fmt::format("listening on {}: {}", where, ec.message()));
+  }
+  port_ = acceptor_.local_endpoint().port();
+  asio::dispatch(acceptor_.get_executor(), [self = shared_from_this()] { self->do_accept(); });
+  return {};
+}
+
+void HttpServer::Impl::do_accept() {
+  acceptor_.async_accept(asio::make_strand(ioc_),
+                         beast::bind_front_handler(&Impl::on_accept, shared_from_this()));
+}
+
+void HttpServer::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (ec == asio::error::operation_aborted || stopping_) return;
+  if (ec) {
+    spdlog::warn("accept failed: {}", ec.message());
+    return do_accept();
+  }
+  if (open_connections() >= options_.max_connections) {
+    spdlog::warn("refusing a connection: {} open, the limit", options_.max_connections);
+    socket.close(ec);
+    return do_accept();
+  }
+  socket.set_option(tcp::no_delay(true), ec);
+  std::string remote = socket.remote_endpoint(ec).address().to_string();
+  auto self = shared_from_this();
+  if (ssl_) {
+    auto session = std::make_shared<TlsSession>(std::move(socket), *ssl_, self, std::move(remote));
+    add_session(session);
+    session->run();
+  } else {
+    auto session = std::make_shared<PlainSession>(std::move(socket), self, std::move(remote));
+    add_session(session);
+    session->run();
+  }
+  do_accept();
+}
+
+void HttpServer::Impl::shutdown(std::function<void()> drained) {
+  stopping_ = true;
+  asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
+    beast::error_code ignored;
+    self->acceptor_.close(ignored);
+  });
+  std::vector<std::shared_ptr<SessionBase>> live;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [raw, weak] : sessions_) {
+      if (auto session = weak.lock()) live.push_back(std::move(session));
+    }
+  }
+  for (auto& session : live) session->close_if_idle();
+  live.clear();
+  bool now = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (sessions_.empty()) {
+      now = true;
+    } else {
+      drained_ = std::move(drained);
+    }
+  }
+  if (now && drained) drained();
+}
+
+HttpServer::HttpServer(asio::io_context& ioc, ServerOptions options, const Router& router,
+                       HttpMetrics& metrics)
+    : impl_(std::make_shared<Impl>(ioc, std::move(options), router, metrics)) {}
+
+HttpServer::~HttpServer() = default;
+Status HttpServer::start() { return impl_->start(); }
+uint16_t HttpServer::port() const { return impl_->port_; }
+bool HttpServer::tls() const { return impl_->ssl_.has_value(); }
+void HttpServer::shutdown(std::function<void()> drained) { impl_->shutdown(std::move(drained)); }
+bool HttpServer::stopping() const { return impl_->stopping_; }
+size_t HttpServer::open_connections() const { return impl_->open_connections(); }
+
+}  // namespace mh::api

@@ -1,0 +1,113 @@
+#include "platform/api/router.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <exception>
+
+namespace mh::api {
+namespace {
+
+std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t start = 1;  // paths begin with '/'
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    out.push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void Router::add(std::string method, std::string pattern, Access access, Handler handler) {
+  Route route{std::move(method), pattern, {}, access, std::move(handler)};
+  bool literal = true;
+  for (std::string_view segment : split_path(pattern)) {
+    route.segments.emplace_back(segment);
+    if (segment.starts_with('{')) literal = false;
+  }
+  if (literal) literal_[pattern].push_back(routes_.size());
+  routes_.push_back(std::move(route));
+}
+
+bool Router::match_segments(const Route& route, std::string_view path,
+                            std::vector<std::pair<std::string, std::string>>* params) {
+  std::vector<std::string_view> parts = split_path(path);
+  if (parts.size() != route.segments.size()) return false;
+  std::vector<std::pair<std::string, std::string>> found;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& want = route.segments[i];
+    if (want.starts_with('{')) {
+      auto value = percent_decode(parts[i], false);
+      if (!value || value->empty()) return false;
+      found.emplace_back(want.substr(1, want.size() - 2), std::move(*value));
+    } else if (want != parts[i]) {
+      return false;
+    }
+  }
+  if (params != nullptr) *params = std::move(found);
+  return true;
+}
+
+const Router::Route* Router::match(Request& request, std::string* allow) const {
+  auto note_allowed = [&](const Route& route) {
+    if (!allow->empty()) *allow += ", ";
+    *allow += route.method;
+  };
+  if (auto it = literal_.find(request.path); it != literal_.end()) {
+    for (size_t index : it->second) {
+      const Route& route = routes_[index];
+      if (route.method == request.method) return &route;
+      note_allowed(route);
+    }
+  }
+  for (const Route& route : routes_) {
+    if (literal_.contains(route.pattern)) continue;
+    std::vector<std::pair<std::string, std::string>> params;
+    if (!match_segments(route, request.path, &params)) continue;
+    if (route.method == request.method) {
+      request.path_params = std::move(params);
+      return &route;
+    }
+    note_allowed(route);
+  }
+  return nullptr;
+}
+
+Response Router::dispatch(Request& request, std::string_view* route_label) const {
+  std::string allow;
+  const Route* route = match(request, &allow);
+  if (route == nullptr) {
+    *route_label = "unmatched";
+    if (!allow.empty()) {
+      Response response = Response::error(
+          {Code::kMethodNotAllowed,
+           fmt::format("{} is not allowed on {}; allowed: {}", request.method, request.path,
+                       allow)});
+      response.headers.emplace_back("Allow", allow);
+      return response;
+    }
+    return Response::error(
+        not_found(fmt::format("no route for {} {}", request.method, request.path)));
+  }
+  *route_label = route->pattern;
+  if (route->access != Access::kPublic) {
+    if (!authenticator_) return Response::error(internal_error("no authenticator configured"));
+    Result<Principal> principal = authenticator_(request, route->access);
+    if (!principal.ok()) return Response::error(principal.status());
+    request.principal = std::move(*principal);
+  }
+  try {
+    return route->handler(request);
+  } catch (const std::exception& e) {
+    spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
+                  e.what());
+  }
+  return Response::error(internal_error(
+      fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
+}
+
+}  // namespace mh::api

@@ -1,0 +1,28 @@
+// DaemonConfig: everything macrohardd is told at start, from (lowest to highest precedence) its
+// defaults, a configuration file (TOML/INI, `--config`), MACROHARD_* environment variables,
+// and command-line flags.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "platform/api/http_server.h"
+
+namespace mh::daemon {
+
+struct DaemonConfig {
+  std::filesystem::path data_dir = "macrohard-data";  // holds all state: store, blobs, lock
+  api::ServerOptions server;
+  int threads = 0;  // I/O threads; 0 = one per core
+  std::chrono::milliseconds shutdown_grace{20'000};
+  std::string log_level = "info";
+  std::string access_log = "stdout";  // "stdout", "off", or a file path
+  std::filesystem::path port_file;    // written with the bound port once listening
+  std::filesystem::path admin_key_file;  // the bootstrap admin key is also written here (0600)
+};
+
+// Parses argv. Returns the exit code to leave with when the program should not run (after
+// --help, --version or an error, already printed), or -1 to go on.
+int parse_config(int argc, char** argv, DaemonConfig* config);
+
+}  // namespace mh::daemon

@@ -1,0 +1,229 @@
+#include "platform/main/daemon.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fmt/format.h>
+#include <fstream>
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "platform/api/admin_keys.h"
+#include "platform/api/http_server.h"
+#include "platform/api/metrics.h"
+#include "platform/api/router.h"
+#include "platform/api/system_routes.h"
+#include "platform/base/time.h"
+#include "platform/base/version.h"
+#include "platform/blobs/blob_store.h"
+#include "platform/engine/devices.h"
+#include "platform/store/sqlite_database.h"
+
+namespace mh::daemon {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Holds an exclusive lock on the data directory for the life of the process, so two daemons
+// can never share (and corrupt) one store.
+class DataDirLock {
+ public:
+  Status acquire(const fs::path& dir) {
+    fs::path path = dir / "macrohardd.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) return internal_error(fmt::format("opening {}: {}", path.string(), strerror(errno)));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {};
+      ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+      return unavailable(fmt::format("another macrohardd (pid {}) is using the data directory {}",
+                                     n > 0 ? std::string(pid, strcspn(pid, "\n")) : "unknown",
+                                     dir.string()));
+    }
+    std::string me = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
+      return internal_error(fmt::format("writing {}: {}", path.string(), strerror(errno)));
+    }
+    return {};
+  }
+  ~DataDirLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Writes a small file atomically (temp + rename) with the given mode.
+Status write_file_atomically(const fs::path& path, const std::string& content, mode_t mode) {
+  fs::path temp = path;
+  temp += ".tmp";
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return internal_error(fmt::format("writing {}: {}", path.string(), strerror(errno)));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
+    return internal_error(fmt::format("writing {}: {}", path.string(), strerror(errno)));
+  }
+  return {};
+}
+
+Status setup_logging(const DaemonConfig& config) {
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  if (config.access_log == "off") return {};
+  spdlog::init_thread_pool(16384, 1);
+  spdlog::sink_ptr sink;
+  try {
+    if (config.access_log == "stdout") {
+      sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+    } else {
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.access_log);
+    }
+  } catch (const spdlog::spdlog_ex& e) {
+    return invalid_argument(fmt::format("access log {}: {}", config.access_log, e.what()));
+  }
+  // Asynchronous so that I/O threads never wait on the log's disk; block rather than drop.
+  auto logger = std::make_shared<spdlog::async_logger>(
+      "access", sink, spdlog::thread_pool(), spdlog::async_overflow_policy::block);
+  logger->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","log":"access",%v)",
+                      spdlog::pattern_time_type::utc);
+  logger->set_level(spdlog::level::info);
+  spdlog::register_logger(logger);
+  spdlog::flush_every(std::chrono::seconds(1));
+  return {};
+}
+
+}  // namespace
+
+int run_daemon(const DaemonConfig& config) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto fail = [](const Status& status) {
+    spdlog::critical("macrohardd cannot start: {}", status.message());
+    spdlog::shutdown();
+    return 1;
+  };
+  if (Status s = setup_logging(config); !s.ok()) return fail(s);
+
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  if (ec) return fail(internal_error(fmt::format("creating data directory {}: {}",
+                                                 config.data_dir.string(), ec.message())));
+  fs::permissions(config.data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  DataDirLock lock;
+  if (Status s = lock.acquire(config.data_dir); !s.ok()) return fail(s);
+
+  auto db = store::open_sqlite(config.data_dir / "macrohard.db");
+  if (!db.ok()) return fail(db.status());
+  auto blobs = blobs::BlobStore::open(config.data_dir / "blobs");
+  if (!blobs.ok()) return fail(blobs.status());
+
+  api::AdminKeys admin_keys(**db);
+  auto bootstrap = admin_keys.bootstrap();
+  if (!bootstrap.ok()) return fail(bootstrap.status());
+  if (*bootstrap) {
+    const std::string& secret = (*bootstrap)->secret;
+    std::printf(
+        "\nmacrohardd: this is the platform's first start. Its admin API key is shown once, here,\n"
+        "and stored only as a hash. Keep it safe; create more with POST /v1/admin/keys.\n\n"
+        "    %s\n\n",
+        secret.c_str());
+    std::fflush(stdout);
+    if (!config.admin_key_file.empty()) {
+      if (Status s = write_file_atomically(config.admin_key_file, secret + "\n", 0600); !s.ok()) {
+        return fail(s);
+      }
+    }
+  }
+
+  asio::io_context ioc;
+  api::Router router;
+  api::HttpMetrics metrics;
+  api::HttpServer server(ioc, config.server, router, metrics);
+
+  api::SystemContext system;
+  system.db = db->get();
+  system.blobs = blobs->get();
+  system.data_dir = config.data_dir;
+  system.started_at = unix_seconds();
+  system.devices = engine::probe_devices();
+  system.open_connections = [&server] { return server.open_connections(); };
+  system.stopping = [&server] { return server.stopping(); };
+  system.tls = !config.server.tls_cert_file.empty();
+
+  router.set_authenticator(api::make_authenticator(admin_keys));
+  api::add_system_routes(router, metrics, system);
+  api::add_admin_key_routes(router, admin_keys);
+  metrics.add_gauge("mh_http_open_connections", "Open client connections.",
+                    [&server] { return static_cast<double>(server.open_connections()); });
+  metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.", [&system] {
+    return static_cast<double>(unix_seconds() - system.started_at);
+  });
+
+  if (Status s = server.start(); !s.ok()) return fail(s);
+  spdlog::info("macrohardd {} serving {}://{}:{} from {} ({} devices: {})", MACROHARD_VERSION,
+               server.tls() ? "https" : "http", config.server.host, server.port(),
+               config.data_dir.string(), system.devices.devices.size(),
+               system.devices.devices.empty() ? system.devices.note : "cuda");
+  if (!config.port_file.empty()) {
+    if (Status s = write_file_atomically(config.port_file, std::to_string(server.port()) + "\n",
+                                         0644);
+        !s.ok()) {
+      return fail(s);
+    }
+  }
+
+  // Graceful stop: the first signal stops accepting and lets requests in flight finish within
+  // the grace period; a second signal, or the period's end, stops at once.
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  asio::steady_timer grace(ioc);
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& error, int signal) {
+        if (error) return;
+        if (server.stopping()) {
+          spdlog::warn("second signal: stopping now");
+          ioc.stop();
+          return;
+        }
+        spdlog::info("signal {}: stopping; {} connections open", signal, server.open_connections());
+        grace.expires_after(config.shutdown_grace);
+        grace.async_wait([&](const boost::system::error_code& e) {
+          if (e) return;
+          spdlog::warn("grace period over: closing {} connections", server.open_connections());
+          ioc.stop();
+        });
+        signals.async_wait(on_signal);
+        server.shutdown([&] {
+          asio::post(ioc, [&] {
+            grace.cancel();
+            signals.cancel();
+          });
+        });
+      };
+  signals.async_wait(on_signal);
+
+  int thread_count = config.threads > 0 ? config.threads
+                                        : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> threads;
+  for (int i = 1; i < thread_count; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : threads) t.join();
+  spdlog::info("macrohardd stopped");
+  spdlog::shutdown();
+  return 0;
+}
+
+}  // namespace mh::daemon

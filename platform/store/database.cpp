@@ -1,0 +1,33 @@
+#include "platform/store/database.h"
+
+namespace mh::store {
+
+int64_t Row::integer(size_t i) const {
+  const Value& v = columns_.at(i);
+  if (const auto* n = std::get_if<int64_t>(&v)) return *n;
+  if (const auto* d = std::get_if<double>(&v)) return static_cast<int64_t>(*d);
+  return 0;
+}
+
+double Row::real(size_t i) const {
+  const Value& v = columns_.at(i);
+  if (const auto* d = std::get_if<double>(&v)) return *d;
+  if (const auto* n = std::get_if<int64_t>(&v)) return static_cast<double>(*n);
+  return 0.0;
+}
+
+std::string Row::text(size_t i) const {
+  const Value& v = columns_.at(i);
+  if (const auto* s = std::get_if<std::string>(&v)) return *s;
+  if (const auto* n = std::get_if<int64_t>(&v)) return std::to_string(*n);
+  return {};
+}
+
+Result<Row> Session::query_one(std::string_view sql, std::initializer_list<Value> params,
+                               std::string_view what) {
+  MH_ASSIGN_OR_RETURN(auto rows, query(sql, params));
+  if (rows.empty()) return not_found(std::string(what) + " not found");
+  return std::move(rows.front());
+}
+
+}  // namespace mh::store

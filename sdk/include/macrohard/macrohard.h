@@ -1,0 +1,157 @@
+/* macrohard.h: the C ABI of libmacrohard, the Macrohard SDK.
+ *
+ * Everything a licensee's program calls. Conventions, throughout:
+ *  - Objects are opaque and come in _new/_delete pairs; the caller owns what it creates and what
+ *    an out-parameter hands back, and frees it with the matching _delete (strings: mh_free).
+ *  - Functions that can fail return mh_error*: NULL means success; otherwise the caller owns
+ *    the error and frees it with mh_error_delete. Out-parameters are untouched on failure.
+ *  - Strings are NUL-terminated UTF-8. Borrowed `const char*` results live as long as the
+ *    object they come from.
+ *  - A client may be used from several threads at once.
+ *  - Options grow through setters, never through struct fields, so old callers keep working.
+ *
+ * Versioning: MH_API_VERSION_MAJOR/MINOR describe this header. A program works with a library
+ * whose major is the same and whose minor is at least the header's: check with
+ * mh_api_compatible(MH_API_VERSION_MAJOR, MH_API_VERSION_MINOR) at start.
+ */
+#ifndef MACROHARD_MACROHARD_H_
+#define MACROHARD_MACROHARD_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MH_API_VERSION_MAJOR 1
+#define MH_API_VERSION_MINOR 0
+
+#if defined(__GNUC__)
+#define MH_EXPORT __attribute__((visibility("default")))
+#else
+#define MH_EXPORT
+#endif
+
+/* ---- versions ---------------------------------------------------------------------------- */
+
+/* The library's API version: (major << 16) | minor. */
+MH_EXPORT uint32_t mh_api_version(void);
+/* 1 if a program built against header version major.minor can use this library, else 0. */
+MH_EXPORT int mh_api_compatible(uint32_t major, uint32_t minor);
+/* The library's release version, "0.1.0". Static storage. */
+MH_EXPORT const char* mh_library_version(void);
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+/* Error codes. The values never change; new ones may be added. */
+typedef enum mh_code {
+  MH_OK = 0,
+  MH_ERR_INVALID_ARGUMENT = 1,    /* the request is malformed or a field is invalid (400) */
+  MH_ERR_UNAUTHENTICATED = 2,     /* no API key, or one the server does not know (401) */
+  MH_ERR_PERMISSION_DENIED = 3,   /* license, feature or role forbids it (403) */
+  MH_ERR_NOT_FOUND = 4,           /* no such resource (404) */
+  MH_ERR_CONFLICT = 5,            /* conflicts with the resource's state (409) */
+  MH_ERR_PAYLOAD_TOO_LARGE = 6,   /* over a size limit (413) */
+  MH_ERR_FAILED_PRECONDITION = 7, /* well-formed, but refused (422) */
+  MH_ERR_RESOURCE_EXHAUSTED = 8,  /* quota or rate limit (429) */
+  MH_ERR_UNAVAILABLE = 9,         /* the server cannot be reached or is not ready (503) */
+  MH_ERR_DEADLINE_EXCEEDED = 10,  /* a timeout */
+  MH_ERR_INTERNAL = 11,           /* a bug or an environment failure (500) */
+  MH_ERR_METHOD_NOT_ALLOWED = 12, /* (405) */
+  MH_ERR_UNIMPLEMENTED = 13,      /* (501) */
+  MH_ERR_CANCELLED = 14           /* the operation was cancelled */
+} mh_code;
+
+typedef struct mh_error mh_error;
+
+MH_EXPORT mh_code mh_error_code(const mh_error* error);
+/* The HTTP status the server answered with, or 0 when the error arose in the client. */
+MH_EXPORT int mh_error_http_status(const mh_error* error);
+/* What went wrong and, where possible, what to do about it. Never NULL. */
+MH_EXPORT const char* mh_error_message(const mh_error* error);
+/* The server's x-request-id for the failed request ("" when there was none): quote it to
+ * platform staff. */
+MH_EXPORT const char* mh_error_request_id(const mh_error* error);
+/* The request field the error is about ("" when none). */
+MH_EXPORT const char* mh_error_param(const mh_error* error);
+/* The code's stable name, "not_found". Static storage. */
+MH_EXPORT const char* mh_code_name(mh_code code);
+MH_EXPORT void mh_error_delete(mh_error* error);
+
+/* Frees a string the library handed to the caller. */
+MH_EXPORT void mh_free(void* pointer);
+
+/* ---- client options ---------------------------------------------------------------------- */
+
+typedef struct mh_client_options mh_client_options;
+
+MH_EXPORT mh_client_options* mh_client_options_new(void);
+MH_EXPORT void mh_client_options_delete(mh_client_options* options);
+/* "http://127.0.0.1:8080" or "https://macrohard.example.com". Required. */
+MH_EXPORT mh_error* mh_client_options_set_base_url(mh_client_options* options, const char* url);
+/* The API key sent as "Authorization: Bearer <key>". */
+MH_EXPORT mh_error* mh_client_options_set_api_key(mh_client_options* options, const char* key);
+/* A PEM file of CA certificates to trust, in addition to the system's. */
+MH_EXPORT mh_error* mh_client_options_set_ca_file(mh_client_options* options, const char* path);
+/* 1 (the default) verifies the server's certificate and host name; 0 skips it (development). */
+MH_EXPORT mh_error* mh_client_options_set_verify_tls(mh_client_options* options, int verify);
+/* Connect timeout, default 10000 ms. */
+MH_EXPORT mh_error* mh_client_options_set_connect_timeout_ms(mh_client_options* options,
+                                                             int64_t ms);
+/* Timeout of one attempt of one request, default 60000 ms. */
+MH_EXPORT mh_error* mh_client_options_set_request_timeout_ms(mh_client_options* options,
+                                                             int64_t ms);
+/* Retries after the first attempt, default 3. Safe requests (GET, HEAD, PUT, DELETE) are retried
+ * on network failures; every request is retried on 429 and 503, after the server's Retry-After
+ * when it sends one, else after an exponential backoff with full jitter. */
+MH_EXPORT mh_error* mh_client_options_set_max_retries(mh_client_options* options, int retries);
+/* The first backoff delay, default 200 ms; each retry doubles it, up to max_backoff. */
+MH_EXPORT mh_error* mh_client_options_set_initial_backoff_ms(mh_client_options* options,
+                                                             int64_t ms);
+/* The largest backoff delay, and the most a Retry-After is honoured for, default 30000 ms. */
+MH_EXPORT mh_error* mh_client_options_set_max_backoff_ms(mh_client_options* options, int64_t ms);
+/* Appended to the User-Agent header: "myproduct/2.1". */
+MH_EXPORT mh_error* mh_client_options_set_user_agent(mh_client_options* options,
+                                                     const char* product);
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+typedef struct mh_client mh_client;
+
+/* Creates a client; the options are copied and may be deleted afterwards. No network I/O. */
+MH_EXPORT mh_error* mh_client_new(const mh_client_options* options, mh_client** out);
+MH_EXPORT void mh_client_delete(mh_client* client);
+
+/* GET /v1/version. */
+typedef struct mh_server_info mh_server_info;
+MH_EXPORT mh_error* mh_client_server_info(mh_client* client, mh_server_info** out);
+MH_EXPORT const char* mh_server_info_version(const mh_server_info* info);
+MH_EXPORT size_t mh_server_info_api_version_count(const mh_server_info* info);
+MH_EXPORT const char* mh_server_info_api_version(const mh_server_info* info, size_t index);
+/* 1 if this library can talk to the server (it serves the API version this library speaks). */
+MH_EXPORT int mh_server_info_compatible(const mh_server_info* info);
+MH_EXPORT void mh_server_info_delete(mh_server_info* info);
+
+/* GET /healthz and /readyz. Fails only when the server cannot be reached at all. */
+typedef struct mh_health mh_health;
+MH_EXPORT mh_error* mh_client_health(mh_client* client, mh_health** out);
+MH_EXPORT int mh_health_live(const mh_health* health);
+MH_EXPORT int mh_health_ready(const mh_health* health);
+/* Why the server is not ready, "" when it is. */
+MH_EXPORT const char* mh_health_detail(const mh_health* health);
+MH_EXPORT void mh_health_delete(mh_health* health);
+
+/* A JSON request to any API path, for endpoints newer than this library's typed calls.
+ * `method` is "GET", "POST", …; `path` starts with "/" ("/v1/admin/status"); `body_json` may be
+ * NULL. On success *response_json is the response body (free it with mh_free); an HTTP error
+ * status becomes an mh_error carrying the server's code, message and request id. */
+MH_EXPORT mh_error* mh_client_request_json(mh_client* client, const char* method,
+                                           const char* path, const char* body_json,
+                                           char** response_json);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MACROHARD_MACROHARD_H_ */

@@ -1,0 +1,313 @@
+// The C ABI of macrohard.h over HttpClient. Every entry point catches exceptions: nothing
+// crosses the boundary but return values and mh_error objects.
+#include <boost/json.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <fmt/format.h>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "platform/base/version.h"
+#include "sdk/include/macrohard/macrohard.h"
+#include "sdk/src/http_client.h"
+
+namespace json = boost::json;
+using mh::sdk::CallError;
+using mh::sdk::HttpResponse;
+
+struct mh_error {
+  mh_code code;
+  int http_status;
+  std::string message;
+  std::string request_id;
+  std::string param;
+};
+
+struct mh_client_options {
+  mh::sdk::ClientConfig config;
+  bool has_url = false;
+};
+
+struct mh_client {
+  std::unique_ptr<mh::sdk::HttpClient> http;
+};
+
+struct mh_server_info {
+  std::string version;
+  std::vector<std::string> api_versions;
+};
+
+struct mh_health {
+  bool live = false;
+  bool ready = false;
+  std::string detail;
+};
+
+static_assert(static_cast<int>(mh::Code::kCancelled) == MH_ERR_CANCELLED &&
+                  static_cast<int>(mh::Code::kInvalidArgument) == MH_ERR_INVALID_ARGUMENT &&
+                  static_cast<int>(mh::Code::kUnimplemented) == MH_ERR_UNIMPLEMENTED,
+              "mh_code and mh::Code must keep the same values");
+
+namespace {
+
+mh_error* make_error(const mh::Status& status, int http_status = 0, std::string request_id = {}) {
+  return new mh_error{static_cast<mh_code>(status.code()), http_status, status.message(),
+                      std::move(request_id), status.param()};
+}
+mh_error* make_error(const CallError& error) {
+  return make_error(error.status, error.http_status, error.request_id);
+}
+mh_error* null_argument(const char* name) {
+  return make_error(mh::invalid_argument(fmt::format("{} must not be NULL", name)));
+}
+
+// Runs fn, turning any escaping exception into an internal error.
+template <typename Fn>
+mh_error* guarded(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return make_error({mh::Code::kResourceExhausted, "out of memory"});
+  } catch (const std::exception& e) {
+    return make_error(mh::internal_error(e.what()));
+  } catch (...) {
+    return make_error(mh::internal_error("unknown exception"));
+  }
+}
+
+mh_error* set_duration(mh_client_options* options, std::chrono::milliseconds* field, int64_t ms,
+                       const char* name) {
+  if (options == nullptr) return null_argument("options");
+  if (ms <= 0) return make_error(mh::invalid_argument(fmt::format("{} must be positive", name)));
+  *field = std::chrono::milliseconds(ms);
+  return nullptr;
+}
+
+char* copy_string(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out == nullptr) throw std::bad_alloc();
+  std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t mh_api_version(void) {
+  return (uint32_t{MH_API_VERSION_MAJOR} << 16) | uint32_t{MH_API_VERSION_MINOR};
+}
+
+int mh_api_compatible(uint32_t major, uint32_t minor) {
+  return major == MH_API_VERSION_MAJOR && minor <= MH_API_VERSION_MINOR ? 1 : 0;
+}
+
+const char* mh_library_version(void) { return MACROHARD_VERSION; }
+
+mh_code mh_error_code(const mh_error* error) { return error ? error->code : MH_OK; }
+int mh_error_http_status(const mh_error* error) { return error ? error->http_status : 0; }
+const char* mh_error_message(const mh_error* error) { return error ? error->message.c_str() : ""; }
+const char* mh_error_request_id(const mh_error* error) {
+  return error ? error->request_id.c_str() : "";
+}
+const char* mh_error_param(const mh_error* error) { return error ? error->param.c_str() : ""; }
+const char* mh_code_name(mh_code code) {
+  return mh::code_name(static_cast<mh::Code>(code)).data();
+}
+void mh_error_delete(mh_error* error) { delete error; }
+void mh_free(void* pointer) { std::free(pointer); }
+
+mh_client_options* mh_client_options_new(void) {
+  try {
+    return new mh_client_options{};
+  } catch (...) {
+    return nullptr;
+  }
+}
+void mh_client_options_delete(mh_client_options* options) { delete options; }
+
+mh_error* mh_client_options_set_base_url(mh_client_options* options, const char* url) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (url == nullptr) return null_argument("url");
+    mh::sdk::ClientConfig parsed = options->config;
+    mh::Status status = mh::sdk::parse_base_url(url, &parsed);
+    if (!status.ok()) return make_error(status);
+    options->config = std::move(parsed);
+    options->has_url = true;
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_options_set_api_key(mh_client_options* options, const char* key) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (key == nullptr) return null_argument("key");
+    for (const char* p = key; *p != '\0'; ++p) {
+      if (static_cast<unsigned char>(*p) < 0x21 || *p == 0x7f) {
+        return make_error(mh::invalid_argument("the API key holds a space or control character"));
+      }
+    }
+    options->config.api_key = key;
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_options_set_ca_file(mh_client_options* options, const char* path) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (path == nullptr) return null_argument("path");
+    options->config.ca_file = path;
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_options_set_verify_tls(mh_client_options* options, int verify) {
+  if (options == nullptr) return null_argument("options");
+  options->config.verify_tls = verify != 0;
+  return nullptr;
+}
+
+mh_error* mh_client_options_set_connect_timeout_ms(mh_client_options* options, int64_t ms) {
+  return set_duration(options, options ? &options->config.connect_timeout : nullptr, ms,
+                      "connect timeout");
+}
+mh_error* mh_client_options_set_request_timeout_ms(mh_client_options* options, int64_t ms) {
+  return set_duration(options, options ? &options->config.request_timeout : nullptr, ms,
+                      "request timeout");
+}
+mh_error* mh_client_options_set_initial_backoff_ms(mh_client_options* options, int64_t ms) {
+  return set_duration(options, options ? &options->config.initial_backoff : nullptr, ms,
+                      "initial backoff");
+}
+mh_error* mh_client_options_set_max_backoff_ms(mh_client_options* options, int64_t ms) {
+  return set_duration(options, options ? &options->config.max_backoff : nullptr, ms,
+                      "max backoff");
+}
+
+mh_error* mh_client_options_set_max_retries(mh_client_options* options, int retries) {
+  if (options == nullptr) return null_argument("options");
+  if (retries < 0 || retries > 100) {
+    return make_error(mh::invalid_argument("max retries must be from 0 to 100"));
+  }
+  options->config.max_retries = retries;
+  return nullptr;
+}
+
+mh_error* mh_client_options_set_user_agent(mh_client_options* options, const char* product) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (product == nullptr) return null_argument("product");
+    options->config.user_agent = product;
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_new(const mh_client_options* options, mh_client** out) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (out == nullptr) return null_argument("out");
+    if (!options->has_url) {
+      return make_error(mh::invalid_argument("set a base URL before creating a client"));
+    }
+    *out = new mh_client{std::make_unique<mh::sdk::HttpClient>(options->config)};
+    return nullptr;
+  });
+}
+
+void mh_client_delete(mh_client* client) { delete client; }
+
+mh_error* mh_client_server_info(mh_client* client, mh_server_info** out) {
+  return guarded([&]() -> mh_error* {
+    if (client == nullptr) return null_argument("client");
+    if (out == nullptr) return null_argument("out");
+    auto result = client->http->call("GET", "/v1/version");
+    if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+    const auto& response = std::get<HttpResponse>(result);
+    boost::system::error_code ec;
+    json::value body = json::parse(response.body, ec);
+    if (ec || !body.is_object()) {
+      return make_error(mh::internal_error("GET /v1/version answered something that is not JSON"),
+                        response.status, response.request_id);
+    }
+    auto info = std::make_unique<mh_server_info>();
+    const auto& object = body.as_object();
+    if (const auto* v = object.if_contains("version"); v && v->is_string()) {
+      info->version = v->as_string();
+    }
+    if (const auto* list = object.if_contains("api_versions"); list && list->is_array()) {
+      for (const auto& v : list->as_array()) {
+        if (v.is_string()) info->api_versions.emplace_back(v.as_string());
+      }
+    }
+    *out = info.release();
+    return nullptr;
+  });
+}
+
+const char* mh_server_info_version(const mh_server_info* info) {
+  return info ? info->version.c_str() : "";
+}
+size_t mh_server_info_api_version_count(const mh_server_info* info) {
+  return info ? info->api_versions.size() : 0;
+}
+const char* mh_server_info_api_version(const mh_server_info* info, size_t index) {
+  if (info == nullptr || index >= info->api_versions.size()) return nullptr;
+  return info->api_versions[index].c_str();
+}
+int mh_server_info_compatible(const mh_server_info* info) {
+  if (info == nullptr) return 0;
+  const std::string ours = fmt::format("v{}", MH_API_VERSION_MAJOR);
+  for (const auto& v : info->api_versions) {
+    if (v == ours) return 1;
+  }
+  return 0;
+}
+void mh_server_info_delete(mh_server_info* info) { delete info; }
+
+mh_error* mh_client_health(mh_client* client, mh_health** out) {
+  return guarded([&]() -> mh_error* {
+    if (client == nullptr) return null_argument("client");
+    if (out == nullptr) return null_argument("out");
+    auto live = client->http->send("GET", "/healthz");
+    if (auto* error = std::get_if<CallError>(&live)) return make_error(*error);
+    auto health = std::make_unique<mh_health>();
+    health->live = std::get<HttpResponse>(live).status == 200;
+    auto ready = client->http->send("GET", "/readyz");
+    if (auto* error = std::get_if<CallError>(&ready)) {
+      health->detail = error->status.message();
+    } else {
+      const auto& response = std::get<HttpResponse>(ready);
+      health->ready = response.status == 200;
+      if (!health->ready) health->detail = mh::sdk::error_from_response(response).status.message();
+    }
+    *out = health.release();
+    return nullptr;
+  });
+}
+
+int mh_health_live(const mh_health* health) { return health && health->live ? 1 : 0; }
+int mh_health_ready(const mh_health* health) { return health && health->ready ? 1 : 0; }
+const char* mh_health_detail(const mh_health* health) {
+  return health ? health->detail.c_str() : "";
+}
+void mh_health_delete(mh_health* health) { delete health; }
+
+mh_error* mh_client_request_json(mh_client* client, const char* method, const char* path,
+                                 const char* body_json, char** response_json) {
+  return guarded([&]() -> mh_error* {
+    if (client == nullptr) return null_argument("client");
+    if (method == nullptr) return null_argument("method");
+    if (path == nullptr || path[0] != '/') {
+      return make_error(mh::invalid_argument("path must start with '/'"));
+    }
+    if (response_json == nullptr) return null_argument("response_json");
+    auto result = client->http->call(method, path, body_json ? body_json : "");
+    if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+    *response_json = copy_string(std::get<HttpResponse>(result).body);
+    return nullptr;
+  });
+}
+
+}  // extern "C"

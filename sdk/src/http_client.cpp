@@ -1,0 +1,345 @@
+#include "sdk/src/http_client.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <ctime>
+#include <fmt/format.h>
+#include <random>
+#include <thread>
+
+#include "platform/base/version.h"
+#include "sdk/include/macrohard/macrohard.h"
+
+namespace mh::sdk {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr uint64_t kMaxResponseBytes = 256ull * 1024 * 1024;
+
+bool is_idempotent(std::string_view method,
+                   const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||
+      method == "OPTIONS") {
+    return true;
+  }
+  for (const auto& [name, value] : headers) {
+    if (beast::iequals(name, "Idempotency-Key")) return true;
+  }
+  return false;
+}
+
+std::chrono::milliseconds backoff(const ClientConfig& config, int attempt) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  double cap = static_cast<double>(config.initial_backoff.count()) * std::pow(2.0, attempt);
+  cap = std::min(cap, static_cast<double>(config.max_backoff.count()));
+  std::uniform_real_distribution<double> jitter(0.0, cap);  // "full jitter"
+  return std::chrono::milliseconds(static_cast<int64_t>(jitter(rng)));
+}
+
+}  // namespace
+
+Status parse_base_url(std::string_view url, ClientConfig* config) {
+  auto parsed = boost::urls::parse_absolute_uri(url);
+  if (!parsed) {
+    return invalid_argument(fmt::format("base URL '{}' is not an absolute URL", url));
+  }
+  std::string scheme = parsed->scheme();
+  if (scheme != "http" && scheme != "https") {
+    return invalid_argument(fmt::format("base URL '{}': the scheme must be http or https", url));
+  }
+  if (parsed->host().empty()) return invalid_argument(fmt::format("base URL '{}' has no host", url));
+  if (parsed->has_query() || parsed->has_fragment() || parsed->has_userinfo()) {
+    return invalid_argument(
+        fmt::format("base URL '{}' must not carry a query, fragment or user info", url));
+  }
+  config->base_url = std::string(url);
+  config->https = scheme == "https";
+  // host_name() is decoded; an IPv6 literal comes without its brackets from host_address().
+  config->host = parsed->host_type() == boost::urls::host_type::ipv6
+                     ? std::string(parsed->host_address())
+                     : std::string(parsed->host_name());
+  if (parsed->host_type() == boost::urls::host_type::ipv4) config->host = parsed->host_address();
+  config->port = parsed->has_port() ? std::string(parsed->port()) : (config->https ? "443" : "80");
+  std::string path(parsed->encoded_path());
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  config->base_path = path;
+  return {};
+}
+
+std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view value) {
+  if (value.empty()) return std::nullopt;
+  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (value.size() > 9) return std::nullopt;
+    return std::chrono::seconds(std::stoll(std::string(value)));
+  }
+  std::tm tm{};
+  const char* end = strptime(std::string(value).c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr) return std::nullopt;
+  auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
+  auto delta = std::chrono::duration_cast<std::chrono::milliseconds>(
+      when - std::chrono::system_clock::now());
+  return std::max(delta, std::chrono::milliseconds(0));
+}
+
+CallError error_from_response(const HttpResponse& response) {
+  CallError error;
+  error.http_status = response.status;
+  error.request_id = response.request_id;
+  Code code = code_from_http_status(response.status);
+  std::string message = fmt::format("the server answered HTTP {}", response.status);
+  std::string param;
+  boost::system::error_code ec;
+  boost::json::value body = boost::json::parse(response.body, ec);
+  if (!ec && body.is_object()) {
+    if (const auto* envelope = body.as_object().if_contains("error");
+        envelope != nullptr && envelope->is_object()) {
+      const auto& e = envelope->as_object();
+      if (const auto* c = e.if_contains("code"); c != nullptr && c->is_string()) {
+        if (auto known = code_from_name(c->as_string())) code = *known;
+      }
+      if (const auto* m = e.if_contains("message"); m != nullptr && m->is_string()) {
+        message = m->as_string();
+      }
+      if (const auto* p = e.if_contains("param"); p != nullptr && p->is_string()) {
+        param = p->as_string();
+      }
+    }
+  }
+  error.status = Status(code, std::move(message), std::move(param));
+  return error;
+}
+
+// One connection to the server. Each operation runs on the client's private io_context with a
+// deadline, so a dead server can never hang the caller.
+class HttpClient::Connection {
+ public:
+  explicit Connection(const ClientConfig& config) : config_(config), ssl_(ssl::context::tls_client) {
+    if (config_.https) {
+      ssl_.set_default_verify_paths();
+      if (!config_.ca_file.empty()) ssl_.load_verify_file(config_.ca_file);
+      ssl_.set_verify_mode(config_.verify_tls ? ssl::verify_peer : ssl::verify_none);
+    }
+  }
+
+  bool open() const { return plain_.has_value() || tls_.has_value(); }
+  bool reused() const { return requests_ > 0; }
+
+  Status connect() {
+    close();
+    tcp::resolver resolver(ioc_);
+    tcp::resolver::results_type endpoints;
+    beast::error_code ec;
+    resolver.async_resolve(config_.host, config_.port,
+                           [&](beast::error_code e, tcp::resolver::results_type r) {
+                             ec = e;
+                             endpoints = std::move(r);
+                           });
+    run();
+    if (ec) return unreachable("resolving", ec);
+    beast::tcp_stream stream(ioc_);
+    stream.expires_after(config_.connect_timeout);
+    stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+    run();
+    if (ec) return unreachable("connecting to", ec);
+    stream.socket().set_option(tcp::no_delay(true), ec);
+    if (!config_.https) {
+      plain_.emplace(std::move(stream));
+      return {};
+    }
+    tls_.emplace(std::move(stream), ssl_);
+    SSL* handle = tls_->native_handle();
+    asio::ip::make_address(config_.host, ec);
+    bool is_ip = !ec;
+    if (!is_ip) SSL_set_tlsext_host_name(handle, config_.host.c_str());
+    if (config_.verify_tls) {
+      X509_VERIFY_PARAM* param = SSL_get0_param(handle);
+      if (is_ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, config_.host.c_str());
+      } else {
+        X509_VERIFY_PARAM_set1_host(param, config_.host.c_str(), 0);
+      }
+    }
+    beast::get_lowest_layer(*tls_).expires_after(config_.connect_timeout);
+    tls_->async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+    run();
+    if (ec) {
+      long verify = SSL_get_verify_result(handle);
+      close();
+      if (verify != X509_V_OK) {
+        return unavailable(fmt::format(
+            "TLS: the certificate of {} is not trusted ({}); set a CA file that holds it, "
+            "or turn verification off for development",
+            config_.base_url, X509_verify_cert_error_string(verify)));
+      }
+      return unreachable("TLS handshake with", ec);
+    }
+    return {};
+  }
+
+  // One request and its response on the open connection.
+  Result<HttpResponse> exchange(http::request<http::string_body>& request) {
+    beast::error_code ec;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxResponseBytes);
+    auto write_then_read = [&](auto& stream) {
+      beast::get_lowest_layer(stream).expires_after(config_.request_timeout);
+      http::async_write(stream, request, [&](beast::error_code e, size_t) {
+        ec = e;
+        if (e) return;
+        http::async_read(stream, buffer_, parser, [&](beast::error_code e2, size_t) { ec = e2; });
+      });
+      run();
+    };
+    if (tls_) {
+      write_then_read(*tls_);
+    } else {
+      write_then_read(*plain_);
+    }
+    ++requests_;
+    if (ec) {
+      close();
+      if (ec == beast::error::timeout) {
+        return Status(Code::kDeadlineExceeded,
+                      fmt::format("{} {} timed out after {} ms", request.method_string(),
+                                  request.target(), config_.request_timeout.count()));
+      }
+      return unreachable("talking to", ec);
+    }
+    auto& message = parser.get();
+    HttpResponse response;
+    response.status = static_cast<int>(message.result_int());
+    response.request_id = std::string(message["x-request-id"]);
+    response.retry_after = std::string(message[http::field::retry_after]);
+    response.body = std::move(message.body());
+    if (!message.keep_alive()) close();
+    return response;
+  }
+
+  void close() {
+    beast::error_code ignored;
+    if (plain_) plain_->socket().close(ignored);
+    if (tls_) beast::get_lowest_layer(*tls_).socket().close(ignored);
+    plain_.reset();
+    tls_.reset();
+    buffer_.clear();
+    requests_ = 0;
+    ioc_.restart();
+  }
+
+ private:
+  void run() {
+    ioc_.restart();
+    ioc_.run();
+  }
+  Status unreachable(std::string_view what, const beast::error_code& ec) const {
+    Code code = ec == beast::error::timeout ? Code::kDeadlineExceeded : Code::kUnavailable;
+    return {code, fmt::format("{} {} failed: {}", what, config_.base_url, ec.message())};
+  }
+
+  const ClientConfig& config_;
+  asio::io_context ioc_{1};
+  ssl::context ssl_;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
+  beast::flat_buffer buffer_;
+  uint64_t requests_ = 0;
+};
+
+HttpClient::HttpClient(ClientConfig config) : config_(std::move(config)) {}
+HttpClient::~HttpClient() = default;
+
+Result<HttpResponse> HttpClient::attempt(
+    std::string_view method, std::string_view target, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  http::request<http::string_body> request;
+  request.method(http::string_to_verb(method));
+  if (request.method() == http::verb::unknown) request.method_string(method);
+  request.target(target);
+  request.version(11);
+  request.set(http::field::host, config_.host);
+  std::string agent = fmt::format("macrohard-sdk/{} (api {}.{})", MACROHARD_VERSION,
+                                  MH_API_VERSION_MAJOR, MH_API_VERSION_MINOR);
+  if (!config_.user_agent.empty()) agent += " " + config_.user_agent;
+  request.set(http::field::user_agent, agent);
+  request.set(http::field::accept, "application/json");
+  if (!config_.api_key.empty()) request.set(http::field::authorization, "Bearer " + config_.api_key);
+  for (const auto& [name, value] : headers) request.set(name, value);
+  if (!body.empty()) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = std::string(body);
+  }
+  request.keep_alive(true);
+  request.prepare_payload();
+
+  if (!connection_) {
+    try {
+      connection_ = std::make_unique<Connection>(config_);
+    } catch (const std::exception& e) {
+      return invalid_argument(fmt::format("TLS settings: {} (CA file '{}')", e.what(),
+                                          config_.ca_file));
+    }
+  }
+  // A kept-alive connection the server has since closed fails at once: retry on a fresh one.
+  for (int tries = 0; tries < 2; ++tries) {
+    bool reused = connection_->open() && connection_->reused();
+    if (!connection_->open()) MH_TRY(connection_->connect());
+    auto response = connection_->exchange(request);
+    if (response.ok() || !reused || response.status().code() == Code::kDeadlineExceeded) {
+      return response;
+    }
+  }
+  return unavailable("unreachable");  // not reached: the second try is never on a reused one
+}
+
+CallResult<HttpResponse> HttpClient::send(
+    std::string_view method, std::string_view path, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::lock_guard lock(mutex_);
+  const std::string target = config_.base_path + std::string(path);
+  const bool idempotent = is_idempotent(method, headers);
+  for (int attempt_no = 0;; ++attempt_no) {
+    Result<HttpResponse> response = attempt(method, target, body, headers);
+    const bool last = attempt_no >= config_.max_retries;
+    std::chrono::milliseconds delay = backoff(config_, attempt_no);
+    if (response.ok()) {
+      int status = response->status;
+      bool retry = status == 429 || status == 503 || (idempotent && (status == 502 || status == 504));
+      if (!retry || last) return std::move(response).value();
+      if (auto asked = parse_retry_after(response->retry_after)) {
+        delay = std::min(*asked, config_.max_backoff);
+      }
+    } else {
+      Code code = response.status().code();
+      bool network = code == Code::kUnavailable || code == Code::kDeadlineExceeded;
+      if (!network || !idempotent || last) return CallError{response.status(), 0, {}};
+    }
+    std::this_thread::sleep_for(delay);
+  }
+}
+
+CallResult<HttpResponse> HttpClient::call(std::string_view method, std::string_view path,
+                                          std::string_view body) {
+  auto result = send(method, path, body);
+  if (auto* response = std::get_if<HttpResponse>(&result)) {
+    if (response->status < 200 || response->status >= 300) return error_from_response(*response);
+  }
+  return result;
+}
+
+}  // namespace mh::sdk

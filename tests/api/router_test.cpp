@@ -1,0 +1,110 @@
+#include "platform/api/router.h"
+
+#include <doctest/doctest.h>
+
+#include <stdexcept>
+
+namespace mh::api {
+namespace {
+
+Request make(std::string method, std::string path) {
+  Request r;
+  r.method = std::move(method);
+  r.path = std::move(path);
+  r.target = r.path;
+  r.request_id = "req_test";
+  return r;
+}
+
+Response echo(Request& r) {
+  std::string out = r.method + " " + r.path;
+  for (const auto& [k, v] : r.path_params) out += " " + k + "=" + v;
+  return Response::text(200, out);
+}
+
+TEST_CASE("literal and parameter routes match — parameters are decoded") {
+  Router router;
+  router.add("GET", "/v1/files", Access::kPublic, echo);
+  router.add("GET", "/v1/files/{id}", Access::kPublic, echo);
+  router.add("GET", "/v1/files/{id}/content", Access::kPublic, echo);
+  std::string_view route;
+
+  Request list = make("GET", "/v1/files");
+  CHECK(router.dispatch(list, &route).body == "GET /v1/files");
+  CHECK(route == "/v1/files");
+
+  Request one = make("GET", "/v1/files/file%2Dabc");
+  CHECK(router.dispatch(one, &route).body == "GET /v1/files/file%2Dabc id=file-abc");
+  CHECK(route == "/v1/files/{id}");
+
+  Request content = make("GET", "/v1/files/f1/content");
+  CHECK(router.dispatch(content, &route).body == "GET /v1/files/f1/content id=f1");
+
+  for (const char* path : {"/v1/files/", "/v1/files/a/b", "/v1", "/", "/v1/files/%zz"}) {
+    CAPTURE(path);
+    Request r = make("GET", path);
+    Response response = router.dispatch(r, &route);
+    CHECK(response.status == 404);
+    CHECK(route == "unmatched");
+    CHECK(response.body.find(R"("code":"not_found")") != std::string::npos);
+  }
+}
+
+TEST_CASE("a known path with another method answers 405 with Allow") {
+  Router router;
+  router.add("GET", "/v1/keys", Access::kPublic, echo);
+  router.add("POST", "/v1/keys", Access::kPublic, echo);
+  router.add("DELETE", "/v1/keys/{id}", Access::kPublic, echo);
+  std::string_view route;
+  Request put = make("PUT", "/v1/keys");
+  Response response = router.dispatch(put, &route);
+  CHECK(response.status == 405);
+  REQUIRE(response.headers.size() == 1);
+  CHECK(response.headers[0].first == "Allow");
+  CHECK(response.headers[0].second == "GET, POST");
+  Request get = make("GET", "/v1/keys/k1");
+  CHECK(router.dispatch(get, &route).status == 405);
+}
+
+TEST_CASE("protected routes run the authenticator first — public ones never do") {
+  Router router;
+  int calls = 0;
+  router.set_authenticator([&](const Request& r, Access) -> Result<Principal> {
+    ++calls;
+    if (r.header("authorization") == "Bearer good") {
+      return Principal{Principal::Kind::kPlatformAdmin, "akey_1"};
+    }
+    return unauthenticated("no");
+  });
+  router.add("GET", "/open", Access::kPublic, echo);
+  router.add("GET", "/admin", Access::kAdmin, [](Request& r) {
+    return Response::text(200, r.principal.key_id);
+  });
+  std::string_view route;
+  Request open = make("GET", "/open");
+  CHECK(router.dispatch(open, &route).status == 200);
+  CHECK(calls == 0);
+  Request denied = make("GET", "/admin");
+  CHECK(router.dispatch(denied, &route).status == 401);
+  Request allowed = make("GET", "/admin");
+  allowed.headers.emplace_back("Authorization", "Bearer good");
+  Response ok = router.dispatch(allowed, &route);
+  CHECK(ok.status == 200);
+  CHECK(ok.body == "akey_1");
+  CHECK(calls == 2);
+}
+
+TEST_CASE("a handler that throws answers 500 naming the request id") {
+  Router router;
+  router.add("GET", "/boom", Access::kPublic,
+             [](Request&) -> Response { throw std::runtime_error("kaboom"); });
+  std::string_view route;
+  Request r = make("GET", "/boom");
+  Response response = router.dispatch(r, &route);
+  CHECK(response.status == 500);
+  CHECK(response.body.find("req_test") != std::string::npos);
+  CHECK(response.body.find("kaboom") == std::string::npos);  // internals stay inside
+}
+
+}  // namespace
+}  // namespace mh::api

@@ -1,0 +1,146 @@
+#include "platform/store/sqlite_database.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "tests/support/harness.h"
+
+namespace mh::store {
+namespace {
+
+constexpr Migration kSchemaV1[] = {
+    {1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"},
+};
+constexpr Migration kSchemaV2[] = {
+    {1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"},
+    {2, "item sizes", "ALTER TABLE items ADD COLUMN size REAL;"},
+};
+constexpr Migration kBroken[] = {
+    {1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"},
+    {2, "broken", "CREATE TABLE half (x INTEGER); THIS IS NOT SQL;"},
+};
+
+TEST_CASE("migrations apply once, in order, and survive reopening") {
+  test::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  {
+    auto db = open_sqlite(file, {}, kSchemaV1);
+    REQUIRE(db.ok());
+    CHECK((*db)->schema_version() == 1);
+    CHECK((*db)->dialect() == "sqlite");
+    REQUIRE((*db)->write([](Session& s) {
+      return s.exec("INSERT INTO items (name) VALUES (?)", {std::string("a")}).status();
+    }).ok());
+  }
+  auto db = open_sqlite(file, {}, kSchemaV2);
+  REQUIRE(db.ok());
+  CHECK((*db)->schema_version() == 2);
+  Status read = (*db)->read([](Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT name, size FROM items"));
+    CHECK(rows.size() == 1);
+    CHECK(rows[0].text(0) == "a");
+    CHECK(rows[0].is_null(1));
+    return {};
+  });
+  CHECK(read.ok());
+}
+
+TEST_CASE("a database newer than the build is refused, not touched") {
+  test::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  REQUIRE(open_sqlite(file, {}, kSchemaV2).ok());
+  auto old = open_sqlite(file, {}, kSchemaV1);
+  REQUIRE_FALSE(old.ok());
+  CHECK(old.status().code() == Code::kFailedPrecondition);
+  CHECK(old.status().message().find("schema version 2") != std::string::npos);
+}
+
+TEST_CASE("a failing migration is rolled back whole and named") {
+  test::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  auto db = open_sqlite(file, {}, kBroken);
+  REQUIRE_FALSE(db.ok());
+  CHECK(db.status().message().find("migration 2 (broken)") != std::string::npos);
+  auto v1 = open_sqlite(file, {}, kSchemaV1);
+  REQUIRE(v1.ok());
+  CHECK((*v1)->schema_version() == 1);
+  Status no_half = (*v1)->read([](Session& s) { return s.query("SELECT * FROM half").status(); });
+  CHECK_FALSE(no_half.ok());
+}
+
+TEST_CASE("a write transaction that fails leaves nothing behind") {
+  test::TempDir dir;
+  auto db = open_sqlite(dir.path() / "db.sqlite", {}, kSchemaV1);
+  REQUIRE(db.ok());
+  Status s = (*db)->write([](Session& s) -> Status {
+    MH_TRY(s.exec("INSERT INTO items (name) VALUES (?)", {std::string("x")}).status());
+    return conflict("changed my mind");
+  });
+  CHECK(s.code() == Code::kConflict);
+  Status dup = (*db)->write([](Session& s) -> Status {
+    MH_TRY(s.exec("INSERT INTO items (name) VALUES (?)", {std::string("y")}).status());
+    return s.exec("INSERT INTO items (name) VALUES (?)", {std::string("y")}).status();
+  });
+  CHECK(dup.code() == Code::kConflict);  // UNIQUE violation
+  (void)(*db)->read([](Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT COUNT(*) FROM items"));
+    CHECK(rows[0].integer(0) == 0);
+    return {};
+  });
+}
+
+TEST_CASE("parameters bind by type and a wrong count is an error") {
+  test::TempDir dir;
+  auto db = open_sqlite(dir.path() / "db.sqlite", {}, kSchemaV2);
+  REQUIRE(db.ok());
+  Status s = (*db)->write([](Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(int64_t n, s.exec("INSERT INTO items (name, size) VALUES (?, ?)",
+                                          {std::string("it's; DROP TABLE items"), 2.5}));
+    CHECK(n == 1);
+    auto wrong = s.exec("INSERT INTO items (name) VALUES (?)", {std::string("a"), int64_t{1}});
+    CHECK(wrong.status().code() == Code::kInternal);
+    MH_ASSIGN_OR_RETURN(auto row, s.query_one("SELECT name, size FROM items WHERE size > ?",
+                                              {int64_t{2}}, "item"));
+    CHECK(row.text(0) == "it's; DROP TABLE items");
+    CHECK(row.real(1) == doctest::Approx(2.5));
+    auto none = s.query_one("SELECT name FROM items WHERE size > ?", {100.0}, "big item");
+    CHECK(none.status().code() == Code::kNotFound);
+    return {};
+  });
+  CHECK(s.ok());
+}
+
+TEST_CASE("readers see committed data while a writer works, from many threads") {
+  test::TempDir dir;
+  auto db = open_sqlite(dir.path() / "db.sqlite", {}, kSchemaV1);
+  REQUIRE(db.ok());
+  Database& d = **db;
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        Status w = d.write([&](Session& s) {
+          return s.exec("INSERT INTO items (name) VALUES (?)",
+                        {std::to_string(t) + "-" + std::to_string(i)})
+              .status();
+        });
+        Status r = d.read([](Session& s) { return s.query("SELECT COUNT(*) FROM items").status(); });
+        if (!w.ok() || !r.ok()) failed = true;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK_FALSE(failed.load());
+  (void)d.read([](Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT COUNT(*) FROM items"));
+    CHECK(rows[0].integer(0) == 200);
+    return {};
+  });
+}
+
+}  // namespace
+}  // namespace mh::store
