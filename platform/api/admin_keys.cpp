@@ -1,8 +1,8 @@
 #include "platform/api/admin_keys.h"
 
+#include <fmt/format.h>
 #include <boost/json.hpp>
 #include <cctype>
-#include <fmt/format.h>
 
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
@@ -54,12 +54,13 @@ Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name)
 Result<std::optional<NewAdminKey>> AdminKeys::bootstrap() {
   std::optional<NewAdminKey> created;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows,
-                        s.query("SELECT value FROM meta WHERE key = ?", {std::string(kBootstrapMeta)}));
+    MH_ASSIGN_OR_RETURN(
+        auto rows, s.query("SELECT value FROM meta WHERE key = ?", {std::string(kBootstrapMeta)}));
     if (!rows.empty()) return {};
     MH_ASSIGN_OR_RETURN(created, insert(s, "bootstrap"));
-    return s.exec("INSERT INTO meta (key, value) VALUES (?, ?)",
-                  {std::string(kBootstrapMeta), std::to_string(unix_seconds())})
+    return s
+        .exec("INSERT INTO meta (key, value) VALUES (?, ?)",
+              {std::string(kBootstrapMeta), std::to_string(unix_seconds())})
         .status();
   }));
   return created;
@@ -67,8 +68,7 @@ Result<std::optional<NewAdminKey>> AdminKeys::bootstrap() {
 
 Result<NewAdminKey> AdminKeys::create(std::string name) {
   if (name.empty() || name.size() > kMaxNameLength) {
-    return invalid_argument(fmt::format("name must be 1 to {} characters", kMaxNameLength),
-                            "name");
+    return invalid_argument(fmt::format("name must be 1 to {} characters", kMaxNameLength), "name");
   }
   NewAdminKey created;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
@@ -85,10 +85,10 @@ Result<AdminKey> AdminKeys::authenticate(std::string_view secret) const {
   const std::string hash = sha256_hex(secret);
   Result<AdminKey> found = unauthenticated("invalid or revoked admin API key");
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows,
-                        s.query(fmt::format("SELECT {}, key_hash FROM admin_keys WHERE key_hash = ?",
-                                            kColumns),
-                                {hash}));
+    MH_ASSIGN_OR_RETURN(
+        auto rows,
+        s.query(fmt::format("SELECT {}, key_hash FROM admin_keys WHERE key_hash = ?", kColumns),
+                {hash}));
     // The lookup is by hash, so timing reveals nothing of the key; compare anyway.
     if (rows.size() == 1 && constant_time_equal(rows[0].text(5), hash) && rows[0].is_null(4)) {
       found = key_from_row(rows[0]);
@@ -107,11 +107,10 @@ Result<std::vector<AdminKey>> AdminKeys::list(const PageRequest& page, bool* has
                                                    {page.after}, "cursor 'after'"));
       after_rowid = cursor.integer(0);
     }
-    MH_ASSIGN_OR_RETURN(
-        auto rows, s.query(fmt::format("SELECT {} FROM admin_keys WHERE rowid > ? "
-                                       "ORDER BY rowid LIMIT ?",
-                                       kColumns),
-                           {after_rowid, page.limit + 1}));
+    MH_ASSIGN_OR_RETURN(auto rows, s.query(fmt::format("SELECT {} FROM admin_keys WHERE rowid > ? "
+                                                       "ORDER BY rowid LIMIT ?",
+                                                       kColumns),
+                                           {after_rowid, page.limit + 1}));
     *has_more = static_cast<int64_t>(rows.size()) > page.limit;
     for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < page.limit; ++i) {
       keys.push_back(key_from_row(rows[i]));
@@ -124,9 +123,9 @@ Result<std::vector<AdminKey>> AdminKeys::list(const PageRequest& page, bool* has
 Result<AdminKey> AdminKeys::revoke(std::string_view id) {
   AdminKey key;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto row, s.query_one(fmt::format("SELECT {} FROM admin_keys WHERE id = ?",
-                                                          kColumns),
-                                              {std::string(id)}, fmt::format("admin key '{}'", id)));
+    MH_ASSIGN_OR_RETURN(auto row,
+                        s.query_one(fmt::format("SELECT {} FROM admin_keys WHERE id = ?", kColumns),
+                                    {std::string(id)}, fmt::format("admin key '{}'", id)));
     key = key_from_row(row);
     if (key.revoked_at) return {};
     MH_ASSIGN_OR_RETURN(auto live, s.query_one("SELECT COUNT(*) FROM admin_keys "

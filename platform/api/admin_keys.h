@@ -18,7 +18,7 @@ namespace mh::api {
 inline constexpr std::string_view kAdminKeyPrefix = "mh_admin_";
 
 struct AdminKey {
-  std::string id;      // "akey_…"
+  std::string id;  // "akey_…"
   std::string name;
   std::string prefix;  // the key's first characters, to tell keys apart in lists
   int64_t created_at = 0;

@@ -1,9 +1,9 @@
 #include "platform/api/http.h"
 
-#include <boost/json.hpp>
-#include <charconv>
 #include <fmt/format.h>
 #include <strings.h>
+#include <boost/json.hpp>
+#include <charconv>
 
 namespace mh::api {
 
@@ -69,8 +69,7 @@ Response Response::error(const Status& status) {
 Result<json::object> parse_json_object(const Request& request) {
   std::string_view type = request.header("content-type");
   if (!type.empty() && type.substr(0, 16) != "application/json") {
-    return invalid_argument(
-        fmt::format("Content-Type must be application/json, not '{}'", type));
+    return invalid_argument(fmt::format("Content-Type must be application/json, not '{}'", type));
   }
   if (request.body.empty()) return invalid_argument("the request body must be a JSON object");
   boost::system::error_code ec;

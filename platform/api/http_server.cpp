@@ -1,5 +1,7 @@
 #include "platform/api/http_server.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -7,8 +9,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <mutex>
@@ -181,7 +181,8 @@ class HttpSession : public SessionBase {
     idle_ = true;
     lowest().expires_after(server_->options_.idle_timeout);
     derived().stream().async_read_some(
-        buffer_.prepare(kReadChunk), beast::bind_front_handler(&HttpSession::on_first_bytes, self()));
+        buffer_.prepare(kReadChunk),
+        beast::bind_front_handler(&HttpSession::on_first_bytes, self()));
   }
 
   void on_first_bytes(beast::error_code ec, size_t bytes) {
@@ -200,16 +201,16 @@ class HttpSession : public SessionBase {
   void on_read(beast::error_code ec, size_t) {
     if (ec == http::error::end_of_stream) return derived().do_close();
     if (ec == http::error::body_limit) {
-      return send_error({Code::kPayloadTooLarge,
-                         fmt::format("request body exceeds the limit of {} bytes",
-                                     server_->options_.max_body_bytes)},
-                        413);
+      return send_error(
+          {Code::kPayloadTooLarge, fmt::format("request body exceeds the limit of {} bytes",
+                                               server_->options_.max_body_bytes)},
+          413);
     }
     if (ec == http::error::header_limit) {
-      return send_error({Code::kPayloadTooLarge,
-                         fmt::format("request header exceeds the limit of {} bytes",
-                                     server_->options_.max_header_bytes)},
-                        431);
+      return send_error(
+          {Code::kPayloadTooLarge, fmt::format("request header exceeds the limit of {} bytes",
+                                               server_->options_.max_header_bytes)},
+          431);
     }
     if (ec && ec.category() == beast::error_code(http::error::bad_target).category()) {
       return send_error(invalid_argument("malformed HTTP request: " + ec.message()), 400);
@@ -227,8 +228,8 @@ class HttpSession : public SessionBase {
     request_.target = std::string(message.target());
     request_.remote_address = remote_;
     std::string_view incoming_id = message["x-request-id"];
-    request_.request_id = valid_request_id(incoming_id) ? std::string(incoming_id)
-                                                        : new_request_id();
+    request_.request_id =
+        valid_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
     version_ = message.version();
     keep_alive_ = message.keep_alive();
     if (!request_.target.starts_with('/')) {
@@ -283,8 +284,7 @@ class HttpSession : public SessionBase {
 
   void on_write(bool keep_alive, beast::error_code ec, size_t bytes) {
     double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
-    server_->log_access(request_, route_, static_cast<int>(response_.result_int()), bytes,
-                        seconds);
+    server_->log_access(request_, route_, static_cast<int>(response_.result_int()), bytes, seconds);
     request_ = Request{};
     if (ec || !keep_alive) return derived().do_close();
     do_read();
@@ -310,8 +310,8 @@ class PlainSession final : public HttpSession<PlainSession> {
 
   beast::tcp_stream& stream() { return stream_; }
   void run() {
-    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::do_read,
-                                                                     self()));
+    asio::dispatch(stream_.get_executor(),
+                   beast::bind_front_handler(&PlainSession::do_read, self()));
   }
   void do_close() {
     beast::error_code ignored;
@@ -324,8 +324,8 @@ class PlainSession final : public HttpSession<PlainSession> {
 
 class TlsSession final : public HttpSession<TlsSession> {
  public:
-  TlsSession(tcp::socket&& socket, ssl::context& context,
-             std::shared_ptr<HttpServer::Impl> server, std::string remote)
+  TlsSession(tcp::socket&& socket, ssl::context& context, std::shared_ptr<HttpServer::Impl> server,
+             std::string remote)
       : HttpSession(std::move(server), std::move(remote)), stream_(std::move(socket), context) {}
 
   beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
@@ -362,13 +362,13 @@ Status HttpServer::Impl::start() {
     }
     ssl_.emplace(ssl::context::tls_server);
     ssl_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                      ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                      ssl::context::single_dh_use);
     beast::error_code ec;
     ssl_->use_certificate_chain_file(options_.tls_cert_file, ec);
     if (ec) {
-      return invalid_argument(fmt::format("TLS certificate {}: {}", options_.tls_cert_file,
-                                          ec.message()));
+      return invalid_argument(
+          fmt::format("TLS certificate {}: {}", options_.tls_cert_file, ec.message()));
     }
     ssl_->use_private_key_file(options_.tls_key_file, ssl::context::pem, ec);
     if (ec) {
@@ -377,8 +377,8 @@ Status HttpServer::Impl::start() {
   }
   beast::error_code ec;
   auto address = asio::ip::make_address(options_.host, ec);
-  if (ec) return invalid_argument(fmt::format("listen address '{}': {}", options_.host,
-                                              ec.message()));
+  if (ec)
+    return invalid_argument(fmt::format("listen address '{}': {}", options_.host, ec.message()));
   tcp::endpoint endpoint(address, options_.port);
   std::string where = fmt::format("{}:{}", options_.host, options_.port);
   if (acceptor_.open(endpoint.protocol(), ec); ec) {

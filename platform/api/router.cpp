@@ -84,9 +84,8 @@ Response Router::dispatch(Request& request, std::string_view* route_label) const
     *route_label = "unmatched";
     if (!allow.empty()) {
       Response response = Response::error(
-          {Code::kMethodNotAllowed,
-           fmt::format("{} is not allowed on {}; allowed: {}", request.method, request.path,
-                       allow)});
+          {Code::kMethodNotAllowed, fmt::format("{} is not allowed on {}; allowed: {}",
+                                                request.method, request.path, allow)});
       response.headers.emplace_back("Allow", allow);
       return response;
     }

@@ -1,7 +1,7 @@
 #include "platform/api/system_routes.h"
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
+#include <boost/json.hpp>
 
 #include "platform/base/time.h"
 #include "platform/base/version.h"
@@ -27,8 +27,7 @@ json::object version_json() {
 json::object readiness(const SystemContext& context, bool* ready) {
   json::object checks;
   *ready = true;
-  Status store = context.db->read(
-      [](store::Session& s) { return s.query("SELECT 1").status(); });
+  Status store = context.db->read([](store::Session& s) { return s.query("SELECT 1").status(); });
   checks["store"] = store.ok() ? "ok" : store.message();
   Status blobs = context.blobs->check_writable();
   checks["blobs"] = blobs.ok() ? "ok" : blobs.message();
@@ -41,8 +40,9 @@ json::object readiness(const SystemContext& context, bool* ready) {
 
 void add_system_routes(Router& router, HttpMetrics& metrics, const SystemContext& context) {
   // Pre-serialised: the liveness probe is the hottest, simplest route there is.
-  router.add("GET", "/healthz", Access::kPublic,
-             [](Request&) { return Response::text(200, R"({"status":"ok"})", "application/json"); });
+  router.add("GET", "/healthz", Access::kPublic, [](Request&) {
+    return Response::text(200, R"({"status":"ok"})", "application/json");
+  });
 
   router.add("GET", "/readyz", Access::kPublic, [&context](Request&) {
     bool ready = false;
@@ -50,8 +50,9 @@ void add_system_routes(Router& router, HttpMetrics& metrics, const SystemContext
     if (ready) return Response::json(200, json::object{{"status", "ready"}, {"checks", checks}});
     std::string failing;
     for (const auto& [name, value] : checks) {
-      if (value != "ok") failing += fmt::format("{}{}: {}", failing.empty() ? "" : "; ",
-                                                std::string_view(name), value.as_string());
+      if (value != "ok")
+        failing += fmt::format("{}{}: {}", failing.empty() ? "" : "; ", std::string_view(name),
+                               value.as_string());
     }
     return Response::error(unavailable("not ready: " + failing));
   });
@@ -68,12 +69,12 @@ void add_system_routes(Router& router, HttpMetrics& metrics, const SystemContext
     json::object checks = readiness(context, &ready);
     json::array devices;
     for (const auto& d : context.devices.devices) {
-      devices.push_back(json::object{{"index", d.index},
-                                     {"name", d.name},
-                                     {"memory_bytes", d.memory_bytes},
-                                     {"compute_capability",
-                                      fmt::format("{}.{}", d.compute_major, d.compute_minor)},
-                                     {"pci_bus_id", d.pci_bus_id}});
+      devices.push_back(json::object{
+          {"index", d.index},
+          {"name", d.name},
+          {"memory_bytes", d.memory_bytes},
+          {"compute_capability", fmt::format("{}.{}", d.compute_major, d.compute_minor)},
+          {"pci_bus_id", d.pci_bus_id}});
     }
     json::object out = version_json();
     out["object"] = "admin.status";

@@ -57,10 +57,14 @@ Code code_from_http_status(int status) {
     if (entry.http_status == status) return entry.code;
   }
   switch (status) {
-    case 408: return Code::kDeadlineExceeded;
-    case 431: return Code::kPayloadTooLarge;
-    case 502: return Code::kUnavailable;
-    default: return status >= 500 ? Code::kInternal : Code::kInvalidArgument;
+    case 408:
+      return Code::kDeadlineExceeded;
+    case 431:
+      return Code::kPayloadTooLarge;
+    case 502:
+      return Code::kUnavailable;
+    default:
+      return status >= 500 ? Code::kInternal : Code::kInvalidArgument;
   }
 }
 

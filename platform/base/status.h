@@ -85,7 +85,7 @@ inline Status failed_precondition(std::string message) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     assert(!std::get<Status>(v_).ok() && "a Result's Status must be an error");
   }
@@ -114,10 +114,10 @@ class [[nodiscard]] Result {
 #define MH_CONCAT(a, b) MH_CONCAT_INNER(a, b)
 
 // Returns the Status of `expr` from the enclosing function when it is an error.
-#define MH_TRY(expr)                                   \
-  do {                                                 \
-    ::mh::Status mh_try_status_ = (expr);              \
-    if (!mh_try_status_.ok()) return mh_try_status_;  \
+#define MH_TRY(expr)                                 \
+  do {                                               \
+    ::mh::Status mh_try_status_ = (expr);            \
+    if (!mh_try_status_.ok()) return mh_try_status_; \
   } while (0)
 
 // `MH_ASSIGN_OR_RETURN(auto x, f());` binds x to f()'s value, or returns its Status.

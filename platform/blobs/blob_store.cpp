@@ -3,10 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 #include <fstream>
 #include <sstream>
 
@@ -95,8 +95,8 @@ Result<BlobInfo> BlobWriter::commit() {
   fs::create_directories(target.parent_path(), ec);
   if (ec) {
     fs::remove(temp_, ec);
-    return internal_error(fmt::format("blobs: creating {}: {}", target.parent_path().string(),
-                                      ec.message()));
+    return internal_error(
+        fmt::format("blobs: creating {}: {}", target.parent_path().string(), ec.message()));
   }
   // Same content, same name: renaming over an existing blob replaces it with identical bytes.
   if (::rename(temp_.c_str(), target.c_str()) != 0) {
@@ -122,9 +122,9 @@ Result<std::unique_ptr<BlobStore>> BlobStore::open(const fs::path& root) {
 
 Result<std::unique_ptr<BlobWriter>> BlobStore::create(uint64_t max_size) const {
   static std::atomic<uint64_t> counter{0};
-  fs::path temp = root_ / kTempDir /
-                  fmt::format("{}-{}-{}.part", ::getpid(), counter.fetch_add(1),
-                              secure_random_base64url(6));
+  fs::path temp =
+      root_ / kTempDir /
+      fmt::format("{}-{}-{}.part", ::getpid(), counter.fetch_add(1), secure_random_base64url(6));
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
   if (fd < 0) return errno_status("creating", temp);
   return std::unique_ptr<BlobWriter>(new BlobWriter(*this, fd, std::move(temp), max_size));

@@ -9,10 +9,10 @@
 namespace mh::engine {
 
 struct DeviceInfo {
-  int index = 0;           // CUDA ordinal as this process sees it
-  std::string name;        // "NVIDIA H100 80GB HBM3"
+  int index = 0;     // CUDA ordinal as this process sees it
+  std::string name;  // "NVIDIA H100 80GB HBM3"
   uint64_t memory_bytes = 0;
-  int compute_major = 0;   // 9 for Hopper
+  int compute_major = 0;  // 9 for Hopper
   int compute_minor = 0;
   std::string pci_bus_id;  // "0000:17:00.0"
 };

@@ -1,7 +1,7 @@
 #include "platform/main/config.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "platform/base/version.h"
 

@@ -16,8 +16,8 @@ struct DaemonConfig {
   int threads = 0;  // I/O threads; 0 = one per core
   std::chrono::milliseconds shutdown_grace{20'000};
   std::string log_level = "info";
-  std::string access_log = "stdout";  // "stdout", "off", or a file path
-  std::filesystem::path port_file;    // written with the bound port once listening
+  std::string access_log = "stdout";     // "stdout", "off", or a file path
+  std::filesystem::path port_file;       // written with the bound port once listening
   std::filesystem::path admin_key_file;  // the bootstrap admin key is also written here (0600)
 };
 

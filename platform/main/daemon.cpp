@@ -5,18 +5,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
 #include <cstdio>
-#include <fmt/format.h>
 #include <fstream>
-#include <spdlog/async.h>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "platform/api/admin_keys.h"
@@ -44,7 +44,8 @@ class DataDirLock {
   Status acquire(const fs::path& dir) {
     fs::path path = dir / "macrohardd.lock";
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) return internal_error(fmt::format("opening {}: {}", path.string(), strerror(errno)));
+    if (fd_ < 0)
+      return internal_error(fmt::format("opening {}: {}", path.string(), strerror(errno)));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       char pid[32] = {};
       ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
@@ -97,8 +98,8 @@ Status setup_logging(const DaemonConfig& config) {
     return invalid_argument(fmt::format("access log {}: {}", config.access_log, e.what()));
   }
   // Asynchronous so that I/O threads never wait on the log's disk; block rather than drop.
-  auto logger = std::make_shared<spdlog::async_logger>(
-      "access", sink, spdlog::thread_pool(), spdlog::async_overflow_policy::block);
+  auto logger = std::make_shared<spdlog::async_logger>("access", sink, spdlog::thread_pool(),
+                                                       spdlog::async_overflow_policy::block);
   logger->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","log":"access",%v)",
                       spdlog::pattern_time_type::utc);
   logger->set_level(spdlog::level::info);
@@ -120,8 +121,9 @@ int run_daemon(const DaemonConfig& config) {
 
   std::error_code ec;
   fs::create_directories(config.data_dir, ec);
-  if (ec) return fail(internal_error(fmt::format("creating data directory {}: {}",
-                                                 config.data_dir.string(), ec.message())));
+  if (ec)
+    return fail(internal_error(
+        fmt::format("creating data directory {}: {}", config.data_dir.string(), ec.message())));
   fs::permissions(config.data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   DataDirLock lock;
   if (Status s = lock.acquire(config.data_dir); !s.ok()) return fail(s);
@@ -169,9 +171,8 @@ int run_daemon(const DaemonConfig& config) {
   api::add_admin_key_routes(router, admin_keys);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
-  metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.", [&system] {
-    return static_cast<double>(unix_seconds() - system.started_at);
-  });
+  metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",
+                    [&system] { return static_cast<double>(unix_seconds() - system.started_at); });
 
   if (Status s = server.start(); !s.ok()) return fail(s);
   spdlog::info("macrohardd {} serving {}://{}:{} from {} ({} devices: {})", MACROHARD_VERSION,
@@ -179,8 +180,8 @@ int run_daemon(const DaemonConfig& config) {
                config.data_dir.string(), system.devices.devices.size(),
                system.devices.devices.empty() ? system.devices.note : "cuda");
   if (!config.port_file.empty()) {
-    if (Status s = write_file_atomically(config.port_file, std::to_string(server.port()) + "\n",
-                                         0644);
+    if (Status s =
+            write_file_atomically(config.port_file, std::to_string(server.port()) + "\n", 0644);
         !s.ok()) {
       return fail(s);
     }
@@ -215,8 +216,8 @@ int run_daemon(const DaemonConfig& config) {
       };
   signals.async_wait(on_signal);
 
-  int thread_count = config.threads > 0 ? config.threads
-                                        : std::max(1u, std::thread::hardware_concurrency());
+  int thread_count =
+      config.threads > 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> threads;
   for (int i = 1; i < thread_count; ++i) threads.emplace_back([&ioc] { ioc.run(); });
   ioc.run();

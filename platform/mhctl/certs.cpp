@@ -2,16 +2,16 @@
 
 #include <fcntl.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
-#include <openssl/bn.h>
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
-#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
+#include <boost/asio/ip/address.hpp>
 #include <memory>
 
 namespace mh::cli {
@@ -52,8 +52,8 @@ Status write_pem(const std::filesystem::path& path, mode_t mode, Fn&& write) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) {
     return errno == EEXIST
-               ? conflict(fmt::format("{} exists; remove it or choose another directory",
-                                      path.string()))
+               ? conflict(
+                     fmt::format("{} exists; remove it or choose another directory", path.string()))
                : internal_error(fmt::format("creating {}: {}", path.string(), strerror(errno)));
   }
   Bio bio(BIO_new_fd(fd, BIO_CLOSE));

@@ -2,10 +2,10 @@
 //   mhctl version          this tool, its SDK, and the server
 //   mhctl status           is the server live and ready; with an admin key, its status
 //   mhctl certs            a self-signed TLS certificate and key for development
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <cstdio>
-#include <fmt/format.h>
 #include <fstream>
 #include <iostream>
 #include <macrohard/macrohard.hpp>
@@ -30,9 +30,11 @@ struct Globals {
 
 macrohard::Client make_client(const Globals& g) {
   macrohard::ClientOptions options;
-  options.base_url(g.url).request_timeout(std::chrono::milliseconds(g.timeout_ms))
+  options.base_url(g.url)
+      .request_timeout(std::chrono::milliseconds(g.timeout_ms))
       .connect_timeout(std::chrono::milliseconds(std::min<int64_t>(g.timeout_ms, 10'000)))
-      .max_retries(g.retries).user_agent(std::string("mhctl/") + MACROHARD_VERSION);
+      .max_retries(g.retries)
+      .user_agent(std::string("mhctl/") + MACROHARD_VERSION);
   std::string key = g.api_key;
   if (key.empty() && !g.api_key_file.empty()) {
     std::ifstream in(g.api_key_file);
@@ -89,11 +91,12 @@ int cmd_status(const Globals& g) {
     const auto& store = status.at("store").as_object();
     const auto& accel = status.at("accelerators").as_object();
     const auto& devices = accel.at("devices").as_array();
-    std::printf("uptime   %s s\ndata     %s\nstore    %s, schema %s\nhttp     %s open connections\n",
-                str("uptime_seconds").c_str(), status.at("data_dir").as_string().c_str(),
-                store.at("dialect").as_string().c_str(),
-                json::serialize(store.at("schema_version")).c_str(),
-                json::serialize(status.at("http").as_object().at("open_connections")).c_str());
+    std::printf(
+        "uptime   %s s\ndata     %s\nstore    %s, schema %s\nhttp     %s open connections\n",
+        str("uptime_seconds").c_str(), status.at("data_dir").as_string().c_str(),
+        store.at("dialect").as_string().c_str(),
+        json::serialize(store.at("schema_version")).c_str(),
+        json::serialize(status.at("http").as_object().at("open_connections")).c_str());
     if (devices.empty()) {
       std::printf("devices  none: %s\n", accel.at("note").as_string().c_str());
     }
@@ -119,7 +122,8 @@ int main(int argc, char** argv) {
   CLI::App app{"mhctl: operate and use a Macrohard platform", "mhctl"};
   app.require_subcommand(1);
   Globals g;
-  app.add_option("--url", g.url, "the platform's base URL")->envname("MH_URL")
+  app.add_option("--url", g.url, "the platform's base URL")
+      ->envname("MH_URL")
       ->capture_default_str();
   app.add_option("--api-key", g.api_key, "API key (prefer MH_API_KEY or --api-key-file)")
       ->envname("MH_API_KEY");
@@ -128,26 +132,32 @@ int main(int argc, char** argv) {
   app.add_option("--ca-file", g.ca_file, "PEM CA certificates to trust for https")
       ->envname("MH_CA_FILE");
   app.add_flag("--insecure", g.insecure, "do not verify the server's TLS certificate");
-  app.add_option("--timeout-ms", g.timeout_ms, "per-request timeout")->capture_default_str()
+  app.add_option("--timeout-ms", g.timeout_ms, "per-request timeout")
+      ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{3'600'000}));
-  app.add_option("--retries", g.retries, "retries of failed safe requests")->capture_default_str()
+  app.add_option("--retries", g.retries, "retries of failed safe requests")
+      ->capture_default_str()
       ->check(CLI::Range(0, 100));
   app.add_flag("--json", g.json_output, "print JSON instead of text");
 
   bool client_only = false;
-  auto* version = app.add_subcommand("version", "show the versions of mhctl, its SDK and the server");
+  auto* version =
+      app.add_subcommand("version", "show the versions of mhctl, its SDK and the server");
   version->add_flag("--client", client_only, "only this tool and its SDK; do not ask the server");
 
-  app.add_subcommand("status", "show whether the server is live and ready (more with an admin key)");
+  app.add_subcommand("status",
+                     "show whether the server is live and ready (more with an admin key)");
 
   mh::cli::CertRequest cert;
   std::string out_dir = ".";
-  auto* certs = app.add_subcommand("certs", "make a self-signed TLS certificate and key for development");
+  auto* certs =
+      app.add_subcommand("certs", "make a self-signed TLS certificate and key for development");
   certs->add_option("--out-dir", out_dir, "where to write server.crt and server.key")
       ->capture_default_str();
   certs->add_option("--host", cert.hosts, "DNS names and IP addresses the certificate is for")
       ->capture_default_str();
-  certs->add_option("--days", cert.days, "validity in days")->capture_default_str()
+  certs->add_option("--days", cert.days, "validity in days")
+      ->capture_default_str()
       ->check(CLI::Range(1, 3650));
 
   CLI11_PARSE(app, argc, argv);
@@ -164,10 +174,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "mhctl certs: %s\n", status.message().c_str());
         return 1;
       }
-      std::printf("wrote %s and %s (valid %d days)\nserve with:  macrohardd --tls-cert %s --tls-key %s\n"
-                  "trust with:  mhctl --ca-file %s ...\n",
-                  cert.cert_file.c_str(), cert.key_file.c_str(), cert.days, cert.cert_file.c_str(),
-                  cert.key_file.c_str(), cert.cert_file.c_str());
+      std::printf(
+          "wrote %s and %s (valid %d days)\nserve with:  macrohardd --tls-cert %s --tls-key %s\n"
+          "trust with:  mhctl --ca-file %s ...\n",
+          cert.cert_file.c_str(), cert.key_file.c_str(), cert.days, cert.cert_file.c_str(),
+          cert.key_file.c_str(), cert.cert_file.c_str());
       return 0;
     }
   } catch (const macrohard::Error& e) {

@@ -2,8 +2,8 @@
 
 #include <sqlite3.h>
 
-#include <condition_variable>
 #include <fmt/format.h>
+#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -26,8 +26,8 @@ Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
 // One SQLite connection with its prepared-statement cache.
 class Connection final : public Session {
  public:
-  static Result<std::unique_ptr<Connection>> open(const std::filesystem::path& file,
-                                                  bool read_only, int busy_timeout_ms) {
+  static Result<std::unique_ptr<Connection>> open(const std::filesystem::path& file, bool read_only,
+                                                  int busy_timeout_ms) {
     sqlite3* db = nullptr;
     int flags = SQLITE_OPEN_NOMUTEX |
                 (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
@@ -134,9 +134,12 @@ class Connection final : public Session {
 
   static Value column(sqlite3_stmt* stmt, int c) {
     switch (sqlite3_column_type(stmt, c)) {
-      case SQLITE_INTEGER: return static_cast<int64_t>(sqlite3_column_int64(stmt, c));
-      case SQLITE_FLOAT: return sqlite3_column_double(stmt, c);
-      case SQLITE_NULL: return kNull;
+      case SQLITE_INTEGER:
+        return static_cast<int64_t>(sqlite3_column_int64(stmt, c));
+      case SQLITE_FLOAT:
+        return sqlite3_column_double(stmt, c);
+      case SQLITE_NULL:
+        return kNull;
       default: {
         const auto* data = static_cast<const char*>(sqlite3_column_blob(stmt, c));
         return std::string(data != nullptr ? data : "", sqlite3_column_bytes(stmt, c));
@@ -223,8 +226,9 @@ class SqliteDatabase final : public Database {
       if (m.version <= current) continue;
       Status status = run_transaction(*writer_, "BEGIN IMMEDIATE", [&](Session& s) -> Status {
         MH_TRY(writer_->exec_script(m.sql));
-        return s.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)",
-                      {int64_t{m.version}, std::string(m.name), unix_seconds()})
+        return s
+            .exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)",
+                  {int64_t{m.version}, std::string(m.name), unix_seconds()})
             .status();
       });
       if (!status.ok()) {

@@ -1,9 +1,9 @@
 // The C ABI of macrohard.h over HttpClient. Every entry point catches exceptions: nothing
 // crosses the boundary but return values and mh_error objects.
+#include <fmt/format.h>
 #include <boost/json.hpp>
 #include <cstdlib>
 #include <cstring>
-#include <fmt/format.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -112,9 +112,7 @@ const char* mh_error_request_id(const mh_error* error) {
   return error ? error->request_id.c_str() : "";
 }
 const char* mh_error_param(const mh_error* error) { return error ? error->param.c_str() : ""; }
-const char* mh_code_name(mh_code code) {
-  return mh::code_name(static_cast<mh::Code>(code)).data();
-}
+const char* mh_code_name(mh_code code) { return mh::code_name(static_cast<mh::Code>(code)).data(); }
 void mh_error_delete(mh_error* error) { delete error; }
 void mh_free(void* pointer) { std::free(pointer); }
 
@@ -182,8 +180,7 @@ mh_error* mh_client_options_set_initial_backoff_ms(mh_client_options* options, i
                       "initial backoff");
 }
 mh_error* mh_client_options_set_max_backoff_ms(mh_client_options* options, int64_t ms) {
-  return set_duration(options, options ? &options->config.max_backoff : nullptr, ms,
-                      "max backoff");
+  return set_duration(options, options ? &options->config.max_backoff : nullptr, ms, "max backoff");
 }
 
 mh_error* mh_client_options_set_max_retries(mh_client_options* options, int retries) {

@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <fmt/format.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -13,7 +14,6 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <ctime>
-#include <fmt/format.h>
 #include <random>
 #include <thread>
 
@@ -63,7 +63,8 @@ Status parse_base_url(std::string_view url, ClientConfig* config) {
   if (scheme != "http" && scheme != "https") {
     return invalid_argument(fmt::format("base URL '{}': the scheme must be http or https", url));
   }
-  if (parsed->host().empty()) return invalid_argument(fmt::format("base URL '{}' has no host", url));
+  if (parsed->host().empty())
+    return invalid_argument(fmt::format("base URL '{}' has no host", url));
   if (parsed->has_query() || parsed->has_fragment() || parsed->has_userinfo()) {
     return invalid_argument(
         fmt::format("base URL '{}' must not carry a query, fragment or user info", url));
@@ -129,7 +130,8 @@ CallError error_from_response(const HttpResponse& response) {
 // deadline, so a dead server can never hang the caller.
 class HttpClient::Connection {
  public:
-  explicit Connection(const ClientConfig& config) : config_(config), ssl_(ssl::context::tls_client) {
+  explicit Connection(const ClientConfig& config)
+      : config_(config), ssl_(ssl::context::tls_client) {
     if (config_.https) {
       ssl_.set_default_verify_paths();
       if (!config_.ca_file.empty()) ssl_.load_verify_file(config_.ca_file);
@@ -278,7 +280,8 @@ Result<HttpResponse> HttpClient::attempt(
   if (!config_.user_agent.empty()) agent += " " + config_.user_agent;
   request.set(http::field::user_agent, agent);
   request.set(http::field::accept, "application/json");
-  if (!config_.api_key.empty()) request.set(http::field::authorization, "Bearer " + config_.api_key);
+  if (!config_.api_key.empty())
+    request.set(http::field::authorization, "Bearer " + config_.api_key);
   for (const auto& [name, value] : headers) request.set(name, value);
   if (!body.empty()) {
     request.set(http::field::content_type, "application/json");
@@ -291,8 +294,8 @@ Result<HttpResponse> HttpClient::attempt(
     try {
       connection_ = std::make_unique<Connection>(config_);
     } catch (const std::exception& e) {
-      return invalid_argument(fmt::format("TLS settings: {} (CA file '{}')", e.what(),
-                                          config_.ca_file));
+      return invalid_argument(
+          fmt::format("TLS settings: {} (CA file '{}')", e.what(), config_.ca_file));
     }
   }
   // A kept-alive connection the server has since closed fails at once: retry on a fresh one.
@@ -319,7 +322,8 @@ CallResult<HttpResponse> HttpClient::send(
     std::chrono::milliseconds delay = backoff(config_, attempt_no);
     if (response.ok()) {
       int status = response->status;
-      bool retry = status == 429 || status == 503 || (idempotent && (status == 502 || status == 504));
+      bool retry =
+          status == 429 || status == 503 || (idempotent && (status == 502 || status == 504));
       if (!retry || last) return std::move(response).value();
       if (auto asked = parse_retry_after(response->retry_after)) {
         delay = std::min(*asked, config_.max_backoff);

@@ -63,9 +63,9 @@ class HttpClient {
 
   // Sends a request with retries. A response with any status is a success here; see
   // error_from_response for turning a 4xx/5xx into an error.
-  CallResult<HttpResponse> send(std::string_view method, std::string_view path,
-                                std::string_view body = {},
-                                const std::vector<std::pair<std::string, std::string>>& headers = {});
+  CallResult<HttpResponse> send(
+      std::string_view method, std::string_view path, std::string_view body = {},
+      const std::vector<std::pair<std::string, std::string>>& headers = {});
   // send(), then a non-2xx status becomes a CallError carrying the server's envelope.
   CallResult<HttpResponse> call(std::string_view method, std::string_view path,
                                 std::string_view body = {});

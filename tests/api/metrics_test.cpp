@@ -18,7 +18,8 @@ TEST_CASE("counts and histogram buckets are cumulative, per route, method and st
   metrics.add_gauge("mh_test_gauge", "A test gauge.", [] { return 7.0; });
   std::string text = metrics.render();
   CHECK(has_line(text, R"(mh_http_requests_total{route="/healthz",method="GET",status="200"} 3)"));
-  CHECK(has_line(text, R"(mh_http_requests_total{route="/v1/x/{id}",method="GET",status="404"} 1)"));
+  CHECK(
+      has_line(text, R"(mh_http_requests_total{route="/v1/x/{id}",method="GET",status="404"} 1)"));
   const std::string labels = R"(route="/healthz",method="GET",status="200")";
   CHECK(has_line(text, "mh_http_request_duration_seconds_bucket{" + labels + R"(,le="0.0001"} 1)"));
   CHECK(has_line(text, "mh_http_request_duration_seconds_bucket{" + labels + R"(,le="0.001"} 1)"));

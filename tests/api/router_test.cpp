@@ -77,9 +77,8 @@ TEST_CASE("protected routes run the authenticator first — public ones never do
     return unauthenticated("no");
   });
   router.add("GET", "/open", Access::kPublic, echo);
-  router.add("GET", "/admin", Access::kAdmin, [](Request& r) {
-    return Response::text(200, r.principal.key_id);
-  });
+  router.add("GET", "/admin", Access::kAdmin,
+             [](Request& r) { return Response::text(200, r.principal.key_id); });
   std::string_view route;
   Request open = make("GET", "/open");
   CHECK(router.dispatch(open, &route).status == 200);

@@ -43,7 +43,7 @@ TEST_CASE("streamed writes hash as they go — an aborted writer leaves nothing"
     REQUIRE((*writer)->write("bc").ok());
     CHECK((*writer)->bytes_written() == 3);
     CHECK(count_files(dir.path()) == 1);  // the temporary file
-  }  // destroyed without commit
+  }                                       // destroyed without commit
   CHECK(count_files(dir.path()) == 0);
   auto writer = (*store)->create();
   REQUIRE((*writer)->write("a").ok());
@@ -84,7 +84,8 @@ TEST_CASE("temporary files left by a crash are swept at open") {
     auto writer = (*store)->create();
     REQUIRE((*writer)->write("partial").ok());
     // Simulate a crash: the temporary file survives the process.
-    fs::copy_file(fs::directory_iterator(dir.path() / "tmp")->path(), dir.path() / "tmp" / "x.part");
+    fs::copy_file(fs::directory_iterator(dir.path() / "tmp")->path(),
+                  dir.path() / "tmp" / "x.part");
   }
   CHECK(count_files(dir.path() / "tmp") == 1);
   auto reopened = BlobStore::open(dir.path());

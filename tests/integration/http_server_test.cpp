@@ -38,8 +38,9 @@ TEST_CASE("keep-alive: several requests, pipelined too, on one connection") {
     ids.insert(response->header("x-request-id"));
   }
   CHECK(ids.size() == 3);  // every response has its own id
-  conn.send("GET /v1/version HTTP/1.1\r\nHost: x\r\nx-request-id: my-trace-1\r\n\r\n"
-            "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  conn.send(
+      "GET /v1/version HTTP/1.1\r\nHost: x\r\nx-request-id: my-trace-1\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
   auto first = conn.read_response();
   auto second = conn.read_response();
   REQUIRE(first);
@@ -113,7 +114,8 @@ TEST_CASE("oversized headers get 431 and oversized bodies 413, and nothing chang
   {
     RawConnection conn(daemon.port());
     conn.send("POST /v1/admin/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-              daemon.admin_key() + "\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n");
+              daemon.admin_key() +
+              "\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n");
     auto response = conn.read_response();
     REQUIRE(response);
     CHECK(response->status == 413);
@@ -229,9 +231,10 @@ TEST_CASE("admin routes need a live admin key") {
   CHECK(http_request(port, "DELETE", "/v1/admin/keys/akey_missing", "", admin).status == 404);
 
   // The last live key cannot be revoked.
-  std::string bootstrap_id =
-      json::value_to<std::string>(json::parse(http_request(port, "GET", "/v1/admin/keys", "", admin).body)
-                                      .as_object().at("first_id"));
+  std::string bootstrap_id = json::value_to<std::string>(
+      json::parse(http_request(port, "GET", "/v1/admin/keys", "", admin).body)
+          .as_object()
+          .at("first_id"));
   RawResponse last = http_request(port, "DELETE", "/v1/admin/keys/" + bootstrap_id, "", admin);
   CHECK(last.status == 409);
   CHECK(get_status("Bearer " + daemon.admin_key()).status == 200);
@@ -275,9 +278,11 @@ TEST_CASE("readyz reports its checks — metrics count requests by route and sta
   RawResponse metrics = http_request(daemon.port(), "GET", "/metrics");
   CHECK(metrics.status == 200);
   CHECK(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
-  CHECK(metrics.body.find(R"(mh_http_requests_total{route="/healthz",method="GET",status="200"} 3)") !=
+  CHECK(metrics.body.find(
+            R"(mh_http_requests_total{route="/healthz",method="GET",status="200"} 3)") !=
         std::string::npos);
-  CHECK(metrics.body.find(R"(mh_http_requests_total{route="unmatched",method="GET",status="404"} 1)") !=
+  CHECK(metrics.body.find(
+            R"(mh_http_requests_total{route="unmatched",method="GET",status="404"} 1)") !=
         std::string::npos);
   CHECK(metrics.body.find("mh_http_request_duration_seconds_bucket") != std::string::npos);
   CHECK(metrics.body.find("mh_http_open_connections") != std::string::npos);
@@ -289,18 +294,18 @@ TEST_CASE("bad configuration is refused at start with a clear message") {
   CHECK(bad_listen.output.find("--listen") != std::string::npos);
   TempDir dir;
   std::ofstream(dir.path() / "cert.pem") << "not a certificate";
-  ProcessResult bad_tls = run_process({macrohardd_path().string(), "--data-dir",
-                                       (dir.path() / "d").string(), "--listen", "127.0.0.1:0",
-                                       "--tls-cert", (dir.path() / "cert.pem").string(),
-                                       "--tls-key", (dir.path() / "cert.pem").string()});
+  ProcessResult bad_tls =
+      run_process({macrohardd_path().string(), "--data-dir", (dir.path() / "d").string(),
+                   "--listen", "127.0.0.1:0", "--tls-cert", (dir.path() / "cert.pem").string(),
+                   "--tls-key", (dir.path() / "cert.pem").string()});
   CHECK(bad_tls.exit_code == 1);
   CHECK(bad_tls.output.find("TLS certificate") != std::string::npos);
   // Flags, environment and file all reach the daemon.
   ProcessResult help = run_process({macrohardd_path().string(), "--help"});
   CHECK(help.exit_code == 0);
   CHECK(help.output.find("MACROHARD_DATA_DIR") != std::string::npos);
-  ProcessResult bad_env = run_process({macrohardd_path().string()},
-                                      {{"MACROHARD_LISTEN", "nowhere"}});
+  ProcessResult bad_env =
+      run_process({macrohardd_path().string()}, {{"MACROHARD_LISTEN", "nowhere"}});
   CHECK(bad_env.exit_code != 0);
   CHECK(bad_env.output.find("--listen") != std::string::npos);
   std::ofstream(dir.path() / "macrohardd.toml") << "max-body-bytes = 1024\n";

@@ -13,8 +13,8 @@ namespace {
 TEST_CASE("the installed SDK builds samples/hello, which talks to a live daemon") {
   TempDir dir;
   const auto prefix = dir.path() / "prefix";
-  ProcessResult install = run_process({MH_TEST_CMAKE, "--install", binary_dir().string(),
-                                       "--prefix", prefix.string()});
+  ProcessResult install =
+      run_process({MH_TEST_CMAKE, "--install", binary_dir().string(), "--prefix", prefix.string()});
   REQUIRE_MESSAGE(install.exit_code == 0, install.output);
   CHECK(std::filesystem::exists(prefix / "include/macrohard/macrohard.h"));
   CHECK(std::filesystem::exists(prefix / "include/macrohard/macrohard.hpp"));
@@ -43,21 +43,23 @@ TEST_CASE("the installed SDK builds samples/hello, which talks to a live daemon"
   SUBCASE("a program built with find_package(Macrohard) runs against the daemon") {
     const auto build = dir.path() / "hello-build";
     ProcessResult configure = run_process(
-        {MH_TEST_CMAKE, "-S", (source_dir() / "samples/hello").string(), "-B", build.string(),
-         "-G", "Ninja", "-DCMAKE_PREFIX_PATH=" + prefix.string(), "-DCMAKE_BUILD_TYPE=Release"},
+        {MH_TEST_CMAKE, "-S", (source_dir() / "samples/hello").string(), "-B", build.string(), "-G",
+         "Ninja", "-DCMAKE_PREFIX_PATH=" + prefix.string(), "-DCMAKE_BUILD_TYPE=Release",
+         std::string("-DCMAKE_CXX_FLAGS=") + MH_TEST_SAMPLE_CXX_FLAGS},
         {}, 300s);
     REQUIRE_MESSAGE(configure.exit_code == 0, configure.output);
     ProcessResult compile = run_process({MH_TEST_CMAKE, "--build", build.string()}, {}, 300s);
     REQUIRE_MESSAGE(compile.exit_code == 0, compile.output);
 
     Daemon daemon;
-    ProcessResult hello = run_process({(build / "hello").string()},
-                                      {{"MH_URL", daemon.url()}, {"MH_API_KEY", daemon.admin_key()}});
+    ProcessResult hello =
+        run_process({(build / "hello").string()},
+                    {{"MH_URL", daemon.url()}, {"MH_API_KEY", daemon.admin_key()}});
     CHECK_MESSAGE(hello.exit_code == 0, hello.output);
     CHECK(hello.output.find("connected to Macrohard 0.1.0") != std::string::npos);
     CHECK(hello.output.find("ready: yes") != std::string::npos);
-    ProcessResult unreachable = run_process({(build / "hello").string()},
-                                            {{"MH_URL", "http://127.0.0.1:1"}});
+    ProcessResult unreachable =
+        run_process({(build / "hello").string()}, {{"MH_URL", "http://127.0.0.1:1"}});
     CHECK(unreachable.exit_code == 1);
     CHECK(unreachable.output.find("unavailable") != std::string::npos);
   }

@@ -34,18 +34,19 @@ TEST_CASE("mhctl status: live and ready — more with an admin key — JSON on r
   CHECK(admin.exit_code == 0);
   CHECK(contains(admin.output, "store    sqlite, schema 1"));
   CHECK(contains(admin.output, "devices"));
-  ProcessResult json = run_process({mhctl_path().string(), "--url", daemon.url(), "--json", "status"});
+  ProcessResult json =
+      run_process({mhctl_path().string(), "--url", daemon.url(), "--json", "status"});
   CHECK(json.exit_code == 0);
   CHECK(contains(json.output, R"("ready":true)"));
-  ProcessResult wrong_key = run_process({mhctl_path().string(), "--url", daemon.url(), "--api-key",
-                                         "mh_admin_wrong", "status"});
+  ProcessResult wrong_key = run_process(
+      {mhctl_path().string(), "--url", daemon.url(), "--api-key", "mh_admin_wrong", "status"});
   CHECK(wrong_key.exit_code == 1);
   CHECK(contains(wrong_key.output, "unauthenticated, HTTP 401, request req_"));
 }
 
 TEST_CASE("mhctl against nothing fails with exit 1 and says why") {
-  ProcessResult r = run_process({mhctl_path().string(), "--url", "http://127.0.0.1:1",
-                                 "--retries", "0", "status"});
+  ProcessResult r = run_process(
+      {mhctl_path().string(), "--url", "http://127.0.0.1:1", "--retries", "0", "status"});
   CHECK(r.exit_code == 1);
   CHECK(contains(r.output, "connecting to http://127.0.0.1:1 failed"));
   ProcessResult usage = run_process({mhctl_path().string(), "no-such-command"});
@@ -54,22 +55,22 @@ TEST_CASE("mhctl against nothing fails with exit 1 and says why") {
 
 TEST_CASE("mhctl certs writes a key only its owner reads, and never overwrites") {
   TempDir dir;
-  ProcessResult made = run_process({mhctl_path().string(), "certs", "--out-dir",
-                                    dir.path().string(), "--days", "30"});
+  ProcessResult made = run_process(
+      {mhctl_path().string(), "certs", "--out-dir", dir.path().string(), "--days", "30"});
   REQUIRE(made.exit_code == 0);
   struct stat key {};
   REQUIRE(::stat((dir.path() / "server.key").c_str(), &key) == 0);
   CHECK((key.st_mode & 0777) == 0600);
   CHECK(contains(read_file(dir.path() / "server.crt"), "BEGIN CERTIFICATE"));
   std::string before = read_file(dir.path() / "server.key");
-  ProcessResult again = run_process({mhctl_path().string(), "certs", "--out-dir",
-                                     dir.path().string()});
+  ProcessResult again =
+      run_process({mhctl_path().string(), "certs", "--out-dir", dir.path().string()});
   CHECK(again.exit_code == 1);
   CHECK(contains(again.output, "exists"));
   CHECK(read_file(dir.path() / "server.key") == before);
-  ProcessResult openssl = run_process({"/usr/bin/openssl", "x509", "-in",
-                                       (dir.path() / "server.crt").string(), "-noout", "-ext",
-                                       "subjectAltName"});
+  ProcessResult openssl =
+      run_process({"/usr/bin/openssl", "x509", "-in", (dir.path() / "server.crt").string(),
+                   "-noout", "-ext", "subjectAltName"});
   CHECK(contains(openssl.output, "DNS:localhost"));
   CHECK(contains(openssl.output, "IP Address:127.0.0.1"));
 }

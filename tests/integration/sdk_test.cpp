@@ -85,20 +85,20 @@ TEST_CASE("a daemon that is gone is unavailable — one that stops mid-session t
 
 TEST_CASE("HTTPS: certificates are verified by default — a trusted CA file makes it work") {
   TempDir certs;
-  ProcessResult made = run_process({mhctl_path().string(), "certs", "--out-dir",
-                                    certs.path().string(), "--host", "localhost", "--host",
-                                    "127.0.0.1"});
+  ProcessResult made =
+      run_process({mhctl_path().string(), "certs", "--out-dir", certs.path().string(), "--host",
+                   "localhost", "--host", "127.0.0.1"});
   REQUIRE_MESSAGE(made.exit_code == 0, made.output);
   const std::string cert = (certs.path() / "server.crt").string();
-  Daemon daemon(with_args(
-      {"--tls-cert", cert, "--tls-key", (certs.path() / "server.key").string()}, "https"));
+  Daemon daemon(with_args({"--tls-cert", cert, "--tls-key", (certs.path() / "server.key").string()},
+                          "https"));
 
   macrohard::Client trusted(options_for(daemon).ca_file(cert));
   CHECK(trusted.server_info().version == macrohard::library_version());
   CHECK(trusted.health().ready);
-  auto status = json::parse(macrohard::Client(options_for(daemon).ca_file(cert).api_key(
-                                                  daemon.admin_key()))
-                                .request_json("GET", "/v1/admin/status"));
+  auto status =
+      json::parse(macrohard::Client(options_for(daemon).ca_file(cert).api_key(daemon.admin_key()))
+                      .request_json("GET", "/v1/admin/status"));
   CHECK(status.as_object().at("tls") == true);
 
   macrohard::Client untrusted(options_for(daemon));

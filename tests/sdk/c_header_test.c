@@ -18,7 +18,8 @@ int main(void) {
 
   /* No base URL yet: creating a client is refused with a clear error. */
   error = mh_client_new(options, &client);
-  if (error == NULL || mh_error_code(error) != MH_ERR_INVALID_ARGUMENT || client != NULL) failures++;
+  if (error == NULL || mh_error_code(error) != MH_ERR_INVALID_ARGUMENT || client != NULL)
+    failures++;
   mh_error_delete(error);
 
   error = mh_client_options_set_base_url(options, "not a url");

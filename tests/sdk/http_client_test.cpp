@@ -28,9 +28,10 @@ struct Action {
 };
 
 Action respond(int status, std::string body, std::string extra = {}, bool close_after = false) {
-  std::string raw = "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " +
-                    std::to_string(body.size()) + "\r\nx-request-id: req_s" +
-                    std::to_string(status) + "\r\n" + extra + "\r\n" + body;
+  std::string raw = "HTTP/1.1 " + std::to_string(status) +
+                    " X\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nx-request-id: req_s" + std::to_string(status) + "\r\n" + extra + "\r\n" +
+                    body;
   return {Action::kRespond, raw, close_after};
 }
 
@@ -140,8 +141,8 @@ TEST_CASE("base URLs: scheme, host, port and path prefix — bad ones refused") 
   CHECK(c.base_path.empty());
   REQUIRE(parse_base_url("http://[::1]:9000", &c).ok());
   CHECK(c.host == "::1");
-  for (const char* bad : {"", "localhost:8080", "ftp://x", "http://", "http://h/?q=1",
-                          "http://user:pw@h/"}) {
+  for (const char* bad :
+       {"", "localhost:8080", "ftp://x", "http://", "http://h/?q=1", "http://user:pw@h/"}) {
     CAPTURE(bad);
     CHECK(parse_base_url(bad, &c).code() == Code::kInvalidArgument);
   }
@@ -157,8 +158,9 @@ TEST_CASE("Retry-After: seconds and HTTP dates") {
 }
 
 TEST_CASE("error envelopes become errors with the server's code, message and request id") {
-  HttpResponse response{404, R"({"error":{"type":"not_found_error","code":"not_found",)"
-                             R"("message":"model 'm' not found","param":"model"}})",
+  HttpResponse response{404,
+                        R"({"error":{"type":"not_found_error","code":"not_found",)"
+                        R"("message":"model 'm' not found","param":"model"}})",
                         "req_1", ""};
   CallError e = error_from_response(response);
   CHECK(e.status.code() == Code::kNotFound);
@@ -182,9 +184,10 @@ TEST_CASE("503 and 429 are retried, honouring Retry-After") {
 }
 
 TEST_CASE("retries stop at max_retries and the last answer is the error") {
-  ScriptedServer server({respond(429, R"({"error":{"code":"resource_exhausted","message":"slow down"}})"),
-                         respond(429, R"({"error":{"code":"resource_exhausted","message":"slow down"}})"),
-                         respond(429, R"({"error":{"code":"resource_exhausted","message":"slow down"}})")});
+  ScriptedServer server(
+      {respond(429, R"({"error":{"code":"resource_exhausted","message":"slow down"}})"),
+       respond(429, R"({"error":{"code":"resource_exhausted","message":"slow down"}})"),
+       respond(429, R"({"error":{"code":"resource_exhausted","message":"slow down"}})")});
   ClientConfig config = config_for(server.url());
   config.max_retries = 2;
   HttpClient client(config);
@@ -238,8 +241,8 @@ TEST_CASE("a server that never answers times out") {
 }
 
 TEST_CASE("keep-alive reuses one connection and recovers when the server closed it") {
-  ScriptedServer server({respond(200, "a"), respond(200, "b", "", /*close_after=*/true),
-                         respond(200, "c")});
+  ScriptedServer server(
+      {respond(200, "a"), respond(200, "b", "", /*close_after=*/true), respond(200, "c")});
   HttpClient client(config_for(server.url()));
   CHECK(std::get<HttpResponse>(client.call("POST", "/1", "{}")).body == "a");
   CHECK(std::get<HttpResponse>(client.call("POST", "/2", "{}")).body == "b");

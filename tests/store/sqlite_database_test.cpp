@@ -31,9 +31,11 @@ TEST_CASE("migrations apply once, in order, and survive reopening") {
     REQUIRE(db.ok());
     CHECK((*db)->schema_version() == 1);
     CHECK((*db)->dialect() == "sqlite");
-    REQUIRE((*db)->write([](Session& s) {
-      return s.exec("INSERT INTO items (name) VALUES (?)", {std::string("a")}).status();
-    }).ok());
+    REQUIRE((*db)
+                ->write([](Session& s) {
+                  return s.exec("INSERT INTO items (name) VALUES (?)", {std::string("a")}).status();
+                })
+                .ok());
   }
   auto db = open_sqlite(file, {}, kSchemaV2);
   REQUIRE(db.ok());
@@ -102,8 +104,8 @@ TEST_CASE("parameters bind by type and a wrong count is an error") {
     CHECK(n == 1);
     auto wrong = s.exec("INSERT INTO items (name) VALUES (?)", {std::string("a"), int64_t{1}});
     CHECK(wrong.status().code() == Code::kInternal);
-    MH_ASSIGN_OR_RETURN(auto row, s.query_one("SELECT name, size FROM items WHERE size > ?",
-                                              {int64_t{2}}, "item"));
+    MH_ASSIGN_OR_RETURN(
+        auto row, s.query_one("SELECT name, size FROM items WHERE size > ?", {int64_t{2}}, "item"));
     CHECK(row.text(0) == "it's; DROP TABLE items");
     CHECK(row.real(1) == doctest::Approx(2.5));
     auto none = s.query_one("SELECT name FROM items WHERE size > ?", {100.0}, "big item");
@@ -124,11 +126,13 @@ TEST_CASE("readers see committed data while a writer works, from many threads") 
     threads.emplace_back([&, t] {
       for (int i = 0; i < 50; ++i) {
         Status w = d.write([&](Session& s) {
-          return s.exec("INSERT INTO items (name) VALUES (?)",
-                        {std::to_string(t) + "-" + std::to_string(i)})
+          return s
+              .exec("INSERT INTO items (name) VALUES (?)",
+                    {std::to_string(t) + "-" + std::to_string(i)})
               .status();
         });
-        Status r = d.read([](Session& s) { return s.query("SELECT COUNT(*) FROM items").status(); });
+        Status r =
+            d.read([](Session& s) { return s.query("SELECT COUNT(*) FROM items").status(); });
         if (!w.ok() || !r.ok()) failed = true;
       }
     });

@@ -131,12 +131,18 @@ Daemon::Daemon(DaemonOptions options) : scheme_(options.scheme) {
   fs::path key_file = work_dir_ / "admin.key";
   fs::remove(port_file);
   std::vector<std::string> argv = {macrohardd_path().string(),
-                                   "--data-dir", data_dir_.string(),
-                                   "--listen", "127.0.0.1:0",
-                                   "--port-file", port_file.string(),
-                                   "--admin-key-file", key_file.string(),
-                                   "--threads", "2",
-                                   "--log-level", "debug"};
+                                   "--data-dir",
+                                   data_dir_.string(),
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--port-file",
+                                   port_file.string(),
+                                   "--admin-key-file",
+                                   key_file.string(),
+                                   "--threads",
+                                   "2",
+                                   "--log-level",
+                                   "debug"};
   argv.insert(argv.end(), options.args.begin(), options.args.end());
   std::error_code ignored;
   log_offset_ = static_cast<size_t>(fs::file_size(work_dir_ / "daemon.log", ignored));
@@ -164,9 +170,7 @@ Daemon::~Daemon() {
   }
 }
 
-std::string Daemon::url() const {
-  return scheme_ + "://127.0.0.1:" + std::to_string(port_);
-}
+std::string Daemon::url() const { return scheme_ + "://127.0.0.1:" + std::to_string(port_); }
 
 bool Daemon::running() {
   if (exit_code_) return false;
@@ -266,9 +270,8 @@ std::optional<RawResponse> RawConnection::read_response(std::chrono::millisecond
     value.erase(0, value.find_first_not_of(' '));
     response.headers[name] = value;
   }
-  size_t length = std::stoul(response.header("content-length").empty()
-                                 ? "0"
-                                 : response.header("content-length"));
+  size_t length = std::stoul(
+      response.header("content-length").empty() ? "0" : response.header("content-length"));
   while (buffer_.size() < end + 4 + length) {
     if (!fill()) return std::nullopt;
   }
@@ -291,7 +294,8 @@ bool RawConnection::closed_by_peer(std::chrono::milliseconds timeout) {
 }
 
 RawResponse http_request(uint16_t port, const std::string& method, const std::string& target,
-                         const std::string& body, const std::map<std::string, std::string>& headers) {
+                         const std::string& body,
+                         const std::map<std::string, std::string>& headers) {
   RawConnection conn(port);
   std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   for (const auto& [k, v] : headers) request += k + ": " + v + "\r\n";

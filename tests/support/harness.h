@@ -49,8 +49,8 @@ ProcessResult run_process(const std::vector<std::string>& argv,
 std::string read_file(const std::filesystem::path& path);
 
 struct DaemonOptions {
-  std::vector<std::string> args;        // extra flags
-  std::filesystem::path data_dir;       // empty: a fresh temporary one
+  std::vector<std::string> args;   // extra flags
+  std::filesystem::path data_dir;  // empty: a fresh temporary one
   std::string scheme = "http";
 };
 inline DaemonOptions with_args(std::vector<std::string> args, std::string scheme = "http") {

@@ -146,9 +146,8 @@ MH_EXPORT void mh_health_delete(mh_health* health);
  * `method` is "GET", "POST", …; `path` starts with "/" ("/v1/admin/status"); `body_json` may be
  * NULL. On success *response_json is the response body (free it with mh_free); an HTTP error
  * status becomes an mh_error carrying the server's code, message and request id. */
-MH_EXPORT mh_error* mh_client_request_json(mh_client* client, const char* method,
-                                           const char* path, const char* body_json,
-                                           char** response_json);
+MH_EXPORT mh_error* mh_client_request_json(mh_client* client, const char* method, const char* path,
+                                           const char* body_json, char** response_json);
 
 #ifdef __cplusplus
 }
