@@ -237,19 +237,23 @@ void RawConnection::send(const std::string& bytes) {
   }
 }
 
+// Waits until `deadline` for data and appends it to the buffer. kTimeout when nothing came,
+// kClosed on end of stream or error.
+RawConnection::Read RawConnection::receive(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (left.count() <= 0) return Read::kTimeout;
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return Read::kTimeout;
+  char chunk[65536];
+  ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+  if (n <= 0) return Read::kClosed;
+  buffer_.append(chunk, static_cast<size_t>(n));
+  return Read::kData;
+}
+
 std::optional<RawResponse> RawConnection::read_response(std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
-  auto fill = [&]() -> bool {  // false on close, error or timeout
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-    char chunk[65536];
-    ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-    if (n <= 0) return false;
-    buffer_.append(chunk, static_cast<size_t>(n));
-    return true;
-  };
+  auto fill = [&] { return receive(deadline) == Read::kData; };
   size_t end;
   while ((end = buffer_.find("\r\n\r\n")) == std::string::npos) {
     if (!fill()) return std::nullopt;
@@ -283,13 +287,11 @@ std::optional<RawResponse> RawConnection::read_response(std::chrono::millisecond
 bool RawConnection::closed_by_peer(std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-    char chunk[4096];
-    ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-    if (n <= 0) return true;
+    switch (receive(deadline)) {
+      case Read::kClosed: return true;
+      case Read::kTimeout: return false;
+      case Read::kData: buffer_.clear(); break;
+    }
   }
 }
 

@@ -122,6 +122,9 @@ class RawConnection {
   bool closed_by_peer(std::chrono::milliseconds timeout);
 
  private:
+  enum class Read { kData, kClosed, kTimeout };
+  Read receive(std::chrono::steady_clock::time_point deadline);
+
   int fd_ = -1;
   std::string buffer_;
 };
