@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,11 @@ std::string hex_encode(const std::array<uint8_t, N>& bytes) {
 }
 // Base64 with the URL-safe alphabet and no padding (RFC 4648 section 5).
 std::string base64url_encode(const void* data, size_t size);
+// Base64 with the standard alphabet and padding (RFC 4648 section 4).
+std::string base64_encode(const void* data, size_t size);
+// Strict inverse of base64_encode: only the canonical encoding of some bytes is accepted (no
+// whitespace, exact padding, zero unused bits), so every encoded byte string has one text.
+std::optional<std::string> base64_decode(std::string_view text);
 
 // Cryptographically secure random bytes (OpenSSL's CSPRNG); aborts if the RNG fails.
 void secure_random(void* out, size_t size);

@@ -47,3 +47,32 @@ TEST_CASE("constant_time_equal compares contents and lengths") {
 
 }  // namespace
 }  // namespace mh
+
+namespace mh {
+namespace {
+
+TEST_CASE("base64 decodes only canonical text") {
+  auto dec = [](std::string_view s) { return base64_decode(s); };
+  CHECK(dec("") == "");
+  CHECK(dec("Zg==") == "f");
+  CHECK(dec("Zm8=") == "fo");
+  CHECK(dec("Zm9vYmFy") == "foobar");
+  CHECK(base64_encode("foob", 4) == "Zm9vYg==");
+  CHECK_FALSE(dec("Zh==").has_value());  // unused bits set
+  CHECK_FALSE(dec("Zm9=").has_value());
+  CHECK_FALSE(dec("Zg=").has_value());
+  CHECK_FALSE(dec("Zg").has_value());
+  CHECK_FALSE(dec("Z===").has_value());
+  CHECK_FALSE(dec("Zm9v\n").has_value());
+  CHECK_FALSE(dec("Zm 9").has_value());
+  CHECK_FALSE(dec("Zg==Zg==").has_value());
+  CHECK_FALSE(dec("-_8A").has_value());  // the URL alphabet is not this one
+  for (int n = 0; n < 40; ++n) {
+    std::string bytes(n, '\0');
+    for (int i = 0; i < n; ++i) bytes[i] = static_cast<char>(i * 37 + n);
+    CHECK(dec(base64_encode(bytes.data(), bytes.size())) == bytes);
+  }
+}
+
+}  // namespace
+}  // namespace mh
