@@ -215,15 +215,37 @@ Result<std::string> issue_license(const LicenseTerms& terms, const PrivateKey& k
                               {"Signature", base64_encode(signature.data(), signature.size())}});
 }
 
-Result<License> verify_license(std::string_view text, const KeyRing& keys) {
+namespace {
+struct Unpacked {
+  License license;
+  std::string signature;
+};
+
+Result<Unpacked> unpack(std::string_view text) {
   static constexpr std::string_view kNames[] = {"Key-Id", "Payload", "Signature"};
   MH_ASSIGN_OR_RETURN(auto fields, decode_armor(text, kKind, kNames));
-  License license;
-  license.key_id = fields[0];
-  license.text = std::string(text);
+  Unpacked out;
+  out.license.key_id = fields[0];
+  out.license.text = std::string(text);
   auto payload = base64_decode(fields[1]);
   if (!payload) return invalid_argument("license file: Payload is not canonical base64");
-  auto signature_bytes = base64_decode(fields[2]);
+  out.license.payload = std::move(*payload);
+  out.signature = fields[2];
+  return out;
+}
+}  // namespace
+
+Result<License> read_unverified(std::string_view text) {
+  MH_ASSIGN_OR_RETURN(Unpacked unpacked, unpack(text));
+  MH_ASSIGN_OR_RETURN(unpacked.license.terms, decode_payload(unpacked.license.payload));
+  return std::move(unpacked.license);
+}
+
+Result<License> verify_license(std::string_view text, const KeyRing& keys) {
+  MH_ASSIGN_OR_RETURN(Unpacked unpacked, unpack(text));
+  License& license = unpacked.license;
+  const std::string& payload = license.payload;
+  auto signature_bytes = base64_decode(unpacked.signature);
   if (!signature_bytes || signature_bytes->size() != 64) {
     return invalid_argument("license file: Signature is not 64 bytes of canonical base64");
   }
@@ -237,20 +259,19 @@ Result<License> verify_license(std::string_view text, const KeyRing& keys) {
   }
   Ed25519Signature signature{};
   std::copy(signature_bytes->begin(), signature_bytes->end(), signature.begin());
-  if (!verify_signature(*key, std::string(kSignatureDomain) + *payload, signature)) {
+  if (!verify_signature(*key, std::string(kSignatureDomain) + payload, signature)) {
     return permission_denied(fmt::format(
         "license rejected: its signature does not match key '{}': the file was altered, or it "
         "was not signed by that key",
         license.key_id));
   }
-  MH_ASSIGN_OR_RETURN(license.terms, decode_payload(*payload));
+  MH_ASSIGN_OR_RETURN(license.terms, decode_payload(payload));
   if (key->retired_at && license.terms.issued_at > *key->retired_at) {
     return permission_denied(fmt::format(
         "license {} rejected: it was issued at {}, after its key '{}' was retired at {}",
         license.terms.id, when(license.terms.issued_at), key->id, when(*key->retired_at)));
   }
-  license.payload = std::move(*payload);
-  return license;
+  return std::move(license);
 }
 
 Standing standing_at(const LicenseTerms& t, int64_t now) {

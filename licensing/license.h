@@ -71,6 +71,10 @@ Result<std::string> issue_license(const LicenseTerms& terms, const PrivateKey& k
 // before the license was issued, malformed payload.
 Result<License> verify_license(std::string_view text, const KeyRing& keys);
 
+// Reads a license file's key id and terms WITHOUT checking its signature: for showing what a
+// file claims (`mhctl license inspect`), never for deciding anything.
+Result<License> read_unverified(std::string_view text);
+
 // Where a license stands at a moment.
 enum class Standing { kNotYetValid, kValid, kGrace, kExpired };
 Standing standing_at(const LicenseTerms& terms, int64_t now);

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <cctype>
 
+#include "platform/api/audit_log.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
 
@@ -35,7 +36,8 @@ json::object to_json(const AdminKey& key) {
 
 }  // namespace
 
-Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name) {
+Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name,
+                                      std::string_view actor) {
   NewAdminKey created;
   created.secret = std::string(kAdminKeyPrefix) + secure_random_base64url(32);
   created.record.id = "akey_" + secure_random_base64url(12);
@@ -48,6 +50,8 @@ Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name)
                    {created.record.id, created.record.name, sha256_hex(created.secret),
                     created.record.prefix, created.record.created_at})
              .status());
+  MH_TRY(AuditLog::append(session, actor, "admin_key.create", created.record.id,
+                          {{"name", created.record.name}, {"prefix", created.record.prefix}}));
   return created;
 }
 
@@ -57,7 +61,7 @@ Result<std::optional<NewAdminKey>> AdminKeys::bootstrap() {
     MH_ASSIGN_OR_RETURN(
         auto rows, s.query("SELECT value FROM meta WHERE key = ?", {std::string(kBootstrapMeta)}));
     if (!rows.empty()) return {};
-    MH_ASSIGN_OR_RETURN(created, insert(s, "bootstrap"));
+    MH_ASSIGN_OR_RETURN(created, insert(s, "bootstrap", "system"));
     return s
         .exec("INSERT INTO meta (key, value) VALUES (?, ?)",
               {std::string(kBootstrapMeta), std::to_string(unix_seconds())})
@@ -66,13 +70,13 @@ Result<std::optional<NewAdminKey>> AdminKeys::bootstrap() {
   return created;
 }
 
-Result<NewAdminKey> AdminKeys::create(std::string name) {
+Result<NewAdminKey> AdminKeys::create(std::string name, std::string_view actor) {
   if (name.empty() || name.size() > kMaxNameLength) {
     return invalid_argument(fmt::format("name must be 1 to {} characters", kMaxNameLength), "name");
   }
   NewAdminKey created;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(created, insert(s, std::move(name)));
+    MH_ASSIGN_OR_RETURN(created, insert(s, std::move(name), actor));
     return {};
   }));
   return created;
@@ -120,7 +124,7 @@ Result<std::vector<AdminKey>> AdminKeys::list(const PageRequest& page, bool* has
   return keys;
 }
 
-Result<AdminKey> AdminKeys::revoke(std::string_view id) {
+Result<AdminKey> AdminKeys::revoke(std::string_view id, std::string_view actor) {
   AdminKey key;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     MH_ASSIGN_OR_RETURN(auto row,
@@ -135,8 +139,9 @@ Result<AdminKey> AdminKeys::revoke(std::string_view id) {
       return conflict("cannot revoke the last live admin key: create another one first");
     }
     key.revoked_at = unix_seconds();
-    return s.exec("UPDATE admin_keys SET revoked_at = ? WHERE id = ?", {*key.revoked_at, key.id})
-        .status();
+    MH_TRY(s.exec("UPDATE admin_keys SET revoked_at = ? WHERE id = ?", {*key.revoked_at, key.id})
+               .status());
+    return AuditLog::append(s, actor, "admin_key.revoke", key.id, {{"name", key.name}});
   }));
   return key;
 }
@@ -171,7 +176,7 @@ void add_admin_key_routes(Router& router, AdminKeys& keys) {
     if (name == nullptr || !name->is_string()) {
       return Response::error(invalid_argument("'name' must be a string", "name"));
     }
-    auto created = keys.create(std::string(name->as_string()));
+    auto created = keys.create(std::string(name->as_string()), "admin:" + request.principal.key_id);
     if (!created.ok()) return Response::error(created.status());
     json::object out = to_json(created->record);
     out["key"] = created->secret;
@@ -191,7 +196,7 @@ void add_admin_key_routes(Router& router, AdminKeys& keys) {
     return Response::json(200, out);
   });
   router.add("DELETE", "/v1/admin/keys/{id}", Access::kAdmin, [&keys](Request& request) {
-    auto revoked = keys.revoke(request.param("id"));
+    auto revoked = keys.revoke(request.param("id"), "admin:" + request.principal.key_id);
     if (!revoked.ok()) return Response::error(revoked.status());
     return Response::json(200, to_json(*revoked));
   });

@@ -36,16 +36,16 @@ class AdminKeys {
 
   // Creates the first key when the platform has never had one; nullopt after that.
   Result<std::optional<NewAdminKey>> bootstrap();
-  Result<NewAdminKey> create(std::string name);
+  Result<NewAdminKey> create(std::string name, std::string_view actor);
   // The live key this secret belongs to, or unauthenticated.
   Result<AdminKey> authenticate(std::string_view secret) const;
   // Keys by creation order, after the id `after`.
   Result<std::vector<AdminKey>> list(const PageRequest& page, bool* has_more) const;
   // Revokes a key at once. The last live key cannot be revoked (it would lock staff out).
-  Result<AdminKey> revoke(std::string_view id);
+  Result<AdminKey> revoke(std::string_view id, std::string_view actor);
 
  private:
-  Result<NewAdminKey> insert(store::Session& session, std::string name);
+  Result<NewAdminKey> insert(store::Session& session, std::string name, std::string_view actor);
   store::Database& db_;
 };
 

@@ -16,6 +16,7 @@ namespace mh::api {
 enum class Access {
   kPublic,  // no key needed (health, version, metrics)
   kAdmin,   // a platform-admin key
+  kAnyKey,  // any live API key (platform-admin keys now; tenant keys with the tenants module)
 };
 
 using Handler = std::function<Response(Request&)>;

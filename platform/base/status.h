@@ -121,6 +121,7 @@ class [[nodiscard]] Result {
   } while (0)
 
 // `MH_ASSIGN_OR_RETURN(auto x, f());` binds x to f()'s value, or returns its Status.
+// It expands to several statements: never use it as the unbraced body of an if or a loop.
 #define MH_ASSIGN_OR_RETURN(lhs, expr) \
   MH_ASSIGN_OR_RETURN_IMPL(MH_CONCAT(mh_result_, __LINE__), lhs, expr)
 #define MH_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

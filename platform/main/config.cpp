@@ -91,6 +91,19 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
                  "also write the bootstrap admin key here (mode 0600) on first start")
       ->envname("MACROHARD_ADMIN_KEY_FILE");
 
+  app.add_option("--license-public-key", config->license_public_keys,
+                 "a trusted license-signing public key file (repeat for several: rotation)")
+      ->envname("MACROHARD_LICENSE_PUBLIC_KEYS")
+      ->delimiter(',')
+      ->check(CLI::ExistingFile);
+  app.add_option("--clock-tolerance-s", config->clock_tolerance_seconds,
+                 "how far the clock may step back before license checks stop")
+      ->envname("MACROHARD_CLOCK_TOLERANCE_S")
+      ->check(CLI::Range(int64_t{0}, int64_t{86400}));
+  app.add_option("--lease-ttl-s", config->lease_ttl_seconds, "default seat lease TTL")
+      ->envname("MACROHARD_LEASE_TTL_S")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+
   try {
     app.parse(argc, argv);
     if (!parse_listen(listen, &config->server.host, &config->server.port)) {

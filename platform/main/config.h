@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "platform/api/http_server.h"
 
@@ -19,6 +20,9 @@ struct DaemonConfig {
   std::string access_log = "stdout";     // "stdout", "off", or a file path
   std::filesystem::path port_file;       // written with the bound port once listening
   std::filesystem::path admin_key_file;  // the bootstrap admin key is also written here (0600)
+  std::vector<std::string> license_public_keys;  // files; licenses must verify against one
+  int64_t clock_tolerance_seconds = 300;  // how far the clock may step back before licensing stops
+  int64_t lease_ttl_seconds = 300;        // default seat lease TTL
 };
 
 // Parses argv. Returns the exit code to leave with when the program should not run (after

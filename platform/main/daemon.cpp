@@ -19,11 +19,18 @@
 #include <fstream>
 #include <thread>
 
+#include "licensing/entitlements.h"
+#include "licensing/keys.h"
 #include "platform/api/admin_keys.h"
+#include "platform/api/audit_log.h"
 #include "platform/api/http_server.h"
+#include "platform/api/leases.h"
+#include "platform/api/licenses.h"
 #include "platform/api/metrics.h"
 #include "platform/api/router.h"
 #include "platform/api/system_routes.h"
+#include "platform/api/trusted_clock.h"
+#include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/base/version.h"
 #include "platform/blobs/blob_store.h"
@@ -66,21 +73,6 @@ class DataDirLock {
  private:
   int fd_ = -1;
 };
-
-// Writes a small file atomically (temp + rename) with the given mode.
-Status write_file_atomically(const fs::path& path, const std::string& content, mode_t mode) {
-  fs::path temp = path;
-  temp += ".tmp";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return internal_error(fmt::format("writing {}: {}", path.string(), strerror(errno)));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
-    return internal_error(fmt::format("writing {}: {}", path.string(), strerror(errno)));
-  }
-  return {};
-}
 
 Status setup_logging(const DaemonConfig& config) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
@@ -133,6 +125,26 @@ int run_daemon(const DaemonConfig& config) {
   auto blobs = blobs::BlobStore::open(config.data_dir / "blobs");
   if (!blobs.ok()) return fail(blobs.status());
 
+  licensing::KeyRing keys;
+  for (const std::string& file : config.license_public_keys) {
+    auto text = read_small_file(file, 64 * 1024);
+    if (!text.ok()) return fail(text.status());
+    auto key = licensing::parse_public_key(*text);
+    if (!key.ok()) return fail(invalid_argument(file + ": " + key.status().message()));
+    if (Status s = keys.add(std::move(*key)); !s.ok()) return fail(s);
+  }
+  if (keys.empty()) {
+    spdlog::warn("no --license-public-key given: no license can be installed");
+  }
+  api::AuditLog audit(**db);
+  api::TrustedClock clock(**db, config.clock_tolerance_seconds);
+  if (Status s = clock.load(); !s.ok()) return fail(s);
+  if (auto now = clock.now(); !now.ok()) spdlog::error("{}", now.status().message());
+  licensing::Entitlements entitlements;
+  api::LicenseRegistry licenses(**db, keys, entitlements, clock);
+  if (Status s = licenses.load(); !s.ok()) return fail(s);
+  api::SeatLeases leases(**db, entitlements, clock, audit, config.lease_ttl_seconds);
+
   api::AdminKeys admin_keys(**db);
   auto bootstrap = admin_keys.bootstrap();
   if (!bootstrap.ok()) return fail(bootstrap.status());
@@ -169,6 +181,9 @@ int run_daemon(const DaemonConfig& config) {
   router.set_authenticator(api::make_authenticator(admin_keys));
   api::add_system_routes(router, metrics, system);
   api::add_admin_key_routes(router, admin_keys);
+  api::add_license_routes(router, licenses, clock);
+  api::add_lease_routes(router, leases);
+  api::add_audit_routes(router, audit);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

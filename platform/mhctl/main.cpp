@@ -2,6 +2,8 @@
 //   mhctl version          this tool, its SDK, and the server
 //   mhctl status           is the server live and ready; with an admin key, its status
 //   mhctl certs            a self-signed TLS certificate and key for development
+//   mhctl license …        keygen, issue, inspect, verify (offline)
+//   mhctl admin …          license install/list/show/revoke, audit verify/list
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -10,7 +12,9 @@
 #include <iostream>
 #include <macrohard/macrohard.hpp>
 
+#include "licensing/license_cli.h"
 #include "platform/base/version.h"
+#include "platform/mhctl/admin_commands.h"
 #include "platform/mhctl/certs.h"
 
 namespace {
@@ -160,7 +164,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 3650));
 
-  CLI11_PARSE(app, argc, argv);
+  int command_exit = -1;  // set by commands that run inside the parse (license …)
+  mh::licensing::add_license_commands(app, &command_exit);
+  mh::cli::add_admin_commands(
+      app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
+
+  CLI11_PARSE(app, argv == nullptr ? 0 : argc, argv);
+  if (command_exit >= 0) return command_exit;
 
   try {
     if (version->parsed()) return cmd_version(g, client_only);

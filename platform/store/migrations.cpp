@@ -21,6 +21,52 @@ constexpr std::array kMigrations{
         revoked_at INTEGER
       );
     )sql"},
+    Migration{2, "tenants, licenses, seat leases, audit log", R"sql(
+      CREATE TABLE tenants (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      -- Every license ever installed; `active` marks each tenant's current one.
+      CREATE TABLE licenses (
+        id            TEXT PRIMARY KEY,
+        tenant_id     TEXT NOT NULL REFERENCES tenants(id),
+        key_id        TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        installed_at  INTEGER NOT NULL,
+        active        INTEGER NOT NULL,
+        revoked_at    INTEGER,
+        revoke_reason TEXT
+      );
+      CREATE INDEX licenses_by_tenant ON licenses (tenant_id, active);
+      CREATE TABLE leases (
+        id          TEXT PRIMARY KEY,
+        license_id  TEXT NOT NULL REFERENCES licenses(id),
+        instance    TEXT NOT NULL,
+        ttl_seconds INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        released_at INTEGER
+      );
+      CREATE INDEX leases_live ON leases (license_id, released_at, expires_at);
+      -- Append-only and hash-chained (licensing/audit_chain.h). The triggers stop any code
+      -- path from rewriting history; the chain detects anyone who goes around them.
+      CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        subject   TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+      );
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    )sql"},
 };
 
 }  // namespace

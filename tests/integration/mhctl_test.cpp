@@ -32,7 +32,7 @@ TEST_CASE("mhctl status: live and ready — more with an admin key — JSON on r
   ProcessResult admin = run_process({mhctl_path().string(), "status"},
                                     {{"MH_URL", daemon.url()}, {"MH_API_KEY", daemon.admin_key()}});
   CHECK(admin.exit_code == 0);
-  CHECK(contains(admin.output, "store    sqlite, schema 1"));
+  CHECK(contains(admin.output, "store    sqlite, schema "));
   CHECK(contains(admin.output, "devices"));
   ProcessResult json =
       run_process({mhctl_path().string(), "--url", daemon.url(), "--json", "status"});

@@ -1,0 +1,58 @@
+// SeatLeases: floating seats. An SDK instance checks out a seat of a license for a TTL and
+// renews it with heartbeats; at most `seats` leases of a license are live at once, and a lease
+// not renewed in time simply expires, freeing its seat without anyone calling release.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "licensing/entitlements.h"
+#include "platform/api/audit_log.h"
+#include "platform/api/router.h"
+#include "platform/api/trusted_clock.h"
+#include "platform/store/database.h"
+
+namespace mh::api {
+
+struct Lease {
+  std::string id;  // "lease_…"
+  std::string license_id;
+  std::string tenant;
+  std::string instance;  // who holds it, as the holder names itself ("host-1/pid-42")
+  int64_t ttl_seconds = 0;
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+  std::optional<int64_t> released_at;
+};
+
+class SeatLeases {
+ public:
+  SeatLeases(store::Database& db, const licensing::Entitlements& entitlements, TrustedClock& clock,
+             AuditLog& audit, int64_t default_ttl_seconds)
+      : db_(db),
+        entitlements_(entitlements),
+        clock_(clock),
+        audit_(audit),
+        default_ttl_(default_ttl_seconds) {}
+
+  // A seat of the license, if one is free and the license is in force; refusals (no seat,
+  // revoked, expired) are recorded in the audit log.
+  Result<Lease> checkout(std::string_view license_id, std::string_view instance,
+                         std::optional<int64_t> ttl_seconds, std::string_view actor);
+  Result<Lease> heartbeat(std::string_view lease_id);
+  Result<Lease> release(std::string_view lease_id);
+  Result<std::vector<Lease>> live(std::string_view license_id);
+
+ private:
+  store::Database& db_;
+  const licensing::Entitlements& entitlements_;
+  TrustedClock& clock_;
+  AuditLog& audit_;
+  const int64_t default_ttl_;
+};
+
+// POST /v1/leases, POST /v1/leases/{id}/heartbeat, DELETE /v1/leases/{id}, GET /v1/leases.
+void add_lease_routes(Router& router, SeatLeases& leases);
+
+}  // namespace mh::api

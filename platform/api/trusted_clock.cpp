@@ -1,0 +1,51 @@
+#include "platform/api/trusted_clock.h"
+
+#include <fmt/format.h>
+
+#include "platform/base/time.h"
+
+namespace mh::api {
+
+namespace {
+constexpr std::string_view kMetaKey = "clock_high_water";
+constexpr int64_t kPersistEvery = 60;
+}  // namespace
+
+Status TrustedClock::load() {
+  return db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query("SELECT value FROM meta WHERE key = ?", {std::string(kMetaKey)}));
+    int64_t mark = rows.empty() ? 0 : std::stoll(rows[0].text(0));
+    high_water_ = mark;
+    persisted_ = mark;
+    return {};
+  });
+}
+
+Result<int64_t> TrustedClock::now() {
+  const int64_t t = unix_seconds();
+  int64_t seen = high_water_.load();
+  if (t + tolerance_ < seen) {
+    return failed_precondition(fmt::format(
+        "the system clock reads {} but this platform has already seen {}: the clock was set "
+        "back, so licenses cannot be checked; fix the clock (NTP) and retry",
+        rfc3339(t), rfc3339(seen)));
+  }
+  while (t > seen && !high_water_.compare_exchange_weak(seen, t)) {
+  }
+  if (t >= persisted_.load() + kPersistEvery) {
+    persisted_ = t;
+    MH_TRY(db_.write([&](store::Session& s) {
+      return s
+          .exec(
+              "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+              "value = excluded.value WHERE CAST(excluded.value AS INTEGER) > "
+              "CAST(meta.value AS INTEGER)",
+              {std::string(kMetaKey), std::to_string(t)})
+          .status();
+    }));
+  }
+  return t;
+}
+
+}  // namespace mh::api

@@ -1,0 +1,93 @@
+#include "platform/base/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <cerrno>
+#include <cstring>
+
+namespace mh {
+namespace {
+
+Status io_error(std::string_view what, const std::filesystem::path& path) {
+  int e = errno;
+  if (e == ENOENT) return not_found(fmt::format("{} {}: no such file", what, path.string()));
+  if (e == EACCES) {
+    return permission_denied(fmt::format("{} {}: permission denied", what, path.string()));
+  }
+  return internal_error(fmt::format("{} {}: {}", what, path.string(), std::strerror(e)));
+}
+
+Status write_all(int fd, std::string_view content) {
+  while (!content.empty()) {
+    ssize_t n = ::write(fd, content.data(), content.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return internal_error(std::strerror(errno));
+    }
+    content.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::string> read_small_file(const std::filesystem::path& path, uint64_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return io_error("reading", path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return invalid_argument(fmt::format("{} is not a regular file", path.string()));
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    return Status(Code::kPayloadTooLarge, fmt::format("{} is {} bytes, more than the {} expected",
+                                                      path.string(), st.st_size, max_bytes));
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  out.resize(done);
+  return out;
+}
+
+Status write_new_file(const std::filesystem::path& path, std::string_view content, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) {
+    if (errno == EEXIST) {
+      return conflict(fmt::format("{} exists; remove it or choose another name", path.string()));
+    }
+    return io_error("creating", path);
+  }
+  Status status = write_all(fd, content);
+  if (status.ok() && ::fsync(fd) != 0) status = io_error("syncing", path);
+  ::close(fd);
+  if (!status.ok()) ::unlink(path.c_str());
+  return status;
+}
+
+Status write_file_atomically(const std::filesystem::path& path, std::string_view content,
+                             mode_t mode) {
+  std::filesystem::path temp = path;
+  temp += ".tmp";
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return io_error("writing", temp);
+  Status status = write_all(fd, content);
+  if (status.ok() && ::fsync(fd) != 0) status = io_error("syncing", temp);
+  ::close(fd);
+  if (status.ok() && ::rename(temp.c_str(), path.c_str()) != 0)
+    status = io_error("renaming to", path);
+  if (!status.ok()) ::unlink(temp.c_str());
+  return status;
+}
+
+}  // namespace mh

@@ -1,0 +1,183 @@
+#include "platform/mhctl/admin_commands.h"
+
+#include <fmt/format.h>
+#include <boost/json.hpp>
+#include <cstdio>
+#include <memory>
+
+#include "licensing/audit_chain.h"
+#include "platform/base/files.h"
+#include "platform/base/time.h"
+
+namespace mh::cli {
+namespace {
+
+namespace json = boost::json;
+
+std::string str(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return "-";
+  if (v->is_string()) return std::string(v->as_string());
+  return json::serialize(*v);
+}
+
+void print_license(const json::object& l) {
+  std::printf("%-24s %-10s %-16s %-20s %s (key %s)\n", str(l, "id").c_str(),
+              str(l, "tenant").c_str(), str(l, "status").c_str(),
+              rfc3339(l.at("expires_at").to_number<int64_t>()).c_str(), str(l, "licensee").c_str(),
+              str(l, "key_id").c_str());
+}
+
+// Runs fn, turning an SDK error into the exit code and a message.
+int guarded(const std::function<int()>& fn) {
+  try {
+    return fn();
+  } catch (const macrohard::Error& e) {
+    std::fprintf(stderr, "mhctl: %s (%s, HTTP %d, request %s)\n", e.what(), e.code_name(),
+                 e.http_status(), e.request_id().empty() ? "-" : e.request_id().c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mhctl: %s\n", e.what());
+  }
+  return 1;
+}
+
+}  // namespace
+
+void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json_out,
+                        int* exit_code) {
+  auto* admin = app.add_subcommand("admin", "platform staff's commands (needs an admin key)");
+  admin->require_subcommand(1);
+
+  auto* license = admin->add_subcommand("license", "licenses installed on the platform");
+  license->require_subcommand(1);
+  auto file = std::make_shared<std::string>();
+  auto id = std::make_shared<std::string>();
+  auto reason = std::make_shared<std::string>();
+
+  auto* install = license->add_subcommand("install", "install a license file (creates its tenant)");
+  install->add_option("file", *file, "the license file")->required();
+  install->callback([=] {
+    *exit_code = guarded([&] {
+      auto text = read_small_file(*file, 64 * 1024);
+      if (!text.ok()) throw std::runtime_error(text.status().message());
+      std::string body = json::serialize(json::object{{"license", *text}});
+      std::string out = client().request_json("POST", "/v1/admin/licenses", body);
+      if (*json_out) {
+        std::printf("%s\n", out.c_str());
+      } else {
+        auto l = json::parse(out).as_object();
+        std::printf("installed %s for %s (tenant %s), %s, expires %s\n", str(l, "id").c_str(),
+                    str(l, "licensee").c_str(), str(l, "tenant").c_str(), str(l, "status").c_str(),
+                    rfc3339(l.at("expires_at").to_number<int64_t>()).c_str());
+      }
+      return 0;
+    });
+  });
+
+  auto* list = license->add_subcommand("list", "list installed licenses");
+  list->callback([=] {
+    *exit_code = guarded([&] {
+      std::string after;
+      if (!*json_out) {
+        std::printf("%-24s %-10s %-16s %-20s %s\n", "ID", "TENANT", "STATUS", "EXPIRES",
+                    "LICENSEE");
+      }
+      for (;;) {
+        std::string path =
+            "/v1/admin/licenses?limit=100" + (after.empty() ? "" : "&after=" + after);
+        auto page = json::parse(client().request_json("GET", path)).as_object();
+        for (const auto& l : page.at("data").as_array()) {
+          if (*json_out) {
+            std::printf("%s\n", json::serialize(l).c_str());
+          } else {
+            print_license(l.as_object());
+          }
+        }
+        if (!page.at("has_more").as_bool()) break;
+        after = str(page, "last_id");
+      }
+      return 0;
+    });
+  });
+
+  auto* show = license->add_subcommand("show", "show one installed license");
+  show->add_option("id", *id, "license id")->required();
+  show->callback([=] {
+    *exit_code = guarded([&] {
+      std::printf("%s\n", client().request_json("GET", "/v1/admin/licenses/" + *id).c_str());
+      return 0;
+    });
+  });
+
+  auto* revoke = license->add_subcommand("revoke", "revoke a license, at once, everywhere");
+  revoke->add_option("id", *id, "license id")->required();
+  revoke->add_option("--reason", *reason, "why (kept in the audit log)");
+  revoke->callback([=] {
+    *exit_code = guarded([&] {
+      std::string body = json::serialize(json::object{{"reason", *reason}});
+      auto l =
+          json::parse(client().request_json("POST", "/v1/admin/licenses/" + *id + "/revoke", body))
+              .as_object();
+      std::printf("revoked %s (tenant %s): %s\n", str(l, "id").c_str(), str(l, "tenant").c_str(),
+                  str(l, "revoke_reason").c_str());
+      return 0;
+    });
+  });
+
+  auto* audit = admin->add_subcommand("audit", "the hash-chained audit log");
+  audit->require_subcommand(1);
+  // Fetches every entry, page by page, and the head the daemon records beside them.
+  auto fetch = [client](std::vector<licensing::AuditEntry>* entries, licensing::ChainHead* head) {
+    int64_t after = 0;
+    macrohard::Client c = client();
+    for (;;) {
+      auto page = json::parse(c.request_json(
+                                  "GET", fmt::format("/v1/admin/audit?limit=1000&after={}", after)))
+                      .as_object();
+      for (const auto& v : page.at("data").as_array()) {
+        const auto& o = v.as_object();
+        entries->push_back({o.at("seq").to_number<int64_t>(), o.at("at").to_number<int64_t>(),
+                            str(o, "actor"), str(o, "action"), str(o, "subject"),
+                            std::string(o.at("detail").as_string()), str(o, "prev_hash"),
+                            str(o, "hash")});
+        after = entries->back().seq;
+      }
+      const auto& h = page.at("head").as_object();
+      *head = {h.at("seq").to_number<int64_t>(), str(h, "hash")};
+      if (!page.at("has_more").as_bool()) return;
+    }
+  };
+  auto* verify =
+      audit->add_subcommand("verify", "check the whole chain here, not on the server's word");
+  verify->callback([=] {
+    *exit_code = guarded([&] {
+      std::vector<licensing::AuditEntry> entries;
+      licensing::ChainHead head;
+      fetch(&entries, &head);
+      auto verified = licensing::verify_audit_chain(entries, head);
+      if (!verified.ok()) {
+        std::printf("BROKEN: %s\n", verified.status().message().c_str());
+        return 1;
+      }
+      std::printf("audit log intact: %lld entries, head %s\n",
+                  static_cast<long long>(verified->seq), verified->hash.c_str());
+      return 0;
+    });
+  });
+  auto* show_log = audit->add_subcommand("list", "print the audit log");
+  show_log->callback([=] {
+    *exit_code = guarded([&] {
+      std::vector<licensing::AuditEntry> entries;
+      licensing::ChainHead head;
+      fetch(&entries, &head);
+      for (const auto& e : entries) {
+        std::printf("%6lld %s %-22s %-18s %-26s %s\n", static_cast<long long>(e.seq),
+                    rfc3339(e.at).c_str(), e.actor.c_str(), e.action.c_str(), e.subject.c_str(),
+                    e.detail.c_str());
+      }
+      return 0;
+    });
+  });
+}
+
+}  // namespace mh::cli

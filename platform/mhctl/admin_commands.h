@@ -1,0 +1,15 @@
+// `mhctl admin …`: platform staff's commands against a running daemon (admin key required).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <macrohard/macrohard.hpp>
+
+namespace mh::cli {
+
+// Adds `admin license install|list|show|revoke` and `admin audit verify|list`. `client` makes
+// the SDK client from mhctl's global options; `*exit_code` is set by the command that runs.
+void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
+                        int* exit_code);
+
+}  // namespace mh::cli
