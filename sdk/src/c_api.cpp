@@ -8,9 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "licensing/license.h"
+#include "platform/base/time.h"
 #include "platform/base/version.h"
 #include "sdk/include/macrohard/macrohard.h"
 #include "sdk/src/http_client.h"
+#include "sdk/src/seat.h"
+#include "sdk_trusted_keys.h"
 
 namespace json = boost::json;
 using mh::sdk::CallError;
@@ -27,10 +31,22 @@ struct mh_error {
 struct mh_client_options {
   mh::sdk::ClientConfig config;
   bool has_url = false;
+  std::string license_text;
+  std::vector<std::string> trusted_keys;
+  std::string instance;
+};
+
+struct mh_license {
+  mh::licensing::License license;
+  std::string status;
+  std::vector<std::string> features;  // for access by index
 };
 
 struct mh_client {
   std::unique_ptr<mh::sdk::HttpClient> http;
+  std::unique_ptr<mh_license> license;
+  std::unique_ptr<mh::sdk::SeatKeeper> seat;  // set when a license is
+  std::string seat_lease_id;                  // for mh_client_seat_lease_id's borrowed string
 };
 
 struct mh_server_info {
@@ -81,6 +97,41 @@ mh_error* set_duration(mh_client_options* options, std::chrono::milliseconds* fi
   if (options == nullptr) return null_argument("options");
   if (ms <= 0) return make_error(mh::invalid_argument(fmt::format("{} must be positive", name)));
   *field = std::chrono::milliseconds(ms);
+  return nullptr;
+}
+
+// The keys built into this library plus the given ones.
+mh::Result<mh::licensing::KeyRing> trusted_keys(const std::vector<std::string>& extra) {
+  mh::licensing::KeyRing ring;
+  std::vector<std::string> texts(std::begin(kEmbeddedTrustedKeys), std::end(kEmbeddedTrustedKeys));
+  texts.insert(texts.end(), extra.begin(), extra.end());
+  for (const std::string& text : texts) {
+    if (text.empty()) continue;
+    auto key = mh::licensing::parse_public_key(text);
+    if (!key.ok()) return mh::invalid_argument("trusted key: " + key.status().message());
+    MH_TRY(ring.add(std::move(*key)));
+  }
+  return ring;
+}
+
+mh::Result<std::unique_ptr<mh_license>> verify(const std::string& text,
+                                               const std::vector<std::string>& keys, int64_t now) {
+  MH_ASSIGN_OR_RETURN(auto ring, trusted_keys(keys));
+  MH_ASSIGN_OR_RETURN(auto license, mh::licensing::verify_license(text, ring));
+  if (now == 0) now = mh::unix_seconds();
+  MH_TRY(mh::licensing::check_in_force(license.terms, now));
+  auto out = std::make_unique<mh_license>();
+  out->status = mh::licensing::standing_name(mh::licensing::standing_at(license.terms, now));
+  out->features.assign(license.terms.features.begin(), license.terms.features.end());
+  out->license = std::move(license);
+  return out;
+}
+
+// Holds the client's seat, if it has a license, before a request that needs one.
+mh_error* ensure_seat(mh_client* client) {
+  if (!client->seat) return nullptr;
+  auto lease = client->seat->ensure();
+  if (auto* error = std::get_if<CallError>(&lease)) return make_error(*error);
   return nullptr;
 }
 
@@ -201,6 +252,38 @@ mh_error* mh_client_options_set_user_agent(mh_client_options* options, const cha
   });
 }
 
+mh_error* mh_client_options_set_license(mh_client_options* options, const char* license_text) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (license_text == nullptr) return null_argument("license_text");
+    options->license_text = license_text;
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_options_add_trusted_key(mh_client_options* options,
+                                            const char* public_key_text) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (public_key_text == nullptr) return null_argument("public_key_text");
+    auto key = mh::licensing::parse_public_key(public_key_text);
+    if (!key.ok()) return make_error(key.status());
+    options->trusted_keys.emplace_back(public_key_text);
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_options_set_instance_name(mh_client_options* options, const char* name) {
+  return guarded([&]() -> mh_error* {
+    if (options == nullptr) return null_argument("options");
+    if (name == nullptr || *name == '\0' || std::strlen(name) > 200) {
+      return make_error(mh::invalid_argument("the instance name must be 1 to 200 characters"));
+    }
+    options->instance = name;
+    return nullptr;
+  });
+}
+
 mh_error* mh_client_new(const mh_client_options* options, mh_client** out) {
   return guarded([&]() -> mh_error* {
     if (options == nullptr) return null_argument("options");
@@ -208,17 +291,96 @@ mh_error* mh_client_new(const mh_client_options* options, mh_client** out) {
     if (!options->has_url) {
       return make_error(mh::invalid_argument("set a base URL before creating a client"));
     }
-    *out = new mh_client{std::make_unique<mh::sdk::HttpClient>(options->config)};
+    auto client = std::make_unique<mh_client>();
+    client->http = std::make_unique<mh::sdk::HttpClient>(options->config);
+    if (!options->license_text.empty()) {
+      auto license = verify(options->license_text, options->trusted_keys, 0);
+      if (!license.ok()) return make_error(license.status());
+      client->license = std::move(*license);
+      client->seat = std::make_unique<mh::sdk::SeatKeeper>(
+          options->config, client->license->license.terms.id,
+          options->instance.empty() ? mh::sdk::default_instance_name() : options->instance);
+    }
+    *out = client.release();
     return nullptr;
   });
 }
 
 void mh_client_delete(mh_client* client) { delete client; }
 
+const mh_license* mh_client_license(const mh_client* client) {
+  return client ? client->license.get() : nullptr;
+}
+
+const char* mh_client_seat_lease_id(mh_client* client) {
+  if (client == nullptr || !client->seat) return "";
+  client->seat_lease_id = client->seat->lease_id();
+  return client->seat_lease_id.c_str();
+}
+
+mh_error* mh_license_verify(const char* license_text, const char* const* public_keys,
+                            size_t public_key_count, int64_t now, mh_license** out) {
+  return guarded([&]() -> mh_error* {
+    if (license_text == nullptr) return null_argument("license_text");
+    if (out == nullptr) return null_argument("out");
+    if (public_key_count > 0 && public_keys == nullptr) return null_argument("public_keys");
+    std::vector<std::string> keys;
+    for (size_t i = 0; i < public_key_count; ++i) {
+      if (public_keys[i] == nullptr) return null_argument("public_keys[i]");
+      keys.emplace_back(public_keys[i]);
+    }
+    auto license = verify(license_text, keys, now);
+    if (!license.ok()) return make_error(license.status());
+    *out = license->release();
+    return nullptr;
+  });
+}
+
+const char* mh_license_id(const mh_license* l) { return l ? l->license.terms.id.c_str() : ""; }
+const char* mh_license_licensee(const mh_license* l) {
+  return l ? l->license.terms.licensee.c_str() : "";
+}
+const char* mh_license_tenant(const mh_license* l) {
+  return l ? l->license.terms.tenant.c_str() : "";
+}
+const char* mh_license_key_id(const mh_license* l) { return l ? l->license.key_id.c_str() : ""; }
+const char* mh_license_status(const mh_license* l) { return l ? l->status.c_str() : ""; }
+int64_t mh_license_issued_at(const mh_license* l) { return l ? l->license.terms.issued_at : 0; }
+int64_t mh_license_not_before(const mh_license* l) { return l ? l->license.terms.not_before : 0; }
+int64_t mh_license_expires_at(const mh_license* l) { return l ? l->license.terms.expires_at : 0; }
+int64_t mh_license_grace_seconds(const mh_license* l) {
+  return l ? l->license.terms.grace_seconds : 0;
+}
+int mh_license_has_feature(const mh_license* l, const char* feature) {
+  return l && feature && l->license.terms.has_feature(feature) ? 1 : 0;
+}
+size_t mh_license_feature_count(const mh_license* l) { return l ? l->features.size() : 0; }
+const char* mh_license_feature(const mh_license* l, size_t index) {
+  return l && index < l->features.size() ? l->features[index].c_str() : nullptr;
+}
+int64_t mh_license_limit(const mh_license* l, const char* name) {
+  if (l == nullptr || name == nullptr) return -1;
+  const auto& limits = l->license.terms.limits;
+  std::string_view n(name);
+  if (n == "max_gpus") return limits.max_gpus;
+  if (n == "gpu_hours_per_month") return limits.gpu_hours_per_month;
+  if (n == "max_deployments") return limits.max_deployments;
+  if (n == "max_model_params") return limits.max_model_params;
+  if (n == "seats") return limits.seats;
+  return -1;
+}
+size_t mh_license_pool_count(const mh_license* l) { return l ? l->license.terms.pools.size() : 0; }
+const char* mh_license_pool(const mh_license* l, size_t index) {
+  return l && index < l->license.terms.pools.size() ? l->license.terms.pools[index].c_str()
+                                                    : nullptr;
+}
+void mh_license_delete(mh_license* license) { delete license; }
+
 mh_error* mh_client_server_info(mh_client* client, mh_server_info** out) {
   return guarded([&]() -> mh_error* {
     if (client == nullptr) return null_argument("client");
     if (out == nullptr) return null_argument("out");
+    if (mh_error* seat = ensure_seat(client)) return seat;
     auto result = client->http->call("GET", "/v1/version");
     if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
     const auto& response = std::get<HttpResponse>(result);
@@ -300,6 +462,7 @@ mh_error* mh_client_request_json(mh_client* client, const char* method, const ch
       return make_error(mh::invalid_argument("path must start with '/'"));
     }
     if (response_json == nullptr) return null_argument("response_json");
+    if (mh_error* seat = ensure_seat(client)) return seat;
     auto result = client->http->call(method, path, body_json ? body_json : "");
     if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
     *response_json = copy_string(std::get<HttpResponse>(result).body);

@@ -3,6 +3,7 @@
 // the library exports only mh_* and carries its SONAME.
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <sstream>
 
 #include "tests/support/harness.h"
@@ -10,7 +11,7 @@
 namespace mh::test {
 namespace {
 
-TEST_CASE("the installed SDK builds samples/hello, which talks to a live daemon") {
+TEST_CASE("the installed SDK builds the samples, which work as a licensee runs them") {
   TempDir dir;
   const auto prefix = dir.path() / "prefix";
   ProcessResult install =
@@ -40,28 +41,57 @@ TEST_CASE("the installed SDK builds samples/hello, which talks to a live daemon"
     CHECK(dynamic.output.find("SONAME               libmacrohard.so.1") != std::string::npos);
   }
 
-  SUBCASE("a program built with find_package(Macrohard) runs against the daemon") {
-    const auto build = dir.path() / "hello-build";
+  // Builds a sample against the installed SDK only, as a licensee would.
+  auto build_sample = [&](const std::string& name) {
+    const auto build = dir.path() / (name + "-build");
     ProcessResult configure = run_process(
-        {MH_TEST_CMAKE, "-S", (source_dir() / "samples/hello").string(), "-B", build.string(), "-G",
-         "Ninja", "-DCMAKE_PREFIX_PATH=" + prefix.string(), "-DCMAKE_BUILD_TYPE=Release",
+        {MH_TEST_CMAKE, "-S", (source_dir() / "samples" / name).string(), "-B", build.string(),
+         "-G", "Ninja", "-DCMAKE_PREFIX_PATH=" + prefix.string(), "-DCMAKE_BUILD_TYPE=Release",
          std::string("-DCMAKE_CXX_FLAGS=") + MH_TEST_SAMPLE_CXX_FLAGS},
         {}, 300s);
     REQUIRE_MESSAGE(configure.exit_code == 0, configure.output);
     ProcessResult compile = run_process({MH_TEST_CMAKE, "--build", build.string()}, {}, 300s);
     REQUIRE_MESSAGE(compile.exit_code == 0, compile.output);
+    return build / name;
+  };
 
+  SUBCASE("samples/hello, built with find_package(Macrohard), runs against the daemon") {
+    const auto hello = build_sample("hello");
     Daemon daemon;
-    ProcessResult hello =
-        run_process({(build / "hello").string()},
-                    {{"MH_URL", daemon.url()}, {"MH_API_KEY", daemon.admin_key()}});
-    CHECK_MESSAGE(hello.exit_code == 0, hello.output);
-    CHECK(hello.output.find("connected to Macrohard 0.1.0") != std::string::npos);
-    CHECK(hello.output.find("ready: yes") != std::string::npos);
-    ProcessResult unreachable =
-        run_process({(build / "hello").string()}, {{"MH_URL", "http://127.0.0.1:1"}});
+    ProcessResult ok = run_process({hello.string()},
+                                   {{"MH_URL", daemon.url()}, {"MH_API_KEY", daemon.admin_key()}});
+    CHECK_MESSAGE(ok.exit_code == 0, ok.output);
+    CHECK(ok.output.find("connected to Macrohard 0.1.0") != std::string::npos);
+    CHECK(ok.output.find("ready: yes") != std::string::npos);
+    ProcessResult unreachable = run_process({hello.string()}, {{"MH_URL", "http://127.0.0.1:1"}});
     CHECK(unreachable.exit_code == 1);
     CHECK(unreachable.output.find("unavailable") != std::string::npos);
+  }
+
+  SUBCASE("samples/license_check verifies a license offline") {
+    const auto check = build_sample("license_check");
+    ProcessResult keygen = run_process({mhctl_path().string(), "license", "keygen", "--key-id",
+                                        "staff-2026", "--out-dir", dir.path().string()});
+    REQUIRE_MESSAGE(keygen.exit_code == 0, keygen.output);
+    const auto lic = dir.path() / "acme.lic";
+    ProcessResult issued = run_process({mhctl_path().string(), "license", "issue", "--key",
+                                        (dir.path() / "staff-2026.key").string(), "--licensee",
+                                        "Acme Corp", "--tenant", "acme", "--feature", "train",
+                                        "--seats", "5", "--max-gpus", "8", "--out", lic.string()});
+    REQUIRE_MESSAGE(issued.exit_code == 0, issued.output);
+    const auto pub = (dir.path() / "staff-2026.pub").string();
+    ProcessResult ok = run_process({check.string(), lic.string(), pub});
+    CHECK_MESSAGE(ok.exit_code == 0, ok.output);
+    CHECK(ok.output.find(": valid") != std::string::npos);
+    CHECK(ok.output.find("8 GPUs") != std::string::npos);
+    CHECK(ok.output.find("5 seats") != std::string::npos);
+    CHECK(ok.output.find("training   allowed") != std::string::npos);
+    std::string text = read_file(lic);
+    text[text.find("Payload: ") + 30] ^= 0x01;
+    std::ofstream(dir.path() / "tampered.lic") << text;
+    ProcessResult bad = run_process({check.string(), (dir.path() / "tampered.lic").string(), pub});
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.output.find("license refused") != std::string::npos);
   }
 }
 

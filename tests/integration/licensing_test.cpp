@@ -10,6 +10,8 @@
 #include "platform/base/time.h"
 #include "tests/support/harness.h"
 
+#include <macrohard/macrohard.hpp>
+
 namespace mh::test {
 namespace {
 
@@ -293,6 +295,113 @@ TEST_CASE("rotation: a license signed with the old key keeps working beside the 
   CHECK(message_of(refused).find("retired") != std::string::npos);
   CHECK(p.lease("lic_old_key", "w").status == 201);
   CHECK(p.lease("lic_new_key", "w").status == 201);
+}
+
+}  // namespace
+}  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+std::string pub_text(const PrivateKey& key) {
+  return licensing::encode_public_key(key.public_key().value());
+}
+
+TEST_CASE("the SDK verifies a license offline and says why one is refused") {
+  PrivateKey key = licensing::generate_key("staff-2026").value();
+  std::string text = licensing::issue_license(terms("lic_sdk", 4), key).value();
+  macrohard::LicenseInfo info = macrohard::verify_license(text, {pub_text(key)});
+  CHECK(info.id == "lic_sdk");
+  CHECK(info.tenant == "acme");
+  CHECK(info.status == "valid");
+  CHECK(info.seats == 4);
+  CHECK(info.has_feature("train"));
+  CHECK_FALSE(info.has_feature("multi_gpu"));
+
+  auto refusal = [&](const std::string& t, const std::vector<std::string>& keys, int64_t now) {
+    try {
+      macrohard::verify_license(t, keys, now);
+    } catch (const macrohard::Error& e) {
+      return std::string(e.code_name()) + ": " + e.what();
+    }
+    return std::string("accepted");
+  };
+  std::string tampered = text;
+  tampered[tampered.find("Signature: ") + 15] ^= 0x02;
+  CHECK(refusal(tampered, {pub_text(key)}, 0).find("permission_denied: license rejected") == 0);
+  CHECK(refusal(text, {}, 0).find("not a trusted key") != std::string::npos);
+  CHECK(refusal(text, {pub_text(key)}, unix_seconds() + 400 * 86400).find("expired") !=
+        std::string::npos);
+  CHECK(refusal(text, {pub_text(key)}, unix_seconds() - 86400).find("not valid yet") !=
+        std::string::npos);
+  CHECK(refusal("garbage", {pub_text(key)}, 0).find("invalid_argument") == 0);
+
+  // A client with a bad license fails when it is made, before any network I/O (nothing listens
+  // on port 1, yet the error is the license's, not the network's).
+  try {
+    macrohard::Client c(macrohard::ClientOptions()
+                            .base_url("http://127.0.0.1:1")
+                            .trusted_key(pub_text(key))
+                            .license(tampered));
+    FAIL("expected a license error");
+  } catch (const macrohard::Error& e) {
+    CHECK(e.code() == macrohard::Code::permission_denied);
+  }
+}
+
+TEST_CASE("a licensed SDK client holds a seat, renews it, and gives it back") {
+  Platform p({"--lease-ttl-s", "3"});
+  std::string text = licensing::issue_license(terms("lic_seat", 1), p.key).value();
+  REQUIRE(p.install(text).status == 201);
+  auto options = [&](const std::string& instance) {
+    macrohard::ClientOptions o;
+    o.base_url(p.daemon->url())
+        .api_key(p.daemon->admin_key())
+        .trusted_key(pub_text(p.key))
+        .license(text)
+        .instance_name(instance)
+        .max_retries(0);
+    return o;
+  };
+  auto live = [&] {
+    return json::parse(p.get("/v1/leases?license_id=lic_seat").body).at("data").as_array();
+  };
+  {
+    macrohard::Client first(options("first"));
+    CHECK(first.license()->id == "lic_seat");
+    CHECK(first.seat_lease_id().empty());  // nothing checked out before the first request
+    CHECK(first.server_info().compatible);
+    CHECK(first.seat_lease_id().starts_with("lease_"));
+    REQUIRE(live().size() == 1);
+    CHECK(live()[0].at("instance") == "first");
+
+    macrohard::Client second(options("second"));
+    try {
+      second.server_info();
+      FAIL("the only seat is taken");
+    } catch (const macrohard::Error& e) {
+      CHECK(e.code() == macrohard::Code::resource_exhausted);
+      CHECK(std::string(e.what()).find("cannot hold a seat") != std::string::npos);
+    }
+    // Heartbeats keep the seat past its 3 s TTL.
+    std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+    CHECK(live().size() == 1);
+    CHECK_THROWS_AS(second.server_info(), macrohard::Error);
+  }
+  CHECK(live().empty());  // released when the client went away
+  macrohard::Client third(options("third"));
+  CHECK(third.server_info().compatible);
+
+  // Revocation: the platform drops the seat, the heartbeat notices, and the client is refused.
+  REQUIRE(p.post("/v1/admin/licenses/lic_seat/revoke", {{"reason", "test"}}).status == 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  try {
+    third.server_info();
+    FAIL("the license is revoked");
+  } catch (const macrohard::Error& e) {
+    CHECK(e.code() == macrohard::Code::permission_denied);
+    CHECK(std::string(e.what()).find("revoked") != std::string::npos);
+  }
 }
 
 }  // namespace

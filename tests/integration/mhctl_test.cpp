@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include "sdk/include/macrohard/macrohard.h"
 #include "tests/support/harness.h"
 
 namespace mh::test {
@@ -16,7 +17,8 @@ TEST_CASE("mhctl version names the tool, its SDK and the server") {
   ProcessResult client = run_process({mhctl_path().string(), "version", "--client"});
   CHECK(client.exit_code == 0);
   CHECK(contains(client.output, "libmacrohard"));
-  CHECK(contains(client.output, "SDK API 1.0"));
+  CHECK(contains(client.output, "SDK API " + std::to_string(MH_API_VERSION_MAJOR) + "." +
+                                    std::to_string(MH_API_VERSION_MINOR)));
   Daemon daemon;
   ProcessResult server = run_process({mhctl_path().string(), "--url", daemon.url(), "version"});
   CHECK(server.exit_code == 0);

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 0
+#define MH_API_VERSION_MINOR 1
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -115,13 +115,64 @@ MH_EXPORT mh_error* mh_client_options_set_max_backoff_ms(mh_client_options* opti
 MH_EXPORT mh_error* mh_client_options_set_user_agent(mh_client_options* options,
                                                      const char* product);
 
+/* A license for the client (since 1.1). mh_client_new verifies it offline, against the trusted
+ * keys, and fails with the reason before any network I/O. The client then holds a seat of the
+ * license: it checks one out before its first request, renews it in the background, and
+ * releases it in mh_client_delete. */
+MH_EXPORT mh_error* mh_client_options_set_license(mh_client_options* options,
+                                                  const char* license_text);
+/* Trusts a license-signing public key (the text of a .pub file), in addition to any built into
+ * the library. Since 1.1. */
+MH_EXPORT mh_error* mh_client_options_add_trusted_key(mh_client_options* options,
+                                                      const char* public_key_text);
+/* How this instance names itself in its seat lease; default "<hostname>/<pid>". Since 1.1. */
+MH_EXPORT mh_error* mh_client_options_set_instance_name(mh_client_options* options,
+                                                        const char* name);
+
+/* ---- licenses (since 1.1) ---------------------------------------------------------------- */
+
+typedef struct mh_license mh_license;
+
+/* Verifies a license file offline: its signature against the keys built into the library plus
+ * `public_keys` (texts of .pub files, may be NULL when count is 0), then that it is in force at
+ * `now` (Unix seconds; 0 means the current time). The error says which check failed: not a
+ * license, unknown key, altered or forged, key retired, not yet valid, expired. */
+MH_EXPORT mh_error* mh_license_verify(const char* license_text, const char* const* public_keys,
+                                      size_t public_key_count, int64_t now, mh_license** out);
+MH_EXPORT const char* mh_license_id(const mh_license* license);
+MH_EXPORT const char* mh_license_licensee(const mh_license* license);
+MH_EXPORT const char* mh_license_tenant(const mh_license* license);
+MH_EXPORT const char* mh_license_key_id(const mh_license* license);
+/* "valid" or "in its grace period" (verified licenses are never expired or not yet valid). */
+MH_EXPORT const char* mh_license_status(const mh_license* license);
+MH_EXPORT int64_t mh_license_issued_at(const mh_license* license);
+MH_EXPORT int64_t mh_license_not_before(const mh_license* license);
+MH_EXPORT int64_t mh_license_expires_at(const mh_license* license);
+MH_EXPORT int64_t mh_license_grace_seconds(const mh_license* license);
+MH_EXPORT int mh_license_has_feature(const mh_license* license, const char* feature);
+MH_EXPORT size_t mh_license_feature_count(const mh_license* license);
+MH_EXPORT const char* mh_license_feature(const mh_license* license, size_t index);
+/* A limit by name: "max_gpus", "gpu_hours_per_month", "max_deployments", "max_model_params",
+ * "seats". -1 for a name this library does not know. */
+MH_EXPORT int64_t mh_license_limit(const mh_license* license, const char* name);
+/* Pools the license allows; none listed means every pool. */
+MH_EXPORT size_t mh_license_pool_count(const mh_license* license);
+MH_EXPORT const char* mh_license_pool(const mh_license* license, size_t index);
+MH_EXPORT void mh_license_delete(mh_license* license);
+
 /* ---- client ------------------------------------------------------------------------------ */
 
 typedef struct mh_client mh_client;
 
-/* Creates a client; the options are copied and may be deleted afterwards. No network I/O. */
+/* Creates a client; the options are copied and may be deleted afterwards. No network I/O; with
+ * a license set, the license is verified here, offline. */
 MH_EXPORT mh_error* mh_client_new(const mh_client_options* options, mh_client** out);
+/* Releases the client's seat lease, if it holds one, then frees the client. */
 MH_EXPORT void mh_client_delete(mh_client* client);
+/* The client's verified license, or NULL when none was set. Borrowed from the client. Since 1.1. */
+MH_EXPORT const mh_license* mh_client_license(const mh_client* client);
+/* The id of the seat lease the client holds now ("" when none). Since 1.1. */
+MH_EXPORT const char* mh_client_seat_lease_id(mh_client* client);
 
 /* GET /v1/version. */
 typedef struct mh_server_info mh_server_info;

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -127,6 +128,20 @@ class ClientOptions {
     detail::check(mh_client_options_set_max_backoff_ms(p_.get(), t.count()));
     return *this;
   }
+  // A license: verified offline when the client is made; the client then holds a seat of it.
+  ClientOptions& license(const std::string& text) {
+    detail::check(mh_client_options_set_license(p_.get(), text.c_str()));
+    return *this;
+  }
+  // A trusted license-signing public key (the text of a .pub file).
+  ClientOptions& trusted_key(const std::string& public_key_text) {
+    detail::check(mh_client_options_add_trusted_key(p_.get(), public_key_text.c_str()));
+    return *this;
+  }
+  ClientOptions& instance_name(const std::string& name) {
+    detail::check(mh_client_options_set_instance_name(p_.get(), name.c_str()));
+    return *this;
+  }
   ClientOptions& user_agent(const std::string& product) {
     detail::check(mh_client_options_set_user_agent(p_.get(), product.c_str()));
     return *this;
@@ -136,6 +151,64 @@ class ClientOptions {
  private:
   std::unique_ptr<mh_client_options, detail::Deleter<mh_client_options_delete>> p_;
 };
+
+// What a verified license grants. Plain values: it outlives whatever it was read from.
+struct LicenseInfo {
+  std::string id, licensee, tenant, key_id;
+  std::string status;  // "valid" or "in its grace period"
+  int64_t issued_at = 0, not_before = 0, expires_at = 0, grace_seconds = 0;
+  std::vector<std::string> features;
+  std::vector<std::string> pools;  // empty: every pool
+  int64_t max_gpus = 0, gpu_hours_per_month = 0, max_deployments = 0, max_model_params = 0,
+          seats = 0;
+
+  bool has_feature(std::string_view f) const {
+    for (const auto& x : features) {
+      if (x == f) return true;
+    }
+    return false;
+  }
+};
+
+namespace detail {
+inline LicenseInfo read_license(const mh_license* l) {
+  LicenseInfo out{mh_license_id(l),
+                  mh_license_licensee(l),
+                  mh_license_tenant(l),
+                  mh_license_key_id(l),
+                  mh_license_status(l),
+                  mh_license_issued_at(l),
+                  mh_license_not_before(l),
+                  mh_license_expires_at(l),
+                  mh_license_grace_seconds(l),
+                  {},
+                  {},
+                  mh_license_limit(l, "max_gpus"),
+                  mh_license_limit(l, "gpu_hours_per_month"),
+                  mh_license_limit(l, "max_deployments"),
+                  mh_license_limit(l, "max_model_params"),
+                  mh_license_limit(l, "seats")};
+  for (size_t i = 0; i < mh_license_feature_count(l); ++i) {
+    out.features.emplace_back(mh_license_feature(l, i));
+  }
+  for (size_t i = 0; i < mh_license_pool_count(l); ++i)
+    out.pools.emplace_back(mh_license_pool(l, i));
+  return out;
+}
+}  // namespace detail
+
+// Verifies a license file offline against the built-in keys plus `public_keys` (.pub texts),
+// at `now` (Unix seconds; 0: the current time). Throws Error naming the failed check.
+inline LicenseInfo verify_license(const std::string& text,
+                                  const std::vector<std::string>& public_keys = {},
+                                  int64_t now = 0) {
+  std::vector<const char*> keys;
+  for (const auto& k : public_keys) keys.push_back(k.c_str());
+  mh_license* raw = nullptr;
+  detail::check(mh_license_verify(text.c_str(), keys.data(), keys.size(), now, &raw));
+  std::unique_ptr<mh_license, detail::Deleter<mh_license_delete>> owned(raw);
+  return detail::read_license(raw);
+}
 
 struct ServerInfo {
   std::string version;
@@ -184,6 +257,15 @@ class Client {
     std::unique_ptr<char, detail::Deleter<mh_free>> owned(raw);
     return std::string(raw);
   }
+
+  // The client's verified license, if it was given one.
+  std::optional<LicenseInfo> license() const {
+    const mh_license* l = mh_client_license(p_.get());
+    if (l == nullptr) return std::nullopt;
+    return detail::read_license(l);
+  }
+  // The seat lease the client holds ("" when none).
+  std::string seat_lease_id() { return mh_client_seat_lease_id(p_.get()); }
 
   mh_client* get() const noexcept { return p_.get(); }
 
