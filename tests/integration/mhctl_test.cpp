@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include "sdk/include/macrohard/macrohard.h"
 #include "tests/support/harness.h"
 
@@ -75,6 +77,78 @@ TEST_CASE("mhctl certs writes a key only its owner reads, and never overwrites")
                    "-noout", "-ext", "subjectAltName"});
   CHECK(contains(openssl.output, "DNS:localhost"));
   CHECK(contains(openssl.output, "IP Address:127.0.0.1"));
+}
+
+}  // namespace
+}  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("mhctl license: keygen, issue, inspect, verify, then install and revoke on a daemon") {
+  TempDir dir;
+  auto mhctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), mhctl_path().string());
+    return run_process(args);
+  };
+  const std::string out = dir.path().string();
+  ProcessResult keygen = mhctl({"license", "keygen", "--key-id", "staff-2026", "--out-dir", out});
+  REQUIRE_MESSAGE(keygen.exit_code == 0, keygen.output);
+  struct stat key {};
+  REQUIRE(::stat((dir.path() / "staff-2026.key").c_str(), &key) == 0);
+  CHECK((key.st_mode & 0777) == 0600);
+  CHECK(mhctl({"license", "keygen", "--key-id", "staff-2026", "--out-dir", out}).exit_code == 1);
+  CHECK(mhctl({"license", "keygen", "--key-id", "Bad Id", "--out-dir", out}).exit_code == 1);
+
+  const std::string priv = out + "/staff-2026.key", pub = out + "/staff-2026.pub";
+  const std::string lic = out + "/acme.lic";
+  std::ofstream(out + "/spec.json") << R"({"id":"lic_spec","licensee":"Acme Corp","tenant":"acme",
+    "not_before":1700000000,"expires_at":4102444800,"grace_seconds":0,"features":["train"],
+    "limits":{"max_gpus":8,"gpu_hours_per_month":10,"max_deployments":1,"max_model_params":1,
+    "seats":2},"pools":[]})";
+  ProcessResult issued =
+      mhctl({"license", "issue", "--key", priv, "--spec", out + "/spec.json", "--out", lic});
+  REQUIRE_MESSAGE(issued.exit_code == 0, issued.output);
+  std::ofstream(out + "/bad.json") << R"({"licensee":"x"})";
+  ProcessResult bad_spec = mhctl({"license", "issue", "--key", priv, "--spec", out + "/bad.json"});
+  CHECK(bad_spec.exit_code == 1);
+  CHECK(contains(bad_spec.output, "missing field"));
+
+  ProcessResult inspect = mhctl({"license", "inspect", lic, "--public-key", pub});
+  CHECK(inspect.exit_code == 0);
+  CHECK(contains(inspect.output, "license     lic_spec"));
+  CHECK(contains(inspect.output, "seats 2"));
+  CHECK(contains(inspect.output, "verdict     valid"));
+  ProcessResult unchecked = mhctl({"license", "inspect", lic});
+  CHECK(contains(unchecked.output, "signature   not checked"));
+  CHECK(mhctl({"license", "verify", lic, "--public-key", pub}).exit_code == 0);
+  ProcessResult other = mhctl({"license", "keygen", "--key-id", "other", "--out-dir", out});
+  REQUIRE(other.exit_code == 0);
+  ProcessResult wrong = mhctl({"license", "verify", lic, "--public-key", out + "/other.pub"});
+  CHECK(wrong.exit_code == 1);
+  CHECK(contains(wrong.output, "not a trusted key"));
+
+  Daemon daemon(with_args({"--license-public-key", pub}));
+  auto admin = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {mhctl_path().string(), "--url", daemon.url(), "--api-key",
+                               daemon.admin_key(), "admin"});
+    return run_process(args);
+  };
+  ProcessResult installed = admin({"license", "install", lic});
+  CHECK_MESSAGE(installed.exit_code == 0, installed.output);
+  CHECK(contains(installed.output, "installed lic_spec for Acme Corp (tenant acme), valid"));
+  ProcessResult listed = admin({"license", "list"});
+  CHECK(contains(listed.output, "lic_spec"));
+  ProcessResult revoked = admin({"license", "revoke", "lic_spec", "--reason", "ended"});
+  CHECK(revoked.exit_code == 0);
+  CHECK(contains(revoked.output, "revoked lic_spec (tenant acme): ended"));
+  CHECK(contains(admin({"license", "show", "lic_spec"}).output, R"("status":"revoked")"));
+  ProcessResult again = admin({"license", "install", lic});
+  CHECK(again.exit_code == 1);
+  CHECK(contains(again.output, "cannot be installed again"));
+  ProcessResult audit = admin({"audit", "list"});
+  CHECK(contains(audit.output, "license.revoke"));
+  CHECK(admin({"audit", "verify"}).exit_code == 0);
 }
 
 }  // namespace
