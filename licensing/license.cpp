@@ -138,13 +138,12 @@ Status validate_terms(const LicenseTerms& t) {
   return {};
 }
 
-std::string encode_payload(const LicenseTerms& t) {
+json::object terms_json(const LicenseTerms& t) {
   json::array features;
   for (const auto& f : t.features) features.emplace_back(f);
   json::array pools;
   for (const auto& p : t.pools) pools.emplace_back(p);
-  json::object payload{
-      {"version", kPayloadVersion},
+  return {
       {"id", t.id},
       {"licensee", t.licensee},
       {"tenant", t.tenant},
@@ -160,6 +159,11 @@ std::string encode_payload(const LicenseTerms& t) {
                               {"seats", t.limits.seats}}},
       {"pools", std::move(pools)},
   };
+}
+
+std::string encode_payload(const LicenseTerms& t) {
+  json::object payload{{"version", kPayloadVersion}};
+  for (auto& [key, value] : terms_json(t)) payload.emplace(key, std::move(value));
   return json::serialize(payload);
 }
 

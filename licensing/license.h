@@ -6,6 +6,7 @@
 // over the bytes as received and only then parse them: nothing is ever re-serialised to check.
 #pragma once
 
+#include <boost/json/object.hpp>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -58,6 +59,8 @@ struct License {
 
 // Checks the terms for sense (ids, times in order, non-negative limits, known field shapes).
 Status validate_terms(const LicenseTerms& terms);
+// The terms as JSON: the payload's fields without "version" (also how the API shows them).
+boost::json::object terms_json(const LicenseTerms& terms);
 // The canonical payload bytes for terms (what `mhctl license issue` signs).
 std::string encode_payload(const LicenseTerms& terms);
 // Parses payload bytes strictly: every field present and of its type, nothing unknown.

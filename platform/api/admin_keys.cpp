@@ -105,20 +105,9 @@ Result<AdminKey> AdminKeys::authenticate(std::string_view secret) const {
 Result<std::vector<AdminKey>> AdminKeys::list(const PageRequest& page, bool* has_more) const {
   std::vector<AdminKey> keys;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    int64_t after_rowid = 0;
-    if (!page.after.empty()) {
-      MH_ASSIGN_OR_RETURN(auto cursor, s.query_one("SELECT rowid FROM admin_keys WHERE id = ?",
-                                                   {page.after}, "cursor 'after'"));
-      after_rowid = cursor.integer(0);
-    }
-    MH_ASSIGN_OR_RETURN(auto rows, s.query(fmt::format("SELECT {} FROM admin_keys WHERE rowid > ? "
-                                                       "ORDER BY rowid LIMIT ?",
-                                                       kColumns),
-                                           {after_rowid, page.limit + 1}));
-    *has_more = static_cast<int64_t>(rows.size()) > page.limit;
-    for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < page.limit; ++i) {
-      keys.push_back(key_from_row(rows[i]));
-    }
+    MH_ASSIGN_OR_RETURN(
+        auto rows, store::select_page(s, "admin_keys", kColumns, page.after, page.limit, has_more));
+    for (const auto& row : rows) keys.push_back(key_from_row(row));
     return {};
   }));
   return keys;

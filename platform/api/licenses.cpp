@@ -22,38 +22,22 @@ std::string actor_of(const Request& request) { return "admin:" + request.princip
 }  // namespace
 
 json::object license_json(const LicenseRecord& r, int64_t now) {
-  const auto& t = r.license.terms;
-  json::array features;
-  for (const auto& f : t.features) features.emplace_back(f);
-  json::array pools;
-  for (const auto& p : t.pools) pools.emplace_back(p);
-  std::string status = r.revoked_at ? "revoked"
-                       : !r.invalid_reason.empty()
-                           ? "invalid"
-                           : std::string(licensing::standing_name(licensing::standing_at(t, now)));
-  return {{"id", t.id},
-          {"object", "license"},
-          {"licensee", t.licensee},
-          {"tenant", t.tenant},
-          {"key_id", r.license.key_id},
-          {"status", status},
-          {"active", r.active},
-          {"issued_at", t.issued_at},
-          {"not_before", t.not_before},
-          {"expires_at", t.expires_at},
-          {"grace_seconds", t.grace_seconds},
-          {"features", std::move(features)},
-          {"limits", json::object{{"max_gpus", t.limits.max_gpus},
-                                  {"gpu_hours_per_month", t.limits.gpu_hours_per_month},
-                                  {"max_deployments", t.limits.max_deployments},
-                                  {"max_model_params", t.limits.max_model_params},
-                                  {"seats", t.limits.seats}}},
-          {"pools", std::move(pools)},
-          {"installed_at", r.installed_at},
-          {"revoked_at", r.revoked_at ? json::value(*r.revoked_at) : json::value(nullptr)},
-          {"revoke_reason", r.revoked_at ? json::value(r.revoke_reason) : json::value(nullptr)},
-          {"invalid_reason",
-           r.invalid_reason.empty() ? json::value(nullptr) : json::value(r.invalid_reason)}};
+  std::string status =
+      r.revoked_at ? "revoked"
+      : !r.invalid_reason.empty()
+          ? "invalid"
+          : std::string(licensing::standing_name(licensing::standing_at(r.license.terms, now)));
+  json::object out = licensing::terms_json(r.license.terms);
+  out["object"] = "license";
+  out["key_id"] = r.license.key_id;
+  out["status"] = status;
+  out["active"] = r.active;
+  out["installed_at"] = r.installed_at;
+  out["revoked_at"] = r.revoked_at ? json::value(*r.revoked_at) : json::value(nullptr);
+  out["revoke_reason"] = r.revoked_at ? json::value(r.revoke_reason) : json::value(nullptr);
+  out["invalid_reason"] =
+      r.invalid_reason.empty() ? json::value(nullptr) : json::value(r.invalid_reason);
+  return out;
 }
 
 Result<LicenseRecord> LicenseRegistry::record_from_row(const store::Row& row) const {
@@ -200,20 +184,10 @@ Result<std::vector<LicenseRecord>> LicenseRegistry::list(const PageRequest& page
                                                          bool* has_more) const {
   std::vector<LicenseRecord> out;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    int64_t after = 0;
-    if (!page.after.empty()) {
-      MH_ASSIGN_OR_RETURN(auto cursor, s.query_one("SELECT rowid FROM licenses WHERE id = ?",
-                                                   {page.after}, "cursor 'after'"));
-      after = cursor.integer(0);
-    }
     MH_ASSIGN_OR_RETURN(
-        auto rows, s.query(fmt::format("SELECT {} FROM licenses WHERE rowid > ? ORDER BY rowid "
-                                       "LIMIT ?",
-                                       kColumns),
-                           {after, page.limit + 1}));
-    *has_more = static_cast<int64_t>(rows.size()) > page.limit;
-    for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < page.limit; ++i) {
-      MH_ASSIGN_OR_RETURN(auto record, record_from_row(rows[i]));
+        auto rows, store::select_page(s, "licenses", kColumns, page.after, page.limit, has_more));
+    for (const auto& row : rows) {
+      MH_ASSIGN_OR_RETURN(auto record, record_from_row(row));
       out.push_back(std::move(record));
     }
     return {};

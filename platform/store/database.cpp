@@ -1,5 +1,7 @@
 #include "platform/store/database.h"
 
+#include <fmt/format.h>
+
 namespace mh::store {
 
 int64_t Row::integer(size_t i) const {
@@ -28,6 +30,29 @@ Result<Row> Session::query_one(std::string_view sql, std::initializer_list<Value
   MH_ASSIGN_OR_RETURN(auto rows, query(sql, params));
   if (rows.empty()) return not_found(std::string(what) + " not found");
   return std::move(rows.front());
+}
+
+Result<std::vector<Row>> select_page(Session& session, std::string_view table,
+                                     std::string_view columns, std::string_view after_id,
+                                     int64_t limit, bool* has_more) {
+  int64_t after = 0;
+  if (!after_id.empty()) {
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        session.query(fmt::format("SELECT rowid FROM {} WHERE id = ?", table),
+                                      {std::string(after_id)}));
+    if (rows.empty()) {
+      return invalid_argument(fmt::format("'after' names no such item: {}", after_id), "after");
+    }
+    after = rows[0].integer(0);
+  }
+  MH_ASSIGN_OR_RETURN(auto rows,
+                      session.query(fmt::format("SELECT {} FROM {} WHERE rowid > ? ORDER BY "
+                                                "rowid LIMIT ?",
+                                                columns, table),
+                                    {after, limit + 1}));
+  *has_more = static_cast<int64_t>(rows.size()) > limit;
+  if (*has_more) rows.pop_back();
+  return rows;
 }
 
 }  // namespace mh::store

@@ -55,6 +55,13 @@ class Session {
                         std::string_view what);
 };
 
+// A page of `table`'s rows in insertion order, after the row whose `id` is `after_id` (from the
+// start when empty), at most `limit` of them; *has_more says whether more follow. `table` and
+// `columns` are trusted SQL text, never input.
+Result<std::vector<Row>> select_page(Session& session, std::string_view table,
+                                     std::string_view columns, std::string_view after_id,
+                                     int64_t limit, bool* has_more);
+
 using Transaction = std::function<Status(Session&)>;
 
 class Database {

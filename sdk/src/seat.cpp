@@ -15,8 +15,20 @@ std::string default_instance_name() {
   return fmt::format("{}/{}", host, ::getpid());
 }
 
+namespace {
+// Seat traffic retries little and waits little: a heartbeat runs again soon anyway, and
+// releasing a seat must not hold up the program that is closing its client.
+ClientConfig seat_config(ClientConfig config) {
+  config.max_retries = std::min(config.max_retries, 1);
+  config.request_timeout = std::min(config.request_timeout, std::chrono::milliseconds(10'000));
+  return config;
+}
+}  // namespace
+
 SeatKeeper::SeatKeeper(const ClientConfig& config, std::string license_id, std::string instance)
-    : http_(config), license_id_(std::move(license_id)), instance_(std::move(instance)) {}
+    : http_(seat_config(config)),
+      license_id_(std::move(license_id)),
+      instance_(std::move(instance)) {}
 
 SeatKeeper::~SeatKeeper() {
   std::string lease;

@@ -148,3 +148,47 @@ TEST_CASE("readers see committed data while a writer works, from many threads") 
 
 }  // namespace
 }  // namespace mh::store
+
+namespace mh::store {
+namespace {
+
+constexpr Migration kNamed[] = {
+    {1, "things", "CREATE TABLE things (id TEXT PRIMARY KEY, n INTEGER NOT NULL);"},
+};
+
+TEST_CASE("select_page walks a table in insertion order by cursor") {
+  test::TempDir dir;
+  auto db = open_sqlite(dir.path() / "db.sqlite", {}, kNamed);
+  REQUIRE(db.ok());
+  REQUIRE((*db)
+              ->write([](Session& s) -> Status {
+                for (int i = 0; i < 5; ++i) {
+                  // Ids out of alphabetical order: pages follow insertion, not the id.
+                  MH_TRY(s.exec("INSERT INTO things (id, n) VALUES (?, ?)",
+                                {std::string(1, static_cast<char>('e' - i)), int64_t{i}})
+                             .status());
+                }
+                return {};
+              })
+              .ok());
+  (void)(*db)->read([](Session& s) -> Status {
+    bool more = false;
+    auto first = select_page(s, "things", "id, n", "", 2, &more);
+    REQUIRE(first.ok());
+    CHECK(first->size() == 2);
+    CHECK((*first)[0].text(0) == "e");
+    CHECK(more);
+    auto last = select_page(s, "things", "id, n", "b", 2, &more);
+    REQUIRE(last.ok());
+    CHECK(last->size() == 1);
+    CHECK((*last)[0].integer(1) == 4);
+    CHECK_FALSE(more);
+    auto bad = select_page(s, "things", "id, n", "zz", 2, &more);
+    CHECK(bad.status().code() == Code::kInvalidArgument);
+    CHECK(bad.status().param() == "after");
+    return {};
+  });
+}
+
+}  // namespace
+}  // namespace mh::store
