@@ -4,7 +4,7 @@
 #include <boost/json.hpp>
 #include <cctype>
 
-#include "platform/api/audit_log.h"
+#include "platform/store/audit_log.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
 
@@ -50,7 +50,7 @@ Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name,
                    {created.record.id, created.record.name, sha256_hex(created.secret),
                     created.record.prefix, created.record.created_at})
              .status());
-  MH_TRY(AuditLog::append(session, actor, "admin_key.create", created.record.id,
+  MH_TRY(store::AuditLog::append(session, actor, "admin_key.create", created.record.id,
                           {{"name", created.record.name}, {"prefix", created.record.prefix}}));
   return created;
 }
@@ -130,7 +130,7 @@ Result<AdminKey> AdminKeys::revoke(std::string_view id, std::string_view actor) 
     key.revoked_at = unix_seconds();
     MH_TRY(s.exec("UPDATE admin_keys SET revoked_at = ? WHERE id = ?", {*key.revoked_at, key.id})
                .status());
-    return AuditLog::append(s, actor, "admin_key.revoke", key.id, {{"name", key.name}});
+    return store::AuditLog::append(s, actor, "admin_key.revoke", key.id, {{"name", key.name}});
   }));
   return key;
 }

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
-#include "platform/api/audit_log.h"
+#include "platform/store/audit_log.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/store/database.h"
@@ -29,7 +29,7 @@ struct Lease {
 class SeatLeases {
  public:
   SeatLeases(store::Database& db, const licensing::Entitlements& entitlements, TrustedClock& clock,
-             AuditLog& audit, int64_t default_ttl_seconds)
+             store::AuditLog& audit, int64_t default_ttl_seconds)
       : db_(db),
         entitlements_(entitlements),
         clock_(clock),
@@ -48,7 +48,7 @@ class SeatLeases {
   store::Database& db_;
   const licensing::Entitlements& entitlements_;
   TrustedClock& clock_;
-  AuditLog& audit_;
+  store::AuditLog& audit_;
   const int64_t default_ttl_;
 };
 

@@ -77,7 +77,7 @@ Status LicenseRegistry::load() {
       const std::string meta_key = "trusted_key:" + id;
       MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT value FROM meta WHERE key = ?", {meta_key}));
       if (!rows.empty() && rows[0].text(0) == key->fingerprint()) continue;
-      MH_TRY(AuditLog::append(s, "system", "key.trust", id,
+      MH_TRY(store::AuditLog::append(s, "system", "key.trust", id,
                               {{"fingerprint", key->fingerprint()},
                                {"retired_at", key->retired_at ? json::value(*key->retired_at)
                                                               : json::value(nullptr)}}));
@@ -146,7 +146,7 @@ Result<LicenseRecord> LicenseRegistry::install(std::string_view text, std::strin
       MH_TRY(s.exec("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                     {terms.tenant, terms.licensee, now})
                  .status());
-      MH_TRY(AuditLog::append(s, actor, "tenant.create", terms.tenant,
+      MH_TRY(store::AuditLog::append(s, actor, "tenant.create", terms.tenant,
                               {{"name", terms.licensee}, {"license", terms.id}}));
     }
     MH_TRY(
@@ -157,7 +157,7 @@ Result<LicenseRecord> LicenseRegistry::install(std::string_view text, std::strin
                "active) VALUES (?, ?, ?, ?, ?, ?, 1)",
                {terms.id, terms.tenant, license.key_id, std::string(text), terms.expires_at, now})
             .status());
-    return AuditLog::append(s, actor, "license.install", terms.id,
+    return store::AuditLog::append(s, actor, "license.install", terms.id,
                             {{"tenant", terms.tenant},
                              {"licensee", terms.licensee},
                              {"key_id", license.key_id},
@@ -213,7 +213,7 @@ Result<LicenseRecord> LicenseRegistry::revoke(std::string_view id, std::string_v
     MH_TRY(s.exec("UPDATE leases SET released_at = ? WHERE license_id = ? AND released_at IS NULL",
                   {*record.revoked_at, std::string(id)})
                .status());
-    return AuditLog::append(
+    return store::AuditLog::append(
         s, actor, "license.revoke", id,
         {{"tenant", record.license.terms.tenant}, {"reason", record.revoke_reason}});
   }));

@@ -11,7 +11,7 @@
 
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
-#include "platform/api/audit_log.h"
+#include "platform/store/audit_log.h"
 #include "platform/api/http.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"

@@ -22,7 +22,8 @@
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
 #include "platform/api/admin_keys.h"
-#include "platform/api/audit_log.h"
+#include "platform/api/audit_routes.h"
+#include "platform/store/audit_log.h"
 #include "platform/api/http_server.h"
 #include "platform/api/leases.h"
 #include "platform/api/licenses.h"
@@ -136,7 +137,7 @@ int run_daemon(const DaemonConfig& config) {
   if (keys.empty()) {
     spdlog::warn("no --license-public-key given: no license can be installed");
   }
-  api::AuditLog audit(**db);
+  store::AuditLog audit(**db);
   api::TrustedClock clock(**db, config.clock_tolerance_seconds);
   if (Status s = clock.load(); !s.ok()) return fail(s);
   if (auto now = clock.now(); !now.ok()) spdlog::error("{}", now.status().message());

@@ -8,17 +8,16 @@
 #include <vector>
 
 #include "licensing/audit_chain.h"
-#include "platform/api/router.h"
 #include "platform/store/database.h"
 
-namespace mh::api {
+namespace mh::store {
 
 class AuditLog {
  public:
-  explicit AuditLog(store::Database& db) : db_(db) {}
+  explicit AuditLog(Database& db) : db_(db) {}
 
   // Appends an entry in the caller's write transaction.
-  static Status append(store::Session& session, std::string_view actor, std::string_view action,
+  static Status append(Session& session, std::string_view actor, std::string_view action,
                        std::string_view subject, const boost::json::object& detail);
   // Appends in a transaction of its own.
   Status record(std::string_view actor, std::string_view action, std::string_view subject,
@@ -30,10 +29,7 @@ class AuditLog {
   Result<licensing::ChainHead> head() const;
 
  private:
-  store::Database& db_;
+  Database& db_;
 };
 
-// GET /v1/admin/audit?after=<seq>&limit=<n>: entries in order, with the recorded head.
-void add_audit_routes(Router& router, AuditLog& audit);
-
-}  // namespace mh::api
+}  // namespace mh::store

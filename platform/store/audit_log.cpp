@@ -1,16 +1,16 @@
-#include "platform/api/audit_log.h"
+#include "platform/store/audit_log.h"
 
 #include <boost/json.hpp>
 
 #include "platform/base/time.h"
 
-namespace mh::api {
+namespace mh::store {
 
 namespace {
 constexpr std::string_view kHeadSeq = "audit_head_seq";
 constexpr std::string_view kHeadHash = "audit_head_hash";
 
-Result<licensing::ChainHead> read_head(store::Session& s) {
+Result<licensing::ChainHead> read_head(Session& s) {
   licensing::ChainHead head;
   MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT key, value FROM meta WHERE key IN (?, ?)",
                                          {std::string(kHeadSeq), std::string(kHeadHash)}));
@@ -22,7 +22,7 @@ Result<licensing::ChainHead> read_head(store::Session& s) {
 }
 }  // namespace
 
-Status AuditLog::append(store::Session& s, std::string_view actor, std::string_view action,
+Status AuditLog::append(Session& s, std::string_view actor, std::string_view action,
                         std::string_view subject, const boost::json::object& detail) {
   MH_ASSIGN_OR_RETURN(licensing::ChainHead head, read_head(s));
   licensing::AuditEntry e;
@@ -52,13 +52,13 @@ Status AuditLog::append(store::Session& s, std::string_view actor, std::string_v
 
 Status AuditLog::record(std::string_view actor, std::string_view action, std::string_view subject,
                         const boost::json::object& detail) {
-  return db_.write([&](store::Session& s) { return append(s, actor, action, subject, detail); });
+  return db_.write([&](Session& s) { return append(s, actor, action, subject, detail); });
 }
 
 Result<std::vector<licensing::AuditEntry>> AuditLog::list(int64_t after_seq, int64_t limit,
                                                           bool* has_more) const {
   std::vector<licensing::AuditEntry> entries;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
+  MH_TRY(db_.read([&](Session& s) -> Status {
     MH_ASSIGN_OR_RETURN(auto rows,
                         s.query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash "
                                 "FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -76,48 +76,11 @@ Result<std::vector<licensing::AuditEntry>> AuditLog::list(int64_t after_seq, int
 
 Result<licensing::ChainHead> AuditLog::head() const {
   licensing::ChainHead head;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
+  MH_TRY(db_.read([&](Session& s) -> Status {
     MH_ASSIGN_OR_RETURN(head, read_head(s));
     return {};
   }));
   return head;
 }
 
-void add_audit_routes(Router& router, AuditLog& audit) {
-  router.add("GET", "/v1/admin/audit", Access::kAdmin, [&audit](Request& request) {
-    auto page = parse_page(request, 100, 1000);
-    if (!page.ok()) return Response::error(page.status());
-    int64_t after = 0;
-    if (!page->after.empty()) {
-      if (page->after.find_first_not_of("0123456789") != std::string::npos ||
-          page->after.size() > 18) {
-        return Response::error(invalid_argument("'after' must be an entry's seq", "after"));
-      }
-      after = std::stoll(page->after);
-    }
-    bool has_more = false;
-    auto entries = audit.list(after, page->limit, &has_more);
-    if (!entries.ok()) return Response::error(entries.status());
-    auto head = audit.head();
-    if (!head.ok()) return Response::error(head.status());
-    boost::json::array data;
-    for (const auto& e : *entries) {
-      data.push_back(boost::json::object{{"seq", e.seq},
-                                         {"at", e.at},
-                                         {"actor", e.actor},
-                                         {"action", e.action},
-                                         {"subject", e.subject},
-                                         {"detail", e.detail},
-                                         {"prev_hash", e.prev_hash},
-                                         {"hash", e.hash}});
-    }
-    return Response::json(
-        200, boost::json::object{
-                 {"object", "list"},
-                 {"data", std::move(data)},
-                 {"has_more", has_more},
-                 {"head", boost::json::object{{"seq", head->seq}, {"hash", head->hash}}}});
-  });
-}
-
-}  // namespace mh::api
+}  // namespace mh::store

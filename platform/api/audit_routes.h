@@ -1,0 +1,12 @@
+// GET /v1/admin/audit: the audit log for staff (see store/audit_log.h).
+#pragma once
+
+#include "platform/api/router.h"
+#include "platform/store/audit_log.h"
+
+namespace mh::api {
+
+// GET /v1/admin/audit?after=<seq>&limit=<n>: entries in order, with the recorded head.
+void add_audit_routes(Router& router, store::AuditLog& audit);
+
+}  // namespace mh::api
