@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "platform/store/audit_log.h"
+#include "platform/base/api_key.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
 
@@ -39,16 +40,17 @@ json::object to_json(const AdminKey& key) {
 Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name,
                                       std::string_view actor) {
   NewAdminKey created;
-  created.secret = std::string(kAdminKeyPrefix) + secure_random_base64url(32);
+  ApiKeySecret key = new_api_key(kAdminKeyPrefix);
+  created.secret = key.secret;
   created.record.id = "akey_" + secure_random_base64url(12);
   created.record.name = std::move(name);
-  created.record.prefix = created.secret.substr(0, kAdminKeyPrefix.size() + 6);
+  created.record.prefix = key.display_prefix;
   created.record.created_at = unix_seconds();
   MH_TRY(session
              .exec("INSERT INTO admin_keys (id, name, key_hash, key_prefix, created_at) "
                    "VALUES (?, ?, ?, ?, ?)",
-                   {created.record.id, created.record.name, sha256_hex(created.secret),
-                    created.record.prefix, created.record.created_at})
+                   {created.record.id, created.record.name, key.sha256, created.record.prefix,
+                    created.record.created_at})
              .status());
   MH_TRY(store::AuditLog::append(session, actor, "admin_key.create", created.record.id,
                           {{"name", created.record.name}, {"prefix", created.record.prefix}}));
@@ -149,14 +151,6 @@ Result<std::string_view> bearer_token(const Request& request) {
   return header.substr(kScheme.size());
 }
 
-Authenticator make_authenticator(const AdminKeys& keys) {
-  return [&keys](const Request& request, Access) -> Result<Principal> {
-    MH_ASSIGN_OR_RETURN(std::string_view token, bearer_token(request));
-    MH_ASSIGN_OR_RETURN(AdminKey key, keys.authenticate(token));
-    return Principal{Principal::Kind::kPlatformAdmin, key.id};
-  };
-}
-
 void add_admin_key_routes(Router& router, AdminKeys& keys) {
   router.add("POST", "/v1/admin/keys", Access::kAdmin, [&keys](Request& request) {
     auto body = parse_json_object(request);
@@ -165,7 +159,7 @@ void add_admin_key_routes(Router& router, AdminKeys& keys) {
     if (name == nullptr || !name->is_string()) {
       return Response::error(invalid_argument("'name' must be a string", "name"));
     }
-    auto created = keys.create(std::string(name->as_string()), "admin:" + request.principal.key_id);
+    auto created = keys.create(std::string(name->as_string()), request.principal.actor());
     if (!created.ok()) return Response::error(created.status());
     json::object out = to_json(created->record);
     out["key"] = created->secret;
@@ -185,7 +179,7 @@ void add_admin_key_routes(Router& router, AdminKeys& keys) {
     return Response::json(200, out);
   });
   router.add("DELETE", "/v1/admin/keys/{id}", Access::kAdmin, [&keys](Request& request) {
-    auto revoked = keys.revoke(request.param("id"), "admin:" + request.principal.key_id);
+    auto revoked = keys.revoke(request.param("id"), request.principal.actor());
     if (!revoked.ok()) return Response::error(revoked.status());
     return Response::json(200, to_json(*revoked));
   });

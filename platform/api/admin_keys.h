@@ -51,8 +51,6 @@ class AdminKeys {
 
 // The bearer token of an Authorization header; unauthenticated when absent or malformed.
 Result<std::string_view> bearer_token(const Request& request);
-// Authenticates requests for the router (admin routes need a live admin key).
-Authenticator make_authenticator(const AdminKeys& keys);
 // POST/GET /v1/admin/keys, DELETE /v1/admin/keys/{id}.
 void add_admin_key_routes(Router& router, AdminKeys& keys);
 

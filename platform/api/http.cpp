@@ -9,6 +9,15 @@ namespace mh::api {
 
 namespace json = boost::json;
 
+std::string Principal::actor() const {
+  switch (kind) {
+    case Kind::kPlatformAdmin: return "admin:" + key_id;
+    case Kind::kTenant: return "tenant:" + tenant + "/" + key_id;
+    case Kind::kAnonymous: break;
+  }
+  return "anonymous";
+}
+
 std::string_view Request::header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
     if (key.size() == name.size() && ::strncasecmp(key.data(), name.data(), name.size()) == 0) {

@@ -18,9 +18,15 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // Who made a request, once authenticated.
 struct Principal {
-  enum class Kind { kAnonymous, kPlatformAdmin };
+  enum class Kind { kAnonymous, kPlatformAdmin, kTenant };
   Kind kind = Kind::kAnonymous;
-  std::string key_id;  // the API key's id, for the audit and access logs
+  std::string key_id;     // the API key's id, for the audit and access logs
+  std::string tenant;     // kTenant: whose key it is
+  std::string role;       // kTenant: "owner", "developer", "viewer"
+
+  bool is_admin() const { return kind == Kind::kPlatformAdmin; }
+  // "admin:<key id>" or "tenant:<tenant>/<key id>", as the audit log names actors.
+  std::string actor() const;
 };
 
 struct Request {

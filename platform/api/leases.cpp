@@ -18,6 +18,10 @@ constexpr std::string_view kColumns =
     "l.released_at";
 constexpr std::string_view kFrom = "FROM leases l JOIN licenses c ON c.id = l.license_id";
 
+store::Value optional_value(const std::optional<std::string>& v) {
+  return v ? store::Value(*v) : store::Value(store::kNull);
+}
+
 Lease lease_from_row(const store::Row& r) {
   Lease lease{r.text(0),    r.text(1),    r.text(2),    r.text(3),
               r.integer(4), r.integer(5), r.integer(6), std::nullopt};
@@ -37,16 +41,33 @@ json::object lease_json(const Lease& l) {
           {"released_at", l.released_at ? json::value(*l.released_at) : json::value(nullptr)}};
 }
 
-Result<Lease> find_lease(store::Session& s, std::string_view id) {
-  MH_ASSIGN_OR_RETURN(auto row,
-                      s.query_one(fmt::format("SELECT {} {} WHERE l.id = ?", kColumns, kFrom),
-                                  {std::string(id)}, fmt::format("lease '{}'", id)));
+// The lease, if it exists and (for a tenant caller) is that tenant's.
+Result<Lease> find_lease(store::Session& s, const std::optional<std::string>& tenant,
+                         std::string_view id) {
+  MH_ASSIGN_OR_RETURN(auto row, s.query_one(fmt::format("SELECT {} {} WHERE l.id = ? AND "
+                                                        "(? IS NULL OR c.tenant_id = ?)",
+                                                        kColumns, kFrom),
+                                            {std::string(id), optional_value(tenant),
+                                             optional_value(tenant)},
+                                            fmt::format("lease '{}'", id)));
   return lease_from_row(row);
+}
+
+// The license's tenant, if the license exists and (for a tenant caller) is that tenant's.
+Result<std::string> license_tenant(store::Session& s, const std::optional<std::string>& tenant,
+                                   std::string_view license_id) {
+  MH_ASSIGN_OR_RETURN(auto row, s.query_one("SELECT tenant_id FROM licenses WHERE id = ? AND "
+                                            "(? IS NULL OR tenant_id = ?)",
+                                            {std::string(license_id), optional_value(tenant),
+                                             optional_value(tenant)},
+                                            fmt::format("license '{}'", license_id)));
+  return row.text(0);
 }
 
 }  // namespace
 
-Result<Lease> SeatLeases::checkout(std::string_view license_id, std::string_view instance,
+Result<Lease> SeatLeases::checkout(const std::optional<std::string>& caller,
+                                   std::string_view license_id, std::string_view instance,
                                    std::optional<int64_t> ttl_seconds, std::string_view actor) {
   if (instance.empty() || instance.size() > 200) {
     return invalid_argument("instance must be 1 to 200 characters", "instance");
@@ -60,10 +81,7 @@ Result<Lease> SeatLeases::checkout(std::string_view license_id, std::string_view
   Lease lease;
   Status refusal;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(
-        auto row, s.query_one("SELECT tenant_id FROM licenses WHERE id = ?",
-                              {std::string(license_id)}, fmt::format("license '{}'", license_id)));
-    const std::string tenant = row.text(0);
+    MH_ASSIGN_OR_RETURN(const std::string tenant, license_tenant(s, caller, license_id));
     auto entitlement = entitlements_.find(tenant);
     if (entitlement && entitlement->license.terms.id != license_id) {
       refusal = conflict(fmt::format("license {} is no longer tenant {}'s license ({} is)",
@@ -108,12 +126,13 @@ Result<Lease> SeatLeases::checkout(std::string_view license_id, std::string_view
   return lease;
 }
 
-Result<Lease> SeatLeases::heartbeat(std::string_view lease_id) {
+Result<Lease> SeatLeases::heartbeat(const std::optional<std::string>& caller,
+                                    std::string_view lease_id) {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   Lease lease;
   Status refusal;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(lease, find_lease(s, lease_id));
+    MH_ASSIGN_OR_RETURN(lease, find_lease(s, caller, lease_id));
     if (lease.released_at) {
       refusal = conflict(fmt::format("lease {} was released at {}; check out a new one", lease.id,
                                      rfc3339(*lease.released_at)));
@@ -139,10 +158,11 @@ Result<Lease> SeatLeases::heartbeat(std::string_view lease_id) {
   return lease;
 }
 
-Result<Lease> SeatLeases::release(std::string_view lease_id) {
+Result<Lease> SeatLeases::release(const std::optional<std::string>& caller,
+                                  std::string_view lease_id) {
   Lease lease;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(lease, find_lease(s, lease_id));
+    MH_ASSIGN_OR_RETURN(lease, find_lease(s, caller, lease_id));
     if (lease.released_at) return {};
     lease.released_at = unix_seconds();
     return s.exec("UPDATE leases SET released_at = ? WHERE id = ?", {*lease.released_at, lease.id})
@@ -151,10 +171,12 @@ Result<Lease> SeatLeases::release(std::string_view lease_id) {
   return lease;
 }
 
-Result<std::vector<Lease>> SeatLeases::live(std::string_view license_id) {
+Result<std::vector<Lease>> SeatLeases::live(const std::optional<std::string>& caller,
+                                            std::string_view license_id) {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   std::vector<Lease> out;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
+    MH_TRY(license_tenant(s, caller, license_id).status());
     MH_ASSIGN_OR_RETURN(auto rows, s.query(fmt::format("SELECT {} {} WHERE l.license_id = ? AND "
                                                        "l.released_at IS NULL AND l.expires_at > ? "
                                                        "ORDER BY l.created_at",
@@ -166,8 +188,15 @@ Result<std::vector<Lease>> SeatLeases::live(std::string_view license_id) {
   return out;
 }
 
+namespace {
+std::optional<std::string> caller(const Request& request) {
+  if (request.principal.is_admin()) return std::nullopt;
+  return request.principal.tenant;
+}
+}  // namespace
+
 void add_lease_routes(Router& router, SeatLeases& leases) {
-  router.add("POST", "/v1/leases", Access::kAnyKey, [&leases](Request& request) {
+  router.add("POST", "/v1/leases", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
     auto body = parse_json_object(request);
     if (!body.ok()) return Response::error(body.status());
     const json::value* license = body->if_contains("license_id");
@@ -185,25 +214,25 @@ void add_lease_routes(Router& router, SeatLeases& leases) {
       }
       ttl = t->as_int64();
     }
-    auto lease = leases.checkout(license->as_string(), instance->as_string(), ttl,
-                                 "key:" + request.principal.key_id);
+    auto lease = leases.checkout(caller(request), license->as_string(), instance->as_string(),
+                                 ttl, request.principal.actor());
     if (!lease.ok()) return Response::error(lease.status());
     return Response::json(201, lease_json(*lease));
   });
-  router.add("POST", "/v1/leases/{id}/heartbeat", Access::kAnyKey, [&leases](Request& request) {
-    auto lease = leases.heartbeat(request.param("id"));
+  router.add("POST", "/v1/leases/{id}/heartbeat", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
+    auto lease = leases.heartbeat(caller(request), request.param("id"));
     if (!lease.ok()) return Response::error(lease.status());
     return Response::json(200, lease_json(*lease));
   });
-  router.add("DELETE", "/v1/leases/{id}", Access::kAnyKey, [&leases](Request& request) {
-    auto lease = leases.release(request.param("id"));
+  router.add("DELETE", "/v1/leases/{id}", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
+    auto lease = leases.release(caller(request), request.param("id"));
     if (!lease.ok()) return Response::error(lease.status());
     return Response::json(200, lease_json(*lease));
   });
-  router.add("GET", "/v1/leases", Access::kAnyKey, [&leases](Request& request) {
+  router.add("GET", "/v1/leases", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
     auto license = request.query_param("license_id");
     if (!license) return Response::error(invalid_argument("give ?license_id=", "license_id"));
-    auto live = leases.live(*license);
+    auto live = leases.live(caller(request), *license);
     if (!live.ok()) return Response::error(live.status());
     json::array data;
     for (const auto& l : *live) data.push_back(lease_json(l));

@@ -36,13 +36,18 @@ class SeatLeases {
         audit_(audit),
         default_ttl_(default_ttl_seconds) {}
 
+  // `tenant` is the caller's tenant (nullopt for platform staff): a license or lease of another
+  // tenant is not found, exactly as a missing one.
+  //
   // A seat of the license, if one is free and the license is in force; refusals (no seat,
   // revoked, expired) are recorded in the audit log.
-  Result<Lease> checkout(std::string_view license_id, std::string_view instance,
-                         std::optional<int64_t> ttl_seconds, std::string_view actor);
-  Result<Lease> heartbeat(std::string_view lease_id);
-  Result<Lease> release(std::string_view lease_id);
-  Result<std::vector<Lease>> live(std::string_view license_id);
+  Result<Lease> checkout(const std::optional<std::string>& tenant, std::string_view license_id,
+                         std::string_view instance, std::optional<int64_t> ttl_seconds,
+                         std::string_view actor);
+  Result<Lease> heartbeat(const std::optional<std::string>& tenant, std::string_view lease_id);
+  Result<Lease> release(const std::optional<std::string>& tenant, std::string_view lease_id);
+  Result<std::vector<Lease>> live(const std::optional<std::string>& tenant,
+                                  std::string_view license_id);
 
  private:
   store::Database& db_;

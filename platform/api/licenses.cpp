@@ -17,7 +17,7 @@ namespace {
 constexpr std::string_view kColumns = "text, installed_at, active, revoked_at, revoke_reason";
 constexpr size_t kMaxLicenseBytes = 64 * 1024;
 
-std::string actor_of(const Request& request) { return "admin:" + request.principal.key_id; }
+std::string actor_of(const Request& request) { return request.principal.actor(); }
 
 }  // namespace
 

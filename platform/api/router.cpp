@@ -93,10 +93,17 @@ Response Router::dispatch(Request& request, std::string_view* route_label) const
         not_found(fmt::format("no route for {} {}", request.method, request.path)));
   }
   *route_label = route->pattern;
-  if (route->access != Access::kPublic) {
+  if (route->access.kind != Access::Kind::kPublic) {
     if (!authenticator_) return Response::error(internal_error("no authenticator configured"));
     Result<Principal> principal = authenticator_(request, route->access);
-    if (!principal.ok()) return Response::error(principal.status());
+    if (!principal.ok()) {
+      Response response = Response::error(principal.status());
+      if (principal.status().code() == Code::kResourceExhausted) {
+        response.headers.emplace_back("Retry-After", principal.status().param());
+        response.body = Response::error({Code::kResourceExhausted, principal.status().message()}).body;
+      }
+      return response;
+    }
     request.principal = std::move(*principal);
   }
   try {

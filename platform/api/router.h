@@ -10,17 +10,32 @@
 #include <vector>
 
 #include "platform/api/http.h"
+#include "tenants/roles.h"
 
 namespace mh::api {
 
-enum class Access {
-  kPublic,  // no key needed (health, version, metrics)
-  kAdmin,   // a platform-admin key
-  kAnyKey,  // any live API key (platform-admin keys now; tenant keys with the tenants module)
+// Who may call a route.
+struct Access {
+  enum class Kind {
+    kPublic,  // no key needed (health, version, metrics)
+    kAdmin,   // a platform-admin key
+    kTenant,  // a tenant's key whose role grants `permission`
+    kAnyKey,  // a platform-admin key, or a tenant key whose role grants `permission`
+  };
+  Kind kind = Kind::kPublic;
+  tenants::Permission permission = tenants::Permission::kRead;
+
+  static const Access kPublic;
+  static const Access kAdmin;
+  static constexpr Access tenant(tenants::Permission p) { return {Kind::kTenant, p}; }
+  static constexpr Access any_key(tenants::Permission p) { return {Kind::kAnyKey, p}; }
 };
+inline constexpr Access Access::kPublic{Access::Kind::kPublic, tenants::Permission::kRead};
+inline constexpr Access Access::kAdmin{Access::Kind::kAdmin, tenants::Permission::kRead};
 
 using Handler = std::function<Response(Request&)>;
-// Returns who is calling, or the error to answer with (401, 403).
+// Returns who is calling, or the error to answer with (401, 403, 429). A 429 carries the
+// seconds to wait in the Status's param, which the router sends as Retry-After.
 using Authenticator = std::function<Result<Principal>(const Request&, Access)>;
 
 class Router {

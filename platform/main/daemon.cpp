@@ -22,6 +22,8 @@
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
 #include "platform/api/admin_keys.h"
+#include "platform/api/auth.h"
+#include "platform/api/tenant_routes.h"
 #include "platform/api/audit_routes.h"
 #include "platform/store/audit_log.h"
 #include "platform/api/http_server.h"
@@ -179,12 +181,17 @@ int run_daemon(const DaemonConfig& config) {
   system.stopping = [&server] { return server.stopping(); };
   system.tls = !config.server.tls_cert_file.empty();
 
-  router.set_authenticator(api::make_authenticator(admin_keys));
+  tenants::TenantRegistry tenant_registry(**db);
+  tenants::TenantKeys tenant_keys(**db);
+  tenants::RateLimiter rate_limiter;
+  router.set_authenticator(
+      api::make_authenticator(admin_keys, tenant_keys, tenant_registry, rate_limiter));
   api::add_system_routes(router, metrics, system);
   api::add_admin_key_routes(router, admin_keys);
   api::add_license_routes(router, licenses, clock);
   api::add_lease_routes(router, leases);
   api::add_audit_routes(router, audit);
+  api::add_tenant_routes(router, tenant_registry, tenant_keys, entitlements, clock);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

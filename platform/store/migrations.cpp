@@ -67,6 +67,26 @@ constexpr std::array kMigrations{
       CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     )sql"},
+    Migration{3, "tenant state, limits and API keys", R"sql(
+      ALTER TABLE tenants ADD COLUMN suspended_at INTEGER;
+      ALTER TABLE tenants ADD COLUMN suspend_reason TEXT;
+      ALTER TABLE tenants ADD COLUMN rate_limit_rps REAL NOT NULL DEFAULT 50;
+      ALTER TABLE tenants ADD COLUMN rate_limit_burst INTEGER NOT NULL DEFAULT 100;
+      ALTER TABLE tenants ADD COLUMN storage_limit_bytes INTEGER NOT NULL DEFAULT 10737418240;
+      -- Tenants' API keys: only the SHA-256 of a key is stored, never the key.
+      CREATE TABLE api_keys (
+        id         TEXT PRIMARY KEY,
+        tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('owner', 'developer', 'viewer')),
+        key_hash   TEXT NOT NULL UNIQUE,
+        key_prefix TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked_at INTEGER
+      );
+      CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id);
+    )sql"},
 };
 
 }  // namespace

@@ -72,7 +72,7 @@ TEST_CASE("protected routes run the authenticator first — public ones never do
   router.set_authenticator([&](const Request& r, Access) -> Result<Principal> {
     ++calls;
     if (r.header("authorization") == "Bearer good") {
-      return Principal{Principal::Kind::kPlatformAdmin, "akey_1"};
+      return Principal{Principal::Kind::kPlatformAdmin, "akey_1", {}, {}};
     }
     return unauthenticated("no");
   });

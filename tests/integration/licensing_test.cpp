@@ -406,3 +406,56 @@ TEST_CASE("a licensed SDK client holds a seat, renews it, and gives it back") {
 
 }  // namespace
 }  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("tenant keys lease only their own tenant's seats — another's license is not found") {
+  Platform p;
+  REQUIRE(p.install(licensing::issue_license(terms("lic_acme"), p.key).value()).status == 201);
+  LicenseTerms g = terms("lic_globex");
+  g.tenant = "globex";
+  REQUIRE(p.install(licensing::issue_license(g, p.key).value()).status == 201);
+  auto owner_key = [&](const std::string& tenant) {
+    RawResponse r = p.post("/v1/admin/tenants/" + tenant + "/keys", {{"name", "owner"}});
+    REQUIRE(r.status == 201);
+    return std::string(json::parse(r.body).at("key").as_string());
+  };
+  std::string acme = owner_key("acme"), globex = owner_key("globex");
+  auto as = [&](const std::string& key, const std::string& method, const std::string& path,
+                const json::object& body) {
+    return http_request(p.daemon->port(), method, path, body.empty() ? "" : json::serialize(body),
+                        {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}});
+  };
+  RawResponse mine =
+      as(acme, "POST", "/v1/leases", {{"license_id", "lic_acme"}, {"instance", "a"}});
+  REQUIRE(mine.status == 201);
+  std::string lease(json::parse(mine.body).at("id").as_string());
+  RawResponse theirs =
+      as(globex, "POST", "/v1/leases", {{"license_id", "lic_acme"}, {"instance", "g"}});
+  RawResponse missing =
+      as(globex, "POST", "/v1/leases", {{"license_id", "lic_nothing"}, {"instance", "g"}});
+  CHECK(theirs.status == 404);
+  CHECK(missing.status == 404);
+  CHECK(as(globex, "POST", "/v1/leases/" + lease + "/heartbeat", {}).status == 404);
+  CHECK(as(globex, "DELETE", "/v1/leases/" + lease, {}).status == 404);
+  CHECK(as(globex, "GET", "/v1/leases?license_id=lic_acme", {}).status == 404);
+  CHECK(as(acme, "POST", "/v1/leases/" + lease + "/heartbeat", {}).status == 200);
+  CHECK(
+      as(globex, "POST", "/v1/leases", {{"license_id", "lic_globex"}, {"instance", "g"}}).status ==
+      201);
+  // A refusal is audited with the tenant's key as its actor.
+  CHECK(as(acme, "POST", "/v1/leases", {{"license_id", "lic_acme"}, {"instance", "b"}}).status ==
+        201);
+  CHECK(as(acme, "POST", "/v1/leases", {{"license_id", "lic_acme"}, {"instance", "c"}}).status ==
+        201);
+  CHECK(as(acme, "POST", "/v1/leases", {{"license_id", "lic_acme"}, {"instance", "d"}}).status ==
+        429);
+  auto entries = json::parse(p.get("/v1/admin/audit?limit=1000").body).at("data").as_array();
+  const auto& last = entries.back().as_object();
+  CHECK(last.at("action") == "lease.refuse");
+  CHECK(last.at("actor").as_string().starts_with("tenant:acme/key_"));
+}
+
+}  // namespace
+}  // namespace mh::test

@@ -1,0 +1,18 @@
+// The platform's authenticator: tells a platform-admin key ("mh_admin_…") from a tenant's key
+// ("mh_live_…"), checks the route's access (role table, tenants/roles.h), refuses suspended
+// tenants at once, and applies each tenant's request rate limit.
+#pragma once
+
+#include "platform/api/admin_keys.h"
+#include "platform/api/router.h"
+#include "tenants/api_keys.h"
+#include "tenants/rate_limiter.h"
+#include "tenants/tenants.h"
+
+namespace mh::api {
+
+Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::TenantKeys& keys,
+                                 const tenants::TenantRegistry& registry,
+                                 tenants::RateLimiter& limiter);
+
+}  // namespace mh::api

@@ -1,0 +1,52 @@
+// TenantKeys: a tenant's API keys. Staff make a tenant's first key; its owners make and revoke
+// more, each with a role (roles.h). A key is 256 random bits after "mh_live_", shown once and
+// stored as its SHA-256; revocation is immediate because every request looks the key up.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "platform/store/database.h"
+#include "tenants/roles.h"
+
+namespace mh::tenants {
+
+inline constexpr std::string_view kTenantKeyPrefix = "mh_live_";
+
+struct TenantKey {
+  std::string id;  // "key_…"
+  std::string tenant;
+  std::string name;
+  Role role = Role::kViewer;
+  std::string prefix;
+  int64_t created_at = 0;
+  std::string created_by;
+  std::optional<int64_t> revoked_at;
+};
+
+struct NewTenantKey {
+  TenantKey record;
+  std::string secret;  // shown once
+};
+
+class TenantKeys {
+ public:
+  explicit TenantKeys(store::Database& db) : db_(db) {}
+
+  // not_found if the tenant does not exist.
+  Result<NewTenantKey> create(std::string_view tenant, std::string name, Role role,
+                              std::string_view actor);
+  // The live key this secret is, or unauthenticated.
+  Result<TenantKey> authenticate(std::string_view secret) const;
+  Result<std::vector<TenantKey>> list(std::string_view tenant, std::string_view after,
+                                      int64_t limit, bool* has_more) const;
+  // Revokes one of the tenant's keys (another tenant's key is not found). The tenant's last
+  // live owner key cannot be revoked: nobody could manage its keys afterwards.
+  Result<TenantKey> revoke(std::string_view tenant, std::string_view id, std::string_view actor);
+
+ private:
+  store::Database& db_;
+};
+
+}  // namespace mh::tenants
