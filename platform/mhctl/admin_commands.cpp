@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "licensing/audit_chain.h"
 #include "platform/base/files.h"
@@ -124,6 +125,115 @@ void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client
     });
   });
 
+  // admin tenant …
+  auto* tenant = admin->add_subcommand("tenant", "tenants: create, list, show, suspend, resume");
+  tenant->require_subcommand(1);
+  struct TenantArgs {
+    std::string id, name, reason, role = "owner", key_name = "owner";
+    std::optional<double> rps;
+    std::optional<int64_t> burst, storage;
+  };
+  auto ta = std::make_shared<TenantArgs>();
+  auto limits_body = [ta] {
+    json::object body;
+    if (ta->rps) body["rate_limit_rps"] = *ta->rps;
+    if (ta->burst) body["rate_limit_burst"] = *ta->burst;
+    if (ta->storage) body["storage_limit_bytes"] = *ta->storage;
+    return body;
+  };
+  auto add_limit_flags = [ta](CLI::App* cmd) {
+    cmd->add_option("--rate-limit-rps", ta->rps, "sustained requests per second");
+    cmd->add_option("--rate-limit-burst", ta->burst, "requests allowed at once");
+    cmd->add_option("--storage-limit-bytes", ta->storage, "stored bytes allowed");
+  };
+  auto print_tenant = [](const json::object& t) {
+    std::printf("%-16s %-24s %s\n", str(t, "id").c_str(), str(t, "name").c_str(),
+                t.at("suspended_at").is_null()
+                    ? "active"
+                    : ("suspended: " + str(t, "suspend_reason")).c_str());
+  };
+  auto* tcreate = tenant->add_subcommand("create", "create a tenant");
+  tcreate->add_option("id", ta->id, "tenant id (a-z, 0-9, . _ -)")->required();
+  tcreate->add_option("--name", ta->name, "the company's name");
+  add_limit_flags(tcreate);
+  tcreate->callback([=] {
+    *exit_code = guarded([&] {
+      json::object body = limits_body();
+      body["id"] = ta->id;
+      if (!ta->name.empty()) body["name"] = ta->name;
+      print_tenant(
+          json::parse(client().request_json("POST", "/v1/admin/tenants", json::serialize(body)))
+              .as_object());
+      return 0;
+    });
+  });
+  auto* tlist = tenant->add_subcommand("list", "list tenants");
+  tlist->callback([=] {
+    *exit_code = guarded([&] {
+      auto page = json::parse(client().request_json("GET", "/v1/admin/tenants?limit=100"));
+      for (const auto& t : page.at("data").as_array()) print_tenant(t.as_object());
+      return 0;
+    });
+  });
+  auto* tshow = tenant->add_subcommand("show", "a tenant, its limits and its license");
+  tshow->add_option("id", ta->id)->required();
+  tshow->callback([=] {
+    *exit_code = guarded([&] {
+      std::printf("%s\n", client().request_json("GET", "/v1/admin/tenants/" + ta->id).c_str());
+      return 0;
+    });
+  });
+  auto* tsuspend = tenant->add_subcommand("suspend", "refuse every request of the tenant's keys");
+  tsuspend->add_option("id", ta->id)->required();
+  tsuspend->add_option("--reason", ta->reason, "shown to the tenant");
+  tsuspend->callback([=] {
+    *exit_code = guarded([&] {
+      print_tenant(
+          json::parse(client().request_json("POST", "/v1/admin/tenants/" + ta->id + "/suspend",
+                                            json::serialize(json::object{{"reason", ta->reason}})))
+              .as_object());
+      return 0;
+    });
+  });
+  auto* tresume = tenant->add_subcommand("resume", "lift a suspension");
+  tresume->add_option("id", ta->id)->required();
+  tresume->callback([=] {
+    *exit_code = guarded([&] {
+      print_tenant(
+          json::parse(client().request_json("POST", "/v1/admin/tenants/" + ta->id + "/resume"))
+              .as_object());
+      return 0;
+    });
+  });
+  auto* tlimits = tenant->add_subcommand("limits", "change a tenant's rate and storage limits");
+  tlimits->add_option("id", ta->id)->required();
+  add_limit_flags(tlimits);
+  tlimits->callback([=] {
+    *exit_code = guarded([&] {
+      std::printf("%s\n", client()
+                              .request_json("POST", "/v1/admin/tenants/" + ta->id + "/limits",
+                                            json::serialize(limits_body()))
+                              .c_str());
+      return 0;
+    });
+  });
+  auto* tkey = tenant->add_subcommand("key", "make a key for the tenant (its first owner key)");
+  tkey->add_option("id", ta->id)->required();
+  tkey->add_option("--name", ta->key_name)->capture_default_str();
+  tkey->add_option("--role", ta->role, "owner, developer or viewer")->capture_default_str();
+  tkey->callback([=] {
+    *exit_code = guarded([&] {
+      auto k = json::parse(client().request_json("POST", "/v1/admin/tenants/" + ta->id + "/keys",
+                                                 json::serialize(json::object{
+                                                     {"name", ta->key_name}, {"role", ta->role}})))
+                   .as_object();
+      std::printf("%s key %s for tenant %s (shown once; keep it safe):\n%s\n",
+                  str(k, "role").c_str(), str(k, "id").c_str(), str(k, "tenant").c_str(),
+                  str(k, "key").c_str());
+      return 0;
+    });
+  });
+
   auto* audit = admin->add_subcommand("audit", "the hash-chained audit log");
   audit->require_subcommand(1);
   // Fetches every entry, page by page, and the head the daemon records beside them.
@@ -175,6 +285,50 @@ void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client
                     rfc3339(e.at).c_str(), e.actor.c_str(), e.action.c_str(), e.subject.c_str(),
                     e.detail.c_str());
       }
+      return 0;
+    });
+  });
+}
+
+void add_key_commands(CLI::App& app, std::function<macrohard::Client()> client, int* exit_code) {
+  auto* keys = app.add_subcommand("keys", "your tenant's API keys (needs an owner key)");
+  keys->require_subcommand(1);
+  auto name = std::make_shared<std::string>();
+  auto role = std::make_shared<std::string>("developer");
+  auto id = std::make_shared<std::string>();
+  auto* list = keys->add_subcommand("list", "list the tenant's keys");
+  list->callback([=] {
+    *exit_code = guarded([&] {
+      auto page = json::parse(client().request_json("GET", "/v1/keys?limit=100"));
+      for (const auto& v : page.at("data").as_array()) {
+        const auto& k = v.as_object();
+        std::printf("%-22s %-10s %-16s %-20s %s\n", str(k, "id").c_str(), str(k, "role").c_str(),
+                    str(k, "prefix").c_str(), str(k, "name").c_str(),
+                    k.at("revoked_at").is_null() ? "live" : "revoked");
+      }
+      return 0;
+    });
+  });
+  auto* create = keys->add_subcommand("create", "make a key");
+  create->add_option("--name", *name)->required();
+  create->add_option("--role", *role, "owner, developer or viewer")->capture_default_str();
+  create->callback([=] {
+    *exit_code = guarded([&] {
+      auto k = json::parse(client().request_json(
+                               "POST", "/v1/keys",
+                               json::serialize(json::object{{"name", *name}, {"role", *role}})))
+                   .as_object();
+      std::printf("%s key %s (shown once; keep it safe):\n%s\n", str(k, "role").c_str(),
+                  str(k, "id").c_str(), str(k, "key").c_str());
+      return 0;
+    });
+  });
+  auto* revoke = keys->add_subcommand("revoke", "revoke a key at once");
+  revoke->add_option("id", *id)->required();
+  revoke->callback([=] {
+    *exit_code = guarded([&] {
+      client().request_json("DELETE", "/v1/keys/" + *id);
+      std::printf("revoked %s\n", id->c_str());
       return 0;
     });
   });

@@ -12,4 +12,7 @@ namespace mh::cli {
 void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
                         int* exit_code);
 
+// Adds `keys list|create|revoke`: a tenant owner's own keys.
+void add_key_commands(CLI::App& app, std::function<macrohard::Client()> client, int* exit_code);
+
 }  // namespace mh::cli

@@ -3,7 +3,8 @@
 //   mhctl status           is the server live and ready; with an admin key, its status
 //   mhctl certs            a self-signed TLS certificate and key for development
 //   mhctl license …        keygen, issue, inspect, verify (offline)
-//   mhctl admin …          license install/list/show/revoke, audit verify/list
+//   mhctl admin …          tenant …, license install/list/show/revoke, audit verify/list
+//   mhctl keys …           a tenant's own API keys
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
   mh::licensing::add_license_commands(app, &command_exit);
   mh::cli::add_admin_commands(
       app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
+  mh::cli::add_key_commands(app, [&g] { return make_client(g); }, &command_exit);
 
   CLI11_PARSE(app, argv == nullptr ? 0 : argc, argv);
   if (command_exit >= 0) return command_exit;

@@ -153,3 +153,39 @@ TEST_CASE("mhctl license: keygen, issue, inspect, verify, then install and revok
 
 }  // namespace
 }  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("mhctl admin tenant and mhctl keys: a tenant's life as staff and its owner see it") {
+  Daemon daemon;
+  auto run = [&](const std::string& key, std::vector<std::string> args) {
+    args.insert(args.begin(), {mhctl_path().string(), "--url", daemon.url(), "--api-key", key});
+    return run_process(args);
+  };
+  const std::string admin = daemon.admin_key();
+  ProcessResult created = run(admin, {"admin", "tenant", "create", "acme", "--name", "Acme Corp",
+                                      "--rate-limit-rps", "100"});
+  CHECK_MESSAGE(created.exit_code == 0, created.output);
+  CHECK(contains(run(admin, {"admin", "tenant", "list"}).output, "Acme Corp"));
+  ProcessResult key = run(admin, {"admin", "tenant", "key", "acme"});
+  REQUIRE(key.exit_code == 0);
+  std::string owner = key.output.substr(key.output.rfind("mh_live_"));
+  owner = owner.substr(0, owner.find('\n'));
+  ProcessResult made = run(owner, {"keys", "create", "--name", "ci", "--role", "viewer"});
+  CHECK(made.exit_code == 0);
+  CHECK(contains(made.output, "viewer key key_"));
+  ProcessResult listed = run(owner, {"keys", "list"});
+  CHECK(contains(listed.output, "ci"));
+  CHECK(contains(listed.output, "viewer"));
+  CHECK(run(admin, {"admin", "tenant", "suspend", "acme", "--reason", "unpaid"}).exit_code == 0);
+  ProcessResult refused = run(owner, {"keys", "list"});
+  CHECK(refused.exit_code == 1);
+  CHECK(contains(refused.output, "tenant 'acme' is suspended: unpaid"));
+  CHECK(run(admin, {"admin", "tenant", "resume", "acme"}).exit_code == 0);
+  CHECK(run(owner, {"keys", "list"}).exit_code == 0);
+  CHECK(run(admin, {"admin", "tenant", "create", "acme"}).exit_code == 1);  // exists
+}
+
+}  // namespace
+}  // namespace mh::test
