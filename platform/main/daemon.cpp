@@ -24,6 +24,7 @@
 #include "platform/api/admin_keys.h"
 #include "platform/api/auth.h"
 #include "platform/api/tenant_routes.h"
+#include "platform/api/usage_routes.h"
 #include "platform/api/audit_routes.h"
 #include "platform/store/audit_log.h"
 #include "platform/api/http_server.h"
@@ -192,6 +193,8 @@ int run_daemon(const DaemonConfig& config) {
   api::add_lease_routes(router, leases);
   api::add_audit_routes(router, audit);
   api::add_tenant_routes(router, tenant_registry, tenant_keys, entitlements, clock);
+  tenants::UsageLedger usage(**db);
+  api::add_usage_routes(router, usage);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

@@ -44,10 +44,15 @@ int guarded(const std::function<int()>& fn) {
 
 }  // namespace
 
+// `usage` (tenants) and `admin usage export` (staff); defined below.
+void add_usage_commands(CLI::App& app, CLI::App& admin_parent,
+                        std::function<macrohard::Client()> client, int* exit_code);
+
 void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json_out,
                         int* exit_code) {
   auto* admin = app.add_subcommand("admin", "platform staff's commands (needs an admin key)");
   admin->require_subcommand(1);
+  add_usage_commands(app, *admin, client, exit_code);
 
   auto* license = admin->add_subcommand("license", "licenses installed on the platform");
   license->require_subcommand(1);
@@ -284,6 +289,69 @@ void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client
         std::printf("%6lld %s %-22s %-18s %-26s %s\n", static_cast<long long>(e.seq),
                     rfc3339(e.at).c_str(), e.actor.c_str(), e.action.c_str(), e.subject.c_str(),
                     e.detail.c_str());
+      }
+      return 0;
+    });
+  });
+}
+
+void add_usage_commands(CLI::App& app, CLI::App& admin_parent,
+                        std::function<macrohard::Client()> client, int* exit_code) {
+  struct UsageArgs {
+    std::string width = "total", group, dimension, tenant, out;
+    std::optional<int64_t> start, end;
+  };
+  auto ua = std::make_shared<UsageArgs>();
+  auto period = [ua] {
+    std::string q;
+    if (ua->start) q += fmt::format("&start_time={}", *ua->start);
+    if (ua->end) q += fmt::format("&end_time={}", *ua->end);
+    return q;
+  };
+  auto* usage = app.add_subcommand("usage", "what your tenant used (GPU-seconds, tokens, bytes)");
+  usage->add_option("--bucket-width", ua->width, "1h, 1d or total")->capture_default_str();
+  usage->add_option("--group-by", ua->group, "subject: one line per job, replica or file");
+  usage->add_option("--dimension", ua->dimension,
+                    "gpu_seconds, input_tokens, output_tokens, stored_bytes");
+  usage->add_option("--start", ua->start, "Unix seconds (default: 30 days ago)");
+  usage->add_option("--end", ua->end, "Unix seconds (default: now)");
+  usage->callback([=] {
+    *exit_code = guarded([&] {
+      std::string path = "/v1/usage?bucket_width=" + ua->width + period();
+      if (!ua->group.empty()) path += "&group_by=" + ua->group;
+      if (!ua->dimension.empty()) path += "&dimension=" + ua->dimension;
+      auto u = json::parse(client().request_json("GET", path)).as_object();
+      std::printf("usage of %s from %s to %s\n", str(u, "tenant").c_str(),
+                  rfc3339(u.at("start_time").to_number<int64_t>()).c_str(),
+                  rfc3339(u.at("end_time").to_number<int64_t>()).c_str());
+      for (const auto& v : u.at("data").as_array()) {
+        const auto& line = v.as_object();
+        std::printf("  %s  %-14s %16.0f  %s\n",
+                    rfc3339(line.at("start_time").to_number<int64_t>()).c_str(),
+                    str(line, "dimension").c_str(), line.at("quantity").to_number<double>(),
+                    line.contains("subject_id")
+                        ? (str(line, "subject_kind") + " " + str(line, "subject_id")).c_str()
+                        : "");
+      }
+      return 0;
+    });
+  });
+  auto* admin_usage = admin_parent.add_subcommand("usage", "every tenant's usage");
+  admin_usage->require_subcommand(1);
+  auto* exp = admin_usage->add_subcommand("export", "usage records as CSV");
+  exp->add_option("--tenant", ua->tenant, "one tenant only");
+  exp->add_option("--start", ua->start, "Unix seconds (default: 30 days ago)");
+  exp->add_option("--end", ua->end, "Unix seconds (default: now)");
+  exp->add_option("--out", ua->out, "write here (default: stdout)");
+  exp->callback([=] {
+    *exit_code = guarded([&] {
+      std::string path = "/v1/admin/usage/export?x=1" + period();
+      if (!ua->tenant.empty()) path += "&tenant=" + ua->tenant;
+      std::string csv = client().request_json("GET", path);
+      if (ua->out.empty()) {
+        std::fputs(csv.c_str(), stdout);
+      } else if (Status s = write_new_file(ua->out, csv, 0640); !s.ok()) {
+        throw std::runtime_error(s.message());
       }
       return 0;
     });

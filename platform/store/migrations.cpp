@@ -87,6 +87,24 @@ constexpr std::array kMigrations{
       );
       CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id);
     )sql"},
+    Migration{4, "usage ledger", R"sql(
+      -- What each tenant used, appended by producers (jobs, replicas, files), never changed.
+      CREATE TABLE usage_records (
+        seq          INTEGER PRIMARY KEY,
+        tenant_id    TEXT NOT NULL REFERENCES tenants(id),
+        at           INTEGER NOT NULL,
+        dimension    TEXT NOT NULL CHECK (dimension IN
+                       ('gpu_seconds', 'input_tokens', 'output_tokens', 'stored_bytes')),
+        quantity     REAL NOT NULL,
+        subject_kind TEXT NOT NULL,
+        subject_id   TEXT NOT NULL
+      );
+      CREATE INDEX usage_by_tenant_time ON usage_records (tenant_id, at);
+      CREATE TRIGGER usage_no_update BEFORE UPDATE ON usage_records
+        BEGIN SELECT RAISE(ABORT, 'the usage ledger is append-only'); END;
+      CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage_records
+        BEGIN SELECT RAISE(ABORT, 'the usage ledger is append-only'); END;
+    )sql"},
 };
 
 }  // namespace

@@ -3,6 +3,9 @@
 
 #include <boost/json.hpp>
 
+#include "platform/base/time.h"
+#include "platform/store/sqlite_database.h"
+#include "tenants/usage_ledger.h"
 #include "tests/support/harness.h"
 
 namespace mh::test {
@@ -173,6 +176,88 @@ TEST_CASE("tenant administration: bad input is refused and changes nothing") {
                                        {{"Authorization", "Bearer " + t.daemon.admin_key()}})
                               .body);
   CHECK(list.at("data").as_array().size() == 2);
+}
+
+}  // namespace
+}  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("usage recorded through the ledger is read back by its tenant only, and exported") {
+  TempDir dir;
+  auto data = dir.path() / "data";
+  std::string acme, globex;
+  {
+    DaemonOptions options;
+    options.data_dir = data;
+    Daemon daemon(options);
+    auto admin = [&](const std::string& path, const json::object& body) {
+      return http_request(daemon.port(), "POST", path, json::serialize(body),
+                          {{"Authorization", "Bearer " + daemon.admin_key()},
+                           {"Content-Type", "application/json"}});
+    };
+    REQUIRE(admin("/v1/admin/tenants", {{"id", "acme"}}).status == 201);
+    REQUIRE(admin("/v1/admin/tenants", {{"id", "globex"}}).status == 201);
+    acme = TwoTenants::key_of(admin("/v1/admin/tenants/acme/keys", {}));
+    globex = TwoTenants::key_of(admin("/v1/admin/tenants/globex/keys", {}));
+    CHECK(daemon.stop() == 0);
+  }
+  {
+    // A producer writes through the ledger into the platform's own store.
+    auto db = store::open_sqlite(data / "macrohard.db");
+    REQUIRE(db.ok());
+    tenants::UsageLedger ledger(**db);
+    const int64_t now = unix_seconds();
+    REQUIRE(ledger
+                .record({"acme", now - 100, tenants::UsageDimension::kGpuSeconds, 3600, "job",
+                         "ftjob-1"})
+                .ok());
+    REQUIRE(ledger
+                .record({"acme", now - 50, tenants::UsageDimension::kOutputTokens, 512, "replica",
+                         "dep-1/0"})
+                .ok());
+    REQUIRE(
+        ledger
+            .record({"globex", now - 10, tenants::UsageDimension::kGpuSeconds, 7, "job", "ftjob-2"})
+            .ok());
+  }
+  DaemonOptions options;
+  options.data_dir = data;
+  Daemon daemon(options);
+  auto get = [&](const std::string& key, const std::string& path) {
+    return http_request(daemon.port(), "GET", path, "", {{"Authorization", "Bearer " + key}});
+  };
+  auto usage = json::parse(get(acme, "/v1/usage?bucket_width=total").body).as_object();
+  CHECK(usage.at("tenant") == "acme");
+  CHECK(usage.at("totals").at("gpu_seconds").to_number<double>() == 3600);
+  CHECK(usage.at("totals").at("output_tokens").to_number<double>() == 512);
+  auto theirs = json::parse(get(globex, "/v1/usage?bucket_width=total").body).as_object();
+  CHECK(theirs.at("totals").at("gpu_seconds").to_number<double>() == 7);
+  CHECK_FALSE(theirs.at("totals").as_object().contains("output_tokens"));
+  auto by_subject = json::parse(
+      get(acme, "/v1/usage?bucket_width=total&group_by=subject&dimension=gpu_seconds").body);
+  CHECK(by_subject.at("data").at(0).at("subject_id") == "ftjob-1");
+  CHECK(get(acme, "/v1/usage?bucket_width=2w").status == 400);
+  CHECK(get(acme, "/v1/usage?start_time=10&end_time=5").status == 400);
+  CHECK(get(acme, "/v1/usage?dimension=bananas").status == 400);
+  RawResponse csv = get(daemon.admin_key(), "/v1/admin/usage/export?tenant=acme");
+  CHECK(csv.status == 200);
+  CHECK(csv.header("content-type").starts_with("text/csv"));
+  CHECK(csv.body.find("acme,") != std::string::npos);
+  CHECK(csv.body.find("globex") == std::string::npos);
+  CHECK(get(acme, "/v1/admin/usage/export").status == 403);
+
+  ProcessResult mine = run_process({mhctl_path().string(), "--url", daemon.url(), "--api-key", acme,
+                                    "usage", "--group-by", "subject"});
+  CHECK_MESSAGE(mine.exit_code == 0, mine.output);
+  CHECK(mine.output.find("usage of acme") != std::string::npos);
+  CHECK(mine.output.find("job ftjob-1") != std::string::npos);
+  ProcessResult exported = run_process({mhctl_path().string(), "--url", daemon.url(), "--api-key",
+                                        daemon.admin_key(), "admin", "usage", "export"});
+  CHECK(exported.exit_code == 0);
+  CHECK(exported.output.starts_with("tenant,at,dimension,quantity,subject_kind,subject_id\n"));
+  CHECK(exported.output.find("globex,") != std::string::npos);
 }
 
 }  // namespace

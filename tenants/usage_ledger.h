@@ -1,0 +1,70 @@
+// UsageLedger: what each tenant used. Producers (training jobs and inference replicas for
+// GPU-seconds and tokens, files for stored bytes) append records through record(); nothing
+// ever changes or removes one. Tenants read totals by period and dimension; staff export CSV.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "platform/store/database.h"
+
+namespace mh::tenants {
+
+enum class UsageDimension {
+  kGpuSeconds,    // device-seconds held by a job or a replica
+  kInputTokens,   // prompt tokens processed
+  kOutputTokens,  // tokens generated
+  kStoredBytes,   // bytes stored: + when a file is kept, - when it is deleted
+};
+
+std::string_view dimension_name(UsageDimension dimension);
+std::optional<UsageDimension> parse_dimension(std::string_view name);
+
+struct UsageRecord {
+  std::string tenant;
+  int64_t at = 0;  // Unix seconds
+  UsageDimension dimension = UsageDimension::kGpuSeconds;
+  double quantity = 0;
+  std::string subject_kind;  // "job", "replica", "file"
+  std::string subject_id;
+};
+
+struct UsageQuery {
+  int64_t start = 0;           // inclusive, Unix seconds
+  int64_t end = 0;             // exclusive
+  int64_t bucket_seconds = 0;  // 3600, 86400, or 0 for one total over the whole period
+  bool by_subject = false;     // one line per subject instead of per dimension
+  std::optional<UsageDimension> dimension;
+};
+
+struct UsageTotal {
+  int64_t bucket_start = 0;
+  UsageDimension dimension = UsageDimension::kGpuSeconds;
+  std::string subject_kind, subject_id;  // with by_subject
+  double quantity = 0;
+  int64_t records = 0;
+};
+
+class UsageLedger {
+ public:
+  explicit UsageLedger(store::Database& db) : db_(db) {}
+
+  // The one way usage is recorded: in a transaction of its own…
+  Status record(const UsageRecord& record);
+  // …or inside the producer's transaction, so the usage and the change that caused it land
+  // together.
+  static Status record(store::Session& session, const UsageRecord& record);
+
+  // The tenant's totals over [start, end), by bucket and dimension (or subject).
+  Result<std::vector<UsageTotal>> totals(std::string_view tenant, const UsageQuery& query) const;
+  // Every record over [start, end), all tenants or one, as CSV with a header line.
+  Result<std::string> export_csv(std::optional<std::string> tenant, int64_t start,
+                                 int64_t end) const;
+
+ private:
+  store::Database& db_;
+};
+
+}  // namespace mh::tenants
