@@ -65,6 +65,13 @@ Response Response::text(int status, std::string body, std::string content_type) 
   return response;
 }
 
+Response Response::file(std::string path, std::string content_type) {
+  Response response;
+  response.body_file = std::move(path);
+  response.content_type = std::move(content_type);
+  return response;
+}
+
 Response Response::error(const Status& status) {
   json::object error{
       {"type", openai_error_type(status.code())},

@@ -55,9 +55,12 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   Headers headers;
+  // When set, the body is this file's content, sent from disk (body is ignored).
+  std::string body_file;
 
   static Response json(int status, const boost::json::value& value);
   static Response text(int status, std::string body, std::string content_type = "text/plain");
+  static Response file(std::string path, std::string content_type);
   // The error envelope of DESIGN.md: {"error":{"type","code","message","param"}}.
   static Response error(const Status& status);
 };

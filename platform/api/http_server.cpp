@@ -30,6 +30,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr size_t kReadChunk = 4096;
+constexpr size_t kUploadChunk = 64 * 1024;
 
 bool valid_request_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -173,9 +174,10 @@ class HttpSession : public SessionBase {
 
   void do_read() {
     if (server_->stopping_ && buffer_.size() == 0) return derived().do_close();
-    parser_.emplace();
-    parser_->header_limit(static_cast<uint32_t>(server_->options_.max_header_bytes));
-    parser_->body_limit(server_->options_.max_body_bytes);
+    header_parser_.emplace();
+    header_parser_->header_limit(static_cast<uint32_t>(server_->options_.max_header_bytes));
+    // Body limits depend on the route, known only once the header is in: see on_header.
+    header_parser_->body_limit(boost::none);
     if (buffer_.size() > 0) return read_request();
     // Wait for the first byte of the next request under the idle timeout.
     idle_ = true;
@@ -194,17 +196,15 @@ class HttpSession : public SessionBase {
 
   void read_request() {
     lowest().expires_after(server_->options_.read_timeout);
-    http::async_read(derived().stream(), buffer_, *parser_,
-                     beast::bind_front_handler(&HttpSession::on_read, self()));
+    http::async_read_header(derived().stream(), buffer_, *header_parser_,
+                            beast::bind_front_handler(&HttpSession::on_header, self()));
   }
 
-  void on_read(beast::error_code ec, size_t) {
+  // Answers what a failed read deserves: 413/431/400, or nothing (the connection is gone).
+  void on_read_error(beast::error_code ec) {
     if (ec == http::error::end_of_stream) return derived().do_close();
     if (ec == http::error::body_limit) {
-      return send_error(
-          {Code::kPayloadTooLarge, fmt::format("request body exceeds the limit of {} bytes",
-                                               server_->options_.max_body_bytes)},
-          413);
+      return send_error(too_large(server_->options_.max_body_bytes), 413);
     }
     if (ec == http::error::header_limit) {
       return send_error(
@@ -212,17 +212,93 @@ class HttpSession : public SessionBase {
                                                server_->options_.max_header_bytes)},
           431);
     }
-    if (ec && ec.category() == beast::error_code(http::error::bad_target).category()) {
+    if (ec.category() == beast::error_code(http::error::bad_target).category()) {
       return send_error(invalid_argument("malformed HTTP request: " + ec.message()), 400);
     }
     // Timeouts (the stream is closed already), resets, cancellation.
-    if (ec) return derived().do_close();
-    handle();
+    derived().do_close();
   }
 
-  void handle() {
+  static Status too_large(uint64_t limit) {
+    return {Code::kPayloadTooLarge, fmt::format("request body exceeds the limit of {} bytes", limit)};
+  }
+
+  void on_header(beast::error_code ec, size_t) {
+    if (ec) return on_read_error(ec);
+    if (!start_request(header_parser_->get())) return;
+    const bool upload = server_->router_.is_upload(request_);
+    const uint64_t limit =
+        upload ? server_->options_.max_upload_bytes : server_->options_.max_body_bytes;
+    if (auto length = header_parser_->content_length(); length && *length > limit) {
+      return send_error(too_large(limit), 413);
+    }
+    if (upload) return begin_upload(limit);
+    body_parser_.emplace(std::move(*header_parser_));
+    body_parser_->body_limit(limit);  // chunked bodies are checked as they arrive
+    http::async_read(derived().stream(), buffer_, *body_parser_,
+                     beast::bind_front_handler(&HttpSession::on_body, self()));
+  }
+
+  void on_body(beast::error_code ec, size_t) {
+    if (ec) return on_read_error(ec);
+    request_.body = std::move(body_parser_->get().body());
+    std::string_view route;
+    Response response = server_->router_.dispatch(request_, &route);
+    route_ = route;
+    send(std::move(response));
+  }
+
+  // Upload routes: the body goes to the route's sink in fixed-size chunks, never all in memory.
+  void begin_upload(uint64_t limit) {
+    std::string_view route;
+    std::optional<Response> refused = server_->router_.begin_upload(request_, &route, &sink_);
+    route_ = route;
+    if (refused) {
+      keep_alive_ = false;  // the body was not read
+      return send(std::move(*refused));
+    }
+    upload_parser_.emplace(std::move(*header_parser_));
+    upload_parser_->body_limit(limit);
+    chunk_.resize(kUploadChunk);
+    read_upload_chunk();
+  }
+
+  void read_upload_chunk() {
+    auto& body = upload_parser_->get().body();
+    body.data = chunk_.data();
+    body.size = chunk_.size();
+    // Each chunk must arrive within the read timeout: a slow upload is fine, a stalled one not.
+    lowest().expires_after(server_->options_.read_timeout);
+    http::async_read(derived().stream(), buffer_, *upload_parser_,
+                     beast::bind_front_handler(&HttpSession::on_upload_chunk, self()));
+  }
+
+  void on_upload_chunk(beast::error_code ec, size_t) {
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      sink_.reset();  // cut off: the sink cleans up
+      return on_read_error(ec);
+    }
+    const size_t got = chunk_.size() - upload_parser_->get().body().size;
+    if (got > 0) {
+      Status written = sink_->write(std::string_view(chunk_.data(), got));
+      if (!written.ok()) {
+        sink_.reset();
+        keep_alive_ = false;  // the rest of the body stays unread
+        started_ = Clock::now();
+        return send(Response::error(written));
+      }
+    }
+    if (!upload_parser_->is_done()) return read_upload_chunk();
+    Response response = sink_->finish();
+    sink_.reset();
+    send(std::move(response));
+  }
+
+  // Fills request_ from a parsed header; false (after answering 400) if it cannot be served.
+  template <class Message>
+  bool start_request(const Message& message) {
     started_ = Clock::now();
-    auto& message = parser_->get();
     request_ = Request{};
     request_.method = std::string(message.method_string());
     request_.target = std::string(message.target());
@@ -233,7 +309,8 @@ class HttpSession : public SessionBase {
     version_ = message.version();
     keep_alive_ = message.keep_alive();
     if (!request_.target.starts_with('/')) {
-      return send_error(invalid_argument("the request target must be an absolute path"), 400);
+      send_error(invalid_argument("the request target must be an absolute path"), 400);
+      return false;
     }
     size_t q = request_.target.find('?');
     request_.path = request_.target.substr(0, q);
@@ -242,19 +319,15 @@ class HttpSession : public SessionBase {
     for (const auto& field : message) {
       request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     }
-    request_.body = std::move(message.body());
-    std::string_view route;
-    Response response = server_->router_.dispatch(request_, &route);
-    route_ = route;
-    send(std::move(response));
+    return true;
   }
 
   // An error found before routing: answer it and close, since the stream may be mid-request.
   void send_error(const Status& status, int http_status) {
     if (request_.request_id.empty()) request_.request_id = new_request_id();
-    if (request_.method.empty() && parser_ && parser_->is_header_done()) {
-      request_.method = std::string(parser_->get().method_string());
-      request_.target = std::string(parser_->get().target());
+    if (request_.method.empty() && header_parser_ && header_parser_->is_header_done()) {
+      request_.method = std::string(header_parser_->get().method_string());
+      request_.target = std::string(header_parser_->get().target());
     }
     request_.remote_address = remote_;
     started_ = Clock::now();
@@ -267,25 +340,49 @@ class HttpSession : public SessionBase {
 
   void send(Response response) {
     const bool keep_alive = keep_alive_ && !server_->stopping_;
-    response_ = {};
-    response_.version(version_);
-    response_.result(static_cast<unsigned>(response.status));
-    response_.set(http::field::server, server_->options_.server_name);
-    response_.set(http::field::content_type, response.content_type);
-    response_.set("x-request-id", request_.request_id);
-    for (auto& [name, value] : response.headers) response_.insert(name, value);
-    response_.body() = std::move(response.body);
-    response_.keep_alive(keep_alive);
-    response_.prepare_payload();
+    status_ = response.status;
+    auto fill = [&](auto& message) {
+      message.version(version_);
+      message.result(static_cast<unsigned>(response.status));
+      message.set(http::field::server, server_->options_.server_name);
+      message.set(http::field::content_type, response.content_type);
+      message.set("x-request-id", request_.request_id);
+      for (auto& [name, value] : response.headers) message.insert(name, value);
+      message.keep_alive(keep_alive);
+    };
     lowest().expires_after(server_->options_.write_timeout);
+    if (!response.body_file.empty()) {
+      beast::error_code ec;
+      http::file_body::value_type file;
+      file.open(response.body_file.c_str(), beast::file_mode::scan, ec);
+      if (ec) {
+        response = Response::error(internal_error("cannot open the file to send: " + ec.message()));
+      } else {
+        file_response_.emplace();
+        fill(*file_response_);
+        file_response_->body() = std::move(file);
+        file_response_->prepare_payload();
+        // A large file takes longer than one write timeout: allow a generous rate floor.
+        lowest().expires_after(server_->options_.write_timeout +
+                               std::chrono::seconds(file_response_->body().size() >> 20));
+        return http::async_write(
+            derived().stream(), *file_response_,
+            beast::bind_front_handler(&HttpSession::on_write, self(), keep_alive));
+      }
+    }
+    response_ = {};
+    fill(response_);
+    response_.body() = std::move(response.body);
+    response_.prepare_payload();
     http::async_write(derived().stream(), response_,
                       beast::bind_front_handler(&HttpSession::on_write, self(), keep_alive));
   }
 
   void on_write(bool keep_alive, beast::error_code ec, size_t bytes) {
     double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
-    server_->log_access(request_, route_, static_cast<int>(response_.result_int()), bytes, seconds);
+    server_->log_access(request_, route_, status_, bytes, seconds);
     request_ = Request{};
+    file_response_.reset();
     if (ec || !keep_alive) return derived().do_close();
     do_read();
   }
@@ -293,8 +390,14 @@ class HttpSession : public SessionBase {
   std::shared_ptr<HttpServer::Impl> server_;
   std::string remote_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::request_parser<http::empty_body>> header_parser_;
+  std::optional<http::request_parser<http::string_body>> body_parser_;
+  std::optional<http::request_parser<http::buffer_body>> upload_parser_;
+  std::unique_ptr<BodySink> sink_;
+  std::vector<char> chunk_;
   http::response<http::string_body> response_;
+  std::optional<http::response<http::file_body>> file_response_;
+  int status_ = 0;
   Request request_;
   std::string_view route_;
   Clock::time_point started_;

@@ -22,8 +22,62 @@ std::vector<std::string_view> split_path(std::string_view path) {
 
 }  // namespace
 
+void Router::add_upload(std::string method, std::string pattern, Access access,
+                        UploadHandler handler) {
+  add(std::move(method), std::move(pattern), access, nullptr);
+  routes_.back().upload = std::move(handler);
+}
+
+bool Router::is_upload(const Request& request) const {
+  Request probe;
+  probe.method = request.method;
+  probe.path = request.path;
+  std::string allow;
+  const Route* route = match(probe, &allow);
+  return route != nullptr && route->upload != nullptr;
+}
+
+std::optional<Response> Router::begin_upload(Request& request, std::string_view* route_label,
+                                             std::unique_ptr<BodySink>* sink) const {
+  std::string allow;
+  const Route* route = match(request, &allow);
+  if (route == nullptr || !route->upload) {
+    *route_label = "unmatched";
+    return Response::error(internal_error("not an upload route"));
+  }
+  *route_label = route->pattern;
+  if (auto refused = authenticate(*route, request)) return refused;
+  try {
+    auto created = route->upload(request);
+    if (!created.ok()) return Response::error(created.status());
+    *sink = std::move(*created);
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method,
+                  request.path, e.what());
+  }
+  return Response::error(internal_error(
+      fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
+}
+
+std::optional<Response> Router::authenticate(const Route& route, Request& request) const {
+  if (route.access.kind == Access::Kind::kPublic) return std::nullopt;
+  if (!authenticator_) return Response::error(internal_error("no authenticator configured"));
+  Result<Principal> principal = authenticator_(request, route.access);
+  if (!principal.ok()) {
+    Response response = Response::error(principal.status());
+    if (principal.status().code() == Code::kResourceExhausted) {
+      response.headers.emplace_back("Retry-After", principal.status().param());
+      response.body = Response::error({Code::kResourceExhausted, principal.status().message()}).body;
+    }
+    return response;
+  }
+  request.principal = std::move(*principal);
+  return std::nullopt;
+}
+
 void Router::add(std::string method, std::string pattern, Access access, Handler handler) {
-  Route route{std::move(method), pattern, {}, access, std::move(handler)};
+  Route route{std::move(method), pattern, {}, access, std::move(handler), nullptr};
   bool literal = true;
   for (std::string_view segment : split_path(pattern)) {
     route.segments.emplace_back(segment);
@@ -93,19 +147,10 @@ Response Router::dispatch(Request& request, std::string_view* route_label) const
         not_found(fmt::format("no route for {} {}", request.method, request.path)));
   }
   *route_label = route->pattern;
-  if (route->access.kind != Access::Kind::kPublic) {
-    if (!authenticator_) return Response::error(internal_error("no authenticator configured"));
-    Result<Principal> principal = authenticator_(request, route->access);
-    if (!principal.ok()) {
-      Response response = Response::error(principal.status());
-      if (principal.status().code() == Code::kResourceExhausted) {
-        response.headers.emplace_back("Retry-After", principal.status().param());
-        response.body = Response::error({Code::kResourceExhausted, principal.status().message()}).body;
-      }
-      return response;
-    }
-    request.principal = std::move(*principal);
+  if (route->upload) {
+    return Response::error(internal_error("an upload route was dispatched without its body"));
   }
+  if (auto refused = authenticate(*route, request)) return std::move(*refused);
   try {
     return route->handler(request);
   } catch (const std::exception& e) {

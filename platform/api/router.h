@@ -4,6 +4,8 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -34,6 +36,18 @@ inline constexpr Access Access::kPublic{Access::Kind::kPublic, tenants::Permissi
 inline constexpr Access Access::kAdmin{Access::Kind::kAdmin, tenants::Permission::kRead};
 
 using Handler = std::function<Response(Request&)>;
+
+// Where an upload route's body goes, chunk by chunk, as it arrives. The server calls write()
+// for each chunk and finish() at the end; a sink destroyed without finish() (client gone,
+// timeout, an error) must leave nothing behind.
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  virtual Status write(std::string_view chunk) = 0;
+  virtual Response finish() = 0;
+};
+// Called with the request's headers (no body yet): a sink, or the error to answer at once.
+using UploadHandler = std::function<Result<std::unique_ptr<BodySink>>(Request&)>;
 // Returns who is calling, or the error to answer with (401, 403, 429). A 429 carries the
 // seconds to wait in the Status's param, which the router sends as Retry-After.
 using Authenticator = std::function<Result<Principal>(const Request&, Access)>;
@@ -42,6 +56,15 @@ class Router {
  public:
   void set_authenticator(Authenticator authenticator) { authenticator_ = std::move(authenticator); }
   void add(std::string method, std::string pattern, Access access, Handler handler);
+  // A route whose body is streamed to a sink instead of being read into memory.
+  void add_upload(std::string method, std::string pattern, Access access, UploadHandler handler);
+
+  // Whether (method, path) is an upload route; decided from the header alone.
+  bool is_upload(const Request& request) const;
+  // For an upload route: authenticates and asks the handler for a sink. Sets *sink, or returns
+  // the response to answer with instead. `route` is set as by dispatch().
+  std::optional<Response> begin_upload(Request& request, std::string_view* route,
+                                       std::unique_ptr<BodySink>* sink) const;
 
   // Routes, authenticates and runs the handler; never throws. `route` is set to the matched
   // pattern (the metrics label), or "unmatched".
@@ -54,8 +77,11 @@ class Router {
     std::vector<std::string> segments;  // "{id}" marks a parameter
     Access access;
     Handler handler;
+    UploadHandler upload;  // set for upload routes
   };
   const Route* match(Request& request, std::string* allow) const;
+  // Authenticates for the route; the error response, or nullopt when the caller may proceed.
+  std::optional<Response> authenticate(const Route& route, Request& request) const;
   static bool match_segments(const Route& route, std::string_view path,
                              std::vector<std::pair<std::string, std::string>>* params);
 

@@ -104,6 +104,10 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
       ->envname("MACROHARD_LEASE_TTL_S")
       ->check(CLI::Range(int64_t{1}, int64_t{86400}));
 
+  app.add_option("--max-file-bytes", config->max_file_bytes, "largest uploaded file")
+      ->envname("MACROHARD_MAX_FILE_BYTES")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 44));
+
   try {
     app.parse(argc, argv);
     if (!parse_listen(listen, &config->server.host, &config->server.port)) {
@@ -121,6 +125,7 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   config->shutdown_grace = std::chrono::milliseconds(grace_ms);
   config->server.access_log = config->access_log != "off";
   config->server.server_name = std::string("macrohardd/") + MACROHARD_VERSION;
+  config->server.max_upload_bytes = config->max_file_bytes + 64 * 1024;  // multipart overhead
   return -1;
 }
 

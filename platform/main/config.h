@@ -23,6 +23,7 @@ struct DaemonConfig {
   std::vector<std::string> license_public_keys;  // files; licenses must verify against one
   int64_t clock_tolerance_seconds = 300;  // how far the clock may step back before licensing stops
   int64_t lease_ttl_seconds = 300;        // default seat lease TTL
+  uint64_t max_file_bytes = 8ull << 30;   // one uploaded file
 };
 
 // Parses argv. Returns the exit code to leave with when the program should not run (after

@@ -23,6 +23,7 @@
 #include "licensing/keys.h"
 #include "platform/api/admin_keys.h"
 #include "platform/api/auth.h"
+#include "platform/api/files.h"
 #include "platform/api/tenant_routes.h"
 #include "platform/api/usage_routes.h"
 #include "platform/api/audit_routes.h"
@@ -195,6 +196,8 @@ int run_daemon(const DaemonConfig& config) {
   api::add_tenant_routes(router, tenant_registry, tenant_keys, entitlements, clock);
   tenants::UsageLedger usage(**db);
   api::add_usage_routes(router, usage);
+  api::FileStore files(**db, **blobs, tenant_registry, entitlements, clock, config.max_file_bytes);
+  api::add_file_routes(router, files);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

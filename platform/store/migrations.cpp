@@ -105,6 +105,20 @@ constexpr std::array kMigrations{
       CREATE TRIGGER usage_no_delete BEFORE DELETE ON usage_records
         BEGIN SELECT RAISE(ABORT, 'the usage ledger is append-only'); END;
     )sql"},
+    Migration{5, "files", R"sql(
+      -- Tenants' uploaded files; their bytes are blobs, shared when the content is the same.
+      CREATE TABLE files (
+        id         TEXT PRIMARY KEY,
+        tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+        purpose    TEXT NOT NULL,
+        filename   TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      CREATE INDEX files_by_tenant ON files (tenant_id, purpose);
+      CREATE INDEX files_by_blob ON files (sha256);
+    )sql"},
 };
 
 }  // namespace

@@ -1,0 +1,78 @@
+// Files, OpenAI-compatible: a tenant uploads (multipart `file` + `purpose`), lists, reads and
+// deletes files. Uploads stream straight into the blob store, hashed on the way in, within the
+// per-file limit and the tenant's storage quota; an upload cut off at any point leaves no file
+// record and no blob. `fine-tune` files are validated line by line before they are accepted.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "licensing/entitlements.h"
+#include "platform/api/router.h"
+#include "platform/api/trusted_clock.h"
+#include "platform/blobs/blob_store.h"
+#include "platform/store/database.h"
+#include "tenants/tenants.h"
+
+namespace mh::api {
+
+struct FileRecord {
+  std::string id;  // "file-…"
+  std::string tenant;
+  std::string purpose;
+  std::string filename;
+  int64_t bytes = 0;
+  std::string sha256;
+  int64_t created_at = 0;
+};
+
+class FileStore {
+ public:
+  FileStore(store::Database& db, blobs::BlobStore& blobs, tenants::TenantRegistry& tenants,
+            const licensing::Entitlements& entitlements, TrustedClock& clock,
+            uint64_t max_file_bytes)
+      : db_(db),
+        blobs_(blobs),
+        tenants_(tenants),
+        entitlements_(entitlements),
+        clock_(clock),
+        max_file_bytes_(max_file_bytes) {}
+
+  // A sink for an upload by the request's tenant, or why it is refused before any byte is read.
+  Result<std::unique_ptr<BodySink>> begin_upload(const Request& request);
+  Result<FileRecord> get(std::string_view tenant, std::string_view id) const;
+  Result<std::vector<FileRecord>> list(std::string_view tenant, const std::string& purpose,
+                                       std::string_view after, int64_t limit, bool* has_more) const;
+  Result<FileRecord> remove(std::string_view tenant, std::string_view id);
+  Result<std::filesystem::path> content(std::string_view tenant, std::string_view id) const;
+  // Bytes the tenant stores now.
+  Result<int64_t> stored_bytes(std::string_view tenant) const;
+
+  // Used by the upload sink once the body is complete.
+  Result<FileRecord> commit(const std::string& tenant, const std::string& purpose,
+                            const std::string& filename, const blobs::BlobInfo& blob,
+                            int64_t storage_limit);
+  // Removes a blob no file refers to any more (inside the caller's write transaction).
+  Status drop_blob_if_unused(store::Session& s, const std::string& sha256);
+  // The same, in a transaction of its own.
+  Status blobs_gc(const std::string& sha256) {
+    return db_.write([&](store::Session& s) { return drop_blob_if_unused(s, sha256); });
+  }
+
+  blobs::BlobStore& blobs() { return blobs_; }
+  uint64_t max_file_bytes() const { return max_file_bytes_; }
+
+ private:
+  store::Database& db_;
+  blobs::BlobStore& blobs_;
+  tenants::TenantRegistry& tenants_;
+  const licensing::Entitlements& entitlements_;
+  TrustedClock& clock_;
+  const uint64_t max_file_bytes_;
+};
+
+// POST /v1/files, GET /v1/files[/{id}[/content]], DELETE /v1/files/{id}.
+void add_file_routes(Router& router, FileStore& files);
+
+}  // namespace mh::api
