@@ -220,7 +220,8 @@ class HttpSession : public SessionBase {
   }
 
   static Status too_large(uint64_t limit) {
-    return {Code::kPayloadTooLarge, fmt::format("request body exceeds the limit of {} bytes", limit)};
+    return {Code::kPayloadTooLarge,
+            fmt::format("request body exceeds the limit of {} bytes", limit)};
   }
 
   void on_header(beast::error_code ec, size_t) {
@@ -269,8 +270,8 @@ class HttpSession : public SessionBase {
     body.size = chunk_.size();
     // Each chunk must arrive within the read timeout: a slow upload is fine, a stalled one not.
     lowest().expires_after(server_->options_.read_timeout);
-    http::async_read(derived().stream(), buffer_, *upload_parser_,
-                     beast::bind_front_handler(&HttpSession::on_upload_chunk, self()));
+    http::async_read_some(derived().stream(), buffer_, *upload_parser_,
+                          beast::bind_front_handler(&HttpSession::on_upload_chunk, self()));
   }
 
   void on_upload_chunk(beast::error_code ec, size_t) {

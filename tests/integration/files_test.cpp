@@ -1,0 +1,257 @@
+// Files on a real daemon: uploads streamed into the blob store, isolation between tenants,
+// validation, limits, and what an interrupted upload leaves behind (nothing).
+#include <doctest/doctest.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <thread>
+
+#include "licensing/license.h"
+#include "platform/base/crypto.h"
+#include "platform/base/files.h"
+#include "platform/base/time.h"
+#include "tests/support/harness.h"
+
+namespace mh::test {
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+const std::string kBoundary = "mhBoundary7d1f";
+
+// Two licensed tenants with owner keys on one daemon.
+struct FilesPlatform {
+  TempDir dir;
+  licensing::PrivateKey key = licensing::generate_key("staff").value();
+  std::unique_ptr<Daemon> daemon;
+  std::map<std::string, std::string> owners;
+
+  explicit FilesPlatform(std::vector<std::string> extra = {}) {
+    auto pub = dir.path() / "staff.pub";
+    REQUIRE(write_new_file(pub, licensing::encode_public_key(key.public_key().value()), 0644).ok());
+    std::vector<std::string> args = {"--license-public-key", pub.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    DaemonOptions options = with_args(args);
+    options.data_dir = dir.path() / "data";
+    daemon = std::make_unique<Daemon>(options);
+    for (const char* tenant : {"acme", "globex"}) {
+      licensing::LicenseTerms t;
+      t.id = std::string("lic_") + tenant;
+      t.licensee = tenant;
+      t.tenant = tenant;
+      t.issued_at = t.not_before = unix_seconds() - 60;
+      t.expires_at = unix_seconds() + 86400;
+      t.features = {"train"};
+      t.limits.seats = 1;
+      std::string text = licensing::issue_license(t, key).value();
+      REQUIRE(admin("POST", "/v1/admin/licenses", json::serialize(json::object{{"license", text}}))
+                  .status == 201);
+      RawResponse k = admin("POST", "/v1/admin/tenants/" + std::string(tenant) + "/keys", "{}");
+      REQUIRE(k.status == 201);
+      owners[tenant] = std::string(json::parse(k.body).at("key").as_string());
+    }
+  }
+  RawResponse admin(const std::string& method, const std::string& path, const std::string& body) {
+    return http_request(
+        daemon->port(), method, path, body,
+        {{"Authorization", "Bearer " + daemon->admin_key()}, {"Content-Type", "application/json"}});
+  }
+  RawResponse as(const std::string& tenant, const std::string& method, const std::string& path) {
+    return http_request(daemon->port(), method, path, "",
+                        {{"Authorization", "Bearer " + owners.at(tenant)}});
+  }
+  // The request head and the multipart frame around a file's content.
+  static std::pair<std::string, std::string> frame(const std::string& purpose,
+                                                   const std::string& filename) {
+    std::string before = "--" + kBoundary +
+                         "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n" + purpose +
+                         "\r\n--" + kBoundary +
+                         "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" +
+                         filename + "\"\r\nContent-Type: application/octet-stream\r\n\r\n";
+    return {before, "\r\n--" + kBoundary + "--\r\n"};
+  }
+  std::string head(const std::string& tenant, uint64_t length) const {
+    return "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + owners.at(tenant) +
+           "\r\nContent-Type: multipart/form-data; boundary=" + kBoundary +
+           "\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n";
+  }
+  RawResponse upload(const std::string& tenant, const std::string& purpose,
+                     const std::string& filename, const std::string& content) {
+    auto [before, after] = frame(purpose, filename);
+    RawConnection conn(daemon->port());
+    conn.send(head(tenant, before.size() + content.size() + after.size()) + before + content +
+              after);
+    auto response = conn.read_response(30s);
+    REQUIRE(response);
+    return *response;
+  }
+  size_t blob_files() const {
+    size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir.path() / "data/blobs")) {
+      n += e.is_regular_file();
+    }
+    return n;
+  }
+};
+
+std::string id_of(const RawResponse& r) {
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  return std::string(json::parse(r.body).at("id").as_string());
+}
+std::string message_of(const RawResponse& r) {
+  return std::string(json::parse(r.body).at("error").at("message").as_string());
+}
+
+const std::string kTraining =
+    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\","
+    "\"content\":\"hello\"}]}\n{\"prompt\":\"2+2=\",\"completion\":\"4\"}\n";
+
+TEST_CASE("upload, list, get, download and delete a file — another tenant sees none of it") {
+  FilesPlatform p;
+  RawResponse uploaded = p.upload("acme", "fine-tune", "train.jsonl", kTraining);
+  std::string id = id_of(uploaded);
+  auto file = json::parse(uploaded.body).as_object();
+  CHECK(file.at("object") == "file");
+  CHECK(file.at("bytes") == static_cast<int64_t>(kTraining.size()));
+  CHECK(file.at("filename") == "train.jsonl");
+  CHECK(file.at("purpose") == "fine-tune");
+  CHECK(file.at("status") == "processed");
+  CHECK(file.at("sha256").as_string() == sha256_hex(kTraining));
+
+  auto list = json::parse(p.as("acme", "GET", "/v1/files").body).as_object();
+  CHECK(list.at("data").as_array().size() == 1);
+  CHECK(json::parse(p.as("acme", "GET", "/v1/files?purpose=model").body)
+            .at("data")
+            .as_array()
+            .empty());
+  CHECK(p.as("acme", "GET", "/v1/files/" + id).status == 200);
+  RawResponse content = p.as("acme", "GET", "/v1/files/" + id + "/content");
+  CHECK(content.status == 200);
+  CHECK(content.body == kTraining);
+
+  for (const std::string& path : {"/v1/files/" + id, "/v1/files/" + id + "/content"}) {
+    RawResponse theirs = p.as("globex", "GET", path);
+    RawResponse missing = p.as("globex", "GET", "/v1/files/file-nothing");
+    CHECK(theirs.status == 404);
+    CHECK(missing.status == 404);
+  }
+  CHECK(p.as("globex", "DELETE", "/v1/files/" + id).status == 404);
+  CHECK(json::parse(p.as("globex", "GET", "/v1/files").body).at("data").as_array().empty());
+
+  // The same content uploaded twice shares one blob, which goes with the last file.
+  std::string again = id_of(p.upload("acme", "fine-tune", "copy.jsonl", kTraining));
+  CHECK(p.blob_files() == 1);
+  CHECK(p.as("acme", "DELETE", "/v1/files/" + id).status == 200);
+  CHECK(p.blob_files() == 1);
+  CHECK(p.as("acme", "GET", "/v1/files/" + again + "/content").body == kTraining);
+  CHECK(p.as("acme", "DELETE", "/v1/files/" + again).status == 200);
+  CHECK(p.blob_files() == 0);
+  CHECK(p.as("acme", "GET", "/v1/files/" + again).status == 404);
+}
+
+TEST_CASE("a malformed fine-tune file is rejected with the line at fault, leaving nothing") {
+  FilesPlatform p;
+  const std::pair<std::string, std::string> cases[] = {
+      {"{\"text\":\"ok\"}\n{\"text\":\"ok\"}\n{broken json\n", "line 3: not valid JSON"},
+      {"{\"text\":\"ok\"}\n[1,2]\n", "line 2: each line must be a JSON object"},
+      {"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}\n", "line 1: messages[0].role"},
+      {"{\"prompt\":\"a\"}\n", "line 1: 'prompt' and 'completion' must both be strings"},
+      {"{\"other\":1}\n", "line 1: an example needs"},
+      {"\n\n", "no training examples"},
+  };
+  for (const auto& [content, expected] : cases) {
+    CAPTURE(expected);
+    RawResponse r = p.upload("acme", "fine-tune", "bad.jsonl", content);
+    CHECK(r.status == 400);
+    CHECK(message_of(r).find(expected) != std::string::npos);
+  }
+  CHECK(p.upload("acme", "nonsense", "x.bin", "abc").status == 400);
+  CHECK(json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().empty());
+  CHECK(p.blob_files() == 0);
+  // A model file is not JSONL and is not read as such.
+  CHECK(p.upload("acme", "model", "weights.safetensors", std::string("\x00\x01\x02", 3)).status ==
+        200);
+}
+
+TEST_CASE("the per-file limit and the tenant's storage quota are enforced with clear errors") {
+  FilesPlatform p({"--max-file-bytes", "4096"});
+  RawResponse big = p.upload("acme", "model", "big.bin", std::string(5000, 'x'));
+  CHECK(big.status == 413);
+  CHECK(message_of(big).find("limit of 4096 bytes per file") != std::string::npos);
+  REQUIRE(
+      p.admin("POST", "/v1/admin/tenants/acme/limits", R"({"storage_limit_bytes": 6000})").status ==
+      200);
+  CHECK(p.upload("acme", "model", "a.bin", std::string(4000, 'a')).status == 200);
+  RawResponse over = p.upload("acme", "model", "b.bin", std::string(3000, 'b'));
+  CHECK(over.status == 413);
+  CHECK(message_of(over).find("storage quota of 6000 bytes") != std::string::npos);
+  CHECK(p.upload("acme", "model", "c.bin", std::string(1500, 'c')).status == 200);
+  CHECK(p.upload("globex", "model", "g.bin", std::string(4000, 'g')).status == 200);  // own quota
+  CHECK(p.blob_files() == 3);
+  // Stored bytes appear in the tenant's usage.
+  auto usage = json::parse(p.as("acme", "GET", "/v1/usage?bucket_width=total").body);
+  CHECK(usage.at("totals").at("stored_bytes").to_number<double>() == 5500);
+}
+
+TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
+  FilesPlatform p;
+  auto [before, after] = FilesPlatform::frame("model", "partial.bin");
+  {
+    RawConnection conn(p.daemon->port());
+    conn.send(p.head("acme", before.size() + 1'000'000 + after.size()) + before +
+              std::string(300'000, 'z'));
+    std::this_thread::sleep_for(300ms);
+  }  // the client goes away
+  {
+    // Cut off after the file part ended, before the closing boundary.
+    RawConnection conn(p.daemon->port());
+    std::string content(1000, 'q');
+    conn.send(p.head("acme", before.size() + content.size() + after.size()) + before + content +
+              "\r\n--" + kBoundary + "\r\n");
+    std::this_thread::sleep_for(300ms);
+  }
+  std::this_thread::sleep_for(500ms);
+  CHECK(json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().empty());
+  CHECK(p.blob_files() == 0);
+  CHECK(p.upload("acme", "model", "whole.bin", "complete").status == 200);  // still serving
+}
+
+// Peak resident memory of a process, from /proc (VmHWM, in kB).
+int64_t peak_rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmHWM:")) return std::stoll(line.substr(6));
+  }
+  return -1;
+}
+
+TEST_CASE("a 128 MiB upload streams through the daemon in constant memory") {
+  FilesPlatform p;
+  constexpr size_t kSize = 128u << 20;
+  auto [before, after] = FilesPlatform::frame("model", "big.bin");
+  RawConnection conn(p.daemon->port());
+  conn.send(p.head("acme", before.size() + kSize + after.size()) + before);
+  std::string chunk(1 << 20, '\0');
+  Sha256 hash;
+  for (size_t sent = 0; sent < kSize; sent += chunk.size()) {
+    for (size_t i = 0; i < chunk.size(); i += 4096) chunk[i] = static_cast<char>(sent >> 20);
+    hash.update(chunk);
+    conn.send(chunk);
+  }
+  conn.send(after);
+  auto response = conn.read_response(120s);
+  REQUIRE(response);
+  REQUIRE_MESSAGE(response->status == 200, response->body);
+  auto file = json::parse(response->body);
+  CHECK(file.at("bytes") == static_cast<int64_t>(kSize));
+  CHECK(file.at("sha256").as_string() == hex_encode(hash.finish()));
+  const int64_t peak = peak_rss_kib(p.daemon->pid());
+  MESSAGE("daemon peak RSS after a 128 MiB upload: " << peak / 1024 << " MiB");
+  CHECK(peak > 0);
+  CHECK(peak < 100 * 1024);
+}
+
+}  // namespace
+}  // namespace mh::test
