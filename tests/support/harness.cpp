@@ -48,6 +48,18 @@ std::string read_file(const fs::path& path) {
   return out.str();
 }
 
+fs::path find_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (!rest.empty()) {
+    size_t colon = rest.find(':');
+    fs::path candidate = fs::path(std::string(rest.substr(0, colon))) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+  }
+  return {};
+}
+
 namespace {
 
 int decode_wait_status(int status) {
@@ -288,9 +300,13 @@ bool RawConnection::closed_by_peer(std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   for (;;) {
     switch (receive(deadline)) {
-      case Read::kClosed: return true;
-      case Read::kTimeout: return false;
-      case Read::kData: buffer_.clear(); break;
+      case Read::kClosed:
+        return true;
+      case Read::kTimeout:
+        return false;
+      case Read::kData:
+        buffer_.clear();
+        break;
     }
   }
 }

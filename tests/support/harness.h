@@ -47,6 +47,8 @@ ProcessResult run_process(const std::vector<std::string>& argv,
                           std::chrono::seconds timeout = 120s);
 
 std::string read_file(const std::filesystem::path& path);
+// The full path of a program on PATH, or empty.
+std::filesystem::path find_program(const std::string& name);
 
 struct DaemonOptions {
   std::vector<std::string> args;   // extra flags
