@@ -4,10 +4,10 @@
 #include <boost/json.hpp>
 #include <cctype>
 
-#include "platform/store/audit_log.h"
 #include "platform/base/api_key.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
+#include "platform/store/audit_log.h"
 
 namespace mh::api {
 
@@ -52,8 +52,9 @@ Result<NewAdminKey> AdminKeys::insert(store::Session& session, std::string name,
                    {created.record.id, created.record.name, key.sha256, created.record.prefix,
                     created.record.created_at})
              .status());
-  MH_TRY(store::AuditLog::append(session, actor, "admin_key.create", created.record.id,
-                          {{"name", created.record.name}, {"prefix", created.record.prefix}}));
+  MH_TRY(
+      store::AuditLog::append(session, actor, "admin_key.create", created.record.id,
+                              {{"name", created.record.name}, {"prefix", created.record.prefix}}));
   return created;
 }
 
@@ -173,10 +174,7 @@ void add_admin_key_routes(Router& router, AdminKeys& keys) {
     if (!listed.ok()) return Response::error(listed.status());
     json::array data;
     for (const AdminKey& key : *listed) data.push_back(to_json(key));
-    json::object out{{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}};
-    out["first_id"] = listed->empty() ? json::value(nullptr) : json::value(listed->front().id);
-    out["last_id"] = listed->empty() ? json::value(nullptr) : json::value(listed->back().id);
-    return Response::json(200, out);
+    return list_response(std::move(data), has_more);
   });
   router.add("DELETE", "/v1/admin/keys/{id}", Access::kAdmin, [&keys](Request& request) {
     auto revoked = keys.revoke(request.param("id"), request.principal.actor());

@@ -1,7 +1,7 @@
 #include "platform/api/auth.h"
 
-#include <cmath>
 #include <fmt/format.h>
+#include <cmath>
 
 namespace mh::api {
 
@@ -14,21 +14,23 @@ Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::Ten
     if (token.starts_with(kAdminKeyPrefix)) {
       MH_ASSIGN_OR_RETURN(AdminKey key, admin_keys.authenticate(token));
       if (access.kind == Access::Kind::kTenant) {
-        return permission_denied("this route acts as a tenant: call it with one of the tenant's "
-                                 "API keys, not a platform-admin key");
+        return permission_denied(
+            "this route acts as a tenant: call it with one of the tenant's "
+            "API keys, not a platform-admin key");
       }
       return Principal{Principal::Kind::kPlatformAdmin, key.id, {}, {}};
     }
     if (!token.starts_with(tenants::kTenantKeyPrefix)) {
-      return unauthenticated("invalid API key: Macrohard keys start with mh_live_ (tenants) or "
-                             "mh_admin_ (platform staff)");
+      return unauthenticated(
+          "invalid API key: Macrohard keys start with mh_live_ (tenants) or "
+          "mh_admin_ (platform staff)");
     }
     MH_ASSIGN_OR_RETURN(tenants::TenantKey key, keys.authenticate(token));
     auto tenant = registry.cached(key.tenant);
     if (!tenant) return unauthenticated("invalid or revoked API key");
     if (tenant->suspended_at) {
-      return permission_denied(fmt::format("tenant '{}' is suspended: {}", tenant->id,
-                                           tenant->suspend_reason));
+      return permission_denied(
+          fmt::format("tenant '{}' is suspended: {}", tenant->id, tenant->suspend_reason));
     }
     if (access.kind == Access::Kind::kAdmin) {
       return permission_denied("this route is for platform staff (an mh_admin_ key)");
@@ -41,12 +43,12 @@ Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::Ten
     if (auto wait = limiter.acquire(tenant->id, tenant->rate_limit_rps,
                                     static_cast<double>(tenant->rate_limit_burst))) {
       int64_t seconds = std::max<int64_t>(1, (wait->count() + 999) / 1000);
-      return Status(Code::kResourceExhausted,
-                    fmt::format("tenant '{}' is over its request rate of {:g}/s (burst {}); retry "
-                                "in {} s",
-                                tenant->id, tenant->rate_limit_rps, tenant->rate_limit_burst,
-                                seconds),
-                    std::to_string(seconds));
+      return Status(
+          Code::kResourceExhausted,
+          fmt::format("tenant '{}' is over its request rate of {:g}/s (burst {}); retry "
+                      "in {} s",
+                      tenant->id, tenant->rate_limit_rps, tenant->rate_limit_burst, seconds),
+          std::to_string(seconds));
     }
     return Principal{Principal::Kind::kTenant, key.id, key.tenant,
                      std::string(tenants::role_name(key.role))};

@@ -299,10 +299,7 @@ void add_file_routes(Router& router, FileStore& files) {
     if (!list.ok()) return Response::error(list.status());
     json::array data;
     for (const auto& f : *list) data.push_back(file_json(f));
-    json::object out{{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}};
-    out["first_id"] = list->empty() ? json::value(nullptr) : json::value(list->front().id);
-    out["last_id"] = list->empty() ? json::value(nullptr) : json::value(list->back().id);
-    return Response::json(200, out);
+    return list_response(std::move(data), has_more);
   });
   router.add("GET", "/v1/files/{id}", Access::tenant(Permission::kRead),
              [&files](Request& request) {

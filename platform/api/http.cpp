@@ -11,9 +11,12 @@ namespace json = boost::json;
 
 std::string Principal::actor() const {
   switch (kind) {
-    case Kind::kPlatformAdmin: return "admin:" + key_id;
-    case Kind::kTenant: return "tenant:" + tenant + "/" + key_id;
-    case Kind::kAnonymous: break;
+    case Kind::kPlatformAdmin:
+      return "admin:" + key_id;
+    case Kind::kTenant:
+      return "tenant:" + tenant + "/" + key_id;
+    case Kind::kAnonymous:
+      break;
   }
   return "anonymous";
 }
@@ -80,6 +83,21 @@ Response Response::error(const Status& status) {
       {"param", status.param().empty() ? json::value(nullptr) : json::value(status.param())},
   };
   return json(http_status(status.code()), json::object{{"error", std::move(error)}});
+}
+
+Response list_response(json::array data, bool has_more) {
+  auto id_at = [&](size_t i) -> json::value {
+    const json::object* item = data.at(i).if_object();
+    const json::value* id = item ? item->if_contains("id") : nullptr;
+    return id ? *id : json::value(nullptr);
+  };
+  json::value first = data.empty() ? json::value(nullptr) : id_at(0);
+  json::value last = data.empty() ? json::value(nullptr) : id_at(data.size() - 1);
+  return Response::json(200, json::object{{"object", "list"},
+                                          {"data", std::move(data)},
+                                          {"has_more", has_more},
+                                          {"first_id", std::move(first)},
+                                          {"last_id", std::move(last)}});
 }
 
 Result<json::object> parse_json_object(const Request& request) {

@@ -20,9 +20,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 struct Principal {
   enum class Kind { kAnonymous, kPlatformAdmin, kTenant };
   Kind kind = Kind::kAnonymous;
-  std::string key_id;     // the API key's id, for the audit and access logs
-  std::string tenant;     // kTenant: whose key it is
-  std::string role;       // kTenant: "owner", "developer", "viewer"
+  std::string key_id;  // the API key's id, for the audit and access logs
+  std::string tenant;  // kTenant: whose key it is
+  std::string role;    // kTenant: "owner", "developer", "viewer"
 
   bool is_admin() const { return kind == Kind::kPlatformAdmin; }
   // "admin:<key id>" or "tenant:<tenant>/<key id>", as the audit log names actors.
@@ -64,6 +64,10 @@ struct Response {
   // The error envelope of DESIGN.md: {"error":{"type","code","message","param"}}.
   static Response error(const Status& status);
 };
+
+// A page of a list, as OpenAI's API shapes it: {"object":"list","data","has_more","first_id",
+// "last_id"}; the ids are the first and last items' "id".
+Response list_response(boost::json::array data, bool has_more);
 
 // The JSON object in a request's body, or invalid_argument saying what is wrong with it.
 Result<boost::json::object> parse_json_object(const Request& request);

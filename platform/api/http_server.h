@@ -25,7 +25,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 8080;  // 0: any free port (see HttpServer::port)
   size_t max_header_bytes = 16 * 1024;
-  uint64_t max_body_bytes = 1024 * 1024;         // JSON and other buffered bodies
+  uint64_t max_body_bytes = 1024 * 1024;                   // JSON and other buffered bodies
   uint64_t max_upload_bytes = 64ull * 1024 * 1024 * 1024;  // streamed bodies (upload routes)
   std::chrono::milliseconds idle_timeout{60'000};   // between requests on a kept-alive connection
   std::chrono::milliseconds read_timeout{30'000};   // from a request's first byte to its last

@@ -44,12 +44,12 @@ json::object lease_json(const Lease& l) {
 // The lease, if it exists and (for a tenant caller) is that tenant's.
 Result<Lease> find_lease(store::Session& s, const std::optional<std::string>& tenant,
                          std::string_view id) {
-  MH_ASSIGN_OR_RETURN(auto row, s.query_one(fmt::format("SELECT {} {} WHERE l.id = ? AND "
-                                                        "(? IS NULL OR c.tenant_id = ?)",
-                                                        kColumns, kFrom),
-                                            {std::string(id), optional_value(tenant),
-                                             optional_value(tenant)},
-                                            fmt::format("lease '{}'", id)));
+  MH_ASSIGN_OR_RETURN(auto row,
+                      s.query_one(fmt::format("SELECT {} {} WHERE l.id = ? AND "
+                                              "(? IS NULL OR c.tenant_id = ?)",
+                                              kColumns, kFrom),
+                                  {std::string(id), optional_value(tenant), optional_value(tenant)},
+                                  fmt::format("lease '{}'", id)));
   return lease_from_row(row);
 }
 
@@ -196,49 +196,56 @@ std::optional<std::string> caller(const Request& request) {
 }  // namespace
 
 void add_lease_routes(Router& router, SeatLeases& leases) {
-  router.add("POST", "/v1/leases", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    const json::value* license = body->if_contains("license_id");
-    const json::value* instance = body->if_contains("instance");
-    if (license == nullptr || !license->is_string()) {
-      return Response::error(invalid_argument("'license_id' must be a string", "license_id"));
-    }
-    if (instance == nullptr || !instance->is_string()) {
-      return Response::error(invalid_argument("'instance' must be a string", "instance"));
-    }
-    std::optional<int64_t> ttl;
-    if (const json::value* t = body->if_contains("ttl_seconds")) {
-      if (!t->is_int64()) {
-        return Response::error(invalid_argument("'ttl_seconds' must be an integer", "ttl_seconds"));
-      }
-      ttl = t->as_int64();
-    }
-    auto lease = leases.checkout(caller(request), license->as_string(), instance->as_string(),
-                                 ttl, request.principal.actor());
-    if (!lease.ok()) return Response::error(lease.status());
-    return Response::json(201, lease_json(*lease));
-  });
-  router.add("POST", "/v1/leases/{id}/heartbeat", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
-    auto lease = leases.heartbeat(caller(request), request.param("id"));
-    if (!lease.ok()) return Response::error(lease.status());
-    return Response::json(200, lease_json(*lease));
-  });
-  router.add("DELETE", "/v1/leases/{id}", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
-    auto lease = leases.release(caller(request), request.param("id"));
-    if (!lease.ok()) return Response::error(lease.status());
-    return Response::json(200, lease_json(*lease));
-  });
-  router.add("GET", "/v1/leases", Access::any_key(tenants::Permission::kHoldSeat), [&leases](Request& request) {
-    auto license = request.query_param("license_id");
-    if (!license) return Response::error(invalid_argument("give ?license_id=", "license_id"));
-    auto live = leases.live(caller(request), *license);
-    if (!live.ok()) return Response::error(live.status());
-    json::array data;
-    for (const auto& l : *live) data.push_back(lease_json(l));
-    return Response::json(
-        200, json::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", false}});
-  });
+  router.add(
+      "POST", "/v1/leases", Access::any_key(tenants::Permission::kHoldSeat),
+      [&leases](Request& request) {
+        auto body = parse_json_object(request);
+        if (!body.ok()) return Response::error(body.status());
+        const json::value* license = body->if_contains("license_id");
+        const json::value* instance = body->if_contains("instance");
+        if (license == nullptr || !license->is_string()) {
+          return Response::error(invalid_argument("'license_id' must be a string", "license_id"));
+        }
+        if (instance == nullptr || !instance->is_string()) {
+          return Response::error(invalid_argument("'instance' must be a string", "instance"));
+        }
+        std::optional<int64_t> ttl;
+        if (const json::value* t = body->if_contains("ttl_seconds")) {
+          if (!t->is_int64()) {
+            return Response::error(
+                invalid_argument("'ttl_seconds' must be an integer", "ttl_seconds"));
+          }
+          ttl = t->as_int64();
+        }
+        auto lease = leases.checkout(caller(request), license->as_string(), instance->as_string(),
+                                     ttl, request.principal.actor());
+        if (!lease.ok()) return Response::error(lease.status());
+        return Response::json(201, lease_json(*lease));
+      });
+  router.add("POST", "/v1/leases/{id}/heartbeat", Access::any_key(tenants::Permission::kHoldSeat),
+             [&leases](Request& request) {
+               auto lease = leases.heartbeat(caller(request), request.param("id"));
+               if (!lease.ok()) return Response::error(lease.status());
+               return Response::json(200, lease_json(*lease));
+             });
+  router.add("DELETE", "/v1/leases/{id}", Access::any_key(tenants::Permission::kHoldSeat),
+             [&leases](Request& request) {
+               auto lease = leases.release(caller(request), request.param("id"));
+               if (!lease.ok()) return Response::error(lease.status());
+               return Response::json(200, lease_json(*lease));
+             });
+  router.add(
+      "GET", "/v1/leases", Access::any_key(tenants::Permission::kHoldSeat),
+      [&leases](Request& request) {
+        auto license = request.query_param("license_id");
+        if (!license) return Response::error(invalid_argument("give ?license_id=", "license_id"));
+        auto live = leases.live(caller(request), *license);
+        if (!live.ok()) return Response::error(live.status());
+        json::array data;
+        for (const auto& l : *live) data.push_back(lease_json(l));
+        return Response::json(
+            200, json::object{{"object", "list"}, {"data", std::move(data)}, {"has_more", false}});
+      });
 }
 
 }  // namespace mh::api

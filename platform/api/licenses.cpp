@@ -78,9 +78,9 @@ Status LicenseRegistry::load() {
       MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT value FROM meta WHERE key = ?", {meta_key}));
       if (!rows.empty() && rows[0].text(0) == key->fingerprint()) continue;
       MH_TRY(store::AuditLog::append(s, "system", "key.trust", id,
-                              {{"fingerprint", key->fingerprint()},
-                               {"retired_at", key->retired_at ? json::value(*key->retired_at)
-                                                              : json::value(nullptr)}}));
+                                     {{"fingerprint", key->fingerprint()},
+                                      {"retired_at", key->retired_at ? json::value(*key->retired_at)
+                                                                     : json::value(nullptr)}}));
       MH_TRY(s.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                     "SET value = excluded.value",
                     {meta_key, key->fingerprint()})
@@ -147,7 +147,7 @@ Result<LicenseRecord> LicenseRegistry::install(std::string_view text, std::strin
                     {terms.tenant, terms.licensee, now})
                  .status());
       MH_TRY(store::AuditLog::append(s, actor, "tenant.create", terms.tenant,
-                              {{"name", terms.licensee}, {"license", terms.id}}));
+                                     {{"name", terms.licensee}, {"license", terms.id}}));
     }
     MH_TRY(
         s.exec("UPDATE licenses SET active = 0 WHERE tenant_id = ? AND active = 1", {terms.tenant})
@@ -158,11 +158,11 @@ Result<LicenseRecord> LicenseRegistry::install(std::string_view text, std::strin
                {terms.id, terms.tenant, license.key_id, std::string(text), terms.expires_at, now})
             .status());
     return store::AuditLog::append(s, actor, "license.install", terms.id,
-                            {{"tenant", terms.tenant},
-                             {"licensee", terms.licensee},
-                             {"key_id", license.key_id},
-                             {"expires_at", terms.expires_at},
-                             {"payload_sha256", sha256_hex(license.payload)}});
+                                   {{"tenant", terms.tenant},
+                                    {"licensee", terms.licensee},
+                                    {"key_id", license.key_id},
+                                    {"expires_at", terms.expires_at},
+                                    {"payload_sha256", sha256_hex(license.payload)}});
   }));
   if (!replayed) publish(record);
   return record;
@@ -243,12 +243,7 @@ void add_license_routes(Router& router, LicenseRegistry& registry, TrustedClock&
     if (!records.ok()) return Response::error(records.status());
     json::array data;
     for (const auto& r : *records) data.push_back(license_json(r, now()));
-    json::object out{{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}};
-    out["first_id"] =
-        records->empty() ? json::value(nullptr) : json::value(records->front().license.terms.id);
-    out["last_id"] =
-        records->empty() ? json::value(nullptr) : json::value(records->back().license.terms.id);
-    return Response::json(200, out);
+    return list_response(std::move(data), has_more);
   });
   router.add("GET", "/v1/admin/licenses/{id}", Access::kAdmin, [&registry, now](Request& request) {
     auto record = registry.get(request.param("id"));

@@ -53,8 +53,8 @@ std::optional<Response> Router::begin_upload(Request& request, std::string_view*
     *sink = std::move(*created);
     return std::nullopt;
   } catch (const std::exception& e) {
-    spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method,
-                  request.path, e.what());
+    spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
+                  e.what());
   }
   return Response::error(internal_error(
       fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
@@ -68,7 +68,8 @@ std::optional<Response> Router::authenticate(const Route& route, Request& reques
     Response response = Response::error(principal.status());
     if (principal.status().code() == Code::kResourceExhausted) {
       response.headers.emplace_back("Retry-After", principal.status().param());
-      response.body = Response::error({Code::kResourceExhausted, principal.status().message()}).body;
+      response.body =
+          Response::error({Code::kResourceExhausted, principal.status().message()}).body;
     }
     return response;
   }

@@ -1,7 +1,7 @@
 #include "platform/api/tenant_routes.h"
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
+#include <boost/json.hpp>
 
 namespace mh::api {
 
@@ -14,7 +14,8 @@ namespace {
 json::object license_state(const licensing::Entitlements& entitlements, TrustedClock& clock,
                            const std::string& tenant) {
   auto entitlement = entitlements.find(tenant);
-  if (!entitlement) return {{"id", nullptr}, {"in_force", false}, {"reason", "no license installed"}};
+  if (!entitlement)
+    return {{"id", nullptr}, {"in_force", false}, {"reason", "no license installed"}};
   auto now = clock.now();
   Status in_force = now.ok() ? entitlements.check(tenant, "", *now) : now.status();
   return {{"id", entitlement->license.terms.id},
@@ -48,28 +49,25 @@ json::object key_json(const tenants::TenantKey& k) {
 }
 
 template <typename T, typename ToJson>
-Response list_response(const std::vector<T>& items, bool has_more, ToJson to_json) {
+Response list_of(const std::vector<T>& items, bool has_more, ToJson to_json) {
   json::array data;
   for (const auto& item : items) data.push_back(to_json(item));
-  json::object out{{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}};
-  out["first_id"] = items.empty() ? json::value(nullptr) : json::value(items.front().id);
-  out["last_id"] = items.empty() ? json::value(nullptr) : json::value(items.back().id);
-  return Response::json(200, out);
+  return list_response(std::move(data), has_more);
 }
 
 // Optional string/number fields of a JSON body, with type errors naming the field.
 Result<std::optional<std::string>> opt_string(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);
   if (v == nullptr || v->is_null()) return std::optional<std::string>();
-  if (!v->is_string()) return invalid_argument(fmt::format("'{}' must be a string", key),
-                                               std::string(key));
+  if (!v->is_string())
+    return invalid_argument(fmt::format("'{}' must be a string", key), std::string(key));
   return std::optional<std::string>(std::string(v->as_string()));
 }
 Result<std::optional<double>> opt_number(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);
   if (v == nullptr || v->is_null()) return std::optional<double>();
-  if (!v->is_number()) return invalid_argument(fmt::format("'{}' must be a number", key),
-                                               std::string(key));
+  if (!v->is_number())
+    return invalid_argument(fmt::format("'{}' must be a number", key), std::string(key));
   return std::optional<double>(v->to_number<double>());
 }
 
@@ -97,18 +95,17 @@ Result<json::object> body_or_empty(const Request& request) {
   return parse_json_object(request);
 }
 
-#define MH_RESPOND_IF_ERROR(expr)                            \
-  do {                                                       \
-    if (auto&& mh_r_ = (expr); !mh_r_.ok()) {                \
-      return Response::error(mh_r_.status());                \
-    }                                                        \
+#define MH_RESPOND_IF_ERROR(expr)             \
+  do {                                        \
+    if (auto&& mh_r_ = (expr); !mh_r_.ok()) { \
+      return Response::error(mh_r_.status()); \
+    }                                         \
   } while (0)
 
 }  // namespace
 
-void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
-                       tenants::TenantKeys& keys, const licensing::Entitlements& entitlements,
-                       TrustedClock& clock) {
+void add_tenant_routes(Router& router, tenants::TenantRegistry& registry, tenants::TenantKeys& keys,
+                       const licensing::Entitlements& entitlements, TrustedClock& clock) {
   router.add("POST", "/v1/admin/tenants", Access::kAdmin, [&registry](Request& request) {
     auto body = parse_json_object(request);
     MH_RESPOND_IF_ERROR(body);
@@ -129,7 +126,7 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
     bool has_more = false;
     auto list = registry.list(page->after, page->limit, &has_more);
     MH_RESPOND_IF_ERROR(list);
-    return list_response(*list, has_more, tenant_json);
+    return list_of(*list, has_more, tenant_json);
   });
   router.add("GET", "/v1/admin/tenants/{id}", Access::kAdmin,
              [&registry, &entitlements, &clock](Request& request) {
@@ -139,34 +136,33 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
                out["license"] = license_state(entitlements, clock, tenant->id);
                return Response::json(200, out);
              });
-  router.add("POST", "/v1/admin/tenants/{id}/suspend", Access::kAdmin,
-             [&registry](Request& request) {
-               auto body = body_or_empty(request);
-               MH_RESPOND_IF_ERROR(body);
-               auto reason = opt_string(*body, "reason");
-               MH_RESPOND_IF_ERROR(reason);
-               auto tenant = registry.suspend(request.param("id"), reason->value_or(""),
-                                              request.principal.actor());
-               MH_RESPOND_IF_ERROR(tenant);
-               return Response::json(200, tenant_json(*tenant));
-             });
+  router.add(
+      "POST", "/v1/admin/tenants/{id}/suspend", Access::kAdmin, [&registry](Request& request) {
+        auto body = body_or_empty(request);
+        MH_RESPOND_IF_ERROR(body);
+        auto reason = opt_string(*body, "reason");
+        MH_RESPOND_IF_ERROR(reason);
+        auto tenant =
+            registry.suspend(request.param("id"), reason->value_or(""), request.principal.actor());
+        MH_RESPOND_IF_ERROR(tenant);
+        return Response::json(200, tenant_json(*tenant));
+      });
   router.add("POST", "/v1/admin/tenants/{id}/resume", Access::kAdmin,
              [&registry](Request& request) {
                auto tenant = registry.resume(request.param("id"), request.principal.actor());
                MH_RESPOND_IF_ERROR(tenant);
                return Response::json(200, tenant_json(*tenant));
              });
-  router.add("POST", "/v1/admin/tenants/{id}/limits", Access::kAdmin,
-             [&registry](Request& request) {
-               auto body = parse_json_object(request);
-               MH_RESPOND_IF_ERROR(body);
-               auto limits = limits_from(*body);
-               MH_RESPOND_IF_ERROR(limits);
-               auto tenant =
-                   registry.set_limits(request.param("id"), *limits, request.principal.actor());
-               MH_RESPOND_IF_ERROR(tenant);
-               return Response::json(200, tenant_json(*tenant));
-             });
+  router.add(
+      "POST", "/v1/admin/tenants/{id}/limits", Access::kAdmin, [&registry](Request& request) {
+        auto body = parse_json_object(request);
+        MH_RESPOND_IF_ERROR(body);
+        auto limits = limits_from(*body);
+        MH_RESPOND_IF_ERROR(limits);
+        auto tenant = registry.set_limits(request.param("id"), *limits, request.principal.actor());
+        MH_RESPOND_IF_ERROR(tenant);
+        return Response::json(200, tenant_json(*tenant));
+      });
   // Staff make a tenant's first key (an owner, unless another role is asked for).
   router.add("POST", "/v1/admin/tenants/{id}/keys", Access::kAdmin, [&keys](Request& request) {
     auto body = body_or_empty(request);
@@ -175,8 +171,8 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
     MH_RESPOND_IF_ERROR(name);
     auto role = role_from(*body, tenants::Role::kOwner);
     MH_RESPOND_IF_ERROR(role);
-    auto created = keys.create(request.param("id"), name->value_or("owner"), *role,
-                               request.principal.actor());
+    auto created =
+        keys.create(request.param("id"), name->value_or("owner"), *role, request.principal.actor());
     MH_RESPOND_IF_ERROR(created);
     json::object out = key_json(created->record);
     out["key"] = created->secret;
@@ -188,8 +184,8 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
                auto tenant = registry.get(request.principal.tenant);
                MH_RESPOND_IF_ERROR(tenant);
                json::object out = tenant_json(*tenant);
-               out["key"] = json::object{{"id", request.principal.key_id},
-                                         {"role", request.principal.role}};
+               out["key"] =
+                   json::object{{"id", request.principal.key_id}, {"role", request.principal.role}};
                out["license"] = license_state(entitlements, clock, tenant->id);
                return Response::json(200, out);
              });
@@ -199,7 +195,7 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
     bool has_more = false;
     auto list = keys.list(request.principal.tenant, page->after, page->limit, &has_more);
     MH_RESPOND_IF_ERROR(list);
-    return list_response(*list, has_more, key_json);
+    return list_of(*list, has_more, key_json);
   });
   router.add("POST", "/v1/keys", Access::tenant(Permission::kManageKeys),
              [&keys](Request& request) {
@@ -210,8 +206,8 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry,
                if (!*name) return Response::error(invalid_argument("'name' is required", "name"));
                auto role = role_from(*body, tenants::Role::kDeveloper);
                MH_RESPOND_IF_ERROR(role);
-               auto created = keys.create(request.principal.tenant, **name, *role,
-                                          request.principal.actor());
+               auto created =
+                   keys.create(request.principal.tenant, **name, *role, request.principal.actor());
                MH_RESPOND_IF_ERROR(created);
                json::object out = key_json(created->record);
                out["key"] = created->secret;
