@@ -250,7 +250,9 @@ TEST_CASE("a 128 MiB upload streams through the daemon in constant memory") {
   const int64_t peak = peak_rss_kib(p.daemon->pid());
   MESSAGE("daemon peak RSS after a 128 MiB upload: " << peak / 1024 << " MiB");
   CHECK(peak > 0);
-  CHECK(peak < 100 * 1024);
+  // Under AddressSanitizer freed memory sits in its quarantine (256 MB by default), so
+  // resident memory measures the sanitizer, not the daemon: the bound holds for real builds.
+  if (!MH_TEST_SANITIZED) CHECK(peak < 100 * 1024);
 }
 
 TEST_CASE("the official openai npm client uploads, lists, downloads and deletes a file") {
