@@ -43,36 +43,48 @@ Result<NewTenantKey> TenantKeys::create(std::string_view tenant, std::string nam
     ApiKeySecret key = new_api_key(kTenantKeyPrefix);
     created.secret = key.secret;
     TenantKey& r = created.record;
-    r = {"key_" + secure_random_base64url(12), std::string(tenant), std::move(name), role,
-         key.display_prefix, unix_seconds(), std::string(actor), std::nullopt};
+    r = {"key_" + secure_random_base64url(12),
+         std::string(tenant),
+         std::move(name),
+         role,
+         key.display_prefix,
+         unix_seconds(),
+         std::string(actor),
+         std::nullopt};
     MH_TRY(s.exec("INSERT INTO api_keys (id, tenant_id, name, role, key_hash, key_prefix, "
                   "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                   {r.id, r.tenant, r.name, std::string(role_name(role)), key.sha256, r.prefix,
                    r.created_at, r.created_by})
                .status());
-    return store::AuditLog::append(s, actor, "api_key.create", r.id,
-                                   {{"tenant", r.tenant},
-                                    {"name", r.name},
-                                    {"role", role_name(role)},
-                                    {"prefix", r.prefix}});
+    return store::AuditLog::append(
+        s, actor, "api_key.create", r.id,
+        {{"tenant", r.tenant}, {"name", r.name}, {"role", role_name(role)}, {"prefix", r.prefix}});
   }));
   return created;
 }
 
 Result<TenantKey> TenantKeys::authenticate(std::string_view secret) const {
   const std::string hash = sha256_hex(secret);
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = verified_.find(hash); it != verified_.end()) return it->second;
+  }
   Result<TenantKey> found = unauthenticated("invalid or revoked API key");
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows,
-                        s.query(fmt::format("SELECT {}, key_hash FROM api_keys WHERE key_hash = ?",
-                                            kColumns),
-                                {hash}));
+    MH_ASSIGN_OR_RETURN(
+        auto rows,
+        s.query(fmt::format("SELECT {}, key_hash FROM api_keys WHERE key_hash = ?", kColumns),
+                {hash}));
     // Looked up by hash, so timing says nothing of the key; compare in constant time anyway.
     if (rows.size() == 1 && constant_time_equal(rows[0].text(8), hash) && rows[0].is_null(7)) {
       found = from_row(rows[0]);
     }
     return {};
   }));
+  if (found.ok()) {
+    std::lock_guard lock(mutex_);
+    verified_.emplace(hash, *found);
+  }
   return found;
 }
 
@@ -102,11 +114,16 @@ Result<TenantKey> TenantKeys::revoke(std::string_view tenant, std::string_view i
                                       "role = 'owner' AND revoked_at IS NULL",
                                       {std::string(tenant)}, "count"));
       if (owners.integer(0) <= 1) {
-        return conflict("cannot revoke the tenant's last owner key: create another owner key first");
+        return conflict(
+            "cannot revoke the tenant's last owner key: create another owner key first");
       }
     }
     key.revoked_at = unix_seconds();
     MH_TRY(scope.update("api_keys", "revoked_at = ?", {*key.revoked_at}, id, "API key"));
+    // Forget it before the transaction commits, so no request can pass on the cached copy
+    // once the revocation is visible; a request racing this one still sees it as live.
+    std::lock_guard lock(mutex_);
+    std::erase_if(verified_, [&](const auto& entry) { return entry.second.id == key.id; });
     return store::AuditLog::append(s, actor, "api_key.revoke", key.id,
                                    {{"tenant", key.tenant}, {"name", key.name}});
   }));

@@ -3,8 +3,10 @@
 // stored as its SHA-256; revocation is immediate because every request looks the key up.
 #pragma once
 
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "platform/store/database.h"
@@ -32,6 +34,8 @@ struct NewTenantKey {
 
 class TenantKeys {
  public:
+  // Verified keys are remembered by hash, so a request costs no store read; revoke() forgets a
+  // key at once. (This daemon is the only writer of keys, so the memory cannot go stale.)
   explicit TenantKeys(store::Database& db) : db_(db) {}
 
   // not_found if the tenant does not exist.
@@ -47,6 +51,8 @@ class TenantKeys {
 
  private:
   store::Database& db_;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, TenantKey> verified_;  // by the key's SHA-256
 };
 
 }  // namespace mh::tenants

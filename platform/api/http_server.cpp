@@ -5,6 +5,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -261,15 +262,34 @@ class HttpSession : public SessionBase {
     upload_parser_.emplace(std::move(*header_parser_));
     upload_parser_->body_limit(limit);
     chunk_.resize(kUploadChunk);
+    // A deadline on every read costs a timer start and cancel per chunk (reactor wake-ups);
+    // instead one watchdog checks once per read timeout that the upload is still moving.
+    lowest().expires_never();
+    upload_seen_ = upload_bytes_ = 0;
+    arm_upload_watchdog();
     read_upload_chunk();
+  }
+
+  void arm_upload_watchdog() {
+    if (!watchdog_) watchdog_.emplace(derived().stream().get_executor());
+    watchdog_->expires_after(server_->options_.read_timeout);
+    watchdog_->async_wait([self = self()](beast::error_code ec) {
+      if (ec || !self->sink_) return;  // cancelled, or the upload is over
+      if (self->upload_bytes_ == self->upload_seen_) {
+        spdlog::debug("upload from {} stalled: closing", self->remote_);
+        beast::error_code ignored;
+        self->lowest().socket().close(ignored);  // the pending read fails; the sink cleans up
+        return;
+      }
+      self->upload_seen_ = self->upload_bytes_;
+      self->arm_upload_watchdog();
+    });
   }
 
   void read_upload_chunk() {
     auto& body = upload_parser_->get().body();
     body.data = chunk_.data();
     body.size = chunk_.size();
-    // Each chunk must arrive within the read timeout: a slow upload is fine, a stalled one not.
-    lowest().expires_after(server_->options_.read_timeout);
     http::async_read_some(derived().stream(), buffer_, *upload_parser_,
                           beast::bind_front_handler(&HttpSession::on_upload_chunk, self()));
   }
@@ -278,13 +298,16 @@ class HttpSession : public SessionBase {
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
       sink_.reset();  // cut off: the sink cleans up
+      if (watchdog_) watchdog_->cancel();
       return on_read_error(ec);
     }
     const size_t got = chunk_.size() - upload_parser_->get().body().size;
+    upload_bytes_ += got;
     if (got > 0) {
       Status written = sink_->write(std::string_view(chunk_.data(), got));
       if (!written.ok()) {
         sink_.reset();
+        if (watchdog_) watchdog_->cancel();
         keep_alive_ = false;  // the rest of the body stays unread
         started_ = Clock::now();
         return send(Response::error(written));
@@ -293,6 +316,7 @@ class HttpSession : public SessionBase {
     if (!upload_parser_->is_done()) return read_upload_chunk();
     Response response = sink_->finish();
     sink_.reset();
+    if (watchdog_) watchdog_->cancel();
     send(std::move(response));
   }
 
@@ -396,6 +420,8 @@ class HttpSession : public SessionBase {
   std::optional<http::request_parser<http::buffer_body>> upload_parser_;
   std::unique_ptr<BodySink> sink_;
   std::vector<char> chunk_;
+  std::optional<asio::steady_timer> watchdog_;  // stall detection for uploads
+  uint64_t upload_bytes_ = 0, upload_seen_ = 0;
   http::response<http::string_body> response_;
   std::optional<http::response<http::file_body>> file_response_;
   int status_ = 0;

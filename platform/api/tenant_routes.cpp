@@ -181,8 +181,8 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry, tenant
 
   router.add("GET", "/v1/tenant", Access::tenant(Permission::kRead),
              [&registry, &entitlements, &clock](Request& request) {
-               auto tenant = registry.get(request.principal.tenant);
-               MH_RESPOND_IF_ERROR(tenant);
+               auto tenant = registry.cached(request.principal.tenant);
+               if (!tenant) return Response::error(not_found("tenant not found"));
                json::object out = tenant_json(*tenant);
                out["key"] =
                    json::object{{"id", request.principal.key_id}, {"role", request.principal.role}};

@@ -217,6 +217,34 @@ TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
   CHECK(p.upload("acme", "model", "whole.bin", "complete").status == 200);  // still serving
 }
 
+TEST_CASE(
+    "a stalled upload is cut off by the read timeout and leaves nothing — a slow one is not") {
+  FilesPlatform p({"--read-timeout-ms", "600"});
+  auto [before, after] = FilesPlatform::frame("model", "slow.bin");
+  {
+    RawConnection stalled(p.daemon->port());
+    stalled.send(p.head("acme", before.size() + 100'000 + after.size()) + before +
+                 std::string(10'000, 's'));
+    CHECK(stalled.closed_by_peer(5s));  // nothing more arrives: the daemon gives up
+  }
+  // A slow upload that keeps moving (a piece every 200 ms, under the 600 ms timeout) is fine.
+  RawConnection slow(p.daemon->port());
+  const std::string content(8 * 1000, 'w');
+  slow.send(p.head("acme", before.size() + content.size() + after.size()) + before);
+  for (size_t i = 0; i < content.size(); i += 1000) {
+    slow.send(content.substr(i, 1000));
+    std::this_thread::sleep_for(200ms);
+  }
+  slow.send(after);
+  auto response = slow.read_response(10s);
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  auto list = json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].at("filename") == "slow.bin");
+  CHECK(p.blob_files() == 1);
+}
+
 // Peak resident memory of a process, from /proc (VmHWM, in kB).
 int64_t peak_rss_kib(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
