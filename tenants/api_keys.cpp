@@ -65,9 +65,11 @@ Result<NewTenantKey> TenantKeys::create(std::string_view tenant, std::string nam
 
 Result<TenantKey> TenantKeys::authenticate(std::string_view secret) const {
   const std::string hash = sha256_hex(secret);
+  uint64_t generation = 0;
   {
     std::lock_guard lock(mutex_);
     if (auto it = verified_.find(hash); it != verified_.end()) return it->second;
+    generation = generation_;
   }
   Result<TenantKey> found = unauthenticated("invalid or revoked API key");
   MH_TRY(db_.read([&](store::Session& s) -> Status {
@@ -83,7 +85,7 @@ Result<TenantKey> TenantKeys::authenticate(std::string_view secret) const {
   }));
   if (found.ok()) {
     std::lock_guard lock(mutex_);
-    verified_.emplace(hash, *found);
+    if (generation_ == generation) verified_.emplace(hash, *found);
   }
   return found;
 }
@@ -120,14 +122,18 @@ Result<TenantKey> TenantKeys::revoke(std::string_view tenant, std::string_view i
     }
     key.revoked_at = unix_seconds();
     MH_TRY(scope.update("api_keys", "revoked_at = ?", {*key.revoked_at}, id, "API key"));
-    // Forget it before the transaction commits, so no request can pass on the cached copy
-    // once the revocation is visible; a request racing this one still sees it as live.
-    std::lock_guard lock(mutex_);
-    std::erase_if(verified_, [&](const auto& entry) { return entry.second.id == key.id; });
+    forget(key.id);  // before the commit, and again after it (below)
     return store::AuditLog::append(s, actor, "api_key.revoke", key.id,
                                    {{"tenant", key.tenant}, {"name", key.name}});
   }));
+  forget(key.id);
   return key;
+}
+
+void TenantKeys::forget(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  std::erase_if(verified_, [&](const auto& entry) { return entry.second.id == id; });
+  ++generation_;
 }
 
 }  // namespace mh::tenants

@@ -51,8 +51,13 @@ class TenantKeys {
 
  private:
   store::Database& db_;
+  // Forgets `id` and moves the generation on, so lookups that read the store before a
+  // revocation committed cannot put the key back.
+  void forget(const std::string& id);
+
   mutable std::mutex mutex_;
   mutable std::unordered_map<std::string, TenantKey> verified_;  // by the key's SHA-256
+  mutable uint64_t generation_ = 0;
 };
 
 }  // namespace mh::tenants

@@ -77,5 +77,25 @@ TEST_CASE("TenantScope confines reads and writes to one tenant") {
   CHECK(registry.cached("nobody") == nullptr);
 }
 
+TEST_CASE("a cached key is refused as soon as it is revoked") {
+  test::TempDir dir;
+  auto db = store::open_sqlite(dir.path() / "db.sqlite");
+  REQUIRE(db.ok());
+  TenantRegistry registry(**db);
+  TenantKeys keys(**db);
+  REQUIRE(registry.create("acme", "Acme", {}, "test").ok());
+  auto owner = keys.create("acme", "owner", Role::kOwner, "test");
+  auto dev = keys.create("acme", "dev", Role::kDeveloper, "test");
+  REQUIRE(owner.ok());
+  REQUIRE(dev.ok());
+  for (int i = 0; i < 3; ++i) CHECK(keys.authenticate(dev->secret).ok());  // now cached
+  REQUIRE(keys.revoke("acme", dev->record.id, "test").ok());
+  CHECK(keys.authenticate(dev->secret).status().code() == Code::kUnauthenticated);
+  CHECK(keys.authenticate(owner->secret).ok());
+  // The last owner key stays.
+  CHECK(keys.revoke("acme", owner->record.id, "test").status().code() == Code::kConflict);
+  CHECK(keys.authenticate(owner->secret).ok());
+}
+
 }  // namespace
 }  // namespace mh::tenants
