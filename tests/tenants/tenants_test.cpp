@@ -42,18 +42,28 @@ TEST_CASE("the token bucket grants its burst, then one token per 1/rate seconds"
   CHECK(limiter.acquire("a", 2.0, 3.0, later).has_value());
 }
 
-TEST_CASE("TenantScope confines reads and writes to one tenant") {
+// A store on disk with the tenants "acme" and "globex".
+struct TwoTenantStore {
   test::TempDir dir;
-  auto db = store::open_sqlite(dir.path() / "db.sqlite");
-  REQUIRE(db.ok());
-  TenantRegistry registry(**db);
-  TenantKeys keys(**db);
-  REQUIRE(registry.create("acme", "Acme", {}, "test").ok());
-  REQUIRE(registry.create("globex", "Globex", {}, "test").ok());
+  std::unique_ptr<store::Database> db_owner = store::open_sqlite(dir.path() / "db.sqlite").value();
+  store::Database* db = db_owner.get();
+  TenantRegistry registry{*db};
+  TenantKeys keys{*db};
+  TwoTenantStore() {
+    REQUIRE(registry.create("acme", "Acme", {}, "test").ok());
+    REQUIRE(registry.create("globex", "Globex", {}, "test").ok());
+  }
+};
+
+TEST_CASE("TenantScope confines reads and writes to one tenant") {
+  TwoTenantStore t;
+  auto& db = t.db;
+  auto& registry = t.registry;
+  auto& keys = t.keys;
   auto acme_key = keys.create("acme", "k", Role::kDeveloper, "test");
   REQUIRE(acme_key.ok());
   const std::string id = acme_key->record.id;
-  (void)(*db)->write([&](store::Session& s) -> Status {
+  (void)db->write([&](store::Session& s) -> Status {
     TenantScope acme(s, "acme"), globex(s, "globex");
     CHECK(acme.get("api_keys", "id, name", id, "API key").ok());
     auto other = globex.get("api_keys", "id, name", id, "API key");
@@ -78,12 +88,8 @@ TEST_CASE("TenantScope confines reads and writes to one tenant") {
 }
 
 TEST_CASE("a cached key is refused as soon as it is revoked") {
-  test::TempDir dir;
-  auto db = store::open_sqlite(dir.path() / "db.sqlite");
-  REQUIRE(db.ok());
-  TenantRegistry registry(**db);
-  TenantKeys keys(**db);
-  REQUIRE(registry.create("acme", "Acme", {}, "test").ok());
+  TwoTenantStore t;
+  auto& keys = t.keys;
   auto owner = keys.create("acme", "owner", Role::kOwner, "test");
   auto dev = keys.create("acme", "dev", Role::kDeveloper, "test");
   REQUIRE(owner.ok());
