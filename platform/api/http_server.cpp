@@ -234,11 +234,30 @@ class HttpSession : public SessionBase {
     if (auto length = header_parser_->content_length(); length && *length > limit) {
       return send_error(too_large(limit), 413);
     }
+    expects_continue_ = header_parser_->get().version() >= 11 &&
+                        beast::iequals(header_parser_->get()[http::field::expect], "100-continue");
     if (upload) return begin_upload(limit);
     body_parser_.emplace(std::move(*header_parser_));
     body_parser_->body_limit(limit);  // chunked bodies are checked as they arrive
-    http::async_read(derived().stream(), buffer_, *body_parser_,
-                     beast::bind_front_handler(&HttpSession::on_body, self()));
+    continue_if_expected([self = self()] {
+      http::async_read(self->derived().stream(), self->buffer_, *self->body_parser_,
+                       beast::bind_front_handler(&HttpSession::on_body, self));
+    });
+  }
+
+  // A client that sent "Expect: 100-continue" holds its body back until told to send it: it
+  // learns of a refusal (401, 413, quota) before it has sent a byte of a large upload.
+  template <class Next>
+  void continue_if_expected(Next next) {
+    if (!expects_continue_) return next();
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    lowest().expires_after(server_->options_.write_timeout);
+    asio::async_write(derived().stream(), asio::buffer(kContinue.data(), kContinue.size()),
+                      [self = self(), next = std::move(next)](beast::error_code ec, size_t) {
+                        if (ec) return self->derived().do_close();
+                        self->lowest().expires_after(self->server_->options_.read_timeout);
+                        next();
+                      });
   }
 
   void on_body(beast::error_code ec, size_t) {
@@ -262,12 +281,14 @@ class HttpSession : public SessionBase {
     upload_parser_.emplace(std::move(*header_parser_));
     upload_parser_->body_limit(limit);
     chunk_.resize(kUploadChunk);
-    // A deadline on every read costs a timer start and cancel per chunk (reactor wake-ups);
-    // instead one watchdog checks once per read timeout that the upload is still moving.
-    lowest().expires_never();
-    upload_seen_ = upload_bytes_ = 0;
-    arm_upload_watchdog();
-    read_upload_chunk();
+    continue_if_expected([self = self()] {
+      // A deadline on every read costs a timer start and cancel per chunk (reactor wake-ups);
+      // instead one watchdog checks once per read timeout that the upload is still moving.
+      self->lowest().expires_never();
+      self->upload_seen_ = self->upload_bytes_ = 0;
+      self->arm_upload_watchdog();
+      self->read_upload_chunk();
+    });
   }
 
   void arm_upload_watchdog() {
@@ -419,6 +440,7 @@ class HttpSession : public SessionBase {
   std::optional<http::request_parser<http::string_body>> body_parser_;
   std::optional<http::request_parser<http::buffer_body>> upload_parser_;
   std::unique_ptr<BodySink> sink_;
+  bool expects_continue_ = false;  // the request carries Expect: 100-continue
   std::vector<char> chunk_;
   std::optional<asio::steady_timer> watchdog_;  // stall detection for uploads
   uint64_t upload_bytes_ = 0, upload_seen_ = 0;

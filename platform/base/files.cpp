@@ -7,12 +7,17 @@
 #include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace mh {
 namespace {
 
 Status io_error(std::string_view what, const std::filesystem::path& path) {
   int e = errno;
+  if (e == ENOSPC || e == EDQUOT) {
+    return Status(Code::kResourceExhausted,
+                  fmt::format("{} {}: {}", what, path.string(), std::strerror(e)));
+  }
   if (e == ENOENT) return not_found(fmt::format("{} {}: no such file", what, path.string()));
   if (e == EACCES) {
     return permission_denied(fmt::format("{} {}: permission denied", what, path.string()));
@@ -20,16 +25,17 @@ Status io_error(std::string_view what, const std::filesystem::path& path) {
   return internal_error(fmt::format("{} {}: {}", what, path.string(), std::strerror(e)));
 }
 
-Status write_all(int fd, std::string_view content) {
+// Writes everything, retrying short writes; errno is left set on failure.
+bool write_all(int fd, std::string_view content) {
   while (!content.empty()) {
     ssize_t n = ::write(fd, content.data(), content.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      return internal_error(std::strerror(errno));
+      return false;
     }
     content.remove_prefix(static_cast<size_t>(n));
   }
-  return {};
+  return true;
 }
 
 }  // namespace
@@ -68,7 +74,8 @@ Status write_new_file(const std::filesystem::path& path, std::string_view conten
     }
     return io_error("creating", path);
   }
-  Status status = write_all(fd, content);
+  Status status;
+  if (!write_all(fd, content)) status = io_error("writing", path);
   if (status.ok() && ::fsync(fd) != 0) status = io_error("syncing", path);
   ::close(fd);
   if (!status.ok()) ::unlink(path.c_str());
@@ -81,13 +88,76 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
   temp += ".tmp";
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return io_error("writing", temp);
-  Status status = write_all(fd, content);
+  Status status;
+  if (!write_all(fd, content)) status = io_error("writing", temp);
   if (status.ok() && ::fsync(fd) != 0) status = io_error("syncing", temp);
   ::close(fd);
   if (status.ok() && ::rename(temp.c_str(), path.c_str()) != 0)
     status = io_error("renaming to", path);
   if (!status.ok()) ::unlink(temp.c_str());
   return status;
+}
+
+Result<StagedFile> StagedFile::create(std::filesystem::path temp, mode_t mode) {
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return io_error("creating", temp);
+  return StagedFile(fd, std::move(temp));
+}
+
+StagedFile::StagedFile(StagedFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), temp_(std::move(other.temp_)) {}
+
+StagedFile& StagedFile::operator=(StagedFile&& other) noexcept {
+  if (this != &other) {
+    abort();
+    fd_ = std::exchange(other.fd_, -1);
+    temp_ = std::move(other.temp_);
+  }
+  return *this;
+}
+
+void StagedFile::abort() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(temp_.c_str());
+}
+
+Status StagedFile::write(const void* data, size_t size) {
+  if (fd_ < 0) return failed_precondition(fmt::format("{} is closed", temp_.string()));
+  if (!write_all(fd_, std::string_view(static_cast<const char*>(data), size))) {
+    Status status = io_error("writing", temp_);
+    abort();
+    return status;
+  }
+  return {};
+}
+
+Status StagedFile::commit(const std::filesystem::path& target) {
+  if (fd_ < 0) return failed_precondition(fmt::format("{} is closed", temp_.string()));
+  if (::fsync(fd_) != 0) {
+    Status status = io_error("syncing", temp_);
+    abort();
+    return status;
+  }
+  ::close(fd_);
+  fd_ = -1;
+  if (::rename(temp_.c_str(), target.c_str()) != 0) {
+    Status status = io_error("renaming into", target);
+    ::unlink(temp_.c_str());
+    return status;
+  }
+  std::filesystem::path dir = target.parent_path();
+  return sync_directory(dir.empty() ? std::filesystem::path(".") : dir);
+}
+
+Status sync_directory(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return io_error("opening directory", dir);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return io_error("syncing directory", dir);
+  return {};
 }
 
 }  // namespace mh

@@ -23,15 +23,6 @@ Status errno_status(std::string_view what, const fs::path& path) {
   return {code, fmt::format("blobs: {} {}: {}", what, path.string(), std::strerror(e))};
 }
 
-Status fsync_dir(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno_status("opening directory", dir);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return errno_status("syncing directory", dir);
-  return {};
-}
-
 }  // namespace
 
 bool is_sha256_hex(std::string_view s) {
@@ -42,69 +33,38 @@ bool is_sha256_hex(std::string_view s) {
   return true;
 }
 
-BlobWriter::BlobWriter(const BlobStore& store, int fd, fs::path temp, uint64_t max_size)
-    : store_(store), fd_(fd), temp_(std::move(temp)), max_size_(max_size) {}
+BlobWriter::BlobWriter(const BlobStore& store, StagedFile file, uint64_t max_size)
+    : store_(store), file_(std::move(file)), max_size_(max_size) {}
 
-BlobWriter::~BlobWriter() { abort(); }
+BlobWriter::~BlobWriter() = default;
 
-void BlobWriter::abort() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-    std::error_code ignored;
-    fs::remove(temp_, ignored);
-  }
-}
+void BlobWriter::abort() { file_.abort(); }
 
 Status BlobWriter::write(const void* data, size_t size) {
-  if (fd_ < 0) return failed_precondition("blobs: write after commit or abort");
+  if (!file_.is_open()) return failed_precondition("blobs: write after commit or abort");
   if (size > max_size_ - size_) {
     abort();
     return {Code::kPayloadTooLarge, fmt::format("blob exceeds its limit of {} bytes", max_size_)};
   }
   hash_.update(data, size);
-  const auto* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t n = ::write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Status status = errno_status("writing", temp_);
-      abort();
-      return status;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  MH_TRY(file_.write(data, size));
   size_ += size;
   return {};
 }
 
 Result<BlobInfo> BlobWriter::commit() {
-  if (fd_ < 0) return failed_precondition("blobs: commit after commit or abort");
-  if (::fsync(fd_) != 0) {
-    Status status = errno_status("syncing", temp_);
-    abort();
-    return status;
-  }
-  ::close(fd_);
-  fd_ = -1;
+  if (!file_.is_open()) return failed_precondition("blobs: commit after commit or abort");
   BlobInfo info{hex_encode(hash_.finish()), size_};
   fs::path target = store_.final_path(info.sha256);
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
   if (ec) {
-    fs::remove(temp_, ec);
+    abort();
     return internal_error(
         fmt::format("blobs: creating {}: {}", target.parent_path().string(), ec.message()));
   }
   // Same content, same name: renaming over an existing blob replaces it with identical bytes.
-  if (::rename(temp_.c_str(), target.c_str()) != 0) {
-    Status status = errno_status("renaming into", target);
-    fs::remove(temp_, ec);
-    return status;
-  }
-  MH_TRY(fsync_dir(target.parent_path()));
+  MH_TRY(file_.commit(target));
   return info;
 }
 
@@ -125,9 +85,8 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::create(uint64_t max_size) const {
   fs::path temp =
       root_ / kTempDir /
       fmt::format("{}-{}-{}.part", ::getpid(), counter.fetch_add(1), secure_random_base64url(6));
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  if (fd < 0) return errno_status("creating", temp);
-  return std::unique_ptr<BlobWriter>(new BlobWriter(*this, fd, std::move(temp), max_size));
+  MH_ASSIGN_OR_RETURN(StagedFile file, StagedFile::create(std::move(temp), 0640));
+  return std::unique_ptr<BlobWriter>(new BlobWriter(*this, std::move(file), max_size));
 }
 
 Result<BlobInfo> BlobStore::put(std::string_view data) const {
@@ -163,7 +122,7 @@ Result<std::string> BlobStore::read(std::string_view sha256) const {
 Status BlobStore::remove(std::string_view sha256) const {
   MH_ASSIGN_OR_RETURN(fs::path path, path_of(sha256));
   if (::unlink(path.c_str()) != 0) return errno_status("removing", path);
-  return fsync_dir(path.parent_path());
+  return sync_directory(path.parent_path());
 }
 
 Status BlobStore::check_writable() const {

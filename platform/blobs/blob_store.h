@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "platform/base/crypto.h"
+#include "platform/base/files.h"
 #include "platform/base/status.h"
 
 namespace mh::blobs {
@@ -37,11 +38,10 @@ class BlobWriter {
 
  private:
   friend class BlobStore;
-  BlobWriter(const BlobStore& store, int fd, std::filesystem::path temp, uint64_t max_size);
+  BlobWriter(const BlobStore& store, StagedFile file, uint64_t max_size);
 
   const BlobStore& store_;
-  int fd_;
-  std::filesystem::path temp_;
+  StagedFile file_;
   uint64_t max_size_;
   uint64_t size_ = 0;
   Sha256 hash_;

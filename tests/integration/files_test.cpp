@@ -217,6 +217,46 @@ TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
   CHECK(p.upload("acme", "model", "whole.bin", "complete").status == 200);  // still serving
 }
 
+TEST_CASE("Expect: 100-continue — the daemon asks for the body only when it will take it") {
+  FilesPlatform p({"--max-file-bytes", "1000"});
+  auto [before, after] = FilesPlatform::frame("model", "expect.bin");
+  const std::string content = "weights";
+  const uint64_t length = before.size() + content.size() + after.size();
+  auto expecting = [](std::string head) {
+    return head.insert(head.size() - 2, "Expect: 100-continue\r\n");
+  };
+  {
+    RawConnection conn(p.daemon->port());
+    conn.send(expecting(p.head("acme", length)));
+    auto interim = conn.read_response(5s);
+    REQUIRE(interim);
+    CHECK(interim->status == 100);
+    conn.send(before + content + after);
+    auto done = conn.read_response(10s);
+    REQUIRE(done);
+    CHECK(done->status == 200);
+  }
+  {
+    // A refused key: the final answer comes at once, no 100, and the body is never needed.
+    RawConnection conn(p.daemon->port());
+    std::string head = expecting(p.head("acme", length));
+    head.replace(head.find(p.owners.at("acme")), p.owners.at("acme").size(), "mh_live_bogus");
+    conn.send(head);
+    auto refused = conn.read_response(5s);
+    REQUIRE(refused);
+    CHECK(refused->status == 401);
+  }
+  {
+    // Over the per-file limit by its declared length: 413 before any body byte.
+    RawConnection conn(p.daemon->port());
+    conn.send(expecting(p.head("acme", 1'000'000)));
+    auto refused = conn.read_response(5s);
+    REQUIRE(refused);
+    CHECK(refused->status == 413);
+  }
+  CHECK(json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().size() == 1);
+}
+
 TEST_CASE(
     "a stalled upload is cut off by the read timeout and leaves nothing — a slow one is not") {
   FilesPlatform p({"--read-timeout-ms", "600"});
