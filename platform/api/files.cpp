@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <boost/json.hpp>
+#include <charconv>
 
 #include "platform/api/jsonl.h"
 #include "platform/api/multipart.h"
@@ -34,6 +35,16 @@ json::object file_json(const FileRecord& f) {
           {"status", "processed"},
           {"status_details", nullptr},
           {"sha256", f.sha256}};
+}
+
+// Why an upload is too large: the tenant's quota or the per-file limit, whichever binds.
+Status too_large(bool quota_binds, std::string_view tenant, int64_t storage_limit,
+                 uint64_t file_limit) {
+  return {Code::kPayloadTooLarge,
+          quota_binds ? fmt::format("the upload would exceed tenant '{}''s storage quota of {} "
+                                    "bytes; delete files or ask for a larger quota",
+                                    tenant, storage_limit)
+                      : fmt::format("the file exceeds the limit of {} bytes per file", file_limit)};
 }
 
 bool known_purpose(std::string_view p) {
@@ -117,12 +128,7 @@ class UploadSink final : public BodySink {
     } else if (part_ == "file") {
       Status s = writer_->write(data);
       if (s.code() == Code::kPayloadTooLarge) {
-        return {Code::kPayloadTooLarge,
-                quota_binds_
-                    ? fmt::format("the upload would exceed tenant '{}''s storage quota of {} "
-                                  "bytes; delete files or ask for a larger quota",
-                                  tenant_, storage_limit_)
-                    : fmt::format("the file exceeds the limit of {} bytes per file", file_limit_)};
+        return too_large(quota_binds_, tenant_, storage_limit_, file_limit_);
       }
       return s;
     }
@@ -182,6 +188,16 @@ Result<std::unique_ptr<BodySink>> FileStore::begin_upload(const Request& request
   }
   const bool quota_binds = static_cast<uint64_t>(remaining) < max_file_bytes_;
   const uint64_t limit = quota_binds ? static_cast<uint64_t>(remaining) : max_file_bytes_;
+  // A declared length that cannot fit even allowing for the multipart framing is refused before
+  // the body is read: a client that sent Expect: 100-continue sends none of it.
+  constexpr uint64_t kFramingAllowance = 64 * 1024;
+  std::string_view declared = request.header("content-length");
+  uint64_t length = 0;
+  auto [end, ec] = std::from_chars(declared.data(), declared.data() + declared.size(), length);
+  if (!declared.empty() && ec == std::errc() && end == declared.data() + declared.size() &&
+      length > limit + kFramingAllowance) {
+    return too_large(quota_binds, tenant, t->storage_limit_bytes, max_file_bytes_);
+  }
   return std::unique_ptr<BodySink>(std::make_unique<UploadSink>(
       *this, tenant, std::move(boundary), limit, t->storage_limit_bytes, quota_binds));
 }

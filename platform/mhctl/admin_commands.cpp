@@ -29,6 +29,8 @@ void print_license(const json::object& l) {
               str(l, "key_id").c_str());
 }
 
+}  // namespace
+
 // Runs fn, turning an SDK error into the exit code and a message.
 int guarded(const std::function<int()>& fn) {
   try {
@@ -41,8 +43,6 @@ int guarded(const std::function<int()>& fn) {
   }
   return 1;
 }
-
-}  // namespace
 
 // `usage` (tenants) and `admin usage export` (staff); defined below.
 void add_usage_commands(CLI::App& app, CLI::App& admin_parent,
@@ -367,12 +367,16 @@ void add_key_commands(CLI::App& app, std::function<macrohard::Client()> client, 
   auto* list = keys->add_subcommand("list", "list the tenant's keys");
   list->callback([=] {
     *exit_code = guarded([&] {
-      auto page = json::parse(client().request_json("GET", "/v1/keys?limit=100"));
-      for (const auto& v : page.at("data").as_array()) {
-        const auto& k = v.as_object();
-        std::printf("%-22s %-10s %-16s %-20s %s\n", str(k, "id").c_str(), str(k, "role").c_str(),
-                    str(k, "prefix").c_str(), str(k, "name").c_str(),
-                    k.at("revoked_at").is_null() ? "live" : "revoked");
+      auto c = client();
+      std::string after;
+      for (;;) {
+        auto page = c.list_keys(after, 100);
+        for (const auto& k : page.items) {
+          std::printf("%-22s %-10s %-16s %-20s %s\n", k.id.c_str(), k.role.c_str(),
+                      k.prefix.c_str(), k.name.c_str(), k.revoked_at ? "revoked" : "live");
+        }
+        if (!page.has_more) break;
+        after = page.last_id;
       }
       return 0;
     });
@@ -382,12 +386,9 @@ void add_key_commands(CLI::App& app, std::function<macrohard::Client()> client, 
   create->add_option("--role", *role, "owner, developer or viewer")->capture_default_str();
   create->callback([=] {
     *exit_code = guarded([&] {
-      auto k = json::parse(client().request_json(
-                               "POST", "/v1/keys",
-                               json::serialize(json::object{{"name", *name}, {"role", *role}})))
-                   .as_object();
-      std::printf("%s key %s (shown once; keep it safe):\n%s\n", str(k, "role").c_str(),
-                  str(k, "id").c_str(), str(k, "key").c_str());
+      auto k = client().create_key(*name, *role);
+      std::printf("%s key %s (shown once; keep it safe):\n%s\n", k.role.c_str(), k.id.c_str(),
+                  k.secret.c_str());
       return 0;
     });
   });
@@ -395,7 +396,7 @@ void add_key_commands(CLI::App& app, std::function<macrohard::Client()> client, 
   revoke->add_option("id", *id)->required();
   revoke->callback([=] {
     *exit_code = guarded([&] {
-      client().request_json("DELETE", "/v1/keys/" + *id);
+      client().revoke_key(*id);
       std::printf("revoked %s\n", id->c_str());
       return 0;
     });

@@ -12,6 +12,14 @@ namespace mh::cli {
 void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
                         int* exit_code);
 
+// Adds `files upload|list|get|download|delete`: uploads and downloads stream, with a progress
+// bar on a terminal.
+void add_file_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
+                       int* exit_code);
+
+// Runs a command's body, turning an SDK error into exit code 1 and a message on stderr.
+int guarded(const std::function<int()>& fn);
+
 // Adds `keys list|create|revoke`: a tenant owner's own keys.
 void add_key_commands(CLI::App& app, std::function<macrohard::Client()> client, int* exit_code);
 

@@ -5,6 +5,8 @@
 //   mhctl license …        keygen, issue, inspect, verify (offline)
 //   mhctl admin …          tenant …, license install/list/show/revoke, audit verify/list
 //   mhctl keys …           a tenant's own API keys
+//   mhctl files …          a tenant's files: upload (streamed, progress bar), list, download…
+//   mhctl usage            what the tenant used
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -169,7 +171,10 @@ int main(int argc, char** argv) {
   mh::licensing::add_license_commands(app, &command_exit);
   mh::cli::add_admin_commands(
       app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
-  mh::cli::add_key_commands(app, [&g] { return make_client(g); }, &command_exit);
+  mh::cli::add_key_commands(
+      app, [&g] { return make_client(g); }, &command_exit);
+  mh::cli::add_file_commands(
+      app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
 
   CLI11_PARSE(app, argv == nullptr ? 0 : argc, argv);
   if (command_exit >= 0) return command_exit;

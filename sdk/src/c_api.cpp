@@ -12,42 +12,12 @@
 #include "platform/base/time.h"
 #include "platform/base/version.h"
 #include "sdk/include/macrohard/macrohard.h"
-#include "sdk/src/http_client.h"
-#include "sdk/src/seat.h"
+#include "sdk/src/c_api_internal.h"
 #include "sdk_trusted_keys.h"
 
 namespace json = boost::json;
 using mh::sdk::CallError;
 using mh::sdk::HttpResponse;
-
-struct mh_error {
-  mh_code code;
-  int http_status;
-  std::string message;
-  std::string request_id;
-  std::string param;
-};
-
-struct mh_client_options {
-  mh::sdk::ClientConfig config;
-  bool has_url = false;
-  std::string license_text;
-  std::vector<std::string> trusted_keys;
-  std::string instance;
-};
-
-struct mh_license {
-  mh::licensing::License license;
-  std::string status;
-  std::vector<std::string> features;  // for access by index
-};
-
-struct mh_client {
-  std::unique_ptr<mh::sdk::HttpClient> http;
-  std::unique_ptr<mh_license> license;
-  std::unique_ptr<mh::sdk::SeatKeeper> seat;  // set when a license is
-  std::string seat_lease_id;                  // for mh_client_seat_lease_id's borrowed string
-};
 
 struct mh_server_info {
   std::string version;
@@ -67,30 +37,7 @@ static_assert(static_cast<int>(mh::Code::kCancelled) == MH_ERR_CANCELLED &&
 
 namespace {
 
-mh_error* make_error(const mh::Status& status, int http_status = 0, std::string request_id = {}) {
-  return new mh_error{static_cast<mh_code>(status.code()), http_status, status.message(),
-                      std::move(request_id), status.param()};
-}
-mh_error* make_error(const CallError& error) {
-  return make_error(error.status, error.http_status, error.request_id);
-}
-mh_error* null_argument(const char* name) {
-  return make_error(mh::invalid_argument(fmt::format("{} must not be NULL", name)));
-}
-
-// Runs fn, turning any escaping exception into an internal error.
-template <typename Fn>
-mh_error* guarded(Fn&& fn) {
-  try {
-    return fn();
-  } catch (const std::bad_alloc&) {
-    return make_error({mh::Code::kResourceExhausted, "out of memory"});
-  } catch (const std::exception& e) {
-    return make_error(mh::internal_error(e.what()));
-  } catch (...) {
-    return make_error(mh::internal_error("unknown exception"));
-  }
-}
+using namespace mh::sdk::capi;
 
 mh_error* set_duration(mh_client_options* options, std::chrono::milliseconds* field, int64_t ms,
                        const char* name) {
@@ -124,21 +71,6 @@ mh::Result<std::unique_ptr<mh_license>> verify(const std::string& text,
   out->status = mh::licensing::standing_name(mh::licensing::standing_at(license.terms, now));
   out->features.assign(license.terms.features.begin(), license.terms.features.end());
   out->license = std::move(license);
-  return out;
-}
-
-// Holds the client's seat, if it has a license, before a request that needs one.
-mh_error* ensure_seat(mh_client* client) {
-  if (!client->seat) return nullptr;
-  auto lease = client->seat->ensure();
-  if (auto* error = std::get_if<CallError>(&lease)) return make_error(*error);
-  return nullptr;
-}
-
-char* copy_string(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out == nullptr) throw std::bad_alloc();
-  std::memcpy(out, s.c_str(), s.size() + 1);
   return out;
 }
 

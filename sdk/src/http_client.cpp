@@ -1,7 +1,10 @@
 #include "sdk/src/http_client.h"
 
+#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <boost/asio/connect.hpp>
@@ -17,6 +20,8 @@
 #include <random>
 #include <thread>
 
+#include "platform/base/crypto.h"
+#include "platform/base/files.h"
 #include "platform/base/version.h"
 #include "sdk/include/macrohard/macrohard.h"
 
@@ -31,6 +36,10 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr uint64_t kMaxResponseBytes = 256ull * 1024 * 1024;
+// Streamed transfers move through a buffer of this size: few system calls, bounded memory.
+constexpr size_t kTransferChunk = 1 << 20;
+// The most of an error body a download keeps.
+constexpr size_t kMaxErrorBody = 1 << 20;
 
 bool is_idempotent(std::string_view method,
                    const std::vector<std::pair<std::string, std::string>>& headers) {
@@ -51,6 +60,58 @@ std::chrono::milliseconds backoff(const ClientConfig& config, int attempt) {
   std::uniform_real_distribution<double> jitter(0.0, cap);  // "full jitter"
   return std::chrono::milliseconds(static_cast<int64_t>(jitter(rng)));
 }
+
+// The fields every request carries.
+void set_common_fields(const ClientConfig& config, http::request_header<>& head,
+                       std::string_view method, std::string_view target) {
+  head.method(http::string_to_verb(method));
+  if (head.method() == http::verb::unknown) head.method_string(method);
+  head.target(target);
+  head.version(11);
+  head.set(http::field::host, config.host);
+  std::string agent = fmt::format("macrohard-sdk/{} (api {}.{})", MACROHARD_VERSION,
+                                  MH_API_VERSION_MAJOR, MH_API_VERSION_MINOR);
+  if (!config.user_agent.empty()) agent += " " + config.user_agent;
+  head.set(http::field::user_agent, agent);
+  head.set(http::field::accept, "application/json");
+  if (!config.api_key.empty()) head.set(http::field::authorization, "Bearer " + config.api_key);
+}
+
+Status cancelled(std::string_view what) {
+  return {Code::kCancelled, fmt::format("the {} was cancelled", what)};
+}
+
+// A file opened for reading, closed on scope exit.
+class InputFile {
+ public:
+  static Result<InputFile> open(const std::filesystem::path& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      if (e == ENOENT) return not_found(fmt::format("{}: no such file", path.string()));
+      return invalid_argument(fmt::format("{}: {}", path.string(), std::strerror(e)));
+    }
+    InputFile file(fd);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      return invalid_argument(fmt::format("{} is not a regular file", path.string()));
+    }
+    file.size_ = static_cast<uint64_t>(st.st_size);
+    return file;
+  }
+  InputFile(InputFile&& o) noexcept : fd_(std::exchange(o.fd_, -1)), size_(o.size_) {}
+  InputFile& operator=(InputFile&&) = delete;
+  ~InputFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  explicit InputFile(int fd) : fd_(fd) {}
+  int fd_;
+  uint64_t size_ = 0;
+};
 
 }  // namespace
 
@@ -196,43 +257,129 @@ class HttpClient::Connection {
 
   // One request and its response on the open connection.
   Result<HttpResponse> exchange(http::request<http::string_body>& request) {
-    beast::error_code ec;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(kMaxResponseBytes);
-    auto write_then_read = [&](auto& stream) {
-      beast::get_lowest_layer(stream).expires_after(config_.request_timeout);
-      http::async_write(stream, request, [&](beast::error_code e, size_t) {
-        ec = e;
-        if (e) return;
-        http::async_read(stream, buffer_, parser, [&](beast::error_code e2, size_t) { ec = e2; });
-      });
+    return on_stream([&](auto& stream) -> Result<HttpResponse> {
+      ++requests_;
+      arm();
+      beast::error_code ec;
+      http::async_write(stream, request, [&](beast::error_code e, size_t) { ec = e; });
       run();
-    };
-    if (tls_) {
-      write_then_read(*tls_);
-    } else {
-      write_then_read(*plain_);
-    }
-    ++requests_;
-    if (ec) {
-      close();
-      if (ec == beast::error::timeout) {
-        return Status(Code::kDeadlineExceeded,
-                      fmt::format("{} {} timed out after {} ms", request.method_string(),
-                                  request.target(), config_.request_timeout.count()));
-      }
-      return unreachable("talking to", ec);
-    }
-    auto& message = parser.get();
-    HttpResponse response;
-    response.status = static_cast<int>(message.result_int());
-    response.request_id = std::string(message["x-request-id"]);
-    response.retry_after = std::string(message[http::field::retry_after]);
-    response.body = std::move(message.body());
-    if (!message.keep_alive()) close();
-    return response;
+      if (ec) return failed(ec, request);
+      return read_response(stream, request);
+    });
   }
 
+  // The header (with Expect: 100-continue), then, once the server says go on, the body from
+  // `file`; a final answer instead of 100 Continue is the server refusing before the body.
+  Result<HttpResponse> exchange_upload(http::request<http::empty_body>& head, const FileBody& body,
+                                       const InputFile& file, const ProgressFn& progress) {
+    return on_stream([&](auto& stream) -> Result<HttpResponse> {
+      ++requests_;
+      arm();
+      beast::error_code ec;
+      http::request_serializer<http::empty_body> serializer(head);
+      http::async_write_header(stream, serializer, [&](beast::error_code e, size_t) { ec = e; });
+      run();
+      if (ec) return failed(ec, head);
+      MH_ASSIGN_OR_RETURN(HttpResponse interim, read_response(stream, head));
+      if (interim.status != 100) return interim;
+
+      if (::lseek(file.fd(), 0, SEEK_SET) != 0) {
+        return internal_error(fmt::format("{}: {}", body.file.string(), std::strerror(errno)));
+      }
+      const uint64_t total = body.prefix.size() + file.size() + body.suffix.size();
+      uint64_t done = 0;
+      std::vector<char> chunk(kTransferChunk);
+      auto send = [&](const char* data, size_t size) -> Status {
+        arm();
+        asio::async_write(stream, asio::buffer(data, size),
+                          [&](beast::error_code e, size_t) { ec = e; });
+        run();
+        if (ec) return {};  // the server may have answered and closed: read that below
+        done += size;
+        if (progress && !progress(done, total)) {
+          close();
+          return cancelled("upload");
+        }
+        return {};
+      };
+      MH_TRY(send(body.prefix.data(), body.prefix.size()));
+      for (uint64_t left = file.size(); left > 0 && !ec;) {
+        ssize_t n = ::read(file.fd(), chunk.data(), std::min<uint64_t>(left, chunk.size()));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          close();
+          return failed_precondition(
+              fmt::format("{} changed while it was being uploaded", body.file.string()));
+        }
+        MH_TRY(send(chunk.data(), static_cast<size_t>(n)));
+        left -= static_cast<uint64_t>(n);
+      }
+      if (!ec) MH_TRY(send(body.suffix.data(), body.suffix.size()));
+      const beast::error_code write_error = ec;
+      auto response = read_response(stream, head);
+      if (!response.ok() && write_error) return failed(write_error, head);
+      return response;
+    });
+  }
+
+  // GET into a staged file renamed to `destination` once complete.
+  Result<HttpResponse> exchange_download(http::request<http::empty_body>& request,
+                                         const std::filesystem::path& destination,
+                                         const ProgressFn& progress) {
+    return on_stream([&](auto& stream) -> Result<HttpResponse> {
+      ++requests_;
+      arm();
+      beast::error_code ec;
+      http::async_write(stream, request, [&](beast::error_code e, size_t) { ec = e; });
+      run();
+      if (ec) return failed(ec, request);
+      http::response_parser<http::buffer_body> parser;
+      parser.body_limit(boost::none);
+      arm();
+      http::async_read_header(stream, buffer_, parser,
+                              [&](beast::error_code e, size_t) { ec = e; });
+      run();
+      if (ec) return failed(ec, request);
+      HttpResponse response = head_of(parser.get());
+      const bool ok = response.status >= 200 && response.status < 300;
+
+      std::optional<StagedFile> staged;
+      if (ok) {
+        std::filesystem::path temp = destination;
+        temp.replace_filename("." + destination.filename().string() + ".part-" +
+                              secure_random_base64url(6));
+        MH_ASSIGN_OR_RETURN(StagedFile created, StagedFile::create(temp, 0644));
+        staged.emplace(std::move(created));
+      }
+      const uint64_t total = parser.content_length().value_or(0);
+      uint64_t done = 0;
+      std::vector<char> chunk(kTransferChunk);
+      while (!parser.is_done()) {
+        parser.get().body().data = chunk.data();
+        parser.get().body().size = chunk.size();
+        arm();
+        http::async_read_some(stream, buffer_, parser,
+                              [&](beast::error_code e, size_t) { ec = e; });
+        run();
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec) return failed(ec, request);  // `staged` removes the partial file
+        const size_t got = chunk.size() - parser.get().body().size;
+        if (!ok) {
+          response.body.append(chunk.data(), std::min(got, kMaxErrorBody - response.body.size()));
+          continue;
+        }
+        MH_TRY(staged->write(chunk.data(), got));
+        done += got;
+        if (got > 0 && progress && !progress(done, total)) {
+          close();
+          return cancelled("download");
+        }
+      }
+      if (!parser.keep_alive()) close();
+      if (ok) MH_TRY(staged->commit(destination));
+      return response;
+    });
+  }
   void close() {
     beast::error_code ignored;
     if (plain_) plain_->socket().close(ignored);
@@ -254,6 +401,57 @@ class HttpClient::Connection {
     return {code, fmt::format("{} {} failed: {}", what, config_.base_url, ec.message())};
   }
 
+  template <typename F>
+  Result<HttpResponse> on_stream(F&& f) {
+    return tls_ ? f(*tls_) : f(*plain_);
+  }
+  // Every step of an exchange (a write, a read of a header or a chunk) must finish within the
+  // request timeout: a transfer that keeps moving may take as long as it needs.
+  void arm() {
+    if (tls_) {
+      beast::get_lowest_layer(*tls_).expires_after(config_.request_timeout);
+    } else {
+      plain_->expires_after(config_.request_timeout);
+    }
+  }
+
+  // Closes the connection and describes the failure of `head`'s exchange.
+  Status failed(const beast::error_code& ec, const http::request_header<>& head) {
+    close();
+    if (ec == beast::error::timeout) {
+      return Status(Code::kDeadlineExceeded,
+                    fmt::format("{} {} timed out after {} ms", head.method_string(), head.target(),
+                                config_.request_timeout.count()));
+    }
+    return unreachable("talking to", ec);
+  }
+
+  template <typename Fields>
+  static HttpResponse head_of(const http::response_header<Fields>& message) {
+    HttpResponse response;
+    response.status = static_cast<int>(message.result_int());
+    response.request_id = std::string(message["x-request-id"]);
+    response.retry_after = std::string(message[http::field::retry_after]);
+    return response;
+  }
+
+  // Reads one whole response (a 100 Continue is one too).
+  template <typename Stream>
+  Result<HttpResponse> read_response(Stream& stream, const http::request_header<>& head) {
+    beast::error_code ec;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxResponseBytes);
+    arm();
+    http::async_read(stream, buffer_, parser, [&](beast::error_code e, size_t) { ec = e; });
+    run();
+    if (ec) return failed(ec, head);
+    auto& message = parser.get();
+    HttpResponse response = head_of(message);
+    response.body = std::move(message.body());
+    if (response.status >= 200 && !message.keep_alive()) close();
+    return response;
+  }
+
   const ClientConfig& config_;
   asio::io_context ioc_{1};
   ssl::context ssl_;
@@ -267,29 +465,7 @@ HttpClient::HttpClient(ClientConfig config) : config_(std::move(config)) {}
 HttpClient::~HttpClient() = default;
 
 Result<HttpResponse> HttpClient::attempt(
-    std::string_view method, std::string_view target, std::string_view body,
-    const std::vector<std::pair<std::string, std::string>>& headers) {
-  http::request<http::string_body> request;
-  request.method(http::string_to_verb(method));
-  if (request.method() == http::verb::unknown) request.method_string(method);
-  request.target(target);
-  request.version(11);
-  request.set(http::field::host, config_.host);
-  std::string agent = fmt::format("macrohard-sdk/{} (api {}.{})", MACROHARD_VERSION,
-                                  MH_API_VERSION_MAJOR, MH_API_VERSION_MINOR);
-  if (!config_.user_agent.empty()) agent += " " + config_.user_agent;
-  request.set(http::field::user_agent, agent);
-  request.set(http::field::accept, "application/json");
-  if (!config_.api_key.empty())
-    request.set(http::field::authorization, "Bearer " + config_.api_key);
-  for (const auto& [name, value] : headers) request.set(name, value);
-  if (!body.empty()) {
-    request.set(http::field::content_type, "application/json");
-    request.body() = std::string(body);
-  }
-  request.keep_alive(true);
-  request.prepare_payload();
-
+    const std::function<Result<HttpResponse>(Connection&)>& exchange) {
   if (!connection_) {
     try {
       connection_ = std::make_unique<Connection>(config_);
@@ -302,22 +478,18 @@ Result<HttpResponse> HttpClient::attempt(
   for (int tries = 0; tries < 2; ++tries) {
     bool reused = connection_->open() && connection_->reused();
     if (!connection_->open()) MH_TRY(connection_->connect());
-    auto response = connection_->exchange(request);
-    if (response.ok() || !reused || response.status().code() == Code::kDeadlineExceeded) {
+    auto response = exchange(*connection_);
+    if (response.ok() || !reused || response.status().code() != Code::kUnavailable) {
       return response;
     }
   }
   return unavailable("unreachable");  // not reached: the second try is never on a reused one
 }
 
-CallResult<HttpResponse> HttpClient::send(
-    std::string_view method, std::string_view path, std::string_view body,
-    const std::vector<std::pair<std::string, std::string>>& headers) {
-  std::lock_guard lock(mutex_);
-  const std::string target = config_.base_path + std::string(path);
-  const bool idempotent = is_idempotent(method, headers);
+CallResult<HttpResponse> HttpClient::with_retries(
+    bool idempotent, const std::function<Result<HttpResponse>(Connection&)>& exchange) {
   for (int attempt_no = 0;; ++attempt_no) {
-    Result<HttpResponse> response = attempt(method, target, body, headers);
+    Result<HttpResponse> response = attempt(exchange);
     const bool last = attempt_no >= config_.max_retries;
     std::chrono::milliseconds delay = backoff(config_, attempt_no);
     if (response.ok()) {
@@ -337,13 +509,64 @@ CallResult<HttpResponse> HttpClient::send(
   }
 }
 
-CallResult<HttpResponse> HttpClient::call(std::string_view method, std::string_view path,
-                                          std::string_view body) {
-  auto result = send(method, path, body);
+CallResult<HttpResponse> HttpClient::send(
+    std::string_view method, std::string_view path, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::lock_guard lock(mutex_);
+  http::request<http::string_body> request;
+  set_common_fields(config_, request, method, config_.base_path + std::string(path));
+  for (const auto& [name, value] : headers) request.set(name, value);
+  if (!body.empty()) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = std::string(body);
+  }
+  request.prepare_payload();
+  return with_retries(is_idempotent(method, headers),
+                      [&](Connection& c) { return c.exchange(request); });
+}
+
+// The response, or the CallError its non-2xx status stands for.
+static CallResult<HttpResponse> successful(CallResult<HttpResponse> result) {
   if (auto* response = std::get_if<HttpResponse>(&result)) {
     if (response->status < 200 || response->status >= 300) return error_from_response(*response);
   }
   return result;
+}
+
+CallResult<HttpResponse> HttpClient::call(std::string_view method, std::string_view path,
+                                          std::string_view body) {
+  return successful(send(method, path, body));
+}
+
+CallResult<HttpResponse> HttpClient::upload(std::string_view method, std::string_view path,
+                                            const FileBody& body, const ProgressFn& progress) {
+  auto file = InputFile::open(body.file);
+  if (!file.ok()) return CallError{file.status(), 0, {}};
+  std::lock_guard lock(mutex_);
+  http::request<http::empty_body> head;
+  set_common_fields(config_, head, method, config_.base_path + std::string(path));
+  head.set(http::field::content_type, body.content_type);
+  head.set(http::field::expect, "100-continue");
+  head.content_length(body.prefix.size() + file->size() + body.suffix.size());
+  return successful(with_retries(/*idempotent=*/false, [&](Connection& c) {
+    return c.exchange_upload(head, body, *file, progress);
+  }));
+}
+
+CallResult<HttpResponse> HttpClient::download(std::string_view path,
+                                              const std::filesystem::path& destination,
+                                              const ProgressFn& progress) {
+  if (destination.filename().empty()) {
+    return CallError{
+        invalid_argument(fmt::format("'{}' does not name a file", destination.string())), 0, {}};
+  }
+  std::lock_guard lock(mutex_);
+  http::request<http::empty_body> request;
+  set_common_fields(config_, request, "GET", config_.base_path + std::string(path));
+  request.set(http::field::accept, "*/*");
+  return successful(with_retries(/*idempotent=*/true, [&](Connection& c) {
+    return c.exchange_download(request, destination, progress);
+  }));
 }
 
 }  // namespace mh::sdk

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,6 +56,18 @@ struct CallError {
 template <typename T>
 using CallResult = std::variant<T, CallError>;
 
+// Called as a transfer moves: bytes done so far and the total (0 when unknown). Returning false
+// cancels the transfer (the call then fails with Code::kCancelled).
+using ProgressFn = std::function<bool(uint64_t done, uint64_t total)>;
+
+// A request body streamed from a file: `prefix`, the file's bytes, `suffix` (a multipart frame).
+struct FileBody {
+  std::string content_type;
+  std::string prefix;
+  std::filesystem::path file;
+  std::string suffix;
+};
+
 class HttpClient {
  public:
   explicit HttpClient(ClientConfig config);
@@ -69,14 +83,27 @@ class HttpClient {
   // send(), then a non-2xx status becomes a CallError carrying the server's envelope.
   CallResult<HttpResponse> call(std::string_view method, std::string_view path,
                                 std::string_view body = {});
+  // Sends a body from a file in chunks, in constant memory. The header goes first with
+  // "Expect: 100-continue", so a refusal arrives before any of the body is sent. Retried (the
+  // file sent again) only on 429/503; a non-2xx status becomes a CallError.
+  CallResult<HttpResponse> upload(std::string_view method, std::string_view path,
+                                  const FileBody& body, const ProgressFn& progress);
+  // GET `path` into the file `destination`, written under a temporary name beside it and
+  // renamed into place once complete: a failed or cancelled download leaves no file. Retried
+  // from the start on network failures like any GET. A non-2xx status becomes a CallError.
+  CallResult<HttpResponse> download(std::string_view path, const std::filesystem::path& destination,
+                                    const ProgressFn& progress);
 
   const ClientConfig& config() const { return config_; }
 
  private:
   class Connection;
-  Result<HttpResponse> attempt(std::string_view method, std::string_view target,
-                               std::string_view body,
-                               const std::vector<std::pair<std::string, std::string>>& headers);
+  // One attempt: `exchange` runs on an open connection; a kept-alive connection the server has
+  // since closed is replaced and the exchange tried once more.
+  Result<HttpResponse> attempt(const std::function<Result<HttpResponse>(Connection&)>& exchange);
+  // Runs attempts, retrying as macrohard.h describes.
+  CallResult<HttpResponse> with_retries(
+      bool idempotent, const std::function<Result<HttpResponse>(Connection&)>& exchange);
 
   ClientConfig config_;
   std::mutex mutex_;

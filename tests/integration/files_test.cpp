@@ -6,11 +6,10 @@
 #include <fstream>
 #include <thread>
 
-#include "licensing/license.h"
 #include "platform/base/crypto.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
-#include "tests/support/harness.h"
+#include "tests/integration/licensed_platform.h"
 
 namespace mh::test {
 namespace {
@@ -20,47 +19,9 @@ namespace fs = std::filesystem;
 
 const std::string kBoundary = "mhBoundary7d1f";
 
-// Two licensed tenants with owner keys on one daemon.
-struct FilesPlatform {
-  TempDir dir;
-  licensing::PrivateKey key = licensing::generate_key("staff").value();
-  std::unique_ptr<Daemon> daemon;
-  std::map<std::string, std::string> owners;
-
-  explicit FilesPlatform(std::vector<std::string> extra = {}) {
-    auto pub = dir.path() / "staff.pub";
-    REQUIRE(write_new_file(pub, licensing::encode_public_key(key.public_key().value()), 0644).ok());
-    std::vector<std::string> args = {"--license-public-key", pub.string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    DaemonOptions options = with_args(args);
-    options.data_dir = dir.path() / "data";
-    daemon = std::make_unique<Daemon>(options);
-    for (const char* tenant : {"acme", "globex"}) {
-      licensing::LicenseTerms t;
-      t.id = std::string("lic_") + tenant;
-      t.licensee = tenant;
-      t.tenant = tenant;
-      t.issued_at = t.not_before = unix_seconds() - 60;
-      t.expires_at = unix_seconds() + 86400;
-      t.features = {"train"};
-      t.limits.seats = 1;
-      std::string text = licensing::issue_license(t, key).value();
-      REQUIRE(admin("POST", "/v1/admin/licenses", json::serialize(json::object{{"license", text}}))
-                  .status == 201);
-      RawResponse k = admin("POST", "/v1/admin/tenants/" + std::string(tenant) + "/keys", "{}");
-      REQUIRE(k.status == 201);
-      owners[tenant] = std::string(json::parse(k.body).at("key").as_string());
-    }
-  }
-  RawResponse admin(const std::string& method, const std::string& path, const std::string& body) {
-    return http_request(
-        daemon->port(), method, path, body,
-        {{"Authorization", "Bearer " + daemon->admin_key()}, {"Content-Type", "application/json"}});
-  }
-  RawResponse as(const std::string& tenant, const std::string& method, const std::string& path) {
-    return http_request(daemon->port(), method, path, "",
-                        {{"Authorization", "Bearer " + owners.at(tenant)}});
-  }
+// Two licensed tenants with owner keys on one daemon, and raw multipart uploads.
+struct FilesPlatform : LicensedPlatform {
+  using LicensedPlatform::LicensedPlatform;
   // The request head and the multipart frame around a file's content.
   static std::pair<std::string, std::string> frame(const std::string& purpose,
                                                    const std::string& filename) {
@@ -85,13 +46,6 @@ struct FilesPlatform {
     auto response = conn.read_response(30s);
     REQUIRE(response);
     return *response;
-  }
-  size_t blob_files() const {
-    size_t n = 0;
-    for (const auto& e : fs::recursive_directory_iterator(dir.path() / "data/blobs")) {
-      n += e.is_regular_file();
-    }
-    return n;
   }
 };
 

@@ -5,8 +5,9 @@
 
 #include <fstream>
 
+#include "platform/base/crypto.h"
 #include "sdk/include/macrohard/macrohard.h"
-#include "tests/support/harness.h"
+#include "tests/integration/licensed_platform.h"
 
 namespace mh::test {
 namespace {
@@ -185,6 +186,53 @@ TEST_CASE("mhctl admin tenant and mhctl keys: a tenant's life as staff and its o
   CHECK(run(admin, {"admin", "tenant", "resume", "acme"}).exit_code == 0);
   CHECK(run(owner, {"keys", "list"}).exit_code == 0);
   CHECK(run(admin, {"admin", "tenant", "create", "acme"}).exit_code == 1);  // exists
+}
+
+TEST_CASE("mhctl files: upload with a progress bar, list, download, delete") {
+  LicensedPlatform p;
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  const auto source = p.dir.path() / "weights.bin";
+  std::string content(6'000'000, 'w');
+  for (size_t i = 0; i < content.size(); i += 4096) content[i] = static_cast<char>('a' + i % 26);
+  std::ofstream(source, std::ios::binary) << content;
+
+  ProcessResult up = run_process({mhctl_path().string(), "files", "upload", source.string(),
+                                  "--purpose", "model", "--progress", "always"},
+                                 env);
+  REQUIRE_MESSAGE(up.exit_code == 0, up.output);
+  CHECK(contains(up.output, "weights.bin 100% [########################]"));
+  CHECK(contains(up.output, "5.7 MiB / 5.7 MiB"));
+  CHECK(contains(up.output, "uploaded file-"));
+  CHECK(contains(up.output, "sha256 " + sha256_hex(content)));
+  const size_t at = up.output.find("uploaded ") + 9;
+  const std::string id = up.output.substr(at, up.output.find(':', at) - at);
+
+  ProcessResult list = run_process({mhctl_path().string(), "files", "list"}, env);
+  CHECK(list.exit_code == 0);
+  CHECK(contains(list.output, id));
+  CHECK(contains(list.output, "weights.bin"));
+  // Without a terminal, and by default, no bar.
+  ProcessResult quiet = run_process({mhctl_path().string(), "files", "download", id, "--out",
+                                     (p.dir.path() / "copy.bin").string()},
+                                    env);
+  REQUIRE_MESSAGE(quiet.exit_code == 0, quiet.output);
+  CHECK_FALSE(contains(quiet.output, "%"));
+  CHECK(read_small_file(p.dir.path() / "copy.bin", 10'000'000).value() == content);
+
+  ProcessResult other =
+      run_process({mhctl_path().string(), "files", "get", id},
+                  {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("globex")}});
+  CHECK(other.exit_code == 1);
+  CHECK(contains(other.output, "not_found, HTTP 404"));
+
+  ProcessResult del = run_process({mhctl_path().string(), "files", "delete", id}, env);
+  CHECK(del.exit_code == 0);
+  CHECK(contains(del.output, "deleted " + id));
+  ProcessResult missing = run_process({mhctl_path().string(), "files", "upload",
+                                       (p.dir.path() / "nope").string(), "--purpose", "model"},
+                                      env);
+  CHECK(missing.exit_code != 0);
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 1
+#define MH_API_VERSION_MINOR 2
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -199,6 +199,121 @@ MH_EXPORT void mh_health_delete(mh_health* health);
  * status becomes an mh_error carrying the server's code, message and request id. */
 MH_EXPORT mh_error* mh_client_request_json(mh_client* client, const char* method, const char* path,
                                            const char* body_json, char** response_json);
+
+/* ---- resources (since 1.2) --------------------------------------------------------------- */
+
+/* One resource as the server describes it: a file, an API key, a tenant, a usage report. Read
+ * its fields by name; a dotted name reaches into nested objects ("limits.storage_limit_bytes").
+ * New fields may appear in later server versions; none is removed within API major 1. */
+typedef struct mh_object mh_object;
+/* The field's text; "" when it is absent, null or not a string. Borrowed from the object. */
+MH_EXPORT const char* mh_object_string(const mh_object* object, const char* field);
+/* The field as an integer; 0 when it is absent or not a number. */
+MH_EXPORT int64_t mh_object_int(const mh_object* object, const char* field);
+/* The field as a number; 0 when it is absent or not a number. */
+MH_EXPORT double mh_object_number(const mh_object* object, const char* field);
+/* 1 if the field is true, else 0. */
+MH_EXPORT int mh_object_bool(const mh_object* object, const char* field);
+/* 1 if the field is present and not null. */
+MH_EXPORT int mh_object_has(const mh_object* object, const char* field);
+/* The whole object as JSON text. Borrowed from the object. */
+MH_EXPORT const char* mh_object_json(const mh_object* object);
+MH_EXPORT void mh_object_delete(mh_object* object);
+
+/* One page of a list, in the order the server keeps (oldest first). */
+typedef struct mh_list mh_list;
+MH_EXPORT size_t mh_list_count(const mh_list* list);
+/* The item at `index`, or NULL past the end. Borrowed from the list. */
+MH_EXPORT const mh_object* mh_list_item(const mh_list* list, size_t index);
+/* 1 if more items follow this page: ask again with after = mh_list_last_id(list). */
+MH_EXPORT int mh_list_has_more(const mh_list* list);
+MH_EXPORT const char* mh_list_last_id(const mh_list* list);
+/* The whole response the page came in (a usage report's totals and period, for instance).
+ * Borrowed from the list. */
+MH_EXPORT const mh_object* mh_list_response(const mh_list* list);
+MH_EXPORT void mh_list_delete(mh_list* list);
+
+/* Called as a transfer moves: bytes done and the total (0 when unknown). Return 0 to go on,
+ * anything else to cancel: the call then fails with MH_ERR_CANCELLED and leaves nothing behind
+ * (no file on the server for an upload, no file on disk for a download). */
+typedef int (*mh_progress_fn)(void* user_data, uint64_t done, uint64_t total);
+
+/* List calls take `after` (NULL or "" for the first page) and `limit` (0 for the server's
+ * default, at most 100). */
+
+/* ---- files (since 1.2): POST/GET/DELETE /v1/files, OpenAI-compatible ---------------------- */
+
+/* Uploads a file from disk, streamed in constant memory. `purpose` is "fine-tune" (JSONL,
+ * checked line by line on the server; an error names the line) or "model" (weights, config,
+ * tokenizer files). The request is sent with "Expect: 100-continue", so a refusal (a bad key,
+ * the per-file limit, the storage quota) arrives before the content is sent. `progress` may be
+ * NULL. On success *out is the file (id, filename, purpose, bytes, created_at, sha256). */
+MH_EXPORT mh_error* mh_client_upload_file(mh_client* client, const char* path, const char* purpose,
+                                          mh_progress_fn progress, void* user_data,
+                                          mh_object** out);
+/* The tenant's files; `purpose` NULL or "" for all. */
+MH_EXPORT mh_error* mh_client_list_files(mh_client* client, const char* purpose, const char* after,
+                                         int limit, mh_list** out);
+MH_EXPORT mh_error* mh_client_get_file(mh_client* client, const char* file_id, mh_object** out);
+/* Downloads a file's content to `destination_path`, written under a temporary name beside it
+ * and renamed into place once complete (replacing any file there). */
+MH_EXPORT mh_error* mh_client_download_file(mh_client* client, const char* file_id,
+                                            const char* destination_path, mh_progress_fn progress,
+                                            void* user_data);
+MH_EXPORT mh_error* mh_client_delete_file(mh_client* client, const char* file_id);
+
+/* ---- the caller's tenant, keys and usage (since 1.2) --------------------------------------- */
+
+/* GET /v1/tenant: the tenant of the client's key, its limits, license state, and the key's own
+ * id and role. */
+MH_EXPORT mh_error* mh_client_get_tenant(mh_client* client, mh_object** out);
+/* Makes an API key (owner keys only). `role` is "owner", "developer" or "viewer" (NULL:
+ * developer). The new key's secret is in the field "key": shown this once, never again. */
+MH_EXPORT mh_error* mh_client_create_key(mh_client* client, const char* name, const char* role,
+                                         mh_object** out);
+MH_EXPORT mh_error* mh_client_list_keys(mh_client* client, const char* after, int limit,
+                                        mh_list** out);
+/* Revokes a key at once. `out` may be NULL; otherwise it receives the revoked key. */
+MH_EXPORT mh_error* mh_client_revoke_key(mh_client* client, const char* key_id, mh_object** out);
+
+/* GET /v1/usage: the tenant's usage from start_time to end_time (Unix seconds; 0 and 0 mean the
+ * last 30 days), in buckets of `bucket_width` ("1h", "1d" or "total"; NULL: "1d"), per subject
+ * (job, replica, file) when `group_by` is "subject", for one `dimension` ("gpu_seconds",
+ * "input_tokens", "output_tokens", "stored_bytes"; NULL: all). Items are the lines (start_time,
+ * end_time, dimension, quantity, records[, subject_kind, subject_id]); mh_list_response holds
+ * the period and the totals ("totals.gpu_seconds"). */
+MH_EXPORT mh_error* mh_client_get_usage(mh_client* client, int64_t start_time, int64_t end_time,
+                                        const char* bucket_width, const char* group_by,
+                                        const char* dimension, mh_list** out);
+
+/* ---- platform staff (admin key; since 1.2) ------------------------------------------------- */
+
+/* Limits passed as numbers: a negative value leaves that limit as it is (or at the platform's
+ * default, for a new tenant). */
+MH_EXPORT mh_error* mh_client_admin_create_tenant(mh_client* client, const char* tenant_id,
+                                                  const char* name, mh_object** out);
+MH_EXPORT mh_error* mh_client_admin_list_tenants(mh_client* client, const char* after, int limit,
+                                                 mh_list** out);
+MH_EXPORT mh_error* mh_client_admin_get_tenant(mh_client* client, const char* tenant_id,
+                                               mh_object** out);
+/* Suspension refuses every request of the tenant's keys at once; `reason` may be NULL. */
+MH_EXPORT mh_error* mh_client_admin_suspend_tenant(mh_client* client, const char* tenant_id,
+                                                   const char* reason, mh_object** out);
+MH_EXPORT mh_error* mh_client_admin_resume_tenant(mh_client* client, const char* tenant_id,
+                                                  mh_object** out);
+MH_EXPORT mh_error* mh_client_admin_set_tenant_limits(mh_client* client, const char* tenant_id,
+                                                      double rate_limit_rps,
+                                                      int64_t rate_limit_burst,
+                                                      int64_t storage_limit_bytes, mh_object** out);
+/* A key for a tenant (its first owner key, typically); `role` NULL means owner. The secret is
+ * in the field "key". */
+MH_EXPORT mh_error* mh_client_admin_create_tenant_key(mh_client* client, const char* tenant_id,
+                                                      const char* name, const char* role,
+                                                      mh_object** out);
+/* Usage records as CSV, for one tenant (NULL: all) from start_time to end_time (0, 0: the last
+ * 30 days). *csv is freed with mh_free. */
+MH_EXPORT mh_error* mh_client_admin_export_usage(mh_client* client, const char* tenant_id,
+                                                 int64_t start_time, int64_t end_time, char** csv);
 
 #ifdef __cplusplus
 }

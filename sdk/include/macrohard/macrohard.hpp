@@ -12,6 +12,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -222,6 +225,165 @@ struct Health {
   std::string detail;  // why not ready
 };
 
+// A resource as the server describes it (since API 1.2), for fields the typed structs below do
+// not carry. A dotted name reaches into nested objects: "limits.storage_limit_bytes".
+class Object {
+ public:
+  Object() = default;
+  explicit Object(std::shared_ptr<const mh_object> p) : p_(std::move(p)) {}
+  std::string string(const char* field) const { return mh_object_string(p_.get(), field); }
+  int64_t integer(const char* field) const { return mh_object_int(p_.get(), field); }
+  double number(const char* field) const { return mh_object_number(p_.get(), field); }
+  bool boolean(const char* field) const { return mh_object_bool(p_.get(), field) != 0; }
+  bool has(const char* field) const { return mh_object_has(p_.get(), field) != 0; }
+  std::optional<int64_t> optional_integer(const char* field) const {
+    return has(field) ? std::optional<int64_t>(integer(field)) : std::nullopt;
+  }
+  // The whole object as JSON text.
+  std::string json() const { return mh_object_json(p_.get()); }
+
+ private:
+  std::shared_ptr<const mh_object> p_;
+};
+
+// A file in the tenant's storage (POST /v1/files).
+struct File {
+  std::string id, filename, purpose, sha256;
+  int64_t bytes = 0, created_at = 0;
+  Object raw;
+  static File from(const Object& o) {
+    return {o.string("id"),
+            o.string("filename"),
+            o.string("purpose"),
+            o.string("sha256"),
+            o.integer("bytes"),
+            o.integer("created_at"),
+            o};
+  }
+};
+
+// An API key. `secret` is set only in what create_key returns: it is shown once.
+struct ApiKey {
+  std::string id, tenant, name, role, prefix, created_by;
+  int64_t created_at = 0;
+  std::optional<int64_t> revoked_at;
+  std::string secret;
+  Object raw;
+  static ApiKey from(const Object& o) {
+    return {o.string("id"),          o.string("tenant"),
+            o.string("name"),        o.string("role"),
+            o.string("prefix"),      o.string("created_by"),
+            o.integer("created_at"), o.optional_integer("revoked_at"),
+            o.string("key"),         o};
+  }
+};
+
+// A tenant: its limits, and whether it is suspended. From tenant(), raw also holds the
+// license state ("license.in_force") and the calling key ("key.role").
+struct Tenant {
+  std::string id, name;
+  int64_t created_at = 0;
+  std::optional<int64_t> suspended_at;
+  std::string suspend_reason;
+  double rate_limit_rps = 0;
+  int64_t rate_limit_burst = 0, storage_limit_bytes = 0;
+  Object raw;
+  static Tenant from(const Object& o) {
+    return {o.string("id"),
+            o.string("name"),
+            o.integer("created_at"),
+            o.optional_integer("suspended_at"),
+            o.string("suspend_reason"),
+            o.number("limits.rate_limit_rps"),
+            o.integer("limits.rate_limit_burst"),
+            o.integer("limits.storage_limit_bytes"),
+            o};
+  }
+};
+
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  bool has_more = false;
+  std::string last_id;  // pass as `after` for the next page
+};
+
+// What to ask GET /v1/usage for. Zero times: the last 30 days.
+struct UsageQuery {
+  int64_t start_time = 0, end_time = 0;
+  std::string bucket_width = "1d";  // "1h", "1d" or "total"
+  bool by_subject = false;          // one line per job, replica or file
+  std::string dimension;            // "" for all
+};
+
+struct UsageLine {
+  int64_t start_time = 0, end_time = 0;
+  std::string dimension;
+  double quantity = 0;
+  int64_t records = 0;
+  std::string subject_kind, subject_id;  // with by_subject
+};
+
+struct Usage {
+  std::string tenant;
+  int64_t start_time = 0, end_time = 0;
+  std::vector<UsageLine> lines;
+  std::map<std::string, double> totals;  // by dimension
+};
+
+// Limits to change; those left empty stay as they are.
+struct TenantLimits {
+  std::optional<double> rate_limit_rps;
+  std::optional<int64_t> rate_limit_burst;
+  std::optional<int64_t> storage_limit_bytes;
+};
+
+// Called as a transfer moves (bytes done, total or 0 when unknown); return false to cancel.
+using Progress = std::function<bool(uint64_t done, uint64_t total)>;
+
+namespace detail {
+inline Object own(mh_object* raw) {
+  return Object(std::shared_ptr<const mh_object>(raw, mh_object_delete));
+}
+template <typename T, typename From>
+Page<T> page_of(mh_list* raw, From from) {
+  std::shared_ptr<const mh_list> list(raw, mh_list_delete);
+  Page<T> page;
+  for (size_t i = 0; i < mh_list_count(raw); ++i) {
+    // Each item shares ownership of the list it lives in.
+    page.items.push_back(
+        from(Object(std::shared_ptr<const mh_object>(list, mh_list_item(raw, i)))));
+  }
+  page.has_more = mh_list_has_more(raw) != 0;
+  page.last_id = mh_list_last_id(raw);
+  return page;
+}
+// Carries a Progress across the C ABI; an exception it throws cancels the transfer and is
+// rethrown once the call returns.
+struct ProgressBridge {
+  const Progress* progress;
+  std::exception_ptr thrown;
+  static int call(void* self, uint64_t done, uint64_t total) {
+    auto* bridge = static_cast<ProgressBridge*>(self);
+    try {
+      return (*bridge->progress)(done, total) ? 0 : 1;
+    } catch (...) {
+      bridge->thrown = std::current_exception();
+      return 1;
+    }
+  }
+  mh_progress_fn fn() const { return *progress ? &ProgressBridge::call : nullptr; }
+  void check(mh_error* raw) {
+    if (thrown) {
+      mh_error_delete(raw);
+      std::rethrow_exception(thrown);
+    }
+    detail::check(raw);
+  }
+};
+inline const char* or_null(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
+}  // namespace detail
+
 class Client {
  public:
   explicit Client(const ClientOptions& options) {
@@ -254,6 +416,143 @@ class Client {
     char* raw = nullptr;
     detail::check(mh_client_request_json(p_.get(), method.c_str(), path.c_str(),
                                          body.empty() ? nullptr : body.c_str(), &raw));
+    std::unique_ptr<char, detail::Deleter<mh_free>> owned(raw);
+    return std::string(raw);
+  }
+
+  // ---- files (since 1.2) ----
+
+  // Uploads a file from disk, streamed; purpose "fine-tune" or "model".
+  File upload_file(const std::string& path, const std::string& purpose,
+                   const Progress& progress = {}) {
+    mh_object* raw = nullptr;
+    detail::ProgressBridge bridge{&progress, nullptr};
+    bridge.check(
+        mh_client_upload_file(p_.get(), path.c_str(), purpose.c_str(), bridge.fn(), &bridge, &raw));
+    return File::from(detail::own(raw));
+  }
+  Page<File> list_files(const std::string& purpose = {}, const std::string& after = {},
+                        int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_list_files(p_.get(), detail::or_null(purpose), detail::or_null(after),
+                                       limit, &raw));
+    return detail::page_of<File>(raw, File::from);
+  }
+  File get_file(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_get_file(p_.get(), id.c_str(), &raw));
+    return File::from(detail::own(raw));
+  }
+  // Writes the file's content to `destination` (complete, or not at all).
+  void download_file(const std::string& id, const std::string& destination,
+                     const Progress& progress = {}) {
+    detail::ProgressBridge bridge{&progress, nullptr};
+    bridge.check(
+        mh_client_download_file(p_.get(), id.c_str(), destination.c_str(), bridge.fn(), &bridge));
+  }
+  void delete_file(const std::string& id) {
+    detail::check(mh_client_delete_file(p_.get(), id.c_str()));
+  }
+
+  // ---- the caller's tenant, keys and usage (since 1.2) ----
+
+  Tenant tenant() {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_get_tenant(p_.get(), &raw));
+    return Tenant::from(detail::own(raw));
+  }
+  // role: "owner", "developer" or "viewer". The result's secret is shown this once.
+  ApiKey create_key(const std::string& name, const std::string& role = "developer") {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_create_key(p_.get(), name.c_str(), role.c_str(), &raw));
+    return ApiKey::from(detail::own(raw));
+  }
+  Page<ApiKey> list_keys(const std::string& after = {}, int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_list_keys(p_.get(), detail::or_null(after), limit, &raw));
+    return detail::page_of<ApiKey>(raw, ApiKey::from);
+  }
+  ApiKey revoke_key(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_revoke_key(p_.get(), id.c_str(), &raw));
+    return ApiKey::from(detail::own(raw));
+  }
+  Usage usage(const UsageQuery& q = {}) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_get_usage(
+        p_.get(), q.start_time, q.end_time, detail::or_null(q.bucket_width),
+        q.by_subject ? "subject" : nullptr, detail::or_null(q.dimension), &raw));
+    std::unique_ptr<mh_list, detail::Deleter<mh_list_delete>> owned(raw);
+    const mh_object* r = mh_list_response(raw);
+    Usage out{mh_object_string(r, "tenant"),
+              mh_object_int(r, "start_time"),
+              mh_object_int(r, "end_time"),
+              {},
+              {}};
+    for (size_t i = 0; i < mh_list_count(raw); ++i) {
+      const mh_object* l = mh_list_item(raw, i);
+      out.lines.push_back({mh_object_int(l, "start_time"), mh_object_int(l, "end_time"),
+                           mh_object_string(l, "dimension"), mh_object_number(l, "quantity"),
+                           mh_object_int(l, "records"), mh_object_string(l, "subject_kind"),
+                           mh_object_string(l, "subject_id")});
+    }
+    for (const char* d : {"gpu_seconds", "input_tokens", "output_tokens", "stored_bytes"}) {
+      std::string field = std::string("totals.") + d;
+      if (mh_object_has(r, field.c_str())) out.totals[d] = mh_object_number(r, field.c_str());
+    }
+    return out;
+  }
+
+  // ---- platform staff: needs an admin key (since 1.2) ----
+
+  Tenant admin_create_tenant(const std::string& id, const std::string& name = {}) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_admin_create_tenant(p_.get(), id.c_str(), detail::or_null(name), &raw));
+    return Tenant::from(detail::own(raw));
+  }
+  Page<Tenant> admin_list_tenants(const std::string& after = {}, int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_admin_list_tenants(p_.get(), detail::or_null(after), limit, &raw));
+    return detail::page_of<Tenant>(raw, Tenant::from);
+  }
+  // raw also holds the tenant's license state ("license.in_force", "license.reason").
+  Tenant admin_get_tenant(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_admin_get_tenant(p_.get(), id.c_str(), &raw));
+    return Tenant::from(detail::own(raw));
+  }
+  Tenant admin_suspend_tenant(const std::string& id, const std::string& reason = {}) {
+    mh_object* raw = nullptr;
+    detail::check(
+        mh_client_admin_suspend_tenant(p_.get(), id.c_str(), detail::or_null(reason), &raw));
+    return Tenant::from(detail::own(raw));
+  }
+  Tenant admin_resume_tenant(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_admin_resume_tenant(p_.get(), id.c_str(), &raw));
+    return Tenant::from(detail::own(raw));
+  }
+  Tenant admin_set_tenant_limits(const std::string& id, const TenantLimits& limits) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_admin_set_tenant_limits(
+        p_.get(), id.c_str(), limits.rate_limit_rps.value_or(-1),
+        limits.rate_limit_burst.value_or(-1), limits.storage_limit_bytes.value_or(-1), &raw));
+    return Tenant::from(detail::own(raw));
+  }
+  // A key for a tenant (an owner key unless another role is given); its secret is shown once.
+  ApiKey admin_create_tenant_key(const std::string& tenant_id, const std::string& name = "owner",
+                                 const std::string& role = "owner") {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_admin_create_tenant_key(p_.get(), tenant_id.c_str(), name.c_str(),
+                                                    role.c_str(), &raw));
+    return ApiKey::from(detail::own(raw));
+  }
+  // Usage records as CSV; tenant "" for all.
+  std::string admin_export_usage(const std::string& tenant_id = {}, int64_t start_time = 0,
+                                 int64_t end_time = 0) {
+    char* raw = nullptr;
+    detail::check(mh_client_admin_export_usage(p_.get(), detail::or_null(tenant_id), start_time,
+                                               end_time, &raw));
     std::unique_ptr<char, detail::Deleter<mh_free>> owned(raw);
     return std::string(raw);
   }

@@ -1,0 +1,398 @@
+// The C ABI's resource calls (API 1.2): files, the caller's tenant, keys and usage, and the staff
+// calls on tenants. Results are mh_object/mh_list views over the server's JSON.
+#include <boost/json.hpp>
+#include <cctype>
+#include <string_view>
+#include <utility>
+
+#include "platform/base/crypto.h"
+#include "sdk/src/c_api_internal.h"
+
+namespace json = boost::json;
+using mh::sdk::CallError;
+using mh::sdk::HttpResponse;
+using namespace mh::sdk::capi;
+
+struct mh_object {
+  json::object value;
+  std::string text;  // the object serialized, for mh_object_json
+};
+
+struct mh_list {
+  std::vector<std::unique_ptr<mh_object>> items;
+  bool has_more = false;
+  std::string last_id;
+  std::unique_ptr<mh_object> response;
+};
+
+namespace {
+
+const json::value* find(const mh_object* object, const char* field) {
+  if (object == nullptr || field == nullptr) return nullptr;
+  const json::object* at = &object->value;
+  std::string_view rest(field);
+  for (;;) {
+    size_t dot = rest.find('.');
+    const json::value* v = at->if_contains(rest.substr(0, dot));
+    if (v == nullptr || dot == std::string_view::npos) return v;
+    if (!v->is_object()) return nullptr;
+    at = &v->as_object();
+    rest.remove_prefix(dot + 1);
+  }
+}
+
+std::unique_ptr<mh_object> make_object(json::object value) {
+  auto out = std::make_unique<mh_object>();
+  out->text = json::serialize(value);
+  out->value = std::move(value);
+  return out;
+}
+
+// The JSON object a successful response carries.
+mh::Result<json::object> object_of(const HttpResponse& response, std::string_view what) {
+  boost::system::error_code ec;
+  json::value body = json::parse(response.body, ec);
+  if (ec || !body.is_object()) {
+    return mh::internal_error(fmt::format("{} answered something that is not a JSON object", what));
+  }
+  return std::move(body.as_object());
+}
+
+// A path segment from a caller's id, percent-encoded so that it cannot change the path.
+std::string segment(std::string_view id) {
+  std::string out;
+  for (unsigned char c : id) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+bool empty(const char* s) { return s == nullptr || s[0] == '\0'; }
+
+// "?name=value&…" of the parameters that have a value ("" when none has).
+std::string query(std::initializer_list<std::pair<std::string_view, std::string>> params) {
+  std::string q;
+  for (const auto& [name, value] : params) {
+    if (value.empty()) continue;
+    q += q.empty() ? '?' : '&';
+    q += fmt::format("{}={}", name, segment(value));
+  }
+  return q;
+}
+std::string text(const char* s) { return s == nullptr ? std::string() : std::string(s); }
+std::string positive(int64_t n) { return n > 0 ? std::to_string(n) : std::string(); }
+
+mh_error* check_client(mh_client* client) {
+  if (client == nullptr) return null_argument("client");
+  return ensure_seat(client);
+}
+
+mh_error* call_object(mh_client* client, const char* method, const std::string& path,
+                      const json::object* body, mh_object** out) {
+  if (mh_error* bad = check_client(client)) return bad;
+  auto result = client->http->call(method, path, body ? json::serialize(*body) : "");
+  if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+  if (out == nullptr) return nullptr;
+  const auto& response = std::get<HttpResponse>(result);
+  auto object = object_of(response, fmt::format("{} {}", method, path));
+  if (!object.ok()) return make_error(object.status(), response.status, response.request_id);
+  *out = make_object(std::move(*object)).release();
+  return nullptr;
+}
+
+mh_error* call_list(mh_client* client, const std::string& path, mh_list** out) {
+  if (out == nullptr) return null_argument("out");
+  mh_object* raw = nullptr;
+  if (mh_error* error = call_object(client, "GET", path, nullptr, &raw)) return error;
+  std::unique_ptr<mh_object> response(raw);
+  auto list = std::make_unique<mh_list>();
+  if (const auto* data = response->value.if_contains("data"); data && data->is_array()) {
+    for (const auto& item : data->as_array()) {
+      if (item.is_object()) list->items.push_back(make_object(item.as_object()));
+    }
+  }
+  if (const auto* more = response->value.if_contains("has_more"); more && more->is_bool()) {
+    list->has_more = more->as_bool();
+  }
+  if (const auto* last = response->value.if_contains("last_id"); last && last->is_string()) {
+    list->last_id = last->as_string();
+  }
+  list->response = std::move(response);
+  *out = list.release();
+  return nullptr;
+}
+
+mh::sdk::ProgressFn progress_of(mh_progress_fn fn, void* user_data) {
+  if (fn == nullptr) return {};
+  return [fn, user_data](uint64_t done, uint64_t total) { return fn(user_data, done, total) == 0; };
+}
+
+// A multipart/form-data frame around a file: the `purpose` field, then the file part.
+mh::sdk::FileBody multipart_upload(const std::filesystem::path& path, std::string_view purpose) {
+  const std::string boundary = "mh-" + mh::secure_random_base64url(24);
+  std::string filename;
+  for (char c : path.filename().string()) {
+    // The form-data escapes of a quoted filename.
+    if (c == '"') {
+      filename += "%22";
+    } else if (c == '\r') {
+      filename += "%0D";
+    } else if (c == '\n') {
+      filename += "%0A";
+    } else {
+      filename += c;
+    }
+  }
+  mh::sdk::FileBody body;
+  body.content_type = "multipart/form-data; boundary=" + boundary;
+  body.prefix = fmt::format(
+      "--{0}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{1}\r\n"
+      "--{0}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{2}\"\r\n"
+      "Content-Type: application/octet-stream\r\n\r\n",
+      boundary, purpose, filename);
+  body.file = path;
+  body.suffix = fmt::format("\r\n--{}--\r\n", boundary);
+  return body;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* mh_object_string(const mh_object* object, const char* field) {
+  const json::value* v = find(object, field);
+  return v != nullptr && v->is_string() ? v->as_string().c_str() : "";
+}
+int64_t mh_object_int(const mh_object* object, const char* field) {
+  const json::value* v = find(object, field);
+  if (v == nullptr) return 0;
+  if (v->is_int64()) return v->as_int64();
+  if (v->is_uint64()) return static_cast<int64_t>(v->as_uint64());
+  if (v->is_double()) return static_cast<int64_t>(v->as_double());
+  return 0;
+}
+double mh_object_number(const mh_object* object, const char* field) {
+  const json::value* v = find(object, field);
+  return v != nullptr && v->is_number() ? v->to_number<double>() : 0.0;
+}
+int mh_object_bool(const mh_object* object, const char* field) {
+  const json::value* v = find(object, field);
+  return v != nullptr && v->is_bool() && v->as_bool() ? 1 : 0;
+}
+int mh_object_has(const mh_object* object, const char* field) {
+  const json::value* v = find(object, field);
+  return v != nullptr && !v->is_null() ? 1 : 0;
+}
+const char* mh_object_json(const mh_object* object) { return object ? object->text.c_str() : ""; }
+void mh_object_delete(mh_object* object) { delete object; }
+
+size_t mh_list_count(const mh_list* list) { return list ? list->items.size() : 0; }
+const mh_object* mh_list_item(const mh_list* list, size_t index) {
+  if (list == nullptr || index >= list->items.size()) return nullptr;
+  return list->items[index].get();
+}
+int mh_list_has_more(const mh_list* list) { return list && list->has_more ? 1 : 0; }
+const char* mh_list_last_id(const mh_list* list) { return list ? list->last_id.c_str() : ""; }
+const mh_object* mh_list_response(const mh_list* list) {
+  return list ? list->response.get() : nullptr;
+}
+void mh_list_delete(mh_list* list) { delete list; }
+
+mh_error* mh_client_upload_file(mh_client* client, const char* path, const char* purpose,
+                                mh_progress_fn progress, void* user_data, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(path)) return null_argument("path");
+    if (empty(purpose)) return null_argument("purpose");
+    if (out == nullptr) return null_argument("out");
+    if (mh_error* bad = check_client(client)) return bad;
+    auto result = client->http->upload("POST", "/v1/files", multipart_upload(path, purpose),
+                                       progress_of(progress, user_data));
+    if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+    const auto& response = std::get<HttpResponse>(result);
+    auto object = object_of(response, "POST /v1/files");
+    if (!object.ok()) return make_error(object.status(), response.status, response.request_id);
+    *out = make_object(std::move(*object)).release();
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_list_files(mh_client* client, const char* purpose, const char* after, int limit,
+                               mh_list** out) {
+  return guarded([&]() -> mh_error* {
+    return call_list(
+        client,
+        "/v1/files" +
+            query({{"purpose", text(purpose)}, {"after", text(after)}, {"limit", positive(limit)}}),
+        out);
+  });
+}
+
+mh_error* mh_client_get_file(mh_client* client, const char* file_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(file_id)) return null_argument("file_id");
+    if (out == nullptr) return null_argument("out");
+    return call_object(client, "GET", "/v1/files/" + segment(file_id), nullptr, out);
+  });
+}
+
+mh_error* mh_client_download_file(mh_client* client, const char* file_id,
+                                  const char* destination_path, mh_progress_fn progress,
+                                  void* user_data) {
+  return guarded([&]() -> mh_error* {
+    if (empty(file_id)) return null_argument("file_id");
+    if (empty(destination_path)) return null_argument("destination_path");
+    if (mh_error* bad = check_client(client)) return bad;
+    auto result = client->http->download("/v1/files/" + segment(file_id) + "/content",
+                                         destination_path, progress_of(progress, user_data));
+    if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+    return nullptr;
+  });
+}
+
+mh_error* mh_client_delete_file(mh_client* client, const char* file_id) {
+  return guarded([&]() -> mh_error* {
+    if (empty(file_id)) return null_argument("file_id");
+    return call_object(client, "DELETE", "/v1/files/" + segment(file_id), nullptr, nullptr);
+  });
+}
+
+mh_error* mh_client_get_tenant(mh_client* client, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (out == nullptr) return null_argument("out");
+    return call_object(client, "GET", "/v1/tenant", nullptr, out);
+  });
+}
+
+mh_error* mh_client_create_key(mh_client* client, const char* name, const char* role,
+                               mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(name)) return null_argument("name");
+    if (out == nullptr) return null_argument("out");
+    json::object body{{"name", name}};
+    if (!empty(role)) body["role"] = role;
+    return call_object(client, "POST", "/v1/keys", &body, out);
+  });
+}
+
+mh_error* mh_client_list_keys(mh_client* client, const char* after, int limit, mh_list** out) {
+  return guarded([&] {
+    return call_list(client,
+                     "/v1/keys" + query({{"after", text(after)}, {"limit", positive(limit)}}), out);
+  });
+}
+
+mh_error* mh_client_revoke_key(mh_client* client, const char* key_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(key_id)) return null_argument("key_id");
+    return call_object(client, "DELETE", "/v1/keys/" + segment(key_id), nullptr, out);
+  });
+}
+
+mh_error* mh_client_get_usage(mh_client* client, int64_t start_time, int64_t end_time,
+                              const char* bucket_width, const char* group_by, const char* dimension,
+                              mh_list** out) {
+  return guarded([&]() -> mh_error* {
+    return call_list(client,
+                     "/v1/usage" + query({{"bucket_width", text(bucket_width)},
+                                          {"start_time", positive(start_time)},
+                                          {"end_time", positive(end_time)},
+                                          {"group_by", text(group_by)},
+                                          {"dimension", text(dimension)}}),
+                     out);
+  });
+}
+
+mh_error* mh_client_admin_create_tenant(mh_client* client, const char* tenant_id, const char* name,
+                                        mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(tenant_id)) return null_argument("tenant_id");
+    if (out == nullptr) return null_argument("out");
+    json::object body{{"id", tenant_id}};
+    if (!empty(name)) body["name"] = name;
+    return call_object(client, "POST", "/v1/admin/tenants", &body, out);
+  });
+}
+
+mh_error* mh_client_admin_list_tenants(mh_client* client, const char* after, int limit,
+                                       mh_list** out) {
+  return guarded([&] {
+    return call_list(
+        client, "/v1/admin/tenants" + query({{"after", text(after)}, {"limit", positive(limit)}}),
+        out);
+  });
+}
+
+mh_error* mh_client_admin_get_tenant(mh_client* client, const char* tenant_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(tenant_id)) return null_argument("tenant_id");
+    if (out == nullptr) return null_argument("out");
+    return call_object(client, "GET", "/v1/admin/tenants/" + segment(tenant_id), nullptr, out);
+  });
+}
+
+mh_error* mh_client_admin_suspend_tenant(mh_client* client, const char* tenant_id,
+                                         const char* reason, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(tenant_id)) return null_argument("tenant_id");
+    json::object body;
+    if (!empty(reason)) body["reason"] = reason;
+    return call_object(client, "POST", "/v1/admin/tenants/" + segment(tenant_id) + "/suspend",
+                       &body, out);
+  });
+}
+
+mh_error* mh_client_admin_resume_tenant(mh_client* client, const char* tenant_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(tenant_id)) return null_argument("tenant_id");
+    return call_object(client, "POST", "/v1/admin/tenants/" + segment(tenant_id) + "/resume",
+                       nullptr, out);
+  });
+}
+
+mh_error* mh_client_admin_set_tenant_limits(mh_client* client, const char* tenant_id,
+                                            double rate_limit_rps, int64_t rate_limit_burst,
+                                            int64_t storage_limit_bytes, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(tenant_id)) return null_argument("tenant_id");
+    json::object body;
+    if (rate_limit_rps >= 0) body["rate_limit_rps"] = rate_limit_rps;
+    if (rate_limit_burst >= 0) body["rate_limit_burst"] = rate_limit_burst;
+    if (storage_limit_bytes >= 0) body["storage_limit_bytes"] = storage_limit_bytes;
+    return call_object(client, "POST", "/v1/admin/tenants/" + segment(tenant_id) + "/limits", &body,
+                       out);
+  });
+}
+
+mh_error* mh_client_admin_create_tenant_key(mh_client* client, const char* tenant_id,
+                                            const char* name, const char* role, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(tenant_id)) return null_argument("tenant_id");
+    if (out == nullptr) return null_argument("out");
+    json::object body;
+    if (!empty(name)) body["name"] = name;
+    if (!empty(role)) body["role"] = role;
+    return call_object(client, "POST", "/v1/admin/tenants/" + segment(tenant_id) + "/keys", &body,
+                       out);
+  });
+}
+
+mh_error* mh_client_admin_export_usage(mh_client* client, const char* tenant_id, int64_t start_time,
+                                       int64_t end_time, char** csv) {
+  return guarded([&]() -> mh_error* {
+    if (csv == nullptr) return null_argument("csv");
+    if (mh_error* bad = check_client(client)) return bad;
+    auto result = client->http->call(
+        "GET", "/v1/admin/usage/export" + query({{"tenant", text(tenant_id)},
+                                                 {"start_time", positive(start_time)},
+                                                 {"end_time", positive(end_time)}}));
+    if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+    *csv = copy_string(std::get<HttpResponse>(result).body);
+    return nullptr;
+  });
+}
+
+}  // extern "C"
