@@ -46,25 +46,31 @@ done >"$work/results"
 
 # Upload: the daemon receives, hashes, writes and fsyncs; dd writes and fsyncs the same bytes
 # on the same filesystem. The file is made first so that neither run pays for generating it.
+# The two alternate, once per round (the disk's speed drifts with writeback), and each round's
+# file is deleted before the next.
 head -c $((upload_mib << 20)) /dev/urandom >"$work/upload.bin"
-sync
-dd_start=$(date +%s.%N)
-dd if="$work/upload.bin" of="$work/data/dd.out" bs=1M conv=fsync status=none
-dd_end=$(date +%s.%N)
-rm -f "$work/data/dd.out"
-sync
 rss_before=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
-up_start=$(date +%s.%N)
-curl -sf -H "Authorization: Bearer $key" -F purpose=model -F "file=@$work/upload.bin" \
-  "$MH_URL/v1/files" >"$work/upload.json"
-up_end=$(date +%s.%N)
+now() { date +%s.%N; }
+for _ in $(seq "$rounds"); do
+  sync
+  start=$(now)
+  dd if="$work/upload.bin" of="$work/data/dd.out" bs=1M conv=fsync status=none
+  echo "dd $(echo "$upload_mib / ($(now) - $start)" | bc -l)"
+  rm -f "$work/data/dd.out"
+  sync
+  start=$(now)
+  curl -sf -H "Authorization: Bearer $key" -F purpose=model -F "file=@$work/upload.bin" \
+    "$MH_URL/v1/files" >"$work/upload.json"
+  echo "upload $(echo "$upload_mib / ($(now) - $start)" | bc -l)"
+  id=$(sed -n 's/.*"id":"\(file-[^"]*\)".*/\1/p' "$work/upload.json")
+  curl -sf -X DELETE -H "Authorization: Bearer $key" "$MH_URL/v1/files/$id" >/dev/null
+done >>"$work/results"
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 pick() { awk -v n="$1" '$1 == n {print $2}' "$work/results"; }
 ratio=$(paste <(pick authenticated) <(pick unauthenticated) | awk '{printf "%.3f\n", $1 / $2}' | median)
-dd_mbs=$(echo "$upload_mib / ($dd_end - $dd_start)" | bc -l)
-up_mbs=$(echo "$upload_mib / ($up_end - $up_start)" | bc -l)
+up_ratio=$(paste <(pick upload) <(pick dd) | awk '{printf "%.3f\n", $1 / $2}' | median)
 
 echo
 echo "Tenants, $(nproc) cores ($(uname -m)), $rounds rounds of ${duration}s wrk -t2 -c64, ${upload_mib} MiB upload, $(date -u +%F)"
@@ -72,7 +78,8 @@ printf '%-40s %12s\n' measure median
 printf '%-40s %12.0f\n' "GET /v1/version, no key (req/s)" "$(pick unauthenticated | median)"
 printf '%-40s %12.0f\n' "GET /v1/tenant, tenant key (req/s)" "$(pick authenticated | median)"
 printf '%-40s %11.2fx\n' "  authenticated / unauthenticated" "$ratio"
-printf '%-40s %12.0f\n' "dd to the same disk, fsync (MiB/s)" "$dd_mbs"
-printf '%-40s %12.0f\n' "POST /v1/files (MiB/s)" "$up_mbs"
-printf '%-40s %11.2fx\n' "  upload / dd" "$(echo "$up_mbs / $dd_mbs" | bc -l)"
-printf '%-40s %12d\n' "daemon peak RSS after the upload (MiB)" "$(( rss_peak / 1024 ))"
+printf '%-40s %12.0f\n' "dd to the same disk, fsync (MiB/s)" "$(pick dd | median)"
+printf '%-40s %12.0f\n' "POST /v1/files (MiB/s)" "$(pick upload | median)"
+printf '%-40s %11.2fx\n' "  upload / dd (median of rounds)" "$up_ratio"
+printf '%-40s %12d\n' "daemon peak RSS before uploads (MiB)" "$(( rss_before / 1024 ))"
+printf '%-40s %12d\n' "daemon peak RSS after uploads (MiB)" "$(( rss_peak / 1024 ))"

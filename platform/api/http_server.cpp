@@ -12,6 +12,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -31,7 +32,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr size_t kReadChunk = 4096;
-constexpr size_t kUploadChunk = 64 * 1024;
+constexpr size_t kUploadChunk = 1 << 20;
 
 bool valid_request_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -280,6 +281,10 @@ class HttpSession : public SessionBase {
     }
     upload_parser_.emplace(std::move(*header_parser_));
     upload_parser_->body_limit(limit);
+    // A body of declared length needs no parser: it is read from the socket straight into
+    // chunk_, as much as the socket holds per read. Chunked bodies go through the parser.
+    raw_remaining_.reset();
+    if (!upload_parser_->chunked()) raw_remaining_ = upload_parser_->content_length().value_or(0);
     chunk_.resize(kUploadChunk);
     continue_if_expected([self = self()] {
       // A deadline on every read costs a timer start and cancel per chunk (reactor wake-ups);
@@ -287,8 +292,30 @@ class HttpSession : public SessionBase {
       self->lowest().expires_never();
       self->upload_seen_ = self->upload_bytes_ = 0;
       self->arm_upload_watchdog();
+      if (self->raw_remaining_) return self->read_raw_chunk();
       self->read_upload_chunk();
     });
+  }
+
+  void read_raw_chunk() {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk_.size(), *raw_remaining_));
+    if (buffer_.size() > 0 || want == 0) {  // body bytes that came in with the header
+      const size_t n = std::min(buffer_.size(), want);
+      std::memcpy(chunk_.data(), buffer_.data().data(), n);
+      buffer_.consume(n);
+      return on_raw_chunk({}, n);
+    }
+    derived().stream().async_read_some(
+        asio::buffer(chunk_.data(), want),
+        beast::bind_front_handler(&HttpSession::on_raw_chunk, self()));
+  }
+
+  void on_raw_chunk(beast::error_code ec, size_t got) {
+    if (ec) return upload_cut_off(ec);
+    *raw_remaining_ -= got;
+    if (!deliver(got)) return;
+    if (*raw_remaining_ > 0) return read_raw_chunk();
+    finish_upload();
   }
 
   void arm_upload_watchdog() {
@@ -317,24 +344,33 @@ class HttpSession : public SessionBase {
 
   void on_upload_chunk(beast::error_code ec, size_t) {
     if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      sink_.reset();  // cut off: the sink cleans up
-      if (watchdog_) watchdog_->cancel();
-      return on_read_error(ec);
-    }
-    const size_t got = chunk_.size() - upload_parser_->get().body().size;
-    upload_bytes_ += got;
-    if (got > 0) {
-      Status written = sink_->write(std::string_view(chunk_.data(), got));
-      if (!written.ok()) {
-        sink_.reset();
-        if (watchdog_) watchdog_->cancel();
-        keep_alive_ = false;  // the rest of the body stays unread
-        started_ = Clock::now();
-        return send(Response::error(written));
-      }
-    }
+    if (ec) return upload_cut_off(ec);
+    if (!deliver(chunk_.size() - upload_parser_->get().body().size)) return;
     if (!upload_parser_->is_done()) return read_upload_chunk();
+    finish_upload();
+  }
+
+  // Hands the first `got` bytes of chunk_ to the sink; false (after answering) if it refused.
+  bool deliver(size_t got) {
+    upload_bytes_ += got;
+    if (got == 0) return true;
+    Status written = sink_->write(std::string_view(chunk_.data(), got));
+    if (written.ok()) return true;
+    sink_.reset();
+    if (watchdog_) watchdog_->cancel();
+    keep_alive_ = false;  // the rest of the body stays unread
+    started_ = Clock::now();
+    send(Response::error(written));
+    return false;
+  }
+
+  void upload_cut_off(beast::error_code ec) {
+    sink_.reset();  // the sink cleans up
+    if (watchdog_) watchdog_->cancel();
+    on_read_error(ec);
+  }
+
+  void finish_upload() {
     Response response = sink_->finish();
     sink_.reset();
     if (watchdog_) watchdog_->cancel();
@@ -440,7 +476,8 @@ class HttpSession : public SessionBase {
   std::optional<http::request_parser<http::string_body>> body_parser_;
   std::optional<http::request_parser<http::buffer_body>> upload_parser_;
   std::unique_ptr<BodySink> sink_;
-  bool expects_continue_ = false;  // the request carries Expect: 100-continue
+  bool expects_continue_ = false;          // the request carries Expect: 100-continue
+  std::optional<uint64_t> raw_remaining_;  // body bytes still to read, for a declared length
   std::vector<char> chunk_;
   std::optional<asio::steady_timer> watchdog_;  // stall detection for uploads
   uint64_t upload_bytes_ = 0, upload_seen_ = 0;
