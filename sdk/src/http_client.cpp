@@ -258,12 +258,7 @@ class HttpClient::Connection {
   // One request and its response on the open connection.
   Result<HttpResponse> exchange(http::request<http::string_body>& request) {
     return on_stream([&](auto& stream) -> Result<HttpResponse> {
-      ++requests_;
-      arm();
-      beast::error_code ec;
-      http::async_write(stream, request, [&](beast::error_code e, size_t) { ec = e; });
-      run();
-      if (ec) return failed(ec, request);
+      MH_TRY(write_request(stream, request));
       return read_response(stream, request);
     });
   }
@@ -327,12 +322,8 @@ class HttpClient::Connection {
                                          const std::filesystem::path& destination,
                                          const ProgressFn& progress) {
     return on_stream([&](auto& stream) -> Result<HttpResponse> {
-      ++requests_;
-      arm();
+      MH_TRY(write_request(stream, request));
       beast::error_code ec;
-      http::async_write(stream, request, [&](beast::error_code e, size_t) { ec = e; });
-      run();
-      if (ec) return failed(ec, request);
       http::response_parser<http::buffer_body> parser;
       parser.body_limit(boost::none);
       arm();
@@ -433,6 +424,18 @@ class HttpClient::Connection {
     response.request_id = std::string(message["x-request-id"]);
     response.retry_after = std::string(message[http::field::retry_after]);
     return response;
+  }
+
+  // Writes a whole request (one whose body, if any, is in memory).
+  template <typename Stream, typename Body>
+  Status write_request(Stream& stream, http::request<Body>& request) {
+    ++requests_;
+    arm();
+    beast::error_code ec;
+    http::async_write(stream, request, [&](beast::error_code e, size_t) { ec = e; });
+    run();
+    if (ec) return failed(ec, request);
+    return {};
   }
 
   // Reads one whole response (a 100 Continue is one too).
