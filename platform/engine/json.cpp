@@ -354,7 +354,10 @@ void write(std::string& out, const Json& v) {
     case Json::Type::kDouble: {
       char buf[32];
       auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v.as_double());
-      out.append(buf, ec == std::errc() ? end : buf);
+      const std::string_view text(buf, ec == std::errc() ? static_cast<size_t>(end - buf) : 0);
+      out += text;
+      // Keep a double a double when read back ("-0" would come back as the integer 0).
+      if (text.find_first_of(".e") == std::string_view::npos) out += ".0";
       break;
     }
     case Json::Type::kString:

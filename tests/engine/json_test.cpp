@@ -23,6 +23,7 @@ TEST_CASE("JSON: values, escapes and surrogate pairs parse, and output round-tri
   CHECK(to_json(*again) == to_json(*v));
   CHECK(parse_json("9223372036854775807")->as_int() == INT64_MAX);
   CHECK(parse_json("9223372036854775808")->type() == Json::Type::kDouble);  // too big for int64
+  CHECK(to_json(parse_json("-0E3").value()) == "-0.0");  // a double stays a double
 }
 
 TEST_CASE("JSON: malformed documents are refused with the byte at fault") {
