@@ -1,0 +1,220 @@
+// The CPU backend's ops: every backward pass against central finite differences of its forward
+// pass, GEMM against a plain triple loop, shape errors, and results that do not depend on the
+// number of threads.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "platform/engine/backend.h"
+
+namespace mh::engine {
+namespace {
+
+Tensor random_tensor(Shape shape, std::mt19937& rng, float scale = 1.0f) {
+  Tensor t(std::move(shape));
+  std::normal_distribution<float> dist(0.0f, scale);
+  for (auto& v : t.values()) v = dist(rng);
+  return t;
+}
+
+double dot(const Tensor& a, const Tensor& b) {
+  double s = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+// Checks `analytic` (dL/d`input`) against central differences of L = loss(), perturbing each
+// element of `input` in place.
+void check_gradient(const char* what, Tensor& input, const Tensor& analytic,
+                    const std::function<double()>& loss, float eps = 1e-2f) {
+  REQUIRE(analytic.shape() == input.shape());
+  for (int64_t i = 0; i < input.numel(); ++i) {
+    const float saved = input[i];
+    input[i] = saved + eps;
+    const double up = loss();
+    input[i] = saved - eps;
+    const double down = loss();
+    input[i] = saved;
+    const double numeric = (up - down) / (2.0 * eps);
+    CAPTURE(what);
+    CAPTURE(i);
+    CHECK(std::fabs(analytic[i] - numeric) <= 2e-3 + 1e-2 * std::fabs(numeric));
+  }
+}
+
+TEST_CASE("gemm matches a triple loop for every transpose, and its gradients are right") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(1);
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      const int64_t m = 5, k = 7, n = 3;
+      Tensor a = random_tensor(ta ? Shape{k, m} : Shape{m, k}, rng);
+      Tensor b = random_tensor(tb ? Shape{n, k} : Shape{k, n}, rng);
+      Tensor c = random_tensor({m, n}, rng);
+      const Tensor c0 = c;
+      cpu->gemm(ta, tb, 0.5f, a, b, 2.0f, c);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            s += static_cast<double>(ta ? a[p * m + i] : a[i * k + p]) *
+                 (tb ? b[j * k + p] : b[p * n + j]);
+          }
+          CHECK(c[i * n + j] == doctest::Approx(0.5 * s + 2.0 * c0[i * n + j]).epsilon(1e-5));
+        }
+      }
+    }
+  }
+  // y = x @ w: dx = dy @ w^T, dw = x^T @ dy.
+  Tensor x = random_tensor({4, 6}, rng), w = random_tensor({6, 3}, rng),
+         r = random_tensor({4, 3}, rng);
+  auto loss = [&] {
+    Tensor y;
+    cpu->gemm(false, false, 1.0f, x, w, 0.0f, y);
+    return dot(y, r);
+  };
+  Tensor dx, dw;
+  cpu->gemm(false, true, 1.0f, r, w, 0.0f, dx);
+  cpu->gemm(true, false, 1.0f, x, r, 0.0f, dw);
+  check_gradient("x", x, dx, loss);
+  check_gradient("w", w, dw, loss);
+}
+
+TEST_CASE("layernorm and rmsnorm backward match finite differences") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(2);
+  Tensor x = random_tensor({3, 2, 8}, rng), w = random_tensor({8}, rng),
+         b = random_tensor({8}, rng);
+  Tensor r = random_tensor({3, 2, 8}, rng);
+  Tensor out, mean, rstd;
+  auto ln_loss = [&] {
+    cpu->layernorm(x, w, b, 1e-5f, out, mean, rstd);
+    return dot(out, r);
+  };
+  ln_loss();
+  Tensor dx, dw({8}), db({8});
+  cpu->layernorm_backward(r, x, w, mean, rstd, dx, dw, db);
+  check_gradient("x", x, dx, ln_loss);
+  check_gradient("w", w, dw, ln_loss);
+  check_gradient("b", b, db, ln_loss);
+
+  auto rms_loss = [&] {
+    cpu->rmsnorm(x, w, 1e-6f, out, rstd);
+    return dot(out, r);
+  };
+  rms_loss();
+  Tensor rdx, rdw({8});
+  cpu->rmsnorm_backward(r, x, w, rstd, rdx, rdw);
+  check_gradient("rms x", x, rdx, rms_loss);
+  check_gradient("rms w", w, rdw, rms_loss);
+}
+
+TEST_CASE("gelu, swiglu and add backward match finite differences") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(3);
+  Tensor x = random_tensor({4, 5}, rng, 2.0f), r = random_tensor({4, 5}, rng);
+  Tensor out;
+  auto gelu_loss = [&] {
+    cpu->gelu(x, out);
+    return dot(out, r);
+  };
+  Tensor dx;
+  cpu->gelu_backward(r, x, dx);
+  check_gradient("gelu", x, dx, gelu_loss);
+  CHECK(gelu_loss() == doctest::Approx(gelu_loss()));  // deterministic
+
+  Tensor gate = random_tensor({4, 5}, rng, 2.0f), up = random_tensor({4, 5}, rng);
+  auto swiglu_loss = [&] {
+    cpu->swiglu(gate, up, out);
+    return dot(out, r);
+  };
+  Tensor dgate, dup;
+  cpu->swiglu_backward(r, gate, up, dgate, dup);
+  check_gradient("gate", gate, dgate, swiglu_loss);
+  check_gradient("up", up, dup, swiglu_loss);
+
+  Tensor y = random_tensor({4, 5}, rng);
+  cpu->add(x, y, out);
+  CHECK(out[7] == x[7] + y[7]);
+}
+
+TEST_CASE("embedding backward accumulates repeated ids, and matches finite differences") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(4);
+  Tensor table = random_tensor({6, 4}, rng), r = random_tensor({5, 4}, rng);
+  const std::vector<int32_t> ids = {2, 0, 2, 5, 1};
+  Tensor out;
+  auto loss = [&] {
+    cpu->embedding(table, ids, out);
+    return dot(out, r);
+  };
+  Tensor dtable({6, 4});
+  cpu->embedding_backward(r, ids, dtable);
+  check_gradient("table", table, dtable, loss);
+  CHECK(dtable[3 * 4] == 0.0f);  // row 3 was never used
+}
+
+TEST_CASE("cross-entropy: the loss, its gradient, ignored rows") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(5);
+  Tensor logits = random_tensor({4, 7}, rng, 3.0f);
+  const std::vector<int32_t> targets = {3, -1, 0, 6};
+  Tensor dlogits;
+  const float loss = cpu->cross_entropy(logits, targets, dlogits);
+  double expected = 0;
+  for (int r : {0, 2, 3}) {
+    double sum = 0;
+    for (int j = 0; j < 7; ++j) sum += std::exp(static_cast<double>(logits[r * 7 + j]));
+    expected += std::log(sum) - logits[r * 7 + targets[static_cast<size_t>(r)]];
+  }
+  CHECK(loss == doctest::Approx(expected / 3).epsilon(1e-5));
+  for (int j = 0; j < 7; ++j) CHECK(dlogits[7 + j] == 0.0f);  // the ignored row
+  Tensor scratch;
+  check_gradient(
+      "logits", logits, dlogits,
+      [&] { return static_cast<double>(cpu->cross_entropy(logits, targets, scratch)); }, 1e-2f);
+  // Large logits do not overflow.
+  Tensor big = Tensor::of({1, 3}, {1000.0f, 0.0f, -1000.0f});
+  CHECK(cpu->cross_entropy(big, {0}, scratch) == doctest::Approx(0.0).epsilon(1e-6));
+}
+
+TEST_CASE("ops refuse shapes that do not fit, saying which") {
+  auto cpu = make_cpu_backend(1);
+  Tensor a({2, 3}), b({4, 5}), c;
+  CHECK_THROWS_WITH_AS(cpu->gemm(false, false, 1, a, b, 0, c),
+                       "gemm: op(a) is [2, 3] but op(b) is [4, 5]", ShapeError);
+  Tensor x({2, 8}), w({7}), bias({8}), out, mean, rstd;
+  CHECK_THROWS_WITH_AS(cpu->layernorm(x, w, bias, 1e-5f, out, mean, rstd),
+                       "layernorm: w has shape [7], expected [8]", ShapeError);
+  Tensor table({4, 2});
+  CHECK_THROWS_WITH_AS(cpu->embedding(table, {1, 4}, out), "embedding: id 4 outside [0, 4)",
+                       ShapeError);
+  CHECK_THROWS_AS(cpu->cross_entropy(Tensor({2, 3}), {0}, out), ShapeError);
+  CHECK_THROWS_AS(cpu->add(Tensor({2, 3}), Tensor({3, 2}), out), ShapeError);  // no broadcasting
+  CHECK_THROWS_AS(Tensor::of({2, 2}, {1, 2, 3}), ShapeError);
+}
+
+TEST_CASE("results do not depend on the number of threads") {
+  std::mt19937 rng(6);
+  Tensor x = random_tensor({64, 32}, rng), w = random_tensor({32}, rng),
+         b = random_tensor({32}, rng);
+  Tensor logits = random_tensor({64, 50}, rng);
+  std::vector<int32_t> targets(64);
+  for (size_t i = 0; i < targets.size(); ++i) targets[i] = static_cast<int32_t>(i % 50);
+  auto run = [&](int threads) {
+    auto cpu = make_cpu_backend(threads);
+    Tensor out, mean, rstd, dx, dw({32}), db({32}), dl;
+    cpu->layernorm(x, w, b, 1e-5f, out, mean, rstd);
+    cpu->layernorm_backward(out, x, w, mean, rstd, dx, dw, db);
+    const float loss = cpu->cross_entropy(logits, targets, dl);
+    return std::make_tuple(out.values(), dx.values(), dw.values(), loss, dl.values());
+  };
+  CHECK(run(1) == run(4));
+}
+
+}  // namespace
+}  // namespace mh::engine
