@@ -190,12 +190,11 @@ Result<std::unique_ptr<BodySink>> FileStore::begin_upload(const Request& request
   const uint64_t limit = quota_binds ? static_cast<uint64_t>(remaining) : max_file_bytes_;
   // A declared length that cannot fit even allowing for the multipart framing is refused before
   // the body is read: a client that sent Expect: 100-continue sends none of it.
-  constexpr uint64_t kFramingAllowance = 64 * 1024;
   std::string_view declared = request.header("content-length");
   uint64_t length = 0;
   auto [end, ec] = std::from_chars(declared.data(), declared.data() + declared.size(), length);
   if (!declared.empty() && ec == std::errc() && end == declared.data() + declared.size() &&
-      length > limit + kFramingAllowance) {
+      length > limit + kMultipartAllowance) {
     return too_large(quota_binds, tenant, t->storage_limit_bytes, max_file_bytes_);
   }
   return std::unique_ptr<BodySink>(std::make_unique<UploadSink>(

@@ -27,6 +27,11 @@ struct FileRecord {
   int64_t created_at = 0;
 };
 
+// What a multipart upload may carry besides the file's own bytes (boundaries, part headers, the
+// purpose field): the HTTP body limit is the per-file limit plus this, and a declared length
+// beyond the remaining quota plus this is refused before the body is read.
+constexpr uint64_t kMultipartAllowance = 64 * 1024;
+
 class FileStore {
  public:
   FileStore(store::Database& db, blobs::BlobStore& blobs, tenants::TenantRegistry& tenants,

@@ -279,12 +279,16 @@ class HttpSession : public SessionBase {
       keep_alive_ = false;  // the body was not read
       return send(std::move(*refused));
     }
-    upload_parser_.emplace(std::move(*header_parser_));
-    upload_parser_->body_limit(limit);
     // A body of declared length needs no parser: it is read from the socket straight into
-    // chunk_, as much as the socket holds per read. Chunked bodies go through the parser.
+    // chunk_, as much as the socket holds per read (its length was checked against `limit`
+    // in on_header). Chunked bodies go through the parser, which enforces the limit.
     raw_remaining_.reset();
-    if (!upload_parser_->chunked()) raw_remaining_ = upload_parser_->content_length().value_or(0);
+    if (header_parser_->chunked()) {
+      upload_parser_.emplace(std::move(*header_parser_));
+      upload_parser_->body_limit(limit);
+    } else {
+      raw_remaining_ = header_parser_->content_length().value_or(0);
+    }
     chunk_.resize(kUploadChunk);
     continue_if_expected([self = self()] {
       // A deadline on every read costs a timer start and cancel per chunk (reactor wake-ups);

@@ -86,16 +86,10 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
                              mode_t mode) {
   std::filesystem::path temp = path;
   temp += ".tmp";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return io_error("writing", temp);
-  Status status;
-  if (!write_all(fd, content)) status = io_error("writing", temp);
-  if (status.ok() && ::fsync(fd) != 0) status = io_error("syncing", temp);
-  ::close(fd);
-  if (status.ok() && ::rename(temp.c_str(), path.c_str()) != 0)
-    status = io_error("renaming to", path);
-  if (!status.ok()) ::unlink(temp.c_str());
-  return status;
+  ::unlink(temp.c_str());  // left by a crash mid-write; it never replaced anything
+  MH_ASSIGN_OR_RETURN(StagedFile file, StagedFile::create(temp, mode));
+  MH_TRY(file.write(content));
+  return file.commit(path);
 }
 
 Result<StagedFile> StagedFile::create(std::filesystem::path temp, mode_t mode) {

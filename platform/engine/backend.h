@@ -4,6 +4,7 @@
 // Conventions: row-major tensors; "rows" are every dimension but the last, flattened. Backward
 // ops *accumulate* into parameter gradients (dw, db: +=, so that micro-batches add up) and
 // *write* input gradients (dx: =). Shapes are checked; a mismatch throws ShapeError.
+// A backend runs one op at a time: one thread drives it (each op may use the backend's threads).
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "platform/api/files.h"
 #include "platform/base/version.h"
 
 namespace mh::daemon {
@@ -125,7 +126,7 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   config->shutdown_grace = std::chrono::milliseconds(grace_ms);
   config->server.access_log = config->access_log != "off";
   config->server.server_name = std::string("macrohardd/") + MACROHARD_VERSION;
-  config->server.max_upload_bytes = config->max_file_bytes + 64 * 1024;  // multipart overhead
+  config->server.max_upload_bytes = config->max_file_bytes + api::kMultipartAllowance;
   return -1;
 }
 

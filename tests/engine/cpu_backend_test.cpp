@@ -125,7 +125,12 @@ TEST_CASE("gelu, swiglu and add backward match finite differences") {
   Tensor dx;
   cpu->gelu_backward(r, x, dx);
   check_gradient("gelu", x, dx, gelu_loss);
-  CHECK(gelu_loss() == doctest::Approx(gelu_loss()));  // deterministic
+  // Known values of GPT-2's tanh approximation.
+  Tensor points = Tensor::of({3}, {0.0f, 1.0f, -3.0f});
+  cpu->gelu(points, out);
+  CHECK(out[0] == 0.0f);
+  CHECK(out[1] == doctest::Approx(0.8411920).epsilon(1e-6));
+  CHECK(out[2] == doctest::Approx(-0.0036374).epsilon(1e-4));
 
   Tensor gate = random_tensor({4, 5}, rng, 2.0f), up = random_tensor({4, 5}, rng);
   auto swiglu_loss = [&] {

@@ -171,6 +171,36 @@ TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
   CHECK(p.upload("acme", "model", "whole.bin", "complete").status == 200);  // still serving
 }
 
+TEST_CASE("a chunked upload goes through the parser, within the per-file limit") {
+  FilesPlatform p({"--max-file-bytes", "1000"});
+  auto chunked = [&](const std::string& content) {
+    auto [before, after] = FilesPlatform::frame("model", "chunked.bin");
+    const std::string body = before + content + after;
+    std::string head = p.head("acme", 0);
+    head.replace(head.find("Content-Length: 0"), 17, "Transfer-Encoding: chunked");
+    std::string wire = head;
+    for (size_t i = 0; i < body.size(); i += 100) {
+      const std::string piece = body.substr(i, 100);
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+      wire += size + piece + "\r\n";
+    }
+    wire += "0\r\n\r\n";
+    RawConnection conn(p.daemon->port());
+    conn.send(wire);
+    auto response = conn.read_response(10s);
+    REQUIRE(response);
+    return *response;
+  };
+  RawResponse ok = chunked(std::string(900, 'c'));
+  CHECK(ok.status == 200);
+  CHECK(json::parse(ok.body).at("bytes").as_int64() == 900);
+  RawResponse big = chunked(std::string(5000, 'c'));
+  CHECK(big.status == 413);
+  CHECK(json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().size() == 1);
+  CHECK(p.blob_files() == 1);
+}
+
 TEST_CASE("Expect: 100-continue — the daemon asks for the body only when it will take it") {
   FilesPlatform p({"--max-file-bytes", "1000"});
   auto [before, after] = FilesPlatform::frame("model", "expect.bin");
