@@ -52,13 +52,45 @@ class Backend {
                                   Tensor& dtable) = 0;
 
   // Softmax cross-entropy of logits [N, V] against targets (an id, or -1 to ignore the row).
-  // Returns the mean loss over counted rows and writes dlogits = d(mean loss)/d(logits),
-  // without keeping the probabilities of more than one row at a time.
+  // Returns the summed loss over counted rows divided by `denominator` (0: by the number of
+  // counted rows, i.e. the mean) and writes dlogits, the gradient of that returned value, without
+  // keeping the probabilities of more than one row at a time. A caller splitting one batch into
+  // pieces passes the whole batch's count, so that the pieces' gradients add up to the batch's.
   virtual float cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets,
-                              Tensor& dlogits) = 0;
+                              Tensor& dlogits, int64_t denominator = 0) = 0;
 
-  // out = a + b, same shapes.
+  // out = a + b, same shapes. `out` may be `a` or `b`.
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  // x[r] += bias for every row r of x [.., C]; bias is [C].
+  virtual void add_bias(Tensor& x, const Tensor& bias) = 0;
+  // dbias += the column sums of dout [.., C].
+  virtual void bias_backward(const Tensor& dout, Tensor& dbias) = 0;
+
+  // Rotary position embedding, in place, in Hugging Face's Llama convention (the two halves of
+  // each head rotated together: x * cos + rotate_half(x) * sin). x is [N, heads * head_dim] and
+  // row n is at position positions[n]. rope_backward applies the inverse rotation to a gradient.
+  virtual void rope(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
+                    float theta) = 0;
+  virtual void rope_backward(Tensor& dx, int64_t head_dim, const std::vector<int32_t>& positions,
+                             float theta) = 0;
+
+  // Causal scaled-dot-product attention with grouped-query heads, never holding more than one
+  // row of scores. Queries are [batch * q_len, heads * head_dim]; keys and values have at least
+  // batch * kv_len rows of kv_heads * head_dim (sequence b's are rows [b * kv_len, (b + 1) *
+  // kv_len)); query i of a sequence sees keys 0 .. kv_len - q_len + i, so q_len < kv_len is a
+  // continuation after kv_len - q_len cached positions. Query head h reads key/value head
+  // h / (heads / kv_heads). out is [batch * q_len, heads * head_dim]; lse [batch, heads, q_len]
+  // keeps each row's log-sum-exp of scores for the backward pass.
+  struct AttentionShape {
+    int64_t batch = 1, q_len = 0, kv_len = 0, heads = 1, kv_heads = 1, head_dim = 0;
+  };
+  virtual void attention(const AttentionShape& shape, const Tensor& q, const Tensor& k,
+                         const Tensor& v, Tensor& out, Tensor& lse) = 0;
+  // Writes dq, dk, dv (the shapes of q, k, v).
+  virtual void attention_backward(const AttentionShape& shape, const Tensor& dout, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, const Tensor& out,
+                                  const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) = 0;
 };
 
 // The CPU backend: OpenBLAS SGEMM where the build found it, threads for the rest. `threads` 0

@@ -105,6 +105,23 @@ void shape_output(Tensor& out, const Shape& shape) {
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
 
+// Dot product with eight independent partial sums, which the compiler keeps in vector lanes.
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  }
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// y += alpha * x
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
@@ -327,8 +344,8 @@ class CpuBackend final : public Backend {
     }
   }
 
-  float cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets,
-                      Tensor& dlogits) override {
+  float cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets, Tensor& dlogits,
+                      int64_t denominator) override {
     if (logits.rank() != 2) throw ShapeError("cross_entropy: logits must be [N, V]");
     const int64_t n = logits.dim(0), v = logits.dim(1);
     if (static_cast<int64_t>(targets.size()) != n) {
@@ -343,8 +360,9 @@ class CpuBackend final : public Backend {
         ++counted;
       }
     }
+    if (denominator <= 0) denominator = counted;
     std::vector<double> losses(static_cast<size_t>(n), 0.0);
-    const float scale = counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f;
+    const float scale = denominator > 0 ? 1.0f / static_cast<float>(denominator) : 0.0f;
     pool_.parallel_for(n, 4, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const float* z = logits.data() + r * v;
@@ -367,13 +385,134 @@ class CpuBackend final : public Backend {
     });
     double total = 0;
     for (double l : losses) total += l;  // in row order: independent of the thread count
-    return counted > 0 ? static_cast<float>(total / static_cast<double>(counted)) : 0.0f;
+    return denominator > 0 ? static_cast<float>(total / static_cast<double>(denominator)) : 0.0f;
   }
 
   void add(const Tensor& a, const Tensor& b, Tensor& out) override {
     expect_same(a, b, "add", "b");
     shape_output(out, a.shape());
     elementwise(a.numel(), [&](int64_t i) { out[i] = a[i] + b[i]; });
+  }
+
+  void add_bias(Tensor& x, const Tensor& bias) override {
+    const int64_t c = x.dim(-1), rows = rows_of(x);
+    expect_shape(bias, {c}, "add_bias", "bias");
+    pool_.parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) axpy(1.0f, bias.data(), x.data() + r * c, c);
+    });
+  }
+  void bias_backward(const Tensor& dout, Tensor& dbias) override {
+    const int64_t c = dout.dim(-1), rows = rows_of(dout);
+    expect_shape(dbias, {c}, "bias_backward", "dbias");
+    for (int64_t r = 0; r < rows; ++r) axpy(1.0f, dout.data() + r * c, dbias.data(), c);
+  }
+
+  void rope(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
+            float theta) override {
+    rotate(x, head_dim, positions, theta, 1.0f, "rope");
+  }
+  void rope_backward(Tensor& dx, int64_t head_dim, const std::vector<int32_t>& positions,
+                     float theta) override {
+    rotate(dx, head_dim, positions, theta, -1.0f, "rope_backward");
+  }
+
+  void attention(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
+                 Tensor& out, Tensor& lse) override {
+    check_attention(s, q, k, v, "attention");
+    shape_output(out, q.shape());
+    shape_output(lse, {s.batch, s.heads, s.q_len});
+    const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+    const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    // One task per (sequence, head, query row); each keeps one row of scores.
+    pool_.parallel_for(s.batch * s.heads * s.q_len, 8, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(static_cast<size_t>(s.kv_len));
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i = t % s.q_len, h = (t / s.q_len) % s.heads, b = t / (s.q_len * s.heads);
+        const float* qi = q.data() + (b * s.q_len + i) * qw + h * d;
+        const float* kb = k.data() + b * s.kv_len * kw + (h / group) * d;
+        const float* vb = v.data() + b * s.kv_len * kw + (h / group) * d;
+        const int64_t n = past + i + 1;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) {
+          p[j] = dot(qi, kb + j * kw, d) * scale;
+          mx = std::max(mx, p[j]);
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          p[j] = std::exp(p[j] - mx);
+          sum += p[j];
+        }
+        float* o = out.data() + (b * s.q_len + i) * qw + h * d;
+        std::fill(o, o + d, 0.0f);
+        for (int64_t j = 0; j < n; ++j) axpy(p[j] / sum, vb + j * kw, o, d);
+        lse[(b * s.heads + h) * s.q_len + i] = mx + std::log(sum);
+      }
+    });
+  }
+
+  void attention_backward(const AttentionShape& s, const Tensor& dout, const Tensor& q,
+                          const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                          Tensor& dq, Tensor& dk, Tensor& dv) override {
+    check_attention(s, q, k, v, "attention_backward");
+    expect_same(q, dout, "attention_backward", "dout");
+    expect_same(q, out, "attention_backward", "out");
+    expect_shape(lse, {s.batch, s.heads, s.q_len}, "attention_backward", "lse");
+    shape_output(dq, q.shape());
+    shape_output(dk, k.shape());
+    shape_output(dv, v.shape());
+    dk.fill(0.0f);
+    dv.fill(0.0f);
+    const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+    const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    // delta[b, h, i] = dout_i . out_i, the softmax backward's row term.
+    std::vector<float> delta(static_cast<size_t>(s.batch * s.heads * s.q_len));
+    // Probabilities are recomputed from the saved log-sum-exp: p_ij = exp(q_i . k_j * scale -
+    // lse_i); ds_ij = p_ij * (dout_i . v_j - delta_i).
+    auto prob = [&](int64_t b, int64_t h, int64_t i, int64_t j, float* ds) {
+      const int64_t row = (b * s.heads + h) * s.q_len + i;
+      const float* qi = q.data() + (b * s.q_len + i) * qw + h * d;
+      const int64_t kv = b * s.kv_len * kw + (h / group) * d + j * kw;
+      const float p = std::exp(dot(qi, k.data() + kv, d) * scale - lse[row]);
+      const float* gi = dout.data() + (b * s.q_len + i) * qw + h * d;
+      *ds = p * (dot(gi, v.data() + kv, d) - delta[static_cast<size_t>(row)]);
+      return p;
+    };
+    // Pass 1, one task per query row: delta, then dq_i = scale * sum_j ds_ij k_j.
+    pool_.parallel_for(s.batch * s.heads * s.q_len, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i = t % s.q_len, h = (t / s.q_len) % s.heads, b = t / (s.q_len * s.heads);
+        const int64_t at = (b * s.q_len + i) * qw + h * d;
+        delta[static_cast<size_t>(t)] = dot(dout.data() + at, out.data() + at, d);
+        float* dqi = dq.data() + at;
+        std::fill(dqi, dqi + d, 0.0f);
+        for (int64_t j = 0; j <= past + i; ++j) {
+          float ds;
+          prob(b, h, i, j, &ds);
+          axpy(ds * scale, k.data() + b * s.kv_len * kw + (h / group) * d + j * kw, dqi, d);
+        }
+      }
+    });
+    // Pass 2, one task per key row: it gathers from every query head of its group and every
+    // query that sees it, in a fixed order (no atomics, no dependence on the thread count).
+    pool_.parallel_for(s.batch * s.kv_heads * s.kv_len, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t j = t % s.kv_len, g = (t / s.kv_len) % s.kv_heads,
+                      b = t / (s.kv_len * s.kv_heads);
+        float* dkj = dk.data() + (b * s.kv_len + j) * kw + g * d;
+        float* dvj = dv.data() + (b * s.kv_len + j) * kw + g * d;
+        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+          for (int64_t i = std::max<int64_t>(0, j - past); i < s.q_len; ++i) {
+            float ds;
+            const float p = prob(b, h, i, j, &ds);
+            const int64_t at = (b * s.q_len + i) * qw + h * d;
+            axpy(ds * scale, q.data() + at, dkj, d);
+            axpy(p, dout.data() + at, dvj, d);
+          }
+        }
+      }
+    });
   }
 
  private:
@@ -383,6 +522,70 @@ class CpuBackend final : public Backend {
       for (int64_t i = begin; i < end; ++i) fn(i);
     });
   }
+  // Rotates each head's halves (x1, x2) by angle pos * theta^(-2i/d): (x1 cos - x2 sin,
+  // x2 cos + x1 sin); sign -1 rotates back.
+  void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, float theta,
+              float sign, const char* op) {
+    if (x.rank() != 2 || head_dim <= 0 || head_dim % 2 != 0 || x.dim(1) % head_dim != 0) {
+      throw ShapeError(std::string(op) + ": x " + shape_string(x.shape()) +
+                       " is not [N, heads * head_dim] with an even head_dim " +
+                       std::to_string(head_dim));
+    }
+    if (static_cast<int64_t>(positions.size()) != x.dim(0)) {
+      throw ShapeError(std::string(op) + ": " + std::to_string(positions.size()) +
+                       " positions for " + std::to_string(x.dim(0)) + " rows");
+    }
+    const int64_t half = head_dim / 2, heads = x.dim(1) / head_dim;
+    std::vector<float> inv_freq(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) {
+      // As Hugging Face computes it: 1 / theta^(2i / d), in float.
+      inv_freq[static_cast<size_t>(i)] = static_cast<float>(
+          1.0 /
+          std::pow(static_cast<double>(theta),
+                   static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(head_dim))));
+    }
+    pool_.parallel_for(x.dim(0), 4, [&](int64_t begin, int64_t end) {
+      std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+      for (int64_t r = begin; r < end; ++r) {
+        for (int64_t i = 0; i < half; ++i) {
+          const float angle = static_cast<float>(positions[static_cast<size_t>(r)]) *
+                              inv_freq[static_cast<size_t>(i)];
+          cs[static_cast<size_t>(i)] = std::cos(angle);
+          sn[static_cast<size_t>(i)] = sign * std::sin(angle);
+        }
+        for (int64_t h = 0; h < heads; ++h) {
+          float* xh = x.data() + r * x.dim(1) + h * head_dim;
+          for (int64_t i = 0; i < half; ++i) {
+            const float x1 = xh[i], x2 = xh[i + half];
+            xh[i] = x1 * cs[static_cast<size_t>(i)] - x2 * sn[static_cast<size_t>(i)];
+            xh[i + half] = x2 * cs[static_cast<size_t>(i)] + x1 * sn[static_cast<size_t>(i)];
+          }
+        }
+      }
+    });
+  }
+
+  static void check_attention(const AttentionShape& s, const Tensor& q, const Tensor& k,
+                              const Tensor& v, const char* op) {
+    const std::string name(op);
+    if (s.batch < 1 || s.q_len < 1 || s.kv_len < s.q_len || s.heads < 1 || s.kv_heads < 1 ||
+        s.heads % s.kv_heads != 0 || s.head_dim < 1) {
+      throw ShapeError(name + ": batch " + std::to_string(s.batch) + ", q_len " +
+                       std::to_string(s.q_len) + ", kv_len " + std::to_string(s.kv_len) +
+                       ", heads " + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                       ", head_dim " + std::to_string(s.head_dim) + " do not make an attention");
+    }
+    expect_shape(q, {s.batch * s.q_len, s.heads * s.head_dim}, op, "q");
+    for (const Tensor* t : {&k, &v}) {
+      if (t->rank() != 2 || t->dim(1) != s.kv_heads * s.head_dim ||
+          t->dim(0) < s.batch * s.kv_len) {
+        throw ShapeError(name + ": keys/values " + shape_string(t->shape()) + " need " +
+                         std::to_string(s.batch * s.kv_len) + "+ rows of " +
+                         std::to_string(s.kv_heads * s.head_dim));
+      }
+    }
+  }
+
   static void check_id(int32_t id, int64_t size, const char* op) {
     if (id < 0 || id >= size) {
       throw ShapeError(std::string(op) + ": id " + std::to_string(id) + " outside [0, " +

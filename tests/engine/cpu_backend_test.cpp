@@ -187,6 +187,133 @@ TEST_CASE("cross-entropy: the loss, its gradient, ignored rows") {
   CHECK(cpu->cross_entropy(big, {0}, scratch) == doctest::Approx(0.0).epsilon(1e-6));
 }
 
+// Attention as its definition says: full score matrix, masked, softmax, weighted sum of values.
+Tensor naive_attention(const Backend::AttentionShape& s, const Tensor& q, const Tensor& k,
+                       const Tensor& v) {
+  const int64_t d = s.head_dim, qw = s.heads * d, kw = s.kv_heads * d;
+  Tensor out({s.batch * s.q_len, qw});
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t h = 0; h < s.heads; ++h) {
+      const int64_t g = h / (s.heads / s.kv_heads);
+      for (int64_t i = 0; i < s.q_len; ++i) {
+        std::vector<double> p(static_cast<size_t>(s.kv_len), 0.0);
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < s.kv_len; ++j) {
+          if (j > s.kv_len - s.q_len + i) continue;  // the future is masked
+          double sc = 0;
+          for (int64_t e = 0; e < d; ++e) {
+            sc += static_cast<double>(q[(b * s.q_len + i) * qw + h * d + e]) *
+                  k[(b * s.kv_len + j) * kw + g * d + e];
+          }
+          p[static_cast<size_t>(j)] = sc / std::sqrt(static_cast<double>(d));
+          mx = std::max(mx, p[static_cast<size_t>(j)]);
+        }
+        for (int64_t j = 0; j <= s.kv_len - s.q_len + i; ++j) {
+          p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - mx);
+          sum += p[static_cast<size_t>(j)];
+        }
+        for (int64_t e = 0; e < d; ++e) {
+          double o = 0;
+          for (int64_t j = 0; j <= s.kv_len - s.q_len + i; ++j) {
+            o += p[static_cast<size_t>(j)] / sum * v[(b * s.kv_len + j) * kw + g * d + e];
+          }
+          out[(b * s.q_len + i) * qw + h * d + e] = static_cast<float>(o);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST_CASE("attention matches its definition, with grouped heads and a cached prefix") {
+  auto cpu = make_cpu_backend(3);
+  std::mt19937 rng(7);
+  for (auto [q_len, kv_len, heads, kv_heads] :
+       {std::array<int64_t, 4>{5, 5, 4, 4}, std::array<int64_t, 4>{5, 5, 4, 2},
+        std::array<int64_t, 4>{2, 6, 6, 2}, std::array<int64_t, 4>{1, 7, 2, 1}}) {
+    Backend::AttentionShape s;
+    s.batch = 2;
+    s.q_len = q_len;
+    s.kv_len = kv_len;
+    s.heads = heads;
+    s.kv_heads = kv_heads;
+    s.head_dim = 4;
+    CAPTURE(q_len);
+    CAPTURE(kv_len);
+    CAPTURE(heads);
+    CAPTURE(kv_heads);
+    Tensor q = random_tensor({2 * q_len, heads * 4}, rng),
+           k = random_tensor({2 * kv_len, kv_heads * 4}, rng),
+           v = random_tensor({2 * kv_len, kv_heads * 4}, rng);
+    Tensor out, lse;
+    cpu->attention(s, q, k, v, out, lse);
+    const Tensor expected = naive_attention(s, q, k, v);
+    for (int64_t i = 0; i < out.numel(); ++i)
+      CHECK(out[i] == doctest::Approx(expected[i]).epsilon(1e-5));
+
+    Tensor r = random_tensor(out.shape(), rng);
+    auto loss = [&] {
+      Tensor o, l;
+      cpu->attention(s, q, k, v, o, l);
+      return dot(o, r);
+    };
+    Tensor dq, dk, dv;
+    cpu->attention_backward(s, r, q, k, v, out, lse, dq, dk, dv);
+    check_gradient("q", q, dq, loss);
+    check_gradient("k", k, dk, loss);
+    check_gradient("v", v, dv, loss);
+  }
+}
+
+TEST_CASE("rope rotates head halves by position, and its backward is the inverse rotation") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(8);
+  const std::vector<int32_t> positions = {0, 1, 5, 17};
+  Tensor x = random_tensor({4, 2 * 6}, rng);
+  Tensor y = x;
+  cpu->rope(y, 6, positions, 10000.0f);
+  for (int64_t r = 0; r < 4; ++r) {
+    for (int64_t h = 0; h < 2; ++h) {
+      for (int64_t i = 0; i < 3; ++i) {
+        const double angle = positions[static_cast<size_t>(r)] * std::pow(10000.0, -2.0 * i / 6);
+        const double x1 = x[r * 12 + h * 6 + i], x2 = x[r * 12 + h * 6 + i + 3];
+        CHECK(y[r * 12 + h * 6 + i] ==
+              doctest::Approx(x1 * std::cos(angle) - x2 * std::sin(angle)).epsilon(1e-5));
+        CHECK(y[r * 12 + h * 6 + i + 3] ==
+              doctest::Approx(x2 * std::cos(angle) + x1 * std::sin(angle)).epsilon(1e-5));
+      }
+    }
+  }
+  for (int64_t i = 0; i < 12; ++i) CHECK(y[i] == x[i]);  // position 0 is the identity
+  Tensor r = random_tensor(x.shape(), rng);
+  auto loss = [&] {
+    Tensor t = x;
+    cpu->rope(t, 6, positions, 10000.0f);
+    return dot(t, r);
+  };
+  Tensor dx = r;
+  cpu->rope_backward(dx, 6, positions, 10000.0f);
+  check_gradient("x", x, dx, loss);
+}
+
+TEST_CASE("bias add and its backward") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(9);
+  Tensor x = random_tensor({3, 5}, rng), bias = random_tensor({5}, rng),
+         r = random_tensor({3, 5}, rng);
+  auto loss = [&] {
+    Tensor t = x;
+    cpu->add_bias(t, bias);
+    return dot(t, r);
+  };
+  Tensor db({5});
+  cpu->bias_backward(r, db);
+  check_gradient("bias", bias, db, loss);
+  Tensor ones({3, 5}, 1.0f);
+  cpu->add_bias(ones, bias);
+  CHECK(ones[2 * 5 + 4] == 1.0f + bias[4]);
+}
+
 TEST_CASE("ops refuse shapes that do not fit, saying which") {
   auto cpu = make_cpu_backend(1);
   Tensor a({2, 3}), b({4, 5}), c;
@@ -201,6 +328,17 @@ TEST_CASE("ops refuse shapes that do not fit, saying which") {
   CHECK_THROWS_AS(cpu->cross_entropy(Tensor({2, 3}), {0}, out), ShapeError);
   CHECK_THROWS_AS(cpu->add(Tensor({2, 3}), Tensor({3, 2}), out), ShapeError);  // no broadcasting
   CHECK_THROWS_AS(Tensor::of({2, 2}, {1, 2, 3}), ShapeError);
+  Backend::AttentionShape s;
+  s.q_len = 2;
+  s.kv_len = 2;
+  s.heads = 3;
+  s.kv_heads = 2;  // 3 heads cannot share 2 key/value heads evenly
+  s.head_dim = 4;
+  Tensor lse;
+  CHECK_THROWS_AS(cpu->attention(s, Tensor({2, 12}), Tensor({2, 8}), Tensor({2, 8}), out, lse),
+                  ShapeError);
+  Tensor odd({1, 6});
+  CHECK_THROWS_AS(cpu->rope(odd, 3, {0}, 10000.0f), ShapeError);  // an odd head_dim
 }
 
 TEST_CASE("results do not depend on the number of threads") {
@@ -208,6 +346,7 @@ TEST_CASE("results do not depend on the number of threads") {
   Tensor x = random_tensor({64, 32}, rng), w = random_tensor({32}, rng),
          b = random_tensor({32}, rng);
   Tensor logits = random_tensor({64, 50}, rng);
+  Tensor q = random_tensor({16, 16}, rng), kv = random_tensor({16, 8}, rng);
   std::vector<int32_t> targets(64);
   for (size_t i = 0; i < targets.size(); ++i) targets[i] = static_cast<int32_t>(i % 50);
   auto run = [&](int threads) {
@@ -216,7 +355,18 @@ TEST_CASE("results do not depend on the number of threads") {
     cpu->layernorm(x, w, b, 1e-5f, out, mean, rstd);
     cpu->layernorm_backward(out, x, w, mean, rstd, dx, dw, db);
     const float loss = cpu->cross_entropy(logits, targets, dl);
-    return std::make_tuple(out.values(), dx.values(), dw.values(), loss, dl.values());
+    Backend::AttentionShape s;
+    s.batch = 2;
+    s.q_len = 8;
+    s.kv_len = 8;
+    s.heads = 4;
+    s.kv_heads = 2;
+    s.head_dim = 4;
+    Tensor att, lse, dq, dk, dv;
+    cpu->attention(s, q, kv, kv, att, lse);
+    cpu->attention_backward(s, q, q, kv, kv, att, lse, dq, dk, dv);
+    return std::make_tuple(out.values(), dx.values(), dw.values(), loss, dl.values(), att.values(),
+                           dq.values(), dk.values(), dv.values());
   };
   CHECK(run(1) == run(4));
 }
