@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "platform/engine/files.h"
+
 namespace mh::engine {
 namespace {
 
@@ -471,6 +473,14 @@ Result<std::string> json_string(const Json& object, std::string_view key) {
   if (v == nullptr) return invalid_argument("missing \"" + std::string(key) + "\"");
   if (!v->is_string()) return invalid_argument("\"" + std::string(key) + "\" must be a string");
   return v->as_string();
+}
+
+Result<Json> read_json_file(const std::filesystem::path& path, const JsonLimits& limits) {
+  MH_ASSIGN_OR_RETURN(std::string text, read_text_file(path, limits.max_bytes));
+  auto json = parse_json(text, limits);
+  if (!json.ok())
+    return invalid_argument(path.filename().string() + ": " + json.status().message());
+  return json;
 }
 
 }  // namespace mh::engine

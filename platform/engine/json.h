@@ -12,6 +12,8 @@
 #include <variant>
 #include <vector>
 
+#include <filesystem>
+
 #include "platform/base/status.h"
 
 namespace mh::engine {
@@ -75,6 +77,9 @@ Result<Json> parse_json(std::string_view text, const JsonLimits& limits = {});
 std::string to_json(const Json& value);
 // Appends `s` as a quoted JSON string.
 void append_json_string(std::string& out, std::string_view s);
+
+// A file parsed as one JSON document; errors name the file.
+Result<Json> read_json_file(const std::filesystem::path& path, const JsonLimits& limits = {});
 
 // Typed reads of an object's members, with errors naming the member.
 Result<int64_t> json_int(const Json& object, std::string_view key);

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "platform/engine/files.h"
 #include "platform/engine/json.h"
 
 namespace mh::engine {
@@ -267,34 +268,13 @@ Status write_safetensors(const std::filesystem::path& path, std::vector<TensorTo
   header += '}';
   while (header.size() % 8 != 0) header += ' ';
 
-  std::filesystem::path temp = path;
-  temp += ".tmp";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return internal_error(errno_text("creating", temp));
-  auto write_all = [&](const void* data, size_t size) {
-    const auto* p = static_cast<const char*>(data);
-    while (size > 0) {
-      ssize_t n = ::write(fd, p, size);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      p += n;
-      size -= static_cast<size_t>(n);
-    }
-    return true;
-  };
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(header.size() >> (8 * i));
-  bool ok = write_all(len, 8) && write_all(header.data(), header.size());
-  for (const auto& t : tensors) ok = ok && write_all(t.bytes.data(), t.bytes.size());
-  ok = ok && ::fsync(fd) == 0;
-  const std::string failure = ok ? "" : errno_text("writing", temp);
-  ::close(fd);
-  if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
-    std::string message = ok ? errno_text("renaming into", path) : failure;
-    ::unlink(temp.c_str());
-    return Status(errno == ENOSPC ? Code::kResourceExhausted : Code::kInternal, message);
-  }
-  return {};
+  std::vector<std::span<const uint8_t>> pieces;
+  pieces.emplace_back(len, 8);
+  pieces.emplace_back(reinterpret_cast<const uint8_t*>(header.data()), header.size());
+  for (const auto& t : tensors) pieces.push_back(t.bytes);
+  return write_file_atomically(path, pieces);
 }
 
 uint16_t float_to_bf16(float f) {

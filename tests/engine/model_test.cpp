@@ -1,0 +1,272 @@
+// Both model families: config.json parsing and its errors, a whole-model gradient check, the
+// cached (inference) forward against the training forward, and safetensors round trips with
+// Hugging Face names.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "platform/engine/files.h"
+#include "platform/engine/model.h"
+#include "platform/engine/safetensors.h"
+#include "tests/engine/gradcheck.h"
+
+namespace mh::engine {
+namespace {
+
+const char* kTinyGpt2 = R"({"model_type":"gpt2","vocab_size":11,"n_embd":8,"n_layer":2,
+  "n_head":2,"n_positions":16,"n_inner":12,"layer_norm_epsilon":1e-5})";
+const char* kTinyLlama = R"({"model_type":"llama","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "max_position_embeddings":16,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+  "tie_word_embeddings":false})";
+
+ModelConfig config_of(const char* json) {
+  auto c = parse_model_config(json);
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  return *c;
+}
+
+// A unique scratch directory, removed afterwards.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("mh_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+TEST_CASE("config.json: both families parse, and bad configs are refused naming the field") {
+  const ModelConfig g = config_of(kTinyGpt2);
+  CHECK(g.family == Family::kGpt2);
+  CHECK(g.head_dim == 4);
+  CHECK(g.kv_heads == 2);
+  CHECK(g.tie_embeddings);
+  const ModelConfig l = config_of(kTinyLlama);
+  CHECK(l.family == Family::kLlama);
+  CHECK(l.kv_heads == 2);
+  CHECK(l.head_dim == 2);
+  CHECK_FALSE(l.tie_embeddings);
+  // GPT-2 124M's published parameter count.
+  const ModelConfig gpt2_124m = config_of(
+      R"({"model_type":"gpt2","vocab_size":50257,"n_embd":768,"n_layer":12,"n_head":12,
+          "n_positions":1024})");
+  CHECK(gpt2_124m.parameter_count() == 124439808);
+  CHECK(gpt2_124m.ffn == 3072);
+
+  struct Bad {
+    const char* json;
+    const char* message;
+  };
+  for (const Bad& b : {
+           Bad{"[1]", "must be a JSON object"},
+           Bad{"{\"model_type\":\"bert\"}", "\"model_type\" is \"bert\""},
+           Bad{"{\"n_embd\":8}", "\"model_type\" is missing"},
+           Bad{R"({"model_type":"gpt2","vocab_size":11,"n_layer":2,"n_head":2,"n_positions":8})",
+               "\"n_embd\" is missing"},
+           Bad{R"({"model_type":"gpt2","vocab_size":11,"n_embd":8,"n_layer":2,"n_head":3,
+                "n_positions":8})",
+               "\"n_head\" must divide n_embd"},
+           Bad{R"({"model_type":"gpt2","vocab_size":-1,"n_embd":8,"n_layer":2,"n_head":2,
+                "n_positions":8})",
+               "\"vocab_size\" must be an integer"},
+           Bad{R"({"model_type":"gpt2","vocab_size":11,"n_embd":8.5,"n_layer":2,"n_head":2,
+                "n_positions":8})",
+               "\"n_embd\" must be an integer"},
+           Bad{R"({"model_type":"gpt2","vocab_size":11,"n_embd":8,"n_layer":2,"n_head":2,
+                "n_positions":8,"activation_function":"relu"})",
+               "\"activation_function\" is \"relu\""},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":3,
+                "max_position_embeddings":8})",
+               "\"num_key_value_heads\" must divide"},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "rope_scaling":{"type":"linear","factor":2.0}})",
+               "\"rope_scaling\" is set"},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "eos_token_id":11})",
+               "\"eos_token_id\" must be a token id"},
+           Bad{R"({"model_type":"gpt2","vocab_size":4000000,"n_embd":1000000,"n_layer":1000,
+                "n_head":1,"n_positions":8})",
+               "parameters, more than"},
+           Bad{"{\"model_type\":\"gpt2\",", "config.json: "},
+       }) {
+    CAPTURE(b.json);
+    auto c = parse_model_config(b.json);
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.status().code() == Code::kInvalidArgument);
+    CHECK_MESSAGE(c.status().message().find(b.message) != std::string::npos, c.status().message());
+  }
+}
+
+// The loss of a whole model as a function of every parameter, against finite differences.
+void check_model_gradient(const ModelConfig& config) {
+  auto cpu = make_cpu_backend(2);
+  auto model = Model::create(config, *cpu, 7);
+  REQUIRE(model.ok());
+  Model& m = **model;
+  // Larger weights than the initialisation's, so every path carries a visible gradient.
+  std::mt19937 rng(3);
+  for (auto& p : m.parameters()) {
+    if (p.value.rank() == 2) p.value = random_tensor(p.value.shape(), rng, 0.3f);
+  }
+  const std::vector<int32_t> ids = {1, 5, 9, 2, 3, 10, 0, 4, 4, 7};
+  const std::vector<int32_t> targets = {5, 9, 2, -1, 6, 0, 4, 4, 7, 1};
+  m.zero_grad();
+  m.forward(ids, 2, 5, targets);
+  m.backward();
+  // forward() with targets adds the classifier's gradient: keep the analytic ones first.
+  std::vector<Tensor> analytic;
+  for (const auto& p : m.parameters()) analytic.push_back(p.grad);
+  auto loss = [&] { return static_cast<double>(m.forward(ids, 2, 5, targets)); };
+  for (size_t i = 0; i < analytic.size(); ++i) {
+    auto& p = m.parameters()[i];
+    check_gradient(p.name.c_str(), p.value, analytic[i], loss, 1e-3f);
+  }
+}
+
+TEST_CASE("a whole gpt2 model's gradients match finite differences") {
+  check_model_gradient(config_of(kTinyGpt2));
+}
+
+TEST_CASE("a whole llama model's gradients match finite differences") {
+  check_model_gradient(config_of(kTinyLlama));
+}
+
+TEST_CASE("the cached forward gives the training forward's logits, batched across lengths") {
+  for (const char* json : {kTinyGpt2, kTinyLlama}) {
+    CAPTURE(json);
+    auto cpu = make_cpu_backend(2);
+    auto model = Model::create(config_of(json), *cpu, 11);
+    REQUIRE(model.ok());
+    Model& m = **model;
+    const std::vector<int32_t> a = {3, 1, 4, 1, 5, 9, 2}, b = {2, 7, 1, 8};
+    auto full_logits = [&](const std::vector<int32_t>& ids) {
+      m.forward(ids, 1, static_cast<int64_t>(ids.size()), {});
+      return m.logits();
+    };
+    const Tensor la = full_logits(a), lb = full_logits(b);
+    const int64_t v = m.config().vocab_size;
+    // Prefill a with 3 tokens and b with 2, then feed one token at a time, both in one batch.
+    KvCache ca = m.new_cache(16), cb = m.new_cache(16);
+    size_t ia = 3, ib = 2;
+    std::vector<Model::Step> steps = {{&ca, {a.begin(), a.begin() + 3}},
+                                      {&cb, {b.begin(), b.begin() + 2}}};
+    while (!steps.empty()) {
+      const Tensor out = m.forward_cached(steps);
+      const size_t pa = ca.length() - 1, pb = cb.length() - 1;
+      std::vector<Model::Step> next;
+      for (size_t s = 0; s < steps.size(); ++s) {
+        const bool is_a = steps[s].cache == &ca;
+        const Tensor& ref = is_a ? la : lb;
+        const size_t pos = is_a ? pa : pb;
+        for (int64_t j = 0; j < v; ++j) {
+          CHECK(out[static_cast<int64_t>(s) * v + j] ==
+                doctest::Approx(ref[static_cast<int64_t>(pos) * v + j]).epsilon(1e-4));
+        }
+        if (is_a && ia < a.size()) next.push_back({&ca, {a[ia++]}});
+        if (!is_a && ib < b.size()) next.push_back({&cb, {b[ib++]}});
+      }
+      steps = std::move(next);
+    }
+    CHECK(ca.length() == 7);
+    CHECK(cb.length() == 4);
+  }
+}
+
+TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are refused") {
+  auto cpu = make_cpu_backend(1);
+  TempDir dir;
+  for (const char* json : {kTinyGpt2, kTinyLlama}) {
+    const ModelConfig config = config_of(json);
+    auto model = Model::create(config, *cpu, 5);
+    REQUIRE(model.ok());
+    REQUIRE((*model)->save(dir.path).ok());
+    auto loaded = Model::load(dir.path, *cpu);
+    REQUIRE_MESSAGE(loaded.ok(), loaded.status().to_string());
+    CHECK((*loaded)->config().parameter_count() == config.parameter_count());
+    for (const auto& p : (*model)->parameters()) {
+      Parameter* q = (*loaded)->find(p.name);
+      REQUIRE(q != nullptr);
+      CHECK(q->value.values() == p.value.values());
+    }
+    auto st = Safetensors::open(dir.path / "model.safetensors");
+    REQUIRE(st.ok());
+    if (config.family == Family::kGpt2) {
+      CHECK(st->find("transformer.h.1.attn.c_attn.weight") != nullptr);
+      CHECK(st->find("transformer.h.1.attn.c_attn.weight")->shape == std::vector<int64_t>{8, 24});
+      CHECK(st->find("lm_head.weight") == nullptr);  // tied
+    } else {
+      CHECK(st->find("model.layers.0.self_attn.k_proj.weight")->shape ==
+            std::vector<int64_t>{4, 8});
+      CHECK(st->find("lm_head.weight") != nullptr);
+    }
+    CHECK((*model)->parameters().size() == st->tensors().size());
+  }
+
+  // Weights that do not fit the config.
+  const ModelConfig config = config_of(kTinyGpt2);
+  auto write = [&](std::vector<std::pair<std::string, Shape>> tensors) {
+    std::vector<std::vector<uint8_t>> storage;
+    std::vector<TensorToWrite> out;
+    storage.reserve(tensors.size());
+    for (auto& [name, shape] : tensors) {
+      int64_t n = 1;
+      for (int64_t d : shape) n *= d;
+      storage.emplace_back(static_cast<size_t>(n) * 4, 0);
+      TensorToWrite t;
+      t.name = name;
+      t.shape = shape;
+      t.bytes = storage.back();
+      out.push_back(t);
+    }
+    REQUIRE(write_safetensors(dir.path / "bad.safetensors", out).ok());
+    return Model::load_weights(config, {dir.path / "bad.safetensors"}, *cpu);
+  };
+  auto model = Model::create(config, *cpu, 1);
+  std::vector<std::pair<std::string, Shape>> all;
+  for (const auto& p : (*model)->parameters()) all.emplace_back(p.name, p.value.shape());
+
+  auto missing = all;
+  missing.pop_back();
+  auto r = write(missing);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message() == "the weights have no tensor \"transformer.ln_f.bias\"");
+
+  auto misshapen = all;
+  misshapen[0].second = {11, 9};
+  r = write(misshapen);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message().find("has shape [11, 9], config.json needs [11, 8]") !=
+        std::string::npos);
+
+  auto extra = all;
+  extra.emplace_back("transformer.h.2.ln_1.weight", Shape{8});
+  r = write(extra);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message().find("is not part of a gpt2 model") != std::string::npos);
+
+  // The original GPT-2 checkpoints' names (no "transformer." prefix, mask buffers) load.
+  auto legacy = all;
+  for (auto& [name, shape] : legacy) name = name.substr(std::string("transformer.").size());
+  legacy.emplace_back("h.0.attn.bias", Shape{1, 1, 16, 16});
+  r = write(legacy);
+  CHECK_MESSAGE(r.ok(), r.status().to_string());
+
+  // A directory without config.json, and a config that is not JSON.
+  TempDir empty;
+  CHECK(Model::load(empty.path, *cpu).status().code() == Code::kNotFound);
+  REQUIRE(write_file_atomically(empty.path / "config.json", "{nope").ok());
+  CHECK(Model::load(empty.path, *cpu).status().message().starts_with("config.json: "));
+}
+
+}  // namespace
+}  // namespace mh::engine
