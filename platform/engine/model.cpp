@@ -361,8 +361,15 @@ Result<std::unique_ptr<Model>> Model::load_weights(const ModelConfig& config,
                                                    const std::vector<std::filesystem::path>& files,
                                                    Backend& backend) {
   std::unique_ptr<Model> m(new Model(config, backend));
+  MH_TRY(m->read_weights(files));
+  return m;
+}
+
+Status Model::read_weights(const std::vector<std::filesystem::path>& files) {
+  const ModelConfig& config = config_;
   std::map<std::string, size_t> wanted;
-  for (size_t i = 0; i < m->params_.size(); ++i) wanted[m->params_[i].name] = i;
+  for (size_t i = 0; i < params_.size(); ++i) wanted[params_[i].name] = i;
+  std::vector<Tensor> values(params_.size());
   std::set<std::string> seen;
   for (const auto& file : files) {
     auto st = Safetensors::open(file);
@@ -386,7 +393,7 @@ Result<std::unique_ptr<Model>> Model::load_weights(const ModelConfig& config,
                                 "\" is not part of a " + std::string(family_name(config.family)) +
                                 " model with this config.json");
       }
-      Parameter& p = m->params_[it->second];
+      const Parameter& p = params_[it->second];
       if (e.shape != p.value.shape()) {
         return invalid_argument(file.filename().string() + ": tensor \"" + e.name +
                                 "\" has shape " + shape_string(e.shape) + ", config.json needs " +
@@ -395,20 +402,22 @@ Result<std::unique_ptr<Model>> Model::load_weights(const ModelConfig& config,
       if (!seen.insert(name).second) {
         return invalid_argument("tensor \"" + e.name + "\" appears in more than one file");
       }
-      auto values = to_float(e);
-      if (!values.ok()) {
+      auto floats = to_float(e);
+      if (!floats.ok()) {
         return invalid_argument(file.filename().string() + ": tensor \"" + e.name +
-                                "\": " + values.status().message());
+                                "\": " + floats.status().message());
       }
-      p.value.values() = std::move(values).value();
+      values[it->second] = Tensor::of(p.value.shape(), std::move(floats).value());
     }
   }
-  for (const auto& p : m->params_) {
+  for (const auto& p : params_) {
     if (!seen.contains(p.name)) {
       return invalid_argument("the weights have no tensor \"" + p.name + "\"");
     }
   }
-  return m;
+  // Nothing changes unless every tensor was good.
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].value = std::move(values[i]);
+  return {};
 }
 
 Status Model::save_weights(const std::filesystem::path& file) const {

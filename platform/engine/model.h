@@ -86,6 +86,8 @@ class Model {
   // with its shape, and nothing unexpected.
   static Result<std::unique_ptr<Model>> load_weights(
       const ModelConfig& config, const std::vector<std::filesystem::path>& files, Backend& backend);
+  // Replaces this model's weights with those in the files (the same checks as load_weights).
+  Status read_weights(const std::vector<std::filesystem::path>& files);
   // Writes config.json and model.safetensors (F32) into `dir`, each atomically.
   Status save(const std::filesystem::path& dir) const;
   Status save_weights(const std::filesystem::path& file) const;

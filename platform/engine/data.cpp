@@ -1,0 +1,170 @@
+#include "platform/engine/data.h"
+
+#include <fstream>
+
+namespace mh::engine {
+
+ChatTemplate::ChatTemplate(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {
+  auto start = tokenizer.special_token("<|im_start|>");
+  auto end = tokenizer.special_token("<|im_end|>");
+  if (start && end) {
+    start_ = *start;
+    end_ = *end;
+  }
+}
+
+void ChatTemplate::append(std::string_view role, std::string_view content,
+                          std::vector<int32_t>& ids, std::vector<uint8_t>* learn) const {
+  auto push = [&](const std::vector<int32_t>& part, bool target) {
+    ids.insert(ids.end(), part.begin(), part.end());
+    if (learn != nullptr) learn->insert(learn->end(), part.size(), target ? 1 : 0);
+  };
+  const bool target = learn != nullptr && role == "assistant";
+  if (chatml()) {
+    push({start_}, false);
+    push(tokenizer_.encode(std::string(role) + "\n", false), false);
+    push(tokenizer_.encode(content, false), target);
+    push({end_}, target);
+    push(tokenizer_.encode("\n", false), false);
+  } else {
+    push(tokenizer_.encode(std::string(role) + ": ", false), false);
+    push(tokenizer_.encode(std::string(content) + "\n\n", false), target);
+  }
+}
+
+void ChatTemplate::append_reply_start(std::vector<int32_t>& ids) const {
+  if (chatml()) {
+    ids.push_back(start_);
+    const auto role = tokenizer_.encode("assistant\n", false);
+    ids.insert(ids.end(), role.begin(), role.end());
+  } else {
+    const auto role = tokenizer_.encode("assistant: ", false);
+    ids.insert(ids.end(), role.begin(), role.end());
+  }
+}
+
+namespace {
+
+Status line_error(int64_t line, std::string_view what) {
+  return invalid_argument("line " + std::to_string(line) + ": " + std::string(what));
+}
+
+const std::string* string_member(const Json& o, std::string_view key) {
+  const Json* v = o.find(key);
+  return v != nullptr && v->is_string() ? &v->as_string() : nullptr;
+}
+
+}  // namespace
+
+Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer& tokenizer,
+                                         const DatasetLimits& limits) {
+  Dataset d;
+  const ChatTemplate chat(tokenizer);
+  auto eot = tokenizer.special_token("<|endoftext|>");
+  if (!eot)
+    return invalid_argument("the tokenizer has no <|endoftext|> token to end examples with");
+  JsonLimits json_limits;
+  json_limits.max_depth = 8;
+  json_limits.max_bytes = limits.max_line_bytes;
+  int64_t line_no = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
+    if (line.size() > limits.max_line_bytes) {
+      return line_error(line_no, "longer than " + std::to_string(limits.max_line_bytes) + " bytes");
+    }
+    auto parsed = parse_json(line, json_limits);
+    if (!parsed.ok()) return line_error(line_no, parsed.status().message());
+    const Json& o = *parsed;
+    if (!o.is_object()) return line_error(line_no, "must be a JSON object");
+    if (const Json* messages = o.find("messages")) {
+      if (!messages->is_array() || messages->as_array().empty()) {
+        return line_error(line_no, "\"messages\" must be a non-empty array");
+      }
+      bool any_assistant = false;
+      for (size_t i = 0; i < messages->as_array().size(); ++i) {
+        const Json& m = messages->as_array()[i];
+        const std::string* role = m.is_object() ? string_member(m, "role") : nullptr;
+        const std::string* content = m.is_object() ? string_member(m, "content") : nullptr;
+        if (role == nullptr || content == nullptr) {
+          return line_error(
+              line_no, "messages[" + std::to_string(i) + "] needs string \"role\" and \"content\"");
+        }
+        if (*role != "system" && *role != "user" && *role != "assistant") {
+          return line_error(line_no, "messages[" + std::to_string(i) + "].role \"" + *role +
+                                         "\" is not system, user or assistant");
+        }
+        any_assistant = any_assistant || *role == "assistant";
+        chat.append(*role, *content, d.ids_, &d.learn_);
+      }
+      if (!any_assistant) return line_error(line_no, "no assistant message to learn from");
+    } else if (o.find("prompt") != nullptr || o.find("completion") != nullptr) {
+      const std::string* prompt = string_member(o, "prompt");
+      const std::string* completion = string_member(o, "completion");
+      if (prompt == nullptr || completion == nullptr) {
+        return line_error(line_no, "\"prompt\" and \"completion\" must both be strings");
+      }
+      if (completion->empty()) return line_error(line_no, "\"completion\" is empty");
+      auto p = tokenizer.encode(*prompt, false);
+      auto c = tokenizer.encode(*completion, false);
+      d.ids_.insert(d.ids_.end(), p.begin(), p.end());
+      d.learn_.insert(d.learn_.end(), p.size(), 0);
+      d.ids_.insert(d.ids_.end(), c.begin(), c.end());
+      d.learn_.insert(d.learn_.end(), c.size(), 1);
+    } else if (const std::string* t = string_member(o, "text")) {
+      if (t->empty()) return line_error(line_no, "\"text\" is empty");
+      auto ids = tokenizer.encode(*t, false);
+      d.ids_.insert(d.ids_.end(), ids.begin(), ids.end());
+      d.learn_.insert(d.learn_.end(), ids.size(), 1);
+    } else {
+      return line_error(line_no, "needs \"text\", \"prompt\" and \"completion\", or \"messages\"");
+    }
+    d.ids_.push_back(*eot);
+    d.learn_.push_back(1);
+    ++d.examples_;
+    if (d.tokens() > limits.max_tokens) {
+      return line_error(line_no,
+                        "the dataset exceeds " + std::to_string(limits.max_tokens) + " tokens");
+    }
+  }
+  if (d.examples_ == 0) return invalid_argument("the dataset has no examples");
+  return d;
+}
+
+Result<Dataset> Dataset::from_jsonl(const std::filesystem::path& path, const Tokenizer& tokenizer,
+                                    const DatasetLimits& limits) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) return not_found("cannot read " + path.string() + ": " + ec.message());
+  if (size > limits.max_file_bytes) {
+    return invalid_argument(path.filename().string() + " is larger than " +
+                            std::to_string(limits.max_file_bytes) + " bytes");
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text(size, '\0');
+  if (!in.read(text.data(), static_cast<std::streamsize>(size))) {
+    return internal_error("cannot read " + path.string());
+  }
+  auto d = from_jsonl_text(text, tokenizer, limits);
+  if (!d.ok()) return invalid_argument(path.filename().string() + ": " + d.status().message());
+  return d;
+}
+
+int64_t Dataset::rows(int64_t seq_len) const { return seq_len < 1 ? 0 : (tokens() - 1) / seq_len; }
+
+void Dataset::row(int64_t r, int64_t seq_len, std::vector<int32_t>& ids,
+                  std::vector<int32_t>& targets) const {
+  const size_t begin = static_cast<size_t>(r * seq_len);
+  for (size_t i = begin; i < begin + static_cast<size_t>(seq_len); ++i) {
+    ids.push_back(ids_[i]);
+    targets.push_back(learn_[i + 1] ? ids_[i + 1] : -1);
+  }
+}
+
+}  // namespace mh::engine

@@ -1,0 +1,325 @@
+#include "platform/engine/train.h"
+
+#include <barrier>
+#include <cmath>
+#include <cstring>
+
+#include "platform/engine/files.h"
+#include "platform/engine/json.h"
+#include "platform/engine/safetensors.h"
+
+namespace mh::engine {
+namespace {
+
+class SingleRank final : public Collective {
+ public:
+  int rank() const override { return 0; }
+  int world() const override { return 1; }
+  void all_reduce_sum(std::span<float>) override {}
+  void broadcast(std::span<float>, int) override {}
+};
+
+struct GroupState {
+  explicit GroupState(int world) : world(world), sync(world), buffers(static_cast<size_t>(world)) {}
+  int world;
+  std::barrier<> sync;
+  std::vector<std::span<float>> buffers;
+  std::vector<float> result;
+};
+
+class ThreadRank final : public Collective {
+ public:
+  ThreadRank(std::shared_ptr<GroupState> group, int rank) : g_(std::move(group)), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int world() const override { return g_->world; }
+
+  void all_reduce_sum(std::span<float> data) override {
+    g_->buffers[static_cast<size_t>(rank_)] = data;
+    if (rank_ == 0) g_->result.assign(data.size(), 0.0f);
+    g_->sync.arrive_and_wait();
+    // Each rank sums one slice of the elements, over the ranks in order.
+    const size_t n = data.size(), w = static_cast<size_t>(g_->world);
+    const size_t begin = n * static_cast<size_t>(rank_) / w;
+    const size_t end = n * (static_cast<size_t>(rank_) + 1) / w;
+    for (size_t r = 0; r < w; ++r) {
+      const float* src = g_->buffers[r].data();
+      for (size_t i = begin; i < end; ++i) g_->result[i] += src[i];
+    }
+    g_->sync.arrive_and_wait();
+    std::memcpy(data.data(), g_->result.data(), n * sizeof(float));
+    g_->sync.arrive_and_wait();  // nobody reuses `result` before everyone has read it
+  }
+
+  void broadcast(std::span<float> data, int root) override {
+    g_->buffers[static_cast<size_t>(rank_)] = data;
+    g_->sync.arrive_and_wait();
+    if (rank_ != root) {
+      std::memcpy(data.data(), g_->buffers[static_cast<size_t>(root)].data(),
+                  data.size() * sizeof(float));
+    }
+    g_->sync.arrive_and_wait();
+  }
+
+ private:
+  std::shared_ptr<GroupState> g_;
+  int rank_;
+};
+
+std::span<const uint8_t> bytes_of(const Tensor& t) {
+  return {reinterpret_cast<const uint8_t*>(t.data()), static_cast<size_t>(t.numel()) * 4};
+}
+
+Status state_error(std::string_view what) {
+  return invalid_argument("trainer_state.json: " + std::string(what));
+}
+
+}  // namespace
+
+std::unique_ptr<Collective> make_single_rank() { return std::make_unique<SingleRank>(); }
+
+std::vector<std::unique_ptr<Collective>> make_thread_group(int world) {
+  auto group = std::make_shared<GroupState>(world);
+  std::vector<std::unique_ptr<Collective>> ranks;
+  for (int r = 0; r < world; ++r) ranks.push_back(std::make_unique<ThreadRank>(group, r));
+  return ranks;
+}
+
+Status TrainConfig::validate() const {
+  auto bad = [](std::string field, std::string what) {
+    return invalid_argument(field + " " + what, field);
+  };
+  if (batch_size < 1) return bad("batch_size", "must be at least 1");
+  if (seq_len < 1) return bad("seq_len", "must be at least 1");
+  if (grad_accum < 1) return bad("grad_accum", "must be at least 1");
+  if (steps < 1) return bad("steps", "must be at least 1");
+  if (warmup_steps < 0 || warmup_steps > steps) return bad("warmup_steps", "must be in [0, steps]");
+  if (!(lr > 0) || !std::isfinite(lr)) return bad("lr", "must be a positive number");
+  if (!(min_lr_ratio >= 0 && min_lr_ratio <= 1)) return bad("min_lr_ratio", "must be in [0, 1]");
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) {
+    return bad("betas", "must be in [0, 1)");
+  }
+  if (!(eps > 0)) return bad("eps", "must be positive");
+  if (!(weight_decay >= 0)) return bad("weight_decay", "must not be negative");
+  if (!(clip >= 0)) return bad("clip", "must not be negative");
+  return {};
+}
+
+float learning_rate(const TrainConfig& c, int64_t step) {
+  if (step < c.warmup_steps) {
+    return c.lr * static_cast<float>(step + 1) / static_cast<float>(c.warmup_steps);
+  }
+  const int64_t span = std::max<int64_t>(1, c.steps - c.warmup_steps - 1);
+  const double progress =
+      std::min(1.0, static_cast<double>(step - c.warmup_steps) / static_cast<double>(span));
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return static_cast<float>(c.lr * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * cosine));
+}
+
+Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective)
+    : model_(model), data_(data), config_(config), comm_(collective), rng_(config.seed) {
+  for (const auto& p : model_.parameters()) {
+    sum_.emplace_back(p.value.shape());
+    m_.emplace_back(p.value.shape());
+    v_.emplace_back(p.value.shape());
+  }
+}
+
+void Trainer::new_epoch() {
+  ++epoch_;
+  epoch_seed_ = rng_.next();
+  shuffle_rows();
+  position_ = 0;
+}
+
+void Trainer::shuffle_rows() {
+  Rng order_rng(epoch_seed_);
+  order_.resize(static_cast<size_t>(data_.rows(config_.seq_len)));
+  for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
+  for (size_t i = order_.size(); i > 1; --i) {  // Fisher-Yates
+    std::swap(order_[i - 1], order_[order_rng.below(i)]);
+  }
+}
+
+void Trainer::next_rows(std::vector<int64_t>& rows) {
+  const int64_t global = config_.batch_size * config_.grad_accum * comm_.world();
+  for (int64_t i = 0; i < global; ++i) {
+    if (epoch_ < 0 || position_ >= static_cast<int64_t>(order_.size())) new_epoch();
+    rows.push_back(order_[static_cast<size_t>(position_++)]);
+  }
+}
+
+StepResult Trainer::step() {
+  if (data_.rows(config_.seq_len) < 1) {
+    throw ShapeError("train: the dataset's " + std::to_string(data_.tokens()) +
+                     " tokens do not fill one row of " + std::to_string(config_.seq_len));
+  }
+  std::vector<int64_t> rows;
+  next_rows(rows);
+  const int64_t b = config_.batch_size, t = config_.seq_len;
+  // The global batch's target count is every micro-batch's loss denominator.
+  std::vector<std::vector<int32_t>> ids(rows.size() / static_cast<size_t>(b)), targets(ids.size());
+  int64_t counted = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto& id = ids[i / static_cast<size_t>(b)];
+    auto& tg = targets[i / static_cast<size_t>(b)];
+    data_.row(rows[i], t, id, tg);
+  }
+  for (const auto& tg : targets) {
+    counted += std::count_if(tg.begin(), tg.end(), [](int32_t x) { return x >= 0; });
+  }
+  auto& params = model_.parameters();
+  for (auto& s : sum_) s.fill(0.0f);
+  float loss = 0;
+  for (int64_t a = 0; a < config_.grad_accum; ++a) {
+    const size_t micro = static_cast<size_t>(a * comm_.world() + comm_.rank());
+    model_.zero_grad();
+    loss += model_.forward(ids[micro], b, t, targets[micro], std::max<int64_t>(1, counted));
+    model_.backward();
+    for (size_t i = 0; i < params.size(); ++i) {
+      float* s = sum_[i].data();
+      const float* g = params[i].grad.data();
+      for (int64_t j = 0; j < sum_[i].numel(); ++j) s[j] += g[j];
+    }
+  }
+  if (comm_.world() > 1) {
+    int64_t total = 1;
+    for (const auto& s : sum_) total += s.numel();
+    std::vector<float> flat;
+    flat.reserve(static_cast<size_t>(total));
+    for (const auto& s : sum_) flat.insert(flat.end(), s.values().begin(), s.values().end());
+    flat.push_back(loss);
+    comm_.all_reduce_sum(flat);
+    size_t at = 0;
+    for (auto& s : sum_) {
+      std::copy_n(flat.begin() + static_cast<std::ptrdiff_t>(at), s.numel(), s.data());
+      at += static_cast<size_t>(s.numel());
+    }
+    loss = flat.back();
+  }
+  double squares = 0;
+  for (const auto& s : sum_) {
+    for (float g : s.values()) squares += static_cast<double>(g) * g;
+  }
+  const float norm = static_cast<float>(std::sqrt(squares));
+  const float scale = config_.clip > 0 && norm > config_.clip ? config_.clip / (norm + 1e-6f) : 1;
+  const float lr = learning_rate(config_, step_);
+  // AdamW, as torch.optim.AdamW computes it: decoupled decay, bias-corrected moments.
+  const double t1 = static_cast<double>(step_ + 1);
+  const float bc1 = static_cast<float>(1.0 - std::pow(config_.beta1, t1));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(config_.beta2, t1)));
+  const float step_size = lr / bc1;
+  for (size_t i = 0; i < params.size(); ++i) {
+    float* w = params[i].value.data();
+    float* m = m_[i].data();
+    float* v = v_[i].data();
+    const float* g = sum_[i].data();
+    const float decay = params[i].decay ? 1.0f - lr * config_.weight_decay : 1.0f;
+    for (int64_t j = 0; j < params[i].value.numel(); ++j) {
+      const float gj = g[j] * scale;
+      m[j] = config_.beta1 * m[j] + (1.0f - config_.beta1) * gj;
+      v[j] = config_.beta2 * v[j] + (1.0f - config_.beta2) * gj * gj;
+      w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j]) / bc2_sqrt + config_.eps);
+    }
+  }
+  ++step_;
+  StepResult r;
+  r.step = step_;
+  r.loss = loss;
+  r.lr = lr;
+  r.grad_norm = norm;
+  r.tokens = static_cast<int64_t>(rows.size()) * t;
+  return r;
+}
+
+Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
+  if (comm_.rank() != 0) return {};
+  std::filesystem::path tmp = dir;
+  tmp += ".tmp";
+  std::error_code ec;
+  std::filesystem::remove_all(tmp, ec);
+  MH_TRY(model_.save(tmp));
+  std::vector<TensorToWrite> moments;
+  const auto& params = model_.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (auto [suffix, tensor] :
+         {std::pair{".exp_avg", &m_[i]}, std::pair{".exp_avg_sq", &v_[i]}}) {
+      TensorToWrite w;
+      w.name = params[i].name + suffix;
+      w.shape = tensor->shape();
+      w.bytes = bytes_of(*tensor);
+      moments.push_back(std::move(w));
+    }
+  }
+  MH_TRY(write_safetensors(tmp / "optimizer.safetensors", std::move(moments)));
+  JsonObject state;
+  state.emplace_back("step", Json(step_));
+  state.emplace_back("epoch", Json(epoch_));
+  state.emplace_back("position", Json(position_));
+  state.emplace_back("epoch_seed", Json(std::to_string(epoch_seed_)));
+  state.emplace_back("rng", Json(rng_.state()));
+  state.emplace_back("seq_len", Json(config_.seq_len));
+  state.emplace_back("seed", Json(std::to_string(config_.seed)));
+  MH_TRY(write_file_atomically(tmp / "trainer_state.json", to_json(Json(std::move(state))) + "\n"));
+  std::filesystem::remove_all(dir, ec);
+  std::filesystem::rename(tmp, dir, ec);
+  if (ec) return internal_error("cannot rename " + tmp.string() + " to " + dir.string());
+  return {};
+}
+
+Status Trainer::load_checkpoint(const std::filesystem::path& dir) {
+  MH_ASSIGN_OR_RETURN(Json state, read_json_file(dir / "trainer_state.json"));
+  if (!state.is_object()) return state_error("must be an object");
+  MH_ASSIGN_OR_RETURN(int64_t step, json_int(state, "step"));
+  MH_ASSIGN_OR_RETURN(int64_t epoch, json_int(state, "epoch"));
+  MH_ASSIGN_OR_RETURN(int64_t position, json_int(state, "position"));
+  MH_ASSIGN_OR_RETURN(int64_t seq_len, json_int(state, "seq_len"));
+  MH_ASSIGN_OR_RETURN(std::string epoch_seed, json_string(state, "epoch_seed"));
+  MH_ASSIGN_OR_RETURN(std::string rng_state, json_string(state, "rng"));
+  if (seq_len != config_.seq_len) {
+    return failed_precondition("the checkpoint was trained with seq_len " +
+                               std::to_string(seq_len) + ", this run has " +
+                               std::to_string(config_.seq_len));
+  }
+  const int64_t rows = data_.rows(config_.seq_len);
+  if (step < 0 || epoch < -1 || position < 0 || position > rows) {
+    return state_error("step, epoch or position is out of range for this dataset");
+  }
+  Rng restored;
+  if (!restored.set_state(rng_state)) return state_error("\"rng\" is not a generator state");
+  uint64_t seed = 0;
+  try {
+    size_t used = 0;
+    seed = std::stoull(epoch_seed, &used);
+    if (used != epoch_seed.size()) throw std::invalid_argument("trailing");
+  } catch (const std::exception&) {
+    return state_error("\"epoch_seed\" is not an unsigned integer");
+  }
+  // Read everything before changing anything.
+  auto opt = Safetensors::open(dir / "optimizer.safetensors");
+  if (!opt.ok()) return invalid_argument("optimizer.safetensors: " + opt.status().message());
+  const auto& params = model_.parameters();
+  std::vector<Tensor> m(params.size()), v(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (auto [suffix, out] : {std::pair{".exp_avg", &m[i]}, std::pair{".exp_avg_sq", &v[i]}}) {
+      const TensorEntry* e = opt->find(params[i].name + suffix);
+      if (e == nullptr || e->shape != params[i].value.shape()) {
+        return invalid_argument("optimizer.safetensors: \"" + params[i].name + suffix +
+                                "\" is missing or has the wrong shape");
+      }
+      MH_ASSIGN_OR_RETURN(std::vector<float> values, to_float(*e));
+      *out = Tensor::of(params[i].value.shape(), std::move(values));
+    }
+  }
+  MH_TRY(model_.read_weights({dir / "model.safetensors"}));
+  m_ = std::move(m);
+  v_ = std::move(v);
+  step_ = step;
+  rng_ = restored;
+  epoch_ = epoch;
+  epoch_seed_ = seed;
+  if (epoch_ >= 0) shuffle_rows();  // this epoch's order, from its seed
+  position_ = position;
+  return {};
+}
+
+}  // namespace mh::engine

@@ -1,0 +1,109 @@
+// Training: data-parallel ranks behind a Collective, AdamW with warm-up + cosine learning rate,
+// global-norm gradient clipping, gradient accumulation, and checkpoints from which a resumed run
+// continues exactly as an uninterrupted one would.
+//
+// One optimizer step takes a global batch of batch_size * grad_accum * world rows. Rank r runs
+// micro-batches r, r + world, ...; each micro-batch's gradient is computed on its own and added,
+// in order, to the rank's sum, and the ranks' sums are added in rank order. The loss is summed
+// over the global batch's target tokens and divided by their count, so a step's gradient does not
+// depend on how the batch was split: one rank with two micro-batches and two ranks with one each
+// give bit-identical weights.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "platform/base/status.h"
+#include "platform/engine/data.h"
+#include "platform/engine/model.h"
+#include "platform/engine/random.h"
+
+namespace mh::engine {
+
+// Data-parallel communication among `world` ranks. Calls are collective: every rank makes the
+// same calls in the same order.
+class Collective {
+ public:
+  virtual ~Collective() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  // Every rank's `data` becomes the elementwise sum over ranks, added in rank order.
+  virtual void all_reduce_sum(std::span<float> data) = 0;
+  // Every rank's `data` becomes rank `root`'s.
+  virtual void broadcast(std::span<float> data, int root) = 0;
+};
+
+// A single rank: nothing to communicate.
+std::unique_ptr<Collective> make_single_rank();
+// `world` ranks in one process, one per thread, sharing memory (the CPU collective).
+std::vector<std::unique_ptr<Collective>> make_thread_group(int world);
+
+struct TrainConfig {
+  int64_t batch_size = 8;  // rows per micro-batch
+  int64_t seq_len = 128;
+  int64_t grad_accum = 1;  // micro-batches per rank per step
+  int64_t steps = 100;     // optimizer steps in the whole run (the schedule's length)
+  int64_t warmup_steps = 10;
+  float lr = 3e-4f;
+  float min_lr_ratio = 0.1f;  // the cosine ends at lr * min_lr_ratio
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.1f;
+  float clip = 1.0f;  // global gradient norm limit; 0: no clipping
+  uint64_t seed = 1234;
+
+  Status validate() const;
+};
+
+// The learning rate at `step` (0-based): linear warm-up to lr, then cosine down to
+// lr * min_lr_ratio at the last step.
+float learning_rate(const TrainConfig& config, int64_t step);
+
+struct StepResult {
+  int64_t step = 0;  // the step just taken, 1-based
+  float loss = 0;    // mean over the global batch's target tokens
+  float lr = 0;
+  float grad_norm = 0;  // before clipping
+  int64_t tokens = 0;   // input tokens in the global batch
+};
+
+class Trainer {
+ public:
+  // `model`, `data` and `collective` must outlive the trainer. Every rank builds its model from
+  // the same weights (create with the same seed, or load the same files).
+  Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective);
+
+  StepResult step();
+  int64_t steps_done() const { return step_; }
+  const TrainConfig& config() const { return config_; }
+
+  // A checkpoint is a directory: config.json + model.safetensors (a loadable model),
+  // optimizer.safetensors (AdamW moments) and trainer_state.json (step, data position, RNG).
+  // It is written under a temporary name and renamed into place. Only rank 0 writes.
+  Status save_checkpoint(const std::filesystem::path& dir) const;
+  // Restores the weights, optimizer, step, data position and RNG saved by save_checkpoint.
+  Status load_checkpoint(const std::filesystem::path& dir);
+
+ private:
+  void next_rows(std::vector<int64_t>& rows);
+  void new_epoch();
+  void shuffle_rows();
+
+  Model& model_;
+  const Dataset& data_;
+  TrainConfig config_;
+  Collective& comm_;
+  std::vector<Tensor> sum_, m_, v_;  // per parameter
+  int64_t step_ = 0;
+  // Data order: each epoch visits every row once, in an order drawn from epoch_seed_.
+  Rng rng_;
+  int64_t epoch_ = -1, position_ = 0;
+  uint64_t epoch_seed_ = 0;
+  std::vector<int64_t> order_;
+};
+
+}  // namespace mh::engine

@@ -1,0 +1,215 @@
+// Training: JSONL datasets and their errors, the schedule, exact resume from a checkpoint, and
+// data-parallel ranks that give the weights one rank gives.
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "platform/engine/train.h"
+
+namespace mh::engine {
+namespace {
+
+const char* kJsonl =
+    R"({"text": "The cat sat on the mat. The dog sat on the log."}
+{"prompt": "Q: what sat on the mat?\nA:", "completion": " the cat"}
+{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who sat on the log?"}, {"role": "assistant", "content": "The dog."}]}
+
+{"text": "A bird sat on the cat, and the cat sat on the mat, and the mat sat on the floor."}
+)";
+
+Tokenizer small_tokenizer() {
+  BpeTrainerOptions options;
+  options.vocab_size = 320;
+  options.special_tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  const std::vector<std::string> texts = {kJsonl};
+  auto t = train_bpe(texts, options);
+  REQUIRE_MESSAGE(t.ok(), t.status().to_string());
+  return std::move(t).value();
+}
+
+struct TempDir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("mh_train_test_" + std::to_string(::getpid()));
+  TempDir() { std::filesystem::create_directories(path); }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+TEST_CASE(
+    "JSONL: text, prompt/completion and chat examples, packed, with only their answers learnt") {
+  const Tokenizer tok = small_tokenizer();
+  auto d = Dataset::from_jsonl_text(kJsonl, tok);
+  REQUIRE_MESSAGE(d.ok(), d.status().to_string());
+  CHECK(d->examples() == 4);
+  std::vector<int32_t> ids, targets;
+  const int64_t rows = d->rows(8);
+  CHECK(rows == (d->tokens() - 1) / 8);
+  for (int64_t r = 0; r < rows; ++r) d->row(r, 8, ids, targets);
+  // Each target is the next input token, or -1 where the token is not learnt.
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    if (targets[i] >= 0) CHECK(targets[i] == ids[i + 1]);
+  }
+  const std::string all = tok.decode(ids).value();
+  CHECK(all.find("<|im_start|>assistant\nThe dog.<|im_end|>") != std::string::npos);
+  // The learnt text: the first example whole, the completion, and the assistant's reply.
+  std::vector<int32_t> learnt;
+  for (int32_t t : targets) {
+    if (t >= 0) learnt.push_back(t);
+  }
+  const std::string learnt_text = tok.decode(learnt).value();
+  CHECK(learnt_text.find(" the cat<|endoftext|>") != std::string::npos);
+  CHECK(learnt_text.find("The dog.<|im_end|>") != std::string::npos);
+  CHECK(learnt_text.find("what sat") == std::string::npos);  // a prompt
+  CHECK(learnt_text.find("Who sat") == std::string::npos);   // a user turn
+  CHECK(learnt_text.find("Be brief") == std::string::npos);  // a system turn
+}
+
+TEST_CASE("bad JSONL is refused, naming the line") {
+  const Tokenizer tok = small_tokenizer();
+  struct Bad {
+    const char* text;
+    const char* message;
+  };
+  for (const Bad& b : {
+           Bad{"{\"text\": \"ok\"}\n{\"text\": ", "line 2: "},
+           Bad{"[1, 2]", "line 1: must be a JSON object"},
+           Bad{"{\"text\": 5}", "line 1: needs \"text\""},
+           Bad{"{\"text\": \"\"}", "line 1: \"text\" is empty"},
+           Bad{"{\"prompt\": \"a\"}", "line 1: \"prompt\" and \"completion\" must both be strings"},
+           Bad{"{\"messages\": []}", "line 1: \"messages\" must be a non-empty array"},
+           Bad{"{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}",
+               "line 1: messages[0].role \"robot\" is not system, user or assistant"},
+           Bad{"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+               "line 1: no assistant message"},
+           Bad{"\n\n   \n", "no examples"},
+       }) {
+    auto d = Dataset::from_jsonl_text(b.text, tok);
+    REQUIRE_FALSE(d.ok());
+    CHECK(d.status().code() == Code::kInvalidArgument);
+    CHECK_MESSAGE(d.status().message().find(b.message) != std::string::npos, d.status().message());
+  }
+}
+
+TEST_CASE("the learning rate warms up linearly, then follows a cosine to its floor") {
+  TrainConfig c;
+  c.lr = 1.0f;
+  c.steps = 110;
+  c.warmup_steps = 10;
+  c.min_lr_ratio = 0.1f;
+  CHECK(learning_rate(c, 0) == doctest::Approx(0.1));
+  CHECK(learning_rate(c, 9) == doctest::Approx(1.0));
+  CHECK(learning_rate(c, 10) == doctest::Approx(1.0));
+  CHECK(learning_rate(c, 59) == doctest::Approx(0.55).epsilon(0.02));
+  CHECK(learning_rate(c, 109) == doctest::Approx(0.1));
+  CHECK(c.validate().ok());
+  c.warmup_steps = 200;
+  CHECK(c.validate().param() == "warmup_steps");
+}
+
+ModelConfig tiny(int32_t vocab) {
+  auto c = parse_model_config(R"({"model_type":"llama","vocab_size":)" + std::to_string(vocab) +
+                              R"(,"hidden_size":16,"intermediate_size":24,"num_hidden_layers":2,
+      "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":32})");
+  REQUIRE(c.ok());
+  return *c;
+}
+
+TrainConfig small_run() {
+  TrainConfig c;
+  c.batch_size = 2;
+  c.seq_len = 8;
+  c.steps = 8;
+  c.warmup_steps = 2;
+  c.lr = 1e-2f;
+  c.clip = 0.5f;  // low enough to engage
+  return c;
+}
+
+std::vector<float> all_weights(const Model& m) {
+  std::vector<float> w;
+  for (const auto& p : m.parameters())
+    w.insert(w.end(), p.value.values().begin(), p.value.values().end());
+  return w;
+}
+
+TEST_CASE("a run resumed from a checkpoint continues exactly as the uninterrupted run") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kJsonl, tok);
+  REQUIRE(data.ok());
+  auto cpu = make_cpu_backend(2);
+  auto single = make_single_rank();
+  const TrainConfig config = small_run();
+  const int64_t rows = data->rows(config.seq_len);
+  REQUIRE(rows >= 3);  // so that 8 steps of 2 rows cross epochs
+
+  auto a = Model::create(tiny(tok.vocab_size()), *cpu, 42);
+  Trainer straight(**a, *data, config, *single);
+  std::vector<float> losses;
+  for (int i = 0; i < 8; ++i) losses.push_back(straight.step().loss);
+  CHECK(losses.back() < losses.front());
+
+  TempDir dir;
+  auto b = Model::create(tiny(tok.vocab_size()), *cpu, 42);
+  {
+    Trainer first(**b, *data, config, *single);
+    for (int i = 0; i < 3; ++i) CHECK(first.step().loss == losses[static_cast<size_t>(i)]);
+    REQUIRE(first.save_checkpoint(dir.path / "checkpoint-3").ok());
+  }
+  // A fresh process's view: different initial weights, everything from the checkpoint.
+  auto c = Model::create(tiny(tok.vocab_size()), *cpu, 999);
+  Trainer resumed(**c, *data, config, *single);
+  REQUIRE(resumed.load_checkpoint(dir.path / "checkpoint-3").ok());
+  CHECK(resumed.steps_done() == 3);
+  for (int i = 3; i < 8; ++i) CHECK(resumed.step().loss == losses[static_cast<size_t>(i)]);
+  CHECK(all_weights(**c) == all_weights(**a));
+  // The checkpoint directory is a loadable model.
+  CHECK(Model::load(dir.path / "checkpoint-3", *cpu).ok());
+
+  // A damaged checkpoint changes nothing.
+  std::filesystem::remove(dir.path / "checkpoint-3" / "optimizer.safetensors");
+  const auto before = all_weights(**c);
+  CHECK_FALSE(resumed.load_checkpoint(dir.path / "checkpoint-3").ok());
+  CHECK(all_weights(**c) == before);
+  CHECK(resumed.steps_done() == 8);
+}
+
+TEST_CASE("two data-parallel ranks give the weights one rank gives with the same global batch") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kJsonl, tok);
+  REQUIRE(data.ok());
+  TrainConfig one = small_run();
+  one.batch_size = 1;
+  one.grad_accum = 2;
+  TrainConfig two = one;
+  two.grad_accum = 1;
+
+  auto cpu = make_cpu_backend(1);
+  auto single = make_single_rank();
+  auto reference = Model::create(tiny(tok.vocab_size()), *cpu, 7);
+  Trainer solo(**reference, *data, one, *single);
+  std::vector<float> solo_losses;
+  for (int i = 0; i < 4; ++i) solo_losses.push_back(solo.step().loss);
+
+  auto group = make_thread_group(2);
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<std::unique_ptr<Model>> models;
+  for (int r = 0; r < 2; ++r) {
+    backends.push_back(make_cpu_backend(1));
+    models.push_back(std::move(Model::create(tiny(tok.vocab_size()), *backends.back(), 7).value()));
+  }
+  std::vector<std::vector<float>> losses(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      Trainer t(*models[static_cast<size_t>(r)], *data, two, *group[static_cast<size_t>(r)]);
+      for (int i = 0; i < 4; ++i) losses[static_cast<size_t>(r)].push_back(t.step().loss);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  CHECK(losses[0] == solo_losses);
+  CHECK(losses[1] == solo_losses);
+  CHECK(all_weights(*models[0]) == all_weights(**reference));
+  CHECK(all_weights(*models[1]) == all_weights(**reference));
+}
+
+}  // namespace
+}  // namespace mh::engine
