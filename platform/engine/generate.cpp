@@ -1,0 +1,258 @@
+#include "platform/engine/generate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace mh::engine {
+
+struct DecodeBatch::Sequence {
+  int64_t id = 0;
+  SamplingParams params;
+  TokenCallback on_token;
+  KvCache cache;
+  std::vector<int32_t> pending;  // tokens to run at the next step (the prompt, then one)
+  Rng rng;
+  GenerationResult result;
+  size_t shown = 0;  // bytes of result.text already passed to on_token
+  bool done = false, reported = false;
+};
+
+Status SamplingParams::validate() const {
+  if (max_tokens < 1) return invalid_argument("max_tokens must be at least 1", "max_tokens");
+  if (!(temperature >= 0) || temperature > 100) {
+    return invalid_argument("temperature must be in [0, 100]", "temperature");
+  }
+  if (top_k < 0) return invalid_argument("top_k must not be negative", "top_k");
+  if (!(top_p > 0 && top_p <= 1)) return invalid_argument("top_p must be in (0, 1]", "top_p");
+  for (const auto& s : stop) {
+    if (s.empty()) return invalid_argument("stop sequences may not be empty", "stop");
+  }
+  return {};
+}
+
+DecodeBatch::DecodeBatch(Model& model, const Tokenizer& tokenizer)
+    : model_(model), tokenizer_(tokenizer) {
+  // Generation ends at the end-of-text token, the config's EOS, and the end of a chat turn.
+  for (const char* s : {"<|endoftext|>", "<|im_end|>"}) {
+    if (auto id = tokenizer.special_token(s)) stop_tokens_.push_back(*id);
+  }
+  if (model.config().eos_token_id >= 0) {
+    stop_tokens_.push_back(static_cast<int32_t>(model.config().eos_token_id));
+  }
+}
+
+DecodeBatch::~DecodeBatch() = default;
+
+Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams params,
+                                 TokenCallback on_token) {
+  MH_TRY(params.validate());
+  const int64_t context = model_.config().max_positions;
+  if (prompt.empty()) return invalid_argument("the prompt has no tokens", "prompt");
+  if (static_cast<int64_t>(prompt.size()) >= context) {
+    return invalid_argument("the prompt's " + std::to_string(prompt.size()) +
+                                " tokens leave no room in the model's context of " +
+                                std::to_string(context),
+                            "prompt");
+  }
+  for (int32_t t : prompt) {
+    if (t < 0 || t >= model_.config().vocab_size) {
+      return invalid_argument("token id " + std::to_string(t) + " is outside the vocabulary",
+                              "prompt");
+    }
+  }
+  auto s = std::make_unique<Sequence>();
+  s->id = next_id_++;
+  s->rng = Rng(params.seed);
+  s->params = std::move(params);
+  s->on_token = std::move(on_token);
+  s->result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  const int64_t room =
+      std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + s->params.max_tokens);
+  s->cache = model_.new_cache(room);
+  s->pending = std::move(prompt);
+  sequences_.push_back(std::move(s));
+  return sequences_.back()->id;
+}
+
+int64_t DecodeBatch::active() const {
+  return std::count_if(sequences_.begin(), sequences_.end(),
+                       [](const auto& s) { return !s->done; });
+}
+
+void DecodeBatch::cancel(int64_t id) {
+  for (auto& s : sequences_) {
+    if (s->id == id && !s->done) finish(*s, "cancelled");
+  }
+}
+
+int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
+  const int64_t v = model_.config().vocab_size;
+  if (s.params.temperature == 0.0f) {
+    return static_cast<int32_t>(std::max_element(logits, logits + v) - logits);
+  }
+  // Candidates by falling logit (ties: lower id first), cut by top-k, then by top-p.
+  std::vector<int32_t> order(static_cast<size_t>(v));
+  std::iota(order.begin(), order.end(), 0);
+  const int64_t k = s.params.top_k > 0 ? std::min(s.params.top_k, v) : v;
+  auto by_logit = [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  };
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), by_logit);
+  order.resize(static_cast<size_t>(k));
+  std::vector<double> p(order.size());
+  const double top = logits[order[0]];
+  double sum = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    p[i] = std::exp((logits[order[i]] - top) / s.params.temperature);
+    sum += p[i];
+  }
+  size_t keep = order.size();
+  if (s.params.top_p < 1.0f) {
+    double cumulative = 0;
+    for (size_t i = 0; i < order.size(); ++i) {
+      cumulative += p[i] / sum;
+      if (cumulative >= s.params.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double mass = 0;
+  for (size_t i = 0; i < keep; ++i) mass += p[i];
+  double u = s.rng.uniform() * mass;
+  for (size_t i = 0; i < keep; ++i) {
+    u -= p[i];
+    if (u < 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+namespace {
+
+// Bytes at the end of `text` that start a UTF-8 character not yet complete.
+size_t incomplete_utf8_tail(std::string_view text) {
+  for (size_t back = 1; back <= std::min<size_t>(3, text.size()); ++back) {
+    const auto c = static_cast<uint8_t>(text[text.size() - back]);
+    if ((c & 0xc0) == 0x80) continue;  // a continuation byte: look further back
+    const size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    return need > back ? back : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void DecodeBatch::emit(Sequence& s, int32_t token) {
+  s.result.tokens.push_back(token);
+  std::string& text = s.result.text;
+  text += tokenizer_.token_bytes(token);
+  // A stop sequence ends the text where it begins.
+  size_t cut = std::string::npos;
+  for (const auto& stop : s.params.stop) {
+    const size_t from = s.shown > stop.size() ? s.shown - stop.size() : 0;
+    const size_t at = text.find(stop, from);
+    if (at != std::string::npos) cut = std::min(cut, at);
+  }
+  size_t showable = text.size();
+  if (cut != std::string::npos) {
+    text.resize(cut);
+    showable = cut;
+  } else {
+    // Hold back what could still become a stop sequence, and half a character.
+    for (const auto& stop : s.params.stop) {
+      for (size_t n = std::min(stop.size() - 1, text.size()); n > 0; --n) {
+        if (text.compare(text.size() - n, n, stop, 0, n) == 0) {
+          showable = std::min(showable, text.size() - n);
+          break;
+        }
+      }
+    }
+    showable -= incomplete_utf8_tail(std::string_view(text).substr(0, showable));
+  }
+  bool keep_going = true;
+  if (s.on_token && showable >= s.shown) {
+    keep_going = s.on_token({token, std::string_view(text).substr(s.shown, showable - s.shown)});
+    s.shown = showable;
+  }
+  if (cut != std::string::npos) {
+    finish(s, "stop");
+  } else if (!keep_going) {
+    finish(s, "cancelled");
+  }
+}
+
+void DecodeBatch::finish(Sequence& s, std::string reason) {
+  if (s.done) return;
+  s.done = true;
+  s.result.finish_reason = std::move(reason);
+  // What was held back (a partial stop sequence that never completed) is shown now.
+  if (s.on_token && s.shown < s.result.text.size() && s.result.finish_reason != "cancelled") {
+    s.on_token({-1, std::string_view(s.result.text).substr(s.shown)});
+    s.shown = s.result.text.size();
+  }
+  s.cache = KvCache();  // free the memory now
+}
+
+bool DecodeBatch::step() {
+  std::vector<Model::Step> steps;
+  std::vector<Sequence*> running;
+  for (auto& s : sequences_) {
+    if (s->done) continue;
+    steps.push_back({&s->cache, s->pending});
+    running.push_back(s.get());
+  }
+  if (running.empty()) return false;
+  const Tensor logits = model_.forward_cached(steps);
+  const int64_t v = model_.config().vocab_size;
+  for (size_t i = 0; i < running.size(); ++i) {
+    Sequence& s = *running[i];
+    const int32_t token = sample(s, logits.data() + static_cast<int64_t>(i) * v);
+    const bool eos = !s.params.ignore_eos && std::find(stop_tokens_.begin(), stop_tokens_.end(),
+                                                       token) != stop_tokens_.end();
+    if (eos) {
+      finish(s, "stop");
+      continue;
+    }
+    emit(s, token);
+    if (s.done) continue;
+    const int64_t generated = static_cast<int64_t>(s.result.tokens.size());
+    if (generated >= s.params.max_tokens || s.cache.length() >= model_.config().max_positions) {
+      finish(s, "length");
+      continue;
+    }
+    s.pending = {token};
+  }
+  return active() > 0;
+}
+
+std::vector<std::pair<int64_t, GenerationResult>> DecodeBatch::take_finished() {
+  std::vector<std::pair<int64_t, GenerationResult>> out;
+  for (auto& s : sequences_) {
+    if (s->done && !s->reported) {
+      s->reported = true;
+      out.emplace_back(s->id, std::move(s->result));
+    }
+  }
+  std::erase_if(sequences_, [](const auto& s) { return s->reported; });
+  return out;
+}
+
+Result<std::vector<GenerationResult>> generate(Model& model, const Tokenizer& tokenizer,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               const SamplingParams& params,
+                                               TokenCallback on_token) {
+  DecodeBatch batch(model, tokenizer);
+  for (const auto& p : prompts) {
+    SamplingParams own = params;
+    own.seed = params.seed + static_cast<uint64_t>(&p - prompts.data());
+    MH_TRY(batch.add(p, own, on_token).status());
+  }
+  std::vector<GenerationResult> results(prompts.size());
+  while (batch.step()) {
+  }
+  for (auto& [id, r] : batch.take_finished()) results[static_cast<size_t>(id)] = std::move(r);
+  return results;
+}
+
+}  // namespace mh::engine

@@ -1,0 +1,85 @@
+// Generation: batched decoding with a KV cache per sequence. Sequences of different lengths
+// decode together; new ones may join between steps (their prompts are prefilled in the same
+// forward pass as the others' next tokens), which is what continuous batching needs.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "platform/base/status.h"
+#include "platform/engine/model.h"
+#include "platform/engine/random.h"
+#include "platform/engine/tokenizer.h"
+
+namespace mh::engine {
+
+struct SamplingParams {
+  int64_t max_tokens = 64;
+  float temperature = 1.0f;  // 0: greedy
+  int64_t top_k = 0;         // 0: all tokens
+  float top_p = 1.0f;        // nucleus: the smallest set whose probability reaches top_p
+  uint64_t seed = 0;
+  std::vector<std::string> stop;  // generation ends before the first of these in the text
+  bool ignore_eos = false;
+
+  Status validate() const;
+};
+
+// One token's worth of output. `text` is what may be shown now: complete UTF-8, and nothing
+// that could still turn out to be the start of a stop sequence.
+struct TokenEvent {
+  int32_t token;
+  std::string_view text;
+};
+// Return false to stop this sequence (finish reason "cancelled").
+using TokenCallback = std::function<bool(const TokenEvent&)>;
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated, without the prompt
+  std::string text;             // their text, cut before a stop sequence
+  std::string finish_reason;    // "stop", "length" or "cancelled"
+  int64_t prompt_tokens = 0;
+};
+
+class DecodeBatch {
+ public:
+  DecodeBatch(Model& model, const Tokenizer& tokenizer);
+  ~DecodeBatch();
+  DecodeBatch(const DecodeBatch&) = delete;
+  DecodeBatch& operator=(const DecodeBatch&) = delete;
+
+  // Queues a sequence; its prompt is run at the next step(). Returns its id.
+  Result<int64_t> add(std::vector<int32_t> prompt, SamplingParams params,
+                      TokenCallback on_token = {});
+  // Runs one forward pass over every unfinished sequence and samples one token for each.
+  // Returns false when nothing is left to run.
+  bool step();
+  void cancel(int64_t id);
+  int64_t active() const;
+  // Results of the sequences that finished since the last call, by id.
+  std::vector<std::pair<int64_t, GenerationResult>> take_finished();
+
+ private:
+  struct Sequence;
+  int32_t sample(Sequence& s, const float* logits);
+  void finish(Sequence& s, std::string reason);
+  void emit(Sequence& s, int32_t token);
+
+  Model& model_;
+  const Tokenizer& tokenizer_;
+  std::vector<int32_t> stop_tokens_;
+  std::vector<std::unique_ptr<Sequence>> sequences_;
+  int64_t next_id_ = 0;
+};
+
+// Runs every prompt to completion in one batch.
+Result<std::vector<GenerationResult>> generate(Model& model, const Tokenizer& tokenizer,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               const SamplingParams& params,
+                                               TokenCallback on_token = {});
+
+}  // namespace mh::engine
