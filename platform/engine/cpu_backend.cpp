@@ -127,7 +127,9 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int threads)
       : pool_(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())) {
 #ifdef MH_ENGINE_OPENBLAS
-    openblas_set_num_threads(pool_.size());
+    // One set of threads: OpenBLAS runs single-threaded inside this backend's pool, which
+    // splits each GEMM into blocks (OpenBLAS's own threads would spin beside ours).
+    openblas_set_num_threads(1);
 #endif
   }
   const char* name() const override { return "cpu"; }
@@ -150,10 +152,35 @@ class CpuBackend final : public Backend {
       expect_shape(c, {m, n}, "gemm", "c");
     }
 #ifdef MH_ENGINE_OPENBLAS
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a.data(),
-                static_cast<int>(a.dim(1)), b.data(), static_cast<int>(b.dim(1)), beta, c.data(),
-                static_cast<int>(n));
+    // Blocks of C's rows (or, for few rows, of its columns), one SGEMM each.
+    const int lda = static_cast<int>(a.dim(1)), ldb = static_cast<int>(b.dim(1));
+    const auto op_a = ta ? CblasTrans : CblasNoTrans, op_b = tb ? CblasTrans : CblasNoTrans;
+    const int64_t threads = pool_.size();
+    if (m >= 32 * threads || m >= n) {
+      const int64_t blocks = std::min<int64_t>(threads, (m + 15) / 16);
+      pool_.parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t blk = begin; blk < end; ++blk) {
+          const int64_t i0 = m * blk / blocks / 16 * 16;
+          const int64_t i1 = blk + 1 == blocks ? m : m * (blk + 1) / blocks / 16 * 16;
+          if (i1 <= i0) continue;
+          cblas_sgemm(CblasRowMajor, op_a, op_b, static_cast<int>(i1 - i0), static_cast<int>(n),
+                      static_cast<int>(k), alpha, a.data() + (ta ? i0 : i0 * lda), lda, b.data(),
+                      ldb, beta, c.data() + i0 * n, static_cast<int>(n));
+        }
+      });
+    } else {
+      const int64_t blocks = std::min<int64_t>(threads, (n + 15) / 16);
+      pool_.parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t blk = begin; blk < end; ++blk) {
+          const int64_t j0 = n * blk / blocks / 16 * 16;
+          const int64_t j1 = blk + 1 == blocks ? n : n * (blk + 1) / blocks / 16 * 16;
+          if (j1 <= j0) continue;
+          cblas_sgemm(CblasRowMajor, op_a, op_b, static_cast<int>(m), static_cast<int>(j1 - j0),
+                      static_cast<int>(k), alpha, a.data(), lda, b.data() + (tb ? j0 * ldb : j0),
+                      ldb, beta, c.data() + j0, static_cast<int>(n));
+        }
+      });
+    }
 #else
     const float* A = a.data();
     const float* B = b.data();

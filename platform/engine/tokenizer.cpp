@@ -433,9 +433,15 @@ Result<Tokenizer> Tokenizer::from_tokenizer_json(std::string_view text) {
   const Json* vocab = model->find("vocab");
   if (vocab == nullptr || !vocab->is_object())
     return tokenizer_error("model.vocab must be an object");
+  std::map<std::string, int64_t> added_ids;
+  for (const auto& [id, content] : added) added_ids[content] = id;
   for (const auto& [token, id] : vocab->as_object()) {
     if (!id.is_int()) return tokenizer_error("model.vocab[\"" + token + "\"] must be an integer");
-    if (auto a = added.find(id.as_int()); a != added.end() && a->second == token) continue;
+    if (auto a = added_ids.find(token); a != added_ids.end()) {
+      if (a->second == id.as_int()) continue;
+      return tokenizer_error("\"" + token + "\" is added token " + std::to_string(a->second) +
+                             " but vocabulary entry " + std::to_string(id.as_int()));
+    }
     auto bytes = token_text_to_bytes(token);
     if (!bytes) {
       return tokenizer_error("model.vocab[\"" + token +

@@ -26,6 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 fs::path macrohardd_path() { return MH_TEST_MACROHARDD; }
 fs::path mhctl_path() { return MH_TEST_MHCTL; }
+fs::path mhworker_path() { return MH_TEST_MHWORKER; }
 fs::path source_dir() { return MH_TEST_SOURCE_DIR; }
 fs::path binary_dir() { return MH_TEST_BINARY_DIR; }
 

@@ -20,6 +20,7 @@ using namespace std::chrono_literals;
 // Paths baked in by tests/CMakeLists.txt.
 std::filesystem::path macrohardd_path();
 std::filesystem::path mhctl_path();
+std::filesystem::path mhworker_path();
 std::filesystem::path source_dir();
 std::filesystem::path binary_dir();
 

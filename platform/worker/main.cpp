@@ -1,0 +1,297 @@
+// mh-worker: runs the engine on a model directory in Hugging Face layout (config.json,
+// model.safetensors, tokenizer.json). The platform starts it for training ranks and inference
+// replicas; on its own it trains, generates, prints logits and tokenizes.
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "platform/engine/files.h"
+#include "platform/engine/generate.h"
+#include "platform/engine/train.h"
+
+namespace fs = std::filesystem;
+using namespace mh;
+using namespace mh::engine;
+
+namespace {
+
+constexpr int kBadInput = 2;
+
+[[noreturn]] void fail(const Status& s) {
+  std::fprintf(stderr, "mh-worker: %s\n", s.message().c_str());
+  std::exit(s.code() == Code::kInternal ? 1 : kBadInput);
+}
+
+template <typename T>
+T need(Result<T> r) {
+  if (!r.ok()) fail(r.status());
+  return std::move(r).value();
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string token;
+  std::istringstream in(text);
+  while (in >> token) {
+    if (token == "," || token == "[" || token == "]") continue;
+    while (!token.empty() && (token.back() == ',' || token.back() == ']')) token.pop_back();
+    while (!token.empty() && token.front() == '[') token.erase(0, 1);
+    if (token.empty()) continue;
+    size_t used = 0;
+    long value = -1;
+    try {
+      value = std::stol(token, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != token.size() || value < 0 || value > INT32_MAX) {
+      fail(invalid_argument("\"" + token + "\" is not a token id"));
+    }
+    ids.push_back(static_cast<int32_t>(value));
+  }
+  return ids;
+}
+
+void print_ids(const std::vector<int32_t>& ids) {
+  std::string out = "[";
+  for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
+  std::puts((out + "]").c_str());
+}
+
+std::string read_input(const std::string& text, const std::string& file) {
+  if (file.empty()) return text;
+  return need(read_text_file(file, size_t{1} << 30));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mh-worker: the Macrohard engine on a Hugging Face model directory"};
+  app.require_subcommand(1);
+  app.fallthrough();  // --threads after the subcommand too
+  std::string model_dir;
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads (0: one per core)");
+
+  // tokenize / detokenize
+  auto* tokenize = app.add_subcommand("tokenize", "print the token ids of a text");
+  std::string text, text_file;
+  tokenize->add_option("--model", model_dir, "model directory (its tokenizer)")->required();
+  tokenize->add_option("--text", text, "the text");
+  tokenize->add_option("--file", text_file, "read the text from a file");
+  bool allow_special = false;
+  tokenize->add_flag("--special", allow_special,
+                     "turn special tokens written in the text into ids");
+
+  auto* detokenize = app.add_subcommand("detokenize", "print the text of token ids");
+  std::string ids_text;
+  detokenize->add_option("--model", model_dir, "model directory")->required();
+  detokenize->add_option("ids", ids_text, "token ids, e.g. \"[464, 3290]\"")->required();
+
+  // logits / greedy
+  auto* logits = app.add_subcommand("logits", "print the logits after each of the token ids");
+  bool last_only = false;
+  logits->add_option("--model", model_dir, "model directory")->required();
+  logits->add_option("ids", ids_text, "token ids")->required();
+  logits->add_flag("--last", last_only, "only the last position's logits");
+
+  auto* greedy = app.add_subcommand("greedy", "print the greedy continuation's token ids");
+  int64_t max_tokens = 16;
+  greedy->add_option("--model", model_dir, "model directory")->required();
+  greedy->add_option("ids", ids_text, "prompt token ids")->required();
+  greedy->add_option("--max-tokens", max_tokens, "tokens to generate");
+
+  // generate
+  auto* gen = app.add_subcommand("generate", "continue a prompt, streaming the text");
+  SamplingParams sampling;
+  std::string prompt;
+  bool chat = false;
+  gen->add_option("--model", model_dir, "model directory")->required();
+  gen->add_option("--prompt", prompt, "the prompt")->required();
+  gen->add_flag("--chat", chat, "send the prompt as a user message through the chat template");
+  gen->add_option("--max-tokens", sampling.max_tokens, "most tokens to generate");
+  gen->add_option("--temperature", sampling.temperature, "0 is greedy");
+  gen->add_option("--top-k", sampling.top_k, "sample among the k likeliest (0: all)");
+  gen->add_option("--top-p", sampling.top_p, "nucleus sampling mass");
+  gen->add_option("--seed", sampling.seed, "sampling seed");
+  gen->add_option("--stop", sampling.stop, "stop before this text (repeatable)");
+
+  // init
+  auto* init = app.add_subcommand("init", "create a model with fresh weights from a config.json");
+  std::string config_file, out_dir, tokenizer_dir;
+  uint64_t seed = 1234;
+  init->add_option("--config", config_file, "config.json to use")->required();
+  init->add_option("--tokenizer", tokenizer_dir, "directory whose tokenizer to copy")->required();
+  init->add_option("--out", out_dir, "new model directory")->required();
+  init->add_option("--seed", seed, "initialisation seed");
+
+  // train-tokenizer
+  auto* train_tok = app.add_subcommand("train-tokenizer", "learn a byte-level BPE tokenizer");
+  std::vector<std::string> inputs;
+  BpeTrainerOptions bpe;
+  bpe.special_tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  train_tok->add_option("--input", inputs, "text files to learn from")->required();
+  train_tok->add_option("--vocab-size", bpe.vocab_size, "vocabulary size");
+  train_tok->add_option("--out", out_dir, "directory for tokenizer.json")->required();
+
+  // train
+  auto* train = app.add_subcommand("train", "train on a JSONL file, writing checkpoints");
+  TrainConfig tc;
+  std::string data_file, resume_dir;
+  int64_t checkpoint_every = 0, log_every = 10;
+  train->add_option("--model", model_dir, "model directory to start from")->required();
+  train->add_option("--data", data_file, "JSONL training file")->required();
+  train->add_option("--out", out_dir, "where the trained model and checkpoints go")->required();
+  train->add_option("--steps", tc.steps, "optimizer steps");
+  train->add_option("--batch-size", tc.batch_size, "rows per micro-batch");
+  train->add_option("--seq-len", tc.seq_len, "tokens per row");
+  train->add_option("--grad-accum", tc.grad_accum, "micro-batches per step");
+  train->add_option("--lr", tc.lr, "peak learning rate");
+  train->add_option("--warmup", tc.warmup_steps, "warm-up steps");
+  train->add_option("--min-lr-ratio", tc.min_lr_ratio, "final learning rate / peak");
+  train->add_option("--weight-decay", tc.weight_decay, "AdamW weight decay");
+  train->add_option("--clip", tc.clip, "gradient norm limit (0: none)");
+  train->add_option("--seed", tc.seed, "data order seed");
+  train->add_option("--checkpoint-every", checkpoint_every, "steps between checkpoints (0: none)");
+  train->add_option("--log-every", log_every, "steps between progress lines");
+  train->add_option("--resume", resume_dir, "checkpoint directory to continue from");
+
+  CLI11_PARSE(app, argc, argv);
+  auto backend = make_cpu_backend(threads);
+
+  if (tokenize->parsed()) {
+    const Tokenizer tok = need(Tokenizer::load(model_dir));
+    print_ids(tok.encode(read_input(text, text_file), allow_special));
+  } else if (detokenize->parsed()) {
+    const Tokenizer tok = need(Tokenizer::load(model_dir));
+    const std::string out = need(tok.decode(parse_ids(ids_text)));
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fputc('\n', stdout);
+  } else if (logits->parsed() || greedy->parsed()) {
+    auto model = need(Model::load(model_dir, *backend));
+    const auto ids = parse_ids(ids_text);
+    for (int32_t id : ids) {
+      if (id >= model->config().vocab_size)
+        fail(invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary"));
+    }
+    if (ids.empty()) fail(invalid_argument("no token ids given"));
+    if (static_cast<int64_t>(ids.size()) > model->config().max_positions) {
+      fail(invalid_argument("more token ids than the model's context"));
+    }
+    if (logits->parsed()) {
+      model->forward(ids, 1, static_cast<int64_t>(ids.size()), {});
+      const Tensor l = model->logits();
+      const int64_t v = model->config().vocab_size;
+      for (int64_t r = last_only ? l.dim(0) - 1 : 0; r < l.dim(0); ++r) {
+        std::string line = "[";
+        for (int64_t j = 0; j < v; ++j)
+          line += (j ? ", " : "") + fmt::format("{:.6g}", l[r * v + j]);
+        std::puts((line + "]").c_str());
+      }
+    } else {
+      KvCache cache = model->new_cache(static_cast<int64_t>(ids.size()) + max_tokens);
+      std::vector<Model::Step> steps = {{&cache, ids}};
+      std::vector<int32_t> out;
+      for (int64_t i = 0; i < max_tokens && cache.length() < model->config().max_positions; ++i) {
+        const Tensor l = model->forward_cached(steps);
+        const auto next =
+            static_cast<int32_t>(std::max_element(l.data(), l.data() + l.numel()) - l.data());
+        out.push_back(next);
+        steps[0].tokens = {next};
+      }
+      print_ids(out);
+    }
+  } else if (gen->parsed()) {
+    auto model = need(Model::load(model_dir, *backend));
+    const Tokenizer tok = need(Tokenizer::load(model_dir));
+    std::vector<int32_t> ids;
+    if (chat) {
+      const ChatTemplate tmpl(tok);
+      tmpl.append("user", prompt, ids, nullptr);
+      tmpl.append_reply_start(ids);
+    } else {
+      ids = tok.encode(prompt, false);
+    }
+    auto result = need(generate(*model, tok, {ids}, sampling, [](const TokenEvent& e) {
+      std::fwrite(e.text.data(), 1, e.text.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    }));
+    std::fprintf(stdout, "\n");
+    std::fprintf(stderr, "[%zu tokens, finish_reason %s]\n", result[0].tokens.size(),
+                 result[0].finish_reason.c_str());
+  } else if (init->parsed()) {
+    const ModelConfig config = need(parse_model_config(need(read_text_file(config_file, 1 << 20))));
+    const Tokenizer tok = need(Tokenizer::load(tokenizer_dir));
+    if (tok.vocab_size() > config.vocab_size) {
+      fail(invalid_argument(fmt::format("the tokenizer has {} tokens but vocab_size is {}",
+                                        tok.vocab_size(), config.vocab_size)));
+    }
+    auto model = need(Model::create(config, *backend, seed));
+    if (Status s = model->save(out_dir); !s.ok()) fail(s);
+    if (Status s = tok.save(out_dir); !s.ok()) fail(s);
+    std::printf("%s: %s with %lld parameters\n", out_dir.c_str(),
+                std::string(family_name(config.family)).c_str(),
+                static_cast<long long>(config.parameter_count()));
+  } else if (train_tok->parsed()) {
+    std::vector<std::string> texts;
+    for (const auto& f : inputs) texts.push_back(need(read_text_file(f, size_t{1} << 30)));
+    const Tokenizer tok = need(train_bpe(texts, bpe));
+    if (Status s = tok.save(out_dir); !s.ok()) fail(s);
+    std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
+  } else if (train->parsed()) {
+    if (Status s = tc.validate(); !s.ok()) fail(s);
+    auto model = need(Model::load(model_dir, *backend));
+    const Tokenizer tok = need(Tokenizer::load(model_dir));
+    if (tok.vocab_size() > model->config().vocab_size) {
+      fail(invalid_argument("the tokenizer has more tokens than the model's vocab_size"));
+    }
+    if (tc.seq_len > model->config().max_positions) {
+      fail(invalid_argument(fmt::format("--seq-len {} is longer than the model's context {}",
+                                        tc.seq_len, model->config().max_positions)));
+    }
+    const Dataset data = need(Dataset::from_jsonl(data_file, tok));
+    if (data.rows(tc.seq_len) < 1) {
+      fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
+                                        data.tokens(), tc.seq_len)));
+    }
+    std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
+                static_cast<long long>(data.examples()), static_cast<long long>(data.tokens()),
+                static_cast<long long>(data.rows(tc.seq_len)), static_cast<long long>(tc.seq_len));
+    auto single = make_single_rank();
+    Trainer trainer(*model, data, tc, *single);
+    if (!resume_dir.empty()) {
+      if (Status s = trainer.load_checkpoint(resume_dir); !s.ok()) fail(s);
+      std::printf("resumed from %s at step %lld\n", resume_dir.c_str(),
+                  static_cast<long long>(trainer.steps_done()));
+    }
+    auto started = std::chrono::steady_clock::now();
+    int64_t tokens = 0;
+    while (trainer.steps_done() < tc.steps) {
+      const StepResult r = trainer.step();
+      tokens += r.tokens;
+      if (r.step % std::max<int64_t>(1, log_every) == 0 || r.step == tc.steps || r.step == 1) {
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        std::printf("step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tokens/s\n",
+                    static_cast<long long>(r.step), static_cast<long long>(tc.steps), r.loss, r.lr,
+                    r.grad_norm, static_cast<double>(tokens) / std::max(secs, 1e-9));
+        std::fflush(stdout);
+      }
+      if (checkpoint_every > 0 && r.step % checkpoint_every == 0 && r.step < tc.steps) {
+        const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", r.step);
+        if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
+        if (Status s = tok.save(dir); !s.ok()) fail(s);
+      }
+    }
+    if (Status s = model->save(out_dir); !s.ok()) fail(s);
+    if (Status s = tok.save(out_dir); !s.ok()) fail(s);
+    std::printf("saved %s\n", out_dir.c_str());
+  }
+  return 0;
+}
