@@ -104,6 +104,7 @@ void shape_output(Tensor& out, const Shape& shape) {
 }
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr int64_t kAttentionBlock = 64;        // query rows per block of scores
 
 // Dot product with eight independent partial sums, which the compiler keeps in vector lanes.
 float dot(const float* a, const float* b, int64_t n) {
@@ -156,7 +157,28 @@ class CpuBackend final : public Backend {
     const int lda = static_cast<int>(a.dim(1)), ldb = static_cast<int>(b.dim(1));
     const auto op_a = ta ? CblasTrans : CblasNoTrans, op_b = tb ? CblasTrans : CblasNoTrans;
     const int64_t threads = pool_.size();
-    if (m >= 32 * threads || m >= n) {
+    if (m <= 4 && !ta && beta == 0.0f) {
+      // A few rows (decoding): matrix-vector products over column blocks of C. SGEMM would
+      // first copy all of B into its packed layout, which costs more than the product.
+      const int64_t blocks = std::min<int64_t>(threads, (n + 63) / 64);
+      pool_.parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t blk = begin; blk < end; ++blk) {
+          const int64_t j0 = n * blk / blocks, j1 = n * (blk + 1) / blocks;
+          for (int64_t i = 0; i < m; ++i) {
+            // c[i, j0:j1] = alpha * op(B)[:, j0:j1]^T a[i]
+            if (tb) {
+              cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(j1 - j0),
+                          static_cast<int>(k), alpha, b.data() + j0 * ldb, ldb, a.data() + i * lda,
+                          1, 0.0f, c.data() + i * n + j0, 1);
+            } else {
+              cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(k), static_cast<int>(j1 - j0),
+                          alpha, b.data() + j0, ldb, a.data() + i * lda, 1, 0.0f,
+                          c.data() + i * n + j0, 1);
+            }
+          }
+        }
+      });
+    } else if (m >= 32 * threads || m >= n) {
       const int64_t blocks = std::min<int64_t>(threads, (m + 15) / 16);
       pool_.parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
         for (int64_t blk = begin; blk < end; ++blk) {
@@ -399,14 +421,16 @@ class CpuBackend final : public Backend {
           continue;
         }
         const float mx = *std::max_element(z, z + v);
+        // One exponential per logit, kept in dlogits and scaled once the sum is known.
         double sum = 0;
-        for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(z[j] - mx));
-        const double log_sum = std::log(sum);
-        const int32_t t = targets[static_cast<size_t>(r)];
-        losses[static_cast<size_t>(r)] = log_sum - (z[t] - mx);
         for (int64_t j = 0; j < v; ++j) {
-          d[j] = static_cast<float>(std::exp(z[j] - mx - log_sum)) * scale;
+          d[j] = std::exp(z[j] - mx);
+          sum += d[j];
         }
+        const int32_t t = targets[static_cast<size_t>(r)];
+        losses[static_cast<size_t>(r)] = std::log(sum) - (z[t] - mx);
+        const float k = static_cast<float>(scale / sum);
+        for (int64_t j = 0; j < v; ++j) d[j] *= k;
         d[t] -= scale;
       }
     });
@@ -448,6 +472,12 @@ class CpuBackend final : public Backend {
     check_attention(s, q, k, v, "attention");
     shape_output(out, q.shape());
     shape_output(lse, {s.batch, s.heads, s.q_len});
+#ifdef MH_ENGINE_OPENBLAS
+    if (s.q_len >= kAttentionBlock / 4) {
+      attention_blocked(s, q, k, v, out, lse);
+      return;
+    }
+#endif
     const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
     const int64_t qw = s.heads * d, kw = s.kv_heads * d;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -490,6 +520,12 @@ class CpuBackend final : public Backend {
     shape_output(dv, v.shape());
     dk.fill(0.0f);
     dv.fill(0.0f);
+#ifdef MH_ENGINE_OPENBLAS
+    if (s.q_len >= kAttentionBlock / 4) {
+      attention_backward_blocked(s, dout, q, k, v, out, lse, dq, dk, dv);
+      return;
+    }
+#endif
     const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
     const int64_t qw = s.heads * d, kw = s.kv_heads * d;
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -549,6 +585,105 @@ class CpuBackend final : public Backend {
       for (int64_t i = begin; i < end; ++i) fn(i);
     });
   }
+#ifdef MH_ENGINE_OPENBLAS
+  // Attention over blocks of query rows with SGEMM: scores for a block of rows against the keys
+  // they may see, softmax in place, then the block's output; memory is one block of scores.
+  void attention_blocked(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
+                         Tensor& out, Tensor& lse) {
+    const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+    const int qw = static_cast<int>(s.heads * d), kw = static_cast<int>(s.kv_heads * d);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const int64_t blocks = (s.q_len + kAttentionBlock - 1) / kAttentionBlock;
+    pool_.parallel_for(s.batch * s.heads * blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(static_cast<size_t>(kAttentionBlock * s.kv_len));
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t blk = t % blocks, h = (t / blocks) % s.heads, b = t / (blocks * s.heads);
+        const int64_t i0 = blk * kAttentionBlock, i1 = std::min(s.q_len, i0 + kAttentionBlock);
+        const int rows = static_cast<int>(i1 - i0), cols = static_cast<int>(past + i1);
+        const float* qb = q.data() + (b * s.q_len + i0) * qw + h * d;
+        const float* kb = k.data() + b * s.kv_len * kw + (h / group) * d;
+        const float* vb = v.data() + b * s.kv_len * kw + (h / group) * d;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, static_cast<int>(d), scale,
+                    qb, qw, kb, kw, 0.0f, p.data(), cols);
+        for (int r = 0; r < rows; ++r) {
+          float* row = p.data() + static_cast<int64_t>(r) * cols;
+          const int64_t n = past + i0 + r + 1;  // keys this query sees
+          const float mx = *std::max_element(row, row + n);
+          float sum = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            row[j] = std::exp(row[j] - mx);
+            sum += row[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+          std::fill(row + n, row + cols, 0.0f);
+          lse[(b * s.heads + h) * s.q_len + i0 + r] = mx + std::log(sum);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, static_cast<int>(d), cols,
+                    1.0f, p.data(), cols, vb, kw, 0.0f,
+                    out.data() + (b * s.q_len + i0) * qw + h * d, qw);
+      }
+    });
+  }
+
+  // One task per (sequence, key/value head): it owns that head's dk and dv, and the dq of the
+  // query heads that share it, so nothing is written by two threads and the order is fixed.
+  void attention_backward_blocked(const AttentionShape& s, const Tensor& dout, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, const Tensor& out,
+                                  const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) {
+    const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+    const int qw = static_cast<int>(s.heads * d), kw = static_cast<int>(s.kv_heads * d);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const int64_t blocks = (s.q_len + kAttentionBlock - 1) / kAttentionBlock;
+    pool_.parallel_for(s.batch * s.kv_heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> p(static_cast<size_t>(kAttentionBlock * s.kv_len));
+      std::vector<float> dp(p.size());
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t g = t % s.kv_heads, b = t / s.kv_heads;
+        const float* kb = k.data() + b * s.kv_len * kw + g * d;
+        const float* vb = v.data() + b * s.kv_len * kw + g * d;
+        float* dkb = dk.data() + b * s.kv_len * kw + g * d;
+        float* dvb = dv.data() + b * s.kv_len * kw + g * d;
+        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+          for (int64_t blk = 0; blk < blocks; ++blk) {
+            const int64_t i0 = blk * kAttentionBlock, i1 = std::min(s.q_len, i0 + kAttentionBlock);
+            const int rows = static_cast<int>(i1 - i0), cols = static_cast<int>(past + i1);
+            const int64_t at = (b * s.q_len + i0) * qw + h * d;
+            const float* qb = q.data() + at;
+            const float* gb = dout.data() + at;
+            // p = softmax probabilities from the saved log-sum-exp; dp = dout v^T.
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, static_cast<int>(d),
+                        scale, qb, qw, kb, kw, 0.0f, p.data(), cols);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, static_cast<int>(d),
+                        1.0f, gb, qw, vb, kw, 0.0f, dp.data(), cols);
+            for (int r = 0; r < rows; ++r) {
+              float* pr = p.data() + static_cast<int64_t>(r) * cols;
+              float* dr = dp.data() + static_cast<int64_t>(r) * cols;
+              const int64_t n = past + i0 + r + 1;
+              const float l = lse[(b * s.heads + h) * s.q_len + i0 + r];
+              const float delta = dot(gb + static_cast<int64_t>(r) * qw,
+                                      out.data() + at + static_cast<int64_t>(r) * qw, d);
+              for (int64_t j = 0; j < n; ++j) {
+                pr[j] = std::exp(pr[j] - l);
+                dr[j] = pr[j] * (dr[j] - delta);  // ds
+              }
+              std::fill(pr + n, pr + cols, 0.0f);
+              std::fill(dr + n, dr + cols, 0.0f);
+            }
+            // dq = scale * ds k; dk += scale * ds^T q; dv += p^T dout.
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, static_cast<int>(d), cols,
+                        scale, dp.data(), cols, kb, kw, 0.0f, dq.data() + at, qw);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, static_cast<int>(d), rows,
+                        scale, dp.data(), cols, qb, qw, 1.0f, dkb, kw);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, static_cast<int>(d), rows,
+                        1.0f, p.data(), cols, gb, qw, 1.0f, dvb, kw);
+          }
+        }
+      }
+    });
+  }
+#endif
+
   // Rotates each head's halves (x1, x2) by angle pos * theta^(-2i/d): (x1 cos - x2 sin,
   // x2 cos + x1 sin); sign -1 rotates back.
   void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, float theta,

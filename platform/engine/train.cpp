@@ -115,13 +115,47 @@ float learning_rate(const TrainConfig& c, int64_t step) {
   return static_cast<float>(c.lr * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * cosine));
 }
 
-Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective)
-    : model_(model), data_(data), config_(config), comm_(collective), rng_(config.seed) {
-  for (const auto& p : model_.parameters()) {
-    sum_.emplace_back(p.value.shape());
+AdamW::AdamW(const std::vector<Parameter>& params, const TrainConfig& config)
+    : beta1_(config.beta1),
+      beta2_(config.beta2),
+      eps_(config.eps),
+      weight_decay_(config.weight_decay) {
+  for (const auto& p : params) {
     m_.emplace_back(p.value.shape());
     v_.emplace_back(p.value.shape());
   }
+}
+
+void AdamW::step(std::vector<Parameter>& params, const std::vector<Tensor>& grads, float lr,
+                 float grad_scale) {
+  ++steps_;
+  const double t = static_cast<double>(steps_);
+  const float bc1 = static_cast<float>(1.0 - std::pow(beta1_, t));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(beta2_, t)));
+  const float step_size = lr / bc1;
+  for (size_t i = 0; i < params.size(); ++i) {
+    float* w = params[i].value.data();
+    float* m = m_[i].data();
+    float* v = v_[i].data();
+    const float* g = grads[i].data();
+    const float decay = params[i].decay ? 1.0f - lr * weight_decay_ : 1.0f;
+    for (int64_t j = 0; j < params[i].value.numel(); ++j) {
+      const float gj = g[j] * grad_scale;
+      m[j] = beta1_ * m[j] + (1.0f - beta1_) * gj;
+      v[j] = beta2_ * v[j] + (1.0f - beta2_) * gj * gj;
+      w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j]) / bc2_sqrt + eps_);
+    }
+  }
+}
+
+Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective)
+    : model_(model),
+      data_(data),
+      config_(config),
+      comm_(collective),
+      adam_(model.parameters(), config),
+      rng_(config.seed) {
+  for (const auto& p : model_.parameters()) sum_.emplace_back(p.value.shape());
 }
 
 void Trainer::new_epoch() {
@@ -203,24 +237,7 @@ StepResult Trainer::step() {
   const float norm = static_cast<float>(std::sqrt(squares));
   const float scale = config_.clip > 0 && norm > config_.clip ? config_.clip / (norm + 1e-6f) : 1;
   const float lr = learning_rate(config_, step_);
-  // AdamW, as torch.optim.AdamW computes it: decoupled decay, bias-corrected moments.
-  const double t1 = static_cast<double>(step_ + 1);
-  const float bc1 = static_cast<float>(1.0 - std::pow(config_.beta1, t1));
-  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(config_.beta2, t1)));
-  const float step_size = lr / bc1;
-  for (size_t i = 0; i < params.size(); ++i) {
-    float* w = params[i].value.data();
-    float* m = m_[i].data();
-    float* v = v_[i].data();
-    const float* g = sum_[i].data();
-    const float decay = params[i].decay ? 1.0f - lr * config_.weight_decay : 1.0f;
-    for (int64_t j = 0; j < params[i].value.numel(); ++j) {
-      const float gj = g[j] * scale;
-      m[j] = config_.beta1 * m[j] + (1.0f - config_.beta1) * gj;
-      v[j] = config_.beta2 * v[j] + (1.0f - config_.beta2) * gj * gj;
-      w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j]) / bc2_sqrt + config_.eps);
-    }
-  }
+  adam_.step(params, sum_, lr, scale);
   ++step_;
   StepResult r;
   r.step = step_;
@@ -242,7 +259,7 @@ Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   const auto& params = model_.parameters();
   for (size_t i = 0; i < params.size(); ++i) {
     for (auto [suffix, tensor] :
-         {std::pair{".exp_avg", &m_[i]}, std::pair{".exp_avg_sq", &v_[i]}}) {
+         {std::pair{".exp_avg", &adam_.m_[i]}, std::pair{".exp_avg_sq", &adam_.v_[i]}}) {
       TensorToWrite w;
       w.name = params[i].name + suffix;
       w.shape = tensor->shape();
@@ -311,8 +328,9 @@ Status Trainer::load_checkpoint(const std::filesystem::path& dir) {
     }
   }
   MH_TRY(model_.read_weights({dir / "model.safetensors"}));
-  m_ = std::move(m);
-  v_ = std::move(v);
+  adam_.m_ = std::move(m);
+  adam_.v_ = std::move(v);
+  adam_.steps_ = step;
   step_ = step;
   rng_ = restored;
   epoch_ = epoch;

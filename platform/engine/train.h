@@ -63,6 +63,23 @@ struct TrainConfig {
 // lr * min_lr_ratio at the last step.
 float learning_rate(const TrainConfig& config, int64_t step);
 
+// AdamW as torch.optim.AdamW computes it: decoupled weight decay (on parameters marked for
+// decay), bias-corrected moments.
+class AdamW {
+ public:
+  AdamW(const std::vector<Parameter>& params, const TrainConfig& config);
+  // One update of every parameter from `grads` (one per parameter) times grad_scale.
+  void step(std::vector<Parameter>& params, const std::vector<Tensor>& grads, float lr,
+            float grad_scale = 1.0f);
+  int64_t steps() const { return steps_; }
+
+ private:
+  friend class Trainer;
+  float beta1_, beta2_, eps_, weight_decay_;
+  std::vector<Tensor> m_, v_;
+  int64_t steps_ = 0;
+};
+
 struct StepResult {
   int64_t step = 0;  // the step just taken, 1-based
   float loss = 0;    // mean over the global batch's target tokens
@@ -97,7 +114,8 @@ class Trainer {
   const Dataset& data_;
   TrainConfig config_;
   Collective& comm_;
-  std::vector<Tensor> sum_, m_, v_;  // per parameter
+  std::vector<Tensor> sum_;  // per parameter: the step's gradient
+  AdamW adam_;
   int64_t step_ = 0;
   // Data order: each epoch visits every row once, in an order drawn from epoch_seed_.
   Rng rng_;

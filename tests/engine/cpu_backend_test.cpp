@@ -16,24 +16,33 @@ namespace {
 TEST_CASE("gemm matches a triple loop for every transpose, and its gradients are right") {
   auto cpu = make_cpu_backend(2);
   std::mt19937 rng(1);
-  for (bool ta : {false, true}) {
-    for (bool tb : {false, true}) {
-      CAPTURE(ta);
-      CAPTURE(tb);
-      const int64_t m = 5, k = 7, n = 3;
-      Tensor a = random_tensor(ta ? Shape{k, m} : Shape{m, k}, rng);
-      Tensor b = random_tensor(tb ? Shape{n, k} : Shape{k, n}, rng);
-      Tensor c = random_tensor({m, n}, rng);
-      const Tensor c0 = c;
-      cpu->gemm(ta, tb, 0.5f, a, b, 2.0f, c);
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t j = 0; j < n; ++j) {
-          double s = 0;
-          for (int64_t p = 0; p < k; ++p) {
-            s += static_cast<double>(ta ? a[p * m + i] : a[i * k + p]) *
-                 (tb ? b[j * k + p] : b[p * n + j]);
+  // Shapes that take each path: few rows (matrix-vector), many rows, many columns.
+  for (auto [m, k, n] : {std::array<int64_t, 3>{5, 7, 3}, std::array<int64_t, 3>{1, 9, 200},
+                         std::array<int64_t, 3>{3, 5, 130}, std::array<int64_t, 3>{70, 6, 40},
+                         std::array<int64_t, 3>{4, 8, 300}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(m);
+        CAPTURE(n);
+        Tensor a = random_tensor(ta ? Shape{k, m} : Shape{m, k}, rng);
+        Tensor b = random_tensor(tb ? Shape{n, k} : Shape{k, n}, rng);
+        Tensor c = random_tensor({m, n}, rng);
+        const Tensor c0 = c;
+        cpu->gemm(ta, tb, 0.5f, a, b, 2.0f, c);
+        Tensor fresh;  // beta 0: c is (re)shaped by the op, and its old contents do not matter
+        cpu->gemm(ta, tb, 0.5f, a, b, 0.0f, fresh);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < n; ++j) {
+            double s = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              s += static_cast<double>(ta ? a[p * m + i] : a[i * k + p]) *
+                   (tb ? b[j * k + p] : b[p * n + j]);
+            }
+            CHECK(c[i * n + j] == doctest::Approx(0.5 * s + 2.0 * c0[i * n + j]).epsilon(1e-5));
+            CHECK(fresh[i * n + j] == doctest::Approx(0.5 * s).epsilon(1e-5));
           }
-          CHECK(c[i * n + j] == doctest::Approx(0.5 * s + 2.0 * c0[i * n + j]).epsilon(1e-5));
         }
       }
     }
@@ -199,7 +208,9 @@ TEST_CASE("attention matches its definition, with grouped heads and a cached pre
   std::mt19937 rng(7);
   for (auto [q_len, kv_len, heads, kv_heads] :
        {std::array<int64_t, 4>{5, 5, 4, 4}, std::array<int64_t, 4>{5, 5, 4, 2},
-        std::array<int64_t, 4>{2, 6, 6, 2}, std::array<int64_t, 4>{1, 7, 2, 1}}) {
+        std::array<int64_t, 4>{2, 6, 6, 2}, std::array<int64_t, 4>{1, 7, 2, 1},
+        // long enough for the blocked (SGEMM) path
+        std::array<int64_t, 4>{20, 20, 4, 2}, std::array<int64_t, 4>{17, 23, 2, 1}}) {
     Backend::AttentionShape s;
     s.batch = 2;
     s.q_len = q_len;
