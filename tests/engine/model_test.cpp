@@ -10,6 +10,7 @@
 #include "platform/engine/model.h"
 #include "platform/engine/safetensors.h"
 #include "tests/engine/gradcheck.h"
+#include "tests/support/harness.h"
 
 namespace mh::engine {
 namespace {
@@ -26,21 +27,6 @@ ModelConfig config_of(const char* json) {
   REQUIRE_MESSAGE(c.ok(), c.status().to_string());
   return *c;
 }
-
-// A unique scratch directory, removed afterwards.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    path = std::filesystem::temp_directory_path() /
-           ("mh_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-};
 
 TEST_CASE("config.json: both families parse, and bad configs are refused naming the field") {
   const ModelConfig g = config_of(kTinyGpt2);
@@ -184,13 +170,13 @@ TEST_CASE("the cached forward gives the training forward's logits, batched acros
 
 TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are refused") {
   auto cpu = make_cpu_backend(1);
-  TempDir dir;
+  test::TempDir dir;
   for (const char* json : {kTinyGpt2, kTinyLlama}) {
     const ModelConfig config = config_of(json);
     auto model = Model::create(config, *cpu, 5);
     REQUIRE(model.ok());
-    REQUIRE((*model)->save(dir.path).ok());
-    auto loaded = Model::load(dir.path, *cpu);
+    REQUIRE((*model)->save(dir.path()).ok());
+    auto loaded = Model::load(dir.path(), *cpu);
     REQUIRE_MESSAGE(loaded.ok(), loaded.status().to_string());
     CHECK((*loaded)->config().parameter_count() == config.parameter_count());
     for (const auto& p : (*model)->parameters()) {
@@ -198,7 +184,7 @@ TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are
       REQUIRE(q != nullptr);
       CHECK(q->value.values() == p.value.values());
     }
-    auto st = Safetensors::open(dir.path / "model.safetensors");
+    auto st = Safetensors::open(dir.path() / "model.safetensors");
     REQUIRE(st.ok());
     if (config.family == Family::kGpt2) {
       CHECK(st->find("transformer.h.1.attn.c_attn.weight") != nullptr);
@@ -228,8 +214,8 @@ TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are
       t.bytes = storage.back();
       out.push_back(t);
     }
-    REQUIRE(write_safetensors(dir.path / "bad.safetensors", out).ok());
-    return Model::load_weights(config, {dir.path / "bad.safetensors"}, *cpu);
+    REQUIRE(write_safetensors(dir.path() / "bad.safetensors", out).ok());
+    return Model::load_weights(config, {dir.path() / "bad.safetensors"}, *cpu);
   };
   auto model = Model::create(config, *cpu, 1);
   std::vector<std::pair<std::string, Shape>> all;
@@ -262,10 +248,10 @@ TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are
   CHECK_MESSAGE(r.ok(), r.status().to_string());
 
   // A directory without config.json, and a config that is not JSON.
-  TempDir empty;
-  CHECK(Model::load(empty.path, *cpu).status().code() == Code::kNotFound);
-  REQUIRE(write_file_atomically(empty.path / "config.json", "{nope").ok());
-  CHECK(Model::load(empty.path, *cpu).status().message().starts_with("config.json: "));
+  test::TempDir empty;
+  CHECK(Model::load(empty.path(), *cpu).status().code() == Code::kNotFound);
+  REQUIRE(write_file_atomically(empty.path() / "config.json", "{nope").ok());
+  CHECK(Model::load(empty.path(), *cpu).status().message().starts_with("config.json: "));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "platform/engine/train.h"
+#include "tests/support/harness.h"
 
 namespace mh::engine {
 namespace {
@@ -26,13 +27,6 @@ Tokenizer small_tokenizer() {
   REQUIRE_MESSAGE(t.ok(), t.status().to_string());
   return std::move(t).value();
 }
-
-struct TempDir {
-  std::filesystem::path path =
-      std::filesystem::temp_directory_path() / ("mh_train_test_" + std::to_string(::getpid()));
-  TempDir() { std::filesystem::create_directories(path); }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 TEST_CASE(
     "JSONL: text, prompt/completion and chat examples, packed, with only their answers learnt") {
@@ -147,27 +141,27 @@ TEST_CASE("a run resumed from a checkpoint continues exactly as the uninterrupte
   for (int i = 0; i < 8; ++i) losses.push_back(straight.step().loss);
   CHECK(losses.back() < losses.front());
 
-  TempDir dir;
+  test::TempDir dir;
   auto b = Model::create(tiny(tok.vocab_size()), *cpu, 42);
   {
     Trainer first(**b, *data, config, *single);
     for (int i = 0; i < 3; ++i) CHECK(first.step().loss == losses[static_cast<size_t>(i)]);
-    REQUIRE(first.save_checkpoint(dir.path / "checkpoint-3").ok());
+    REQUIRE(first.save_checkpoint(dir.path() / "checkpoint-3").ok());
   }
   // A fresh process's view: different initial weights, everything from the checkpoint.
   auto c = Model::create(tiny(tok.vocab_size()), *cpu, 999);
   Trainer resumed(**c, *data, config, *single);
-  REQUIRE(resumed.load_checkpoint(dir.path / "checkpoint-3").ok());
+  REQUIRE(resumed.load_checkpoint(dir.path() / "checkpoint-3").ok());
   CHECK(resumed.steps_done() == 3);
   for (int i = 3; i < 8; ++i) CHECK(resumed.step().loss == losses[static_cast<size_t>(i)]);
   CHECK(all_weights(**c) == all_weights(**a));
   // The checkpoint directory is a loadable model.
-  CHECK(Model::load(dir.path / "checkpoint-3", *cpu).ok());
+  CHECK(Model::load(dir.path() / "checkpoint-3", *cpu).ok());
 
   // A damaged checkpoint changes nothing.
-  std::filesystem::remove(dir.path / "checkpoint-3" / "optimizer.safetensors");
+  std::filesystem::remove(dir.path() / "checkpoint-3" / "optimizer.safetensors");
   const auto before = all_weights(**c);
-  CHECK_FALSE(resumed.load_checkpoint(dir.path / "checkpoint-3").ok());
+  CHECK_FALSE(resumed.load_checkpoint(dir.path() / "checkpoint-3").ok());
   CHECK(all_weights(**c) == before);
   CHECK(resumed.steps_done() == 8);
 }
