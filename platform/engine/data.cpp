@@ -2,6 +2,8 @@
 
 #include <fstream>
 
+#include "platform/engine/files.h"
+
 namespace mh::engine {
 
 ChatTemplate::ChatTemplate(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {
@@ -66,16 +68,8 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
   JsonLimits json_limits;
   json_limits.max_depth = 8;
   json_limits.max_bytes = limits.max_line_bytes;
-  int64_t line_no = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
+  MH_TRY(for_each_line(text, [&](int64_t line_no, std::string_view line) -> Status {
+    if (line.find_first_not_of(" \t") == std::string_view::npos) return {};
     if (line.size() > limits.max_line_bytes) {
       return line_error(line_no, "longer than " + std::to_string(limits.max_line_bytes) + " bytes");
     }
@@ -132,7 +126,8 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
       return line_error(line_no,
                         "the dataset exceeds " + std::to_string(limits.max_tokens) + " tokens");
     }
-  }
+    return {};
+  }));
   if (d.examples_ == 0) return invalid_argument("the dataset has no examples");
   return d;
 }

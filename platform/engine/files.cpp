@@ -79,4 +79,19 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
   return write_file_atomically(path, std::span<const std::span<const uint8_t>>(&piece, 1));
 }
 
+Status for_each_line(std::string_view text,
+                     const std::function<Status(int64_t, std::string_view)>& fn) {
+  int64_t number = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    MH_TRY(fn(++number, line));
+  }
+  return {};
+}
+
 }  // namespace mh::engine

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,5 +21,10 @@ Result<std::string> read_text_file(const std::filesystem::path& path, size_t max
 Status write_file_atomically(const std::filesystem::path& path,
                              std::span<const std::span<const uint8_t>> pieces);
 Status write_file_atomically(const std::filesystem::path& path, std::string_view text);
+
+// Calls fn(line_number, line) for each line of `text` (numbered from 1, "\n" or "\r\n" endings,
+// the line without its ending); stops at the first error fn returns and returns it.
+Status for_each_line(std::string_view text,
+                     const std::function<Status(int64_t, std::string_view)>& fn);
 
 }  // namespace mh::engine

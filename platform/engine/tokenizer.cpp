@@ -504,22 +504,15 @@ Result<Tokenizer> Tokenizer::from_vocab_merges(std::string_view vocab_json,
   for (auto& [id, token] : specials) {
     MH_TRY(t.add_token(std::move(token), static_cast<int32_t>(id), true));
   }
-  size_t line_no = 0, pos = 0;
-  while (pos < merges_txt.size()) {
-    size_t end = merges_txt.find('\n', pos);
-    if (end == std::string_view::npos) end = merges_txt.size();
-    std::string_view line = merges_txt.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty() || (line_no == 1 && line.starts_with("#version"))) continue;
+  MH_TRY(for_each_line(merges_txt, [&](int64_t line_no, std::string_view line) -> Status {
+    if (line.empty() || (line_no == 1 && line.starts_with("#version"))) return {};
     const size_t space = line.find(' ');
     const std::string where = "merges.txt line " + std::to_string(line_no);
     if (space == std::string_view::npos || line.find(' ', space + 1) != std::string_view::npos) {
       return tokenizer_error(where + " must be two tokens separated by one space");
     }
-    MH_TRY(t.add_merge(line.substr(0, space), line.substr(space + 1), where));
-  }
+    return t.add_merge(line.substr(0, space), line.substr(space + 1), where);
+  }));
   MH_TRY(t.finish());
   return t;
 }

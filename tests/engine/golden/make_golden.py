@@ -190,6 +190,18 @@ def bytes_to_unicode():
 BYTE_ENCODER = bytes_to_unicode()
 
 
+def merge_pair(word, pair):
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
 def train_naive(text, merges_wanted):
     words = {}
     for piece in GPT2_PATTERN.findall(text):
@@ -207,15 +219,8 @@ def train_naive(text, merges_wanted):
         merges.append(best)
         new_words = {}
         for w, n in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(w[i] + w[i + 1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            new_words[tuple(out)] = new_words.get(tuple(out), 0) + n
+            merged = merge_pair(w, best)
+            new_words[merged] = new_words.get(merged, 0) + n
         words = new_words
     return merges
 
@@ -230,15 +235,7 @@ def encoder_py_encode(text, ranks, vocab):
             best = min(pairs, key=lambda p: ranks.get(p, float("inf")))
             if best not in ranks:
                 break
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            word = tuple(out)
+            word = merge_pair(word, best)
         ids.extend(vocab[t] for t in word)
     return ids
 
