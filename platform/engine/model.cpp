@@ -56,10 +56,12 @@ Result<int64_t> int_field(const Json& cfg, std::string_view key, int64_t max,
 Result<float> positive_field(const Json& cfg, std::string_view key, double fallback) {
   const Json* v = cfg.find(key);
   if (v == nullptr || v->is_null()) return static_cast<float>(fallback);
-  if (!v->is_number() || !(v->as_double() > 0) || !std::isfinite(v->as_double())) {
-    return config_error(key, "must be a positive number");
+  // Kept as float: a value that is 0 or infinite as a float is no more valid than 0 itself.
+  const float f = v->is_number() ? static_cast<float>(v->as_double()) : 0.0f;
+  if (!(f > 0) || !std::isfinite(f)) {
+    return config_error(key, "must be a positive number (as a 32-bit float)");
   }
-  return static_cast<float>(v->as_double());
+  return f;
 }
 
 Result<bool> bool_field(const Json& cfg, std::string_view key, bool fallback) {

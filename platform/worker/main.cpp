@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
   gen->add_option("--top-p", sampling.top_p, "nucleus sampling mass");
   gen->add_option("--seed", sampling.seed, "sampling seed");
   gen->add_option("--stop", sampling.stop, "stop before this text (repeatable)");
+  gen->add_flag("--ignore-eos", sampling.ignore_eos, "keep going past the end-of-text token");
 
   // init
   auto* init = app.add_subcommand("init", "create a model with fresh weights from a config.json");
@@ -223,6 +224,7 @@ int main(int argc, char** argv) {
       return true;
     }));
     std::fprintf(stdout, "\n");
+    std::fflush(stdout);
     std::fprintf(stderr, "[%zu tokens, finish_reason %s]\n", result[0].tokens.size(),
                  result[0].finish_reason.c_str());
   } else if (init->parsed()) {

@@ -84,6 +84,10 @@ TEST_CASE("config.json: both families parse, and bad configs are refused naming 
                 "n_head":1,"n_positions":8})",
                "parameters, more than"},
            Bad{"{\"model_type\":\"gpt2\",", "config.json: "},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "rms_norm_eps":1e-86})",
+               "\"rms_norm_eps\" must be a positive number"},
        }) {
     CAPTURE(b.json);
     auto c = parse_model_config(b.json);
