@@ -12,7 +12,9 @@ lowest-rank-first merging).
 
 Needs Debian's python3-torch and python3-regex. Run from the repository root:
     /usr/bin/python3 tests/engine/golden/make_golden.py
-It rewrites tests/engine/golden/{gpt2,llama,tokenizer}/; the output is deterministic.
+It rewrites tests/engine/golden/{gpt2,llama,tokenizer}/; the output is deterministic. Where
+`transformers` and `tokenizers` can be imported, it also loads what it wrote with them and checks
+that their logits and token ids agree with its own.
 """
 import json
 import math
@@ -26,7 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
+    # transformers refuses safetensors files whose metadata does not say "pt".
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for name in sorted(tensors):
         data = tensors[name].detach().contiguous().to(torch.float32).numpy().tobytes()
         header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
@@ -166,6 +169,21 @@ def make_model(name, cfg, shapes, forward, seed):
         json.dump(cfg, f, indent=2)
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump({"ids": ids.tolist(), "logits": [float(x) for x in logits.flatten()]}, f)
+    cross_check_transformers(out, ids, logits)
+
+
+def cross_check_transformers(model_dir, ids, logits):
+    try:
+        import transformers
+    except ImportError:
+        print(f"{model_dir}: transformers not installed; not cross-checked")
+        return
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    with torch.no_grad():
+        theirs = model(ids).logits
+    worst = (theirs - logits).abs().max().item()
+    print(f"{model_dir}: transformers {transformers.__version__} agrees to {worst:.2e}")
+    assert worst <= 1e-4 * logits.abs().max().item(), "the transcription disagrees with transformers"
 
 
 # --- tokenizer -------------------------------------------------------------------------------
@@ -304,6 +322,14 @@ def make_tokenizer():
     with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer, f, ensure_ascii=False)
     cases = [{"text": t, "ids": encoder_py_encode(t, ranks, vocab)} for t in CASES]
+    try:
+        import tokenizers
+        hf = tokenizers.Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+        for c in cases:
+            assert hf.encode(c["text"]).ids == c["ids"], c["text"]
+        print(f"tokenizer: tokenizers {tokenizers.__version__} agrees on {len(cases)} cases")
+    except ImportError:
+        print("tokenizer: tokenizers not installed; not cross-checked")
     with open(os.path.join(out, "cases.json"), "w", encoding="utf-8") as f:
         json.dump(cases, f, ensure_ascii=False, indent=1)
 
