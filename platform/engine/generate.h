@@ -76,7 +76,7 @@ class DecodeBatch {
   int64_t next_id_ = 0;
 };
 
-// Runs every prompt to completion in one batch.
+// Runs every prompt to completion in one batch; prompt i samples with seed params.seed + i.
 Result<std::vector<GenerationResult>> generate(Model& model, const Tokenizer& tokenizer,
                                                const std::vector<std::vector<int32_t>>& prompts,
                                                const SamplingParams& params,
