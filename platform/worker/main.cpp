@@ -4,7 +4,12 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -12,6 +17,7 @@
 
 #include "platform/engine/files.h"
 #include "platform/engine/generate.h"
+#include "platform/engine/json.h"
 #include "platform/engine/train.h"
 
 namespace fs = std::filesystem;
@@ -21,6 +27,36 @@ using namespace mh::engine;
 namespace {
 
 constexpr int kBadInput = 2;
+
+// The channel to the daemon when the executor started this worker: one JSON object per line on
+// the descriptor MH_EVENTS_FD names.
+int events_fd() {
+  static const int fd = [] {
+    const char* v = std::getenv("MH_EVENTS_FD");
+    return v == nullptr ? -1 : std::atoi(v);
+  }();
+  return fd;
+}
+void emit(const std::string& json) {
+  if (events_fd() < 0) return;
+  const std::string line = json + "\n";
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(events_fd(), line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // the daemon went away; the work goes on
+    done += static_cast<size_t>(n);
+  }
+}
+std::string json_quoted(const std::string& s) {
+  std::string out;
+  mh::engine::append_json_string(out, s);
+  return out;
+}
+
+// SIGTERM asks a training run to checkpoint and stop after its current step.
+std::atomic<bool> stop_requested{false};
+extern "C" void on_sigterm(int) { stop_requested = true; }
 
 [[noreturn]] void fail(const Status& s) {
   std::fprintf(stderr, "mh-worker: %s\n", s.message().c_str());
@@ -75,7 +111,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // --threads after the subcommand too
   std::string model_dir;
-  int threads = 0;
+  // The executor passes the thread budget in MH_THREADS; --threads overrides it.
+  int threads = std::getenv("MH_THREADS") ? std::atoi(std::getenv("MH_THREADS")) : 0;
   app.add_option("--threads", threads, "CPU threads (0: one per core)");
 
   // tokenize / detokenize
@@ -247,6 +284,8 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
   } else if (train->parsed()) {
+    // The default warm-up never exceeds a short run.
+    if (train->count("--warmup") == 0) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps);
     if (Status s = tc.validate(); !s.ok()) fail(s);
     auto model = need(Model::load(model_dir, *backend));
     const Tokenizer tok = need(Tokenizer::load(model_dir));
@@ -272,28 +311,50 @@ int main(int argc, char** argv) {
       std::printf("resumed from %s at step %lld\n", resume_dir.c_str(),
                   static_cast<long long>(trainer.steps_done()));
     }
+    std::signal(SIGTERM, on_sigterm);
+    auto checkpoint = [&](int64_t step) {
+      const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", step);
+      if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
+      if (Status s = tok.save(dir); !s.ok()) fail(s);
+      emit(fmt::format(R"({{"type":"checkpoint","step":{},"path":{}}})", step,
+                       json_quoted(dir.string())));
+      return dir;
+    };
     auto started = std::chrono::steady_clock::now();
     int64_t tokens = 0;
     while (trainer.steps_done() < tc.steps) {
       const StepResult r = trainer.step();
       tokens += r.tokens;
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      const double rate = static_cast<double>(tokens) / std::max(secs, 1e-9);
+      emit(fmt::format(
+          R"({{"type":"step","step":{},"steps":{},"loss":{:.6g},"lr":{:.6g},"grad_norm":{:.6g},)"
+          R"("tokens_per_s":{:.1f}}})",
+          r.step, tc.steps, r.loss, r.lr, r.grad_norm, rate));
       if (r.step % std::max<int64_t>(1, log_every) == 0 || r.step == tc.steps || r.step == 1) {
-        const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         std::printf("step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tokens/s\n",
                     static_cast<long long>(r.step), static_cast<long long>(tc.steps), r.loss, r.lr,
-                    r.grad_norm, static_cast<double>(tokens) / std::max(secs, 1e-9));
+                    r.grad_norm, rate);
         std::fflush(stdout);
       }
+      if (stop_requested && r.step < tc.steps) {
+        const fs::path dir = checkpoint(r.step);
+        std::printf("stopped at step %lld; resume with --resume %s\n",
+                    static_cast<long long>(r.step), dir.c_str());
+        emit(fmt::format(R"({{"type":"stopped","step":{},"checkpoint":{}}})", r.step,
+                         json_quoted(dir.string())));
+        return 0;
+      }
       if (checkpoint_every > 0 && r.step % checkpoint_every == 0 && r.step < tc.steps) {
-        const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", r.step);
-        if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
-        if (Status s = tok.save(dir); !s.ok()) fail(s);
+        checkpoint(r.step);
       }
     }
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("saved %s\n", out_dir.c_str());
+    emit(fmt::format(R"({{"type":"done","step":{},"path":{}}})", trainer.steps_done(),
+                     json_quoted(out_dir)));
   }
   return 0;
 }

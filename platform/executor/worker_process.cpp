@@ -1,0 +1,216 @@
+#include "platform/executor/worker_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+namespace mh::executor {
+namespace {
+
+constexpr int kEventsFd = 3;
+constexpr size_t kMaxEventLine = size_t{1} << 20;
+
+std::string errno_text(std::string_view what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
+
+// The last few lines of a log, for a failure's reason.
+std::string log_tail(const std::filesystem::path& log) {
+  std::ifstream in(log, std::ios::binary);
+  if (!in) return {};
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<std::streamoff>(in.tellg());
+  const std::streamoff keep = std::min<std::streamoff>(size, 2000);
+  in.seekg(size - keep);
+  std::string text(static_cast<size_t>(keep), '\0');
+  in.read(text.data(), keep);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  size_t start = text.size();
+  for (int lines = 0; lines < 5 && start > 0; ++lines) {
+    const size_t nl = text.rfind('\n', start - 1);
+    start = nl == std::string::npos ? 0 : nl;
+  }
+  if (start < text.size() && text[start] == '\n') ++start;
+  return text.substr(start);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
+    const WorkerSpec& spec, std::function<void(std::string_view)> on_event) {
+  if (spec.argv.empty()) return invalid_argument("a worker needs a program to run");
+  std::error_code ec;
+  std::filesystem::create_directories(spec.work_dir, ec);
+  if (ec) return internal_error("cannot create " + spec.work_dir.string() + ": " + ec.message());
+
+  // Everything the child needs is prepared here: after fork it may only make system calls.
+  std::vector<std::string> env_strings;
+  if (const char* path = std::getenv("PATH")) env_strings.push_back(std::string("PATH=") + path);
+  env_strings.push_back("LANG=C.UTF-8");
+  env_strings.push_back("MH_EVENTS_FD=" + std::to_string(kEventsFd));
+  std::string visible;
+  for (size_t i = 0; i < spec.gpus.size(); ++i) {
+    visible += (i ? "," : "") + std::to_string(spec.gpus[i]);
+  }
+  env_strings.push_back("CUDA_VISIBLE_DEVICES=" + visible);  // empty: no GPU at all
+  if (spec.cpu_threads > 0) {
+    for (const char* name : {"MH_THREADS=", "OMP_NUM_THREADS="}) {
+      env_strings.push_back(name + std::to_string(spec.cpu_threads));
+    }
+  }
+  for (const auto& [k, v] : spec.env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp, argv;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = spec.argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string dir = spec.work_dir.string();
+
+  std::unique_ptr<WorkerProcess> w(new WorkerProcess());
+  w->log_ = spec.work_dir / "worker.log";
+  const int log_fd = ::open(w->log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return internal_error(errno_text("cannot open " + w->log_.string()));
+  int events[2], failure[2];
+  if (::pipe2(events, O_CLOEXEC) != 0 || ::pipe2(failure, O_CLOEXEC) != 0) {
+    ::close(log_fd);
+    return internal_error(errno_text("pipe"));
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    for (int fd : {log_fd, events[0], events[1], failure[0], failure[1]}) ::close(fd);
+    return unavailable(errno_text("fork"));
+  }
+  if (pid == 0) {
+    // The child: its own process group (so a cancel reaches its children too), its directory,
+    // its log, its channel, its limits.
+    ::setpgid(0, 0);
+    auto fail = [&](int err) {
+      [[maybe_unused]] ssize_t n = ::write(failure[1], &err, sizeof err);
+      ::_exit(127);
+    };
+    if (::chdir(dir.c_str()) != 0) fail(errno);
+    if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) fail(errno);
+    if (::dup2(events[1], kEventsFd) < 0) fail(errno);  // dup2 clears close-on-exec
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    const std::pair<int, uint64_t> limits[] = {{RLIMIT_AS, spec.limits.address_space_bytes},
+                                               {RLIMIT_NOFILE, spec.limits.open_files},
+                                               {RLIMIT_CPU, spec.limits.cpu_seconds}};
+    for (auto [resource, value] : limits) {
+      if (value == 0) continue;
+      struct rlimit rl;
+      rl.rlim_cur = rl.rlim_max = value;
+      if (::setrlimit(resource, &rl) != 0) fail(errno);
+    }
+    ::execve(argv[0], argv.data(), envp.data());
+    fail(errno);
+  }
+  ::setpgid(pid, pid);  // also from the parent, so that no signal can race the child's call
+  ::close(log_fd);
+  ::close(events[1]);
+  ::close(failure[1]);
+  int err = 0;
+  ssize_t n;
+  do {
+    n = ::read(failure[0], &err, sizeof err);
+  } while (n < 0 && errno == EINTR);
+  ::close(failure[0]);
+  if (n == sizeof err) {  // exec never happened
+    ::close(events[0]);
+    int status;
+    ::waitpid(pid, &status, 0);
+    return invalid_argument("cannot start " + spec.argv[0] + ": " + std::strerror(err));
+  }
+  w->pid_ = pid;
+  w->reader_ = std::thread([fd = events[0], on_event = std::move(on_event)] {
+    std::string pending;
+    char buf[65536];
+    bool overlong = false;
+    for (;;) {
+      const ssize_t got = ::read(fd, buf, sizeof buf);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      pending.append(buf, static_cast<size_t>(got));
+      size_t start = 0, nl;
+      while ((nl = pending.find('\n', start)) != std::string::npos) {
+        if (!overlong && on_event) on_event(std::string_view(pending).substr(start, nl - start));
+        overlong = false;
+        start = nl + 1;
+      }
+      pending.erase(0, start);
+      if (pending.size() > kMaxEventLine) {  // a line this long is dropped, not buffered
+        pending.clear();
+        overlong = true;
+      }
+    }
+    ::close(fd);
+  });
+  return w;
+}
+
+WorkerExit WorkerProcess::describe(int status) {
+  WorkerExit e;
+  if (WIFEXITED(status)) e.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) e.signal = WTERMSIG(status);
+  e.cancelled = cancelling_;
+  e.killed_after_grace = escalated_;
+  if (cancelling_) {
+    e.reason = escalated_ ? "cancelled; killed after the grace period" : "cancelled";
+  } else if (e.ok()) {
+    e.reason = "exited normally";
+  } else {
+    e.reason = e.signal != 0 ? "killed by signal " + std::to_string(e.signal) + " (" +
+                                   strsignal(e.signal) + ")"
+                             : "exited with status " + std::to_string(e.exit_code);
+    const std::string tail = log_tail(log_);
+    if (!tail.empty()) e.reason += ": " + tail;
+  }
+  return e;
+}
+
+std::optional<WorkerExit> WorkerProcess::poll() {
+  if (exit_) return exit_;
+  int status;
+  const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r != pid_) return std::nullopt;
+  exit_ = describe(status);
+  if (reader_.joinable()) reader_.join();  // the channel is drained before the exit is told
+  return exit_;
+}
+
+std::optional<WorkerExit> WorkerProcess::wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (auto e = poll()) return e;
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+WorkerExit WorkerProcess::cancel(std::chrono::milliseconds grace) {
+  if (auto e = poll()) return *e;
+  cancelling_ = true;
+  ::kill(-pid_, SIGTERM);
+  if (auto e = wait(grace)) return *e;
+  escalated_ = true;
+  ::kill(-pid_, SIGKILL);
+  return *wait(std::chrono::hours(1));
+}
+
+WorkerProcess::~WorkerProcess() {
+  if (pid_ > 0 && !exit_) {
+    ::kill(-pid_, SIGKILL);
+    int status;
+    ::waitpid(pid_, &status, 0);
+  }
+  if (reader_.joinable()) reader_.join();
+}
+
+}  // namespace mh::executor

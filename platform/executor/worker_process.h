@@ -1,0 +1,83 @@
+// WorkerProcess: one mh-worker (or any program) started by the local executor, with only what it
+// was given: its argv, its own working directory, the devices it may use (CUDA_VISIBLE_DEVICES
+// for GPUs; a thread budget on CPU), resource limits, and a channel back to the daemon.
+//
+// The channel is a pipe the worker finds on the descriptor named by MH_EVENTS_FD: one JSON
+// object per line (progress, metrics, checkpoints). The worker's stdout and stderr go to
+// worker.log in its directory; when it fails, the last lines of that log explain why.
+// Cancelling sends SIGTERM, waits the grace period, then sends SIGKILL.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "platform/base/status.h"
+
+namespace mh::executor {
+
+struct ResourceLimits {
+  uint64_t address_space_bytes = 0;  // RLIMIT_AS; 0: inherited
+  uint64_t open_files = 0;           // RLIMIT_NOFILE; 0: inherited
+  uint64_t cpu_seconds = 0;          // RLIMIT_CPU; 0: inherited
+};
+
+struct WorkerSpec {
+  std::vector<std::string> argv;   // argv[0] is the program's path
+  std::filesystem::path work_dir;  // created if missing; the worker's current directory
+  std::vector<int> gpus;           // visible devices; empty: none (CPU)
+  int cpu_threads = 0;             // thread budget on CPU (MH_THREADS); 0: unset
+  ResourceLimits limits;
+  std::map<std::string, std::string> env;  // added to a minimal environment
+};
+
+struct WorkerExit {
+  int exit_code = -1;  // when it exited
+  int signal = 0;      // when a signal ended it
+  bool cancelled = false;
+  bool killed_after_grace = false;
+  // "exited with status 3: <last lines of worker.log>", "killed by signal 9", "cancelled".
+  std::string reason;
+  bool ok() const { return exit_code == 0 && signal == 0; }
+};
+
+class WorkerProcess {
+ public:
+  // Starts the worker. `on_event` is called from a reader thread with each line the worker
+  // writes to its channel (without the newline), in order.
+  static Result<std::unique_ptr<WorkerProcess>> start(
+      const WorkerSpec& spec, std::function<void(std::string_view)> on_event = {});
+  ~WorkerProcess();  // kills a worker still running (no grace) and reaps it
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // The exit, once the worker has ended (non-blocking).
+  std::optional<WorkerExit> poll();
+  // Waits for the worker to end (at most `timeout`; nullopt if it is still running).
+  std::optional<WorkerExit> wait(std::chrono::milliseconds timeout);
+  // SIGTERM now, SIGKILL if it is still running after `grace`; returns its exit.
+  WorkerExit cancel(std::chrono::milliseconds grace);
+
+ private:
+  WorkerProcess() = default;
+  WorkerExit describe(int status);
+
+  pid_t pid_ = -1;
+  std::filesystem::path log_;
+  std::thread reader_;
+  std::optional<WorkerExit> exit_;
+  bool cancelling_ = false, escalated_ = false;
+};
+
+}  // namespace mh::executor

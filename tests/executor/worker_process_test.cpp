@@ -1,0 +1,213 @@
+// Worker processes as the local executor starts them: real mh-worker training runs reporting
+// through the channel, a cancel that checkpoints within the grace period, a worker that ignores
+// SIGTERM, crashes with their reasons, and the environment, directory and limits a worker gets.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <mutex>
+
+#include "platform/executor/worker_process.h"
+#include "tests/support/harness.h"
+
+namespace mh::executor {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// Lines from a worker's channel, collected across the reader thread.
+struct Events {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view line) {
+      std::lock_guard lock(mutex);
+      lines.emplace_back(line);
+    };
+  }
+  size_t size() {
+    std::lock_guard lock(mutex);
+    return lines.size();
+  }
+  size_t count(std::string_view type) {
+    std::lock_guard lock(mutex);
+    const std::string needle = "\"type\":\"" + std::string(type) + "\"";
+    return static_cast<size_t>(std::count_if(lines.begin(), lines.end(), [&](const auto& l) {
+      return l.find(needle) != std::string::npos;
+    }));
+  }
+};
+
+// A tiny llama with the golden tokenizer and a JSONL file to train on, in `dir`.
+void make_training_inputs(const fs::path& dir) {
+  fs::create_directories(dir / "tok");
+  fs::copy_file(test::source_dir() / "tests/engine/golden/tokenizer/tokenizer.json",
+                dir / "tok" / "tokenizer.json");
+  std::ofstream(dir / "config.json")
+      << R"({"model_type":"llama","vocab_size":512,"hidden_size":16,"intermediate_size":32,
+            "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":32})";
+  std::ofstream data(dir / "data.jsonl");
+  for (int i = 0; i < 40; ++i) {
+    data << R"({"text": "The quick brown fox )" << i << R"( jumps over the lazy dog."})"
+         << "\n";
+  }
+  auto r = test::run_process({test::mhworker_path().string(), "init", "--config",
+                              (dir / "config.json").string(), "--tokenizer", (dir / "tok").string(),
+                              "--out", (dir / "model").string()});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+}
+
+WorkerSpec train_spec(const fs::path& dir, const char* steps, const char* name) {
+  WorkerSpec spec;
+  spec.argv = {test::mhworker_path().string(),
+               "train",
+               "--model",
+               (dir / "model").string(),
+               "--data",
+               (dir / "data.jsonl").string(),
+               "--out",
+               (dir / name / "out").string(),
+               "--steps",
+               steps,
+               "--seq-len",
+               "16",
+               "--batch-size",
+               "2",
+               "--log-every",
+               "1"};
+  spec.work_dir = dir / name;
+  spec.cpu_threads = 1;
+  return spec;
+}
+
+TEST_CASE("a worker trains, reporting each step and the result through its channel") {
+  test::TempDir dir;
+  make_training_inputs(dir.path());
+  Events events;
+  auto w = WorkerProcess::start(train_spec(dir.path(), "5", "run"), events.sink());
+  REQUIRE_MESSAGE(w.ok(), w.status().to_string());
+  auto exit = (*w)->wait(120s);
+  REQUIRE(exit.has_value());
+  CHECK_MESSAGE(exit->ok(), exit->reason);
+  CHECK(exit->reason == "exited normally");
+  CHECK(events.count("step") == 5);
+  REQUIRE(events.count("done") == 1);
+  CHECK(events.lines.back().find("\"step\":5") != std::string::npos);
+  CHECK(fs::exists(dir.path() / "run" / "out" / "model.safetensors"));
+  // Its output went to worker.log in its own directory.
+  CHECK(test::read_file(dir.path() / "run" / "worker.log").find("step 5/5") != std::string::npos);
+}
+
+TEST_CASE("cancelling a training worker checkpoints it within the grace period, and it resumes") {
+  test::TempDir dir;
+  make_training_inputs(dir.path());
+  Events events;
+  auto w = WorkerProcess::start(train_spec(dir.path(), "100000", "run"), events.sink());
+  REQUIRE(w.ok());
+  for (int i = 0; i < 2000 && events.count("step") < 3; ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(events.count("step") >= 3);
+  const WorkerExit exit = (*w)->cancel(30s);
+  CHECK(exit.cancelled);
+  CHECK_FALSE(exit.killed_after_grace);
+  CHECK(exit.exit_code == 0);
+  CHECK(exit.reason == "cancelled");
+  REQUIRE(events.count("stopped") == 1);
+  // The checkpoint it named is one training can resume from.
+  std::string stopped;
+  for (const auto& l : events.lines) {
+    if (l.find("\"stopped\"") != std::string::npos) stopped = l;
+  }
+  const size_t at = stopped.find("\"checkpoint\":\"") + 14;
+  const std::string checkpoint = stopped.substr(at, stopped.find('"', at) - at);
+  CHECK(fs::exists(fs::path(checkpoint) / "optimizer.safetensors"));
+  auto spec = train_spec(dir.path(), "100000", "resumed");
+  spec.argv.insert(spec.argv.end(), {"--resume", checkpoint});
+  Events again;
+  auto resumed = WorkerProcess::start(spec, again.sink());
+  REQUIRE(resumed.ok());
+  for (int i = 0; i < 2000 && again.count("step") < 1; ++i) std::this_thread::sleep_for(10ms);
+  (*resumed)->cancel(30s);
+  REQUIRE(again.count("step") >= 1);
+  // The first step after resuming continues the count.
+  const std::string first = again.lines.front();
+  const std::string saved_step = stopped.substr(stopped.find("\"step\":") + 7);
+  const int64_t resumed_at = std::stoll(saved_step);
+  CHECK(first.find("\"step\":" + std::to_string(resumed_at + 1) + ",") != std::string::npos);
+}
+
+TEST_CASE("a worker that ignores SIGTERM is killed after the grace period") {
+  test::TempDir dir;
+  WorkerSpec spec;
+  spec.argv = {"/bin/sh", "-c", "trap '' TERM; echo ready >&3; while :; do sleep 1; done"};
+  spec.work_dir = dir.path() / "stubborn";
+  Events events;
+  auto w = WorkerProcess::start(spec, events.sink());
+  REQUIRE(w.ok());
+  for (int i = 0; i < 500 && events.size() == 0; ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(events.size() == 1);  // it is running, with its trap set
+  const auto started = std::chrono::steady_clock::now();
+  const WorkerExit exit = (*w)->cancel(300ms);
+  CHECK(exit.killed_after_grace);
+  CHECK(exit.signal == SIGKILL);
+  CHECK(exit.reason == "cancelled; killed after the grace period");
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+}
+
+TEST_CASE("a crashed worker's exit says why, from its log") {
+  test::TempDir dir;
+  WorkerSpec spec;
+  spec.argv = {"/bin/sh", "-c",
+               "echo 'loading model'; echo 'out of memory on device 0' >&2; exit 3"};
+  spec.work_dir = dir.path() / "crash";
+  auto w = WorkerProcess::start(spec);
+  REQUIRE(w.ok());
+  auto exit = (*w)->wait(30s);
+  REQUIRE(exit.has_value());
+  CHECK(exit->exit_code == 3);
+  CHECK(exit->reason == "exited with status 3: loading model\nout of memory on device 0");
+
+  spec.argv = {"/bin/sh", "-c", "kill -SEGV $$"};
+  w = WorkerProcess::start(spec);
+  REQUIRE(w.ok());
+  exit = (*w)->wait(30s);
+  CHECK(exit->signal == SIGSEGV);
+  CHECK(exit->reason.starts_with("killed by signal 11 (Segmentation fault)"));
+
+  spec.argv = {(dir.path() / "no-such-program").string()};
+  auto missing = WorkerProcess::start(spec);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().message().find("No such file or directory") != std::string::npos);
+}
+
+TEST_CASE("a worker sees only its devices, its directory, its thread budget and its limits") {
+  test::TempDir dir;
+  WorkerSpec spec;
+  spec.argv = {"/bin/sh", "-c",
+               "echo \"dir=$(pwd) gpus=[$CUDA_VISIBLE_DEVICES] threads=$MH_THREADS "
+               "files=$(ulimit -n) secret=[$MH_TEST_SECRET] extra=$EXTRA\" >&3"};
+  spec.work_dir = dir.path() / "env";
+  spec.gpus = {2, 5};
+  spec.cpu_threads = 3;
+  spec.limits.open_files = 64;
+  spec.env = {{"EXTRA", "yes"}};
+  ::setenv("MH_TEST_SECRET", "daemon-only", 1);  // the daemon's environment is not passed on
+  Events events;
+  auto w = WorkerProcess::start(spec, events.sink());
+  REQUIRE(w.ok());
+  REQUIRE((*w)->wait(30s).has_value());
+  ::unsetenv("MH_TEST_SECRET");
+  REQUIRE(events.lines.size() == 1);
+  CHECK(events.lines[0] == "dir=" + fs::canonical(spec.work_dir).string() +
+                               " gpus=[2,5] threads=3 files=64 secret=[] extra=yes");
+
+  spec.gpus.clear();  // a CPU worker sees no GPU at all
+  spec.argv = {"/bin/sh", "-c", "echo \"gpus=[${CUDA_VISIBLE_DEVICES-unset}]\" >&3"};
+  Events cpu;
+  w = WorkerProcess::start(spec, cpu.sink());
+  REQUIRE((*w)->wait(30s).has_value());
+  REQUIRE(cpu.lines.size() == 1);
+  CHECK(cpu.lines[0] == "gpus=[]");
+}
+
+}  // namespace
+}  // namespace mh::executor
