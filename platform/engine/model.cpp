@@ -9,6 +9,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/random.h"
 #include "platform/engine/safetensors.h"
+#include "platform/engine/tokenizer.h"
 
 namespace mh::engine {
 
@@ -18,6 +19,12 @@ struct Model::Layer {
   size_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0;
   size_t qkv_w = 0, qkv_b = 0, q = 0, k = 0, v = 0, o_w = 0, o_b = 0;
   size_t fc_w = 0, fc_b = 0, gate = 0, up = 0, proj_w = 0, proj_b = 0;
+};
+
+// Where the parameters are in params_.
+struct Model::Layout {
+  std::vector<Layer> layers;
+  size_t wte = 0, wpe = 0, norm_w = 0, norm_b = 0, head = 0;
 };
 
 // What one block's forward keeps for its backward pass.
@@ -246,17 +253,17 @@ Model::Model(ModelConfig config, Backend& backend) : config_(std::move(config)),
 }
 Model::~Model() = default;
 
-void Model::build_parameters() {
-  const ModelConfig& c = config_;
-  auto add = [&](std::string name, Shape shape, bool decay) {
-    Parameter p;
-    p.name = std::move(name);
-    p.grad = Tensor(shape);
-    p.value = Tensor(std::move(shape));
-    p.decay = decay;
-    params_.push_back(std::move(p));
-    return params_.size() - 1;
-  };
+// Every parameter of `c` in order, with its Hugging Face name and shape, and where each block's
+// parameters are: the one place that knows the families' tensor names.
+Model::Layout Model::lay_out(const ModelConfig& c,
+                             const std::function<size_t(std::string, Shape, bool)>& add) {
+  Layout out;
+  size_t& wte_ = out.wte;
+  size_t& wpe_ = out.wpe;
+  size_t& norm_w_ = out.norm_w;
+  size_t& norm_b_ = out.norm_b;
+  size_t& head_ = out.head;
+  std::vector<Layer>& layers_ = out.layers;
   const int64_t d = c.hidden, q = c.heads * c.head_dim, kv = c.kv_heads * c.head_dim;
   if (c.family == Family::kGpt2) {
     wte_ = add("transformer.wte.weight", {c.vocab_size, d}, true);
@@ -299,6 +306,34 @@ void Model::build_parameters() {
     norm_w_ = add("model.norm.weight", {d}, false);
   }
   head_ = c.tie_embeddings ? wte_ : add("lm_head.weight", {c.vocab_size, d}, true);
+  return out;
+}
+
+void Model::build_parameters() {
+  Layout layout = lay_out(config_, [&](std::string name, Shape shape, bool decay) {
+    Parameter p;
+    p.name = std::move(name);
+    p.grad = Tensor(shape);
+    p.value = Tensor(std::move(shape));
+    p.decay = decay;
+    params_.push_back(std::move(p));
+    return params_.size() - 1;
+  });
+  layers_ = std::move(layout.layers);
+  wte_ = layout.wte;
+  wpe_ = layout.wpe;
+  norm_w_ = layout.norm_w;
+  norm_b_ = layout.norm_b;
+  head_ = layout.head;
+}
+
+std::vector<TensorSpec> Model::tensor_specs(const ModelConfig& config) {
+  std::vector<TensorSpec> specs;
+  lay_out(config, [&](std::string name, Shape shape, bool decay) {
+    specs.push_back({std::move(name), std::move(shape), decay});
+    return specs.size() - 1;
+  });
+  return specs;
 }
 
 Result<std::unique_ptr<Model>> Model::create(const ModelConfig& config, Backend& backend,
@@ -333,29 +368,31 @@ void Model::zero_grad() {
   for (auto& p : params_) p.grad.fill(0.0f);
 }
 
+Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> files;
+  const auto index = dir / "model.safetensors.index.json";
+  if (!std::filesystem::exists(index)) return std::vector{dir / "model.safetensors"};
+  MH_ASSIGN_OR_RETURN(Json idx, read_json_file(index));
+  const Json* map = idx.find("weight_map");
+  if (map == nullptr || !map->is_object()) {
+    return invalid_argument("model.safetensors.index.json: \"weight_map\" must be an object");
+  }
+  std::set<std::string> names;
+  for (const auto& [tensor, file] : map->as_object()) {
+    if (!file.is_string() || file.as_string().empty() ||
+        file.as_string().find('/') != std::string::npos || file.as_string()[0] == '.') {
+      return invalid_argument("model.safetensors.index.json: the file for \"" + tensor +
+                              "\" must be a plain file name in the model's directory");
+    }
+    if (names.insert(file.as_string()).second) files.push_back(dir / file.as_string());
+  }
+  return files;
+}
+
 Result<std::unique_ptr<Model>> Model::load(const std::filesystem::path& dir, Backend& backend) {
   MH_ASSIGN_OR_RETURN(std::string text, read_text_file(dir / "config.json", kMaxConfigBytes));
   MH_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(text));
-  std::vector<std::filesystem::path> files;
-  const auto index = dir / "model.safetensors.index.json";
-  if (std::filesystem::exists(index)) {
-    MH_ASSIGN_OR_RETURN(Json idx, read_json_file(index));
-    const Json* map = idx.find("weight_map");
-    if (map == nullptr || !map->is_object()) {
-      return invalid_argument("model.safetensors.index.json: \"weight_map\" must be an object");
-    }
-    std::set<std::string> names;
-    for (const auto& [tensor, file] : map->as_object()) {
-      if (!file.is_string() || file.as_string().empty() ||
-          file.as_string().find('/') != std::string::npos || file.as_string()[0] == '.') {
-        return invalid_argument("model.safetensors.index.json: the file for \"" + tensor +
-                                "\" must be a plain file name in the model's directory");
-      }
-      if (names.insert(file.as_string()).second) files.push_back(dir / file.as_string());
-    }
-  } else {
-    files.push_back(dir / "model.safetensors");
-  }
+  MH_ASSIGN_OR_RETURN(auto files, weight_files(dir));
   return load_weights(config, files, backend);
 }
 
@@ -367,11 +404,11 @@ Result<std::unique_ptr<Model>> Model::load_weights(const ModelConfig& config,
   return m;
 }
 
-Status Model::read_weights(const std::vector<std::filesystem::path>& files) {
-  const ModelConfig& config = config_;
+Status check_weights(const ModelConfig& config, const std::vector<std::filesystem::path>& files,
+                     const std::function<Status(size_t, const TensorEntry&)>& on_tensor) {
+  const std::vector<TensorSpec> specs = Model::tensor_specs(config);
   std::map<std::string, size_t> wanted;
-  for (size_t i = 0; i < params_.size(); ++i) wanted[params_[i].name] = i;
-  std::vector<Tensor> values(params_.size());
+  for (size_t i = 0; i < specs.size(); ++i) wanted[specs[i].name] = i;
   std::set<std::string> seen;
   for (const auto& file : files) {
     auto st = Safetensors::open(file);
@@ -389,37 +426,68 @@ Status Model::read_weights(const std::vector<std::filesystem::path>& files) {
         continue;
       }
       if (config.tie_embeddings && name == "lm_head.weight") continue;
+      const std::string where = file.filename().string() + ": tensor \"" + e.name + "\"";
       auto it = wanted.find(name);
       if (it == wanted.end()) {
-        return invalid_argument(file.filename().string() + ": tensor \"" + e.name +
-                                "\" is not part of a " + std::string(family_name(config.family)) +
+        return invalid_argument(where + " is not part of a " +
+                                std::string(family_name(config.family)) +
                                 " model with this config.json");
       }
-      const Parameter& p = params_[it->second];
-      if (e.shape != p.value.shape()) {
-        return invalid_argument(file.filename().string() + ": tensor \"" + e.name +
-                                "\" has shape " + shape_string(e.shape) + ", config.json needs " +
-                                shape_string(p.value.shape()));
+      if (e.shape != specs[it->second].shape) {
+        return invalid_argument(where + " has shape " + shape_string(e.shape) +
+                                ", config.json needs " + shape_string(specs[it->second].shape));
+      }
+      if (e.dtype != DType::kF32 && e.dtype != DType::kF16 && e.dtype != DType::kBF16) {
+        return invalid_argument(where + " is " + std::string(dtype_name(e.dtype)) +
+                                "; weights must be F32, F16 or BF16");
       }
       if (!seen.insert(name).second) {
         return invalid_argument("tensor \"" + e.name + "\" appears in more than one file");
       }
-      auto floats = to_float(e);
-      if (!floats.ok()) {
-        return invalid_argument(file.filename().string() + ": tensor \"" + e.name +
-                                "\": " + floats.status().message());
-      }
-      values[it->second] = Tensor::of(p.value.shape(), std::move(floats).value());
+      if (on_tensor) MH_TRY(on_tensor(it->second, e));
     }
   }
-  for (const auto& p : params_) {
-    if (!seen.contains(p.name)) {
-      return invalid_argument("the weights have no tensor \"" + p.name + "\"");
+  for (const auto& spec : specs) {
+    if (!seen.contains(spec.name)) {
+      return invalid_argument("the weights have no tensor \"" + spec.name + "\"");
     }
   }
+  return {};
+}
+
+Status Model::read_weights(const std::vector<std::filesystem::path>& files) {
+  std::vector<Tensor> values(params_.size());
+  MH_TRY(check_weights(config_, files, [&](size_t i, const TensorEntry& e) -> Status {
+    auto floats = to_float(e);
+    if (!floats.ok())
+      return invalid_argument("tensor \"" + e.name + "\": " + floats.status().message());
+    values[i] = Tensor::of(params_[i].value.shape(), std::move(floats).value());
+    return {};
+  }));
   // Nothing changes unless every tensor was good.
   for (size_t i = 0; i < params_.size(); ++i) params_[i].value = std::move(values[i]);
   return {};
+}
+
+Result<ModelSummary> inspect_model(const std::filesystem::path& dir) {
+  ModelSummary summary;
+  MH_ASSIGN_OR_RETURN(std::string text, read_text_file(dir / "config.json", kMaxConfigBytes));
+  MH_ASSIGN_OR_RETURN(summary.config, parse_model_config(text));
+  MH_ASSIGN_OR_RETURN(auto files, weight_files(dir));
+  MH_TRY(check_weights(summary.config, files, [&](size_t, const TensorEntry& e) -> Status {
+    summary.weight_bytes += static_cast<int64_t>(e.bytes.size());
+    return {};
+  }));
+  for (const auto& f : files) summary.weight_files.push_back(f.filename().string());
+  MH_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(dir));
+  summary.tokenizer_vocab = tokenizer.vocab_size();
+  if (summary.tokenizer_vocab > summary.config.vocab_size) {
+    return invalid_argument("the tokenizer has " + std::to_string(summary.tokenizer_vocab) +
+                            " tokens but config.json's vocab_size is " +
+                            std::to_string(summary.config.vocab_size));
+  }
+  summary.parameters = summary.config.parameter_count();
+  return summary;
 }
 
 Status Model::save_weights(const std::filesystem::path& file) const {

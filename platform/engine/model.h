@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,13 @@ Result<ModelConfig> parse_model_config(std::string_view json_text);
 // The config.json transformers reads for `config`.
 std::string model_config_json(const ModelConfig& config);
 
+// A parameter's Hugging Face name, shape, and whether weight decay applies.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool decay = false;
+};
+
 struct Parameter {
   std::string name;  // the Hugging Face tensor name
   Tensor value;
@@ -86,6 +94,9 @@ class Model {
   // with its shape, and nothing unexpected.
   static Result<std::unique_ptr<Model>> load_weights(
       const ModelConfig& config, const std::vector<std::filesystem::path>& files, Backend& backend);
+  // The tensors a model of `config` is made of, in order, without allocating them.
+  static std::vector<TensorSpec> tensor_specs(const ModelConfig& config);
+
   // Replaces this model's weights with those in the files (the same checks as load_weights).
   Status read_weights(const std::vector<std::filesystem::path>& files);
   // Writes config.json and model.safetensors (F32) into `dir`, each atomically.
@@ -122,6 +133,9 @@ class Model {
   Model(ModelConfig config, Backend& backend);
   void build_parameters();
   struct Layer;
+  struct Layout;
+  static Layout lay_out(const ModelConfig& c,
+                        const std::function<size_t(std::string, Shape, bool)>& add);
   struct Activations;
   void embed(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions, Tensor& x);
   void block_forward(int64_t l, Activations& a, const std::vector<int32_t>& positions,
@@ -143,5 +157,27 @@ class Model {
   Tensor final_in_, final_out_, final_mean_, final_rstd_, dfinal_;
   bool have_grad_ = false;
 };
+
+// The weight files of a model directory: model.safetensors, or the shards its index names.
+Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::path& dir);
+
+// Checks safetensors files against `config` from their headers alone: every tensor the config
+// implies present once with its shape, F32/F16/BF16, nothing unexpected. on_tensor (when given)
+// is called with each tensor's index in Model::tensor_specs order while its file is open.
+Status check_weights(
+    const ModelConfig& config, const std::vector<std::filesystem::path>& files,
+    const std::function<Status(size_t, const struct TensorEntry&)>& on_tensor = {});
+
+// What a model directory holds, checked without reading its weights into memory: config.json,
+// the weights' headers against it, and a tokenizer that fits its vocabulary. This is how a
+// custom model is validated before it is accepted.
+struct ModelSummary {
+  ModelConfig config;
+  int64_t parameters = 0;
+  int64_t weight_bytes = 0;
+  int32_t tokenizer_vocab = 0;
+  std::vector<std::string> weight_files;
+};
+Result<ModelSummary> inspect_model(const std::filesystem::path& dir);
 
 }  // namespace mh::engine

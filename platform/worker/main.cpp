@@ -159,6 +159,11 @@ int main(int argc, char** argv) {
   gen->add_option("--stop", sampling.stop, "stop before this text (repeatable)");
   gen->add_flag("--ignore-eos", sampling.ignore_eos, "keep going past the end-of-text token");
 
+  // inspect
+  auto* inspect = app.add_subcommand(
+      "inspect", "check a model directory (config, weights' headers, tokenizer); print a summary");
+  inspect->add_option("--model", model_dir, "model directory")->required();
+
   // init
   auto* init = app.add_subcommand("init", "create a model with fresh weights from a config.json");
   std::string config_file, out_dir, tokenizer_dir;
@@ -264,6 +269,19 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     std::fprintf(stderr, "[%zu tokens, finish_reason %s]\n", result[0].tokens.size(),
                  result[0].finish_reason.c_str());
+  } else if (inspect->parsed()) {
+    const ModelSummary m = need(inspect_model(model_dir));
+    std::string files;
+    for (const auto& f : m.weight_files) files += (files.empty() ? "" : ",") + json_quoted(f);
+    std::printf(
+        "{\"family\":\"%s\",\"parameters\":%lld,\"weight_bytes\":%lld,\"vocab_size\":%lld,"
+        "\"tokenizer_vocab\":%d,\"context\":%lld,\"layers\":%lld,\"hidden\":%lld,"
+        "\"weight_files\":[%s]}\n",
+        std::string(family_name(m.config.family)).c_str(), static_cast<long long>(m.parameters),
+        static_cast<long long>(m.weight_bytes), static_cast<long long>(m.config.vocab_size),
+        m.tokenizer_vocab, static_cast<long long>(m.config.max_positions),
+        static_cast<long long>(m.config.layers), static_cast<long long>(m.config.hidden),
+        files.c_str());
   } else if (init->parsed()) {
     const ModelConfig config = need(parse_model_config(need(read_text_file(config_file, 1 << 20))));
     const Tokenizer tok = need(Tokenizer::load(tokenizer_dir));

@@ -9,6 +9,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/model.h"
 #include "platform/engine/safetensors.h"
+#include "platform/engine/tokenizer.h"
 #include "tests/engine/gradcheck.h"
 #include "tests/support/harness.h"
 
@@ -256,6 +257,62 @@ TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are
   CHECK(Model::load(empty.path(), *cpu).status().code() == Code::kNotFound);
   REQUIRE(write_file_atomically(empty.path() / "config.json", "{nope").ok());
   CHECK(Model::load(empty.path(), *cpu).status().message().starts_with("config.json: "));
+}
+
+}  // namespace
+}  // namespace mh::engine
+
+namespace mh::engine {
+namespace {
+
+TEST_CASE("inspect_model checks a model directory from headers, tokenizer included") {
+  auto cpu = make_cpu_backend(1);
+  test::TempDir dir;
+  const ModelConfig config = config_of(kTinyLlama);
+  auto model = Model::create(config, *cpu, 1);
+  REQUIRE((*model)->save(dir.path()).ok());
+  // No tokenizer yet.
+  CHECK(inspect_model(dir.path()).status().message().find("no tokenizer") != std::string::npos);
+
+  BpeTrainerOptions options;
+  options.vocab_size = 257;
+  options.special_tokens = {"<|endoftext|>"};
+  const std::vector<std::string> texts = {"abc"};
+  REQUIRE(train_bpe(texts, options)->save(dir.path()).ok());
+  // 257 tokens do not fit a vocabulary of 11.
+  CHECK(inspect_model(dir.path()).status().message() ==
+        "the tokenizer has 257 tokens but config.json's vocab_size is 11");
+
+  ModelConfig wide = config;
+  wide.vocab_size = 300;
+  auto fits = Model::create(wide, *cpu, 1);
+  REQUIRE((*fits)->save(dir.path()).ok());
+  auto summary = inspect_model(dir.path());
+  REQUIRE_MESSAGE(summary.ok(), summary.status().to_string());
+  CHECK(summary->parameters == wide.parameter_count());
+  CHECK(summary->weight_bytes == wide.parameter_count() * 4);
+  CHECK(summary->tokenizer_vocab == 257);
+  CHECK(summary->weight_files == std::vector<std::string>{"model.safetensors"});
+
+  // Weights of a dtype a model cannot have.
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<uint8_t>> storage;
+  const auto specs = Model::tensor_specs(wide);
+  storage.reserve(specs.size());
+  for (const auto& spec : specs) {
+    int64_t n = 1;
+    for (int64_t d : spec.shape) n *= d;
+    storage.emplace_back(static_cast<size_t>(n) * 4, 0);
+    TensorToWrite t;
+    t.name = spec.name;
+    t.shape = spec.shape;
+    t.dtype = spec.name == "model.norm.weight" ? DType::kI32 : DType::kF32;
+    t.bytes = storage.back();
+    tensors.push_back(t);
+  }
+  REQUIRE(write_safetensors(dir.path() / "model.safetensors", tensors).ok());
+  CHECK(inspect_model(dir.path()).status().message() ==
+        "model.safetensors: tensor \"model.norm.weight\" is I32; weights must be F32, F16 or BF16");
 }
 
 }  // namespace

@@ -217,6 +217,14 @@ TEST_CASE("mh-worker tokenizes, prints logits and greedy ids, and refuses bad in
   r = worker({"init", "--config", (dir.path() / "config.json").string(), "--tokenizer",
               model.string(), "--out", (dir.path() / "llama").string()});
   REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  r = worker({"inspect", "--model", (dir.path() / "llama").string()});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.starts_with(R"({"family":"llama","parameters":)"));
+  CHECK(r.output.find(R"("tokenizer_vocab":503)") != std::string::npos);
+  r = worker({"inspect", "--model", model.string()});  // 503 tokens, a vocabulary of 64
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("the tokenizer has 503 tokens but config.json's vocab_size is 64") !=
+        std::string::npos);
   r = worker({"train", "--model", (dir.path() / "llama").string(), "--data",
               (dir.path() / "bad.jsonl").string(), "--out", (dir.path() / "out").string(),
               "--seq-len", "8"});
