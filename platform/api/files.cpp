@@ -286,6 +286,14 @@ Result<FileRecord> FileStore::remove(std::string_view tenant, std::string_view i
     tenants::TenantScope scope(s, std::string(tenant));
     MH_ASSIGN_OR_RETURN(auto row, scope.get("files", kColumns, id, "file"));
     f = from_row(row);
+    MH_ASSIGN_OR_RETURN(auto users,
+                        s.query("SELECT id FROM models WHERE tenant_id = ? AND (config_file = ? OR "
+                                "weights_file = ? OR tokenizer_file = ?) LIMIT 1",
+                                {f.tenant, f.id, f.id, f.id}));
+    if (!users.empty()) {
+      return conflict(fmt::format("file '{}' belongs to model '{}'; delete the model first", f.id,
+                                  users[0].text(0)));
+    }
     MH_TRY(s.exec("DELETE FROM files WHERE id = ? AND tenant_id = ?", {f.id, f.tenant}).status());
     MH_TRY(tenants::UsageLedger::record(
         s, {f.tenant, unix_seconds(), tenants::UsageDimension::kStoredBytes,

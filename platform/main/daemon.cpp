@@ -22,24 +22,25 @@
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
 #include "platform/api/admin_keys.h"
+#include "platform/api/audit_routes.h"
 #include "platform/api/auth.h"
 #include "platform/api/files.h"
-#include "platform/api/tenant_routes.h"
-#include "platform/api/usage_routes.h"
-#include "platform/api/audit_routes.h"
-#include "platform/store/audit_log.h"
 #include "platform/api/http_server.h"
 #include "platform/api/leases.h"
 #include "platform/api/licenses.h"
 #include "platform/api/metrics.h"
+#include "platform/api/models.h"
 #include "platform/api/router.h"
 #include "platform/api/system_routes.h"
+#include "platform/api/tenant_routes.h"
 #include "platform/api/trusted_clock.h"
+#include "platform/api/usage_routes.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/base/version.h"
 #include "platform/blobs/blob_store.h"
 #include "platform/engine/devices.h"
+#include "platform/store/audit_log.h"
 #include "platform/store/sqlite_database.h"
 
 namespace mh::daemon {
@@ -198,6 +199,8 @@ int run_daemon(const DaemonConfig& config) {
   api::add_usage_routes(router, usage);
   api::FileStore files(**db, **blobs, tenant_registry, entitlements, clock, config.max_file_bytes);
   api::add_file_routes(router, files);
+  api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models");
+  api::add_model_routes(router, models);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

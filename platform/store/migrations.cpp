@@ -119,6 +119,22 @@ constexpr std::array kMigrations{
       CREATE INDEX files_by_tenant ON files (tenant_id, purpose);
       CREATE INDEX files_by_blob ON files (sha256);
     )sql"},
+    Migration{6, "custom models", R"sql(
+      -- Models a tenant registered from its uploaded files; the files stay while it exists.
+      CREATE TABLE models (
+        id             TEXT NOT NULL,
+        tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+        family         TEXT NOT NULL,
+        parameters     INTEGER NOT NULL,
+        context_length INTEGER NOT NULL,
+        vocab_size     INTEGER NOT NULL,
+        config_file    TEXT NOT NULL REFERENCES files(id),
+        weights_file   TEXT NOT NULL REFERENCES files(id),
+        tokenizer_file TEXT NOT NULL REFERENCES files(id),
+        created_at     INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+      );
+    )sql"},
 };
 
 }  // namespace

@@ -17,37 +17,8 @@ namespace {
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
-const std::string kBoundary = "mhBoundary7d1f";
-
 // Two licensed tenants with owner keys on one daemon, and raw multipart uploads.
-struct FilesPlatform : LicensedPlatform {
-  using LicensedPlatform::LicensedPlatform;
-  // The request head and the multipart frame around a file's content.
-  static std::pair<std::string, std::string> frame(const std::string& purpose,
-                                                   const std::string& filename) {
-    std::string before = "--" + kBoundary +
-                         "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n" + purpose +
-                         "\r\n--" + kBoundary +
-                         "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" +
-                         filename + "\"\r\nContent-Type: application/octet-stream\r\n\r\n";
-    return {before, "\r\n--" + kBoundary + "--\r\n"};
-  }
-  std::string head(const std::string& tenant, uint64_t length) const {
-    return "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + owners.at(tenant) +
-           "\r\nContent-Type: multipart/form-data; boundary=" + kBoundary +
-           "\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n";
-  }
-  RawResponse upload(const std::string& tenant, const std::string& purpose,
-                     const std::string& filename, const std::string& content) {
-    auto [before, after] = frame(purpose, filename);
-    RawConnection conn(daemon->port());
-    conn.send(head(tenant, before.size() + content.size() + after.size()) + before + content +
-              after);
-    auto response = conn.read_response(30s);
-    REQUIRE(response);
-    return *response;
-  }
-};
+using FilesPlatform = LicensedPlatform;
 
 std::string id_of(const RawResponse& r) {
   REQUIRE_MESSAGE(r.status == 200, r.body);
@@ -162,7 +133,7 @@ TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
     RawConnection conn(p.daemon->port());
     std::string content(1000, 'q');
     conn.send(p.head("acme", before.size() + content.size() + after.size()) + before + content +
-              "\r\n--" + kBoundary + "\r\n");
+              "\r\n--" + std::string(FilesPlatform::kBoundary) + "\r\n");
     std::this_thread::sleep_for(300ms);
   }
   std::this_thread::sleep_for(500ms);

@@ -20,6 +20,7 @@ struct LicensedPlatform {
   licensing::PrivateKey key = licensing::generate_key("staff").value();
   std::unique_ptr<Daemon> daemon;
   std::map<std::string, std::string> owners;  // tenant -> owner API key
+  int relicensed_ = 0;
 
   explicit LicensedPlatform(std::vector<std::string> extra = {}) {
     namespace json = boost::json;
@@ -56,6 +57,56 @@ struct LicensedPlatform {
     return http_request(daemon->port(), method, path, "",
                         {{"Authorization", "Bearer " + owners.at(tenant)}});
   }
+  // Installs a new license for `tenant` with these features and limits (replacing its license).
+  void relicense(const std::string& tenant, std::vector<std::string> features,
+                 licensing::Limits limits) {
+    namespace json = boost::json;
+    licensing::LicenseTerms t;
+    t.id = "lic_" + tenant + "_" + std::to_string(++relicensed_);
+    t.licensee = tenant;
+    t.tenant = tenant;
+    t.issued_at = t.not_before = unix_seconds() - 60;
+    t.expires_at = unix_seconds() + 86400;
+    t.features = {features.begin(), features.end()};
+    t.limits = limits;
+    std::string text = licensing::issue_license(t, key).value();
+    REQUIRE(admin("POST", "/v1/admin/licenses", json::serialize(json::object{{"license", text}}))
+                .status == 201);
+  }
+
+  static constexpr const char* kBoundary = "mhBoundary7d1f";
+  // The request head and the multipart frame around a file's content.
+  static std::pair<std::string, std::string> frame(const std::string& purpose,
+                                                   const std::string& filename) {
+    const std::string b = kBoundary;
+    std::string before = "--" + b + "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n" +
+                         purpose + "\r\n--" + b +
+                         "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" +
+                         filename + "\"\r\nContent-Type: application/octet-stream\r\n\r\n";
+    return {before, "\r\n--" + b + "--\r\n"};
+  }
+  std::string head(const std::string& tenant, uint64_t length) const {
+    return "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + owners.at(tenant) +
+           "\r\nContent-Type: multipart/form-data; boundary=" + kBoundary +
+           "\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n";
+  }
+  RawResponse upload(const std::string& tenant, const std::string& purpose,
+                     const std::string& filename, const std::string& content) {
+    auto [before, after] = frame(purpose, filename);
+    RawConnection conn(daemon->port());
+    conn.send(head(tenant, before.size() + content.size() + after.size()) + before + content +
+              after);
+    auto response = conn.read_response(std::chrono::seconds(30));
+    REQUIRE(response);
+    return *response;
+  }
+  RawResponse as(const std::string& tenant, const std::string& method, const std::string& path,
+                 const std::string& body) {
+    return http_request(
+        daemon->port(), method, path, body,
+        {{"Authorization", "Bearer " + owners.at(tenant)}, {"Content-Type", "application/json"}});
+  }
+
   // Regular files under the blob store.
   size_t blob_files() const {
     size_t n = 0;

@@ -1,0 +1,180 @@
+// Custom models through the HTTP API on a real daemon: registered from uploaded files,
+// validated (config, weights against it, tokenizer, the license's feature and parameter limit),
+// listed only to their tenant, loadable by the engine, and holding on to their files.
+#include <doctest/doctest.h>
+
+#include <boost/json.hpp>
+
+#include "platform/engine/model.h"
+#include "platform/engine/tokenizer.h"
+#include "tests/integration/licensed_platform.h"
+
+namespace mh::test {
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+// A tiny llama saved in Hugging Face layout, its files' bytes by name.
+std::map<std::string, std::string> tiny_model_files(const fs::path& dir, int64_t hidden) {
+  auto cpu = engine::make_cpu_backend(1);
+  auto config = engine::parse_model_config(
+      R"({"model_type":"llama","vocab_size":300,"hidden_size":)" + std::to_string(hidden) +
+      R"(,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,
+          "max_position_embeddings":32})");
+  REQUIRE(config.ok());
+  REQUIRE(engine::Model::create(*config, *cpu, 1).value()->save(dir).ok());
+  engine::BpeTrainerOptions options;
+  options.vocab_size = 270;
+  const std::vector<std::string> texts = {"the cat sat on the mat, the cat sat on the hat"};
+  REQUIRE(engine::train_bpe(texts, options)->save(dir).ok());
+  std::map<std::string, std::string> out;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"}) {
+    out[f] = read_file(dir / f);
+  }
+  return out;
+}
+
+struct ModelsPlatform : LicensedPlatform {
+  // Uploads each file with purpose "model" and returns {"config.json": "file-…", ...}.
+  json::object upload_model(const std::string& tenant,
+                            const std::map<std::string, std::string>& files,
+                            const std::string& purpose = "model") {
+    json::object ids;
+    for (const auto& [name, bytes] : files) {
+      RawResponse r = upload(tenant, purpose, name, bytes);
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      ids[name] = json::parse(r.body).at("id").as_string();
+    }
+    return ids;
+  }
+  RawResponse register_model(const std::string& tenant, const std::string& name,
+                             const json::object& files) {
+    return as(tenant, "POST", "/v1/models",
+              json::serialize(json::object{{"name", name}, {"files", files}}));
+  }
+};
+
+std::string message_of(const RawResponse& r) {
+  return std::string(json::parse(r.body).at("error").at("message").as_string());
+}
+
+TEST_CASE("a tenant registers a custom model from its files, and only it can see and use it") {
+  ModelsPlatform p;
+  licensing::Limits limits;
+  limits.seats = 1;
+  limits.max_model_params = 1'000'000;
+  p.relicense("acme", {"train", "custom_models"}, limits);
+  TempDir work;
+  const auto files = tiny_model_files(work.path() / "tiny", 16);
+  const json::object ids = p.upload_model("acme", files);
+
+  RawResponse r = p.register_model("acme", "tiny", ids);
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  const json::object m = json::parse(r.body).as_object();
+  CHECK(m.at("id") == "custom:tiny");
+  CHECK(m.at("object") == "model");
+  CHECK(m.at("owned_by") == "acme");
+  CHECK(m.at("family") == "llama");
+  CHECK(m.at("context_length") == 32);
+  CHECK(m.at("files").at("model.safetensors") == ids.at("model.safetensors"));
+  const int64_t params = m.at("parameters").as_int64();
+  CHECK(params > 0);
+
+  auto list = json::parse(p.as("acme", "GET", "/v1/models").body).as_object();
+  REQUIRE(list.at("data").as_array().size() == 1);
+  CHECK(p.as("acme", "GET", "/v1/models/custom:tiny").status == 200);
+  // Another tenant sees nothing of it.
+  CHECK(json::parse(p.as("globex", "GET", "/v1/models").body).at("data").as_array().empty());
+  CHECK(p.as("globex", "GET", "/v1/models/custom:tiny").status == 404);
+  CHECK(p.as("globex", "DELETE", "/v1/models/custom:tiny").status == 404);
+
+  // The engine loads it from where the platform laid it out.
+  auto cpu = engine::make_cpu_backend(1);
+  const fs::path dir = p.dir.path() / "data" / "models" / "acme" / "tiny";
+  auto loaded = engine::Model::load(dir, *cpu);
+  REQUIRE_MESSAGE(loaded.ok(), loaded.status().to_string());
+  CHECK((*loaded)->config().parameter_count() == params);
+  CHECK(engine::Tokenizer::load(dir).ok());
+
+  // Its files stay while it exists; the name is taken.
+  r = p.as("acme", "DELETE", "/v1/files/" + std::string(ids.at("config.json").as_string()));
+  CHECK(r.status == 409);
+  CHECK(message_of(r).find("belongs to model 'custom:tiny'") != std::string::npos);
+  r = p.register_model("acme", "tiny", ids);
+  CHECK(r.status == 409);
+
+  r = p.as("acme", "DELETE", "/v1/models/custom:tiny");
+  CHECK(r.status == 200);
+  CHECK(json::parse(r.body).at("deleted") == true);
+  CHECK_FALSE(fs::exists(dir));
+  CHECK(p.as("acme", "DELETE", "/v1/files/" + std::string(ids.at("config.json").as_string()))
+            .status == 200);
+}
+
+TEST_CASE("custom models are refused, saying why, when the files or the license do not fit") {
+  ModelsPlatform p;
+  licensing::Limits limits;
+  limits.seats = 1;
+  limits.max_model_params = 1'000'000;
+  p.relicense("acme", {"custom_models"}, limits);
+  TempDir work;
+  const auto good = tiny_model_files(work.path() / "a", 16);
+  const json::object ids = p.upload_model("acme", good);
+
+  // globex's license does not grant custom_models.
+  const json::object theirs = p.upload_model("globex", good);
+  RawResponse r = p.register_model("globex", "tiny", theirs);
+  CHECK(r.status == 403);
+  CHECK(message_of(r).find("custom_models") != std::string::npos);
+
+  // Weights that do not match the config: config.json of a wider model.
+  auto wide = tiny_model_files(work.path() / "b", 32);
+  json::object mixed = ids;
+  mixed["config.json"] =
+      p.upload_model("acme", {{"config.json", wide["config.json"]}}).at("config.json");
+  r = p.register_model("acme", "mixed", mixed);
+  CHECK(r.status == 400);
+  CHECK(message_of(r).find("has shape") != std::string::npos);
+  CHECK(json::parse(r.body).at("error").at("param") == "files");
+
+  // Files uploaded for fine-tuning, another tenant's file, a missing or unknown entry, a bad name.
+  json::object wrong_purpose = ids;
+  wrong_purpose["tokenizer.json"] =
+      p.upload_model("acme", {{"tokenizer.json", "{\"text\": \"hello\"}\n"}}, "fine-tune")
+          .at("tokenizer.json");
+  r = p.register_model("acme", "x", wrong_purpose);
+  CHECK(r.status == 422);
+  CHECK(message_of(r).find("purpose 'fine-tune'") != std::string::npos);
+  json::object foreign = ids;
+  foreign["config.json"] = theirs.at("config.json");
+  CHECK(p.register_model("acme", "x", foreign).status == 404);
+  json::object missing = ids;
+  missing.erase("tokenizer.json");
+  r = p.register_model("acme", "x", missing);
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("error").at("param") == "files.tokenizer.json");
+  json::object extra = ids;
+  extra["vocab.json"] = "file-x";
+  CHECK(p.register_model("acme", "x", extra).status == 400);
+  CHECK(p.register_model("acme", "Bad Name", ids).status == 400);
+
+  // Over the license's max_model_params.
+  limits.max_model_params = 1000;
+  p.relicense("acme", {"custom_models"}, limits);
+  r = p.register_model("acme", "tiny", ids);
+  CHECK(r.status == 403);
+  CHECK(message_of(r).find("allows at most 1000 (max_model_params)") != std::string::npos);
+
+  // Nothing was recorded or left on disk by any of these.
+  CHECK(json::parse(p.as("acme", "GET", "/v1/models").body).at("data").as_array().empty());
+  const fs::path models = p.dir.path() / "data" / "models";
+  size_t left = 0;
+  if (fs::exists(models)) {
+    for (const auto& e : fs::recursive_directory_iterator(models)) left += !e.is_directory();
+  }
+  CHECK(left == 0);
+}
+
+}  // namespace
+}  // namespace mh::test
