@@ -17,6 +17,10 @@ void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client
 void add_file_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
                        int* exit_code);
 
+// Adds `models register|list|get|delete`; register uploads a model directory's files first.
+void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
+                        int* exit_code);
+
 // Runs a command's body, turning an SDK error into exit code 1 and a message on stderr.
 int guarded(const std::function<int()>& fn);
 

@@ -32,6 +32,8 @@ const json::value* find(const mh_object* object, const char* field) {
   const json::object* at = &object->value;
   std::string_view rest(field);
   for (;;) {
+    // A key that itself holds dots ("files.config.json") is matched whole first.
+    if (const json::value* whole = at->if_contains(rest)) return whole;
     size_t dot = rest.find('.');
     const json::value* v = at->if_contains(rest.substr(0, dot));
     if (v == nullptr || dot == std::string_view::npos) return v;
@@ -257,6 +259,46 @@ mh_error* mh_client_delete_file(mh_client* client, const char* file_id) {
   return guarded([&]() -> mh_error* {
     if (empty(file_id)) return null_argument("file_id");
     return call_object(client, "DELETE", "/v1/files/" + segment(file_id), nullptr, nullptr);
+  });
+}
+
+mh_error* mh_client_register_model(mh_client* client, const char* name, const char* config_file_id,
+                                   const char* weights_file_id, const char* tokenizer_file_id,
+                                   mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(name)) return null_argument("name");
+    if (empty(config_file_id)) return null_argument("config_file_id");
+    if (empty(weights_file_id)) return null_argument("weights_file_id");
+    if (empty(tokenizer_file_id)) return null_argument("tokenizer_file_id");
+    if (out == nullptr) return null_argument("out");
+    json::object body{{"name", name},
+                      {"files",
+                       {{"config.json", config_file_id},
+                        {"model.safetensors", weights_file_id},
+                        {"tokenizer.json", tokenizer_file_id}}}};
+    return call_object(client, "POST", "/v1/models", &body, out);
+  });
+}
+
+mh_error* mh_client_list_models(mh_client* client, const char* after, int limit, mh_list** out) {
+  return guarded([&]() -> mh_error* {
+    return call_list(
+        client, "/v1/models" + query({{"after", text(after)}, {"limit", positive(limit)}}), out);
+  });
+}
+
+mh_error* mh_client_get_model(mh_client* client, const char* model_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(model_id)) return null_argument("model_id");
+    if (out == nullptr) return null_argument("out");
+    return call_object(client, "GET", "/v1/models/" + segment(model_id), nullptr, out);
+  });
+}
+
+mh_error* mh_client_delete_model(mh_client* client, const char* model_id) {
+  return guarded([&]() -> mh_error* {
+    if (empty(model_id)) return null_argument("model_id");
+    return call_object(client, "DELETE", "/v1/models/" + segment(model_id), nullptr, nullptr);
   });
 }
 

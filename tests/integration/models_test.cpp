@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <boost/json.hpp>
+#include <macrohard/macrohard.hpp>
 
 #include "platform/engine/model.h"
 #include "platform/engine/tokenizer.h"
@@ -174,6 +175,55 @@ TEST_CASE("custom models are refused, saying why, when the files or the license 
     for (const auto& e : fs::recursive_directory_iterator(models)) left += !e.is_directory();
   }
   CHECK(left == 0);
+}
+
+TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the model") {
+  ModelsPlatform p;
+  licensing::Limits limits;
+  limits.seats = 1;
+  limits.max_model_params = 1'000'000;
+  p.relicense("acme", {"custom_models"}, limits);
+  TempDir work;
+  tiny_model_files(work.path() / "tiny", 16);
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process({mhctl_path().string(), "models", "register",
+                                 (work.path() / "tiny").string(), "--name", "tiny"},
+                                env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.starts_with("registered custom:tiny: llama, "));
+  r = run_process({mhctl_path().string(), "models", "list"}, env);
+  CHECK(r.output.find("custom:tiny") != std::string::npos);
+
+  macrohard::Client client(macrohard::ClientOptions()
+                               .base_url(p.daemon->url())
+                               .api_key(p.owners.at("acme"))
+                               .max_retries(0));
+  const macrohard::Model m = client.get_model("custom:tiny");
+  CHECK(m.family == "llama");
+  CHECK(m.context_length == 32);
+  CHECK(m.config_file.starts_with("file-"));
+  CHECK(m.tokenizer_file.starts_with("file-"));
+  CHECK(client.list_models().items.size() == 1);
+  // A refusal comes back as an SDK error with the server's message.
+  try {
+    client.register_model("tiny", m.config_file, m.weights_file, m.tokenizer_file);
+    FAIL("a second model named tiny was accepted");
+  } catch (const macrohard::Error& e) {
+    CHECK(std::string(e.what()).find("already exists") != std::string::npos);
+  }
+  client.delete_model("custom:tiny");
+  CHECK(client.list_models().items.empty());
+  // A directory without a tokenizer is refused by mhctl before anything is uploaded.
+  fs::remove(work.path() / "tiny" / "tokenizer.json");
+  r = run_process({mhctl_path().string(), "models", "register", (work.path() / "tiny").string(),
+                   "--name", "again"},
+                  env);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("has no tokenizer.json") != std::string::npos);
+  const size_t files_before =
+      json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().size();
+  CHECK(files_before == 3);  // the first registration's; nothing new
 }
 
 }  // namespace

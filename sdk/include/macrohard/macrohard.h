@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 2
+#define MH_API_VERSION_MINOR 3
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -203,7 +203,8 @@ MH_EXPORT mh_error* mh_client_request_json(mh_client* client, const char* method
 /* ---- resources (since 1.2) --------------------------------------------------------------- */
 
 /* One resource as the server describes it: a file, an API key, a tenant, a usage report. Read
- * its fields by name; a dotted name reaches into nested objects ("limits.storage_limit_bytes").
+ * its fields by name; a dotted name reaches into nested objects ("limits.storage_limit_bytes"),
+ * and a key that holds dots itself is matched whole ("files.config.json").
  * New fields may appear in later server versions; none is removed within API major 1. */
 typedef struct mh_object mh_object;
 /* The field's text; "" when it is absent, null or not a string. Borrowed from the object. */
@@ -261,6 +262,22 @@ MH_EXPORT mh_error* mh_client_download_file(mh_client* client, const char* file_
                                             const char* destination_path, mh_progress_fn progress,
                                             void* user_data);
 MH_EXPORT mh_error* mh_client_delete_file(mh_client* client, const char* file_id);
+
+/* ---- models (since 1.3): GET/POST/DELETE /v1/models --------------------------------------- */
+
+/* Registers a custom model from three uploaded files (purpose "model"): its config.json,
+ * model.safetensors and tokenizer.json. The platform validates them (the config, every tensor
+ * against it, the tokenizer, the license's custom_models and max_model_params) before it
+ * accepts the model. On success *out is the model (id "custom:<name>", family, parameters,
+ * context_length, vocab_size). */
+MH_EXPORT mh_error* mh_client_register_model(mh_client* client, const char* name,
+                                             const char* config_file_id,
+                                             const char* weights_file_id,
+                                             const char* tokenizer_file_id, mh_object** out);
+MH_EXPORT mh_error* mh_client_list_models(mh_client* client, const char* after, int limit,
+                                          mh_list** out);
+MH_EXPORT mh_error* mh_client_get_model(mh_client* client, const char* model_id, mh_object** out);
+MH_EXPORT mh_error* mh_client_delete_model(mh_client* client, const char* model_id);
 
 /* ---- the caller's tenant, keys and usage (since 1.2) --------------------------------------- */
 

@@ -262,6 +262,27 @@ struct File {
   }
 };
 
+// A model the tenant may use; custom models carry their files' ids.
+struct Model {
+  std::string id, owned_by, family;
+  int64_t parameters = 0, context_length = 0, vocab_size = 0, created = 0;
+  std::string config_file, weights_file, tokenizer_file;
+  Object raw;
+  static Model from(const Object& o) {
+    return {o.string("id"),
+            o.string("owned_by"),
+            o.string("family"),
+            o.integer("parameters"),
+            o.integer("context_length"),
+            o.integer("vocab_size"),
+            o.integer("created"),
+            o.string("files.config.json"),
+            o.string("files.model.safetensors"),
+            o.string("files.tokenizer.json"),
+            o};
+  }
+};
+
 // An API key. `secret` is set only in what create_key returns: it is shown once.
 struct ApiKey {
   std::string id, tenant, name, role, prefix, created_by;
@@ -452,6 +473,30 @@ class Client {
   }
   void delete_file(const std::string& id) {
     detail::check(mh_client_delete_file(p_.get(), id.c_str()));
+  }
+
+  // ---- models (since 1.3) ----
+
+  Model register_model(const std::string& name, const std::string& config_file_id,
+                       const std::string& weights_file_id, const std::string& tokenizer_file_id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_register_model(p_.get(), name.c_str(), config_file_id.c_str(),
+                                           weights_file_id.c_str(), tokenizer_file_id.c_str(),
+                                           &raw));
+    return Model::from(detail::own(raw));
+  }
+  Page<Model> list_models(const std::string& after = {}, int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_list_models(p_.get(), detail::or_null(after), limit, &raw));
+    return detail::page_of<Model>(raw, Model::from);
+  }
+  Model get_model(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_get_model(p_.get(), id.c_str(), &raw));
+    return Model::from(detail::own(raw));
+  }
+  void delete_model(const std::string& id) {
+    detail::check(mh_client_delete_model(p_.get(), id.c_str()));
   }
 
   // ---- the caller's tenant, keys and usage (since 1.2) ----
