@@ -16,30 +16,52 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kColumns =
-    "id, tenant_id, family, parameters, context_length, vocab_size, config_file, weights_file, "
-    "tokenizer_file, created_at";
+    "id, tenant_id, kind, family, parameters, context_length, vocab_size, config_file, "
+    "weights_file, tokenizer_file, directory, job_id, created_at";
 constexpr std::string_view kCustomPrefix = "custom:";
 // The files a custom model is made of, by their names in the model's directory.
 constexpr std::string_view kModelFiles[] = {"config.json", "model.safetensors", "tokenizer.json"};
 
 ModelRecord from_row(const store::Row& r) {
-  return {r.text(0),    r.text(1), r.text(2), r.integer(3), r.integer(4),
-          r.integer(5), r.text(6), r.text(7), r.text(8),    r.integer(9)};
+  auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
+  return {r.text(0), r.text(1), r.text(2), r.text(3),  r.integer(4), r.integer(5), r.integer(6),
+          text(7),   text(8),   text(9),   r.text(10), text(11),     r.integer(12)};
+}
+
+store::Value or_null(const std::string& s) {
+  return s.empty() ? store::Value(std::monostate()) : store::Value(s);
 }
 
 json::object model_json(const ModelRecord& m) {
-  return {{"id", m.id},
-          {"object", "model"},
-          {"created", m.created_at},
-          {"owned_by", m.tenant},
-          {"family", m.family},
-          {"parameters", m.parameters},
-          {"context_length", m.context_length},
-          {"vocab_size", m.vocab_size},
-          {"files",
-           {{"config.json", m.config_file},
-            {"model.safetensors", m.weights_file},
-            {"tokenizer.json", m.tokenizer_file}}}};
+  json::object o{{"id", m.id},
+                 {"object", "model"},
+                 {"created", m.created_at},
+                 {"owned_by", m.tenant},
+                 {"kind", m.kind},
+                 {"family", m.family},
+                 {"parameters", m.parameters},
+                 {"context_length", m.context_length},
+                 {"vocab_size", m.vocab_size}};
+  if (m.kind == "custom") {
+    o["files"] = {{"config.json", m.config_file},
+                  {"model.safetensors", m.weights_file},
+                  {"tokenizer.json", m.tokenizer_file}};
+  } else {
+    o["fine_tuning_job"] = m.job_id;
+  }
+  return o;
+}
+
+Status insert_model(store::Database& db, const ModelRecord& m) {
+  return db.write([&](store::Session& s) -> Status {
+    return s
+        .exec(fmt::format("INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          kColumns),
+              {m.id, m.tenant, m.kind, m.family, m.parameters, m.context_length, m.vocab_size,
+               or_null(m.config_file), or_null(m.weights_file), or_null(m.tokenizer_file),
+               m.directory, or_null(m.job_id), m.created_at})
+        .status();
+  });
 }
 
 bool valid_name(std::string_view name) {
@@ -53,10 +75,6 @@ bool valid_name(std::string_view name) {
 }
 
 }  // namespace
-
-fs::path ModelStore::directory(const ModelRecord& m) const {
-  return root_ / m.tenant / m.id.substr(kCustomPrefix.size());
-}
 
 Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
                                                 const json::object& body) {
@@ -75,7 +93,9 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
   ModelRecord m;
   m.id = std::string(kCustomPrefix) + name;
   m.tenant = tenant;
+  m.kind = "custom";
   m.created_at = now;
+  m.directory = (root_ / tenant / name).string();
   if (get(tenant, m.id).ok()) {
     return conflict(fmt::format("model '{}' already exists; delete it first", m.id));
   }
@@ -119,7 +139,7 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
 
   // Lay the model out as a directory of links to its blobs, validate it there, and only then
   // put it in place and record it.
-  const fs::path final_dir = directory(m);
+  const fs::path final_dir = m.directory;
   fs::path staging = final_dir;
   staging += ".staging";
   std::error_code ec;
@@ -157,14 +177,7 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
     discard();
     return internal_error(fmt::format("placing {}: {}", final_dir.string(), ec.message()));
   }
-  Status recorded = db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec(
-            fmt::format("INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", kColumns),
-            {m.id, m.tenant, m.family, m.parameters, m.context_length, m.vocab_size, m.config_file,
-             m.weights_file, m.tokenizer_file, m.created_at})
-        .status();
-  });
+  Status recorded = insert_model(db_, m);
   if (!recorded.ok()) {
     fs::remove_all(final_dir, ec);
     return recorded;
@@ -204,7 +217,27 @@ Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view
     return s.exec("DELETE FROM models WHERE id = ? AND tenant_id = ?", {m.id, m.tenant}).status();
   }));
   std::error_code ec;
-  fs::remove_all(directory(m), ec);
+  fs::remove_all(m.directory, ec);
+  return m;
+}
+
+Result<ModelRecord> ModelStore::record_fine_tune(const std::string& tenant, const std::string& id,
+                                                 const fs::path& dir, const std::string& job_id) {
+  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  auto summary = engine::inspect_model(dir);
+  if (!summary.ok()) return internal_error("the trained model: " + summary.status().message());
+  ModelRecord m;
+  m.id = id;
+  m.tenant = tenant;
+  m.kind = "fine-tune";
+  m.family = std::string(engine::family_name(summary->config.family));
+  m.parameters = summary->parameters;
+  m.context_length = summary->config.max_positions;
+  m.vocab_size = summary->config.vocab_size;
+  m.directory = dir.string();
+  m.job_id = job_id;
+  m.created_at = now;
+  MH_TRY(insert_model(db_, m));
   return m;
 }
 

@@ -22,13 +22,16 @@
 namespace mh::api {
 
 struct ModelRecord {
-  std::string id;  // "custom:<name>"
+  std::string id;  // "custom:<name>", "ft:<base>:<suffix>:<job>"
   std::string tenant;
+  std::string kind;    // "custom", "fine-tune"
   std::string family;  // "gpt2", "llama"
   int64_t parameters = 0;
   int64_t context_length = 0;
   int64_t vocab_size = 0;
-  std::string config_file, weights_file, tokenizer_file;  // file ids
+  std::string config_file, weights_file, tokenizer_file;  // file ids (custom models)
+  std::string directory;                                  // where workers load it from
+  std::string job_id;  // the job that made it (fine-tuned models)
   int64_t created_at = 0;
 };
 
@@ -49,8 +52,9 @@ class ModelStore {
   Result<std::vector<ModelRecord>> list(std::string_view tenant, std::string_view after,
                                         int64_t limit, bool* has_more) const;
   Result<ModelRecord> remove(std::string_view tenant, std::string_view id);
-  // The directory a worker loads the model from.
-  std::filesystem::path directory(const ModelRecord& m) const;
+  // Records the model a fine-tuning job wrote to `dir` (validated like a custom model's files).
+  Result<ModelRecord> record_fine_tune(const std::string& tenant, const std::string& id,
+                                       const std::filesystem::path& dir, const std::string& job_id);
 
  private:
   store::Database& db_;

@@ -105,6 +105,12 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
       ->envname("MACROHARD_LEASE_TTL_S")
       ->check(CLI::Range(int64_t{1}, int64_t{86400}));
 
+  std::string worker;
+  app.add_option("--worker", worker, "the mh-worker program (default: beside macrohardd)")
+      ->envname("MACROHARD_WORKER");
+  app.add_option("--worker-threads", config->worker_threads,
+                 "CPU threads per worker process (0: one per core)")
+      ->check(CLI::Range(0, 4096));
   app.add_option("--max-file-bytes", config->max_file_bytes, "largest uploaded file")
       ->envname("MACROHARD_MAX_FILE_BYTES")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 44));
@@ -118,6 +124,7 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
     return app.exit(e);
   }
   config->data_dir = data_dir;
+  config->worker = worker;
   config->port_file = port_file;
   config->admin_key_file = admin_key_file;
   config->server.idle_timeout = std::chrono::milliseconds(idle_ms);

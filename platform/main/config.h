@@ -24,6 +24,8 @@ struct DaemonConfig {
   int64_t clock_tolerance_seconds = 300;  // how far the clock may step back before licensing stops
   int64_t lease_ttl_seconds = 300;        // default seat lease TTL
   uint64_t max_file_bytes = 8ull << 30;   // one uploaded file
+  std::filesystem::path worker;           // mh-worker; empty: beside macrohardd
+  int worker_threads = 0;                 // CPU threads per worker; 0: one per core
 };
 
 // Parses argv. Returns the exit code to leave with when the program should not run (after

@@ -26,6 +26,7 @@
 #include "platform/api/auth.h"
 #include "platform/api/files.h"
 #include "platform/api/http_server.h"
+#include "platform/api/jobs.h"
 #include "platform/api/leases.h"
 #include "platform/api/licenses.h"
 #include "platform/api/metrics.h"
@@ -104,6 +105,21 @@ Status setup_logging(const DaemonConfig& config) {
   spdlog::register_logger(logger);
   spdlog::flush_every(std::chrono::seconds(1));
   return {};
+}
+
+// The mh-worker program: as configured, else beside this executable (an installed tree), else
+// where the build tree puts it (platform/worker/ beside platform/main/).
+fs::path resolve_worker(const fs::path& configured) {
+  if (!configured.empty()) return configured;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (const fs::path& p : {self.parent_path() / "mh-worker",
+                              self.parent_path().parent_path() / "worker" / "mh-worker"}) {
+      if (fs::exists(p, ec)) return p;
+    }
+  }
+  return "mh-worker";
 }
 
 }  // namespace
@@ -201,6 +217,11 @@ int run_daemon(const DaemonConfig& config) {
   api::add_file_routes(router, files);
   api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models");
   api::add_model_routes(router, models);
+  const fs::path worker = resolve_worker(config.worker);
+  api::FineTuning jobs(**db, files, models, entitlements, clock, config.data_dir / "jobs", worker,
+                       config.worker_threads);
+  api::add_fine_tuning_routes(router, jobs);
+  if (Status s = jobs.start(); !s.ok()) return fail(s);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

@@ -119,21 +119,58 @@ constexpr std::array kMigrations{
       CREATE INDEX files_by_tenant ON files (tenant_id, purpose);
       CREATE INDEX files_by_blob ON files (sha256);
     )sql"},
-    Migration{6, "custom models", R"sql(
-      -- Models a tenant registered from its uploaded files; the files stay while it exists.
+    Migration{6, "models, fine-tuning jobs and their events", R"sql(
+      -- A tenant's models: custom ones registered from its uploaded files (which stay while the
+      -- model exists), and fine-tuned ones made by its jobs. `directory` is where workers load
+      -- it from.
       CREATE TABLE models (
         id             TEXT NOT NULL,
         tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+        kind           TEXT NOT NULL,
         family         TEXT NOT NULL,
         parameters     INTEGER NOT NULL,
         context_length INTEGER NOT NULL,
         vocab_size     INTEGER NOT NULL,
-        config_file    TEXT NOT NULL REFERENCES files(id),
-        weights_file   TEXT NOT NULL REFERENCES files(id),
-        tokenizer_file TEXT NOT NULL REFERENCES files(id),
+        config_file    TEXT REFERENCES files(id),
+        weights_file   TEXT REFERENCES files(id),
+        tokenizer_file TEXT REFERENCES files(id),
+        directory      TEXT NOT NULL,
+        job_id         TEXT,
         created_at     INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, id)
       );
+      CREATE TABLE fine_tuning_jobs (
+        id               TEXT PRIMARY KEY,
+        tenant_id        TEXT NOT NULL REFERENCES tenants(id),
+        model            TEXT NOT NULL,
+        training_file    TEXT NOT NULL REFERENCES files(id),
+        validation_file  TEXT REFERENCES files(id),
+        suffix           TEXT,
+        status           TEXT NOT NULL,
+        error_code       TEXT,
+        error_message    TEXT,
+        fine_tuned_model TEXT,
+        n_epochs         INTEGER NOT NULL,
+        batch_size       INTEGER NOT NULL,
+        lr_multiplier    REAL NOT NULL,
+        seed             INTEGER NOT NULL,
+        trained_tokens   INTEGER,
+        created_at       INTEGER NOT NULL,
+        finished_at      INTEGER
+      );
+      CREATE INDEX jobs_by_status ON fine_tuning_jobs (status, created_at);
+      CREATE TABLE fine_tuning_events (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        job_id     TEXT NOT NULL REFERENCES fine_tuning_jobs(id),
+        tenant_id  TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        level      TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        type       TEXT NOT NULL,
+        data       TEXT
+      );
+      CREATE INDEX events_by_job ON fine_tuning_events (job_id, seq);
     )sql"},
 };
 

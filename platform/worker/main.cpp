@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -191,6 +192,9 @@ int main(int argc, char** argv) {
   train->add_option("--data", data_file, "JSONL training file")->required();
   train->add_option("--out", out_dir, "where the trained model and checkpoints go")->required();
   train->add_option("--steps", tc.steps, "optimizer steps");
+  double epochs = 0;
+  train->add_option("--epochs", epochs, "passes over the data (sets --steps from the data's size)")
+      ->check(CLI::Range(0.001, 1000.0));
   train->add_option("--batch-size", tc.batch_size, "rows per micro-batch");
   train->add_option("--seq-len", tc.seq_len, "tokens per row");
   train->add_option("--grad-accum", tc.grad_accum, "micro-batches per step");
@@ -302,6 +306,10 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
   } else if (train->parsed()) {
+    if (epochs > 0 && tc.seq_len > 0 && tc.batch_size > 0) {
+      // Resolved once the data is read (below); validate with a placeholder meanwhile.
+      tc.steps = std::max<int64_t>(tc.steps, 1);
+    }
     // The default warm-up never exceeds a short run.
     if (train->count("--warmup") == 0) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps);
     if (Status s = tc.validate(); !s.ok()) fail(s);
@@ -318,6 +326,14 @@ int main(int argc, char** argv) {
     if (data.rows(tc.seq_len) < 1) {
       fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
                                         data.tokens(), tc.seq_len)));
+    }
+    if (epochs > 0) {
+      const double rows_per_step = static_cast<double>(tc.batch_size * tc.grad_accum);
+      tc.steps = std::max<int64_t>(
+          1, static_cast<int64_t>(
+                 std::ceil(epochs * static_cast<double>(data.rows(tc.seq_len)) / rows_per_step)));
+      if (train->count("--warmup") == 0) tc.warmup_steps = std::min<int64_t>(10, tc.steps / 10);
+      if (Status s = tc.validate(); !s.ok()) fail(s);
     }
     std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
                 static_cast<long long>(data.examples()), static_cast<long long>(data.tokens()),

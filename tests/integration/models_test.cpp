@@ -8,53 +8,13 @@
 
 #include "platform/engine/model.h"
 #include "platform/engine/tokenizer.h"
-#include "tests/integration/licensed_platform.h"
+#include "tests/integration/model_helpers.h"
 
 namespace mh::test {
 namespace {
 
 namespace json = boost::json;
 namespace fs = std::filesystem;
-
-// A tiny llama saved in Hugging Face layout, its files' bytes by name.
-std::map<std::string, std::string> tiny_model_files(const fs::path& dir, int64_t hidden) {
-  auto cpu = engine::make_cpu_backend(1);
-  auto config = engine::parse_model_config(
-      R"({"model_type":"llama","vocab_size":300,"hidden_size":)" + std::to_string(hidden) +
-      R"(,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,
-          "max_position_embeddings":32})");
-  REQUIRE(config.ok());
-  REQUIRE(engine::Model::create(*config, *cpu, 1).value()->save(dir).ok());
-  engine::BpeTrainerOptions options;
-  options.vocab_size = 270;
-  const std::vector<std::string> texts = {"the cat sat on the mat, the cat sat on the hat"};
-  REQUIRE(engine::train_bpe(texts, options)->save(dir).ok());
-  std::map<std::string, std::string> out;
-  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"}) {
-    out[f] = read_file(dir / f);
-  }
-  return out;
-}
-
-struct ModelsPlatform : LicensedPlatform {
-  // Uploads each file with purpose "model" and returns {"config.json": "file-…", ...}.
-  json::object upload_model(const std::string& tenant,
-                            const std::map<std::string, std::string>& files,
-                            const std::string& purpose = "model") {
-    json::object ids;
-    for (const auto& [name, bytes] : files) {
-      RawResponse r = upload(tenant, purpose, name, bytes);
-      REQUIRE_MESSAGE(r.status == 200, r.body);
-      ids[name] = json::parse(r.body).at("id").as_string();
-    }
-    return ids;
-  }
-  RawResponse register_model(const std::string& tenant, const std::string& name,
-                             const json::object& files) {
-    return as(tenant, "POST", "/v1/models",
-              json::serialize(json::object{{"name", name}, {"files", files}}));
-  }
-};
 
 std::string message_of(const RawResponse& r) {
   return std::string(json::parse(r.body).at("error").at("message").as_string());

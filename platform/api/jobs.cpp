@@ -1,0 +1,546 @@
+#include "platform/api/jobs.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <cmath>
+
+#include "platform/base/crypto.h"
+#include "platform/executor/worker_process.h"
+#include "tenants/tenant_scope.h"
+
+namespace mh::api {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kColumns =
+    "id, tenant_id, model, training_file, validation_file, suffix, status, error_code, "
+    "error_message, fine_tuned_model, n_epochs, batch_size, lr_multiplier, seed, trained_tokens, "
+    "created_at, finished_at";
+constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
+constexpr int64_t kMaxSeqLen = 512;
+constexpr auto kCancelGrace = std::chrono::seconds(10);
+
+JobRecord from_row(const store::Row& r) {
+  auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
+  auto opt = [&](size_t i) {
+    return r.is_null(i) ? std::optional<int64_t>() : std::optional<int64_t>(r.integer(i));
+  };
+  JobRecord j;
+  j.id = r.text(0);
+  j.tenant = r.text(1);
+  j.model = r.text(2);
+  j.training_file = r.text(3);
+  j.validation_file = text(4);
+  j.suffix = text(5);
+  j.status = r.text(6);
+  j.error_code = text(7);
+  j.error_message = text(8);
+  j.fine_tuned_model = text(9);
+  j.n_epochs = r.integer(10);
+  j.batch_size = r.integer(11);
+  j.lr_multiplier = std::get<double>(r.value(12));
+  j.seed = r.integer(13);
+  j.trained_tokens = opt(14);
+  j.finished_at = opt(16);
+  j.created_at = r.integer(15);
+  return j;
+}
+
+store::Value or_null(const std::string& s) {
+  return s.empty() ? store::Value(std::monostate()) : store::Value(s);
+}
+
+json::value or_null(const std::optional<int64_t>& v) {
+  return v ? json::value(*v) : json::value(nullptr);
+}
+
+json::object job_json(const JobRecord& j) {
+  json::object o{
+      {"object", "fine_tuning.job"},
+      {"id", j.id},
+      {"model", j.model},
+      {"created_at", j.created_at},
+      {"finished_at", or_null(j.finished_at)},
+      {"fine_tuned_model",
+       j.fine_tuned_model.empty() ? json::value(nullptr) : json::value(j.fine_tuned_model)},
+      {"organization_id", j.tenant},
+      {"result_files", json::array()},
+      {"status", j.status},
+      {"training_file", j.training_file},
+      {"validation_file",
+       j.validation_file.empty() ? json::value(nullptr) : json::value(j.validation_file)},
+      {"hyperparameters",
+       {{"n_epochs", j.n_epochs},
+        {"batch_size", j.batch_size},
+        {"learning_rate_multiplier", j.lr_multiplier}}},
+      {"trained_tokens", or_null(j.trained_tokens)},
+      {"seed", j.seed},
+      {"user_provided_suffix", j.suffix.empty() ? json::value(nullptr) : json::value(j.suffix)}};
+  o["error"] = j.error_code.empty()
+                   ? json::value(nullptr)
+                   : json::value(json::object{
+                         {"code", j.error_code}, {"message", j.error_message}, {"param", nullptr}});
+  return o;
+}
+
+json::object event_json(const JobEvent& e) {
+  json::object o{{"object", "fine_tuning.job.event"},
+                 {"id", e.id},
+                 {"created_at", e.created_at},
+                 {"level", e.level},
+                 {"message", e.message},
+                 {"type", e.type}};
+  o["data"] = e.data.empty() ? json::value(json::object()) : json::parse(e.data);
+  return o;
+}
+
+// A hyperparameter: absent or "auto" gives `fallback`; otherwise a number in [lo, hi].
+Result<double> hyper(const json::object& h, const char* key, double fallback, double lo, double hi,
+                     bool integer) {
+  const json::value* v = h.if_contains(key);
+  if (v == nullptr || (v->is_string() && v->as_string() == "auto")) return fallback;
+  const std::string param = std::string("hyperparameters.") + key;
+  if (!v->is_number() || (integer && !v->is_int64() && !v->is_uint64())) {
+    return invalid_argument(
+        param + " must be " + (integer ? "an integer" : "a number") + " or \"auto\"", param);
+  }
+  const double d = v->to_number<double>();
+  if (!(d >= lo && d <= hi)) {
+    return invalid_argument(fmt::format("{} must be in [{}, {}]", param, lo, hi), param);
+  }
+  return d;
+}
+
+}  // namespace
+
+FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models,
+                       const licensing::Entitlements& entitlements, TrustedClock& clock,
+                       fs::path root, fs::path worker, int worker_threads)
+    : db_(db),
+      files_(files),
+      models_(models),
+      entitlements_(entitlements),
+      clock_(clock),
+      root_(std::move(root)),
+      worker_(std::move(worker)),
+      worker_threads_(worker_threads) {}
+
+FineTuning::~FineTuning() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (runner_.joinable()) runner_.join();
+}
+
+Status FineTuning::start() {
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s.exec("UPDATE fine_tuning_jobs SET status = 'queued' WHERE status = 'running'")
+        .status();
+  }));
+  runner_ = std::thread([this] { run(); });
+  return {};
+}
+
+Result<JobRecord> FineTuning::create(const std::string& tenant, const json::object& body) {
+  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  MH_TRY(entitlements_.check(tenant, "train", now));
+  JobRecord j;
+  j.id = "ftjob-" + secure_random_base64url(18);
+  j.tenant = tenant;
+  j.created_at = now;
+  const json::value* model = body.if_contains("model");
+  if (model == nullptr || !model->is_string() || model->as_string().empty()) {
+    return invalid_argument("\"model\" must name one of your models", "model");
+  }
+  j.model = std::string(model->as_string());
+  MH_TRY(models_.get(tenant, j.model).status());
+  for (auto [key, out, required] : {std::tuple{"training_file", &j.training_file, true},
+                                    std::tuple{"validation_file", &j.validation_file, false}}) {
+    const json::value* v = body.if_contains(key);
+    if (v == nullptr || v->is_null()) {
+      if (required) return invalid_argument(std::string("\"") + key + "\" is required", key);
+      continue;
+    }
+    if (!v->is_string())
+      return invalid_argument(std::string("\"") + key + "\" must be a file id", key);
+    MH_ASSIGN_OR_RETURN(FileRecord f, files_.get(tenant, v->as_string()));
+    if (f.purpose != "fine-tune") {
+      return failed_precondition(
+          fmt::format("{}: file '{}' has purpose '{}'; training data needs "
+                      "purpose 'fine-tune'",
+                      key, f.id, f.purpose));
+    }
+    *out = f.id;
+  }
+  if (const json::value* v = body.if_contains("suffix"); v != nullptr && !v->is_null()) {
+    const bool ok = v->is_string() && !v->as_string().empty() && v->as_string().size() <= 40 &&
+                    std::all_of(v->as_string().begin(), v->as_string().end(), [](char c) {
+                      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+                    });
+    if (!ok) return invalid_argument("\"suffix\" must be 1-40 characters of a-z 0-9 -", "suffix");
+    j.suffix = std::string(v->as_string());
+  }
+  json::object none;
+  const json::object* h = &none;
+  if (const json::value* v = body.if_contains("hyperparameters"); v != nullptr && !v->is_null()) {
+    if (!v->is_object())
+      return invalid_argument("\"hyperparameters\" must be an object", "hyperparameters");
+    h = &v->as_object();
+  }
+  MH_ASSIGN_OR_RETURN(double epochs, hyper(*h, "n_epochs", 1, 1, 50, true));
+  MH_ASSIGN_OR_RETURN(double batch, hyper(*h, "batch_size", 4, 1, 256, true));
+  MH_ASSIGN_OR_RETURN(double lr, hyper(*h, "learning_rate_multiplier", 1.0, 1e-3, 100, false));
+  j.n_epochs = static_cast<int64_t>(epochs);
+  j.batch_size = static_cast<int64_t>(batch);
+  j.lr_multiplier = lr;
+  if (const json::value* v = body.if_contains("seed"); v != nullptr && !v->is_null()) {
+    if (!v->is_int64() || v->as_int64() < 0) {
+      return invalid_argument("\"seed\" must be a non-negative integer", "seed");
+    }
+    j.seed = v->as_int64();
+  } else {
+    uint32_t r = 0;
+    secure_random(&r, sizeof r);
+    j.seed = r >> 1;
+  }
+  j.status = "validating_files";
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s
+        .exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES "
+                          "(?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL)",
+                          kColumns),
+              {j.id, j.tenant, j.model, j.training_file, or_null(j.validation_file),
+               or_null(j.suffix), j.status, j.n_epochs, j.batch_size, j.lr_multiplier, j.seed,
+               j.created_at})
+        .status();
+  }));
+  add_event(j, "info", "message", "Validating training file: " + j.training_file);
+  // The files were checked line by line when they were uploaded, and are the tenant's with the
+  // right purpose; the worker checks that they tokenize and fill a row.
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s.exec("UPDATE fine_tuning_jobs SET status = 'queued' WHERE id = ?", {j.id}).status();
+  }));
+  j.status = "queued";
+  add_event(j, "info", "message", "Files validated, job queued");
+  wake_.notify_all();
+  return j;
+}
+
+Result<JobRecord> FineTuning::get(std::string_view tenant, std::string_view id) const {
+  JobRecord j;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    tenants::TenantScope scope(s, std::string(tenant));
+    MH_ASSIGN_OR_RETURN(auto row, scope.get("fine_tuning_jobs", kColumns, id, "fine-tuning job"));
+    j = from_row(row);
+    return {};
+  }));
+  return j;
+}
+
+Result<std::vector<JobRecord>> FineTuning::list(std::string_view tenant, std::string_view after,
+                                                int64_t limit, bool* has_more) const {
+  std::vector<JobRecord> out;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    tenants::TenantScope scope(s, std::string(tenant));
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        scope.page("fine_tuning_jobs", kColumns, after, limit, has_more));
+    for (const auto& r : rows) out.push_back(from_row(r));
+    return {};
+  }));
+  return out;
+}
+
+Result<JobRecord> FineTuning::cancel(std::string_view tenant, std::string_view id) {
+  MH_ASSIGN_OR_RETURN(JobRecord j, get(tenant, id));
+  if (j.status == "succeeded" || j.status == "failed" || j.status == "cancelled") {
+    return failed_precondition(fmt::format("job '{}' has already {}", j.id, j.status));
+  }
+  std::unique_lock lock(mutex_);
+  if (running_ == j.id) {
+    cancel_ = j.id;  // the runner stops the worker and records the cancellation
+    lock.unlock();
+    for (int i = 0; i < 3000; ++i) {  // answer once it has stopped (within the grace period)
+      auto now = get(tenant, id);
+      if (now.ok() && now->status == "cancelled") return now;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return get(tenant, id);
+  }
+  lock.unlock();
+  MH_TRY(finish(j, "cancelled", "", "", "", std::nullopt));
+  return get(tenant, id);
+}
+
+Result<std::vector<JobEvent>> FineTuning::events(std::string_view tenant, std::string_view id,
+                                                 std::string_view after, int64_t limit,
+                                                 bool* has_more) const {
+  MH_TRY(get(tenant, id).status());  // 404 for another tenant's job
+  std::vector<JobEvent> out;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    int64_t after_seq = 0;
+    if (!after.empty()) {
+      MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT seq FROM fine_tuning_events WHERE id = ? AND "
+                                             "job_id = ?",
+                                             {std::string(after), std::string(id)}));
+      if (rows.empty()) return invalid_argument("\"after\" is not an event of this job", "after");
+      after_seq = rows[0].integer(0);
+    }
+    MH_ASSIGN_OR_RETURN(
+        auto rows,
+        s.query("SELECT id, created_at, level, message, type, data FROM fine_tuning_events "
+                "WHERE job_id = ? AND tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                {std::string(id), std::string(tenant), after_seq, limit + 1}));
+    *has_more = static_cast<int64_t>(rows.size()) > limit;
+    for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) {
+      const auto& r = rows[i];
+      out.push_back({r.text(0), r.integer(1), r.text(2), r.text(3), r.text(4),
+                     r.is_null(5) ? std::string() : r.text(5)});
+    }
+    return {};
+  }));
+  return out;
+}
+
+void FineTuning::add_event(const JobRecord& job, std::string level, std::string type,
+                           std::string message, std::string data) {
+  const int64_t now = clock_.now().ok() ? *clock_.now() : 0;
+  Status s = db_.write([&](store::Session& session) -> Status {
+    return session
+        .exec(
+            "INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, message, "
+            "type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            {"ftevent-" + secure_random_base64url(18), job.id, job.tenant, now, level, message,
+             type, or_null(data)})
+        .status();
+  });
+  if (!s.ok()) spdlog::warn("job {}: recording an event: {}", job.id, s.message());
+}
+
+Status FineTuning::finish(const JobRecord& job, const std::string& status,
+                          const std::string& error_code, const std::string& error_message,
+                          const std::string& model, std::optional<int64_t> tokens) {
+  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s
+        .exec(
+            "UPDATE fine_tuning_jobs SET status = ?, error_code = ?, error_message = ?, "
+            "fine_tuned_model = ?, trained_tokens = ?, finished_at = ? WHERE id = ?",
+            {status, or_null(error_code), or_null(error_message), or_null(model),
+             tokens ? store::Value(*tokens) : store::Value(std::monostate()), now, job.id})
+        .status();
+  }));
+  if (status == "succeeded") {
+    add_event(job, "info", "message", "New fine-tuned model created: " + model);
+    add_event(job, "info", "message", "The job has successfully completed");
+  } else if (status == "cancelled") {
+    add_event(job, "info", "message", "Job cancelled");
+  } else {
+    add_event(job, "error", "message", "Job failed: " + error_message);
+  }
+  return {};
+}
+
+void FineTuning::run() {
+  for (;;) {
+    std::optional<JobRecord> next;
+    {
+      std::unique_lock lock(mutex_);
+      if (stopping_) return;
+    }
+    (void)db_.write([&](store::Session& s) -> Status {
+      MH_ASSIGN_OR_RETURN(auto rows,
+                          s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE status = "
+                                              "'queued' ORDER BY created_at, rowid LIMIT 1",
+                                              kColumns)));
+      if (rows.empty()) return {};
+      next = from_row(rows[0]);
+      return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {next->id})
+          .status();
+    });
+    if (!next) {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, std::chrono::seconds(1));
+      continue;
+    }
+    next->status = "running";
+    {
+      std::lock_guard lock(mutex_);
+      running_ = next->id;
+    }
+    execute(*next);
+    std::lock_guard lock(mutex_);
+    running_.clear();
+    if (cancel_ == next->id) cancel_.clear();
+  }
+}
+
+void FineTuning::execute(const JobRecord& job) {
+  auto fail = [&](const std::string& code, const std::string& message) {
+    (void)finish(job, "failed", code, message, "", std::nullopt);
+  };
+  auto model = models_.get(job.tenant, job.model);
+  auto data = files_.content(job.tenant, job.training_file);
+  if (!model.ok() || !data.ok()) {
+    return fail("invalid_training_inputs",
+                !model.ok() ? model.status().message() : data.status().message());
+  }
+  const fs::path work = root_ / job.tenant / job.id;
+  const fs::path out = work / "out";
+  // A job requeued by a restart resumes from its newest checkpoint.
+  fs::path resume;
+  int64_t newest = -1;
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    for (const auto& e : fs::directory_iterator(out, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.starts_with("checkpoint-") && fs::exists(e.path() / "trainer_state.json")) {
+        const int64_t step = std::atoll(name.c_str() + 11);
+        if (step > newest) newest = step, resume = e.path();
+      }
+    }
+  }
+  executor::WorkerSpec spec;
+  spec.argv = {worker_.string(),
+               "train",
+               "--model",
+               model->directory,
+               "--data",
+               fs::absolute(*data).string(),
+               "--out",
+               out.string(),
+               "--epochs",
+               std::to_string(job.n_epochs),
+               "--batch-size",
+               std::to_string(job.batch_size),
+               "--seq-len",
+               std::to_string(std::min<int64_t>(kMaxSeqLen, model->context_length)),
+               "--lr",
+               fmt::format("{}", kBaseLearningRate * job.lr_multiplier),
+               "--seed",
+               std::to_string(job.seed),
+               "--checkpoint-every",
+               "50",
+               "--log-every",
+               "10"};
+  if (!resume.empty()) {
+    spec.argv.insert(spec.argv.end(), {"--resume", resume.string()});
+    add_event(job, "info", "message", "Resuming from " + resume.filename().string());
+  }
+  spec.work_dir = work;
+  spec.cpu_threads = worker_threads_;
+  bool done = false;
+  auto on_event = [&](std::string_view line) {
+    boost::system::error_code jec;
+    json::value v = json::parse(line, jec);
+    if (jec || !v.is_object()) return;
+    const json::object& e = v.as_object();
+    const json::value* type = e.if_contains("type");
+    if (type == nullptr || !type->is_string()) return;
+    if (type->as_string() == "step") {
+      const int64_t step = e.at("step").to_number<int64_t>();
+      const double loss = e.at("loss").to_number<double>();
+      add_event(job, "info", "metrics",
+                fmt::format("Step {}/{}: training loss={:.4f}", step,
+                            e.at("steps").to_number<int64_t>(), loss),
+                json::serialize(json::object{{"step", step},
+                                             {"train_loss", loss},
+                                             {"learning_rate", e.at("lr")},
+                                             {"total_steps", e.at("steps")}}));
+    } else if (type->as_string() == "checkpoint") {
+      add_event(job, "info", "message",
+                fmt::format("Checkpoint saved at step {}", e.at("step").to_number<int64_t>()));
+    } else if (type->as_string() == "done") {
+      done = true;
+    }
+  };
+  add_event(job, "info", "message", "Fine-tuning job started");
+  auto worker = executor::WorkerProcess::start(spec, on_event);
+  if (!worker.ok()) return fail("worker_start_failed", worker.status().message());
+  std::optional<executor::WorkerExit> exit;
+  while (!exit) {
+    exit = (*worker)->wait(std::chrono::milliseconds(100));
+    if (exit) break;
+    std::unique_lock lock(mutex_);
+    if (stopping_) {
+      lock.unlock();
+      // Shutting down: the worker checkpoints and the job goes back to the queue.
+      (*worker)->cancel(kCancelGrace);
+      (void)db_.write([&](store::Session& s) -> Status {
+        return s.exec("UPDATE fine_tuning_jobs SET status = 'queued' WHERE id = ?", {job.id})
+            .status();
+      });
+      return;
+    }
+    if (cancel_ == job.id) {
+      lock.unlock();
+      (*worker)->cancel(kCancelGrace);
+      (void)finish(job, "cancelled", "", "", "", std::nullopt);
+      return;
+    }
+  }
+  if (!exit->ok() || !done) {
+    return fail("worker_failed", exit->ok() ? "the worker ended without a model" : exit->reason);
+  }
+  const std::string base = job.model;
+  const std::string id = fmt::format(
+      "ft:{}:{}:{}", base, job.suffix.empty() ? job.tenant : job.suffix, job.id.substr(6, 8));
+  auto m = models_.record_fine_tune(job.tenant, id, out, job.id);
+  if (!m.ok()) return fail("model_registration_failed", m.status().message());
+  (void)finish(job, "succeeded", "", "", m->id, std::nullopt);
+}
+
+void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
+  using tenants::Permission;
+  router.add("POST", "/v1/fine_tuning/jobs", Access::tenant(Permission::kWrite),
+             [&jobs](Request& request) {
+               auto body = parse_json_object(request);
+               if (!body.ok()) return Response::error(body.status());
+               auto j = jobs.create(request.principal.tenant, *body);
+               if (!j.ok()) return Response::error(j.status());
+               return Response::json(200, job_json(*j));
+             });
+  router.add("GET", "/v1/fine_tuning/jobs", Access::tenant(Permission::kRead),
+             [&jobs](Request& request) {
+               auto page = parse_page(request, 20, 100);
+               if (!page.ok()) return Response::error(page.status());
+               bool has_more = false;
+               auto list = jobs.list(request.principal.tenant, page->after, page->limit, &has_more);
+               if (!list.ok()) return Response::error(list.status());
+               json::array data;
+               for (const auto& j : *list) data.push_back(job_json(j));
+               return list_response(std::move(data), has_more);
+             });
+  router.add("GET", "/v1/fine_tuning/jobs/{id}", Access::tenant(Permission::kRead),
+             [&jobs](Request& request) {
+               auto j = jobs.get(request.principal.tenant, request.param("id"));
+               if (!j.ok()) return Response::error(j.status());
+               return Response::json(200, job_json(*j));
+             });
+  router.add("POST", "/v1/fine_tuning/jobs/{id}/cancel", Access::tenant(Permission::kWrite),
+             [&jobs](Request& request) {
+               auto j = jobs.cancel(request.principal.tenant, request.param("id"));
+               if (!j.ok()) return Response::error(j.status());
+               return Response::json(200, job_json(*j));
+             });
+  router.add("GET", "/v1/fine_tuning/jobs/{id}/events", Access::tenant(Permission::kRead),
+             [&jobs](Request& request) {
+               auto page = parse_page(request, 20, 1000);
+               if (!page.ok()) return Response::error(page.status());
+               bool has_more = false;
+               auto list = jobs.events(request.principal.tenant, request.param("id"), page->after,
+                                       page->limit, &has_more);
+               if (!list.ok()) return Response::error(list.status());
+               json::array data;
+               for (const auto& e : *list) data.push_back(event_json(e));
+               return list_response(std::move(data), has_more);
+             });
+}
+
+}  // namespace mh::api

@@ -1,0 +1,94 @@
+// Fine-tuning jobs, OpenAI-compatible paths, fields and states:
+//   validating_files -> queued -> running -> succeeded | failed | cancelled
+// A job trains one of the tenant's models on a JSONL file it uploaded (purpose "fine-tune") in an
+// mh-worker process started through the executor; the worker's progress becomes the job's
+// events, and its result a new model, "ft:<base>:<suffix>:<job>", in the tenant's registry.
+// Jobs run one at a time, oldest first (the scheduler will place them on pools). A daemon that
+// restarts puts running jobs back in the queue, and they resume from their last checkpoint.
+#pragma once
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "licensing/entitlements.h"
+#include "platform/api/files.h"
+#include "platform/api/models.h"
+#include "platform/api/router.h"
+#include "platform/api/trusted_clock.h"
+#include "platform/store/database.h"
+
+namespace mh::api {
+
+struct JobRecord {
+  std::string id;  // "ftjob-…"
+  std::string tenant, model, training_file, validation_file, suffix;
+  std::string status;
+  std::string error_code, error_message;
+  std::string fine_tuned_model;
+  int64_t n_epochs = 1, batch_size = 4;
+  double lr_multiplier = 1.0;
+  int64_t seed = 0;
+  std::optional<int64_t> trained_tokens, finished_at;
+  int64_t created_at = 0;
+};
+
+struct JobEvent {
+  std::string id;  // "ftevent-…"
+  int64_t created_at = 0;
+  std::string level, message, type, data;  // data: JSON text or empty
+};
+
+class FineTuning {
+ public:
+  FineTuning(store::Database& db, FileStore& files, ModelStore& models,
+             const licensing::Entitlements& entitlements, TrustedClock& clock,
+             std::filesystem::path root, std::filesystem::path worker, int worker_threads);
+  ~FineTuning();  // stops the runner; a running worker is stopped and its job requeued
+  FineTuning(const FineTuning&) = delete;
+  FineTuning& operator=(const FineTuning&) = delete;
+
+  // Requeues jobs a previous daemon left running, then starts running queued jobs.
+  Status start();
+
+  Result<JobRecord> create(const std::string& tenant, const boost::json::object& body);
+  Result<JobRecord> get(std::string_view tenant, std::string_view id) const;
+  Result<std::vector<JobRecord>> list(std::string_view tenant, std::string_view after,
+                                      int64_t limit, bool* has_more) const;
+  Result<JobRecord> cancel(std::string_view tenant, std::string_view id);
+  Result<std::vector<JobEvent>> events(std::string_view tenant, std::string_view id,
+                                       std::string_view after, int64_t limit, bool* has_more) const;
+
+ private:
+  void run();
+  void execute(const JobRecord& job);
+  void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
+                 std::string data = {});
+  Status finish(const JobRecord& job, const std::string& status, const std::string& error_code,
+                const std::string& error_message, const std::string& model,
+                std::optional<int64_t> tokens);
+
+  store::Database& db_;
+  FileStore& files_;
+  ModelStore& models_;
+  const licensing::Entitlements& entitlements_;
+  TrustedClock& clock_;
+  const std::filesystem::path root_, worker_;
+  const int worker_threads_;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::string running_, cancel_;  // the job running now, and one asked to stop
+  std::thread runner_;
+};
+
+// POST/GET /v1/fine_tuning/jobs, GET /v1/fine_tuning/jobs/{id}, POST …/{id}/cancel,
+// GET …/{id}/events.
+void add_fine_tuning_routes(Router& router, FineTuning& jobs);
+
+}  // namespace mh::api

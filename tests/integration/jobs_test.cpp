@@ -1,0 +1,183 @@
+// Fine-tuning jobs on a real daemon: a job trains a registered model in an mh-worker process to
+// `succeeded`, with its events, and leaves a fine-tuned model the engine loads; a cancelled job
+// stops its worker; bad requests and another tenant's ids are refused.
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "tests/integration/model_helpers.h"
+
+namespace mh::test {
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::string training_jsonl(int lines) {
+  std::string out;
+  for (int i = 0; i < lines; ++i) {
+    out += R"({"prompt": "the cat sat on the", "completion": " mat )" + std::to_string(i % 7) +
+           "\"}\n";
+  }
+  return out;
+}
+
+// acme licensed to train and bring models, with custom:tiny registered and a training file.
+struct JobsPlatform : ModelsPlatform {
+  TempDir work;
+  std::string training_file;
+  JobsPlatform() {
+    licensing::Limits limits;
+    limits.seats = 1;
+    limits.max_model_params = 1'000'000;
+    relicense("acme", {"train", "custom_models"}, limits);
+    const auto ids = upload_model("acme", tiny_model_files(work.path() / "tiny", 16));
+    RawResponse r = register_model("acme", "tiny", ids);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    r = upload("acme", "fine-tune", "train.jsonl", training_jsonl(60));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    training_file = std::string(json::parse(r.body).at("id").as_string());
+  }
+  json::object job(const std::string& id) {
+    return json::parse(as("acme", "GET", "/v1/fine_tuning/jobs/" + id).body).as_object();
+  }
+  // Polls until the job's status is one of `states` (or the time runs out).
+  json::object wait_for(const std::string& id, std::initializer_list<std::string_view> states,
+                        std::chrono::seconds timeout = 120s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    json::object j;
+    while (std::chrono::steady_clock::now() < deadline) {
+      j = job(id);
+      for (auto s : states) {
+        if (j.at("status").as_string() == s) return j;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    return j;
+  }
+};
+
+TEST_CASE("a fine-tuning job trains a model to succeeded, with events and a new model") {
+  JobsPlatform p;
+  RawResponse r = p.as(
+      "acme", "POST", "/v1/fine_tuning/jobs",
+      json::serialize(json::object{{"model", "custom:tiny"},
+                                   {"training_file", p.training_file},
+                                   {"suffix", "cats"},
+                                   {"seed", 7},
+                                   {"hyperparameters", {{"n_epochs", 2}, {"batch_size", 2}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  json::object created = json::parse(r.body).as_object();
+  CHECK(created.at("object") == "fine_tuning.job");
+  CHECK(created.at("status") == "queued");
+  CHECK(created.at("hyperparameters").at("n_epochs") == 2);
+  const std::string id(created.at("id").as_string());
+
+  json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"});
+  REQUIRE_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
+  const std::string model(done.at("fine_tuned_model").as_string());
+  CHECK(model.starts_with("ft:custom:tiny:cats:"));
+  CHECK(done.at("finished_at").is_int64());
+
+  // Events, oldest first: validation, queueing, start, training steps with losses, completion.
+  auto events =
+      json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body)
+          .as_object();
+  std::vector<std::string> messages;
+  int steps = 0;
+  for (const auto& e : events.at("data").as_array()) {
+    messages.emplace_back(e.at("message").as_string());
+    if (e.at("type") == "metrics") {
+      ++steps;
+      CHECK(e.at("data").at("train_loss").as_double() > 0);
+    }
+  }
+  REQUIRE(messages.size() > 5);
+  CHECK(messages.front().starts_with("Validating training file"));
+  CHECK(messages.back() == "The job has successfully completed");
+  CHECK(steps > 0);
+  // Paging through events with `after`.
+  const std::string first(events.at("data").as_array()[0].at("id").as_string());
+  auto rest =
+      json::parse(
+          p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=2&after=" + first).body)
+          .as_object();
+  CHECK(rest.at("data").as_array().size() == 2);
+  CHECK(rest.at("has_more") == true);
+
+  // The new model is the tenant's, and the engine loads it.
+  json::object m = json::parse(p.as("acme", "GET", "/v1/models/" + model).body).as_object();
+  CHECK(m.at("kind") == "fine-tune");
+  CHECK(m.at("fine_tuning_job").as_string() == id);
+  auto cpu = engine::make_cpu_backend(1);
+  auto loaded =
+      engine::Model::load(fs::path(p.dir.path() / "data" / "jobs" / "acme" / id / "out"), *cpu);
+  CHECK_MESSAGE(loaded.ok(), loaded.status().to_string());
+
+  // Another tenant sees none of it.
+  CHECK(p.as("globex", "GET", "/v1/fine_tuning/jobs/" + id).status == 404);
+  CHECK(p.as("globex", "GET", "/v1/fine_tuning/jobs/" + id + "/events").status == 404);
+  CHECK(p.as("globex", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel").status == 404);
+  CHECK(json::parse(p.as("globex", "GET", "/v1/fine_tuning/jobs").body)
+            .at("data")
+            .as_array()
+            .empty());
+  // A finished job cannot be cancelled.
+  CHECK(p.as("acme", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel").status == 422);
+}
+
+TEST_CASE("cancelling a running job stops its worker") {
+  JobsPlatform p;
+  RawResponse r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+                       json::serialize(json::object{{"model", "custom:tiny"},
+                                                    {"training_file", p.training_file},
+                                                    {"hyperparameters", {{"n_epochs", 50}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  REQUIRE(p.wait_for(id, {"running"}).at("status") == "running");
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(json::parse(r.body).at("status") == "cancelled");
+  CHECK(p.job(id).at("fine_tuned_model").is_null());
+  // No worker is left behind: the job's directory shows its log, and nothing more runs.
+  CHECK(fs::exists(p.dir.path() / "data" / "jobs" / "acme" / id / "worker.log"));
+}
+
+TEST_CASE("bad fine-tuning requests are refused with the field they are about") {
+  JobsPlatform p;
+  auto post = [&](json::object body) {
+    return p.as("acme", "POST", "/v1/fine_tuning/jobs", json::serialize(body));
+  };
+  auto param = [](const RawResponse& r) {
+    return std::string(json::parse(r.body).at("error").at("param").as_string());
+  };
+  RawResponse r = post({{"training_file", p.training_file}});
+  CHECK(r.status == 400);
+  CHECK(param(r) == "model");
+  CHECK(post({{"model", "custom:nope"}, {"training_file", p.training_file}}).status == 404);
+  r = post({{"model", "custom:tiny"}});
+  CHECK(r.status == 400);
+  CHECK(param(r) == "training_file");
+  r = post({{"model", "custom:tiny"},
+            {"training_file", p.training_file},
+            {"hyperparameters", {{"n_epochs", 0}}}});
+  CHECK(r.status == 400);
+  CHECK(param(r) == "hyperparameters.n_epochs");
+  r = post({{"model", "custom:tiny"}, {"training_file", p.training_file}, {"suffix", "Bad!"}});
+  CHECK(param(r) == "suffix");
+  // A model file is not training data.
+  const auto ids = p.upload_model("acme", {{"config.json", "{}"}});
+  r = post({{"model", "custom:tiny"}, {"training_file", ids.at("config.json")}});
+  CHECK(r.status == 422);
+  // globex's license does not grant train... it does; but it has no such model.
+  CHECK(p.as("globex", "POST", "/v1/fine_tuning/jobs",
+             json::serialize(
+                 json::object{{"model", "custom:tiny"}, {"training_file", p.training_file}}))
+            .status == 404);
+  CHECK(
+      json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs").body).at("data").as_array().empty());
+}
+
+}  // namespace
+}  // namespace mh::test

@@ -1,0 +1,56 @@
+// Helpers for tests of models and fine-tuning: a tiny model in Hugging Face layout, and a
+// licensed platform that uploads and registers models.
+#pragma once
+
+#include <boost/json.hpp>
+#include <map>
+#include <string>
+
+#include "platform/engine/model.h"
+#include "platform/engine/tokenizer.h"
+#include "tests/integration/licensed_platform.h"
+
+namespace mh::test {
+
+// A tiny llama saved in Hugging Face layout, its files' bytes by name.
+inline std::map<std::string, std::string> tiny_model_files(const std::filesystem::path& dir,
+                                                           int64_t hidden) {
+  auto cpu = engine::make_cpu_backend(1);
+  auto config = engine::parse_model_config(
+      R"({"model_type":"llama","vocab_size":300,"hidden_size":)" + std::to_string(hidden) +
+      R"(,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,
+          "max_position_embeddings":32})");
+  REQUIRE(config.ok());
+  REQUIRE(engine::Model::create(*config, *cpu, 1).value()->save(dir).ok());
+  engine::BpeTrainerOptions options;
+  options.vocab_size = 270;
+  const std::vector<std::string> texts = {"the cat sat on the mat, the cat sat on the hat"};
+  REQUIRE(engine::train_bpe(texts, options)->save(dir).ok());
+  std::map<std::string, std::string> out;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"}) {
+    out[f] = read_file(dir / f);
+  }
+  return out;
+}
+
+struct ModelsPlatform : LicensedPlatform {
+  // Uploads each file with purpose "model" and returns {"config.json": "file-…", ...}.
+  boost::json::object upload_model(const std::string& tenant,
+                                   const std::map<std::string, std::string>& files,
+                                   const std::string& purpose = "model") {
+    boost::json::object ids;
+    for (const auto& [name, bytes] : files) {
+      RawResponse r = upload(tenant, purpose, name, bytes);
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      ids[name] = boost::json::parse(r.body).at("id").as_string();
+    }
+    return ids;
+  }
+  RawResponse register_model(const std::string& tenant, const std::string& name,
+                             const boost::json::object& files) {
+    return as(tenant, "POST", "/v1/models",
+              boost::json::serialize(boost::json::object{{"name", name}, {"files", files}}));
+  }
+};
+
+}  // namespace mh::test
