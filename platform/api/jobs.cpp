@@ -51,10 +51,6 @@ JobRecord from_row(const store::Row& r) {
   return j;
 }
 
-store::Value or_null(const std::string& s) {
-  return s.empty() ? store::Value(std::monostate()) : store::Value(s);
-}
-
 json::value or_null(const std::optional<int64_t>& v) {
   return v ? json::value(*v) : json::value(nullptr);
 }
@@ -216,9 +212,9 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
         .exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES "
                           "(?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL)",
                           kColumns),
-              {j.id, j.tenant, j.model, j.training_file, or_null(j.validation_file),
-               or_null(j.suffix), j.status, j.n_epochs, j.batch_size, j.lr_multiplier, j.seed,
-               j.created_at})
+              {j.id, j.tenant, j.model, j.training_file, store::text_or_null(j.validation_file),
+               store::text_or_null(j.suffix), j.status, j.n_epochs, j.batch_size, j.lr_multiplier,
+               j.seed, j.created_at})
         .status();
   }));
   add_event(j, "info", "message", "Validating training file: " + j.training_file);
@@ -317,7 +313,7 @@ void FineTuning::add_event(const JobRecord& job, std::string level, std::string 
             "INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, message, "
             "type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             {"ftevent-" + secure_random_base64url(18), job.id, job.tenant, now, level, message,
-             type, or_null(data)})
+             type, store::text_or_null(data)})
         .status();
   });
   if (!s.ok()) spdlog::warn("job {}: recording an event: {}", job.id, s.message());
@@ -332,7 +328,8 @@ Status FineTuning::finish(const JobRecord& job, const std::string& status,
         .exec(
             "UPDATE fine_tuning_jobs SET status = ?, error_code = ?, error_message = ?, "
             "fine_tuned_model = ?, trained_tokens = ?, finished_at = ? WHERE id = ?",
-            {status, or_null(error_code), or_null(error_message), or_null(model),
+            {status, store::text_or_null(error_code), store::text_or_null(error_message),
+             store::text_or_null(model),
              tokens ? store::Value(*tokens) : store::Value(std::monostate()), now, job.id})
         .status();
   }));

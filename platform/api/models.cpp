@@ -28,10 +28,6 @@ ModelRecord from_row(const store::Row& r) {
           text(7),   text(8),   text(9),   r.text(10), text(11),     r.integer(12)};
 }
 
-store::Value or_null(const std::string& s) {
-  return s.empty() ? store::Value(std::monostate()) : store::Value(s);
-}
-
 json::object model_json(const ModelRecord& m) {
   json::object o{{"id", m.id},
                  {"object", "model"},
@@ -58,8 +54,9 @@ Status insert_model(store::Database& db, const ModelRecord& m) {
         .exec(fmt::format("INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           kColumns),
               {m.id, m.tenant, m.kind, m.family, m.parameters, m.context_length, m.vocab_size,
-               or_null(m.config_file), or_null(m.weights_file), or_null(m.tokenizer_file),
-               m.directory, or_null(m.job_id), m.created_at})
+               store::text_or_null(m.config_file), store::text_or_null(m.weights_file),
+               store::text_or_null(m.tokenizer_file), m.directory, store::text_or_null(m.job_id),
+               m.created_at})
         .status();
   });
 }

@@ -18,6 +18,8 @@
 namespace mh::store {
 
 using Value = std::variant<std::monostate, int64_t, double, std::string>;
+// A text column's value: NULL for an empty string (optional ids, messages).
+inline Value text_or_null(const std::string& s) { return s.empty() ? Value() : Value(s); }
 inline constexpr std::monostate kNull{};
 
 // One result row. Column accessors are lenient about NULL (0 / "") so callers stay short;
