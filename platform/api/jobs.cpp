@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 #include <cmath>
+#include <csignal>
 
 #include "platform/base/crypto.h"
 #include "platform/executor/worker_process.h"
@@ -136,8 +137,24 @@ FineTuning::~FineTuning() {
 }
 
 Status FineTuning::start() {
+  // A previous daemon's workers were told to stop when it died (they checkpoint first): wait
+  // for them to be gone before their jobs run again from that checkpoint.
+  std::vector<int64_t> pids;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT worker_pid FROM fine_tuning_jobs WHERE status "
+                                           "= 'running' AND worker_pid IS NOT NULL"));
+    for (const auto& r : rows) pids.push_back(r.integer(0));
+    return {};
+  }));
+  for (int64_t pid : pids) {
+    for (int i = 0; i < 600 && ::kill(static_cast<pid_t>(pid), 0) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s.exec("UPDATE fine_tuning_jobs SET status = 'queued' WHERE status = 'running'")
+    return s
+        .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE status = "
+              "'running'")
         .status();
   }));
   runner_ = std::thread([this] { run(); });
@@ -460,6 +477,12 @@ void FineTuning::execute(const JobRecord& job) {
   add_event(job, "info", "message", "Fine-tuning job started");
   auto worker = executor::WorkerProcess::start(spec, on_event);
   if (!worker.ok()) return fail("worker_start_failed", worker.status().message());
+  (void)db_.write([&](store::Session& s) -> Status {
+    return s
+        .exec("UPDATE fine_tuning_jobs SET worker_pid = ? WHERE id = ?",
+              {static_cast<int64_t>((*worker)->pid()), job.id})
+        .status();
+  });
   std::optional<executor::WorkerExit> exit;
   while (!exit) {
     exit = (*worker)->wait(std::chrono::milliseconds(100));

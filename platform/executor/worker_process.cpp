@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,6 +83,7 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
     ::close(log_fd);
     return internal_error(errno_text("pipe"));
   }
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     for (int fd : {log_fd, events[0], events[1], failure[0], failure[1]}) ::close(fd);
@@ -91,6 +93,10 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
     // The child: its own process group (so a cancel reaches its children too), its directory,
     // its log, its channel, its limits.
     ::setpgid(0, 0);
+    // If the daemon dies, the worker is asked to stop (a training run checkpoints first); if it
+    // died before this line, the worker stops at once.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(143);
     auto fail = [&](int err) {
       [[maybe_unused]] ssize_t n = ::write(failure[1], &err, sizeof err);
       ::_exit(127);

@@ -5,7 +5,8 @@
 // The channel is a pipe the worker finds on the descriptor named by MH_EVENTS_FD: one JSON
 // object per line (progress, metrics, checkpoints). The worker's stdout and stderr go to
 // worker.log in its directory; when it fails, the last lines of that log explain why.
-// Cancelling sends SIGTERM, waits the grace period, then sends SIGKILL.
+// Cancelling sends SIGTERM, waits the grace period, then sends SIGKILL. A worker whose daemon
+// dies gets SIGTERM from the kernel (PR_SET_PDEATHSIG) rather than running on unwatched.
 #pragma once
 
 #include <sys/types.h>

@@ -155,6 +155,7 @@ constexpr std::array kMigrations{
         lr_multiplier    REAL NOT NULL,
         seed             INTEGER NOT NULL,
         trained_tokens   INTEGER,
+        worker_pid       INTEGER,
         created_at       INTEGER NOT NULL,
         finished_at      INTEGER
       );

@@ -144,6 +144,44 @@ TEST_CASE("cancelling a running job stops its worker") {
   CHECK(fs::exists(p.dir.path() / "data" / "jobs" / "acme" / id / "worker.log"));
 }
 
+TEST_CASE("a daemon killed mid-job restarts it from its checkpoint, and it finishes") {
+  JobsPlatform p;
+  RawResponse r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(1500));
+  REQUIRE(r.status == 200);
+  const std::string big(json::parse(r.body).at("id").as_string());
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+           json::serialize(json::object{{"model", "custom:tiny"},
+                                        {"training_file", big},
+                                        {"hyperparameters", {{"n_epochs", 6}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  // Wait for a checkpoint, then kill the daemon outright.
+  auto has_checkpoint = [&] {
+    auto events =
+        json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body)
+            .as_object();
+    for (const auto& e : events.at("data").as_array()) {
+      if (e.at("message").as_string().starts_with("Checkpoint saved")) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 1200 && !has_checkpoint(); ++i) std::this_thread::sleep_for(25ms);
+  REQUIRE(has_checkpoint());
+  REQUIRE(p.job(id).at("status") == "running");
+  p.kill_and_restart();
+
+  json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"}, 240s);
+  REQUIRE_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
+  auto events =
+      json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body)
+          .as_object();
+  bool resumed = false;
+  for (const auto& e : events.at("data").as_array()) {
+    resumed = resumed || e.at("message").as_string().starts_with("Resuming from checkpoint-");
+  }
+  CHECK(resumed);
+}
+
 TEST_CASE("bad fine-tuning requests are refused with the field they are about") {
   JobsPlatform p;
   auto post = [&](json::object body) {

@@ -19,6 +19,7 @@ struct LicensedPlatform {
   TempDir dir;
   licensing::PrivateKey key = licensing::generate_key("staff").value();
   std::unique_ptr<Daemon> daemon;
+  DaemonOptions options;
   std::map<std::string, std::string> owners;  // tenant -> owner API key
   int relicensed_ = 0;
 
@@ -28,7 +29,7 @@ struct LicensedPlatform {
     REQUIRE(write_new_file(pub, licensing::encode_public_key(key.public_key().value()), 0644).ok());
     std::vector<std::string> args = {"--license-public-key", pub.string()};
     args.insert(args.end(), extra.begin(), extra.end());
-    DaemonOptions options = with_args(args);
+    options = with_args(args);
     options.data_dir = dir.path() / "data";
     daemon = std::make_unique<Daemon>(options);
     for (const char* tenant : {"acme", "globex"}) {
@@ -57,6 +58,12 @@ struct LicensedPlatform {
     return http_request(daemon->port(), method, path, "",
                         {{"Authorization", "Bearer " + owners.at(tenant)}});
   }
+  // Kills the daemon with SIGKILL and starts a new one on the same data directory.
+  void kill_and_restart() {
+    daemon->stop(SIGKILL);
+    daemon = std::make_unique<Daemon>(options);
+  }
+
   // Installs a new license for `tenant` with these features and limits (replacing its license).
   void relicense(const std::string& tenant, std::vector<std::string> features,
                  licensing::Limits limits) {
