@@ -21,6 +21,10 @@ void add_file_commands(CLI::App& app, std::function<macrohard::Client()> client,
 void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
                         int* exit_code);
 
+// Adds `jobs create|list|get|events|wait|cancel`: fine-tuning jobs, followed live.
+void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
+                      int* exit_code);
+
 // Runs a command's body, turning an SDK error into exit code 1 and a message on stderr.
 int guarded(const std::function<int()>& fn);
 

@@ -2,7 +2,9 @@
 // calls on tenants. Results are mh_object/mh_list views over the server's JSON.
 #include <boost/json.hpp>
 #include <cctype>
+#include <chrono>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "platform/base/crypto.h"
@@ -299,6 +301,105 @@ mh_error* mh_client_delete_model(mh_client* client, const char* model_id) {
   return guarded([&]() -> mh_error* {
     if (empty(model_id)) return null_argument("model_id");
     return call_object(client, "DELETE", "/v1/models/" + segment(model_id), nullptr, nullptr);
+  });
+}
+
+mh_error* mh_client_create_fine_tuning_job(mh_client* client, const char* model,
+                                           const char* training_file, const char* validation_file,
+                                           const char* suffix, int n_epochs, int batch_size,
+                                           double learning_rate_multiplier, int64_t seed,
+                                           mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(model)) return null_argument("model");
+    if (empty(training_file)) return null_argument("training_file");
+    if (out == nullptr) return null_argument("out");
+    json::object hyper;
+    hyper["n_epochs"] = n_epochs > 0 ? json::value(n_epochs) : json::value("auto");
+    hyper["batch_size"] = batch_size > 0 ? json::value(batch_size) : json::value("auto");
+    hyper["learning_rate_multiplier"] =
+        learning_rate_multiplier > 0 ? json::value(learning_rate_multiplier) : json::value("auto");
+    json::object body{
+        {"model", model}, {"training_file", training_file}, {"hyperparameters", hyper}};
+    if (!empty(validation_file)) body["validation_file"] = validation_file;
+    if (!empty(suffix)) body["suffix"] = suffix;
+    if (seed >= 0) body["seed"] = seed;
+    return call_object(client, "POST", "/v1/fine_tuning/jobs", &body, out);
+  });
+}
+
+mh_error* mh_client_list_fine_tuning_jobs(mh_client* client, const char* after, int limit,
+                                          mh_list** out) {
+  return guarded([&]() -> mh_error* {
+    return call_list(
+        client,
+        "/v1/fine_tuning/jobs" + query({{"after", text(after)}, {"limit", positive(limit)}}), out);
+  });
+}
+
+mh_error* mh_client_get_fine_tuning_job(mh_client* client, const char* job_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(job_id)) return null_argument("job_id");
+    if (out == nullptr) return null_argument("out");
+    return call_object(client, "GET", "/v1/fine_tuning/jobs/" + segment(job_id), nullptr, out);
+  });
+}
+
+mh_error* mh_client_cancel_fine_tuning_job(mh_client* client, const char* job_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(job_id)) return null_argument("job_id");
+    return call_object(client, "POST", "/v1/fine_tuning/jobs/" + segment(job_id) + "/cancel",
+                       nullptr, out);
+  });
+}
+
+mh_error* mh_client_list_fine_tuning_events(mh_client* client, const char* job_id,
+                                            const char* after, int limit, mh_list** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(job_id)) return null_argument("job_id");
+    return call_list(client,
+                     "/v1/fine_tuning/jobs/" + segment(job_id) + "/events" +
+                         query({{"after", text(after)}, {"limit", positive(limit)}}),
+                     out);
+  });
+}
+
+mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char* job_id,
+                                         mh_event_fn on_event, void* user_data,
+                                         int poll_interval_ms, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(job_id)) return null_argument("job_id");
+    if (out == nullptr) return null_argument("out");
+    const auto interval = std::chrono::milliseconds(poll_interval_ms > 0 ? poll_interval_ms : 500);
+    std::string after;
+    for (;;) {
+      // The job's state first, then every event up to now: a finished job's last events are
+      // all delivered before the wait returns.
+      mh_object* job = nullptr;
+      if (mh_error* e = mh_client_get_fine_tuning_job(client, job_id, &job)) return e;
+      std::unique_ptr<mh_object> job_owned(job);
+      for (bool more = true; more;) {
+        mh_list* page = nullptr;
+        if (mh_error* e =
+                mh_client_list_fine_tuning_events(client, job_id, after.c_str(), 100, &page)) {
+          return e;
+        }
+        std::unique_ptr<mh_list> page_owned(page);
+        for (const auto& item : page->items) {
+          after = mh_object_string(item.get(), "id");
+          if (on_event != nullptr && on_event(user_data, item.get()) != 0) {
+            return make_error(
+                mh::Status(mh::Code::kCancelled, "the wait was stopped by its caller"));
+          }
+        }
+        more = page->has_more;
+      }
+      const std::string status = mh_object_string(job, "status");
+      if (status == "succeeded" || status == "failed" || status == "cancelled") {
+        *out = job_owned.release();
+        return nullptr;
+      }
+      std::this_thread::sleep_for(interval);
+    }
   });
 }
 

@@ -3,6 +3,7 @@
 // stops its worker; bad requests and another tenant's ids are refused.
 #include <doctest/doctest.h>
 
+#include <macrohard/macrohard.hpp>
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
@@ -180,6 +181,50 @@ TEST_CASE("a daemon killed mid-job restarts it from its checkpoint, and it finis
     resumed = resumed || e.at("message").as_string().starts_with("Resuming from checkpoint-");
   }
   CHECK(resumed);
+}
+
+TEST_CASE("mhctl jobs create --wait follows a job to its model, and the SDK waits with events") {
+  JobsPlatform p;
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process(
+      {mhctl_path().string(), "jobs", "create", "--model", "custom:tiny", "--training-file",
+       p.training_file, "--epochs", "2", "--suffix", "cli", "--wait"},
+      env, 180s);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.find("step ") != std::string::npos);  // progress, on stderr
+  CHECK(r.output.find("The job has successfully completed") != std::string::npos);
+  CHECK(r.output.find("succeeded: ft:custom:tiny:cli:") != std::string::npos);
+  r = run_process({mhctl_path().string(), "jobs", "list"}, env);
+  CHECK(r.output.find("succeeded") != std::string::npos);
+
+  macrohard::Client client(macrohard::ClientOptions()
+                               .base_url(p.daemon->url())
+                               .api_key(p.owners.at("acme"))
+                               .max_retries(0));
+  macrohard::FineTuningRequest request;
+  request.model = "custom:tiny";
+  request.training_file = p.training_file;
+  request.n_epochs = 1;
+  request.seed = 3;
+  const auto job = client.create_fine_tuning_job(request);
+  CHECK(job.status == "queued");
+  CHECK(job.seed == 3);
+  int metrics = 0;
+  std::string last;
+  const auto done = client.wait_fine_tuning_job(
+      job.id,
+      [&](const macrohard::JobEvent& e) {
+        metrics += e.type == "metrics" && e.train_loss > 0;
+        last = e.message;
+        return true;
+      },
+      50ms);
+  CHECK(done.status == "succeeded");
+  CHECK(metrics > 0);
+  CHECK(last == "The job has successfully completed");
+  CHECK(client.get_model(done.fine_tuned_model).raw.string("kind") == "fine-tune");
+  CHECK(client.list_fine_tuning_jobs().items.size() == 2);
 }
 
 TEST_CASE("bad fine-tuning requests are refused with the field they are about") {

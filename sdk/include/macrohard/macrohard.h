@@ -279,6 +279,34 @@ MH_EXPORT mh_error* mh_client_list_models(mh_client* client, const char* after, 
 MH_EXPORT mh_error* mh_client_get_model(mh_client* client, const char* model_id, mh_object** out);
 MH_EXPORT mh_error* mh_client_delete_model(mh_client* client, const char* model_id);
 
+/* ---- fine-tuning jobs (since 1.3): /v1/fine_tuning/jobs, OpenAI-compatible ---------------- */
+
+/* Starts a job training `model` (one of the tenant's) on `training_file` (purpose "fine-tune").
+ * `validation_file` and `suffix` may be NULL; n_epochs, batch_size and learning_rate_multiplier
+ * 0 mean "auto"; a negative seed lets the server choose. On success *out is the job. */
+MH_EXPORT mh_error* mh_client_create_fine_tuning_job(
+    mh_client* client, const char* model, const char* training_file, const char* validation_file,
+    const char* suffix, int n_epochs, int batch_size, double learning_rate_multiplier, int64_t seed,
+    mh_object** out);
+MH_EXPORT mh_error* mh_client_list_fine_tuning_jobs(mh_client* client, const char* after, int limit,
+                                                    mh_list** out);
+MH_EXPORT mh_error* mh_client_get_fine_tuning_job(mh_client* client, const char* job_id,
+                                                  mh_object** out);
+MH_EXPORT mh_error* mh_client_cancel_fine_tuning_job(mh_client* client, const char* job_id,
+                                                     mh_object** out);
+/* A job's events, oldest first. */
+MH_EXPORT mh_error* mh_client_list_fine_tuning_events(mh_client* client, const char* job_id,
+                                                      const char* after, int limit, mh_list** out);
+/* Called with each new event of a job being waited on. Return 0 to go on waiting, anything
+ * else to stop waiting (the job goes on; the wait fails with MH_ERR_CANCELLED). */
+typedef int (*mh_event_fn)(void* user_data, const mh_object* event);
+/* Waits until the job has succeeded, failed or been cancelled, passing each of its events to
+ * `on_event` (may be NULL) as they appear, checking every `poll_interval_ms` (0: 500). On
+ * success *out is the finished job; a failed job is a success of the wait (read its status). */
+MH_EXPORT mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char* job_id,
+                                                   mh_event_fn on_event, void* user_data,
+                                                   int poll_interval_ms, mh_object** out);
+
 /* ---- the caller's tenant, keys and usage (since 1.2) --------------------------------------- */
 
 /* GET /v1/tenant: the tenant of the client's key, its limits, license state, and the key's own

@@ -283,6 +283,54 @@ struct Model {
   }
 };
 
+// A fine-tuning job (OpenAI's fields; see the API reference).
+struct FineTuningJob {
+  std::string id, model, status, training_file, fine_tuned_model, error_code, error_message;
+  int64_t created_at = 0, n_epochs = 0, batch_size = 0, seed = 0;
+  double learning_rate_multiplier = 0;
+  Object raw;
+  static FineTuningJob from(const Object& o) {
+    return {o.string("id"),
+            o.string("model"),
+            o.string("status"),
+            o.string("training_file"),
+            o.string("fine_tuned_model"),
+            o.string("error.code"),
+            o.string("error.message"),
+            o.integer("created_at"),
+            o.integer("hyperparameters.n_epochs"),
+            o.integer("hyperparameters.batch_size"),
+            o.integer("seed"),
+            o.number("hyperparameters.learning_rate_multiplier"),
+            o};
+  }
+};
+
+// What to start a fine-tuning job with; zeros are "auto", a negative seed the server's choice.
+struct FineTuningRequest {
+  std::string model, training_file, validation_file, suffix;
+  int n_epochs = 0, batch_size = 0;
+  double learning_rate_multiplier = 0;
+  int64_t seed = -1;
+};
+
+// One event of a job. Metrics events carry step and train_loss.
+struct JobEvent {
+  std::string id, level, type, message;
+  int64_t created_at = 0, step = 0, total_steps = 0;
+  double train_loss = 0;
+  static JobEvent from(const Object& o) {
+    return {o.string("id"),
+            o.string("level"),
+            o.string("type"),
+            o.string("message"),
+            o.integer("created_at"),
+            o.integer("data.step"),
+            o.integer("data.total_steps"),
+            o.number("data.train_loss")};
+  }
+};
+
 // An API key. `secret` is set only in what create_key returns: it is shown once.
 struct ApiKey {
   std::string id, tenant, name, role, prefix, created_by;
@@ -379,6 +427,23 @@ Page<T> page_of(mh_list* raw, From from) {
   page.last_id = mh_list_last_id(raw);
   return page;
 }
+// Carries an event callback across the C ABI, as ProgressBridge does a progress callback.
+struct EventBridge {
+  const std::function<bool(const JobEvent&)>* fn;
+  std::exception_ptr thrown;
+  static int call(void* self, const mh_object* event) {
+    auto* bridge = static_cast<EventBridge*>(self);
+    try {
+      // The event is borrowed for the call: it is copied out, never kept.
+      Object borrowed(std::shared_ptr<const mh_object>(event, [](const mh_object*) {}));
+      return (*bridge->fn)(JobEvent::from(borrowed)) ? 0 : 1;
+    } catch (...) {
+      bridge->thrown = std::current_exception();
+      return 1;
+    }
+  }
+};
+
 // Carries a Progress across the C ABI; an exception it throws cancels the transfer and is
 // rethrown once the call returns.
 struct ProgressBridge {
@@ -497,6 +562,57 @@ class Client {
   }
   void delete_model(const std::string& id) {
     detail::check(mh_client_delete_model(p_.get(), id.c_str()));
+  }
+
+  // ---- fine-tuning jobs (since 1.3) ----
+
+  FineTuningJob create_fine_tuning_job(const FineTuningRequest& r) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_create_fine_tuning_job(
+        p_.get(), r.model.c_str(), r.training_file.c_str(), detail::or_null(r.validation_file),
+        detail::or_null(r.suffix), r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed,
+        &raw));
+    return FineTuningJob::from(detail::own(raw));
+  }
+  Page<FineTuningJob> list_fine_tuning_jobs(const std::string& after = {}, int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_list_fine_tuning_jobs(p_.get(), detail::or_null(after), limit, &raw));
+    return detail::page_of<FineTuningJob>(raw, FineTuningJob::from);
+  }
+  FineTuningJob get_fine_tuning_job(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_get_fine_tuning_job(p_.get(), id.c_str(), &raw));
+    return FineTuningJob::from(detail::own(raw));
+  }
+  FineTuningJob cancel_fine_tuning_job(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_cancel_fine_tuning_job(p_.get(), id.c_str(), &raw));
+    return FineTuningJob::from(detail::own(raw));
+  }
+  Page<JobEvent> list_fine_tuning_events(const std::string& id, const std::string& after = {},
+                                         int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_list_fine_tuning_events(p_.get(), id.c_str(), detail::or_null(after),
+                                                    limit, &raw));
+    return detail::page_of<JobEvent>(raw, JobEvent::from);
+  }
+  // Blocks until the job finishes, passing each new event to `on_event` (return false to stop
+  // waiting: the call then throws Error with code MH_ERR_CANCELLED; an exception on_event
+  // throws is rethrown).
+  FineTuningJob wait_fine_tuning_job(
+      const std::string& id, std::function<bool(const JobEvent&)> on_event = {},
+      std::chrono::milliseconds poll = std::chrono::milliseconds(500)) {
+    detail::EventBridge bridge{&on_event, nullptr};
+    mh_object* raw = nullptr;
+    mh_error* e = mh_client_wait_fine_tuning_job(p_.get(), id.c_str(),
+                                                 on_event ? &detail::EventBridge::call : nullptr,
+                                                 &bridge, static_cast<int>(poll.count()), &raw);
+    if (bridge.thrown) {
+      mh_error_delete(e);
+      std::rethrow_exception(bridge.thrown);
+    }
+    detail::check(e);
+    return FineTuningJob::from(detail::own(raw));
   }
 
   // ---- the caller's tenant, keys and usage (since 1.2) ----
