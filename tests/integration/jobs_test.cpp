@@ -227,6 +227,20 @@ TEST_CASE("mhctl jobs create --wait follows a job to its model, and the SDK wait
   CHECK(client.list_fine_tuning_jobs().items.size() == 2);
 }
 
+TEST_CASE("the official openai npm client runs a fine-tuning job and reads its events") {
+  const fs::path client_dir = source_dir() / "tests/integration/openai_client";
+  const fs::path node = find_program("node");
+  REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
+  REQUIRE_MESSAGE(fs::exists(client_dir / "node_modules/openai/package.json"),
+                  "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
+  JobsPlatform p;
+  ProcessResult run = run_process(
+      {node.string(), (client_dir / "fine_tuning.mjs").string(), "custom:tiny", p.training_file},
+      {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}}, 180s);
+  CHECK_MESSAGE(run.exit_code == 0, run.output);
+  CHECK(run.output.find("openai client: fine-tuning job succeeded") != std::string::npos);
+}
+
 TEST_CASE("bad fine-tuning requests are refused with the field they are about") {
   JobsPlatform p;
   auto post = [&](json::object body) {
