@@ -152,7 +152,6 @@ int main(int argc, char** argv) {
   const bool forward_only = opt["forward-only"] != 0;
   TrainConfig tc;
   AdamW adam(model->parameters(), tc);
-  std::vector<Tensor> grads;
   auto one_step = [&] {
     if (forward_only) {  // logits and loss, no gradients
       model->forward(ids, b, t, {});
@@ -163,9 +162,7 @@ int main(int argc, char** argv) {
     model->zero_grad();
     model->forward(ids, b, t, targets);
     model->backward();
-    grads.clear();
-    for (const auto& p : model->parameters()) grads.push_back(p.grad);
-    adam.step(model->parameters(), grads, 1e-4f);
+    adam.step(model->parameters(), 1e-4f);
   };
   one_step();
   timed.gemm_seconds = timed.gemm_flops = 0;

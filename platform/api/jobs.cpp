@@ -25,6 +25,7 @@ constexpr std::string_view kColumns =
 constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
 constexpr int64_t kMaxSeqLen = 512;
 constexpr auto kCancelGrace = std::chrono::seconds(10);
+constexpr auto kMetricsInterval = std::chrono::milliseconds(200);
 
 JobRecord from_row(const store::Row& r) {
   auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
@@ -153,8 +154,9 @@ Status FineTuning::start() {
   }
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     return s
-        .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE status = "
-              "'running'")
+        .exec(
+            "UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE status = "
+            "'running'")
         .status();
   }));
   runner_ = std::thread([this] { run(); });
@@ -242,6 +244,10 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   }));
   j.status = "queued";
   add_event(j, "info", "message", "Files validated, job queued");
+  {
+    std::lock_guard lock(mutex_);
+    work_ = true;
+  }
   wake_.notify_all();
   return j;
 }
@@ -275,19 +281,15 @@ Result<JobRecord> FineTuning::cancel(std::string_view tenant, std::string_view i
   if (j.status == "succeeded" || j.status == "failed" || j.status == "cancelled") {
     return failed_precondition(fmt::format("job '{}' has already {}", j.id, j.status));
   }
+  // The runner claims jobs under this lock, so a job not running now cannot start meanwhile.
   std::unique_lock lock(mutex_);
   if (running_ == j.id) {
-    cancel_ = j.id;  // the runner stops the worker and records the cancellation
-    lock.unlock();
-    for (int i = 0; i < 3000; ++i) {  // answer once it has stopped (within the grace period)
-      auto now = get(tenant, id);
-      if (now.ok() && now->status == "cancelled") return now;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return get(tenant, id);
+    cancel_ = j.id;  // the runner stops the worker (within the grace period) and records it
+    idle_.wait_for(lock, kCancelGrace + std::chrono::seconds(5), [&] { return running_ != j.id; });
+  } else {
+    MH_TRY(finish(j, "cancelled", "", "", "", std::nullopt));
   }
   lock.unlock();
-  MH_TRY(finish(j, "cancelled", "", "", "", std::nullopt));
   return get(tenant, id);
 }
 
@@ -323,7 +325,8 @@ Result<std::vector<JobEvent>> FineTuning::events(std::string_view tenant, std::s
 
 void FineTuning::add_event(const JobRecord& job, std::string level, std::string type,
                            std::string message, std::string data) {
-  const int64_t now = clock_.now().ok() ? *clock_.now() : 0;
+  const auto clock = clock_.now();
+  const int64_t now = clock.ok() ? *clock : 0;
   Status s = db_.write([&](store::Session& session) -> Status {
     return session
         .exec(
@@ -366,32 +369,34 @@ void FineTuning::run() {
     std::optional<JobRecord> next;
     {
       std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || work_; });
       if (stopping_) return;
-    }
-    (void)db_.write([&](store::Session& s) -> Status {
-      MH_ASSIGN_OR_RETURN(auto rows,
-                          s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE status = "
-                                              "'queued' ORDER BY created_at, rowid LIMIT 1",
-                                              kColumns)));
-      if (rows.empty()) return {};
-      next = from_row(rows[0]);
-      return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {next->id})
-          .status();
-    });
-    if (!next) {
-      std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, std::chrono::seconds(1));
-      continue;
-    }
-    next->status = "running";
-    {
-      std::lock_guard lock(mutex_);
+      work_ = false;
+      // Claim the oldest queued job (under the lock: see cancel()).
+      Status claimed = db_.write([&](store::Session& s) -> Status {
+        MH_ASSIGN_OR_RETURN(auto rows,
+                            s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE status = "
+                                                "'queued' ORDER BY created_at, rowid LIMIT 1",
+                                                kColumns)));
+        if (rows.empty()) return {};
+        next = from_row(rows[0]);
+        return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {next->id})
+            .status();
+      });
+      if (!claimed.ok()) {
+        spdlog::error("fine-tuning runner: {}", claimed.message());
+        next.reset();
+      }
+      if (!next) continue;
+      next->status = "running";
       running_ = next->id;
+      work_ = true;  // look again once this one is done
     }
     execute(*next);
     std::lock_guard lock(mutex_);
     running_.clear();
     if (cancel_ == next->id) cancel_.clear();
+    idle_.notify_all();
   }
 }
 
@@ -450,6 +455,7 @@ void FineTuning::execute(const JobRecord& job) {
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
   bool done = false;
+  std::chrono::steady_clock::time_point last_metrics{};
   auto on_event = [&](std::string_view line) {
     boost::system::error_code jec;
     json::value v = json::parse(line, jec);
@@ -458,11 +464,16 @@ void FineTuning::execute(const JobRecord& job) {
     const json::value* type = e.if_contains("type");
     if (type == nullptr || !type->is_string()) return;
     if (type->as_string() == "step") {
+      // Every event is a durable write: small models step hundreds of times a second, so
+      // metrics are kept at most every kMetricsInterval, and always the first and the last.
       const int64_t step = e.at("step").to_number<int64_t>();
+      const int64_t total = e.at("steps").to_number<int64_t>();
+      const auto now = std::chrono::steady_clock::now();
+      if (step != 1 && step != total && now - last_metrics < kMetricsInterval) return;
+      last_metrics = now;
       const double loss = e.at("loss").to_number<double>();
       add_event(job, "info", "metrics",
-                fmt::format("Step {}/{}: training loss={:.4f}", step,
-                            e.at("steps").to_number<int64_t>(), loss),
+                fmt::format("Step {}/{}: training loss={:.4f}", step, total, loss),
                 json::serialize(json::object{{"step", step},
                                              {"train_loss", loss},
                                              {"learning_rate", e.at("lr")},

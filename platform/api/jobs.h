@@ -81,8 +81,10 @@ class FineTuning {
   const int worker_threads_;
 
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_;  // the runner: work to look at, or stop
+  std::condition_variable idle_;  // a job finished running
   bool stopping_ = false;
+  bool work_ = true;              // queued jobs may be waiting
   std::string running_, cancel_;  // the job running now, and one asked to stop
   std::thread runner_;
 };

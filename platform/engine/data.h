@@ -33,7 +33,6 @@ class ChatTemplate {
               std::vector<uint8_t>* learn) const;
   // The tokens that open the assistant's reply (for generation).
   void append_reply_start(std::vector<int32_t>& ids) const;
-  int32_t end_of_turn() const { return end_; }  // -1 without ChatML
 
  private:
   const Tokenizer& tokenizer_;

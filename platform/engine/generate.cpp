@@ -91,17 +91,20 @@ int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
   if (s.params.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits, logits + v) - logits);
   }
-  // Candidates by falling logit (ties: lower id first), cut by top-k, then by top-p.
+  // Candidates by falling logit (ties: lower id first), cut by top-k, then by top-p. Without a
+  // cut every token is a candidate in id order, and nothing needs sorting.
   std::vector<int32_t> order(static_cast<size_t>(v));
   std::iota(order.begin(), order.end(), 0);
   const int64_t k = s.params.top_k > 0 ? std::min(s.params.top_k, v) : v;
-  auto by_logit = [&](int32_t a, int32_t b) {
-    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
-  };
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), by_logit);
-  order.resize(static_cast<size_t>(k));
+  if (k < v || s.params.top_p < 1.0f) {
+    auto by_logit = [&](int32_t a, int32_t b) {
+      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+    };
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), by_logit);
+    order.resize(static_cast<size_t>(k));
+  }
   std::vector<double> p(order.size());
-  const double top = logits[order[0]];
+  const double top = *std::max_element(logits, logits + v);
   double sum = 0;
   for (size_t i = 0; i < order.size(); ++i) {
     p[i] = std::exp((logits[order[i]] - top) / s.params.temperature);
@@ -243,10 +246,10 @@ Result<std::vector<GenerationResult>> generate(Model& model, const Tokenizer& to
                                                const SamplingParams& params,
                                                TokenCallback on_token) {
   DecodeBatch batch(model, tokenizer);
-  for (const auto& p : prompts) {
+  for (size_t i = 0; i < prompts.size(); ++i) {
     SamplingParams own = params;
-    own.seed = params.seed + static_cast<uint64_t>(&p - prompts.data());
-    MH_TRY(batch.add(p, own, on_token).status());
+    own.seed = params.seed + i;
+    MH_TRY(batch.add(prompts[i], own, on_token).status());
   }
   std::vector<GenerationResult> results(prompts.size());
   while (batch.step()) {

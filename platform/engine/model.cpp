@@ -258,16 +258,10 @@ Model::~Model() = default;
 Model::Layout Model::lay_out(const ModelConfig& c,
                              const std::function<size_t(std::string, Shape, bool)>& add) {
   Layout out;
-  size_t& wte_ = out.wte;
-  size_t& wpe_ = out.wpe;
-  size_t& norm_w_ = out.norm_w;
-  size_t& norm_b_ = out.norm_b;
-  size_t& head_ = out.head;
-  std::vector<Layer>& layers_ = out.layers;
   const int64_t d = c.hidden, q = c.heads * c.head_dim, kv = c.kv_heads * c.head_dim;
   if (c.family == Family::kGpt2) {
-    wte_ = add("transformer.wte.weight", {c.vocab_size, d}, true);
-    wpe_ = add("transformer.wpe.weight", {c.max_positions, d}, true);
+    out.wte = add("transformer.wte.weight", {c.vocab_size, d}, true);
+    out.wpe = add("transformer.wpe.weight", {c.max_positions, d}, true);
     for (int64_t l = 0; l < c.layers; ++l) {
       const std::string p = "transformer.h." + std::to_string(l) + ".";
       Layer y;
@@ -283,12 +277,12 @@ Model::Layout Model::lay_out(const ModelConfig& c,
       y.fc_b = add(p + "mlp.c_fc.bias", {c.ffn}, false);
       y.proj_w = add(p + "mlp.c_proj.weight", {c.ffn, d}, true);
       y.proj_b = add(p + "mlp.c_proj.bias", {d}, false);
-      layers_.push_back(y);
+      out.layers.push_back(y);
     }
-    norm_w_ = add("transformer.ln_f.weight", {d}, false);
-    norm_b_ = add("transformer.ln_f.bias", {d}, false);
+    out.norm_w = add("transformer.ln_f.weight", {d}, false);
+    out.norm_b = add("transformer.ln_f.bias", {d}, false);
   } else {
-    wte_ = add("model.embed_tokens.weight", {c.vocab_size, d}, true);
+    out.wte = add("model.embed_tokens.weight", {c.vocab_size, d}, true);
     for (int64_t l = 0; l < c.layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       Layer y;
@@ -301,11 +295,11 @@ Model::Layout Model::lay_out(const ModelConfig& c,
       y.gate = add(p + "mlp.gate_proj.weight", {c.ffn, d}, true);
       y.up = add(p + "mlp.up_proj.weight", {c.ffn, d}, true);
       y.proj_w = add(p + "mlp.down_proj.weight", {d, c.ffn}, true);
-      layers_.push_back(y);
+      out.layers.push_back(y);
     }
-    norm_w_ = add("model.norm.weight", {d}, false);
+    out.norm_w = add("model.norm.weight", {d}, false);
   }
-  head_ = c.tie_embeddings ? wte_ : add("lm_head.weight", {c.vocab_size, d}, true);
+  out.head = c.tie_embeddings ? out.wte : add("lm_head.weight", {c.vocab_size, d}, true);
   return out;
 }
 

@@ -69,7 +69,6 @@ struct Parameter {
 class KvCache {
  public:
   int64_t length() const { return length_; }
-  void clear() { length_ = 0; }
 
  private:
   friend class Model;

@@ -41,7 +41,6 @@ class Tokenizer {
 
   int32_t vocab_size() const { return static_cast<int32_t>(tokens_.size()); }
   std::optional<int32_t> special_token(std::string_view content) const;
-  const std::vector<int32_t>& special_ids() const { return special_ids_; }
 
   // tokenizer.json as transformers and `tokenizers` read it.
   std::string to_tokenizer_json() const;

@@ -16,7 +16,6 @@ class SingleRank final : public Collective {
   int rank() const override { return 0; }
   int world() const override { return 1; }
   void all_reduce_sum(std::span<float>) override {}
-  void broadcast(std::span<float>, int) override {}
 };
 
 struct GroupState {
@@ -48,16 +47,6 @@ class ThreadRank final : public Collective {
     g_->sync.arrive_and_wait();
     std::memcpy(data.data(), g_->result.data(), n * sizeof(float));
     g_->sync.arrive_and_wait();  // nobody reuses `result` before everyone has read it
-  }
-
-  void broadcast(std::span<float> data, int root) override {
-    g_->buffers[static_cast<size_t>(rank_)] = data;
-    g_->sync.arrive_and_wait();
-    if (rank_ != root) {
-      std::memcpy(data.data(), g_->buffers[static_cast<size_t>(root)].data(),
-                  data.size() * sizeof(float));
-    }
-    g_->sync.arrive_and_wait();
   }
 
  private:
@@ -128,6 +117,17 @@ AdamW::AdamW(const std::vector<Parameter>& params, const TrainConfig& config)
 
 void AdamW::step(std::vector<Parameter>& params, const std::vector<Tensor>& grads, float lr,
                  float grad_scale) {
+  update(
+      params, [&](size_t i) { return grads[i].data(); }, lr, grad_scale);
+}
+
+void AdamW::step(std::vector<Parameter>& params, float lr) {
+  update(
+      params, [&](size_t i) { return params[i].grad.data(); }, lr, 1.0f);
+}
+
+void AdamW::update(std::vector<Parameter>& params, const std::function<const float*(size_t)>& grad,
+                   float lr, float grad_scale) {
   ++steps_;
   const double t = static_cast<double>(steps_);
   const float bc1 = static_cast<float>(1.0 - std::pow(beta1_, t));
@@ -137,7 +137,7 @@ void AdamW::step(std::vector<Parameter>& params, const std::vector<Tensor>& grad
     float* w = params[i].value.data();
     float* m = m_[i].data();
     float* v = v_[i].data();
-    const float* g = grads[i].data();
+    const float* g = grad(i);
     const float decay = params[i].decay ? 1.0f - lr * weight_decay_ : 1.0f;
     for (int64_t j = 0; j < params[i].value.numel(); ++j) {
       const float gj = g[j] * grad_scale;

@@ -34,8 +34,6 @@ class Collective {
   virtual int world() const = 0;
   // Every rank's `data` becomes the elementwise sum over ranks, added in rank order.
   virtual void all_reduce_sum(std::span<float> data) = 0;
-  // Every rank's `data` becomes rank `root`'s.
-  virtual void broadcast(std::span<float> data, int root) = 0;
 };
 
 // A single rank: nothing to communicate.
@@ -71,10 +69,14 @@ class AdamW {
   // One update of every parameter from `grads` (one per parameter) times grad_scale.
   void step(std::vector<Parameter>& params, const std::vector<Tensor>& grads, float lr,
             float grad_scale = 1.0f);
+  // The same from each parameter's own gradient.
+  void step(std::vector<Parameter>& params, float lr);
   int64_t steps() const { return steps_; }
 
  private:
   friend class Trainer;
+  void update(std::vector<Parameter>& params, const std::function<const float*(size_t)>& grad,
+              float lr, float grad_scale);
   float beta1_, beta2_, eps_, weight_decay_;
   std::vector<Tensor> m_, v_;
   int64_t steps_ = 0;

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <macrohard/macrohard.hpp>
+#include <string>
 
 namespace mh::cli {
 
@@ -24,6 +25,19 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
 // Adds `jobs create|list|get|events|wait|cancel`: fine-tuning jobs, followed live.
 void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
                       int* exit_code);
+
+// Calls fn(item) for every item of a list, following its pages: fetch(after) returns the page
+// after the item `after` ("" for the first).
+template <typename Fetch, typename Fn>
+void for_each_item(Fetch fetch, Fn fn) {
+  std::string after;
+  for (;;) {
+    auto page = fetch(after);
+    for (const auto& item : page.items) fn(item);
+    if (!page.has_more) return;
+    after = page.last_id;
+  }
+}
 
 // Runs a command's body, turning an SDK error into exit code 1 and a message on stderr.
 int guarded(const std::function<int()>& fn);

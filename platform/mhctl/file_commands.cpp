@@ -142,19 +142,14 @@ void add_file_commands(CLI::App& app, std::function<macrohard::Client()> client,
       if (!*json_out) {
         std::printf("%-30s %-10s %12s  %-20s  %s\n", "ID", "PURPOSE", "SIZE", "CREATED", "NAME");
       }
-      std::string after;
-      for (;;) {
-        auto page = c.list_files(a->purpose, after, 100);
-        for (const auto& f : page.items) {
-          if (*json_out) {
-            std::printf("%s\n", f.raw.json().c_str());
-          } else {
-            print_file(f);
-          }
-        }
-        if (!page.has_more) break;
-        after = page.last_id;
-      }
+      for_each_item([&](const std::string& after) { return c.list_files(a->purpose, after, 100); },
+                    [&](const macrohard::File& f) {
+                      if (*json_out) {
+                        std::printf("%s\n", f.raw.json().c_str());
+                      } else {
+                        print_file(f);
+                      }
+                    });
       return 0;
     });
   });

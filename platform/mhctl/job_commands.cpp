@@ -99,19 +99,14 @@ void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, 
     *exit_code = guarded([&] {
       auto c = client();
       if (!*json_out) std::printf("%-30s %-10s %-28s %s\n", "ID", "STATUS", "MODEL", "RESULT");
-      std::string after;
-      for (;;) {
-        auto page = c.list_fine_tuning_jobs(after, 100);
-        for (const auto& j : page.items) {
-          if (*json_out) {
-            std::printf("%s\n", j.raw.json().c_str());
-          } else {
-            print_job(j);
-          }
-        }
-        if (!page.has_more) break;
-        after = page.last_id;
-      }
+      for_each_item([&](const std::string& after) { return c.list_fine_tuning_jobs(after, 100); },
+                    [&](const macrohard::FineTuningJob& item) {
+                      if (*json_out) {
+                        std::printf("%s\n", item.raw.json().c_str());
+                      } else {
+                        print_job(item);
+                      }
+                    });
       return 0;
     });
   });
@@ -130,16 +125,12 @@ void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, 
   events->callback([=] {
     *exit_code = guarded([&] {
       auto c = client();
-      std::string after;
-      for (;;) {
-        auto page = c.list_fine_tuning_events(a->id, after, 1000);
-        for (const auto& e : page.items) {
-          std::printf("%s  %-5s %s\n", rfc3339(e.created_at).c_str(), e.level.c_str(),
-                      e.message.c_str());
-        }
-        if (!page.has_more) break;
-        after = page.last_id;
-      }
+      for_each_item(
+          [&](const std::string& after) { return c.list_fine_tuning_events(a->id, after, 1000); },
+          [&](const macrohard::JobEvent& item) {
+            std::printf("%s  %-5s %s\n", rfc3339(item.created_at).c_str(), item.level.c_str(),
+                        item.message.c_str());
+          });
       return 0;
     });
   });

@@ -69,19 +69,14 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
         std::printf("%-28s %-6s %14s  %8s  %s\n", "ID", "FAMILY", "PARAMETERS", "CONTEXT",
                     "CREATED");
       }
-      std::string after;
-      for (;;) {
-        auto page = c.list_models(after, 100);
-        for (const auto& m : page.items) {
-          if (*json_out) {
-            std::printf("%s\n", m.raw.json().c_str());
-          } else {
-            print_model(m);
-          }
-        }
-        if (!page.has_more) break;
-        after = page.last_id;
-      }
+      for_each_item([&](const std::string& after) { return c.list_models(after, 100); },
+                    [&](const macrohard::Model& item) {
+                      if (*json_out) {
+                        std::printf("%s\n", item.raw.json().c_str());
+                      } else {
+                        print_model(item);
+                      }
+                    });
       return 0;
     });
   });

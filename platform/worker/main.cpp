@@ -191,13 +191,15 @@ int main(int argc, char** argv) {
   train->add_option("--model", model_dir, "model directory to start from")->required();
   train->add_option("--data", data_file, "JSONL training file")->required();
   train->add_option("--out", out_dir, "where the trained model and checkpoints go")->required();
-  train->add_option("--steps", tc.steps, "optimizer steps");
+  train->add_option("--steps", tc.steps, "optimizer steps")->check(CLI::PositiveNumber);
   double epochs = 0;
   train->add_option("--epochs", epochs, "passes over the data (sets --steps from the data's size)")
       ->check(CLI::Range(0.001, 1000.0));
-  train->add_option("--batch-size", tc.batch_size, "rows per micro-batch");
-  train->add_option("--seq-len", tc.seq_len, "tokens per row");
-  train->add_option("--grad-accum", tc.grad_accum, "micro-batches per step");
+  train->add_option("--batch-size", tc.batch_size, "rows per micro-batch")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--seq-len", tc.seq_len, "tokens per row")->check(CLI::PositiveNumber);
+  train->add_option("--grad-accum", tc.grad_accum, "micro-batches per step")
+      ->check(CLI::PositiveNumber);
   train->add_option("--lr", tc.lr, "peak learning rate");
   train->add_option("--warmup", tc.warmup_steps, "warm-up steps");
   train->add_option("--min-lr-ratio", tc.min_lr_ratio, "final learning rate / peak");
@@ -306,13 +308,6 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
   } else if (train->parsed()) {
-    if (epochs > 0 && tc.seq_len > 0 && tc.batch_size > 0) {
-      // Resolved once the data is read (below); validate with a placeholder meanwhile.
-      tc.steps = std::max<int64_t>(tc.steps, 1);
-    }
-    // The default warm-up never exceeds a short run.
-    if (train->count("--warmup") == 0) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps);
-    if (Status s = tc.validate(); !s.ok()) fail(s);
     auto model = need(Model::load(model_dir, *backend));
     const Tokenizer tok = need(Tokenizer::load(model_dir));
     if (tok.vocab_size() > model->config().vocab_size) {
@@ -327,14 +322,15 @@ int main(int argc, char** argv) {
       fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
                                         data.tokens(), tc.seq_len)));
     }
-    if (epochs > 0) {
+    if (epochs > 0) {  // the run's length from the data's
       const double rows_per_step = static_cast<double>(tc.batch_size * tc.grad_accum);
       tc.steps = std::max<int64_t>(
           1, static_cast<int64_t>(
                  std::ceil(epochs * static_cast<double>(data.rows(tc.seq_len)) / rows_per_step)));
-      if (train->count("--warmup") == 0) tc.warmup_steps = std::min<int64_t>(10, tc.steps / 10);
-      if (Status s = tc.validate(); !s.ok()) fail(s);
     }
+    // The default warm-up is at most a tenth of the run.
+    if (train->count("--warmup") == 0) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps / 10);
+    if (Status s = tc.validate(); !s.ok()) fail(s);
     std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
                 static_cast<long long>(data.examples()), static_cast<long long>(data.tokens()),
                 static_cast<long long>(data.rows(tc.seq_len)), static_cast<long long>(tc.seq_len));

@@ -104,7 +104,7 @@ TEST_CASE("the trainer learns a vocabulary of the requested size, deterministica
   auto reloaded = Tokenizer::from_tokenizer_json(a->to_tokenizer_json());
   REQUIRE_MESSAGE(reloaded.ok(), reloaded.status().to_string());
   CHECK(reloaded->encode(texts[7]) == a->encode(texts[7]));
-  // The golden tokenizer's trainer and ours agree on the same text's first merges' effect.
+  // A vocabulary smaller than the 256 bytes and the special tokens is refused.
   options.vocab_size = 10;
   CHECK(train_bpe(texts, options).status().code() == Code::kInvalidArgument);
 }

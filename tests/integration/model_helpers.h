@@ -34,6 +34,14 @@ inline std::map<std::string, std::string> tiny_model_files(const std::filesystem
 }
 
 struct ModelsPlatform : LicensedPlatform {
+  // Licenses `tenant` for `features` with models up to `max_model_params` parameters.
+  void license_models(const std::string& tenant, std::vector<std::string> features,
+                      int64_t max_model_params = 1'000'000) {
+    licensing::Limits limits;
+    limits.seats = 1;
+    limits.max_model_params = max_model_params;
+    relicense(tenant, std::move(features), limits);
+  }
   // Uploads each file with purpose "model" and returns {"config.json": "file-…", ...}.
   boost::json::object upload_model(const std::string& tenant,
                                    const std::map<std::string, std::string>& files,

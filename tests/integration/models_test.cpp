@@ -22,10 +22,7 @@ std::string message_of(const RawResponse& r) {
 
 TEST_CASE("a tenant registers a custom model from its files, and only it can see and use it") {
   ModelsPlatform p;
-  licensing::Limits limits;
-  limits.seats = 1;
-  limits.max_model_params = 1'000'000;
-  p.relicense("acme", {"train", "custom_models"}, limits);
+  p.license_models("acme", {"train", "custom_models"});
   TempDir work;
   const auto files = tiny_model_files(work.path() / "tiny", 16);
   const json::object ids = p.upload_model("acme", files);
@@ -75,10 +72,7 @@ TEST_CASE("a tenant registers a custom model from its files, and only it can see
 
 TEST_CASE("custom models are refused, saying why, when the files or the license do not fit") {
   ModelsPlatform p;
-  licensing::Limits limits;
-  limits.seats = 1;
-  limits.max_model_params = 1'000'000;
-  p.relicense("acme", {"custom_models"}, limits);
+  p.license_models("acme", {"custom_models"});
   TempDir work;
   const auto good = tiny_model_files(work.path() / "a", 16);
   const json::object ids = p.upload_model("acme", good);
@@ -121,8 +115,7 @@ TEST_CASE("custom models are refused, saying why, when the files or the license 
   CHECK(p.register_model("acme", "Bad Name", ids).status == 400);
 
   // Over the license's max_model_params.
-  limits.max_model_params = 1000;
-  p.relicense("acme", {"custom_models"}, limits);
+  p.license_models("acme", {"custom_models"}, 1000);
   r = p.register_model("acme", "tiny", ids);
   CHECK(r.status == 403);
   CHECK(message_of(r).find("allows at most 1000 (max_model_params)") != std::string::npos);
@@ -139,10 +132,7 @@ TEST_CASE("custom models are refused, saying why, when the files or the license 
 
 TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the model") {
   ModelsPlatform p;
-  licensing::Limits limits;
-  limits.seats = 1;
-  limits.max_model_params = 1'000'000;
-  p.relicense("acme", {"custom_models"}, limits);
+  p.license_models("acme", {"custom_models"});
   TempDir work;
   tiny_model_files(work.path() / "tiny", 16);
   const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
