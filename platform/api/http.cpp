@@ -75,6 +75,110 @@ Response Response::file(std::string path, std::string content_type) {
   return response;
 }
 
+Response Response::streamed(std::shared_ptr<ResponseStream> stream) {
+  Response response;
+  response.stream = std::move(stream);
+  return response;
+}
+
+void ResponseStream::begin(int status, std::string content_type, Headers headers) {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mutex_);
+    if (pending_.began || head_taken_) return;
+    pending_.began = true;
+    pending_.status = status;
+    pending_.content_type = std::move(content_type);
+    pending_.headers = std::move(headers);
+    notify = notify_;
+  }
+  if (notify) notify();
+}
+
+void ResponseStream::write(std::string piece) {
+  if (piece.empty()) return;
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mutex_);
+    if (cancelled_ || pending_.ended) return;
+    pending_.data += piece;
+    notify = notify_;
+  }
+  if (notify) notify();
+}
+
+void ResponseStream::end() {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mutex_);
+    if (pending_.ended) return;
+    pending_.ended = true;
+    notify = notify_;
+  }
+  if (notify) notify();
+}
+
+void ResponseStream::fail(const Status& status) {
+  Response error = Response::error(status);
+  begin(error.status, error.content_type);
+  write(std::move(error.body));
+  end();
+}
+
+bool ResponseStream::cancelled() const {
+  std::lock_guard lock(mutex_);
+  return cancelled_;
+}
+
+void ResponseStream::on_cancel(std::function<void()> callback) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!cancelled_) {
+      on_cancel_ = std::move(callback);
+      return;
+    }
+  }
+  callback();
+}
+
+void ResponseStream::set_notify(std::function<void()> notify) {
+  {
+    std::lock_guard lock(mutex_);
+    notify_ = notify;
+  }
+  notify();  // whatever came before the server looked
+}
+
+ResponseStream::Pending ResponseStream::take() {
+  std::lock_guard lock(mutex_);
+  Pending out;
+  out.began = pending_.began && !head_taken_;
+  if (out.began) {
+    head_taken_ = true;
+    out.status = pending_.status;
+    out.content_type = std::move(pending_.content_type);
+    out.headers = std::move(pending_.headers);
+  }
+  if (head_taken_) {
+    out.data = std::move(pending_.data);
+    pending_.data.clear();
+    out.ended = pending_.ended;
+  }
+  return out;
+}
+
+void ResponseStream::cancel() {
+  std::function<void()> callback;
+  {
+    std::lock_guard lock(mutex_);
+    if (cancelled_) return;
+    cancelled_ = true;
+    notify_ = nullptr;
+    callback = std::exchange(on_cancel_, nullptr);
+  }
+  if (callback) callback();
+}
+
 Response Response::error(const Status& status) {
   json::object error{
       {"type", openai_error_type(status.code())},

@@ -4,6 +4,9 @@
 
 #include <boost/json/value.hpp>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +53,41 @@ struct Request {
   std::string_view param(std::string_view name) const;
 };
 
+// A response made later, on another thread, and sent piece by piece as it is made: server-sent
+// events, a reply relayed from a replica. The producer calls begin() once, write() for each
+// piece, then end(); the server sends the head as soon as begin() comes, then each piece as a
+// chunk. When the client goes away first, cancelled() turns true and the on_cancel callback runs
+// (once, on whichever thread saw it go): the producer should stop and may drop what is left.
+class ResponseStream {
+ public:
+  void begin(int status, std::string content_type, Headers headers = {});
+  void write(std::string piece);
+  void end();
+  // begin() with an error envelope, write() and end() in one go (for a failure before begin).
+  void fail(const Status& status);
+  bool cancelled() const;
+  void on_cancel(std::function<void()> callback);  // runs at once when already cancelled
+
+  // The server's side. `notify` runs (on the producer's thread) whenever there is more to send.
+  struct Pending {
+    bool began = false;  // set once, the first time the head is handed over
+    int status = 200;
+    std::string content_type;
+    Headers headers;
+    std::string data;  // pieces written since the last take, concatenated
+    bool ended = false;
+  };
+  void set_notify(std::function<void()> notify);
+  Pending take();
+  void cancel();
+
+ private:
+  mutable std::mutex mutex_;
+  Pending pending_;
+  bool head_taken_ = false, cancelled_ = false;
+  std::function<void()> notify_, on_cancel_;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
@@ -57,10 +95,13 @@ struct Response {
   Headers headers;
   // When set, the body is this file's content, sent from disk (body is ignored).
   std::string body_file;
+  // When set, the head and body come later from this stream (status and body are ignored).
+  std::shared_ptr<ResponseStream> stream;
 
   static Response json(int status, const boost::json::value& value);
   static Response text(int status, std::string body, std::string content_type = "text/plain");
   static Response file(std::string path, std::string content_type);
+  static Response streamed(std::shared_ptr<ResponseStream> stream);
   // The error envelope of DESIGN.md: {"error":{"type","code","message","param"}}.
   static Response error(const Status& status);
 };

@@ -427,6 +427,7 @@ class HttpSession : public SessionBase {
   void send(Response response) {
     const bool keep_alive = keep_alive_ && !server_->stopping_;
     status_ = response.status;
+    if (response.stream) return start_stream(std::move(response.stream), keep_alive);
     auto fill = [&](auto& message) {
       message.version(version_);
       message.result(static_cast<unsigned>(response.status));
@@ -465,13 +466,140 @@ class HttpSession : public SessionBase {
   }
 
   void on_write(bool keep_alive, beast::error_code ec, size_t bytes) {
-    double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
-    server_->log_access(request_, route_, status_, bytes, seconds);
+    log_response(bytes);
     request_ = Request{};
     file_response_.reset();
     if (ec || !keep_alive) return derived().do_close();
     do_read();
   }
+
+  // A streamed response (see ResponseStream): the head when the producer begins, then each piece
+  // as one chunk. Meanwhile a read on the socket watches for the client going away, which
+  // cancels the stream. Plain connections stay open for the next request afterwards; TLS ones
+  // close, since cancelling a pending TLS read can leave the session mid-record.
+  void start_stream(std::shared_ptr<ResponseStream> stream, bool keep_alive) {
+    stream_ = std::move(stream);
+    stream_keep_alive_ = keep_alive && !Derived::kTls;
+    stream_bytes_ = 0;
+    head_sent_ = writing_ = stream_end_ = stream_finished_ = stream_done_ = false;
+    stream_out_.clear();
+    lowest().expires_never();
+    watching_ = true;
+    derived().stream().async_read_some(buffer_.prepare(kReadChunk),
+                                       beast::bind_front_handler(&HttpSession::on_watch, self()));
+    std::weak_ptr<SessionBase> weak = this->shared_from_this();
+    stream_->set_notify([weak] {
+      auto session = weak.lock();
+      if (!session) return;
+      auto self = std::static_pointer_cast<Derived>(session);
+      asio::post(self->derived().stream().get_executor(), [self] { self->pump(); });
+    });
+  }
+
+  void on_watch(beast::error_code ec, size_t bytes) {
+    watching_ = false;
+    if (!ec) buffer_.commit(bytes);           // a pipelined request: served after this response
+    if (stream_done_) return after_stream();  // cancelled by us once the response was out
+    if (!stream_) return;
+    if (ec) {  // the client went away (or the connection failed) before the response was out
+      stream_->cancel();
+      stream_.reset();
+      status_ = 499;  // as nginx logs a client that closed the request
+      log_response(stream_bytes_);
+      return derived().do_close();
+    }
+  }
+
+  void pump() {
+    if (!stream_) return;
+    ResponseStream::Pending p = stream_->take();
+    if (p.began) {
+      status_ = p.status;
+      head_.emplace();
+      head_->version(version_);
+      head_->result(static_cast<unsigned>(p.status));
+      head_->set(http::field::server, server_->options_.server_name);
+      head_->set(http::field::content_type, p.content_type);
+      head_->set("x-request-id", request_.request_id);
+      for (auto& [name, value] : p.headers) head_->insert(name, value);
+      head_->keep_alive(stream_keep_alive_);
+      head_->chunked(true);
+      head_serializer_.emplace(*head_);
+    }
+    stream_out_ += p.data;
+    stream_end_ = stream_end_ || p.ended;
+    if (writing_ || stream_finished_) return;
+    if (head_serializer_ && !head_sent_) {
+      writing_ = true;
+      lowest().expires_after(server_->options_.write_timeout);
+      return http::async_write_header(
+          derived().stream(), *head_serializer_,
+          beast::bind_front_handler(&HttpSession::on_stream_write, self()));
+    }
+    if (!head_sent_) return;
+    if (!stream_out_.empty()) {
+      writing_ = true;
+      chunk_out_ = std::move(stream_out_);
+      stream_out_.clear();
+      stream_bytes_ += chunk_out_.size();
+      lowest().expires_after(server_->options_.write_timeout);
+      return asio::async_write(derived().stream(), http::make_chunk(asio::buffer(chunk_out_)),
+                               beast::bind_front_handler(&HttpSession::on_stream_write, self()));
+    }
+    if (stream_end_) {
+      writing_ = true;
+      stream_finished_ = true;
+      lowest().expires_after(server_->options_.write_timeout);
+      asio::async_write(derived().stream(), http::make_chunk_last(),
+                        beast::bind_front_handler(&HttpSession::on_stream_write, self()));
+    }
+  }
+
+  void on_stream_write(beast::error_code ec, size_t) {
+    writing_ = false;
+    head_sent_ = true;
+    lowest().expires_never();
+    if (ec) {
+      if (stream_) stream_->cancel();
+      stream_.reset();
+      status_ = 499;
+      log_response(stream_bytes_);
+      return derived().do_close();
+    }
+    if (!stream_finished_) return pump();
+    stream_.reset();
+    stream_done_ = true;
+    log_response(stream_bytes_);
+    if (watching_) {  // the watch must end before the next request is read
+      beast::error_code ignored;
+      lowest().socket().cancel(ignored);
+      return;
+    }
+    after_stream();
+  }
+
+  void after_stream() {
+    stream_finished_ = stream_done_ = false;
+    head_.reset();
+    head_serializer_.reset();
+    chunk_out_.clear();
+    request_ = Request{};
+    if (!stream_keep_alive_) return derived().do_close();
+    do_read();
+  }
+
+  void log_response(size_t bytes) {
+    double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    server_->log_access(request_, route_, status_, bytes, seconds);
+  }
+
+  std::shared_ptr<ResponseStream> stream_;
+  std::optional<http::response<http::empty_body>> head_;
+  std::optional<http::response_serializer<http::empty_body>> head_serializer_;
+  std::string stream_out_, chunk_out_;
+  size_t stream_bytes_ = 0;
+  bool stream_keep_alive_ = false, head_sent_ = false, writing_ = false, stream_end_ = false,
+       stream_finished_ = false, stream_done_ = false, watching_ = false;
 
   std::shared_ptr<HttpServer::Impl> server_;
   std::string remote_;
@@ -498,6 +626,7 @@ class HttpSession : public SessionBase {
 
 class PlainSession final : public HttpSession<PlainSession> {
  public:
+  static constexpr bool kTls = false;
   PlainSession(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> server, std::string remote)
       : HttpSession(std::move(server), std::move(remote)), stream_(std::move(socket)) {}
 
@@ -517,6 +646,7 @@ class PlainSession final : public HttpSession<PlainSession> {
 
 class TlsSession final : public HttpSession<TlsSession> {
  public:
+  static constexpr bool kTls = true;
   TlsSession(tcp::socket&& socket, ssl::context& context, std::shared_ptr<HttpServer::Impl> server,
              std::string remote)
       : HttpSession(std::move(server), std::move(remote)), stream_(std::move(socket), context) {}

@@ -76,6 +76,9 @@ inline Status unauthenticated(std::string message) {
 inline Status permission_denied(std::string message) {
   return {Code::kPermissionDenied, std::move(message)};
 }
+inline Status resource_exhausted(std::string message) {
+  return {Code::kResourceExhausted, std::move(message)};
+}
 inline Status conflict(std::string message) { return {Code::kConflict, std::move(message)}; }
 inline Status failed_precondition(std::string message) {
   return {Code::kFailedPrecondition, std::move(message)};

@@ -24,6 +24,7 @@
 #include "platform/api/admin_keys.h"
 #include "platform/api/audit_routes.h"
 #include "platform/api/auth.h"
+#include "platform/api/deployments.h"
 #include "platform/api/files.h"
 #include "platform/api/http_server.h"
 #include "platform/api/jobs.h"
@@ -222,6 +223,13 @@ int run_daemon(const DaemonConfig& config) {
                        config.worker_threads);
   api::add_fine_tuning_routes(router, jobs);
   if (Status s = jobs.start(); !s.ok()) return fail(s);
+  api::DeploymentOptions deployment_options;
+  deployment_options.root = config.data_dir / "deployments";
+  deployment_options.worker = worker;
+  deployment_options.threads_per_replica = config.worker_threads;
+  api::Deployments deployments(**db, models, entitlements, usage, clock, deployment_options);
+  api::add_deployment_routes(router, deployments);
+  if (Status s = deployments.start(); !s.ok()) return fail(s);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
                     [&server] { return static_cast<double>(server.open_connections()); });
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",

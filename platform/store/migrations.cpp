@@ -173,6 +173,23 @@ constexpr std::array kMigrations{
       );
       CREATE INDEX events_by_job ON fine_tuning_events (job_id, seq);
     )sql"},
+    Migration{7, "deployments", R"sql(
+      -- A tenant's deployments: a model served by `replicas` replicas on `pool`. The replicas
+      -- themselves are processes, started again from this row when the daemon starts.
+      CREATE TABLE deployments (
+        id                  TEXT PRIMARY KEY,
+        tenant_id           TEXT NOT NULL REFERENCES tenants(id),
+        model               TEXT NOT NULL,
+        pool                TEXT NOT NULL,
+        replicas            INTEGER NOT NULL,
+        devices_per_replica INTEGER NOT NULL,
+        status              TEXT NOT NULL,
+        error               TEXT,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL
+      );
+      CREATE INDEX deployments_by_tenant ON deployments (tenant_id, model);
+    )sql"},
 };
 
 }  // namespace

@@ -20,35 +20,18 @@
 #include "platform/engine/generate.h"
 #include "platform/engine/json.h"
 #include "platform/engine/train.h"
+#include "platform/worker/events.h"
+#include "platform/worker/serve.h"
 
 namespace fs = std::filesystem;
 using namespace mh;
 using namespace mh::engine;
+using mh::worker::emit;
 
 namespace {
 
 constexpr int kBadInput = 2;
 
-// The channel to the daemon when the executor started this worker: one JSON object per line on
-// the descriptor MH_EVENTS_FD names.
-int events_fd() {
-  static const int fd = [] {
-    const char* v = std::getenv("MH_EVENTS_FD");
-    return v == nullptr ? -1 : std::atoi(v);
-  }();
-  return fd;
-}
-void emit(const std::string& json) {
-  if (events_fd() < 0) return;
-  const std::string line = json + "\n";
-  size_t done = 0;
-  while (done < line.size()) {
-    const ssize_t n = ::write(events_fd(), line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // the daemon went away; the work goes on
-    done += static_cast<size_t>(n);
-  }
-}
 std::string json_quoted(const std::string& s) {
   std::string out;
   mh::engine::append_json_string(out, s);
@@ -210,7 +193,22 @@ int main(int argc, char** argv) {
   train->add_option("--log-every", log_every, "steps between progress lines");
   train->add_option("--resume", resume_dir, "checkpoint directory to continue from");
 
+  // serve
+  auto* serve = app.add_subcommand("serve", "answer OpenAI-style completions over HTTP");
+  worker::ServeOptions so;
+  serve->add_option("--model", so.model_dir, "model directory")->required();
+  serve->add_option("--name", so.model_name, "the model's name in responses");
+  serve->add_option("--host", so.host, "address to listen on");
+  serve->add_option("--port", so.port, "port (0: any free one)");
+  serve->add_option("--max-batch", so.max_batch, "sequences decoding at once")
+      ->check(CLI::Range(1, 4096));
+
   CLI11_PARSE(app, argc, argv);
+  if (serve->parsed()) {
+    if (const char* token = std::getenv("MH_REPLICA_TOKEN")) so.token = token;
+    so.threads = threads;
+    return worker::serve(so);
+  }
   auto backend = make_cpu_backend(threads);
 
   if (tokenize->parsed()) {

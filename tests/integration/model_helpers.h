@@ -14,12 +14,13 @@ namespace mh::test {
 
 // A tiny llama saved in Hugging Face layout, its files' bytes by name.
 inline std::map<std::string, std::string> tiny_model_files(const std::filesystem::path& dir,
-                                                           int64_t hidden) {
+                                                           int64_t hidden, int64_t context = 32) {
   auto cpu = engine::make_cpu_backend(1);
   auto config = engine::parse_model_config(
       R"({"model_type":"llama","vocab_size":300,"hidden_size":)" + std::to_string(hidden) +
       R"(,"intermediate_size":32,"num_hidden_layers":1,"num_attention_heads":2,
-          "max_position_embeddings":32})");
+          "max_position_embeddings":)" +
+      std::to_string(context) + "}");
   REQUIRE(config.ok());
   REQUIRE(engine::Model::create(*config, *cpu, 1).value()->save(dir).ok());
   engine::BpeTrainerOptions options;
@@ -40,6 +41,9 @@ struct ModelsPlatform : LicensedPlatform {
     licensing::Limits limits;
     limits.seats = 1;
     limits.max_model_params = max_model_params;
+    limits.max_gpus = 4;
+    limits.max_deployments = 2;
+    limits.gpu_hours_per_month = 10;
     relicense(tenant, std::move(features), limits);
   }
   // Uploads each file with purpose "model" and returns {"config.json": "file-…", ...}.

@@ -287,6 +287,25 @@ std::optional<RawResponse> RawConnection::read_response(std::chrono::millisecond
     value.erase(0, value.find_first_not_of(' '));
     response.headers[name] = value;
   }
+  if (response.header("transfer-encoding") == "chunked") {
+    // Chunks until the zero-length one (no trailers are sent).
+    size_t at = end + 4;
+    for (;;) {
+      size_t eol;
+      while ((eol = buffer_.find("\r\n", at)) == std::string::npos) {
+        if (!fill()) return std::nullopt;
+      }
+      const size_t size = std::stoul(buffer_.substr(at, eol - at), nullptr, 16);
+      while (buffer_.size() < eol + 2 + size + 2) {
+        if (!fill()) return std::nullopt;
+      }
+      response.body += buffer_.substr(eol + 2, size);
+      at = eol + 2 + size + 2;
+      if (size == 0) break;
+    }
+    buffer_.erase(0, at);
+    return response;
+  }
   size_t length = std::stoul(
       response.header("content-length").empty() ? "0" : response.header("content-length"));
   while (buffer_.size() < end + 4 + length) {
@@ -295,6 +314,23 @@ std::optional<RawResponse> RawConnection::read_response(std::chrono::millisecond
   response.body = buffer_.substr(end + 4, length);
   buffer_.erase(0, end + 4 + length);
   return response;
+}
+
+std::optional<std::string> RawConnection::read_until(const std::string& needle, size_t count,
+                                                     std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  auto occurrences = [&] {
+    size_t n = 0;
+    for (size_t at = buffer_.find(needle); at != std::string::npos;
+         at = buffer_.find(needle, at + needle.size())) {
+      ++n;
+    }
+    return n;
+  };
+  while (occurrences() < count) {
+    if (receive(deadline) != Read::kData) return std::nullopt;
+  }
+  return buffer_;
 }
 
 bool RawConnection::closed_by_peer(std::chrono::milliseconds timeout) {

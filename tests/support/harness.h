@@ -118,9 +118,13 @@ class RawConnection {
   RawConnection& operator=(const RawConnection&) = delete;
 
   void send(const std::string& bytes);
-  // Reads one response (headers and a Content-Length body); nullopt if the connection closed or
-  // nothing complete arrived within the timeout.
+  // Reads one response (headers and a Content-Length or chunked body); nullopt if the connection
+  // closed or nothing complete arrived within the timeout.
   std::optional<RawResponse> read_response(std::chrono::milliseconds timeout = 10s);
+  // Reads until what has arrived holds `needle` `count` times; all of it, or nullopt if the
+  // connection closed or the time ran out first.
+  std::optional<std::string> read_until(const std::string& needle, size_t count,
+                                        std::chrono::milliseconds timeout = 10s);
   // True if the peer closes the connection within the timeout (reads and drops any data).
   bool closed_by_peer(std::chrono::milliseconds timeout);
 

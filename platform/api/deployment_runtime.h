@@ -1,0 +1,55 @@
+// What Deployments keeps in memory about its deployments, replicas and waiting requests; shared
+// by deployments.cpp (their life) and inference.cpp (the request path). All of it is guarded by
+// Deployments::mutex_, except each replica's idle connections (their own mutex).
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "platform/api/deployments.h"
+#include "platform/api/http_client.h"
+#include "platform/executor/worker_process.h"
+
+namespace mh::api {
+
+struct Deployments::Replica {
+  int index = 0;
+  uint64_t generation = 0;  // one per process started: older connections and events are stale
+  std::unique_ptr<executor::WorkerProcess> process;
+  std::string state = "starting";  // starting, ready, restarting, failed, stopped
+  uint16_t port = 0;
+  std::string token;  // the secret its requests bear
+  int restarts = 0;
+  int failures = 0;  // deaths in a row without serving in between
+  std::string last_exit;
+  std::chrono::steady_clock::time_point restart_at, metered;
+  int64_t started_at = 0;
+  int in_flight = 0;          // requests relayed to it and not finished
+  boost::json::object stats;  // its latest counters
+
+  std::mutex pool_mutex;
+  std::vector<std::pair<uint64_t, std::shared_ptr<HttpConnection>>> idle;  // by generation
+};
+
+struct Deployments::Call {
+  std::string tenant, request_id, body;
+  bool chat = false;
+  std::shared_ptr<ResponseStream> out;
+};
+
+struct Deployments::Live {
+  DeploymentRecord record;
+  std::vector<std::shared_ptr<Replica>> replicas;
+  // Waiting requests, one queue per tenant, served round-robin from the tenant after `last`.
+  std::map<std::string, std::deque<std::shared_ptr<Call>>> queues;
+  std::string last;
+  bool removed = false;
+};
+
+}  // namespace mh::api

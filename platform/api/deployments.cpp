@@ -1,0 +1,634 @@
+#include "platform/api/deployments.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <ctime>
+
+#include "platform/api/deployment_runtime.h"
+#include "platform/base/crypto.h"
+#include "tenants/tenant_scope.h"
+
+namespace mh::api {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::string_view kColumns =
+    "id, tenant_id, model, pool, replicas, devices_per_replica, status, error, created_at, "
+    "updated_at";
+constexpr std::string_view kDefaultPool = "default";
+constexpr int64_t kMaxReplicas = 64;
+constexpr int64_t kMaxDevicesPerReplica = 8;
+constexpr auto kTick = std::chrono::milliseconds(200);
+constexpr auto kFlushEvery = std::chrono::seconds(5);
+constexpr auto kStopGrace = std::chrono::seconds(5);
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+
+DeploymentRecord from_row(const store::Row& r) {
+  DeploymentRecord d;
+  d.id = r.text(0);
+  d.tenant = r.text(1);
+  d.model = r.text(2);
+  d.pool = r.text(3);
+  d.replicas = r.integer(4);
+  d.devices_per_replica = r.integer(5);
+  d.status = r.text(6);
+  d.error = r.is_null(7) ? std::string() : r.text(7);
+  d.created_at = r.integer(8);
+  d.updated_at = r.integer(9);
+  return d;
+}
+
+Result<int64_t> replicas_field(const json::object& body, int64_t fallback, int64_t lo) {
+  const json::value* v = body.if_contains("replicas");
+  if (v == nullptr || v->is_null()) return fallback;
+  if (!v->is_int64() || v->as_int64() < lo || v->as_int64() > kMaxReplicas) {
+    return invalid_argument(
+        fmt::format("\"replicas\" must be an integer in [{}, {}]", lo, kMaxReplicas), "replicas");
+  }
+  return v->as_int64();
+}
+
+// The first second of the calendar month (UTC) that `now` falls in.
+int64_t month_start(int64_t now) {
+  std::time_t t = static_cast<std::time_t>(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  tm.tm_mday = 1;
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
+
+Deployments::Deployments(store::Database& db, ModelStore& models,
+                         const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
+                         TrustedClock& clock, DeploymentOptions options)
+    : db_(db),
+      models_(models),
+      entitlements_(entitlements),
+      ledger_(ledger),
+      clock_(clock),
+      options_(std::move(options)) {}
+
+Deployments::~Deployments() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (supervisor_.joinable()) supervisor_.join();
+  // Replicas stop first, so relays blocked on them return.
+  std::vector<std::unique_ptr<executor::WorkerProcess>> processes;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, live] : live_) {
+      for (auto& r : live->replicas) {
+        if (r->process) processes.push_back(std::move(r->process));
+      }
+    }
+  }
+  for (auto& p : processes) p->cancel(kStopGrace);
+  flush_usage(true);
+  {
+    std::lock_guard lock(relay_mutex_);
+    relay_stopping_ = true;
+  }
+  relay_wake_.notify_all();
+  for (auto& t : relay_threads_) t.join();
+}
+
+Status Deployments::start() {
+  std::vector<DeploymentRecord> all;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(
+        auto rows,
+        s.query(fmt::format("SELECT {} FROM deployments ORDER BY created_at, id", kColumns)));
+    for (const auto& r : rows) all.push_back(from_row(r));
+    return {};
+  }));
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& d : all) {
+      auto live = std::make_shared<Live>();
+      live->record = std::move(d);
+      live_.emplace(live->record.id, std::move(live));
+    }
+    last_flush_ = SteadyClock::now();
+  }
+  if (!all.empty()) spdlog::info("deployments: bringing back {}", all.size());
+  supervisor_ = std::thread([this] { supervise(); });
+  return {};
+}
+
+Status Deployments::admit(const std::string& tenant, const DeploymentRecord& wanted,
+                          const std::string& replacing) const {
+  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  MH_TRY(entitlements_.check(tenant, "deploy", now));
+  const auto entitlement = entitlements_.find(tenant);
+  const licensing::LicenseTerms& terms = entitlement->license.terms;
+  const std::string& license = terms.id;
+  if (!terms.pools.empty() &&
+      std::find(terms.pools.begin(), terms.pools.end(), wanted.pool) == terms.pools.end()) {
+    return permission_denied(
+        fmt::format("license '{}' does not include pool '{}'", license, wanted.pool));
+  }
+  int64_t deployments = 0, devices = 0;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, live] : live_) {
+      if (live->record.tenant != tenant || id == replacing) continue;
+      ++deployments;
+      devices += live->record.replicas * live->record.devices_per_replica;
+    }
+  }
+  if (replacing.empty() && deployments + 1 > terms.limits.max_deployments) {
+    return resource_exhausted(fmt::format(
+        "the tenant has {} deployments; license '{}' allows {} (max_deployments): 1 over",
+        deployments, license, terms.limits.max_deployments));
+  }
+  const int64_t want = wanted.replicas * wanted.devices_per_replica;
+  if (devices + want > terms.limits.max_gpus) {
+    return resource_exhausted(fmt::format(
+        "the tenant holds {} devices and asks for {} more; license '{}' allows {} (max_gpus): "
+        "{} over",
+        devices, want, license, terms.limits.max_gpus, devices + want - terms.limits.max_gpus));
+  }
+  if (want > 0) {
+    tenants::UsageQuery q;
+    q.start = month_start(now);
+    q.end = now + 1;
+    q.dimension = tenants::UsageDimension::kGpuSeconds;
+    MH_ASSIGN_OR_RETURN(auto totals, ledger_.totals(tenant, q));
+    double used = 0;
+    for (const auto& t : totals) used += t.quantity;
+    const double limit = static_cast<double>(terms.limits.gpu_hours_per_month) * 3600.0;
+    if (used >= limit) {
+      return resource_exhausted(fmt::format(
+          "the tenant used {:.2f} GPU-hours this month; license '{}' allows {} "
+          "(gpu_hours_per_month): {:.2f} over",
+          used / 3600.0, license, terms.limits.gpu_hours_per_month, (used - limit) / 3600.0));
+    }
+  }
+  return {};
+}
+
+Result<DeploymentRecord> Deployments::create(const std::string& tenant, const json::object& body) {
+  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  DeploymentRecord d;
+  d.id = "dep-" + secure_random_base64url(12);
+  d.tenant = tenant;
+  d.created_at = d.updated_at = now;
+  const json::value* model = body.if_contains("model");
+  if (model == nullptr || !model->is_string() || model->as_string().empty()) {
+    return invalid_argument("\"model\" must name one of your models", "model");
+  }
+  d.model = std::string(model->as_string());
+  MH_ASSIGN_OR_RETURN(d.replicas, replicas_field(body, 1, 1));
+  d.pool = std::string(kDefaultPool);
+  if (const json::value* v = body.if_contains("pool"); v != nullptr && !v->is_null()) {
+    if (!v->is_string()) return invalid_argument("\"pool\" must be a pool's name", "pool");
+    d.pool = std::string(v->as_string());
+    if (d.pool != kDefaultPool) return not_found(fmt::format("pool '{}' does not exist", d.pool));
+  }
+  if (const json::value* v = body.if_contains("devices_per_replica");
+      v != nullptr && !v->is_null()) {
+    if (!v->is_int64() || v->as_int64() < 1 || v->as_int64() > kMaxDevicesPerReplica) {
+      return invalid_argument(fmt::format("\"devices_per_replica\" must be an integer in [1, {}]",
+                                          kMaxDevicesPerReplica),
+                              "devices_per_replica");
+    }
+    d.devices_per_replica = v->as_int64();
+  }
+  MH_TRY(models_.get(tenant, d.model).status());
+  MH_TRY(admit(tenant, d, ""));
+  d.status = "starting";
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s
+        .exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                          kColumns),
+              {d.id, d.tenant, d.model, d.pool, d.replicas, d.devices_per_replica, d.status,
+               d.created_at, d.updated_at})
+        .status();
+  }));
+  {
+    std::lock_guard lock(mutex_);
+    auto live = std::make_shared<Live>();
+    live->record = d;
+    live_.emplace(d.id, std::move(live));
+  }
+  wake_.notify_all();
+  spdlog::info("deployment {} of {} for {}: {} replicas", d.id, d.model, tenant, d.replicas);
+  return d;
+}
+
+Result<DeploymentRecord> Deployments::get(std::string_view tenant, std::string_view id) const {
+  DeploymentRecord d;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    tenants::TenantScope scope(s, std::string(tenant));
+    MH_ASSIGN_OR_RETURN(auto row, scope.get("deployments", kColumns, id, "deployment"));
+    d = from_row(row);
+    return {};
+  }));
+  return d;
+}
+
+Result<std::vector<DeploymentRecord>> Deployments::list(std::string_view tenant,
+                                                        std::string_view after, int64_t limit,
+                                                        bool* has_more) const {
+  std::vector<DeploymentRecord> out;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    tenants::TenantScope scope(s, std::string(tenant));
+    MH_ASSIGN_OR_RETURN(auto rows, scope.page("deployments", kColumns, after, limit, has_more));
+    for (const auto& r : rows) out.push_back(from_row(r));
+    return {};
+  }));
+  return out;
+}
+
+Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string_view id,
+                                            int64_t replicas) {
+  MH_ASSIGN_OR_RETURN(DeploymentRecord d, get(tenant, id));
+  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  DeploymentRecord wanted = d;
+  wanted.replicas = replicas;
+  if (replicas > d.replicas) MH_TRY(admit(d.tenant, wanted, d.id));
+  d.replicas = replicas;
+  d.updated_at = now;
+  if (replicas == 0) {
+    d.status = "stopped";
+    d.error.clear();
+  } else if (d.status == "stopped" || d.status == "failed") {
+    d.status = "starting";
+    d.error.clear();
+  }
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s
+        .exec(
+            "UPDATE deployments SET replicas = ?, status = ?, error = ?, updated_at = ? WHERE "
+            "id = ?",
+            {d.replicas, d.status, store::text_or_null(d.error), d.updated_at, d.id})
+        .status();
+  }));
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = live_.find(d.id); it != live_.end()) {
+      it->second->record = d;
+      // A failed deployment asked to run again gets fresh replicas.
+      for (auto& r : it->second->replicas) {
+        if (r->state == "failed") r->failures = 0, r->state = "restarting";
+      }
+    }
+  }
+  wake_.notify_all();
+  return d;
+}
+
+Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::string_view id) {
+  MH_ASSIGN_OR_RETURN(DeploymentRecord d, get(tenant, id));
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s.exec("DELETE FROM deployments WHERE id = ?", {d.id}).status();
+  }));
+  std::vector<std::unique_ptr<executor::WorkerProcess>> processes;
+  std::vector<std::shared_ptr<Call>> queued;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = live_.find(d.id); it != live_.end()) {
+      it->second->removed = true;
+      for (auto& r : it->second->replicas) {
+        if (r->process) processes.push_back(std::move(r->process));
+      }
+      for (auto& [t, q] : it->second->queues) {
+        for (auto& c : q) queued.push_back(std::move(c));
+      }
+      live_.erase(it);
+    }
+  }
+  for (auto& c : queued) c->out->fail(not_found(fmt::format("deployment '{}' was deleted", d.id)));
+  for (auto& p : processes) p->cancel(kStopGrace);
+  d.status = "deleted";
+  spdlog::info("deployment {} deleted", d.id);
+  return d;
+}
+
+json::object Deployments::describe(const DeploymentRecord& d) const {
+  json::object o{{"object", "deployment"},
+                 {"id", d.id},
+                 {"model", d.model},
+                 {"pool", d.pool},
+                 {"replicas", d.replicas},
+                 {"devices_per_replica", d.devices_per_replica},
+                 {"status", d.status},
+                 {"created_at", d.created_at},
+                 {"updated_at", d.updated_at},
+                 {"error", d.error.empty() ? json::value(nullptr) : json::value(d.error)}};
+  json::array replicas;
+  int64_t ready = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = live_.find(d.id); it != live_.end()) {
+      o["status"] = it->second->record.status;
+      o["error"] = it->second->record.error.empty() ? json::value(nullptr)
+                                                    : json::value(it->second->record.error);
+      int64_t queued = 0;
+      for (const auto& [t, q] : it->second->queues) queued += static_cast<int64_t>(q.size());
+      o["queued_requests"] = queued;
+      for (const auto& r : it->second->replicas) {
+        if (r->state == "ready") ++ready;
+        json::object ro{
+            {"index", r->index},
+            {"state", r->state},
+            {"pid", r->process ? json::value(r->process->pid()) : json::value(nullptr)},
+            {"restarts", r->restarts},
+            {"started_at", r->started_at},
+            {"in_flight", r->in_flight},
+            {"last_exit", r->last_exit.empty() ? json::value(nullptr) : json::value(r->last_exit)}};
+        ro["stats"] = r->stats;
+        replicas.push_back(std::move(ro));
+      }
+    }
+  }
+  o["ready_replicas"] = ready;
+  o["replica_status"] = std::move(replicas);
+  return o;
+}
+
+Status Deployments::set_status(Live& live, const std::string& status, const std::string& error) {
+  if (live.record.status == status && live.record.error == error) return {};
+  live.record.status = status;
+  live.record.error = error;
+  spdlog::info("deployment {}: {}{}", live.record.id, status, error.empty() ? "" : ": " + error);
+  return db_.write([&](store::Session& s) -> Status {
+    return s
+        .exec("UPDATE deployments SET status = ?, error = ? WHERE id = ?",
+              {status, store::text_or_null(error), live.record.id})
+        .status();
+  });
+}
+
+Status Deployments::start_replica(Live& live, Replica& r) {
+  MH_ASSIGN_OR_RETURN(ModelRecord model, models_.get(live.record.tenant, live.record.model));
+  ++r.generation;
+  r.token = secure_random_base64url(24);
+  r.port = 0;
+  r.stats = {};
+  executor::WorkerSpec spec;
+  spec.argv = {options_.worker.string(),
+               "serve",
+               "--model",
+               model.directory,
+               "--name",
+               live.record.model,
+               "--max-batch",
+               std::to_string(options_.max_batch)};
+  spec.work_dir =
+      options_.root / live.record.tenant / live.record.id / fmt::format("replica-{}", r.index);
+  spec.cpu_threads = options_.threads_per_replica;
+  spec.env["MH_REPLICA_TOKEN"] = r.token;
+  const std::string id = live.record.id;
+  const int index = r.index;
+  const uint64_t generation = r.generation;
+  MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(
+                                     spec, [this, id, index, generation](std::string_view line) {
+                                       on_replica_event(id, index, generation, line);
+                                     }));
+  r.state = "starting";
+  r.metered = SteadyClock::now();
+  MH_ASSIGN_OR_RETURN(r.started_at, clock_.now());
+  return {};
+}
+
+void Deployments::on_replica_event(const std::string& deployment, int index, uint64_t generation,
+                                   std::string_view line) {
+  boost::system::error_code ec;
+  json::value v = json::parse(line, ec);
+  if (ec || !v.is_object()) return;
+  const json::object& e = v.as_object();
+  const json::value* type = e.if_contains("type");
+  if (type == nullptr || !type->is_string()) return;
+  std::lock_guard lock(mutex_);
+  auto it = live_.find(deployment);
+  if (it == live_.end()) return;
+  Live& live = *it->second;
+  if (index >= static_cast<int>(live.replicas.size())) return;
+  Replica& r = *live.replicas[static_cast<size_t>(index)];
+  if (r.generation != generation) return;
+  if (type->as_string() == "ready") {
+    const json::value* port = e.if_contains("port");
+    if (port == nullptr || !port->is_int64()) return;
+    r.port = static_cast<uint16_t>(port->as_int64());
+    r.state = "ready";
+    r.failures = 0;
+    (void)set_status(live, "ready", "");
+    dispatch(live);
+  } else if (type->as_string() == "usage") {
+    const json::value* tenant = e.if_contains("tenant");
+    // The daemon names the tenant on each request; a request that came some other way is the
+    // deployment owner's.
+    std::string who = tenant && tenant->is_string() && !tenant->as_string().empty()
+                          ? std::string(tenant->as_string())
+                          : live.record.tenant;
+    Pending& p = usage_[{who, deployment}];
+    if (const json::value* n = e.if_contains("prompt_tokens"); n && n->is_int64()) {
+      p.input_tokens += n->as_int64();
+    }
+    if (const json::value* n = e.if_contains("completion_tokens"); n && n->is_int64()) {
+      p.output_tokens += n->as_int64();
+    }
+  } else if (type->as_string() == "stats") {
+    r.stats = e;
+    r.stats.erase("type");
+  }
+}
+
+void Deployments::reconcile(Live& live, SteadyClock::time_point now,
+                            std::vector<std::unique_ptr<executor::WorkerProcess>>* to_stop) {
+  DeploymentRecord& d = live.record;
+  // Extra replicas go (the newest first); missing ones are added.
+  while (static_cast<int64_t>(live.replicas.size()) > d.replicas) {
+    auto& r = live.replicas.back();
+    if (r->process) to_stop->push_back(std::move(r->process));
+    r->state = "stopped";
+    live.replicas.pop_back();
+  }
+  while (static_cast<int64_t>(live.replicas.size()) < d.replicas) {
+    auto r = std::make_shared<Replica>();
+    r->index = static_cast<int>(live.replicas.size());
+    r->state = "restarting";  // started just below
+    r->restart_at = now;
+    live.replicas.push_back(std::move(r));
+  }
+  std::string last_error;
+  for (auto& rp : live.replicas) {
+    Replica& r = *rp;
+    if (r.process) {
+      // Device-seconds, for as long as the process holds its devices.
+      const double seconds = std::chrono::duration<double>(now - r.metered).count();
+      usage_[{d.tenant, d.id}].device_seconds +=
+          seconds * static_cast<double>(d.devices_per_replica);
+      r.metered = now;
+      if (auto exit = r.process->poll()) {
+        const bool was_ready = r.state == "ready";
+        r.last_exit = exit->reason;
+        r.process.reset();
+        ++r.generation;  // its connections and events are stale now
+        ++r.restarts;
+        r.failures = was_ready ? 1 : r.failures + 1;
+        r.port = 0;
+        spdlog::warn("deployment {} replica {} ended: {}", d.id, r.index, exit->reason);
+        if (r.failures >= options_.max_start_failures) {
+          r.state = "failed";
+        } else {
+          r.state = "restarting";
+          const auto backoff = std::min<std::chrono::milliseconds>(
+              options_.restart_backoff * (int64_t{1} << std::min(r.failures - 1, 16)), kMaxBackoff);
+          r.restart_at = now + backoff;
+        }
+      }
+    }
+    if (r.state == "restarting" && now >= r.restart_at) {
+      if (Status s = start_replica(live, r); !s.ok()) {
+        r.last_exit = s.message();
+        r.failures = options_.max_start_failures;  // the model or worker is gone: no retry
+        r.state = "failed";
+      }
+    }
+    if (r.state == "failed") last_error = r.last_exit;
+  }
+  if (d.replicas == 0) {
+    (void)set_status(live, "stopped", "");
+    return;
+  }
+  const bool any_ready = std::any_of(live.replicas.begin(), live.replicas.end(),
+                                     [](const auto& r) { return r->state == "ready"; });
+  const bool all_failed = std::all_of(live.replicas.begin(), live.replicas.end(),
+                                      [](const auto& r) { return r->state == "failed"; });
+  if (any_ready) {
+    (void)set_status(live, "ready", "");
+  } else if (all_failed) {
+    (void)set_status(live, "failed", "replicas keep failing: " + last_error);
+    // Nobody can answer the queue now.
+    for (auto& [t, q] : live.queues) {
+      for (auto& c : q) {
+        c->out->fail(unavailable(fmt::format("deployment '{}' failed: {}", d.id, last_error)));
+      }
+      q.clear();
+    }
+  } else {
+    (void)set_status(live, "starting", "");
+  }
+}
+
+void Deployments::supervise() {
+  for (;;) {
+    std::vector<std::unique_ptr<executor::WorkerProcess>> to_stop;
+    bool flush = false;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, kTick, [&] { return stopping_; });
+      if (stopping_) return;
+      const auto now = SteadyClock::now();
+      for (auto& [id, live] : live_) reconcile(*live, now, &to_stop);
+      flush = now - last_flush_ >= kFlushEvery;
+    }
+    for (auto& p : to_stop) p->cancel(kStopGrace);
+    if (flush) flush_usage(false);
+  }
+}
+
+void Deployments::flush_usage(bool all) {
+  std::map<std::pair<std::string, std::string>, Pending> pending;
+  {
+    std::lock_guard lock(mutex_);
+    pending.swap(usage_);
+    last_flush_ = SteadyClock::now();
+  }
+  (void)all;
+  auto now = clock_.now();
+  if (!now.ok()) return;
+  Status written = db_.write([&](store::Session& s) -> Status {
+    for (const auto& [key, p] : pending) {
+      const auto& [tenant, deployment] = key;
+      auto record = [&](tenants::UsageDimension dim, double q) -> Status {
+        if (q <= 0) return {};
+        return tenants::UsageLedger::record(s, {tenant, *now, dim, q, "deployment", deployment});
+      };
+      MH_TRY(record(tenants::UsageDimension::kGpuSeconds, p.device_seconds));
+      MH_TRY(record(tenants::UsageDimension::kInputTokens, static_cast<double>(p.input_tokens)));
+      MH_TRY(record(tenants::UsageDimension::kOutputTokens, static_cast<double>(p.output_tokens)));
+    }
+    return {};
+  });
+  if (!written.ok()) {
+    spdlog::error("deployments: usage not recorded, kept for the next try: {}", written.message());
+    std::lock_guard lock(mutex_);
+    for (const auto& [key, p] : pending) {
+      Pending& q = usage_[key];
+      q.device_seconds += p.device_seconds;
+      q.input_tokens += p.input_tokens;
+      q.output_tokens += p.output_tokens;
+    }
+  }
+}
+
+void add_deployment_routes(Router& router, Deployments& deployments) {
+  using tenants::Permission;
+  router.add("POST", "/v1/deployments", Access::tenant(Permission::kWrite),
+             [&deployments](Request& request) {
+               auto body = parse_json_object(request);
+               if (!body.ok()) return Response::error(body.status());
+               auto d = deployments.create(request.principal.tenant, *body);
+               if (!d.ok()) return Response::error(d.status());
+               return Response::json(200, deployments.describe(*d));
+             });
+  router.add("GET", "/v1/deployments", Access::tenant(Permission::kRead),
+             [&deployments](Request& request) {
+               auto page = parse_page(request, 20, 100);
+               if (!page.ok()) return Response::error(page.status());
+               bool has_more = false;
+               auto list =
+                   deployments.list(request.principal.tenant, page->after, page->limit, &has_more);
+               if (!list.ok()) return Response::error(list.status());
+               json::array data;
+               for (const auto& d : *list) data.push_back(deployments.describe(d));
+               return list_response(std::move(data), has_more);
+             });
+  router.add("GET", "/v1/deployments/{id}", Access::tenant(Permission::kRead),
+             [&deployments](Request& request) {
+               auto d = deployments.get(request.principal.tenant, request.param("id"));
+               if (!d.ok()) return Response::error(d.status());
+               return Response::json(200, deployments.describe(*d));
+             });
+  router.add(
+      "PATCH", "/v1/deployments/{id}", Access::tenant(Permission::kWrite),
+      [&deployments](Request& request) {
+        auto body = parse_json_object(request);
+        if (!body.ok()) return Response::error(body.status());
+        if (!body->contains("replicas")) {
+          return Response::error(invalid_argument("send {\"replicas\": n} to scale", "replicas"));
+        }
+        auto n = replicas_field(*body, 0, 0);
+        if (!n.ok()) return Response::error(n.status());
+        auto d = deployments.scale(request.principal.tenant, request.param("id"), *n);
+        if (!d.ok()) return Response::error(d.status());
+        return Response::json(200, deployments.describe(*d));
+      });
+  router.add("DELETE", "/v1/deployments/{id}", Access::tenant(Permission::kWrite),
+             [&deployments](Request& request) {
+               auto d = deployments.remove(request.principal.tenant, request.param("id"));
+               if (!d.ok()) return Response::error(d.status());
+               return Response::json(
+                   200, json::object{{"id", d->id}, {"object", "deployment"}, {"deleted", true}});
+             });
+  router.add("POST", "/v1/completions", Access::tenant(Permission::kWrite),
+             [&deployments](Request& request) { return deployments.infer(request, false); });
+  router.add("POST", "/v1/chat/completions", Access::tenant(Permission::kWrite),
+             [&deployments](Request& request) { return deployments.infer(request, true); });
+}
+
+}  // namespace mh::api

@@ -1,0 +1,135 @@
+// Deployments: a tenant's model served by replicas (mh-worker serve processes) on a pool, and
+// the OpenAI-compatible inference paths that reach them.
+//
+//   POST/GET /v1/deployments, GET/PATCH/DELETE /v1/deployments/{id}
+//   POST /v1/completions, POST /v1/chat/completions
+//
+// A deployment's states: starting (no replica ready yet) -> ready (at least one answers) ->
+// failed (replicas keep dying before they are ready) or stopped (scaled to zero replicas).
+// A supervisor thread keeps each deployment at its replica count: it starts replicas, restarts
+// those that die (with back-off), stops extra ones, meters device-seconds and tokens into the
+// usage ledger, and, after a daemon restart, brings every deployment back from the store.
+//
+// A completion names a deployment id or a model; it waits in its tenant's queue in front of the
+// deployment until a replica has room (queues are served round-robin across tenants, so one
+// tenant's burst does not starve another's requests), then is relayed to the replica, streaming
+// as it goes. A client that goes away cancels its request, in the queue or on the replica.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "licensing/entitlements.h"
+#include "platform/api/models.h"
+#include "platform/api/router.h"
+#include "platform/api/trusted_clock.h"
+#include "platform/executor/worker_process.h"
+#include "platform/store/database.h"
+#include "tenants/usage_ledger.h"
+
+namespace mh::api {
+
+struct DeploymentRecord {
+  std::string id;  // "dep-…"
+  std::string tenant, model, pool;
+  int64_t replicas = 1, devices_per_replica = 1;
+  std::string status, error;
+  int64_t created_at = 0, updated_at = 0;
+};
+
+struct DeploymentOptions {
+  std::filesystem::path root;    // replicas' working directories: root/<tenant>/<deployment>/
+  std::filesystem::path worker;  // mh-worker
+  int threads_per_replica = 0;   // CPU threads per replica (MH_THREADS); 0: the worker decides
+  int max_batch = 64;            // sequences a replica decodes at once
+  int max_queue = 1024;          // requests waiting per deployment before 429
+  std::chrono::milliseconds restart_backoff{500};  // doubles per failure in a row, up to 30 s
+  int max_start_failures = 5;  // replicas dying before ready this many times: deployment failed
+};
+
+class Deployments {
+ public:
+  Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
+              tenants::UsageLedger& ledger, TrustedClock& clock, DeploymentOptions options);
+  ~Deployments();  // stops the supervisor and every replica
+  Deployments(const Deployments&) = delete;
+  Deployments& operator=(const Deployments&) = delete;
+
+  // Loads the deployments a previous daemon left and starts their replicas and the supervisor.
+  Status start();
+
+  Result<DeploymentRecord> create(const std::string& tenant, const boost::json::object& body);
+  Result<DeploymentRecord> get(std::string_view tenant, std::string_view id) const;
+  Result<std::vector<DeploymentRecord>> list(std::string_view tenant, std::string_view after,
+                                             int64_t limit, bool* has_more) const;
+  Result<DeploymentRecord> scale(std::string_view tenant, std::string_view id, int64_t replicas);
+  Result<DeploymentRecord> remove(std::string_view tenant, std::string_view id);
+  // The API object: the record and its replicas as they are now.
+  boost::json::object describe(const DeploymentRecord& d) const;
+
+  // POST /v1/completions (chat = false) and /v1/chat/completions: the response streams back
+  // from a replica.
+  Response infer(Request& request, bool chat);
+
+ private:
+  struct Replica;
+  struct Call;
+  struct Live;
+
+  void supervise();
+  void reconcile(Live& live, std::chrono::steady_clock::time_point now,
+                 std::vector<std::unique_ptr<executor::WorkerProcess>>* to_stop);
+  Status start_replica(Live& live, Replica& replica);
+  void on_replica_event(const std::string& deployment, int index, uint64_t generation,
+                        std::string_view line);
+  Status set_status(Live& live, const std::string& status, const std::string& error);
+  void flush_usage(bool all);
+  Status admit(const std::string& tenant, const DeploymentRecord& wanted,
+               const std::string& replacing) const;
+
+  // The request path (inference.cpp).
+  void dispatch(Live& live);  // with mutex_ held: starts what the replicas have room for
+  void relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> replica);
+  void finish_call(const std::string& deployment, const std::shared_ptr<Replica>& replica);
+
+  store::Database& db_;
+  ModelStore& models_;
+  const licensing::Entitlements& entitlements_;
+  tenants::UsageLedger& ledger_;
+  TrustedClock& clock_;
+  const DeploymentOptions options_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::map<std::string, std::shared_ptr<Live>> live_;  // by deployment id
+  // Usage not yet in the ledger: (tenant, subject) -> (device-seconds, input, output tokens).
+  struct Pending {
+    double device_seconds = 0;
+    int64_t input_tokens = 0, output_tokens = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Pending> usage_;
+  std::chrono::steady_clock::time_point last_flush_;
+  std::thread supervisor_;
+
+  // Relay threads: one per request on a replica, reused.
+  std::mutex relay_mutex_;
+  std::condition_variable relay_wake_;
+  std::deque<std::function<void()>> relay_tasks_;
+  std::vector<std::thread> relay_threads_;
+  int relay_idle_ = 0;
+  bool relay_stopping_ = false;
+  void run_relay_task(std::function<void()> task);
+};
+
+void add_deployment_routes(Router& router, Deployments& deployments);
+
+}  // namespace mh::api

@@ -1,0 +1,91 @@
+#include "platform/api/http_client.h"
+
+#include <fmt/format.h>
+#include <sys/socket.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace mh::api {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+class HttpConnection::Impl {
+ public:
+  Impl() : stream(ioc) {}
+  asio::io_context ioc;
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  std::string host;
+  int fd = -1;
+};
+
+HttpConnection::HttpConnection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpConnection::~HttpConnection() = default;
+
+Result<std::unique_ptr<HttpConnection>> HttpConnection::connect(const std::string& host,
+                                                                uint16_t port,
+                                                                std::chrono::milliseconds timeout) {
+  auto impl = std::make_unique<Impl>();
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec) return invalid_argument(fmt::format("'{}' is not an IP address", host));
+  impl->stream.expires_after(timeout);
+  impl->stream.async_connect(tcp::endpoint(address, port), [&](beast::error_code e) { ec = e; });
+  impl->ioc.run();
+  if (ec) return unavailable(fmt::format("connecting to {}:{}: {}", host, port, ec.message()));
+  impl->stream.expires_never();
+  impl->stream.socket().set_option(tcp::no_delay(true), ec);
+  impl->fd = impl->stream.socket().native_handle();
+  impl->host = fmt::format("{}:{}", host, port);
+  return std::unique_ptr<HttpConnection>(new HttpConnection(std::move(impl)));
+}
+
+Status HttpConnection::request(std::string_view method, std::string_view target,
+                               const Headers& headers, std::string_view body,
+                               const std::function<void(const Head&)>& on_head,
+                               const std::function<bool(std::string_view)>& on_data) {
+  reusable_ = false;
+  auto& s = impl_->stream;
+  http::request<http::string_body> req(http::string_to_verb(method), target, 11);
+  req.set(http::field::host, impl_->host);
+  for (const auto& [name, value] : headers) req.set(name, value);
+  req.body() = std::string(body);
+  req.prepare_payload();
+  req.keep_alive(true);
+  beast::error_code ec;
+  http::write(s, req, ec);
+  if (ec) return unavailable(fmt::format("sending to {}: {}", impl_->host, ec.message()));
+
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);
+  http::read_header(s, impl_->buffer, parser, ec);
+  if (ec) return unavailable(fmt::format("reading from {}: {}", impl_->host, ec.message()));
+  Head head;
+  head.status = static_cast<int>(parser.get().result_int());
+  head.content_type = std::string(parser.get()[http::field::content_type]);
+  on_head(head);
+  char piece[16 * 1024];
+  while (!parser.is_done()) {
+    parser.get().body().data = piece;
+    parser.get().body().size = sizeof piece;
+    http::read_some(s, impl_->buffer, parser, ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) return unavailable(fmt::format("reading from {}: {}", impl_->host, ec.message()));
+    const size_t got = sizeof piece - parser.get().body().size;
+    if (got > 0 && !on_data(std::string_view(piece, got))) return {};
+  }
+  reusable_ = parser.get().keep_alive();
+  return {};
+}
+
+void HttpConnection::abort() {
+  if (impl_->fd >= 0) ::shutdown(impl_->fd, SHUT_RDWR);
+}
+
+}  // namespace mh::api

@@ -1,0 +1,210 @@
+// The request path of deployments: admission, per-tenant fair queues, and the relay to a
+// replica that streams its answer back to the client.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+
+#include "platform/api/deployment_runtime.h"
+
+namespace mh::api {
+
+namespace json = boost::json;
+
+namespace {
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+}  // namespace
+
+Response Deployments::infer(Request& request, bool chat) {
+  const std::string& tenant = request.principal.tenant;
+  auto body = parse_json_object(request);
+  if (!body.ok()) return Response::error(body.status());
+  const json::value* model = body->if_contains("model");
+  if (model == nullptr || !model->is_string() || model->as_string().empty()) {
+    return Response::error(
+        invalid_argument("\"model\" must name a deployment or a deployed model", "model"));
+  }
+  const std::string name(model->as_string());
+  auto now = clock_.now();
+  if (!now.ok()) return Response::error(now.status());
+  if (Status s = entitlements_.check(tenant, "", *now); !s.ok()) return Response::error(s);
+
+  auto call = std::make_shared<Call>();
+  call->tenant = tenant;
+  call->request_id = request.request_id;
+  call->chat = chat;
+  call->body = std::move(request.body);
+  call->out = std::make_shared<ResponseStream>();
+  {
+    std::lock_guard lock(mutex_);
+    // The deployment by id, or the tenant's deployments of that model (one that is ready first).
+    Live* target = nullptr;
+    for (auto& [id, live] : live_) {
+      const DeploymentRecord& d = live->record;
+      if (d.tenant != tenant || (d.id != name && d.model != name)) continue;
+      if (target == nullptr || (target->record.status != "ready" && d.status == "ready")) {
+        target = live.get();
+      }
+    }
+    if (target == nullptr) {
+      return Response::error(not_found(
+          fmt::format("no deployment serves '{}'; deploy it with POST /v1/deployments", name)));
+    }
+    if (target->record.status == "stopped" || target->record.status == "failed") {
+      return Response::error(unavailable(
+          fmt::format("deployment '{}' is {}{}", target->record.id, target->record.status,
+                      target->record.error.empty() ? "" : ": " + target->record.error)));
+    }
+    size_t queued = 0;
+    for (const auto& [t, q] : target->queues) queued += q.size();
+    if (queued >= static_cast<size_t>(options_.max_queue)) {
+      return Response::error(resource_exhausted(
+          fmt::format("deployment '{}' has {} requests waiting, its limit; try again shortly",
+                      target->record.id, queued)));
+    }
+    target->queues[tenant].push_back(call);
+    dispatch(*target);
+  }
+  return Response::streamed(call->out);
+}
+
+void Deployments::dispatch(Live& live) {
+  for (;;) {
+    // The ready replica with the most room.
+    std::shared_ptr<Replica> best;
+    for (auto& r : live.replicas) {
+      if (r->state != "ready" || r->in_flight >= options_.max_batch) continue;
+      if (!best || r->in_flight < best->in_flight) best = r;
+    }
+    if (!best) return;
+    // The next tenant after the last one served that has a request waiting (round-robin).
+    std::shared_ptr<Call> call;
+    for (int pass = 0; pass < 2 && !call; ++pass) {
+      auto it = pass == 0 ? live.queues.upper_bound(live.last) : live.queues.begin();
+      for (; it != live.queues.end() && !call; ++it) {
+        auto& q = it->second;
+        while (!q.empty() && q.front()->out->cancelled()) q.pop_front();  // clients gone
+        if (q.empty()) continue;
+        call = std::move(q.front());
+        q.pop_front();
+        live.last = it->first;
+      }
+    }
+    std::erase_if(live.queues, [](const auto& e) { return e.second.empty(); });
+    if (!call) return;
+    ++best->in_flight;
+    run_relay_task([this, call, best] { relay(call, best); });
+  }
+}
+
+void Deployments::relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> replica) {
+  // The replica's address and secret as of now; a replica restarted since makes this fail,
+  // and the client gets a 503 it may retry.
+  uint16_t port = 0;
+  uint64_t generation = 0;
+  std::string token, deployment;
+  {
+    std::lock_guard lock(mutex_);
+    port = replica->port;
+    generation = replica->generation;
+    token = replica->token;
+    for (const auto& [id, live] : live_) {
+      for (const auto& r : live->replicas) {
+        if (r == replica) deployment = id;
+      }
+    }
+  }
+  std::shared_ptr<HttpConnection> connection;
+  {
+    std::lock_guard lock(replica->pool_mutex);
+    while (!replica->idle.empty() && !connection) {
+      auto [gen, c] = std::move(replica->idle.back());
+      replica->idle.pop_back();
+      if (gen == generation) connection = std::move(c);
+    }
+  }
+  Status status;
+  bool began = false;
+  if (!connection && port != 0) {
+    auto made = HttpConnection::connect("127.0.0.1", port, kConnectTimeout);
+    if (made.ok()) {
+      connection = std::move(made).value();
+    } else {
+      status = made.status();
+    }
+  }
+  if (port == 0) status = unavailable("the replica is restarting");
+  if (connection) {
+    std::weak_ptr<HttpConnection> weak = connection;
+    call->out->on_cancel([weak] {
+      if (auto c = weak.lock()) c->abort();  // the replica sees its client go, and stops
+    });
+    const Headers headers = {{"Authorization", "Bearer " + token},
+                             {"Content-Type", "application/json"},
+                             {"X-Mh-Tenant", call->tenant},
+                             {"X-Request-Id", call->request_id}};
+    status = connection->request(
+        "POST", call->chat ? "/v1/chat/completions" : "/v1/completions", headers, call->body,
+        [&](const HttpConnection::Head& head) {
+          began = true;
+          Headers extra;
+          if (head.content_type.starts_with("text/event-stream")) {
+            extra.emplace_back("Cache-Control", "no-cache");
+          }
+          call->out->begin(head.status, head.content_type, std::move(extra));
+        },
+        [&](std::string_view piece) {
+          call->out->write(std::string(piece));
+          return !call->out->cancelled();
+        });
+    call->out->on_cancel([] {});
+  }
+  if (!status.ok() && !call->out->cancelled()) {
+    spdlog::warn("deployment {}: relaying {} failed: {}", deployment, call->request_id,
+                 status.message());
+  }
+  if (began) {
+    call->out->end();  // a stream cut short ends where it was cut
+  } else {
+    call->out->fail(unavailable(
+        fmt::format("deployment '{}' could not answer: {}", deployment, status.message())));
+  }
+  if (status.ok() && connection && connection->reusable() && !call->out->cancelled()) {
+    std::lock_guard lock(replica->pool_mutex);
+    replica->idle.emplace_back(generation, std::move(connection));
+  }
+  finish_call(deployment, replica);
+}
+
+void Deployments::finish_call(const std::string& deployment,
+                              const std::shared_ptr<Replica>& replica) {
+  std::lock_guard lock(mutex_);
+  --replica->in_flight;
+  if (auto it = live_.find(deployment); it != live_.end()) dispatch(*it->second);
+}
+
+void Deployments::run_relay_task(std::function<void()> task) {
+  std::lock_guard lock(relay_mutex_);
+  relay_tasks_.push_back(std::move(task));
+  // Each task may run as long as a stream: it needs a thread of its own, never a turn.
+  if (static_cast<size_t>(relay_idle_) >= relay_tasks_.size()) {
+    relay_wake_.notify_one();
+    return;
+  }
+  relay_threads_.emplace_back([this] {
+    std::unique_lock lock(relay_mutex_);
+    for (;;) {
+      ++relay_idle_;
+      relay_wake_.wait(lock, [&] { return relay_stopping_ || !relay_tasks_.empty(); });
+      --relay_idle_;
+      if (relay_tasks_.empty()) return;  // stopping, nothing left
+      auto next = std::move(relay_tasks_.front());
+      relay_tasks_.pop_front();
+      lock.unlock();
+      next();
+      lock.lock();
+    }
+  });
+}
+
+}  // namespace mh::api

@@ -1,0 +1,37 @@
+// The channel to the daemon when the executor started this worker: one JSON object per line on
+// the descriptor MH_EVENTS_FD names. Without it (a worker run by hand), events go nowhere.
+#pragma once
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+namespace mh::worker {
+
+inline int events_fd() {
+  static const int fd = [] {
+    const char* v = std::getenv("MH_EVENTS_FD");
+    return v == nullptr ? -1 : std::atoi(v);
+  }();
+  return fd;
+}
+
+// Writes one event line; thread-safe. A daemon that went away does not stop the work.
+inline void emit(const std::string& json) {
+  if (events_fd() < 0) return;
+  static std::mutex mutex;
+  const std::string line = json + "\n";
+  std::lock_guard lock(mutex);
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(events_fd(), line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace mh::worker

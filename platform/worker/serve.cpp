@@ -1,0 +1,570 @@
+#include "platform/worker/serve.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "platform/api/http_server.h"
+#include "platform/api/router.h"
+#include "platform/engine/data.h"
+#include "platform/engine/generate.h"
+#include "platform/worker/events.h"
+
+namespace mh::worker {
+
+namespace json = boost::json;
+namespace asio = boost::asio;
+using api::Request;
+using api::Response;
+using api::ResponseStream;
+using engine::SamplingParams;
+
+namespace {
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string random_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return fmt::format("{:012x}{:04x}", rng() & 0xffffffffffffULL, counter++ & 0xffff);
+}
+
+// `text` with each byte that is not part of a well-formed UTF-8 character replaced by U+FFFD: a
+// model may emit any byte sequence, and JSON strings must be UTF-8.
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xe  ? 3
+                 : (c >> 3) == 0x1e ? 4
+                                    : 0;
+    bool ok = len > 0 && i + len <= text.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 2;
+    if (ok && len > 1) {  // no overlong forms, surrogates or code points past U+10FFFF
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      ok = !(c == 0xc0 || c == 0xc1) && !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) &&
+           !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90) && c <= 0xf4;
+    }
+    if (ok) {
+      out.append(text.substr(i, len));
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+// One request as the decode loop sees it.
+struct Call {
+  bool chat = false;
+  bool stream = false;
+  bool include_usage = false;
+  std::string id, model, tenant;
+  int64_t created = 0;
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+  std::shared_ptr<ResponseStream> out;
+};
+
+// Reads an optional number field; invalid_argument naming it when it is not a number.
+Result<std::optional<double>> number(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return std::optional<double>();
+  if (v->is_double()) return std::optional<double>(v->as_double());
+  if (v->is_int64()) return std::optional<double>(static_cast<double>(v->as_int64()));
+  if (v->is_uint64()) return std::optional<double>(static_cast<double>(v->as_uint64()));
+  return invalid_argument(fmt::format("'{}' must be a number", key), std::string(key));
+}
+
+Result<std::optional<int64_t>> integer(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return std::optional<int64_t>();
+  if (v->is_int64()) return std::optional<int64_t>(v->as_int64());
+  if (v->is_uint64() && v->as_uint64() <= INT64_MAX) {
+    return std::optional<int64_t>(static_cast<int64_t>(v->as_uint64()));
+  }
+  return invalid_argument(fmt::format("'{}' must be an integer", key), std::string(key));
+}
+
+Result<bool> boolean(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return false;
+  if (!v->is_bool()) {
+    return invalid_argument(fmt::format("'{}' must be true or false", key), std::string(key));
+  }
+  return v->as_bool();
+}
+
+// The message content: a string, or an array of {"type":"text","text":...} parts.
+Result<std::string> message_content(const json::value& content, size_t index) {
+  const std::string where = fmt::format("messages[{}].content", index);
+  if (content.is_string()) return std::string(content.as_string());
+  if (content.is_null()) return std::string();
+  if (!content.is_array()) return invalid_argument(where + " must be a string or an array", where);
+  std::string text;
+  for (const auto& part : content.as_array()) {
+    const json::object* p = part.if_object();
+    const json::value* type = p ? p->if_contains("type") : nullptr;
+    const json::value* t = p ? p->if_contains("text") : nullptr;
+    if (type == nullptr || !type->is_string() || type->as_string() != "text" || t == nullptr ||
+        !t->is_string()) {
+      return invalid_argument(where + ": only text parts are supported", where);
+    }
+    text += t->as_string();
+  }
+  return text;
+}
+
+}  // namespace
+
+class Replica {
+ public:
+  Replica(const ServeOptions& options, std::unique_ptr<engine::Model> model,
+          engine::Tokenizer tokenizer)
+      : options_(options),
+        model_(std::move(model)),
+        tokenizer_(std::move(tokenizer)),
+        template_(tokenizer_),
+        batch_(*model_, tokenizer_) {}
+
+  void start() {
+    decoder_ = std::thread([this] { decode_loop(); });
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (decoder_.joinable()) decoder_.join();
+  }
+
+  // Parses and checks a request; on success the call is queued and its response will stream.
+  Response handle(Request& request, bool chat) {
+    auto parsed = api::parse_json_object(request);
+    if (!parsed.ok()) return Response::error(parsed.status());
+    auto call = parse(*parsed, chat);
+    if (!call.ok()) return Response::error(call.status());
+    auto c = std::make_shared<Call>(std::move(call).value());
+    c->tenant = std::string(request.header("x-mh-tenant"));
+    c->out = std::make_shared<ResponseStream>();
+    if (c->stream) {
+      c->out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+      if (c->chat) {
+        json::object delta{{"role", "assistant"}, {"content", ""}};
+        c->out->write(sse(chunk(*c, std::move(delta), nullptr)));
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      incoming_.push_back(c);
+    }
+    wake_.notify_one();
+    return Response::streamed(c->out);
+  }
+
+  json::object stats() const {
+    std::lock_guard lock(mutex_);
+    return {{"active", active_},
+            {"waiting", static_cast<int64_t>(incoming_.size())},
+            {"requests", requests_},
+            {"cancelled", cancelled_},
+            {"prompt_tokens", prompt_tokens_},
+            {"generated_tokens", generated_tokens_.load()},
+            {"model", options_.model_name},
+            {"context_length", model_->config().max_positions}};
+  }
+
+ private:
+  Result<Call> parse(const json::object& body, bool chat) {
+    Call c;
+    c.chat = chat;
+    c.created = unix_now();
+    c.id = (chat ? "chatcmpl-" : "cmpl-") + random_suffix();
+    c.model = options_.model_name;
+    if (const json::value* m = body.if_contains("model"); m && m->is_string()) {
+      c.model = std::string(m->as_string());
+    }
+    MH_ASSIGN_OR_RETURN(c.stream, boolean(body, "stream"));
+    if (const json::value* so = body.if_contains("stream_options"); so && !so->is_null()) {
+      if (!so->is_object()) return invalid_argument("'stream_options' must be an object");
+      MH_ASSIGN_OR_RETURN(c.include_usage, boolean(so->as_object(), "include_usage"));
+    }
+    MH_ASSIGN_OR_RETURN(auto n, integer(body, "n"));
+    if (n && *n != 1) return invalid_argument("only n = 1 is supported", "n");
+    for (const char* key : {"presence_penalty", "frequency_penalty"}) {
+      MH_ASSIGN_OR_RETURN(auto v, number(body, key));
+      if (v && *v != 0) return invalid_argument(fmt::format("'{}' is not supported", key), key);
+    }
+    if (const json::value* lp = body.if_contains("logprobs");
+        lp && !lp->is_null() && !(lp->is_bool() && !lp->as_bool())) {
+      return invalid_argument("'logprobs' is not supported", "logprobs");
+    }
+
+    if (chat) {
+      const json::value* messages = body.if_contains("messages");
+      if (messages == nullptr || !messages->is_array() || messages->as_array().empty()) {
+        return invalid_argument("'messages' must be a non-empty array", "messages");
+      }
+      size_t i = 0;
+      for (const auto& m : messages->as_array()) {
+        const json::object* o = m.if_object();
+        const json::value* role = o ? o->if_contains("role") : nullptr;
+        const json::value* content = o ? o->if_contains("content") : nullptr;
+        if (role == nullptr || !role->is_string() || content == nullptr) {
+          return invalid_argument(fmt::format("messages[{}] needs a role and a content", i),
+                                  "messages");
+        }
+        const std::string_view r = role->as_string();
+        if (r != "system" && r != "developer" && r != "user" && r != "assistant") {
+          return invalid_argument(fmt::format("messages[{}].role '{}' is not one of system, "
+                                              "developer, user, assistant",
+                                              i, r),
+                                  "messages");
+        }
+        MH_ASSIGN_OR_RETURN(std::string text, message_content(*content, i));
+        template_.append(r == "developer" ? "system" : r, text, c.prompt, nullptr);
+        ++i;
+      }
+      template_.append_reply_start(c.prompt);
+    } else {
+      const json::value* prompt = body.if_contains("prompt");
+      if (prompt == nullptr) return invalid_argument("'prompt' is required", "prompt");
+      if (prompt->is_string()) {
+        c.prompt = tokenizer_.encode(prompt->as_string(), false);
+      } else if (prompt->is_array() && prompt->as_array().size() == 1 &&
+                 prompt->as_array()[0].is_string()) {
+        c.prompt = tokenizer_.encode(prompt->as_array()[0].as_string(), false);
+      } else if (prompt->is_array() && !prompt->as_array().empty() &&
+                 prompt->as_array()[0].is_number()) {
+        for (const auto& t : prompt->as_array()) {
+          if (!t.is_int64() || t.as_int64() < 0 || t.as_int64() > INT32_MAX) {
+            return invalid_argument("'prompt' token ids must be non-negative integers", "prompt");
+          }
+          c.prompt.push_back(static_cast<int32_t>(t.as_int64()));
+        }
+      } else {
+        return invalid_argument(
+            "'prompt' must be a string, an array of one string, or an array of token ids",
+            "prompt");
+      }
+      // A completion of nothing starts from the end-of-text token, as GPT-2 does.
+      if (c.prompt.empty()) {
+        if (auto eot = tokenizer_.special_token("<|endoftext|>")) c.prompt.push_back(*eot);
+      }
+    }
+
+    const int64_t context = model_->config().max_positions;
+    const auto prompt_tokens = static_cast<int64_t>(c.prompt.size());
+    if (prompt_tokens >= context) {
+      return invalid_argument(
+          fmt::format("the prompt has {} tokens; this model's context is {} tokens", prompt_tokens,
+                      context),
+          chat ? "messages" : "prompt");
+    }
+    MH_ASSIGN_OR_RETURN(auto max_tokens, integer(body, "max_tokens"));
+    if (chat && !max_tokens) {
+      MH_ASSIGN_OR_RETURN(max_tokens, integer(body, "max_completion_tokens"));
+    }
+    if (max_tokens && *max_tokens < 1) {
+      return invalid_argument("'max_tokens' must be at least 1", "max_tokens");
+    }
+    if (max_tokens && prompt_tokens + *max_tokens > context) {
+      return invalid_argument(
+          fmt::format("this model's context is {} tokens, but {} were asked for ({} in the prompt, "
+                      "{} to generate)",
+                      context, prompt_tokens + *max_tokens, prompt_tokens, *max_tokens),
+          "max_tokens");
+    }
+    c.params.max_tokens = max_tokens ? *max_tokens : (chat ? context - prompt_tokens : 16);
+    MH_ASSIGN_OR_RETURN(auto temperature, number(body, "temperature"));
+    if (temperature && (*temperature < 0 || *temperature > 2)) {
+      return invalid_argument("'temperature' must be between 0 and 2", "temperature");
+    }
+    c.params.temperature = static_cast<float>(temperature.value_or(1.0));
+    MH_ASSIGN_OR_RETURN(auto top_p, number(body, "top_p"));
+    c.params.top_p = static_cast<float>(top_p.value_or(1.0));
+    MH_ASSIGN_OR_RETURN(auto top_k, integer(body, "top_k"));
+    c.params.top_k = top_k.value_or(0);
+    MH_ASSIGN_OR_RETURN(auto seed, integer(body, "seed"));
+    c.params.seed = seed ? static_cast<uint64_t>(*seed) : std::random_device{}();
+    MH_ASSIGN_OR_RETURN(c.params.ignore_eos, boolean(body, "ignore_eos"));
+    if (const json::value* stop = body.if_contains("stop"); stop && !stop->is_null()) {
+      if (stop->is_string()) {
+        c.params.stop.emplace_back(stop->as_string());
+      } else if (stop->is_array() && stop->as_array().size() <= 4) {
+        for (const auto& s : stop->as_array()) {
+          if (!s.is_string()) return invalid_argument("'stop' entries must be strings", "stop");
+          c.params.stop.emplace_back(s.as_string());
+        }
+      } else {
+        return invalid_argument("'stop' must be a string or an array of up to 4 strings", "stop");
+      }
+    }
+    MH_TRY(c.params.validate());
+    return c;
+  }
+
+  static std::string sse(const json::value& v) { return "data: " + json::serialize(v) + "\n\n"; }
+
+  // A streamed chunk: chat deltas or completion text.
+  static json::object chunk(const Call& c, json::value payload, json::value finish_reason) {
+    json::object choice{{"index", 0}, {"finish_reason", std::move(finish_reason)}};
+    if (c.chat) {
+      choice["delta"] = std::move(payload);
+      choice["logprobs"] = nullptr;
+    } else {
+      choice["text"] = std::move(payload);
+      choice["logprobs"] = nullptr;
+    }
+    return {{"id", c.id},
+            {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", c.created},
+            {"model", c.model},
+            {"choices", json::array{std::move(choice)}}};
+  }
+
+  static json::object usage(int64_t prompt, int64_t completion) {
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion}};
+  }
+
+  void complete(const Call& c, const engine::GenerationResult& r) {
+    const auto completion_tokens = static_cast<int64_t>(r.tokens.size());
+    {
+      std::lock_guard lock(mutex_);
+      prompt_tokens_ += r.prompt_tokens;
+      if (r.finish_reason == "cancelled") ++cancelled_;
+    }
+    emit(fmt::format(R"({{"type":"usage","tenant":{},"prompt_tokens":{},"completion_tokens":{}}})",
+                     json::serialize(json::value(c.tenant)), r.prompt_tokens, completion_tokens));
+    if (r.finish_reason == "cancelled") return;  // nobody is listening
+    if (c.stream) {
+      json::value empty = c.chat ? json::value(json::object{}) : json::value("");
+      c.out->write(sse(chunk(c, std::move(empty), json::value(r.finish_reason))));
+      if (c.include_usage) {
+        json::object u{{"id", c.id},
+                       {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
+                       {"created", c.created},
+                       {"model", c.model},
+                       {"choices", json::array{}},
+                       {"usage", usage(r.prompt_tokens, completion_tokens)}};
+        c.out->write(sse(u));
+      }
+      c.out->write("data: [DONE]\n\n");
+      c.out->end();
+      return;
+    }
+    json::object choice{{"index", 0}, {"finish_reason", r.finish_reason}, {"logprobs", nullptr}};
+    if (c.chat) {
+      choice["message"] = {
+          {"role", "assistant"}, {"content", valid_utf8(r.text)}, {"refusal", nullptr}};
+    } else {
+      choice["text"] = valid_utf8(r.text);
+    }
+    json::object body{{"id", c.id},
+                      {"object", c.chat ? "chat.completion" : "text_completion"},
+                      {"created", c.created},
+                      {"model", c.model},
+                      {"choices", json::array{std::move(choice)}},
+                      {"usage", usage(r.prompt_tokens, completion_tokens)}};
+    c.out->begin(200, "application/json");
+    c.out->write(json::serialize(body));
+    c.out->end();
+  }
+
+  void decode_loop() {
+    std::map<int64_t, std::shared_ptr<Call>> live;
+    auto last_stats = std::chrono::steady_clock::now();
+    std::string last_stats_json;
+    for (;;) {
+      std::vector<std::shared_ptr<Call>> joining;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait_for(lock, std::chrono::seconds(1),
+                       [&] { return stopping_ || !incoming_.empty() || !live.empty(); });
+        if (stopping_) break;
+        while (!incoming_.empty() &&
+               static_cast<int64_t>(live.size() + joining.size()) < options_.max_batch) {
+          joining.push_back(std::move(incoming_.front()));
+          incoming_.pop_front();
+        }
+      }
+      for (auto& c : joining) {
+        if (c->out->cancelled()) continue;
+        auto out = c->out;
+        const bool chat = c->chat, stream = c->stream;
+        const Call* call = c.get();
+        auto added = batch_.add(
+            c->prompt, c->params, [this, out, chat, stream, call](const engine::TokenEvent& e) {
+              if (e.token >= 0) ++generated_tokens_;
+              if (out->cancelled()) return false;
+              if (stream && !e.text.empty()) {
+                const std::string text = valid_utf8(e.text);
+                json::value piece =
+                    chat ? json::value(json::object{{"content", text}}) : json::value(text);
+                out->write(sse(chunk(*call, std::move(piece), nullptr)));
+              }
+              return true;
+            });
+        if (!added.ok()) {
+          if (stream) {  // the head is out: the error goes in the stream, as OpenAI does
+            json::object error = {
+                {"error",
+                 {{"message", added.status().message()}, {"type", "invalid_request_error"}}}};
+            out->write(sse(error));
+            out->end();
+          } else {
+            out->fail(added.status());
+          }
+          continue;
+        }
+        live.emplace(*added, std::move(c));
+        std::lock_guard lock(mutex_);
+        ++requests_;
+      }
+      {
+        std::lock_guard lock(mutex_);
+        active_ = static_cast<int64_t>(live.size());
+      }
+      if (!live.empty()) batch_.step();
+      for (auto& [id, result] : batch_.take_finished()) {
+        auto it = live.find(id);
+        if (it == live.end()) continue;
+        complete(*it->second, result);
+        live.erase(it);
+      }
+      {
+        std::lock_guard lock(mutex_);
+        active_ = static_cast<int64_t>(live.size());
+      }
+      // Counters for the daemon, at most once a second and only when they moved.
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_stats >= std::chrono::seconds(1)) {
+        json::object s = stats();
+        s["type"] = "stats";
+        std::string text = json::serialize(s);
+        if (text != last_stats_json) emit(text);
+        last_stats_json = std::move(text);
+        last_stats = now;
+      }
+    }
+    for (auto& [id, c] : live) c->out->fail(unavailable("the replica is shutting down"));
+    std::lock_guard lock(mutex_);
+    for (auto& c : incoming_) c->out->fail(unavailable("the replica is shutting down"));
+  }
+
+  const ServeOptions& options_;
+  std::unique_ptr<engine::Model> model_;
+  engine::Tokenizer tokenizer_;
+  engine::ChatTemplate template_;
+  engine::DecodeBatch batch_;  // the decode thread's alone
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Call>> incoming_;
+  bool stopping_ = false;
+  int64_t active_ = 0, requests_ = 0, cancelled_ = 0, prompt_tokens_ = 0;
+  std::atomic<int64_t> generated_tokens_{0};
+  std::thread decoder_;
+};
+
+int serve(const ServeOptions& given) {
+  ServeOptions options = given;
+  if (options.model_name.empty()) {
+    options.model_name = std::filesystem::path(options.model_dir).filename().string();
+  }
+  auto backend = engine::make_cpu_backend(options.threads);
+  auto model = engine::Model::load(options.model_dir, *backend);
+  if (!model.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", model.status().message().c_str());
+    return 2;
+  }
+  auto tokenizer = engine::Tokenizer::load(options.model_dir);
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", tokenizer.status().message().c_str());
+    return 2;
+  }
+  Replica replica(options, std::move(model).value(), std::move(tokenizer).value());
+
+  api::Router router;
+  const std::string token = options.token;
+  router.set_authenticator([token](const Request& r, api::Access access) -> Result<api::Principal> {
+    if (access.kind == api::Access::Kind::kPublic || token.empty()) return api::Principal{};
+    const std::string_view given = r.header("authorization");
+    const std::string expected = "Bearer " + token;
+    if (given.size() != expected.size() ||
+        CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0) {
+      return unauthenticated("this replica takes requests from its daemon only");
+    }
+    return api::Principal{api::Principal::Kind::kPlatformAdmin, "daemon", "", ""};
+  });
+  router.add("POST", "/v1/completions", api::Access::kAdmin,
+             [&](Request& r) { return replica.handle(r, false); });
+  router.add("POST", "/v1/chat/completions", api::Access::kAdmin,
+             [&](Request& r) { return replica.handle(r, true); });
+  router.add("GET", "/stats", api::Access::kAdmin,
+             [&](Request&) { return Response::json(200, replica.stats()); });
+  router.add("GET", "/health", api::Access::kPublic, [](Request&) {
+    return Response::json(200, json::object{{"status", "ok"}});
+  });
+
+  asio::io_context ioc;
+  api::HttpMetrics metrics;
+  api::ServerOptions server_options;
+  server_options.host = options.host;
+  server_options.port = options.port;
+  server_options.server_name = "mh-worker";
+  server_options.access_log = false;
+  server_options.idle_timeout = std::chrono::minutes(10);  // the daemon keeps connections
+  server_options.write_timeout = std::chrono::minutes(2);
+  api::HttpServer server(ioc, server_options, router, metrics);
+  if (Status s = server.start(); !s.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", s.message().c_str());
+    return 1;
+  }
+  replica.start();
+  std::printf("serving %s on http://%s:%u\n", options.model_name.c_str(), options.host.c_str(),
+              server.port());
+  std::fflush(stdout);
+  emit(fmt::format(R"({{"type":"ready","port":{}}})", server.port()));
+
+  asio::signal_set signals(ioc, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code&, int) {
+    replica.stop();  // answers what is in flight with 503
+    server.shutdown([&ioc] { ioc.stop(); });
+  });
+  const unsigned threads = 2;
+  std::vector<std::thread> io;
+  for (unsigned i = 1; i < threads; ++i) io.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : io) t.join();
+  replica.stop();
+  return 0;
+}
+
+}  // namespace mh::worker

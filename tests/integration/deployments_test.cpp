@@ -1,0 +1,317 @@
+// Deployments on a real daemon: replicas (mh-worker serve processes) come up ready and answer
+// OpenAI-style completions through the daemon, streamed or not; a replica killed is restarted; a
+// client that goes away mid-stream stops its generation; license limits refuse what they forbid;
+// a daemon killed with SIGKILL brings its deployments back.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "tests/integration/model_helpers.h"
+
+namespace mh::test {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+// acme licensed to deploy its own models, with custom:tiny registered (context 4096, so a
+// generation can run long enough to be interrupted).
+struct ServingPlatform : ModelsPlatform {
+  TempDir work;
+  ServingPlatform() {
+    license_models("acme", {"deploy", "custom_models"});
+    const auto ids = upload_model("acme", tiny_model_files(work.path() / "tiny", 64, 4096));
+    RawResponse r = register_model("acme", "tiny", ids);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+  }
+  RawResponse deploy(const json::object& body) {
+    return as("acme", "POST", "/v1/deployments", json::serialize(body));
+  }
+  json::object deployment(const std::string& id) {
+    return json::parse(as("acme", "GET", "/v1/deployments/" + id).body).as_object();
+  }
+  // Polls the deployment until `done` holds for it (or the time runs out); returns its last view.
+  template <typename Pred>
+  json::object wait_until(const std::string& id, Pred done, std::chrono::seconds timeout = 60s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    json::object d;
+    while (std::chrono::steady_clock::now() < deadline) {
+      d = deployment(id);
+      if (done(d)) return d;
+      std::this_thread::sleep_for(50ms);
+    }
+    return d;
+  }
+  json::object wait_ready(const std::string& id, int64_t replicas = 1) {
+    return wait_until(id, [&](const json::object& d) {
+      return d.at("status") == "ready" && d.at("ready_replicas").as_int64() == replicas;
+    });
+  }
+  std::string create_ready(int64_t replicas = 1) {
+    RawResponse r = deploy({{"model", "custom:tiny"}, {"replicas", replicas}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const std::string id(json::parse(r.body).at("id").as_string());
+    json::object d = wait_ready(id, replicas);
+    REQUIRE_MESSAGE(d.at("status") == "ready", json::serialize(d));
+    return id;
+  }
+  RawResponse complete(const std::string& path, const json::object& body) {
+    return as("acme", "POST", path, json::serialize(body));
+  }
+};
+
+// The JSON objects of a server-sent event stream, and whether it ended with [DONE].
+std::vector<json::object> sse_events(const std::string& body, bool* done) {
+  std::vector<json::object> out;
+  *done = false;
+  size_t at = 0;
+  while ((at = body.find("data: ", at)) != std::string::npos) {
+    const size_t end = body.find("\n\n", at);
+    REQUIRE(end != std::string::npos);
+    const std::string data = body.substr(at + 6, end - at - 6);
+    if (data == "[DONE]") {
+      *done = true;
+    } else {
+      out.push_back(json::parse(data).as_object());
+    }
+    at = end + 2;
+  }
+  return out;
+}
+
+TEST_CASE("a deployment answers completions and chat completions, streamed or not") {
+  ServingPlatform p;
+  const std::string id = p.create_ready();
+
+  SUBCASE("completions") {
+    RawResponse r = p.complete("/v1/completions", {{"model", "custom:tiny"},
+                                                   {"prompt", "the cat"},
+                                                   {"max_tokens", 5},
+                                                   {"ignore_eos", true},
+                                                   {"temperature", 0}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    json::object c = json::parse(r.body).as_object();
+    CHECK(c.at("object") == "text_completion");
+    CHECK(c.at("model") == "custom:tiny");
+    CHECK(c.at("choices").at(0).at("finish_reason") == "length");
+    CHECK(c.at("usage").at("completion_tokens") == 5);
+    CHECK(c.at("usage").at("prompt_tokens").as_int64() > 0);
+    // Greedy decoding is deterministic: the same request by deployment id gives the same text.
+    RawResponse again = p.complete("/v1/completions", {{"model", id},
+                                                       {"prompt", "the cat"},
+                                                       {"max_tokens", 5},
+                                                       {"ignore_eos", true},
+                                                       {"temperature", 0}});
+    REQUIRE(again.status == 200);
+    CHECK(json::parse(again.body).at("choices").at(0).at("text") ==
+          c.at("choices").at(0).at("text"));
+  }
+  SUBCASE("chat completions") {
+    RawResponse r =
+        p.complete("/v1/chat/completions",
+                   {{"model", "custom:tiny"},
+                    {"messages", json::array{json::object{{"role", "user"}, {"content", "hello"}}}},
+                    {"max_tokens", 4},
+                    {"ignore_eos", true}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    json::object c = json::parse(r.body).as_object();
+    CHECK(c.at("object") == "chat.completion");
+    CHECK(std::string(c.at("id").as_string()).starts_with("chatcmpl-"));
+    CHECK(c.at("choices").at(0).at("message").at("role") == "assistant");
+    CHECK(c.at("choices").at(0).at("message").at("content").is_string());
+    CHECK(c.at("usage").at("completion_tokens") == 4);
+    CHECK(c.at("usage").at("total_tokens").as_int64() ==
+          c.at("usage").at("prompt_tokens").as_int64() + 4);
+  }
+  SUBCASE("a streamed chat completion arrives as server-sent events ending in [DONE]") {
+    RawResponse r =
+        p.complete("/v1/chat/completions",
+                   {{"model", "custom:tiny"},
+                    {"messages", json::array{json::object{{"role", "user"}, {"content", "hello"}}}},
+                    {"max_tokens", 6},
+                    {"ignore_eos", true},
+                    {"stream", true},
+                    {"stream_options", {{"include_usage", true}}}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(r.header("content-type").starts_with("text/event-stream"));
+    bool done = false;
+    auto events = sse_events(r.body, &done);
+    CHECK(done);
+    REQUIRE(events.size() >= 3);
+    CHECK(events.front().at("object") == "chat.completion.chunk");
+    CHECK(events.front().at("choices").at(0).at("delta").at("role") == "assistant");
+    const json::object& usage = events.back();
+    CHECK(usage.at("choices").as_array().empty());
+    CHECK(usage.at("usage").at("completion_tokens") == 6);
+    CHECK(events[events.size() - 2].at("choices").at(0).at("finish_reason") == "length");
+  }
+  SUBCASE("bad requests are refused with a clear error") {
+    RawResponse r = p.complete("/v1/completions", {{"model", "custom:nope"}, {"prompt", "x"}});
+    CHECK(r.status == 404);
+    CHECK(r.body.find("no deployment serves 'custom:nope'") != std::string::npos);
+    r = p.complete("/v1/completions", {{"prompt", "x"}});
+    CHECK(r.status == 400);
+    r = p.complete("/v1/completions",
+                   {{"model", "custom:tiny"}, {"prompt", "x"}, {"temperature", 7}});
+    CHECK(r.status == 400);
+    CHECK(r.body.find("temperature") != std::string::npos);
+    r = p.complete("/v1/chat/completions", {{"model", "custom:tiny"}, {"messages", "hi"}});
+    CHECK(r.status == 400);
+    r = p.complete("/v1/completions",
+                   {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 5000}});
+    CHECK(r.status == 400);
+    CHECK(r.body.find("context is 4096 tokens") != std::string::npos);
+    // Another tenant cannot reach acme's deployment, by id or by model.
+    r = p.as("globex", "POST", "/v1/completions",
+             json::serialize(json::object{{"model", id}, {"prompt", "x"}}));
+    CHECK(r.status == 404);
+    CHECK(p.as("globex", "GET", "/v1/deployments/" + id).status == 404);
+  }
+  SUBCASE("scale, list and delete") {
+    RawResponse r = p.as("acme", "PATCH", "/v1/deployments/" + id,
+                         json::serialize(json::object{{"replicas", 2}}));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    json::object d = p.wait_ready(id, 2);
+    CHECK(d.at("ready_replicas") == 2);
+    json::object list = json::parse(p.as("acme", "GET", "/v1/deployments").body).as_object();
+    REQUIRE(list.at("data").as_array().size() == 1);
+    CHECK(list.at("data").at(0).at("id").as_string() == id);
+    r = p.as("acme", "DELETE", "/v1/deployments/" + id);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(json::parse(r.body).at("deleted") == true);
+    CHECK(p.as("acme", "GET", "/v1/deployments/" + id).status == 404);
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"}, {"prompt", "x"}});
+    CHECK(r.status == 404);
+  }
+  SUBCASE("tokens and device-seconds go to the usage ledger") {
+    RawResponse r = p.complete(
+        "/v1/completions",
+        {{"model", "custom:tiny"}, {"prompt", "the cat"}, {"max_tokens", 7}, {"ignore_eos", true}});
+    REQUIRE(r.status == 200);
+    const int64_t prompt = json::parse(r.body).at("usage").at("prompt_tokens").as_int64();
+    json::object totals;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      totals = json::parse(p.as("acme", "GET", "/v1/usage?bucket_width=total").body)
+                   .at("totals")
+                   .as_object();
+      if (totals.contains("output_tokens")) break;
+      std::this_thread::sleep_for(200ms);
+    }
+    REQUIRE_MESSAGE(totals.contains("output_tokens"), json::serialize(totals));
+    CHECK(totals.at("output_tokens").to_number<double>() == 7);
+    CHECK(totals.at("input_tokens").to_number<double>() == static_cast<double>(prompt));
+    CHECK(totals.at("gpu_seconds").to_number<double>() > 0);
+  }
+}
+
+TEST_CASE("a replica that dies is restarted and serves again") {
+  ServingPlatform p;
+  const std::string id = p.create_ready();
+  json::object d = p.deployment(id);
+  const int64_t pid = d.at("replica_status").at(0).at("pid").as_int64();
+  REQUIRE(::kill(static_cast<pid_t>(pid), SIGKILL) == 0);
+  d = p.wait_until(id, [&](const json::object& v) {
+    const auto& r = v.at("replica_status").at(0);
+    return r.at("restarts") == 1 && r.at("state") == "ready";
+  });
+  const auto& replica = d.at("replica_status").at(0);
+  REQUIRE_MESSAGE(replica.at("state") == "ready", json::serialize(d));
+  CHECK(replica.at("pid").as_int64() != pid);
+  CHECK(std::string(replica.at("last_exit").as_string()).find("signal 9") != std::string::npos);
+  RawResponse r = p.complete("/v1/completions",
+                             {{"model", "custom:tiny"}, {"prompt", "the"}, {"max_tokens", 2}});
+  CHECK_MESSAGE(r.status == 200, r.body);
+}
+
+TEST_CASE("a client that goes away mid-stream stops its generation on the replica") {
+  ServingPlatform p;
+  const std::string id = p.create_ready();
+  {
+    RawConnection conn(p.daemon->port());
+    const std::string body = json::serialize(json::object{{"model", "custom:tiny"},
+                                                          {"prompt", "the cat"},
+                                                          {"max_tokens", 4000},
+                                                          {"ignore_eos", true},
+                                                          {"stream", true}});
+    conn.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+              p.owners.at("acme") + "\r\nContent-Type: application/json\r\nContent-Length: " +
+              std::to_string(body.size()) + "\r\n\r\n" + body);
+    REQUIRE(conn.read_until("data: ", 5));
+  }  // the connection closes here, a few tokens in
+  json::object d = p.wait_until(id, [](const json::object& v) {
+    const auto& stats = v.at("replica_status").at(0).at("stats").as_object();
+    return stats.contains("cancelled") && stats.at("cancelled") == 1 && stats.at("active") == 0;
+  });
+  const auto& stats = d.at("replica_status").at(0).at("stats");
+  REQUIRE_MESSAGE(stats.as_object().contains("cancelled"), json::serialize(d));
+  CHECK(stats.at("cancelled") == 1);
+  CHECK(stats.at("active") == 0);
+  // It stopped well short of the 4000 tokens asked for.
+  CHECK(stats.at("generated_tokens").as_int64() < 2000);
+  MESSAGE("tokens generated before the replica noticed: ", stats.at("generated_tokens"));
+}
+
+TEST_CASE("license limits refuse deployments, naming the limit and by how much") {
+  ServingPlatform p;
+  SUBCASE("max_deployments") {
+    p.create_ready();
+    p.create_ready();
+    RawResponse r = p.deploy({{"model", "custom:tiny"}});
+    CHECK(r.status == 429);
+    CHECK(r.body.find("max_deployments") != std::string::npos);
+    CHECK(r.body.find("1 over") != std::string::npos);
+  }
+  SUBCASE("max_gpus, on create and on scale") {
+    RawResponse r =
+        p.deploy({{"model", "custom:tiny"}, {"replicas", 3}, {"devices_per_replica", 2}});
+    CHECK(r.status == 429);
+    CHECK(r.body.find("max_gpus") != std::string::npos);
+    CHECK(r.body.find("2 over") != std::string::npos);
+    const std::string id = p.create_ready();
+    r = p.as("acme", "PATCH", "/v1/deployments/" + id,
+             json::serialize(json::object{{"replicas", 5}}));
+    CHECK(r.status == 429);
+    CHECK(r.body.find("max_gpus") != std::string::npos);
+    CHECK(p.deployment(id).at("replicas") == 1);
+  }
+  SUBCASE("gpu_hours_per_month") {
+    licensing::Limits limits;
+    limits.seats = 1;
+    limits.max_model_params = 1'000'000;
+    limits.max_gpus = 4;
+    limits.max_deployments = 2;
+    limits.gpu_hours_per_month = 0;
+    p.relicense("acme", {"deploy", "custom_models"}, limits);
+    RawResponse r = p.deploy({{"model", "custom:tiny"}});
+    CHECK(r.status == 429);
+    CHECK(r.body.find("gpu_hours_per_month") != std::string::npos);
+  }
+  SUBCASE("the deploy feature") {
+    p.license_models("acme", {"custom_models"});
+    RawResponse r = p.deploy({{"model", "custom:tiny"}});
+    CHECK(r.status == 403);
+    CHECK(r.body.find("deploy") != std::string::npos);
+  }
+  SUBCASE("bad requests") {
+    CHECK(p.deploy({{"model", "custom:missing"}}).status == 404);
+    CHECK(p.deploy({{"model", "custom:tiny"}, {"replicas", 0}}).status == 400);
+    CHECK(p.deploy({{"model", "custom:tiny"}, {"pool", "moon"}}).status == 404);
+    CHECK(p.deploy({{"replicas", 1}}).status == 400);
+  }
+}
+
+TEST_CASE("a daemon killed with SIGKILL brings its deployments back") {
+  ServingPlatform p;
+  const std::string id = p.create_ready();
+  p.kill_and_restart();
+  json::object d = p.wait_ready(id);
+  REQUIRE_MESSAGE(d.at("status") == "ready", json::serialize(d));
+  RawResponse r = p.complete("/v1/completions",
+                             {{"model", "custom:tiny"}, {"prompt", "the"}, {"max_tokens", 2}});
+  CHECK_MESSAGE(r.status == 200, r.body);
+}
+
+}  // namespace
+}  // namespace mh::test
