@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/json.hpp>
-#include <ctime>
 
 #include "platform/api/deployment_runtime.h"
 #include "platform/base/crypto.h"
@@ -54,25 +53,16 @@ Result<int64_t> replicas_field(const json::object& body, int64_t fallback, int64
   return v->as_int64();
 }
 
-// The first second of the calendar month (UTC) that `now` falls in.
-int64_t month_start(int64_t now) {
-  std::time_t t = static_cast<std::time_t>(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  tm.tm_mday = 1;
-  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-  return static_cast<int64_t>(timegm(&tm));
-}
-
 }  // namespace
 
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-                         TrustedClock& clock, DeploymentOptions options)
+                         DeviceHoldings& holdings, TrustedClock& clock, DeploymentOptions options)
     : db_(db),
       models_(models),
       entitlements_(entitlements),
       ledger_(ledger),
+      holdings_(holdings),
       clock_(clock),
       options_(std::move(options)) {}
 
@@ -115,6 +105,7 @@ Status Deployments::start() {
   {
     std::lock_guard lock(mutex_);
     for (auto& d : all) {
+      holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
       auto live = std::make_shared<Live>();
       live->record = std::move(d);
       live_.emplace(live->record.id, std::move(live));
@@ -129,51 +120,20 @@ Status Deployments::start() {
 Status Deployments::admit(const std::string& tenant, const DeploymentRecord& wanted,
                           const std::string& replacing) const {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
-  MH_TRY(entitlements_.check(tenant, "deploy", now));
-  const auto entitlement = entitlements_.find(tenant);
-  const licensing::LicenseTerms& terms = entitlement->license.terms;
-  const std::string& license = terms.id;
-  if (!terms.pools.empty() &&
-      std::find(terms.pools.begin(), terms.pools.end(), wanted.pool) == terms.pools.end()) {
-    return permission_denied(
-        fmt::format("license '{}' does not include pool '{}'", license, wanted.pool));
-  }
-  int64_t deployments = 0, devices = 0;
+  MH_TRY(admit_devices(entitlements_, ledger_, holdings_, tenant, "deploy", wanted.pool, replacing,
+                       wanted.replicas * wanted.devices_per_replica, now));
+  if (!replacing.empty()) return {};
+  int64_t deployments = 0;
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [id, live] : live_) {
-      if (live->record.tenant != tenant || id == replacing) continue;
-      ++deployments;
-      devices += live->record.replicas * live->record.devices_per_replica;
-    }
+    for (const auto& [id, live] : live_) deployments += live->record.tenant == tenant;
   }
-  if (replacing.empty() && deployments + 1 > terms.limits.max_deployments) {
+  const auto entitlement = entitlements_.find(tenant);
+  const licensing::LicenseTerms& terms = entitlement->license.terms;
+  if (deployments + 1 > terms.limits.max_deployments) {
     return resource_exhausted(fmt::format(
         "the tenant has {} deployments; license '{}' allows {} (max_deployments): 1 over",
-        deployments, license, terms.limits.max_deployments));
-  }
-  const int64_t want = wanted.replicas * wanted.devices_per_replica;
-  if (devices + want > terms.limits.max_gpus) {
-    return resource_exhausted(fmt::format(
-        "the tenant holds {} devices and asks for {} more; license '{}' allows {} (max_gpus): "
-        "{} over",
-        devices, want, license, terms.limits.max_gpus, devices + want - terms.limits.max_gpus));
-  }
-  if (want > 0) {
-    tenants::UsageQuery q;
-    q.start = month_start(now);
-    q.end = now + 1;
-    q.dimension = tenants::UsageDimension::kGpuSeconds;
-    MH_ASSIGN_OR_RETURN(auto totals, ledger_.totals(tenant, q));
-    double used = 0;
-    for (const auto& t : totals) used += t.quantity;
-    const double limit = static_cast<double>(terms.limits.gpu_hours_per_month) * 3600.0;
-    if (used >= limit) {
-      return resource_exhausted(fmt::format(
-          "the tenant used {:.2f} GPU-hours this month; license '{}' allows {} "
-          "(gpu_hours_per_month): {:.2f} over",
-          used / 3600.0, license, terms.limits.gpu_hours_per_month, (used - limit) / 3600.0));
-    }
+        deployments, terms.id, terms.limits.max_deployments));
   }
   return {};
 }
@@ -216,6 +176,7 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
                d.created_at, d.updated_at})
         .status();
   }));
+  holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
   {
     std::lock_guard lock(mutex_);
     auto live = std::make_shared<Live>();
@@ -275,6 +236,7 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
             {d.replicas, d.status, store::text_or_null(d.error), d.updated_at, d.id})
         .status();
   }));
+  holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
   {
     std::lock_guard lock(mutex_);
     if (auto it = live_.find(d.id); it != live_.end()) {
@@ -294,6 +256,7 @@ Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::strin
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     return s.exec("DELETE FROM deployments WHERE id = ?", {d.id}).status();
   }));
+  holdings_.set(d.tenant, d.id, 0);
   std::vector<std::unique_ptr<executor::WorkerProcess>> processes;
   std::vector<std::shared_ptr<Call>> queued;
   {

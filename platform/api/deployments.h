@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
+#include "platform/api/admission.h"
 #include "platform/api/models.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
@@ -58,7 +59,8 @@ struct DeploymentOptions {
 class Deployments {
  public:
   Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
-              tenants::UsageLedger& ledger, TrustedClock& clock, DeploymentOptions options);
+              tenants::UsageLedger& ledger, DeviceHoldings& holdings, TrustedClock& clock,
+              DeploymentOptions options);
   ~Deployments();  // stops the supervisor and every replica
   Deployments(const Deployments&) = delete;
   Deployments& operator=(const Deployments&) = delete;
@@ -104,6 +106,7 @@ class Deployments {
   ModelStore& models_;
   const licensing::Entitlements& entitlements_;
   tenants::UsageLedger& ledger_;
+  DeviceHoldings& holdings_;
   TrustedClock& clock_;
   const DeploymentOptions options_;
 

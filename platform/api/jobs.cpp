@@ -21,7 +21,7 @@ namespace {
 constexpr std::string_view kColumns =
     "id, tenant_id, model, training_file, validation_file, suffix, status, error_code, "
     "error_message, fine_tuned_model, n_epochs, batch_size, lr_multiplier, seed, trained_tokens, "
-    "created_at, finished_at";
+    "created_at, finished_at, pool, gpus, checkpoint_interval, max_retries, attempts";
 constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
 constexpr int64_t kMaxSeqLen = 512;
 constexpr auto kCancelGrace = std::chrono::seconds(10);
@@ -50,7 +50,18 @@ JobRecord from_row(const store::Row& r) {
   j.trained_tokens = opt(14);
   j.finished_at = opt(16);
   j.created_at = r.integer(15);
+  j.pool = r.text(17);
+  j.gpus = r.integer(18);
+  j.checkpoint_interval = r.integer(19);
+  j.max_retries = r.integer(20);
+  j.attempts = r.integer(21);
   return j;
+}
+
+// The model a job makes: ft:<base>:<suffix, or the tenant>:<the job id's first 8 characters>.
+std::string fine_tuned_model_id(const JobRecord& job) {
+  return fmt::format("ft:{}:{}:{}", job.model, job.suffix.empty() ? job.tenant : job.suffix,
+                     job.id.substr(6, 8));
 }
 
 json::value or_null(const std::optional<int64_t>& v) {
@@ -78,7 +89,12 @@ json::object job_json(const JobRecord& j) {
         {"learning_rate_multiplier", j.lr_multiplier}}},
       {"trained_tokens", or_null(j.trained_tokens)},
       {"seed", j.seed},
-      {"user_provided_suffix", j.suffix.empty() ? json::value(nullptr) : json::value(j.suffix)}};
+      {"user_provided_suffix", j.suffix.empty() ? json::value(nullptr) : json::value(j.suffix)},
+      {"pool", j.pool},
+      {"gpus", j.gpus},
+      {"checkpoint_interval", j.checkpoint_interval},
+      {"max_retries", j.max_retries},
+      {"attempts", j.attempts}};
   o["error"] = j.error_code.empty()
                    ? json::value(nullptr)
                    : json::value(json::object{
@@ -117,12 +133,15 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
 }  // namespace
 
 FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models,
-                       const licensing::Entitlements& entitlements, TrustedClock& clock,
-                       fs::path root, fs::path worker, int worker_threads)
+                       const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
+                       DeviceHoldings& holdings, TrustedClock& clock, fs::path root,
+                       fs::path worker, int worker_threads)
     : db_(db),
       files_(files),
       models_(models),
       entitlements_(entitlements),
+      ledger_(ledger),
+      holdings_(holdings),
       clock_(clock),
       root_(std::move(root)),
       worker_(std::move(worker)),
@@ -167,6 +186,30 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   MH_TRY(entitlements_.check(tenant, "train", now));
   JobRecord j;
+  auto small_int = [&](const char* key, int64_t fallback, int64_t lo,
+                       int64_t hi) -> Result<int64_t> {
+    const json::value* v = body.if_contains(key);
+    if (v == nullptr || v->is_null()) return fallback;
+    if (!v->is_int64() || v->as_int64() < lo || v->as_int64() > hi) {
+      return invalid_argument(fmt::format("\"{}\" must be an integer in [{}, {}]", key, lo, hi),
+                              key);
+    }
+    return v->as_int64();
+  };
+  if (const json::value* v = body.if_contains("pool"); v != nullptr && !v->is_null()) {
+    if (!v->is_string()) return invalid_argument("\"pool\" must be a pool's name", "pool");
+    if (v->as_string() != j.pool) {
+      return not_found(fmt::format("pool '{}' does not exist", std::string_view(v->as_string())));
+    }
+  }
+  MH_ASSIGN_OR_RETURN(j.gpus, small_int("gpus", 1, 1, 64));
+  if (j.gpus > 1) {
+    return invalid_argument(
+        "the default pool trains with one device per job; \"gpus\" above 1 needs a GPU pool",
+        "gpus");
+  }
+  MH_ASSIGN_OR_RETURN(j.checkpoint_interval, small_int("checkpoint_interval", 50, 1, 1'000'000));
+  MH_ASSIGN_OR_RETURN(j.max_retries, small_int("max_retries", 0, 0, 10));
   j.id = "ftjob-" + secure_random_base64url(18);
   j.tenant = tenant;
   j.created_at = now;
@@ -225,15 +268,17 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
     secure_random(&r, sizeof r);
     j.seed = r >> 1;
   }
+  MH_TRY(
+      admit_devices(entitlements_, ledger_, holdings_, tenant, "train", j.pool, "", j.gpus, now));
   j.status = "validating_files";
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     return s
-        .exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES "
-                          "(?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL)",
+        .exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, "
+                          "NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0)",
                           kColumns),
               {j.id, j.tenant, j.model, j.training_file, store::text_or_null(j.validation_file),
                store::text_or_null(j.suffix), j.status, j.n_epochs, j.batch_size, j.lr_multiplier,
-               j.seed, j.created_at})
+               j.seed, j.created_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries})
         .status();
   }));
   add_event(j, "info", "message", "Validating training file: " + j.training_file);
@@ -317,6 +362,56 @@ Result<std::vector<JobEvent>> FineTuning::events(std::string_view tenant, std::s
       const auto& r = rows[i];
       out.push_back({r.text(0), r.integer(1), r.text(2), r.text(3), r.text(4),
                      r.is_null(5) ? std::string() : r.text(5)});
+    }
+    return {};
+  }));
+  return out;
+}
+
+void FineTuning::add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
+                                const std::string& path) {
+  const auto clock = clock_.now();
+  Status s = db_.write([&](store::Session& session) -> Status {
+    return session
+        .exec(
+            "INSERT INTO fine_tuning_checkpoints (id, job_id, tenant_id, step, train_loss, path, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, step) DO NOTHING",
+            {"ftckpt-" + secure_random_base64url(18), job.id, job.tenant, step,
+             loss ? store::Value(*loss) : store::Value(std::monostate()), path,
+             clock.ok() ? *clock : 0})
+        .status();
+  });
+  if (!s.ok()) spdlog::error("job {}: checkpoint not recorded: {}", job.id, s.message());
+}
+
+Result<std::vector<JobCheckpoint>> FineTuning::checkpoints(std::string_view tenant,
+                                                           std::string_view id,
+                                                           std::string_view after, int64_t limit,
+                                                           bool* has_more) const {
+  MH_TRY(get(tenant, id).status());  // 404 for another tenant's job
+  std::vector<JobCheckpoint> out;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    int64_t before_step = INT64_MAX;
+    if (!after.empty()) {
+      MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT step FROM fine_tuning_checkpoints WHERE id = "
+                                             "? AND job_id = ?",
+                                             {std::string(after), std::string(id)}));
+      if (rows.empty())
+        return invalid_argument("\"after\" is not a checkpoint of this job", "after");
+      before_step = rows[0].integer(0);
+    }
+    MH_ASSIGN_OR_RETURN(
+        auto rows, s.query("SELECT id, step, train_loss, created_at FROM fine_tuning_checkpoints "
+                           "WHERE job_id = ? AND tenant_id = ? AND step < ? ORDER BY step DESC "
+                           "LIMIT ?",
+                           {std::string(id), std::string(tenant), before_step, limit + 1}));
+    *has_more = static_cast<int64_t>(rows.size()) > limit;
+    for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) {
+      const auto& r = rows[i];
+      out.push_back({r.text(0), std::string(id), r.integer(1),
+                     r.is_null(2) ? std::optional<double>()
+                                  : std::optional<double>(std::get<double>(r.value(2))),
+                     r.integer(3)});
     }
     return {};
   }));
@@ -445,7 +540,7 @@ void FineTuning::execute(const JobRecord& job) {
                "--seed",
                std::to_string(job.seed),
                "--checkpoint-every",
-               "50",
+               std::to_string(job.checkpoint_interval),
                "--log-every",
                "10"};
   if (!resume.empty()) {
@@ -455,6 +550,9 @@ void FineTuning::execute(const JobRecord& job) {
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
   bool done = false;
+  int64_t last_step = 0;
+  std::optional<int64_t> trained_tokens;
+  std::optional<double> last_loss;
   std::chrono::steady_clock::time_point last_metrics{};
   auto on_event = [&](std::string_view line) {
     boost::system::error_code jec;
@@ -468,6 +566,7 @@ void FineTuning::execute(const JobRecord& job) {
       // metrics are kept at most every kMetricsInterval, and always the first and the last.
       const int64_t step = e.at("step").to_number<int64_t>();
       const int64_t total = e.at("steps").to_number<int64_t>();
+      last_loss = e.at("loss").to_number<double>();
       const auto now = std::chrono::steady_clock::now();
       if (step != 1 && step != total && now - last_metrics < kMetricsInterval) return;
       last_metrics = now;
@@ -479,13 +578,36 @@ void FineTuning::execute(const JobRecord& job) {
                                              {"learning_rate", e.at("lr")},
                                              {"total_steps", e.at("steps")}}));
     } else if (type->as_string() == "checkpoint") {
-      add_event(job, "info", "message",
-                fmt::format("Checkpoint saved at step {}", e.at("step").to_number<int64_t>()));
+      const int64_t step = e.at("step").to_number<int64_t>();
+      add_checkpoint(job, step, last_loss, std::string(e.at("path").as_string()));
+      add_event(job, "info", "message", fmt::format("Checkpoint saved at step {}", step));
     } else if (type->as_string() == "done") {
       done = true;
+      last_step = e.at("step").to_number<int64_t>();
+      if (const json::value* t = e.if_contains("trained_tokens"); t && t->is_int64()) {
+        trained_tokens = t->as_int64();
+      }
     }
   };
   add_event(job, "info", "message", "Fine-tuning job started");
+  // The job holds its devices while its worker runs; their seconds go to the usage ledger.
+  holdings_.set(job.tenant, job.id, job.gpus);
+  const auto started = std::chrono::steady_clock::now();
+  struct Meter {
+    FineTuning& self;
+    const JobRecord& job;
+    std::chrono::steady_clock::time_point started;
+    ~Meter() {
+      self.holdings_.set(job.tenant, job.id, 0);
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      auto now = self.clock_.now();
+      if (!now.ok()) return;
+      Status s = self.ledger_.record({job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
+                                      seconds * static_cast<double>(job.gpus), "job", job.id});
+      if (!s.ok()) spdlog::error("job {}: usage not recorded: {}", job.id, s.message());
+    }
+  } meter{*this, job, started};
   auto worker = executor::WorkerProcess::start(spec, on_event);
   if (!worker.ok()) return fail("worker_start_failed", worker.status().message());
   (void)db_.write([&](store::Session& s) -> Status {
@@ -517,14 +639,31 @@ void FineTuning::execute(const JobRecord& job) {
     }
   }
   if (!exit->ok() || !done) {
-    return fail("worker_failed", exit->ok() ? "the worker ended without a model" : exit->reason);
+    const std::string reason = exit->ok() ? "the worker ended without a model" : exit->reason;
+    if (job.attempts < job.max_retries) {  // the policy says: again, from the last checkpoint
+      add_event(
+          job, "warn", "message",
+          fmt::format("Worker failed ({}); retrying from the last checkpoint (retry {} of {})",
+                      reason, job.attempts + 1, job.max_retries));
+      (void)db_.write([&](store::Session& s) -> Status {
+        return s
+            .exec(
+                "UPDATE fine_tuning_jobs SET status = 'queued', attempts = attempts + 1, "
+                "worker_pid = NULL WHERE id = ?",
+                {job.id})
+            .status();
+      });
+      std::lock_guard lock(mutex_);
+      work_ = true;
+      return;
+    }
+    return fail("worker_failed", reason);
   }
-  const std::string base = job.model;
-  const std::string id = fmt::format(
-      "ft:{}:{}:{}", base, job.suffix.empty() ? job.tenant : job.suffix, job.id.substr(6, 8));
+  const std::string id = fine_tuned_model_id(job);
   auto m = models_.record_fine_tune(job.tenant, id, out, job.id);
   if (!m.ok()) return fail("model_registration_failed", m.status().message());
-  (void)finish(job, "succeeded", "", "", m->id, std::nullopt);
+  add_checkpoint(job, last_step, last_loss, out.string());  // the final model is one too
+  (void)finish(job, "succeeded", "", "", m->id, trained_tokens);
 }
 
 void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
@@ -559,6 +698,35 @@ void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
                auto j = jobs.cancel(request.principal.tenant, request.param("id"));
                if (!j.ok()) return Response::error(j.status());
                return Response::json(200, job_json(*j));
+             });
+  router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints", Access::tenant(Permission::kRead),
+             [&jobs](Request& request) {
+               auto page = parse_page(request, 10, 100);
+               if (!page.ok()) return Response::error(page.status());
+               bool has_more = false;
+               const std::string id(request.param("id"));
+               auto job = jobs.get(request.principal.tenant, id);
+               if (!job.ok()) return Response::error(job.status());
+               auto list = jobs.checkpoints(request.principal.tenant, id, page->after, page->limit,
+                                            &has_more);
+               if (!list.ok()) return Response::error(list.status());
+               json::array data;
+               for (const auto& c : *list) {
+                 json::object metrics{{"step", c.step}};
+                 if (c.train_loss) metrics["train_loss"] = *c.train_loss;
+                 // The checkpoint's name, after the model the job makes (or made).
+                 const std::string model = job->fine_tuned_model.empty() ? fine_tuned_model_id(*job)
+                                                                         : job->fine_tuned_model;
+                 data.push_back(json::object{
+                     {"object", "fine_tuning.job.checkpoint"},
+                     {"id", c.id},
+                     {"created_at", c.created_at},
+                     {"fine_tuned_model_checkpoint", fmt::format("{}:ckpt-step-{}", model, c.step)},
+                     {"fine_tuning_job_id", c.job_id},
+                     {"metrics", std::move(metrics)},
+                     {"step_number", c.step}});
+               }
+               return list_response(std::move(data), has_more);
              });
   router.add("GET", "/v1/fine_tuning/jobs/{id}/events", Access::tenant(Permission::kRead),
              [&jobs](Request& request) {

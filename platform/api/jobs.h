@@ -16,11 +16,13 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
+#include "platform/api/admission.h"
 #include "platform/api/files.h"
 #include "platform/api/models.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/store/database.h"
+#include "tenants/usage_ledger.h"
 
 namespace mh::api {
 
@@ -33,7 +35,17 @@ struct JobRecord {
   int64_t n_epochs = 1, batch_size = 4;
   double lr_multiplier = 1.0;
   int64_t seed = 0;
+  std::string pool = "default";
+  int64_t gpus = 1, checkpoint_interval = 50, max_retries = 0, attempts = 0;
   std::optional<int64_t> trained_tokens, finished_at;
+  int64_t created_at = 0;
+};
+
+struct JobCheckpoint {
+  std::string id;  // "ftckpt-…"
+  std::string job_id;
+  int64_t step = 0;
+  std::optional<double> train_loss;
   int64_t created_at = 0;
 };
 
@@ -46,8 +58,9 @@ struct JobEvent {
 class FineTuning {
  public:
   FineTuning(store::Database& db, FileStore& files, ModelStore& models,
-             const licensing::Entitlements& entitlements, TrustedClock& clock,
-             std::filesystem::path root, std::filesystem::path worker, int worker_threads);
+             const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
+             DeviceHoldings& holdings, TrustedClock& clock, std::filesystem::path root,
+             std::filesystem::path worker, int worker_threads);
   ~FineTuning();  // stops the runner; a running worker is stopped and its job requeued
   FineTuning(const FineTuning&) = delete;
   FineTuning& operator=(const FineTuning&) = delete;
@@ -62,10 +75,16 @@ class FineTuning {
   Result<JobRecord> cancel(std::string_view tenant, std::string_view id);
   Result<std::vector<JobEvent>> events(std::string_view tenant, std::string_view id,
                                        std::string_view after, int64_t limit, bool* has_more) const;
+  // Newest first, as OpenAI lists them.
+  Result<std::vector<JobCheckpoint>> checkpoints(std::string_view tenant, std::string_view id,
+                                                 std::string_view after, int64_t limit,
+                                                 bool* has_more) const;
 
  private:
   void run();
   void execute(const JobRecord& job);
+  void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
+                      const std::string& path);
   void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
                  std::string data = {});
   Status finish(const JobRecord& job, const std::string& status, const std::string& error_code,
@@ -76,6 +95,8 @@ class FineTuning {
   FileStore& files_;
   ModelStore& models_;
   const licensing::Entitlements& entitlements_;
+  tenants::UsageLedger& ledger_;
+  DeviceHoldings& holdings_;
   TrustedClock& clock_;
   const std::filesystem::path root_, worker_;
   const int worker_threads_;
@@ -90,7 +111,7 @@ class FineTuning {
 };
 
 // POST/GET /v1/fine_tuning/jobs, GET /v1/fine_tuning/jobs/{id}, POST …/{id}/cancel,
-// GET …/{id}/events.
+// GET …/{id}/events, GET …/{id}/checkpoints.
 void add_fine_tuning_routes(Router& router, FineTuning& jobs);
 
 }  // namespace mh::api

@@ -219,15 +219,17 @@ int run_daemon(const DaemonConfig& config) {
   api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models");
   api::add_model_routes(router, models);
   const fs::path worker = resolve_worker(config.worker);
-  api::FineTuning jobs(**db, files, models, entitlements, clock, config.data_dir / "jobs", worker,
-                       config.worker_threads);
+  api::DeviceHoldings holdings;
+  api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, clock,
+                       config.data_dir / "jobs", worker, config.worker_threads);
   api::add_fine_tuning_routes(router, jobs);
   if (Status s = jobs.start(); !s.ok()) return fail(s);
   api::DeploymentOptions deployment_options;
   deployment_options.root = config.data_dir / "deployments";
   deployment_options.worker = worker;
   deployment_options.threads_per_replica = config.worker_threads;
-  api::Deployments deployments(**db, models, entitlements, usage, clock, deployment_options);
+  api::Deployments deployments(**db, models, entitlements, usage, holdings, clock,
+                               deployment_options);
   api::add_deployment_routes(router, deployments);
   if (Status s = deployments.start(); !s.ok()) return fail(s);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",

@@ -173,7 +173,25 @@ constexpr std::array kMigrations{
       );
       CREATE INDEX events_by_job ON fine_tuning_events (job_id, seq);
     )sql"},
-    Migration{7, "deployments", R"sql(
+    Migration{7, "deployments and fine-tuning checkpoints", R"sql(
+      -- The checkpoints a fine-tuning job wrote, with the training loss when each was taken.
+      CREATE TABLE fine_tuning_checkpoints (
+        id         TEXT PRIMARY KEY,
+        job_id     TEXT NOT NULL REFERENCES fine_tuning_jobs(id),
+        tenant_id  TEXT NOT NULL,
+        step       INTEGER NOT NULL,
+        train_loss REAL,
+        path       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (job_id, step)
+      );
+      -- Macrohard's own job fields: where it runs, on how many devices, how often it
+      -- checkpoints, and how often a failed worker is retried (from its last checkpoint).
+      ALTER TABLE fine_tuning_jobs ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';
+      ALTER TABLE fine_tuning_jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE fine_tuning_jobs ADD COLUMN checkpoint_interval INTEGER NOT NULL DEFAULT 50;
+      ALTER TABLE fine_tuning_jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE fine_tuning_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
       -- A tenant's deployments: a model served by `replicas` replicas on `pool`. The replicas
       -- themselves are processes, started again from this row when the daemon starts.
       CREATE TABLE deployments (

@@ -381,7 +381,9 @@ int main(int argc, char** argv) {
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("saved %s\n", out_dir.c_str());
-    emit(fmt::format(R"({{"type":"done","step":{},"path":{}}})", trainer.steps_done(),
+    const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
+    emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}}})",
+                     trainer.steps_done(), trainer.steps_done() * tokens_per_step,
                      json_quoted(out_dir)));
   }
   return 0;

@@ -3,7 +3,9 @@
 // stops its worker; bad requests and another tenant's ids are refused.
 #include <doctest/doctest.h>
 
+#include <signal.h>
 #include <macrohard/macrohard.hpp>
+
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
@@ -236,18 +238,147 @@ TEST_CASE("mhctl jobs create --wait follows a job to its model, and the SDK wait
   CHECK(client.list_fine_tuning_jobs().items.size() == 2);
 }
 
-TEST_CASE("the official openai npm client runs a fine-tuning job and reads its events") {
+TEST_CASE("the official openai npm client fine-tunes, deploys and chats with the model") {
   const fs::path client_dir = source_dir() / "tests/integration/openai_client";
   const fs::path node = find_program("node");
   REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
   REQUIRE_MESSAGE(fs::exists(client_dir / "node_modules/openai/package.json"),
                   "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
   JobsPlatform p;
+  p.license_models("acme", {"train", "deploy", "custom_models"});
   ProcessResult run = run_process(
       {node.string(), (client_dir / "fine_tuning.mjs").string(), "custom:tiny", p.training_file},
       {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}}, 180s);
   CHECK_MESSAGE(run.exit_code == 0, run.output);
   CHECK(run.output.find("openai client: fine-tuning job succeeded") != std::string::npos);
+}
+
+// The pid of the process whose working directory is `dir`, or -1.
+pid_t process_in(const fs::path& dir) {
+  std::error_code ec;
+  const fs::path want = fs::canonical(dir, ec);
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::error_code cwd_ec;
+    if (fs::read_symlink(e.path() / "cwd", cwd_ec) == want && !cwd_ec) return std::stoi(name);
+  }
+  return -1;
+}
+
+TEST_CASE("a worker killed mid-job fails its job with the reason, or is retried by policy") {
+  JobsPlatform p;
+  RawResponse r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(1500));
+  REQUIRE(r.status == 200);
+  const std::string big(json::parse(r.body).at("id").as_string());
+  int64_t retries = 0;
+  SUBCASE("without retries the job fails") { retries = 0; }
+  SUBCASE("with a retry it resumes from its checkpoint") { retries = 1; }
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+           json::serialize(json::object{{"model", "custom:tiny"},
+                                        {"training_file", big},
+                                        {"checkpoint_interval", 10},
+                                        {"max_retries", retries},
+                                        {"hyperparameters", {{"n_epochs", 20}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  auto checkpoints = [&] {
+    return json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/checkpoints").body)
+        .at("data")
+        .as_array();
+  };
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (checkpoints().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(!checkpoints().empty());
+  const pid_t worker = process_in(p.dir.path() / "data" / "jobs" / "acme" / id);
+  REQUIRE(worker > 0);
+  REQUIRE(::kill(worker, SIGKILL) == 0);
+  json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"}, 180s);
+  CHECK(p.as("acme", "GET", "/v1/models").status == 200);  // the daemon stayed up
+  if (retries == 0) {
+    REQUIRE_MESSAGE(done.at("status") == "failed", json::serialize(done));
+    CHECK(done.at("error").at("code") == "worker_failed");
+    CHECK(std::string(done.at("error").at("message").as_string()).find("signal 9") !=
+          std::string::npos);
+    CHECK(done.at("fine_tuned_model").is_null());
+    return;
+  }
+  REQUIRE_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
+  CHECK(done.at("attempts") == 1);
+  CHECK(done.at("trained_tokens").as_int64() > 0);
+  const std::string events =
+      p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body;
+  CHECK(events.find("retrying from the last checkpoint") != std::string::npos);
+  CHECK(events.find("Resuming from checkpoint-") != std::string::npos);
+  // Checkpoints, newest first: the final model's step, then the ones taken on the way.
+  json::array list = checkpoints();
+  REQUIRE(list.size() >= 2);
+  CHECK(list[0].at("object") == "fine_tuning.job.checkpoint");
+  CHECK(list[0].at("step_number").as_int64() > list[1].at("step_number").as_int64());
+  CHECK(list[0].at("metrics").at("train_loss").as_double() > 0);
+  CHECK(std::string(list[0].at("fine_tuned_model_checkpoint").as_string())
+            .starts_with(std::string(done.at("fine_tuned_model").as_string()) + ":ckpt-step-"));
+  // Paging goes on from a cursor.
+  r = p.as("acme", "GET",
+           "/v1/fine_tuning/jobs/" + id +
+               "/checkpoints?limit=1&after=" + std::string(list[0].at("id").as_string()));
+  CHECK(json::parse(r.body).at("data").at(0).at("id") == list[1].at("id"));
+  // Device-seconds of both attempts are in the ledger, against the job.
+  json::object usage =
+      json::parse(p.as("acme", "GET", "/v1/usage?bucket_width=total&group_by=subject").body)
+          .as_object();
+  double seconds = 0;
+  for (const auto& line : usage.at("data").as_array()) {
+    if (line.at("subject_id").as_string() == id && line.at("dimension") == "gpu_seconds") {
+      seconds += line.at("quantity").to_number<double>();
+      CHECK(line.at("records") == 2);
+    }
+  }
+  CHECK(seconds > 0);
+}
+
+TEST_CASE("license limits refuse fine-tuning jobs, naming the limit") {
+  JobsPlatform p;
+  auto create = [&] {
+    return p.as("acme", "POST", "/v1/fine_tuning/jobs",
+                json::serialize(
+                    json::object{{"model", "custom:tiny"}, {"training_file", p.training_file}}));
+  };
+  licensing::Limits limits;
+  limits.seats = 1;
+  limits.max_model_params = 1'000'000;
+  limits.max_gpus = 4;
+  limits.gpu_hours_per_month = 10;
+  SUBCASE("max_gpus") {
+    limits.max_gpus = 0;
+    p.relicense("acme", {"train", "custom_models"}, limits);
+    RawResponse r = create();
+    CHECK(r.status == 429);
+    CHECK(r.body.find("max_gpus): 1 over") != std::string::npos);
+  }
+  SUBCASE("gpu_hours_per_month") {
+    limits.gpu_hours_per_month = 0;
+    p.relicense("acme", {"train", "custom_models"}, limits);
+    RawResponse r = create();
+    CHECK(r.status == 429);
+    CHECK(r.body.find("gpu_hours_per_month") != std::string::npos);
+  }
+  SUBCASE("the train feature") {
+    p.relicense("acme", {"custom_models"}, limits);
+    RawResponse r = create();
+    CHECK(r.status == 403);
+    CHECK(r.body.find("train") != std::string::npos);
+  }
+  SUBCASE("more devices than the pool gives a job") {
+    RawResponse r =
+        p.as("acme", "POST", "/v1/fine_tuning/jobs",
+             json::serialize(json::object{
+                 {"model", "custom:tiny"}, {"training_file", p.training_file}, {"gpus", 2}}));
+    CHECK(r.status == 400);
+    CHECK(json::parse(r.body).at("error").at("param") == "gpus");
+  }
 }
 
 TEST_CASE("bad fine-tuning requests are refused with the field they are about") {

@@ -1,6 +1,7 @@
-// The official openai client against macrohardd's fine-tuning API: create a job on a training
-// file, follow it to succeeded, page through its events, list jobs and models, and the errors
-// for a missing job. Usage:
+// The official openai client against macrohardd: create a fine-tuning job on a training file,
+// follow it to succeeded, page through its events and checkpoints, list jobs and models, deploy
+// the model it made (a Macrohard call, made with fetch), then ask it for chat completions with
+// and without streaming, and a completion. Usage:
 //   MH_URL=http://127.0.0.1:PORT MH_API_KEY=mh_live_… node fine_tuning.mjs MODEL TRAINING_FILE_ID
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
@@ -47,5 +48,63 @@ await assert.rejects(client.fineTuning.jobs.retrieve('ftjob-missing'), (e) => {
   assert.ok(e instanceof OpenAI.NotFoundError);
   return true;
 });
+
+const checkpoints = [];
+for await (const c of client.fineTuning.jobs.checkpoints.list(job.id)) checkpoints.push(c);
+assert.ok(checkpoints.length >= 1);
+assert.equal(checkpoints[0].object, 'fine_tuning.job.checkpoint');
+assert.ok(checkpoints[0].metrics.train_loss > 0);
+assert.ok(checkpoints[0].fine_tuned_model_checkpoint.startsWith(current.fine_tuned_model));
+
+// Deployments are Macrohard's own API; the client's fetch-level helpers reach it.
+const headers = { Authorization: `Bearer ${process.env.MH_API_KEY}`,
+                  'Content-Type': 'application/json' };
+let deployment = await (await fetch(`${process.env.MH_URL}/v1/deployments`, {
+  method: 'POST', headers, body: JSON.stringify({ model: current.fine_tuned_model }),
+})).json();
+assert.match(deployment.id, /^dep-/, JSON.stringify(deployment));
+for (let i = 0; i < 600 && deployment.status !== 'ready'; i++) {
+  await new Promise((r) => setTimeout(r, 100));
+  deployment = await (await fetch(`${process.env.MH_URL}/v1/deployments/${deployment.id}`,
+                                  { headers })).json();
+}
+assert.equal(deployment.status, 'ready', JSON.stringify(deployment));
+
+const messages = [{ role: 'user', content: 'the cat sat on the' }];
+const chat = await client.chat.completions.create({
+  model: current.fine_tuned_model, messages, max_tokens: 8, temperature: 0,
+});
+assert.equal(chat.object, 'chat.completion');
+assert.equal(chat.choices[0].message.role, 'assistant');
+assert.equal(typeof chat.choices[0].message.content, 'string');
+assert.ok(chat.usage.prompt_tokens > 0);
+
+const stream = await client.chat.completions.create({
+  model: current.fine_tuned_model, messages, max_tokens: 8, temperature: 0, stream: true,
+  stream_options: { include_usage: true },
+});
+let streamed = '';
+let finish = null;
+let usage = null;
+for await (const chunk of stream) {
+  if (chunk.usage) usage = chunk.usage;
+  for (const choice of chunk.choices) {
+    streamed += choice.delta.content ?? '';
+    finish = choice.finish_reason ?? finish;
+  }
+}
+assert.equal(streamed, chat.choices[0].message.content, 'greedy: the same text either way');
+assert.equal(finish, chat.choices[0].finish_reason);
+assert.equal(usage.completion_tokens, chat.usage.completion_tokens);
+
+const completion = await client.completions.create({
+  model: deployment.id, prompt: 'the cat', max_tokens: 4,
+});
+assert.equal(completion.object, 'text_completion');
+await assert.rejects(
+  client.chat.completions.create({ model: 'custom:nothing-deployed', messages }),
+  (e) => e instanceof OpenAI.NotFoundError);
+
 console.log(`openai client: fine-tuning job ${current.status}, ${events.length} events, ` +
-            `model ${current.fine_tuned_model}: ok`);
+            `${checkpoints.length} checkpoints, model ${current.fine_tuned_model} deployed, ` +
+            `chat ${JSON.stringify(chat.choices[0].message.content)}: ok`);

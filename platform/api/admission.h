@@ -1,0 +1,38 @@
+// Admission of work that holds devices (training jobs, inference replicas): the one place the
+// license's device terms are checked. DeviceHoldings is what each tenant holds now, by holder.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "licensing/entitlements.h"
+#include "platform/base/status.h"
+#include "tenants/usage_ledger.h"
+
+namespace mh::api {
+
+class DeviceHoldings {
+ public:
+  // `holder` (a job or deployment id) of `tenant` holds `devices` now (0 releases).
+  void set(const std::string& tenant, const std::string& holder, int64_t devices);
+  // What the tenant holds, leaving out `except` (the holder asking for a new amount).
+  int64_t held(std::string_view tenant, std::string_view except = {}) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::pair<std::string, int64_t>> by_holder_;  // holder -> (tenant, n)
+};
+
+// OK when the tenant's license is in force and grants `feature`, includes `pool`, leaves room
+// for `devices` more beside what the tenant holds apart from `holder` (max_gpus), and the
+// GPU-hours used this calendar month (UTC) are under gpu_hours_per_month. Refusals name the
+// limit and by how much it would be passed.
+Status admit_devices(const licensing::Entitlements& entitlements,
+                     const tenants::UsageLedger& ledger, const DeviceHoldings& holdings,
+                     const std::string& tenant, std::string_view feature, std::string_view pool,
+                     std::string_view holder, int64_t devices, int64_t now);
+
+}  // namespace mh::api
