@@ -26,6 +26,11 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
 void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
                       int* exit_code);
 
+// Adds `deployments create|list|get|scale|wait|delete`, and `chat` and `complete`, which
+// stream a deployed model's answer.
+void add_deployment_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json,
+                             int* exit_code);
+
 // Calls fn(item) for every item of a list, following its pages: fetch(after) returns the page
 // after the item `after` ("" for the first).
 template <typename Fetch, typename Fn>

@@ -179,6 +179,8 @@ int main(int argc, char** argv) {
       app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
   mh::cli::add_job_commands(
       app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
+  mh::cli::add_deployment_commands(
+      app, [&g] { return make_client(g); }, &g.json_output, &command_exit);
 
   CLI11_PARSE(app, argv == nullptr ? 0 : argc, argv);
   if (command_exit >= 0) return command_exit;

@@ -2,6 +2,7 @@
 // calls on tenants. Results are mh_object/mh_list views over the server's JSON.
 #include <boost/json.hpp>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <string_view>
 #include <thread>
@@ -39,9 +40,22 @@ const json::value* find(const mh_object* object, const char* field) {
     size_t dot = rest.find('.');
     const json::value* v = at->if_contains(rest.substr(0, dot));
     if (v == nullptr || dot == std::string_view::npos) return v;
+    rest.remove_prefix(dot + 1);
+    // An array is indexed by a number ("choices.0.text").
+    while (v->is_array()) {
+      dot = rest.find('.');
+      const std::string_view index = rest.substr(0, dot);
+      size_t i = 0;
+      auto [end, ec] = std::from_chars(index.data(), index.data() + index.size(), i);
+      if (ec != std::errc() || end != index.data() + index.size() || i >= v->as_array().size()) {
+        return nullptr;
+      }
+      v = &v->as_array()[i];
+      if (dot == std::string_view::npos) return v;
+      rest.remove_prefix(dot + 1);
+    }
     if (!v->is_object()) return nullptr;
     at = &v->as_object();
-    rest.remove_prefix(dot + 1);
   }
 }
 
@@ -400,6 +414,218 @@ mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char* job_id,
       }
       std::this_thread::sleep_for(interval);
     }
+  });
+}
+
+mh_error* mh_client_create_deployment(mh_client* client, const char* model, int replicas,
+                                      mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(model)) return null_argument("model");
+    if (out == nullptr) return null_argument("out");
+    json::object body{{"model", model}, {"replicas", replicas > 0 ? replicas : 1}};
+    return call_object(client, "POST", "/v1/deployments", &body, out);
+  });
+}
+
+mh_error* mh_client_list_deployments(mh_client* client, const char* after, int limit,
+                                     mh_list** out) {
+  return guarded([&]() -> mh_error* {
+    return call_list(
+        client, "/v1/deployments" + query({{"after", text(after)}, {"limit", positive(limit)}}),
+        out);
+  });
+}
+
+mh_error* mh_client_get_deployment(mh_client* client, const char* deployment_id, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(deployment_id)) return null_argument("deployment_id");
+    if (out == nullptr) return null_argument("out");
+    return call_object(client, "GET", "/v1/deployments/" + segment(deployment_id), nullptr, out);
+  });
+}
+
+mh_error* mh_client_scale_deployment(mh_client* client, const char* deployment_id, int replicas,
+                                     mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(deployment_id)) return null_argument("deployment_id");
+    if (replicas < 0) return make_error(mh::invalid_argument("replicas must not be negative"));
+    json::object body{{"replicas", replicas}};
+    return call_object(client, "PATCH", "/v1/deployments/" + segment(deployment_id), &body, out);
+  });
+}
+
+mh_error* mh_client_delete_deployment(mh_client* client, const char* deployment_id) {
+  return guarded([&]() -> mh_error* {
+    if (empty(deployment_id)) return null_argument("deployment_id");
+    return call_object(client, "DELETE", "/v1/deployments/" + segment(deployment_id), nullptr,
+                       nullptr);
+  });
+}
+
+mh_error* mh_client_wait_deployment(mh_client* client, const char* deployment_id, int timeout_ms,
+                                    mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    if (empty(deployment_id)) return null_argument("deployment_id");
+    if (out == nullptr) return null_argument("out");
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 600'000);
+    for (;;) {
+      mh_object* d = nullptr;
+      if (mh_error* e = mh_client_get_deployment(client, deployment_id, &d)) return e;
+      const std::string status = mh_object_string(d, "status");
+      if (status == "ready" || status == "failed" || status == "stopped") {
+        *out = d;
+        return nullptr;
+      }
+      mh_object_delete(d);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return make_error(
+            mh::Status(mh::Code::kDeadlineExceeded,
+                       fmt::format("deployment '{}' is still {} after {} ms", deployment_id, status,
+                                   timeout_ms > 0 ? timeout_ms : 600'000)));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+}
+
+namespace {
+
+// Reads server-sent events out of the pieces of a stream, whole events at a time, and builds
+// the answer a non-streamed request would have had from them.
+class CompletionStream {
+ public:
+  CompletionStream(bool chat, mh_text_fn on_text, void* user_data)
+      : chat_(chat), on_text_(on_text), user_data_(user_data) {}
+
+  // false when the caller asked to stop; an error for a malformed stream.
+  mh::Result<bool> feed(std::string_view piece) {
+    pending_ += piece;
+    size_t end;
+    while ((end = pending_.find("\n\n")) != std::string::npos) {
+      const std::string event = pending_.substr(0, end);
+      pending_.erase(0, end + 2);
+      for (size_t at = 0; at < event.size();) {
+        size_t eol = event.find('\n', at);
+        if (eol == std::string::npos) eol = event.size();
+        std::string_view line(event.data() + at, eol - at);
+        at = eol + 1;
+        if (!line.starts_with("data:")) continue;  // comments, ids, retry hints
+        line.remove_prefix(5);
+        if (line.starts_with(' ')) line.remove_prefix(1);
+        if (line == "[DONE]") continue;
+        MH_ASSIGN_OR_RETURN(bool go_on, data(line));
+        if (!go_on) return false;
+      }
+    }
+    return true;
+  }
+
+  json::object result() const {
+    json::object choice{{"index", 0}, {"finish_reason", finish_}, {"logprobs", nullptr}};
+    if (chat_) {
+      choice["message"] = {{"role", "assistant"}, {"content", text_}};
+    } else {
+      choice["text"] = text_;
+    }
+    json::object out{{"id", id_},
+                     {"object", chat_ ? "chat.completion" : "text_completion"},
+                     {"created", created_},
+                     {"model", model_},
+                     {"choices", json::array{std::move(choice)}}};
+    if (!usage_.is_null()) out["usage"] = usage_;
+    return out;
+  }
+
+ private:
+  mh::Result<bool> data(std::string_view line) {
+    boost::system::error_code ec;
+    json::value v = json::parse(line, ec);
+    if (ec || !v.is_object()) {
+      return mh::internal_error("the server sent an event that is not a JSON object");
+    }
+    const json::object& o = v.as_object();
+    if (const json::value* error = o.if_contains("error")) {
+      const json::value* message =
+          error->is_object() ? error->as_object().if_contains("message") : nullptr;
+      return mh::Status(mh::Code::kInternal, message && message->is_string()
+                                                 ? std::string(message->as_string())
+                                                 : "the stream ended with an error");
+    }
+    if (const json::value* id = o.if_contains("id"); id && id->is_string()) id_ = id->as_string();
+    if (const json::value* m = o.if_contains("model"); m && m->is_string()) model_ = m->as_string();
+    if (const json::value* c = o.if_contains("created"); c && c->is_int64())
+      created_ = c->as_int64();
+    if (const json::value* u = o.if_contains("usage"); u && u->is_object()) usage_ = *u;
+    const json::value* choices = o.if_contains("choices");
+    if (choices == nullptr || !choices->is_array()) return true;
+    for (const auto& c : choices->as_array()) {
+      if (!c.is_object()) continue;
+      const json::object& choice = c.as_object();
+      if (const json::value* f = choice.if_contains("finish_reason"); f && f->is_string()) {
+        finish_ = f->as_string();
+      }
+      const json::value* piece = nullptr;
+      if (chat_) {
+        const json::value* delta = choice.if_contains("delta");
+        piece = delta && delta->is_object() ? delta->as_object().if_contains("content") : nullptr;
+      } else {
+        piece = choice.if_contains("text");
+      }
+      if (piece == nullptr || !piece->is_string() || piece->as_string().empty()) continue;
+      const std::string_view t = piece->as_string();
+      text_ += t;
+      if (on_text_ != nullptr && on_text_(user_data_, t.data(), t.size()) != 0) return false;
+    }
+    return true;
+  }
+
+  const bool chat_;
+  mh_text_fn on_text_;
+  void* user_data_;
+  std::string pending_, id_, model_, text_;
+  json::value finish_ = nullptr;
+  json::value usage_ = nullptr;
+  int64_t created_ = 0;
+};
+
+mh_error* complete(mh_client* client, bool chat, const char* request_json, mh_text_fn on_text,
+                   void* user_data, mh_object** out) {
+  if (empty(request_json)) return null_argument("request_json");
+  if (out == nullptr) return null_argument("out");
+  boost::system::error_code ec;
+  json::value request = json::parse(request_json, ec);
+  if (ec || !request.is_object()) {
+    return make_error(mh::invalid_argument("request_json must be a JSON object"));
+  }
+  const std::string path = chat ? "/v1/chat/completions" : "/v1/completions";
+  if (on_text == nullptr) {
+    request.as_object().erase("stream");
+    return call_object(client, "POST", path, &request.as_object(), out);
+  }
+  if (mh_error* bad = check_client(client)) return bad;
+  request.as_object()["stream"] = true;
+  request.as_object()["stream_options"] = {{"include_usage", true}};
+  CompletionStream stream(chat, on_text, user_data);
+  auto result = client->http->stream("POST", path, json::serialize(request),
+                                     [&](std::string_view piece) { return stream.feed(piece); });
+  if (auto* error = std::get_if<CallError>(&result)) return make_error(*error);
+  *out = make_object(stream.result()).release();
+  return nullptr;
+}
+
+}  // namespace
+
+mh_error* mh_client_chat_completion(mh_client* client, const char* request_json, mh_text_fn on_text,
+                                    void* user_data, mh_object** out) {
+  return guarded(
+      [&]() -> mh_error* { return complete(client, true, request_json, on_text, user_data, out); });
+}
+
+mh_error* mh_client_completion(mh_client* client, const char* request_json, mh_text_fn on_text,
+                               void* user_data, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    return complete(client, false, request_json, on_text, user_data, out);
   });
 }
 

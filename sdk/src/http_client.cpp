@@ -318,9 +318,14 @@ class HttpClient::Connection {
   }
 
   // GET into a staged file renamed to `destination` once complete.
-  Result<HttpResponse> exchange_download(http::request<http::empty_body>& request,
-                                         const std::filesystem::path& destination,
-                                         const ProgressFn& progress) {
+  // Sends `request` and hands the response body to `on_piece` as it arrives (a 2xx response;
+  // an error response's body is kept in the result instead). `on_head` runs first, with
+  // whether it is a success and the declared length (0 when unknown). on_piece returning false
+  // cancels the transfer.
+  template <class Body>
+  Result<HttpResponse> exchange_pieces(
+      http::request<Body>& request, const std::function<Status(bool ok, uint64_t length)>& on_head,
+      const std::function<Result<bool>(std::string_view)>& on_piece, std::string_view what) {
     return on_stream([&](auto& stream) -> Result<HttpResponse> {
       MH_TRY(write_request(stream, request));
       beast::error_code ec;
@@ -333,17 +338,7 @@ class HttpClient::Connection {
       if (ec) return failed(ec, request);
       HttpResponse response = head_of(parser.get());
       const bool ok = response.status >= 200 && response.status < 300;
-
-      std::optional<StagedFile> staged;
-      if (ok) {
-        std::filesystem::path temp = destination;
-        temp.replace_filename("." + destination.filename().string() + ".part-" +
-                              secure_random_base64url(6));
-        MH_ASSIGN_OR_RETURN(StagedFile created, StagedFile::create(temp, 0644));
-        staged.emplace(std::move(created));
-      }
-      const uint64_t total = parser.content_length().value_or(0);
-      uint64_t done = 0;
+      MH_TRY(on_head(ok, parser.content_length().value_or(0)));
       std::vector<char> chunk(kTransferChunk);
       while (!parser.is_done()) {
         parser.get().body().data = chunk.data();
@@ -353,24 +348,50 @@ class HttpClient::Connection {
                               [&](beast::error_code e, size_t) { ec = e; });
         run();
         if (ec == http::error::need_buffer) ec = {};
-        if (ec) return failed(ec, request);  // `staged` removes the partial file
+        if (ec) return failed(ec, request);
         const size_t got = chunk.size() - parser.get().body().size;
         if (!ok) {
           response.body.append(chunk.data(), std::min(got, kMaxErrorBody - response.body.size()));
           continue;
         }
-        MH_TRY(staged->write(chunk.data(), got));
-        done += got;
-        if (got > 0 && progress && !progress(done, total)) {
+        if (got == 0) continue;
+        MH_ASSIGN_OR_RETURN(bool go_on, on_piece(std::string_view(chunk.data(), got)));
+        if (!go_on) {
           close();
-          return cancelled("download");
+          return cancelled(what);
         }
       }
       if (!parser.keep_alive()) close();
-      if (ok) MH_TRY(staged->commit(destination));
       return response;
     });
   }
+
+  Result<HttpResponse> exchange_download(http::request<http::empty_body>& request,
+                                         const std::filesystem::path& destination,
+                                         const ProgressFn& progress) {
+    std::optional<StagedFile> staged;  // removes a partial file unless committed
+    uint64_t total = 0, done = 0;
+    auto on_head = [&](bool ok, uint64_t length) -> Status {
+      total = length;
+      if (!ok) return {};
+      std::filesystem::path temp = destination;
+      temp.replace_filename("." + destination.filename().string() + ".part-" +
+                            secure_random_base64url(6));
+      MH_ASSIGN_OR_RETURN(StagedFile created, StagedFile::create(temp, 0644));
+      staged.emplace(std::move(created));
+      return {};
+    };
+    auto on_piece = [&](std::string_view piece) -> Result<bool> {
+      MH_TRY(staged->write(piece.data(), piece.size()));
+      done += piece.size();
+      return !progress || progress(done, total);
+    };
+    MH_ASSIGN_OR_RETURN(HttpResponse response,
+                        exchange_pieces(request, on_head, on_piece, "download"));
+    if (staged) MH_TRY(staged->commit(destination));
+    return response;
+  }
+
   void close() {
     beast::error_code ignored;
     if (plain_) plain_->socket().close(ignored);
@@ -569,6 +590,21 @@ CallResult<HttpResponse> HttpClient::download(std::string_view path,
   request.set(http::field::accept, "*/*");
   return successful(with_retries(/*idempotent=*/true, [&](Connection& c) {
     return c.exchange_download(request, destination, progress);
+  }));
+}
+
+CallResult<HttpResponse> HttpClient::stream(std::string_view method, std::string_view path,
+                                            std::string_view body, const PieceFn& on_piece) {
+  std::lock_guard lock(mutex_);
+  http::request<http::string_body> request;
+  set_common_fields(config_, request, method, config_.base_path + std::string(path));
+  request.set(http::field::content_type, "application/json");
+  request.set(http::field::accept, "text/event-stream, application/json");
+  request.body() = std::string(body);
+  request.prepare_payload();
+  return successful(with_retries(/*idempotent=*/false, [&](Connection& c) {
+    return c.exchange_pieces(
+        request, [](bool, uint64_t) { return Status(); }, on_piece, "the request");
   }));
 }
 

@@ -94,6 +94,13 @@ class HttpClient {
   CallResult<HttpResponse> download(std::string_view path, const std::filesystem::path& destination,
                                     const ProgressFn& progress);
 
+  // Sends a JSON request whose answer arrives over time (server-sent events): each piece of a
+  // 2xx response's body goes to `on_piece` as it comes; returning false cancels (the connection
+  // is closed, which the server takes as the client going away). Retried only on 429/503.
+  using PieceFn = std::function<Result<bool>(std::string_view piece)>;
+  CallResult<HttpResponse> stream(std::string_view method, std::string_view path,
+                                  std::string_view body, const PieceFn& on_piece);
+
   const ClientConfig& config() const { return config_; }
 
  private:

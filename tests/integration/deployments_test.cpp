@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <macrohard/macrohard.hpp>
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
@@ -300,6 +301,78 @@ TEST_CASE("license limits refuse deployments, naming the limit and by how much")
     CHECK(p.deploy({{"model", "custom:tiny"}, {"pool", "moon"}}).status == 404);
     CHECK(p.deploy({{"replicas", 1}}).status == 400);
   }
+}
+
+TEST_CASE("the SDK and mhctl deploy a model and chat with it, streamed and whole") {
+  ServingPlatform p;
+  macrohard::Client client(macrohard::ClientOptions()
+                               .base_url(p.daemon->url())
+                               .api_key(p.owners.at("acme"))
+                               .max_retries(0));
+  macrohard::Deployment d = client.create_deployment("custom:tiny");
+  CHECK(d.status == "starting");
+  d = client.wait_deployment(d.id);
+  REQUIRE(d.status == "ready");
+  CHECK(d.ready_replicas == 1);
+
+  macrohard::CompletionRequest request;
+  request.model = d.id;
+  request.messages = {{"system", "be brief"}, {"user", "the cat \"sat\"\n on"}};
+  request.max_tokens = 12;
+  request.temperature = 0;
+  const macrohard::Completion whole = client.chat(request);
+  CHECK(whole.finish_reason != "");
+  CHECK(whole.prompt_tokens > 0);
+  std::string streamed;
+  int pieces = 0;
+  const macrohard::Completion stream = client.chat(request, [&](std::string_view piece) {
+    streamed += piece;
+    ++pieces;
+    return true;
+  });
+  CHECK(streamed == whole.text);  // greedy: the same either way
+  CHECK(stream.text == whole.text);
+  CHECK(stream.completion_tokens == whole.completion_tokens);
+  CHECK(stream.finish_reason == whole.finish_reason);
+  if (!whole.text.empty()) CHECK(pieces >= 1);
+  // Stopping the stream from the callback cancels the call.
+  macrohard::CompletionRequest long_one;
+  long_one.model = d.id;
+  long_one.prompt = "the";
+  long_one.max_tokens = 2000;
+  try {
+    client.complete(long_one, [](std::string_view) { return false; });
+    FAIL("the stream should have been cancelled");
+  } catch (const macrohard::Error& e) {
+    CHECK(e.code() == macrohard::Code::cancelled);
+  }
+  macrohard::CompletionRequest nothing;
+  nothing.model = "custom:nothing";
+  nothing.messages = {{"user", "hi"}};
+  try {
+    client.chat(nothing);
+    FAIL("no deployment serves that model");
+  } catch (const macrohard::Error& e) {
+    CHECK(e.code() == macrohard::Code::not_found);
+  }
+
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process({mhctl_path().string(), "deployments", "list"}, env);
+  CHECK(r.output.find(d.id) != std::string::npos);
+  r = run_process({mhctl_path().string(), "chat", "custom:tiny", "the cat", "--max-tokens", "5",
+                   "--temperature", "0"},
+                  env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.find("generated tokens]") != std::string::npos);
+  r = run_process({mhctl_path().string(), "deployments", "scale", d.id, "0"}, env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.find("stopped") != std::string::npos);
+  r = run_process({mhctl_path().string(), "chat", d.id, "hello"}, env);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("stopped") != std::string::npos);
+  r = run_process({mhctl_path().string(), "deployments", "delete", d.id}, env);
+  CHECK(r.exit_code == 0);
 }
 
 TEST_CASE("a daemon killed with SIGKILL brings its deployments back") {

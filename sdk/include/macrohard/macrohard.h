@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 3
+#define MH_API_VERSION_MINOR 4
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -203,8 +203,9 @@ MH_EXPORT mh_error* mh_client_request_json(mh_client* client, const char* method
 /* ---- resources (since 1.2) --------------------------------------------------------------- */
 
 /* One resource as the server describes it: a file, an API key, a tenant, a usage report. Read
- * its fields by name; a dotted name reaches into nested objects ("limits.storage_limit_bytes"),
- * and a key that holds dots itself is matched whole ("files.config.json").
+ * its fields by name; a dotted name reaches into nested objects ("limits.storage_limit_bytes")
+ * and arrays ("choices.0.text"), and a key that holds dots itself is matched whole
+ * ("files.config.json").
  * New fields may appear in later server versions; none is removed within API major 1. */
 typedef struct mh_object mh_object;
 /* The field's text; "" when it is absent, null or not a string. Borrowed from the object. */
@@ -306,6 +307,46 @@ typedef int (*mh_event_fn)(void* user_data, const mh_object* event);
 MH_EXPORT mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char* job_id,
                                                    mh_event_fn on_event, void* user_data,
                                                    int poll_interval_ms, mh_object** out);
+
+/* ---- deployments (since 1.4): /v1/deployments ---------------------------------------------- */
+
+/* Deploys `model` (one of the tenant's, or a deployment-ready base model) on `replicas` replicas
+ * (0: 1) of the default pool. The license must grant `deploy`, and max_deployments, max_gpus and
+ * gpu_hours_per_month must leave room. On success *out is the deployment (id "dep-…", status
+ * "starting"; replica_status lists each replica's state, restarts and counters). */
+MH_EXPORT mh_error* mh_client_create_deployment(mh_client* client, const char* model, int replicas,
+                                                mh_object** out);
+MH_EXPORT mh_error* mh_client_list_deployments(mh_client* client, const char* after, int limit,
+                                               mh_list** out);
+MH_EXPORT mh_error* mh_client_get_deployment(mh_client* client, const char* deployment_id,
+                                             mh_object** out);
+/* Sets the replica count (0 stops every replica and keeps the deployment). */
+MH_EXPORT mh_error* mh_client_scale_deployment(mh_client* client, const char* deployment_id,
+                                               int replicas, mh_object** out);
+MH_EXPORT mh_error* mh_client_delete_deployment(mh_client* client, const char* deployment_id);
+/* Waits until the deployment is "ready" (or "failed", or "stopped"), at most `timeout_ms`
+ * (0: 10 minutes; MH_ERR_DEADLINE_EXCEEDED after it). *out is the deployment as it stands. */
+MH_EXPORT mh_error* mh_client_wait_deployment(mh_client* client, const char* deployment_id,
+                                              int timeout_ms, mh_object** out);
+
+/* ---- completions (since 1.4): /v1/chat/completions and /v1/completions, OpenAI-compatible -- */
+
+/* Called with each piece of generated text as it streams in (UTF-8, not NUL-terminated).
+ * Return 0 to go on, anything else to stop: the request is cancelled on the replica and the
+ * call fails with MH_ERR_CANCELLED. */
+typedef int (*mh_text_fn)(void* user_data, const char* text, size_t length);
+/* A chat completion. `request_json` is OpenAI's request body ({"model": a deployment id or a
+ * deployed model, "messages": [...], "max_tokens", "temperature", "top_p", "stop", "seed", …}).
+ * With `on_text` NULL the answer comes whole; otherwise it streams (the library asks for
+ * server-sent events with usage) and `on_text` sees each piece. Either way *out is a
+ * "chat.completion" object: choices.0.message.content, choices.0.finish_reason, usage. */
+MH_EXPORT mh_error* mh_client_chat_completion(mh_client* client, const char* request_json,
+                                              mh_text_fn on_text, void* user_data,
+                                              mh_object** out);
+/* A text completion ({"model", "prompt", …}), likewise; *out is a "text_completion" object
+ * (choices.0.text). */
+MH_EXPORT mh_error* mh_client_completion(mh_client* client, const char* request_json,
+                                         mh_text_fn on_text, void* user_data, mh_object** out);
 
 /* ---- the caller's tenant, keys and usage (since 1.2) --------------------------------------- */
 

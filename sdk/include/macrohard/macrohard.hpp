@@ -314,6 +314,55 @@ struct FineTuningRequest {
   int64_t seed = -1;
 };
 
+// A deployment: a model served by replicas (see the API reference).
+struct Deployment {
+  std::string id, model, pool, status, error;
+  int64_t replicas = 0, ready_replicas = 0, created_at = 0;
+  Object raw;
+  static Deployment from(const Object& o) {
+    return {o.string("id"),
+            o.string("model"),
+            o.string("pool"),
+            o.string("status"),
+            o.string("error"),
+            o.integer("replicas"),
+            o.integer("ready_replicas"),
+            o.integer("created_at"),
+            o};
+  }
+};
+
+// A chat message, and what to ask a deployed model.
+struct ChatMessage {
+  std::string role, content;
+};
+struct CompletionRequest {
+  std::string model;                  // a deployment id, or a model the tenant has deployed
+  std::vector<ChatMessage> messages;  // chat completions
+  std::string prompt;                 // text completions
+  int64_t max_tokens = 0;             // 0: the server's default
+  double temperature = -1;            // negative: the server's default
+  int64_t seed = -1;                  // negative: the server's choice
+  std::vector<std::string> stop;
+};
+
+// The answer: the text, why it ended ("stop", "length"), and the tokens it took.
+struct Completion {
+  std::string id, text, finish_reason;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  Object raw;
+  static Completion from(const Object& o) {
+    std::string text = o.string("choices.0.message.content");
+    if (text.empty()) text = o.string("choices.0.text");
+    return {o.string("id"),
+            std::move(text),
+            o.string("choices.0.finish_reason"),
+            o.integer("usage.prompt_tokens"),
+            o.integer("usage.completion_tokens"),
+            o};
+  }
+};
+
 // One event of a job. Metrics events carry step and train_loss.
 struct JobEvent {
   std::string id, level, type, message;
@@ -428,6 +477,64 @@ Page<T> page_of(mh_list* raw, From from) {
   return page;
 }
 // Carries an event callback across the C ABI, as ProgressBridge does a progress callback.
+// JSON string quoting for request bodies the wrapper writes.
+inline std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+inline std::string completion_json(const CompletionRequest& r, bool chat) {
+  std::string body = "{\"model\":" + json_string(r.model);
+  if (chat) {
+    body += ",\"messages\":[";
+    for (size_t i = 0; i < r.messages.size(); ++i) {
+      body += (i ? ",{\"role\":" : "{\"role\":") + json_string(r.messages[i].role) +
+              ",\"content\":" + json_string(r.messages[i].content) + "}";
+    }
+    body += "]";
+  } else {
+    body += ",\"prompt\":" + json_string(r.prompt);
+  }
+  if (r.max_tokens > 0) body += ",\"max_tokens\":" + std::to_string(r.max_tokens);
+  if (r.temperature >= 0) body += ",\"temperature\":" + std::to_string(r.temperature);
+  if (r.seed >= 0) body += ",\"seed\":" + std::to_string(r.seed);
+  if (!r.stop.empty()) {
+    body += ",\"stop\":[";
+    for (size_t i = 0; i < r.stop.size(); ++i) body += (i ? "," : "") + json_string(r.stop[i]);
+    body += "]";
+  }
+  return body + "}";
+}
+
+// Carries a text callback across the C ABI; an exception it throws stops the stream and is
+// rethrown once the call returns.
+struct TextBridge {
+  const std::function<bool(std::string_view)>* fn;
+  std::exception_ptr thrown;
+  static int call(void* self, const char* text, size_t length) {
+    auto* bridge = static_cast<TextBridge*>(self);
+    try {
+      return (*bridge->fn)(std::string_view(text, length)) ? 0 : 1;
+    } catch (...) {
+      bridge->thrown = std::current_exception();
+      return 1;
+    }
+  }
+};
+
 struct EventBridge {
   const std::function<bool(const JobEvent&)>* fn;
   std::exception_ptr thrown;
@@ -615,6 +722,49 @@ class Client {
     return FineTuningJob::from(detail::own(raw));
   }
 
+  // ---- deployments and completions (since 1.4) ----
+
+  Deployment create_deployment(const std::string& model, int replicas = 1) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_create_deployment(p_.get(), model.c_str(), replicas, &raw));
+    return Deployment::from(detail::own(raw));
+  }
+  Page<Deployment> list_deployments(const std::string& after = {}, int limit = 0) {
+    mh_list* raw = nullptr;
+    detail::check(mh_client_list_deployments(p_.get(), detail::or_null(after), limit, &raw));
+    return detail::page_of<Deployment>(raw, Deployment::from);
+  }
+  Deployment get_deployment(const std::string& id) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_get_deployment(p_.get(), id.c_str(), &raw));
+    return Deployment::from(detail::own(raw));
+  }
+  Deployment scale_deployment(const std::string& id, int replicas) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_scale_deployment(p_.get(), id.c_str(), replicas, &raw));
+    return Deployment::from(detail::own(raw));
+  }
+  void delete_deployment(const std::string& id) {
+    detail::check(mh_client_delete_deployment(p_.get(), id.c_str()));
+  }
+  // Blocks until the deployment is ready (or failed or stopped).
+  Deployment wait_deployment(const std::string& id,
+                             std::chrono::milliseconds timeout = std::chrono::minutes(10)) {
+    mh_object* raw = nullptr;
+    detail::check(
+        mh_client_wait_deployment(p_.get(), id.c_str(), static_cast<int>(timeout.count()), &raw));
+    return Deployment::from(detail::own(raw));
+  }
+  // A chat completion; with `on_text`, streamed piece by piece (return false to stop: the call
+  // then throws Error with code MH_ERR_CANCELLED).
+  Completion chat(const CompletionRequest& r, std::function<bool(std::string_view)> on_text = {}) {
+    return run_completion(r, true, std::move(on_text));
+  }
+  Completion complete(const CompletionRequest& r,
+                      std::function<bool(std::string_view)> on_text = {}) {
+    return run_completion(r, false, std::move(on_text));
+  }
+
   // ---- the caller's tenant, keys and usage (since 1.2) ----
 
   Tenant tenant() {
@@ -730,6 +880,22 @@ class Client {
   mh_client* get() const noexcept { return p_.get(); }
 
  private:
+  Completion run_completion(const CompletionRequest& r, bool chat,
+                            std::function<bool(std::string_view)> on_text) {
+    const std::string body = detail::completion_json(r, chat);
+    detail::TextBridge bridge{&on_text, nullptr};
+    mh_object* raw = nullptr;
+    auto* fn = on_text ? &detail::TextBridge::call : nullptr;
+    mh_error* e = chat ? mh_client_chat_completion(p_.get(), body.c_str(), fn, &bridge, &raw)
+                       : mh_client_completion(p_.get(), body.c_str(), fn, &bridge, &raw);
+    if (bridge.thrown) {
+      mh_error_delete(e);
+      std::rethrow_exception(bridge.thrown);
+    }
+    detail::check(e);
+    return Completion::from(detail::own(raw));
+  }
+
   std::unique_ptr<mh_client, detail::Deleter<mh_client_delete>> p_;
 };
 
