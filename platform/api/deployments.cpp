@@ -165,7 +165,14 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
     }
     d.devices_per_replica = v->as_int64();
   }
-  MH_TRY(models_.get(tenant, d.model).status());
+  MH_ASSIGN_OR_RETURN(ModelRecord served, models_.get(tenant, d.model));
+  if (served.kind == "preset") {
+    return failed_precondition(fmt::format(
+        "'{}' is an architecture without weights: train it first with a fine-tuning job (it "
+        "trains from scratch), then deploy the model the job makes",
+        d.model));
+  }
+  MH_TRY(check_model_params(entitlements_, tenant, served.parameters));
   MH_TRY(admit(tenant, d, ""));
   d.status = "starting";
   MH_TRY(db_.write([&](store::Session& s) -> Status {

@@ -218,7 +218,8 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
     return invalid_argument("\"model\" must name one of your models", "model");
   }
   j.model = std::string(model->as_string());
-  MH_TRY(models_.get(tenant, j.model).status());
+  MH_ASSIGN_OR_RETURN(ModelRecord base, models_.get(tenant, j.model));
+  MH_TRY(check_model_params(entitlements_, tenant, base.parameters));
   for (auto [key, out, required] : {std::tuple{"training_file", &j.training_file, true},
                                     std::tuple{"validation_file", &j.validation_file, false}}) {
     const json::value* v = body.if_contains(key);

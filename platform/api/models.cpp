@@ -1,10 +1,13 @@
 #include "platform/api/models.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/json.hpp>
 
+#include "platform/base/files.h"
 #include "platform/base/time.h"
+#include "platform/engine/files.h"
 #include "platform/engine/model.h"
 #include "tenants/tenant_scope.h"
 
@@ -21,6 +24,19 @@ constexpr std::string_view kColumns =
 constexpr std::string_view kCustomPrefix = "custom:";
 // The files a custom model is made of, by their names in the model's directory.
 constexpr std::string_view kModelFiles[] = {"config.json", "model.safetensors", "tokenizer.json"};
+// The presets a new platform publishes: small architectures that train from scratch on a CPU
+// pool in minutes (mh-gpt2-tiny) up to ones that want GPUs.
+constexpr std::pair<std::string_view, std::string_view> kPresets[] = {
+    {"mh-gpt2-tiny", R"({"model_type":"gpt2","vocab_size":512,"n_embd":128,"n_layer":4,"n_head":4,)"
+                     R"("n_positions":256})"},
+    {"mh-gpt2-small",
+     R"({"model_type":"gpt2","vocab_size":8192,"n_embd":384,"n_layer":6,"n_head":6,)"
+     R"("n_positions":512})"},
+    {"mh-llama-small",
+     R"({"model_type":"llama","vocab_size":8192,"hidden_size":512,"intermediate_size":1408,)"
+     R"("num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":4,)"
+     R"("max_position_embeddings":1024})"},
+};
 
 ModelRecord from_row(const store::Row& r) {
   auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
@@ -32,7 +48,7 @@ json::object model_json(const ModelRecord& m) {
   json::object o{{"id", m.id},
                  {"object", "model"},
                  {"created", m.created_at},
-                 {"owned_by", m.tenant},
+                 {"owned_by", m.tenant.empty() ? std::string("macrohard") : m.tenant},
                  {"kind", m.kind},
                  {"family", m.family},
                  {"parameters", m.parameters},
@@ -42,8 +58,10 @@ json::object model_json(const ModelRecord& m) {
     o["files"] = {{"config.json", m.config_file},
                   {"model.safetensors", m.weights_file},
                   {"tokenizer.json", m.tokenizer_file}};
-  } else {
+  } else if (m.kind == "fine-tune") {
     o["fine_tuning_job"] = m.job_id;
+  } else {
+    o["trains_from_scratch"] = m.kind == "preset";
   }
   return o;
 }
@@ -156,13 +174,10 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
     discard();
     return invalid_argument(summary.status().message(), "files");
   }
-  const auto license = entitlements_.find(tenant);
-  const int64_t allowed = license ? license->license.terms.limits.max_model_params : 0;
-  if (summary->parameters > allowed) {
+  if (Status allowed = check_model_params(entitlements_, tenant, summary->parameters);
+      !allowed.ok()) {
     discard();
-    return permission_denied(fmt::format(
-        "the model has {} parameters; license '{}' allows at most {} (max_model_params)",
-        summary->parameters, license ? license->license.terms.id : "", allowed));
+    return allowed;
   }
   m.family = std::string(engine::family_name(summary->config.family));
   m.parameters = summary->parameters;
@@ -182,7 +197,83 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
   return m;
 }
 
+Status check_model_params(const licensing::Entitlements& entitlements, const std::string& tenant,
+                          int64_t parameters) {
+  const auto license = entitlements.find(tenant);
+  const int64_t allowed = license ? license->license.terms.limits.max_model_params : 0;
+  if (parameters <= allowed) return {};
+  return permission_denied(
+      fmt::format("the model has {} parameters; license '{}' allows at most {} (max_model_params)",
+                  parameters, license ? license->license.terms.id : "", allowed));
+}
+
+Status ModelStore::load_catalogue() {
+  std::error_code ec;
+  fs::create_directories(catalogue_.root, ec);
+  if (ec)
+    return internal_error(fmt::format("creating {}: {}", catalogue_.root.string(), ec.message()));
+  for (const auto& [name, config] : kPresets) {
+    const fs::path dir = catalogue_.root / name;
+    if (fs::exists(dir, ec)) continue;  // staff may have changed or removed it: theirs now
+    fs::create_directories(dir, ec);
+    MH_TRY(write_file_atomically(dir / "config.json", std::string(config) + "\n", 0644));
+  }
+  catalogue_.models.clear();
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(catalogue_.root, ec)) {
+    if (e.is_directory()) dirs.push_back(e.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  for (const fs::path& dir : dirs) {
+    const std::string name = dir.filename().string();
+    ModelRecord m;
+    m.id = name;
+    m.directory = dir.string();
+    m.created_at = 0;
+    if (!valid_name(name)) {
+      spdlog::warn("base model {}: not a valid model name, left out", dir.string());
+      continue;
+    }
+    if (fs::exists(dir / "model.safetensors")) {
+      auto summary = engine::inspect_model(dir);
+      if (!summary.ok()) {
+        spdlog::warn("base model {}: {}, left out", name, summary.status().message());
+        continue;
+      }
+      m.kind = "base";
+      m.family = std::string(engine::family_name(summary->config.family));
+      m.parameters = summary->parameters;
+      m.context_length = summary->config.max_positions;
+      m.vocab_size = summary->config.vocab_size;
+    } else {
+      auto text = engine::read_text_file(dir / "config.json", 1 << 20);
+      auto config = text.ok() ? engine::parse_model_config(*text)
+                              : Result<engine::ModelConfig>(text.status());
+      if (!config.ok()) {
+        spdlog::warn("base model {}: {}, left out", name, config.status().message());
+        continue;
+      }
+      m.kind = "preset";
+      m.family = std::string(engine::family_name(config->family));
+      m.parameters = config->parameter_count();
+      m.context_length = config->max_positions;
+      m.vocab_size = config->vocab_size;
+    }
+    if (auto t = fs::last_write_time(dir / "config.json", ec); !ec) {
+      m.created_at = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::file_clock::to_sys(t).time_since_epoch())
+                         .count();
+    }
+    catalogue_.models.push_back(std::move(m));
+  }
+  spdlog::info("base models: {} in {}", catalogue_.models.size(), catalogue_.root.string());
+  return {};
+}
+
 Result<ModelRecord> ModelStore::get(std::string_view tenant, std::string_view id) const {
+  for (const auto& m : catalogue_.models) {
+    if (m.id == id) return m;
+  }
   ModelRecord m;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
     tenants::TenantScope scope(s, std::string(tenant));
@@ -195,10 +286,30 @@ Result<ModelRecord> ModelStore::get(std::string_view tenant, std::string_view id
 
 Result<std::vector<ModelRecord>> ModelStore::list(std::string_view tenant, std::string_view after,
                                                   int64_t limit, bool* has_more) const {
+  // The base models first, by name, then the tenant's own, oldest first.
   std::vector<ModelRecord> out;
+  auto base = catalogue_.models.begin();
+  const bool after_base = std::any_of(catalogue_.models.begin(), catalogue_.models.end(),
+                                      [&](const ModelRecord& m) { return m.id == after; });
+  if (after_base) {
+    base = std::find_if(catalogue_.models.begin(), catalogue_.models.end(),
+                        [&](const ModelRecord& m) { return m.id == after; }) +
+           1;
+  } else if (!after.empty()) {
+    base = catalogue_.models.end();
+  }
+  for (; base != catalogue_.models.end() && static_cast<int64_t>(out.size()) < limit; ++base) {
+    out.push_back(*base);
+  }
+  if (static_cast<int64_t>(out.size()) == limit) {
+    *has_more = true;  // at worst, the next page is empty
+    return out;
+  }
+  const std::string own_after = after_base ? std::string() : std::string(after);
   MH_TRY(db_.read([&](store::Session& s) -> Status {
     tenants::TenantScope scope(s, std::string(tenant));
-    MH_ASSIGN_OR_RETURN(auto rows, scope.page("models", kColumns, after, limit, has_more));
+    MH_ASSIGN_OR_RETURN(auto rows, scope.page("models", kColumns, own_after,
+                                              limit - static_cast<int64_t>(out.size()), has_more));
     for (const auto& row : rows) out.push_back(from_row(row));
     return {};
   }));
@@ -206,6 +317,12 @@ Result<std::vector<ModelRecord>> ModelStore::list(std::string_view tenant, std::
 }
 
 Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view id) {
+  for (const auto& base : catalogue_.models) {
+    if (base.id == id) {
+      return permission_denied(
+          fmt::format("'{}' is one of the platform's base models; only staff remove those", id));
+    }
+  }
   ModelRecord m;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     tenants::TenantScope scope(s, std::string(tenant));

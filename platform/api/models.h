@@ -22,9 +22,9 @@
 namespace mh::api {
 
 struct ModelRecord {
-  std::string id;  // "custom:<name>", "ft:<base>:<suffix>:<job>"
-  std::string tenant;
-  std::string kind;    // "custom", "fine-tune"
+  std::string id;      // "custom:<name>", "ft:<base>:<suffix>:<job>", or a base model's name
+  std::string tenant;  // "" for the platform's base models
+  std::string kind;    // "custom", "fine-tune", "base" (weights), "preset" (trains from scratch)
   std::string family;  // "gpt2", "llama"
   int64_t parameters = 0;
   int64_t context_length = 0;
@@ -35,16 +35,31 @@ struct ModelRecord {
   int64_t created_at = 0;
 };
 
+// The base models every tenant sees, published by platform staff as directories under the
+// catalogue: a config.json alone is a preset, an architecture that trains from scratch (its
+// tokenizer is learned from the job's data); with model.safetensors and tokenizer.json it is a
+// model with weights, fine-tuned and deployed like any other.
+struct BaseModelCatalogue {
+  std::filesystem::path root;
+  std::vector<ModelRecord> models;  // by name
+};
+
 class ModelStore {
  public:
   // Custom models are laid out under `root`/<tenant>/<name>/ as links to their files' blobs.
+  // Base models are the directories under `catalogue`.
   ModelStore(store::Database& db, FileStore& files, const licensing::Entitlements& entitlements,
-             TrustedClock& clock, std::filesystem::path root)
+             TrustedClock& clock, std::filesystem::path root, std::filesystem::path catalogue)
       : db_(db),
         files_(files),
         entitlements_(entitlements),
         clock_(clock),
-        root_(std::move(root)) {}
+        root_(std::move(root)),
+        catalogue_{std::move(catalogue), {}} {}
+
+  // Writes the built-in presets that are missing, then reads the catalogue. A directory that
+  // does not validate is left out, with a warning naming what is wrong.
+  Status load_catalogue();
 
   // POST /v1/models: {"name": "...", "files": {"config.json": "file-…", ...}}.
   Result<ModelRecord> register_custom(std::string_view tenant, const boost::json::object& body);
@@ -62,7 +77,12 @@ class ModelStore {
   const licensing::Entitlements& entitlements_;
   TrustedClock& clock_;
   std::filesystem::path root_;
+  BaseModelCatalogue catalogue_;
 };
+
+// OK if the tenant's license allows a model of `parameters` (max_model_params).
+Status check_model_params(const licensing::Entitlements& entitlements, const std::string& tenant,
+                          int64_t parameters);
 
 // GET /v1/models[/{id}], POST /v1/models, DELETE /v1/models/{id}.
 void add_model_routes(Router& router, ModelStore& models);

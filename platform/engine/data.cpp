@@ -1,6 +1,7 @@
 #include "platform/engine/data.h"
 
 #include <fstream>
+#include <functional>
 
 #include "platform/engine/files.h"
 
@@ -58,16 +59,25 @@ const std::string* string_member(const Json& o, std::string_view key) {
 
 }  // namespace
 
-Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer& tokenizer,
-                                         const DatasetLimits& limits) {
-  Dataset d;
-  const ChatTemplate chat(tokenizer);
-  auto eot = tokenizer.special_token("<|endoftext|>");
-  if (!eot)
-    return invalid_argument("the tokenizer has no <|endoftext|> token to end examples with");
+namespace {
+
+// One piece of an example, in order: a chat message (role set), or a prompt, a completion or
+// a text (role empty; `target` says whether it is learned).
+struct Part {
+  std::string_view kind;  // "message", "prompt", "completion", "text"
+  std::string_view role;
+  const std::string& content;
+};
+
+// Parses a JSONL dataset, checking every line, and calls on_part for each piece of each example
+// and end_example after each. Any bad line fails the whole file, naming the line.
+Status for_each_example(std::string_view text, const DatasetLimits& limits,
+                        const std::function<void(const Part&)>& on_part,
+                        const std::function<Status(int64_t line)>& end_example) {
   JsonLimits json_limits;
   json_limits.max_depth = 8;
   json_limits.max_bytes = limits.max_line_bytes;
+  int64_t examples = 0;
   MH_TRY(for_each_line(text, [&](int64_t line_no, std::string_view line) -> Status {
     if (line.find_first_not_of(" \t") == std::string_view::npos) return {};
     if (line.size() > limits.max_line_bytes) {
@@ -95,9 +105,11 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
                                          "\" is not system, user or assistant");
         }
         any_assistant = any_assistant || *role == "assistant";
-        chat.append(*role, *content, d.ids_, &d.learn_);
       }
       if (!any_assistant) return line_error(line_no, "no assistant message to learn from");
+      for (const Json& m : messages->as_array()) {
+        on_part({"message", *string_member(m, "role"), *string_member(m, "content")});
+      }
     } else if (o.find("prompt") != nullptr || o.find("completion") != nullptr) {
       const std::string* prompt = string_member(o, "prompt");
       const std::string* completion = string_member(o, "completion");
@@ -105,20 +117,40 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
         return line_error(line_no, "\"prompt\" and \"completion\" must both be strings");
       }
       if (completion->empty()) return line_error(line_no, "\"completion\" is empty");
-      auto p = tokenizer.encode(*prompt, false);
-      auto c = tokenizer.encode(*completion, false);
-      d.ids_.insert(d.ids_.end(), p.begin(), p.end());
-      d.learn_.insert(d.learn_.end(), p.size(), 0);
-      d.ids_.insert(d.ids_.end(), c.begin(), c.end());
-      d.learn_.insert(d.learn_.end(), c.size(), 1);
+      on_part({"prompt", {}, *prompt});
+      on_part({"completion", {}, *completion});
     } else if (const std::string* t = string_member(o, "text")) {
       if (t->empty()) return line_error(line_no, "\"text\" is empty");
-      auto ids = tokenizer.encode(*t, false);
-      d.ids_.insert(d.ids_.end(), ids.begin(), ids.end());
-      d.learn_.insert(d.learn_.end(), ids.size(), 1);
+      on_part({"text", {}, *t});
     } else {
       return line_error(line_no, "needs \"text\", \"prompt\" and \"completion\", or \"messages\"");
     }
+    ++examples;
+    return end_example(line_no);
+  }));
+  if (examples == 0) return invalid_argument("the dataset has no examples");
+  return {};
+}
+
+}  // namespace
+
+Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer& tokenizer,
+                                         const DatasetLimits& limits) {
+  Dataset d;
+  const ChatTemplate chat(tokenizer);
+  auto eot = tokenizer.special_token("<|endoftext|>");
+  if (!eot)
+    return invalid_argument("the tokenizer has no <|endoftext|> token to end examples with");
+  auto on_part = [&](const Part& part) {
+    if (part.kind == "message") {
+      chat.append(part.role, part.content, d.ids_, &d.learn_);
+      return;
+    }
+    const auto ids = tokenizer.encode(part.content, false);
+    d.ids_.insert(d.ids_.end(), ids.begin(), ids.end());
+    d.learn_.insert(d.learn_.end(), ids.size(), part.kind == "prompt" ? 0 : 1);
+  };
+  auto end_example = [&](int64_t line_no) -> Status {
     d.ids_.push_back(*eot);
     d.learn_.push_back(1);
     ++d.examples_;
@@ -127,9 +159,17 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
                         "the dataset exceeds " + std::to_string(limits.max_tokens) + " tokens");
     }
     return {};
-  }));
-  if (d.examples_ == 0) return invalid_argument("the dataset has no examples");
+  };
+  MH_TRY(for_each_example(text, limits, on_part, end_example));
   return d;
+}
+
+Result<std::vector<std::string>> jsonl_texts(std::string_view text, const DatasetLimits& limits) {
+  std::vector<std::string> out;
+  MH_TRY(for_each_example(
+      text, limits, [&](const Part& part) { out.push_back(part.content); },
+      [](int64_t) { return Status(); }));
+  return out;
 }
 
 Result<Dataset> Dataset::from_jsonl(const std::filesystem::path& path, const Tokenizer& tokenizer,

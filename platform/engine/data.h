@@ -67,4 +67,9 @@ class Dataset {
   int64_t examples_ = 0;
 };
 
+// Every string of a JSONL dataset's examples (texts, prompts, completions, message contents),
+// checked as Dataset checks them: the corpus a tokenizer for that data is learned from.
+Result<std::vector<std::string>> jsonl_texts(std::string_view text,
+                                             const DatasetLimits& limits = {});
+
 }  // namespace mh::engine

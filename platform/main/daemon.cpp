@@ -216,7 +216,9 @@ int run_daemon(const DaemonConfig& config) {
   api::add_usage_routes(router, usage);
   api::FileStore files(**db, **blobs, tenant_registry, entitlements, clock, config.max_file_bytes);
   api::add_file_routes(router, files);
-  api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models");
+  api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models",
+                         config.data_dir / "base-models");
+  if (Status s = models.load_catalogue(); !s.ok()) return fail(s);
   api::add_model_routes(router, models);
   const fs::path worker = resolve_worker(config.worker);
   api::DeviceHoldings holdings;

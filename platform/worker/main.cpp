@@ -306,8 +306,36 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
   } else if (train->parsed()) {
-    auto model = need(Model::load(model_dir, *backend));
-    const Tokenizer tok = need(Tokenizer::load(model_dir));
+    // A directory with a config but no weights is an architecture to train from scratch: its
+    // tokenizer is learned from the training data (unless it has one, or a checkpoint being
+    // resumed does), its weights start from the seed.
+    const bool from_scratch = !fs::exists(fs::path(model_dir) / "model.safetensors");
+    std::unique_ptr<Model> model;
+    Tokenizer tok;
+    if (from_scratch) {
+      const ModelConfig config = need(parse_model_config(
+          need(read_text_file(fs::path(model_dir) / "config.json", size_t{1} << 20))));
+      const fs::path tokenizer_dir =
+          !resume_dir.empty() ? fs::path(resume_dir) : fs::path(model_dir);
+      if (fs::exists(tokenizer_dir / "tokenizer.json")) {
+        tok = need(Tokenizer::load(tokenizer_dir));
+      } else {
+        const std::string text = need(read_text_file(data_file, size_t{4} << 30));
+        BpeTrainerOptions learn;
+        learn.special_tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+        learn.vocab_size = static_cast<int32_t>(config.vocab_size);
+        tok = need(train_bpe(need(jsonl_texts(text)), learn));
+        std::printf("from scratch: learned a %d-token tokenizer from %s\n", tok.vocab_size(),
+                    data_file.c_str());
+      }
+      model = need(Model::create(config, *backend, tc.seed));
+      std::printf("from scratch: %s with %lld parameters\n",
+                  std::string(family_name(config.family)).c_str(),
+                  static_cast<long long>(config.parameter_count()));
+    } else {
+      model = need(Model::load(model_dir, *backend));
+      tok = need(Tokenizer::load(model_dir));
+    }
     if (tok.vocab_size() > model->config().vocab_size) {
       fail(invalid_argument("the tokenizer has more tokens than the model's vocab_size"));
     }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/integration/licensed_platform.h"
 #include "tests/support/harness.h"
 
 namespace mh::test {
@@ -66,6 +67,35 @@ TEST_CASE("the installed SDK builds the samples, which work as a licensee runs t
     ProcessResult unreachable = run_process({hello.string()}, {{"MH_URL", "http://127.0.0.1:1"}});
     CHECK(unreachable.exit_code == 1);
     CHECK(unreachable.output.find("unavailable") != std::string::npos);
+  }
+
+  SUBCASE("samples/finetune_and_deploy trains, deploys and asks, as a tenant runs it") {
+    const auto sample = build_sample("finetune_and_deploy");
+    LicensedPlatform p;
+    licensing::Limits limits;
+    limits.seats = 1;
+    limits.max_gpus = 2;
+    limits.max_deployments = 1;
+    limits.gpu_hours_per_month = 1;
+    limits.max_model_params = 10'000'000;
+    p.relicense("acme", {"train", "deploy"}, limits);
+    // A fortune-format file: entries between lines of "%".
+    std::string fortunes;
+    for (int i = 0; i < 40; ++i) {
+      fortunes += "The cat sat on the mat, " + std::to_string(i) + " times.\n%\n";
+      fortunes += "A \"quoted\" line\n\tand an indented one.\n%\n";
+    }
+    std::ofstream(dir.path() / "fortunes") << fortunes;
+    ProcessResult run =
+        run_process({sample.string(), "--epochs", "1", (dir.path() / "fortunes").string()},
+                    {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}}, 300s);
+    CHECK_MESSAGE(run.exit_code == 0, run.output);
+    CHECK(run.output.find("80 entries from 1 files") != std::string::npos);
+    CHECK(run.output.find("loss") != std::string::npos);
+    CHECK(run.output.find("trained ft:mh-gpt2-tiny:sample:") != std::string::npos);
+    CHECK(run.output.find("deployed as dep-") != std::string::npos);
+    CHECK(run.output.find("generated tokens") != std::string::npos);
+    CHECK(run.output.find("deleted dep-") != std::string::npos);
   }
 
   SUBCASE("samples/license_check verifies a license offline") {

@@ -20,6 +20,57 @@ std::string message_of(const RawResponse& r) {
   return std::string(json::parse(r.body).at("error").at("message").as_string());
 }
 
+// The tenant's own models in its list (the platform's base models come first, owned by
+// "macrohard").
+std::vector<json::object> own_models(ModelsPlatform& p, const std::string& tenant) {
+  std::vector<json::object> own;
+  const json::value list = json::parse(p.as(tenant, "GET", "/v1/models?limit=1000").body);
+  for (const auto& m : list.at("data").as_array()) {
+    if (m.at("owned_by") != "macrohard") own.push_back(m.as_object());
+  }
+  return own;
+}
+
+TEST_CASE("every tenant sees the platform's base models, and cannot change them") {
+  ModelsPlatform p;
+  p.license_models("acme", {"train", "deploy"});
+  json::object list = json::parse(p.as("acme", "GET", "/v1/models").body).as_object();
+  std::vector<std::string> ids;
+  for (const auto& m : list.at("data").as_array()) ids.emplace_back(m.at("id").as_string());
+  CHECK(ids == std::vector<std::string>{"mh-gpt2-small", "mh-gpt2-tiny", "mh-llama-small"});
+  json::object tiny =
+      json::parse(p.as("globex", "GET", "/v1/models/mh-gpt2-tiny").body).as_object();
+  CHECK(tiny.at("owned_by") == "macrohard");
+  CHECK(tiny.at("kind") == "preset");
+  CHECK(tiny.at("trains_from_scratch") == true);
+  CHECK(tiny.at("family") == "gpt2");
+  CHECK(tiny.at("context_length") == 256);
+  CHECK(tiny.at("parameters").as_int64() > 500'000);
+  // Pages run from the base models on into the tenant's own.
+  json::object first = json::parse(p.as("acme", "GET", "/v1/models?limit=2").body).as_object();
+  CHECK(first.at("has_more") == true);
+  json::object rest =
+      json::parse(p.as("acme", "GET", "/v1/models?limit=2&after=mh-gpt2-tiny").body).as_object();
+  REQUIRE(rest.at("data").as_array().size() == 1);
+  CHECK(rest.at("data").at(0).at("id") == "mh-llama-small");
+  RawResponse r = p.as("acme", "DELETE", "/v1/models/mh-gpt2-tiny");
+  CHECK(r.status == 403);
+  // A preset has no weights to serve: it is trained first.
+  r = p.as("acme", "POST", "/v1/deployments",
+           json::serialize(json::object{{"model", "mh-gpt2-tiny"}}));
+  CHECK(r.status == 422);
+  CHECK(message_of(r).find("train it first") != std::string::npos);
+  // A model larger than the license allows is refused where it would be used.
+  p.license_models("acme", {"train", "deploy"}, 1000);
+  r = p.upload("acme", "fine-tune", "t.jsonl", "{\"text\":\"hello\"}\n");
+  REQUIRE(r.status == 200);
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+           json::serialize(json::object{{"model", "mh-gpt2-tiny"},
+                                        {"training_file", json::parse(r.body).at("id")}}));
+  CHECK(r.status == 403);
+  CHECK(message_of(r).find("max_model_params") != std::string::npos);
+}
+
 TEST_CASE("a tenant registers a custom model from its files, and only it can see and use it") {
   ModelsPlatform p;
   p.license_models("acme", {"train", "custom_models"});
@@ -39,11 +90,10 @@ TEST_CASE("a tenant registers a custom model from its files, and only it can see
   const int64_t params = m.at("parameters").as_int64();
   CHECK(params > 0);
 
-  auto list = json::parse(p.as("acme", "GET", "/v1/models").body).as_object();
-  REQUIRE(list.at("data").as_array().size() == 1);
+  REQUIRE(own_models(p, "acme").size() == 1);
   CHECK(p.as("acme", "GET", "/v1/models/custom:tiny").status == 200);
   // Another tenant sees nothing of it.
-  CHECK(json::parse(p.as("globex", "GET", "/v1/models").body).at("data").as_array().empty());
+  CHECK(own_models(p, "globex").empty());
   CHECK(p.as("globex", "GET", "/v1/models/custom:tiny").status == 404);
   CHECK(p.as("globex", "DELETE", "/v1/models/custom:tiny").status == 404);
 
@@ -121,7 +171,7 @@ TEST_CASE("custom models are refused, saying why, when the files or the license 
   CHECK(message_of(r).find("allows at most 1000 (max_model_params)") != std::string::npos);
 
   // Nothing was recorded or left on disk by any of these.
-  CHECK(json::parse(p.as("acme", "GET", "/v1/models").body).at("data").as_array().empty());
+  CHECK(own_models(p, "acme").empty());
   const fs::path models = p.dir.path() / "data" / "models";
   size_t left = 0;
   if (fs::exists(models)) {
@@ -154,7 +204,12 @@ TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the
   CHECK(m.context_length == 32);
   CHECK(m.config_file.starts_with("file-"));
   CHECK(m.tokenizer_file.starts_with("file-"));
-  CHECK(client.list_models().items.size() == 1);
+  auto own = [&] {
+    size_t n = 0;
+    for (const auto& item : client.list_models().items) n += item.owned_by != "macrohard";
+    return n;
+  };
+  CHECK(own() == 1);
   // A refusal comes back as an SDK error with the server's message.
   try {
     client.register_model("tiny", m.config_file, m.weights_file, m.tokenizer_file);
@@ -163,7 +218,7 @@ TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the
     CHECK(std::string(e.what()).find("already exists") != std::string::npos);
   }
   client.delete_model("custom:tiny");
-  CHECK(client.list_models().items.empty());
+  CHECK(own() == 0);
   // A directory without a tokenizer is refused by mhctl before anything is uploaded.
   fs::remove(work.path() / "tiny" / "tokenizer.json");
   r = run_process({mhctl_path().string(), "models", "register", (work.path() / "tiny").string(),
