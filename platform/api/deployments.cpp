@@ -31,7 +31,7 @@ constexpr auto kMaxBackoff = std::chrono::seconds(30);
 DeploymentRecord from_row(const store::Row& r) {
   DeploymentRecord d;
   d.id = r.text(0);
-  d.tenant = r.text(1);
+  d.tenant = r.is_null(1) ? std::string() : r.text(1);  // NULL: staff's, for every tenant
   d.model = r.text(2);
   d.pool = r.text(3);
   d.replicas = r.integer(4);
@@ -166,21 +166,28 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
     d.devices_per_replica = v->as_int64();
   }
   MH_ASSIGN_OR_RETURN(ModelRecord served, models_.get(tenant, d.model));
+  const bool shared = tenant.empty();
+  if (shared && served.kind != "base") {
+    return failed_precondition(fmt::format(
+        "'{}' is not a base model with weights; staff deployments serve those", d.model));
+  }
   if (served.kind == "preset") {
     return failed_precondition(fmt::format(
         "'{}' is an architecture without weights: train it first with a fine-tuning job (it "
         "trains from scratch), then deploy the model the job makes",
         d.model));
   }
-  MH_TRY(check_model_params(entitlements_, tenant, served.parameters));
-  MH_TRY(admit(tenant, d, ""));
+  if (!shared) {  // staff deployments run on the platform's own capacity
+    MH_TRY(check_model_params(entitlements_, tenant, served.parameters));
+    MH_TRY(admit(tenant, d, ""));
+  }
   d.status = "starting";
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     return s
         .exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                           kColumns),
-              {d.id, d.tenant, d.model, d.pool, d.replicas, d.devices_per_replica, d.status,
-               d.created_at, d.updated_at})
+              {d.id, store::text_or_null(d.tenant), d.model, d.pool, d.replicas,
+               d.devices_per_replica, d.status, d.created_at, d.updated_at})
         .status();
   }));
   holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
@@ -191,13 +198,23 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
     live_.emplace(d.id, std::move(live));
   }
   wake_.notify_all();
-  spdlog::info("deployment {} of {} for {}: {} replicas", d.id, d.model, tenant, d.replicas);
+  spdlog::info("deployment {} of {} for {}: {} replicas", d.id, d.model,
+               shared ? "every tenant" : tenant, d.replicas);
   return d;
 }
 
 Result<DeploymentRecord> Deployments::get(std::string_view tenant, std::string_view id) const {
   DeploymentRecord d;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
+    if (tenant.empty()) {
+      MH_ASSIGN_OR_RETURN(auto rows, s.query(fmt::format("SELECT {} FROM deployments WHERE id = ? "
+                                                         "AND tenant_id IS NULL",
+                                                         kColumns),
+                                             {std::string(id)}));
+      if (rows.empty()) return not_found(fmt::format("deployment '{}' not found", id));
+      d = from_row(rows[0]);
+      return {};
+    }
     tenants::TenantScope scope(s, std::string(tenant));
     MH_ASSIGN_OR_RETURN(auto row, scope.get("deployments", kColumns, id, "deployment"));
     d = from_row(row);
@@ -211,6 +228,20 @@ Result<std::vector<DeploymentRecord>> Deployments::list(std::string_view tenant,
                                                         bool* has_more) const {
   std::vector<DeploymentRecord> out;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
+    if (tenant.empty()) {  // staff's: every one, in the order they were made
+      MH_ASSIGN_OR_RETURN(
+          auto rows,
+          s.query(fmt::format("SELECT {} FROM deployments WHERE tenant_id IS NULL AND rowid > "
+                              "coalesce((SELECT rowid FROM deployments WHERE id = ?), 0) ORDER BY "
+                              "rowid LIMIT ?",
+                              kColumns),
+                  {std::string(after), limit + 1}));
+      *has_more = static_cast<int64_t>(rows.size()) > limit;
+      for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) {
+        out.push_back(from_row(rows[i]));
+      }
+      return {};
+    }
     tenants::TenantScope scope(s, std::string(tenant));
     MH_ASSIGN_OR_RETURN(auto rows, scope.page("deployments", kColumns, after, limit, has_more));
     for (const auto& r : rows) out.push_back(from_row(r));
@@ -225,7 +256,7 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   DeploymentRecord wanted = d;
   wanted.replicas = replicas;
-  if (replicas > d.replicas) MH_TRY(admit(d.tenant, wanted, d.id));
+  if (replicas > d.replicas && !d.tenant.empty()) MH_TRY(admit(d.tenant, wanted, d.id));
   d.replicas = replicas;
   d.updated_at = now;
   if (replicas == 0) {
@@ -289,6 +320,7 @@ Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::strin
 json::object Deployments::describe(const DeploymentRecord& d) const {
   json::object o{{"object", "deployment"},
                  {"id", d.id},
+                 {"owned_by", d.tenant.empty() ? std::string("macrohard") : d.tenant},
                  {"model", d.model},
                  {"pool", d.pool},
                  {"replicas", d.replicas},
@@ -356,8 +388,9 @@ Status Deployments::start_replica(Live& live, Replica& r) {
                live.record.model,
                "--max-batch",
                std::to_string(options_.max_batch)};
-  spec.work_dir =
-      options_.root / live.record.tenant / live.record.id / fmt::format("replica-{}", r.index);
+  spec.work_dir = options_.root /
+                  (live.record.tenant.empty() ? std::string(".platform") : live.record.tenant) /
+                  live.record.id / fmt::format("replica-{}", r.index);
   spec.cpu_threads = options_.threads_per_replica;
   spec.env["MH_REPLICA_TOKEN"] = r.token;
   const std::string id = live.record.id;
@@ -525,7 +558,8 @@ void Deployments::flush_usage(bool all) {
     for (const auto& [key, p] : pending) {
       const auto& [tenant, deployment] = key;
       auto record = [&](tenants::UsageDimension dim, double q) -> Status {
-        if (q <= 0) return {};
+        // A staff deployment's device time is the platform's own; its tokens are the callers'.
+        if (q <= 0 || tenant.empty()) return {};
         return tenants::UsageLedger::record(s, {tenant, *now, dim, q, "deployment", deployment});
       };
       MH_TRY(record(tenants::UsageDimension::kGpuSeconds, p.device_seconds));
@@ -546,55 +580,64 @@ void Deployments::flush_usage(bool all) {
   }
 }
 
+namespace {
+
+// The deployment routes under `prefix`, for the deployments of whoever `owner` names: the
+// caller's tenant (/v1/deployments), or "" for staff's (/v1/admin/deployments).
+void add_crud_routes(Router& router, Deployments& deployments, const std::string& prefix,
+                     Access read, Access write, std::string (*owner)(const Request&)) {
+  router.add("POST", prefix, write, [&deployments, owner](Request& request) {
+    auto body = parse_json_object(request);
+    if (!body.ok()) return Response::error(body.status());
+    auto d = deployments.create(owner(request), *body);
+    if (!d.ok()) return Response::error(d.status());
+    return Response::json(200, deployments.describe(*d));
+  });
+  router.add("GET", prefix, read, [&deployments, owner](Request& request) {
+    auto page = parse_page(request, 20, 100);
+    if (!page.ok()) return Response::error(page.status());
+    bool has_more = false;
+    auto list = deployments.list(owner(request), page->after, page->limit, &has_more);
+    if (!list.ok()) return Response::error(list.status());
+    json::array data;
+    for (const auto& d : *list) data.push_back(deployments.describe(d));
+    return list_response(std::move(data), has_more);
+  });
+  router.add("GET", prefix + "/{id}", read, [&deployments, owner](Request& request) {
+    auto d = deployments.get(owner(request), request.param("id"));
+    if (!d.ok()) return Response::error(d.status());
+    return Response::json(200, deployments.describe(*d));
+  });
+  router.add("PATCH", prefix + "/{id}", write, [&deployments, owner](Request& request) {
+    auto body = parse_json_object(request);
+    if (!body.ok()) return Response::error(body.status());
+    if (!body->contains("replicas")) {
+      return Response::error(invalid_argument("send {\"replicas\": n} to scale", "replicas"));
+    }
+    auto n = replicas_field(*body, 0, 0);
+    if (!n.ok()) return Response::error(n.status());
+    auto d = deployments.scale(owner(request), request.param("id"), *n);
+    if (!d.ok()) return Response::error(d.status());
+    return Response::json(200, deployments.describe(*d));
+  });
+  router.add("DELETE", prefix + "/{id}", write, [&deployments, owner](Request& request) {
+    auto d = deployments.remove(owner(request), request.param("id"));
+    if (!d.ok()) return Response::error(d.status());
+    return Response::json(200,
+                          json::object{{"id", d->id}, {"object", "deployment"}, {"deleted", true}});
+  });
+}
+
+}  // namespace
+
 void add_deployment_routes(Router& router, Deployments& deployments) {
   using tenants::Permission;
-  router.add("POST", "/v1/deployments", Access::tenant(Permission::kWrite),
-             [&deployments](Request& request) {
-               auto body = parse_json_object(request);
-               if (!body.ok()) return Response::error(body.status());
-               auto d = deployments.create(request.principal.tenant, *body);
-               if (!d.ok()) return Response::error(d.status());
-               return Response::json(200, deployments.describe(*d));
-             });
-  router.add("GET", "/v1/deployments", Access::tenant(Permission::kRead),
-             [&deployments](Request& request) {
-               auto page = parse_page(request, 20, 100);
-               if (!page.ok()) return Response::error(page.status());
-               bool has_more = false;
-               auto list =
-                   deployments.list(request.principal.tenant, page->after, page->limit, &has_more);
-               if (!list.ok()) return Response::error(list.status());
-               json::array data;
-               for (const auto& d : *list) data.push_back(deployments.describe(d));
-               return list_response(std::move(data), has_more);
-             });
-  router.add("GET", "/v1/deployments/{id}", Access::tenant(Permission::kRead),
-             [&deployments](Request& request) {
-               auto d = deployments.get(request.principal.tenant, request.param("id"));
-               if (!d.ok()) return Response::error(d.status());
-               return Response::json(200, deployments.describe(*d));
-             });
-  router.add(
-      "PATCH", "/v1/deployments/{id}", Access::tenant(Permission::kWrite),
-      [&deployments](Request& request) {
-        auto body = parse_json_object(request);
-        if (!body.ok()) return Response::error(body.status());
-        if (!body->contains("replicas")) {
-          return Response::error(invalid_argument("send {\"replicas\": n} to scale", "replicas"));
-        }
-        auto n = replicas_field(*body, 0, 0);
-        if (!n.ok()) return Response::error(n.status());
-        auto d = deployments.scale(request.principal.tenant, request.param("id"), *n);
-        if (!d.ok()) return Response::error(d.status());
-        return Response::json(200, deployments.describe(*d));
-      });
-  router.add("DELETE", "/v1/deployments/{id}", Access::tenant(Permission::kWrite),
-             [&deployments](Request& request) {
-               auto d = deployments.remove(request.principal.tenant, request.param("id"));
-               if (!d.ok()) return Response::error(d.status());
-               return Response::json(
-                   200, json::object{{"id", d->id}, {"object", "deployment"}, {"deleted", true}});
-             });
+  add_crud_routes(router, deployments, "/v1/deployments", Access::tenant(Permission::kRead),
+                  Access::tenant(Permission::kWrite),
+                  [](const Request& r) { return r.principal.tenant; });
+  // Staff deployments of base models, which every tenant may call.
+  add_crud_routes(router, deployments, "/v1/admin/deployments", Access::kAdmin, Access::kAdmin,
+                  [](const Request&) { return std::string(); });
   router.add("POST", "/v1/completions", Access::tenant(Permission::kWrite),
              [&deployments](Request& request) { return deployments.infer(request, false); });
   router.add("POST", "/v1/chat/completions", Access::tenant(Permission::kWrite),

@@ -37,14 +37,16 @@ Response Deployments::infer(Request& request, bool chat) {
   call->out = std::make_shared<ResponseStream>();
   {
     std::lock_guard lock(mutex_);
-    // The deployment by id, or the tenant's deployments of that model (one that is ready first).
+    // The deployment by id, or one serving that model: the tenant's own first (a ready one
+    // first), then one staff run for every tenant.
     Live* target = nullptr;
+    auto rank = [&](const DeploymentRecord& d) {
+      return (d.tenant.empty() ? 0 : 2) + (d.status == "ready" ? 1 : 0);
+    };
     for (auto& [id, live] : live_) {
       const DeploymentRecord& d = live->record;
-      if (d.tenant != tenant || (d.id != name && d.model != name)) continue;
-      if (target == nullptr || (target->record.status != "ready" && d.status == "ready")) {
-        target = live.get();
-      }
+      if ((d.tenant != tenant && !d.tenant.empty()) || (d.id != name && d.model != name)) continue;
+      if (target == nullptr || rank(d) > rank(target->record)) target = live.get();
     }
     if (target == nullptr) {
       return Response::error(not_found(

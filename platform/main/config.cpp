@@ -111,6 +111,9 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--worker-threads", config->worker_threads,
                  "CPU threads per worker process (0: one per core)")
       ->check(CLI::Range(0, 4096));
+  app.add_option("--replica-max-batch", config->replica_max_batch,
+                 "requests an inference replica decodes at once; more wait in per-tenant queues")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--max-file-bytes", config->max_file_bytes, "largest uploaded file")
       ->envname("MACROHARD_MAX_FILE_BYTES")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 44));

@@ -26,6 +26,7 @@ struct DaemonConfig {
   uint64_t max_file_bytes = 8ull << 30;   // one uploaded file
   std::filesystem::path worker;           // mh-worker; empty: beside macrohardd
   int worker_threads = 0;                 // CPU threads per worker; 0: one per core
+  int replica_max_batch = 64;             // sequences a replica decodes at once
 };
 
 // Parses argv. Returns the exit code to leave with when the program should not run (after

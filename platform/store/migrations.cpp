@@ -192,11 +192,12 @@ constexpr std::array kMigrations{
       ALTER TABLE fine_tuning_jobs ADD COLUMN checkpoint_interval INTEGER NOT NULL DEFAULT 50;
       ALTER TABLE fine_tuning_jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 0;
       ALTER TABLE fine_tuning_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-      -- A tenant's deployments: a model served by `replicas` replicas on `pool`. The replicas
-      -- themselves are processes, started again from this row when the daemon starts.
+      -- Deployments: a model served by `replicas` replicas on `pool`; a tenant's, or (tenant_id
+      -- NULL) one staff run for every tenant. The replicas themselves are processes, started
+      -- again from this row when the daemon starts.
       CREATE TABLE deployments (
         id                  TEXT PRIMARY KEY,
-        tenant_id           TEXT NOT NULL REFERENCES tenants(id),
+        tenant_id           TEXT REFERENCES tenants(id),
         model               TEXT NOT NULL,
         pool                TEXT NOT NULL,
         replicas            INTEGER NOT NULL,

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <macrohard/macrohard.hpp>
+#include <mutex>
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
@@ -373,6 +374,83 @@ TEST_CASE("the SDK and mhctl deploy a model and chat with it, streamed and whole
   CHECK(r.output.find("stopped") != std::string::npos);
   r = run_process({mhctl_path().string(), "deployments", "delete", d.id}, env);
   CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly between them") {
+  // Replicas take one request at a time here, so the rest wait in the per-tenant queues.
+  ModelsPlatform p({"--replica-max-batch", "1"});
+  TempDir work;
+  tiny_model_files(p.dir.path() / "data" / "base-models" / "tiny-base", 64, 4096);
+  p.kill_and_restart();  // the catalogue is read at start
+  RawResponse r = p.admin("POST", "/v1/admin/deployments",
+                          json::serialize(json::object{{"model", "tiny-base"}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  CHECK(json::parse(r.body).at("owned_by") == "macrohard");
+  auto view = [&] { return json::parse(p.admin("GET", "/v1/admin/deployments/" + id, "").body); };
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (view().at("status") != "ready" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(view().at("status") == "ready");
+  // Tenants cannot see or change it, but may call it by the model's name.
+  CHECK(p.as("acme", "GET", "/v1/deployments/" + id).status == 404);
+  CHECK(p.as("acme", "DELETE", "/v1/deployments/" + id).status == 404);
+
+  auto send = [&](RawConnection& c, const std::string& tenant) {
+    const std::string body = json::serialize(json::object{
+        {"model", "tiny-base"}, {"prompt", "the"}, {"max_tokens", 300}, {"ignore_eos", true}});
+    c.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+           p.owners.at(tenant) + "\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body);
+  };
+  // acme sends five at once; once four of them wait, globex sends one.
+  std::vector<std::unique_ptr<RawConnection>> acme;
+  for (int i = 0; i < 5; ++i) {
+    acme.push_back(std::make_unique<RawConnection>(p.daemon->port()));
+    send(*acme.back(), "acme");
+  }
+  while (view().at("queued_requests") != 4 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(view().at("queued_requests") == 4);
+  RawConnection globex(p.daemon->port());
+  send(globex, "globex");
+  // Each answer's arrival, in order.
+  std::mutex mutex;
+  std::vector<std::string> order;
+  std::vector<std::thread> readers;
+  auto read = [&](RawConnection* c, std::string who) {
+    readers.emplace_back([&, c, who] {
+      auto response = c->read_response(60s);
+      std::lock_guard lock(mutex);
+      order.push_back(response && response->status == 200 ? who : who + " failed");
+    });
+  };
+  for (auto& c : acme) read(c.get(), "acme");
+  read(&globex, "globex");
+  for (auto& t : readers) t.join();
+  REQUIRE(order.size() == 6);
+  CAPTURE(json::serialize(json::value_from(order)));
+  CHECK(std::count(order.begin(), order.end(), "acme") == 5);
+  // Round-robin between tenants: globex's request goes next, ahead of acme's four waiting
+  // ones (first come, first served would have made it last).
+  const auto at = std::find(order.begin(), order.end(), "globex") - order.begin();
+  CHECK(at <= 1);
+  // The tokens are the caller's: globex's 300 go to globex's usage.
+  json::object totals;
+  const auto usage_deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < usage_deadline) {
+    totals = json::parse(p.as("globex", "GET", "/v1/usage?bucket_width=total").body)
+                 .at("totals")
+                 .as_object();
+    if (totals.contains("output_tokens")) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  CHECK(totals.contains("output_tokens"));
+  if (totals.contains("output_tokens"))
+    CHECK(totals.at("output_tokens").to_number<double>() == 300);
+  CHECK_FALSE(totals.contains("gpu_seconds"));  // a staff deployment's devices are the platform's
 }
 
 TEST_CASE("a daemon killed with SIGKILL brings its deployments back") {

@@ -35,6 +35,7 @@ inline std::map<std::string, std::string> tiny_model_files(const std::filesystem
 }
 
 struct ModelsPlatform : LicensedPlatform {
+  using LicensedPlatform::LicensedPlatform;
   // Licenses `tenant` for `features` with models up to `max_model_params` parameters.
   void license_models(const std::string& tenant, std::vector<std::string> features,
                       int64_t max_model_params = 1'000'000) {
