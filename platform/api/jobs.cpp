@@ -154,6 +154,8 @@ FineTuning::~FineTuning() {
   }
   wake_.notify_all();
   if (runner_.joinable()) runner_.join();
+  std::lock_guard lock(subscribers_mutex_);
+  for (auto& [job, sub] : subscribers_) sub.out->end();  // the job goes on after a restart
 }
 
 Status FineTuning::start() {
@@ -422,17 +424,102 @@ Result<std::vector<JobCheckpoint>> FineTuning::checkpoints(std::string_view tena
 void FineTuning::add_event(const JobRecord& job, std::string level, std::string type,
                            std::string message, std::string data) {
   const auto clock = clock_.now();
-  const int64_t now = clock.ok() ? *clock : 0;
+  JobEvent e{"ftevent-" + secure_random_base64url(18),
+             clock.ok() ? *clock : 0,
+             std::move(level),
+             std::move(message),
+             std::move(type),
+             std::move(data)};
+  int64_t seq = 0;
   Status s = db_.write([&](store::Session& session) -> Status {
-    return session
-        .exec(
-            "INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, message, "
-            "type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            {"ftevent-" + secure_random_base64url(18), job.id, job.tenant, now, level, message,
-             type, store::text_or_null(data)})
-        .status();
+    MH_TRY(session
+               .exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, "
+                     "message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     {e.id, job.id, job.tenant, e.created_at, e.level, e.message, e.type,
+                      store::text_or_null(e.data)})
+               .status());
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        session.query("SELECT seq FROM fine_tuning_events WHERE id = ?", {e.id}));
+    seq = rows.empty() ? 0 : rows[0].integer(0);
+    return {};
   });
-  if (!s.ok()) spdlog::warn("job {}: recording an event: {}", job.id, s.message());
+  if (!s.ok()) {
+    spdlog::warn("job {}: recording an event: {}", job.id, s.message());
+    return;
+  }
+  publish(job.id, seq, "data: " + json::serialize(event_json(e)) + "\n\n", false);
+}
+
+void FineTuning::publish(const std::string& job_id, int64_t seq, const std::string& text,
+                         bool last) {
+  std::lock_guard lock(subscribers_mutex_);
+  auto [begin, end] = subscribers_.equal_range(job_id);
+  for (auto it = begin; it != end;) {
+    Subscriber& sub = it->second;
+    if (sub.out->cancelled()) {
+      it = subscribers_.erase(it);
+      continue;
+    }
+    if (seq > sub.last_seq) {  // the backlog it was sent may already hold this one
+      sub.out->write(text);
+      sub.last_seq = seq;
+    }
+    if (last) {
+      sub.out->write("data: [DONE]\n\n");
+      sub.out->end();
+      it = subscribers_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+}
+
+Response FineTuning::stream_events(std::string_view tenant, std::string_view id,
+                                   std::string_view after) {
+  auto job = get(tenant, id);
+  if (!job.ok()) return Response::error(job.status());
+  auto out = std::make_shared<ResponseStream>();
+  // Under the subscribers' lock: an event recorded after the backlog's query is published to
+  // this subscriber, and one recorded before it is in the backlog (seq tells them apart).
+  std::lock_guard lock(subscribers_mutex_);
+  int64_t last_seq = 0;
+  std::string backlog;
+  Status read = db_.read([&](store::Session& s) -> Status {
+    int64_t after_seq = 0;
+    if (!after.empty()) {
+      MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT seq FROM fine_tuning_events WHERE id = ? AND "
+                                             "job_id = ?",
+                                             {std::string(after), std::string(id)}));
+      if (rows.empty()) return invalid_argument("\"after\" is not an event of this job", "after");
+      after_seq = rows[0].integer(0);
+    }
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query("SELECT id, created_at, level, message, type, data, seq FROM "
+                                "fine_tuning_events WHERE job_id = ? AND seq > ? ORDER BY seq",
+                                {std::string(id), after_seq}));
+    for (const auto& r : rows) {
+      const JobEvent e{r.text(0), r.integer(1), r.text(2),
+                       r.text(3), r.text(4),    r.is_null(5) ? std::string() : r.text(5)};
+      backlog += "data: " + json::serialize(event_json(e)) + "\n\n";
+      last_seq = r.integer(6);
+    }
+    // The job's state as of this read: a finished job's stream ends after its backlog.
+    MH_ASSIGN_OR_RETURN(auto status, s.query("SELECT status FROM fine_tuning_jobs WHERE id = ?",
+                                             {std::string(id)}));
+    const std::string state = status.empty() ? "" : status[0].text(0);
+    if (state == "succeeded" || state == "failed" || state == "cancelled") last_seq = -1;
+    return {};
+  });
+  if (!read.ok()) return Response::error(read);
+  out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+  out->write(std::move(backlog));
+  if (last_seq < 0) {
+    out->write("data: [DONE]\n\n");
+    out->end();
+  } else {
+    subscribers_.emplace(std::string(id), Subscriber{out, last_seq});
+  }
+  return Response::streamed(out);
 }
 
 Status FineTuning::finish(const JobRecord& job, const std::string& status,
@@ -457,6 +544,7 @@ Status FineTuning::finish(const JobRecord& job, const std::string& status,
   } else {
     add_event(job, "error", "message", "Job failed: " + error_message);
   }
+  publish(job.id, 0, "", true);  // the job is over: its live streams end
   return {};
 }
 
@@ -731,6 +819,12 @@ void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
              });
   router.add("GET", "/v1/fine_tuning/jobs/{id}/events", Access::tenant(Permission::kRead),
              [&jobs](Request& request) {
+               // ?stream=true: the events so far, then each new one as it happens, as
+               // server-sent events, until the job ends ("data: [DONE]").
+               if (request.query_param("stream").value_or("") == "true") {
+                 return jobs.stream_events(request.principal.tenant, request.param("id"),
+                                           request.query_param("after").value_or(""));
+               }
                auto page = parse_page(request, 20, 1000);
                if (!page.ok()) return Response::error(page.status());
                bool has_more = false;

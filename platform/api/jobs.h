@@ -9,6 +9,8 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -75,6 +77,9 @@ class FineTuning {
   Result<JobRecord> cancel(std::string_view tenant, std::string_view id);
   Result<std::vector<JobEvent>> events(std::string_view tenant, std::string_view id,
                                        std::string_view after, int64_t limit, bool* has_more) const;
+  // The job's events after `after` as server-sent events, then each new one as it is recorded,
+  // ending with "data: [DONE]" once the job has ended.
+  Response stream_events(std::string_view tenant, std::string_view id, std::string_view after);
   // Newest first, as OpenAI lists them.
   Result<std::vector<JobCheckpoint>> checkpoints(std::string_view tenant, std::string_view id,
                                                  std::string_view after, int64_t limit,
@@ -83,6 +88,8 @@ class FineTuning {
  private:
   void run();
   void execute(const JobRecord& job);
+  // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
+  void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
                       const std::string& path);
   void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
@@ -108,6 +115,13 @@ class FineTuning {
   bool work_ = true;              // queued jobs may be waiting
   std::string running_, cancel_;  // the job running now, and one asked to stop
   std::thread runner_;
+
+  struct Subscriber {
+    std::shared_ptr<ResponseStream> out;
+    int64_t last_seq = 0;  // the newest event it has been sent
+  };
+  std::mutex subscribers_mutex_;
+  std::multimap<std::string, Subscriber> subscribers_;  // by job id
 };
 
 // POST/GET /v1/fine_tuning/jobs, GET /v1/fine_tuning/jobs/{id}, POST …/{id}/cancel,

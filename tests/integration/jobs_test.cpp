@@ -127,6 +127,47 @@ TEST_CASE("a fine-tuning job trains a model to succeeded, with events and a new 
   CHECK(p.as("acme", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel").status == 422);
 }
 
+TEST_CASE("a job's events stream live as server-sent events until it ends") {
+  JobsPlatform p;
+  RawResponse r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+                       json::serialize(json::object{{"model", "custom:tiny"},
+                                                    {"training_file", p.training_file},
+                                                    {"hyperparameters", {{"n_epochs", 3}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  RawConnection live(p.daemon->port());
+  live.send("GET /v1/fine_tuning/jobs/" + id +
+            "/events?stream=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+            p.owners.at("acme") + "\r\n\r\n");
+  auto text = live.read_until("data: [DONE]", 1, 120s);
+  REQUIRE(text);
+  CHECK(text->find("text/event-stream") != std::string::npos);
+  CHECK(text->find("\"type\":\"metrics\"") != std::string::npos);
+  CHECK(text->find("The job has successfully completed") != std::string::npos);
+  // Every event the list holds came down the stream, once each, in order.
+  json::array listed =
+      json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body)
+          .at("data")
+          .as_array();
+  size_t at = 0;
+  for (const auto& e : listed) {
+    const std::string needle = "\"id\":\"" + std::string(e.at("id").as_string()) + "\"";
+    const size_t found = text->find(needle, at);
+    CHECK_MESSAGE(found != std::string::npos, needle);
+    if (found != std::string::npos) at = found;
+  }
+  // A finished job's stream is its events, then the end.
+  RawConnection after(p.daemon->port());
+  after.send("GET /v1/fine_tuning/jobs/" + id + "/events?stream=true&after=" +
+             std::string(listed.at(listed.size() - 2).at("id").as_string()) +
+             " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + p.owners.at("acme") + "\r\n\r\n");
+  auto rest = after.read_response(10s);
+  REQUIRE(rest);
+  CHECK(rest->body.find("The job has successfully completed") != std::string::npos);
+  CHECK(rest->body.ends_with("data: [DONE]\n\n"));
+  CHECK(p.as("globex", "GET", "/v1/fine_tuning/jobs/" + id + "/events?stream=true").status == 404);
+}
+
 TEST_CASE("cancelling a running job stops its worker") {
   JobsPlatform p;
   RawResponse r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
