@@ -638,9 +638,9 @@ void add_deployment_routes(Router& router, Deployments& deployments) {
   // Staff deployments of base models, which every tenant may call.
   add_crud_routes(router, deployments, "/v1/admin/deployments", Access::kAdmin, Access::kAdmin,
                   [](const Request&) { return std::string(); });
-  router.add("POST", "/v1/completions", Access::tenant(Permission::kWrite),
+  router.add("POST", "/v1/completions", Access::tenant(Permission::kInfer),
              [&deployments](Request& request) { return deployments.infer(request, false); });
-  router.add("POST", "/v1/chat/completions", Access::tenant(Permission::kWrite),
+  router.add("POST", "/v1/chat/completions", Access::tenant(Permission::kInfer),
              [&deployments](Request& request) { return deployments.infer(request, true); });
 }
 
