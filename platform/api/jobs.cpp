@@ -113,6 +113,34 @@ json::object event_json(const JobEvent& e) {
   return o;
 }
 
+// The job's events after the event `after` ("" for all), oldest first, at most `limit` (-1: all),
+// each with its sequence number.
+Result<std::vector<std::pair<int64_t, JobEvent>>> read_events(store::Session& s,
+                                                              std::string_view tenant,
+                                                              std::string_view job,
+                                                              std::string_view after,
+                                                              int64_t limit) {
+  int64_t after_seq = 0;
+  if (!after.empty()) {
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query("SELECT seq FROM fine_tuning_events WHERE id = ? AND job_id = ?",
+                                {std::string(after), std::string(job)}));
+    if (rows.empty()) return invalid_argument("\"after\" is not an event of this job", "after");
+    after_seq = rows[0].integer(0);
+  }
+  MH_ASSIGN_OR_RETURN(
+      auto rows, s.query("SELECT id, created_at, level, message, type, data, seq FROM "
+                         "fine_tuning_events WHERE job_id = ? AND tenant_id = ? AND seq > ? "
+                         "ORDER BY seq LIMIT ?",
+                         {std::string(job), std::string(tenant), after_seq, limit}));
+  std::vector<std::pair<int64_t, JobEvent>> out;
+  for (const auto& r : rows) {
+    out.push_back({r.integer(6), JobEvent{r.text(0), r.integer(1), r.text(2), r.text(3), r.text(4),
+                                          r.is_null(5) ? std::string() : r.text(5)}});
+  }
+  return out;
+}
+
 // A hyperparameter: absent or "auto" gives `fallback`; otherwise a number in [lo, hi].
 Result<double> hyper(const json::object& h, const char* key, double fallback, double lo, double hi,
                      bool integer) {
@@ -347,24 +375,10 @@ Result<std::vector<JobEvent>> FineTuning::events(std::string_view tenant, std::s
   MH_TRY(get(tenant, id).status());  // 404 for another tenant's job
   std::vector<JobEvent> out;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    int64_t after_seq = 0;
-    if (!after.empty()) {
-      MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT seq FROM fine_tuning_events WHERE id = ? AND "
-                                             "job_id = ?",
-                                             {std::string(after), std::string(id)}));
-      if (rows.empty()) return invalid_argument("\"after\" is not an event of this job", "after");
-      after_seq = rows[0].integer(0);
-    }
-    MH_ASSIGN_OR_RETURN(
-        auto rows,
-        s.query("SELECT id, created_at, level, message, type, data FROM fine_tuning_events "
-                "WHERE job_id = ? AND tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                {std::string(id), std::string(tenant), after_seq, limit + 1}));
+    MH_ASSIGN_OR_RETURN(auto rows, read_events(s, tenant, id, after, limit + 1));
     *has_more = static_cast<int64_t>(rows.size()) > limit;
     for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) {
-      const auto& r = rows[i];
-      out.push_back({r.text(0), r.integer(1), r.text(2), r.text(3), r.text(4),
-                     r.is_null(5) ? std::string() : r.text(5)});
+      out.push_back(std::move(rows[i].second));
     }
     return {};
   }));
@@ -485,23 +499,10 @@ Response FineTuning::stream_events(std::string_view tenant, std::string_view id,
   int64_t last_seq = 0;
   std::string backlog;
   Status read = db_.read([&](store::Session& s) -> Status {
-    int64_t after_seq = 0;
-    if (!after.empty()) {
-      MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT seq FROM fine_tuning_events WHERE id = ? AND "
-                                             "job_id = ?",
-                                             {std::string(after), std::string(id)}));
-      if (rows.empty()) return invalid_argument("\"after\" is not an event of this job", "after");
-      after_seq = rows[0].integer(0);
-    }
-    MH_ASSIGN_OR_RETURN(auto rows,
-                        s.query("SELECT id, created_at, level, message, type, data, seq FROM "
-                                "fine_tuning_events WHERE job_id = ? AND seq > ? ORDER BY seq",
-                                {std::string(id), after_seq}));
-    for (const auto& r : rows) {
-      const JobEvent e{r.text(0), r.integer(1), r.text(2),
-                       r.text(3), r.text(4),    r.is_null(5) ? std::string() : r.text(5)};
+    MH_ASSIGN_OR_RETURN(auto rows, read_events(s, tenant, id, after, -1));
+    for (const auto& [seq, e] : rows) {
       backlog += "data: " + json::serialize(event_json(e)) + "\n\n";
-      last_seq = r.integer(6);
+      last_seq = seq;
     }
     // The job's state as of this read: a finished job's stream ends after its backlog.
     MH_ASSIGN_OR_RETURN(auto status, s.query("SELECT status FROM fine_tuning_jobs WHERE id = ?",
