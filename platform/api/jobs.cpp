@@ -64,6 +64,12 @@ std::string fine_tuned_model_id(const JobRecord& job) {
                      job.id.substr(6, 8));
 }
 
+std::optional<double> number_field(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_number() ? std::optional<double>(v->to_number<double>())
+                                        : std::nullopt;
+}
+
 json::value or_null(const std::optional<int64_t>& v) {
   return v ? json::value(*v) : json::value(nullptr);
 }
@@ -128,11 +134,11 @@ Result<std::vector<std::pair<int64_t, JobEvent>>> read_events(store::Session& s,
     if (rows.empty()) return invalid_argument("\"after\" is not an event of this job", "after");
     after_seq = rows[0].integer(0);
   }
-  MH_ASSIGN_OR_RETURN(
-      auto rows, s.query("SELECT id, created_at, level, message, type, data, seq FROM "
-                         "fine_tuning_events WHERE job_id = ? AND tenant_id = ? AND seq > ? "
-                         "ORDER BY seq LIMIT ?",
-                         {std::string(job), std::string(tenant), after_seq, limit}));
+  MH_ASSIGN_OR_RETURN(auto rows,
+                      s.query("SELECT id, created_at, level, message, type, data, seq FROM "
+                              "fine_tuning_events WHERE job_id = ? AND tenant_id = ? AND seq > ? "
+                              "ORDER BY seq LIMIT ?",
+                              {std::string(job), std::string(tenant), after_seq, limit}));
   std::vector<std::pair<int64_t, JobEvent>> out;
   for (const auto& r : rows) {
     out.push_back({r.integer(6), JobEvent{r.text(0), r.integer(1), r.text(2), r.text(3), r.text(4),
@@ -386,15 +392,17 @@ Result<std::vector<JobEvent>> FineTuning::events(std::string_view tenant, std::s
 }
 
 void FineTuning::add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
-                                const std::string& path) {
+                                std::optional<double> valid_loss, const std::string& path) {
   const auto clock = clock_.now();
   Status s = db_.write([&](store::Session& session) -> Status {
     return session
         .exec(
-            "INSERT INTO fine_tuning_checkpoints (id, job_id, tenant_id, step, train_loss, path, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, step) DO NOTHING",
+            "INSERT INTO fine_tuning_checkpoints (id, job_id, tenant_id, step, train_loss, "
+            "valid_loss, path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, "
+            "step) DO NOTHING",
             {"ftckpt-" + secure_random_base64url(18), job.id, job.tenant, step,
-             loss ? store::Value(*loss) : store::Value(std::monostate()), path,
+             loss ? store::Value(*loss) : store::Value(std::monostate()),
+             valid_loss ? store::Value(*valid_loss) : store::Value(std::monostate()), path,
              clock.ok() ? *clock : 0})
         .status();
   });
@@ -418,17 +426,19 @@ Result<std::vector<JobCheckpoint>> FineTuning::checkpoints(std::string_view tena
       before_step = rows[0].integer(0);
     }
     MH_ASSIGN_OR_RETURN(
-        auto rows, s.query("SELECT id, step, train_loss, created_at FROM fine_tuning_checkpoints "
+        auto rows, s.query("SELECT id, step, train_loss, created_at, valid_loss FROM "
+                           "fine_tuning_checkpoints "
                            "WHERE job_id = ? AND tenant_id = ? AND step < ? ORDER BY step DESC "
                            "LIMIT ?",
                            {std::string(id), std::string(tenant), before_step, limit + 1}));
     *has_more = static_cast<int64_t>(rows.size()) > limit;
     for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) {
       const auto& r = rows[i];
-      out.push_back({r.text(0), std::string(id), r.integer(1),
-                     r.is_null(2) ? std::optional<double>()
-                                  : std::optional<double>(std::get<double>(r.value(2))),
-                     r.integer(3)});
+      auto real = [&](size_t i) {
+        return r.is_null(i) ? std::optional<double>()
+                            : std::optional<double>(std::get<double>(r.value(i)));
+      };
+      out.push_back({r.text(0), std::string(id), r.integer(1), real(2), real(4), r.integer(3)});
     }
     return {};
   }));
@@ -633,6 +643,11 @@ void FineTuning::execute(const JobRecord& job) {
                std::to_string(job.checkpoint_interval),
                "--log-every",
                "10"};
+  if (!job.validation_file.empty()) {
+    auto validation = files_.content(job.tenant, job.validation_file);
+    if (!validation.ok()) return fail("invalid_validation_file", validation.status().message());
+    spec.argv.insert(spec.argv.end(), {"--validation-data", fs::absolute(*validation).string()});
+  }
   if (!resume.empty()) {
     spec.argv.insert(spec.argv.end(), {"--resume", resume.string()});
     add_event(job, "info", "message", "Resuming from " + resume.filename().string());
@@ -641,6 +656,7 @@ void FineTuning::execute(const JobRecord& job) {
   spec.cpu_threads = worker_threads_;
   bool done = false;
   int64_t last_step = 0;
+  std::optional<double> final_valid_loss;
   std::optional<int64_t> trained_tokens;
   std::optional<double> last_loss;
   std::chrono::steady_clock::time_point last_metrics{};
@@ -669,11 +685,16 @@ void FineTuning::execute(const JobRecord& job) {
                                              {"total_steps", e.at("steps")}}));
     } else if (type->as_string() == "checkpoint") {
       const int64_t step = e.at("step").to_number<int64_t>();
-      add_checkpoint(job, step, last_loss, std::string(e.at("path").as_string()));
-      add_event(job, "info", "message", fmt::format("Checkpoint saved at step {}", step));
+      const std::optional<double> valid = number_field(e, "valid_loss");
+      add_checkpoint(job, step, last_loss, valid, std::string(e.at("path").as_string()));
+      add_event(
+          job, "info", "message",
+          valid ? fmt::format("Checkpoint saved at step {}: validation loss={:.4f}", step, *valid)
+                : fmt::format("Checkpoint saved at step {}", step));
     } else if (type->as_string() == "done") {
       done = true;
       last_step = e.at("step").to_number<int64_t>();
+      final_valid_loss = number_field(e, "valid_loss");
       if (const json::value* t = e.if_contains("trained_tokens"); t && t->is_int64()) {
         trained_tokens = t->as_int64();
       }
@@ -752,7 +773,7 @@ void FineTuning::execute(const JobRecord& job) {
   const std::string id = fine_tuned_model_id(job);
   auto m = models_.record_fine_tune(job.tenant, id, out, job.id);
   if (!m.ok()) return fail("model_registration_failed", m.status().message());
-  add_checkpoint(job, last_step, last_loss, out.string());  // the final model is one too
+  add_checkpoint(job, last_step, last_loss, final_valid_loss, out.string());  // the final model
   (void)finish(job, "succeeded", "", "", m->id, trained_tokens);
 }
 
@@ -804,6 +825,7 @@ void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
                for (const auto& c : *list) {
                  json::object metrics{{"step", c.step}};
                  if (c.train_loss) metrics["train_loss"] = *c.train_loss;
+                 if (c.valid_loss) metrics["valid_loss"] = *c.valid_loss;
                  // The checkpoint's name, after the model the job makes (or made).
                  const std::string model = job->fine_tuned_model.empty() ? fine_tuned_model_id(*job)
                                                                          : job->fine_tuned_model;

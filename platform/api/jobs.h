@@ -47,7 +47,7 @@ struct JobCheckpoint {
   std::string id;  // "ftckpt-…"
   std::string job_id;
   int64_t step = 0;
-  std::optional<double> train_loss;
+  std::optional<double> train_loss, valid_loss;
   int64_t created_at = 0;
 };
 
@@ -91,7 +91,7 @@ class FineTuning {
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
-                      const std::string& path);
+                      std::optional<double> valid_loss, const std::string& path);
   void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
                  std::string data = {});
   Status finish(const JobRecord& job, const std::string& status, const std::string& error_code,

@@ -1,5 +1,7 @@
 #include "platform/engine/train.h"
 
+#include <algorithm>
+
 #include <barrier>
 #include <cmath>
 #include <cstring>
@@ -180,6 +182,25 @@ void Trainer::next_rows(std::vector<int64_t>& rows) {
     if (epoch_ < 0 || position_ >= static_cast<int64_t>(order_.size())) new_epoch();
     rows.push_back(order_[static_cast<size_t>(position_++)]);
   }
+}
+
+double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64_t batch,
+                       int64_t max_rows) {
+  const int64_t rows = std::min(data.rows(seq_len), max_rows);
+  double total = 0;
+  int64_t counted = 0;
+  for (int64_t first = 0; first < rows; first += batch) {
+    const int64_t b = std::min(batch, rows - first);
+    std::vector<int32_t> ids, targets;
+    for (int64_t r = first; r < first + b; ++r) data.row(r, seq_len, ids, targets);
+    const auto n = static_cast<int64_t>(
+        std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; }));
+    if (n == 0) continue;
+    // With denominator n the loss comes back summed over the batch's targets, divided by n.
+    total += static_cast<double>(model.forward(ids, b, seq_len, targets, n)) * n;
+    counted += n;
+  }
+  return counted > 0 ? total / static_cast<double>(counted) : 0.0;
 }
 
 StepResult Trainer::step() {

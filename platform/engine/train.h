@@ -90,6 +90,12 @@ struct StepResult {
   int64_t tokens = 0;   // input tokens in the global batch
 };
 
+// The mean loss over the target tokens of `data`'s first `max_rows` rows of seq_len (all
+// rows when it holds fewer), run `batch` rows at a time: a validation loss. It leaves the
+// model's gradients dirty (training zeroes them before each step).
+double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64_t batch,
+                       int64_t max_rows);
+
 class Trainer {
  public:
   // `model`, `data` and `collective` must outlive the trainer. Every rank builds its model from

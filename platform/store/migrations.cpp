@@ -174,13 +174,15 @@ constexpr std::array kMigrations{
       CREATE INDEX events_by_job ON fine_tuning_events (job_id, seq);
     )sql"},
     Migration{7, "deployments and fine-tuning checkpoints", R"sql(
-      -- The checkpoints a fine-tuning job wrote, with the training loss when each was taken.
+      -- The checkpoints a fine-tuning job wrote, with the training loss when each was taken
+      -- and the validation loss there (when the job has a validation file).
       CREATE TABLE fine_tuning_checkpoints (
         id         TEXT PRIMARY KEY,
         job_id     TEXT NOT NULL REFERENCES fine_tuning_jobs(id),
         tenant_id  TEXT NOT NULL,
         step       INTEGER NOT NULL,
         train_loss REAL,
+        valid_loss REAL,
         path       TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         UNIQUE (job_id, step)

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "platform/engine/files.h"
@@ -169,7 +170,7 @@ int main(int argc, char** argv) {
   // train
   auto* train = app.add_subcommand("train", "train on a JSONL file, writing checkpoints");
   TrainConfig tc;
-  std::string data_file, resume_dir;
+  std::string data_file, resume_dir, validation_file;
   int64_t checkpoint_every = 0, log_every = 10;
   train->add_option("--model", model_dir, "model directory to start from")->required();
   train->add_option("--data", data_file, "JSONL training file")->required();
@@ -192,6 +193,8 @@ int main(int argc, char** argv) {
   train->add_option("--checkpoint-every", checkpoint_every, "steps between checkpoints (0: none)");
   train->add_option("--log-every", log_every, "steps between progress lines");
   train->add_option("--resume", resume_dir, "checkpoint directory to continue from");
+  train->add_option("--validation-data", validation_file,
+                    "JSONL file whose loss is measured at each checkpoint and at the end");
 
   // serve
   auto* serve = app.add_subcommand("serve", "answer OpenAI-style completions over HTTP");
@@ -360,6 +363,21 @@ int main(int argc, char** argv) {
     std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
                 static_cast<long long>(data.examples()), static_cast<long long>(data.tokens()),
                 static_cast<long long>(data.rows(tc.seq_len)), static_cast<long long>(tc.seq_len));
+    std::optional<Dataset> validation;
+    if (!validation_file.empty()) {
+      validation.emplace(need(Dataset::from_jsonl(validation_file, tok)));
+      if (validation->rows(tc.seq_len) < 1) {
+        fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}",
+                                          validation_file, validation->tokens(), tc.seq_len)));
+      }
+    }
+    // The validation loss over at most 64 rows, as JSON (",\"valid_loss\":…") for an event.
+    auto valid_loss = [&]() -> std::string {
+      if (!validation) return "";
+      const double loss = evaluation_loss(*model, *validation, tc.seq_len, tc.batch_size, 64);
+      std::printf("validation loss %.4f\n", loss);
+      return fmt::format(R"(,"valid_loss":{:.6g})", loss);
+    };
     auto single = make_single_rank();
     Trainer trainer(*model, data, tc, *single);
     if (!resume_dir.empty()) {
@@ -372,8 +390,8 @@ int main(int argc, char** argv) {
       const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", step);
       if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
       if (Status s = tok.save(dir); !s.ok()) fail(s);
-      emit(fmt::format(R"({{"type":"checkpoint","step":{},"path":{}}})", step,
-                       json_quoted(dir.string())));
+      emit(fmt::format(R"({{"type":"checkpoint","step":{},"path":{}{}}})", step,
+                       json_quoted(dir.string()), valid_loss()));
       return dir;
     };
     auto started = std::chrono::steady_clock::now();
@@ -410,9 +428,9 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("saved %s\n", out_dir.c_str());
     const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
-    emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}}})",
+    emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}{}}})",
                      trainer.steps_done(), trainer.steps_done() * tokens_per_step,
-                     json_quoted(out_dir)));
+                     json_quoted(out_dir), valid_loss()));
   }
   return 0;
 }

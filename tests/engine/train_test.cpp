@@ -207,3 +207,50 @@ TEST_CASE("two data-parallel ranks give the weights one rank gives with the same
 
 }  // namespace
 }  // namespace mh::engine
+
+namespace mh::engine {
+namespace {
+
+TEST_CASE(
+    "the validation loss is the mean over target tokens, whatever the batch, and jsonl_texts "
+    "reads what training reads") {
+  const Tokenizer tok = small_tokenizer();
+  auto d = Dataset::from_jsonl_text(kJsonl, tok);
+  REQUIRE(d.ok());
+  auto cpu = make_cpu_backend(1);
+  auto config = parse_model_config(
+      R"({"model_type":"llama","vocab_size":)" + std::to_string(tok.vocab_size()) +
+      R"(,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":1,
+                                   "num_attention_heads":2,"max_position_embeddings":32})");
+  REQUIRE(config.ok());
+  auto model = Model::create(*config, *cpu, 3).value();
+  const int64_t seq = 8, rows = std::min<int64_t>(d->rows(seq), 5);
+  REQUIRE(rows >= 3);
+  const double one = evaluation_loss(*model, *d, seq, 1, rows);
+  const double all = evaluation_loss(*model, *d, seq, rows, rows);
+  CHECK(one == doctest::Approx(all).epsilon(1e-5));
+  // By hand: the summed loss of every row's targets over their count.
+  double sum = 0;
+  int64_t n = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<int32_t> ids, targets;
+    d->row(r, seq, ids, targets);
+    const auto k = std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; });
+    if (k == 0) continue;
+    sum += static_cast<double>(model->forward(ids, 1, seq, targets)) * static_cast<double>(k);
+    n += k;
+  }
+  CHECK(one == doctest::Approx(sum / static_cast<double>(n)).epsilon(1e-5));
+  CHECK(one > 0);
+  // Fewer rows than asked for: all of them.
+  CHECK(evaluation_loss(*model, *d, seq, 2, 1'000'000) > 0);
+
+  auto texts = jsonl_texts(kJsonl);
+  REQUIRE(texts.ok());
+  CHECK(texts->size() == 7);  // a text, a prompt and completion, three messages, a text
+  CHECK((*texts)[1] == "Q: what sat on the mat?\nA:");
+  CHECK(jsonl_texts("{\"text\": 3}\n").status().message().find("line 1") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace mh::engine

@@ -127,6 +127,34 @@ TEST_CASE("a fine-tuning job trains a model to succeeded, with events and a new 
   CHECK(p.as("acme", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel").status == 422);
 }
 
+TEST_CASE("a job with a validation file reports the validation loss at each checkpoint") {
+  JobsPlatform p;
+  RawResponse r = p.upload("acme", "fine-tune", "valid.jsonl", training_jsonl(30));
+  REQUIRE(r.status == 200);
+  const std::string valid(json::parse(r.body).at("id").as_string());
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+           json::serialize(json::object{{"model", "custom:tiny"},
+                                        {"training_file", p.training_file},
+                                        {"validation_file", valid},
+                                        {"checkpoint_interval", 5},
+                                        {"hyperparameters", {{"n_epochs", 2}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"});
+  REQUIRE_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
+  json::array list =
+      json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/checkpoints").body)
+          .at("data")
+          .as_array();
+  REQUIRE(list.size() >= 2);
+  for (const auto& c : list) CHECK(c.at("metrics").at("valid_loss").as_double() > 0);
+  // Trained on the same kind of text, the loss it validates on falls.
+  CHECK(list.front().at("metrics").at("valid_loss").as_double() <
+        list.back().at("metrics").at("valid_loss").as_double());
+  CHECK(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000")
+            .body.find("validation loss=") != std::string::npos);
+}
+
 TEST_CASE("a job's events stream live as server-sent events until it ends") {
   JobsPlatform p;
   RawResponse r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
