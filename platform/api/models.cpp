@@ -207,71 +207,126 @@ Status check_model_params(const licensing::Entitlements& entitlements, const std
                   parameters, license ? license->license.terms.id : "", allowed));
 }
 
+namespace {
+
+// A base model's record from its directory (`name` is the directory's): a preset when it holds
+// only a config, a model with weights when it has model.safetensors (checked like a custom
+// model's files). The error says what is wrong.
+Result<ModelRecord> describe_base(const fs::path& dir, const std::string& name) {
+  if (!valid_name(name)) {
+    return invalid_argument(fmt::format("'{}' is not a model name (1-64 of a-z 0-9 . _ -)", name),
+                            "name");
+  }
+  ModelRecord m;
+  m.id = name;
+  m.directory = dir.string();
+  std::error_code ec;
+  if (fs::exists(dir / "model.safetensors", ec)) {
+    MH_ASSIGN_OR_RETURN(engine::ModelSummary summary, engine::inspect_model(dir));
+    m.kind = "base";
+    m.family = std::string(engine::family_name(summary.config.family));
+    m.parameters = summary.parameters;
+    m.context_length = summary.config.max_positions;
+    m.vocab_size = summary.config.vocab_size;
+  } else {
+    MH_ASSIGN_OR_RETURN(std::string text, engine::read_text_file(dir / "config.json", 1 << 20));
+    MH_ASSIGN_OR_RETURN(engine::ModelConfig config, engine::parse_model_config(text));
+    m.kind = "preset";
+    m.family = std::string(engine::family_name(config.family));
+    m.parameters = config.parameter_count();
+    m.context_length = config.max_positions;
+    m.vocab_size = config.vocab_size;
+  }
+  if (auto t = fs::last_write_time(dir / "config.json", ec); !ec) {
+    m.created_at = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::file_clock::to_sys(t).time_since_epoch())
+                       .count();
+  }
+  return m;
+}
+
+}  // namespace
+
 Status ModelStore::load_catalogue() {
   std::error_code ec;
-  fs::create_directories(catalogue_.root, ec);
-  if (ec)
-    return internal_error(fmt::format("creating {}: {}", catalogue_.root.string(), ec.message()));
+  fs::create_directories(catalogue_root_, ec);
+  if (ec) {
+    return internal_error(fmt::format("creating {}: {}", catalogue_root_.string(), ec.message()));
+  }
   for (const auto& [name, config] : kPresets) {
-    const fs::path dir = catalogue_.root / name;
+    const fs::path dir = catalogue_root_ / name;
     if (fs::exists(dir, ec)) continue;  // staff may have changed or removed it: theirs now
     fs::create_directories(dir, ec);
     MH_TRY(write_file_atomically(dir / "config.json", std::string(config) + "\n", 0644));
   }
-  catalogue_.models.clear();
   std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(catalogue_.root, ec)) {
-    if (e.is_directory()) dirs.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(catalogue_root_, ec)) {
+    if (e.is_directory() && !e.path().filename().string().starts_with(".")) {
+      dirs.push_back(e.path());
+    }
   }
   std::sort(dirs.begin(), dirs.end());
+  auto models = std::make_shared<std::vector<ModelRecord>>();
   for (const fs::path& dir : dirs) {
-    const std::string name = dir.filename().string();
-    ModelRecord m;
-    m.id = name;
-    m.directory = dir.string();
-    m.created_at = 0;
-    if (!valid_name(name)) {
-      spdlog::warn("base model {}: not a valid model name, left out", dir.string());
+    auto m = describe_base(dir, dir.filename().string());
+    if (!m.ok()) {
+      spdlog::warn("base model {}: {}; left out", dir.string(), m.status().message());
       continue;
     }
-    if (fs::exists(dir / "model.safetensors")) {
-      auto summary = engine::inspect_model(dir);
-      if (!summary.ok()) {
-        spdlog::warn("base model {}: {}, left out", name, summary.status().message());
-        continue;
-      }
-      m.kind = "base";
-      m.family = std::string(engine::family_name(summary->config.family));
-      m.parameters = summary->parameters;
-      m.context_length = summary->config.max_positions;
-      m.vocab_size = summary->config.vocab_size;
-    } else {
-      auto text = engine::read_text_file(dir / "config.json", 1 << 20);
-      auto config = text.ok() ? engine::parse_model_config(*text)
-                              : Result<engine::ModelConfig>(text.status());
-      if (!config.ok()) {
-        spdlog::warn("base model {}: {}, left out", name, config.status().message());
-        continue;
-      }
-      m.kind = "preset";
-      m.family = std::string(engine::family_name(config->family));
-      m.parameters = config->parameter_count();
-      m.context_length = config->max_positions;
-      m.vocab_size = config->vocab_size;
-    }
-    if (auto t = fs::last_write_time(dir / "config.json", ec); !ec) {
-      m.created_at = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::file_clock::to_sys(t).time_since_epoch())
-                         .count();
-    }
-    catalogue_.models.push_back(std::move(m));
+    models->push_back(std::move(*m));
   }
-  spdlog::info("base models: {} in {}", catalogue_.models.size(), catalogue_.root.string());
+  spdlog::info("base models: {} in {}", models->size(), catalogue_root_.string());
+  catalogue_.store(std::move(models));
   return {};
 }
 
+Result<ModelRecord> ModelStore::publish_base(const std::string& name, const fs::path& source) {
+  std::lock_guard lock(publish_mutex_);
+  const fs::path target = catalogue_root_ / name;
+  std::error_code ec;
+  if (!valid_name(name)) {
+    return invalid_argument(fmt::format("'{}' is not a model name (1-64 of a-z 0-9 . _ -)", name),
+                            "name");
+  }
+  if (fs::exists(target, ec)) return conflict(fmt::format("base model '{}' already exists", name));
+  if (!fs::is_directory(source, ec)) {
+    return invalid_argument(
+        fmt::format("'{}' is not a directory on the platform's host", source.string()),
+        "directory");
+  }
+  // Checked where it is, then copied beside the catalogue and renamed into place whole.
+  auto checked = describe_base(source, name);
+  if (!checked.ok()) return invalid_argument(checked.status().message(), "directory");
+  const fs::path staging = catalogue_root_ / ("." + name + ".staging");
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging, ec);
+  for (std::string_view file : kModelFiles) {
+    if (!fs::exists(source / file, ec)) continue;
+    fs::copy_file(source / file, staging / file, ec);
+    if (ec) {
+      fs::remove_all(staging, ec);
+      return internal_error(fmt::format("copying {}: {}", (source / file).string(), ec.message()));
+    }
+  }
+  fs::rename(staging, target, ec);
+  if (ec) {
+    fs::remove_all(staging, ec);
+    return internal_error(fmt::format("placing {}: {}", target.string(), ec.message()));
+  }
+  MH_ASSIGN_OR_RETURN(ModelRecord m, describe_base(target, name));
+  auto models = std::make_shared<std::vector<ModelRecord>>(*catalogue_.load());
+  models->push_back(m);
+  std::sort(models->begin(), models->end(),
+            [](const ModelRecord& a, const ModelRecord& b) { return a.id < b.id; });
+  catalogue_.store(std::move(models));
+  spdlog::info("base model {} published ({}, {} parameters)", name, m.kind, m.parameters);
+  return m;
+}
+
+std::vector<ModelRecord> ModelStore::base_models() const { return *catalogue_.load(); }
+
 Result<ModelRecord> ModelStore::get(std::string_view tenant, std::string_view id) const {
-  for (const auto& m : catalogue_.models) {
+  for (const auto& m : *catalogue_.load()) {
     if (m.id == id) return m;
   }
   ModelRecord m;
@@ -288,17 +343,18 @@ Result<std::vector<ModelRecord>> ModelStore::list(std::string_view tenant, std::
                                                   int64_t limit, bool* has_more) const {
   // The base models first, by name, then the tenant's own, oldest first.
   std::vector<ModelRecord> out;
-  auto base = catalogue_.models.begin();
-  const bool after_base = std::any_of(catalogue_.models.begin(), catalogue_.models.end(),
+  const auto catalogue = catalogue_.load();
+  auto base = catalogue->begin();
+  const bool after_base = std::any_of(catalogue->begin(), catalogue->end(),
                                       [&](const ModelRecord& m) { return m.id == after; });
   if (after_base) {
-    base = std::find_if(catalogue_.models.begin(), catalogue_.models.end(),
+    base = std::find_if(catalogue->begin(), catalogue->end(),
                         [&](const ModelRecord& m) { return m.id == after; }) +
            1;
   } else if (!after.empty()) {
-    base = catalogue_.models.end();
+    base = catalogue->end();
   }
-  for (; base != catalogue_.models.end() && static_cast<int64_t>(out.size()) < limit; ++base) {
+  for (; base != catalogue->end() && static_cast<int64_t>(out.size()) < limit; ++base) {
     out.push_back(*base);
   }
   if (static_cast<int64_t>(out.size()) == limit) {
@@ -317,7 +373,7 @@ Result<std::vector<ModelRecord>> ModelStore::list(std::string_view tenant, std::
 }
 
 Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view id) {
-  for (const auto& base : catalogue_.models) {
+  for (const auto& base : *catalogue_.load()) {
     if (base.id == id) {
       return permission_denied(
           fmt::format("'{}' is one of the platform's base models; only staff remove those", id));
@@ -380,6 +436,25 @@ void add_model_routes(Router& router, ModelStore& models) {
                if (!m.ok()) return Response::error(m.status());
                return Response::json(200, model_json(*m));
              });
+  router.add("GET", "/v1/admin/base-models", Access::kAdmin, [&models](Request&) {
+    json::array data;
+    for (const auto& m : models.base_models()) data.push_back(model_json(m));
+    return list_response(std::move(data), false);
+  });
+  router.add("POST", "/v1/admin/base-models", Access::kAdmin, [&models](Request& request) {
+    auto body = parse_json_object(request);
+    if (!body.ok()) return Response::error(body.status());
+    const json::value* name = body->if_contains("name");
+    const json::value* dir = body->if_contains("directory");
+    if (name == nullptr || !name->is_string() || dir == nullptr || !dir->is_string()) {
+      return Response::error(invalid_argument(
+          "send {\"name\": \"…\", \"directory\": \"<a directory on the platform's host>\"}"));
+    }
+    auto m = models.publish_base(std::string(name->as_string()),
+                                 fs::path(std::string(dir->as_string())));
+    if (!m.ok()) return Response::error(m.status());
+    return Response::json(201, model_json(*m));
+  });
   router.add("DELETE", "/v1/models/{id}", Access::tenant(Permission::kWrite),
              [&models](Request& request) {
                auto m = models.remove(request.principal.tenant, request.param("id"));

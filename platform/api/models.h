@@ -9,7 +9,10 @@
 // stay counted against the tenant's storage quota.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,15 +38,6 @@ struct ModelRecord {
   int64_t created_at = 0;
 };
 
-// The base models every tenant sees, published by platform staff as directories under the
-// catalogue: a config.json alone is a preset, an architecture that trains from scratch (its
-// tokenizer is learned from the job's data); with model.safetensors and tokenizer.json it is a
-// model with weights, fine-tuned and deployed like any other.
-struct BaseModelCatalogue {
-  std::filesystem::path root;
-  std::vector<ModelRecord> models;  // by name
-};
-
 class ModelStore {
  public:
   // Custom models are laid out under `root`/<tenant>/<name>/ as links to their files' blobs.
@@ -55,11 +49,21 @@ class ModelStore {
         entitlements_(entitlements),
         clock_(clock),
         root_(std::move(root)),
-        catalogue_{std::move(catalogue), {}} {}
+        catalogue_root_(std::move(catalogue)),
+        catalogue_(std::make_shared<const std::vector<ModelRecord>>()) {}
 
+  // The base models every tenant sees are directories under the catalogue, published by staff:
+  // a config.json alone is a preset, an architecture that trains from scratch (its tokenizer is
+  // learned from the job's data); with model.safetensors and tokenizer.json it is a model with
+  // weights, fine-tuned and deployed like any other.
+  //
   // Writes the built-in presets that are missing, then reads the catalogue. A directory that
   // does not validate is left out, with a warning naming what is wrong.
   Status load_catalogue();
+  // Validates a directory on the platform's host (a preset's config, or a Hugging Face model)
+  // and copies it into the catalogue as base model `name`, visible at once.
+  Result<ModelRecord> publish_base(const std::string& name, const std::filesystem::path& source);
+  std::vector<ModelRecord> base_models() const;
 
   // POST /v1/models: {"name": "...", "files": {"config.json": "file-…", ...}}.
   Result<ModelRecord> register_custom(std::string_view tenant, const boost::json::object& body);
@@ -77,14 +81,18 @@ class ModelStore {
   const licensing::Entitlements& entitlements_;
   TrustedClock& clock_;
   std::filesystem::path root_;
-  BaseModelCatalogue catalogue_;
+  const std::filesystem::path catalogue_root_;
+  // By name; replaced whole when a model is published, so readers take a snapshot.
+  std::atomic<std::shared_ptr<const std::vector<ModelRecord>>> catalogue_;
+  std::mutex publish_mutex_;
 };
 
 // OK if the tenant's license allows a model of `parameters` (max_model_params).
 Status check_model_params(const licensing::Entitlements& entitlements, const std::string& tenant,
                           int64_t parameters);
 
-// GET /v1/models[/{id}], POST /v1/models, DELETE /v1/models/{id}.
+// GET /v1/models[/{id}], POST /v1/models, DELETE /v1/models/{id}; for staff,
+// GET/POST /v1/admin/base-models.
 void add_model_routes(Router& router, ModelStore& models);
 
 }  // namespace mh::api

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -235,6 +236,45 @@ void add_admin_commands(CLI::App& app, std::function<macrohard::Client()> client
       std::printf("%s key %s for tenant %s (shown once; keep it safe):\n%s\n",
                   str(k, "role").c_str(), str(k, "id").c_str(), str(k, "tenant").c_str(),
                   str(k, "key").c_str());
+      return 0;
+    });
+  });
+
+  auto* base = admin->add_subcommand("base-models", "the base models every tenant sees");
+  base->require_subcommand(1);
+  struct BaseArgs {
+    std::string dir, name;
+  };
+  auto ba = std::make_shared<BaseArgs>();
+  auto* bpublish = base->add_subcommand(
+      "publish",
+      "publish a directory on the platform's host: a config.json alone (a preset that trains "
+      "from scratch) or a Hugging Face model");
+  bpublish->add_option("dir", ba->dir, "the directory, as the daemon's host sees it")->required();
+  bpublish->add_option("--name", ba->name, "the base model's name")->required();
+  bpublish->callback([=] {
+    *exit_code = guarded([&] {
+      const std::string dir = std::filesystem::absolute(ba->dir).string();
+      auto m =
+          json::parse(client().request_json(
+                          "POST", "/v1/admin/base-models",
+                          json::serialize(json::object{{"name", ba->name}, {"directory", dir}})))
+              .as_object();
+      std::printf("published %s: %s, %s, %lld parameters\n", str(m, "id").c_str(),
+                  str(m, "kind").c_str(), str(m, "family").c_str(),
+                  static_cast<long long>(m.at("parameters").to_number<int64_t>()));
+      return 0;
+    });
+  });
+  auto* blist = base->add_subcommand("list", "list the base models");
+  blist->callback([=] {
+    *exit_code = guarded([&] {
+      auto page = json::parse(client().request_json("GET", "/v1/admin/base-models"));
+      for (const auto& m : page.at("data").as_array()) {
+        std::printf("%-24s %-7s %-6s %14lld\n", str(m.as_object(), "id").c_str(),
+                    str(m.as_object(), "kind").c_str(), str(m.as_object(), "family").c_str(),
+                    static_cast<long long>(m.at("parameters").to_number<int64_t>()));
+      }
       return 0;
     });
   });

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <fstream>
 #include <macrohard/macrohard.hpp>
 #include <mutex>
 #include <thread>
@@ -15,6 +16,7 @@ namespace mh::test {
 namespace {
 
 namespace json = boost::json;
+namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 // acme licensed to deploy its own models, with custom:tiny registered (context 4096, so a
@@ -380,10 +382,40 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
   // Replicas take one request at a time here, so the rest wait in the per-tenant queues.
   ModelsPlatform p({"--replica-max-batch", "1"});
   TempDir work;
-  tiny_model_files(p.dir.path() / "data" / "base-models" / "tiny-base", 64, 4096);
-  p.kill_and_restart();  // the catalogue is read at start
-  RawResponse r = p.admin("POST", "/v1/admin/deployments",
-                          json::serialize(json::object{{"model", "tiny-base"}}));
+  tiny_model_files(work.path() / "tiny-base", 64, 4096);
+  // Staff publish it from a directory on the platform's host; tenants see it at once.
+  auto publish = [&](const std::string& name, const std::string& dir) {
+    return p.admin("POST", "/v1/admin/base-models",
+                   json::serialize(json::object{{"name", name}, {"directory", dir}}));
+  };
+  RawResponse r = publish("tiny-base", (work.path() / "tiny-base").string());
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  CHECK(json::parse(r.body).at("kind") == "base");
+  CHECK(publish("tiny-base", (work.path() / "tiny-base").string()).status == 409);
+  CHECK(publish("nothing", (work.path() / "missing").string()).status == 400);
+  fs::create_directories(work.path() / "broken");
+  std::ofstream(work.path() / "broken" / "config.json") << R"({"model_type":"gpt2"})";
+  r = publish("broken", (work.path() / "broken").string());
+  CHECK(r.status == 400);
+  CHECK(!fs::exists(p.dir.path() / "data" / "base-models" / "broken"));
+  CHECK(json::parse(p.as("globex", "GET", "/v1/models/tiny-base").body).at("kind") == "base");
+  // mhctl publishes the same way.
+  tiny_model_files(work.path() / "other", 32);
+  const std::vector<std::string> admin = {
+      mhctl_path().string(), "--url", p.daemon->url(), "--api-key",
+      p.daemon->admin_key(), "admin", "base-models"};
+  auto mhctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), admin.begin(), admin.end());
+    return run_process(args);
+  };
+  ProcessResult published = mhctl({"publish", (work.path() / "other").string(), "--name", "other"});
+  CHECK_MESSAGE(published.exit_code == 0, published.output);
+  CHECK(published.output.find("published other: base, llama") != std::string::npos);
+  ProcessResult listed = mhctl({"list"});
+  CHECK(listed.output.find("tiny-base") != std::string::npos);
+  CHECK(listed.output.find("mh-gpt2-tiny") != std::string::npos);
+  r = p.admin("POST", "/v1/admin/deployments",
+              json::serialize(json::object{{"model", "tiny-base"}}));
   REQUIRE_MESSAGE(r.status == 200, r.body);
   const std::string id(json::parse(r.body).at("id").as_string());
   CHECK(json::parse(r.body).at("owned_by") == "macrohard");
