@@ -431,7 +431,7 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
 
   auto send = [&](RawConnection& c, const std::string& tenant) {
     const std::string body = json::serialize(json::object{
-        {"model", "tiny-base"}, {"prompt", "the"}, {"max_tokens", 300}, {"ignore_eos", true}});
+        {"model", "tiny-base"}, {"prompt", "the"}, {"max_tokens", 3000}, {"ignore_eos", true}});
     c.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
            p.owners.at(tenant) + "\r\nContent-Type: application/json\r\nContent-Length: " +
            std::to_string(body.size()) + "\r\n\r\n" + body);
@@ -442,8 +442,10 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
     acme.push_back(std::make_unique<RawConnection>(p.daemon->port()));
     send(*acme.back(), "acme");
   }
-  while (view().at("queued_requests") != 4 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
+  // (Each answer is 3,000 tokens: the first takes long enough to be seen in flight.)
+  const auto queued_deadline = std::chrono::steady_clock::now() + 30s;
+  while (view().at("queued_requests") != 4 && std::chrono::steady_clock::now() < queued_deadline) {
+    std::this_thread::sleep_for(2ms);
   }
   REQUIRE(view().at("queued_requests") == 4);
   RawConnection globex(p.daemon->port());
@@ -469,7 +471,7 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
   // ones (first come, first served would have made it last).
   const auto at = std::find(order.begin(), order.end(), "globex") - order.begin();
   CHECK(at <= 1);
-  // The tokens are the caller's: globex's 300 go to globex's usage.
+  // The tokens are the caller's: globex's 3,000 go to globex's usage.
   json::object totals;
   const auto usage_deadline = std::chrono::steady_clock::now() + 20s;
   while (std::chrono::steady_clock::now() < usage_deadline) {
@@ -480,8 +482,9 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
     std::this_thread::sleep_for(200ms);
   }
   CHECK(totals.contains("output_tokens"));
-  if (totals.contains("output_tokens"))
-    CHECK(totals.at("output_tokens").to_number<double>() == 300);
+  if (totals.contains("output_tokens")) {
+    CHECK(totals.at("output_tokens").to_number<double>() == 3000);
+  }
   CHECK_FALSE(totals.contains("gpu_seconds"));  // a staff deployment's devices are the platform's
 }
 
