@@ -21,51 +21,53 @@ namespace {
 
 // Nodes kept in buckets by their free device count, each with its position in its bucket, so
 // that a node moves between buckets in O(1) and "the fullest node with at least n free" is a
-// scan over at most 65 buckets.
+// scan over at most 65 buckets. Positions are kept by slot: a node's id for the pool's buckets,
+// its index within its domain for the domain's (so each domain's table is its own size).
 class Buckets {
  public:
-  void init(size_t nodes, int32_t max_free) {
+  void init(size_t slots, int32_t max_free) {
     buckets_.assign(static_cast<size_t>(max_free) + 1, {});
-    where_.assign(nodes, {-1, 0});
+    where_.assign(slots, {-1, 0});
   }
-  void put(NodeId node, int32_t free) {
+  void put(NodeId node, size_t slot, int32_t free) {
     auto& b = buckets_[static_cast<size_t>(free)];
-    where_[static_cast<size_t>(node)] = {free, b.size()};
-    b.push_back(node);
+    where_[slot] = {free, b.size()};
+    b.push_back({node, slot});
   }
-  void remove(NodeId node) {
-    auto [free, at] = where_[static_cast<size_t>(node)];
+  void remove(size_t slot) {
+    auto [free, at] = where_[slot];
     if (free < 0) return;
     auto& b = buckets_[static_cast<size_t>(free)];
-    const NodeId last = b.back();
+    const auto last = b.back();
     b[at] = last;
-    where_[static_cast<size_t>(last)].second = at;
+    where_[last.second].second = at;
     b.pop_back();
-    where_[static_cast<size_t>(node)] = {-1, 0};
+    where_[slot] = {-1, 0};
   }
   // A node with the fewest free devices that is still at least `n` (best fit), or -1.
   NodeId best_fit(int32_t n) const {
     for (size_t f = static_cast<size_t>(std::max(n, 1)); f < buckets_.size(); ++f) {
-      if (!buckets_[f].empty()) return buckets_[f].back();
+      if (!buckets_[f].empty()) return buckets_[f].back().first;
     }
     return -1;
   }
   // A node with the most free devices, or -1.
   NodeId fullest_free() const {
     for (size_t f = buckets_.size(); f-- > 1;) {
-      if (!buckets_[f].empty()) return buckets_[f].back();
+      if (!buckets_[f].empty()) return buckets_[f].back().first;
     }
     return -1;
   }
 
  private:
-  std::vector<std::vector<NodeId>> buckets_;
-  std::vector<std::pair<int32_t, size_t>> where_;  // (bucket, index); bucket -1: absent
+  std::vector<std::vector<std::pair<NodeId, size_t>>> buckets_;  // (node, slot)
+  std::vector<std::pair<int32_t, size_t>> where_;  // by slot: (bucket, index); bucket -1: absent
 };
 
 struct Node {
   int32_t devices = 0;
   int32_t domain = 0;
+  int32_t local = 0;  // its index within its domain
   uint64_t free = 0;  // bit i set: device i is free
   bool draining = false;
   int32_t free_count() const { return draining ? 0 : std::popcount(free); }
@@ -94,16 +96,16 @@ struct Pool {
   }
   void unlink(NodeId id) {
     Node& n = nodes[static_cast<size_t>(id)];
-    nodes_by_free.remove(id);
-    domains[static_cast<size_t>(n.domain)].nodes.remove(id);
+    nodes_by_free.remove(static_cast<size_t>(id));
+    domains[static_cast<size_t>(n.domain)].nodes.remove(static_cast<size_t>(n.local));
     add_domain_free(n.domain, -n.free_count());
     free -= n.free_count();
   }
   void link(NodeId id) {
     Node& n = nodes[static_cast<size_t>(id)];
     const int32_t f = n.free_count();
-    nodes_by_free.put(id, f);
-    domains[static_cast<size_t>(n.domain)].nodes.put(id, f);
+    nodes_by_free.put(id, static_cast<size_t>(id), f);
+    domains[static_cast<size_t>(n.domain)].nodes.put(id, static_cast<size_t>(n.local), f);
     add_domain_free(n.domain, f);
     free += f;
   }
@@ -197,6 +199,7 @@ struct TenantPool {
   int64_t history_at = 0;
   // Waiting jobs: priority high first, then oldest, then id.
   std::set<std::tuple<int32_t, int64_t, JobId>> queue;
+  std::vector<JobId> running;  // its jobs holding devices in the pool (running or stopping)
 };
 
 struct Tenant {
@@ -244,15 +247,21 @@ struct Scheduler::Impl {
     p.history_at = now;
   }
 
-  void hold(Job& j, int64_t now) {
+  void hold(JobId id, Job& j, int64_t now) {
     TenantPool& p = tp(j.spec.tenant, j.spec.pool);
     decay(p, now);
+    p.running.push_back(id);
     p.in_use += j.spec.devices;
     tenants[static_cast<size_t>(j.spec.tenant)].in_use += j.spec.devices;
   }
-  void release(Job& j, int64_t now) {
+  void release(JobId id, Job& j, int64_t now) {
     TenantPool& p = tp(j.spec.tenant, j.spec.pool);
     decay(p, now);
+    auto at = std::find(p.running.begin(), p.running.end(), id);
+    if (at != p.running.end()) {
+      *at = p.running.back();
+      p.running.pop_back();
+    }
     p.in_use -= j.spec.devices;
     tenants[static_cast<size_t>(j.spec.tenant)].in_use -= j.spec.devices;
     pools[static_cast<size_t>(j.spec.pool)].give_back(j.placement);
@@ -314,13 +323,16 @@ struct Scheduler::Impl {
   std::vector<JobId> victims_for(const Job& for_job, int64_t now) {
     // (priority, -started, -submitted, -id): the lowest priority, then the youngest.
     std::vector<std::pair<std::tuple<int32_t, int64_t, int64_t, JobId>, JobId>> candidates;
-    for (auto& [id, j] : jobs) {
-      if (j.state != JobState::kRunning || j.spec.pool != for_job.spec.pool) continue;
-      if (!j.spec.preemptible || j.spec.tenant == for_job.spec.tenant) continue;
-      if (now - j.started < options.min_runtime_seconds) continue;
-      const TenantPool& p = tp(j.spec.tenant, j.spec.pool);
-      if (p.in_use <= p.quota.nominal) continue;
-      candidates.push_back({{j.spec.priority, -j.started, -j.spec.submitted, -id}, id});
+    for (size_t t = 0; t < tenants.size(); ++t) {
+      if (static_cast<TenantId>(t) == for_job.spec.tenant) continue;
+      const TenantPool& p = tp(static_cast<TenantId>(t), for_job.spec.pool);
+      if (p.in_use <= p.quota.nominal) continue;  // only borrowers give devices back
+      for (JobId id : p.running) {
+        const Job& j = jobs.at(id);
+        if (j.state != JobState::kRunning || !j.spec.preemptible) continue;
+        if (now - j.started < options.min_runtime_seconds) continue;
+        candidates.push_back({{j.spec.priority, -j.started, -j.spec.submitted, -id}, id});
+      }
     }
     std::sort(candidates.begin(), candidates.end());
     std::vector<JobId> out;
@@ -363,7 +375,7 @@ struct Scheduler::Impl {
     j.state = JobState::kRunning;
     j.started = now;
     j.info = {};
-    hold(j, now);
+    hold(id, j, now);
     out->push_back({Decision::Kind::kAdmit, id, j.placement, -1});
   }
 
@@ -515,8 +527,12 @@ int32_t Scheduler::add_pool(const PoolSpec& spec) {
     domains = std::max(domains, node.domain + 1);
   }
   pool.domains.resize(static_cast<size_t>(domains));
+  std::vector<int32_t> per_domain(static_cast<size_t>(domains), 0);
+  for (auto& node : pool.nodes) node.local = per_domain[static_cast<size_t>(node.domain)]++;
   pool.nodes_by_free.init(pool.nodes.size(), pool.max_node);
-  for (auto& d : pool.domains) d.nodes.init(pool.nodes.size(), pool.max_node);
+  for (size_t d = 0; d < pool.domains.size(); ++d) {
+    pool.domains[d].nodes.init(static_cast<size_t>(per_domain[d]), pool.max_node);
+  }
   for (size_t i = 0; i < pool.nodes.size(); ++i) pool.link(static_cast<NodeId>(i));
   impl_->pools.push_back(std::move(pool));
   impl_->reserved.push_back(0);
@@ -557,7 +573,7 @@ void Scheduler::restore_running(JobId id, const JobSpec& spec, const Placement& 
   j.state = JobState::kRunning;
   j.started = since;
   impl_->pools.at(static_cast<size_t>(spec.pool)).take_exact(placement);
-  impl_->hold(j, since);
+  impl_->hold(id, j, since);
 }
 
 void Scheduler::finish(JobId id, int64_t now) {
@@ -568,7 +584,7 @@ void Scheduler::finish(JobId id, int64_t now) {
     impl_->dequeue(id, j);
     impl_->drop_reservation(j);
   } else {
-    impl_->release(j, now);
+    impl_->release(id, j, now);
     if (j.state == JobState::kPreempting) {
       auto f = impl_->jobs.find(j.reclaiming_for);
       if (f != impl_->jobs.end() && f->second.victims_pending > 0) --f->second.victims_pending;
@@ -585,7 +601,7 @@ void Scheduler::requeue(JobId id, int64_t now) {
     if (f != impl_->jobs.end() && f->second.victims_pending > 0) --f->second.victims_pending;
     j.reclaiming_for = -1;
   }
-  impl_->release(j, now);
+  impl_->release(id, j, now);
   impl_->enqueue(id, j);
 }
 
