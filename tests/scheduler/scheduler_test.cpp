@@ -138,7 +138,7 @@ TEST_CASE("within guarantees, higher priority goes first, then the older job") {
   CHECK(f.s.state(old_low) == JobState::kPending);
 }
 
-TEST_CASE("a tenant below its guarantee reclaims borrowed devices; the borrower is requeued") {
+TEST_CASE("a tenant below its guarantee reclaims borrowed devices, and the borrower is requeued") {
   Options o;
   o.min_runtime_seconds = 100;
   Fixture f(pool_of(2, 8, 2), o);  // 16 devices
