@@ -75,22 +75,32 @@ Deployments::~Deployments() {
   if (supervisor_.joinable()) supervisor_.join();
   // Replicas stop first, so relays blocked on them return.
   std::vector<std::unique_ptr<executor::WorkerProcess>> processes;
+  std::vector<std::shared_ptr<Call>> queued;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, live] : live_) {
       for (auto& r : live->replicas) {
         if (r->process) processes.push_back(std::move(r->process));
       }
+      for (auto& [tenant, q] : live->queues) {
+        for (auto& c : q) queued.push_back(std::move(c));
+      }
+      live->queues.clear();
     }
   }
+  for (auto& c : queued) c->out->fail(unavailable("the platform is shutting down"));
   for (auto& p : processes) p->cancel(kStopGrace);
-  flush_usage(true);
+  flush_usage();
+  // No relay starts from here on (dispatch() stops once stopping_ is set): the ones running
+  // end as their replicas stop.
+  std::vector<std::thread> threads;
   {
     std::lock_guard lock(relay_mutex_);
     relay_stopping_ = true;
+    threads.swap(relay_threads_);
   }
   relay_wake_.notify_all();
-  for (auto& t : relay_threads_) t.join();
+  for (auto& t : threads) t.join();
 }
 
 Status Deployments::start() {
@@ -540,18 +550,17 @@ void Deployments::supervise() {
       flush = now - last_flush_ >= kFlushEvery;
     }
     for (auto& p : to_stop) p->cancel(kStopGrace);
-    if (flush) flush_usage(false);
+    if (flush) flush_usage();
   }
 }
 
-void Deployments::flush_usage(bool all) {
+void Deployments::flush_usage() {
   std::map<std::pair<std::string, std::string>, Pending> pending;
   {
     std::lock_guard lock(mutex_);
     pending.swap(usage_);
     last_flush_ = SteadyClock::now();
   }
-  (void)all;
   auto now = clock_.now();
   if (!now.ok()) return;
   Status written = db_.write([&](store::Session& s) -> Status {

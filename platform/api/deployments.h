@@ -93,7 +93,7 @@ class Deployments {
   void on_replica_event(const std::string& deployment, int index, uint64_t generation,
                         std::string_view line);
   Status set_status(Live& live, const std::string& status, const std::string& error);
-  void flush_usage(bool all);
+  void flush_usage();
   Status admit(const std::string& tenant, const DeploymentRecord& wanted,
                const std::string& replacing) const;
 

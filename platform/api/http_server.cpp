@@ -560,10 +560,12 @@ class HttpSession : public SessionBase {
     head_sent_ = true;
     lowest().expires_never();
     if (ec) {
-      if (stream_) stream_->cancel();
-      stream_.reset();
-      status_ = 499;
-      log_response(stream_bytes_);
+      if (stream_) {  // (if the watch saw the client go first, it has logged it)
+        stream_->cancel();
+        stream_.reset();
+        status_ = 499;
+        log_response(stream_bytes_);
+      }
       return derived().do_close();
     }
     if (!stream_finished_) return pump();

@@ -71,6 +71,7 @@ Response Deployments::infer(Request& request, bool chat) {
 }
 
 void Deployments::dispatch(Live& live) {
+  if (stopping_) return;  // the destructor answers what waits
   for (;;) {
     // The ready replica with the most room.
     std::shared_ptr<Replica> best;
