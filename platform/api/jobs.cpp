@@ -168,7 +168,7 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
 
 FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models,
                        const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-                       DeviceHoldings& holdings, TrustedClock& clock, fs::path root,
+                       DeviceHoldings& holdings, Pools& pools, TrustedClock& clock, fs::path root,
                        fs::path worker, int worker_threads)
     : db_(db),
       files_(files),
@@ -176,6 +176,7 @@ FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models
       entitlements_(entitlements),
       ledger_(ledger),
       holdings_(holdings),
+      pools_(pools),
       clock_(clock),
       root_(std::move(root)),
       worker_(std::move(worker)),
@@ -188,6 +189,13 @@ FineTuning::~FineTuning() {
   }
   wake_.notify_all();
   if (runner_.joinable()) runner_.join();
+  // Running jobs see stopping_, checkpoint and go back to the queue.
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, r] : running_) threads.push_back(std::move(r.thread));
+  }
+  for (auto& t : threads) t.join();
   std::lock_guard lock(subscribers_mutex_);
   for (auto& [job, sub] : subscribers_) sub.out->end();  // the job goes on after a restart
 }
@@ -207,13 +215,21 @@ Status FineTuning::start() {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  std::vector<JobRecord> queued;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec(
-            "UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE status = "
-            "'running'")
-        .status();
+    MH_TRY(s.exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE status "
+                  "= 'running'")
+               .status());
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE status = "
+                                            "'queued' ORDER BY created_at, rowid",
+                                            kColumns)));
+    for (const auto& r : rows) queued.push_back(from_row(r));
+    return {};
   }));
+  for (const auto& j : queued) {
+    pools_.submit(j.id, j.tenant, j.pool, static_cast<int>(j.gpus), 0, j.created_at);
+  }
   runner_ = std::thread([this] { run(); });
   return {};
 }
@@ -234,14 +250,16 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   };
   if (const json::value* v = body.if_contains("pool"); v != nullptr && !v->is_null()) {
     if (!v->is_string()) return invalid_argument("\"pool\" must be a pool's name", "pool");
-    if (v->as_string() != j.pool) {
+    if (!pools_.has_pool(v->as_string())) {
       return not_found(fmt::format("pool '{}' does not exist", std::string_view(v->as_string())));
     }
+    j.pool = std::string(v->as_string());
   }
   MH_ASSIGN_OR_RETURN(j.gpus, small_int("gpus", 1, 1, 64));
   if (j.gpus > 1) {
     return invalid_argument(
-        "the default pool trains with one device per job; \"gpus\" above 1 needs a GPU pool",
+        "a job trains with one device (data-parallel ranks across devices are not in the "
+        "platform yet)",
         "gpus");
   }
   MH_ASSIGN_OR_RETURN(j.checkpoint_interval, small_int("checkpoint_interval", 50, 1, 1'000'000));
@@ -326,6 +344,7 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   }));
   j.status = "queued";
   add_event(j, "info", "message", "Files validated, job queued");
+  pools_.submit(j.id, j.tenant, j.pool, static_cast<int>(j.gpus), 0, j.created_at);
   {
     std::lock_guard lock(mutex_);
     work_ = true;
@@ -365,11 +384,16 @@ Result<JobRecord> FineTuning::cancel(std::string_view tenant, std::string_view i
   }
   // The runner claims jobs under this lock, so a job not running now cannot start meanwhile.
   std::unique_lock lock(mutex_);
-  if (running_ == j.id) {
-    cancel_ = j.id;  // the runner stops the worker (within the grace period) and records it
-    idle_.wait_for(lock, kCancelGrace + std::chrono::seconds(5), [&] { return running_ != j.id; });
+  auto it = running_.find(j.id);
+  if (it != running_.end() && !it->second.done) {
+    it->second.cancel = true;  // its thread stops the worker (within the grace period)
+    idle_.wait_for(lock, kCancelGrace + std::chrono::seconds(5), [&] {
+      auto r = running_.find(j.id);
+      return r == running_.end() || r->second.done;
+    });
   } else {
     MH_TRY(finish(j, "cancelled", "", "", "", std::nullopt));
+    pools_.finish(j.id);
   }
   lock.unlock();
   return get(tenant, id);
@@ -561,41 +585,76 @@ Status FineTuning::finish(const JobRecord& job, const std::string& status,
 
 void FineTuning::run() {
   for (;;) {
-    std::optional<JobRecord> next;
+    std::vector<std::thread> finished;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || work_; });
+      // A pass when something changed, and at least once a second: a running job passing its
+      // minimum runtime can make preemption possible with nothing else happening.
+      wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_ || work_; });
       if (stopping_) return;
       work_ = false;
-      // Claim the oldest queued job (under the lock: see cancel()).
-      Status claimed = db_.write([&](store::Session& s) -> Status {
-        MH_ASSIGN_OR_RETURN(auto rows,
-                            s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE status = "
-                                                "'queued' ORDER BY created_at, rowid LIMIT 1",
-                                                kColumns)));
-        if (rows.empty()) return {};
-        next = from_row(rows[0]);
-        return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {next->id})
-            .status();
-      });
-      if (!claimed.ok()) {
-        spdlog::error("fine-tuning runner: {}", claimed.message());
-        next.reset();
+      for (auto it = running_.begin(); it != running_.end();) {
+        if (it->second.done) {
+          finished.push_back(std::move(it->second.thread));
+          it = running_.erase(it);
+        } else {
+          ++it;
+        }
       }
-      if (!next) continue;
-      next->status = "running";
-      running_ = next->id;
-      work_ = true;  // look again once this one is done
     }
-    execute(*next);
-    std::lock_guard lock(mutex_);
-    running_.clear();
-    if (cancel_ == next->id) cancel_.clear();
-    idle_.notify_all();
+    for (auto& t : finished) t.join();
+    apply(pools_.pass());
   }
 }
 
-void FineTuning::execute(const JobRecord& job) {
+void FineTuning::apply(const Pools::Decisions& decisions) {
+  std::lock_guard lock(mutex_);
+  for (const std::string& job : decisions.preempted) {
+    if (auto it = running_.find(job); it != running_.end()) it->second.preempt = true;
+  }
+  for (const auto& admitted : decisions.admitted) {
+    // Claimed under the lock (see cancel()): a job cancelled since it was queued stays so.
+    std::optional<JobRecord> job;
+    Status claimed = db_.write([&](store::Session& s) -> Status {
+      MH_ASSIGN_OR_RETURN(auto rows,
+                          s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE id = ? AND "
+                                              "status = 'queued'",
+                                              kColumns),
+                                  {admitted.job}));
+      if (rows.empty()) return {};
+      job = from_row(rows[0]);
+      return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {job->id})
+          .status();
+    });
+    if (!claimed.ok()) spdlog::error("fine-tuning runner: {}", claimed.message());
+    if (!claimed.ok() || !job) {
+      pools_.finish(admitted.job);
+      continue;
+    }
+    job->status = "running";
+    Running& r = running_[job->id];
+    r.thread = std::thread([this, record = *job, devices = admitted.devices] {
+      execute(record, devices);
+      // The job's row says how it ended: back in the queue, or over.
+      auto now = get(record.tenant, record.id);
+      const bool again = now.ok() && now->status == "queued";
+      std::lock_guard lock(mutex_);
+      if (!stopping_) {
+        if (again) {
+          pools_.requeue(record.id);
+        } else {
+          pools_.finish(record.id);
+        }
+      }
+      running_[record.id].done = true;
+      work_ = true;
+      wake_.notify_all();
+      idle_.notify_all();
+    });
+  }
+}
+
+void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) {
   auto fail = [&](const std::string& code, const std::string& message) {
     (void)finish(job, "failed", code, message, "", std::nullopt);
   };
@@ -654,6 +713,7 @@ void FineTuning::execute(const JobRecord& job) {
   }
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
+  if (pools_.gpu_pool(job.pool)) spec.gpus = devices;
   bool done = false;
   int64_t last_step = 0;
   std::optional<double> final_valid_loss;
@@ -742,10 +802,26 @@ void FineTuning::execute(const JobRecord& job) {
       });
       return;
     }
-    if (cancel_ == job.id) {
+    const Running& self = running_[job.id];
+    if (self.cancel) {
       lock.unlock();
       (*worker)->cancel(kCancelGrace);
       (void)finish(job, "cancelled", "", "", "", std::nullopt);
+      return;
+    }
+    if (self.preempt) {
+      lock.unlock();
+      // Its devices go to another tenant's guarantee: it checkpoints, waits, and resumes.
+      (*worker)->cancel(kCancelGrace);
+      add_event(job, "warn", "message",
+                "Preempted: the devices go back to a tenant within its guarantee; the job "
+                "resumes from its checkpoint when devices are free");
+      (void)db_.write([&](store::Session& s) -> Status {
+        return s
+            .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE id = ?",
+                  {job.id})
+            .status();
+      });
       return;
     }
   }
@@ -764,8 +840,6 @@ void FineTuning::execute(const JobRecord& job) {
                 {job.id})
             .status();
       });
-      std::lock_guard lock(mutex_);
-      work_ = true;
       return;
     }
     return fail("worker_failed", reason);
@@ -777,6 +851,16 @@ void FineTuning::execute(const JobRecord& job) {
   (void)finish(job, "succeeded", "", "", m->id, trained_tokens);
 }
 
+json::object FineTuning::describe(const JobRecord& j) const {
+  json::object o = job_json(j);
+  if (j.status == "queued") {
+    if (auto info = pools_.pending(j.id)) {
+      o["queue"] = {{"position", info->position}, {"reason", info->reason}};
+    }
+  }
+  return o;
+}
+
 void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
   using tenants::Permission;
   router.add("POST", "/v1/fine_tuning/jobs", Access::tenant(Permission::kWrite),
@@ -785,7 +869,7 @@ void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
                if (!body.ok()) return Response::error(body.status());
                auto j = jobs.create(request.principal.tenant, *body);
                if (!j.ok()) return Response::error(j.status());
-               return Response::json(200, job_json(*j));
+               return Response::json(200, jobs.describe(*j));
              });
   router.add("GET", "/v1/fine_tuning/jobs", Access::tenant(Permission::kRead),
              [&jobs](Request& request) {
@@ -795,20 +879,20 @@ void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
                auto list = jobs.list(request.principal.tenant, page->after, page->limit, &has_more);
                if (!list.ok()) return Response::error(list.status());
                json::array data;
-               for (const auto& j : *list) data.push_back(job_json(j));
+               for (const auto& j : *list) data.push_back(jobs.describe(j));
                return list_response(std::move(data), has_more);
              });
   router.add("GET", "/v1/fine_tuning/jobs/{id}", Access::tenant(Permission::kRead),
              [&jobs](Request& request) {
                auto j = jobs.get(request.principal.tenant, request.param("id"));
                if (!j.ok()) return Response::error(j.status());
-               return Response::json(200, job_json(*j));
+               return Response::json(200, jobs.describe(*j));
              });
   router.add("POST", "/v1/fine_tuning/jobs/{id}/cancel", Access::tenant(Permission::kWrite),
              [&jobs](Request& request) {
                auto j = jobs.cancel(request.principal.tenant, request.param("id"));
                if (!j.ok()) return Response::error(j.status());
-               return Response::json(200, job_json(*j));
+               return Response::json(200, jobs.describe(*j));
              });
   router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints", Access::tenant(Permission::kRead),
              [&jobs](Request& request) {

@@ -3,8 +3,10 @@
 // A job trains one of the tenant's models on a JSONL file it uploaded (purpose "fine-tune") in an
 // mh-worker process started through the executor; the worker's progress becomes the job's
 // events, and its result a new model, "ft:<base>:<suffix>:<job>", in the tenant's registry.
-// Jobs run one at a time, oldest first (the scheduler will place them on pools). A daemon that
-// restarts puts running jobs back in the queue, and they resume from their last checkpoint.
+// The scheduler (Pools) decides when and where each job runs: several run at once, each on
+// its own devices; a job preempted for another tenant's guarantee checkpoints, waits again and
+// resumes. A daemon that restarts puts running jobs back in the queue, and they resume from
+// their last checkpoint.
 #pragma once
 
 #include <condition_variable>
@@ -21,6 +23,7 @@
 #include "platform/api/admission.h"
 #include "platform/api/files.h"
 #include "platform/api/models.h"
+#include "platform/api/pools.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/store/database.h"
@@ -61,8 +64,8 @@ class FineTuning {
  public:
   FineTuning(store::Database& db, FileStore& files, ModelStore& models,
              const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-             DeviceHoldings& holdings, TrustedClock& clock, std::filesystem::path root,
-             std::filesystem::path worker, int worker_threads);
+             DeviceHoldings& holdings, Pools& pools, TrustedClock& clock,
+             std::filesystem::path root, std::filesystem::path worker, int worker_threads);
   ~FineTuning();  // stops the runner; a running worker is stopped and its job requeued
   FineTuning(const FineTuning&) = delete;
   FineTuning& operator=(const FineTuning&) = delete;
@@ -71,6 +74,9 @@ class FineTuning {
   Status start();
 
   Result<JobRecord> create(const std::string& tenant, const boost::json::object& body);
+  // The API object: OpenAI's fields, Macrohard's, and for a queued job "queue": {"position",
+  // "reason"} (why it waits, from the scheduler's last pass).
+  boost::json::object describe(const JobRecord& j) const;
   Result<JobRecord> get(std::string_view tenant, std::string_view id) const;
   Result<std::vector<JobRecord>> list(std::string_view tenant, std::string_view after,
                                       int64_t limit, bool* has_more) const;
@@ -87,7 +93,9 @@ class FineTuning {
 
  private:
   void run();
-  void execute(const JobRecord& job);
+  // Starts the jobs a pass admitted and tells the ones it preempted to stop.
+  void apply(const Pools::Decisions& decisions);
+  void execute(const JobRecord& job, const std::vector<int>& devices);
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
@@ -104,6 +112,7 @@ class FineTuning {
   const licensing::Entitlements& entitlements_;
   tenants::UsageLedger& ledger_;
   DeviceHoldings& holdings_;
+  Pools& pools_;
   TrustedClock& clock_;
   const std::filesystem::path root_, worker_;
   const int worker_threads_;
@@ -112,8 +121,14 @@ class FineTuning {
   std::condition_variable wake_;  // the runner: work to look at, or stop
   std::condition_variable idle_;  // a job finished running
   bool stopping_ = false;
-  bool work_ = true;              // queued jobs may be waiting
-  std::string running_, cancel_;  // the job running now, and one asked to stop
+  bool work_ = true;  // something changed: a pass is due
+  struct Running {
+    std::thread thread;
+    bool cancel = false;   // the tenant cancelled it
+    bool preempt = false;  // the scheduler wants its devices back
+    bool done = false;
+  };
+  std::map<std::string, Running> running_;  // by job id
   std::thread runner_;
 
   struct Subscriber {

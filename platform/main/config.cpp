@@ -111,6 +111,13 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--worker-threads", config->worker_threads,
                  "CPU threads per worker process (0: one per core)")
       ->check(CLI::Range(0, 4096));
+  app.add_option("--cpu-devices", config->cpu_devices,
+                 "CPU worker slots in the pool \"default\": training jobs that run at once")
+      ->envname("MACROHARD_CPU_DEVICES")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--preemption-min-runtime-s", config->preemption_min_runtime_s,
+                 "how long a job runs before it may be preempted")
+      ->check(CLI::Range(int64_t{0}, int64_t{86400}));
   app.add_option("--replica-max-batch", config->replica_max_batch,
                  "requests an inference replica decodes at once; more wait in per-tenant queues")
       ->check(CLI::Range(1, 4096));

@@ -21,12 +21,14 @@ struct DaemonConfig {
   std::filesystem::path port_file;       // written with the bound port once listening
   std::filesystem::path admin_key_file;  // the bootstrap admin key is also written here (0600)
   std::vector<std::string> license_public_keys;  // files; licenses must verify against one
-  int64_t clock_tolerance_seconds = 300;  // how far the clock may step back before licensing stops
-  int64_t lease_ttl_seconds = 300;        // default seat lease TTL
-  uint64_t max_file_bytes = 8ull << 30;   // one uploaded file
-  std::filesystem::path worker;           // mh-worker; empty: beside macrohardd
-  int worker_threads = 0;                 // CPU threads per worker; 0: one per core
-  int replica_max_batch = 64;             // sequences a replica decodes at once
+  int64_t clock_tolerance_seconds = 300;   // how far the clock may step back before licensing stops
+  int64_t lease_ttl_seconds = 300;         // default seat lease TTL
+  uint64_t max_file_bytes = 8ull << 30;    // one uploaded file
+  std::filesystem::path worker;            // mh-worker; empty: beside macrohardd
+  int worker_threads = 0;                  // CPU threads per worker; 0: one per core
+  int replica_max_batch = 64;              // sequences a replica decodes at once
+  int cpu_devices = 1;                     // CPU worker slots in the pool "default"
+  int64_t preemption_min_runtime_s = 300;  // a job runs at least this long before preemption
 };
 
 // Parses argv. Returns the exit code to leave with when the program should not run (after

@@ -32,6 +32,7 @@
 #include "platform/api/licenses.h"
 #include "platform/api/metrics.h"
 #include "platform/api/models.h"
+#include "platform/api/pools.h"
 #include "platform/api/router.h"
 #include "platform/api/system_routes.h"
 #include "platform/api/tenant_routes.h"
@@ -106,6 +107,19 @@ Status setup_logging(const DaemonConfig& config) {
   spdlog::register_logger(logger);
   spdlog::flush_every(std::chrono::seconds(1));
   return {};
+}
+
+// This machine as the platform's one node: a pool "gpu" of its CUDA devices when it has any,
+// and a pool "default" of CPU worker slots.
+std::vector<api::PoolConfig> local_pools(const DaemonConfig& config,
+                                         const engine::DeviceProbe& probe) {
+  std::vector<api::PoolConfig> pools;
+  api::PoolConfig cpu{"default", {{"local", config.cpu_devices, 0}}, false};
+  pools.push_back(std::move(cpu));
+  if (!probe.devices.empty()) {
+    pools.push_back({"gpu", {{"local", static_cast<int32_t>(probe.devices.size()), 0}}, true});
+  }
+  return pools;
 }
 
 // The mh-worker program: as configured, else beside this executable (an installed tree), else
@@ -222,7 +236,13 @@ int run_daemon(const DaemonConfig& config) {
   api::add_model_routes(router, models);
   const fs::path worker = resolve_worker(config.worker);
   api::DeviceHoldings holdings;
-  api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, clock,
+  scheduler::Options scheduling;
+  scheduling.min_runtime_seconds = config.preemption_min_runtime_s;
+  api::Pools pools(**db, entitlements, usage, clock, local_pools(config, system.devices),
+                   scheduling);
+  if (Status s = pools.start(); !s.ok()) return fail(s);
+  api::add_pool_routes(router, pools);
+  api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, pools, clock,
                        config.data_dir / "jobs", worker, config.worker_threads);
   api::add_fine_tuning_routes(router, jobs);
   if (Status s = jobs.start(); !s.ok()) return fail(s);

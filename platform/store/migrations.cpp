@@ -173,7 +173,7 @@ constexpr std::array kMigrations{
       );
       CREATE INDEX events_by_job ON fine_tuning_events (job_id, seq);
     )sql"},
-    Migration{7, "deployments and fine-tuning checkpoints", R"sql(
+    Migration{7, "deployments, fine-tuning checkpoints, tenant quotas", R"sql(
       -- The checkpoints a fine-tuning job wrote, with the training loss when each was taken
       -- and the validation loss there (when the job has a validation file).
       CREATE TABLE fine_tuning_checkpoints (
@@ -210,6 +210,16 @@ constexpr std::array kMigrations{
         updated_at          INTEGER NOT NULL
       );
       CREATE INDEX deployments_by_tenant ON deployments (tenant_id, model);
+      -- Staff's quotas: per tenant per pool, devices guaranteed (nominal), borrowable beyond
+      -- that, and the weight of its share of borrowed capacity. No row: nothing guaranteed.
+      CREATE TABLE tenant_quotas (
+        tenant_id       TEXT NOT NULL REFERENCES tenants(id),
+        pool            TEXT NOT NULL,
+        nominal         INTEGER NOT NULL,
+        borrowing_limit INTEGER NOT NULL,
+        weight          REAL NOT NULL,
+        PRIMARY KEY (tenant_id, pool)
+      );
     )sql"},
 };
 

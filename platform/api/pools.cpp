@@ -1,0 +1,265 @@
+#include "platform/api/pools.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <bit>
+#include <boost/json.hpp>
+#include <ctime>
+
+#include "tenants/tenant_scope.h"
+
+namespace mh::api {
+
+namespace json = boost::json;
+
+namespace {
+
+int64_t month_start_of(int64_t now) {
+  std::time_t t = static_cast<std::time_t>(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  tm.tm_mday = 1;
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
+
+Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
+             const tenants::UsageLedger& ledger, TrustedClock& clock, std::vector<PoolConfig> pools,
+             scheduler::Options options)
+    : db_(db),
+      entitlements_(entitlements),
+      ledger_(ledger),
+      clock_(clock),
+      pools_(std::move(pools)),
+      scheduler_(options) {
+  for (const auto& p : pools_) scheduler_.add_pool({p.name, p.nodes});
+}
+
+Status Pools::start() {
+  return db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT tenant_id, pool, nominal, borrowing_limit, "
+                                           "weight FROM tenant_quotas"));
+    std::lock_guard lock(mutex_);
+    for (const auto& r : rows) {
+      quotas_[{r.text(0), r.text(1)}] = {r.integer(2), r.integer(3), std::get<double>(r.value(4))};
+    }
+    return {};
+  });
+}
+
+bool Pools::has_pool(std::string_view pool) const {
+  return std::any_of(pools_.begin(), pools_.end(), [&](const auto& p) { return p.name == pool; });
+}
+
+bool Pools::gpu_pool(std::string_view pool) const {
+  for (const auto& p : pools_) {
+    if (p.name == pool) return p.gpus;
+  }
+  return false;
+}
+
+scheduler::Quota Pools::quota_of(const std::string& tenant, size_t pool) const {
+  auto it = quotas_.find({tenant, pools_[pool].name});
+  if (it != quotas_.end()) return it->second;
+  // No quota set: nothing guaranteed, everything borrowable, an equal weight.
+  return {0, scheduler_.total_devices(static_cast<int32_t>(pool)), 1.0};
+}
+
+scheduler::TenantId Pools::tenant_id(const std::string& tenant) {
+  auto it = tenants_.find(tenant);
+  if (it != tenants_.end()) return it->second;
+  const scheduler::TenantId id = scheduler_.add_tenant({tenant, 0, false});
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    scheduler_.set_quota(id, static_cast<int32_t>(p), quota_of(tenant, p));
+  }
+  tenants_.emplace(tenant, id);
+  return id;
+}
+
+void Pools::submit(const std::string& job, const std::string& tenant, const std::string& pool,
+                   int devices, int priority, int64_t submitted) {
+  std::lock_guard lock(mutex_);
+  if (job_ids_.count(job)) return;
+  int32_t pool_index = 0;
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    if (pools_[p].name == pool) pool_index = static_cast<int32_t>(p);
+  }
+  const scheduler::JobId id = next_id_++;
+  job_ids_[job] = id;
+  job_names_[id] = job;
+  job_tenants_[job] = tenant;
+  scheduler_.submit(id, {tenant_id(tenant), pool_index, devices, priority, submitted, true});
+}
+
+void Pools::finish(const std::string& job) {
+  std::lock_guard lock(mutex_);
+  auto it = job_ids_.find(job);
+  if (it == job_ids_.end()) return;
+  auto now = clock_.now();
+  scheduler_.finish(it->second, now.ok() ? *now : 0);
+  job_names_.erase(it->second);
+  job_tenants_.erase(job);
+  job_ids_.erase(it);
+}
+
+void Pools::requeue(const std::string& job) {
+  std::lock_guard lock(mutex_);
+  auto it = job_ids_.find(job);
+  if (it == job_ids_.end()) return;
+  auto now = clock_.now();
+  scheduler_.requeue(it->second, now.ok() ? *now : 0);
+}
+
+Pools::Decisions Pools::pass() {
+  auto now = clock_.now();
+  const int64_t t = now.ok() ? *now : 0;
+  std::lock_guard lock(mutex_);
+  // The license caps and budgets as they stand.
+  for (const auto& [name, id] : tenants_) {
+    scheduler::TenantSpec spec{name, 0, false};
+    if (auto e = entitlements_.find(name); e && entitlements_.check(name, "", t).ok()) {
+      const auto& limits = e->license.terms.limits;
+      spec.max_devices = limits.max_gpus;
+      tenants::UsageQuery q;
+      q.start = month_start_of(t);
+      q.end = t + 1;
+      q.dimension = tenants::UsageDimension::kGpuSeconds;
+      double used = 0;
+      if (auto totals = ledger_.totals(name, q); totals.ok()) {
+        for (const auto& total : *totals) used += total.quantity;
+      }
+      spec.budget_spent = used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
+    }
+    scheduler_.update_tenant(id, spec);
+  }
+  Decisions out;
+  for (const auto& d : scheduler_.pass(t)) {
+    const std::string& job = job_names_.at(d.job);
+    if (d.kind == scheduler::Decision::Kind::kPreempt) {
+      out.preempted.push_back(job);
+      continue;
+    }
+    Admitted a{job, {}};
+    for (const auto& part : d.placement.parts) {
+      for (int i = 0; i < 64; ++i) {
+        if (part.devices >> i & 1) a.devices.push_back(i);
+      }
+    }
+    out.admitted.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::optional<scheduler::PendingInfo> Pools::pending(const std::string& job) const {
+  std::lock_guard lock(mutex_);
+  auto it = job_ids_.find(job);
+  if (it == job_ids_.end()) return std::nullopt;
+  return scheduler_.pending_info(it->second);
+}
+
+Status Pools::set_quota(const std::string& tenant, const std::string& pool,
+                        const scheduler::Quota& quota) {
+  if (!has_pool(pool)) return not_found(fmt::format("pool '{}' does not exist", pool));
+  if (quota.nominal < 0 || quota.borrowing_limit < 0 || !(quota.weight > 0)) {
+    return invalid_argument("nominal and borrowing_limit must be >= 0 and weight > 0");
+  }
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto known, s.query("SELECT 1 FROM tenants WHERE id = ?", {tenant}));
+    if (known.empty()) return not_found(fmt::format("tenant '{}' not found", tenant));
+    return s
+        .exec(
+            "INSERT INTO tenant_quotas (tenant_id, pool, nominal, borrowing_limit, weight) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, pool) DO UPDATE SET nominal = "
+            "excluded.nominal, borrowing_limit = excluded.borrowing_limit, weight = "
+            "excluded.weight",
+            {tenant, pool, quota.nominal, quota.borrowing_limit, quota.weight})
+        .status();
+  }));
+  std::lock_guard lock(mutex_);
+  quotas_[{tenant, pool}] = quota;
+  const scheduler::TenantId id = tenant_id(tenant);
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    if (pools_[p].name == pool) scheduler_.set_quota(id, static_cast<int32_t>(p), quota);
+  }
+  return {};
+}
+
+json::object Pools::describe_pools() const {
+  std::lock_guard lock(mutex_);
+  json::array data;
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    json::array nodes;
+    for (const auto& n : pools_[p].nodes) {
+      nodes.push_back({{"name", n.name}, {"devices", n.devices}, {"nvlink_domain", n.domain}});
+    }
+    data.push_back({{"object", "pool"},
+                    {"name", pools_[p].name},
+                    {"kind", pools_[p].gpus ? "gpu" : "cpu"},
+                    {"devices", scheduler_.total_devices(static_cast<int32_t>(p))},
+                    {"free", scheduler_.free_devices(static_cast<int32_t>(p))},
+                    {"nodes", std::move(nodes)}});
+  }
+  return {{"object", "list"}, {"data", std::move(data)}};
+}
+
+json::object Pools::describe_quotas(const std::string& tenant) const {
+  std::lock_guard lock(mutex_);
+  json::array data;
+  auto known = tenants_.find(tenant);
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    const scheduler::Quota q = quota_of(tenant, p);
+    int64_t queued = 0;
+    for (const auto& [job, owner] : job_tenants_) {
+      if (owner == tenant && scheduler_.state(job_ids_.at(job)) == scheduler::JobState::kPending) {
+        ++queued;
+      }
+    }
+    data.push_back(
+        {{"pool", pools_[p].name},
+         {"nominal", q.nominal},
+         {"borrowing_limit", q.borrowing_limit},
+         {"weight", q.weight},
+         {"in_use",
+          known == tenants_.end() ? 0 : scheduler_.in_use(known->second, static_cast<int32_t>(p))},
+         {"queued", queued},
+         {"pool_devices", scheduler_.total_devices(static_cast<int32_t>(p))},
+         {"pool_free", scheduler_.free_devices(static_cast<int32_t>(p))}});
+  }
+  return {{"object", "list"}, {"data", std::move(data)}};
+}
+
+void add_pool_routes(Router& router, Pools& pools) {
+  router.add("GET", "/v1/admin/pools", Access::kAdmin,
+             [&pools](Request&) { return Response::json(200, pools.describe_pools()); });
+  router.add("PUT", "/v1/admin/tenants/{id}/quotas/{pool}", Access::kAdmin,
+             [&pools](Request& request) {
+               auto body = parse_json_object(request);
+               if (!body.ok()) return Response::error(body.status());
+               auto number = [&](const char* key, double fallback) -> std::optional<double> {
+                 const json::value* v = body->if_contains(key);
+                 if (v == nullptr) return fallback;
+                 if (!v->is_number()) return std::nullopt;
+                 return v->to_number<double>();
+               };
+               auto nominal = number("nominal", 0), borrowing = number("borrowing_limit", 0),
+                    weight = number("weight", 1);
+               if (!nominal || !borrowing || !weight) {
+                 return Response::error(
+                     invalid_argument("nominal, borrowing_limit and weight must be numbers"));
+               }
+               Status s = pools.set_quota(
+                   std::string(request.param("id")), std::string(request.param("pool")),
+                   {static_cast<int64_t>(*nominal), static_cast<int64_t>(*borrowing), *weight});
+               if (!s.ok()) return Response::error(s);
+               return Response::json(200, pools.describe_quotas(std::string(request.param("id"))));
+             });
+  router.add("GET", "/v1/quotas", Access::tenant(tenants::Permission::kRead),
+             [&pools](Request& request) {
+               return Response::json(200, pools.describe_quotas(request.principal.tenant));
+             });
+}
+
+}  // namespace mh::api

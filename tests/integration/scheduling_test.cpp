@@ -1,0 +1,148 @@
+// The scheduler in a real daemon with CPU devices: jobs run side by side on their devices, a
+// tenant's license cap holds even where capacity is free, a borrower is preempted for another
+// tenant's guarantee (it checkpoints, waits and resumes), and waiting jobs say why.
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "tests/integration/model_helpers.h"
+
+namespace mh::test {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+std::string lines(int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    out += R"({"prompt": "the cat sat on the", "completion": " mat )" + std::to_string(i % 7) +
+           "\"}\n";
+  }
+  return out;
+}
+
+struct SchedulingPlatform : ModelsPlatform {
+  TempDir work;
+  std::map<std::string, std::string> small, big;  // tenant -> training file id
+  explicit SchedulingPlatform(std::vector<std::string> args) : ModelsPlatform(std::move(args)) {
+    for (const char* tenant : {"acme", "globex"}) {
+      license_models(tenant, {"train", "custom_models"});
+      const auto ids = upload_model(tenant, tiny_model_files(work.path() / tenant, 16));
+      REQUIRE(register_model(tenant, "tiny", ids).status == 201);
+      RawResponse r = upload(tenant, "fine-tune", "small.jsonl", lines(60));
+      small[tenant] = std::string(json::parse(r.body).at("id").as_string());
+      r = upload(tenant, "fine-tune", "big.jsonl", lines(1500));
+      big[tenant] = std::string(json::parse(r.body).at("id").as_string());
+    }
+  }
+  std::string create(const std::string& tenant, const std::string& file, int epochs) {
+    RawResponse r = as(tenant, "POST", "/v1/fine_tuning/jobs",
+                       json::serialize(json::object{{"model", "custom:tiny"},
+                                                    {"training_file", file},
+                                                    {"checkpoint_interval", 10},
+                                                    {"hyperparameters", {{"n_epochs", epochs}}}}));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return std::string(json::parse(r.body).at("id").as_string());
+  }
+  json::object job(const std::string& tenant, const std::string& id) {
+    return json::parse(as(tenant, "GET", "/v1/fine_tuning/jobs/" + id).body).as_object();
+  }
+  template <typename Pred>
+  json::object until(const std::string& tenant, const std::string& id, Pred pred,
+                     std::chrono::seconds timeout = 120s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    json::object j = job(tenant, id);
+    while (!pred(j) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+      j = job(tenant, id);
+    }
+    return j;
+  }
+};
+
+bool is(const json::object& j, std::string_view status) {
+  return j.at("status").as_string() == status;
+}
+
+TEST_CASE("a borrower is preempted for another tenant's guarantee, then resumes") {
+  SchedulingPlatform p({"--cpu-devices", "1", "--preemption-min-runtime-s", "1"});
+  // globex is guaranteed the one device; acme has no guarantee and borrows it while it is idle.
+  RawResponse r = p.admin("PUT", "/v1/admin/tenants/globex/quotas/default",
+                          R"({"nominal": 1, "borrowing_limit": 0, "weight": 1})");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string borrower = p.create("acme", p.big.at("acme"), 20);
+  json::object j =
+      p.until("acme", borrower, [](const json::object& v) { return is(v, "running"); });
+  REQUIRE(is(j, "running"));
+  auto checkpointed = [&] {
+    return p.as("acme", "GET", "/v1/fine_tuning/jobs/" + borrower + "/checkpoints")
+               .body.find("ftckpt-") != std::string::npos;
+  };
+  for (int i = 0; i < 3000 && !checkpointed(); ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(checkpointed());
+
+  const std::string claim = p.create("globex", p.small.at("globex"), 1);
+  // The borrower checkpoints and waits; globex's job runs and finishes.
+  j = p.until("acme", borrower, [](const json::object& v) { return is(v, "queued"); });
+  REQUIRE_MESSAGE(is(j, "queued"), json::serialize(j));
+  json::object done = p.until(
+      "globex", claim, [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); });
+  CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
+  // The borrower comes back and finishes from where it stopped.
+  done = p.until(
+      "acme", borrower, [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); },
+      180s);
+  CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
+  const std::string events =
+      p.as("acme", "GET", "/v1/fine_tuning/jobs/" + borrower + "/events?limit=1000").body;
+  CHECK(events.find("Preempted") != std::string::npos);
+  CHECK(events.find("Resuming from checkpoint-") != std::string::npos);
+
+  json::object quotas = json::parse(p.as("globex", "GET", "/v1/quotas").body).as_object();
+  CHECK(quotas.at("data").at(0).at("pool") == "default");
+  CHECK(quotas.at("data").at(0).at("nominal") == 1);
+}
+
+TEST_CASE("jobs run side by side on their devices, and the license cap holds where room is free") {
+  SchedulingPlatform p({"--cpu-devices", "3"});
+  licensing::Limits one;
+  one.seats = 1;
+  one.max_model_params = 1'000'000;
+  one.max_gpus = 1;
+  one.gpu_hours_per_month = 10;
+  p.relicense("acme", {"train", "custom_models"}, one);
+  const std::string a1 = p.create("acme", p.big.at("acme"), 10);
+  const std::string a2 = p.create("acme", p.small.at("acme"), 1);
+  const std::string g1 = p.create("globex", p.big.at("globex"), 10);
+  // acme's first and globex's run at once; acme's second waits for its license, not for room.
+  json::object a = p.until("acme", a1, [](const json::object& v) { return is(v, "running"); });
+  json::object g = p.until("globex", g1, [](const json::object& v) { return is(v, "running"); });
+  CHECK(is(a, "running"));
+  CHECK(is(g, "running"));
+  json::object waiting =
+      p.until("acme", a2, [](const json::object& v) { return v.contains("queue"); });
+  REQUIRE_MESSAGE(waiting.contains("queue"), json::serialize(waiting));
+  CHECK(waiting.at("queue").at("reason") ==
+        "tenant acme: license max_gpus 1, in use 1, this job needs 1");
+  json::object pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
+  CHECK(pools.at("data").at(0).at("devices") == 3);
+  CHECK(pools.at("data").at(0).at("free") == 1);
+  // Once acme's first ends, its second runs.
+  p.as("acme", "POST", "/v1/fine_tuning/jobs/" + a1 + "/cancel");
+  json::object done = p.until(
+      "acme", a2, [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); });
+  CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
+
+  // Quotas are staff's, checked.
+  CHECK(p.admin("PUT", "/v1/admin/tenants/acme/quotas/moon", R"({"nominal": 1})").status == 404);
+  CHECK(p.admin("PUT", "/v1/admin/tenants/nobody/quotas/default", R"({"nominal": 1})").status ==
+        404);
+  CHECK(p.admin("PUT", "/v1/admin/tenants/acme/quotas/default", R"({"nominal": -1})").status ==
+        400);
+  CHECK(p.as("acme", "PUT", "/v1/admin/tenants/acme/quotas/default", R"({"nominal": 1})").status ==
+        403);
+}
+
+}  // namespace
+}  // namespace mh::test
