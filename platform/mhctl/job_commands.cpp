@@ -2,6 +2,7 @@
 // live progress line (step, loss) on a terminal and its messages as they come.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -107,6 +108,36 @@ void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, 
                         print_job(item);
                       }
                     });
+      return 0;
+    });
+  });
+
+  // `mhctl queue`: the tenant's waiting jobs, where each stands and why it waits.
+  auto* queue = app.add_subcommand("queue", "your waiting jobs: position and why each waits");
+  queue->callback([=] {
+    *exit_code = guarded([&] {
+      auto c = client();
+      std::vector<macrohard::FineTuningJob> waiting;
+      for_each_item([&](const std::string& after) { return c.list_fine_tuning_jobs(after, 100); },
+                    [&](const macrohard::FineTuningJob& item) {
+                      if (item.status == "queued") waiting.push_back(item);
+                    });
+      std::sort(waiting.begin(), waiting.end(),
+                [](const auto& x, const auto& y) { return x.queue_position < y.queue_position; });
+      if (*json_out) {
+        for (const auto& j : waiting) std::printf("%s\n", j.raw.json().c_str());
+        return 0;
+      }
+      if (waiting.empty()) {
+        std::printf("no jobs waiting\n");
+        return 0;
+      }
+      std::printf("%-4s %-30s %s\n", "POS", "JOB", "WHY IT WAITS");
+      for (const auto& j : waiting) {
+        std::printf("%-4lld %-30s %s\n", static_cast<long long>(j.queue_position), j.id.c_str(),
+                    j.queue_reason.empty() ? "waiting for the next scheduling pass"
+                                           : j.queue_reason.c_str());
+      }
       return 0;
     });
   });

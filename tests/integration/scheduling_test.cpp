@@ -125,6 +125,13 @@ TEST_CASE("jobs run side by side on their devices, and the license cap holds whe
   REQUIRE_MESSAGE(waiting.contains("queue"), json::serialize(waiting));
   CHECK(waiting.at("queue").at("reason") ==
         "tenant acme: license max_gpus 1, in use 1, this job needs 1");
+  // mhctl queue says the same.
+  ProcessResult queue =
+      run_process({mhctl_path().string(), "queue"},
+                  {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}});
+  CHECK_MESSAGE(queue.exit_code == 0, queue.output);
+  CHECK(queue.output.find(a2) != std::string::npos);
+  CHECK(queue.output.find("license max_gpus 1") != std::string::npos);
   json::object pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
   CHECK(pools.at("data").at(0).at("devices") == 3);
   CHECK(pools.at("data").at(0).at("free") == 1);

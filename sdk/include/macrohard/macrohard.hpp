@@ -288,6 +288,9 @@ struct FineTuningJob {
   std::string id, model, status, training_file, fine_tuned_model, error_code, error_message;
   int64_t created_at = 0, n_epochs = 0, batch_size = 0, seed = 0;
   double learning_rate_multiplier = 0;
+  // While queued: where it stands and why it waits (since 1.4).
+  int64_t queue_position = 0;
+  std::string queue_reason;
   Object raw;
   static FineTuningJob from(const Object& o) {
     return {o.string("id"),
@@ -302,6 +305,8 @@ struct FineTuningJob {
             o.integer("hyperparameters.batch_size"),
             o.integer("seed"),
             o.number("hyperparameters.learning_rate_multiplier"),
+            o.integer("queue.position"),
+            o.string("queue.reason"),
             o};
   }
 };
