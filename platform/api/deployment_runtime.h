@@ -32,6 +32,9 @@ struct Deployments::Replica {
   int64_t started_at = 0;
   int in_flight = 0;          // requests relayed to it and not finished
   boost::json::object stats;  // its latest counters
+  // Its devices, from the scheduler: asked for once, kept across restarts of its process.
+  bool submitted = false, admitted = false;
+  std::vector<int> devices;
 
   std::mutex pool_mutex;
   std::vector<std::pair<uint64_t, std::shared_ptr<HttpConnection>>> idle;  // by generation

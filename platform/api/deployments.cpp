@@ -57,16 +57,19 @@ Result<int64_t> replicas_field(const json::object& body, int64_t fallback, int64
 
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-                         DeviceHoldings& holdings, TrustedClock& clock, DeploymentOptions options)
+                         DeviceHoldings& holdings, Pools& pools, TrustedClock& clock,
+                         DeploymentOptions options)
     : db_(db),
       models_(models),
       entitlements_(entitlements),
       ledger_(ledger),
       holdings_(holdings),
+      pools_(pools),
       clock_(clock),
       options_(std::move(options)) {}
 
 Deployments::~Deployments() {
+  pools_.stop();  // no admission reaches this object from here on
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -313,6 +316,7 @@ Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::strin
       it->second->removed = true;
       for (auto& r : it->second->replicas) {
         if (r->process) processes.push_back(std::move(r->process));
+        release_devices(*it->second, *r);
       }
       for (auto& [t, q] : it->second->queues) {
         for (auto& c : q) queued.push_back(std::move(c));
@@ -361,6 +365,11 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
             {"in_flight", r->in_flight},
             {"last_exit", r->last_exit.empty() ? json::value(nullptr) : json::value(r->last_exit)}};
         ro["stats"] = r->stats;
+        if (r->state == "pending") {
+          if (auto info = pools_.pending(replica_key(d.id, r->index))) {
+            ro["queue"] = {{"position", info->position}, {"reason", info->reason}};
+          }
+        }
         replicas.push_back(std::move(ro));
       }
     }
@@ -402,6 +411,7 @@ Status Deployments::start_replica(Live& live, Replica& r) {
                   (live.record.tenant.empty() ? std::string(".platform") : live.record.tenant) /
                   live.record.id / fmt::format("replica-{}", r.index);
   spec.cpu_threads = options_.threads_per_replica;
+  if (pools_.gpu_pool(live.record.pool)) spec.gpus = r.devices;
   spec.env["MH_REPLICA_TOKEN"] = r.token;
   const std::string id = live.record.id;
   const int index = r.index;
@@ -467,6 +477,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
     auto& r = live.replicas.back();
     if (r->process) to_stop->push_back(std::move(r->process));
     r->state = "stopped";
+    release_devices(live, *r);
     live.replicas.pop_back();
   }
   while (static_cast<int64_t>(live.replicas.size()) < d.replicas) {
@@ -504,7 +515,32 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
         }
       }
     }
-    if (r.state == "restarting" && now >= r.restart_at) {
+    if (r.state == "restarting" && now >= r.restart_at && !r.admitted) {
+      // Its devices first: the scheduler admits it (a deployment's replicas are never
+      // preempted), and it keeps them across restarts of its process.
+      if (!r.submitted) {
+        r.submitted = true;
+        const std::string id = d.id;
+        const int index = r.index;
+        pools_.submit(
+            {replica_key(d.id, r.index), d.tenant, d.pool, static_cast<int>(d.devices_per_replica),
+             100, d.created_at, false},
+            [this, id, index](std::vector<int> devices) {
+              std::lock_guard lock(mutex_);
+              auto it = live_.find(id);
+              if (it == live_.end() || index >= static_cast<int>(it->second->replicas.size())) {
+                return;
+              }
+              Replica& replica = *it->second->replicas[static_cast<size_t>(index)];
+              replica.admitted = true;
+              replica.devices = std::move(devices);
+              wake_.notify_all();
+            });
+      }
+      r.state = "pending";
+    }
+    if (r.state == "pending" && r.admitted) r.state = "restarting";
+    if (r.state == "restarting" && now >= r.restart_at && r.admitted) {
       if (Status s = start_replica(live, r); !s.ok()) {
         r.last_exit = s.message();
         r.failures = options_.max_start_failures;  // the model or worker is gone: no retry
@@ -535,6 +571,14 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
   } else {
     (void)set_status(live, "starting", "");
   }
+}
+
+std::string Deployments::replica_key(const std::string& deployment, int index) {
+  return fmt::format("{}/replica-{}", deployment, index);
+}
+
+void Deployments::release_devices(const Live& live, const Replica& replica) {
+  if (replica.submitted) pools_.finish(replica_key(live.record.id, replica.index));
 }
 
 void Deployments::supervise() {

@@ -30,6 +30,7 @@
 #include "licensing/entitlements.h"
 #include "platform/api/admission.h"
 #include "platform/api/models.h"
+#include "platform/api/pools.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/executor/worker_process.h"
@@ -59,8 +60,8 @@ struct DeploymentOptions {
 class Deployments {
  public:
   Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
-              tenants::UsageLedger& ledger, DeviceHoldings& holdings, TrustedClock& clock,
-              DeploymentOptions options);
+              tenants::UsageLedger& ledger, DeviceHoldings& holdings, Pools& pools,
+              TrustedClock& clock, DeploymentOptions options);
   ~Deployments();  // stops the supervisor and every replica
   Deployments(const Deployments&) = delete;
   Deployments& operator=(const Deployments&) = delete;
@@ -90,6 +91,9 @@ class Deployments {
   void reconcile(Live& live, std::chrono::steady_clock::time_point now,
                  std::vector<std::unique_ptr<executor::WorkerProcess>>* to_stop);
   Status start_replica(Live& live, Replica& replica);
+  // The scheduler's name for a replica's devices.
+  static std::string replica_key(const std::string& deployment, int index);
+  void release_devices(const Live& live, const Replica& replica);
   void on_replica_event(const std::string& deployment, int index, uint64_t generation,
                         std::string_view line);
   Status set_status(Live& live, const std::string& status, const std::string& error);
@@ -107,6 +111,7 @@ class Deployments {
   const licensing::Entitlements& entitlements_;
   tenants::UsageLedger& ledger_;
   DeviceHoldings& holdings_;
+  Pools& pools_;
   TrustedClock& clock_;
   const DeploymentOptions options_;
 

@@ -183,6 +183,7 @@ FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models
       worker_threads_(worker_threads) {}
 
 FineTuning::~FineTuning() {
+  pools_.stop();  // no admission reaches this object from here on
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -227,9 +228,7 @@ Status FineTuning::start() {
     for (const auto& r : rows) queued.push_back(from_row(r));
     return {};
   }));
-  for (const auto& j : queued) {
-    pools_.submit(j.id, j.tenant, j.pool, static_cast<int>(j.gpus), 0, j.created_at);
-  }
+  for (const auto& j : queued) submit_to_pools(j);
   runner_ = std::thread([this] { run(); });
   return {};
 }
@@ -344,12 +343,7 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   }));
   j.status = "queued";
   add_event(j, "info", "message", "Files validated, job queued");
-  pools_.submit(j.id, j.tenant, j.pool, static_cast<int>(j.gpus), 0, j.created_at);
-  {
-    std::lock_guard lock(mutex_);
-    work_ = true;
-  }
-  wake_.notify_all();
+  submit_to_pools(j);
   return j;
 }
 
@@ -588,9 +582,7 @@ void FineTuning::run() {
     std::vector<std::thread> finished;
     {
       std::unique_lock lock(mutex_);
-      // A pass when something changed, and at least once a second: a running job passing its
-      // minimum runtime can make preemption possible with nothing else happening.
-      wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_ || work_; });
+      wake_.wait(lock, [&] { return stopping_ || work_; });
       if (stopping_) return;
       work_ = false;
       for (auto it = running_.begin(); it != running_.end();) {
@@ -603,55 +595,66 @@ void FineTuning::run() {
       }
     }
     for (auto& t : finished) t.join();
-    apply(pools_.pass());
   }
 }
 
-void FineTuning::apply(const Pools::Decisions& decisions) {
+void FineTuning::submit_to_pools(const JobRecord& j) {
+  pools_.submit(
+      {j.id, j.tenant, j.pool, static_cast<int>(j.gpus), 0, j.created_at, true},
+      [this, id = j.id](std::vector<int> devices) { admit(id, devices); },
+      [this, id = j.id] { preempt(id); });
+}
+
+void FineTuning::preempt(const std::string& id) {
   std::lock_guard lock(mutex_);
-  for (const std::string& job : decisions.preempted) {
-    if (auto it = running_.find(job); it != running_.end()) it->second.preempt = true;
+  if (auto it = running_.find(id); it != running_.end()) it->second.preempt = true;
+}
+
+void FineTuning::admit(const std::string& id, const std::vector<int>& devices) {
+  std::lock_guard lock(mutex_);
+  if (stopping_) return;  // it stays queued for the next daemon
+  // Claimed under the lock (see cancel()): a job cancelled since it was queued stays so.
+  std::optional<JobRecord> job;
+  Status claimed = db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE id = ? AND "
+                                            "status = 'queued'",
+                                            kColumns),
+                                {id}));
+    if (rows.empty()) return {};
+    job = from_row(rows[0]);
+    return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {job->id})
+        .status();
+  });
+  if (!claimed.ok()) spdlog::error("fine-tuning runner: {}", claimed.message());
+  if (!claimed.ok() || !job) {
+    pools_.finish(id);
+    return;
   }
-  for (const auto& admitted : decisions.admitted) {
-    // Claimed under the lock (see cancel()): a job cancelled since it was queued stays so.
-    std::optional<JobRecord> job;
-    Status claimed = db_.write([&](store::Session& s) -> Status {
-      MH_ASSIGN_OR_RETURN(auto rows,
-                          s.query(fmt::format("SELECT {} FROM fine_tuning_jobs WHERE id = ? AND "
-                                              "status = 'queued'",
-                                              kColumns),
-                                  {admitted.job}));
-      if (rows.empty()) return {};
-      job = from_row(rows[0]);
-      return s.exec("UPDATE fine_tuning_jobs SET status = 'running' WHERE id = ?", {job->id})
-          .status();
-    });
-    if (!claimed.ok()) spdlog::error("fine-tuning runner: {}", claimed.message());
-    if (!claimed.ok() || !job) {
-      pools_.finish(admitted.job);
-      continue;
-    }
-    job->status = "running";
-    Running& r = running_[job->id];
-    r.thread = std::thread([this, record = *job, devices = admitted.devices] {
-      execute(record, devices);
-      // The job's row says how it ended: back in the queue, or over.
-      auto now = get(record.tenant, record.id);
-      const bool again = now.ok() && now->status == "queued";
-      std::lock_guard lock(mutex_);
-      if (!stopping_) {
-        if (again) {
-          pools_.requeue(record.id);
-        } else {
-          pools_.finish(record.id);
-        }
+  job->status = "running";
+  Running& r = running_[job->id];
+  // An earlier attempt's thread (preempted or retried) has marked itself done under this lock
+  // and needs it no more: it is joined before its slot is reused.
+  if (r.thread.joinable()) r.thread.join();
+  r = Running{};
+  r.thread = std::thread([this, record = *job, devices] {
+    execute(record, devices);
+    // The job's row says how it ended: back in the queue, or over.
+    auto now = get(record.tenant, record.id);
+    const bool again = now.ok() && now->status == "queued";
+    std::lock_guard lock(mutex_);
+    if (!stopping_) {
+      if (again) {
+        pools_.requeue(record.id);
+      } else {
+        pools_.finish(record.id);
       }
-      running_[record.id].done = true;
-      work_ = true;
-      wake_.notify_all();
-      idle_.notify_all();
-    });
-  }
+    }
+    running_[record.id].done = true;
+    work_ = true;
+    wake_.notify_all();
+    idle_.notify_all();
+  });
 }
 
 void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) {

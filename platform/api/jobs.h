@@ -92,9 +92,11 @@ class FineTuning {
                                                  bool* has_more) const;
 
  private:
-  void run();
-  // Starts the jobs a pass admitted and tells the ones it preempted to stop.
-  void apply(const Pools::Decisions& decisions);
+  void run();  // joins the threads of jobs that ended
+  void submit_to_pools(const JobRecord& j);
+  // The scheduler's word: run this job on these devices; give its devices back.
+  void admit(const std::string& id, const std::vector<int>& devices);
+  void preempt(const std::string& id);
   void execute(const JobRecord& job, const std::vector<int>& devices);
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);

@@ -6,6 +6,7 @@
 #include <bit>
 #include <boost/json.hpp>
 #include <ctime>
+#include <limits>
 
 #include "tenants/tenant_scope.h"
 
@@ -38,7 +39,46 @@ Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
   for (const auto& p : pools_) scheduler_.add_pool({p.name, p.nodes});
 }
 
+Pools::~Pools() { stop(); }
+
+void Pools::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (loop_.joinable() && loop_.get_id() != std::this_thread::get_id()) loop_.join();
+}
+
+void Pools::poke() {
+  {
+    std::lock_guard lock(mutex_);
+    poked_ = true;
+  }
+  wake_.notify_all();
+}
+
+void Pools::loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      // When something changed, and at least once a second: a running job passing its minimum
+      // runtime can make a preemption possible with nothing else happening.
+      wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_ || poked_; });
+      if (stopping_) return;
+      poked_ = false;
+    }
+    pass();
+  }
+}
+
 Status Pools::start() {
+  MH_TRY(read_quotas());
+  loop_ = std::thread([this] { loop(); });
+  return {};
+}
+
+Status Pools::read_quotas() {
   return db_.read([&](store::Session& s) -> Status {
     MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT tenant_id, pool, nominal, borrowing_limit, "
                                            "weight FROM tenant_quotas"));
@@ -79,78 +119,99 @@ scheduler::TenantId Pools::tenant_id(const std::string& tenant) {
   return id;
 }
 
-void Pools::submit(const std::string& job, const std::string& tenant, const std::string& pool,
-                   int devices, int priority, int64_t submitted) {
-  std::lock_guard lock(mutex_);
-  if (job_ids_.count(job)) return;
-  int32_t pool_index = 0;
-  for (size_t p = 0; p < pools_.size(); ++p) {
-    if (pools_[p].name == pool) pool_index = static_cast<int32_t>(p);
+void Pools::submit(const Work& work, std::function<void(std::vector<int>)> on_admit,
+                   std::function<void()> on_preempt) {
+  {
+    std::lock_guard lock(mutex_);
+    if (job_ids_.count(work.id)) return;
+    int32_t pool_index = 0;
+    for (size_t p = 0; p < pools_.size(); ++p) {
+      if (pools_[p].name == work.pool) pool_index = static_cast<int32_t>(p);
+    }
+    const scheduler::JobId id = next_id_++;
+    job_ids_[work.id] = id;
+    job_names_[id] = work.id;
+    job_tenants_[work.id] = work.tenant;
+    callbacks_[work.id] = {std::move(on_admit), std::move(on_preempt)};
+    scheduler_.submit(id, {tenant_id(work.tenant), pool_index, work.devices, work.priority,
+                           work.submitted, work.preemptible});
+    poked_ = true;
   }
-  const scheduler::JobId id = next_id_++;
-  job_ids_[job] = id;
-  job_names_[id] = job;
-  job_tenants_[job] = tenant;
-  scheduler_.submit(id, {tenant_id(tenant), pool_index, devices, priority, submitted, true});
+  wake_.notify_all();
 }
 
 void Pools::finish(const std::string& job) {
-  std::lock_guard lock(mutex_);
-  auto it = job_ids_.find(job);
-  if (it == job_ids_.end()) return;
-  auto now = clock_.now();
-  scheduler_.finish(it->second, now.ok() ? *now : 0);
-  job_names_.erase(it->second);
-  job_tenants_.erase(job);
-  job_ids_.erase(it);
+  {
+    std::lock_guard lock(mutex_);
+    auto it = job_ids_.find(job);
+    if (it == job_ids_.end()) return;
+    auto now = clock_.now();
+    scheduler_.finish(it->second, now.ok() ? *now : 0);
+    job_names_.erase(it->second);
+    job_tenants_.erase(job);
+    callbacks_.erase(job);
+    job_ids_.erase(it);
+    poked_ = true;
+  }
+  wake_.notify_all();
 }
 
 void Pools::requeue(const std::string& job) {
-  std::lock_guard lock(mutex_);
-  auto it = job_ids_.find(job);
-  if (it == job_ids_.end()) return;
-  auto now = clock_.now();
-  scheduler_.requeue(it->second, now.ok() ? *now : 0);
+  {
+    std::lock_guard lock(mutex_);
+    auto it = job_ids_.find(job);
+    if (it == job_ids_.end()) return;
+    auto now = clock_.now();
+    scheduler_.requeue(it->second, now.ok() ? *now : 0);
+    poked_ = true;
+  }
+  wake_.notify_all();
 }
 
-Pools::Decisions Pools::pass() {
+void Pools::pass() {
   auto now = clock_.now();
   const int64_t t = now.ok() ? *now : 0;
-  std::lock_guard lock(mutex_);
-  // The license caps and budgets as they stand.
-  for (const auto& [name, id] : tenants_) {
-    scheduler::TenantSpec spec{name, 0, false};
-    if (auto e = entitlements_.find(name); e && entitlements_.check(name, "", t).ok()) {
-      const auto& limits = e->license.terms.limits;
-      spec.max_devices = limits.max_gpus;
-      tenants::UsageQuery q;
-      q.start = month_start_of(t);
-      q.end = t + 1;
-      q.dimension = tenants::UsageDimension::kGpuSeconds;
-      double used = 0;
-      if (auto totals = ledger_.totals(name, q); totals.ok()) {
-        for (const auto& total : *totals) used += total.quantity;
+  std::vector<std::pair<std::function<void(std::vector<int>)>, std::vector<int>>> admitted;
+  std::vector<std::function<void()>> preempted;
+  {
+    std::lock_guard lock(mutex_);
+    // The license caps and budgets as they stand; the platform's own work ("") has none.
+    for (const auto& [name, id] : tenants_) {
+      scheduler::TenantSpec spec{name, name.empty() ? std::numeric_limits<int64_t>::max() : 0,
+                                 false};
+      if (auto e = entitlements_.find(name); e && entitlements_.check(name, "", t).ok()) {
+        const auto& limits = e->license.terms.limits;
+        spec.max_devices = limits.max_gpus;
+        tenants::UsageQuery q;
+        q.start = month_start_of(t);
+        q.end = t + 1;
+        q.dimension = tenants::UsageDimension::kGpuSeconds;
+        double used = 0;
+        if (auto totals = ledger_.totals(name, q); totals.ok()) {
+          for (const auto& total : *totals) used += total.quantity;
+        }
+        spec.budget_spent = used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
       }
-      spec.budget_spent = used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
+      scheduler_.update_tenant(id, spec);
     }
-    scheduler_.update_tenant(id, spec);
-  }
-  Decisions out;
-  for (const auto& d : scheduler_.pass(t)) {
-    const std::string& job = job_names_.at(d.job);
-    if (d.kind == scheduler::Decision::Kind::kPreempt) {
-      out.preempted.push_back(job);
-      continue;
-    }
-    Admitted a{job, {}};
-    for (const auto& part : d.placement.parts) {
-      for (int i = 0; i < 64; ++i) {
-        if (part.devices >> i & 1) a.devices.push_back(i);
+    for (const auto& d : scheduler_.pass(t)) {
+      const std::string& job = job_names_.at(d.job);
+      const Callbacks& c = callbacks_.at(job);
+      if (d.kind == scheduler::Decision::Kind::kPreempt) {
+        if (c.on_preempt) preempted.push_back(c.on_preempt);
+        continue;
       }
+      std::vector<int> devices;
+      for (const auto& part : d.placement.parts) {
+        for (int i = 0; i < 64; ++i) {
+          if (part.devices >> i & 1) devices.push_back(i);
+        }
+      }
+      admitted.emplace_back(c.on_admit, std::move(devices));
     }
-    out.admitted.push_back(std::move(a));
   }
-  return out;
+  for (auto& f : preempted) f();
+  for (auto& [f, devices] : admitted) f(std::move(devices));
 }
 
 std::optional<scheduler::PendingInfo> Pools::pending(const std::string& job) const {

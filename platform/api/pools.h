@@ -12,10 +12,13 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "licensing/entitlements.h"
@@ -39,30 +42,37 @@ class Pools {
         const tenants::UsageLedger& ledger, TrustedClock& clock, std::vector<PoolConfig> pools,
         scheduler::Options options = {});
 
-  // Reads the quotas staff have set.
+  ~Pools();  // stops the scheduling loop
+  // Stops the scheduling loop (idempotent): owners call it before they go, so that no callback
+  // reaches them afterwards.
+  void stop();
+
+  // Reads the quotas staff have set, and starts the scheduling loop: a pass whenever something
+  // changed (poke()) and at least once a second.
   Status start();
 
   bool has_pool(std::string_view pool) const;
   bool gpu_pool(std::string_view pool) const;
 
-  // Work that wants devices: waits until a pass admits it.
-  void submit(const std::string& job, const std::string& tenant, const std::string& pool,
-              int devices, int priority, int64_t submitted);
+  // Work that wants devices, by its owner's id ("ftjob-…", "dep-…/replica-0"): it waits until a
+  // pass admits it, and then `on_admit` runs with its device indexes on this node. If it is
+  // preemptible and a pass preempts it, `on_preempt` runs: the owner stops it, then calls
+  // requeue(). Callbacks run on the scheduling thread, never under the pools' lock.
+  struct Work {
+    std::string id, tenant, pool;  // tenant "" for the platform's own work: no license cap
+    int devices = 1;
+    int priority = 0;
+    int64_t submitted = 0;
+    bool preemptible = true;
+  };
+  void submit(const Work& work, std::function<void(std::vector<int>)> on_admit,
+              std::function<void()> on_preempt = {});
   // It ended, or was cancelled (waiting or running): its devices are free.
-  void finish(const std::string& job);
+  void finish(const std::string& id);
   // It stopped to give its devices back (or failed and will run again): it waits again.
-  void requeue(const std::string& job);
-
-  struct Admitted {
-    std::string job;
-    std::vector<int> devices;  // device indexes on this node
-  };
-  struct Decisions {
-    std::vector<Admitted> admitted;
-    std::vector<std::string> preempted;  // to checkpoint and stop, then requeue()
-  };
-  // One scheduling pass: license caps and budgets refreshed, then the core's decisions.
-  Decisions pass();
+  void requeue(const std::string& id);
+  // Something changed: pass soon.
+  void poke();
 
   // A waiting job's position and why it waits (nullopt if it is not waiting).
   std::optional<scheduler::PendingInfo> pending(const std::string& job) const;
@@ -75,6 +85,10 @@ class Pools {
  private:
   scheduler::TenantId tenant_id(const std::string& tenant);  // with mutex_ held
   scheduler::Quota quota_of(const std::string& tenant, size_t pool) const;
+  Status read_quotas();
+  void loop();
+  // One pass: license caps and budgets refreshed, the core's decisions, the owners told.
+  void pass();
 
   store::Database& db_;
   const licensing::Entitlements& entitlements_;
@@ -89,7 +103,16 @@ class Pools {
   std::map<std::string, scheduler::JobId> job_ids_;
   std::map<scheduler::JobId, std::string> job_names_;
   std::map<std::string, std::string> job_tenants_;
+  struct Callbacks {
+    std::function<void(std::vector<int>)> on_admit;
+    std::function<void()> on_preempt;
+  };
+  std::map<std::string, Callbacks> callbacks_;
   scheduler::JobId next_id_ = 1;
+
+  std::condition_variable wake_;
+  bool poked_ = true, stopping_ = false;
+  std::thread loop_;
 };
 
 void add_pool_routes(Router& router, Pools& pools);

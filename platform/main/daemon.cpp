@@ -251,7 +251,7 @@ int run_daemon(const DaemonConfig& config) {
   deployment_options.worker = worker;
   deployment_options.threads_per_replica = config.worker_threads;
   deployment_options.max_batch = config.replica_max_batch;
-  api::Deployments deployments(**db, models, entitlements, usage, holdings, clock,
+  api::Deployments deployments(**db, models, entitlements, usage, holdings, pools, clock,
                                deployment_options);
   api::add_deployment_routes(router, deployments);
   if (Status s = deployments.start(); !s.ok()) return fail(s);

@@ -23,7 +23,8 @@ using namespace std::chrono_literals;
 // generation can run long enough to be interrupted).
 struct ServingPlatform : ModelsPlatform {
   TempDir work;
-  ServingPlatform() {
+  // Four CPU worker slots: each replica takes one.
+  ServingPlatform() : ModelsPlatform({"--cpu-devices", "4"}) {
     license_models("acme", {"deploy", "custom_models"});
     const auto ids = upload_model("acme", tiny_model_files(work.path() / "tiny", 64, 4096));
     RawResponse r = register_model("acme", "tiny", ids);

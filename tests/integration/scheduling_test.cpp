@@ -153,3 +153,52 @@ TEST_CASE("jobs run side by side on their devices, and the license cap holds whe
 
 }  // namespace
 }  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("a deployment's replica waits for a device like a job, saying why, then starts") {
+  SchedulingPlatform p({"--cpu-devices", "1"});
+  p.license_models("acme", {"train", "deploy", "custom_models"});
+  const std::string job = p.create("acme", p.big.at("acme"), 20);
+  REQUIRE(
+      is(p.until("acme", job, [](const json::object& v) { return is(v, "running"); }), "running"));
+  RawResponse r = p.as("acme", "POST", "/v1/deployments",
+                       json::serialize(json::object{{"model", "custom:tiny"}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  auto deployment = [&] {
+    return json::parse(p.as("acme", "GET", "/v1/deployments/" + id).body).as_object();
+  };
+  auto has_queue = [](const json::object& v) {
+    const auto& replicas = v.at("replica_status").as_array();
+    return !replicas.empty() && replicas[0].as_object().contains("queue");
+  };
+  json::object d = deployment();
+  for (int i = 0; i < 500 && !has_queue(d); ++i) {
+    std::this_thread::sleep_for(10ms);
+    d = deployment();
+  }
+  REQUIRE(has_queue(d));
+  const auto& replica = d.at("replica_status").at(0);
+  CHECK(replica.at("state") == "pending");
+  CHECK(d.at("status") == "starting");
+  REQUIRE(replica.as_object().contains("queue"));
+  // Its tenant holds the pool's one device (the job); without a quota it may borrow one.
+  CHECK(replica.at("queue").at("reason") ==
+        "tenant acme: nominal 0, in use 1, borrowing limit 1; this job needs 1");
+  // The job ends; the replica gets the device and the deployment comes up.
+  p.as("acme", "POST", "/v1/fine_tuning/jobs/" + job + "/cancel");
+  for (int i = 0; i < 3000 && deployment().at("status") != "ready"; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(deployment().at("status") == "ready");
+  // And a new job now waits behind the replica, which is never preempted.
+  const std::string next = p.create("acme", p.small.at("acme"), 1);
+  json::object waiting =
+      p.until("acme", next, [](const json::object& v) { return v.contains("queue"); });
+  CHECK(is(waiting, "queued"));
+}
+
+}  // namespace
+}  // namespace mh::test
