@@ -34,6 +34,7 @@ struct Deployments::Replica {
   boost::json::object stats;  // its latest counters
   // Its devices, from the scheduler: asked for once, kept across restarts of its process.
   bool submitted = false, admitted = false;
+  bool move = false;  // its node is draining: stop it and ask for devices again
   std::vector<int> devices;
 
   std::mutex pool_mutex;

@@ -490,6 +490,17 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
   std::string last_error;
   for (auto& rp : live.replicas) {
     Replica& r = *rp;
+    if (r.move) {  // its node is draining: stop it, give its devices back, ask again
+      r.move = false;
+      if (r.process) to_stop->push_back(std::move(r.process));
+      ++r.generation;
+      r.port = 0;
+      release_devices(live, r);
+      r.submitted = r.admitted = false;
+      r.devices.clear();
+      r.state = "restarting";
+      r.restart_at = now;
+    }
     if (r.process) {
       // Device-seconds, for as long as the process holds its devices.
       const double seconds = std::chrono::duration<double>(now - r.metered).count();
@@ -534,6 +545,15 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
               Replica& replica = *it->second->replicas[static_cast<size_t>(index)];
               replica.admitted = true;
               replica.devices = std::move(devices);
+              wake_.notify_all();
+            },
+            [this, id, index] {  // its node is draining
+              std::lock_guard lock(mutex_);
+              auto it = live_.find(id);
+              if (it == live_.end() || index >= static_cast<int>(it->second->replicas.size())) {
+                return;
+              }
+              it->second->replicas[static_cast<size_t>(index)]->move = true;
               wake_.notify_all();
             });
       }

@@ -817,8 +817,9 @@ void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) 
       // Its devices go to another tenant's guarantee: it checkpoints, waits, and resumes.
       (*worker)->cancel(kCancelGrace);
       add_event(job, "warn", "message",
-                "Preempted: the devices go back to a tenant within its guarantee; the job "
-                "resumes from its checkpoint when devices are free");
+                "Preempted: its devices are needed elsewhere (a tenant within its guarantee, "
+                "or a node being drained); the job resumes from its checkpoint when devices "
+                "are free");
       (void)db_.write([&](store::Session& s) -> Status {
         return s
             .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE id = ?",

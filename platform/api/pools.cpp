@@ -248,13 +248,49 @@ Status Pools::set_quota(const std::string& tenant, const std::string& pool,
   return {};
 }
 
+Status Pools::set_draining(const std::string& pool, const std::string& node, bool draining) {
+  std::vector<std::function<void()>> to_move;
+  {
+    std::lock_guard lock(mutex_);
+    int32_t p = -1;
+    scheduler::NodeId n = -1;
+    for (size_t i = 0; i < pools_.size(); ++i) {
+      if (pools_[i].name != pool) continue;
+      p = static_cast<int32_t>(i);
+      for (size_t k = 0; k < pools_[i].nodes.size(); ++k) {
+        if (pools_[i].nodes[k].name == node) n = static_cast<scheduler::NodeId>(k);
+      }
+    }
+    if (p < 0) return not_found(fmt::format("pool '{}' does not exist", pool));
+    if (n < 0) return not_found(fmt::format("pool '{}' has no node '{}'", pool, node));
+    scheduler_.set_draining(p, n, draining);
+    if (draining) {
+      for (scheduler::JobId id : scheduler_.jobs_on(p, n)) {
+        const Callbacks& c = callbacks_.at(job_names_.at(id));
+        if (c.on_preempt) to_move.push_back(c.on_preempt);
+      }
+    }
+    poked_ = true;
+  }
+  spdlog::warn("pool {} node {}: {}{}", pool, node, draining ? "draining" : "back in service",
+               draining ? fmt::format(", moving {} pieces of work", to_move.size()) : "");
+  for (auto& f : to_move) f();
+  wake_.notify_all();
+  return {};
+}
+
 json::object Pools::describe_pools() const {
   std::lock_guard lock(mutex_);
   json::array data;
   for (size_t p = 0; p < pools_.size(); ++p) {
     json::array nodes;
     for (const auto& n : pools_[p].nodes) {
-      nodes.push_back({{"name", n.name}, {"devices", n.devices}, {"nvlink_domain", n.domain}});
+      nodes.push_back({{"name", n.name},
+                       {"devices", n.devices},
+                       {"nvlink_domain", n.domain},
+                       {"draining", scheduler_.draining(static_cast<int32_t>(p),
+                                                        static_cast<scheduler::NodeId>(
+                                                            &n - pools_[p].nodes.data()))}});
     }
     data.push_back({{"object", "pool"},
                     {"name", pools_[p].name},
@@ -316,6 +352,20 @@ void add_pool_routes(Router& router, Pools& pools) {
                    {static_cast<int64_t>(*nominal), static_cast<int64_t>(*borrowing), *weight});
                if (!s.ok()) return Response::error(s);
                return Response::json(200, pools.describe_quotas(std::string(request.param("id"))));
+             });
+  router.add("POST", "/v1/admin/pools/{pool}/nodes/{node}/drain", Access::kAdmin,
+             [&pools](Request& request) {
+               auto body = parse_json_object(request);
+               if (!body.ok()) return Response::error(body.status());
+               const json::value* v = body->if_contains("draining");
+               if (v == nullptr || !v->is_bool()) {
+                 return Response::error(
+                     invalid_argument("send {\"draining\": true} or false", "draining"));
+               }
+               Status s = pools.set_draining(std::string(request.param("pool")),
+                                             std::string(request.param("node")), v->as_bool());
+               if (!s.ok()) return Response::error(s);
+               return Response::json(200, pools.describe_pools());
              });
   router.add("GET", "/v1/quotas", Access::tenant(tenants::Permission::kRead),
              [&pools](Request& request) {

@@ -79,6 +79,10 @@ class Pools {
 
   Status set_quota(const std::string& tenant, const std::string& pool,
                    const scheduler::Quota& quota);
+  // Drains a node (a failing device, maintenance): it takes no new work, and the work on it is
+  // moved — each owner is told to stop it (on_preempt) and it waits to be placed again.
+  // Undraining puts the node back in service.
+  Status set_draining(const std::string& pool, const std::string& node, bool draining);
   boost::json::object describe_pools() const;
   boost::json::object describe_quotas(const std::string& tenant) const;
 

@@ -559,6 +559,24 @@ void Scheduler::set_draining(int32_t pool, NodeId node, bool draining) {
   p.link(node);
 }
 
+bool Scheduler::draining(int32_t pool, NodeId node) const {
+  return impl_->pools.at(static_cast<size_t>(pool)).nodes.at(static_cast<size_t>(node)).draining;
+}
+
+std::vector<JobId> Scheduler::jobs_on(int32_t pool, NodeId node) const {
+  std::vector<JobId> out;
+  for (const auto& [id, j] : impl_->jobs) {
+    if (j.spec.pool != pool || j.state == JobState::kPending) continue;
+    for (const auto& part : j.placement.parts) {
+      if (part.node == node) {
+        out.push_back(id);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 void Scheduler::submit(JobId id, const JobSpec& spec) {
   Job& j = impl_->jobs[id];
   j.spec = spec;

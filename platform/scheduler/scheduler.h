@@ -111,8 +111,11 @@ class Scheduler {
   TenantId add_tenant(const TenantSpec& tenant);
   void update_tenant(TenantId tenant, const TenantSpec& spec);
   void set_quota(TenantId tenant, int32_t pool, const Quota& quota);
-  // A draining node takes no new work; its running jobs are the caller's to move.
+  // A draining node takes no new work; its running jobs are the caller's to move (jobs_on).
   void set_draining(int32_t pool, NodeId node, bool draining);
+  bool draining(int32_t pool, NodeId node) const;
+  // The jobs holding devices on a node (running or stopping).
+  std::vector<JobId> jobs_on(int32_t pool, NodeId node) const;
 
   // A new waiting job. Its id is the caller's (unique).
   void submit(JobId id, const JobSpec& job);

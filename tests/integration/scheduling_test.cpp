@@ -202,3 +202,46 @@ TEST_CASE("a deployment's replica waits for a device like a job, saying why, the
 
 }  // namespace
 }  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("draining a node moves its work: the job checkpoints, waits, and resumes elsewhere") {
+  SchedulingPlatform p({"--cpu-devices", "1"});
+  const std::string job = p.create("acme", p.big.at("acme"), 20);
+  REQUIRE(
+      is(p.until("acme", job, [](const json::object& v) { return is(v, "running"); }), "running"));
+  auto checkpointed = [&] {
+    return p.as("acme", "GET", "/v1/fine_tuning/jobs/" + job + "/checkpoints")
+               .body.find("ftckpt-") != std::string::npos;
+  };
+  for (int i = 0; i < 3000 && !checkpointed(); ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(checkpointed());
+  RawResponse r =
+      p.admin("POST", "/v1/admin/pools/default/nodes/local/drain", R"({"draining": true})");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(json::parse(r.body).at("data").at(0).at("nodes").at(0).at("draining") == true);
+  json::object waiting = p.until(
+      "acme", job, [](const json::object& v) { return is(v, "queued") && v.contains("queue"); });
+  REQUIRE_MESSAGE(is(waiting, "queued"), json::serialize(waiting));
+  CHECK(std::string(waiting.at("queue").at("reason").as_string()).find("0 of 1 devices free") !=
+        std::string::npos);
+  // Back in service: it resumes from its checkpoint and finishes.
+  r = p.admin("POST", "/v1/admin/pools/default/nodes/local/drain", R"({"draining": false})");
+  REQUIRE(r.status == 200);
+  json::object done = p.until(
+      "acme", job, [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); },
+      180s);
+  CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
+  const std::string events =
+      p.as("acme", "GET", "/v1/fine_tuning/jobs/" + job + "/events?limit=1000").body;
+  CHECK(events.find("node being drained") != std::string::npos);
+  CHECK(events.find("Resuming from checkpoint-") != std::string::npos);
+  CHECK(p.admin("POST", "/v1/admin/pools/default/nodes/nowhere/drain", R"({"draining": true})")
+            .status == 404);
+  CHECK(p.admin("POST", "/v1/admin/pools/default/nodes/local/drain", R"({"draining": 1})").status ==
+        400);
+}
+
+}  // namespace
+}  // namespace mh::test
