@@ -40,7 +40,7 @@ int64_t DeviceHoldings::held(std::string_view tenant, std::string_view except) c
 }
 
 Status admit_devices(const licensing::Entitlements& entitlements,
-                     const tenants::UsageLedger& ledger, const DeviceHoldings& holdings,
+                     const tenants::UsageLedger& ledger, const DeviceHoldings* holdings,
                      const std::string& tenant, std::string_view feature, std::string_view pool,
                      std::string_view holder, int64_t devices, int64_t now) {
   MH_TRY(entitlements.check(tenant, feature, now));
@@ -51,7 +51,7 @@ Status admit_devices(const licensing::Entitlements& entitlements,
     return permission_denied(
         fmt::format("license '{}' does not include pool '{}'", terms.id, pool));
   }
-  const int64_t held = holdings.held(tenant, holder);
+  const int64_t held = holdings != nullptr ? holdings->held(tenant, holder) : 0;
   if (held + devices > terms.limits.max_gpus) {
     return resource_exhausted(fmt::format(
         "the tenant holds {} devices and asks for {} more; license '{}' allows {} (max_gpus): "

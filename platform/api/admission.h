@@ -29,9 +29,11 @@ class DeviceHoldings {
 // OK when the tenant's license is in force and grants `feature`, includes `pool`, leaves room
 // for `devices` more beside what the tenant holds apart from `holder` (max_gpus), and the
 // GPU-hours used this calendar month (UTC) are under gpu_hours_per_month. Refusals name the
-// limit and by how much it would be passed.
+// limit and by how much it would be passed. `holdings` may be null: work that queues (a job)
+// is refused only if it could never run (more devices than max_gpus); the scheduler keeps the
+// tenant under the cap over time.
 Status admit_devices(const licensing::Entitlements& entitlements,
-                     const tenants::UsageLedger& ledger, const DeviceHoldings& holdings,
+                     const tenants::UsageLedger& ledger, const DeviceHoldings* holdings,
                      const std::string& tenant, std::string_view feature, std::string_view pool,
                      std::string_view holder, int64_t devices, int64_t now);
 

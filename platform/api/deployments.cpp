@@ -133,7 +133,7 @@ Status Deployments::start() {
 Status Deployments::admit(const std::string& tenant, const DeploymentRecord& wanted,
                           const std::string& replacing) const {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
-  MH_TRY(admit_devices(entitlements_, ledger_, holdings_, tenant, "deploy", wanted.pool, replacing,
+  MH_TRY(admit_devices(entitlements_, ledger_, &holdings_, tenant, "deploy", wanted.pool, replacing,
                        wanted.replicas * wanted.devices_per_replica, now));
   if (!replacing.empty()) return {};
   int64_t deployments = 0;

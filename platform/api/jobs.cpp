@@ -322,8 +322,7 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
     secure_random(&r, sizeof r);
     j.seed = r >> 1;
   }
-  MH_TRY(
-      admit_devices(entitlements_, ledger_, holdings_, tenant, "train", j.pool, "", j.gpus, now));
+  MH_TRY(admit_devices(entitlements_, ledger_, nullptr, tenant, "train", j.pool, "", j.gpus, now));
   j.status = "validating_files";
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     return s

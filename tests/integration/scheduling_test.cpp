@@ -125,6 +125,9 @@ TEST_CASE("jobs run side by side on their devices, and the license cap holds whe
   REQUIRE_MESSAGE(waiting.contains("queue"), json::serialize(waiting));
   CHECK(waiting.at("queue").at("reason") ==
         "tenant acme: license max_gpus 1, in use 1, this job needs 1");
+  // A job that could run once the cap allows is taken and queued, not refused.
+  const std::string a3 = p.create("acme", p.small.at("acme"), 1);
+  CHECK(is(p.job("acme", a3), "queued"));
   // mhctl queue says the same.
   ProcessResult queue =
       run_process({mhctl_path().string(), "queue"},
