@@ -104,6 +104,37 @@ std::string query(std::initializer_list<std::pair<std::string_view, std::string>
 std::string text(const char* s) { return s == nullptr ? std::string() : std::string(s); }
 std::string positive(int64_t n) { return n > 0 ? std::to_string(n) : std::string(); }
 
+// Server-sent events out of the pieces of a stream: each whole event's "data:" lines go to
+// `on_data` ("[DONE]" included); comments, ids and retry hints are skipped. on_data returning
+// false stops the reading (false comes back); an error stops it too.
+class SseReader {
+ public:
+  template <typename OnData>
+  mh::Result<bool> feed(std::string_view piece, OnData&& on_data) {
+    pending_ += piece;
+    size_t end;
+    while ((end = pending_.find("\n\n")) != std::string::npos) {
+      const std::string event = pending_.substr(0, end);
+      pending_.erase(0, end + 2);
+      for (size_t at = 0; at < event.size();) {
+        size_t eol = event.find('\n', at);
+        if (eol == std::string::npos) eol = event.size();
+        std::string_view line(event.data() + at, eol - at);
+        at = eol + 1;
+        if (!line.starts_with("data:")) continue;
+        line.remove_prefix(5);
+        if (line.starts_with(' ')) line.remove_prefix(1);
+        MH_ASSIGN_OR_RETURN(bool go_on, on_data(line));
+        if (!go_on) return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  std::string pending_;
+};
+
 mh_error* check_client(mh_client* client) {
   if (client == nullptr) return null_argument("client");
   return ensure_seat(client);
@@ -383,35 +414,50 @@ mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char* job_id,
   return guarded([&]() -> mh_error* {
     if (empty(job_id)) return null_argument("job_id");
     if (out == nullptr) return null_argument("out");
+    if (mh_error* bad = check_client(client)) return bad;
     const auto interval = std::chrono::milliseconds(poll_interval_ms > 0 ? poll_interval_ms : 500);
     std::string after;
     for (;;) {
-      // The job's state first, then every event up to now: a finished job's last events are
-      // all delivered before the wait returns.
-      mh_object* job = nullptr;
-      if (mh_error* e = mh_client_get_fine_tuning_job(client, job_id, &job)) return e;
-      std::unique_ptr<mh_object> job_owned(job);
-      for (bool more = true; more;) {
-        mh_list* page = nullptr;
-        if (mh_error* e =
-                mh_client_list_fine_tuning_events(client, job_id, after.c_str(), 100, &page)) {
-          return e;
-        }
-        std::unique_ptr<mh_list> page_owned(page);
-        for (const auto& item : page->items) {
-          after = mh_object_string(item.get(), "id");
-          if (on_event != nullptr && on_event(user_data, item.get()) != 0) {
-            return make_error(
-                mh::Status(mh::Code::kCancelled, "the wait was stopped by its caller"));
+      // The job's events as they are recorded (a server-sent event stream), from the last one
+      // seen; the stream ends with [DONE] once the job has ended. A stream cut short (a
+      // restart, a quiet queue outlasting the read timeout) is opened again after `interval`.
+      bool done = false, stopped = false;
+      SseReader sse;
+      std::string path = "/v1/fine_tuning/jobs/" + segment(job_id) + "/events?stream=true";
+      if (!after.empty()) path += "&after=" + segment(after);
+      auto result = client->http->stream("GET", path, "", [&](std::string_view piece) {
+        return sse.feed(piece, [&](std::string_view line) -> mh::Result<bool> {
+          if (line == "[DONE]") {
+            done = true;
+            return true;
           }
+          boost::system::error_code ec;
+          json::value v = json::parse(line, ec);
+          if (ec || !v.is_object()) {
+            return mh::internal_error("the server sent an event that is not a JSON object");
+          }
+          auto event = make_object(std::move(v.as_object()));
+          after = mh_object_string(event.get(), "id");
+          if (on_event != nullptr && on_event(user_data, event.get()) != 0) {
+            stopped = true;
+            return false;
+          }
+          return true;
+        });
+      });
+      if (stopped) {
+        return make_error(mh::Status(mh::Code::kCancelled, "the wait was stopped by its caller"));
+      }
+      if (auto* error = std::get_if<CallError>(&result)) {
+        const mh::Code code = error->status.code();
+        // The server's answer (404 for a job not the caller's, 401, …) ends the wait; the
+        // connection's failures do not.
+        if (error->http_status != 0 ||
+            (code != mh::Code::kUnavailable && code != mh::Code::kDeadlineExceeded)) {
+          return make_error(*error);
         }
-        more = page->has_more;
       }
-      const std::string status = mh_object_string(job, "status");
-      if (status == "succeeded" || status == "failed" || status == "cancelled") {
-        *out = job_owned.release();
-        return nullptr;
-      }
+      if (done) return mh_client_get_fine_tuning_job(client, job_id, out);
       std::this_thread::sleep_for(interval);
     }
   });
@@ -500,25 +546,10 @@ class CompletionStream {
 
   // false when the caller asked to stop; an error for a malformed stream.
   mh::Result<bool> feed(std::string_view piece) {
-    pending_ += piece;
-    size_t end;
-    while ((end = pending_.find("\n\n")) != std::string::npos) {
-      const std::string event = pending_.substr(0, end);
-      pending_.erase(0, end + 2);
-      for (size_t at = 0; at < event.size();) {
-        size_t eol = event.find('\n', at);
-        if (eol == std::string::npos) eol = event.size();
-        std::string_view line(event.data() + at, eol - at);
-        at = eol + 1;
-        if (!line.starts_with("data:")) continue;  // comments, ids, retry hints
-        line.remove_prefix(5);
-        if (line.starts_with(' ')) line.remove_prefix(1);
-        if (line == "[DONE]") continue;
-        MH_ASSIGN_OR_RETURN(bool go_on, data(line));
-        if (!go_on) return false;
-      }
-    }
-    return true;
+    return sse_.feed(piece, [&](std::string_view line) -> mh::Result<bool> {
+      if (line == "[DONE]") return true;
+      return data(line);
+    });
   }
 
   json::object result() const {
@@ -583,7 +614,8 @@ class CompletionStream {
   const bool chat_;
   mh_text_fn on_text_;
   void* user_data_;
-  std::string pending_, id_, model_, text_;
+  SseReader sse_;
+  std::string id_, model_, text_;
   json::value finish_ = nullptr;
   json::value usage_ = nullptr;
   int64_t created_ = 0;

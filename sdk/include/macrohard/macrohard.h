@@ -302,8 +302,10 @@ MH_EXPORT mh_error* mh_client_list_fine_tuning_events(mh_client* client, const c
  * else to stop waiting (the job goes on; the wait fails with MH_ERR_CANCELLED). */
 typedef int (*mh_event_fn)(void* user_data, const mh_object* event);
 /* Waits until the job has succeeded, failed or been cancelled, passing each of its events to
- * `on_event` (may be NULL) as they appear, checking every `poll_interval_ms` (0: 500). On
- * success *out is the finished job; a failed job is a success of the wait (read its status). */
+ * `on_event` (may be NULL) as it is recorded: the library follows the job's server-sent event
+ * stream, and opens it again from the last event seen if it is cut (a restart, a long quiet
+ * wait), after `poll_interval_ms` (0: 500). On success *out is the finished job; a failed job
+ * is a success of the wait (read its status). */
 MH_EXPORT mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char* job_id,
                                                    mh_event_fn on_event, void* user_data,
                                                    int poll_interval_ms, mh_object** out);
