@@ -21,7 +21,8 @@ std::string errno_text(std::string_view what) {
   return std::string(what) + ": " + std::strerror(errno);
 }
 
-// The last few lines of a log, for a failure's reason.
+}  // namespace
+
 std::string log_tail(const std::filesystem::path& log) {
   std::ifstream in(log, std::ios::binary);
   if (!in) return {};
@@ -41,7 +42,26 @@ std::string log_tail(const std::filesystem::path& log) {
   return text.substr(start);
 }
 
-}  // namespace
+WorkerExit describe_exit(int exit_code, int signal, bool cancelled, bool escalated,
+                         const std::filesystem::path& log) {
+  WorkerExit e;
+  e.exit_code = exit_code;
+  e.signal = signal;
+  e.cancelled = cancelled;
+  e.killed_after_grace = escalated;
+  if (cancelled) {
+    e.reason = escalated ? "cancelled; killed after the grace period" : "cancelled";
+  } else if (e.ok()) {
+    e.reason = "exited normally";
+  } else {
+    e.reason = e.signal != 0 ? "killed by signal " + std::to_string(e.signal) + " (" +
+                                   strsignal(e.signal) + ")"
+                             : "exited with status " + std::to_string(e.exit_code);
+    const std::string tail = log_tail(log);
+    if (!tail.empty()) e.reason += ": " + tail;
+  }
+  return e;
+}
 
 Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
     const WorkerSpec& spec, std::function<void(std::string_view)> on_event) {
@@ -162,23 +182,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
 }
 
 WorkerExit WorkerProcess::describe(int status) {
-  WorkerExit e;
-  if (WIFEXITED(status)) e.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) e.signal = WTERMSIG(status);
-  e.cancelled = cancelling_;
-  e.killed_after_grace = escalated_;
-  if (cancelling_) {
-    e.reason = escalated_ ? "cancelled; killed after the grace period" : "cancelled";
-  } else if (e.ok()) {
-    e.reason = "exited normally";
-  } else {
-    e.reason = e.signal != 0 ? "killed by signal " + std::to_string(e.signal) + " (" +
-                                   strsignal(e.signal) + ")"
-                             : "exited with status " + std::to_string(e.exit_code);
-    const std::string tail = log_tail(log_);
-    if (!tail.empty()) e.reason += ": " + tail;
-  }
-  return e;
+  return describe_exit(WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                       WIFSIGNALED(status) ? WTERMSIG(status) : 0, cancelling_, escalated_, log_);
 }
 
 std::optional<WorkerExit> WorkerProcess::poll() {

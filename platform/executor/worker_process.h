@@ -52,6 +52,12 @@ struct WorkerExit {
   bool ok() const { return exit_code == 0 && signal == 0; }
 };
 
+// The last few lines of a worker's log, for a failure's reason.
+std::string log_tail(const std::filesystem::path& log);
+// An exit as WorkerExit tells it: the reason says how it ended, quoting the log on a failure.
+WorkerExit describe_exit(int exit_code, int signal, bool cancelled, bool escalated,
+                         const std::filesystem::path& log);
+
 class WorkerProcess {
  public:
   // Starts the worker. `on_event` is called from a reader thread with each line the worker

@@ -1,7 +1,10 @@
 // The channel to the daemon when the executor started this worker: one JSON object per line on
-// the descriptor MH_EVENTS_FD names. Without it (a worker run by hand), events go nowhere.
+// the descriptor MH_EVENTS_FD names, or appended to the file MH_EVENTS_FILE names (a worker
+// started on another machine through Slurm, whose directory the daemon reads). Without either
+// (a worker run by hand), events go nowhere.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,8 +16,11 @@ namespace mh::worker {
 
 inline int events_fd() {
   static const int fd = [] {
-    const char* v = std::getenv("MH_EVENTS_FD");
-    return v == nullptr ? -1 : std::atoi(v);
+    if (const char* v = std::getenv("MH_EVENTS_FD")) return std::atoi(v);
+    if (const char* f = std::getenv("MH_EVENTS_FILE")) {
+      return ::open(f, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    }
+    return -1;
   }();
   return fd;
 }
