@@ -21,7 +21,7 @@ namespace {
 constexpr std::string_view kColumns =
     "id, tenant_id, model, training_file, validation_file, suffix, status, error_code, "
     "error_message, fine_tuned_model, n_epochs, batch_size, lr_multiplier, seed, trained_tokens, "
-    "created_at, finished_at, pool, gpus, checkpoint_interval, max_retries, attempts";
+    "created_at, finished_at, pool, gpus, checkpoint_interval, max_retries, attempts, priority";
 constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
 constexpr int64_t kMaxSeqLen = 512;
 constexpr auto kCancelGrace = std::chrono::seconds(10);
@@ -55,6 +55,7 @@ JobRecord from_row(const store::Row& r) {
   j.checkpoint_interval = r.integer(19);
   j.max_retries = r.integer(20);
   j.attempts = r.integer(21);
+  j.priority = r.integer(22);
   return j;
 }
 
@@ -100,6 +101,7 @@ json::object job_json(const JobRecord& j) {
       {"gpus", j.gpus},
       {"checkpoint_interval", j.checkpoint_interval},
       {"max_retries", j.max_retries},
+      {"priority", j.priority},
       {"attempts", j.attempts}};
   o["error"] = j.error_code.empty()
                    ? json::value(nullptr)
@@ -263,6 +265,7 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   }
   MH_ASSIGN_OR_RETURN(j.checkpoint_interval, small_int("checkpoint_interval", 50, 1, 1'000'000));
   MH_ASSIGN_OR_RETURN(j.max_retries, small_int("max_retries", 0, 0, 10));
+  MH_ASSIGN_OR_RETURN(j.priority, small_int("priority", 0, -100, 100));
   j.id = "ftjob-" + secure_random_base64url(18);
   j.tenant = tenant;
   j.created_at = now;
@@ -327,11 +330,12 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     return s
         .exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, "
-                          "NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0)",
+                          "NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0, ?)",
                           kColumns),
               {j.id, j.tenant, j.model, j.training_file, store::text_or_null(j.validation_file),
                store::text_or_null(j.suffix), j.status, j.n_epochs, j.batch_size, j.lr_multiplier,
-               j.seed, j.created_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries})
+               j.seed, j.created_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries,
+               j.priority})
         .status();
   }));
   add_event(j, "info", "message", "Validating training file: " + j.training_file);
@@ -599,7 +603,8 @@ void FineTuning::run() {
 
 void FineTuning::submit_to_pools(const JobRecord& j) {
   pools_.submit(
-      {j.id, j.tenant, j.pool, static_cast<int>(j.gpus), 0, j.created_at, true},
+      {j.id, j.tenant, j.pool, static_cast<int>(j.gpus), static_cast<int>(j.priority), j.created_at,
+       true},
       [this, id = j.id](std::vector<int> devices) { admit(id, devices); },
       [this, id = j.id] { preempt(id); });
 }

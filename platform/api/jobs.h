@@ -41,7 +41,7 @@ struct JobRecord {
   double lr_multiplier = 1.0;
   int64_t seed = 0;
   std::string pool = "default";
-  int64_t gpus = 1, checkpoint_interval = 50, max_retries = 0, attempts = 0;
+  int64_t gpus = 1, checkpoint_interval = 50, max_retries = 0, attempts = 0, priority = 0;
   std::optional<int64_t> trained_tokens, finished_at;
   int64_t created_at = 0;
 };

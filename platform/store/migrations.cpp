@@ -188,12 +188,14 @@ constexpr std::array kMigrations{
         UNIQUE (job_id, step)
       );
       -- Macrohard's own job fields: where it runs, on how many devices, how often it
-      -- checkpoints, and how often a failed worker is retried (from its last checkpoint).
+      -- checkpoints, how often a failed worker is retried (from its last checkpoint), and its
+      -- priority among its tenant's jobs.
       ALTER TABLE fine_tuning_jobs ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';
       ALTER TABLE fine_tuning_jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 1;
       ALTER TABLE fine_tuning_jobs ADD COLUMN checkpoint_interval INTEGER NOT NULL DEFAULT 50;
       ALTER TABLE fine_tuning_jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 0;
       ALTER TABLE fine_tuning_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE fine_tuning_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
       -- Deployments: a model served by `replicas` replicas on `pool`; a tenant's, or (tenant_id
       -- NULL) one staff run for every tenant. The replicas themselves are processes, started
       -- again from this row when the daemon starts.

@@ -209,6 +209,43 @@ TEST_CASE("a deployment's replica waits for a device like a job, saying why, the
 namespace mh::test {
 namespace {
 
+TEST_CASE("a tenant's higher-priority job goes first") {
+  SchedulingPlatform p({"--cpu-devices", "1"});
+  const std::string running = p.create("acme", p.big.at("acme"), 20);
+  REQUIRE(is(p.until("acme", running, [](const json::object& v) { return is(v, "running"); }),
+             "running"));
+  auto create = [&](int priority) {
+    RawResponse r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+                         json::serialize(json::object{{"model", "custom:tiny"},
+                                                      {"training_file", p.small.at("acme")},
+                                                      {"priority", priority}}));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return std::string(json::parse(r.body).at("id").as_string());
+  };
+  const std::string low = create(0);
+  const std::string high = create(10);
+  CHECK(p.job("acme", high).at("priority") == 10);
+  json::object waiting = p.until("acme", low, [](const json::object& v) {
+    return v.contains("queue") &&
+           v.at("queue").at("reason").as_string().find("behind") != std::string::npos;
+  });
+  CHECK_MESSAGE(waiting.contains("queue"), json::serialize(waiting));
+  p.as("acme", "POST", "/v1/fine_tuning/jobs/" + running + "/cancel");
+  json::object h = p.until(
+      "acme", high, [](const json::object& v) { return is(v, "running") || is(v, "succeeded"); });
+  CHECK(!is(h, "queued"));
+  // The low one had to wait for it: it cannot have finished first.
+  json::object l = p.job("acme", low);
+  if (is(l, "succeeded")) {
+    CHECK(l.at("finished_at").as_int64() >= h.at("created_at").as_int64());
+  }
+  CHECK(p.as("acme", "POST", "/v1/fine_tuning/jobs",
+             json::serialize(json::object{{"model", "custom:tiny"},
+                                          {"training_file", p.small.at("acme")},
+                                          {"priority", 1000}}))
+            .status == 400);
+}
+
 TEST_CASE("draining a node moves its work: the job checkpoints, waits, and resumes elsewhere") {
   SchedulingPlatform p({"--cpu-devices", "1"});
   const std::string job = p.create("acme", p.big.at("acme"), 20);
