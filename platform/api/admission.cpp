@@ -21,6 +21,18 @@ int64_t month_start(int64_t now) {
 
 }  // namespace
 
+Result<double> gpu_seconds_this_month(const tenants::UsageLedger& ledger, const std::string& tenant,
+                                      int64_t now) {
+  tenants::UsageQuery q;
+  q.start = month_start(now);
+  q.end = now + 1;
+  q.dimension = tenants::UsageDimension::kGpuSeconds;
+  MH_ASSIGN_OR_RETURN(auto totals, ledger.totals(tenant, q));
+  double used = 0;
+  for (const auto& t : totals) used += t.quantity;
+  return used;
+}
+
 void DeviceHoldings::set(const std::string& tenant, const std::string& holder, int64_t devices) {
   std::lock_guard lock(mutex_);
   if (devices <= 0) {
@@ -58,13 +70,7 @@ Status admit_devices(const licensing::Entitlements& entitlements,
         "{} over",
         held, devices, terms.id, terms.limits.max_gpus, held + devices - terms.limits.max_gpus));
   }
-  tenants::UsageQuery q;
-  q.start = month_start(now);
-  q.end = now + 1;
-  q.dimension = tenants::UsageDimension::kGpuSeconds;
-  MH_ASSIGN_OR_RETURN(auto totals, ledger.totals(tenant, q));
-  double used = 0;
-  for (const auto& t : totals) used += t.quantity;
+  MH_ASSIGN_OR_RETURN(const double used, gpu_seconds_this_month(ledger, tenant, now));
   const double limit = static_cast<double>(terms.limits.gpu_hours_per_month) * 3600.0;
   if (used >= limit) {
     return resource_exhausted(fmt::format(

@@ -26,6 +26,10 @@ class DeviceHoldings {
   std::map<std::string, std::pair<std::string, int64_t>> by_holder_;  // holder -> (tenant, n)
 };
 
+// Device-seconds the tenant used this calendar month (UTC), from the usage ledger.
+Result<double> gpu_seconds_this_month(const tenants::UsageLedger& ledger, const std::string& tenant,
+                                      int64_t now);
+
 // OK when the tenant's license is in force and grants `feature`, includes `pool`, leaves room
 // for `devices` more beside what the tenant holds apart from `holder` (max_gpus), and the
 // GPU-hours used this calendar month (UTC) are under gpu_hours_per_month. Refusals name the

@@ -5,27 +5,14 @@
 
 #include <bit>
 #include <boost/json.hpp>
-#include <ctime>
 #include <limits>
 
+#include "platform/api/admission.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {
 
 namespace json = boost::json;
-
-namespace {
-
-int64_t month_start_of(int64_t now) {
-  std::time_t t = static_cast<std::time_t>(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  tm.tm_mday = 1;
-  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-  return static_cast<int64_t>(timegm(&tm));
-}
-
-}  // namespace
 
 Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
              const tenants::UsageLedger& ledger, TrustedClock& clock, std::vector<PoolConfig> pools,
@@ -182,15 +169,9 @@ void Pools::pass() {
       if (auto e = entitlements_.find(name); e && entitlements_.check(name, "", t).ok()) {
         const auto& limits = e->license.terms.limits;
         spec.max_devices = limits.max_gpus;
-        tenants::UsageQuery q;
-        q.start = month_start_of(t);
-        q.end = t + 1;
-        q.dimension = tenants::UsageDimension::kGpuSeconds;
-        double used = 0;
-        if (auto totals = ledger_.totals(name, q); totals.ok()) {
-          for (const auto& total : *totals) used += total.quantity;
-        }
-        spec.budget_spent = used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
+        const auto used = gpu_seconds_this_month(ledger_, name, t);
+        spec.budget_spent =
+            used.ok() && *used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
       }
       scheduler_.update_tenant(id, spec);
     }

@@ -17,15 +17,6 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string training_jsonl(int lines) {
-  std::string out;
-  for (int i = 0; i < lines; ++i) {
-    out += R"({"prompt": "the cat sat on the", "completion": " mat )" + std::to_string(i % 7) +
-           "\"}\n";
-  }
-  return out;
-}
-
 // acme licensed to train and bring models, with custom:tiny registered and a training file.
 struct JobsPlatform : ModelsPlatform {
   TempDir work;

@@ -34,6 +34,16 @@ inline std::map<std::string, std::string> tiny_model_files(const std::filesystem
   return out;
 }
 
+// `lines` prompt/completion examples about a cat on a mat, as JSONL.
+inline std::string training_jsonl(int lines) {
+  std::string out;
+  for (int i = 0; i < lines; ++i) {
+    out += R"({"prompt": "the cat sat on the", "completion": " mat )" + std::to_string(i % 7) +
+           "\"}\n";
+  }
+  return out;
+}
+
 struct ModelsPlatform : LicensedPlatform {
   using LicensedPlatform::LicensedPlatform;
   // Licenses `tenant` for `features` with models up to `max_model_params` parameters.

@@ -13,15 +13,6 @@ namespace {
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-std::string lines(int n) {
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    out += R"({"prompt": "the cat sat on the", "completion": " mat )" + std::to_string(i % 7) +
-           "\"}\n";
-  }
-  return out;
-}
-
 struct SchedulingPlatform : ModelsPlatform {
   TempDir work;
   std::map<std::string, std::string> small, big;  // tenant -> training file id
@@ -30,9 +21,9 @@ struct SchedulingPlatform : ModelsPlatform {
       license_models(tenant, {"train", "custom_models"});
       const auto ids = upload_model(tenant, tiny_model_files(work.path() / tenant, 16));
       REQUIRE(register_model(tenant, "tiny", ids).status == 201);
-      RawResponse r = upload(tenant, "fine-tune", "small.jsonl", lines(60));
+      RawResponse r = upload(tenant, "fine-tune", "small.jsonl", training_jsonl(60));
       small[tenant] = std::string(json::parse(r.body).at("id").as_string());
-      r = upload(tenant, "fine-tune", "big.jsonl", lines(1500));
+      r = upload(tenant, "fine-tune", "big.jsonl", training_jsonl(1500));
       big[tenant] = std::string(json::parse(r.body).at("id").as_string());
     }
   }
