@@ -536,7 +536,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
         pools_.submit(
             {replica_key(d.id, r.index), d.tenant, d.pool, static_cast<int>(d.devices_per_replica),
              100, d.created_at, false},
-            [this, id, index](std::vector<int> devices) {
+            [this, id, index](Allocation allocation) {
               std::lock_guard lock(mutex_);
               auto it = live_.find(id);
               if (it == live_.end() || index >= static_cast<int>(it->second->replicas.size())) {
@@ -544,7 +544,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
               }
               Replica& replica = *it->second->replicas[static_cast<size_t>(index)];
               replica.admitted = true;
-              replica.devices = std::move(devices);
+              replica.devices = std::move(allocation.devices);
               wake_.notify_all();
             },
             [this, id, index] {  // its node is draining

@@ -8,6 +8,7 @@
 #include <csignal>
 
 #include "platform/base/crypto.h"
+#include "platform/executor/slurm_worker.h"
 #include "platform/executor/worker_process.h"
 #include "tenants/tenant_scope.h"
 
@@ -206,21 +207,29 @@ FineTuning::~FineTuning() {
 Status FineTuning::start() {
   // A previous daemon's workers were told to stop when it died (they checkpoint first): wait
   // for them to be gone before their jobs run again from that checkpoint.
-  std::vector<int64_t> pids;
+  std::vector<std::pair<std::string, std::string>> refs;  // (worker, pool)
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT worker_pid FROM fine_tuning_jobs WHERE status "
-                                           "= 'running' AND worker_pid IS NOT NULL"));
-    for (const auto& r : rows) pids.push_back(r.integer(0));
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT worker_ref, pool FROM fine_tuning_jobs WHERE "
+                                           "status = 'running' AND worker_ref IS NOT NULL"));
+    for (const auto& r : rows) refs.emplace_back(r.text(0), r.text(1));
     return {};
   }));
-  for (int64_t pid : pids) {
-    for (int i = 0; i < 600 && ::kill(static_cast<pid_t>(pid), 0) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (const auto& [ref, pool] : refs) {
+    if (ref.starts_with("pid:")) {
+      const auto pid = static_cast<pid_t>(std::atoll(ref.c_str() + 4));
+      for (int i = 0; i < 600 && ::kill(pid, 0) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    } else if (ref.starts_with("slurm:")) {
+      // A Slurm job outlives its daemon: it is told to checkpoint and stop.
+      if (const executor::SlurmOptions* slurm = pools_.slurm(pool)) {
+        executor::SlurmWorker::stop_job(ref.substr(6), *slurm, std::chrono::seconds(30));
+      }
     }
   }
   std::vector<JobRecord> queued;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_TRY(s.exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE status "
+    MH_TRY(s.exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE status "
                   "= 'running'")
                .status());
     MH_ASSIGN_OR_RETURN(auto rows,
@@ -605,7 +614,7 @@ void FineTuning::submit_to_pools(const JobRecord& j) {
   pools_.submit(
       {j.id, j.tenant, j.pool, static_cast<int>(j.gpus), static_cast<int>(j.priority), j.created_at,
        true},
-      [this, id = j.id](std::vector<int> devices) { admit(id, devices); },
+      [this, id = j.id](Allocation allocation) { admit(id, allocation); },
       [this, id = j.id] { preempt(id); });
 }
 
@@ -614,7 +623,7 @@ void FineTuning::preempt(const std::string& id) {
   if (auto it = running_.find(id); it != running_.end()) it->second.preempt = true;
 }
 
-void FineTuning::admit(const std::string& id, const std::vector<int>& devices) {
+void FineTuning::admit(const std::string& id, const Allocation& allocation) {
   std::lock_guard lock(mutex_);
   if (stopping_) return;  // it stays queued for the next daemon
   // Claimed under the lock (see cancel()): a job cancelled since it was queued stays so.
@@ -641,8 +650,8 @@ void FineTuning::admit(const std::string& id, const std::vector<int>& devices) {
   // and needs it no more: it is joined before its slot is reused.
   if (r.thread.joinable()) r.thread.join();
   r = Running{};
-  r.thread = std::thread([this, record = *job, devices] {
-    execute(record, devices);
+  r.thread = std::thread([this, record = *job, allocation] {
+    execute(record, allocation);
     // The job's row says how it ended: back in the queue, or over.
     auto now = get(record.tenant, record.id);
     const bool again = now.ok() && now->status == "queued";
@@ -661,7 +670,7 @@ void FineTuning::admit(const std::string& id, const std::vector<int>& devices) {
   });
 }
 
-void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) {
+void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto fail = [&](const std::string& code, const std::string& message) {
     (void)finish(job, "failed", code, message, "", std::nullopt);
   };
@@ -720,7 +729,9 @@ void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) 
   }
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
-  if (pools_.gpu_pool(job.pool)) spec.gpus = devices;
+  const executor::SlurmOptions* slurm = pools_.slurm(job.pool);
+  // On a Slurm pool the devices are counted (Slurm assigns them, as GRES); locally, named.
+  if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.gpus = allocation.devices;
   bool done = false;
   int64_t last_step = 0;
   std::optional<double> final_valid_loss;
@@ -786,12 +797,23 @@ void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) 
       if (!s.ok()) spdlog::error("job {}: usage not recorded: {}", job.id, s.message());
     }
   } meter{*this, job, started};
-  auto worker = executor::WorkerProcess::start(spec, on_event);
+  Result<std::unique_ptr<executor::Worker>> worker =
+      [&]() -> Result<std::unique_ptr<executor::Worker>> {
+    if (slurm != nullptr) {
+      executor::SlurmOptions options = *slurm;
+      options.nodelist = allocation.node;
+      MH_ASSIGN_OR_RETURN(auto w, executor::SlurmWorker::start(spec, options, on_event));
+      return std::unique_ptr<executor::Worker>(std::move(w));
+    }
+    MH_ASSIGN_OR_RETURN(auto w, executor::WorkerProcess::start(spec, on_event));
+    return std::unique_ptr<executor::Worker>(std::move(w));
+  }();
   if (!worker.ok()) return fail("worker_start_failed", worker.status().message());
+  // Where it runs, for a daemon that restarts while it does.
   (void)db_.write([&](store::Session& s) -> Status {
     return s
-        .exec("UPDATE fine_tuning_jobs SET worker_pid = ? WHERE id = ?",
-              {static_cast<int64_t>((*worker)->pid()), job.id})
+        .exec("UPDATE fine_tuning_jobs SET worker_ref = ? WHERE id = ?",
+              {(*worker)->handle(), job.id})
         .status();
   });
   std::optional<executor::WorkerExit> exit;
@@ -826,7 +848,7 @@ void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) 
                 "are free");
       (void)db_.write([&](store::Session& s) -> Status {
         return s
-            .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_pid = NULL WHERE id = ?",
+            .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
                   {job.id})
             .status();
       });
@@ -844,7 +866,7 @@ void FineTuning::execute(const JobRecord& job, const std::vector<int>& devices) 
         return s
             .exec(
                 "UPDATE fine_tuning_jobs SET status = 'queued', attempts = attempts + 1, "
-                "worker_pid = NULL WHERE id = ?",
+                "worker_ref = NULL WHERE id = ?",
                 {job.id})
             .status();
       });

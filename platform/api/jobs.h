@@ -95,9 +95,9 @@ class FineTuning {
   void run();  // joins the threads of jobs that ended
   void submit_to_pools(const JobRecord& j);
   // The scheduler's word: run this job on these devices; give its devices back.
-  void admit(const std::string& id, const std::vector<int>& devices);
+  void admit(const std::string& id, const Allocation& allocation);
   void preempt(const std::string& id);
-  void execute(const JobRecord& job, const std::vector<int>& devices);
+  void execute(const JobRecord& job, const Allocation& allocation);
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,

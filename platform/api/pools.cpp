@@ -88,6 +88,13 @@ bool Pools::gpu_pool(std::string_view pool) const {
   return false;
 }
 
+const executor::SlurmOptions* Pools::slurm(std::string_view pool) const {
+  for (const auto& p : pools_) {
+    if (p.name == pool && p.slurm) return &p.slurm_options;
+  }
+  return nullptr;
+}
+
 scheduler::Quota Pools::quota_of(const std::string& tenant, size_t pool) const {
   auto it = quotas_.find({tenant, pools_[pool].name});
   if (it != quotas_.end()) return it->second;
@@ -106,7 +113,7 @@ scheduler::TenantId Pools::tenant_id(const std::string& tenant) {
   return id;
 }
 
-void Pools::submit(const Work& work, std::function<void(std::vector<int>)> on_admit,
+void Pools::submit(const Work& work, std::function<void(Allocation)> on_admit,
                    std::function<void()> on_preempt) {
   {
     std::lock_guard lock(mutex_);
@@ -119,6 +126,7 @@ void Pools::submit(const Work& work, std::function<void(std::vector<int>)> on_ad
     job_ids_[work.id] = id;
     job_names_[id] = work.id;
     job_tenants_[work.id] = work.tenant;
+    job_pool_[id] = pool_index;
     callbacks_[work.id] = {std::move(on_admit), std::move(on_preempt)};
     scheduler_.submit(id, {tenant_id(work.tenant), pool_index, work.devices, work.priority,
                            work.submitted, work.preemptible});
@@ -135,6 +143,7 @@ void Pools::finish(const std::string& job) {
     auto now = clock_.now();
     scheduler_.finish(it->second, now.ok() ? *now : 0);
     job_names_.erase(it->second);
+    job_pool_.erase(it->second);
     job_tenants_.erase(job);
     callbacks_.erase(job);
     job_ids_.erase(it);
@@ -158,7 +167,7 @@ void Pools::requeue(const std::string& job) {
 void Pools::pass() {
   auto now = clock_.now();
   const int64_t t = now.ok() ? *now : 0;
-  std::vector<std::pair<std::function<void(std::vector<int>)>, std::vector<int>>> admitted;
+  std::vector<std::pair<std::function<void(Allocation)>, Allocation>> admitted;
   std::vector<std::function<void()>> preempted;
   {
     std::lock_guard lock(mutex_);
@@ -182,17 +191,21 @@ void Pools::pass() {
         if (c.on_preempt) preempted.push_back(c.on_preempt);
         continue;
       }
-      std::vector<int> devices;
+      // Work runs on one node (a worker is one process); a gang over several would need
+      // ranks on each, which the platform does not start yet.
+      Allocation a;
       for (const auto& part : d.placement.parts) {
+        const size_t pool = static_cast<size_t>(job_pool_.at(d.job));
+        if (a.node.empty()) a.node = pools_[pool].nodes[static_cast<size_t>(part.node)].name;
         for (int i = 0; i < 64; ++i) {
-          if (part.devices >> i & 1) devices.push_back(i);
+          if (part.devices >> i & 1) a.devices.push_back(i);
         }
       }
-      admitted.emplace_back(c.on_admit, std::move(devices));
+      admitted.emplace_back(c.on_admit, std::move(a));
     }
   }
   for (auto& f : preempted) f();
-  for (auto& [f, devices] : admitted) f(std::move(devices));
+  for (auto& [f, allocation] : admitted) f(std::move(allocation));
 }
 
 std::optional<scheduler::PendingInfo> Pools::pending(const std::string& job) const {

@@ -3,8 +3,9 @@
 // and their license caps in it, and speaks in the daemon's ids: jobs are "ftjob-…" strings,
 // tenants their names, pools their names.
 //
-// Today there is one node, this machine: a pool "default" of CPU devices (--cpu-devices; each
-// runs one worker with the worker thread budget), or, with CUDA devices, a pool "gpu" of them.
+// This machine is a node: a pool "default" of CPU devices (--cpu-devices; each runs one worker
+// with the worker thread budget) and, with CUDA devices, a pool "gpu" of them. Pools of Slurm
+// nodes (--slurm-pool) run their workers as batch jobs on the node the scheduler chose.
 //
 //   GET  /v1/admin/pools                              the pools, their nodes and devices
 //   PUT  /v1/admin/tenants/{id}/quotas/{pool}         {"nominal","borrowing_limit","weight"}
@@ -24,6 +25,7 @@
 #include "licensing/entitlements.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
+#include "platform/executor/slurm_worker.h"
 #include "platform/scheduler/scheduler.h"
 #include "platform/store/database.h"
 #include "tenants/usage_ledger.h"
@@ -33,7 +35,15 @@ namespace mh::api {
 struct PoolConfig {
   std::string name;
   std::vector<scheduler::NodeSpec> nodes;
-  bool gpus = false;  // devices are CUDA ordinals (else CPU worker slots)
+  bool gpus = false;   // devices are CUDA ordinals (else CPU worker slots)
+  bool slurm = false;  // its workers run as Slurm batch jobs on its nodes (else locally)
+  executor::SlurmOptions slurm_options;
+};
+
+// Where a piece of work was placed.
+struct Allocation {
+  std::string node;
+  std::vector<int> devices;  // device indexes on that node
 };
 
 class Pools {
@@ -53,9 +63,11 @@ class Pools {
 
   bool has_pool(std::string_view pool) const;
   bool gpu_pool(std::string_view pool) const;
+  // The pool's Slurm settings, when its workers run through Slurm.
+  const executor::SlurmOptions* slurm(std::string_view pool) const;
 
   // Work that wants devices, by its owner's id ("ftjob-…", "dep-…/replica-0"): it waits until a
-  // pass admits it, and then `on_admit` runs with its device indexes on this node. If it is
+  // pass admits it, and then `on_admit` runs with where it was placed. If it is
   // preemptible and a pass preempts it, `on_preempt` runs: the owner stops it, then calls
   // requeue(). Callbacks run on the scheduling thread, never under the pools' lock.
   struct Work {
@@ -65,7 +77,7 @@ class Pools {
     int64_t submitted = 0;
     bool preemptible = true;
   };
-  void submit(const Work& work, std::function<void(std::vector<int>)> on_admit,
+  void submit(const Work& work, std::function<void(Allocation)> on_admit,
               std::function<void()> on_preempt = {});
   // It ended, or was cancelled (waiting or running): its devices are free.
   void finish(const std::string& id);
@@ -106,9 +118,10 @@ class Pools {
   std::map<std::pair<std::string, std::string>, scheduler::Quota> quotas_;  // (tenant, pool)
   std::map<std::string, scheduler::JobId> job_ids_;
   std::map<scheduler::JobId, std::string> job_names_;
+  std::map<scheduler::JobId, int32_t> job_pool_;
   std::map<std::string, std::string> job_tenants_;
   struct Callbacks {
-    std::function<void(std::vector<int>)> on_admit;
+    std::function<void(Allocation)> on_admit;
     std::function<void()> on_preempt;
   };
   std::map<std::string, Callbacks> callbacks_;

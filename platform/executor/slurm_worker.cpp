@@ -151,6 +151,7 @@ Result<std::unique_ptr<SlurmWorker>> SlurmWorker::start(
   if (!spec.gpus.empty()) argv.push_back("--gres=gpu:" + std::to_string(spec.gpus.size()));
   if (spec.cpu_threads > 0) argv.push_back("--cpus-per-task=" + std::to_string(spec.cpu_threads));
   if (!options.partition.empty()) argv.push_back("--partition=" + options.partition);
+  if (!options.nodelist.empty()) argv.push_back("--nodelist=" + options.nodelist);
   argv.push_back(script_path.string());
   MH_ASSIGN_OR_RETURN(CommandResult submitted, run_command(argv, options.env));
   if (submitted.exit_code != 0) {
@@ -235,6 +236,23 @@ WorkerExit SlurmWorker::cancel(std::chrono::milliseconds grace) {
   for (;;) {
     if (auto e = wait(std::chrono::seconds(5))) return *e;
   }
+}
+
+void SlurmWorker::stop_job(const std::string& job_id, const SlurmOptions& options,
+                           std::chrono::milliseconds timeout) {
+  (void)run_command({"scancel", "--signal=TERM", "--full", job_id}, options.env);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto shown = run_command({"scontrol", "show", "job", "-o", job_id}, options.env);
+    if (!shown.ok() || shown->exit_code != 0) return;  // gone from Slurm's memory
+    const std::string state = field(shown->out, "JobState");
+    if (state != "PENDING" && state != "RUNNING" && state != "CONFIGURING" &&
+        state != "COMPLETING") {
+      return;
+    }
+    std::this_thread::sleep_for(options.poll);
+  }
+  (void)run_command({"scancel", job_id}, options.env);
 }
 
 SlurmWorker::~SlurmWorker() {

@@ -28,6 +28,7 @@ namespace mh::executor {
 
 struct SlurmOptions {
   std::string partition;  // empty: the cluster's default
+  std::string nodelist;   // the node the scheduler placed it on; empty: Slurm's choice
   // The Slurm commands' environment beyond PATH (SLURM_CONF, for one).
   std::map<std::string, std::string> env;
   std::chrono::milliseconds poll{200};  // how often the job's state is asked for
@@ -42,21 +43,26 @@ struct CommandResult {
 Result<CommandResult> run_command(const std::vector<std::string>& argv,
                                   const std::map<std::string, std::string>& env);
 
-class SlurmWorker {
+class SlurmWorker : public Worker {
  public:
   static Result<std::unique_ptr<SlurmWorker>> start(
       const WorkerSpec& spec, const SlurmOptions& options,
       std::function<void(std::string_view)> on_event = {});
-  ~SlurmWorker();  // cancels a job still running (no grace) and stops following its events
+  ~SlurmWorker() override;  // cancels a job still running (no grace), stops following events
   SlurmWorker(const SlurmWorker&) = delete;
   SlurmWorker& operator=(const SlurmWorker&) = delete;
 
   const std::string& job_id() const { return job_id_; }
   // The exit, once the job has ended (asks Slurm; non-blocking apart from that).
   std::optional<WorkerExit> poll();
-  std::optional<WorkerExit> wait(std::chrono::milliseconds timeout);
+  std::optional<WorkerExit> wait(std::chrono::milliseconds timeout) override;
   // SIGTERM to the job's processes now, scancel if it still runs after `grace`.
-  WorkerExit cancel(std::chrono::milliseconds grace);
+  WorkerExit cancel(std::chrono::milliseconds grace) override;
+  std::string handle() const override { return "slurm:" + job_id_; }
+  // Asks Slurm to stop a job a previous daemon left (SIGTERM: it checkpoints) and waits, at
+  // most `timeout`, for it to end.
+  static void stop_job(const std::string& job_id, const SlurmOptions& options,
+                       std::chrono::milliseconds timeout);
 
  private:
   SlurmWorker() = default;

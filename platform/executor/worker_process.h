@@ -58,13 +58,25 @@ std::string log_tail(const std::filesystem::path& log);
 WorkerExit describe_exit(int exit_code, int signal, bool cancelled, bool escalated,
                          const std::filesystem::path& log);
 
-class WorkerProcess {
+// A running worker, however it was started (a local process, a Slurm job).
+class Worker {
+ public:
+  virtual ~Worker() = default;
+  // Waits for the worker to end (at most `timeout`; nullopt if it is still running).
+  virtual std::optional<WorkerExit> wait(std::chrono::milliseconds timeout) = 0;
+  // SIGTERM now, SIGKILL if it is still running after `grace`; returns its exit.
+  virtual WorkerExit cancel(std::chrono::milliseconds grace) = 0;
+  // What names it outside this process, to find it after a restart: "pid:<n>", "slurm:<id>".
+  virtual std::string handle() const = 0;
+};
+
+class WorkerProcess : public Worker {
  public:
   // Starts the worker. `on_event` is called from a reader thread with each line the worker
   // writes to its channel (without the newline), in order.
   static Result<std::unique_ptr<WorkerProcess>> start(
       const WorkerSpec& spec, std::function<void(std::string_view)> on_event = {});
-  ~WorkerProcess();  // kills a worker still running (no grace) and reaps it
+  ~WorkerProcess() override;  // kills a worker still running (no grace) and reaps it
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
@@ -72,9 +84,10 @@ class WorkerProcess {
   // The exit, once the worker has ended (non-blocking).
   std::optional<WorkerExit> poll();
   // Waits for the worker to end (at most `timeout`; nullopt if it is still running).
-  std::optional<WorkerExit> wait(std::chrono::milliseconds timeout);
+  std::optional<WorkerExit> wait(std::chrono::milliseconds timeout) override;
   // SIGTERM now, SIGKILL if it is still running after `grace`; returns its exit.
-  WorkerExit cancel(std::chrono::milliseconds grace);
+  WorkerExit cancel(std::chrono::milliseconds grace) override;
+  std::string handle() const override { return "pid:" + std::to_string(pid_); }
 
  private:
   WorkerProcess() = default;

@@ -115,6 +115,11 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
                  "CPU worker slots in the pool \"default\": training jobs that run at once")
       ->envname("MACROHARD_CPU_DEVICES")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--slurm-pool", config->slurm_pools,
+                 "a pool of Slurm nodes whose workers run as batch jobs: "
+                 "NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...] (repeatable)");
+  app.add_option("--slurm-conf", config->slurm_conf, "slurm.conf for the Slurm commands")
+      ->envname("MACROHARD_SLURM_CONF");
   app.add_option("--preemption-min-runtime-s", config->preemption_min_runtime_s,
                  "how long a job runs before it may be preempted")
       ->check(CLI::Range(int64_t{0}, int64_t{86400}));

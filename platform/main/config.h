@@ -28,6 +28,9 @@ struct DaemonConfig {
   int worker_threads = 0;                  // CPU threads per worker; 0: one per core
   int replica_max_batch = 64;              // sequences a replica decodes at once
   int cpu_devices = 1;                     // CPU worker slots in the pool "default"
+  // Pools of Slurm nodes: "NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...]".
+  std::vector<std::string> slurm_pools;
+  std::string slurm_conf;  // SLURM_CONF for the Slurm commands; empty: Slurm's default
   int64_t preemption_min_runtime_s = 300;  // a job runs at least this long before preemption
 };
 

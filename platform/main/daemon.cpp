@@ -109,15 +109,59 @@ Status setup_logging(const DaemonConfig& config) {
   return {};
 }
 
-// This machine as the platform's one node: a pool "gpu" of its CUDA devices when it has any,
-// and a pool "default" of CPU worker slots.
-std::vector<api::PoolConfig> local_pools(const DaemonConfig& config,
-                                         const engine::DeviceProbe& probe) {
+// This machine's pools — "default" of CPU worker slots, "gpu" of its CUDA devices when it has
+// any — and the Slurm pools configured ("NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...]").
+Result<std::vector<api::PoolConfig>> pools_of(const DaemonConfig& config,
+                                              const engine::DeviceProbe& probe) {
   std::vector<api::PoolConfig> pools;
-  api::PoolConfig cpu{"default", {{"local", config.cpu_devices, 0}}, false};
+  api::PoolConfig cpu;
+  cpu.name = "default";
+  cpu.nodes = {{"local", config.cpu_devices, 0}};
   pools.push_back(std::move(cpu));
   if (!probe.devices.empty()) {
-    pools.push_back({"gpu", {{"local", static_cast<int32_t>(probe.devices.size()), 0}}, true});
+    api::PoolConfig gpu;
+    gpu.name = "gpu";
+    gpu.nodes = {{"local", static_cast<int32_t>(probe.devices.size()), 0}};
+    gpu.gpus = true;
+    pools.push_back(std::move(gpu));
+  }
+  for (const std::string& spec : config.slurm_pools) {
+    auto bad = [&](std::string_view why) {
+      return invalid_argument(fmt::format(
+          "--slurm-pool '{}': {} (expected NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...])", spec, why));
+    };
+    const size_t colon = spec.find(':');
+    if (colon == std::string::npos || colon == 0) return bad("no pool name");
+    api::PoolConfig p;
+    p.name = spec.substr(0, colon);
+    if (const size_t at = p.name.find('@'); at != std::string::npos) {
+      p.slurm_options.partition = p.name.substr(at + 1);
+      p.name = p.name.substr(0, at);
+    }
+    if (p.name.empty()) return bad("no pool name");
+    for (const auto& existing : pools) {
+      if (existing.name == p.name) return bad("a pool of that name exists");
+    }
+    p.gpus = true;
+    p.slurm = true;
+    if (!config.slurm_conf.empty()) p.slurm_options.env["SLURM_CONF"] = config.slurm_conf;
+    std::string_view nodes(spec);
+    nodes.remove_prefix(colon + 1);
+    while (!nodes.empty()) {
+      const size_t comma = nodes.find(',');
+      const std::string_view item = nodes.substr(0, comma);
+      const size_t eq = item.find('=');
+      const int count =
+          eq == std::string_view::npos ? 0 : std::atoi(std::string(item.substr(eq + 1)).c_str());
+      if (eq == 0 || eq == std::string_view::npos || count < 1 || count > 64) {
+        return bad("each node is NODE=GPUS, with 1 to 64 GPUs");
+      }
+      p.nodes.push_back(
+          {std::string(item.substr(0, eq)), count, static_cast<int32_t>(p.nodes.size())});
+      nodes = comma == std::string_view::npos ? std::string_view() : nodes.substr(comma + 1);
+    }
+    if (p.nodes.empty()) return bad("no nodes");
+    pools.push_back(std::move(p));
   }
   return pools;
 }
@@ -238,8 +282,9 @@ int run_daemon(const DaemonConfig& config) {
   api::DeviceHoldings holdings;
   scheduler::Options scheduling;
   scheduling.min_runtime_seconds = config.preemption_min_runtime_s;
-  api::Pools pools(**db, entitlements, usage, clock, local_pools(config, system.devices),
-                   scheduling);
+  auto pool_configs = pools_of(config, system.devices);
+  if (!pool_configs.ok()) return fail(pool_configs.status());
+  api::Pools pools(**db, entitlements, usage, clock, std::move(*pool_configs), scheduling);
   if (Status s = pools.start(); !s.ok()) return fail(s);
   api::add_pool_routes(router, pools);
   api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, pools, clock,

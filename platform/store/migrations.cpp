@@ -196,6 +196,8 @@ constexpr std::array kMigrations{
       ALTER TABLE fine_tuning_jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 0;
       ALTER TABLE fine_tuning_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
       ALTER TABLE fine_tuning_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+      -- Where a running job's worker is ("pid:<n>", "slurm:<id>"), replacing worker_pid.
+      ALTER TABLE fine_tuning_jobs ADD COLUMN worker_ref TEXT;
       -- Deployments: a model served by `replicas` replicas on `pool`; a tenant's, or (tenant_id
       -- NULL) one staff run for every tenant. The replicas themselves are processes, started
       -- again from this row when the daemon starts.

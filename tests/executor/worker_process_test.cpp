@@ -218,106 +218,20 @@ TEST_CASE("a worker sees only its devices, its directory, its thread budget and 
 #include <sys/stat.h>
 
 #include "platform/executor/slurm_worker.h"
+#include "tests/support/slurm_cluster.h"
 
 namespace mh::executor {
 namespace {
 
-struct SlurmCluster {
-  test::TempDir dir;
-  SlurmOptions options;
-  bool up = false;
-  std::string why;
-
-  SlurmCluster() {
-    for (const char* bin : {"/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd"}) {
-      if (!fs::exists(bin)) {
-        why = std::string(bin) + " is missing (scripts/setup installs slurm-wlm and munge)";
-        return;
-      }
-    }
-    if (::geteuid() != 0) {
-      why = "slurmd needs root";
-      return;
-    }
-    const fs::path d = dir.path();
-    fs::create_directories(d / "state");
-    fs::create_directories(d / "spool");
-    fs::create_directories(d / "dev");
-    {
-      std::ofstream key(d / "munge.key", std::ios::binary);
-      std::ifstream random("/dev/urandom", std::ios::binary);
-      char bytes[1024];
-      random.read(bytes, sizeof bytes);
-      key.write(bytes, sizeof bytes);
-    }
-    fs::permissions(d / "munge.key", fs::perms::owner_read | fs::perms::owner_write);
-    auto munged = test::run_process(
-        {"/usr/sbin/munged", "--force", "--key-file", (d / "munge.key").string(), "--socket",
-         (d / "munge.sock").string(), "--pid-file", (d / "munged.pid").string(), "--log-file",
-         (d / "munged.log").string(), "--seed-file", (d / "munge.seed").string()});
-    REQUIRE_MESSAGE(munged.exit_code == 0, munged.output);
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    std::string node(host);
-    node = node.substr(0, node.find('.'));
-    const int port = 20000 + static_cast<int>(::getpid() % 20000);
-    for (int i = 0; i < 4; ++i) std::ofstream(d / "dev" / ("gpu" + std::to_string(i)));
-    std::ofstream(d / "slurm.conf")
-        << "ClusterName=mh\nSlurmctldHost=" << node
-        << "\nSlurmUser=root\nSlurmdUser=root\nAuthType=auth/munge\nAuthInfo=socket="
-        << (d / "munge.sock").string()
-        << "\nCredType=cred/munge\nStateSaveLocation=" << (d / "state").string()
-        << "\nSlurmdSpoolDir=" << (d / "spool").string()
-        << "\nSlurmctldPidFile=" << (d / "slurmctld.pid").string()
-        << "\nSlurmdPidFile=" << (d / "slurmd.pid").string() << "\nSlurmctldPort=" << port
-        << "\nSlurmdPort=" << port + 1
-        << "\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n"
-           "SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\n"
-           "JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n"
-           "MpiDefault=none\nReturnToService=2\nKillWait=5\nSlurmctldLogFile="
-        << (d / "slurmctld.log").string() << "\nSlurmdLogFile=" << (d / "slurmd.log").string()
-        << "\nGresTypes=gpu\nNodeName=" << node << " CPUs=" << std::thread::hardware_concurrency()
-        << " RealMemory=1000 Gres=gpu:4 State=UNKNOWN\n"
-           "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n";
-    std::ofstream(d / "gres.conf") << "AutoDetect=off\nNodeName=" << node
-                                   << " Name=gpu File=" << (d / "dev").string() << "/gpu[0-3]\n";
-    options.env = {{"SLURM_CONF", (d / "slurm.conf").string()}};
-    auto ctld = test::run_process({"/usr/sbin/slurmctld", "-c"}, options.env);
-    REQUIRE_MESSAGE(ctld.exit_code == 0, ctld.output);
-    auto slurmd = test::run_process({"/usr/sbin/slurmd"}, options.env);
-    REQUIRE_MESSAGE(slurmd.exit_code == 0, slurmd.output);
-    // Up when the node takes jobs.
-    for (int i = 0; i < 100 && !up; ++i) {
-      auto info = run_command({"sinfo", "-h", "-o", "%T"}, options.env);
-      if (info.ok() && info->out.find("idle") != std::string::npos) up = true;
-      if (info.ok() && info->out.find("drain") != std::string::npos) {
-        (void)run_command({"scontrol", "update", "nodename=" + node, "state=resume"}, options.env);
-      }
-      if (!up) std::this_thread::sleep_for(100ms);
-    }
-    if (!up) why = "the node did not come up: " + test::read_file(d / "slurmd.log");
-  }
-  ~SlurmCluster() {
-    for (const char* pid_file : {"slurmd.pid", "slurmctld.pid", "munged.pid"}) {
-      std::ifstream in(dir.path() / pid_file);
-      pid_t pid = 0;
-      if (in >> pid && pid > 0) {
-        ::kill(pid, SIGTERM);
-        for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(50ms);
-      }
-    }
-  }
-};
-
 // One cluster for these tests, started by the first that needs it, stopped at exit.
-SlurmCluster& cluster() {
-  static SlurmCluster c;
+test::SlurmCluster& cluster() {
+  static test::SlurmCluster c;
   return c;
 }
 
 // One test case (one process, one cluster) with a subcase each.
 TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") {
-  SlurmCluster& slurm = cluster();
+  test::SlurmCluster& slurm = cluster();
   if (!slurm.up) {
     MESSAGE("skipped: no Slurm here: " << slurm.why);
     return;
@@ -326,7 +240,7 @@ TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") 
     test::TempDir dir;
     make_training_inputs(dir.path());
     Events events;
-    auto w = SlurmWorker::start(train_spec(dir.path(), "5", "run"), slurm.options, events.sink());
+    auto w = SlurmWorker::start(train_spec(dir.path(), "5", "run"), slurm.options(), events.sink());
     REQUIRE_MESSAGE(w.ok(), w.status().to_string());
     CHECK(!(*w)->job_id().empty());
     auto exit = (*w)->wait(120s);
@@ -341,7 +255,7 @@ TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") 
     make_training_inputs(dir.path());
     Events events;
     auto w =
-        SlurmWorker::start(train_spec(dir.path(), "100000", "run"), slurm.options, events.sink());
+        SlurmWorker::start(train_spec(dir.path(), "100000", "run"), slurm.options(), events.sink());
     REQUIRE(w.ok());
     for (int i = 0; i < 3000 && events.count("step") < 3; ++i) std::this_thread::sleep_for(10ms);
     REQUIRE(events.count("step") >= 3);
@@ -357,7 +271,7 @@ TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") 
     spec.work_dir = dir.path() / "env";
     spec.gpus = {0, 1};
     spec.cpu_threads = 1;
-    auto w = SlurmWorker::start(spec, slurm.options);
+    auto w = SlurmWorker::start(spec, slurm.options());
     REQUIRE_MESSAGE(w.ok(), w.status().to_string());
     auto exit = (*w)->wait(60s);
     REQUIRE(exit.has_value());
@@ -370,7 +284,7 @@ TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") 
     spec.argv = {"/bin/sh", "-c", "echo the model did not fit; exit 3"};
     spec.work_dir = dir.path() / "fails";
     spec.gpus = {};
-    auto f = SlurmWorker::start(spec, slurm.options);
+    auto f = SlurmWorker::start(spec, slurm.options());
     REQUIRE(f.ok());
     exit = (*f)->wait(60s);
     REQUIRE(exit.has_value());

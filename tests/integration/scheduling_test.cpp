@@ -276,3 +276,53 @@ TEST_CASE("draining a node moves its work: the job checkpoints, waits, and resum
 
 }  // namespace
 }  // namespace mh::test
+
+#include "tests/support/slurm_cluster.h"
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("a job on a Slurm pool runs as a batch job on the node the scheduler chose") {
+  SlurmCluster slurm;
+  if (!slurm.up) {
+    MESSAGE("skipped: no Slurm here: " << slurm.why);
+    return;
+  }
+  SchedulingPlatform p(
+      {"--slurm-pool", "cluster:" + slurm.node + "=4", "--slurm-conf", slurm.conf});
+  json::object pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
+  bool listed = false;
+  for (const auto& pool : pools.at("data").as_array()) {
+    if (pool.at("name") == "cluster") {
+      listed = true;
+      CHECK(pool.at("devices") == 4);
+      CHECK(pool.at("nodes").at(0).at("name").as_string() == slurm.node);
+    }
+  }
+  CHECK(listed);
+  RawResponse r = p.as(
+      "acme", "POST", "/v1/fine_tuning/jobs",
+      json::serialize(json::object{
+          {"model", "custom:tiny"}, {"training_file", p.small.at("acme")}, {"pool", "cluster"}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  json::object done = p.until(
+      "acme", id, [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); });
+  REQUIRE_MESSAGE(is(done, "succeeded"), json::serialize(done));
+  CHECK(done.at("pool") == "cluster");
+  // It went through Slurm: its batch script and its events file are in its directory, and the
+  // progress it reported there reached the job's events.
+  const fs::path dir = p.dir.path() / "data" / "jobs" / "acme" / id;
+  CHECK(fs::exists(dir / "job.sh"));
+  CHECK(fs::exists(dir / "events.jsonl"));
+  CHECK(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000")
+            .body.find("\"type\":\"metrics\"") != std::string::npos);
+  // A pool spec that does not parse stops the daemon at start, saying why.
+  ProcessResult bad = run_process({macrohardd_path().string(), "--data-dir",
+                                   (p.work.path() / "bad").string(), "--slurm-pool", "oops"});
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.output.find("--slurm-pool 'oops'") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace mh::test
