@@ -326,3 +326,44 @@ TEST_CASE("a job on a Slurm pool runs as a batch job on the node the scheduler c
 
 }  // namespace
 }  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("borrowed devices are shared by weight") {
+  SchedulingPlatform p({"--cpu-devices", "4"});
+  // Neither is guaranteed anything; acme's share weighs three times globex's.
+  REQUIRE(p.admin("PUT", "/v1/admin/tenants/acme/quotas/default",
+                  R"({"nominal": 0, "borrowing_limit": 4, "weight": 3})")
+              .status == 200);
+  REQUIRE(p.admin("PUT", "/v1/admin/tenants/globex/quotas/default",
+                  R"({"nominal": 0, "borrowing_limit": 4, "weight": 1})")
+              .status == 200);
+  // With the node out of service, both queue plenty; when it returns, one pass shares it.
+  REQUIRE(p.admin("POST", "/v1/admin/pools/default/nodes/local/drain", R"({"draining": true})")
+              .status == 200);
+  std::map<std::string, std::vector<std::string>> jobs;
+  for (int i = 0; i < 5; ++i) {
+    for (const char* tenant : {"acme", "globex"}) {
+      jobs[tenant].push_back(p.create(tenant, p.big.at(tenant), 20));
+    }
+  }
+  REQUIRE(p.admin("POST", "/v1/admin/pools/default/nodes/local/drain", R"({"draining": false})")
+              .status == 200);
+  auto running = [&](const std::string& tenant) {
+    int n = 0;
+    for (const auto& id : jobs[tenant]) n += is(p.job(tenant, id), "running");
+    return n;
+  };
+  for (int i = 0; i < 500 && running("acme") + running("globex") < 4; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(running("acme") == 3);
+  CHECK(running("globex") == 1);
+  json::object quotas = json::parse(p.as("globex", "GET", "/v1/quotas").body).as_object();
+  CHECK(quotas.at("data").at(0).at("weight").to_number<double>() == 1);
+  CHECK(quotas.at("data").at(0).at("queued").as_int64() == 4);
+}
+
+}  // namespace
+}  // namespace mh::test
