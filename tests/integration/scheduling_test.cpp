@@ -367,3 +367,49 @@ TEST_CASE("borrowed devices are shared by weight") {
 
 }  // namespace
 }  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("a gang waits for all its devices rather than taking part of them") {
+  SchedulingPlatform p({"--cpu-devices", "3"});
+  p.license_models("acme", {"train", "deploy", "custom_models"});
+  const std::string a = p.create("acme", p.big.at("acme"), 20);
+  const std::string g = p.create("globex", p.big.at("globex"), 20);
+  for (const auto& [tenant, id] : {std::pair{"acme", a}, std::pair{"globex", g}}) {
+    REQUIRE(
+        is(p.until(tenant, id, [](const json::object& v) { return is(v, "running"); }), "running"));
+  }
+  // One device is free; a replica of two waits, whole.
+  RawResponse r =
+      p.as("acme", "POST", "/v1/deployments",
+           json::serialize(json::object{{"model", "custom:tiny"}, {"devices_per_replica", 2}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  auto deployment = [&] {
+    return json::parse(p.as("acme", "GET", "/v1/deployments/" + id).body).as_object();
+  };
+  auto reason = [&]() -> std::string {
+    json::object d = deployment();
+    const auto& replicas = d.at("replica_status").as_array();
+    if (replicas.empty() || !replicas[0].as_object().contains("queue")) return "";
+    return std::string(replicas[0].at("queue").at("reason").as_string());
+  };
+  for (int i = 0; i < 500 && reason().empty(); ++i) std::this_thread::sleep_for(10ms);
+  CHECK(reason() ==
+        "pool default has no room to lend: 1 of 3 devices free, largest NVLink domain free 1; "
+        "this job needs 2");
+  json::object pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
+  CHECK(pools.at("data").at(0).at("free") == 1);  // nothing taken in part
+  // globex's job ends: two are free, and the replica gets both.
+  p.as("globex", "POST", "/v1/fine_tuning/jobs/" + g + "/cancel");
+  for (int i = 0; i < 3000 && deployment().at("status") != "ready"; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(deployment().at("status") == "ready");
+  pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
+  CHECK(pools.at("data").at(0).at("free") == 0);
+}
+
+}  // namespace
+}  // namespace mh::test
