@@ -21,7 +21,7 @@ Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
       entitlements_(entitlements),
       ledger_(ledger),
       clock_(clock),
-      pools_(std::move(pools)),
+      pools_(pools.begin(), pools.end()),
       scheduler_(options) {
   for (const auto& p : pools_) scheduler_.add_pool({p.name, p.nodes});
 }
@@ -60,6 +60,7 @@ void Pools::loop() {
 }
 
 Status Pools::start() {
+  MH_TRY(read_pools());
   MH_TRY(read_quotas());
   loop_ = std::thread([this] { loop(); });
   return {};
@@ -78,10 +79,12 @@ Status Pools::read_quotas() {
 }
 
 bool Pools::has_pool(std::string_view pool) const {
+  std::lock_guard lock(mutex_);
   return std::any_of(pools_.begin(), pools_.end(), [&](const auto& p) { return p.name == pool; });
 }
 
 bool Pools::gpu_pool(std::string_view pool) const {
+  std::lock_guard lock(mutex_);
   for (const auto& p : pools_) {
     if (p.name == pool) return p.gpus;
   }
@@ -89,6 +92,7 @@ bool Pools::gpu_pool(std::string_view pool) const {
 }
 
 const executor::SlurmOptions* Pools::slurm(std::string_view pool) const {
+  std::lock_guard lock(mutex_);
   for (const auto& p : pools_) {
     if (p.name == pool && p.slurm) return &p.slurm_options;
   }
@@ -242,6 +246,81 @@ Status Pools::set_quota(const std::string& tenant, const std::string& pool,
   return {};
 }
 
+Status Pools::validate(const PoolConfig& pool) const {
+  if (pool.name.empty() || pool.name.size() > 63 ||
+      pool.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos) {
+    return invalid_argument("a pool's name is 1-63 of a-z 0-9 - _", "name");
+  }
+  for (const auto& p : pools_) {
+    if (p.name == pool.name) return conflict(fmt::format("pool '{}' exists", pool.name));
+  }
+  if (pool.nodes.empty()) return invalid_argument("a pool needs nodes", "nodes");
+  for (const auto& n : pool.nodes) {
+    if (n.name.empty() || n.devices < 1 || n.devices > 64 || n.domain < 0) {
+      return invalid_argument("each node needs a name, 1-64 devices and an nvlink_domain >= 0",
+                              "nodes");
+    }
+  }
+  return {};
+}
+
+Status Pools::read_pools() {
+  std::vector<PoolConfig> added;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT spec FROM pools ORDER BY rowid"));
+    for (const auto& r : rows) {
+      boost::system::error_code ec;
+      json::value v = json::parse(r.text(0), ec);
+      if (ec || !v.is_object()) return internal_error("a stored pool does not parse");
+      const json::object& o = v.as_object();
+      PoolConfig p;
+      p.name = std::string(o.at("name").as_string());
+      p.gpus = p.slurm = true;
+      p.slurm_options.partition = std::string(o.at("partition").as_string());
+      for (const auto& n : o.at("nodes").as_array()) {
+        p.nodes.push_back({std::string(n.at("name").as_string()),
+                           static_cast<int32_t>(n.at("devices").as_int64()),
+                           static_cast<int32_t>(n.at("nvlink_domain").as_int64())});
+      }
+      added.push_back(std::move(p));
+    }
+    return {};
+  }));
+  std::lock_guard lock(mutex_);
+  for (auto& p : added) {
+    if (!validate(p).ok()) continue;  // a configured pool of the same name wins
+    p.slurm_options.env = slurm_env_;
+    scheduler_.add_pool({p.name, p.nodes});
+    pools_.push_back(std::move(p));
+  }
+  return {};
+}
+
+Status Pools::add_slurm_pool(const PoolConfig& given) {
+  PoolConfig pool = given;
+  pool.gpus = pool.slurm = true;
+  {
+    std::lock_guard lock(mutex_);
+    MH_TRY(validate(pool));
+  }
+  json::array nodes;
+  for (const auto& n : pool.nodes) {
+    nodes.push_back({{"name", n.name}, {"devices", n.devices}, {"nvlink_domain", n.domain}});
+  }
+  const std::string spec = json::serialize(json::object{
+      {"name", pool.name}, {"partition", pool.slurm_options.partition}, {"nodes", nodes}});
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    return s.exec("INSERT INTO pools (name, spec) VALUES (?, ?)", {pool.name, spec}).status();
+  }));
+  std::lock_guard lock(mutex_);
+  pool.slurm_options.env = slurm_env_;
+  scheduler_.add_pool({pool.name, pool.nodes});
+  pools_.push_back(std::move(pool));
+  poked_ = true;
+  spdlog::info("pool {} added: {} Slurm nodes", pools_.back().name, pools_.back().nodes.size());
+  return {};
+}
+
 Status Pools::set_draining(const std::string& pool, const std::string& node, bool draining) {
   std::vector<std::function<void()>> to_move;
   {
@@ -347,6 +426,44 @@ void add_pool_routes(Router& router, Pools& pools) {
                if (!s.ok()) return Response::error(s);
                return Response::json(200, pools.describe_quotas(std::string(request.param("id"))));
              });
+  router.add("POST", "/v1/admin/pools", Access::kAdmin, [&pools](Request& request) {
+    auto body = parse_json_object(request);
+    if (!body.ok()) return Response::error(body.status());
+    const json::value* name = body->if_contains("name");
+    const json::value* executor = body->if_contains("executor");
+    const json::value* nodes = body->if_contains("nodes");
+    if (name == nullptr || !name->is_string() || nodes == nullptr || !nodes->is_array()) {
+      return Response::error(
+          invalid_argument("send {\"name\", \"executor\": \"slurm\", \"partition\"?, \"nodes\": "
+                           "[{\"name\", \"devices\", \"nvlink_domain\"?}]}"));
+    }
+    if (executor == nullptr || !executor->is_string() || executor->as_string() != "slurm") {
+      return Response::error(invalid_argument(
+          "pools added here run through Slurm: \"executor\": \"slurm\"", "executor"));
+    }
+    PoolConfig pool;
+    pool.name = std::string(name->as_string());
+    if (const json::value* part = body->if_contains("partition"); part && part->is_string()) {
+      pool.slurm_options.partition = std::string(part->as_string());
+    }
+    for (const auto& n : nodes->as_array()) {
+      const json::object* o = n.if_object();
+      const json::value* node = o ? o->if_contains("name") : nullptr;
+      const json::value* devices = o ? o->if_contains("devices") : nullptr;
+      const json::value* domain = o ? o->if_contains("nvlink_domain") : nullptr;
+      if (node == nullptr || !node->is_string() || devices == nullptr || !devices->is_int64() ||
+          (domain != nullptr && !domain->is_int64())) {
+        return Response::error(
+            invalid_argument("each node is {\"name\", \"devices\", \"nvlink_domain\"?}", "nodes"));
+      }
+      pool.nodes.push_back({std::string(node->as_string()),
+                            static_cast<int32_t>(devices->as_int64()),
+                            domain ? static_cast<int32_t>(domain->as_int64())
+                                   : static_cast<int32_t>(pool.nodes.size())});
+    }
+    if (Status s = pools.add_slurm_pool(pool); !s.ok()) return Response::error(s);
+    return Response::json(201, pools.describe_pools());
+  });
   router.add("POST", "/v1/admin/pools/{pool}/nodes/{node}/drain", Access::kAdmin,
              [&pools](Request& request) {
                auto body = parse_json_object(request);

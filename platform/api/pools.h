@@ -8,12 +8,14 @@
 // nodes (--slurm-pool) run their workers as batch jobs on the node the scheduler chose.
 //
 //   GET  /v1/admin/pools                              the pools, their nodes and devices
+//   POST /v1/admin/pools                              a pool of Slurm nodes
 //   PUT  /v1/admin/tenants/{id}/quotas/{pool}         {"nominal","borrowing_limit","weight"}
 //   GET  /v1/quotas                                   the tenant's view: quota, in use, queued
 #pragma once
 
 #include <boost/json/object.hpp>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -91,6 +93,10 @@ class Pools {
 
   Status set_quota(const std::string& tenant, const std::string& pool,
                    const scheduler::Quota& quota);
+  // The Slurm commands' environment (SLURM_CONF) for pools added through the API.
+  void set_slurm_env(std::map<std::string, std::string> env) { slurm_env_ = std::move(env); }
+  // A new pool of Slurm nodes, recorded in the store (so the next daemon has it too).
+  Status add_slurm_pool(const PoolConfig& pool);
   // Drains a node (a failing device, maintenance): it takes no new work, and the work on it is
   // moved — each owner is told to stop it (on_preempt) and it waits to be placed again.
   // Undraining puts the node back in service.
@@ -102,6 +108,8 @@ class Pools {
   scheduler::TenantId tenant_id(const std::string& tenant);  // with mutex_ held
   scheduler::Quota quota_of(const std::string& tenant, size_t pool) const;
   Status read_quotas();
+  Status read_pools();                            // the pools staff added through the API
+  Status validate(const PoolConfig& pool) const;  // with mutex_ held
   void loop();
   // One pass: license caps and budgets refreshed, the core's decisions, the owners told.
   void pass();
@@ -110,7 +118,8 @@ class Pools {
   const licensing::Entitlements& entitlements_;
   const tenants::UsageLedger& ledger_;
   TrustedClock& clock_;
-  const std::vector<PoolConfig> pools_;
+  std::deque<PoolConfig> pools_;  // grows (add_slurm_pool); elements never move or change
+  std::map<std::string, std::string> slurm_env_;
 
   mutable std::mutex mutex_;
   scheduler::Scheduler scheduler_;

@@ -285,6 +285,7 @@ int run_daemon(const DaemonConfig& config) {
   auto pool_configs = pools_of(config, system.devices);
   if (!pool_configs.ok()) return fail(pool_configs.status());
   api::Pools pools(**db, entitlements, usage, clock, std::move(*pool_configs), scheduling);
+  if (!config.slurm_conf.empty()) pools.set_slurm_env({{"SLURM_CONF", config.slurm_conf}});
   if (Status s = pools.start(); !s.ok()) return fail(s);
   api::add_pool_routes(router, pools);
   api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, pools, clock,

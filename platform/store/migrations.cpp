@@ -214,6 +214,11 @@ constexpr std::array kMigrations{
         updated_at          INTEGER NOT NULL
       );
       CREATE INDEX deployments_by_tenant ON deployments (tenant_id, model);
+      -- Pools staff added through the API (those in the configuration are not stored).
+      CREATE TABLE pools (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL
+      );
       -- Staff's quotas: per tenant per pool, devices guaranteed (nominal), borrowable beyond
       -- that, and the weight of its share of borrowed capacity. No row: nothing guaranteed.
       CREATE TABLE tenant_quotas (

@@ -317,6 +317,31 @@ TEST_CASE("a job on a Slurm pool runs as a batch job on the node the scheduler c
   CHECK(fs::exists(dir / "events.jsonl"));
   CHECK(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000")
             .body.find("\"type\":\"metrics\"") != std::string::npos);
+  // Staff add another pool through the API; it is used at once and kept across a restart.
+  r = p.admin("POST", "/v1/admin/pools",
+              json::serialize(json::object{
+                  {"name", "more"},
+                  {"executor", "slurm"},
+                  {"nodes", json::array{json::object{{"name", slurm.node}, {"devices", 2}}}}}));
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  CHECK(p.admin("POST", "/v1/admin/pools",
+                R"({"name":"more","executor":"slurm","nodes":[{"name":"x","devices":1}]})")
+            .status == 409);
+  CHECK(p.admin("POST", "/v1/admin/pools",
+                R"({"name":"bad","executor":"local","nodes":[{"name":"x","devices":1}]})")
+            .status == 400);
+  CHECK(p.admin("POST", "/v1/admin/pools",
+                R"({"name":"bad","executor":"slurm","nodes":[{"name":"x","devices":0}]})")
+            .status == 400);
+  p.kill_and_restart();
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+           json::serialize(json::object{
+               {"model", "custom:tiny"}, {"training_file", p.small.at("acme")}, {"pool", "more"}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string again(json::parse(r.body).at("id").as_string());
+  done = p.until("acme", again,
+                 [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); });
+  CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
   // A pool spec that does not parse stops the daemon at start, saying why.
   ProcessResult bad = run_process({macrohardd_path().string(), "--data-dir",
                                    (p.work.path() / "bad").string(), "--slurm-pool", "oops"});
