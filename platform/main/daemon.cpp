@@ -306,6 +306,9 @@ int run_daemon(const DaemonConfig& config) {
   metrics.add_gauge("mh_uptime_seconds", "Seconds since the daemon started.",
                     [&system] { return static_cast<double>(unix_seconds() - system.started_at); });
 
+  // Signals are caught from before the port is open: a stop sent as soon as the daemon answers
+  // is a graceful one (asio queues it until the wait below is set up).
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
   if (Status s = server.start(); !s.ok()) return fail(s);
   spdlog::info("macrohardd {} serving {}://{}:{} from {} ({} devices: {})", MACROHARD_VERSION,
                server.tls() ? "https" : "http", config.server.host, server.port(),
@@ -321,7 +324,6 @@ int run_daemon(const DaemonConfig& config) {
 
   // Graceful stop: the first signal stops accepting and lets requests in flight finish within
   // the grace period; a second signal, or the period's end, stops at once.
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
   asio::steady_timer grace(ioc);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& error, int signal) {
