@@ -857,6 +857,25 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   }
   if (!exit->ok() || !done) {
     const std::string reason = exit->ok() ? "the worker ended without a model" : exit->reason;
+    if (!exit->ok() && executor::device_failure(reason) &&
+        (pools_.gpu_pool(job.pool) || pools_.slurm(job.pool) != nullptr)) {
+      // Not the job's fault: the node is drained, and the job waits to run elsewhere from its
+      // last checkpoint, without spending a retry.
+      add_event(job, "error", "message",
+                fmt::format("Device failure on node {} ({}); the node is drained and the job "
+                            "resumes elsewhere from its last checkpoint",
+                            allocation.node, reason));
+      (void)db_.write([&](store::Session& s) -> Status {
+        return s
+            .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
+                  {job.id})
+            .status();
+      });
+      if (Status s = pools_.set_draining(job.pool, allocation.node, true); !s.ok()) {
+        spdlog::error("draining {}/{}: {}", job.pool, allocation.node, s.message());
+      }
+      return;
+    }
     if (job.attempts < job.max_retries) {  // the policy says: again, from the last checkpoint
       add_event(
           job, "warn", "message",

@@ -42,6 +42,24 @@ std::string log_tail(const std::filesystem::path& log) {
   return text.substr(start);
 }
 
+bool device_failure(std::string_view reason) {
+  // What the CUDA runtime, the driver and PyTorch-style wrappers print for hardware faults.
+  static constexpr std::string_view kSigns[] = {"uncorrectable ECC error",
+                                                "ECC_UNCORRECTABLE",
+                                                "ECCUncorrectable",
+                                                "GPU has fallen off the bus",
+                                                "fell off the bus",
+                                                "NVRM: Xid",
+                                                "GPU is lost",
+                                                "cudaErrorDevicesUnavailable",
+                                                "CUDA_ERROR_HARDWARE_STACK_ERROR",
+                                                "unrecoverable hardware error"};
+  for (std::string_view sign : kSigns) {
+    if (reason.find(sign) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
 WorkerExit describe_exit(int exit_code, int signal, bool cancelled, bool escalated,
                          const std::filesystem::path& log) {
   WorkerExit e;

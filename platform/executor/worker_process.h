@@ -70,6 +70,11 @@ class Worker {
   virtual std::string handle() const = 0;
 };
 
+// Whether a worker's exit reason (its log's tail) says a device failed under it — an
+// uncorrectable ECC error, a GPU fallen off the bus, an NVIDIA Xid — rather than the work
+// itself going wrong: the node should be drained and the work placed elsewhere.
+bool device_failure(std::string_view reason);
+
 class WorkerProcess : public Worker {
  public:
   // Starts the worker. `on_event` is called from a reader thread with each line the worker

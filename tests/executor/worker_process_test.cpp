@@ -153,6 +153,15 @@ TEST_CASE("a worker that ignores SIGTERM is killed after the grace period") {
   CHECK(std::chrono::steady_clock::now() - started < 10s);
 }
 
+TEST_CASE("hardware faults in a worker's last words are told from the work's own errors") {
+  CHECK(device_failure("exited with status 1: CUDA error: uncorrectable ECC error encountered"));
+  CHECK(
+      device_failure("killed by signal 6: NVRM: Xid (PCI:0000:17:00): 79, GPU has fallen off "
+                     "the bus"));
+  CHECK_FALSE(device_failure("exited with status 2: mh-worker: line 3: not valid JSON"));
+  CHECK_FALSE(device_failure("exited with status 1: CUDA error: out of memory"));
+}
+
 TEST_CASE("a crashed worker's exit says why, from its log") {
   test::TempDir dir;
   WorkerSpec spec;

@@ -3,6 +3,7 @@
 // tenant's guarantee (it checkpoints, waits and resumes), and waiting jobs say why.
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
@@ -434,6 +435,50 @@ TEST_CASE("a gang waits for all its devices rather than taking part of them") {
   CHECK(deployment().at("status") == "ready");
   pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
   CHECK(pools.at("data").at(0).at("free") == 0);
+}
+
+}  // namespace
+}  // namespace mh::test
+
+namespace mh::test {
+namespace {
+
+TEST_CASE("a device failure drains its node and sends the job back to the queue") {
+  SlurmCluster slurm;
+  if (!slurm.up) {
+    MESSAGE("skipped: no Slurm here: " << slurm.why);
+    return;
+  }
+  // The worker this platform runs dies the way a GPU with an uncorrectable ECC error kills it.
+  TempDir bin;
+  const fs::path worker = bin.path() / "failing-worker";
+  std::ofstream(worker) << "#!/bin/sh\n"
+                           "echo 'CUDA error: uncorrectable ECC error encountered' >&2\n"
+                           "exit 1\n";
+  fs::permissions(worker, fs::perms::owner_all);
+  SchedulingPlatform p({"--slurm-pool", "cluster:" + slurm.node + "=4", "--slurm-conf", slurm.conf,
+                        "--worker", worker.string()});
+  RawResponse r = p.as(
+      "acme", "POST", "/v1/fine_tuning/jobs",
+      json::serialize(json::object{
+          {"model", "custom:tiny"}, {"training_file", p.small.at("acme")}, {"pool", "cluster"}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  auto events = [&] {
+    return p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body;
+  };
+  for (int i = 0; i < 3000 && events().find("Device failure") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(events().find("Device failure on node " + slurm.node) != std::string::npos);
+  json::object j = p.until(
+      "acme", id, [](const json::object& v) { return is(v, "queued") && v.contains("queue"); });
+  CHECK_MESSAGE(is(j, "queued"), json::serialize(j));  // not failed: not the job's fault
+  CHECK(j.at("attempts") == 0);
+  json::object pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
+  for (const auto& pool : pools.at("data").as_array()) {
+    if (pool.at("name") == "cluster") CHECK(pool.at("nodes").at(0).at("draining") == true);
+  }
 }
 
 }  // namespace
