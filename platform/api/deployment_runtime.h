@@ -21,7 +21,8 @@ namespace mh::api {
 struct Deployments::Replica {
   int index = 0;
   uint64_t generation = 0;  // one per process started: older connections and events are stale
-  std::unique_ptr<executor::WorkerProcess> process;
+  std::unique_ptr<executor::Worker> process;
+  std::string host = "127.0.0.1";  // where its server listens (its node, on a Slurm pool)
   std::string state = "starting";  // starting, ready, restarting, failed, stopped
   uint16_t port = 0;
   std::string token;  // the secret its requests bear
@@ -36,6 +37,7 @@ struct Deployments::Replica {
   bool submitted = false, admitted = false;
   bool move = false;  // its node is draining: stop it and ask for devices again
   std::vector<int> devices;
+  std::string node;
 
   std::mutex pool_mutex;
   std::vector<std::pair<uint64_t, std::shared_ptr<HttpConnection>>> idle;  // by generation

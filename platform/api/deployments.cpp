@@ -53,6 +53,14 @@ Result<int64_t> replicas_field(const json::object& body, int64_t fallback, int64
   return v->as_int64();
 }
 
+// A local worker's pid, for operators (null for a worker elsewhere).
+json::value pid_of(const executor::Worker* w) {
+  if (w == nullptr) return nullptr;
+  const std::string handle = w->handle();
+  if (!handle.starts_with("pid:")) return nullptr;
+  return std::atoll(handle.c_str() + 4);
+}
+
 }  // namespace
 
 Deployments::Deployments(store::Database& db, ModelStore& models,
@@ -77,7 +85,7 @@ Deployments::~Deployments() {
   wake_.notify_all();
   if (supervisor_.joinable()) supervisor_.join();
   // Replicas stop first, so relays blocked on them return.
-  std::vector<std::unique_ptr<executor::WorkerProcess>> processes;
+  std::vector<std::unique_ptr<executor::Worker>> processes;
   std::vector<std::shared_ptr<Call>> queued;
   {
     std::lock_guard lock(mutex_);
@@ -167,7 +175,9 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
   if (const json::value* v = body.if_contains("pool"); v != nullptr && !v->is_null()) {
     if (!v->is_string()) return invalid_argument("\"pool\" must be a pool's name", "pool");
     d.pool = std::string(v->as_string());
-    if (d.pool != kDefaultPool) return not_found(fmt::format("pool '{}' does not exist", d.pool));
+    if (!pools_.has_pool(d.pool)) {
+      return not_found(fmt::format("pool '{}' does not exist", d.pool));
+    }
   }
   if (const json::value* v = body.if_contains("devices_per_replica");
       v != nullptr && !v->is_null()) {
@@ -308,7 +318,7 @@ Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::strin
     return s.exec("DELETE FROM deployments WHERE id = ?", {d.id}).status();
   }));
   holdings_.set(d.tenant, d.id, 0);
-  std::vector<std::unique_ptr<executor::WorkerProcess>> processes;
+  std::vector<std::unique_ptr<executor::Worker>> processes;
   std::vector<std::shared_ptr<Call>> queued;
   {
     std::lock_guard lock(mutex_);
@@ -359,7 +369,8 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
         json::object ro{
             {"index", r->index},
             {"state", r->state},
-            {"pid", r->process ? json::value(r->process->pid()) : json::value(nullptr)},
+            {"pid", pid_of(r->process.get())},
+            {"worker", r->process ? json::value(r->process->handle()) : json::value(nullptr)},
             {"restarts", r->restarts},
             {"started_at", r->started_at},
             {"in_flight", r->in_flight},
@@ -428,13 +439,24 @@ Status Deployments::start_replica(Live& live, Replica& r) {
 
 void Deployments::on_replica_event(const std::string& deployment, int index, uint64_t generation,
                                    std::string_view line) {
+  // Called on a worker's reader thread, which the supervisor may be joining while it holds
+  // mutex_: the event is only queued here, and applied by the supervisor.
+  {
+    std::lock_guard lock(events_mutex_);
+    replica_events_.push_back({deployment, index, generation, std::string(line)});
+    events_pending_ = true;
+  }
+  wake_.notify_all();
+}
+
+void Deployments::apply_replica_event(const std::string& deployment, int index, uint64_t generation,
+                                      std::string_view line) {
   boost::system::error_code ec;
   json::value v = json::parse(line, ec);
   if (ec || !v.is_object()) return;
   const json::object& e = v.as_object();
   const json::value* type = e.if_contains("type");
   if (type == nullptr || !type->is_string()) return;
-  std::lock_guard lock(mutex_);
   auto it = live_.find(deployment);
   if (it == live_.end()) return;
   Live& live = *it->second;
@@ -470,7 +492,7 @@ void Deployments::on_replica_event(const std::string& deployment, int index, uin
 }
 
 void Deployments::reconcile(Live& live, SteadyClock::time_point now,
-                            std::vector<std::unique_ptr<executor::WorkerProcess>>* to_stop) {
+                            std::vector<std::unique_ptr<executor::Worker>>* to_stop) {
   DeploymentRecord& d = live.record;
   // Extra replicas go (the newest first); missing ones are added.
   while (static_cast<int64_t>(live.replicas.size()) > d.replicas) {
@@ -507,7 +529,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       usage_[{d.tenant, d.id}].device_seconds +=
           seconds * static_cast<double>(d.devices_per_replica);
       r.metered = now;
-      if (auto exit = r.process->poll()) {
+      if (auto exit = r.process->wait(std::chrono::milliseconds(0))) {
         const bool was_ready = r.state == "ready";
         r.last_exit = exit->reason;
         r.process.reset();
@@ -545,6 +567,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
               Replica& replica = *it->second->replicas[static_cast<size_t>(index)];
               replica.admitted = true;
               replica.devices = std::move(allocation.devices);
+              replica.node = std::move(allocation.node);
               wake_.notify_all();
             },
             [this, id, index] {  // its node is draining
@@ -603,12 +626,21 @@ void Deployments::release_devices(const Live& live, const Replica& replica) {
 
 void Deployments::supervise() {
   for (;;) {
-    std::vector<std::unique_ptr<executor::WorkerProcess>> to_stop;
+    std::vector<std::unique_ptr<executor::Worker>> to_stop;
     bool flush = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, kTick, [&] { return stopping_; });
+      wake_.wait_for(lock, kTick, [&] { return stopping_ || events_pending_.load(); });
       if (stopping_) return;
+      std::vector<ReplicaEvent> events;
+      {
+        std::lock_guard events_lock(events_mutex_);
+        events.swap(replica_events_);
+        events_pending_ = false;
+      }
+      for (const auto& e : events) {
+        apply_replica_event(e.deployment, e.index, e.generation, e.line);
+      }
       const auto now = SteadyClock::now();
       for (auto& [id, live] : live_) reconcile(*live, now, &to_stop);
       flush = now - last_flush_ >= kFlushEvery;

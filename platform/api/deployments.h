@@ -16,6 +16,7 @@
 // as it goes. A client that goes away cancels its request, in the queue or on the replica.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -89,13 +90,15 @@ class Deployments {
 
   void supervise();
   void reconcile(Live& live, std::chrono::steady_clock::time_point now,
-                 std::vector<std::unique_ptr<executor::WorkerProcess>>* to_stop);
+                 std::vector<std::unique_ptr<executor::Worker>>* to_stop);
   Status start_replica(Live& live, Replica& replica);
   // The scheduler's name for a replica's devices.
   static std::string replica_key(const std::string& deployment, int index);
   void release_devices(const Live& live, const Replica& replica);
   void on_replica_event(const std::string& deployment, int index, uint64_t generation,
                         std::string_view line);
+  void apply_replica_event(const std::string& deployment, int index, uint64_t generation,
+                           std::string_view line);  // with mutex_ held
   Status set_status(Live& live, const std::string& status, const std::string& error);
   void flush_usage();
   Status admit(const std::string& tenant, const DeploymentRecord& wanted,
@@ -127,6 +130,15 @@ class Deployments {
   std::map<std::pair<std::string, std::string>, Pending> usage_;
   std::chrono::steady_clock::time_point last_flush_;
   std::thread supervisor_;
+  struct ReplicaEvent {
+    std::string deployment;
+    int index;
+    uint64_t generation;
+    std::string line;
+  };
+  std::mutex events_mutex_;
+  std::vector<ReplicaEvent> replica_events_;
+  std::atomic<bool> events_pending_{false};
 
   // Relay threads: one per request on a replica, reused.
   std::mutex relay_mutex_;
