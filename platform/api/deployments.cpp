@@ -7,6 +7,8 @@
 
 #include "platform/api/deployment_runtime.h"
 #include "platform/base/crypto.h"
+#include "platform/base/files.h"
+#include "platform/executor/slurm_worker.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {
@@ -127,13 +129,31 @@ Status Deployments::start() {
     std::lock_guard lock(mutex_);
     for (auto& d : all) {
       holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
+      // Its replicas start again: it is not ready until one of them is.
+      if (d.replicas > 0) d.status = "starting";
       auto live = std::make_shared<Live>();
-      live->record = std::move(d);
+      live->record = d;  // (a copy: the records are read again below)
       live_.emplace(live->record.id, std::move(live));
     }
     last_flush_ = SteadyClock::now();
   }
   if (!all.empty()) spdlog::info("deployments: bringing back {}", all.size());
+  // Replicas a previous daemon ran through Slurm are still there: they are stopped first.
+  for (const auto& d : all) {
+    const executor::SlurmOptions* slurm = pools_.slurm(d.pool);
+    if (slurm == nullptr) continue;
+    std::error_code ec;
+    const fs::path dir =
+        options_.root / (d.tenant.empty() ? std::string(".platform") : d.tenant) / d.id;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      auto ref = read_small_file(e.path() / "worker.ref", 256);
+      if (!ref.ok() || !ref->starts_with("slurm:")) continue;
+      std::string id = ref->substr(6);
+      while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+      executor::SlurmWorker::stop_job(id, *slurm, std::chrono::seconds(30));
+      fs::remove(e.path() / "worker.ref", ec);
+    }
+  }
   supervisor_ = std::thread([this] { supervise(); });
   return {};
 }
@@ -427,10 +447,24 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   const std::string id = live.record.id;
   const int index = r.index;
   const uint64_t generation = r.generation;
-  MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(
-                                     spec, [this, id, index, generation](std::string_view line) {
-                                       on_replica_event(id, index, generation, line);
-                                     }));
+  auto on_event = [this, id, index, generation](std::string_view line) {
+    on_replica_event(id, index, generation, line);
+  };
+  if (const executor::SlurmOptions* slurm = pools_.slurm(live.record.pool)) {
+    // On a Slurm node: it listens there (every request bears its secret), and Slurm assigns
+    // its GPUs from the count asked for.
+    spec.gpus = r.devices;
+    spec.argv.insert(spec.argv.end(), {"--host", "0.0.0.0"});
+    executor::SlurmOptions options = *slurm;
+    options.nodelist = r.node;
+    MH_ASSIGN_OR_RETURN(r.process, executor::SlurmWorker::start(spec, options, on_event));
+    r.host = r.node;
+    // A Slurm job outlives its daemon: the next one finds it here and stops it.
+    (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
+  } else {
+    MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(spec, on_event));
+    r.host = "127.0.0.1";
+  }
   r.state = "starting";
   r.metered = SteadyClock::now();
   MH_ASSIGN_OR_RETURN(r.started_at, clock_.now());

@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <vector>
 
 namespace mh::api {
 
@@ -33,10 +34,18 @@ Result<std::unique_ptr<HttpConnection>> HttpConnection::connect(const std::strin
                                                                 std::chrono::milliseconds timeout) {
   auto impl = std::make_unique<Impl>();
   beast::error_code ec;
-  const auto address = asio::ip::make_address(host, ec);
-  if (ec) return invalid_argument(fmt::format("'{}' is not an IP address", host));
+  // An address, or a host name (a replica on another node).
+  std::vector<tcp::endpoint> endpoints;
+  if (const auto address = asio::ip::make_address(host, ec); !ec) {
+    endpoints.emplace_back(address, port);
+  } else {
+    tcp::resolver resolver(impl->ioc);
+    auto found = resolver.resolve(host, std::to_string(port), ec);
+    if (ec) return unavailable(fmt::format("resolving {}: {}", host, ec.message()));
+    for (const auto& e : found) endpoints.push_back(e.endpoint());
+  }
   impl->stream.expires_after(timeout);
-  impl->stream.async_connect(tcp::endpoint(address, port), [&](beast::error_code e) { ec = e; });
+  impl->stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
   impl->ioc.run();
   if (ec) return unavailable(fmt::format("connecting to {}:{}: {}", host, port, ec.message()));
   impl->stream.expires_never();

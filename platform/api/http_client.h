@@ -22,7 +22,7 @@ class HttpConnection {
     std::string content_type;
   };
 
-  // Connects within `timeout`; unavailable naming the address otherwise.
+  // Connects to an address or a host name within `timeout`; unavailable naming it otherwise.
   static Result<std::unique_ptr<HttpConnection>> connect(const std::string& host, uint16_t port,
                                                          std::chrono::milliseconds timeout);
   ~HttpConnection();

@@ -105,10 +105,11 @@ void Deployments::relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> rep
   // and the client gets a 503 it may retry.
   uint16_t port = 0;
   uint64_t generation = 0;
-  std::string token, deployment;
+  std::string token, deployment, host;
   {
     std::lock_guard lock(mutex_);
     port = replica->port;
+    host = replica->host;
     generation = replica->generation;
     token = replica->token;
     for (const auto& [id, live] : live_) {
@@ -129,7 +130,7 @@ void Deployments::relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> rep
   Status status;
   bool began = false;
   if (!connection && port != 0) {
-    auto made = HttpConnection::connect("127.0.0.1", port, kConnectTimeout);
+    auto made = HttpConnection::connect(host, port, kConnectTimeout);
     if (made.ok()) {
       connection = std::move(made).value();
     } else {

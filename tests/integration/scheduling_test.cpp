@@ -57,6 +57,13 @@ bool is(const json::object& j, std::string_view status) {
   return j.at("status").as_string() == status;
 }
 
+// Whether a job or replica view carries the scheduler's reason from a pass (not the note that
+// a pass has yet to look at it).
+bool explained(const json::object& v) {
+  const json::value* q = v.if_contains("queue");
+  return q != nullptr && q->at("reason").as_string() != "waiting for the next scheduling pass";
+}
+
 TEST_CASE("a borrower is preempted for another tenant's guarantee, then resumes") {
   SchedulingPlatform p({"--cpu-devices", "1", "--preemption-min-runtime-s", "1"});
   // globex is guaranteed the one device; acme has no guarantee and borrows it while it is idle.
@@ -112,8 +119,7 @@ TEST_CASE("jobs run side by side on their devices, and the license cap holds whe
   json::object g = p.until("globex", g1, [](const json::object& v) { return is(v, "running"); });
   CHECK(is(a, "running"));
   CHECK(is(g, "running"));
-  json::object waiting =
-      p.until("acme", a2, [](const json::object& v) { return v.contains("queue"); });
+  json::object waiting = p.until("acme", a2, [](const json::object& v) { return explained(v); });
   REQUIRE_MESSAGE(waiting.contains("queue"), json::serialize(waiting));
   CHECK(waiting.at("queue").at("reason") ==
         "tenant acme: license max_gpus 1, in use 1, this job needs 1");
@@ -167,7 +173,7 @@ TEST_CASE("a deployment's replica waits for a device like a job, saying why, the
   };
   auto has_queue = [](const json::object& v) {
     const auto& replicas = v.at("replica_status").as_array();
-    return !replicas.empty() && replicas[0].as_object().contains("queue");
+    return !replicas.empty() && explained(replicas[0].as_object());
   };
   json::object d = deployment();
   for (int i = 0; i < 500 && !has_queue(d); ++i) {
@@ -190,8 +196,7 @@ TEST_CASE("a deployment's replica waits for a device like a job, saying why, the
   CHECK(deployment().at("status") == "ready");
   // And a new job now waits behind the replica, which is never preempted.
   const std::string next = p.create("acme", p.small.at("acme"), 1);
-  json::object waiting =
-      p.until("acme", next, [](const json::object& v) { return v.contains("queue"); });
+  json::object waiting = p.until("acme", next, [](const json::object& v) { return explained(v); });
   CHECK(is(waiting, "queued"));
 }
 
@@ -218,7 +223,7 @@ TEST_CASE("a tenant's higher-priority job goes first") {
   const std::string high = create(10);
   CHECK(p.job("acme", high).at("priority") == 10);
   json::object waiting = p.until("acme", low, [](const json::object& v) {
-    return v.contains("queue") &&
+    return explained(v) &&
            v.at("queue").at("reason").as_string().find("behind") != std::string::npos;
   });
   CHECK_MESSAGE(waiting.contains("queue"), json::serialize(waiting));
@@ -253,8 +258,8 @@ TEST_CASE("draining a node moves its work: the job checkpoints, waits, and resum
       p.admin("POST", "/v1/admin/pools/default/nodes/local/drain", R"({"draining": true})");
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(json::parse(r.body).at("data").at(0).at("nodes").at(0).at("draining") == true);
-  json::object waiting = p.until(
-      "acme", job, [](const json::object& v) { return is(v, "queued") && v.contains("queue"); });
+  json::object waiting =
+      p.until("acme", job, [](const json::object& v) { return is(v, "queued") && explained(v); });
   REQUIRE_MESSAGE(is(waiting, "queued"), json::serialize(waiting));
   CHECK(std::string(waiting.at("queue").at("reason").as_string()).find("0 of 1 devices free") !=
         std::string::npos);
@@ -343,6 +348,40 @@ TEST_CASE("a job on a Slurm pool runs as a batch job on the node the scheduler c
   done = p.until("acme", again,
                  [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); });
   CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
+  // A deployment on the Slurm pool: its replica runs as a batch job on the node and answers.
+  p.license_models("acme", {"train", "deploy", "custom_models"});
+  r = p.as("acme", "POST", "/v1/deployments",
+           json::serialize(json::object{{"model", "custom:tiny"}, {"pool", "cluster"}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string dep(json::parse(r.body).at("id").as_string());
+  json::object d;
+  for (int i = 0; i < 1500; ++i) {
+    d = json::parse(p.as("acme", "GET", "/v1/deployments/" + dep).body).as_object();
+    if (d.at("status") == "ready" || d.at("status") == "failed") break;
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE_MESSAGE(d.at("status") == "ready", json::serialize(d));
+  CHECK(std::string(d.at("replica_status").at(0).at("worker").as_string()).starts_with("slurm:"));
+  r = p.as("acme", "POST", "/v1/completions",
+           json::serialize(json::object{{"model", dep}, {"prompt", "the cat"}, {"max_tokens", 3}}));
+  CHECK_MESSAGE(r.status == 200, r.body);
+  // The daemon dies; its successor stops the replica's Slurm job and starts a new one.
+  const std::string old_worker(d.at("replica_status").at(0).at("worker").as_string());
+  p.kill_and_restart();
+  for (int i = 0; i < 1500; ++i) {
+    d = json::parse(p.as("acme", "GET", "/v1/deployments/" + dep).body).as_object();
+    if (d.at("status") == "ready") break;
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE_MESSAGE(d.at("status") == "ready", json::serialize(d));
+  REQUIRE(!d.at("replica_status").as_array().empty());
+  CHECK(d.at("replica_status").at(0).at("worker").as_string() != old_worker);
+  auto old_job =
+      executor::run_command({"scontrol", "show", "job", "-o", old_worker.substr(6)}, slurm.env);
+  REQUIRE(old_job.ok());
+  CHECK_MESSAGE(old_job->out.find("JobState=RUNNING") == std::string::npos,
+                old_job->out << "\n"
+                             << p.daemon->output());
   // A pool spec that does not parse stops the daemon at start, saying why.
   ProcessResult bad = run_process({macrohardd_path().string(), "--data-dir",
                                    (p.work.path() / "bad").string(), "--slurm-pool", "oops"});
@@ -418,7 +457,7 @@ TEST_CASE("a gang waits for all its devices rather than taking part of them") {
   auto reason = [&]() -> std::string {
     json::object d = deployment();
     const auto& replicas = d.at("replica_status").as_array();
-    if (replicas.empty() || !replicas[0].as_object().contains("queue")) return "";
+    if (replicas.empty() || !explained(replicas[0].as_object())) return "";
     return std::string(replicas[0].at("queue").at("reason").as_string());
   };
   for (int i = 0; i < 500 && reason().empty(); ++i) std::this_thread::sleep_for(10ms);
@@ -471,8 +510,8 @@ TEST_CASE("a device failure drains its node and sends the job back to the queue"
     std::this_thread::sleep_for(20ms);
   }
   CHECK(events().find("Device failure on node " + slurm.node) != std::string::npos);
-  json::object j = p.until(
-      "acme", id, [](const json::object& v) { return is(v, "queued") && v.contains("queue"); });
+  json::object j =
+      p.until("acme", id, [](const json::object& v) { return is(v, "queued") && explained(v); });
   CHECK_MESSAGE(is(j, "queued"), json::serialize(j));  // not failed: not the job's fault
   CHECK(j.at("attempts") == 0);
   json::object pools = json::parse(p.admin("GET", "/v1/admin/pools", "").body).as_object();
