@@ -14,6 +14,10 @@ namespace mh::api {
 
 namespace json = boost::json;
 
+namespace {
+constexpr int64_t kBudgetRefresh = 30;  // seconds
+}  // namespace
+
 Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
              const tenants::UsageLedger& ledger, TrustedClock& clock, std::vector<PoolConfig> pools,
              scheduler::Options options)
@@ -182,9 +186,16 @@ void Pools::pass() {
       if (auto e = entitlements_.find(name); e && entitlements_.check(name, "", t).ok()) {
         const auto& limits = e->license.terms.limits;
         spec.max_devices = limits.max_gpus;
-        const auto used = gpu_seconds_this_month(ledger_, name, t);
-        spec.budget_spent =
-            used.ok() && *used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
+        // The month's usage is a ledger query: read at most every kBudgetRefresh per tenant
+        // (passes run every second), and whenever the limit changes.
+        Budget& b = budgets_[name];
+        if (t - b.checked_at >= kBudgetRefresh || b.limit != limits.gpu_hours_per_month) {
+          const auto used = gpu_seconds_this_month(ledger_, name, t);
+          b.spent = used.ok() && *used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
+          b.checked_at = t;
+          b.limit = limits.gpu_hours_per_month;
+        }
+        spec.budget_spent = b.spent;
       }
       scheduler_.update_tenant(id, spec);
     }

@@ -124,6 +124,11 @@ class Pools {
   mutable std::mutex mutex_;
   scheduler::Scheduler scheduler_;
   std::map<std::string, scheduler::TenantId> tenants_;
+  struct Budget {
+    int64_t checked_at = INT64_MIN / 2, limit = -1;
+    bool spent = false;
+  };
+  std::map<std::string, Budget> budgets_;  // by tenant: the month's GPU-hours, as last read
   std::map<std::pair<std::string, std::string>, scheduler::Quota> quotas_;  // (tenant, pool)
   std::map<std::string, scheduler::JobId> job_ids_;
   std::map<scheduler::JobId, std::string> job_names_;
