@@ -4,7 +4,9 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -28,6 +30,10 @@ struct SlurmCluster {
   std::string why;
 
   SlurmCluster() {
+    // One test cluster on a machine at a time (ctest runs tests in parallel): the lock is held
+    // for the cluster's life.
+    lock_fd = ::open("/tmp/macrohard-slurm-tests.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (lock_fd >= 0) ::flock(lock_fd, LOCK_EX);
     for (const char* bin : {"/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd"}) {
       if (!fs::exists(bin)) {
         why = std::string(bin) + " is missing (scripts/setup installs slurm-wlm and munge)";
@@ -103,7 +109,17 @@ struct SlurmCluster {
     o.env = env;
     return o;
   }
+  int lock_fd = -1;
   ~SlurmCluster() {
+    // Jobs still running (a daemon killed under them) go first, so nothing outlives the cluster.
+    if (up) {
+      (void)executor::run_command({"scancel", "--full", "--partition=debug"}, env);
+      for (int i = 0; i < 100; ++i) {
+        auto q = executor::run_command({"squeue", "-h", "-o", "%i"}, env);
+        if (!q.ok() || q->out.empty()) break;
+        std::this_thread::sleep_for(100ms);
+      }
+    }
     for (const char* pid_file : {"slurmd.pid", "slurmctld.pid", "munged.pid"}) {
       std::ifstream in(dir.path() / pid_file);
       pid_t pid = 0;
@@ -112,6 +128,7 @@ struct SlurmCluster {
         for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(50ms);
       }
     }
+    if (lock_fd >= 0) ::close(lock_fd);  // releases the lock
   }
 };
 
