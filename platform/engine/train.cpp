@@ -1,8 +1,6 @@
 #include "platform/engine/train.h"
 
 #include <algorithm>
-
-#include <barrier>
 #include <cmath>
 #include <cstring>
 
@@ -13,49 +11,6 @@
 namespace mh::engine {
 namespace {
 
-class SingleRank final : public Collective {
- public:
-  int rank() const override { return 0; }
-  int world() const override { return 1; }
-  void all_reduce_sum(std::span<float>) override {}
-};
-
-struct GroupState {
-  explicit GroupState(int world) : world(world), sync(world), buffers(static_cast<size_t>(world)) {}
-  int world;
-  std::barrier<> sync;
-  std::vector<std::span<float>> buffers;
-  std::vector<float> result;
-};
-
-class ThreadRank final : public Collective {
- public:
-  ThreadRank(std::shared_ptr<GroupState> group, int rank) : g_(std::move(group)), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int world() const override { return g_->world; }
-
-  void all_reduce_sum(std::span<float> data) override {
-    g_->buffers[static_cast<size_t>(rank_)] = data;
-    if (rank_ == 0) g_->result.assign(data.size(), 0.0f);
-    g_->sync.arrive_and_wait();
-    // Each rank sums one slice of the elements, over the ranks in order.
-    const size_t n = data.size(), w = static_cast<size_t>(g_->world);
-    const size_t begin = n * static_cast<size_t>(rank_) / w;
-    const size_t end = n * (static_cast<size_t>(rank_) + 1) / w;
-    for (size_t r = 0; r < w; ++r) {
-      const float* src = g_->buffers[r].data();
-      for (size_t i = begin; i < end; ++i) g_->result[i] += src[i];
-    }
-    g_->sync.arrive_and_wait();
-    std::memcpy(data.data(), g_->result.data(), n * sizeof(float));
-    g_->sync.arrive_and_wait();  // nobody reuses `result` before everyone has read it
-  }
-
- private:
-  std::shared_ptr<GroupState> g_;
-  int rank_;
-};
-
 std::span<const uint8_t> bytes_of(const Tensor& t) {
   return {reinterpret_cast<const uint8_t*>(t.data()), static_cast<size_t>(t.numel()) * 4};
 }
@@ -65,15 +20,6 @@ Status state_error(std::string_view what) {
 }
 
 }  // namespace
-
-std::unique_ptr<Collective> make_single_rank() { return std::make_unique<SingleRank>(); }
-
-std::vector<std::unique_ptr<Collective>> make_thread_group(int world) {
-  auto group = std::make_shared<GroupState>(world);
-  std::vector<std::unique_ptr<Collective>> ranks;
-  for (int r = 0; r < world; ++r) ranks.push_back(std::make_unique<ThreadRank>(group, r));
-  return ranks;
-}
 
 Status TrainConfig::validate() const {
   auto bad = [](std::string field, std::string what) {
@@ -203,7 +149,7 @@ double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64
   return counted > 0 ? total / static_cast<double>(counted) : 0.0;
 }
 
-StepResult Trainer::step() {
+StepResult Trainer::step(bool want_stop) {
   if (data_.rows(config_.seq_len) < 1) {
     throw ShapeError("train: the dataset's " + std::to_string(data_.tokens()) +
                      " tokens do not fill one row of " + std::to_string(config_.seq_len));
@@ -236,20 +182,23 @@ StepResult Trainer::step() {
       for (int64_t j = 0; j < sum_[i].numel(); ++j) s[j] += g[j];
     }
   }
+  bool stop = want_stop;
   if (comm_.world() > 1) {
-    int64_t total = 1;
+    int64_t total = 2;
     for (const auto& s : sum_) total += s.numel();
     std::vector<float> flat;
     flat.reserve(static_cast<size_t>(total));
     for (const auto& s : sum_) flat.insert(flat.end(), s.values().begin(), s.values().end());
     flat.push_back(loss);
+    flat.push_back(want_stop ? 1.0f : 0.0f);
     comm_.all_reduce_sum(flat);
     size_t at = 0;
     for (auto& s : sum_) {
       std::copy_n(flat.begin() + static_cast<std::ptrdiff_t>(at), s.numel(), s.data());
       at += static_cast<size_t>(s.numel());
     }
-    loss = flat.back();
+    loss = flat[flat.size() - 2];
+    stop = flat.back() > 0;
   }
   double squares = 0;
   for (const auto& s : sum_) {
@@ -266,6 +215,7 @@ StepResult Trainer::step() {
   r.lr = lr;
   r.grad_norm = norm;
   r.tokens = static_cast<int64_t>(rows.size()) * t;
+  r.stop = stop;
   return r;
 }
 

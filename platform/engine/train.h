@@ -19,27 +19,12 @@
 #include <vector>
 
 #include "platform/base/status.h"
+#include "platform/engine/collective.h"
 #include "platform/engine/data.h"
 #include "platform/engine/model.h"
 #include "platform/engine/random.h"
 
 namespace mh::engine {
-
-// Data-parallel communication among `world` ranks. Calls are collective: every rank makes the
-// same calls in the same order.
-class Collective {
- public:
-  virtual ~Collective() = default;
-  virtual int rank() const = 0;
-  virtual int world() const = 0;
-  // Every rank's `data` becomes the elementwise sum over ranks, added in rank order.
-  virtual void all_reduce_sum(std::span<float> data) = 0;
-};
-
-// A single rank: nothing to communicate.
-std::unique_ptr<Collective> make_single_rank();
-// `world` ranks in one process, one per thread, sharing memory (the CPU collective).
-std::vector<std::unique_ptr<Collective>> make_thread_group(int world);
 
 struct TrainConfig {
   int64_t batch_size = 8;  // rows per micro-batch
@@ -88,6 +73,7 @@ struct StepResult {
   float lr = 0;
   float grad_norm = 0;  // before clipping
   int64_t tokens = 0;   // input tokens in the global batch
+  bool stop = false;    // some rank asked to stop after this step (every rank sees the same)
 };
 
 // The mean loss over the target tokens of `data`'s first `max_rows` rows of seq_len (all
@@ -102,7 +88,9 @@ class Trainer {
   // the same weights (create with the same seed, or load the same files).
   Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective);
 
-  StepResult step();
+  // One optimizer step. `want_stop` is this rank's wish to stop after it; the ranks agree
+  // through the step's all-reduce, so they all stop after the same step.
+  StepResult step(bool want_stop = false);
   int64_t steps_done() const { return step_; }
   const TrainConfig& config() const { return config_; }
 

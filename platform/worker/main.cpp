@@ -351,8 +351,11 @@ int main(int argc, char** argv) {
       fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
                                         data.tokens(), tc.seq_len)));
     }
+    // Data-parallel ranks: the executor names this one's rank and rank 0's address.
+    const auto group_options = need(process_group_from_env());
+    const int world = group_options ? group_options->world : 1;
     if (epochs > 0) {  // the run's length from the data's
-      const double rows_per_step = static_cast<double>(tc.batch_size * tc.grad_accum);
+      const double rows_per_step = static_cast<double>(tc.batch_size * tc.grad_accum * world);
       tc.steps = std::max<int64_t>(
           1, static_cast<int64_t>(
                  std::ceil(epochs * static_cast<double>(data.rows(tc.seq_len)) / rows_per_step)));
@@ -378,14 +381,22 @@ int main(int argc, char** argv) {
       std::printf("validation loss %.4f\n", loss);
       return fmt::format(R"(,"valid_loss":{:.6g})", loss);
     };
-    auto single = make_single_rank();
-    Trainer trainer(*model, data, tc, *single);
+    std::unique_ptr<Collective> group =
+        group_options ? need(connect_process_group(*group_options)) : make_single_rank();
+    const bool rank0 = group->rank() == 0;
+    if (world > 1) {
+      std::printf("rank %d of %d: joined the group; %lld rows per micro-batch, %lld per step\n",
+                  group->rank(), world, static_cast<long long>(tc.batch_size),
+                  static_cast<long long>(tc.batch_size * tc.grad_accum * world));
+    }
+    Trainer trainer(*model, data, tc, *group);
     if (!resume_dir.empty()) {
       if (Status s = trainer.load_checkpoint(resume_dir); !s.ok()) fail(s);
       std::printf("resumed from %s at step %lld\n", resume_dir.c_str(),
                   static_cast<long long>(trainer.steps_done()));
     }
     std::signal(SIGTERM, on_sigterm);
+    // Only rank 0 writes checkpoints and the model (every rank holds the same weights).
     auto checkpoint = [&](int64_t step) {
       const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", step);
       if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
@@ -397,7 +408,12 @@ int main(int argc, char** argv) {
     auto started = std::chrono::steady_clock::now();
     int64_t tokens = 0;
     while (trainer.steps_done() < tc.steps) {
-      const StepResult r = trainer.step();
+      StepResult r;
+      try {
+        r = trainer.step(stop_requested);
+      } catch (const CollectiveError& e) {
+        fail(internal_error(e.what()));
+      }
       tokens += r.tokens;
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -412,7 +428,11 @@ int main(int argc, char** argv) {
                     r.grad_norm, rate);
         std::fflush(stdout);
       }
-      if (stop_requested && r.step < tc.steps) {
+      if (r.stop && r.step < tc.steps) {
+        if (!rank0) {
+          std::printf("stopped at step %lld with the group\n", static_cast<long long>(r.step));
+          return 0;
+        }
         const fs::path dir = checkpoint(r.step);
         std::printf("stopped at step %lld; resume with --resume %s\n",
                     static_cast<long long>(r.step), dir.c_str());
@@ -420,14 +440,15 @@ int main(int argc, char** argv) {
                          json_quoted(dir.string())));
         return 0;
       }
-      if (checkpoint_every > 0 && r.step % checkpoint_every == 0 && r.step < tc.steps) {
+      if (rank0 && checkpoint_every > 0 && r.step % checkpoint_every == 0 && r.step < tc.steps) {
         checkpoint(r.step);
       }
     }
+    if (!rank0) return 0;
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("saved %s\n", out_dir.c_str());
-    const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum;
+    const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * world;
     emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}{}}})",
                      trainer.steps_done(), trainer.steps_done() * tokens_per_step,
                      json_quoted(out_dir), valid_loss()));
