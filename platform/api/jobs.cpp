@@ -9,6 +9,7 @@
 
 #include "platform/base/crypto.h"
 #include "platform/executor/slurm_worker.h"
+#include "platform/executor/worker_group.h"
 #include "platform/executor/worker_process.h"
 #include "tenants/tenant_scope.h"
 
@@ -216,9 +217,14 @@ Status FineTuning::start() {
   }));
   for (const auto& [ref, pool] : refs) {
     if (ref.starts_with("pid:")) {
-      const auto pid = static_cast<pid_t>(std::atoll(ref.c_str() + 4));
-      for (int i = 0; i < 600 && ::kill(pid, 0) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      // "pid:<n>", or a data-parallel group's "pid:<rank 0>,<rank 1>,…".
+      for (size_t at = 4; at < ref.size();) {
+        const auto pid = static_cast<pid_t>(std::atoll(ref.c_str() + at));
+        for (int i = 0; i < 600 && pid > 0 && ::kill(pid, 0) == 0; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        const size_t comma = ref.find(',', at);
+        at = comma == std::string::npos ? ref.size() : comma + 1;
       }
     } else if (ref.starts_with("slurm:")) {
       // A Slurm job outlives its daemon: it is told to checkpoint and stop.
@@ -267,10 +273,21 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   }
   MH_ASSIGN_OR_RETURN(j.gpus, small_int("gpus", 1, 1, 64));
   if (j.gpus > 1) {
-    return invalid_argument(
-        "a job trains with one device (data-parallel ranks across devices are not in the "
-        "platform yet)",
-        "gpus");
+    // Data-parallel ranks, one per device, on one node.
+    MH_TRY(entitlements_.check(tenant, "multi_gpu", now));
+    if (pools_.slurm(j.pool) != nullptr) {
+      return invalid_argument(
+          fmt::format("pool '{}' runs jobs through Slurm, where a job trains on one device; "
+                      "multi-device jobs run on local pools",
+                      j.pool),
+          "gpus");
+    }
+    if (const int most = pools_.largest_node(j.pool); j.gpus > most) {
+      return failed_precondition(
+          fmt::format("a job's ranks run on one node, and the largest node of pool '{}' has {} "
+                      "devices; this job asks for {}",
+                      j.pool, most, j.gpus));
+    }
   }
   MH_ASSIGN_OR_RETURN(j.checkpoint_interval, small_int("checkpoint_interval", 50, 1, 1'000'000));
   MH_ASSIGN_OR_RETURN(j.max_retries, small_int("max_retries", 0, 0, 10));
@@ -323,6 +340,13 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   MH_ASSIGN_OR_RETURN(double lr, hyper(*h, "learning_rate_multiplier", 1.0, 1e-3, 100, false));
   j.n_epochs = static_cast<int64_t>(epochs);
   j.batch_size = static_cast<int64_t>(batch);
+  if (j.batch_size % j.gpus != 0) {
+    return invalid_argument(
+        fmt::format("hyperparameters.batch_size {} must be a multiple of gpus {}: each device "
+                    "trains an equal share of every step's rows",
+                    j.batch_size, j.gpus),
+        "hyperparameters.batch_size");
+  }
   j.lr_multiplier = lr;
   if (const json::value* v = body.if_contains("seed"); v != nullptr && !v->is_null()) {
     if (!v->is_int64() || v->as_int64() < 0) {
@@ -706,8 +730,8 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                out.string(),
                "--epochs",
                std::to_string(job.n_epochs),
-               "--batch-size",
-               std::to_string(job.batch_size),
+               "--batch-size",  // per rank: the step's rows are shared among the devices
+               std::to_string(job.batch_size / job.gpus),
                "--seq-len",
                std::to_string(std::min<int64_t>(kMaxSeqLen, model->context_length)),
                "--lr",
@@ -804,6 +828,11 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
       options.nodelist = allocation.node;
       MH_ASSIGN_OR_RETURN(auto w, executor::SlurmWorker::start(spec, options, on_event));
       return std::unique_ptr<executor::Worker>(std::move(w));
+    }
+    if (job.gpus > 1) {
+      MH_ASSIGN_OR_RETURN(auto g,
+                          executor::WorkerGroup::start(spec, static_cast<int>(job.gpus), on_event));
+      return std::unique_ptr<executor::Worker>(std::move(g));
     }
     MH_ASSIGN_OR_RETURN(auto w, executor::WorkerProcess::start(spec, on_event));
     return std::unique_ptr<executor::Worker>(std::move(w));

@@ -95,6 +95,16 @@ bool Pools::gpu_pool(std::string_view pool) const {
   return false;
 }
 
+int Pools::largest_node(std::string_view pool) const {
+  std::lock_guard lock(mutex_);
+  int most = 0;
+  for (const auto& p : pools_) {
+    if (p.name != pool) continue;
+    for (const auto& n : p.nodes) most = std::max(most, static_cast<int>(n.devices));
+  }
+  return most;
+}
+
 const executor::SlurmOptions* Pools::slurm(std::string_view pool) const {
   std::lock_guard lock(mutex_);
   for (const auto& p : pools_) {

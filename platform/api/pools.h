@@ -65,6 +65,8 @@ class Pools {
 
   bool has_pool(std::string_view pool) const;
   bool gpu_pool(std::string_view pool) const;
+  // The most devices one node of the pool has (0: no such pool).
+  int largest_node(std::string_view pool) const;
   // The pool's Slurm settings, when its workers run through Slurm.
   const executor::SlurmOptions* slurm(std::string_view pool) const;
 

@@ -223,10 +223,15 @@ std::optional<WorkerExit> WorkerProcess::wait(std::chrono::milliseconds timeout)
   }
 }
 
-WorkerExit WorkerProcess::cancel(std::chrono::milliseconds grace) {
-  if (auto e = poll()) return *e;
+void WorkerProcess::request_stop() {
+  if (poll() || cancelling_) return;
   cancelling_ = true;
   ::kill(-pid_, SIGTERM);
+}
+
+WorkerExit WorkerProcess::cancel(std::chrono::milliseconds grace) {
+  if (auto e = poll()) return *e;
+  request_stop();
   if (auto e = wait(grace)) return *e;
   escalated_ = true;
   ::kill(-pid_, SIGKILL);

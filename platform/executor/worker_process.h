@@ -92,6 +92,8 @@ class WorkerProcess : public Worker {
   std::optional<WorkerExit> wait(std::chrono::milliseconds timeout) override;
   // SIGTERM now, SIGKILL if it is still running after `grace`; returns its exit.
   WorkerExit cancel(std::chrono::milliseconds grace) override;
+  // The first half of cancel: SIGTERM now, without waiting (cancel() then escalates).
+  void request_stop();
   std::string handle() const override { return "pid:" + std::to_string(pid_); }
 
  private:

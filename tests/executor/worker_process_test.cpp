@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "platform/executor/worker_process.h"
+#include "tests/executor/fixtures.h"
 #include "tests/support/harness.h"
 
 namespace mh::executor {
@@ -14,71 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-// Lines from a worker's channel, collected across the reader thread.
-struct Events {
-  std::mutex mutex;
-  std::vector<std::string> lines;
-  std::function<void(std::string_view)> sink() {
-    return [this](std::string_view line) {
-      std::lock_guard lock(mutex);
-      lines.emplace_back(line);
-    };
-  }
-  size_t size() {
-    std::lock_guard lock(mutex);
-    return lines.size();
-  }
-  size_t count(std::string_view type) {
-    std::lock_guard lock(mutex);
-    const std::string needle = "\"type\":\"" + std::string(type) + "\"";
-    return static_cast<size_t>(std::count_if(lines.begin(), lines.end(), [&](const auto& l) {
-      return l.find(needle) != std::string::npos;
-    }));
-  }
-};
-
-// A tiny llama with the golden tokenizer and a JSONL file to train on, in `dir`.
-void make_training_inputs(const fs::path& dir) {
-  fs::create_directories(dir / "tok");
-  fs::copy_file(test::source_dir() / "tests/engine/golden/tokenizer/tokenizer.json",
-                dir / "tok" / "tokenizer.json");
-  std::ofstream(dir / "config.json")
-      << R"({"model_type":"llama","vocab_size":512,"hidden_size":16,"intermediate_size":32,
-            "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":32})";
-  std::ofstream data(dir / "data.jsonl");
-  for (int i = 0; i < 40; ++i) {
-    data << R"({"text": "The quick brown fox )" << i << R"( jumps over the lazy dog."})"
-         << "\n";
-  }
-  auto r = test::run_process({test::mhworker_path().string(), "init", "--config",
-                              (dir / "config.json").string(), "--tokenizer", (dir / "tok").string(),
-                              "--out", (dir / "model").string()});
-  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
-}
-
-WorkerSpec train_spec(const fs::path& dir, const char* steps, const char* name) {
-  WorkerSpec spec;
-  spec.argv = {test::mhworker_path().string(),
-               "train",
-               "--model",
-               (dir / "model").string(),
-               "--data",
-               (dir / "data.jsonl").string(),
-               "--out",
-               (dir / name / "out").string(),
-               "--steps",
-               steps,
-               "--seq-len",
-               "16",
-               "--batch-size",
-               "2",
-               "--log-every",
-               "1"};
-  spec.work_dir = dir / name;
-  spec.cpu_threads = 1;
-  return spec;
-}
 
 TEST_CASE("a worker trains, reporting each step and the result through its channel") {
   test::TempDir dir;
@@ -113,12 +49,8 @@ TEST_CASE("cancelling a training worker checkpoints it within the grace period, 
   CHECK(exit.reason == "cancelled");
   REQUIRE(events.count("stopped") == 1);
   // The checkpoint it named is one training can resume from.
-  std::string stopped;
-  for (const auto& l : events.lines) {
-    if (l.find("\"stopped\"") != std::string::npos) stopped = l;
-  }
-  const size_t at = stopped.find("\"checkpoint\":\"") + 14;
-  const std::string checkpoint = stopped.substr(at, stopped.find('"', at) - at);
+  const std::string stopped = events.last("stopped");
+  const std::string checkpoint = event_field(stopped, "checkpoint");
   CHECK(fs::exists(fs::path(checkpoint) / "optimizer.safetensors"));
   auto spec = train_spec(dir.path(), "100000", "resumed");
   spec.argv.insert(spec.argv.end(), {"--resume", checkpoint});
@@ -130,8 +62,7 @@ TEST_CASE("cancelling a training worker checkpoints it within the grace period, 
   REQUIRE(again.count("step") >= 1);
   // The first step after resuming continues the count.
   const std::string first = again.lines.front();
-  const std::string saved_step = stopped.substr(stopped.find("\"step\":") + 7);
-  const int64_t resumed_at = std::stoll(saved_step);
+  const int64_t resumed_at = std::stoll(event_field(stopped, "step"));
   CHECK(first.find("\"step\":" + std::to_string(resumed_at + 1) + ",") != std::string::npos);
 }
 

@@ -21,8 +21,10 @@ using namespace std::chrono_literals;
 struct JobsPlatform : ModelsPlatform {
   TempDir work;
   std::string training_file;
-  JobsPlatform() {
-    license_models("acme", {"train", "custom_models"});
+  explicit JobsPlatform(std::vector<std::string> args = {},
+                        std::vector<std::string> features = {"train", "custom_models"})
+      : ModelsPlatform(std::move(args)) {
+    license_models("acme", std::move(features));
     const auto ids = upload_model("acme", tiny_model_files(work.path() / "tiny", 16));
     RawResponse r = register_model("acme", "tiny", ids);
     REQUIRE_MESSAGE(r.status == 201, r.body);
@@ -431,14 +433,78 @@ TEST_CASE("license limits refuse fine-tuning jobs, naming the limit") {
     CHECK(r.status == 403);
     CHECK(r.body.find("train") != std::string::npos);
   }
-  SUBCASE("more devices than the pool gives a job") {
+  SUBCASE("several devices without the multi_gpu feature") {
     RawResponse r =
         p.as("acme", "POST", "/v1/fine_tuning/jobs",
              json::serialize(json::object{
                  {"model", "custom:tiny"}, {"training_file", p.training_file}, {"gpus", 2}}));
-    CHECK(r.status == 400);
-    CHECK(json::parse(r.body).at("error").at("param") == "gpus");
+    CHECK(r.status == 403);
+    CHECK(r.body.find("multi_gpu") != std::string::npos);
   }
+  SUBCASE("more devices than a node of the pool has") {
+    p.relicense("acme", {"train", "custom_models", "multi_gpu"}, limits);
+    RawResponse r =
+        p.as("acme", "POST", "/v1/fine_tuning/jobs",
+             json::serialize(json::object{
+                 {"model", "custom:tiny"}, {"training_file", p.training_file}, {"gpus", 2}}));
+    CHECK(r.status == 422);
+    CHECK(r.body.find("the largest node of pool 'default' has 1 devices") != std::string::npos);
+  }
+}
+
+TEST_CASE("a job on two devices trains as two data-parallel ranks, and survives a restart") {
+  JobsPlatform p({"--cpu-devices", "2"}, {"train", "custom_models", "multi_gpu"});
+  auto create = [&](json::object body) {
+    body["model"] = "custom:tiny";
+    return p.as("acme", "POST", "/v1/fine_tuning/jobs", json::serialize(body));
+  };
+  // A step's rows are shared equally among the devices.
+  RawResponse r = create(
+      {{"training_file", p.training_file}, {"gpus", 2}, {"hyperparameters", {{"batch_size", 3}}}});
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("error").at("param") == "hyperparameters.batch_size");
+
+  r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(1500));
+  REQUIRE(r.status == 200);
+  const std::string big(json::parse(r.body).at("id").as_string());
+  r = create({{"training_file", big},
+              {"gpus", 2},
+              {"checkpoint_interval", 10},
+              {"hyperparameters", {{"n_epochs", 3}, {"batch_size", 4}}}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  CHECK(json::parse(r.body).at("gpus") == 2);
+  const fs::path work = p.dir.path() / "data" / "jobs" / "acme" / id;
+  auto checkpoints = [&] {
+    return json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/checkpoints").body)
+        .at("data")
+        .as_array()
+        .size();
+  };
+  for (int i = 0; i < 2400 && checkpoints() == 0; ++i) std::this_thread::sleep_for(25ms);
+  REQUIRE(checkpoints() > 0);
+  // Both ranks run, each in its own directory, one device each.
+  CHECK(read_file(work / "worker.log")
+            .find("rank 0 of 2: joined the group; 2 rows per "
+                  "micro-batch, 4 per step") != std::string::npos);
+  CHECK(read_file(work / "rank-1" / "worker.log").find("rank 1 of 2") != std::string::npos);
+  // A daemon killed outright: both ranks stop, and the job resumes from rank 0's checkpoint.
+  p.kill_and_restart();
+  json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"}, 240s);
+  REQUIRE_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
+  bool resumed = false;
+  auto events =
+      json::parse(p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body)
+          .as_object();
+  for (const auto& e : events.at("data").as_array()) {
+    resumed = resumed || e.at("message").as_string().starts_with("Resuming from checkpoint-");
+  }
+  CHECK(resumed);
+  // Tokens trained count the whole global batch; usage counts both devices.
+  CHECK(done.at("trained_tokens").as_int64() > 0);
+  auto cpu = engine::make_cpu_backend(1);
+  CHECK(engine::Model::load(work / "out", *cpu).ok());
+  CHECK_FALSE(fs::exists(work / "rank-1" / "out"));
 }
 
 TEST_CASE("bad fine-tuning requests are refused with the field they are about") {

@@ -1,0 +1,149 @@
+// Data-parallel ranks as the local executor starts them: real mh-worker processes that find each
+// other through the bootstrap the group passes, train as one, stop together, and fail together.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include "platform/executor/worker_group.h"
+#include "tests/executor/fixtures.h"
+
+namespace mh::executor {
+namespace {
+
+using namespace std::chrono_literals;
+
+WorkerSpec with(WorkerSpec spec, std::vector<std::string> more) {
+  spec.argv.insert(spec.argv.end(), more.begin(), more.end());
+  return spec;
+}
+
+std::string weights(const fs::path& out) { return test::read_file(out / "model.safetensors"); }
+
+std::vector<pid_t> pids_of(const std::string& handle) {
+  std::vector<pid_t> pids;
+  for (size_t at = 4; at < handle.size();) {
+    pids.push_back(static_cast<pid_t>(std::atoll(handle.c_str() + at)));
+    const size_t comma = handle.find(',', at);
+    at = comma == std::string::npos ? handle.size() : comma + 1;
+  }
+  return pids;
+}
+
+WorkerExit run_single(const WorkerSpec& spec) {
+  auto w = WorkerProcess::start(spec);
+  REQUIRE_MESSAGE(w.ok(), w.status().to_string());
+  auto exit = (*w)->wait(300s);
+  REQUIRE(exit.has_value());
+  return *exit;
+}
+
+TEST_CASE("two ranks train bit-identically to one rank taking both micro-batches") {
+  test::TempDir dir;
+  make_training_inputs(dir.path());
+  const WorkerExit one =
+      run_single(with(train_spec(dir.path(), "8", "one"), {"--grad-accum", "2"}));
+  REQUIRE_MESSAGE(one.ok(), one.reason);
+
+  Events events;
+  auto g = WorkerGroup::start(train_spec(dir.path(), "8", "two"), 2, events.sink());
+  REQUIRE_MESSAGE(g.ok(), g.status().to_string());
+  CHECK(pids_of((*g)->handle()).size() == 2);
+  auto exit = (*g)->wait(300s);
+  REQUIRE(exit.has_value());
+  REQUIRE_MESSAGE(exit->ok(), exit->reason);
+  // The group's channel is rank 0's: one report per step, one result.
+  CHECK(events.count("step") == 8);
+  CHECK(events.count("done") == 1);
+  CHECK(weights(dir.path() / "two" / "out") == weights(dir.path() / "one" / "out"));
+  // Rank 1 ran beside it, in its own directory, and wrote no model.
+  CHECK(test::read_file(dir.path() / "two" / "rank-1" / "worker.log").find("rank 1 of 2") !=
+        std::string::npos);
+  CHECK(test::read_file(dir.path() / "two" / "worker.log").find("rank 0 of 2") !=
+        std::string::npos);
+}
+
+TEST_CASE("a cancelled group stops after one step, rank 0 checkpoints it, and one rank resumes") {
+  test::TempDir dir;
+  make_training_inputs(dir.path());
+  const char* steps = "1500";
+  Events events;
+  auto g = WorkerGroup::start(train_spec(dir.path(), steps, "two"), 2, events.sink());
+  REQUIRE(g.ok());
+  for (int i = 0; i < 3000 && events.count("step") < 3; ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(events.count("step") >= 3);
+  const WorkerExit exit = (*g)->cancel(60s);
+  CHECK(exit.cancelled);
+  CHECK_FALSE(exit.killed_after_grace);
+  REQUIRE(events.count("stopped") == 1);
+  const std::string stopped = events.last("stopped");
+  const fs::path checkpoint = event_field(stopped, "checkpoint");
+  REQUIRE(fs::exists(checkpoint / "trainer_state.json"));
+  // Both ranks stopped after the same step: rank 1 says which.
+  const std::string rank1 = test::read_file(dir.path() / "two" / "rank-1" / "worker.log");
+  CHECK(rank1.find("stopped at step " + event_field(stopped, "step") + " ") != std::string::npos);
+
+  // Resumed on one device (the same global batch as two micro-batches), the run ends exactly
+  // where an uninterrupted one-device run does.
+  const WorkerExit resumed =
+      run_single(with(train_spec(dir.path(), steps, "two"),
+                      {"--grad-accum", "2", "--resume", checkpoint.string()}));
+  REQUIRE_MESSAGE(resumed.ok(), resumed.reason);
+  const WorkerExit straight =
+      run_single(with(train_spec(dir.path(), steps, "one"), {"--grad-accum", "2"}));
+  REQUIRE_MESSAGE(straight.ok(), straight.reason);
+  CHECK(weights(dir.path() / "two" / "out") == weights(dir.path() / "one" / "out"));
+}
+
+TEST_CASE("a rank that dies fails the group, and the group's reason names that rank") {
+  test::TempDir dir;
+  make_training_inputs(dir.path());
+  Events events;
+  auto g = WorkerGroup::start(train_spec(dir.path(), "100000", "two"), 3, events.sink());
+  REQUIRE(g.ok());
+  for (int i = 0; i < 3000 && events.count("step") < 2; ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(events.count("step") >= 2);
+  const auto pids = pids_of((*g)->handle());
+  REQUIRE(pids.size() == 3);
+  ::kill(pids[2], SIGKILL);
+  auto exit = (*g)->wait(60s);
+  REQUIRE(exit.has_value());
+  CHECK_FALSE(exit->ok());
+  CHECK_MESSAGE(exit->reason.starts_with("rank 2: killed by signal 9"), exit->reason);
+  // The others did not wait for a timeout: they lost rank 2 and ended.
+  for (pid_t p : {pids[0], pids[1]}) CHECK(::kill(p, 0) != 0);
+}
+
+TEST_CASE("a group is refused devices that do not match its ranks") {
+  test::TempDir dir;
+  WorkerSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.work_dir = dir.path();
+  spec.gpus = {0, 1, 2};
+  auto g = WorkerGroup::start(spec, 2);
+  REQUIRE_FALSE(g.ok());
+  CHECK(g.status().message() == "3 devices for 2 ranks");
+}
+
+TEST_CASE("each rank sees only its own device and is told its place in the group") {
+  test::TempDir dir;
+  WorkerSpec spec;
+  spec.argv = {"/bin/sh", "-c",
+               "echo \"$MH_RANK/$MH_WORLD_SIZE gpu=$CUDA_VISIBLE_DEVICES at=$MH_RENDEZVOUS "
+               "token=${#MH_RENDEZVOUS_TOKEN}\""};
+  spec.work_dir = dir.path();
+  spec.gpus = {4, 6};
+  auto g = WorkerGroup::start(spec, 2);
+  REQUIRE(g.ok());
+  auto exit = (*g)->wait(30s);
+  REQUIRE(exit.has_value());
+  CHECK(exit->ok());
+  const std::string r0 = test::read_file(dir.path() / "worker.log");
+  const std::string r1 = test::read_file(dir.path() / "rank-1" / "worker.log");
+  CHECK(r0.starts_with("0/2 gpu=4 at=127.0.0.1:"));
+  CHECK(r1.starts_with("1/2 gpu=6 at=127.0.0.1:"));
+  CHECK(r0.find("token=48") != std::string::npos);
+  // Both were given the same rendezvous.
+  CHECK(r0.substr(r0.find("at="), 20) == r1.substr(r1.find("at="), 20));
+}
+
+}  // namespace
+}  // namespace mh::executor
