@@ -1,5 +1,6 @@
 # CUDA is optional: found automatically when nvcc exists (on PATH, via CUDACXX, or in the
-# toolkit's default prefix), turned off with -DMACROHARD_CUDA=OFF. Hopper (sm_90) by default.
+# toolkit's default prefix), turned off with -DMACROHARD_CUDA=OFF. Hopper (sm_90) by default,
+# with a PTX fallback.
 set(MACROHARD_HAVE_CUDA OFF)
 if(MACROHARD_CUDA)
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
@@ -11,8 +12,9 @@ if(MACROHARD_CUDA)
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
+    # Hopper machine code, and PTX the driver compiles for any later device (and for Ampere).
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES 90)
+      set(CMAKE_CUDA_ARCHITECTURES 90-real 80-virtual)
     endif()
     # CMake 3.25 knows nvcc's dialect flags up to C++17.
     set(CMAKE_CUDA_STANDARD 17)

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "platform/engine/backend.h"
+#include "platform/engine/backend_checks.h"
 
 #ifdef MH_ENGINE_OPENBLAS
 #include <cblas.h>
@@ -92,17 +93,6 @@ class ThreadPool {
   bool stop_ = false;
 };
 
-int64_t rows_of(const Tensor& t) { return t.numel() / std::max<int64_t>(1, t.dim(-1)); }
-
-void expect_same(const Tensor& a, const Tensor& b, const char* op, const char* what) {
-  expect_shape(b, a.shape(), op, what);
-}
-
-// Output tensors are (re)shaped by the op when they do not have the right shape yet.
-void shape_output(Tensor& out, const Shape& shape) {
-  if (out.shape() != shape) out = Tensor(shape);
-}
-
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr int64_t kAttentionBlock = 64;        // query rows per block of scores
 
@@ -137,21 +127,7 @@ class CpuBackend final : public Backend {
 
   void gemm(bool ta, bool tb, float alpha, const Tensor& a, const Tensor& b, float beta,
             Tensor& c) override {
-    if (a.rank() != 2 || b.rank() != 2) {
-      throw ShapeError("gemm: a " + shape_string(a.shape()) + " and b " + shape_string(b.shape()) +
-                       " must be 2-D");
-    }
-    const int64_t m = ta ? a.dim(1) : a.dim(0), k = ta ? a.dim(0) : a.dim(1);
-    const int64_t kb = tb ? b.dim(1) : b.dim(0), n = tb ? b.dim(0) : b.dim(1);
-    if (k != kb) {
-      throw ShapeError("gemm: op(a) is [" + std::to_string(m) + ", " + std::to_string(k) +
-                       "] but op(b) is [" + std::to_string(kb) + ", " + std::to_string(n) + "]");
-    }
-    if (beta == 0.0f) {
-      shape_output(c, {m, n});
-    } else {
-      expect_shape(c, {m, n}, "gemm", "c");
-    }
+    const auto [m, n, k] = check_gemm(ta, tb, a, b, beta, c);
 #ifdef MH_ENGINE_OPENBLAS
     // Blocks of C's rows (or, for few rows, of its columns), one SGEMM each.
     const int lda = static_cast<int>(a.dim(1)), ldb = static_cast<int>(b.dim(1));
@@ -395,21 +371,8 @@ class CpuBackend final : public Backend {
 
   float cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets, Tensor& dlogits,
                       int64_t denominator) override {
-    if (logits.rank() != 2) throw ShapeError("cross_entropy: logits must be [N, V]");
+    denominator = check_cross_entropy(logits, targets, dlogits, denominator);
     const int64_t n = logits.dim(0), v = logits.dim(1);
-    if (static_cast<int64_t>(targets.size()) != n) {
-      throw ShapeError("cross_entropy: " + std::to_string(targets.size()) + " targets for " +
-                       std::to_string(n) + " rows");
-    }
-    shape_output(dlogits, logits.shape());
-    int64_t counted = 0;
-    for (int32_t t : targets) {
-      if (t >= 0) {
-        check_id(t, v, "cross_entropy");
-        ++counted;
-      }
-    }
-    if (denominator <= 0) denominator = counted;
     std::vector<double> losses(static_cast<size_t>(n), 0.0);
     const float scale = denominator > 0 ? 1.0f / static_cast<float>(denominator) : 0.0f;
     pool_.parallel_for(n, 4, [&](int64_t begin, int64_t end) {
@@ -688,15 +651,7 @@ class CpuBackend final : public Backend {
   // x2 cos + x1 sin); sign -1 rotates back.
   void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, float theta,
               float sign, const char* op) {
-    if (x.rank() != 2 || head_dim <= 0 || head_dim % 2 != 0 || x.dim(1) % head_dim != 0) {
-      throw ShapeError(std::string(op) + ": x " + shape_string(x.shape()) +
-                       " is not [N, heads * head_dim] with an even head_dim " +
-                       std::to_string(head_dim));
-    }
-    if (static_cast<int64_t>(positions.size()) != x.dim(0)) {
-      throw ShapeError(std::string(op) + ": " + std::to_string(positions.size()) +
-                       " positions for " + std::to_string(x.dim(0)) + " rows");
-    }
+    check_rope(x, head_dim, positions, op);
     const int64_t half = head_dim / 2, heads = x.dim(1) / head_dim;
     std::vector<float> inv_freq(static_cast<size_t>(half));
     for (int64_t i = 0; i < half; ++i) {
@@ -725,34 +680,6 @@ class CpuBackend final : public Backend {
         }
       }
     });
-  }
-
-  static void check_attention(const AttentionShape& s, const Tensor& q, const Tensor& k,
-                              const Tensor& v, const char* op) {
-    const std::string name(op);
-    if (s.batch < 1 || s.q_len < 1 || s.kv_len < s.q_len || s.heads < 1 || s.kv_heads < 1 ||
-        s.heads % s.kv_heads != 0 || s.head_dim < 1) {
-      throw ShapeError(name + ": batch " + std::to_string(s.batch) + ", q_len " +
-                       std::to_string(s.q_len) + ", kv_len " + std::to_string(s.kv_len) +
-                       ", heads " + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
-                       ", head_dim " + std::to_string(s.head_dim) + " do not make an attention");
-    }
-    expect_shape(q, {s.batch * s.q_len, s.heads * s.head_dim}, op, "q");
-    for (const Tensor* t : {&k, &v}) {
-      if (t->rank() != 2 || t->dim(1) != s.kv_heads * s.head_dim ||
-          t->dim(0) < s.batch * s.kv_len) {
-        throw ShapeError(name + ": keys/values " + shape_string(t->shape()) + " need " +
-                         std::to_string(s.batch * s.kv_len) + "+ rows of " +
-                         std::to_string(s.kv_heads * s.head_dim));
-      }
-    }
-  }
-
-  static void check_id(int32_t id, int64_t size, const char* op) {
-    if (id < 0 || id >= size) {
-      throw ShapeError(std::string(op) + ": id " + std::to_string(id) + " outside [0, " +
-                       std::to_string(size) + ")");
-    }
   }
 
   ThreadPool pool_;

@@ -21,6 +21,7 @@
 #include "platform/engine/generate.h"
 #include "platform/engine/json.h"
 #include "platform/engine/train.h"
+#include "platform/worker/device.h"
 #include "platform/worker/events.h"
 #include "platform/worker/serve.h"
 
@@ -99,6 +100,10 @@ int main(int argc, char** argv) {
   // The executor passes the thread budget in MH_THREADS; --threads overrides it.
   int threads = std::getenv("MH_THREADS") ? std::atoi(std::getenv("MH_THREADS")) : 0;
   app.add_option("--threads", threads, "CPU threads (0: one per core)");
+  worker::DeviceOptions device;
+  app.add_option("--device", device.device,
+                 "auto (CUDA when this process sees a GPU), cpu or cuda");
+  app.add_option("--precision", device.precision, "fp32, or bf16 GEMMs on CUDA");
 
   // tokenize / detokenize
   auto* tokenize = app.add_subcommand("tokenize", "print the token ids of a text");
@@ -207,12 +212,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
 
   CLI11_PARSE(app, argc, argv);
+  device.threads = threads;
   if (serve->parsed()) {
     if (const char* token = std::getenv("MH_REPLICA_TOKEN")) so.token = token;
-    so.threads = threads;
+    so.compute = device;
     return worker::serve(so);
   }
-  auto backend = make_cpu_backend(threads);
+  worker::Compute compute = need(worker::make_compute(device));
+  Backend* backend = compute.backend.get();
 
   if (tokenize->parsed()) {
     const Tokenizer tok = need(Tokenizer::load(model_dir));
@@ -309,6 +316,9 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
   } else if (train->parsed()) {
+    // A SIGTERM from here on (while the model loads, too) stops the run after a step, with a
+    // checkpoint.
+    std::signal(SIGTERM, on_sigterm);
     // A directory with a config but no weights is an architecture to train from scratch: its
     // tokenizer is learned from the training data (unless it has one, or a checkpoint being
     // resumed does), its weights start from the seed.
@@ -381,9 +391,10 @@ int main(int argc, char** argv) {
       std::printf("validation loss %.4f\n", loss);
       return fmt::format(R"(,"valid_loss":{:.6g})", loss);
     };
-    std::unique_ptr<Collective> group =
-        group_options ? need(connect_process_group(*group_options)) : make_single_rank();
+    std::unique_ptr<Collective> group = need(worker::data_parallel(
+        group_options ? need(connect_process_group(*group_options)) : make_single_rank(), compute));
     const bool rank0 = group->rank() == 0;
+    std::printf("training on %s\n", backend->name());
     if (world > 1) {
       std::printf("rank %d of %d: joined the group; %lld rows per micro-batch, %lld per step\n",
                   group->rank(), world, static_cast<long long>(tc.batch_size),
@@ -395,7 +406,6 @@ int main(int argc, char** argv) {
       std::printf("resumed from %s at step %lld\n", resume_dir.c_str(),
                   static_cast<long long>(trainer.steps_done()));
     }
-    std::signal(SIGTERM, on_sigterm);
     // Only rank 0 writes checkpoints and the model (every rank holds the same weights).
     auto checkpoint = [&](int64_t step) {
       const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", step);
@@ -428,7 +438,9 @@ int main(int argc, char** argv) {
                     r.grad_norm, rate);
         std::fflush(stdout);
       }
-      if (r.stop && r.step < tc.steps) {
+      // The ranks stop after the step they agreed on; a single rank after this one.
+      const bool stop = r.stop || (world == 1 && stop_requested);
+      if (stop && r.step < tc.steps) {
         if (!rank0) {
           std::printf("stopped at step %lld with the group\n", static_cast<long long>(r.step));
           return 0;

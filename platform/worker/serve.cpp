@@ -498,7 +498,13 @@ int serve(const ServeOptions& given) {
   if (options.model_name.empty()) {
     options.model_name = std::filesystem::path(options.model_dir).filename().string();
   }
-  auto backend = engine::make_cpu_backend(options.threads);
+  auto compute = make_compute(options.compute);
+  if (!compute.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", compute.status().message().c_str());
+    return compute.status().code() == Code::kInvalidArgument ? 2 : 1;
+  }
+  std::unique_ptr<engine::Backend> backend = std::move(compute->backend);
+  std::fprintf(stderr, "mh-worker serve: computing on %s\n", backend->name());
   auto model = engine::Model::load(options.model_dir, *backend);
   if (!model.ok()) {
     std::fprintf(stderr, "mh-worker: %s\n", model.status().message().c_str());

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "platform/worker/device.h"
+
 namespace mh::worker {
 
 struct ServeOptions {
@@ -21,7 +23,7 @@ struct ServeOptions {
   uint16_t port = 0;       // 0: any free port, reported on stdout and the events channel
   std::string token;       // required bearer token; empty: none
   int64_t max_batch = 64;  // sequences decoding at once; more wait their turn
-  int threads = 0;
+  DeviceOptions compute;   // the backend it decodes on
 };
 
 // Runs until SIGTERM or SIGINT; returns the process's exit status.

@@ -86,7 +86,9 @@ TEST_CASE("a fine-tuning job trains a model to succeeded, with events and a new 
       CHECK(e.at("data").at("train_loss").as_double() > 0);
     }
   }
-  REQUIRE(messages.size() > 5);
+  std::string all;
+  for (const auto& m : messages) all += m + "\n";
+  REQUIRE_MESSAGE(messages.size() > 5, all);
   CHECK(messages.front().starts_with("Validating training file"));
   CHECK(messages.back() == "The job has successfully completed");
   CHECK(steps > 0);
@@ -198,14 +200,21 @@ TEST_CASE("cancelling a running job stops its worker") {
   REQUIRE_MESSAGE(r.status == 200, r.body);
   const std::string id(json::parse(r.body).at("id").as_string());
   REQUIRE(p.wait_for(id, {"running"}).at("status") == "running");
+  // Once it trains (a worker still starting up has nothing to checkpoint).
+  auto training = [&] {
+    return p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000")
+               .body.find("\"metrics\"") != std::string::npos;
+  };
+  for (int i = 0; i < 2000 && !training(); ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(training());
   r = p.as("acme", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel");
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(json::parse(r.body).at("status") == "cancelled");
   CHECK(p.job(id).at("fine_tuned_model").is_null());
   // The worker took SIGTERM the way training does (a checkpoint, then exit), and nothing runs
   // on: the job's events stop growing.
-  CHECK(read_file(p.dir.path() / "data" / "jobs" / "acme" / id / "worker.log")
-            .find("stopped at step") != std::string::npos);
+  const std::string log = read_file(p.dir.path() / "data" / "jobs" / "acme" / id / "worker.log");
+  CHECK_MESSAGE(log.find("stopped at step") != std::string::npos, log);
   auto event_count = [&] {
     return json::parse(
                p.as("acme", "GET", "/v1/fine_tuning/jobs/" + id + "/events?limit=1000").body)

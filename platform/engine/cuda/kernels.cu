@@ -1,0 +1,615 @@
+// The CUDA engine's fp32 kernels. Row ops take a warp per row; reductions over rows (parameter
+// gradients) take a thread per column and add rows in order, as the CPU backend does, so the
+// two differ by rounding alone. Attention keeps one query's (or one key's) running sums in
+// registers and walks the other side 32 rows at a time, one row per lane: no row of scores is
+// ever stored.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "platform/engine/cuda/kernels.h"
+
+namespace mh::engine::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr unsigned kAll = 0xffffffffu;
+constexpr int kRowWarps = 8;        // rows per block in warp-per-row kernels
+constexpr int kThreads = 256;       // elementwise and column kernels
+constexpr int kAttentionWarps = 4;  // query (or key) rows per attention block
+constexpr int kPerLane = kMaxHeadDim / kWarp;
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kAll, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kAll, v, o));
+  return v;
+}
+
+// A reduction over the whole block (blockDim.x a multiple of 32); every thread gets the total.
+template <bool kMax>
+__device__ float block_reduce(float v) {
+  __shared__ float partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int warps = static_cast<int>(blockDim.x) / kWarp;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  __syncthreads();  // the previous call's readers are done with `partial`
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < warps ? partial[lane] : (kMax ? -INFINITY : 0.0f);
+  return kMax ? warp_max(v) : warp_sum(v);
+}
+
+unsigned grid_for(int64_t n, int per_block) {
+  const int64_t blocks = (n + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, int64_t{1} << 30));
+}
+
+// Grid-stride loop over [0, n).
+#define MH_FOR_EACH(i, n)                                                                   \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+// ---- norms ------------------------------------------------------------------------------------
+
+__global__ void layernorm_kernel(const float* x, const float* w, const float* b, float eps,
+                                 int64_t rows, int64_t cols, float* out, float* mean,
+                                 float* rstd) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;  // uniform across the warp
+  const float* xr = x + row * cols;
+  float s = 0;
+  for (int64_t i = lane; i < cols; i += kWarp) s += xr[i];
+  const float m = warp_sum(s) / static_cast<float>(cols);
+  float var = 0;
+  for (int64_t i = lane; i < cols; i += kWarp) {
+    const float d = xr[i] - m;
+    var += d * d;
+  }
+  const float r = 1.0f / sqrtf(warp_sum(var) / static_cast<float>(cols) + eps);
+  float* o = out + row * cols;
+  for (int64_t i = lane; i < cols; i += kWarp) o[i] = (xr[i] - m) * r * w[i] + b[i];
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
+__global__ void layernorm_dx_kernel(const float* dout, const float* x, const float* w,
+                                    const float* mean, const float* rstd, int64_t rows,
+                                    int64_t cols, float* dx) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const float* xr = x + row * cols;
+  const float* g = dout + row * cols;
+  const float m = mean[row], r = rstd[row];
+  float sg = 0, sgx = 0;
+  for (int64_t i = lane; i < cols; i += kWarp) {
+    const float gw = g[i] * w[i];
+    sg += gw;
+    sgx += gw * (xr[i] - m) * r;
+  }
+  const float mean_g = warp_sum(sg) / static_cast<float>(cols);
+  const float mean_gx = warp_sum(sgx) / static_cast<float>(cols);
+  float* d = dx + row * cols;
+  for (int64_t i = lane; i < cols; i += kWarp) {
+    const float xhat = (xr[i] - m) * r;
+    d[i] = (g[i] * w[i] - mean_g - xhat * mean_gx) * r;
+  }
+}
+
+// dw[c] += sum_r dout[r, c] * (x[r, c] - mean[r]) * rstd[r]; db[c] += sum_r dout[r, c].
+// Without `mean` it is RMSNorm's dw (x * rstd), and db may be null.
+__global__ void norm_dw_kernel(const float* dout, const float* x, const float* mean,
+                               const float* rstd, int64_t rows, int64_t cols, float* dw,
+                               float* db) {
+  MH_FOR_EACH(c, cols) {
+    float sw = dw[c], sb = db != nullptr ? db[c] : 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float g = dout[r * cols + c];
+      const float centred = mean != nullptr ? x[r * cols + c] - mean[r] : x[r * cols + c];
+      sw += g * centred * rstd[r];
+      sb += g;
+    }
+    dw[c] = sw;
+    if (db != nullptr) db[c] = sb;
+  }
+}
+
+__global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t rows,
+                               int64_t cols, float* out, float* rstd) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const float* xr = x + row * cols;
+  float ss = 0;
+  for (int64_t i = lane; i < cols; i += kWarp) ss += xr[i] * xr[i];
+  const float r = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(cols) + eps);
+  float* o = out + row * cols;
+  for (int64_t i = lane; i < cols; i += kWarp) o[i] = xr[i] * r * w[i];
+  if (lane == 0) rstd[row] = r;
+}
+
+__global__ void rmsnorm_dx_kernel(const float* dout, const float* x, const float* w,
+                                  const float* rstd, int64_t rows, int64_t cols, float* dx) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const float* xr = x + row * cols;
+  const float* g = dout + row * cols;
+  float dot = 0;
+  for (int64_t i = lane; i < cols; i += kWarp) dot += g[i] * w[i] * xr[i];
+  const float s = rstd[row];
+  const float k = warp_sum(dot) * s * s * s / static_cast<float>(cols);
+  float* d = dx + row * cols;
+  for (int64_t i = lane; i < cols; i += kWarp) d[i] = g[i] * w[i] * s - xr[i] * k;
+}
+
+// ---- elementwise ------------------------------------------------------------------------------
+
+__global__ void gelu_kernel(const float* x, int64_t n, float* out) {
+  MH_FOR_EACH(i, n) {
+    const float v = x[i];
+    out[i] = 0.5f * v * (1.0f + tanhf(kGeluC * (v + 0.044715f * v * v * v)));
+  }
+}
+
+__global__ void gelu_backward_kernel(const float* dout, const float* x, int64_t n, float* dx) {
+  MH_FOR_EACH(i, n) {
+    const float v = x[i];
+    const float t = tanhf(kGeluC * (v + 0.044715f * v * v * v));
+    const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
+    dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+  }
+}
+
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  MH_FOR_EACH(i, n) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void swiglu_backward_kernel(const float* dout, const float* gate, const float* up,
+                                       int64_t n, float* dgate, float* dup) {
+  MH_FOR_EACH(i, n) {
+    const float g = gate[i];
+    const float sig = 1.0f / (1.0f + expf(-g));
+    dup[i] = dout[i] * g * sig;
+    dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+  }
+}
+
+__global__ void embedding_kernel(const float* table, const int32_t* ids, int64_t n, int64_t cols,
+                                 float* out) {
+  MH_FOR_EACH(i, n * cols) { out[i] = table[static_cast<int64_t>(ids[i / cols]) * cols + i % cols]; }
+}
+
+__global__ void embedding_backward_kernel(const float* dout, const int32_t* ids, int64_t n,
+                                          int64_t cols, float* dtable) {
+  MH_FOR_EACH(i, n * cols) {
+    atomicAdd(dtable + static_cast<int64_t>(ids[i / cols]) * cols + i % cols, dout[i]);
+  }
+}
+
+__global__ void add_kernel(const float* a, const float* b, int64_t n, float* out) {
+  MH_FOR_EACH(i, n) { out[i] = a[i] + b[i]; }
+}
+
+__global__ void add_bias_kernel(float* x, const float* bias, int64_t rows, int64_t cols) {
+  MH_FOR_EACH(i, rows * cols) { x[i] += bias[i % cols]; }
+}
+
+__global__ void column_sum_kernel(const float* dout, int64_t rows, int64_t cols, float* dbias) {
+  MH_FOR_EACH(c, cols) {
+    float s = dbias[c];
+    for (int64_t r = 0; r < rows; ++r) s += dout[r * cols + c];
+    dbias[c] = s;
+  }
+}
+
+// ---- cross-entropy ----------------------------------------------------------------------------
+
+__global__ void cross_entropy_kernel(const float* logits, const int32_t* targets, int64_t vocab,
+                                     float inv_denominator, float* loss, float* dlogits) {
+  const int64_t row = blockIdx.x;
+  const float* l = logits + row * vocab;
+  float* d = dlogits + row * vocab;
+  const int32_t t = targets[row];
+  if (t < 0) {  // an ignored row: no loss, no gradient
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d[i] = 0.0f;
+    if (threadIdx.x == 0) loss[row] = 0.0f;
+    return;
+  }
+  float mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, l[i]);
+  mx = block_reduce<true>(mx);
+  float s = 0;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) s += expf(l[i] - mx);
+  s = block_reduce<false>(s);
+  const float lse = mx + logf(s);
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float p = expf(l[i] - lse);
+    d[i] = (p - (i == t ? 1.0f : 0.0f)) * inv_denominator;
+  }
+  if (threadIdx.x == 0) loss[row] = lse - l[t];
+}
+
+// ---- RoPE ------------------------------------------------------------------------------------
+
+__global__ void rope_kernel(float* x, int64_t rows, int64_t width, int64_t head_dim,
+                            const int32_t* positions, float theta, float sign) {
+  const int64_t half = head_dim / 2, heads = width / head_dim;
+  MH_FOR_EACH(idx, rows * heads * half) {
+    const int64_t i = idx % half, h = (idx / half) % heads, r = idx / (half * heads);
+    // As Hugging Face computes it: 1 / theta^(2i / d), the exponent in float.
+    const float inv_freq = static_cast<float>(
+        1.0 / pow(static_cast<double>(theta),
+                  static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(head_dim))));
+    const float angle = static_cast<float>(positions[r]) * inv_freq;
+    const float c = cosf(angle), s = sign * sinf(angle);
+    float* xh = x + r * width + h * head_dim;
+    const float x1 = xh[i], x2 = xh[i + half];
+    xh[i] = x1 * c - x2 * s;
+    xh[i + half] = x2 * c + x1 * s;
+  }
+}
+
+// ---- attention --------------------------------------------------------------------------------
+
+// A warp per (sequence, head, query row).
+__global__ void attention_kernel(AttentionDims s, const float* q, const float* k, const float* v,
+                                 float* out, float* lse, float scale) {
+  __shared__ float qs[kAttentionWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
+  if (t >= s.batch * s.heads * s.q_len) return;  // uniform across the warp
+  const int64_t i = t % s.q_len, h = (t / s.q_len) % s.heads, b = t / (s.q_len * s.heads);
+  const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+  const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+  const float* qi = q + (b * s.q_len + i) * qw + h * d;
+  const float* kb = k + b * s.kv_len * kw + (h / group) * d;
+  const float* vb = v + b * s.kv_len * kw + (h / group) * d;
+  for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
+  __syncwarp();
+  float acc[kPerLane] = {};
+  float m = -INFINITY, l = 0.0f;
+  const int64_t n = past + i + 1;  // the keys this query sees
+  for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
+    const int64_t j = j0 + lane;
+    float score = -INFINITY;
+    if (j < n) {
+      const float* kj = kb + j * kw;
+      float dot = 0;
+      for (int64_t x = 0; x < d; ++x) dot += qs[warp][x] * kj[x];
+      score = dot * scale;
+    }
+    const float m_new = fmaxf(m, warp_max(score));  // finite: lane 0's key is always seen
+    const float p = j < n ? expf(score - m_new) : 0.0f;
+    const float correction = expf(m - m_new);
+    l = l * correction + warp_sum(p);
+    for (int e = 0; e < kPerLane; ++e) acc[e] *= correction;
+    const int count = static_cast<int>(n - j0 < kWarp ? n - j0 : kWarp);
+    for (int src = 0; src < count; ++src) {
+      const float ps = __shfl_sync(kAll, p, src);
+      const float* vj = vb + (j0 + src) * kw;
+      for (int e = 0; e < kPerLane; ++e) {
+        const int64_t x = lane + kWarp * e;
+        if (x < d) acc[e] += ps * vj[x];
+      }
+    }
+    m = m_new;
+  }
+  float* o = out + (b * s.q_len + i) * qw + h * d;
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t x = lane + kWarp * e;
+    if (x < d) o[x] = acc[e] / l;
+  }
+  if (lane == 0) lse[(b * s.heads + h) * s.q_len + i] = m + logf(l);
+}
+
+// Backward, pass 1, a warp per query row: delta_i = dout_i . out_i, and
+// dq_i = scale * sum_j ds_ij k_j with p_ij = exp(q_i . k_j * scale - lse_i),
+// ds_ij = p_ij (dout_i . v_j - delta_i).
+__global__ void attention_dq_kernel(AttentionDims s, const float* dout, const float* q,
+                                    const float* k, const float* v, const float* out,
+                                    const float* lse, float scale, float* delta, float* dq) {
+  __shared__ float qs[kAttentionWarps][kMaxHeadDim];
+  __shared__ float gs[kAttentionWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
+  if (t >= s.batch * s.heads * s.q_len) return;
+  const int64_t i = t % s.q_len, h = (t / s.q_len) % s.heads, b = t / (s.q_len * s.heads);
+  const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+  const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+  const int64_t at = (b * s.q_len + i) * qw + h * d;
+  const float* kb = k + b * s.kv_len * kw + (h / group) * d;
+  const float* vb = v + b * s.kv_len * kw + (h / group) * d;
+  float dd = 0;
+  for (int64_t x = lane; x < d; x += kWarp) {
+    qs[warp][x] = q[at + x];
+    gs[warp][x] = dout[at + x];
+    dd += dout[at + x] * out[at + x];
+  }
+  __syncwarp();
+  const int64_t row = (b * s.heads + h) * s.q_len + i;
+  const float di = warp_sum(dd);
+  if (lane == 0) delta[row] = di;
+  const float li = lse[row];
+  float acc[kPerLane] = {};
+  const int64_t n = past + i + 1;
+  for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
+    const int64_t j = j0 + lane;
+    float ds = 0;
+    if (j < n) {
+      const float* kj = kb + j * kw;
+      const float* vj = vb + j * kw;
+      float sd = 0, gd = 0;
+      for (int64_t x = 0; x < d; ++x) {
+        sd += qs[warp][x] * kj[x];
+        gd += gs[warp][x] * vj[x];
+      }
+      ds = expf(sd * scale - li) * (gd - di);
+    }
+    const int count = static_cast<int>(n - j0 < kWarp ? n - j0 : kWarp);
+    for (int src = 0; src < count; ++src) {
+      const float dss = __shfl_sync(kAll, ds, src);
+      const float* kj = kb + (j0 + src) * kw;
+      for (int e = 0; e < kPerLane; ++e) {
+        const int64_t x = lane + kWarp * e;
+        if (x < d) acc[e] += dss * kj[x];
+      }
+    }
+  }
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t x = lane + kWarp * e;
+    if (x < d) dq[at + x] = acc[e] * scale;
+  }
+}
+
+// Backward, pass 2, a warp per key row: it gathers from every query head of its group and every
+// query that sees it, so nothing is written twice: dk_j = scale * sum_i ds_ij q_i,
+// dv_j = sum_i p_ij dout_i.
+__global__ void attention_dkv_kernel(AttentionDims s, const float* dout, const float* q,
+                                     const float* k, const float* v, const float* lse,
+                                     const float* delta, float scale, float* dk, float* dv) {
+  __shared__ float ks[kAttentionWarps][kMaxHeadDim];
+  __shared__ float vs[kAttentionWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
+  if (t >= s.batch * s.kv_heads * s.kv_len) return;
+  const int64_t j = t % s.kv_len, g = (t / s.kv_len) % s.kv_heads, b = t / (s.kv_len * s.kv_heads);
+  const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+  const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+  const int64_t kat = (b * s.kv_len + j) * kw + g * d;
+  for (int64_t x = lane; x < d; x += kWarp) {
+    ks[warp][x] = k[kat + x];
+    vs[warp][x] = v[kat + x];
+  }
+  __syncwarp();
+  float ak[kPerLane] = {}, av[kPerLane] = {};
+  const int64_t first = j - past > 0 ? j - past : 0;  // the first query that sees key j
+  for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+    for (int64_t i0 = first; i0 < s.q_len; i0 += kWarp) {
+      const int64_t i = i0 + lane;
+      float p = 0, ds = 0;
+      if (i < s.q_len) {
+        const float* qi = q + (b * s.q_len + i) * qw + h * d;
+        const float* gi = dout + (b * s.q_len + i) * qw + h * d;
+        float sd = 0, gd = 0;
+        for (int64_t x = 0; x < d; ++x) {
+          sd += qi[x] * ks[warp][x];
+          gd += gi[x] * vs[warp][x];
+        }
+        const int64_t row = (b * s.heads + h) * s.q_len + i;
+        p = expf(sd * scale - lse[row]);
+        ds = p * (gd - delta[row]);
+      }
+      const int count = static_cast<int>(s.q_len - i0 < kWarp ? s.q_len - i0 : kWarp);
+      for (int src = 0; src < count; ++src) {
+        const float dss = __shfl_sync(kAll, ds, src);
+        const float ps = __shfl_sync(kAll, p, src);
+        const int64_t qat = (b * s.q_len + i0 + src) * qw + h * d;
+        for (int e = 0; e < kPerLane; ++e) {
+          const int64_t x = lane + kWarp * e;
+          if (x < d) {
+            ak[e] += dss * q[qat + x];
+            av[e] += ps * dout[qat + x];
+          }
+        }
+      }
+    }
+  }
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t x = lane + kWarp * e;
+    if (x < d) {
+      dk[kat + x] = ak[e] * scale;
+      dv[kat + x] = av[e];
+    }
+  }
+}
+
+// ---- optimizer and conversions ----------------------------------------------------------------
+
+__global__ void adamw_kernel(float* w, const float* grad, float* m, float* v, int64_t n,
+                             AdamWStep s, __nv_bfloat16* copy) {
+  MH_FOR_EACH(i, n) {
+    const float g = grad[i] * s.grad_scale;
+    const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * g;
+    const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * g * g;
+    const float wi = w[i] * s.decay - s.step_size * mi / (sqrtf(vi) / s.bc2_sqrt + s.eps);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = wi;
+    if (copy != nullptr) copy[i] = __float2bfloat16_rn(wi);
+  }
+}
+
+__global__ void to_bf16_kernel(const float* in, int64_t n, __nv_bfloat16* out) {
+  MH_FOR_EACH(i, n) { out[i] = __float2bfloat16_rn(in[i]); }
+}
+
+__global__ void from_bf16_kernel(const __nv_bfloat16* in, int64_t n, float* out) {
+  MH_FOR_EACH(i, n) { out[i] = __bfloat162float(in[i]); }
+}
+
+cudaError_t launched() { return cudaGetLastError(); }
+
+}  // namespace
+
+cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
+                      int64_t cols, float* out, float* mean, float* rstd, cudaStream_t stream) {
+  layernorm_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+      x, w, b, eps, rows, cols, out, mean, rstd);
+  return launched();
+}
+
+cudaError_t layernorm_backward(const float* dout, const float* x, const float* w,
+                               const float* mean, const float* rstd, int64_t rows, int64_t cols,
+                               float* dx, float* dw, float* db, cudaStream_t stream) {
+  layernorm_dx_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+      dout, x, w, mean, rstd, rows, cols, dx);
+  norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, mean, rstd, rows,
+                                                                    cols, dw, db);
+  return launched();
+}
+
+cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
+                    float* out, float* rstd, cudaStream_t stream) {
+  rmsnorm_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(x, w, eps, rows,
+                                                                             cols, out, rstd);
+  return launched();
+}
+
+cudaError_t rmsnorm_backward(const float* dout, const float* x, const float* w, const float* rstd,
+                             int64_t rows, int64_t cols, float* dx, float* dw,
+                             cudaStream_t stream) {
+  rmsnorm_dx_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(dout, x, w, rstd,
+                                                                               rows, cols, dx);
+  norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, nullptr, rstd, rows,
+                                                                    cols, dw, nullptr);
+  return launched();
+}
+
+cudaError_t gelu(const float* x, int64_t n, float* out, cudaStream_t stream) {
+  gelu_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, out);
+  return launched();
+}
+
+cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, float* dx,
+                          cudaStream_t stream) {
+  gelu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, x, n, dx);
+  return launched();
+}
+
+cudaError_t swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+  swiglu_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  return launched();
+}
+
+cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
+                            float* dgate, float* dup, cudaStream_t stream) {
+  swiglu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, gate, up, n, dgate,
+                                                                         dup);
+  return launched();
+}
+
+cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t cols, float* out,
+                      cudaStream_t stream) {
+  embedding_kernel<<<grid_for(n * cols, kThreads), kThreads, 0, stream>>>(table, ids, n, cols,
+                                                                          out);
+  return launched();
+}
+
+cudaError_t embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t cols,
+                               float* dtable, cudaStream_t stream) {
+  embedding_backward_kernel<<<grid_for(n * cols, kThreads), kThreads, 0, stream>>>(dout, ids, n,
+                                                                                   cols, dtable);
+  return launched();
+}
+
+cudaError_t cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                          float inv_denominator, float* loss, float* dlogits,
+                          cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  cross_entropy_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      logits, targets, vocab, inv_denominator, loss, dlogits);
+  return launched();
+}
+
+cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream) {
+  add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, n, out);
+  return launched();
+}
+
+cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols,
+                     cudaStream_t stream) {
+  add_bias_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(x, bias, rows, cols);
+  return launched();
+}
+
+cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* dbias,
+                          cudaStream_t stream) {
+  column_sum_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, rows, cols, dbias);
+  return launched();
+}
+
+cudaError_t rope(float* x, int64_t rows, int64_t width, int64_t head_dim, const int32_t* positions,
+                 float theta, float sign, cudaStream_t stream) {
+  const int64_t n = rows * (width / head_dim) * (head_dim / 2);
+  rope_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, rows, width, head_dim, positions,
+                                                              theta, sign);
+  return launched();
+}
+
+cudaError_t attention(const AttentionDims& s, const float* q, const float* k, const float* v,
+                      float* out, float* lse, cudaStream_t stream) {
+  if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  attention_kernel<<<grid_for(s.batch * s.heads * s.q_len, kAttentionWarps),
+                     kAttentionWarps * kWarp, 0, stream>>>(s, q, k, v, out, lse, scale);
+  return launched();
+}
+
+cudaError_t attention_backward(const AttentionDims& s, const float* dout, const float* q,
+                               const float* k, const float* v, const float* out, const float* lse,
+                               float* delta, float* dq, float* dk, float* dv,
+                               cudaStream_t stream) {
+  if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  attention_dq_kernel<<<grid_for(s.batch * s.heads * s.q_len, kAttentionWarps),
+                        kAttentionWarps * kWarp, 0, stream>>>(s, dout, q, k, v, out, lse, scale,
+                                                              delta, dq);
+  attention_dkv_kernel<<<grid_for(s.batch * s.kv_heads * s.kv_len, kAttentionWarps),
+                         kAttentionWarps * kWarp, 0, stream>>>(s, dout, q, k, v, lse, delta,
+                                                               scale, dk, dv);
+  return launched();
+}
+
+cudaError_t adamw(float* w, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s,
+                  uint16_t* bf16_copy, cudaStream_t stream) {
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      w, grad, m, v, n, s, reinterpret_cast<__nv_bfloat16*>(bf16_copy));
+  return launched();
+}
+
+cudaError_t to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream) {
+  to_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      in, n, reinterpret_cast<__nv_bfloat16*>(out));
+  return launched();
+}
+
+cudaError_t from_bf16(const uint16_t* in, int64_t n, float* out, cudaStream_t stream) {
+  from_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(in), n, out);
+  return launched();
+}
+
+}  // namespace mh::engine::cuda

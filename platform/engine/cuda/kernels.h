@@ -1,0 +1,89 @@
+// The CUDA engine's kernels, as host functions over device pointers on a stream. Row-major, the
+// conventions of backend.h (rows are every dimension but the last; backward ops accumulate into
+// parameter gradients and write input gradients). fp32 in and out, fp32 arithmetic: these are
+// checked against the CPU backend to fp32 rounding. Every launcher returns the launch's error
+// (cudaSuccess when it was queued).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace mh::engine::cuda {
+
+// The largest head the attention kernels take (each lane of a warp holds head_dim / 32 of a
+// row).
+constexpr int kMaxHeadDim = 256;
+
+cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
+                      int64_t cols, float* out, float* mean, float* rstd, cudaStream_t stream);
+// dx = ...; dw += ...; db += ...
+cudaError_t layernorm_backward(const float* dout, const float* x, const float* w, const float* mean,
+                               const float* rstd, int64_t rows, int64_t cols, float* dx, float* dw,
+                               float* db, cudaStream_t stream);
+cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
+                    float* out, float* rstd, cudaStream_t stream);
+cudaError_t rmsnorm_backward(const float* dout, const float* x, const float* w, const float* rstd,
+                             int64_t rows, int64_t cols, float* dx, float* dw, cudaStream_t stream);
+
+cudaError_t gelu(const float* x, int64_t n, float* out, cudaStream_t stream);
+cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, float* dx,
+                          cudaStream_t stream);
+cudaError_t swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
+                            float* dgate, float* dup, cudaStream_t stream);
+
+// out[i] = table[ids[i]] (ids already checked against the table's rows).
+cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t cols, float* out,
+                      cudaStream_t stream);
+// dtable[ids[i]] += dout[i]
+cudaError_t embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t cols,
+                               float* dtable, cudaStream_t stream);
+
+// Per row: loss[r] = logsumexp(logits[r]) - logits[r][t] (0 where t < 0), and
+// dlogits[r] = (softmax(logits[r]) - onehot(t)) * inv_denominator (0 where t < 0).
+cudaError_t cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                          float inv_denominator, float* loss, float* dlogits, cudaStream_t stream);
+
+cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
+cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
+// dbias += column sums of dout
+cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* dbias,
+                          cudaStream_t stream);
+
+// In place, Hugging Face's Llama rotation; sign -1 applies the inverse (the backward pass).
+cudaError_t rope(float* x, int64_t rows, int64_t width, int64_t head_dim, const int32_t* positions,
+                 float theta, float sign, cudaStream_t stream);
+
+struct AttentionDims {
+  int64_t batch, q_len, kv_len, heads, kv_heads, head_dim;
+};
+// Causal grouped-query attention that never holds a row of scores: an online softmax over
+// blocks of keys (flash-style). q/out [batch * q_len, heads * head_dim], k/v rows of
+// kv_heads * head_dim, lse [batch, heads, q_len].
+cudaError_t attention(const AttentionDims& s, const float* q, const float* k, const float* v,
+                      float* out, float* lse, cudaStream_t stream);
+// dq, dk, dv written (not accumulated); `delta` is scratch of batch * heads * q_len floats.
+cudaError_t attention_backward(const AttentionDims& s, const float* dout, const float* q,
+                               const float* k, const float* v, const float* out, const float* lse,
+                               float* delta, float* dq, float* dk, float* dv, cudaStream_t stream);
+
+// One AdamW update of n fp32 master weights, as torch.optim.AdamW (and the CPU trainer) computes
+// it: g = grad * grad_scale; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+// w = w * decay - step_size * m / (sqrt(v) / bc2_sqrt + eps). When `bf16_copy` is not null the
+// updated weights are also written there in bf16 (the copy the forward pass reads).
+struct AdamWStep {
+  float beta1, beta2, eps;
+  float decay;      // 1 - lr * weight_decay for decayed parameters, else 1
+  float step_size;  // lr / (1 - beta1^t)
+  float bc2_sqrt;   // sqrt(1 - beta2^t)
+  float grad_scale;
+};
+cudaError_t adamw(float* w, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s,
+                  uint16_t* bf16_copy, cudaStream_t stream);
+
+// Conversions between fp32 and bf16 (round to nearest even), for bf16 GEMM operands.
+cudaError_t to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream);
+cudaError_t from_bf16(const uint16_t* in, int64_t n, float* out, cudaStream_t stream);
+
+}  // namespace mh::engine::cuda

@@ -1,0 +1,53 @@
+#include "platform/worker/device.h"
+
+#ifdef MH_ENGINE_CUDA
+#include "platform/engine/cuda/cuda_backend.h"
+#endif
+#ifdef MH_ENGINE_NCCL
+#include "platform/engine/cuda/nccl_collective.h"
+#endif
+
+namespace mh::worker {
+
+Result<Compute> make_compute(const DeviceOptions& o) {
+  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") {
+    return invalid_argument("--device must be auto, cpu or cuda, not '" + o.device + "'");
+  }
+  if (o.precision != "fp32" && o.precision != "bf16") {
+    return invalid_argument("--precision must be fp32 or bf16, not '" + o.precision + "'");
+  }
+  Compute c;
+#ifdef MH_ENGINE_CUDA
+  if (o.device == "cuda" || (o.device == "auto" && engine::cuda_device_count() > 0)) {
+    engine::CudaOptions cuda;
+    cuda.bf16_gemm = o.precision == "bf16";
+    MH_ASSIGN_OR_RETURN(c.backend, engine::make_cuda_backend(cuda));
+    c.cuda = true;
+    return c;
+  }
+#else
+  if (o.device == "cuda") {
+    return unavailable("this mh-worker was built without CUDA (nvcc was not found at build time)");
+  }
+#endif
+  if (o.precision == "bf16") {
+    return invalid_argument("--precision bf16 needs the CUDA backend (--device cuda)");
+  }
+  c.backend = engine::make_cpu_backend(o.threads);
+  return c;
+}
+
+Result<std::unique_ptr<engine::Collective>> data_parallel(std::unique_ptr<engine::Collective> group,
+                                                          const Compute& compute) {
+#ifdef MH_ENGINE_NCCL
+  if (compute.cuda && group->world() > 1) {
+    MH_ASSIGN_OR_RETURN(auto nccl, engine::make_nccl_collective(*group, 0));
+    return std::unique_ptr<engine::Collective>(std::move(nccl));
+  }
+#else
+  (void)compute;
+#endif
+  return group;
+}
+
+}  // namespace mh::worker
