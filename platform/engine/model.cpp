@@ -710,7 +710,7 @@ Tensor Model::logits() {
   return out;
 }
 
-void Model::backward() {
+void Model::backward(const std::function<void(size_t, size_t)>& ready) {
   if (!have_grad_) throw ShapeError("backward: the last forward had no targets");
   have_grad_ = false;
   const ModelConfig& c = config_;
@@ -723,6 +723,11 @@ void Model::backward() {
     backend_.rmsnorm_backward(dfinal_, final_in_, params_[norm_w_].value, final_rstd_, dx,
                               params_[norm_w_].grad);
   }
+  // Every layer's parameters are contiguous: from its first norm to the next layer's.
+  auto finished = [&](size_t begin, size_t end) {
+    if (ready) ready(begin, end);
+  };
+  finished(norm_w_, params_.size());
   Backend::AttentionShape s;
   s.batch = batch_;
   s.q_len = seq_len_;
@@ -767,9 +772,11 @@ void Model::backward() {
                                 params_[y.ln1_w].grad);
     }
     backend_.add(dx, dtmp, dx);  // the gradient at x_in
+    finished(y.ln1_w, l + 1 < c.layers ? layers_[static_cast<size_t>(l + 1)].ln1_w : norm_w_);
   }
   backend_.embedding_backward(dx, ids_, params_[wte_].grad);
   if (gpt2) backend_.embedding_backward(dx, positions_, params_[wpe_].grad);
+  finished(0, layers_[0].ln1_w);
 }
 
 KvCache Model::new_cache(int64_t capacity) const {

@@ -114,7 +114,10 @@ class Model {
   // targets it returns 0 and keeps the final hidden states for logits().
   float forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq_len,
                 const std::vector<int32_t>& targets, int64_t denominator = 0);
-  void backward();
+  // `ready` (when given) is called with each range [begin, end) of parameters() whose gradients
+  // this pass has finished, as they finish: the final norm (with an untied head), each block
+  // from the last, then the embeddings. A data-parallel trainer reduces them meanwhile.
+  void backward(const std::function<void(size_t begin, size_t end)>& ready = {});
   // Logits [batch * seq_len, vocab] of the last forward().
   Tensor logits();
 

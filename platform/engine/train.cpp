@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "platform/engine/files.h"
 #include "platform/engine/json.h"
@@ -20,6 +25,67 @@ Status state_error(std::string_view what) {
 }
 
 }  // namespace
+
+// All-reduces buffers on a thread of its own, in the order they are submitted (every rank
+// submits the same buffers in the same order, so the collective's calls line up).
+class GradientReducer {
+ public:
+  explicit GradientReducer(Collective& comm) : comm_(comm), thread_([this] { run(); }) {}
+  ~GradientReducer() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  // `buffer` must stay put until drain() returns.
+  void submit(std::vector<float>* buffer) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(buffer);
+    }
+    wake_.notify_all();
+  }
+  // Waits for everything submitted; rethrows the first failure (a lost rank).
+  void drain() {
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [&] { return queue_.empty(); });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      std::vector<float>* buffer = queue_.front();
+      const bool failed = error_ != nullptr;  // a broken group is not called again
+      lock.unlock();
+      std::exception_ptr error;
+      if (!failed) {
+        try {
+          comm_.all_reduce_sum(*buffer);
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
+      lock.lock();
+      if (error && !error_) error_ = error;
+      queue_.pop_front();
+      if (queue_.empty()) idle_.notify_all();
+    }
+  }
+
+  Collective& comm_;
+  std::mutex mutex_;
+  std::condition_variable wake_, idle_;
+  std::deque<std::vector<float>*> queue_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::thread thread_;  // last: it starts once the rest is built
+};
 
 Status TrainConfig::validate() const {
   auto bad = [](std::string field, std::string what) {
@@ -104,7 +170,10 @@ Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collecti
       adam_(model.parameters(), config),
       rng_(config.seed) {
   for (const auto& p : model_.parameters()) sum_.emplace_back(p.value.shape());
+  if (comm_.world() > 1) reducer_ = std::make_unique<GradientReducer>(comm_);
 }
+
+Trainer::~Trainer() = default;
 
 void Trainer::new_epoch() {
   ++epoch_;
@@ -170,35 +239,54 @@ StepResult Trainer::step(bool want_stop) {
   }
   auto& params = model_.parameters();
   for (auto& s : sum_) s.fill(0.0f);
+  auto add_gradients = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      float* s = sum_[i].data();
+      const float* g = params[i].grad.data();
+      for (int64_t j = 0; j < sum_[i].numel(); ++j) s[j] += g[j];
+    }
+  };
+  // With several ranks, the last micro-batch's finished gradients go out as the backward pass
+  // produces them, a block at a time; each bucket holds parameters [begin, end) flattened.
+  std::deque<std::vector<float>> buckets;
+  std::vector<std::pair<size_t, size_t>> ranges;
+  auto send = [&](size_t begin, size_t end) {
+    add_gradients(begin, end);
+    std::vector<float>& flat = buckets.emplace_back();
+    for (size_t i = begin; i < end; ++i) {
+      flat.insert(flat.end(), sum_[i].values().begin(), sum_[i].values().end());
+    }
+    ranges.emplace_back(begin, end);
+    reducer_->submit(&flat);
+  };
   float loss = 0;
   for (int64_t a = 0; a < config_.grad_accum; ++a) {
     const size_t micro = static_cast<size_t>(a * comm_.world() + comm_.rank());
     model_.zero_grad();
     loss += model_.forward(ids[micro], b, t, targets[micro], std::max<int64_t>(1, counted));
-    model_.backward();
-    for (size_t i = 0; i < params.size(); ++i) {
-      float* s = sum_[i].data();
-      const float* g = params[i].grad.data();
-      for (int64_t j = 0; j < sum_[i].numel(); ++j) s[j] += g[j];
+    if (reducer_ && a + 1 == config_.grad_accum) {
+      model_.backward(send);
+    } else {
+      model_.backward();
+      add_gradients(0, params.size());
     }
   }
   bool stop = want_stop;
-  if (comm_.world() > 1) {
-    int64_t total = 2;
-    for (const auto& s : sum_) total += s.numel();
-    std::vector<float> flat;
-    flat.reserve(static_cast<size_t>(total));
-    for (const auto& s : sum_) flat.insert(flat.end(), s.values().begin(), s.values().end());
-    flat.push_back(loss);
-    flat.push_back(want_stop ? 1.0f : 0.0f);
-    comm_.all_reduce_sum(flat);
-    size_t at = 0;
-    for (auto& s : sum_) {
-      std::copy_n(flat.begin() + static_cast<std::ptrdiff_t>(at), s.numel(), s.data());
-      at += static_cast<size_t>(s.numel());
+  if (reducer_) {
+    std::vector<float>& tail =
+        buckets.emplace_back(std::vector<float>{loss, want_stop ? 1.f : 0.f});
+    reducer_->submit(&tail);
+    reducer_->drain();
+    for (size_t r = 0; r < ranges.size(); ++r) {
+      size_t at = 0;
+      for (size_t i = ranges[r].first; i < ranges[r].second; ++i) {
+        std::copy_n(buckets[r].begin() + static_cast<std::ptrdiff_t>(at), sum_[i].numel(),
+                    sum_[i].data());
+        at += static_cast<size_t>(sum_[i].numel());
+      }
     }
-    loss = flat[flat.size() - 2];
-    stop = flat.back() > 0;
+    loss = tail[0];
+    stop = tail[1] > 0;
   }
   double squares = 0;
   for (const auto& s : sum_) {

@@ -4,7 +4,9 @@
 //
 // One optimizer step takes a global batch of batch_size * grad_accum * world rows. Rank r runs
 // micro-batches r, r + world, ...; each micro-batch's gradient is computed on its own and added,
-// in order, to the rank's sum, and the ranks' sums are added in rank order. The loss is summed
+// in order, to the rank's sum, and the ranks' sums are added in rank order. The last
+// micro-batch's backward pass hands each block's finished gradients to a thread that all-reduces
+// them while the pass goes on to the blocks before it. The loss is summed
 // over the global batch's target tokens and divided by their count, so a step's gradient does not
 // depend on how the batch was split: one rank with two micro-batches and two ranks with one each
 // give bit-identical weights.
@@ -87,6 +89,7 @@ class Trainer {
   // `model`, `data` and `collective` must outlive the trainer. Every rank builds its model from
   // the same weights (create with the same seed, or load the same files).
   Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective);
+  ~Trainer();
 
   // One optimizer step. `want_stop` is this rank's wish to stop after it; the ranks agree
   // through the step's all-reduce, so they all stop after the same step.
@@ -111,6 +114,8 @@ class Trainer {
   TrainConfig config_;
   Collective& comm_;
   std::vector<Tensor> sum_;  // per parameter: the step's gradient
+  // With several ranks: all-reduces gradient buckets while the backward pass goes on.
+  std::unique_ptr<class GradientReducer> reducer_;
   AdamW adam_;
   int64_t step_ = 0;
   // Data order: each epoch visits every row once, in an order drawn from epoch_seed_.

@@ -2,6 +2,7 @@
 // data-parallel ranks that give the weights one rank gives.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "platform/engine/train.h"
@@ -203,6 +204,76 @@ TEST_CASE("two data-parallel ranks give the weights one rank gives with the same
   CHECK(losses[1] == solo_losses);
   CHECK(all_weights(*models[0]) == all_weights(**reference));
   CHECK(all_weights(*models[1]) == all_weights(**reference));
+}
+
+// A rank's collective that notes each all-reduce: its size and the thread that called it.
+class Recording final : public Collective {
+ public:
+  explicit Recording(Collective& inner) : inner_(inner) {}
+  int rank() const override { return inner_.rank(); }
+  int world() const override { return inner_.world(); }
+  void all_reduce_sum(std::span<float> data) override {
+    calls.push_back({data.size(), std::this_thread::get_id()});
+    inner_.all_reduce_sum(data);
+  }
+  void broadcast(std::span<uint8_t> bytes, int root) override { inner_.broadcast(bytes, root); }
+  struct Call {
+    size_t size;
+    std::thread::id thread;
+  };
+  std::vector<Call> calls;
+
+ private:
+  Collective& inner_;
+};
+
+TEST_CASE("the gradient all-reduce goes a block at a time, beside the backward pass") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kJsonl, tok);
+  REQUIRE(data.ok());
+  TrainConfig config = small_run();
+  config.grad_accum = 2;
+  auto group = make_thread_group(2);
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<std::unique_ptr<Model>> models;
+  std::vector<std::unique_ptr<Recording>> comms;
+  for (int r = 0; r < 2; ++r) {
+    backends.push_back(make_cpu_backend(1));
+    models.push_back(std::move(Model::create(tiny(tok.vocab_size()), *backends.back(), 7).value()));
+    comms.push_back(std::make_unique<Recording>(*group[static_cast<size_t>(r)]));
+  }
+  std::vector<std::thread::id> trainers(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      trainers[static_cast<size_t>(r)] = std::this_thread::get_id();
+      Trainer t(*models[static_cast<size_t>(r)], *data, config, *comms[static_cast<size_t>(r)]);
+      for (int i = 0; i < 2; ++i) t.step();
+    });
+  }
+  for (auto& t : ranks) t.join();
+  // Per step: the final norm with the untied head, block 1, block 0, the embeddings, then the
+  // loss and the stop flag; every call from the reducing thread, not the trainer's.
+  const auto& params = models[0]->parameters();
+  auto count = [&](const std::string& prefix) {
+    size_t n = 0;
+    for (const auto& p : params) {
+      if (p.name.starts_with(prefix)) n += static_cast<size_t>(p.value.numel());
+    }
+    return n;
+  };
+  const std::vector<size_t> expected = {count("model.norm.") + count("lm_head."),
+                                        count("model.layers.1."), count("model.layers.0."),
+                                        count("model.embed_tokens."), 2};
+  for (int r = 0; r < 2; ++r) {
+    const auto& calls = comms[static_cast<size_t>(r)]->calls;
+    REQUIRE(calls.size() == 2 * expected.size());
+    for (size_t i = 0; i < calls.size(); ++i) {
+      CAPTURE(i);
+      CHECK(calls[i].size == expected[i % expected.size()]);
+      CHECK(calls[i].thread != trainers[static_cast<size_t>(r)]);
+    }
+  }
 }
 
 }  // namespace
