@@ -3,6 +3,7 @@
 // same run. bench/engine/run.sh runs it beside the PyTorch peer (torch_peer.py).
 //   engine_bench --layers 4 --hidden 256 --heads 4 --context 256 --vocab 50257 --batch 4
 //                --threads 2 [--train-steps 5] [--decode-tokens 64] [--forward-only]
+//                [--cuda 1 [--bf16 1]]   (the CUDA backend, where built; bench/gpu/run.sh)
 // Prints one JSON object.
 #include <chrono>
 #include <cmath>
@@ -13,6 +14,9 @@
 #include <string>
 
 #include "platform/engine/train.h"
+#ifdef MH_ENGINE_CUDA
+#include "platform/engine/cuda/cuda_backend.h"
+#endif
 
 using namespace mh::engine;
 using Clock = std::chrono::steady_clock;
@@ -103,7 +107,8 @@ int main(int argc, char** argv) {
   std::map<std::string, int64_t> opt = {
       {"layers", 4},         {"hidden", 256},     {"heads", 4},   {"context", 256},
       {"vocab", 50257},      {"batch", 4},        {"threads", 2}, {"train-steps", 5},
-      {"decode-tokens", 64}, {"forward-only", 0}, {"sgemm", 1}};
+      {"decode-tokens", 64}, {"forward-only", 0}, {"sgemm", 1},   {"cuda", 0},
+      {"bf16", 0}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--", 0) != 0 || !opt.contains(a.substr(2))) {
@@ -117,7 +122,24 @@ int main(int argc, char** argv) {
     }
   }
   auto cpu = make_cpu_backend(static_cast<int>(opt["threads"]));
-  TimedBackend timed(*cpu);
+  std::unique_ptr<Backend> chosen;
+  if (opt["cuda"]) {
+#ifdef MH_ENGINE_CUDA
+    CudaOptions o;
+    o.bf16_gemm = opt["bf16"] != 0;
+    auto cuda = make_cuda_backend(o);
+    if (!cuda.ok()) {
+      std::fprintf(stderr, "engine_bench: %s\n", cuda.status().message().c_str());
+      return 1;
+    }
+    chosen = std::move(cuda).value();
+    opt["sgemm"] = 0;
+#else
+    std::fprintf(stderr, "engine_bench: built without CUDA\n");
+    return 2;
+#endif
+  }
+  TimedBackend timed(chosen ? *chosen : *cpu);
   ModelConfig c;
   c.family = Family::kGpt2;
   c.vocab_size = opt["vocab"];
@@ -190,10 +212,10 @@ int main(int argc, char** argv) {
     decode_tok_s = static_cast<double>(steps) / seconds_since(d0);
   }
   std::printf(
-      "{\"impl\":\"macrohard\",\"params\":%lld,\"batch\":%lld,\"context\":%lld,\"threads\":%lld,"
+      "{\"impl\":\"macrohard %s\",\"params\":%lld,\"batch\":%lld,\"context\":%lld,\"threads\":%lld,"
       "\"%s_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,\"gemm_share\":%.3f,"
       "\"gemm_gflops\":%.1f,\"sgemm_peak_gflops\":%.1f}\n",
-      static_cast<long long>(c.parameter_count()), static_cast<long long>(b),
+      timed.name(), static_cast<long long>(c.parameter_count()), static_cast<long long>(b),
       static_cast<long long>(t), static_cast<long long>(opt["threads"]),
       forward_only ? "forward" : "train", train_tok_s, decode_tok_s, gemm_share, gemm_gflops, peak);
   return 0;

@@ -1,6 +1,5 @@
 #include "platform/engine/cuda/cuda_backend.h"
 
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "platform/engine/backend_checks.h"
+#include "platform/engine/cuda/gemm.h"
 #include "platform/engine/cuda/kernels.h"
 
 namespace mh::engine {
@@ -17,13 +17,6 @@ namespace {
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
     throw CudaError(std::string("cuda: ") + what + ": " + cudaGetErrorString(err));
-  }
-}
-
-void check(cublasStatus_t st, const char* what) {
-  if (st != CUBLAS_STATUS_SUCCESS) {
-    throw CudaError(std::string("cublasLt: ") + what + ": status " +
-                    std::to_string(static_cast<int>(st)));
   }
 }
 
@@ -72,13 +65,9 @@ class Arena {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const CudaOptions& o, cudaStream_t stream, cublasLtHandle_t lt, void* workspace)
-      : options_(o), stream_(stream), lt_(lt), workspace_(workspace) {}
-  ~CudaBackend() override {
-    cudaFree(workspace_);
-    cublasLtDestroy(lt_);
-    cudaStreamDestroy(stream_);
-  }
+  CudaBackend(const CudaOptions& o, cudaStream_t stream, std::unique_ptr<cuda::Gemm> gemm)
+      : options_(o), stream_(stream), gemm_(std::move(gemm)) {}
+  ~CudaBackend() override { cudaStreamDestroy(stream_); }
   const char* name() const override { return options_.bf16_gemm ? "cuda-bf16" : "cuda"; }
 
   void gemm(bool ta, bool tb, float alpha, const Tensor& a, const Tensor& b, float beta,
@@ -88,9 +77,8 @@ class CudaBackend final : public Backend {
     const float* da = up(a);
     const float* db = up(b);
     float* dc = beta != 0.0f ? up(c) : scratch(c.numel());
-    // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B.
-    const void* pa = db;
-    const void* pb = da;
+    const void* pa = da;
+    const void* pb = db;
     cudaDataType_t in = CUDA_R_32F;
     if (options_.bf16_gemm) {
       in = CUDA_R_16BF;
@@ -98,14 +86,14 @@ class CudaBackend final : public Backend {
       auto* hb = static_cast<uint16_t*>(arena_.take(static_cast<size_t>(b.numel()) * 2));
       check(cuda::to_bf16(da, a.numel(), ha, stream_), "to_bf16");
       check(cuda::to_bf16(db, b.numel(), hb, stream_), "to_bf16");
-      pa = hb;
-      pb = ha;
+      pa = ha;
+      pb = hb;
     }
     if (m > 0 && n > 0) {
       if (k == 0) {
         check(cudaMemsetAsync(dc, 0, static_cast<size_t>(c.numel()) * 4, stream_), "memset");
       } else {
-        matmul(tb, ta, n, m, k, alpha, pa, tb ? k : n, pb, ta ? m : k, beta, dc, n, in);
+        gemm_->run(ta, tb, m, n, k, alpha, pa, pb, beta, dc, in, stream_);
       }
     }
     down(dc, c);
@@ -395,56 +383,9 @@ class CudaBackend final : public Backend {
     down(dx, x);
   }
 
-  // Column-major D = alpha op(A) op(B) + beta C with D = C: A is [rows_a, cols_a] as stored
-  // (ld_a), op(A) is m x k, op(B) k x n, C m x n (ld_c).
-  void matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-              const void* a, int64_t ld_a, const void* b, int64_t ld_b, float beta, float* c,
-              int64_t ld_c, cudaDataType_t in) {
-    cublasLtMatmulDesc_t desc = nullptr;
-    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
-    struct Cleanup {
-      cublasLtMatmulDesc_t& d;
-      cublasLtMatrixLayout_t &a, &b, &c;
-      ~Cleanup() {
-        if (d) cublasLtMatmulDescDestroy(d);
-        for (auto* l : {&a, &b, &c}) {
-          if (*l) cublasLtMatrixLayoutDestroy(*l);
-        }
-      }
-    } cleanup{desc, la, lb, lc};
-    check(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
-    const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a),
-          "transa");
-    check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b),
-          "transb");
-    // Stored shapes: op(A) = m x k means A is k x m when transposed.
-    check(cublasLtMatrixLayoutCreate(&la, in, trans_a ? k : m, trans_a ? m : k, ld_a), "layout a");
-    check(cublasLtMatrixLayoutCreate(&lb, in, trans_b ? n : k, trans_b ? k : n, ld_b), "layout b");
-    check(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ld_c), "layout c");
-    cublasLtMatmulPreference_t pref = nullptr;
-    check(cublasLtMatmulPreferenceCreate(&pref), "preference");
-    const size_t ws = kWorkspace;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                         sizeof ws);
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(lt_, desc, la, lb, lc, lc, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    check(st, "no algorithm");
-    if (found == 0) throw CudaError("cublasLt: no algorithm for this GEMM");
-    check(cublasLtMatmul(lt_, desc, &alpha, a, la, b, lb, &beta, c, lc, c, lc, &result.algo,
-                         workspace_, kWorkspace, stream_),
-          "matmul");
-  }
-
-  static constexpr size_t kWorkspace = size_t{32} << 20;
   CudaOptions options_;
   cudaStream_t stream_;
-  cublasLtHandle_t lt_;
-  void* workspace_;
+  std::unique_ptr<cuda::Gemm> gemm_;
   Arena arena_;
 };
 
@@ -475,18 +416,13 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
   if (cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); e != cudaSuccess) {
     return fail("stream", cudaGetErrorString(e));
   }
-  cublasLtHandle_t lt = nullptr;
-  if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
+  auto gemm = cuda::Gemm::create();
+  if (!gemm.ok()) {
     cudaStreamDestroy(stream);
-    return fail("cublasLtCreate", "failed");
+    return fail("cuBLASLt", gemm.status().message());
   }
-  void* workspace = nullptr;
-  if (cudaError_t e = cudaMalloc(&workspace, size_t{32} << 20); e != cudaSuccess) {
-    cublasLtDestroy(lt);
-    cudaStreamDestroy(stream);
-    return fail("workspace", cudaGetErrorString(e));
-  }
-  return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(options, stream, lt, workspace));
+  return std::unique_ptr<Backend>(
+      std::make_unique<CudaBackend>(options, stream, std::move(gemm).value()));
 }
 
 }  // namespace mh::engine

@@ -1,0 +1,108 @@
+#include "platform/engine/cuda/gemm.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "platform/engine/cuda/cuda_backend.h"
+
+namespace mh::engine::cuda {
+namespace {
+
+constexpr size_t kWorkspace = size_t{32} << 20;
+
+void check(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    throw CudaError(std::string("cublasLt: ") + what + ": status " +
+                    std::to_string(static_cast<int>(st)));
+  }
+}
+
+// One shape's descriptors and chosen algorithm, kept: a heuristic query costs more than a small
+// product.
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    for (auto* l : {a, b, c}) {
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    }
+  }
+};
+
+}  // namespace
+
+struct Gemm::Impl {
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int>, std::unique_ptr<Plan>> plans;
+  ~Impl() {
+    plans.clear();
+    if (workspace) cudaFree(workspace);
+    if (lt) cublasLtDestroy(lt);
+  }
+};
+
+Result<std::unique_ptr<Gemm>> Gemm::create() {
+  std::unique_ptr<Gemm> g(new Gemm());
+  g->impl_ = std::make_unique<Impl>();
+  if (cublasLtCreate(&g->impl_->lt) != CUBLAS_STATUS_SUCCESS) {
+    return unavailable("cublasLtCreate failed");
+  }
+  if (cudaError_t e = cudaMalloc(&g->impl_->workspace, kWorkspace); e != cudaSuccess) {
+    return unavailable(std::string("workspace: ") + cudaGetErrorString(e));
+  }
+  return g;
+}
+
+Gemm::~Gemm() = default;
+
+void Gemm::run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const void* a,
+               const void* b, float beta, float* c, cudaDataType_t in, cudaStream_t stream) {
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's first operand
+  // is our B (n x k after its op), its second our A (k x m), its output n x m with ld n.
+  auto key = std::make_tuple(ta, tb, m, n, k, static_cast<int>(in));
+  auto it = impl_->plans.find(key);
+  if (it == impl_->plans.end()) {
+    auto plan = std::make_unique<Plan>();
+    check(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+    const cublasOperation_t op_first = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_second = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                         sizeof op_first),
+          "transa");
+    check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                         sizeof op_second),
+          "transb");
+    // As stored, column-major: B (row-major [k, n], or [n, k] transposed) is n x k with ld n, or
+    // k x n with ld k; A is k x m with ld k, or m x k with ld m.
+    check(cublasLtMatrixLayoutCreate(&plan->a, in, tb ? k : n, tb ? n : k, tb ? k : n), "layout");
+    check(cublasLtMatrixLayoutCreate(&plan->b, in, ta ? m : k, ta ? k : m, ta ? m : k), "layout");
+    check(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, n, m, n), "layout");
+    cublasLtMatmulPreference_t pref = nullptr;
+    check(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    const size_t ws = kWorkspace;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                         sizeof ws);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+        impl_->lt, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    check(st, "heuristic");
+    if (found == 0) throw CudaError("cublasLt: no algorithm for this GEMM");
+    plan->algo = result.algo;
+    it = impl_->plans.emplace(key, std::move(plan)).first;
+  }
+  const Plan& p = *it->second;
+  check(cublasLtMatmul(impl_->lt, p.desc, &alpha, b, p.a, a, p.b, &beta, c, p.c, c, p.c, &p.algo,
+                       impl_->workspace, kWorkspace, stream),
+        "matmul");
+}
+
+}  // namespace mh::engine::cuda
