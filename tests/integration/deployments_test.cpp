@@ -10,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "tests/integration/model_helpers.h"
+#include "tests/integration/serving_platform.h"
 
 namespace mh::test {
 namespace {
@@ -18,53 +18,6 @@ namespace {
 namespace json = boost::json;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-// acme licensed to deploy its own models, with custom:tiny registered (context 4096, so a
-// generation can run long enough to be interrupted).
-struct ServingPlatform : ModelsPlatform {
-  TempDir work;
-  // Four CPU worker slots: each replica takes one.
-  ServingPlatform() : ModelsPlatform({"--cpu-devices", "4"}) {
-    license_models("acme", {"deploy", "custom_models"});
-    const auto ids = upload_model("acme", tiny_model_files(work.path() / "tiny", 64, 4096));
-    RawResponse r = register_model("acme", "tiny", ids);
-    REQUIRE_MESSAGE(r.status == 201, r.body);
-  }
-  RawResponse deploy(const json::object& body) {
-    return as("acme", "POST", "/v1/deployments", json::serialize(body));
-  }
-  json::object deployment(const std::string& id) {
-    return json::parse(as("acme", "GET", "/v1/deployments/" + id).body).as_object();
-  }
-  // Polls the deployment until `done` holds for it (or the time runs out); returns its last view.
-  template <typename Pred>
-  json::object wait_until(const std::string& id, Pred done, std::chrono::seconds timeout = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    json::object d;
-    while (std::chrono::steady_clock::now() < deadline) {
-      d = deployment(id);
-      if (done(d)) return d;
-      std::this_thread::sleep_for(50ms);
-    }
-    return d;
-  }
-  json::object wait_ready(const std::string& id, int64_t replicas = 1) {
-    return wait_until(id, [&](const json::object& d) {
-      return d.at("status") == "ready" && d.at("ready_replicas").as_int64() == replicas;
-    });
-  }
-  std::string create_ready(int64_t replicas = 1) {
-    RawResponse r = deploy({{"model", "custom:tiny"}, {"replicas", replicas}});
-    REQUIRE_MESSAGE(r.status == 200, r.body);
-    const std::string id(json::parse(r.body).at("id").as_string());
-    json::object d = wait_ready(id, replicas);
-    REQUIRE_MESSAGE(d.at("status") == "ready", json::serialize(d));
-    return id;
-  }
-  RawResponse complete(const std::string& path, const json::object& body) {
-    return as("acme", "POST", path, json::serialize(body));
-  }
-};
 
 // The JSON objects of a server-sent event stream, and whether it ended with [DONE].
 std::vector<json::object> sse_events(const std::string& body, bool* done) {

@@ -73,6 +73,11 @@ class CudaBackend final : public Backend {
   void gemm(bool ta, bool tb, float alpha, const Tensor& a, const Tensor& b, float beta,
             Tensor& c) override {
     const auto [m, n, k] = check_gemm(ta, tb, a, b, beta, c);
+    if (m == 0 || n == 0) return;
+    if (k == 0) {  // an empty sum: C = beta C
+      for (float& v : c.values()) v = beta == 0.0f ? 0.0f : beta * v;
+      return;
+    }
     Op op(*this);
     const float* da = up(a);
     const float* db = up(b);
@@ -89,13 +94,7 @@ class CudaBackend final : public Backend {
       pa = ha;
       pb = hb;
     }
-    if (m > 0 && n > 0) {
-      if (k == 0) {
-        check(cudaMemsetAsync(dc, 0, static_cast<size_t>(c.numel()) * 4, stream_), "memset");
-      } else {
-        gemm_->run(ta, tb, m, n, k, alpha, pa, pb, beta, dc, in, stream_);
-      }
-    }
+    gemm_->run(ta, tb, m, n, k, alpha, pa, pb, beta, dc, in, stream_);
     down(dc, c);
   }
 

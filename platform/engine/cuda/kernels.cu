@@ -192,10 +192,14 @@ __global__ void embedding_kernel(const float* table, const int32_t* ids, int64_t
   MH_FOR_EACH(i, n * cols) { out[i] = table[static_cast<int64_t>(ids[i / cols]) * cols + i % cols]; }
 }
 
+// A thread per column, walking the tokens in order: repeated ids add up in the CPU backend's
+// order, so the result is deterministic (no atomics) and bit-identical to it.
 __global__ void embedding_backward_kernel(const float* dout, const int32_t* ids, int64_t n,
                                           int64_t cols, float* dtable) {
-  MH_FOR_EACH(i, n * cols) {
-    atomicAdd(dtable + static_cast<int64_t>(ids[i / cols]) * cols + i % cols, dout[i]);
+  MH_FOR_EACH(c, cols) {
+    for (int64_t i = 0; i < n; ++i) {
+      dtable[static_cast<int64_t>(ids[i]) * cols + c] += dout[i * cols + c];
+    }
   }
 }
 
@@ -530,8 +534,8 @@ cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t
 
 cudaError_t embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t cols,
                                float* dtable, cudaStream_t stream) {
-  embedding_backward_kernel<<<grid_for(n * cols, kThreads), kThreads, 0, stream>>>(dout, ids, n,
-                                                                                   cols, dtable);
+  embedding_backward_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, ids, n, cols,
+                                                                              dtable);
   return launched();
 }
 
