@@ -1,9 +1,9 @@
 // The CUDA engine's pieces on the device, timed with CUDA events on device-resident operands at
 // GPT-2 124M's training shapes (8 x 1024 tokens): the GEMMs through cuBLASLt (fp32 and bf16
 // operands), attention forward and backward, LayerNorm, and the fused AdamW over 124M
-// parameters; then, with --decode DIR, greedy decoding of a saved model through the CUDA
-// backend at batch 1 and 64. bench/gpu/run.sh runs it beside torch_peer.py. One JSON object per
-// line.
+// parameters; then, with --decode DIR, greedy decoding of a saved model at batch 1 and 64,
+// through the CUDA backend and through the device-resident decoder. bench/gpu/run.sh runs it beside
+// torch_peer.py. One JSON object per line.
 //   gpu_bench [--decode DIR] [--decode-tokens 64] [--repeat 20]
 #include <cuda_runtime.h>
 
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "platform/engine/cuda/cuda_backend.h"
+#include "platform/engine/cuda/decoder.h"
 #include "platform/engine/cuda/gemm.h"
 #include "platform/engine/cuda/kernels.h"
 #include "platform/engine/model.h"
@@ -187,7 +188,8 @@ int main(int argc, char** argv) {
     cudaFree(copy);
   }
 
-  // Greedy decoding of a saved model through the CUDA backend (its operands staged per op).
+  // Greedy decoding of a saved model: through the CUDA backend (operands staged per op), and
+  // through the device-resident decoder (fp32 and bf16 weights, CUDA graphs).
   if (!decode_dir.empty()) {
     auto backend = make_cuda_backend();
     if (!backend.ok()) {
@@ -199,35 +201,72 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "gpu_bench: %s\n", model.status().message().c_str());
       return 1;
     }
-    for (int64_t batch : {int64_t{1}, int64_t{64}}) {
-      std::vector<KvCache> caches;
-      for (int64_t i = 0; i < batch; ++i) caches.push_back((*model)->new_cache(16 + decode_tokens));
-      std::vector<Model::Step> steps;
-      for (int64_t i = 0; i < batch; ++i) {
-        std::vector<int32_t> prompt(16);
-        for (int j = 0; j < 16; ++j) prompt[static_cast<size_t>(j)] = static_cast<int32_t>(i + j);
-        steps.push_back({&caches[static_cast<size_t>(i)], prompt});
-      }
-      Tensor logits = (*model)->forward_cached(steps);  // prefill, not timed
-      const int64_t vocab = (*model)->config().vocab_size;
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t t = 0; t < decode_tokens - 1; ++t) {
-        for (int64_t i = 0; i < batch; ++i) {
-          const float* row = logits.data() + i * vocab;
-          steps[static_cast<size_t>(i)].tokens = {
-              static_cast<int32_t>(std::max_element(row, row + vocab) - row)};
-        }
-        logits = (*model)->forward_cached(steps);
-      }
-      const double s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t vocab = (*model)->config().vocab_size;
+    auto argmax = [&](const Tensor& logits, int64_t i) {
+      const float* row = logits.data() + i * vocab;
+      return static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    };
+    auto prompt = [&](int64_t i) {
+      std::vector<int32_t> p(16);
+      for (int j = 0; j < 16; ++j)
+        p[static_cast<size_t>(j)] = static_cast<int32_t>((i * 31 + j) % vocab);
+      return p;
+    };
+    auto print = [&](const char* how, int64_t batch, double seconds) {
       std::printf(
-          "{\"impl\":\"macrohard\",\"op\":\"decode\",\"model\":\"%s\",\"batch\":%lld,"
+          "{\"impl\":\"macrohard %s\",\"op\":\"decode\",\"model\":\"%s\",\"batch\":%lld,"
           "\"tokens_per_s\":%.1f,\"parameters\":%lld}\n",
-          decode_dir.c_str(), static_cast<long long>(batch),
-          static_cast<double>(batch * (decode_tokens - 1)) / s,
+          how, decode_dir.c_str(), static_cast<long long>(batch),
+          static_cast<double>(batch * (decode_tokens - 1)) / seconds,
           static_cast<long long>((*model)->config().parameter_count()));
       std::fflush(stdout);
+    };
+    for (int64_t batch : {int64_t{1}, int64_t{64}}) {
+      {  // the staged backend
+        std::vector<KvCache> caches;
+        for (int64_t i = 0; i < batch; ++i)
+          caches.push_back((*model)->new_cache(16 + decode_tokens));
+        std::vector<Model::Step> steps;
+        for (int64_t i = 0; i < batch; ++i)
+          steps.push_back({&caches[static_cast<size_t>(i)], prompt(i)});
+        Tensor logits = (*model)->forward_cached(steps);  // prefill, not timed
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t t = 0; t < decode_tokens - 1; ++t) {
+          for (int64_t i = 0; i < batch; ++i)
+            steps[static_cast<size_t>(i)].tokens = {argmax(logits, i)};
+          logits = (*model)->forward_cached(steps);
+        }
+        print("staged", batch,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      for (bool bf16 : {false, true}) {
+        CudaDecoderOptions o;
+        o.max_sequences = static_cast<int>(batch);
+        o.capacity = 16 + decode_tokens;
+        o.bf16_weights = bf16;
+        auto dec = CudaDecoder::create(**model, o);
+        if (!dec.ok()) {
+          std::fprintf(stderr, "gpu_bench: %s\n", dec.status().message().c_str());
+          return 1;
+        }
+        std::vector<CudaDecoder::Work> work;
+        for (int64_t i = 0; i < batch; ++i) work.push_back({(*dec)->open().value(), prompt(i)});
+        Tensor logits = (*dec)->step(work);  // prefill
+        for (int64_t i = 0; i < batch; ++i)
+          work[static_cast<size_t>(i)].tokens = {argmax(logits, i)};
+        logits = (*dec)->step(work);  // the first single-token step captures the graph
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t t = 0; t < decode_tokens - 2; ++t) {
+          for (int64_t i = 0; i < batch; ++i)
+            work[static_cast<size_t>(i)].tokens = {argmax(logits, i)};
+          logits = (*dec)->step(work);
+        }
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        print(bf16 ? "decoder-bf16" : "decoder-fp32", batch,
+              seconds * static_cast<double>(decode_tokens - 1) /
+                  static_cast<double>(decode_tokens - 2));
+      }
     }
   }
   return 0;

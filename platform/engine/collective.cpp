@@ -219,6 +219,12 @@ Result<Fd> accept_one(int listener, Clock::time_point deadline) {
   }
 }
 
+// A connection has this long to greet: one that stays silent (or trickles) is dropped rather
+// than holding up the ranks behind it.
+Clock::time_point hello_deadline(Clock::time_point group_deadline) {
+  return std::min(group_deadline, Clock::now() + std::chrono::seconds(5));
+}
+
 // The greeting every connection opens with: magic, version, world, rank, a listening port
 // (rank 0's table of addresses needs it), and the job's token.
 struct Hello {
@@ -513,7 +519,7 @@ Result<std::vector<Fd>> gather_ranks(const ProcessGroupOptions& o, Clock::time_p
   std::vector<std::pair<std::string, uint32_t>> table(static_cast<size_t>(o.world));
   for (int joined = 1; joined < o.world;) {
     MH_ASSIGN_OR_RETURN(Fd fd, accept_one(listener.get(), deadline));
-    auto hello = recv_hello(fd.get(), o.token, deadline);
+    auto hello = recv_hello(fd.get(), o.token, hello_deadline(deadline));
     if (!hello.ok()) continue;  // a stranger: dropped, and we go on waiting
     if (hello->world != static_cast<uint32_t>(o.world) || hello->rank == 0 ||
         hello->rank >= static_cast<uint32_t>(o.world) || peers[hello->rank]) {
@@ -593,7 +599,7 @@ Result<std::vector<Fd>> join_ranks(const ProcessGroupOptions& o, Clock::time_poi
   }
   for (int waiting = o.world - 1 - o.rank; waiting > 0;) {
     MH_ASSIGN_OR_RETURN(Fd fd, accept_one(listener.get(), deadline));
-    auto hello = recv_hello(fd.get(), o.token, deadline);
+    auto hello = recv_hello(fd.get(), o.token, hello_deadline(deadline));
     if (!hello.ok()) continue;
     if (hello->rank <= static_cast<uint32_t>(o.rank) ||
         hello->rank >= static_cast<uint32_t>(o.world) || peers[hello->rank]) {

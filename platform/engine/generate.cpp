@@ -2,15 +2,49 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 namespace mh::engine {
+
+namespace {
+
+class ModelRunner final : public SequenceRunner {
+ public:
+  explicit ModelRunner(Model& model) : model_(model) {}
+  const ModelConfig& config() const override { return model_.config(); }
+  Result<int64_t> open(int64_t room) override {
+    caches_.emplace(next_, model_.new_cache(room));
+    return next_++;
+  }
+  void close(int64_t handle) override { caches_.erase(handle); }
+  int64_t length(int64_t handle) const override {
+    auto it = caches_.find(handle);
+    return it == caches_.end() ? -1 : it->second.length();
+  }
+  Tensor step(const std::vector<Work>& work) override {
+    std::vector<Model::Step> steps;
+    for (const Work& w : work) steps.push_back({&caches_.at(w.handle), *w.tokens});
+    return model_.forward_cached(steps);
+  }
+
+ private:
+  Model& model_;
+  std::map<int64_t, KvCache> caches_;
+  int64_t next_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<SequenceRunner> model_runner(Model& model) {
+  return std::make_unique<ModelRunner>(model);
+}
 
 struct DecodeBatch::Sequence {
   int64_t id = 0;
   SamplingParams params;
   TokenCallback on_token;
-  KvCache cache;
+  int64_t handle = -1;           // its cache in the runner; -1 once freed
   std::vector<int32_t> pending;  // tokens to run at the next step (the prompt, then one)
   Rng rng;
   GenerationResult result;
@@ -32,22 +66,35 @@ Status SamplingParams::validate() const {
 }
 
 DecodeBatch::DecodeBatch(Model& model, const Tokenizer& tokenizer)
-    : model_(model), tokenizer_(tokenizer) {
+    : owned_(model_runner(model)), runner_(*owned_), tokenizer_(tokenizer) {
+  find_stop_tokens();
+}
+
+DecodeBatch::DecodeBatch(SequenceRunner& runner, const Tokenizer& tokenizer)
+    : runner_(runner), tokenizer_(tokenizer) {
+  find_stop_tokens();
+}
+
+void DecodeBatch::find_stop_tokens() {
+  const Tokenizer& tokenizer = tokenizer_;
+  const ModelConfig& model = runner_.config();
   // Generation ends at the end-of-text token, the config's EOS, and the end of a chat turn.
   for (const char* s : {"<|endoftext|>", "<|im_end|>"}) {
     if (auto id = tokenizer.special_token(s)) stop_tokens_.push_back(*id);
   }
-  if (model.config().eos_token_id >= 0) {
-    stop_tokens_.push_back(static_cast<int32_t>(model.config().eos_token_id));
-  }
+  if (model.eos_token_id >= 0) stop_tokens_.push_back(static_cast<int32_t>(model.eos_token_id));
 }
 
-DecodeBatch::~DecodeBatch() = default;
+DecodeBatch::~DecodeBatch() {
+  for (auto& s : sequences_) {
+    if (s->handle >= 0) runner_.close(s->handle);
+  }
+}
 
 Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams params,
                                  TokenCallback on_token) {
   MH_TRY(params.validate());
-  const int64_t context = model_.config().max_positions;
+  const int64_t context = runner_.config().max_positions;
   if (prompt.empty()) return invalid_argument("the prompt has no tokens", "prompt");
   if (static_cast<int64_t>(prompt.size()) >= context) {
     return invalid_argument("the prompt's " + std::to_string(prompt.size()) +
@@ -56,20 +103,21 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
                             "prompt");
   }
   for (int32_t t : prompt) {
-    if (t < 0 || t >= model_.config().vocab_size) {
+    if (t < 0 || t >= runner_.config().vocab_size) {
       return invalid_argument("token id " + std::to_string(t) + " is outside the vocabulary",
                               "prompt");
     }
   }
+  const int64_t room = std::min<int64_t>(
+      context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(params.max_tokens, 1));
+  MH_ASSIGN_OR_RETURN(int64_t handle, runner_.open(room));
   auto s = std::make_unique<Sequence>();
+  s->handle = handle;
   s->id = next_id_++;
   s->rng = Rng(params.seed);
   s->params = std::move(params);
   s->on_token = std::move(on_token);
   s->result.prompt_tokens = static_cast<int64_t>(prompt.size());
-  const int64_t room =
-      std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + s->params.max_tokens);
-  s->cache = model_.new_cache(room);
   s->pending = std::move(prompt);
   sequences_.push_back(std::move(s));
   return sequences_.back()->id;
@@ -87,7 +135,7 @@ void DecodeBatch::cancel(int64_t id) {
 }
 
 int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
-  const int64_t v = model_.config().vocab_size;
+  const int64_t v = runner_.config().vocab_size;
   if (s.params.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits, logits + v) - logits);
   }
@@ -194,20 +242,21 @@ void DecodeBatch::finish(Sequence& s, std::string reason) {
     s.on_token({-1, std::string_view(s.result.text).substr(s.shown)});
     s.shown = s.result.text.size();
   }
-  s.cache = KvCache();  // free the memory now
+  runner_.close(s.handle);  // free the cache now
+  s.handle = -1;
 }
 
 bool DecodeBatch::step() {
-  std::vector<Model::Step> steps;
+  std::vector<SequenceRunner::Work> work;
   std::vector<Sequence*> running;
   for (auto& s : sequences_) {
     if (s->done) continue;
-    steps.push_back({&s->cache, s->pending});
+    work.push_back({s->handle, &s->pending});
     running.push_back(s.get());
   }
   if (running.empty()) return false;
-  const Tensor logits = model_.forward_cached(steps);
-  const int64_t v = model_.config().vocab_size;
+  const Tensor logits = runner_.step(work);
+  const int64_t v = runner_.config().vocab_size;
   for (size_t i = 0; i < running.size(); ++i) {
     Sequence& s = *running[i];
     const int32_t token = sample(s, logits.data() + static_cast<int64_t>(i) * v);
@@ -220,7 +269,8 @@ bool DecodeBatch::step() {
     emit(s, token);
     if (s.done) continue;
     const int64_t generated = static_cast<int64_t>(s.result.tokens.size());
-    if (generated >= s.params.max_tokens || s.cache.length() >= model_.config().max_positions) {
+    if (generated >= s.params.max_tokens ||
+        runner_.length(s.handle) >= runner_.config().max_positions) {
       finish(s, "length");
       continue;
     }

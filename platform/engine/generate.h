@@ -45,9 +45,35 @@ struct GenerationResult {
   int64_t prompt_tokens = 0;
 };
 
+// What DecodeBatch runs its sequences on: a Model with KV caches in host tensors
+// (Model::forward_cached, on any backend), or the CUDA decoder with its caches on the device
+// (cuda/decoder.h). A handle names one sequence's cache.
+class SequenceRunner {
+ public:
+  virtual ~SequenceRunner() = default;
+  virtual const ModelConfig& config() const = 0;
+  // How many sequences it can hold at once.
+  virtual int64_t max_sequences() const { return INT64_MAX; }
+  // A cache for a new sequence of up to `room` positions (kResourceExhausted when none is free).
+  virtual Result<int64_t> open(int64_t room) = 0;
+  virtual void close(int64_t handle) = 0;
+  virtual int64_t length(int64_t handle) const = 0;
+  struct Work {
+    int64_t handle;
+    const std::vector<int32_t>* tokens;
+  };
+  // Runs each sequence's tokens after its cache; the logits of each one's last, [n, vocab].
+  virtual Tensor step(const std::vector<Work>& work) = 0;
+};
+
+// Sequences on `model` with host KV caches. The model must outlive the runner.
+std::unique_ptr<SequenceRunner> model_runner(Model& model);
+
 class DecodeBatch {
  public:
   DecodeBatch(Model& model, const Tokenizer& tokenizer);
+  // `runner` must outlive the batch.
+  DecodeBatch(SequenceRunner& runner, const Tokenizer& tokenizer);
   ~DecodeBatch();
   DecodeBatch(const DecodeBatch&) = delete;
   DecodeBatch& operator=(const DecodeBatch&) = delete;
@@ -65,11 +91,13 @@ class DecodeBatch {
 
  private:
   struct Sequence;
+  void find_stop_tokens();
   int32_t sample(Sequence& s, const float* logits);
   void finish(Sequence& s, std::string reason);
   void emit(Sequence& s, int32_t token);
 
-  Model& model_;
+  std::unique_ptr<SequenceRunner> owned_;  // the Model& constructor's runner
+  SequenceRunner& runner_;
   const Tokenizer& tokenizer_;
   std::vector<int32_t> stop_tokens_;
   std::vector<std::unique_ptr<Sequence>> sequences_;

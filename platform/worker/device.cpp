@@ -2,6 +2,7 @@
 
 #ifdef MH_ENGINE_CUDA
 #include "platform/engine/cuda/cuda_backend.h"
+#include "platform/engine/cuda/decoder.h"
 #endif
 #ifdef MH_ENGINE_NCCL
 #include "platform/engine/cuda/nccl_collective.h"
@@ -23,6 +24,7 @@ Result<Compute> make_compute(const DeviceOptions& o) {
     cuda.bf16_gemm = o.precision == "bf16";
     MH_ASSIGN_OR_RETURN(c.backend, engine::make_cuda_backend(cuda));
     c.cuda = true;
+    c.bf16 = cuda.bf16_gemm;
     return c;
   }
 #else
@@ -35,6 +37,25 @@ Result<Compute> make_compute(const DeviceOptions& o) {
   }
   c.backend = engine::make_cpu_backend(o.threads);
   return c;
+}
+
+Result<std::unique_ptr<engine::SequenceRunner>> make_decoder(const Compute& compute,
+                                                             const engine::Model& model,
+                                                             int64_t max_sequences) {
+#ifdef MH_ENGINE_CUDA
+  if (compute.cuda) {
+    engine::CudaDecoderOptions o;
+    o.max_sequences = static_cast<int>(max_sequences);
+    o.bf16_weights = compute.bf16;
+    MH_ASSIGN_OR_RETURN(auto decoder, engine::CudaDecoder::create(model, o));
+    return engine::decoder_runner(std::move(decoder));
+  }
+#else
+  (void)model;
+  (void)max_sequences;
+#endif
+  (void)compute;
+  return std::unique_ptr<engine::SequenceRunner>();
 }
 
 Result<std::unique_ptr<engine::Collective>> data_parallel(std::unique_ptr<engine::Collective> group,

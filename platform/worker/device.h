@@ -11,6 +11,7 @@
 #include "platform/base/status.h"
 #include "platform/engine/backend.h"
 #include "platform/engine/collective.h"
+#include "platform/engine/generate.h"
 
 namespace mh::worker {
 
@@ -23,9 +24,16 @@ struct DeviceOptions {
 struct Compute {
   std::unique_ptr<engine::Backend> backend;
   bool cuda = false;
+  bool bf16 = false;
 };
 
 Result<Compute> make_compute(const DeviceOptions& options);
+
+// Serving on CUDA: the device-resident decoder of `model` with `max_sequences` cache slots
+// (bf16 weights with --precision bf16); nullptr when the compute is the CPU's.
+Result<std::unique_ptr<engine::SequenceRunner>> make_decoder(const Compute& compute,
+                                                             const engine::Model& model,
+                                                             int64_t max_sequences);
 
 // The collective among a job's ranks: NCCL when they train on GPUs and NCCL is built (bootstrapped
 // through `group`, which it then replaces), else `group` itself.

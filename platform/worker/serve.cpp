@@ -142,13 +142,15 @@ Result<std::string> message_content(const json::value& content, size_t index) {
 
 class Replica {
  public:
+  // `model` computes the sequences unless `runner` (a device-resident decoder of it) does.
   Replica(const ServeOptions& options, std::unique_ptr<engine::Model> model,
-          engine::Tokenizer tokenizer)
+          engine::Tokenizer tokenizer, std::unique_ptr<engine::SequenceRunner> runner)
       : options_(options),
         model_(std::move(model)),
+        runner_(runner ? std::move(runner) : engine::model_runner(*model_)),
         tokenizer_(std::move(tokenizer)),
         template_(tokenizer_),
-        batch_(*model_, tokenizer_) {}
+        batch_(*runner_, tokenizer_) {}
 
   void start() {
     decoder_ = std::thread([this] { decode_loop(); });
@@ -195,7 +197,7 @@ class Replica {
             {"prompt_tokens", prompt_tokens_},
             {"generated_tokens", generated_tokens_.load()},
             {"model", options_.model_name},
-            {"context_length", model_->config().max_positions}};
+            {"context_length", runner_->config().max_positions}};
   }
 
  private:
@@ -277,7 +279,7 @@ class Replica {
       }
     }
 
-    const int64_t context = model_->config().max_positions;
+    const int64_t context = runner_->config().max_positions;
     const auto prompt_tokens = static_cast<int64_t>(c.prompt.size());
     if (prompt_tokens >= context) {
       return invalid_argument(
@@ -480,6 +482,7 @@ class Replica {
 
   const ServeOptions& options_;
   std::unique_ptr<engine::Model> model_;
+  std::unique_ptr<engine::SequenceRunner> runner_;
   engine::Tokenizer tokenizer_;
   engine::ChatTemplate template_;
   engine::DecodeBatch batch_;  // the decode thread's alone
@@ -515,7 +518,21 @@ int serve(const ServeOptions& given) {
     std::fprintf(stderr, "mh-worker: %s\n", tokenizer.status().message().c_str());
     return 2;
   }
-  Replica replica(options, std::move(model).value(), std::move(tokenizer).value());
+  // On a GPU the sequences run on the device-resident decoder (weights and KV caches there).
+  auto decoder = make_decoder(*compute, **model, options.max_batch);
+  if (!decoder.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", decoder.status().message().c_str());
+    return 1;
+  }
+  if (*decoder) {
+    // At most as many sequences decode at once as the device has cache slots for.
+    options.max_batch = std::min(options.max_batch, (*decoder)->max_sequences());
+    std::fprintf(stderr,
+                 "mh-worker serve: decoding with the CUDA decoder, %lld sequences at once\n",
+                 static_cast<long long>(options.max_batch));
+  }
+  Replica replica(options, std::move(model).value(), std::move(tokenizer).value(),
+                  std::move(decoder).value());
 
   api::Router router;
   const std::string token = options.token;

@@ -140,6 +140,29 @@ TEST_CASE("a connection without the job's token cannot join, and the group still
   REQUIRE(r0.ok());
 }
 
+TEST_CASE("a connection that never greets does not hold up the group") {
+  const uint16_t port = free_port();
+  auto root = std::async(std::launch::async,
+                         [=] { return connect_process_group(options(0, 2, port)); });
+  // A silent client connects first and says nothing.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  for (int i = 0; i < 200 && ::connect(silent, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const auto started = std::chrono::steady_clock::now();
+  auto member = connect_process_group(options(1, 2, port));
+  REQUIRE_MESSAGE(member.ok(), member.status().message());
+  REQUIRE(root.get().ok());
+  // Within the greeting's few seconds, not the group's two minutes.
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(15));
+  ::close(silent);
+}
+
 TEST_CASE("a rank that goes away makes the others' calls fail, naming it") {
   auto ranks = join_all(3);
   ranks[2].reset();  // its sockets close, as when its process dies

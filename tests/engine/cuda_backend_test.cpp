@@ -10,6 +10,7 @@
 #include <random>
 
 #include "platform/engine/cuda/cuda_backend.h"
+#include "platform/engine/cuda/decoder.h"
 #include "platform/engine/cuda/kernels.h"
 #include "platform/engine/generate.h"
 #include "platform/engine/train.h"
@@ -371,6 +372,60 @@ TEST_CASE("a tiny model trains on the GPU with the CPU's losses, and decodes the
       const auto next =
           static_cast<int32_t>(std::max_element(la.data(), la.data() + la.numel()) - la.data());
       sa[0].tokens = sb[0].tokens = {next};
+    }
+  }
+}
+
+TEST_CASE(
+    "the device-resident decoder gives the CPU's logits, with sequences joining, and graphs") {
+  const Tokenizer tok = small_tokenizer();
+  for (Family family : {Family::kGpt2, Family::kLlama}) {
+    for (bool graphs : {false, true}) {
+      for (bool bf16 : {false, true}) {
+        CAPTURE(family_name(family));
+        CAPTURE(graphs);
+        CAPTURE(bf16);
+        auto cpu = make_cpu_backend();
+        auto model = Model::create(tiny(family), *cpu, 21).value();
+        CudaDecoderOptions o;
+        o.max_sequences = 4;
+        o.graphs = graphs;
+        o.bf16_weights = bf16;
+        auto dec = CudaDecoder::create(*model, o);
+        REQUIRE_MESSAGE(dec.ok(), dec.status().to_string());
+        // Three prompts of different lengths; the third joins after two steps.
+        const std::vector<std::vector<int32_t>> prompts = {
+            tok.encode("The cat sat", false), tok.encode("A bird", false),
+            tok.encode("Q: what sat on the log? A:", false)};
+        std::vector<KvCache> caches;
+        for (int i = 0; i < 3; ++i) caches.push_back(model->new_cache(48));
+        std::vector<int> slots;
+        for (int i = 0; i < 3; ++i) slots.push_back((*dec)->open().value());
+        std::vector<std::vector<int32_t>> next = prompts;
+        for (int t = 0; t < 14; ++t) {
+          const size_t live = t < 2 ? 2 : 3;
+          std::vector<Model::Step> cpu_steps;
+          std::vector<CudaDecoder::Work> work;
+          for (size_t i = 0; i < live; ++i) {
+            cpu_steps.push_back({&caches[i], next[i]});
+            work.push_back({slots[i], next[i]});
+          }
+          const Tensor want = model->forward_cached(cpu_steps);
+          const Tensor got = (*dec)->step(work);
+          check_close("decoder logits", got, want, bf16 ? 5e-2 : 1e-4);
+          const int64_t v = want.dim(1);
+          for (size_t i = 0; i < live; ++i) {
+            const float* row = want.data() + static_cast<int64_t>(i) * v;
+            next[i] = {static_cast<int32_t>(std::max_element(row, row + v) - row)};
+          }
+        }
+        CHECK((*dec)->length(slots[0]) == static_cast<int64_t>(prompts[0].size()) + 13);
+        // Bad steps are refused before anything runs.
+        CHECK_THROWS_AS((*dec)->step({{slots[0], {1000000}}}), ShapeError);
+        (*dec)->close(slots[1]);
+        CHECK_THROWS_AS((*dec)->step({{slots[1], {1}}}), ShapeError);
+        CHECK((*dec)->length(slots[0]) == static_cast<int64_t>(prompts[0].size()) + 13);
+      }
     }
   }
 }

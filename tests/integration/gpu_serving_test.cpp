@@ -1,7 +1,7 @@
 // The platform's completions from a replica on a GPU: a deployment on the daemon's "gpu" pool
-// (its CUDA devices) starts an mh-worker that computes on the CUDA backend, and it answers
-// through the daemon, whole and streamed, with the text a replica on a CPU slot gives for the
-// same greedy request. Runs where a CUDA device is visible (ctest label "gpu").
+// (its CUDA devices) starts an mh-worker that decodes on the device-resident CUDA decoder, and
+// it answers through the daemon, whole and streamed, with the text a replica on a CPU slot gives
+// for the same greedy request. Runs where a CUDA device is visible (ctest label "gpu").
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -55,11 +55,12 @@ TEST_CASE("a replica on a GPU answers the platform's completions as a CPU replic
   }
   CHECK(joined == gpu);
   CHECK(streamed.body.find("data: [DONE]") != std::string::npos);
-  // The GPU replica said what it computes on.
+  // The GPU replica said what it decodes on.
   bool on_cuda = false;
   for (const auto& e : fs::recursive_directory_iterator(p.dir.path() / "data")) {
     if (e.path().filename() == "worker.log") {
-      on_cuda = on_cuda || read_file(e.path()).find("computing on cuda") != std::string::npos;
+      on_cuda = on_cuda ||
+                read_file(e.path()).find("decoding with the CUDA decoder") != std::string::npos;
     }
   }
   CHECK(on_cuda);

@@ -51,15 +51,14 @@ unsigned grid_for(int64_t n, int per_block) {
 }
 
 // Grid-stride loop over [0, n).
-#define MH_FOR_EACH(i, n)                                                                   \
+#define MH_FOR_EACH(i, n)                                                                \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // ---- norms ------------------------------------------------------------------------------------
 
 __global__ void layernorm_kernel(const float* x, const float* w, const float* b, float eps,
-                                 int64_t rows, int64_t cols, float* out, float* mean,
-                                 float* rstd) {
+                                 int64_t rows, int64_t cols, float* out, float* mean, float* rstd) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;  // uniform across the warp
@@ -189,7 +188,9 @@ __global__ void swiglu_backward_kernel(const float* dout, const float* gate, con
 
 __global__ void embedding_kernel(const float* table, const int32_t* ids, int64_t n, int64_t cols,
                                  float* out) {
-  MH_FOR_EACH(i, n * cols) { out[i] = table[static_cast<int64_t>(ids[i / cols]) * cols + i % cols]; }
+  MH_FOR_EACH(i, n * cols) {
+    out[i] = table[static_cast<int64_t>(ids[i / cols]) * cols + i % cols];
+  }
 }
 
 // A thread per column, walking the tokens in order: repeated ids add up in the CPU backend's
@@ -440,6 +441,72 @@ __global__ void attention_dkv_kernel(AttentionDims s, const float* dout, const f
   }
 }
 
+// ---- decoding against device caches -------------------------------------------------------
+
+__global__ void kv_append_kernel(CachedAttentionDims s, const float* k, const float* v,
+                                 const int32_t* slot, const int32_t* position, float* k_cache,
+                                 float* v_cache) {
+  const int64_t kw = s.kv_heads * s.head_dim;
+  MH_FOR_EACH(i, s.rows * kw) {
+    const int64_t r = i / kw, c = i % kw;
+    const int64_t at = (static_cast<int64_t>(slot[r]) * s.capacity + position[r]) * kw + c;
+    k_cache[at] = k[i];
+    v_cache[at] = v[i];
+  }
+}
+
+// attention_kernel's online softmax, a warp per (row, head), over the row's own cache.
+__global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, const float* k_cache,
+                                        const float* v_cache, const int32_t* slot,
+                                        const int32_t* position, float* out, float scale) {
+  __shared__ float qs[kAttentionWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
+  if (t >= s.rows * s.heads) return;
+  const int64_t h = t % s.heads, r = t / s.heads;
+  const int64_t d = s.head_dim, group = s.heads / s.kv_heads;
+  const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+  const float* qi = q + r * qw + h * d;
+  const int64_t base = static_cast<int64_t>(slot[r]) * s.capacity * kw + (h / group) * d;
+  const float* kb = k_cache + base;
+  const float* vb = v_cache + base;
+  for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
+  __syncwarp();
+  float acc[kPerLane] = {};
+  float m = -INFINITY, l = 0.0f;
+  const int64_t n = static_cast<int64_t>(position[r]) + 1;
+  for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
+    const int64_t j = j0 + lane;
+    float score = -INFINITY;
+    if (j < n) {
+      const float* kj = kb + j * kw;
+      float dot = 0;
+      for (int64_t x = 0; x < d; ++x) dot += qs[warp][x] * kj[x];
+      score = dot * scale;
+    }
+    const float m_new = fmaxf(m, warp_max(score));
+    const float p = j < n ? expf(score - m_new) : 0.0f;
+    const float correction = expf(m - m_new);
+    l = l * correction + warp_sum(p);
+    for (int e = 0; e < kPerLane; ++e) acc[e] *= correction;
+    const int count = static_cast<int>(n - j0 < kWarp ? n - j0 : kWarp);
+    for (int src = 0; src < count; ++src) {
+      const float ps = __shfl_sync(kAll, p, src);
+      const float* vj = vb + (j0 + src) * kw;
+      for (int e = 0; e < kPerLane; ++e) {
+        const int64_t x = lane + kWarp * e;
+        if (x < d) acc[e] += ps * vj[x];
+      }
+    }
+    m = m_new;
+  }
+  float* o = out + r * qw + h * d;
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t x = lane + kWarp * e;
+    if (x < d) o[x] = acc[e] / l;
+  }
+}
+
 // ---- optimizer and conversions ----------------------------------------------------------------
 
 __global__ void adamw_kernel(float* w, const float* grad, float* m, float* v, int64_t n,
@@ -475,20 +542,20 @@ cudaError_t layernorm(const float* x, const float* w, const float* b, float eps,
   return launched();
 }
 
-cudaError_t layernorm_backward(const float* dout, const float* x, const float* w,
-                               const float* mean, const float* rstd, int64_t rows, int64_t cols,
-                               float* dx, float* dw, float* db, cudaStream_t stream) {
+cudaError_t layernorm_backward(const float* dout, const float* x, const float* w, const float* mean,
+                               const float* rstd, int64_t rows, int64_t cols, float* dx, float* dw,
+                               float* db, cudaStream_t stream) {
   layernorm_dx_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
       dout, x, w, mean, rstd, rows, cols, dx);
-  norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, mean, rstd, rows,
-                                                                    cols, dw, db);
+  norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, mean, rstd, rows, cols,
+                                                                    dw, db);
   return launched();
 }
 
 cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
                     float* out, float* rstd, cudaStream_t stream) {
-  rmsnorm_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(x, w, eps, rows,
-                                                                             cols, out, rstd);
+  rmsnorm_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(x, w, eps, rows, cols,
+                                                                              out, rstd);
   return launched();
 }
 
@@ -496,7 +563,7 @@ cudaError_t rmsnorm_backward(const float* dout, const float* x, const float* w, 
                              int64_t rows, int64_t cols, float* dx, float* dw,
                              cudaStream_t stream) {
   rmsnorm_dx_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(dout, x, w, rstd,
-                                                                               rows, cols, dx);
+                                                                                 rows, cols, dx);
   norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, nullptr, rstd, rows,
                                                                     cols, dw, nullptr);
   return launched();
@@ -527,21 +594,19 @@ cudaError_t swiglu_backward(const float* dout, const float* gate, const float* u
 
 cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t cols, float* out,
                       cudaStream_t stream) {
-  embedding_kernel<<<grid_for(n * cols, kThreads), kThreads, 0, stream>>>(table, ids, n, cols,
-                                                                          out);
+  embedding_kernel<<<grid_for(n * cols, kThreads), kThreads, 0, stream>>>(table, ids, n, cols, out);
   return launched();
 }
 
 cudaError_t embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t cols,
                                float* dtable, cudaStream_t stream) {
   embedding_backward_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, ids, n, cols,
-                                                                              dtable);
+                                                                               dtable);
   return launched();
 }
 
 cudaError_t cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                          float inv_denominator, float* loss, float* dlogits,
-                          cudaStream_t stream) {
+                          float inv_denominator, float* loss, float* dlogits, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   cross_entropy_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       logits, targets, vocab, inv_denominator, loss, dlogits);
@@ -553,8 +618,7 @@ cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStrea
   return launched();
 }
 
-cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols,
-                     cudaStream_t stream) {
+cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
   add_bias_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(x, bias, rows, cols);
   return launched();
 }
@@ -584,16 +648,33 @@ cudaError_t attention(const AttentionDims& s, const float* q, const float* k, co
 
 cudaError_t attention_backward(const AttentionDims& s, const float* dout, const float* q,
                                const float* k, const float* v, const float* out, const float* lse,
-                               float* delta, float* dq, float* dk, float* dv,
-                               cudaStream_t stream) {
+                               float* delta, float* dq, float* dk, float* dv, cudaStream_t stream) {
   if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
   const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
   attention_dq_kernel<<<grid_for(s.batch * s.heads * s.q_len, kAttentionWarps),
                         kAttentionWarps * kWarp, 0, stream>>>(s, dout, q, k, v, out, lse, scale,
                                                               delta, dq);
   attention_dkv_kernel<<<grid_for(s.batch * s.kv_heads * s.kv_len, kAttentionWarps),
-                         kAttentionWarps * kWarp, 0, stream>>>(s, dout, q, k, v, lse, delta,
-                                                               scale, dk, dv);
+                         kAttentionWarps * kWarp, 0, stream>>>(s, dout, q, k, v, lse, delta, scale,
+                                                               dk, dv);
+  return launched();
+}
+
+cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float* v,
+                      const int32_t* slot, const int32_t* position, float* k_cache, float* v_cache,
+                      cudaStream_t stream) {
+  kv_append_kernel<<<grid_for(s.rows * s.kv_heads * s.head_dim, kThreads), kThreads, 0, stream>>>(
+      s, k, v, slot, position, k_cache, v_cache);
+  return launched();
+}
+
+cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
+                             const float* v_cache, const int32_t* slot, const int32_t* position,
+                             float* out, cudaStream_t stream) {
+  if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  cached_attention_kernel<<<grid_for(s.rows * s.heads, kAttentionWarps), kAttentionWarps * kWarp, 0,
+                            stream>>>(s, q, k_cache, v_cache, slot, position, out, scale);
   return launched();
 }
 

@@ -68,6 +68,21 @@ cudaError_t attention_backward(const AttentionDims& s, const float* dout, const 
                                const float* k, const float* v, const float* out, const float* lse,
                                float* delta, float* dq, float* dk, float* dv, cudaStream_t stream);
 
+// Decoding against KV caches that live on the device: `slots` caches of `capacity` rows of
+// kv_heads * head_dim per layer, laid out [slot][row]. Row r of q (and of the new k, v) belongs
+// to cache slot[r] at position position[r]; it sees that cache's rows 0 .. position[r]. The index
+// arrays are device memory, so a captured CUDA graph replays with new values.
+struct CachedAttentionDims {
+  int64_t rows, heads, kv_heads, head_dim, capacity;
+};
+// k_cache[slot[r]][position[r]] = k[r], and the same for v.
+cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float* v,
+                      const int32_t* slot, const int32_t* position, float* k_cache, float* v_cache,
+                      cudaStream_t stream);
+cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
+                             const float* v_cache, const int32_t* slot, const int32_t* position,
+                             float* out, cudaStream_t stream);
+
 // One AdamW update of n fp32 master weights, as torch.optim.AdamW (and the CPU trainer) computes
 // it: g = grad * grad_scale; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 // w = w * decay - step_size * m / (sqrt(v) / bc2_sqrt + eps). When `bf16_copy` is not null the

@@ -1,0 +1,471 @@
+#include "platform/engine/cuda/decoder.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+
+#include "platform/engine/cuda/cuda_backend.h"
+#include "platform/engine/cuda/gemm.h"
+#include "platform/engine/cuda/kernels.h"
+
+namespace mh::engine {
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    throw CudaError(std::string("cuda decoder: ") + what + ": " + cudaGetErrorString(err));
+  }
+}
+
+// A device allocation that frees itself.
+template <typename T>
+struct DeviceArray {
+  T* ptr = nullptr;
+  size_t size = 0;
+  DeviceArray() = default;
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  ~DeviceArray() { cudaFree(ptr); }
+  // Grows to at least n elements (contents lost); true when it moved.
+  bool reserve(size_t n) {
+    if (n <= size) return false;
+    cudaFree(ptr);
+    ptr = nullptr;
+    size = 0;
+    check(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
+    size = n;
+    return true;
+  }
+};
+
+// A weight matrix on the device: fp32, and a bf16 copy when the GEMMs take bf16.
+struct Weight {
+  DeviceArray<float> f32;
+  DeviceArray<uint16_t> bf16;
+};
+
+}  // namespace
+
+struct CudaDecoder::Impl {
+  ModelConfig config;
+  CudaDecoderOptions options;
+  int64_t capacity = 0;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::Gemm> gemm;
+  std::map<std::string, std::unique_ptr<Weight>> weights;  // by Hugging Face name
+
+  struct Layer {
+    Weight *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    Weight *qkv_w, *qkv_b, *q, *k, *v, *o_w, *o_b;
+    Weight *fc_w, *fc_b, *gate, *up, *proj_w, *proj_b;
+    DeviceArray<float> k_cache, v_cache;  // [slot][capacity][kv_heads * head_dim]
+  };
+  std::vector<std::unique_ptr<Layer>> layers;
+  Weight *wte = nullptr, *wpe = nullptr, *norm_w = nullptr, *norm_b = nullptr, *head = nullptr;
+  bool head_out_in = true;  // the head is [vocab, hidden] (Linear, or tied to wte)
+
+  std::vector<int64_t> lengths;  // per slot; -1: free
+  // One step's inputs (pinned on the host, copied to fixed device buffers) and activations.
+  int32_t* host_ints = nullptr;
+  size_t host_ints_size = 0;
+  float* host_logits = nullptr;
+  size_t host_logits_size = 0;
+  DeviceArray<int32_t> ints;  // ids, positions, slots, last rows: 3 * rows + sequences
+  DeviceArray<float> x, n, qkv, q, k, v, att, tmp, h, up_act, act, last, normed, logits;
+  DeviceArray<float> mean, rstd;
+  DeviceArray<uint16_t> half;  // an activation rounded to bf16 for a bf16 GEMM
+  int64_t rows_capacity = 0, sequences_capacity = 0;
+  std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs;  // (rows, sequences)
+
+  ~Impl() {
+    for (auto& [key, g] : graphs) cudaGraphExecDestroy(g);
+    if (host_ints) cudaFreeHost(host_ints);
+    if (host_logits) cudaFreeHost(host_logits);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  bool gpt2() const { return config.family == Family::kGpt2; }
+  int64_t kv_width() const { return config.kv_heads * config.head_dim; }
+  int64_t q_width() const { return config.heads * config.head_dim; }
+
+  Weight* weight(const std::string& name) {
+    auto it = weights.find(name);
+    if (it == weights.end()) throw ShapeError("cuda decoder: the model has no tensor " + name);
+    return it->second.get();
+  }
+
+  // Buffers for steps of up to `rows` rows and `sequences` sequences; graphs captured against
+  // smaller ones are dropped.
+  void reserve(int64_t rows, int64_t sequences) {
+    if (rows <= rows_capacity && sequences <= sequences_capacity) return;
+    rows = std::max(rows, rows_capacity);
+    sequences = std::max(sequences, sequences_capacity);
+    const auto r = static_cast<size_t>(rows), c = static_cast<size_t>(config.hidden);
+    const auto f = static_cast<size_t>(config.ffn), qw = static_cast<size_t>(q_width());
+    const auto kw = static_cast<size_t>(kv_width()), s = static_cast<size_t>(sequences);
+    ints.reserve(3 * r + s);
+    for (auto* b : {&x, &n, &tmp}) b->reserve(r * c);
+    qkv.reserve(r * (qw + 2 * kw));
+    q.reserve(r * qw);
+    att.reserve(r * qw);
+    k.reserve(r * kw);
+    v.reserve(r * kw);
+    for (auto* b : {&h, &up_act, &act}) b->reserve(r * f);
+    mean.reserve(std::max(r, s));
+    rstd.reserve(std::max(r, s));
+    last.reserve(s * c);
+    normed.reserve(s * c);
+    logits.reserve(s * static_cast<size_t>(config.vocab_size));
+    half.reserve(std::max(r * std::max({c, f, qw}), s * c));
+    const size_t host = 3 * r + s;
+    if (host > host_ints_size) {
+      if (host_ints) cudaFreeHost(host_ints);
+      check(cudaMallocHost(&host_ints, host * sizeof(int32_t)), "cudaMallocHost");
+      host_ints_size = host;
+    }
+    const size_t out = s * static_cast<size_t>(config.vocab_size);
+    if (out > host_logits_size) {
+      if (host_logits) cudaFreeHost(host_logits);
+      check(cudaMallocHost(&host_logits, out * sizeof(float)), "cudaMallocHost");
+      host_logits_size = out;
+    }
+    for (auto& [key, g] : graphs) cudaGraphExecDestroy(g);
+    graphs.clear();
+    rows_capacity = rows;
+    sequences_capacity = sequences;
+  }
+
+  // y[rows, out] = x[rows, in] W (+ b): gpt2's Conv1D W is [in, out], Linear's [out, in].
+  void linear(const float* xin, int64_t rows, int64_t in, const Weight& w, const Weight* b,
+              int64_t out, bool out_in, float* y) {
+    if (options.bf16_weights) {
+      check(cuda::to_bf16(xin, rows * in, half.ptr, stream), "to_bf16");
+      gemm->run(false, out_in, rows, out, in, 1.0f, half.ptr, w.bf16.ptr, 0.0f, y, CUDA_R_16BF,
+                stream);
+    } else {
+      gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.f32.ptr, 0.0f, y, CUDA_R_32F, stream);
+    }
+    if (b != nullptr) check(cuda::add_bias(y, b->f32.ptr, rows, out, stream), "add_bias");
+  }
+
+  void norm(const float* xin, int64_t rows, const Weight* w, const Weight* b, float* out) {
+    const int64_t c = config.hidden;
+    if (gpt2()) {
+      check(cuda::layernorm(xin, w->f32.ptr, b->f32.ptr, config.norm_eps, rows, c, out, mean.ptr,
+                            rstd.ptr, stream),
+            "layernorm");
+    } else {
+      check(cuda::rmsnorm(xin, w->f32.ptr, config.norm_eps, rows, c, out, rstd.ptr, stream),
+            "rmsnorm");
+    }
+  }
+
+  // The whole forward pass of one step, on the stream, from the device inputs in `ints`.
+  void forward(int64_t rows, int64_t sequences) {
+    const ModelConfig& c = config;
+    const int64_t d = c.hidden, qw = q_width(), kw = kv_width();
+    const int32_t* ids = ints.ptr;
+    const int32_t* positions = ints.ptr + rows;
+    const int32_t* slots = ints.ptr + 2 * rows;
+    const int32_t* last_rows = ints.ptr + 3 * rows;
+    const bool g = gpt2();
+    check(cuda::embedding(wte->f32.ptr, ids, rows, d, x.ptr, stream), "embedding");
+    if (g) {
+      check(cuda::embedding(wpe->f32.ptr, positions, rows, d, tmp.ptr, stream), "positions");
+      check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "add");
+    }
+    const cuda::CachedAttentionDims dims{rows, c.heads, c.kv_heads, c.head_dim, capacity};
+    for (auto& lp : layers) {
+      Layer& y = *lp;
+      norm(x.ptr, rows, y.ln1_w, y.ln1_b, n.ptr);
+      if (g) {
+        linear(n.ptr, rows, d, *y.qkv_w, y.qkv_b, 3 * d, false, qkv.ptr);
+        // Split the fused projection's columns into q, k and v.
+        const size_t pitch = static_cast<size_t>(3 * d) * 4;
+        check(cudaMemcpy2DAsync(q.ptr, static_cast<size_t>(d) * 4, qkv.ptr, pitch,
+                                static_cast<size_t>(d) * 4, static_cast<size_t>(rows),
+                                cudaMemcpyDeviceToDevice, stream),
+              "split q");
+        check(cudaMemcpy2DAsync(k.ptr, static_cast<size_t>(d) * 4, qkv.ptr + d, pitch,
+                                static_cast<size_t>(d) * 4, static_cast<size_t>(rows),
+                                cudaMemcpyDeviceToDevice, stream),
+              "split k");
+        check(cudaMemcpy2DAsync(v.ptr, static_cast<size_t>(d) * 4, qkv.ptr + 2 * d, pitch,
+                                static_cast<size_t>(d) * 4, static_cast<size_t>(rows),
+                                cudaMemcpyDeviceToDevice, stream),
+              "split v");
+      } else {
+        linear(n.ptr, rows, d, *y.q, nullptr, qw, true, q.ptr);
+        linear(n.ptr, rows, d, *y.k, nullptr, kw, true, k.ptr);
+        linear(n.ptr, rows, d, *y.v, nullptr, kw, true, v.ptr);
+        check(cuda::rope(q.ptr, rows, qw, c.head_dim, positions, c.rope_theta, 1.0f, stream),
+              "rope");
+        check(cuda::rope(k.ptr, rows, kw, c.head_dim, positions, c.rope_theta, 1.0f, stream),
+              "rope");
+      }
+      check(cuda::kv_append(dims, k.ptr, v.ptr, slots, positions, y.k_cache.ptr, y.v_cache.ptr,
+                            stream),
+            "kv_append");
+      check(cuda::cached_attention(dims, q.ptr, y.k_cache.ptr, y.v_cache.ptr, slots, positions,
+                                   att.ptr, stream),
+            "attention");
+      linear(att.ptr, rows, qw, *y.o_w, g ? y.o_b : nullptr, d, !g, tmp.ptr);
+      check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
+      norm(x.ptr, rows, y.ln2_w, y.ln2_b, n.ptr);
+      if (g) {
+        linear(n.ptr, rows, d, *y.fc_w, y.fc_b, c.ffn, false, h.ptr);
+        check(cuda::gelu(h.ptr, rows * c.ffn, act.ptr, stream), "gelu");
+        linear(act.ptr, rows, c.ffn, *y.proj_w, y.proj_b, d, false, tmp.ptr);
+      } else {
+        linear(n.ptr, rows, d, *y.gate, nullptr, c.ffn, true, h.ptr);
+        linear(n.ptr, rows, d, *y.up, nullptr, c.ffn, true, up_act.ptr);
+        check(cuda::swiglu(h.ptr, up_act.ptr, rows * c.ffn, act.ptr, stream), "swiglu");
+        linear(act.ptr, rows, c.ffn, *y.proj_w, nullptr, d, true, tmp.ptr);
+      }
+      check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
+    }
+    // Only each sequence's last row goes through the final norm and the head.
+    check(cuda::embedding(x.ptr, last_rows, sequences, d, last.ptr, stream), "last rows");
+    norm(last.ptr, sequences, norm_w, norm_b, normed.ptr);
+    linear(normed.ptr, sequences, d, *head, nullptr, c.vocab_size, head_out_in, logits.ptr);
+    check(cudaMemcpyAsync(host_logits, logits.ptr,
+                          static_cast<size_t>(sequences * c.vocab_size) * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream),
+          "logits to host");
+  }
+};
+
+CudaDecoder::CudaDecoder() : impl_(std::make_unique<Impl>()) {}
+CudaDecoder::~CudaDecoder() = default;
+
+const ModelConfig& CudaDecoder::config() const { return impl_->config; }
+int CudaDecoder::slots() const { return static_cast<int>(impl_->lengths.size()); }
+
+Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
+                                                         const CudaDecoderOptions& options) {
+  if (cuda_device_count() <= options.device) {
+    return unavailable("no CUDA device " + std::to_string(options.device));
+  }
+  const ModelConfig& c = model.config();
+  if (c.head_dim > cuda::kMaxHeadDim) {
+    return failed_precondition("the CUDA decoder takes heads of up to " +
+                               std::to_string(cuda::kMaxHeadDim) + " dimensions");
+  }
+  if (options.max_sequences < 1) return invalid_argument("max_sequences must be at least 1");
+  std::unique_ptr<CudaDecoder> dec(new CudaDecoder());
+  Impl& m = *dec->impl_;
+  m.config = c;
+  m.options = options;
+  m.capacity = options.capacity > 0 ? std::min(options.capacity, c.max_positions) : c.max_positions;
+  m.lengths.assign(static_cast<size_t>(options.max_sequences), -1);
+  try {
+    check(cudaSetDevice(options.device), "cudaSetDevice");
+    check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "stream");
+    auto gemm = cuda::Gemm::create();
+    if (!gemm.ok()) return gemm.status();
+    m.gemm = std::move(gemm).value();
+    for (const Parameter& p : model.parameters()) {
+      auto w = std::make_unique<Weight>();
+      const auto count = static_cast<size_t>(p.value.numel());
+      w->f32.reserve(count);
+      check(cudaMemcpy(w->f32.ptr, p.value.data(), count * 4, cudaMemcpyHostToDevice), "weights");
+      if (options.bf16_weights && p.value.rank() == 2) {
+        w->bf16.reserve(count);
+        check(cuda::to_bf16(w->f32.ptr, p.value.numel(), w->bf16.ptr, m.stream), "to_bf16");
+      }
+      m.weights.emplace(p.name, std::move(w));
+    }
+    // The caches: as many slots as asked for, or as fit in half of what the weights left.
+    const size_t per_slot =
+        static_cast<size_t>(m.capacity * m.kv_width()) * 4 * 2 * static_cast<size_t>(c.layers);
+    size_t free_bytes = 0, total_bytes = 0;
+    check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    const size_t fit = std::max<size_t>(1, free_bytes / 2 / std::max<size_t>(per_slot, 1));
+    const size_t slots = std::min(static_cast<size_t>(options.max_sequences), fit);
+    m.lengths.assign(slots, -1);
+    const size_t cache = slots * static_cast<size_t>(m.capacity * m.kv_width());
+    for (int64_t l = 0; l < c.layers; ++l) {
+      auto y = std::make_unique<Impl::Layer>();
+      const std::string i = std::to_string(l);
+      if (m.gpt2()) {
+        const std::string p = "transformer.h." + i + ".";
+        y->ln1_w = m.weight(p + "ln_1.weight");
+        y->ln1_b = m.weight(p + "ln_1.bias");
+        y->qkv_w = m.weight(p + "attn.c_attn.weight");
+        y->qkv_b = m.weight(p + "attn.c_attn.bias");
+        y->o_w = m.weight(p + "attn.c_proj.weight");
+        y->o_b = m.weight(p + "attn.c_proj.bias");
+        y->ln2_w = m.weight(p + "ln_2.weight");
+        y->ln2_b = m.weight(p + "ln_2.bias");
+        y->fc_w = m.weight(p + "mlp.c_fc.weight");
+        y->fc_b = m.weight(p + "mlp.c_fc.bias");
+        y->proj_w = m.weight(p + "mlp.c_proj.weight");
+        y->proj_b = m.weight(p + "mlp.c_proj.bias");
+      } else {
+        const std::string p = "model.layers." + i + ".";
+        y->ln1_w = m.weight(p + "input_layernorm.weight");
+        y->ln1_b = nullptr;
+        y->q = m.weight(p + "self_attn.q_proj.weight");
+        y->k = m.weight(p + "self_attn.k_proj.weight");
+        y->v = m.weight(p + "self_attn.v_proj.weight");
+        y->o_w = m.weight(p + "self_attn.o_proj.weight");
+        y->ln2_w = m.weight(p + "post_attention_layernorm.weight");
+        y->ln2_b = nullptr;
+        y->gate = m.weight(p + "mlp.gate_proj.weight");
+        y->up = m.weight(p + "mlp.up_proj.weight");
+        y->proj_w = m.weight(p + "mlp.down_proj.weight");
+      }
+      y->k_cache.reserve(cache);
+      y->v_cache.reserve(cache);
+      m.layers.push_back(std::move(y));
+    }
+    if (m.gpt2()) {
+      m.wte = m.weight("transformer.wte.weight");
+      m.wpe = m.weight("transformer.wpe.weight");
+      m.norm_w = m.weight("transformer.ln_f.weight");
+      m.norm_b = m.weight("transformer.ln_f.bias");
+    } else {
+      m.wte = m.weight("model.embed_tokens.weight");
+      m.norm_w = m.weight("model.norm.weight");
+    }
+    m.head = c.tie_embeddings ? m.wte : m.weight("lm_head.weight");
+    check(cudaStreamSynchronize(m.stream), "synchronize");
+  } catch (const std::exception& e) {
+    return unavailable(e.what());
+  }
+  return dec;
+}
+
+Result<int> CudaDecoder::open() {
+  auto& lengths = impl_->lengths;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    if (lengths[s] < 0) {
+      lengths[s] = 0;
+      return static_cast<int>(s);
+    }
+  }
+  return resource_exhausted("all " + std::to_string(lengths.size()) + " cache slots are in use");
+}
+
+void CudaDecoder::close(int slot) {
+  if (slot >= 0 && static_cast<size_t>(slot) < impl_->lengths.size()) {
+    impl_->lengths[static_cast<size_t>(slot)] = -1;
+  }
+}
+
+int64_t CudaDecoder::length(int slot) const {
+  if (slot < 0 || static_cast<size_t>(slot) >= impl_->lengths.size()) return -1;
+  return impl_->lengths[static_cast<size_t>(slot)];
+}
+
+Tensor CudaDecoder::step(const std::vector<Work>& work) {
+  Impl& m = *impl_;
+  if (work.empty()) return Tensor({0, m.config.vocab_size});
+  // Everything is checked before anything runs.
+  int64_t rows = 0;
+  std::vector<bool> seen(m.lengths.size(), false);
+  for (const Work& w : work) {
+    if (w.slot < 0 || static_cast<size_t>(w.slot) >= m.lengths.size() ||
+        m.lengths[static_cast<size_t>(w.slot)] < 0 || seen[static_cast<size_t>(w.slot)]) {
+      throw ShapeError("cuda decoder: slot " + std::to_string(w.slot) +
+                       " is not open, or appears twice in one step");
+    }
+    seen[static_cast<size_t>(w.slot)] = true;
+    if (w.tokens.empty()) throw ShapeError("cuda decoder: a step needs at least one token");
+    const int64_t length = m.lengths[static_cast<size_t>(w.slot)];
+    if (length + static_cast<int64_t>(w.tokens.size()) > m.capacity) {
+      throw ShapeError("cuda decoder: " + std::to_string(length) + " cached + " +
+                       std::to_string(w.tokens.size()) + " new tokens exceed the slot's " +
+                       std::to_string(m.capacity) + " positions");
+    }
+    for (int32_t id : w.tokens) {
+      if (id < 0 || id >= m.config.vocab_size) {
+        throw ShapeError("cuda decoder: token id " + std::to_string(id) + " outside [0, " +
+                         std::to_string(m.config.vocab_size) + ")");
+      }
+    }
+    rows += static_cast<int64_t>(w.tokens.size());
+  }
+  const auto sequences = static_cast<int64_t>(work.size());
+  m.reserve(rows, sequences);
+  int32_t* ids = m.host_ints;
+  int32_t* positions = ids + rows;
+  int32_t* slots = ids + 2 * rows;
+  int32_t* last_rows = ids + 3 * rows;
+  int64_t r = 0;
+  for (size_t i = 0; i < work.size(); ++i) {
+    const int64_t length = m.lengths[static_cast<size_t>(work[i].slot)];
+    for (size_t t = 0; t < work[i].tokens.size(); ++t, ++r) {
+      ids[r] = work[i].tokens[t];
+      positions[r] = static_cast<int32_t>(length + static_cast<int64_t>(t));
+      slots[r] = work[i].slot;
+    }
+    last_rows[i] = static_cast<int32_t>(r - 1);
+  }
+  check(cudaMemcpyAsync(m.ints.ptr, m.host_ints,
+                        static_cast<size_t>(3 * rows + sequences) * sizeof(int32_t),
+                        cudaMemcpyHostToDevice, m.stream),
+        "inputs to device");
+  const bool single = rows == sequences;
+  const auto key = std::make_pair(rows, sequences);
+  if (m.options.graphs && single && m.graphs.contains(key)) {
+    check(cudaGraphLaunch(m.graphs.at(key), m.stream), "graph launch");
+  } else {
+    m.forward(rows, sequences);
+    if (m.options.graphs && single) {
+      // Run once as it is (above: GEMM plans made, buffers in place), then capture for next time.
+      check(cudaStreamSynchronize(m.stream), "synchronize");
+      cudaGraph_t graph = nullptr;
+      check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "capture");
+      m.forward(rows, sequences);
+      check(cudaStreamEndCapture(m.stream, &graph), "capture");
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      check(e, "graph instantiate");
+      m.graphs.emplace(key, exec);
+      // The capture recorded the step without running it: its result came from the run above,
+      // and its cache rows were written there too (the replayed graph writes the same values).
+    }
+  }
+  check(cudaStreamSynchronize(m.stream), "synchronize");
+  for (const Work& w : work)
+    m.lengths[static_cast<size_t>(w.slot)] += static_cast<int64_t>(w.tokens.size());
+  Tensor out({sequences, m.config.vocab_size});
+  std::copy_n(m.host_logits, out.numel(), out.data());
+  return out;
+}
+
+namespace {
+
+class DecoderRunner final : public SequenceRunner {
+ public:
+  explicit DecoderRunner(std::unique_ptr<CudaDecoder> d) : d_(std::move(d)) {}
+  const ModelConfig& config() const override { return d_->config(); }
+  int64_t max_sequences() const override { return d_->slots(); }
+  Result<int64_t> open(int64_t) override {
+    MH_ASSIGN_OR_RETURN(int slot, d_->open());
+    return static_cast<int64_t>(slot);
+  }
+  void close(int64_t handle) override { d_->close(static_cast<int>(handle)); }
+  int64_t length(int64_t handle) const override { return d_->length(static_cast<int>(handle)); }
+  Tensor step(const std::vector<Work>& work) override {
+    std::vector<CudaDecoder::Work> w;
+    w.reserve(work.size());
+    for (const Work& x : work) w.push_back({static_cast<int>(x.handle), *x.tokens});
+    return d_->step(w);
+  }
+
+ private:
+  std::unique_ptr<CudaDecoder> d_;
+};
+
+}  // namespace
+
+std::unique_ptr<SequenceRunner> decoder_runner(std::unique_ptr<CudaDecoder> decoder) {
+  return std::make_unique<DecoderRunner>(std::move(decoder));
+}
+
+}  // namespace mh::engine
