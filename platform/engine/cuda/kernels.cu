@@ -269,31 +269,22 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t width, int64_t head_
 
 // ---- attention --------------------------------------------------------------------------------
 
-// A warp per (sequence, head, query row).
-__global__ void attention_kernel(AttentionDims s, const float* q, const float* k, const float* v,
-                                 float* out, float* lse, float scale) {
-  __shared__ float qs[kAttentionWarps][kMaxHeadDim];
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
-  if (t >= s.batch * s.heads * s.q_len) return;  // uniform across the warp
-  const int64_t i = t % s.q_len, h = (t / s.q_len) % s.heads, b = t / (s.q_len * s.heads);
-  const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
-  const int64_t qw = s.heads * d, kw = s.kv_heads * d;
-  const float* qi = q + (b * s.q_len + i) * qw + h * d;
-  const float* kb = k + b * s.kv_len * kw + (h / group) * d;
-  const float* vb = v + b * s.kv_len * kw + (h / group) * d;
-  for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
-  __syncwarp();
-  float acc[kPerLane] = {};
-  float m = -INFINITY, l = 0.0f;
-  const int64_t n = past + i + 1;  // the keys this query sees
+// One query's attention over keys 0 .. n-1 (rows kw apart from kb and vb), by a warp: each lane
+// scores one key of every 32, an online softmax keeps the running max m and sum l, and each lane
+// accumulates its own output dimensions (lane, lane + 32, ...) in acc.
+__device__ __forceinline__ void attend(const float* qs, const float* kb, const float* vb,
+                                       int64_t kw, int64_t n, int64_t d, float scale, int lane,
+                                       float (&acc)[kPerLane], float& m, float& l) {
+  m = -INFINITY;
+  l = 0.0f;
+  for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
   for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
     const int64_t j = j0 + lane;
     float score = -INFINITY;
     if (j < n) {
       const float* kj = kb + j * kw;
       float dot = 0;
-      for (int64_t x = 0; x < d; ++x) dot += qs[warp][x] * kj[x];
+      for (int64_t x = 0; x < d; ++x) dot += qs[x] * kj[x];
       score = dot * scale;
     }
     const float m_new = fmaxf(m, warp_max(score));  // finite: lane 0's key is always seen
@@ -312,6 +303,25 @@ __global__ void attention_kernel(AttentionDims s, const float* q, const float* k
     }
     m = m_new;
   }
+}
+
+// A warp per (sequence, head, query row).
+__global__ void attention_kernel(AttentionDims s, const float* q, const float* k, const float* v,
+                                 float* out, float* lse, float scale) {
+  __shared__ float qs[kAttentionWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
+  if (t >= s.batch * s.heads * s.q_len) return;  // uniform across the warp
+  const int64_t i = t % s.q_len, h = (t / s.q_len) % s.heads, b = t / (s.q_len * s.heads);
+  const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
+  const int64_t qw = s.heads * d, kw = s.kv_heads * d;
+  const float* qi = q + (b * s.q_len + i) * qw + h * d;
+  const float* kb = k + b * s.kv_len * kw + (h / group) * d;
+  const float* vb = v + b * s.kv_len * kw + (h / group) * d;
+  for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
+  __syncwarp();
+  float acc[kPerLane], m, l;
+  attend(qs[warp], kb, vb, kw, past + i + 1, d, scale, lane, acc, m, l);
   float* o = out + (b * s.q_len + i) * qw + h * d;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t x = lane + kWarp * e;
@@ -472,34 +482,8 @@ __global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, c
   const float* vb = v_cache + base;
   for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
   __syncwarp();
-  float acc[kPerLane] = {};
-  float m = -INFINITY, l = 0.0f;
-  const int64_t n = static_cast<int64_t>(position[r]) + 1;
-  for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
-    const int64_t j = j0 + lane;
-    float score = -INFINITY;
-    if (j < n) {
-      const float* kj = kb + j * kw;
-      float dot = 0;
-      for (int64_t x = 0; x < d; ++x) dot += qs[warp][x] * kj[x];
-      score = dot * scale;
-    }
-    const float m_new = fmaxf(m, warp_max(score));
-    const float p = j < n ? expf(score - m_new) : 0.0f;
-    const float correction = expf(m - m_new);
-    l = l * correction + warp_sum(p);
-    for (int e = 0; e < kPerLane; ++e) acc[e] *= correction;
-    const int count = static_cast<int>(n - j0 < kWarp ? n - j0 : kWarp);
-    for (int src = 0; src < count; ++src) {
-      const float ps = __shfl_sync(kAll, p, src);
-      const float* vj = vb + (j0 + src) * kw;
-      for (int e = 0; e < kPerLane; ++e) {
-        const int64_t x = lane + kWarp * e;
-        if (x < d) acc[e] += ps * vj[x];
-      }
-    }
-    m = m_new;
-  }
+  float acc[kPerLane], m, l;
+  attend(qs[warp], kb, vb, kw, static_cast<int64_t>(position[r]) + 1, d, scale, lane, acc, m, l);
   float* o = out + r * qw + h * d;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t x = lane + kWarp * e;
