@@ -227,7 +227,7 @@ class Recording final : public Collective {
   Collective& inner_;
 };
 
-TEST_CASE("the gradient all-reduce goes a block at a time, beside the backward pass") {
+TEST_CASE("the gradient all-reduce goes a block at a time in backward order, on its own thread") {
   const Tokenizer tok = small_tokenizer();
   auto data = Dataset::from_jsonl_text(kJsonl, tok);
   REQUIRE(data.ok());
