@@ -216,15 +216,11 @@ Status FineTuning::start() {
     return {};
   }));
   for (const auto& [ref, pool] : refs) {
-    if (ref.starts_with("pid:")) {
-      // "pid:<n>", or a data-parallel group's "pid:<rank 0>,<rank 1>,…".
-      for (size_t at = 4; at < ref.size();) {
-        const auto pid = static_cast<pid_t>(std::atoll(ref.c_str() + at));
-        for (int i = 0; i < 600 && pid > 0 && ::kill(pid, 0) == 0; ++i) {
+    if (ref.starts_with("pid:")) {  // one process, or every rank of a data-parallel group
+      for (const pid_t pid : executor::pids_of_handle(ref)) {
+        for (int i = 0; i < 600 && ::kill(pid, 0) == 0; ++i) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
-        const size_t comma = ref.find(',', at);
-        at = comma == std::string::npos ? ref.size() : comma + 1;
       }
     } else if (ref.starts_with("slurm:")) {
       // A Slurm job outlives its daemon: it is told to checkpoint and stop.

@@ -1,12 +1,13 @@
 #include "platform/executor/worker_group.h"
 
 #include <netinet/in.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include "platform/base/crypto.h"
 
 namespace mh::executor {
 namespace {
@@ -28,24 +29,6 @@ Result<uint16_t> free_loopback_port() {
   return ntohs(addr.sin_port);
 }
 
-Result<std::string> random_token() {
-  unsigned char bytes[24];
-  size_t got = 0;
-  while (got < sizeof bytes) {
-    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return internal_error(std::string("getrandom: ") + std::strerror(errno));
-    got += static_cast<size_t>(n);
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string token;
-  for (unsigned char b : bytes) {
-    token += kHex[b >> 4];
-    token += kHex[b & 15];
-  }
-  return token;
-}
-
 // A rank whose log says it only lost a peer failed because of another rank.
 bool lost_a_peer(const WorkerExit& e) { return e.reason.find(" lost rank ") != std::string::npos; }
 
@@ -59,7 +42,7 @@ Result<std::unique_ptr<WorkerGroup>> WorkerGroup::start(
                             std::to_string(world) + " ranks");
   }
   MH_ASSIGN_OR_RETURN(uint16_t port, free_loopback_port());
-  MH_ASSIGN_OR_RETURN(std::string token, random_token());
+  const std::string token = secure_random_base64url(24);
   std::unique_ptr<WorkerGroup> group(new WorkerGroup());
   for (int r = 0; r < world; ++r) {
     WorkerSpec rank = spec;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -40,6 +41,19 @@ std::string log_tail(const std::filesystem::path& log) {
   }
   if (start < text.size() && text[start] == '\n') ++start;
   return text.substr(start);
+}
+
+std::vector<pid_t> pids_of_handle(std::string_view handle) {
+  std::vector<pid_t> pids;
+  if (!handle.starts_with("pid:")) return pids;
+  const std::string text(handle.substr(4));
+  for (size_t at = 0; at < text.size();) {
+    const auto pid = static_cast<pid_t>(std::atoll(text.c_str() + at));
+    if (pid > 0) pids.push_back(pid);
+    const size_t comma = text.find(',', at);
+    at = comma == std::string::npos ? text.size() : comma + 1;
+  }
+  return pids;
 }
 
 bool device_failure(std::string_view reason) {

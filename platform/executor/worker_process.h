@@ -70,6 +70,9 @@ class Worker {
   virtual std::string handle() const = 0;
 };
 
+// The processes a local worker's handle names: "pid:<n>", or a group's "pid:<n>,<n>,…".
+std::vector<pid_t> pids_of_handle(std::string_view handle);
+
 // Whether a worker's exit reason (its log's tail) says a device failed under it — an
 // uncorrectable ECC error, a GPU fallen off the bus, an NVIDIA Xid — rather than the work
 // itself going wrong: the node should be drained and the work placed elsewhere.

@@ -218,8 +218,12 @@ int main(int argc, char** argv) {
     so.compute = device;
     return worker::serve(so);
   }
-  worker::Compute compute = need(worker::make_compute(device));
-  Backend* backend = compute.backend.get();
+  // The backend is made on first use: tokenizing or inspecting starts no GPU.
+  worker::Compute compute;
+  auto backend = [&]() -> Backend& {
+    if (!compute.backend) compute = need(worker::make_compute(device));
+    return *compute.backend;
+  };
 
   if (tokenize->parsed()) {
     const Tokenizer tok = need(Tokenizer::load(model_dir));
@@ -230,7 +234,7 @@ int main(int argc, char** argv) {
     std::fwrite(out.data(), 1, out.size(), stdout);
     std::fputc('\n', stdout);
   } else if (logits->parsed() || greedy->parsed()) {
-    auto model = need(Model::load(model_dir, *backend));
+    auto model = need(Model::load(model_dir, backend()));
     const auto ids = parse_ids(ids_text);
     for (int32_t id : ids) {
       if (id >= model->config().vocab_size)
@@ -264,7 +268,7 @@ int main(int argc, char** argv) {
       print_ids(out);
     }
   } else if (gen->parsed()) {
-    auto model = need(Model::load(model_dir, *backend));
+    auto model = need(Model::load(model_dir, backend()));
     const Tokenizer tok = need(Tokenizer::load(model_dir));
     std::vector<int32_t> ids;
     if (chat) {
@@ -303,7 +307,7 @@ int main(int argc, char** argv) {
       fail(invalid_argument(fmt::format("the tokenizer has {} tokens but vocab_size is {}",
                                         tok.vocab_size(), config.vocab_size)));
     }
-    auto model = need(Model::create(config, *backend, seed));
+    auto model = need(Model::create(config, backend(), seed));
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s: %s with %lld parameters\n", out_dir.c_str(),
@@ -341,12 +345,12 @@ int main(int argc, char** argv) {
         std::printf("from scratch: learned a %d-token tokenizer from %s\n", tok.vocab_size(),
                     data_file.c_str());
       }
-      model = need(Model::create(config, *backend, tc.seed));
+      model = need(Model::create(config, backend(), tc.seed));
       std::printf("from scratch: %s with %lld parameters\n",
                   std::string(family_name(config.family)).c_str(),
                   static_cast<long long>(config.parameter_count()));
     } else {
-      model = need(Model::load(model_dir, *backend));
+      model = need(Model::load(model_dir, backend()));
       tok = need(Tokenizer::load(model_dir));
     }
     if (tok.vocab_size() > model->config().vocab_size) {
@@ -394,7 +398,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<Collective> group = need(worker::data_parallel(
         group_options ? need(connect_process_group(*group_options)) : make_single_rank(), compute));
     const bool rank0 = group->rank() == 0;
-    std::printf("training on %s\n", backend->name());
+    std::printf("training on %s\n", backend().name());
     if (world > 1) {
       std::printf("rank %d of %d: joined the group; %lld rows per micro-batch, %lld per step\n",
                   group->rank(), world, static_cast<long long>(tc.batch_size),

@@ -18,16 +18,6 @@ WorkerSpec with(WorkerSpec spec, std::vector<std::string> more) {
 
 std::string weights(const fs::path& out) { return test::read_file(out / "model.safetensors"); }
 
-std::vector<pid_t> pids_of(const std::string& handle) {
-  std::vector<pid_t> pids;
-  for (size_t at = 4; at < handle.size();) {
-    pids.push_back(static_cast<pid_t>(std::atoll(handle.c_str() + at)));
-    const size_t comma = handle.find(',', at);
-    at = comma == std::string::npos ? handle.size() : comma + 1;
-  }
-  return pids;
-}
-
 WorkerExit run_single(const WorkerSpec& spec) {
   auto w = WorkerProcess::start(spec);
   REQUIRE_MESSAGE(w.ok(), w.status().to_string());
@@ -46,7 +36,7 @@ TEST_CASE("two ranks train bit-identically to one rank taking both micro-batches
   Events events;
   auto g = WorkerGroup::start(train_spec(dir.path(), "8", "two"), 2, events.sink());
   REQUIRE_MESSAGE(g.ok(), g.status().to_string());
-  CHECK(pids_of((*g)->handle()).size() == 2);
+  CHECK(pids_of_handle((*g)->handle()).size() == 2);
   auto exit = (*g)->wait(300s);
   REQUIRE(exit.has_value());
   REQUIRE_MESSAGE(exit->ok(), exit->reason);
@@ -101,7 +91,7 @@ TEST_CASE("a rank that dies fails the group, and the group's reason names that r
   REQUIRE(g.ok());
   for (int i = 0; i < 3000 && events.count("step") < 2; ++i) std::this_thread::sleep_for(10ms);
   REQUIRE(events.count("step") >= 2);
-  const auto pids = pids_of((*g)->handle());
+  const auto pids = pids_of_handle((*g)->handle());
   REQUIRE(pids.size() == 3);
   ::kill(pids[2], SIGKILL);
   auto exit = (*g)->wait(60s);
@@ -140,7 +130,7 @@ TEST_CASE("each rank sees only its own device and is told its place in the group
   const std::string r1 = test::read_file(dir.path() / "rank-1" / "worker.log");
   CHECK(r0.starts_with("0/2 gpu=4 at=127.0.0.1:"));
   CHECK(r1.starts_with("1/2 gpu=6 at=127.0.0.1:"));
-  CHECK(r0.find("token=48") != std::string::npos);
+  CHECK(r0.find("token=32") != std::string::npos);  // 24 random bytes, base64url
   // Both were given the same rendezvous.
   CHECK(r0.substr(r0.find("at="), 20) == r1.substr(r1.find("at="), 20));
 }
