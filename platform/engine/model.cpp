@@ -13,20 +13,6 @@
 
 namespace mh::engine {
 
-// Parameter indices of one block. gpt2 uses ln1/ln2 weight+bias, qkv (fused c_attn), o, fc,
-// proj with biases; llama uses ln1/ln2 weights, q, k, v, o, gate, up, down without biases.
-struct Model::Layer {
-  size_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0;
-  size_t qkv_w = 0, qkv_b = 0, q = 0, k = 0, v = 0, o_w = 0, o_b = 0;
-  size_t fc_w = 0, fc_b = 0, gate = 0, up = 0, proj_w = 0, proj_b = 0;
-};
-
-// Where the parameters are in params_.
-struct Model::Layout {
-  std::vector<Layer> layers;
-  size_t wte = 0, wpe = 0, norm_w = 0, norm_b = 0, head = 0;
-};
-
 // What one block's forward keeps for its backward pass.
 struct Model::Activations {
   Tensor x_in, n1, mean1, rstd1, qkv, q, k, v, att, lse, tmp;
@@ -319,6 +305,11 @@ void Model::build_parameters() {
   norm_w_ = layout.norm_w;
   norm_b_ = layout.norm_b;
   head_ = layout.head;
+}
+
+Model::Layout Model::layout(const ModelConfig& config) {
+  size_t next = 0;
+  return lay_out(config, [&](std::string, Shape, bool) { return next++; });
 }
 
 std::vector<TensorSpec> Model::tensor_specs(const ModelConfig& config) {

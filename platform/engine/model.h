@@ -96,6 +96,21 @@ class Model {
   // The tensors a model of `config` is made of, in order, without allocating them.
   static std::vector<TensorSpec> tensor_specs(const ModelConfig& config);
 
+  // Where each tensor of tensor_specs() is, by its index: per block, gpt2 uses ln1/ln2 weight and
+  // bias, qkv (the fused c_attn), o, fc and proj with biases; llama uses ln1/ln2 weights and q,
+  // k, v, o, gate, up, proj (down_proj) without biases. A block's tensors run from its ln1_w to
+  // the next block's (the last block's to norm_w). head is wte when the embeddings are tied.
+  struct Layer {
+    size_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0;
+    size_t qkv_w = 0, qkv_b = 0, q = 0, k = 0, v = 0, o_w = 0, o_b = 0;
+    size_t fc_w = 0, fc_b = 0, gate = 0, up = 0, proj_w = 0, proj_b = 0;
+  };
+  struct Layout {
+    std::vector<Layer> layers;
+    size_t wte = 0, wpe = 0, norm_w = 0, norm_b = 0, head = 0;
+  };
+  static Layout layout(const ModelConfig& config);
+
   // Replaces this model's weights with those in the files (the same checks as load_weights).
   Status read_weights(const std::vector<std::filesystem::path>& files);
   // Writes config.json and model.safetensors (F32) into `dir`, each atomically.
@@ -134,8 +149,6 @@ class Model {
  private:
   Model(ModelConfig config, Backend& backend);
   void build_parameters();
-  struct Layer;
-  struct Layout;
   static Layout lay_out(const ModelConfig& c,
                         const std::function<size_t(std::string, Shape, bool)>& add);
   struct Activations;

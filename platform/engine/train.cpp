@@ -162,16 +162,119 @@ void AdamW::update(std::vector<Parameter>& params, const std::function<const flo
   }
 }
 
-Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective)
+// The host engine: the model's backend computes each micro-batch's gradient, which is added in
+// order to the step's sum; with several ranks the last micro-batch's finished gradients go out
+// a block at a time while its backward pass goes on.
+class HostEngine final : public StepEngine {
+ public:
+  HostEngine(Model& model, const TrainConfig& config, Collective& comm)
+      : model_(model), comm_(comm), adam_(model.parameters(), config) {
+    for (const auto& p : model_.parameters()) sum_.emplace_back(p.value.shape());
+    if (comm_.world() > 1) reducer_ = std::make_unique<GradientReducer>(comm_);
+  }
+  const char* name() const override { return "host"; }
+
+  void begin_step() override {
+    for (auto& s : sum_) s.fill(0.0f);
+    loss_ = 0;
+    buckets_.clear();
+    ranges_.clear();
+  }
+
+  void micro_batch(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
+                   int64_t batch, int64_t seq_len, int64_t denominator, bool last) override {
+    model_.zero_grad();
+    loss_ += model_.forward(ids, batch, seq_len, targets, denominator);
+    if (reducer_ && last) {
+      model_.backward([&](size_t begin, size_t end) { send(begin, end); });
+    } else {
+      model_.backward();
+      add_gradients(0, sum_.size());
+    }
+  }
+
+  Reduced reduce(bool want_stop) override {
+    Reduced r;
+    r.loss = loss_;
+    r.stop = want_stop;
+    if (reducer_) {
+      std::vector<float>& tail =
+          buckets_.emplace_back(std::vector<float>{loss_, want_stop ? 1.0f : 0.0f});
+      reducer_->submit(&tail);
+      reducer_->drain();
+      for (size_t r = 0; r < ranges_.size(); ++r) {
+        size_t at = 0;
+        for (size_t i = ranges_[r].first; i < ranges_[r].second; ++i) {
+          std::copy_n(buckets_[r].begin() + static_cast<std::ptrdiff_t>(at), sum_[i].numel(),
+                      sum_[i].data());
+          at += static_cast<size_t>(sum_[i].numel());
+        }
+      }
+      r.loss = tail[0];
+      r.stop = tail[1] > 0;
+    }
+    for (const auto& s : sum_) {
+      for (float g : s.values()) r.squares += static_cast<double>(g) * g;
+    }
+    return r;
+  }
+
+  void update(float lr, float grad_scale) override {
+    adam_.step(model_.parameters(), sum_, lr, grad_scale);
+  }
+  void sync_to_host() override {}
+  const std::vector<Tensor>& exp_avg() const override { return adam_.m_; }
+  const std::vector<Tensor>& exp_avg_sq() const override { return adam_.v_; }
+  void restore(std::vector<Tensor> m, std::vector<Tensor> v, int64_t steps) override {
+    adam_.m_ = std::move(m);
+    adam_.v_ = std::move(v);
+    adam_.steps_ = steps;
+  }
+
+ private:
+  void add_gradients(size_t begin, size_t end) {
+    const auto& params = model_.parameters();
+    for (size_t i = begin; i < end; ++i) {
+      float* s = sum_[i].data();
+      const float* g = params[i].grad.data();
+      for (int64_t j = 0; j < sum_[i].numel(); ++j) s[j] += g[j];
+    }
+  }
+  // Parameters [begin, end) are final for this step: into the sum, then out, flattened.
+  void send(size_t begin, size_t end) {
+    add_gradients(begin, end);
+    std::vector<float>& flat = buckets_.emplace_back();
+    for (size_t i = begin; i < end; ++i) {
+      flat.insert(flat.end(), sum_[i].values().begin(), sum_[i].values().end());
+    }
+    ranges_.emplace_back(begin, end);
+    reducer_->submit(&flat);
+  }
+
+  Model& model_;
+  Collective& comm_;
+  AdamW adam_;
+  std::vector<Tensor> sum_;  // per parameter: the step's gradient
+  float loss_ = 0;           // the step's loss so far
+  // With several ranks: all-reduces gradient buckets while the backward pass goes on.
+  std::unique_ptr<GradientReducer> reducer_;
+  std::deque<std::vector<float>> buckets_;  // stay put while the reducer works on them
+  std::vector<std::pair<size_t, size_t>> ranges_;
+};
+
+std::unique_ptr<StepEngine> make_host_engine(Model& model, const TrainConfig& config,
+                                             Collective& collective) {
+  return std::make_unique<HostEngine>(model, config, collective);
+}
+
+Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective,
+                 std::unique_ptr<StepEngine> engine)
     : model_(model),
       data_(data),
       config_(config),
       comm_(collective),
-      adam_(model.parameters(), config),
-      rng_(config.seed) {
-  for (const auto& p : model_.parameters()) sum_.emplace_back(p.value.shape());
-  if (comm_.world() > 1) reducer_ = std::make_unique<GradientReducer>(comm_);
-}
+      engine_(engine ? std::move(engine) : make_host_engine(model, config, collective)),
+      rng_(config.seed) {}
 
 Trainer::~Trainer() = default;
 
@@ -237,78 +340,31 @@ StepResult Trainer::step(bool want_stop) {
   for (const auto& tg : targets) {
     counted += std::count_if(tg.begin(), tg.end(), [](int32_t x) { return x >= 0; });
   }
-  auto& params = model_.parameters();
-  for (auto& s : sum_) s.fill(0.0f);
-  auto add_gradients = [&](size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) {
-      float* s = sum_[i].data();
-      const float* g = params[i].grad.data();
-      for (int64_t j = 0; j < sum_[i].numel(); ++j) s[j] += g[j];
-    }
-  };
-  // With several ranks, the last micro-batch's finished gradients go out as the backward pass
-  // produces them, a block at a time; each bucket holds parameters [begin, end) flattened.
-  std::deque<std::vector<float>> buckets;
-  std::vector<std::pair<size_t, size_t>> ranges;
-  auto send = [&](size_t begin, size_t end) {
-    add_gradients(begin, end);
-    std::vector<float>& flat = buckets.emplace_back();
-    for (size_t i = begin; i < end; ++i) {
-      flat.insert(flat.end(), sum_[i].values().begin(), sum_[i].values().end());
-    }
-    ranges.emplace_back(begin, end);
-    reducer_->submit(&flat);
-  };
-  float loss = 0;
+  engine_->begin_step();
   for (int64_t a = 0; a < config_.grad_accum; ++a) {
     const size_t micro = static_cast<size_t>(a * comm_.world() + comm_.rank());
-    model_.zero_grad();
-    loss += model_.forward(ids[micro], b, t, targets[micro], std::max<int64_t>(1, counted));
-    if (reducer_ && a + 1 == config_.grad_accum) {
-      model_.backward(send);
-    } else {
-      model_.backward();
-      add_gradients(0, params.size());
-    }
+    engine_->micro_batch(ids[micro], targets[micro], b, t, std::max<int64_t>(1, counted),
+                         a + 1 == config_.grad_accum);
   }
-  bool stop = want_stop;
-  if (reducer_) {
-    std::vector<float>& tail =
-        buckets.emplace_back(std::vector<float>{loss, want_stop ? 1.f : 0.f});
-    reducer_->submit(&tail);
-    reducer_->drain();
-    for (size_t r = 0; r < ranges.size(); ++r) {
-      size_t at = 0;
-      for (size_t i = ranges[r].first; i < ranges[r].second; ++i) {
-        std::copy_n(buckets[r].begin() + static_cast<std::ptrdiff_t>(at), sum_[i].numel(),
-                    sum_[i].data());
-        at += static_cast<size_t>(sum_[i].numel());
-      }
-    }
-    loss = tail[0];
-    stop = tail[1] > 0;
-  }
-  double squares = 0;
-  for (const auto& s : sum_) {
-    for (float g : s.values()) squares += static_cast<double>(g) * g;
-  }
-  const float norm = static_cast<float>(std::sqrt(squares));
+  const StepEngine::Reduced reduced = engine_->reduce(want_stop);
+  const float norm = static_cast<float>(std::sqrt(reduced.squares));
   const float scale = config_.clip > 0 && norm > config_.clip ? config_.clip / (norm + 1e-6f) : 1;
   const float lr = learning_rate(config_, step_);
-  adam_.step(params, sum_, lr, scale);
+  engine_->update(lr, scale);
   ++step_;
   StepResult r;
   r.step = step_;
-  r.loss = loss;
+  r.loss = reduced.loss;
   r.lr = lr;
   r.grad_norm = norm;
   r.tokens = static_cast<int64_t>(rows.size()) * t;
-  r.stop = stop;
+  r.stop = reduced.stop;
   return r;
 }
 
 Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   if (comm_.rank() != 0) return {};
+  engine_->sync_to_host();
   std::filesystem::path tmp = dir;
   tmp += ".tmp";
   std::error_code ec;
@@ -317,8 +373,8 @@ Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   std::vector<TensorToWrite> moments;
   const auto& params = model_.parameters();
   for (size_t i = 0; i < params.size(); ++i) {
-    for (auto [suffix, tensor] :
-         {std::pair{".exp_avg", &adam_.m_[i]}, std::pair{".exp_avg_sq", &adam_.v_[i]}}) {
+    for (auto [suffix, tensor] : {std::pair{".exp_avg", &engine_->exp_avg()[i]},
+                                  std::pair{".exp_avg_sq", &engine_->exp_avg_sq()[i]}}) {
       TensorToWrite w;
       w.name = params[i].name + suffix;
       w.shape = tensor->shape();
@@ -387,9 +443,7 @@ Status Trainer::load_checkpoint(const std::filesystem::path& dir) {
     }
   }
   MH_TRY(model_.read_weights({dir / "model.safetensors"}));
-  adam_.m_ = std::move(m);
-  adam_.v_ = std::move(v);
-  adam_.steps_ = step;
+  engine_->restore(std::move(m), std::move(v), step);
   step_ = step;
   rng_ = restored;
   epoch_ = epoch;

@@ -61,13 +61,55 @@ class AdamW {
   int64_t steps() const { return steps_; }
 
  private:
-  friend class Trainer;
+  friend class HostEngine;
   void update(std::vector<Parameter>& params, const std::function<const float*(size_t)>& grad,
               float lr, float grad_scale);
   float beta1_, beta2_, eps_, weight_decay_;
   std::vector<Tensor> m_, v_;
   int64_t steps_ = 0;
 };
+
+// Where a training step's arithmetic runs. The Trainer decides what a step computes (which
+// rows, the loss denominator, the learning rate) and writes checkpoints; an engine computes the
+// micro-batches' gradients, sums them over the ranks and updates the weights. The host engine
+// (make_host_engine) runs the model's own backend and keeps AdamW in host memory; a device
+// engine (cuda/trainer.h) keeps weights, gradients and moments in device memory and copies them
+// out only when asked.
+class StepEngine {
+ public:
+  virtual ~StepEngine() = default;
+  virtual const char* name() const = 0;
+  // Starts a step: the gradient sum is zero.
+  virtual void begin_step() = 0;
+  // Adds the gradient of one micro-batch, `batch` rows of `seq_len` ids with their targets, to
+  // the step's sum, and its loss (summed over its targets, over `denominator`) to the step's.
+  // `last` marks the rank's last micro-batch of the step: with several ranks its gradients go
+  // out to the others as its backward pass finishes them.
+  virtual void micro_batch(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
+                           int64_t batch, int64_t seq_len, int64_t denominator, bool last) = 0;
+  // Sums the step's gradient and loss over the ranks, and their wishes to stop.
+  struct Reduced {
+    float loss = 0;
+    double squares = 0;  // the summed gradient's squared norm
+    bool stop = false;   // some rank wants to stop
+  };
+  virtual Reduced reduce(bool want_stop) = 0;
+  // One AdamW update from the summed gradient times grad_scale.
+  virtual void update(float lr, float grad_scale) = 0;
+  // Makes the model's parameter values and exp_avg() / exp_avg_sq() current in host memory.
+  virtual void sync_to_host() = 0;
+  virtual const std::vector<Tensor>& exp_avg() const = 0;  // one per parameter
+  virtual const std::vector<Tensor>& exp_avg_sq() const = 0;
+  // Takes the model's parameter values (just read from a checkpoint) and these moments, after
+  // `steps` updates.
+  virtual void restore(std::vector<Tensor> exp_avg, std::vector<Tensor> exp_avg_sq,
+                       int64_t steps) = 0;
+};
+
+// The host engine: `model`'s backend, AdamW in host memory, the gradient all-reduced through
+// `collective` while the last micro-batch's backward pass goes on.
+std::unique_ptr<StepEngine> make_host_engine(Model& model, const TrainConfig& config,
+                                             Collective& collective);
 
 struct StepResult {
   int64_t step = 0;  // the step just taken, 1-based
@@ -87,8 +129,10 @@ double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64
 class Trainer {
  public:
   // `model`, `data` and `collective` must outlive the trainer. Every rank builds its model from
-  // the same weights (create with the same seed, or load the same files).
-  Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective);
+  // the same weights (create with the same seed, or load the same files). Without an engine the
+  // step runs on the host engine.
+  Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective,
+          std::unique_ptr<StepEngine> engine = nullptr);
   ~Trainer();
 
   // One optimizer step. `want_stop` is this rank's wish to stop after it; the ranks agree
@@ -96,6 +140,9 @@ class Trainer {
   StepResult step(bool want_stop = false);
   int64_t steps_done() const { return step_; }
   const TrainConfig& config() const { return config_; }
+  const StepEngine& engine() const { return *engine_; }
+  // Makes the model's weights those the training reached (a device engine keeps its own).
+  void sync_model() { engine_->sync_to_host(); }
 
   // A checkpoint is a directory: config.json + model.safetensors (a loadable model),
   // optimizer.safetensors (AdamW moments) and trainer_state.json (step, data position, RNG).
@@ -113,10 +160,7 @@ class Trainer {
   const Dataset& data_;
   TrainConfig config_;
   Collective& comm_;
-  std::vector<Tensor> sum_;  // per parameter: the step's gradient
-  // With several ranks: all-reduces gradient buckets while the backward pass goes on.
-  std::unique_ptr<class GradientReducer> reducer_;
-  AdamW adam_;
+  std::unique_ptr<StepEngine> engine_;
   int64_t step_ = 0;
   // Data order: each epoch visits every row once, in an order drawn from epoch_seed_.
   Rng rng_;
