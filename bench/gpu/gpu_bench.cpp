@@ -1,10 +1,13 @@
 // The CUDA engine's pieces on the device, timed with CUDA events on device-resident operands at
 // GPT-2 124M's training shapes (8 x 1024 tokens): the GEMMs through cuBLASLt (fp32 and bf16
 // operands), attention forward and backward, LayerNorm, and the fused AdamW over 124M
-// parameters; then, with --decode DIR, greedy decoding of a saved model at batch 1 and 64,
-// through the CUDA backend and through the device-resident decoder. bench/gpu/run.sh runs it beside
-// torch_peer.py. One JSON object per line.
-//   gpu_bench [--decode DIR] [--decode-tokens 64] [--repeat 20]
+// parameters. With --train-batch B, whole training steps of GPT-2 124M (context 1024, the
+// peer's padded vocabulary of 50304) on the device-resident trainer, fp32 and bf16: tokens/s and
+// MFU counted as torch_peer.py counts them. With --decode DIR, greedy decoding of a saved model
+// at batch 1 and 64, through the CUDA backend and through the device-resident decoder.
+// bench/gpu/run.sh runs it beside torch_peer.py. One JSON object per line.
+//   gpu_bench [--ops 0] [--train-batch 16] [--train-steps 5] [--decode DIR] [--decode-tokens 64]
+//             [--repeat 20]
 #include <cuda_runtime.h>
 
 #include <chrono>
@@ -17,8 +20,10 @@
 
 #include "platform/engine/cuda/cuda_backend.h"
 #include "platform/engine/cuda/decoder.h"
+#include "platform/engine/cuda/flash_attention.h"
 #include "platform/engine/cuda/gemm.h"
 #include "platform/engine/cuda/kernels.h"
+#include "platform/engine/cuda/trainer.h"
 #include "platform/engine/model.h"
 
 using namespace mh::engine;
@@ -78,30 +83,8 @@ void report(const char* what, const char* shape, double ms, double flops, double
   std::fflush(stdout);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::string decode_dir;
-  int64_t decode_tokens = 64;
-  int repeat = 20;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--decode") {
-      decode_dir = argv[i + 1];
-    } else if (a == "--decode-tokens") {
-      decode_tokens = std::atoll(argv[i + 1]);
-    } else if (a == "--repeat") {
-      repeat = std::atoi(argv[i + 1]);
-    } else {
-      std::fprintf(stderr, "unknown option %s\n", argv[i]);
-      return 2;
-    }
-  }
-  cudaDeviceProp prop{};
-  need(cudaGetDeviceProperties(&prop, 0), "device");
-  std::printf("{\"device\":\"%s\",\"sms\":%d,\"memory_gb\":%.1f}\n", prop.name,
-              prop.multiProcessorCount, static_cast<double>(prop.totalGlobalMem) / 1e9);
-
+// The pieces at GPT-2 124M's training shapes, each timed alone.
+void run_ops(int repeat) {
   auto gemm = std::move(cuda::Gemm::create().value());
   const int64_t tokens = 8 * 1024, d = 768;
   struct Shape {
@@ -158,6 +141,17 @@ int main(int argc, char** argv) {
       cuda::attention_backward(s, g, q, k, v, o, lse, delta, dq, dk, dv, nullptr);
     });
     report("attention_bwd_fp32", "8x12x1024x64", bwd, 10.0 * causal, 36.0 * n);
+    // The tensor-core kernels on bf16 copies (the training path with --precision bf16).
+    auto *qh = device_array<uint16_t>(n), *kh = device_array<uint16_t>(n),
+         *vh = device_array<uint16_t>(n), *gh = device_array<uint16_t>(n);
+    const double flash_fwd =
+        time_ms(repeat, [&] { cuda::flash_attention(s, qh, kh, vh, o, lse, nullptr); });
+    report("attention_fwd_bf16", "8x12x1024x64", flash_fwd, 4.0 * causal, 10.0 * n);
+    const double flash_bwd = time_ms(repeat, [&] {
+      cuda::flash_attention_backward(s, g, o, qh, kh, vh, lse, gh, delta, dq, dk, dv, nullptr);
+    });
+    report("attention_bwd_bf16", "8x12x1024x64", flash_bwd, 10.0 * causal, 30.0 * n);
+    for (uint16_t* p : {qh, kh, vh, gh}) cudaFree(p);
     for (float* p : {q, k, v, o, g, dq, dk, dv, lse, delta}) cudaFree(p);
   }
 
@@ -170,7 +164,41 @@ int main(int argc, char** argv) {
     const double ms = time_ms(
         repeat, [&] { cuda::layernorm(x, w, b, 1e-5f, tokens, d, o, mean, rstd, nullptr); });
     report("layernorm_fwd_fp32", "8192x768", ms, 0, 8.0 * tokens * d);
-    for (float* p : {x, o, w, b, mean, rstd}) cudaFree(p);
+    // Its backward: dx row by row, dw and db summed down the columns.
+    float* dx = device_array<float>(static_cast<size_t>(tokens * d));
+    const double back = time_ms(repeat, [&] {
+      cuda::layernorm_backward(o, x, w, mean, rstd, tokens, d, dx, w, b, nullptr);
+    });
+    report("layernorm_bwd_fp32", "8192x768", back, 0, 12.0 * tokens * d);
+    // What a bf16 GEMM's operand costs to make, and a bias gradient.
+    auto* half = device_array<uint16_t>(static_cast<size_t>(tokens * d));
+    const double convert = time_ms(repeat, [&] { cuda::to_bf16(x, tokens * d, half, nullptr); });
+    report("to_bf16", "8192x768", convert, 0, 6.0 * tokens * d);
+    const double bias = time_ms(repeat, [&] { cuda::bias_backward(x, tokens, d, b, nullptr); });
+    report("bias_backward", "8192x768", bias, 0, 4.0 * tokens * d);
+    // The embedding's backward for 8192 tokens of a 50304-row table.
+    std::vector<int32_t> ids(static_cast<size_t>(tokens));
+    for (size_t i = 0; i < ids.size(); ++i)
+      ids[i] = static_cast<int32_t>((i * 2654435761u) % 50257);
+    const cuda::IdGroups groups = cuda::group_by_id(ids.data(), tokens);
+    int32_t* dg = nullptr;
+    const size_t group_ints = groups.ids.size() + groups.starts.size() + groups.rows.size();
+    need(cudaMalloc(&dg, group_ints * 4), "cudaMalloc");
+    need(cudaMemcpy(dg, groups.ids.data(), groups.ids.size() * 4, cudaMemcpyHostToDevice), "copy");
+    int32_t* starts = dg + groups.ids.size();
+    need(cudaMemcpy(starts, groups.starts.data(), groups.starts.size() * 4, cudaMemcpyHostToDevice),
+         "copy");
+    int32_t* rows = starts + groups.starts.size();
+    need(cudaMemcpy(rows, groups.rows.data(), groups.rows.size() * 4, cudaMemcpyHostToDevice),
+         "copy");
+    float* table = device_array<float>(static_cast<size_t>(50304 * d));
+    const double embed = time_ms(repeat, [&] {
+      cuda::embedding_backward(x, dg, starts, rows, groups.groups(), d, table, nullptr);
+    });
+    report("embedding_backward", "8192x768", embed, 0, 12.0 * tokens * d);
+    cudaFree(dg);
+    cudaFree(half);
+    for (float* p : {x, o, w, b, mean, rstd, dx, table}) cudaFree(p);
   }
 
   // AdamW over GPT-2 124M's parameters: w, g, m, v read, w, m, v and the bf16 copy written.
@@ -187,6 +215,100 @@ int main(int argc, char** argv) {
     for (float* p : {w, g, m, v}) cudaFree(p);
     cudaFree(copy);
   }
+}
+
+// Whole training steps of GPT-2 124M on the device-resident trainer: warm-up, then `steps`
+// timed, each a micro-batch of `batch` rows of 1024, the reduction (the gradient norm) and AdamW.
+int train(int64_t batch, int steps) {
+  constexpr double kPeakBf16 = 989e12;  // H100 SXM and H200 dense bf16, as torch_peer.py
+  ModelConfig c =
+      parse_model_config(R"({"model_type":"gpt2","vocab_size":50304,"n_embd":768,"n_layer":12,)"
+                         R"("n_head":12,"n_positions":1024})")
+          .value();
+  auto cpu = make_cpu_backend();
+  auto model = Model::create(c, *cpu, 1).value();
+  auto one = make_single_rank();
+  TrainConfig tc;
+  tc.batch_size = batch;
+  tc.seq_len = 1024;
+  const int64_t n = batch * 1024;
+  std::vector<int32_t> ids(static_cast<size_t>(n)), targets(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int32_t>((i * 2654435761u) % 50257);
+    targets[i] = static_cast<int32_t>((i * 40503u + 7) % 50257);
+  }
+  const double flops_per_token = 6.0 * static_cast<double>(c.parameter_count()) +
+                                 12.0 * static_cast<double>(c.layers * c.hidden * 1024);
+  for (bool bf16 : {false, true}) {
+    CudaTrainOptions o;
+    o.bf16 = bf16;
+    auto engine = make_cuda_engine(*model, tc, *one, o);
+    if (!engine.ok()) {
+      std::fprintf(stderr, "gpu_bench: %s\n", engine.status().message().c_str());
+      return 1;
+    }
+    auto step = [&] {
+      (*engine)->begin_step();
+      (*engine)->micro_batch(ids, targets, batch, 1024, n, true);
+      const auto r = (*engine)->reduce(false);
+      (*engine)->update(3e-4f, 1.0f);
+      return r;
+    };
+    step();
+    step();
+    need(cudaDeviceSynchronize(), "synchronize");
+    const auto t0 = std::chrono::steady_clock::now();
+    StepEngine::Reduced last;
+    for (int s = 0; s < steps; ++s) last = step();
+    need(cudaDeviceSynchronize(), "synchronize");
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double tokens_per_s = static_cast<double>(n * steps) / seconds;
+    std::printf(
+        "{\"impl\":\"macrohard %s\",\"op\":\"train_gpt2_124m\",\"batch\":%lld,"
+        "\"context\":1024,\"parameters\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.0f,"
+        "\"mfu\":%.4f,\"loss\":%.4f}\n",
+        bf16 ? "bf16" : "fp32", static_cast<long long>(batch),
+        static_cast<long long>(c.parameter_count()), seconds * 1e3 / steps, tokens_per_s,
+        tokens_per_s * flops_per_token / kPeakBf16, static_cast<double>(last.loss));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string decode_dir;
+  int64_t decode_tokens = 64, train_batch = 0;
+  int repeat = 20, train_steps = 5;
+  bool ops = true;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--ops") {
+      ops = std::atoi(argv[i + 1]) != 0;
+    } else if (a == "--train-batch") {
+      train_batch = std::atoll(argv[i + 1]);
+    } else if (a == "--train-steps") {
+      train_steps = std::atoi(argv[i + 1]);
+    } else if (a == "--decode") {
+      decode_dir = argv[i + 1];
+    } else if (a == "--decode-tokens") {
+      decode_tokens = std::atoll(argv[i + 1]);
+    } else if (a == "--repeat") {
+      repeat = std::atoi(argv[i + 1]);
+    } else {
+      std::fprintf(stderr, "unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  cudaDeviceProp prop{};
+  need(cudaGetDeviceProperties(&prop, 0), "device");
+  std::printf("{\"device\":\"%s\",\"sms\":%d,\"memory_gb\":%.1f}\n", prop.name,
+              prop.multiProcessorCount, static_cast<double>(prop.totalGlobalMem) / 1e9);
+
+  if (train_batch > 0 && train(train_batch, train_steps) != 0) return 1;
+  if (ops) run_ops(repeat);
 
   // Greedy decoding of a saved model: through the CUDA backend (operands staged per op), and
   // through the device-resident decoder (fp32 and bf16 weights, CUDA graphs).

@@ -74,11 +74,8 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
   PYTHONUNBUFFERED=1 timeout 180 $py bench/gpu/torch_peer.py ops | tee "$out/peer_ops.jsonl"
   step "training GPT-2 124M: PyTorch (torch.compile, bf16), then ours"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py train --batch 16 | tee "$out/peer_train.jsonl"
-  for bf16 in 0 1; do
-    timeout 180 "$build/engine_bench" --layers 12 --hidden 768 --heads 12 --context 1024 \
-      --vocab 50257 --batch 4 --train-steps 3 --decode-tokens 32 --cuda 1 --bf16 $bf16 \
-      | tee -a "$out/ours_train.jsonl"
-  done
+  timeout 240 "$build/gpu_bench" --ops 0 --train-batch 16 --train-steps 5 \
+    | grep '"train_gpt2_124m"' | tee "$out/ours_train.jsonl"
   step "decoding: transformers generate, then ours on the same weights"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py decode --save "$models" --tokens 64 \
     | tee "$out/peer_decode.jsonl"
@@ -101,12 +98,15 @@ for op, r in ours.items():
     p = peer.get(op)
     print(f"{op:<26}{r['ms']:>10.3f}{(p['ms'] if p else float('nan')):>10.3f}"
           f"{(p['ms'] / r['ms'] if p else float('nan')):>12.2f}{r.get('tflops', 0):>11.1f}")
+peer_rate = None
 for r in rows("peer_train.jsonl"):
     if r.get("op") == "train_gpt2_124m":
-        print(f"train GPT-2 124M  pytorch   {r['tokens_per_s']:>10.0f} tok/s  MFU {r['mfu']:.1%}")
+        peer_rate = r["tokens_per_s"]
+        print(f"train GPT-2 124M  {'pytorch':<16}{r['tokens_per_s']:>10.0f} tok/s  MFU {r['mfu']:.1%}")
 for r in rows("ours_train.jsonl"):
-    print(f"train GPT-2 124M  {r['impl']:<20}{r['train_tokens_per_s']:>10.0f} tok/s "
-          f"(batch {r['batch']}, operands staged per op)")
+    ratio = f"  {r['tokens_per_s'] / peer_rate:.2f}x pytorch" if peer_rate else ""
+    print(f"train GPT-2 124M  {r['impl']:<16}{r['tokens_per_s']:>10.0f} tok/s  MFU {r['mfu']:.1%}"
+          f"{ratio}")
 for r in rows("peer_decode.jsonl") + rows("ours_decode.jsonl"):
     if r.get("op") == "decode":
         print(f"decode {os.path.basename(r['model']):<10} batch {r['batch']:>3}  "

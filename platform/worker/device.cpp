@@ -3,6 +3,7 @@
 #ifdef MH_ENGINE_CUDA
 #include "platform/engine/cuda/cuda_backend.h"
 #include "platform/engine/cuda/decoder.h"
+#include "platform/engine/cuda/trainer.h"
 #endif
 #ifdef MH_ENGINE_NCCL
 #include "platform/engine/cuda/nccl_collective.h"
@@ -56,6 +57,25 @@ Result<std::unique_ptr<engine::SequenceRunner>> make_decoder(const Compute& comp
 #endif
   (void)compute;
   return std::unique_ptr<engine::SequenceRunner>();
+}
+
+Result<std::unique_ptr<engine::StepEngine>> make_step_engine(const Compute& compute,
+                                                             engine::Model& model,
+                                                             const engine::TrainConfig& config,
+                                                             engine::Collective& collective) {
+#ifdef MH_ENGINE_CUDA
+  if (compute.cuda) {
+    engine::CudaTrainOptions o;
+    o.bf16 = compute.bf16;
+    return engine::make_cuda_engine(model, config, collective, o);
+  }
+#else
+  (void)model;
+  (void)config;
+  (void)collective;
+#endif
+  (void)compute;
+  return std::unique_ptr<engine::StepEngine>();
 }
 
 Result<std::unique_ptr<engine::Collective>> data_parallel(std::unique_ptr<engine::Collective> group,

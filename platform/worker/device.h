@@ -12,6 +12,7 @@
 #include "platform/engine/backend.h"
 #include "platform/engine/collective.h"
 #include "platform/engine/generate.h"
+#include "platform/engine/train.h"
 
 namespace mh::worker {
 
@@ -34,6 +35,13 @@ Result<Compute> make_compute(const DeviceOptions& options);
 Result<std::unique_ptr<engine::SequenceRunner>> make_decoder(const Compute& compute,
                                                              const engine::Model& model,
                                                              int64_t max_sequences);
+
+// Training on CUDA: the device-resident engine (weights, gradients and moments on the GPU; bf16
+// GEMMs with --precision bf16); nullptr (the trainer's host engine) when the compute is the CPU's.
+Result<std::unique_ptr<engine::StepEngine>> make_step_engine(const Compute& compute,
+                                                             engine::Model& model,
+                                                             const engine::TrainConfig& config,
+                                                             engine::Collective& collective);
 
 // The collective among a job's ranks: NCCL when they train on GPUs and NCCL is built (bootstrapped
 // through `group`, which it then replaces), else `group` itself.

@@ -398,13 +398,15 @@ int main(int argc, char** argv) {
     std::unique_ptr<Collective> group = need(worker::data_parallel(
         group_options ? need(connect_process_group(*group_options)) : make_single_rank(), compute));
     const bool rank0 = group->rank() == 0;
-    std::printf("training on %s\n", backend().name());
+    Trainer trainer(*model, data, tc, *group,
+                    need(worker::make_step_engine(compute, *model, tc, *group)));
+    std::printf("training on %s%s\n", backend().name(),
+                compute.cuda ? " (weights, gradients and moments on the device)" : "");
     if (world > 1) {
       std::printf("rank %d of %d: joined the group; %lld rows per micro-batch, %lld per step\n",
                   group->rank(), world, static_cast<long long>(tc.batch_size),
                   static_cast<long long>(tc.batch_size * tc.grad_accum * world));
     }
-    Trainer trainer(*model, data, tc, *group);
     if (!resume_dir.empty()) {
       if (Status s = trainer.load_checkpoint(resume_dir); !s.ok()) fail(s);
       std::printf("resumed from %s at step %lld\n", resume_dir.c_str(),
@@ -461,6 +463,7 @@ int main(int argc, char** argv) {
       }
     }
     if (!rank0) return 0;
+    trainer.sync_model();
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("saved %s\n", out_dir.c_str());

@@ -1,17 +1,22 @@
 // The CUDA backend against the CPU reference, on fresh random inputs: every op to fp32 rounding
 // (bf16 GEMMs to bf16's), the fused AdamW kernel against the CPU optimizer, a tiny model's
-// training losses and greedy decoding on both backends, and NCCL with one rank against none.
+// training losses and greedy decoding on both backends, the device-resident trainer and decoder
+// against the host's, and NCCL with one rank against none.
 // Runs where a CUDA device is visible (ctest label "gpu"); skipped elsewhere.
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "platform/engine/cuda/cuda_backend.h"
 #include "platform/engine/cuda/decoder.h"
+#include "platform/engine/cuda/flash_attention.h"
+#include "platform/engine/cuda/gemm.h"
 #include "platform/engine/cuda/kernels.h"
+#include "platform/engine/cuda/trainer.h"
 #include "platform/engine/generate.h"
 #include "platform/engine/train.h"
 #include "tests/engine/gradcheck.h"
@@ -245,6 +250,142 @@ TEST_CASE("attention on the GPU matches the CPU: causal, grouped heads, cached p
   CHECK_THROWS_AS(cuda->attention(big, q, q, q, out, lse), ShapeError);
 }
 
+// Rounded to bf16 (to nearest even) and widened back: the values a bf16 kernel reads.
+Tensor bf16_rounded(const Tensor& t) {
+  Tensor out(t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, t.data() + i, 4);
+    bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(&out[i], &bits, 4);
+  }
+  return out;
+}
+
+// Device copies of host tensors, freed with the holder.
+struct DeviceTensors {
+  std::vector<void*> owned;
+  ~DeviceTensors() {
+    for (void* p : owned) cudaFree(p);
+  }
+  float* floats(const Tensor& t) {
+    void* p = nullptr;
+    REQUIRE(cudaMalloc(&p, std::max<size_t>(1, static_cast<size_t>(t.numel())) * 4) == cudaSuccess);
+    owned.push_back(p);
+    REQUIRE(cudaMemcpy(p, t.data(), static_cast<size_t>(t.numel()) * 4, cudaMemcpyHostToDevice) ==
+            cudaSuccess);
+    return static_cast<float*>(p);
+  }
+  float* zeros(int64_t n) { return floats(Tensor({n})); }
+  uint16_t* halves(const Tensor& t) {
+    void* p = nullptr;
+    REQUIRE(cudaMalloc(&p, std::max<size_t>(1, static_cast<size_t>(t.numel())) * 2) == cudaSuccess);
+    owned.push_back(p);
+    REQUIRE(cuda::to_bf16(floats(t), t.numel(), static_cast<uint16_t*>(p), nullptr) == cudaSuccess);
+    return static_cast<uint16_t*>(p);
+  }
+  static Tensor host(const float* d, Shape shape) {
+    Tensor t(std::move(shape));
+    REQUIRE(cudaMemcpy(t.data(), d, static_cast<size_t>(t.numel()) * 4, cudaMemcpyDeviceToHost) ==
+            cudaSuccess);
+    return t;
+  }
+};
+
+TEST_CASE("a GEMM adds a fused bias to every row and writes a bf16 product") {
+  auto cpu = make_cpu_backend();
+  auto gemm = cuda::Gemm::create();
+  REQUIRE(gemm.ok());
+  std::mt19937 rng(17);
+  for (bool transpose_b : {false, true}) {
+    for (bool bf16 : {false, true}) {
+      CAPTURE(transpose_b);
+      CAPTURE(bf16);
+      const int64_t m = 257, n = 65, k = 129;
+      Tensor a = random_tensor({m, k}, rng),
+             b = random_tensor(transpose_b ? Shape{n, k} : Shape{k, n}, rng);
+      if (bf16) {
+        a = bf16_rounded(a);
+        b = bf16_rounded(b);
+      }
+      const Tensor bias = random_tensor({n}, rng);
+      Tensor want({m, n});
+      cpu->gemm(false, transpose_b, 1.0f, a, b, 0.0f, want);
+      cpu->add_bias(want, bias);
+      DeviceTensors dev;
+      const void* da = bf16 ? static_cast<const void*>(dev.halves(a)) : dev.floats(a);
+      const void* db = bf16 ? static_cast<const void*>(dev.halves(b)) : dev.floats(b);
+      float* c = dev.zeros(m * n);
+      (*gemm)->run(false, transpose_b, m, n, k, 1.0f, da, db, 0.0f, c,
+                   bf16 ? CUDA_R_16BF : CUDA_R_32F, nullptr, dev.floats(bias));
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      check_close("gemm + bias", DeviceTensors::host(c, {m, n}), want, 1e-4);
+      if (bf16) {  // bf16 out: the same product, rounded once
+        Tensor product({m, n});
+        cpu->gemm(false, transpose_b, 1.0f, a, b, 0.0f, product);
+        uint16_t* c16 = dev.halves(Tensor({m, n}));
+        (*gemm)->run_bf16_out(false, transpose_b, m, n, k, 1.0f, da, db, 0.0f, c16, nullptr);
+        float* widened = dev.zeros(m * n);
+        REQUIRE(cuda::from_bf16(c16, m * n, widened, nullptr) == cudaSuccess);
+        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+        check_close("gemm into bf16", DeviceTensors::host(widened, {m, n}), product, 1e-2);
+      }
+    }
+  }
+}
+
+TEST_CASE("tensor-core flash attention matches the CPU on bf16 inputs, forward and backward") {
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(15);
+  struct Case {
+    int64_t batch, q_len, kv_len, heads, kv_heads, head_dim;
+  };
+  CHECK(cuda::flash_supported(64));
+  CHECK_FALSE(cuda::flash_supported(96));
+  for (const Case& c :
+       {Case{2, 64, 64, 4, 4, 64}, Case{1, 200, 200, 8, 2, 128}, Case{2, 100, 100, 6, 3, 32},
+        Case{1, 37, 130, 4, 2, 64}, Case{3, 1, 77, 4, 1, 64}, Case{1, 1024, 1024, 2, 2, 64}}) {
+    CAPTURE(c.batch);
+    CAPTURE(c.q_len);
+    CAPTURE(c.kv_len);
+    CAPTURE(c.heads);
+    CAPTURE(c.kv_heads);
+    CAPTURE(c.head_dim);
+    Backend::AttentionShape s{c.batch, c.q_len, c.kv_len, c.heads, c.kv_heads, c.head_dim};
+    const cuda::AttentionDims d{c.batch, c.q_len, c.kv_len, c.heads, c.kv_heads, c.head_dim};
+    const int64_t rows = c.batch * c.q_len, qw = c.heads * c.head_dim;
+    const int64_t kv_rows = c.batch * c.kv_len, kw = c.kv_heads * c.head_dim;
+    const Tensor q = bf16_rounded(random_tensor({rows, qw}, rng));
+    const Tensor k = bf16_rounded(random_tensor({kv_rows, kw}, rng));
+    const Tensor v = bf16_rounded(random_tensor({kv_rows, kw}, rng));
+    Tensor want_out, want_lse;
+    cpu->attention(s, q, k, v, want_out, want_lse);
+    DeviceTensors dev;
+    uint16_t *qh = dev.halves(q), *kh = dev.halves(k), *vh = dev.halves(v);
+    float* out = dev.zeros(rows * qw);
+    float* lse = dev.zeros(c.batch * c.heads * c.q_len);
+    REQUIRE(cuda::flash_attention(d, qh, kh, vh, out, lse, nullptr) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    check_close("flash out", DeviceTensors::host(out, {rows, qw}), want_out, 2e-2);
+    check_close("flash lse", DeviceTensors::host(lse, want_lse.shape()), want_lse, 1e-3);
+    const Tensor g = random_tensor({rows, qw}, rng);
+    Tensor dq, dk, dv;
+    cpu->attention_backward(s, g, q, k, v, want_out, want_lse, dq, dk, dv);
+    float* gd = dev.floats(g);
+    uint16_t* scratch = dev.halves(g);
+    float* delta = dev.zeros(c.batch * c.heads * c.q_len);
+    float *dqd = dev.zeros(rows * qw), *dkd = dev.zeros(kv_rows * kw),
+          *dvd = dev.zeros(kv_rows * kw);
+    REQUIRE(cuda::flash_attention_backward(d, gd, dev.floats(want_out), qh, kh, vh,
+                                           dev.floats(want_lse), scratch, delta, dqd, dkd, dvd,
+                                           nullptr) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    check_close("flash dq", DeviceTensors::host(dqd, dq.shape()), dq, 3e-2);
+    check_close("flash dk", DeviceTensors::host(dkd, dk.shape()), dk, 3e-2);
+    check_close("flash dv", DeviceTensors::host(dvd, dv.shape()), dv, 3e-2);
+  }
+}
+
 TEST_CASE("the fused AdamW kernel updates weights as the CPU optimizer does") {
   std::mt19937 rng(15);
   const int64_t n = 100'003;
@@ -374,6 +515,133 @@ TEST_CASE("a tiny model trains on the GPU with the CPU's losses, and decodes the
       sa[0].tokens = sb[0].tokens = {next};
     }
   }
+}
+
+TEST_CASE("the device sum adds in double, the same bits every time") {
+  std::mt19937 rng(31);
+  const Tensor x = random_tensor({(1 << 20) + 37}, rng);
+  double want = 0, want_squares = 0;
+  for (float v : x.values()) {
+    want += v;
+    want_squares += static_cast<double>(v) * v;
+  }
+  float* dx = nullptr;
+  double* d = nullptr;
+  REQUIRE(cudaMalloc(&dx, static_cast<size_t>(x.numel()) * 4) == cudaSuccess);
+  REQUIRE(cudaMalloc(&d, (3 + cuda::kSumBlocks) * sizeof(double)) == cudaSuccess);
+  REQUIRE(cudaMemcpy(dx, x.data(), static_cast<size_t>(x.numel()) * 4, cudaMemcpyHostToDevice) ==
+          cudaSuccess);
+  REQUIRE(cudaMemset(d, 0, 3 * sizeof(double)) == cudaSuccess);
+  double* partial = d + 3;
+  REQUIRE(cuda::sum(dx, x.numel(), false, 0.5, partial, d, nullptr) == cudaSuccess);
+  REQUIRE(cuda::sum(dx, x.numel(), false, 0.5, partial, d + 1, nullptr) == cudaSuccess);
+  REQUIRE(cuda::sum(dx, x.numel(), true, 1.0, partial, d + 2, nullptr) == cudaSuccess);
+  double got[3];
+  REQUIRE(cudaMemcpy(got, d, sizeof(got), cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(got[0] == doctest::Approx(want * 0.5).epsilon(1e-12));
+  CHECK(got[0] == got[1]);
+  CHECK(got[2] == doctest::Approx(want_squares).epsilon(1e-12));
+  cudaFree(dx);
+  cudaFree(d);
+}
+
+// The same run on the host engine (CPU backend) and on the device engine.
+struct EnginePair {
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::unique_ptr<Model> host_model, device_model;
+  std::unique_ptr<Collective> one = make_single_rank();
+  std::unique_ptr<Trainer> host, device;
+
+  EnginePair(const ModelConfig& model, const Dataset& data, const TrainConfig& config, bool bf16) {
+    host_model = Model::create(model, *cpu, 5).value();
+    device_model = Model::create(model, *cpu, 5).value();
+    host = std::make_unique<Trainer>(*host_model, data, config, *one);
+    CudaTrainOptions o;
+    o.bf16 = bf16;
+    auto engine = make_cuda_engine(*device_model, config, *one, o);
+    REQUIRE_MESSAGE(engine.ok(), engine.status().to_string());
+    device =
+        std::make_unique<Trainer>(*device_model, data, config, *one, std::move(engine).value());
+  }
+};
+
+TEST_CASE("the device-resident trainer takes the host engine's steps, in fp32 and in bf16") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kText, tok);
+  REQUIRE(data.ok());
+  TrainConfig config = small_run(20);
+  config.grad_accum = 2;  // micro-batches add up on the device as on the host
+  // Heads of 16 take the fp32 attention kernels; heads of 64 in bf16 the tensor-core ones.
+  const ModelConfig wide_gpt2 = parse_model_config(R"({"model_type":"gpt2","vocab_size":300,
+      "n_embd":128,"n_layer":2,"n_head":2,"n_positions":64})")
+                                    .value();
+  const ModelConfig wide_llama = parse_model_config(R"({"model_type":"llama","vocab_size":300,
+      "hidden_size":128,"intermediate_size":256,"num_hidden_layers":2,"num_attention_heads":2,
+      "num_key_value_heads":1,"max_position_embeddings":64})")
+                                     .value();
+  for (const ModelConfig& model :
+       {tiny(Family::kGpt2), tiny(Family::kLlama), wide_gpt2, wide_llama}) {
+    for (bool bf16 : {false, true}) {
+      CAPTURE(family_name(model.family));
+      CAPTURE(model.head_dim);
+      CAPTURE(bf16);
+      EnginePair pair(model, *data, config, bf16);
+      CHECK(std::string(pair.device->engine().name()) == (bf16 ? "cuda-bf16" : "cuda"));
+      for (int s = 0; s < config.steps; ++s) {
+        const StepResult want = pair.host->step(), got = pair.device->step();
+        CAPTURE(s);
+        CHECK(got.tokens == want.tokens);
+        CHECK(got.lr == want.lr);
+        CHECK(got.loss == doctest::Approx(want.loss).epsilon(bf16 ? 2e-2 : 1e-3));
+        CHECK(got.grad_norm == doctest::Approx(want.grad_norm).epsilon(bf16 ? 1e-1 : 1e-2));
+      }
+      // The host copy is stale until asked for, then holds the device's weights.
+      pair.device->sync_model();
+      const auto& want = pair.host_model->parameters();
+      const auto& got = pair.device_model->parameters();
+      for (size_t i = 0; i < want.size(); ++i) {
+        check_close(want[i].name.c_str(), got[i].value, want[i].value, bf16 ? 1e-1 : 1e-2);
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "a device engine's checkpoint resumes on the device and on the host, and bad ids "
+    "change nothing") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kText, tok);
+  REQUIRE(data.ok());
+  const TrainConfig config = small_run(10);
+  const auto dir = std::filesystem::temp_directory_path() / "mh_cuda_trainer_checkpoint";
+  std::filesystem::remove_all(dir);
+  EnginePair straight(tiny(Family::kLlama), *data, config, false);
+  for (int s = 0; s < 5; ++s) straight.device->step();
+  REQUIRE(straight.device->save_checkpoint(dir).ok());
+  std::vector<StepResult> rest;
+  for (int s = 5; s < 10; ++s) rest.push_back(straight.device->step());
+  EnginePair resumed(tiny(Family::kLlama), *data, config, false);
+  REQUIRE(resumed.device->load_checkpoint(dir).ok());
+  REQUIRE(resumed.host->load_checkpoint(dir).ok());
+  CHECK(resumed.device->steps_done() == 5);
+  for (size_t s = 0; s < rest.size(); ++s) {
+    CAPTURE(s);
+    const StepResult d = resumed.device->step(), h = resumed.host->step();
+    CHECK(d.loss == doctest::Approx(rest[s].loss).epsilon(1e-6));
+    CHECK(h.loss == doctest::Approx(rest[s].loss).epsilon(1e-3));
+  }
+  // An id outside the vocabulary is refused before anything runs on the device.
+  auto cpu = make_cpu_backend();
+  auto model = Model::create(tiny(Family::kGpt2), *cpu, 3).value();
+  auto one = make_single_rank();
+  auto engine = make_cuda_engine(*model, config, *one).value();
+  const std::vector<float> before = model->parameters()[0].value.values();
+  engine->begin_step();
+  CHECK_THROWS_AS(engine->micro_batch({1, 2, 100000, 3}, {2, 3, 4, -1}, 1, 4, 3, true), ShapeError);
+  CHECK_THROWS_AS(engine->micro_batch({1, 2, 3}, {2, 3, 4, -1}, 1, 4, 3, true), ShapeError);
+  engine->sync_to_host();
+  CHECK(model->parameters()[0].value.values() == before);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE(

@@ -224,7 +224,10 @@ class CudaBackend final : public Backend {
     if (n == 0) return;
     Op op(*this);
     float* dt = up(dtable);
-    check(cuda::embedding_backward(up(dout), up_ids(ids), n, c, dt, stream_), "embedding_backward");
+    const cuda::IdGroups groups = cuda::group_by_id(ids.data(), n);
+    check(cuda::embedding_backward(up(dout), up_ids(groups.ids), up_ids(groups.starts),
+                                   up_ids(groups.rows), groups.groups(), c, dt, stream_),
+          "embedding_backward");
     down(dt, dtable);
   }
 

@@ -7,38 +7,16 @@
 #include <string>
 
 #include "platform/engine/cuda/cuda_backend.h"
+#include "platform/engine/cuda/device_memory.h"
 #include "platform/engine/cuda/gemm.h"
 #include "platform/engine/cuda/kernels.h"
 
 namespace mh::engine {
 namespace {
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw CudaError(std::string("cuda decoder: ") + what + ": " + cudaGetErrorString(err));
-  }
-}
+void check(cudaError_t err, const char* what) { cuda::check(err, "cuda decoder", what); }
 
-// A device allocation that frees itself.
-template <typename T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  size_t size = 0;
-  DeviceArray() = default;
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  ~DeviceArray() { cudaFree(ptr); }
-  // Grows to at least n elements (contents lost); true when it moved.
-  bool reserve(size_t n) {
-    if (n <= size) return false;
-    cudaFree(ptr);
-    ptr = nullptr;
-    size = 0;
-    check(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
-    size = n;
-    return true;
-  }
-};
+using cuda::DeviceArray;
 
 // A weight matrix on the device: fp32, and a bf16 copy when the GEMMs take bf16.
 struct Weight {
@@ -68,10 +46,8 @@ struct CudaDecoder::Impl {
 
   std::vector<int64_t> lengths;  // per slot; -1: free
   // One step's inputs (pinned on the host, copied to fixed device buffers) and activations.
-  int32_t* host_ints = nullptr;
-  size_t host_ints_size = 0;
-  float* host_logits = nullptr;
-  size_t host_logits_size = 0;
+  cuda::PinnedArray<int32_t> host_ints;
+  cuda::PinnedArray<float> host_logits;
   DeviceArray<int32_t> ints;  // ids, positions, slots, last rows: 3 * rows + sequences
   DeviceArray<float> x, n, qkv, q, k, v, att, tmp, h, up_act, act, last, normed, logits;
   DeviceArray<float> mean, rstd;
@@ -81,8 +57,6 @@ struct CudaDecoder::Impl {
 
   ~Impl() {
     for (auto& [key, g] : graphs) cudaGraphExecDestroy(g);
-    if (host_ints) cudaFreeHost(host_ints);
-    if (host_logits) cudaFreeHost(host_logits);
     if (stream) cudaStreamDestroy(stream);
   }
 
@@ -119,18 +93,8 @@ struct CudaDecoder::Impl {
     normed.reserve(s * c);
     logits.reserve(s * static_cast<size_t>(config.vocab_size));
     half.reserve(std::max(r * std::max({c, f, qw}), s * c));
-    const size_t host = 3 * r + s;
-    if (host > host_ints_size) {
-      if (host_ints) cudaFreeHost(host_ints);
-      check(cudaMallocHost(&host_ints, host * sizeof(int32_t)), "cudaMallocHost");
-      host_ints_size = host;
-    }
-    const size_t out = s * static_cast<size_t>(config.vocab_size);
-    if (out > host_logits_size) {
-      if (host_logits) cudaFreeHost(host_logits);
-      check(cudaMallocHost(&host_logits, out * sizeof(float)), "cudaMallocHost");
-      host_logits_size = out;
-    }
+    host_ints.reserve(3 * r + s);
+    host_logits.reserve(s * static_cast<size_t>(config.vocab_size));
     for (auto& [key, g] : graphs) cudaGraphExecDestroy(g);
     graphs.clear();
     rows_capacity = rows;
@@ -140,14 +104,15 @@ struct CudaDecoder::Impl {
   // y[rows, out] = x[rows, in] W (+ b): gpt2's Conv1D W is [in, out], Linear's [out, in].
   void linear(const float* xin, int64_t rows, int64_t in, const Weight& w, const Weight* b,
               int64_t out, bool out_in, float* y) {
+    const float* bias = b != nullptr ? b->f32.ptr : nullptr;
     if (options.bf16_weights) {
       check(cuda::to_bf16(xin, rows * in, half.ptr, stream), "to_bf16");
       gemm->run(false, out_in, rows, out, in, 1.0f, half.ptr, w.bf16.ptr, 0.0f, y, CUDA_R_16BF,
-                stream);
+                stream, bias);
     } else {
-      gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.f32.ptr, 0.0f, y, CUDA_R_32F, stream);
+      gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.f32.ptr, 0.0f, y, CUDA_R_32F, stream,
+                bias);
     }
-    if (b != nullptr) check(cuda::add_bias(y, b->f32.ptr, rows, out, stream), "add_bias");
   }
 
   void norm(const float* xin, int64_t rows, const Weight* w, const Weight* b, float* out) {
@@ -183,19 +148,9 @@ struct CudaDecoder::Impl {
       if (g) {
         linear(n.ptr, rows, d, *y.qkv_w, y.qkv_b, 3 * d, false, qkv.ptr);
         // Split the fused projection's columns into q, k and v.
-        const size_t pitch = static_cast<size_t>(3 * d) * 4;
-        check(cudaMemcpy2DAsync(q.ptr, static_cast<size_t>(d) * 4, qkv.ptr, pitch,
-                                static_cast<size_t>(d) * 4, static_cast<size_t>(rows),
-                                cudaMemcpyDeviceToDevice, stream),
-              "split q");
-        check(cudaMemcpy2DAsync(k.ptr, static_cast<size_t>(d) * 4, qkv.ptr + d, pitch,
-                                static_cast<size_t>(d) * 4, static_cast<size_t>(rows),
-                                cudaMemcpyDeviceToDevice, stream),
-              "split k");
-        check(cudaMemcpy2DAsync(v.ptr, static_cast<size_t>(d) * 4, qkv.ptr + 2 * d, pitch,
-                                static_cast<size_t>(d) * 4, static_cast<size_t>(rows),
-                                cudaMemcpyDeviceToDevice, stream),
-              "split v");
+        check(cuda::copy_columns(q.ptr, d, 0, qkv.ptr, 3 * d, 0, d, rows, stream), "split q");
+        check(cuda::copy_columns(k.ptr, d, 0, qkv.ptr, 3 * d, d, d, rows, stream), "split k");
+        check(cuda::copy_columns(v.ptr, d, 0, qkv.ptr, 3 * d, 2 * d, d, rows, stream), "split v");
       } else {
         linear(n.ptr, rows, d, *y.q, nullptr, qw, true, q.ptr);
         linear(n.ptr, rows, d, *y.k, nullptr, kw, true, k.ptr);
@@ -230,7 +185,7 @@ struct CudaDecoder::Impl {
     check(cuda::embedding(x.ptr, last_rows, sequences, d, last.ptr, stream), "last rows");
     norm(last.ptr, sequences, norm_w, norm_b, normed.ptr);
     linear(normed.ptr, sequences, d, *head, nullptr, c.vocab_size, head_out_in, logits.ptr);
-    check(cudaMemcpyAsync(host_logits, logits.ptr,
+    check(cudaMemcpyAsync(host_logits.ptr, logits.ptr,
                           static_cast<size_t>(sequences * c.vocab_size) * sizeof(float),
                           cudaMemcpyDeviceToHost, stream),
           "logits to host");
@@ -390,7 +345,7 @@ Tensor CudaDecoder::step(const std::vector<Work>& work) {
   }
   const auto sequences = static_cast<int64_t>(work.size());
   m.reserve(rows, sequences);
-  int32_t* ids = m.host_ints;
+  int32_t* ids = m.host_ints.ptr;
   int32_t* positions = ids + rows;
   int32_t* slots = ids + 2 * rows;
   int32_t* last_rows = ids + 3 * rows;
@@ -404,7 +359,7 @@ Tensor CudaDecoder::step(const std::vector<Work>& work) {
     }
     last_rows[i] = static_cast<int32_t>(r - 1);
   }
-  check(cudaMemcpyAsync(m.ints.ptr, m.host_ints,
+  check(cudaMemcpyAsync(m.ints.ptr, m.host_ints.ptr,
                         static_cast<size_t>(3 * rows + sequences) * sizeof(int32_t),
                         cudaMemcpyHostToDevice, m.stream),
         "inputs to device");
@@ -434,7 +389,7 @@ Tensor CudaDecoder::step(const std::vector<Work>& work) {
   for (const Work& w : work)
     m.lengths[static_cast<size_t>(w.slot)] += static_cast<int64_t>(w.tokens.size());
   Tensor out({sequences, m.config.vocab_size});
-  std::copy_n(m.host_logits, out.numel(), out.data());
+  std::copy_n(m.host_logits.ptr, out.numel(), out.data());
   return out;
 }
 

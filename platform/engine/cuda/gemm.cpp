@@ -40,7 +40,8 @@ struct Plan {
 struct Gemm::Impl {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
-  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int>, std::unique_ptr<Plan>> plans;
+  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, int, bool>, std::unique_ptr<Plan>>
+      plans;
   ~Impl() {
     plans.clear();
     if (workspace) cudaFree(workspace);
@@ -63,10 +64,23 @@ Result<std::unique_ptr<Gemm>> Gemm::create() {
 Gemm::~Gemm() = default;
 
 void Gemm::run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const void* a,
-               const void* b, float beta, float* c, cudaDataType_t in, cudaStream_t stream) {
+               const void* b, float beta, float* c, cudaDataType_t in, cudaStream_t stream,
+               const float* bias) {
+  matmul(ta, tb, m, n, k, alpha, a, b, beta, c, in, CUDA_R_32F, stream, bias);
+}
+
+void Gemm::run_bf16_out(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const void* a, const void* b, float beta, void* c, cudaStream_t stream) {
+  matmul(ta, tb, m, n, k, alpha, a, b, beta, c, CUDA_R_16BF, CUDA_R_16BF, stream, nullptr);
+}
+
+void Gemm::matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const void* a,
+                  const void* b, float beta, void* c, cudaDataType_t in, cudaDataType_t out,
+                  cudaStream_t stream, const float* bias) {
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's first operand
   // is our B (n x k after its op), its second our A (k x m), its output n x m with ld n.
-  auto key = std::make_tuple(ta, tb, m, n, k, static_cast<int>(in));
+  auto key = std::make_tuple(ta, tb, m, n, k, static_cast<int>(in), static_cast<int>(out),
+                             bias != nullptr);
   auto it = impl_->plans.find(key);
   if (it == impl_->plans.end()) {
     auto plan = std::make_unique<Plan>();
@@ -79,11 +93,18 @@ void Gemm::run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
     check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                          sizeof op_second),
           "transb");
+    if (bias != nullptr) {
+      // A bias per row of the column-major output: per column of ours, per output feature.
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                           sizeof epilogue),
+            "epilogue");
+    }
     // As stored, column-major: B (row-major [k, n], or [n, k] transposed) is n x k with ld n, or
     // k x n with ld k; A is k x m with ld k, or m x k with ld m.
     check(cublasLtMatrixLayoutCreate(&plan->a, in, tb ? k : n, tb ? n : k, tb ? k : n), "layout");
     check(cublasLtMatrixLayoutCreate(&plan->b, in, ta ? m : k, ta ? k : m, ta ? m : k), "layout");
-    check(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, n, m, n), "layout");
+    check(cublasLtMatrixLayoutCreate(&plan->c, out, n, m, n), "layout");
     cublasLtMatmulPreference_t pref = nullptr;
     check(cublasLtMatmulPreferenceCreate(&pref), "preference");
     const size_t ws = kWorkspace;
@@ -100,6 +121,11 @@ void Gemm::run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
     it = impl_->plans.emplace(key, std::move(plan)).first;
   }
   const Plan& p = *it->second;
+  if (bias != nullptr) {
+    check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                         sizeof bias),
+          "bias");
+  }
   check(cublasLtMatmul(impl_->lt, p.desc, &alpha, b, p.a, a, p.b, &beta, c, p.c, c, p.c, &p.algo,
                        impl_->workspace, kWorkspace, stream),
         "matmul");

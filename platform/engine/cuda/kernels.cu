@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "platform/engine/cuda/kernels.h"
 
@@ -104,23 +105,44 @@ __global__ void layernorm_dx_kernel(const float* dout, const float* x, const flo
   }
 }
 
+// Column sums over many rows: a block takes 32 columns (a warp's width, so every load is one
+// 128-byte line) and kColumnWarps warps, warp w summing rows w, w + kColumnWarps, ...; then one
+// warp adds the warps' partial sums in order. The order depends on the shape alone, so results
+// are the same from run to run.
+constexpr int kColumnWarps = 16;
+
 // dw[c] += sum_r dout[r, c] * (x[r, c] - mean[r]) * rstd[r]; db[c] += sum_r dout[r, c].
 // Without `mean` it is RMSNorm's dw (x * rstd), and db may be null.
 __global__ void norm_dw_kernel(const float* dout, const float* x, const float* mean,
                                const float* rstd, int64_t rows, int64_t cols, float* dw,
                                float* db) {
-  MH_FOR_EACH(c, cols) {
-    float sw = dw[c], sb = db != nullptr ? db[c] : 0.0f;
-    for (int64_t r = 0; r < rows; ++r) {
+  __shared__ float part_w[kColumnWarps][kWarp], part_b[kColumnWarps][kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kWarp + lane;
+  float sw = 0, sb = 0;
+  if (c < cols) {
+    for (int64_t r = warp; r < rows; r += kColumnWarps) {
       const float g = dout[r * cols + c];
       const float centred = mean != nullptr ? x[r * cols + c] - mean[r] : x[r * cols + c];
       sw += g * centred * rstd[r];
       sb += g;
     }
-    dw[c] = sw;
-    if (db != nullptr) db[c] = sb;
+  }
+  part_w[warp][lane] = sw;
+  part_b[warp][lane] = sb;
+  __syncthreads();
+  if (warp == 0 && c < cols) {
+    float tw = dw[c], tb = db != nullptr ? db[c] : 0.0f;
+    for (int w = 0; w < kColumnWarps; ++w) {
+      tw += part_w[w][lane];
+      tb += part_b[w][lane];
+    }
+    dw[c] = tw;
+    if (db != nullptr) db[c] = tb;
   }
 }
+
+unsigned column_blocks(int64_t cols) { return grid_for(cols, kWarp); }
 
 __global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t rows,
                                int64_t cols, float* out, float* rstd) {
@@ -193,14 +215,19 @@ __global__ void embedding_kernel(const float* table, const int32_t* ids, int64_t
   }
 }
 
-// A thread per column, walking the tokens in order: repeated ids add up in the CPU backend's
-// order, so the result is deterministic (no atomics) and bit-identical to it.
-__global__ void embedding_backward_kernel(const float* dout, const int32_t* ids, int64_t n,
-                                          int64_t cols, float* dtable) {
-  MH_FOR_EACH(c, cols) {
-    for (int64_t i = 0; i < n; ++i) {
-      dtable[static_cast<int64_t>(ids[i]) * cols + c] += dout[i * cols + c];
-    }
+// A block per distinct id, threads across the columns, adding that id's rows in token order to
+// the table's row: the CPU backend's order, so the result is bit-identical to it and needs no
+// atomics.
+__global__ void embedding_backward_kernel(const float* dout, const int32_t* group_ids,
+                                          const int32_t* starts, const int32_t* rows, int64_t cols,
+                                          float* dtable) {
+  const int64_t g = blockIdx.x;
+  float* row = dtable + static_cast<int64_t>(group_ids[g]) * cols;
+  const int32_t begin = starts[g], end = starts[g + 1];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    float s = row[c];
+    for (int32_t i = begin; i < end; ++i) s += dout[static_cast<int64_t>(rows[i]) * cols + c];
+    row[c] = s;
   }
 }
 
@@ -212,39 +239,66 @@ __global__ void add_bias_kernel(float* x, const float* bias, int64_t rows, int64
   MH_FOR_EACH(i, rows * cols) { x[i] += bias[i % cols]; }
 }
 
+// dbias[c] += sum_r dout[r, c], in norm_dw_kernel's order.
 __global__ void column_sum_kernel(const float* dout, int64_t rows, int64_t cols, float* dbias) {
-  MH_FOR_EACH(c, cols) {
-    float s = dbias[c];
-    for (int64_t r = 0; r < rows; ++r) s += dout[r * cols + c];
-    dbias[c] = s;
+  __shared__ float part[kColumnWarps][kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kWarp + lane;
+  float s = 0;
+  if (c < cols) {
+    for (int64_t r = warp; r < rows; r += kColumnWarps) s += dout[r * cols + c];
+  }
+  part[warp][lane] = s;
+  __syncthreads();
+  if (warp == 0 && c < cols) {
+    float t = dbias[c];
+    for (int w = 0; w < kColumnWarps; ++w) t += part[w][lane];
+    dbias[c] = t;
   }
 }
 
 // ---- cross-entropy ----------------------------------------------------------------------------
 
-__global__ void cross_entropy_kernel(const float* logits, const int32_t* targets, int64_t vocab,
-                                     float inv_denominator, float* loss, float* dlogits) {
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ T narrow(float v);
+template <>
+__device__ __forceinline__ float narrow<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// A block per row, fp32 arithmetic on fp32 or bf16 logits.
+template <typename T>
+__global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, int64_t vocab,
+                                     float inv_denominator, float* loss, T* dlogits) {
   const int64_t row = blockIdx.x;
-  const float* l = logits + row * vocab;
-  float* d = dlogits + row * vocab;
+  const T* l = logits + row * vocab;
+  T* d = dlogits + row * vocab;
   const int32_t t = targets[row];
+  // The target's logit, read before any thread writes (dlogits may be logits).
+  const float target_logit = t >= 0 ? widen(l[t]) : 0.0f;
   if (t < 0) {  // an ignored row: no loss, no gradient
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d[i] = 0.0f;
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d[i] = narrow<T>(0.0f);
     if (threadIdx.x == 0) loss[row] = 0.0f;
     return;
   }
   float mx = -INFINITY;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, l[i]);
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, widen(l[i]));
   mx = block_reduce<true>(mx);
   float s = 0;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) s += expf(l[i] - mx);
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) s += expf(widen(l[i]) - mx);
   s = block_reduce<false>(s);
   const float lse = mx + logf(s);
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float p = expf(l[i] - lse);
-    d[i] = (p - (i == t ? 1.0f : 0.0f)) * inv_denominator;
+    const float p = expf(widen(l[i]) - lse);
+    d[i] = narrow<T>((p - (i == t ? 1.0f : 0.0f)) * inv_denominator);
   }
-  if (threadIdx.x == 0) loss[row] = lse - l[t];
+  if (threadIdx.x == 0) loss[row] = lse - target_logit;
 }
 
 // ---- RoPE ------------------------------------------------------------------------------------
@@ -507,6 +561,32 @@ __global__ void adamw_kernel(float* w, const float* grad, float* m, float* v, in
   }
 }
 
+// Sums in double: each block a fixed stride of x, then one block the partial sums in order.
+__global__ void partial_sum_kernel(const float* x, int64_t n, bool squares, double* partial) {
+  __shared__ double warp_sums[kWarp];
+  double acc = 0;
+  MH_FOR_EACH(i, n) {
+    const double v = x[i];
+    acc += squares ? v * v : v;
+  }
+  for (int o = kWarp / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(kAll, acc, o);
+  if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (unsigned w = 0; w < blockDim.x / kWarp; ++w) total += warp_sums[w];
+    partial[blockIdx.x] = total;
+  }
+}
+
+__global__ void final_sum_kernel(const double* partial, int blocks, double scale, double* out) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) {
+    double total = 0;
+    for (int b = 0; b < blocks; ++b) total += partial[b];
+    *out += total * scale;
+  }
+}
+
 __global__ void to_bf16_kernel(const float* in, int64_t n, __nv_bfloat16* out) {
   MH_FOR_EACH(i, n) { out[i] = __float2bfloat16_rn(in[i]); }
 }
@@ -531,8 +611,8 @@ cudaError_t layernorm_backward(const float* dout, const float* x, const float* w
                                float* db, cudaStream_t stream) {
   layernorm_dx_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
       dout, x, w, mean, rstd, rows, cols, dx);
-  norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, mean, rstd, rows, cols,
-                                                                    dw, db);
+  norm_dw_kernel<<<column_blocks(cols), kColumnWarps * kWarp, 0, stream>>>(dout, x, mean, rstd,
+                                                                           rows, cols, dw, db);
   return launched();
 }
 
@@ -548,8 +628,8 @@ cudaError_t rmsnorm_backward(const float* dout, const float* x, const float* w, 
                              cudaStream_t stream) {
   rmsnorm_dx_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(dout, x, w, rstd,
                                                                                  rows, cols, dx);
-  norm_dw_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, x, nullptr, rstd, rows,
-                                                                    cols, dw, nullptr);
+  norm_dw_kernel<<<column_blocks(cols), kColumnWarps * kWarp, 0, stream>>>(dout, x, nullptr, rstd,
+                                                                           rows, cols, dw, nullptr);
   return launched();
 }
 
@@ -582,18 +662,51 @@ cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t
   return launched();
 }
 
-cudaError_t embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t cols,
-                               float* dtable, cudaStream_t stream) {
-  embedding_backward_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, ids, n, cols,
-                                                                               dtable);
+IdGroups group_by_id(const int32_t* ids, int64_t n) {
+  std::vector<uint64_t> keyed(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    keyed[static_cast<size_t>(i)] =
+        (static_cast<uint64_t>(static_cast<uint32_t>(ids[i])) << 32) | static_cast<uint64_t>(i);
+  }
+  std::sort(keyed.begin(), keyed.end());  // by id, then by row
+  IdGroups g;
+  g.rows.reserve(keyed.size());
+  for (size_t i = 0; i < keyed.size(); ++i) {
+    const auto id = static_cast<int32_t>(keyed[i] >> 32);
+    if (g.ids.empty() || g.ids.back() != id) {
+      g.ids.push_back(id);
+      g.starts.push_back(static_cast<int32_t>(i));
+    }
+    g.rows.push_back(static_cast<int32_t>(keyed[i] & 0xffffffffu));
+  }
+  g.starts.push_back(static_cast<int32_t>(keyed.size()));
+  return g;
+}
+
+cudaError_t embedding_backward(const float* dout, const int32_t* group_ids, const int32_t* starts,
+                               const int32_t* rows, int64_t groups, int64_t cols, float* dtable,
+                               cudaStream_t stream) {
+  if (groups == 0) return cudaSuccess;
+  embedding_backward_kernel<<<static_cast<unsigned>(groups), kThreads, 0, stream>>>(
+      dout, group_ids, starts, rows, cols, dtable);
   return launched();
 }
 
 cudaError_t cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
                           float inv_denominator, float* loss, float* dlogits, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  cross_entropy_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+  cross_entropy_kernel<float><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       logits, targets, vocab, inv_denominator, loss, dlogits);
+  return launched();
+}
+
+cudaError_t cross_entropy_bf16(const uint16_t* logits, const int32_t* targets, int64_t rows,
+                               int64_t vocab, float inv_denominator, float* loss, uint16_t* dlogits,
+                               cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  cross_entropy_kernel<__nv_bfloat16><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(logits), targets, vocab, inv_denominator, loss,
+      reinterpret_cast<__nv_bfloat16*>(dlogits));
   return launched();
 }
 
@@ -609,7 +722,8 @@ cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cu
 
 cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* dbias,
                           cudaStream_t stream) {
-  column_sum_kernel<<<grid_for(cols, kThreads), kThreads, 0, stream>>>(dout, rows, cols, dbias);
+  column_sum_kernel<<<column_blocks(cols), kColumnWarps * kWarp, 0, stream>>>(dout, rows, cols,
+                                                                              dbias);
   return launched();
 }
 
@@ -666,6 +780,14 @@ cudaError_t adamw(float* w, const float* grad, float* m, float* v, int64_t n, co
                   uint16_t* bf16_copy, cudaStream_t stream) {
   adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
       w, grad, m, v, n, s, reinterpret_cast<__nv_bfloat16*>(bf16_copy));
+  return launched();
+}
+
+cudaError_t sum(const float* x, int64_t n, bool squares, double scale, double* partial, double* out,
+                cudaStream_t stream) {
+  partial_sum_kernel<<<kSumBlocks, kThreads, 0, stream>>>(x, n, squares, partial);
+  if (cudaError_t e = launched(); e != cudaSuccess) return e;
+  final_sum_kernel<<<1, kWarp, 0, stream>>>(partial, kSumBlocks, scale, out);
   return launched();
 }
 

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace mh::engine::cuda {
 
@@ -36,14 +37,29 @@ cudaError_t swiglu_backward(const float* dout, const float* gate, const float* u
 // out[i] = table[ids[i]] (ids already checked against the table's rows).
 cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t cols, float* out,
                       cudaStream_t stream);
-// dtable[ids[i]] += dout[i]
-cudaError_t embedding_backward(const float* dout, const int32_t* ids, int64_t n, int64_t cols,
-                               float* dtable, cudaStream_t stream);
+// The rows of a batch grouped by their ids, for embedding_backward: group g is id ids[g] and
+// its rows are rows[starts[g] .. starts[g + 1]), in increasing order. Built on the host.
+struct IdGroups {
+  std::vector<int32_t> ids, starts, rows;
+  int64_t groups() const { return static_cast<int64_t>(ids.size()); }
+};
+IdGroups group_by_id(const int32_t* ids, int64_t n);
+// dtable[ids[g]] += the dout rows of group g, added in row order (the arrays of an IdGroups, on
+// the device; starts has groups + 1 entries).
+cudaError_t embedding_backward(const float* dout, const int32_t* group_ids, const int32_t* starts,
+                               const int32_t* rows, int64_t groups, int64_t cols, float* dtable,
+                               cudaStream_t stream);
 
 // Per row: loss[r] = logsumexp(logits[r]) - logits[r][t] (0 where t < 0), and
-// dlogits[r] = (softmax(logits[r]) - onehot(t)) * inv_denominator (0 where t < 0).
+// dlogits[r] = (softmax(logits[r]) - onehot(t)) * inv_denominator (0 where t < 0). dlogits may
+// be logits (the gradient replaces the logits in place).
 cudaError_t cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
                           float inv_denominator, float* loss, float* dlogits, cudaStream_t stream);
+// The same on bf16 logits (fp32 arithmetic), writing a bf16 gradient: the classifier of bf16
+// training, whose gradient is the next GEMMs' operand as it is.
+cudaError_t cross_entropy_bf16(const uint16_t* logits, const int32_t* targets, int64_t rows,
+                               int64_t vocab, float inv_denominator, float* loss, uint16_t* dlogits,
+                               cudaStream_t stream);
 
 cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
 cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
@@ -96,6 +112,13 @@ struct AdamWStep {
 };
 cudaError_t adamw(float* w, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s,
                   uint16_t* bf16_copy, cudaStream_t stream);
+
+// *out += scale * the sum of x[0, n) (of its squares when `squares`), added in double in an
+// order fixed by n alone, so that the same input gives the same bits. `partial` is device
+// scratch of kSumBlocks doubles.
+constexpr int kSumBlocks = 256;
+cudaError_t sum(const float* x, int64_t n, bool squares, double scale, double* partial, double* out,
+                cudaStream_t stream);
 
 // Conversions between fp32 and bf16 (round to nearest even), for bf16 GEMM operands.
 cudaError_t to_bf16(const float* in, int64_t n, uint16_t* out, cudaStream_t stream);

@@ -1,0 +1,38 @@
+// Causal grouped-query attention on the tensor cores (bf16 operands, fp32 sums), flash-style:
+// a block of 64 queries walks the keys 64 at a time with an online softmax, so no row of scores
+// is ever held beyond one 64 x 64 tile in shared memory. The backward pass recomputes the
+// probabilities from the saved log-sum-exp, in two kernels that each own what they write (dq
+// per query block, dk and dv per key block, summed over the key's query heads), so it needs no
+// atomics and gives the same bits every run.
+//
+// The shapes and layouts are kernels.h's AttentionDims: q [batch * q_len, heads * head_dim],
+// k and v [batch * kv_len, kv_heads * head_dim], out fp32 like q, lse [batch, heads, q_len];
+// query i sees keys 0 .. kv_len - q_len + i. Checked against the CPU backend to bf16 rounding
+// (tests/engine/cuda_backend_test.cpp).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "platform/engine/cuda/kernels.h"
+
+namespace mh::engine::cuda {
+
+// The head sizes the tensor-core kernels are built for (32, 64 and 128); others take the fp32
+// kernels of kernels.h.
+bool flash_supported(int64_t head_dim);
+
+// q, k, v in bf16; out and lse fp32.
+cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, float* out, float* lse, cudaStream_t stream);
+
+// dq, dk, dv (fp32) written, not accumulated. dout and out are fp32 (delta = rowsum(dout * out)
+// is taken from them); `dout_bf16` is scratch of dout's size and `delta` of batch * heads *
+// q_len floats.
+cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const float* out,
+                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                     const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
+                                     float* dk, float* dv, cudaStream_t stream);
+
+}  // namespace mh::engine::cuda

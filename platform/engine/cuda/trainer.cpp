@@ -1,0 +1,668 @@
+#include "platform/engine/cuda/trainer.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "platform/engine/cuda/cuda_backend.h"
+#include "platform/engine/cuda/device_memory.h"
+#include "platform/engine/cuda/flash_attention.h"
+#include "platform/engine/cuda/gemm.h"
+#include "platform/engine/cuda/kernels.h"
+#ifdef MH_ENGINE_NCCL
+#include "platform/engine/cuda/nccl_collective.h"
+#endif
+
+namespace mh::engine {
+namespace {
+
+using cuda::DeviceArray;
+using cuda::PinnedArray;
+
+void check(cudaError_t err, const char* what) { cuda::check(err, "cuda trainer", what); }
+
+// Parameters start on 256-byte boundaries in the flat arrays (cuBLASLt's preferred alignment).
+constexpr size_t kAlign = 64;
+
+// What one block's forward keeps for its backward pass ([rows, width] each).
+struct Saved {
+  DeviceArray<float> n1, mean1, rstd1, q, k, v, att, lse, x_mid, n2, mean2, rstd2, h, up, act;
+  DeviceArray<uint16_t> qh, kh, vh;  // bf16 q, k, v for the tensor-core attention
+};
+
+class CudaEngine final : public StepEngine {
+ public:
+  CudaEngine(Model& model, const TrainConfig& config, Collective& comm,
+             const CudaTrainOptions& options)
+      : model_(model),
+        config_(config),
+        comm_(comm),
+        options_(options),
+        c_(model.config()),
+        layout_(Model::layout(model.config())) {}
+
+  ~CudaEngine() override {
+    if (comm_done_) cudaEventDestroy(comm_done_);
+    for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
+    if (comm_stream_) cudaStreamDestroy(comm_stream_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  Status init() {
+    check(cudaSetDevice(options_.device), "cudaSetDevice");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
+    check(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "stream");
+    check(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming), "event");
+    MH_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
+#ifdef MH_ENGINE_NCCL
+    if (comm_.world() > 1) nccl_ = dynamic_cast<NcclCollective*>(&comm_);
+#endif
+    const auto& params = model_.parameters();
+    size_t at = 0;
+    for (const Parameter& p : params) {
+      offset_.push_back(at);
+      at += (static_cast<size_t>(p.value.numel()) + kAlign - 1) / kAlign * kAlign;
+    }
+    offset_.push_back(at);
+    total_ = at;
+    size_t free_bytes = 0, total_bytes = 0;
+    check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    const size_t state = total_ * (4 * sizeof(float) + (options_.bf16 ? 2 : 0));
+    if (state > free_bytes) {
+      return unavailable("the model's weights, gradients and AdamW moments need " +
+                         std::to_string(state >> 20) + " MiB; the device has " +
+                         std::to_string(free_bytes >> 20) + " MiB free");
+    }
+    for (auto* a : {&w_, &g_, &m_, &v_}) a->reserve(total_);
+    if (options_.bf16) w16_.reserve(total_);
+    check(cudaMemsetAsync(w_.ptr, 0, total_ * sizeof(float), stream_), "memset");
+    check(cudaMemsetAsync(m_.ptr, 0, total_ * sizeof(float), stream_), "memset");
+    check(cudaMemsetAsync(v_.ptr, 0, total_ * sizeof(float), stream_), "memset");
+    check(cudaMemsetAsync(g_.ptr, 0, total_ * sizeof(float), stream_), "memset");
+    upload_weights();
+    for (int64_t l = 0; l <= c_.layers; ++l) x_.push_back(std::make_unique<DeviceArray<float>>());
+    for (int64_t l = 0; l < c_.layers; ++l) saved_.push_back(std::make_unique<Saved>());
+    sums_.reserve(2 + cuda::kSumBlocks);
+    host_sums_.reserve(2);
+    check(cudaStreamSynchronize(stream_), "synchronize");
+    return {};
+  }
+
+  const char* name() const override { return options_.bf16 ? "cuda-bf16" : "cuda"; }
+
+  void begin_step() override {
+    check(cudaStreamWaitEvent(stream_, comm_done_, 0), "wait");
+    check(cudaMemsetAsync(g_.ptr, 0, total_ * sizeof(float), stream_), "memset");
+    check(cudaMemsetAsync(sums_.ptr, 0, 2 * sizeof(double), stream_), "memset");
+    sent_ = false;
+  }
+
+  void micro_batch(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
+                   int64_t batch, int64_t seq_len, int64_t denominator, bool last) override {
+    const int64_t n = batch * seq_len;
+    if (batch < 1 || seq_len < 1 || static_cast<int64_t>(ids.size()) != n ||
+        targets.size() != ids.size()) {
+      throw ShapeError("cuda trainer: " + std::to_string(ids.size()) + " ids and " +
+                       std::to_string(targets.size()) + " targets are not " +
+                       std::to_string(batch) + " rows of " + std::to_string(seq_len));
+    }
+    if (seq_len > c_.max_positions) {
+      throw ShapeError("cuda trainer: rows of " + std::to_string(seq_len) +
+                       " tokens are longer than max_positions " + std::to_string(c_.max_positions));
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= c_.vocab_size || targets[i] < -1 || targets[i] >= c_.vocab_size) {
+        throw ShapeError(
+            "cuda trainer: token id " +
+            std::to_string(ids[i] < 0 || ids[i] >= c_.vocab_size ? ids[i] : targets[i]) +
+            " outside [0, " + std::to_string(c_.vocab_size) + ")");
+      }
+    }
+    reserve(batch, seq_len);
+    batch_ = batch;
+    seq_len_ = seq_len;
+    // The inputs, through pinned memory: ids, targets, positions, and the rows grouped by id and
+    // by position for the embeddings' backward pass.
+    std::vector<int32_t> positions(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % seq_len);
+    const cuda::IdGroups by_id = cuda::group_by_id(ids.data(), n);
+    const cuda::IdGroups by_position = cuda::group_by_id(positions.data(), n);
+    // The previous micro-batch's copy must be done before the pinned buffer is rewritten.
+    check(cudaStreamSynchronize(stream_), "synchronize");
+    int32_t* host = host_ints_.ptr;
+    size_t at = 0;
+    auto put = [&](const std::vector<int32_t>& v) {
+      const size_t start = at;
+      std::copy(v.begin(), v.end(), host + at);
+      at += v.size();
+      return start;
+    };
+    put(ids);
+    put(targets);
+    put(positions);
+    auto put_groups = [&](const cuda::IdGroups& g, Groups& where) {
+      where.count = g.groups();
+      where.ids = put(g.ids);
+      where.starts = put(g.starts);
+      where.rows = put(g.rows);
+    };
+    put_groups(by_id, id_groups_);
+    put_groups(by_position, position_groups_);
+    check(cudaMemcpyAsync(ints_.ptr, host, at * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+          "inputs to device");
+    forward(std::max<int64_t>(1, denominator));
+    backward(last && comm_.world() > 1 && nccl_ != nullptr);
+  }
+
+  Reduced reduce(bool want_stop) override {
+    if (comm_.world() > 1) {
+      if (sent_) {
+        check(cudaEventRecord(comm_done_, comm_stream_), "record");
+        check(cudaStreamWaitEvent(stream_, comm_done_, 0), "wait");
+      } else {
+        // No NCCL: through the host and the collective, every parameter at once.
+        std::vector<float> host(total_);
+        check(cudaMemcpyAsync(host.data(), g_.ptr, total_ * sizeof(float), cudaMemcpyDeviceToHost,
+                              stream_),
+              "gradients to host");
+        check(cudaStreamSynchronize(stream_), "synchronize");
+        comm_.all_reduce_sum(host);
+        check(cudaMemcpyAsync(g_.ptr, host.data(), total_ * sizeof(float), cudaMemcpyHostToDevice,
+                              stream_),
+              "gradients to device");
+      }
+    }
+    check(cuda::sum(g_.ptr, static_cast<int64_t>(total_), true, 1.0, sums_.ptr + 2, sums_.ptr + 1,
+                    stream_),
+          "gradient norm");
+    check(cudaMemcpyAsync(host_sums_.ptr, sums_.ptr, 2 * sizeof(double), cudaMemcpyDeviceToHost,
+                          stream_),
+          "sums to host");
+    check(cudaStreamSynchronize(stream_), "synchronize");
+    Reduced r;
+    r.loss = static_cast<float>(host_sums_.ptr[0]);
+    r.squares = host_sums_.ptr[1];
+    r.stop = want_stop;
+    if (comm_.world() > 1) {
+      std::vector<float> tail = {r.loss, want_stop ? 1.0f : 0.0f};
+      comm_.all_reduce_sum(tail);
+      r.loss = tail[0];
+      r.stop = tail[1] > 0;
+    }
+    return r;
+  }
+
+  void update(float lr, float grad_scale) override {
+    ++adam_steps_;
+    const double t = static_cast<double>(adam_steps_);
+    cuda::AdamWStep s{};
+    s.beta1 = config_.beta1;
+    s.beta2 = config_.beta2;
+    s.eps = config_.eps;
+    s.step_size = lr / static_cast<float>(1.0 - std::pow(config_.beta1, t));
+    s.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(config_.beta2, t)));
+    s.grad_scale = grad_scale;
+    const auto& params = model_.parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      s.decay = params[i].decay ? 1.0f - lr * config_.weight_decay : 1.0f;
+      const size_t o = offset_[i];
+      check(cuda::adamw(w_.ptr + o, g_.ptr + o, m_.ptr + o, v_.ptr + o, params[i].value.numel(), s,
+                        half_weights(i) ? w16_.ptr + o : nullptr, stream_),
+            "adamw");
+    }
+  }
+
+  void sync_to_host() override {
+    auto& params = model_.parameters();
+    if (m_host_.size() != params.size()) {
+      m_host_.clear();
+      v_host_.clear();
+      for (const auto& p : params) {
+        m_host_.emplace_back(p.value.shape());
+        v_host_.emplace_back(p.value.shape());
+      }
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      const size_t bytes = static_cast<size_t>(params[i].value.numel()) * sizeof(float);
+      const size_t o = offset_[i];
+      check(cudaMemcpyAsync(params[i].value.data(), w_.ptr + o, bytes, cudaMemcpyDeviceToHost,
+                            stream_),
+            "weights to host");
+      check(cudaMemcpyAsync(m_host_[i].data(), m_.ptr + o, bytes, cudaMemcpyDeviceToHost, stream_),
+            "moments to host");
+      check(cudaMemcpyAsync(v_host_[i].data(), v_.ptr + o, bytes, cudaMemcpyDeviceToHost, stream_),
+            "moments to host");
+    }
+    check(cudaStreamSynchronize(stream_), "synchronize");
+  }
+  const std::vector<Tensor>& exp_avg() const override { return m_host_; }
+  const std::vector<Tensor>& exp_avg_sq() const override { return v_host_; }
+
+  void restore(std::vector<Tensor> m, std::vector<Tensor> v, int64_t steps) override {
+    const auto& params = model_.parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const size_t bytes = static_cast<size_t>(params[i].value.numel()) * sizeof(float);
+      check(
+          cudaMemcpyAsync(m_.ptr + offset_[i], m[i].data(), bytes, cudaMemcpyHostToDevice, stream_),
+          "moments to device");
+      check(
+          cudaMemcpyAsync(v_.ptr + offset_[i], v[i].data(), bytes, cudaMemcpyHostToDevice, stream_),
+          "moments to device");
+    }
+    upload_weights();
+    check(cudaStreamSynchronize(stream_), "synchronize");  // before m and v go away
+    m_host_ = std::move(m);
+    v_host_ = std::move(v);
+    adam_steps_ = steps;
+  }
+
+ private:
+  bool gpt2() const { return c_.family == Family::kGpt2; }
+  int64_t q_width() const { return c_.heads * c_.head_dim; }
+  int64_t kv_width() const { return c_.kv_heads * c_.head_dim; }
+  // bf16 runs take the tensor-core attention where it has kernels for the head size.
+  bool flash() const { return options_.bf16 && cuda::flash_supported(c_.head_dim); }
+  bool half_weights(size_t i) const {
+    return options_.bf16 && model_.parameters()[i].value.rank() == 2;
+  }
+  float* weight(size_t i) { return w_.ptr + offset_[i]; }
+  float* grad(size_t i) { return g_.ptr + offset_[i]; }
+
+  // The model's parameter values onto the device, with their bf16 copies.
+  void upload_weights() {
+    const auto& params = model_.parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      check(cudaMemcpyAsync(weight(i), params[i].value.data(),
+                            static_cast<size_t>(params[i].value.numel()) * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            "weights to device");
+      if (half_weights(i)) {
+        check(cuda::to_bf16(weight(i), params[i].value.numel(), w16_.ptr + offset_[i], stream_),
+              "to_bf16");
+      }
+    }
+    // The host buffers must stay put until the copies ran.
+    check(cudaStreamSynchronize(stream_), "synchronize");
+  }
+
+  // Buffers for micro-batches of `batch` rows of `seq_len`.
+  void reserve(int64_t batch, int64_t seq_len) {
+    const int64_t n = batch * seq_len;
+    if (n <= rows_ && batch * c_.heads * seq_len <= lse_rows_) return;
+    const auto r = static_cast<size_t>(std::max(n, rows_));
+    const auto c = static_cast<size_t>(c_.hidden), f = static_cast<size_t>(c_.ffn);
+    const auto qw = static_cast<size_t>(q_width()), kw = static_cast<size_t>(kv_width());
+    const size_t lse =
+        std::max(static_cast<size_t>(batch * c_.heads * seq_len), static_cast<size_t>(lse_rows_));
+    const auto vocab = static_cast<size_t>(c_.vocab_size);
+    chunk_ = std::min<int64_t>(static_cast<int64_t>(r),
+                               std::max<int64_t>(64, (int64_t{1} << 27) / c_.vocab_size));
+    const auto chunk = static_cast<size_t>(chunk_);
+    // ids, targets, positions, and two IdGroups of at most 3 r + 1 entries each
+    host_ints_.reserve(9 * r + 2);
+    ints_.reserve(9 * r + 2);
+    for (auto& x : x_) x->reserve(r * c);
+    for (auto& saved : saved_) {
+      Saved& s = *saved;
+      for (auto* a : {&s.n1, &s.x_mid, &s.n2}) a->reserve(r * c);
+      for (auto* a : {&s.mean1, &s.rstd1, &s.mean2, &s.rstd2}) a->reserve(r);
+      s.q.reserve(r * qw);
+      s.att.reserve(r * qw);
+      s.k.reserve(r * kw);
+      s.v.reserve(r * kw);
+      s.lse.reserve(lse);
+      s.h.reserve(r * f);
+      s.act.reserve(r * f);
+      if (!gpt2()) s.up.reserve(r * f);
+      if (flash()) {
+        s.qh.reserve(r * qw);
+        s.kh.reserve(r * kw);
+        s.vh.reserve(r * kw);
+      }
+    }
+    for (auto* a : {&tmp_, &dx_, &dn_, &dtmp_, &final_out_, &dfinal_}) a->reserve(r * c);
+    for (auto* a : {&final_mean_, &final_rstd_, &row_loss_}) a->reserve(r);
+    for (auto* a : {&dact_, &dh_, &dup_}) a->reserve(r * f);
+    qkv_.reserve(r * (qw + 2 * kw));
+    for (auto* a : {&datt_, &dq_}) a->reserve(r * qw);
+    for (auto* a : {&dk_, &dv_}) a->reserve(r * kw);
+    delta_.reserve(lse);
+    if (options_.bf16) {
+      const size_t widest = std::max({c, f, qw + 2 * kw});
+      half_a_.reserve(r * widest);
+      half_b_.reserve(r * widest);
+      logits16_.reserve(chunk * vocab);
+    } else {
+      logits_.reserve(chunk * vocab);
+    }
+    rows_ = static_cast<int64_t>(r);
+    lse_rows_ = static_cast<int64_t>(lse);
+  }
+
+  // A GEMM operand: the fp32 data itself, or its bf16 rounding in `scratch`.
+  const void* operand(const float* p, int64_t n, DeviceArray<uint16_t>& scratch) {
+    if (!options_.bf16) return p;
+    check(cuda::to_bf16(p, n, scratch.ptr, stream_), "to_bf16");
+    return scratch.ptr;
+  }
+  const void* weight_operand(size_t i) {
+    return options_.bf16 ? static_cast<const void*>(w16_.ptr + offset_[i]) : weight(i);
+  }
+  void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* a, const void* b,
+          float beta, float* out) {
+    gemm_->run(ta, tb, m, n, k, 1.0f, a, b, beta, out, options_.bf16 ? CUDA_R_16BF : CUDA_R_32F,
+               stream_);
+  }
+  // gpt2's Conv1D weights are [in, out]; Linear's (llama, the head) [out, in].
+  bool out_in(size_t w) const { return !gpt2() || w == layout_.head; }
+
+  // y[rows, out] = x[rows, in] W (+ b, in the GEMM's epilogue).
+  void linear(const float* x, int64_t rows, int64_t in, size_t w, const size_t* b, int64_t out,
+              float* y) {
+    gemm_->run(false, out_in(w), rows, out, in, 1.0f, operand(x, rows * in, half_a_),
+               weight_operand(w), 0.0f, y, options_.bf16 ? CUDA_R_16BF : CUDA_R_32F, stream_,
+               b != nullptr ? weight(*b) : nullptr);
+  }
+  // dW += ..., db += ..., dx = (or +=, with accumulate) dy W^T.
+  void linear_backward(const float* dy, const float* x, int64_t rows, int64_t in, int64_t out,
+                       size_t w, const size_t* b, float* dx, bool accumulate) {
+    const void* dyh = operand(dy, rows * out, half_a_);
+    const void* xh = operand(x, rows * in, half_b_);
+    if (out_in(w)) {
+      mm(true, false, out, in, rows, dyh, xh, 1.0f, grad(w));
+      mm(false, false, rows, in, out, dyh, weight_operand(w), accumulate ? 1.0f : 0.0f, dx);
+    } else {
+      mm(true, false, in, out, rows, xh, dyh, 1.0f, grad(w));
+      mm(false, true, rows, in, out, dyh, weight_operand(w), accumulate ? 1.0f : 0.0f, dx);
+    }
+    if (b != nullptr) check(cuda::bias_backward(dy, rows, out, grad(*b), stream_), "bias grad");
+  }
+
+  void norm(const float* x, int64_t rows, size_t w, size_t b, float* out, float* mean,
+            float* rstd) {
+    if (gpt2()) {
+      check(cuda::layernorm(x, weight(w), weight(b), c_.norm_eps, rows, c_.hidden, out, mean, rstd,
+                            stream_),
+            "layernorm");
+    } else {
+      check(cuda::rmsnorm(x, weight(w), c_.norm_eps, rows, c_.hidden, out, rstd, stream_),
+            "rmsnorm");
+    }
+  }
+  void norm_backward(const float* dout, const float* x, int64_t rows, size_t w, size_t b,
+                     const float* mean, const float* rstd, float* dx) {
+    if (gpt2()) {
+      check(cuda::layernorm_backward(dout, x, weight(w), mean, rstd, rows, c_.hidden, dx, grad(w),
+                                     grad(b), stream_),
+            "layernorm backward");
+    } else {
+      check(cuda::rmsnorm_backward(dout, x, weight(w), rstd, rows, c_.hidden, dx, grad(w), stream_),
+            "rmsnorm backward");
+    }
+  }
+
+  cuda::AttentionDims dims() const {
+    return {batch_, seq_len_, seq_len_, c_.heads, c_.kv_heads, c_.head_dim};
+  }
+  const int32_t* ids() const { return ints_.ptr; }
+  const int32_t* targets() const { return ints_.ptr + batch_ * seq_len_; }
+  const int32_t* positions() const { return ints_.ptr + 2 * batch_ * seq_len_; }
+
+  void forward(int64_t denominator) {
+    const int64_t n = batch_ * seq_len_, d = c_.hidden, qw = q_width(), kw = kv_width();
+    const bool g = gpt2();
+    float* x0 = x_[0]->ptr;
+    check(cuda::embedding(weight(layout_.wte), ids(), n, d, x0, stream_), "embedding");
+    if (g) {
+      check(cuda::embedding(weight(layout_.wpe), positions(), n, d, tmp_.ptr, stream_),
+            "positions");
+      check(cuda::add(x0, tmp_.ptr, n * d, x0, stream_), "add");
+    }
+    for (int64_t l = 0; l < c_.layers; ++l) {
+      const Model::Layer& y = layout_.layers[static_cast<size_t>(l)];
+      Saved& s = *saved_[static_cast<size_t>(l)];
+      const float* x = x_[static_cast<size_t>(l)]->ptr;
+      float* x_out = x_[static_cast<size_t>(l + 1)]->ptr;
+      norm(x, n, y.ln1_w, y.ln1_b, s.n1.ptr, s.mean1.ptr, s.rstd1.ptr);
+      if (g) {
+        linear(s.n1.ptr, n, d, y.qkv_w, &y.qkv_b, 3 * d, qkv_.ptr);
+        check(cuda::copy_columns(s.q.ptr, d, 0, qkv_.ptr, 3 * d, 0, d, n, stream_), "split q");
+        check(cuda::copy_columns(s.k.ptr, d, 0, qkv_.ptr, 3 * d, d, d, n, stream_), "split k");
+        check(cuda::copy_columns(s.v.ptr, d, 0, qkv_.ptr, 3 * d, 2 * d, d, n, stream_), "split v");
+      } else {
+        linear(s.n1.ptr, n, d, y.q, nullptr, qw, s.q.ptr);
+        linear(s.n1.ptr, n, d, y.k, nullptr, kw, s.k.ptr);
+        linear(s.n1.ptr, n, d, y.v, nullptr, kw, s.v.ptr);
+        check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
+              "rope");
+        check(cuda::rope(s.k.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
+              "rope");
+      }
+      if (flash()) {
+        check(cuda::to_bf16(s.q.ptr, n * qw, s.qh.ptr, stream_), "to_bf16");
+        check(cuda::to_bf16(s.k.ptr, n * kw, s.kh.ptr, stream_), "to_bf16");
+        check(cuda::to_bf16(s.v.ptr, n * kw, s.vh.ptr, stream_), "to_bf16");
+        check(cuda::flash_attention(dims(), s.qh.ptr, s.kh.ptr, s.vh.ptr, s.att.ptr, s.lse.ptr,
+                                    stream_),
+              "attention");
+      } else {
+        check(cuda::attention(dims(), s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr, s.lse.ptr, stream_),
+              "attention");
+      }
+      linear(s.att.ptr, n, qw, y.o_w, g ? &y.o_b : nullptr, d, tmp_.ptr);
+      check(cuda::add(x, tmp_.ptr, n * d, s.x_mid.ptr, stream_), "residual");
+      norm(s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.n2.ptr, s.mean2.ptr, s.rstd2.ptr);
+      if (g) {
+        linear(s.n2.ptr, n, d, y.fc_w, &y.fc_b, c_.ffn, s.h.ptr);
+        check(cuda::gelu(s.h.ptr, n * c_.ffn, s.act.ptr, stream_), "gelu");
+        linear(s.act.ptr, n, c_.ffn, y.proj_w, &y.proj_b, d, tmp_.ptr);
+      } else {
+        linear(s.n2.ptr, n, d, y.gate, nullptr, c_.ffn, s.h.ptr);
+        linear(s.n2.ptr, n, d, y.up, nullptr, c_.ffn, s.up.ptr);
+        check(cuda::swiglu(s.h.ptr, s.up.ptr, n * c_.ffn, s.act.ptr, stream_), "swiglu");
+        linear(s.act.ptr, n, c_.ffn, y.proj_w, nullptr, d, tmp_.ptr);
+      }
+      check(cuda::add(s.x_mid.ptr, tmp_.ptr, n * d, x_out, stream_), "residual");
+    }
+    const float* last = x_[static_cast<size_t>(c_.layers)]->ptr;
+    norm(last, n, layout_.norm_w, layout_.norm_b, final_out_.ptr, final_mean_.ptr, final_rstd_.ptr);
+    // The classifier a chunk of rows at a time: logits, then in their place the loss's gradient,
+    // which goes into the head's gradient and into the final hidden states'. The head is
+    // [vocab, hidden] in both families.
+    const int64_t vocab = c_.vocab_size;
+    const auto inv = static_cast<float>(1.0 / static_cast<double>(denominator));
+    for (int64_t begin = 0; begin < n; begin += chunk_) {
+      const int64_t m = std::min(chunk_, n - begin);
+      const float* xin = final_out_.ptr + begin * d;
+      float* dxin = dfinal_.ptr + begin * d;
+      if (options_.bf16) {
+        // bf16 logits, and their gradient in place: both GEMMs read it as it is.
+        const size_t head = layout_.head;
+        const void* xh = operand(xin, m * d, half_b_);
+        uint16_t* logits = logits16_.ptr;
+        gemm_->run_bf16_out(false, true, m, vocab, d, 1.0f, xh, weight_operand(head), 0.0f, logits,
+                            stream_);
+        check(cuda::cross_entropy_bf16(logits, targets() + begin, m, vocab, inv,
+                                       row_loss_.ptr + begin, logits, stream_),
+              "cross-entropy");
+        mm(true, false, vocab, d, m, logits, xh, 1.0f, grad(head));  // dW[V, d] += dz^T x
+        mm(false, false, m, d, vocab, logits, weight_operand(head), 0.0f, dxin);  // dx = dz W
+      } else {
+        linear(xin, m, d, layout_.head, nullptr, vocab, logits_.ptr);
+        check(cuda::cross_entropy(logits_.ptr, targets() + begin, m, vocab, inv,
+                                  row_loss_.ptr + begin, logits_.ptr, stream_),
+              "cross-entropy");
+        linear_backward(logits_.ptr, xin, m, d, vocab, layout_.head, nullptr, dxin, false);
+      }
+    }
+    check(cuda::sum(row_loss_.ptr, n, false, 1.0 / static_cast<double>(denominator), sums_.ptr + 2,
+                    sums_.ptr, stream_),
+          "loss");
+  }
+
+  // Parameters [begin, end) have their gradient for this step: with NCCL, reduce them on the
+  // communication stream once the compute stream has produced them.
+  void finished(size_t begin, size_t end, bool send) {
+    if (!send || begin >= end) return;
+    cudaEvent_t e = nullptr;
+    if (next_event_ < ready_events_.size()) {
+      e = ready_events_[next_event_];
+    } else {
+      check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+      ready_events_.push_back(e);
+    }
+    ++next_event_;
+    check(cudaEventRecord(e, stream_), "record");
+    check(cudaStreamWaitEvent(comm_stream_, e, 0), "wait");
+#ifdef MH_ENGINE_NCCL
+    nccl_->all_reduce_sum_device(g_.ptr + offset_[begin], offset_[end] - offset_[begin],
+                                 comm_stream_);
+#endif
+    sent_ = true;
+  }
+
+  void backward(bool send) {
+    next_event_ = 0;
+    const int64_t n = batch_ * seq_len_, d = c_.hidden, qw = q_width(), kw = kv_width();
+    const int64_t f = c_.ffn;
+    const bool g = gpt2();
+    const size_t count = model_.parameters().size();
+    float* dx = dx_.ptr;
+    norm_backward(dfinal_.ptr, x_[static_cast<size_t>(c_.layers)]->ptr, n, layout_.norm_w,
+                  layout_.norm_b, final_mean_.ptr, final_rstd_.ptr, dx);
+    finished(layout_.norm_w, count, send);
+    for (int64_t l = c_.layers - 1; l >= 0; --l) {
+      const Model::Layer& y = layout_.layers[static_cast<size_t>(l)];
+      Saved& s = *saved_[static_cast<size_t>(l)];
+      const float* x = x_[static_cast<size_t>(l)]->ptr;
+      // dx is the gradient at the block's output; the MLP's branch first.
+      if (g) {
+        linear_backward(dx, s.act.ptr, n, f, d, y.proj_w, &y.proj_b, dact_.ptr, false);
+        check(cuda::gelu_backward(dact_.ptr, s.h.ptr, n * f, dh_.ptr, stream_), "gelu backward");
+        linear_backward(dh_.ptr, s.n2.ptr, n, d, f, y.fc_w, &y.fc_b, dn_.ptr, false);
+      } else {
+        linear_backward(dx, s.act.ptr, n, f, d, y.proj_w, nullptr, dact_.ptr, false);
+        check(
+            cuda::swiglu_backward(dact_.ptr, s.h.ptr, s.up.ptr, n * f, dh_.ptr, dup_.ptr, stream_),
+            "swiglu backward");
+        linear_backward(dh_.ptr, s.n2.ptr, n, d, f, y.gate, nullptr, dn_.ptr, false);
+        linear_backward(dup_.ptr, s.n2.ptr, n, d, f, y.up, nullptr, dn_.ptr, true);
+      }
+      norm_backward(dn_.ptr, s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.mean2.ptr, s.rstd2.ptr, dtmp_.ptr);
+      check(cuda::add(dx, dtmp_.ptr, n * d, dx, stream_), "add");  // the gradient at x_mid
+      linear_backward(dx, s.att.ptr, n, qw, d, y.o_w, g ? &y.o_b : nullptr, datt_.ptr, false);
+      if (flash()) {
+        check(cuda::flash_attention_backward(dims(), datt_.ptr, s.att.ptr, s.qh.ptr, s.kh.ptr,
+                                             s.vh.ptr, s.lse.ptr, half_a_.ptr, delta_.ptr, dq_.ptr,
+                                             dk_.ptr, dv_.ptr, stream_),
+              "attention backward");
+      } else {
+        check(cuda::attention_backward(dims(), datt_.ptr, s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr,
+                                       s.lse.ptr, delta_.ptr, dq_.ptr, dk_.ptr, dv_.ptr, stream_),
+              "attention backward");
+      }
+      if (g) {
+        float* dqkv = qkv_.ptr;
+        check(cuda::copy_columns(dqkv, 3 * d, 0, dq_.ptr, d, 0, d, n, stream_), "join q");
+        check(cuda::copy_columns(dqkv, 3 * d, d, dk_.ptr, d, 0, d, n, stream_), "join k");
+        check(cuda::copy_columns(dqkv, 3 * d, 2 * d, dv_.ptr, d, 0, d, n, stream_), "join v");
+        linear_backward(dqkv, s.n1.ptr, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
+      } else {
+        check(cuda::rope(dq_.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
+              "rope backward");
+        check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
+              "rope backward");
+        linear_backward(dq_.ptr, s.n1.ptr, n, d, qw, y.q, nullptr, dn_.ptr, false);
+        linear_backward(dk_.ptr, s.n1.ptr, n, d, kw, y.k, nullptr, dn_.ptr, true);
+        linear_backward(dv_.ptr, s.n1.ptr, n, d, kw, y.v, nullptr, dn_.ptr, true);
+      }
+      norm_backward(dn_.ptr, x, n, y.ln1_w, y.ln1_b, s.mean1.ptr, s.rstd1.ptr, dtmp_.ptr);
+      check(cuda::add(dx, dtmp_.ptr, n * d, dx, stream_), "add");  // the gradient at x_in
+      const size_t end =
+          l + 1 < c_.layers ? layout_.layers[static_cast<size_t>(l + 1)].ln1_w : layout_.norm_w;
+      finished(y.ln1_w, end, send);
+    }
+    auto embedding_backward = [&](const Groups& groups, size_t table) {
+      check(
+          cuda::embedding_backward(dx, ints_.ptr + groups.ids, ints_.ptr + groups.starts,
+                                   ints_.ptr + groups.rows, groups.count, d, grad(table), stream_),
+          "embedding backward");
+    };
+    embedding_backward(id_groups_, layout_.wte);
+    if (g) embedding_backward(position_groups_, layout_.wpe);
+    finished(0, layout_.layers.empty() ? layout_.norm_w : layout_.layers[0].ln1_w, send);
+  }
+
+  Model& model_;
+  TrainConfig config_;
+  Collective& comm_;
+  CudaTrainOptions options_;
+  ModelConfig c_;
+  Model::Layout layout_;
+#ifdef MH_ENGINE_NCCL
+  NcclCollective* nccl_ = nullptr;
+#else
+  void* nccl_ = nullptr;
+#endif
+  cudaStream_t stream_ = nullptr, comm_stream_ = nullptr;
+  cudaEvent_t comm_done_ = nullptr;
+  std::vector<cudaEvent_t> ready_events_;
+  size_t next_event_ = 0;
+  bool sent_ = false;  // this step's gradient went out through NCCL
+  std::unique_ptr<cuda::Gemm> gemm_;
+
+  // Every parameter's weights, gradient and moments, at offset_[i] in flat arrays.
+  std::vector<size_t> offset_;  // one past the last: the total
+  size_t total_ = 0;
+  DeviceArray<float> w_, g_, m_, v_;
+  DeviceArray<uint16_t> w16_;  // bf16 copies of the weight matrices
+  int64_t adam_steps_ = 0;
+  std::vector<Tensor> m_host_, v_host_;
+
+  // [0] the step's loss, [1] its gradient's squared norm, then the sums' scratch.
+  DeviceArray<double> sums_;
+  PinnedArray<double> host_sums_;
+
+  // One micro-batch: its inputs and what the backward pass needs.
+  int64_t batch_ = 0, seq_len_ = 0, rows_ = 0, lse_rows_ = 0, chunk_ = 0;
+  PinnedArray<int32_t> host_ints_;
+  DeviceArray<int32_t> ints_;  // ids, targets, positions, then the groups
+  struct Groups {              // a cuda::IdGroups in ints_, by offsets
+    int64_t count = 0;
+    size_t ids = 0, starts = 0, rows = 0;
+  };
+  Groups id_groups_, position_groups_;
+  std::vector<std::unique_ptr<DeviceArray<float>>> x_;  // each block's input, and the last output
+  std::vector<std::unique_ptr<Saved>> saved_;
+  DeviceArray<float> final_out_, final_mean_, final_rstd_, dfinal_, row_loss_, logits_;
+  DeviceArray<float> tmp_, qkv_, dx_, dn_, dtmp_, dact_, dh_, dup_, datt_, dq_, dk_, dv_, delta_;
+  DeviceArray<uint16_t> half_a_, half_b_, logits16_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainConfig& config,
+                                                     Collective& collective,
+                                                     const CudaTrainOptions& options) {
+  if (cuda_device_count() <= options.device) {
+    return unavailable("no CUDA device " + std::to_string(options.device));
+  }
+  if (model.config().head_dim > cuda::kMaxHeadDim) {
+    return failed_precondition("the CUDA trainer takes heads of up to " +
+                               std::to_string(cuda::kMaxHeadDim) + " dimensions");
+  }
+  auto engine = std::make_unique<CudaEngine>(model, config, collective, options);
+  try {
+    MH_TRY(engine->init());
+  } catch (const std::exception& e) {
+    return unavailable(e.what());
+  }
+  return std::unique_ptr<StepEngine>(std::move(engine));
+}
+
+}  // namespace mh::engine
