@@ -368,6 +368,13 @@ TEST_CASE("tensor-core flash attention matches the CPU on bf16 inputs, forward a
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     check_close("flash out", DeviceTensors::host(out, {rows, qw}), want_out, 2e-2);
     check_close("flash lse", DeviceTensors::host(lse, want_lse.shape()), want_lse, 1e-3);
+    // The same into bf16, as bf16 training keeps it.
+    uint16_t* out16 = dev.halves(Tensor({rows, qw}));
+    REQUIRE(cuda::flash_attention(d, qh, kh, vh, out16, lse, nullptr) == cudaSuccess);
+    float* widened = dev.zeros(rows * qw);
+    REQUIRE(cuda::from_bf16(out16, rows * qw, widened, nullptr) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    check_close("flash out in bf16", DeviceTensors::host(widened, {rows, qw}), want_out, 2e-2);
     const Tensor g = random_tensor({rows, qw}, rng);
     Tensor dq, dk, dv;
     cpu->attention_backward(s, g, q, k, v, want_out, want_lse, dq, dk, dv);
@@ -383,6 +390,52 @@ TEST_CASE("tensor-core flash attention matches the CPU on bf16 inputs, forward a
     check_close("flash dq", DeviceTensors::host(dqd, dq.shape()), dq, 3e-2);
     check_close("flash dk", DeviceTensors::host(dkd, dk.shape()), dk, 3e-2);
     check_close("flash dv", DeviceTensors::host(dvd, dv.shape()), dv, 3e-2);
+    REQUIRE(cuda::flash_attention_backward(d, gd, out16, qh, kh, vh, dev.floats(want_lse), scratch,
+                                           delta, dqd, dkd, dvd, nullptr) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    check_close("flash dq from a bf16 out", DeviceTensors::host(dqd, dq.shape()), dq, 3e-2);
+    check_close("flash dk from a bf16 out", DeviceTensors::host(dkd, dk.shape()), dk, 3e-2);
+  }
+}
+
+TEST_CASE(
+    "flash attention reads q, k, v in place in a fused projection, and writes its gradient "
+    "there") {
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(16);
+  const int64_t batch = 2, len = 80, heads = 4, hd = 64, w = heads * hd, rows = batch * len;
+  const Tensor qkv = bf16_rounded(random_tensor({rows, 3 * w}, rng));
+  std::vector<Tensor> parts(3, Tensor({rows, w}));  // q, k, v as dense copies
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int p = 0; p < 3; ++p)
+      std::copy_n(qkv.data() + r * 3 * w + p * w, w, parts[p].data() + r * w);
+  }
+  Backend::AttentionShape s{batch, len, len, heads, heads, hd};
+  const cuda::AttentionDims d{batch, len, len, heads, heads, hd};
+  Tensor want_out, want_lse, dq, dk, dv;
+  cpu->attention(s, parts[0], parts[1], parts[2], want_out, want_lse);
+  const Tensor g = random_tensor({rows, w}, rng);
+  cpu->attention_backward(s, g, parts[0], parts[1], parts[2], want_out, want_lse, dq, dk, dv);
+  DeviceTensors dev;
+  uint16_t* fused = dev.halves(qkv);
+  float* out = dev.zeros(rows * w);
+  float* lse = dev.zeros(batch * heads * len);
+  const cuda::FlashStrides strides{3 * w, 3 * w, 3 * w, 3 * w};
+  REQUIRE(cuda::flash_attention(d, fused, fused + w, fused + 2 * w, out, lse, nullptr, strides) ==
+          cudaSuccess);
+  float* dqkv = dev.zeros(rows * 3 * w);
+  REQUIRE(cuda::flash_attention_backward(d, dev.floats(g), out, fused, fused + w, fused + 2 * w,
+                                         lse, dev.halves(g), dev.zeros(batch * heads * len), dqkv,
+                                         dqkv + w, dqkv + 2 * w, nullptr, strides) == cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  check_close("fused flash out", DeviceTensors::host(out, {rows, w}), want_out, 2e-2);
+  const Tensor got = DeviceTensors::host(dqkv, {rows, 3 * w});
+  const Tensor* want[3] = {&dq, &dk, &dv};
+  for (int p = 0; p < 3; ++p) {
+    Tensor column({rows, w});
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy_n(got.data() + r * 3 * w + p * w, w, column.data() + r * w);
+    check_close(p == 0 ? "fused dq" : p == 1 ? "fused dk" : "fused dv", column, *want[p], 3e-2);
   }
 }
 

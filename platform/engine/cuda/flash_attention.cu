@@ -114,11 +114,16 @@ size_t forward_smem() {
          round128(kWarps * kRows * Ld<HD>::kAcc * sizeof(float));
 }
 
-// grid (query blocks, heads, batch).
-template <int HD>
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(bf16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// grid (query blocks, heads, batch); out fp32 or bf16.
+template <int HD, typename Out>
 __global__ void __launch_bounds__(kThreads)
-    flash_forward_kernel(AttentionDims s, const bf16* q, const bf16* k, const bf16* v, float* out,
-                         float* lse, float scale) {
+    flash_forward_kernel(AttentionDims s, FlashStrides st, const bf16* q, const bf16* k,
+                         const bf16* v, Out* out, float* lse, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
   unsigned char* at = smem;
@@ -140,12 +145,12 @@ __global__ void __launch_bounds__(kThreads)
   float* o = accs + warp * kRows * L::kAcc;
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t hk = h / (s.heads / s.kv_heads);
-  const int64_t qw = s.heads * HD, kw = s.kv_heads * HD, offset = s.kv_len - s.q_len;
-  const bf16* qb = q + b * s.q_len * qw;
-  const bf16* kb = k + b * s.kv_len * kw;
-  const bf16* vb = v + b * s.kv_len * kw;
+  const int64_t qw = s.heads * HD, offset = s.kv_len - s.q_len;
+  const bf16* qb = q + b * s.q_len * st.q;
+  const bf16* kb = k + b * s.kv_len * st.kv;
+  const bf16* vb = v + b * s.kv_len * st.kv;
 
-  load_tile<HD>(qs, qb, q0, s.q_len, qw, h * HD);
+  load_tile<HD>(qs, qb, q0, s.q_len, st.q, h * HD);
   for (int i = lane; i < kRows * L::kAcc; i += 32) o[i] = 0.0f;
   const int r = lane / 2, half = lane % 2;
   const int64_t qi = q0 + warp * kRows + r;
@@ -157,8 +162,8 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t t = 0; t < key_blocks; ++t) {
     __syncthreads();  // everyone is done with the previous tiles
-    load_tile<HD>(ks, kb, t * kTile, s.kv_len, kw, hk * HD);
-    load_tile<HD>(vs, vb, t * kTile, s.kv_len, kw, hk * HD);
+    load_tile<HD>(ks, kb, t * kTile, s.kv_len, st.kv, hk * HD);
+    load_tile<HD>(vs, vb, t * kTile, s.kv_len, st.kv, hk * HD);
     __syncthreads();
     rows_times_tile_t<HD>(my_q, ks, sc);
     __syncwarp();
@@ -203,14 +208,17 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (qi < s.q_len) {
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    float* dst = out + (b * s.q_len + qi) * qw + h * HD;
-    for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); ++d) dst[d] = o[r * L::kAcc + d] * inv;
+    Out* dst = out + (b * s.q_len + qi) * qw + h * HD;
+    for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); ++d) {
+      put(dst + d, o[r * L::kAcc + d] * inv);
+    }
     if (half == 0) lse[(b * s.heads + h) * s.q_len + qi] = m + logf(l);
   }
 }
 
 // delta[b, h, i] = sum_d dout[row, h, d] * out[row, h, d]: a warp per (row, head).
-__global__ void delta_kernel(AttentionDims s, const float* dout, const float* out, float* delta) {
+template <typename Out>
+__global__ void delta_kernel(AttentionDims s, const float* dout, const Out* out, float* delta) {
   const int64_t warps = s.batch * s.q_len * s.heads;
   const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -218,9 +226,9 @@ __global__ void delta_kernel(AttentionDims s, const float* dout, const float* ou
   const int64_t h = w % s.heads, row = w / s.heads;
   const int64_t b = row / s.q_len, i = row % s.q_len;
   const float* g = dout + row * s.heads * s.head_dim + h * s.head_dim;
-  const float* o = out + row * s.heads * s.head_dim + h * s.head_dim;
+  const Out* o = out + row * s.heads * s.head_dim + h * s.head_dim;
   float acc = 0.0f;
-  for (int64_t d = lane; d < s.head_dim; d += 32) acc += g[d] * o[d];
+  for (int64_t d = lane; d < s.head_dim; d += 32) acc += g[d] * widen(o[d]);
   for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(kAll, acc, off);
   if (lane == 0) delta[(b * s.heads + h) * s.q_len + i] = acc;
 }
@@ -239,8 +247,9 @@ size_t backward_smem() {
 // dP = dout v^T, dS = P (dP - delta) scale, dq += dS k. grid (query blocks, heads, batch).
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
-    flash_dq_kernel(AttentionDims s, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
-                    const float* lse, const float* delta, float* dq, float scale) {
+    flash_dq_kernel(AttentionDims s, FlashStrides st, const bf16* q, const bf16* k, const bf16* v,
+                    const bf16* dout, const float* lse, const float* delta, float* dq,
+                    float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
   unsigned char* at = smem;
@@ -264,8 +273,8 @@ __global__ void __launch_bounds__(kThreads)
   bf16* ds = ds_all + warp * kRows * L::kProb;
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t hk = h / (s.heads / s.kv_heads);
-  const int64_t qw = s.heads * HD, kw = s.kv_heads * HD, offset = s.kv_len - s.q_len;
-  load_tile<HD>(qs, q + b * s.q_len * qw, q0, s.q_len, qw, h * HD);
+  const int64_t qw = s.heads * HD, offset = s.kv_len - s.q_len;
+  load_tile<HD>(qs, q + b * s.q_len * st.q, q0, s.q_len, st.q, h * HD);
   load_tile<HD>(gs, dout + b * s.q_len * qw, q0, s.q_len, qw, h * HD);
   const int r = lane / 2, half = lane % 2;
   const int64_t qi = q0 + warp * kRows + r;
@@ -281,8 +290,8 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t t = 0; t < key_blocks; ++t) {
     __syncthreads();
-    load_tile<HD>(ks, k + b * s.kv_len * kw, t * kTile, s.kv_len, kw, hk * HD);
-    load_tile<HD>(vs, v + b * s.kv_len * kw, t * kTile, s.kv_len, kw, hk * HD);
+    load_tile<HD>(ks, k + b * s.kv_len * st.kv, t * kTile, s.kv_len, st.kv, hk * HD);
+    load_tile<HD>(vs, v + b * s.kv_len * st.kv, t * kTile, s.kv_len, st.kv, hk * HD);
     __syncthreads();
     rows_times_tile_t<HD>(my_q, ks, sc);
     rows_times_tile_t<HD>(my_g, vs, dp);
@@ -297,8 +306,8 @@ __global__ void __launch_bounds__(kThreads)
     probs_times_tile<HD>(ds, ks, acc);
   }
   __syncthreads();  // the scores are free: stage the result there
-  store_rows<HD>(acc, scores + warp * kRows * L::kAcc, dq + b * s.q_len * qw, q0 + warp * kRows,
-                 s.q_len, qw, h * HD);
+  store_rows<HD>(acc, scores + warp * kRows * L::kAcc, dq + b * s.q_len * st.dq, q0 + warp * kRows,
+                 s.q_len, st.dq, h * HD);
 }
 
 // dk and dv for a block of 64 keys of one kv head, summed over the query heads that read it and
@@ -307,8 +316,9 @@ __global__ void __launch_bounds__(kThreads)
 // batch).
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
-    flash_dkv_kernel(AttentionDims s, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
-                     const float* lse, const float* delta, float* dk, float* dv, float scale) {
+    flash_dkv_kernel(AttentionDims s, FlashStrides st, const bf16* q, const bf16* k, const bf16* v,
+                     const bf16* dout, const float* lse, const float* delta, float* dk, float* dv,
+                     float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
   unsigned char* at = smem;
@@ -335,9 +345,9 @@ __global__ void __launch_bounds__(kThreads)
   bf16* dst = ds_all + warp * kRows * L::kProb;
   const int64_t b = blockIdx.z, hk = blockIdx.y, k0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t group = s.heads / s.kv_heads;
-  const int64_t qw = s.heads * HD, kw = s.kv_heads * HD, offset = s.kv_len - s.q_len;
-  load_tile<HD>(ks, k + b * s.kv_len * kw, k0, s.kv_len, kw, hk * HD);
-  load_tile<HD>(vs, v + b * s.kv_len * kw, k0, s.kv_len, kw, hk * HD);
+  const int64_t qw = s.heads * HD, offset = s.kv_len - s.q_len;
+  load_tile<HD>(ks, k + b * s.kv_len * st.kv, k0, s.kv_len, st.kv, hk * HD);
+  load_tile<HD>(vs, v + b * s.kv_len * st.kv, k0, s.kv_len, st.kv, hk * HD);
   const int r = lane / 2, half = lane % 2;
   const int64_t kj = k0 + warp * kRows + r;
   FragC acc_k[HD / 16], acc_v[HD / 16];
@@ -353,7 +363,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t t = first_block; t < query_blocks; ++t) {
       const int64_t i0 = t * kTile;
       __syncthreads();
-      load_tile<HD>(qs, q + b * s.q_len * qw, i0, s.q_len, qw, h * HD);
+      load_tile<HD>(qs, q + b * s.q_len * st.q, i0, s.q_len, st.q, h * HD);
       load_tile<HD>(gs, dout + b * s.q_len * qw, i0, s.q_len, qw, h * HD);
       for (int i = threadIdx.x; i < kTile; i += kThreads) {
         const bool live = i0 + i < s.q_len;
@@ -379,20 +389,22 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   float* stage = scores + warp * kRows * L::kAcc;
-  store_rows<HD>(acc_k, stage, dk + b * s.kv_len * kw, k0 + warp * kRows, s.kv_len, kw, hk * HD);
-  store_rows<HD>(acc_v, stage, dv + b * s.kv_len * kw, k0 + warp * kRows, s.kv_len, kw, hk * HD);
+  store_rows<HD>(acc_k, stage, dk + b * s.kv_len * st.dkv, k0 + warp * kRows, s.kv_len, st.dkv,
+                 hk * HD);
+  store_rows<HD>(acc_v, stage, dv + b * s.kv_len * st.dkv, k0 + warp * kRows, s.kv_len, st.dkv,
+                 hk * HD);
 }
 
 cudaError_t launched() { return cudaGetLastError(); }
 
 unsigned blocks_of(int64_t n) { return static_cast<unsigned>((n + kTile - 1) / kTile); }
 
-template <int HD>
-cudaError_t forward(const AttentionDims& s, const bf16* q, const bf16* k, const bf16* v, float* out,
-                    float* lse, cudaStream_t stream) {
+template <int HD, typename Out>
+cudaError_t forward(const AttentionDims& s, const FlashStrides& st, const bf16* q, const bf16* k,
+                    const bf16* v, Out* out, float* lse, cudaStream_t stream) {
   const size_t smem = forward_smem<HD>();
   if (cudaError_t e =
-          cudaFuncSetAttribute(flash_forward_kernel<HD>,
+          cudaFuncSetAttribute(flash_forward_kernel<HD, Out>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       e != cudaSuccess) {
     return e;
@@ -400,14 +412,44 @@ cudaError_t forward(const AttentionDims& s, const bf16* q, const bf16* k, const 
   const dim3 grid(blocks_of(s.q_len), static_cast<unsigned>(s.heads),
                   static_cast<unsigned>(s.batch));
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  flash_forward_kernel<HD><<<grid, kThreads, smem, stream>>>(s, q, k, v, out, lse, scale);
+  flash_forward_kernel<HD, Out><<<grid, kThreads, smem, stream>>>(s, st, q, k, v, out, lse, scale);
   return launched();
 }
 
+// Strides left 0 are the dense widths.
+FlashStrides resolved(const AttentionDims& s, FlashStrides st) {
+  if (st.q == 0) st.q = s.heads * s.head_dim;
+  if (st.kv == 0) st.kv = s.kv_heads * s.head_dim;
+  if (st.dq == 0) st.dq = s.heads * s.head_dim;
+  if (st.dkv == 0) st.dkv = s.kv_heads * s.head_dim;
+  return st;
+}
+
+template <typename Out>
+cudaError_t forward_any(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
+                        const uint16_t* v, Out* out, float* lse, FlashStrides strides,
+                        cudaStream_t stream) {
+  if (s.batch == 0 || s.q_len == 0) return cudaSuccess;
+  const auto* qh = reinterpret_cast<const bf16*>(q);
+  const auto* kh = reinterpret_cast<const bf16*>(k);
+  const auto* vh = reinterpret_cast<const bf16*>(v);
+  const FlashStrides st = resolved(s, strides);
+  switch (s.head_dim) {
+    case 32:
+      return forward<32>(s, st, qh, kh, vh, out, lse, stream);
+    case 64:
+      return forward<64>(s, st, qh, kh, vh, out, lse, stream);
+    case 128:
+      return forward<128>(s, st, qh, kh, vh, out, lse, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
 template <int HD>
-cudaError_t backward(const AttentionDims& s, const bf16* q, const bf16* k, const bf16* v,
-                     const bf16* dout, const float* lse, const float* delta, float* dq, float* dk,
-                     float* dv, cudaStream_t stream) {
+cudaError_t backward(const AttentionDims& s, const FlashStrides& st, const bf16* q, const bf16* k,
+                     const bf16* v, const bf16* dout, const float* lse, const float* delta,
+                     float* dq, float* dk, float* dv, cudaStream_t stream) {
   const size_t smem = backward_smem<HD>();
   for (const void* fn : {reinterpret_cast<const void*>(flash_dq_kernel<HD>),
                          reinterpret_cast<const void*>(flash_dkv_kernel<HD>)}) {
@@ -420,12 +462,13 @@ cudaError_t backward(const AttentionDims& s, const bf16* q, const bf16* k, const
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   const dim3 dq_grid(blocks_of(s.q_len), static_cast<unsigned>(s.heads),
                      static_cast<unsigned>(s.batch));
-  flash_dq_kernel<HD><<<dq_grid, kThreads, smem, stream>>>(s, q, k, v, dout, lse, delta, dq, scale);
+  flash_dq_kernel<HD>
+      <<<dq_grid, kThreads, smem, stream>>>(s, st, q, k, v, dout, lse, delta, dq, scale);
   if (cudaError_t e = launched(); e != cudaSuccess) return e;
   const dim3 kv_grid(blocks_of(s.kv_len), static_cast<unsigned>(s.kv_heads),
                      static_cast<unsigned>(s.batch));
   flash_dkv_kernel<HD>
-      <<<kv_grid, kThreads, smem, stream>>>(s, q, k, v, dout, lse, delta, dk, dv, scale);
+      <<<kv_grid, kThreads, smem, stream>>>(s, st, q, k, v, dout, lse, delta, dk, dv, scale);
   return launched();
 }
 
@@ -436,48 +479,65 @@ bool flash_supported(int64_t head_dim) {
 }
 
 cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
-                            const uint16_t* v, float* out, float* lse, cudaStream_t stream) {
-  if (s.batch == 0 || s.q_len == 0) return cudaSuccess;
-  const auto* qh = reinterpret_cast<const bf16*>(q);
-  const auto* kh = reinterpret_cast<const bf16*>(k);
-  const auto* vh = reinterpret_cast<const bf16*>(v);
-  switch (s.head_dim) {
-    case 32:
-      return forward<32>(s, qh, kh, vh, out, lse, stream);
-    case 64:
-      return forward<64>(s, qh, kh, vh, out, lse, stream);
-    case 128:
-      return forward<128>(s, qh, kh, vh, out, lse, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+                            const uint16_t* v, float* out, float* lse, cudaStream_t stream,
+                            const FlashStrides& strides) {
+  return forward_any(s, q, k, v, out, lse, strides, stream);
 }
 
-cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const float* out,
-                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                                     const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
-                                     float* dk, float* dv, cudaStream_t stream) {
+cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, uint16_t* out, float* lse, cudaStream_t stream,
+                            const FlashStrides& strides) {
+  return forward_any(s, q, k, v, reinterpret_cast<bf16*>(out), lse, strides, stream);
+}
+
+namespace {
+
+template <typename Out>
+cudaError_t backward_any(const AttentionDims& s, const float* dout, const Out* out,
+                         const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse,
+                         uint16_t* dout_bf16, float* delta, float* dq, float* dk, float* dv,
+                         FlashStrides strides, cudaStream_t stream) {
   if (s.batch == 0 || s.q_len == 0) return cudaSuccess;
   const int64_t n = s.batch * s.q_len * s.heads * s.head_dim;
   if (cudaError_t e = to_bf16(dout, n, dout_bf16, stream); e != cudaSuccess) return e;
   const int64_t warps = s.batch * s.q_len * s.heads;
-  delta_kernel<<<static_cast<unsigned>((warps * 32 + 255) / 256), 256, 0, stream>>>(s, dout, out,
-                                                                                    delta);
+  delta_kernel<Out>
+      <<<static_cast<unsigned>((warps * 32 + 255) / 256), 256, 0, stream>>>(s, dout, out, delta);
   if (cudaError_t e = launched(); e != cudaSuccess) return e;
   const auto* qh = reinterpret_cast<const bf16*>(q);
   const auto* kh = reinterpret_cast<const bf16*>(k);
   const auto* vh = reinterpret_cast<const bf16*>(v);
   const auto* gh = reinterpret_cast<const bf16*>(dout_bf16);
+  const FlashStrides st = resolved(s, strides);
   switch (s.head_dim) {
     case 32:
-      return backward<32>(s, qh, kh, vh, gh, lse, delta, dq, dk, dv, stream);
+      return backward<32>(s, st, qh, kh, vh, gh, lse, delta, dq, dk, dv, stream);
     case 64:
-      return backward<64>(s, qh, kh, vh, gh, lse, delta, dq, dk, dv, stream);
+      return backward<64>(s, st, qh, kh, vh, gh, lse, delta, dq, dk, dv, stream);
     case 128:
-      return backward<128>(s, qh, kh, vh, gh, lse, delta, dq, dk, dv, stream);
+      return backward<128>(s, st, qh, kh, vh, gh, lse, delta, dq, dk, dv, stream);
     default:
       return cudaErrorInvalidValue;
   }
+}
+
+}  // namespace
+
+cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const float* out,
+                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                     const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
+                                     float* dk, float* dv, cudaStream_t stream,
+                                     const FlashStrides& strides) {
+  return backward_any(s, dout, out, q, k, v, lse, dout_bf16, delta, dq, dk, dv, strides, stream);
+}
+
+cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const uint16_t* out,
+                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                     const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
+                                     float* dk, float* dv, cudaStream_t stream,
+                                     const FlashStrides& strides) {
+  return backward_any(s, dout, reinterpret_cast<const bf16*>(out), q, k, v, lse, dout_bf16, delta,
+                      dq, dk, dv, strides, stream);
 }
 
 }  // namespace mh::engine::cuda

@@ -23,16 +23,35 @@ namespace mh::engine::cuda {
 // kernels of kernels.h.
 bool flash_supported(int64_t head_dim);
 
-// q, k, v in bf16; out and lse fp32.
-cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
-                            const uint16_t* v, float* out, float* lse, cudaStream_t stream);
+// Row strides, in elements, of q and of k and v, and of their gradients, when they are columns
+// of wider rows (gpt2's fused q|k|v projection: all 3 * hidden, k and v starting hidden and
+// 2 * hidden in). 0 is the dense width of AttentionDims. Strides and column starts must keep
+// rows on 16-byte boundaries (multiples of 8 elements).
+struct FlashStrides {
+  int64_t q = 0, kv = 0, dq = 0, dkv = 0;
+};
 
-// dq, dk, dv (fp32) written, not accumulated. dout and out are fp32 (delta = rowsum(dout * out)
-// is taken from them); `dout_bf16` is scratch of dout's size and `delta` of batch * heads *
-// q_len floats.
+// q, k, v in bf16; lse fp32; out fp32, or bf16 (when its only readers take bf16: the output
+// projection's GEMM, and the backward pass's delta), always dense.
+cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, float* out, float* lse, cudaStream_t stream,
+                            const FlashStrides& strides = {});
+cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, uint16_t* out, float* lse, cudaStream_t stream,
+                            const FlashStrides& strides = {});
+
+// dq, dk, dv (fp32) written, not accumulated (with strides, into their columns). dout is fp32 and
+// out the forward's (fp32 or bf16): delta = rowsum(dout * out) is taken from them; `dout_bf16` is
+// scratch of dout's size and `delta` of batch * heads * q_len floats.
 cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const float* out,
                                      const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                      const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
-                                     float* dk, float* dv, cudaStream_t stream);
+                                     float* dk, float* dv, cudaStream_t stream,
+                                     const FlashStrides& strides = {});
+cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const uint16_t* out,
+                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                     const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
+                                     float* dk, float* dv, cudaStream_t stream,
+                                     const FlashStrides& strides = {});
 
 }  // namespace mh::engine::cuda

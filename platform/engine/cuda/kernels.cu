@@ -32,6 +32,19 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ T narrow(float v);
+template <>
+__device__ __forceinline__ float narrow<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
 // A reduction over the whole block (blockDim.x a multiple of 32); every thread gets the total.
 template <bool kMax>
 __device__ float block_reduce(float v) {
@@ -58,8 +71,9 @@ unsigned grid_for(int64_t n, int per_block) {
 
 // ---- norms ------------------------------------------------------------------------------------
 
+template <typename T>
 __global__ void layernorm_kernel(const float* x, const float* w, const float* b, float eps,
-                                 int64_t rows, int64_t cols, float* out, float* mean, float* rstd) {
+                                 int64_t rows, int64_t cols, T* out, float* mean, float* rstd) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;  // uniform across the warp
@@ -73,8 +87,8 @@ __global__ void layernorm_kernel(const float* x, const float* w, const float* b,
     var += d * d;
   }
   const float r = 1.0f / sqrtf(warp_sum(var) / static_cast<float>(cols) + eps);
-  float* o = out + row * cols;
-  for (int64_t i = lane; i < cols; i += kWarp) o[i] = (xr[i] - m) * r * w[i] + b[i];
+  T* o = out + row * cols;
+  for (int64_t i = lane; i < cols; i += kWarp) o[i] = narrow<T>((xr[i] - m) * r * w[i] + b[i]);
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = r;
@@ -144,8 +158,9 @@ __global__ void norm_dw_kernel(const float* dout, const float* x, const float* m
 
 unsigned column_blocks(int64_t cols) { return grid_for(cols, kWarp); }
 
+template <typename T>
 __global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_t rows,
-                               int64_t cols, float* out, float* rstd) {
+                               int64_t cols, T* out, float* rstd) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;
@@ -153,8 +168,8 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, float eps, int64_
   float ss = 0;
   for (int64_t i = lane; i < cols; i += kWarp) ss += xr[i] * xr[i];
   const float r = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(cols) + eps);
-  float* o = out + row * cols;
-  for (int64_t i = lane; i < cols; i += kWarp) o[i] = xr[i] * r * w[i];
+  T* o = out + row * cols;
+  for (int64_t i = lane; i < cols; i += kWarp) o[i] = narrow<T>(xr[i] * r * w[i]);
   if (lane == 0) rstd[row] = r;
 }
 
@@ -175,10 +190,11 @@ __global__ void rmsnorm_dx_kernel(const float* dout, const float* x, const float
 
 // ---- elementwise ------------------------------------------------------------------------------
 
-__global__ void gelu_kernel(const float* x, int64_t n, float* out) {
+template <typename T>
+__global__ void gelu_kernel(const float* x, int64_t n, T* out) {
   MH_FOR_EACH(i, n) {
     const float v = x[i];
-    out[i] = 0.5f * v * (1.0f + tanhf(kGeluC * (v + 0.044715f * v * v * v)));
+    out[i] = narrow<T>(0.5f * v * (1.0f + tanhf(kGeluC * (v + 0.044715f * v * v * v))));
   }
 }
 
@@ -191,10 +207,11 @@ __global__ void gelu_backward_kernel(const float* dout, const float* x, int64_t 
   }
 }
 
-__global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+template <typename T>
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, T* out) {
   MH_FOR_EACH(i, n) {
     const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    out[i] = narrow<T>(g / (1.0f + expf(-g)) * up[i]);
   }
 }
 
@@ -258,19 +275,6 @@ __global__ void column_sum_kernel(const float* dout, int64_t rows, int64_t cols,
 }
 
 // ---- cross-entropy ----------------------------------------------------------------------------
-
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__device__ __forceinline__ T narrow(float v);
-template <>
-__device__ __forceinline__ float narrow<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // A block per row, fp32 arithmetic on fp32 or bf16 logits.
 template <typename T>
@@ -601,8 +605,15 @@ cudaError_t launched() { return cudaGetLastError(); }
 
 cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
                       int64_t cols, float* out, float* mean, float* rstd, cudaStream_t stream) {
-  layernorm_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+  layernorm_kernel<float><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
       x, w, b, eps, rows, cols, out, mean, rstd);
+  return launched();
+}
+
+cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
+                      int64_t cols, uint16_t* out, float* mean, float* rstd, cudaStream_t stream) {
+  layernorm_kernel<__nv_bfloat16><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+      x, w, b, eps, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), mean, rstd);
   return launched();
 }
 
@@ -618,8 +629,15 @@ cudaError_t layernorm_backward(const float* dout, const float* x, const float* w
 
 cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
                     float* out, float* rstd, cudaStream_t stream) {
-  rmsnorm_kernel<<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(x, w, eps, rows, cols,
-                                                                              out, rstd);
+  rmsnorm_kernel<float><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+      x, w, eps, rows, cols, out, rstd);
+  return launched();
+}
+
+cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
+                    uint16_t* out, float* rstd, cudaStream_t stream) {
+  rmsnorm_kernel<__nv_bfloat16><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+      x, w, eps, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), rstd);
   return launched();
 }
 
@@ -634,7 +652,13 @@ cudaError_t rmsnorm_backward(const float* dout, const float* x, const float* w, 
 }
 
 cudaError_t gelu(const float* x, int64_t n, float* out, cudaStream_t stream) {
-  gelu_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, out);
+  gelu_kernel<float><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, out);
+  return launched();
+}
+
+cudaError_t gelu(const float* x, int64_t n, uint16_t* out, cudaStream_t stream) {
+  gelu_kernel<__nv_bfloat16>
+      <<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, reinterpret_cast<__nv_bfloat16*>(out));
   return launched();
 }
 
@@ -645,7 +669,14 @@ cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, float* d
 }
 
 cudaError_t swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
-  swiglu_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  swiglu_kernel<float><<<grid_for(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  return launched();
+}
+
+cudaError_t swiglu(const float* gate, const float* up, int64_t n, uint16_t* out,
+                   cudaStream_t stream) {
+  swiglu_kernel<__nv_bfloat16><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      gate, up, n, reinterpret_cast<__nv_bfloat16*>(out));
   return launched();
 }
 

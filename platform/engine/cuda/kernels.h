@@ -1,8 +1,10 @@
 // The CUDA engine's kernels, as host functions over device pointers on a stream. Row-major, the
 // conventions of backend.h (rows are every dimension but the last; backward ops accumulate into
 // parameter gradients and write input gradients). fp32 in and out, fp32 arithmetic: these are
-// checked against the CPU backend to fp32 rounding. Every launcher returns the launch's error
-// (cudaSuccess when it was queued).
+// checked against the CPU backend to fp32 rounding. The ops whose outputs are only ever GEMM
+// operands (norms, GELU, SwiGLU) also come with a bf16 output (uint16_t*, rounded to nearest
+// even), for bf16 training. Every launcher returns the launch's error (cudaSuccess when it was
+// queued).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,19 +20,26 @@ constexpr int kMaxHeadDim = 256;
 
 cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
                       int64_t cols, float* out, float* mean, float* rstd, cudaStream_t stream);
+cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
+                      int64_t cols, uint16_t* out, float* mean, float* rstd, cudaStream_t stream);
 // dx = ...; dw += ...; db += ...
 cudaError_t layernorm_backward(const float* dout, const float* x, const float* w, const float* mean,
                                const float* rstd, int64_t rows, int64_t cols, float* dx, float* dw,
                                float* db, cudaStream_t stream);
 cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
                     float* out, float* rstd, cudaStream_t stream);
+cudaError_t rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t cols,
+                    uint16_t* out, float* rstd, cudaStream_t stream);
 cudaError_t rmsnorm_backward(const float* dout, const float* x, const float* w, const float* rstd,
                              int64_t rows, int64_t cols, float* dx, float* dw, cudaStream_t stream);
 
 cudaError_t gelu(const float* x, int64_t n, float* out, cudaStream_t stream);
+cudaError_t gelu(const float* x, int64_t n, uint16_t* out, cudaStream_t stream);
 cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, float* dx,
                           cudaStream_t stream);
 cudaError_t swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+cudaError_t swiglu(const float* gate, const float* up, int64_t n, uint16_t* out,
+                   cudaStream_t stream);
 cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
                             float* dgate, float* dup, cudaStream_t stream);
 

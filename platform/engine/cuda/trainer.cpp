@@ -29,9 +29,23 @@ void check(cudaError_t err, const char* what) { cuda::check(err, "cuda trainer",
 constexpr size_t kAlign = 64;
 
 // What one block's forward keeps for its backward pass ([rows, width] each).
+// The outputs that are only ever GEMM operands (n1, n2, act, and att after the tensor-core
+// attention) are kept in bf16 in bf16 runs, as the kernels that make them write them.
 struct Saved {
-  DeviceArray<float> n1, mean1, rstd1, q, k, v, att, lse, x_mid, n2, mean2, rstd2, h, up, act;
-  DeviceArray<uint16_t> qh, kh, vh;  // bf16 q, k, v for the tensor-core attention
+  DeviceArray<float> mean1, rstd1, q, k, v, lse, x_mid, mean2, rstd2, h, up;
+  DeviceArray<float> n1, n2, act, att;         // fp32 runs (att: whenever attention is fp32)
+  DeviceArray<uint16_t> n1h, n2h, acth, atth;  // bf16 runs
+  DeviceArray<uint16_t> qh, kh, vh;            // bf16 q, k, v for the tensor-core attention
+  DeviceArray<uint16_t> qkvh;                  // gpt2's: the fused projection in bf16
+};
+
+// A GEMM operand as an activation holds it: fp32, or already bf16.
+struct In {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+  In at(int64_t offset) const {
+    return {f32 != nullptr ? f32 + offset : nullptr, bf16 != nullptr ? bf16 + offset : nullptr};
+  }
 };
 
 class CudaEngine final : public StepEngine {
@@ -309,23 +323,44 @@ class CudaEngine final : public StepEngine {
     for (auto& x : x_) x->reserve(r * c);
     for (auto& saved : saved_) {
       Saved& s = *saved;
-      for (auto* a : {&s.n1, &s.x_mid, &s.n2}) a->reserve(r * c);
+      s.x_mid.reserve(r * c);
       for (auto* a : {&s.mean1, &s.rstd1, &s.mean2, &s.rstd2}) a->reserve(r);
-      s.q.reserve(r * qw);
-      s.att.reserve(r * qw);
-      s.k.reserve(r * kw);
-      s.v.reserve(r * kw);
+      if (gpt2() && flash()) {
+        s.qkvh.reserve(r * (qw + 2 * kw));
+      } else {
+        s.q.reserve(r * qw);
+        s.k.reserve(r * kw);
+        s.v.reserve(r * kw);
+      }
       s.lse.reserve(lse);
       s.h.reserve(r * f);
-      s.act.reserve(r * f);
       if (!gpt2()) s.up.reserve(r * f);
+      if (options_.bf16) {
+        s.n1h.reserve(r * c);
+        s.n2h.reserve(r * c);
+        s.acth.reserve(r * f);
+      } else {
+        s.n1.reserve(r * c);
+        s.n2.reserve(r * c);
+        s.act.reserve(r * f);
+      }
       if (flash()) {
+        s.atth.reserve(r * qw);
+      } else {
+        s.att.reserve(r * qw);
+      }
+      if (flash() && !gpt2()) {
         s.qh.reserve(r * qw);
         s.kh.reserve(r * kw);
         s.vh.reserve(r * kw);
       }
     }
-    for (auto* a : {&tmp_, &dx_, &dn_, &dtmp_, &final_out_, &dfinal_}) a->reserve(r * c);
+    for (auto* a : {&tmp_, &dx_, &dn_, &dtmp_, &dfinal_}) a->reserve(r * c);
+    if (options_.bf16) {
+      final_outh_.reserve(r * c);
+    } else {
+      final_out_.reserve(r * c);
+    }
     for (auto* a : {&final_mean_, &final_rstd_, &row_loss_}) a->reserve(r);
     for (auto* a : {&dact_, &dh_, &dup_}) a->reserve(r * f);
     qkv_.reserve(r * (qw + 2 * kw));
@@ -344,11 +379,19 @@ class CudaEngine final : public StepEngine {
     lse_rows_ = static_cast<int64_t>(lse);
   }
 
-  // A GEMM operand: the fp32 data itself, or its bf16 rounding in `scratch`.
-  const void* operand(const float* p, int64_t n, DeviceArray<uint16_t>& scratch) {
-    if (!options_.bf16) return p;
-    check(cuda::to_bf16(p, n, scratch.ptr, stream_), "to_bf16");
+  // What an activation in fp32 or bf16 storage gives a GEMM: fp32 as it is in fp32 runs; in
+  // bf16 runs the bf16 copy, made into `scratch` when the activation is fp32.
+  In in(const DeviceArray<float>& f32, const DeviceArray<uint16_t>& bf16) const {
+    return options_.bf16 && bf16.ptr != nullptr ? In{nullptr, bf16.ptr} : In{f32.ptr, nullptr};
+  }
+  const void* operand(In x, int64_t n, DeviceArray<uint16_t>& scratch) {
+    if (!options_.bf16) return x.f32;
+    if (x.bf16 != nullptr) return x.bf16;
+    check(cuda::to_bf16(x.f32, n, scratch.ptr, stream_), "to_bf16");
     return scratch.ptr;
+  }
+  const void* operand(const float* p, int64_t n, DeviceArray<uint16_t>& scratch) {
+    return operand(In{p, nullptr}, n, scratch);
   }
   const void* weight_operand(size_t i) {
     return options_.bf16 ? static_cast<const void*>(w16_.ptr + offset_[i]) : weight(i);
@@ -362,15 +405,14 @@ class CudaEngine final : public StepEngine {
   bool out_in(size_t w) const { return !gpt2() || w == layout_.head; }
 
   // y[rows, out] = x[rows, in] W (+ b, in the GEMM's epilogue).
-  void linear(const float* x, int64_t rows, int64_t in, size_t w, const size_t* b, int64_t out,
-              float* y) {
+  void linear(In x, int64_t rows, int64_t in, size_t w, const size_t* b, int64_t out, float* y) {
     gemm_->run(false, out_in(w), rows, out, in, 1.0f, operand(x, rows * in, half_a_),
                weight_operand(w), 0.0f, y, options_.bf16 ? CUDA_R_16BF : CUDA_R_32F, stream_,
                b != nullptr ? weight(*b) : nullptr);
   }
   // dW += ..., db += ..., dx = (or +=, with accumulate) dy W^T.
-  void linear_backward(const float* dy, const float* x, int64_t rows, int64_t in, int64_t out,
-                       size_t w, const size_t* b, float* dx, bool accumulate) {
+  void linear_backward(const float* dy, In x, int64_t rows, int64_t in, int64_t out, size_t w,
+                       const size_t* b, float* dx, bool accumulate) {
     const void* dyh = operand(dy, rows * out, half_a_);
     const void* xh = operand(x, rows * in, half_b_);
     if (out_in(w)) {
@@ -383,8 +425,8 @@ class CudaEngine final : public StepEngine {
     if (b != nullptr) check(cuda::bias_backward(dy, rows, out, grad(*b), stream_), "bias grad");
   }
 
-  void norm(const float* x, int64_t rows, size_t w, size_t b, float* out, float* mean,
-            float* rstd) {
+  template <typename T>
+  void norm(const float* x, int64_t rows, size_t w, size_t b, T* out, float* mean, float* rstd) {
     if (gpt2()) {
       check(cuda::layernorm(x, weight(w), weight(b), c_.norm_eps, rows, c_.hidden, out, mean, rstd,
                             stream_),
@@ -392,6 +434,15 @@ class CudaEngine final : public StepEngine {
     } else {
       check(cuda::rmsnorm(x, weight(w), c_.norm_eps, rows, c_.hidden, out, rstd, stream_),
             "rmsnorm");
+    }
+  }
+  // The norm into whichever of its storages this run keeps.
+  void norm_into(const float* x, int64_t rows, size_t w, size_t b, DeviceArray<float>& out,
+                 DeviceArray<uint16_t>& out_bf16, float* mean, float* rstd) {
+    if (options_.bf16) {
+      norm(x, rows, w, b, out_bf16.ptr, mean, rstd);
+    } else {
+      norm(x, rows, w, b, out.ptr, mean, rstd);
     }
   }
   void norm_backward(const float* dout, const float* x, int64_t rows, size_t w, size_t b,
@@ -406,6 +457,11 @@ class CudaEngine final : public StepEngine {
     }
   }
 
+  // gpt2's q, k, v as columns of the fused projection (and their gradients of its gradient).
+  cuda::FlashStrides fused_strides() const {
+    const int64_t w = 3 * c_.hidden;
+    return {w, w, w, w};
+  }
   cuda::AttentionDims dims() const {
     return {batch_, seq_len_, seq_len_, c_.heads, c_.kv_heads, c_.head_dim};
   }
@@ -428,49 +484,67 @@ class CudaEngine final : public StepEngine {
       Saved& s = *saved_[static_cast<size_t>(l)];
       const float* x = x_[static_cast<size_t>(l)]->ptr;
       float* x_out = x_[static_cast<size_t>(l + 1)]->ptr;
-      norm(x, n, y.ln1_w, y.ln1_b, s.n1.ptr, s.mean1.ptr, s.rstd1.ptr);
-      if (g) {
-        linear(s.n1.ptr, n, d, y.qkv_w, &y.qkv_b, 3 * d, qkv_.ptr);
-        check(cuda::copy_columns(s.q.ptr, d, 0, qkv_.ptr, 3 * d, 0, d, n, stream_), "split q");
-        check(cuda::copy_columns(s.k.ptr, d, 0, qkv_.ptr, 3 * d, d, d, n, stream_), "split k");
-        check(cuda::copy_columns(s.v.ptr, d, 0, qkv_.ptr, 3 * d, 2 * d, d, n, stream_), "split v");
-      } else {
-        linear(s.n1.ptr, n, d, y.q, nullptr, qw, s.q.ptr);
-        linear(s.n1.ptr, n, d, y.k, nullptr, kw, s.k.ptr);
-        linear(s.n1.ptr, n, d, y.v, nullptr, kw, s.v.ptr);
-        check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
-              "rope");
-        check(cuda::rope(s.k.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
-              "rope");
-      }
-      if (flash()) {
-        check(cuda::to_bf16(s.q.ptr, n * qw, s.qh.ptr, stream_), "to_bf16");
-        check(cuda::to_bf16(s.k.ptr, n * kw, s.kh.ptr, stream_), "to_bf16");
-        check(cuda::to_bf16(s.v.ptr, n * kw, s.vh.ptr, stream_), "to_bf16");
-        check(cuda::flash_attention(dims(), s.qh.ptr, s.kh.ptr, s.vh.ptr, s.att.ptr, s.lse.ptr,
-                                    stream_),
+      norm_into(x, n, y.ln1_w, y.ln1_b, s.n1, s.n1h, s.mean1.ptr, s.rstd1.ptr);
+      const In n1 = in(s.n1, s.n1h);
+      if (g && flash()) {
+        // q, k and v read in place, as columns of the fused projection.
+        linear(n1, n, d, y.qkv_w, &y.qkv_b, 3 * d, qkv_.ptr);
+        check(cuda::to_bf16(qkv_.ptr, n * 3 * d, s.qkvh.ptr, stream_), "to_bf16");
+        check(cuda::flash_attention(dims(), s.qkvh.ptr, s.qkvh.ptr + d, s.qkvh.ptr + 2 * d,
+                                    s.atth.ptr, s.lse.ptr, stream_, fused_strides()),
               "attention");
       } else {
-        check(cuda::attention(dims(), s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr, s.lse.ptr, stream_),
-              "attention");
+        if (g) {
+          linear(n1, n, d, y.qkv_w, &y.qkv_b, 3 * d, qkv_.ptr);
+          check(cuda::copy_columns(s.q.ptr, d, 0, qkv_.ptr, 3 * d, 0, d, n, stream_), "split q");
+          check(cuda::copy_columns(s.k.ptr, d, 0, qkv_.ptr, 3 * d, d, d, n, stream_), "split k");
+          check(cuda::copy_columns(s.v.ptr, d, 0, qkv_.ptr, 3 * d, 2 * d, d, n, stream_),
+                "split v");
+        } else {
+          linear(n1, n, d, y.q, nullptr, qw, s.q.ptr);
+          linear(n1, n, d, y.k, nullptr, kw, s.k.ptr);
+          linear(n1, n, d, y.v, nullptr, kw, s.v.ptr);
+          check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
+                "rope");
+          check(cuda::rope(s.k.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
+                "rope");
+        }
+        if (flash()) {
+          check(cuda::to_bf16(s.q.ptr, n * qw, s.qh.ptr, stream_), "to_bf16");
+          check(cuda::to_bf16(s.k.ptr, n * kw, s.kh.ptr, stream_), "to_bf16");
+          check(cuda::to_bf16(s.v.ptr, n * kw, s.vh.ptr, stream_), "to_bf16");
+          check(cuda::flash_attention(dims(), s.qh.ptr, s.kh.ptr, s.vh.ptr, s.atth.ptr, s.lse.ptr,
+                                      stream_),
+                "attention");
+        } else {
+          check(cuda::attention(dims(), s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr, s.lse.ptr, stream_),
+                "attention");
+        }
       }
-      linear(s.att.ptr, n, qw, y.o_w, g ? &y.o_b : nullptr, d, tmp_.ptr);
+      linear(in(s.att, s.atth), n, qw, y.o_w, g ? &y.o_b : nullptr, d, tmp_.ptr);
       check(cuda::add(x, tmp_.ptr, n * d, s.x_mid.ptr, stream_), "residual");
-      norm(s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.n2.ptr, s.mean2.ptr, s.rstd2.ptr);
+      norm_into(s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.n2, s.n2h, s.mean2.ptr, s.rstd2.ptr);
+      const In n2 = in(s.n2, s.n2h);
       if (g) {
-        linear(s.n2.ptr, n, d, y.fc_w, &y.fc_b, c_.ffn, s.h.ptr);
-        check(cuda::gelu(s.h.ptr, n * c_.ffn, s.act.ptr, stream_), "gelu");
-        linear(s.act.ptr, n, c_.ffn, y.proj_w, &y.proj_b, d, tmp_.ptr);
+        linear(n2, n, d, y.fc_w, &y.fc_b, c_.ffn, s.h.ptr);
+        check(options_.bf16 ? cuda::gelu(s.h.ptr, n * c_.ffn, s.acth.ptr, stream_)
+                            : cuda::gelu(s.h.ptr, n * c_.ffn, s.act.ptr, stream_),
+              "gelu");
+        linear(in(s.act, s.acth), n, c_.ffn, y.proj_w, &y.proj_b, d, tmp_.ptr);
       } else {
-        linear(s.n2.ptr, n, d, y.gate, nullptr, c_.ffn, s.h.ptr);
-        linear(s.n2.ptr, n, d, y.up, nullptr, c_.ffn, s.up.ptr);
-        check(cuda::swiglu(s.h.ptr, s.up.ptr, n * c_.ffn, s.act.ptr, stream_), "swiglu");
-        linear(s.act.ptr, n, c_.ffn, y.proj_w, nullptr, d, tmp_.ptr);
+        linear(n2, n, d, y.gate, nullptr, c_.ffn, s.h.ptr);
+        linear(n2, n, d, y.up, nullptr, c_.ffn, s.up.ptr);
+        check(options_.bf16 ? cuda::swiglu(s.h.ptr, s.up.ptr, n * c_.ffn, s.acth.ptr, stream_)
+                            : cuda::swiglu(s.h.ptr, s.up.ptr, n * c_.ffn, s.act.ptr, stream_),
+              "swiglu");
+        linear(in(s.act, s.acth), n, c_.ffn, y.proj_w, nullptr, d, tmp_.ptr);
       }
       check(cuda::add(s.x_mid.ptr, tmp_.ptr, n * d, x_out, stream_), "residual");
     }
     const float* last = x_[static_cast<size_t>(c_.layers)]->ptr;
-    norm(last, n, layout_.norm_w, layout_.norm_b, final_out_.ptr, final_mean_.ptr, final_rstd_.ptr);
+    norm_into(last, n, layout_.norm_w, layout_.norm_b, final_out_, final_outh_, final_mean_.ptr,
+              final_rstd_.ptr);
+    const In final_out = in(final_out_, final_outh_);
     // The classifier a chunk of rows at a time: logits, then in their place the loss's gradient,
     // which goes into the head's gradient and into the final hidden states'. The head is
     // [vocab, hidden] in both families.
@@ -478,7 +552,7 @@ class CudaEngine final : public StepEngine {
     const auto inv = static_cast<float>(1.0 / static_cast<double>(denominator));
     for (int64_t begin = 0; begin < n; begin += chunk_) {
       const int64_t m = std::min(chunk_, n - begin);
-      const float* xin = final_out_.ptr + begin * d;
+      const In xin = final_out.at(begin * d);
       float* dxin = dfinal_.ptr + begin * d;
       if (options_.bf16) {
         // bf16 logits, and their gradient in place: both GEMMs read it as it is.
@@ -539,47 +613,60 @@ class CudaEngine final : public StepEngine {
     for (int64_t l = c_.layers - 1; l >= 0; --l) {
       const Model::Layer& y = layout_.layers[static_cast<size_t>(l)];
       Saved& s = *saved_[static_cast<size_t>(l)];
+      const In n1 = in(s.n1, s.n1h), n2 = in(s.n2, s.n2h);
       const float* x = x_[static_cast<size_t>(l)]->ptr;
       // dx is the gradient at the block's output; the MLP's branch first.
       if (g) {
-        linear_backward(dx, s.act.ptr, n, f, d, y.proj_w, &y.proj_b, dact_.ptr, false);
+        linear_backward(dx, in(s.act, s.acth), n, f, d, y.proj_w, &y.proj_b, dact_.ptr, false);
         check(cuda::gelu_backward(dact_.ptr, s.h.ptr, n * f, dh_.ptr, stream_), "gelu backward");
-        linear_backward(dh_.ptr, s.n2.ptr, n, d, f, y.fc_w, &y.fc_b, dn_.ptr, false);
+        linear_backward(dh_.ptr, n2, n, d, f, y.fc_w, &y.fc_b, dn_.ptr, false);
       } else {
-        linear_backward(dx, s.act.ptr, n, f, d, y.proj_w, nullptr, dact_.ptr, false);
+        linear_backward(dx, in(s.act, s.acth), n, f, d, y.proj_w, nullptr, dact_.ptr, false);
         check(
             cuda::swiglu_backward(dact_.ptr, s.h.ptr, s.up.ptr, n * f, dh_.ptr, dup_.ptr, stream_),
             "swiglu backward");
-        linear_backward(dh_.ptr, s.n2.ptr, n, d, f, y.gate, nullptr, dn_.ptr, false);
-        linear_backward(dup_.ptr, s.n2.ptr, n, d, f, y.up, nullptr, dn_.ptr, true);
+        linear_backward(dh_.ptr, n2, n, d, f, y.gate, nullptr, dn_.ptr, false);
+        linear_backward(dup_.ptr, n2, n, d, f, y.up, nullptr, dn_.ptr, true);
       }
       norm_backward(dn_.ptr, s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.mean2.ptr, s.rstd2.ptr, dtmp_.ptr);
       check(cuda::add(dx, dtmp_.ptr, n * d, dx, stream_), "add");  // the gradient at x_mid
-      linear_backward(dx, s.att.ptr, n, qw, d, y.o_w, g ? &y.o_b : nullptr, datt_.ptr, false);
-      if (flash()) {
-        check(cuda::flash_attention_backward(dims(), datt_.ptr, s.att.ptr, s.qh.ptr, s.kh.ptr,
-                                             s.vh.ptr, s.lse.ptr, half_a_.ptr, delta_.ptr, dq_.ptr,
-                                             dk_.ptr, dv_.ptr, stream_),
-              "attention backward");
-      } else {
-        check(cuda::attention_backward(dims(), datt_.ptr, s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr,
-                                       s.lse.ptr, delta_.ptr, dq_.ptr, dk_.ptr, dv_.ptr, stream_),
-              "attention backward");
-      }
-      if (g) {
+      linear_backward(dx, in(s.att, s.atth), n, qw, d, y.o_w, g ? &y.o_b : nullptr, datt_.ptr,
+                      false);
+      if (g && flash()) {
+        // The gradients go straight into their columns of the fused projection's.
         float* dqkv = qkv_.ptr;
-        check(cuda::copy_columns(dqkv, 3 * d, 0, dq_.ptr, d, 0, d, n, stream_), "join q");
-        check(cuda::copy_columns(dqkv, 3 * d, d, dk_.ptr, d, 0, d, n, stream_), "join k");
-        check(cuda::copy_columns(dqkv, 3 * d, 2 * d, dv_.ptr, d, 0, d, n, stream_), "join v");
-        linear_backward(dqkv, s.n1.ptr, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
+        check(cuda::flash_attention_backward(dims(), datt_.ptr, s.atth.ptr, s.qkvh.ptr,
+                                             s.qkvh.ptr + d, s.qkvh.ptr + 2 * d, s.lse.ptr,
+                                             half_a_.ptr, delta_.ptr, dqkv, dqkv + d, dqkv + 2 * d,
+                                             stream_, fused_strides()),
+              "attention backward");
+        linear_backward(dqkv, n1, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
       } else {
-        check(cuda::rope(dq_.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
-              "rope backward");
-        check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
-              "rope backward");
-        linear_backward(dq_.ptr, s.n1.ptr, n, d, qw, y.q, nullptr, dn_.ptr, false);
-        linear_backward(dk_.ptr, s.n1.ptr, n, d, kw, y.k, nullptr, dn_.ptr, true);
-        linear_backward(dv_.ptr, s.n1.ptr, n, d, kw, y.v, nullptr, dn_.ptr, true);
+        if (flash()) {
+          check(cuda::flash_attention_backward(dims(), datt_.ptr, s.atth.ptr, s.qh.ptr, s.kh.ptr,
+                                               s.vh.ptr, s.lse.ptr, half_a_.ptr, delta_.ptr,
+                                               dq_.ptr, dk_.ptr, dv_.ptr, stream_),
+                "attention backward");
+        } else {
+          check(cuda::attention_backward(dims(), datt_.ptr, s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr,
+                                         s.lse.ptr, delta_.ptr, dq_.ptr, dk_.ptr, dv_.ptr, stream_),
+                "attention backward");
+        }
+        if (g) {
+          float* dqkv = qkv_.ptr;
+          check(cuda::copy_columns(dqkv, 3 * d, 0, dq_.ptr, d, 0, d, n, stream_), "join q");
+          check(cuda::copy_columns(dqkv, 3 * d, d, dk_.ptr, d, 0, d, n, stream_), "join k");
+          check(cuda::copy_columns(dqkv, 3 * d, 2 * d, dv_.ptr, d, 0, d, n, stream_), "join v");
+          linear_backward(dqkv, n1, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
+        } else {
+          check(cuda::rope(dq_.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
+                "rope backward");
+          check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
+                "rope backward");
+          linear_backward(dq_.ptr, n1, n, d, qw, y.q, nullptr, dn_.ptr, false);
+          linear_backward(dk_.ptr, n1, n, d, kw, y.k, nullptr, dn_.ptr, true);
+          linear_backward(dv_.ptr, n1, n, d, kw, y.v, nullptr, dn_.ptr, true);
+        }
       }
       norm_backward(dn_.ptr, x, n, y.ln1_w, y.ln1_b, s.mean1.ptr, s.rstd1.ptr, dtmp_.ptr);
       check(cuda::add(dx, dtmp_.ptr, n * d, dx, stream_), "add");  // the gradient at x_in
@@ -640,6 +727,7 @@ class CudaEngine final : public StepEngine {
   std::vector<std::unique_ptr<DeviceArray<float>>> x_;  // each block's input, and the last output
   std::vector<std::unique_ptr<Saved>> saved_;
   DeviceArray<float> final_out_, final_mean_, final_rstd_, dfinal_, row_loss_, logits_;
+  DeviceArray<uint16_t> final_outh_;  // the final norm's output in bf16 runs
   DeviceArray<float> tmp_, qkv_, dx_, dn_, dtmp_, dact_, dh_, dup_, datt_, dq_, dk_, dv_, delta_;
   DeviceArray<uint16_t> half_a_, half_b_, logits16_;
 };
