@@ -21,47 +21,36 @@ inline void check(cudaError_t err, const char* where, const char* what) {
   }
 }
 
-// A device allocation of T. reserve() grows it (contents lost) and says whether it moved.
-template <typename T>
-struct DeviceArray {
+// An array of T from `allocate` (freed by `release`) that frees itself. reserve() grows it
+// (contents lost) and says whether it moved.
+template <typename T, cudaError_t (*allocate)(void**, size_t), cudaError_t (*release)(void*)>
+struct CudaArray {
   T* ptr = nullptr;
   size_t size = 0;
-  DeviceArray() = default;
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  ~DeviceArray() { cudaFree(ptr); }
+  CudaArray() = default;
+  CudaArray(const CudaArray&) = delete;
+  CudaArray& operator=(const CudaArray&) = delete;
+  ~CudaArray() {
+    if (ptr) release(ptr);
+  }
   bool reserve(size_t n) {
     if (n <= size) return false;
-    cudaFree(ptr);
+    if (ptr) release(ptr);
     ptr = nullptr;
     size = 0;
-    check(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)), "cuda", "cudaMalloc");
+    void* p = nullptr;
+    check(allocate(&p, std::max<size_t>(n, 1) * sizeof(T)), "cuda", "allocation");
+    ptr = static_cast<T*>(p);
     size = n;
     return true;
   }
 };
 
-// Page-locked host memory of T, for copies the device can run asynchronously.
+// Device memory, and page-locked host memory (for copies the device runs asynchronously).
 template <typename T>
-struct PinnedArray {
-  T* ptr = nullptr;
-  size_t size = 0;
-  PinnedArray() = default;
-  PinnedArray(const PinnedArray&) = delete;
-  PinnedArray& operator=(const PinnedArray&) = delete;
-  ~PinnedArray() {
-    if (ptr) cudaFreeHost(ptr);
-  }
-  bool reserve(size_t n) {
-    if (n <= size) return false;
-    if (ptr) cudaFreeHost(ptr);
-    ptr = nullptr;
-    size = 0;
-    check(cudaMallocHost(&ptr, std::max<size_t>(n, 1) * sizeof(T)), "cuda", "cudaMallocHost");
-    size = n;
-    return true;
-  }
-};
+using DeviceArray = CudaArray<T, cudaMalloc, cudaFree>;
+template <typename T>
+using PinnedArray = CudaArray<T, cudaMallocHost, cudaFreeHost>;
 
 // Copies columns [from, from + width) of a row-major [rows, src_cols] fp32 matrix into columns
 // [to, to + width) of a [rows, dst_cols] one: splitting gpt2's fused q|k|v projection, and

@@ -39,6 +39,17 @@ struct Ld {
 };
 
 __host__ __device__ constexpr size_t round128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+// Arrays carved in order out of dynamic shared memory, each on a 128-byte boundary.
+struct Carver {
+  unsigned char* at;
+  template <typename T>
+  __device__ T* take(size_t count) {
+    T* p = reinterpret_cast<T*>(at);
+    at += round128(count * sizeof(T));
+    return p;
+  }
+};
 __device__ int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // A [64][HD] bf16 tile of rows row0.. of a [rows, width] matrix, columns col0..col0 + HD, rows
@@ -126,18 +137,13 @@ __global__ void __launch_bounds__(kThreads)
                          const bf16* v, Out* out, float* lse, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
-  unsigned char* at = smem;
-  auto carve = [&](size_t bytes) {
-    unsigned char* p = at;
-    at += round128(bytes);
-    return p;
-  };
-  bf16* qs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* ks = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* vs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  float* scores = reinterpret_cast<float*>(carve(kWarps * kRows * L::kScore * sizeof(float)));
-  bf16* probs = reinterpret_cast<bf16*>(carve(kWarps * kRows * L::kProb * sizeof(bf16)));
-  float* accs = reinterpret_cast<float*>(carve(kWarps * kRows * L::kAcc * sizeof(float)));
+  Carver carve{smem};
+  bf16* qs = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* ks = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* vs = carve.take<bf16>(kTile * L::kTileBf);
+  float* scores = carve.take<float>(kWarps * kRows * L::kScore);
+  bf16* probs = carve.take<bf16>(kWarps * kRows * L::kProb);
+  float* accs = carve.take<float>(kWarps * kRows * L::kAcc);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* sc = scores + warp * kRows * L::kScore;
@@ -252,20 +258,15 @@ __global__ void __launch_bounds__(kThreads)
                     float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
-  unsigned char* at = smem;
-  auto carve = [&](size_t bytes) {
-    unsigned char* p = at;
-    at += round128(bytes);
-    return p;
-  };
-  bf16* qs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* gs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* ks = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* vs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
+  Carver carve{smem};
+  bf16* qs = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* gs = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* ks = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* vs = carve.take<bf16>(kTile * L::kTileBf);
   // scores and dscores are adjacent: together they stage the result.
-  float* scores = reinterpret_cast<float*>(carve(kWarps * kRows * L::kScore * sizeof(float)));
-  float* dscores = reinterpret_cast<float*>(carve(kWarps * kRows * L::kScore * sizeof(float)));
-  bf16* ds_all = reinterpret_cast<bf16*>(carve(kWarps * kRows * L::kProb * sizeof(bf16)));
+  float* scores = carve.take<float>(kWarps * kRows * L::kScore);
+  float* dscores = carve.take<float>(kWarps * kRows * L::kScore);
+  bf16* ds_all = carve.take<bf16>(kWarps * kRows * L::kProb);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* sc = scores + warp * kRows * L::kScore;
@@ -321,22 +322,17 @@ __global__ void __launch_bounds__(kThreads)
                      float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
-  unsigned char* at = smem;
-  auto carve = [&](size_t bytes) {
-    unsigned char* p = at;
-    at += round128(bytes);
-    return p;
-  };
-  bf16* ks = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* vs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* qs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  bf16* gs = reinterpret_cast<bf16*>(carve(kTile * L::kTileBf * sizeof(bf16)));
-  float* scores = reinterpret_cast<float*>(carve(kWarps * kRows * L::kScore * sizeof(float)));
-  float* dscores = reinterpret_cast<float*>(carve(kWarps * kRows * L::kScore * sizeof(float)));
-  bf16* p_all = reinterpret_cast<bf16*>(carve(kWarps * kRows * L::kProb * sizeof(bf16)));
-  bf16* ds_all = reinterpret_cast<bf16*>(carve(kWarps * kRows * L::kProb * sizeof(bf16)));
-  float* lse_s = reinterpret_cast<float*>(carve(kTile * sizeof(float)));
-  float* delta_s = reinterpret_cast<float*>(carve(kTile * sizeof(float)));
+  Carver carve{smem};
+  bf16* ks = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* vs = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* qs = carve.take<bf16>(kTile * L::kTileBf);
+  bf16* gs = carve.take<bf16>(kTile * L::kTileBf);
+  float* scores = carve.take<float>(kWarps * kRows * L::kScore);
+  float* dscores = carve.take<float>(kWarps * kRows * L::kScore);
+  bf16* p_all = carve.take<bf16>(kWarps * kRows * L::kProb);
+  bf16* ds_all = carve.take<bf16>(kWarps * kRows * L::kProb);
+  float* lse_s = carve.take<float>(kTile);
+  float* delta_s = carve.take<float>(kTile);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* sc = scores + warp * kRows * L::kScore;
