@@ -101,21 +101,31 @@ struct CudaDecoder::Impl {
     sequences_capacity = sequences;
   }
 
-  // y[rows, out] = x[rows, in] W (+ b): gpt2's Conv1D W is [in, out], Linear's [out, in].
-  void linear(const float* xin, int64_t rows, int64_t in, const Weight& w, const Weight* b,
+  // An activation as a GEMM operand: fp32 as it is, or (bf16 weights) rounded into `half`.
+  const void* operand(const float* xin, int64_t count) {
+    if (!options.bf16_weights) return xin;
+    check(cuda::to_bf16(xin, count, half.ptr, stream), "to_bf16");
+    return half.ptr;
+  }
+
+  // y[rows, out] = x[rows, in] W (+ b) from an operand of the GEMMs' type: gpt2's Conv1D W is
+  // [in, out], Linear's [out, in].
+  void linear(const void* xin, int64_t rows, int64_t in, const Weight& w, const Weight* b,
               int64_t out, bool out_in, float* y) {
     const float* bias = b != nullptr ? b->f32.ptr : nullptr;
     if (options.bf16_weights) {
-      check(cuda::to_bf16(xin, rows * in, half.ptr, stream), "to_bf16");
-      gemm->run(false, out_in, rows, out, in, 1.0f, half.ptr, w.bf16.ptr, 0.0f, y, CUDA_R_16BF,
-                stream, bias);
+      gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.bf16.ptr, 0.0f, y, CUDA_R_16BF, stream,
+                bias);
     } else {
       gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.f32.ptr, 0.0f, y, CUDA_R_32F, stream,
                 bias);
     }
   }
 
-  void norm(const float* xin, int64_t rows, const Weight* w, const Weight* b, float* out) {
+  // The norm of `rows` rows as a GEMM operand: into `out` (fp32), or straight into `half` in
+  // bf16 (its only readers are the GEMMs).
+  template <typename T>
+  void norm_to(const float* xin, int64_t rows, const Weight* w, const Weight* b, T* out) {
     const int64_t c = config.hidden;
     if (gpt2()) {
       check(cuda::layernorm(xin, w->f32.ptr, b->f32.ptr, config.norm_eps, rows, c, out, mean.ptr,
@@ -125,6 +135,14 @@ struct CudaDecoder::Impl {
       check(cuda::rmsnorm(xin, w->f32.ptr, config.norm_eps, rows, c, out, rstd.ptr, stream),
             "rmsnorm");
     }
+  }
+  const void* norm(const float* xin, int64_t rows, const Weight* w, const Weight* b, float* out) {
+    if (options.bf16_weights) {
+      norm_to(xin, rows, w, b, half.ptr);
+      return half.ptr;
+    }
+    norm_to(xin, rows, w, b, out);
+    return out;
   }
 
   // The whole forward pass of one step, on the stream, from the device inputs in `ints`.
@@ -144,17 +162,17 @@ struct CudaDecoder::Impl {
     const cuda::CachedAttentionDims dims{rows, c.heads, c.kv_heads, c.head_dim, capacity};
     for (auto& lp : layers) {
       Layer& y = *lp;
-      norm(x.ptr, rows, y.ln1_w, y.ln1_b, n.ptr);
+      const void* n1 = norm(x.ptr, rows, y.ln1_w, y.ln1_b, n.ptr);
       if (g) {
-        linear(n.ptr, rows, d, *y.qkv_w, y.qkv_b, 3 * d, false, qkv.ptr);
+        linear(n1, rows, d, *y.qkv_w, y.qkv_b, 3 * d, false, qkv.ptr);
         // Split the fused projection's columns into q, k and v.
         check(cuda::copy_columns(q.ptr, d, 0, qkv.ptr, 3 * d, 0, d, rows, stream), "split q");
         check(cuda::copy_columns(k.ptr, d, 0, qkv.ptr, 3 * d, d, d, rows, stream), "split k");
         check(cuda::copy_columns(v.ptr, d, 0, qkv.ptr, 3 * d, 2 * d, d, rows, stream), "split v");
       } else {
-        linear(n.ptr, rows, d, *y.q, nullptr, qw, true, q.ptr);
-        linear(n.ptr, rows, d, *y.k, nullptr, kw, true, k.ptr);
-        linear(n.ptr, rows, d, *y.v, nullptr, kw, true, v.ptr);
+        linear(n1, rows, d, *y.q, nullptr, qw, true, q.ptr);
+        linear(n1, rows, d, *y.k, nullptr, kw, true, k.ptr);
+        linear(n1, rows, d, *y.v, nullptr, kw, true, v.ptr);
         check(cuda::rope(q.ptr, rows, qw, c.head_dim, positions, c.rope_theta, 1.0f, stream),
               "rope");
         check(cuda::rope(k.ptr, rows, kw, c.head_dim, positions, c.rope_theta, 1.0f, stream),
@@ -166,25 +184,32 @@ struct CudaDecoder::Impl {
       check(cuda::cached_attention(dims, q.ptr, y.k_cache.ptr, y.v_cache.ptr, slots, positions,
                                    att.ptr, stream),
             "attention");
-      linear(att.ptr, rows, qw, *y.o_w, g ? y.o_b : nullptr, d, !g, tmp.ptr);
+      linear(operand(att.ptr, rows * qw), rows, qw, *y.o_w, g ? y.o_b : nullptr, d, !g, tmp.ptr);
       check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
-      norm(x.ptr, rows, y.ln2_w, y.ln2_b, n.ptr);
+      const void* n2 = norm(x.ptr, rows, y.ln2_w, y.ln2_b, n.ptr);
+      // The activation's output is only the down projection's operand: bf16 straight away.
+      const bool bf16 = options.bf16_weights;
+      const void* a = bf16 ? static_cast<const void*>(half.ptr) : act.ptr;
       if (g) {
-        linear(n.ptr, rows, d, *y.fc_w, y.fc_b, c.ffn, false, h.ptr);
-        check(cuda::gelu(h.ptr, rows * c.ffn, act.ptr, stream), "gelu");
-        linear(act.ptr, rows, c.ffn, *y.proj_w, y.proj_b, d, false, tmp.ptr);
+        linear(n2, rows, d, *y.fc_w, y.fc_b, c.ffn, false, h.ptr);
+        check(bf16 ? cuda::gelu(h.ptr, rows * c.ffn, half.ptr, stream)
+                   : cuda::gelu(h.ptr, rows * c.ffn, act.ptr, stream),
+              "gelu");
+        linear(a, rows, c.ffn, *y.proj_w, y.proj_b, d, false, tmp.ptr);
       } else {
-        linear(n.ptr, rows, d, *y.gate, nullptr, c.ffn, true, h.ptr);
-        linear(n.ptr, rows, d, *y.up, nullptr, c.ffn, true, up_act.ptr);
-        check(cuda::swiglu(h.ptr, up_act.ptr, rows * c.ffn, act.ptr, stream), "swiglu");
-        linear(act.ptr, rows, c.ffn, *y.proj_w, nullptr, d, true, tmp.ptr);
+        linear(n2, rows, d, *y.gate, nullptr, c.ffn, true, h.ptr);
+        linear(n2, rows, d, *y.up, nullptr, c.ffn, true, up_act.ptr);
+        check(bf16 ? cuda::swiglu(h.ptr, up_act.ptr, rows * c.ffn, half.ptr, stream)
+                   : cuda::swiglu(h.ptr, up_act.ptr, rows * c.ffn, act.ptr, stream),
+              "swiglu");
+        linear(a, rows, c.ffn, *y.proj_w, nullptr, d, true, tmp.ptr);
       }
       check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
     }
     // Only each sequence's last row goes through the final norm and the head.
     check(cuda::embedding(x.ptr, last_rows, sequences, d, last.ptr, stream), "last rows");
-    norm(last.ptr, sequences, norm_w, norm_b, normed.ptr);
-    linear(normed.ptr, sequences, d, *head, nullptr, c.vocab_size, head_out_in, logits.ptr);
+    const void* normed_last = norm(last.ptr, sequences, norm_w, norm_b, normed.ptr);
+    linear(normed_last, sequences, d, *head, nullptr, c.vocab_size, head_out_in, logits.ptr);
     check(cudaMemcpyAsync(host_logits.ptr, logits.ptr,
                           static_cast<size_t>(sequences * c.vocab_size) * sizeof(float),
                           cudaMemcpyDeviceToHost, stream),
