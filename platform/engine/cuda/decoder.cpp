@@ -34,10 +34,14 @@ struct CudaDecoder::Impl {
   std::unique_ptr<cuda::Gemm> gemm;
   std::map<std::string, std::unique_ptr<Weight>> weights;  // by Hugging Face name
 
+  // Llama's q, k, v projections are joined into one [q + 2 kv, hidden] matrix and gate and up
+  // into one [2 ffn, hidden] (gpt2's c_attn is joined already), so that a step makes one product
+  // where it would make three, and one where two.
   struct Layer {
     Weight *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    Weight *qkv_w, *qkv_b, *q, *k, *v, *o_w, *o_b;
-    Weight *fc_w, *fc_b, *gate, *up, *proj_w, *proj_b;
+    Weight *qkv_w, *qkv_b, *o_w, *o_b;
+    Weight *fc_w, *fc_b, *gate_up, *proj_w, *proj_b;
+    Weight joined_qkv, joined_gate_up;    // llama's, owned here
     DeviceArray<float> k_cache, v_cache;  // [slot][capacity][kv_heads * head_dim]
   };
   std::vector<std::unique_ptr<Layer>> layers;
@@ -49,7 +53,7 @@ struct CudaDecoder::Impl {
   cuda::PinnedArray<int32_t> host_ints;
   cuda::PinnedArray<float> host_logits;
   DeviceArray<int32_t> ints;  // ids, positions, slots, last rows: 3 * rows + sequences
-  DeviceArray<float> x, n, qkv, q, k, v, att, tmp, h, up_act, act, last, normed, logits;
+  DeviceArray<float> x, n, qkv, q, att, tmp, h, act, last, normed, logits;
   DeviceArray<float> mean, rstd;
   DeviceArray<uint16_t> half;  // an activation rounded to bf16 for a bf16 GEMM
   int64_t rows_capacity = 0, sequences_capacity = 0;
@@ -63,6 +67,28 @@ struct CudaDecoder::Impl {
   bool gpt2() const { return config.family == Family::kGpt2; }
   int64_t kv_width() const { return config.kv_heads * config.head_dim; }
   int64_t q_width() const { return config.heads * config.head_dim; }
+
+  // `out` = the named [out, in] matrices stacked by rows, which then leave the device.
+  void join(Weight& out, const std::vector<std::string>& names) {
+    size_t total = 0;
+    for (const auto& name : names) total += weight(name)->f32.size;
+    out.f32.reserve(total);
+    size_t at = 0;
+    for (const auto& name : names) {
+      const Weight* w = weight(name);
+      check(cudaMemcpyAsync(out.f32.ptr + at, w->f32.ptr, w->f32.size * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream),
+            "join weights");
+      at += w->f32.size;
+    }
+    if (options.bf16_weights) {
+      out.bf16.reserve(total);
+      check(cuda::to_bf16(out.f32.ptr, static_cast<int64_t>(total), out.bf16.ptr, stream),
+            "to_bf16");
+    }
+    check(cudaStreamSynchronize(stream), "synchronize");
+    for (const auto& name : names) weights.erase(name);
+  }
 
   Weight* weight(const std::string& name) {
     auto it = weights.find(name);
@@ -82,11 +108,10 @@ struct CudaDecoder::Impl {
     ints.reserve(3 * r + s);
     for (auto* b : {&x, &n, &tmp}) b->reserve(r * c);
     qkv.reserve(r * (qw + 2 * kw));
+    h.reserve(r * 2 * f);  // llama's gate|up
     q.reserve(r * qw);
     att.reserve(r * qw);
-    k.reserve(r * kw);
-    v.reserve(r * kw);
-    for (auto* b : {&h, &up_act, &act}) b->reserve(r * f);
+    act.reserve(r * f);
     mean.reserve(std::max(r, s));
     rstd.reserve(std::max(r, s));
     last.reserve(s * c);
@@ -163,24 +188,12 @@ struct CudaDecoder::Impl {
     for (auto& lp : layers) {
       Layer& y = *lp;
       const void* n1 = norm(x.ptr, rows, y.ln1_w, y.ln1_b, n.ptr);
-      if (g) {
-        linear(n1, rows, d, *y.qkv_w, y.qkv_b, 3 * d, false, qkv.ptr);
-        // Split the fused projection's columns into q, k and v.
-        check(cuda::copy_columns(q.ptr, d, 0, qkv.ptr, 3 * d, 0, d, rows, stream), "split q");
-        check(cuda::copy_columns(k.ptr, d, 0, qkv.ptr, 3 * d, d, d, rows, stream), "split k");
-        check(cuda::copy_columns(v.ptr, d, 0, qkv.ptr, 3 * d, 2 * d, d, rows, stream), "split v");
-      } else {
-        linear(n1, rows, d, *y.q, nullptr, qw, true, q.ptr);
-        linear(n1, rows, d, *y.k, nullptr, kw, true, k.ptr);
-        linear(n1, rows, d, *y.v, nullptr, kw, true, v.ptr);
-        check(cuda::rope(q.ptr, rows, qw, c.head_dim, positions, c.rope_theta, 1.0f, stream),
-              "rope");
-        check(cuda::rope(k.ptr, rows, kw, c.head_dim, positions, c.rope_theta, 1.0f, stream),
-              "rope");
-      }
-      check(cuda::kv_append(dims, k.ptr, v.ptr, slots, positions, y.k_cache.ptr, y.v_cache.ptr,
-                            stream),
-            "kv_append");
+      // One product for q, k and v, then one kernel: q out, k (rotated for llama) and v into
+      // the caches.
+      linear(n1, rows, d, *y.qkv_w, g ? y.qkv_b : nullptr, qw + 2 * kw, !g, qkv.ptr);
+      check(cuda::qkv_to_cache(dims, qkv.ptr, slots, positions, g ? 0.0f : c.rope_theta, q.ptr,
+                               y.k_cache.ptr, y.v_cache.ptr, stream),
+            "qkv to cache");
       check(cuda::cached_attention(dims, q.ptr, y.k_cache.ptr, y.v_cache.ptr, slots, positions,
                                    att.ptr, stream),
             "attention");
@@ -197,10 +210,9 @@ struct CudaDecoder::Impl {
               "gelu");
         linear(a, rows, c.ffn, *y.proj_w, y.proj_b, d, false, tmp.ptr);
       } else {
-        linear(n2, rows, d, *y.gate, nullptr, c.ffn, true, h.ptr);
-        linear(n2, rows, d, *y.up, nullptr, c.ffn, true, up_act.ptr);
-        check(bf16 ? cuda::swiglu(h.ptr, up_act.ptr, rows * c.ffn, half.ptr, stream)
-                   : cuda::swiglu(h.ptr, up_act.ptr, rows * c.ffn, act.ptr, stream),
+        linear(n2, rows, d, *y.gate_up, nullptr, 2 * c.ffn, true, h.ptr);
+        check(bf16 ? cuda::swiglu_fused(h.ptr, rows, c.ffn, half.ptr, stream)
+                   : cuda::swiglu_fused(h.ptr, rows, c.ffn, act.ptr, stream),
               "swiglu");
         linear(a, rows, c.ffn, *y.proj_w, nullptr, d, true, tmp.ptr);
       }
@@ -287,14 +299,15 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
         const std::string p = "model.layers." + i + ".";
         y->ln1_w = m.weight(p + "input_layernorm.weight");
         y->ln1_b = nullptr;
-        y->q = m.weight(p + "self_attn.q_proj.weight");
-        y->k = m.weight(p + "self_attn.k_proj.weight");
-        y->v = m.weight(p + "self_attn.v_proj.weight");
+        m.join(y->joined_qkv, {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                               p + "self_attn.v_proj.weight"});
+        y->qkv_w = &y->joined_qkv;
+        y->qkv_b = nullptr;
         y->o_w = m.weight(p + "self_attn.o_proj.weight");
         y->ln2_w = m.weight(p + "post_attention_layernorm.weight");
         y->ln2_b = nullptr;
-        y->gate = m.weight(p + "mlp.gate_proj.weight");
-        y->up = m.weight(p + "mlp.up_proj.weight");
+        m.join(y->joined_gate_up, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
+        y->gate_up = &y->joined_gate_up;
         y->proj_w = m.weight(p + "mlp.down_proj.weight");
       }
       y->k_cache.reserve(cache);

@@ -307,21 +307,30 @@ __global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, in
 
 // ---- RoPE ------------------------------------------------------------------------------------
 
+// Rotates the pair (x1, x2) = (x[i], x[i + head_dim / 2]) of a head at `position`.
+__device__ __forceinline__ void rotate(float& x1, float& x2, int64_t i, int64_t head_dim,
+                                       int32_t position, float theta, float sign) {
+  // As Hugging Face computes it: 1 / theta^(2i / d), the exponent in float.
+  const float inv_freq = static_cast<float>(
+      1.0 / pow(static_cast<double>(theta),
+                static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(head_dim))));
+  const float angle = static_cast<float>(position) * inv_freq;
+  const float c = cosf(angle), s = sign * sinf(angle);
+  const float a = x1, b = x2;
+  x1 = a * c - b * s;
+  x2 = b * c + a * s;
+}
+
 __global__ void rope_kernel(float* x, int64_t rows, int64_t width, int64_t head_dim,
                             const int32_t* positions, float theta, float sign) {
   const int64_t half = head_dim / 2, heads = width / head_dim;
   MH_FOR_EACH(idx, rows * heads * half) {
     const int64_t i = idx % half, h = (idx / half) % heads, r = idx / (half * heads);
-    // As Hugging Face computes it: 1 / theta^(2i / d), the exponent in float.
-    const float inv_freq = static_cast<float>(
-        1.0 / pow(static_cast<double>(theta),
-                  static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(head_dim))));
-    const float angle = static_cast<float>(positions[r]) * inv_freq;
-    const float c = cosf(angle), s = sign * sinf(angle);
     float* xh = x + r * width + h * head_dim;
-    const float x1 = xh[i], x2 = xh[i + half];
-    xh[i] = x1 * c - x2 * s;
-    xh[i + half] = x2 * c + x1 * s;
+    float x1 = xh[i], x2 = xh[i + half];
+    rotate(x1, x2, i, head_dim, positions[r], theta, sign);
+    xh[i] = x1;
+    xh[i + half] = x2;
   }
 }
 
@@ -524,6 +533,50 @@ __global__ void kv_append_kernel(CachedAttentionDims s, const float* k, const fl
 }
 
 // attention_kernel's online softmax, a warp per (row, head), over the row's own cache.
+// The fused projection's rows (q heads, then k heads, then v heads): q out dense, k and v into
+// their cache rows; q and k rotated first when theta > 0 (a thread per rotated pair), else
+// copied as they are (a thread per element).
+__global__ void qkv_to_cache_kernel(CachedAttentionDims s, const float* qkv, const int32_t* slot,
+                                    const int32_t* position, float theta, float* q_out,
+                                    float* k_cache, float* v_cache) {
+  const int64_t hd = s.head_dim, qw = s.heads * hd, kw = s.kv_heads * hd;
+  const int64_t width = qw + 2 * kw, heads = s.heads + 2 * s.kv_heads;
+  // Where element c of head slot hs of row r goes.
+  auto target = [&](int64_t r, int64_t hs, int64_t c) -> float* {
+    if (hs < s.heads) return q_out + r * qw + hs * hd + c;
+    const bool is_k = hs < s.heads + s.kv_heads;
+    const int64_t kv = hs - s.heads - (is_k ? 0 : s.kv_heads);
+    const int64_t at = (static_cast<int64_t>(slot[r]) * s.capacity + position[r]) * kw + kv * hd;
+    return (is_k ? k_cache : v_cache) + at + c;
+  };
+  if (theta > 0.0f) {
+    const int64_t half = hd / 2;
+    MH_FOR_EACH(idx, s.rows * heads * half) {
+      const int64_t i = idx % half, hs = (idx / half) % heads, r = idx / (half * heads);
+      const float* src = qkv + r * width + hs * hd;
+      float x1 = src[i], x2 = src[i + half];
+      if (hs < s.heads + s.kv_heads) rotate(x1, x2, i, hd, position[r], theta, 1.0f);
+      *target(r, hs, i) = x1;
+      *target(r, hs, i + half) = x2;
+    }
+  } else {
+    MH_FOR_EACH(idx, s.rows * width) {
+      const int64_t c = idx % width, r = idx / width;
+      *target(r, c / hd, c % hd) = qkv[idx];
+    }
+  }
+}
+
+// out[r, i] = silu(gate_up[r, i]) * gate_up[r, f + i]: the fused gate|up projection.
+template <typename T>
+__global__ void swiglu_fused_kernel(const float* gate_up, int64_t rows, int64_t f, T* out) {
+  MH_FOR_EACH(idx, rows * f) {
+    const int64_t r = idx / f, i = idx % f;
+    const float g = gate_up[r * 2 * f + i];
+    out[idx] = narrow<T>(g / (1.0f + expf(-g)) * gate_up[r * 2 * f + f + i]);
+  }
+}
+
 __global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, const float* k_cache,
                                         const float* v_cache, const int32_t* slot,
                                         const int32_t* position, float* out, float scale) {
@@ -794,6 +847,30 @@ cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float*
                       cudaStream_t stream) {
   kv_append_kernel<<<grid_for(s.rows * s.kv_heads * s.head_dim, kThreads), kThreads, 0, stream>>>(
       s, k, v, slot, position, k_cache, v_cache);
+  return launched();
+}
+
+cudaError_t qkv_to_cache(const CachedAttentionDims& s, const float* qkv, const int32_t* slot,
+                         const int32_t* position, float theta, float* q_out, float* k_cache,
+                         float* v_cache, cudaStream_t stream) {
+  const int64_t heads = s.heads + 2 * s.kv_heads;
+  const int64_t n = theta > 0.0f ? s.rows * heads * (s.head_dim / 2) : s.rows * heads * s.head_dim;
+  qkv_to_cache_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(s, qkv, slot, position, theta,
+                                                                      q_out, k_cache, v_cache);
+  return launched();
+}
+
+cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, float* out,
+                         cudaStream_t stream) {
+  swiglu_fused_kernel<float>
+      <<<grid_for(rows * f, kThreads), kThreads, 0, stream>>>(gate_up, rows, f, out);
+  return launched();
+}
+
+cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, uint16_t* out,
+                         cudaStream_t stream) {
+  swiglu_fused_kernel<__nv_bfloat16><<<grid_for(rows * f, kThreads), kThreads, 0, stream>>>(
+      gate_up, rows, f, reinterpret_cast<__nv_bfloat16*>(out));
   return launched();
 }
 

@@ -104,6 +104,18 @@ struct CachedAttentionDims {
 cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float* v,
                       const int32_t* slot, const int32_t* position, float* k_cache, float* v_cache,
                       cudaStream_t stream);
+// A decode step's fused projection, [rows, (heads + 2 kv_heads) * head_dim] with each row's q
+// heads, then k heads, then v heads: q (RoPE-rotated when theta > 0) into q_out [rows, heads *
+// head_dim], k (rotated likewise) and v into cache slot[r]'s row position[r]. One kernel where
+// a split, two rotations and kv_append would be four.
+cudaError_t qkv_to_cache(const CachedAttentionDims& s, const float* qkv, const int32_t* slot,
+                         const int32_t* position, float theta, float* q_out, float* k_cache,
+                         float* v_cache, cudaStream_t stream);
+// SwiGLU on a fused [rows, 2 f] gate|up projection: out[r, i] = silu(gu[r, i]) * gu[r, f + i].
+cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, float* out,
+                         cudaStream_t stream);
+cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, uint16_t* out,
+                         cudaStream_t stream);
 cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
                              const float* v_cache, const int32_t* slot, const int32_t* position,
                              float* out, cudaStream_t stream);
