@@ -257,6 +257,28 @@ int train(int64_t batch, int steps) {
     step();
     step();
     need(cudaDeviceSynchronize(), "synchronize");
+    // One step in phases, each waited for: forward and backward, the reduction (the gradient
+    // norm, and the loss copied back), AdamW.
+    auto now = [] { return std::chrono::steady_clock::now(); };
+    auto ms_since = [&](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double, std::milli>(now() - t).count();
+    };
+    auto t = now();
+    (*engine)->begin_step();
+    (*engine)->micro_batch(ids, targets, batch, 1024, n, true);
+    need(cudaDeviceSynchronize(), "synchronize");
+    const double fwd_bwd = ms_since(t);
+    t = now();
+    (*engine)->reduce(false);
+    const double reduce = ms_since(t);
+    t = now();
+    (*engine)->update(3e-4f, 1.0f);
+    need(cudaDeviceSynchronize(), "synchronize");
+    const double update = ms_since(t);
+    std::printf(
+        "{\"impl\":\"macrohard %s\",\"op\":\"train_phases\",\"forward_backward_ms\":%.2f,"
+        "\"reduce_ms\":%.2f,\"adamw_ms\":%.2f}\n",
+        bf16 ? "bf16" : "fp32", fwd_bwd, reduce, update);
     const auto t0 = std::chrono::steady_clock::now();
     StepEngine::Reduced last;
     for (int s = 0; s < steps; ++s) last = step();

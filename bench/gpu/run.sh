@@ -75,7 +75,7 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
   step "training GPT-2 124M: PyTorch (torch.compile, bf16), then ours"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py train --batch 16 | tee "$out/peer_train.jsonl"
   timeout 240 "$build/gpu_bench" --ops 0 --train-batch 16 --train-steps 5 \
-    | grep '"train_gpt2_124m"' | tee "$out/ours_train.jsonl"
+    | grep '"train_' | tee "$out/ours_train.jsonl"
   step "decoding: transformers generate, then ours on the same weights"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py decode --save "$models" --tokens 64 \
     | tee "$out/peer_decode.jsonl"
@@ -104,6 +104,10 @@ for r in rows("peer_train.jsonl"):
         peer_rate = r["tokens_per_s"]
         print(f"train GPT-2 124M  {'pytorch':<16}{r['tokens_per_s']:>10.0f} tok/s  MFU {r['mfu']:.1%}")
 for r in rows("ours_train.jsonl"):
+    if r.get("op") == "train_phases":
+        print(f"  {r['impl']:<16} step phases: forward+backward {r['forward_backward_ms']:.1f} ms, "
+              f"reduce {r['reduce_ms']:.1f} ms, AdamW {r['adamw_ms']:.1f} ms")
+        continue
     ratio = f"  {r['tokens_per_s'] / peer_rate:.2f}x pytorch" if peer_rate else ""
     print(f"train GPT-2 124M  {r['impl']:<16}{r['tokens_per_s']:>10.0f} tok/s  MFU {r['mfu']:.1%}"
           f"{ratio}")
