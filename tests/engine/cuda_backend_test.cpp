@@ -334,6 +334,40 @@ TEST_CASE("a GEMM adds a fused bias to every row and writes a bf16 product") {
   }
 }
 
+TEST_CASE("the fused residual add and norm match an add and then the norm, into fp32 and bf16") {
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(18);
+  const int64_t rows = 37, cols = 200;
+  const Tensor x = random_tensor({rows, cols}, rng), branch = random_tensor({rows, cols}, rng);
+  const Tensor w = random_tensor({cols}, rng), b = random_tensor({cols}, rng);
+  Tensor sum, want_layer, mean, rstd, want_rms, rms_rstd;
+  cpu->add(x, branch, sum);
+  cpu->layernorm(sum, w, b, 1e-5f, want_layer, mean, rstd);
+  cpu->rmsnorm(sum, w, 1e-5f, want_rms, rms_rstd);
+  for (bool layer : {true, false}) {
+    CAPTURE(layer);
+    DeviceTensors dev;
+    float* residual = dev.floats(x);  // updated in place, as the decoder does
+    float *out = dev.zeros(rows * cols), *m = dev.zeros(rows), *r = dev.zeros(rows);
+    REQUIRE(cuda::add_norm(residual, dev.floats(branch), residual, dev.floats(w),
+                           layer ? dev.floats(b) : nullptr, 1e-5f, rows, cols, out, m, r,
+                           nullptr) == cudaSuccess);
+    uint16_t* out16 = dev.halves(Tensor({rows, cols}));
+    float* again = dev.floats(x);
+    REQUIRE(cuda::add_norm(again, dev.floats(branch), again, dev.floats(w),
+                           layer ? dev.floats(b) : nullptr, 1e-5f, rows, cols, out16, m, r,
+                           nullptr) == cudaSuccess);
+    float* widened = dev.zeros(rows * cols);
+    REQUIRE(cuda::from_bf16(out16, rows * cols, widened, nullptr) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const Tensor& want = layer ? want_layer : want_rms;
+    check_close("residual", DeviceTensors::host(residual, {rows, cols}), sum);
+    check_close("norm", DeviceTensors::host(out, {rows, cols}), want);
+    check_close("norm in bf16", DeviceTensors::host(widened, {rows, cols}), want, 1e-2);
+    check_close("rstd", DeviceTensors::host(r, {rows}), layer ? rstd : rms_rstd);
+  }
+}
+
 TEST_CASE("tensor-core flash attention matches the CPU on bf16 inputs, forward and backward") {
   auto cpu = make_cpu_backend();
   std::mt19937 rng(15);

@@ -126,13 +126,6 @@ struct CudaDecoder::Impl {
     sequences_capacity = sequences;
   }
 
-  // An activation as a GEMM operand: fp32 as it is, or (bf16 weights) rounded into `half`.
-  const void* operand(const float* xin, int64_t count) {
-    if (!options.bf16_weights) return xin;
-    check(cuda::to_bf16(xin, count, half.ptr, stream), "to_bf16");
-    return half.ptr;
-  }
-
   // y[rows, out] = x[rows, in] W (+ b) from an operand of the GEMMs' type: gpt2's Conv1D W is
   // [in, out], Linear's [out, in].
   void linear(const void* xin, int64_t rows, int64_t in, const Weight& w, const Weight* b,
@@ -180,26 +173,51 @@ struct CudaDecoder::Impl {
     const int32_t* last_rows = ints.ptr + 3 * rows;
     const bool g = gpt2();
     check(cuda::embedding(wte->f32.ptr, ids, rows, d, x.ptr, stream), "embedding");
+    // The residual add of each branch (in tmp) is done by the norm that follows it; gpt2's
+    // position embeddings are the first such branch.
+    bool pending = false;
     if (g) {
       check(cuda::embedding(wpe->f32.ptr, positions, rows, d, tmp.ptr, stream), "positions");
-      check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "add");
+      pending = true;
     }
     const cuda::CachedAttentionDims dims{rows, c.heads, c.kv_heads, c.head_dim, capacity};
+    auto residual_norm = [&](bool add, int64_t r, const Weight* w, const Weight* b) -> const void* {
+      if (!add) return norm(x.ptr, r, w, b, n.ptr);
+      const float* bias = b != nullptr ? b->f32.ptr : nullptr;
+      if (options.bf16_weights) {
+        check(cuda::add_norm(x.ptr, tmp.ptr, x.ptr, w->f32.ptr, bias, c.norm_eps, r, d, half.ptr,
+                             mean.ptr, rstd.ptr, stream),
+              "residual and norm");
+        return half.ptr;
+      }
+      check(cuda::add_norm(x.ptr, tmp.ptr, x.ptr, w->f32.ptr, bias, c.norm_eps, r, d, n.ptr,
+                           mean.ptr, rstd.ptr, stream),
+            "residual and norm");
+      return n.ptr;
+    };
     for (auto& lp : layers) {
       Layer& y = *lp;
-      const void* n1 = norm(x.ptr, rows, y.ln1_w, y.ln1_b, n.ptr);
+      const void* n1 = residual_norm(pending, rows, y.ln1_w, y.ln1_b);
       // One product for q, k and v, then one kernel: q out, k (rotated for llama) and v into
       // the caches.
       linear(n1, rows, d, *y.qkv_w, g ? y.qkv_b : nullptr, qw + 2 * kw, !g, qkv.ptr);
       check(cuda::qkv_to_cache(dims, qkv.ptr, slots, positions, g ? 0.0f : c.rope_theta, q.ptr,
                                y.k_cache.ptr, y.v_cache.ptr, stream),
             "qkv to cache");
-      check(cuda::cached_attention(dims, q.ptr, y.k_cache.ptr, y.v_cache.ptr, slots, positions,
-                                   att.ptr, stream),
-            "attention");
-      linear(operand(att.ptr, rows * qw), rows, qw, *y.o_w, g ? y.o_b : nullptr, d, !g, tmp.ptr);
-      check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
-      const void* n2 = norm(x.ptr, rows, y.ln2_w, y.ln2_b, n.ptr);
+      // Attention's output is only the output projection's operand: bf16 straight away.
+      const void* attended = att.ptr;
+      if (options.bf16_weights) {
+        check(cuda::cached_attention(dims, q.ptr, y.k_cache.ptr, y.v_cache.ptr, slots, positions,
+                                     half.ptr, stream),
+              "attention");
+        attended = half.ptr;
+      } else {
+        check(cuda::cached_attention(dims, q.ptr, y.k_cache.ptr, y.v_cache.ptr, slots, positions,
+                                     att.ptr, stream),
+              "attention");
+      }
+      linear(attended, rows, qw, *y.o_w, g ? y.o_b : nullptr, d, !g, tmp.ptr);
+      const void* n2 = residual_norm(true, rows, y.ln2_w, y.ln2_b);
       // The activation's output is only the down projection's operand: bf16 straight away.
       const bool bf16 = options.bf16_weights;
       const void* a = bf16 ? static_cast<const void*>(half.ptr) : act.ptr;
@@ -216,8 +234,9 @@ struct CudaDecoder::Impl {
               "swiglu");
         linear(a, rows, c.ffn, *y.proj_w, nullptr, d, true, tmp.ptr);
       }
-      check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
+      pending = true;  // added by the next norm
     }
+    if (pending) check(cuda::add(x.ptr, tmp.ptr, rows * d, x.ptr, stream), "residual");
     // Only each sequence's last row goes through the final norm and the head.
     check(cuda::embedding(x.ptr, last_rows, sequences, d, last.ptr, stream), "last rows");
     const void* normed_last = norm(last.ptr, sequences, norm_w, norm_b, normed.ptr);

@@ -95,6 +95,47 @@ __global__ void layernorm_kernel(const float* x, const float* w, const float* b,
   }
 }
 
+// residual_out = residual + branch, then its LayerNorm (kLayer, with mean) or RMSNorm into out:
+// the residual add of one block and the next block's first norm in one pass over the row.
+template <bool kLayer, typename T>
+__global__ void add_norm_kernel(const float* residual, const float* branch, float* residual_out,
+                                const float* w, const float* b, float eps, int64_t rows,
+                                int64_t cols, T* out, float* mean, float* rstd) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;
+  const float* xr = residual + row * cols;
+  const float* br = branch + row * cols;
+  float* sr = residual_out + row * cols;
+  float s = 0, ss = 0;
+  for (int64_t i = lane; i < cols; i += kWarp) {
+    const float v = xr[i] + br[i];
+    sr[i] = v;
+    s += v;
+    ss += v * v;
+  }
+  __syncwarp();
+  T* o = out + row * cols;
+  if (kLayer) {
+    const float m = warp_sum(s) / static_cast<float>(cols);
+    float var = 0;
+    for (int64_t i = lane; i < cols; i += kWarp) {
+      const float d = sr[i] - m;
+      var += d * d;
+    }
+    const float r = 1.0f / sqrtf(warp_sum(var) / static_cast<float>(cols) + eps);
+    for (int64_t i = lane; i < cols; i += kWarp) o[i] = narrow<T>((sr[i] - m) * r * w[i] + b[i]);
+    if (lane == 0) {
+      mean[row] = m;
+      rstd[row] = r;
+    }
+  } else {
+    const float r = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(cols) + eps);
+    for (int64_t i = lane; i < cols; i += kWarp) o[i] = narrow<T>(sr[i] * r * w[i]);
+    if (lane == 0) rstd[row] = r;
+  }
+}
+
 __global__ void layernorm_dx_kernel(const float* dout, const float* x, const float* w,
                                     const float* mean, const float* rstd, int64_t rows,
                                     int64_t cols, float* dx) {
@@ -577,9 +618,10 @@ __global__ void swiglu_fused_kernel(const float* gate_up, int64_t rows, int64_t 
   }
 }
 
+template <typename T>
 __global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, const float* k_cache,
                                         const float* v_cache, const int32_t* slot,
-                                        const int32_t* position, float* out, float scale) {
+                                        const int32_t* position, T* out, float scale) {
   __shared__ float qs[kAttentionWarps][kMaxHeadDim];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kAttentionWarps + warp;
@@ -595,10 +637,10 @@ __global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, c
   __syncwarp();
   float acc[kPerLane], m, l;
   attend(qs[warp], kb, vb, kw, static_cast<int64_t>(position[r]) + 1, d, scale, lane, acc, m, l);
-  float* o = out + r * qw + h * d;
+  T* o = out + r * qw + h * d;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t x = lane + kWarp * e;
-    if (x < d) o[x] = acc[e] / l;
+    if (x < d) o[x] = narrow<T>(acc[e] / l);
   }
 }
 
@@ -668,6 +710,34 @@ cudaError_t layernorm(const float* x, const float* w, const float* b, float eps,
   layernorm_kernel<__nv_bfloat16><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
       x, w, b, eps, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), mean, rstd);
   return launched();
+}
+
+template <typename T>
+cudaError_t add_norm_launch(const float* residual, const float* branch, float* residual_out,
+                            const float* w, const float* b, float eps, int64_t rows, int64_t cols,
+                            T* out, float* mean, float* rstd, cudaStream_t stream) {
+  if (b != nullptr) {
+    add_norm_kernel<true, T><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+        residual, branch, residual_out, w, b, eps, rows, cols, out, mean, rstd);
+  } else {
+    add_norm_kernel<false, T><<<grid_for(rows, kRowWarps), kRowWarps * kWarp, 0, stream>>>(
+        residual, branch, residual_out, w, b, eps, rows, cols, out, mean, rstd);
+  }
+  return launched();
+}
+
+cudaError_t add_norm(const float* residual, const float* branch, float* residual_out,
+                     const float* w, const float* b, float eps, int64_t rows, int64_t cols,
+                     float* out, float* mean, float* rstd, cudaStream_t stream) {
+  return add_norm_launch(residual, branch, residual_out, w, b, eps, rows, cols, out, mean, rstd,
+                         stream);
+}
+
+cudaError_t add_norm(const float* residual, const float* branch, float* residual_out,
+                     const float* w, const float* b, float eps, int64_t rows, int64_t cols,
+                     uint16_t* out, float* mean, float* rstd, cudaStream_t stream) {
+  return add_norm_launch(residual, branch, residual_out, w, b, eps, rows, cols,
+                         reinterpret_cast<__nv_bfloat16*>(out), mean, rstd, stream);
 }
 
 cudaError_t layernorm_backward(const float* dout, const float* x, const float* w, const float* mean,
@@ -874,14 +944,29 @@ cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, uint16_t
   return launched();
 }
 
+template <typename T>
+cudaError_t cached_attention_launch(const CachedAttentionDims& s, const float* q,
+                                    const float* k_cache, const float* v_cache, const int32_t* slot,
+                                    const int32_t* position, T* out, cudaStream_t stream) {
+  if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  cached_attention_kernel<T>
+      <<<grid_for(s.rows * s.heads, kAttentionWarps), kAttentionWarps * kWarp, 0, stream>>>(
+          s, q, k_cache, v_cache, slot, position, out, scale);
+  return launched();
+}
+
 cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
                              const float* v_cache, const int32_t* slot, const int32_t* position,
                              float* out, cudaStream_t stream) {
-  if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
-  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
-  cached_attention_kernel<<<grid_for(s.rows * s.heads, kAttentionWarps), kAttentionWarps * kWarp, 0,
-                            stream>>>(s, q, k_cache, v_cache, slot, position, out, scale);
-  return launched();
+  return cached_attention_launch(s, q, k_cache, v_cache, slot, position, out, stream);
+}
+
+cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
+                             const float* v_cache, const int32_t* slot, const int32_t* position,
+                             uint16_t* out, cudaStream_t stream) {
+  return cached_attention_launch(s, q, k_cache, v_cache, slot, position,
+                                 reinterpret_cast<__nv_bfloat16*>(out), stream);
 }
 
 cudaError_t adamw(float* w, const float* grad, float* m, float* v, int64_t n, const AdamWStep& s,

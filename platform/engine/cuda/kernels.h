@@ -22,6 +22,15 @@ cudaError_t layernorm(const float* x, const float* w, const float* b, float eps,
                       int64_t cols, float* out, float* mean, float* rstd, cudaStream_t stream);
 cudaError_t layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows,
                       int64_t cols, uint16_t* out, float* mean, float* rstd, cudaStream_t stream);
+// residual_out = residual + branch (may be `residual` itself), then its norm into `out`:
+// LayerNorm with bias `b` (mean and rstd saved), or RMSNorm when `b` is null (rstd saved; mean
+// unused). The same arithmetic as add() and then the norm, in one pass.
+cudaError_t add_norm(const float* residual, const float* branch, float* residual_out,
+                     const float* w, const float* b, float eps, int64_t rows, int64_t cols,
+                     float* out, float* mean, float* rstd, cudaStream_t stream);
+cudaError_t add_norm(const float* residual, const float* branch, float* residual_out,
+                     const float* w, const float* b, float eps, int64_t rows, int64_t cols,
+                     uint16_t* out, float* mean, float* rstd, cudaStream_t stream);
 // dx = ...; dw += ...; db += ...
 cudaError_t layernorm_backward(const float* dout, const float* x, const float* w, const float* mean,
                                const float* rstd, int64_t rows, int64_t cols, float* dx, float* dw,
@@ -119,6 +128,10 @@ cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, uint16_t
 cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
                              const float* v_cache, const int32_t* slot, const int32_t* position,
                              float* out, cudaStream_t stream);
+// The same into bf16 (a decode step's operand of the output projection).
+cudaError_t cached_attention(const CachedAttentionDims& s, const float* q, const float* k_cache,
+                             const float* v_cache, const int32_t* slot, const int32_t* position,
+                             uint16_t* out, cudaStream_t stream);
 
 // One AdamW update of n fp32 master weights, as torch.optim.AdamW (and the CPU trainer) computes
 // it: g = grad * grad_scale; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
