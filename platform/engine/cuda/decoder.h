@@ -5,10 +5,10 @@
 // is captured once per batch size as a CUDA graph and replayed, so small models are not bound
 // by kernel launches.
 //
-// A layer is about a dozen kernels: Llama's q, k, v projections are joined into one matrix and
-// gate and up into another (gpt2's c_attn is one already), one kernel takes the fused projection
-// to q and the caches (RoPE included), and norms and activations write the bf16 operands of the
-// next product directly.
+// A layer is ten kernels: Llama's q, k, v projections are joined into one matrix and gate and
+// up into another (gpt2's c_attn is one already), one kernel takes the fused projection to q and
+// the caches (RoPE included), each residual add is done by the norm after it, and norms,
+// activations and attention write the bf16 operands of the next product directly.
 //
 // It computes what Model::forward_cached computes (checked against the CPU backend in
 // tests/engine/cuda_backend_test.cpp), for the same two families.
