@@ -4,7 +4,9 @@
 # against the CPU backend, AdamW, a tiny model's training and decoding, NCCL), then times the
 # engine's pieces and models beside PyTorch and transformers on the same device, in the same
 # run, and prints a table last. Logs and JSON lines go to $OUT (or /tmp/mh-gpu).
-#   bench/gpu/run.sh [check|bench|all]     check: build + tests; bench: timings; all (default)
+#   bench/gpu/run.sh [check|bench|platform|all]
+#     check: build + the engine's GPU tests; bench: timings; platform: the platform's GPU
+#     integration tests from the bundle `prepare` made; all (default): check and bench
 # On this workplace's machine without a GPU, `bench/gpu/run.sh prepare` first copies the doctest
 # header into .device/ (git-ignored) so that the GPU machine can build the tests.
 set -uo pipefail
@@ -14,11 +16,45 @@ out="${OUT:-/tmp/mh-gpu}"
 mkdir -p "$out"
 build=build-gpu
 
+# The platform's GPU integration tests need the whole platform, whose libraries the GPU machine
+# does not have: `prepare` bundles the binaries of this machine's build (build/default) with
+# every library they load, glibc and its loader included, into .device/platform.tar.xz, their
+# interpreter and RPATH pointing at /tmp/mh-platform, where `platform` unpacks them; the CUDA
+# libraries (and the driver's) are the GPU machine's own, linked in there.
+bundle_root=/tmp/mh-platform
+platform_bins=(platform/main/macrohardd platform/worker/mh-worker platform/mhctl/mhctl
+  tests/integration_gpu_tests)
+
 if [ "$mode" = prepare ]; then
   mkdir -p .device/include/doctest
   cp /usr/include/doctest/doctest.h .device/include/doctest/
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >>.git/info/exclude
   echo "bench/gpu/run.sh: .device/include/doctest/doctest.h ready; carry .device"
+  bdir=build/default
+  if [ ! -x "$bdir/tests/integration_gpu_tests" ] || ! command -v patchelf >/dev/null; then
+    echo "bench/gpu/run.sh: no platform bundle (needs scripts/test's build and patchelf)"
+    exit 0
+  fi
+  stage=$(mktemp -d)
+  mkdir -p "$stage/mh-platform/bin" "$stage/mh-platform/lib"
+  : >"$stage/mh-platform/paths"
+  for b in "${platform_bins[@]}"; do
+    name=$(basename "$b")
+    strip -o "$stage/mh-platform/bin/$name" "$bdir/$b"
+    # Where the tests expect it (the paths compiled into integration_gpu_tests).
+    echo "$name $PWD/$bdir/$b" >>"$stage/mh-platform/paths"
+    ldd "$bdir/$b" | awk '/=> \//{print $3} /^\t\/.*ld-linux/{print $1}' |
+      grep -v -E 'libcuda|libcudart|libcublas|libnccl' | while read -r lib; do
+        cp -L "$lib" "$stage/mh-platform/lib/"
+      done
+  done
+  for f in "$stage"/mh-platform/bin/*; do
+    patchelf --set-interpreter "$bundle_root/lib/$(basename /lib64/ld-linux-x86-64.so.2)" \
+      --force-rpath --set-rpath "$bundle_root/lib" "$f"
+  done
+  tar -C "$stage" -cJf .device/platform.tar.xz mh-platform
+  rm -rf "$stage"
+  echo "bench/gpu/run.sh: .device/platform.tar.xz ($(du -h .device/platform.tar.xz | cut -f1))"
   exit 0
 fi
 
@@ -52,6 +88,66 @@ fi
 doctest=()
 [ -f .device/include/doctest/doctest.h ] && doctest=(-DMH_DOCTEST_INCLUDE="$PWD/.device/include")
 
+# Each test case of a doctest binary in a process of its own, so that a kernel that faults (and
+# takes its CUDA context with it) fails its own case only: a line per case, the failures'
+# checks after it, every case's output in the log.
+run_cases() {
+  local bin=$1 log=$2 failed=0 c rc started verdict
+  local -a cases
+  mapfile -t cases < <("$bin" --list-test-cases | sed -n '/^=\+$/,/^=\+$/p' | grep -v '^=')
+  : >"$log"
+  for c in "${cases[@]}"; do
+    started=$(date +%s)
+    # doctest's filters split at commas; '?' matches the comma.
+    timeout 300 "$bin" --test-case="${c//,/?}" >"$out/case.log" 2>&1
+    rc=$?
+    cat "$out/case.log" >>"$log"
+    case $rc in
+      0) verdict=ok ;;
+      77) verdict=skipped; failed=$((failed + 1)) ;;  # no device visible
+      *) verdict="FAILED ($rc)"; failed=$((failed + 1)) ;;
+    esac
+    printf '%-10s %4ss  %s\n' "$verdict" "$(($(date +%s) - started))" "$c"
+    [ $rc -eq 0 ] || [ $rc -eq 77 ] || grep -E 'ERROR|CHECK|REQUIRE|error|values off|Assertion|what\(\)' \
+      "$out/case.log" | head -12 | sed 's/^/    /'
+  done
+  echo "$(basename "$bin"): $((${#cases[@]} - failed)) of ${#cases[@]} cases passed"
+}
+
+if [ "$mode" = platform ]; then
+  [ -f .device/platform.tar.xz ] || { echo "no .device/platform.tar.xz: prepare it, carry .device"; exit 1; }
+  step "platform bundle"
+  rm -rf "$bundle_root"
+  tar -C "$(dirname "$bundle_root")" -xJf .device/platform.tar.xz
+  # This machine's CUDA libraries and driver, where the bundle's RPATH looks (the executor
+  # starts workers with a clean environment, so LD_LIBRARY_PATH would not reach them).
+  for want in libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2 libcuda.so.1; do
+    found=""
+    ldp=${LD_LIBRARY_PATH:-}
+    for dir in ${ldp//:/ } "$cuda_root"/lib64 "$cuda_root"/lib \
+      "$cuda_root"/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
+      /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
+      if [ -e "$dir/$want" ]; then found="$dir/$want"; break; fi
+    done
+    [ -n "$found" ] || found=$(ldconfig -p 2>/dev/null | awk -v w="$want" '$1 == w {print $NF; exit}')
+    for w in cuda_runtime cublas nccl; do
+      [ -n "$found" ] && break
+      d=$(wheel_dir $w)
+      [ -n "$d" ] && [ -e "$d/lib/$want" ] && found="$d/lib/$want"
+    done
+    if [ -n "$found" ]; then ln -sf "$found" "$bundle_root/lib/$want"; else echo "not found: $want"; fi
+  done
+  # Where the tests look for the binaries (never over a build that is there).
+  while read -r name path; do
+    mkdir -p "$(dirname "$path")"
+    [ -e "$path" ] || ln -s "$bundle_root/bin/$name" "$path"
+  done <"$bundle_root/paths"
+  "$bundle_root/bin/macrohardd" --help | head -1
+  step "platform GPU tests"
+  run_cases "$bundle_root/bin/integration_gpu_tests" "$out/platform_gpu_tests.log"
+  exit 0
+fi
+
 if [ "$mode" = check ] || [ "$mode" = all ]; then
   step "build (platform/engine on its own, sm_90)"
   cmake -S platform/engine -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${doctest[@]}" \
@@ -60,7 +156,7 @@ if [ "$mode" = check ] || [ "$mode" = all ]; then
   [ -x "$build/gpu_bench" ] || { echo "the build failed"; grep -m20 -B2 -A8 error "$out/build.log"; exit 1; }
   if [ -x "$build/engine_gpu_tests" ]; then
     step "GPU tests"
-    timeout 300 "$build/engine_gpu_tests" 2>&1 | tee "$out/gpu_tests.log" | tail -40
+    run_cases "$build/engine_gpu_tests" "$out/gpu_tests.log"
   else
     echo "no doctest header was carried: the GPU tests were not built (bench/gpu/run.sh prepare)"
   fi
@@ -80,8 +176,8 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py decode --save "$models" --tokens 64 \
     | tee "$out/peer_decode.jsonl"
   for m in gpt2-124m llama-1b; do
-    [ -d "$models/$m" ] && timeout 240 "$build/gpu_bench" --decode "$models/$m" --decode-tokens 32 \
-      --repeat 1 | grep '"decode"' | tee -a "$out/ours_decode.jsonl"
+    [ -d "$models/$m" ] && timeout 240 "$build/gpu_bench" --ops 0 --decode "$models/$m" \
+      --decode-tokens 32 | grep '"decode"' | tee -a "$out/ours_decode.jsonl"
   done
 
   step "table"
