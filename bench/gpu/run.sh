@@ -6,7 +6,8 @@
 # run, and prints a table last. Logs and JSON lines go to $OUT (or /tmp/mh-gpu).
 #   bench/gpu/run.sh [check|bench|platform|all]
 #     check: build + the engine's GPU tests; bench: timings; platform: the platform's GPU
-#     integration tests from the bundle `prepare` made; all (default): check and bench
+#     integration tests from the bundle `prepare` made; all (default): check and bench.
+#     MH_SANITIZE=1 runs the test cases under compute-sanitizer.
 # On this workplace's machine without a GPU, `bench/gpu/run.sh prepare` first copies the doctest
 # header into .device/ (git-ignored) so that the GPU machine can build the tests.
 set -uo pipefail
@@ -91,6 +92,10 @@ doctest=()
 # Each test case of a doctest binary in a process of its own, so that a kernel that faults (and
 # takes its CUDA context with it) fails its own case only: a line per case, the failures'
 # checks after it, every case's output in the log.
+# MH_SANITIZE=1: every case under compute-sanitizer's memcheck (slow; out-of-bounds and
+# misaligned accesses named by kernel and line).
+sanitizer=()
+[ "${MH_SANITIZE:-0}" = 1 ] && sanitizer=(compute-sanitizer --tool memcheck --error-exitcode 99)
 run_cases() {
   local bin=$1 log=$2 failed=0 c rc started verdict
   local -a cases
@@ -99,7 +104,7 @@ run_cases() {
   for c in "${cases[@]}"; do
     started=$(date +%s)
     # doctest's filters split at commas; '?' matches the comma.
-    timeout 300 "$bin" --test-case="${c//,/?}" >"$out/case.log" 2>&1
+    timeout 300 "${sanitizer[@]}" "$bin" --test-case="${c//,/?}" >"$out/case.log" 2>&1
     rc=$?
     cat "$out/case.log" >>"$log"
     case $rc in
