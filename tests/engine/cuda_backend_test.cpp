@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "platform/engine/cuda/cuda_backend.h"
 #include "platform/engine/cuda/decoder.h"
@@ -729,6 +730,60 @@ TEST_CASE(
   engine->sync_to_host();
   CHECK(model->parameters()[0].value.values() == before);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE(
+    "two device-engine ranks through a host collective train as one rank with the same "
+    "global batch") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kText, tok);
+  REQUIRE(data.ok());
+  TrainConfig one = small_run(6);
+  one.batch_size = 1;
+  one.grad_accum = 2;
+  TrainConfig two = one;
+  two.grad_accum = 1;
+  auto cpu = make_cpu_backend();
+  auto single = make_single_rank();
+  auto reference = Model::create(tiny(Family::kGpt2), *cpu, 7).value();
+  Trainer solo(*reference, *data, one, *single, make_cuda_engine(*reference, one, *single).value());
+  std::vector<float> solo_losses;
+  for (int i = 0; i < one.steps; ++i) solo_losses.push_back(solo.step().loss);
+  // Two ranks on one GPU, each with its own engine, reducing through the host (no NCCL).
+  auto group = make_thread_group(2);
+  std::vector<std::unique_ptr<Model>> models;
+  for (int r = 0; r < 2; ++r) models.push_back(Model::create(tiny(Family::kGpt2), *cpu, 7).value());
+  std::vector<std::vector<float>> losses(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        const auto i = static_cast<size_t>(r);
+        Trainer t(*models[i], *data, two, *group[i],
+                  make_cuda_engine(*models[i], two, *group[i]).value());
+        for (int s = 0; s < two.steps; ++s) losses[i].push_back(t.step().loss);
+        t.sync_model();
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  REQUIRE_MESSAGE(errors[0].empty(), errors[0]);
+  REQUIRE_MESSAGE(errors[1].empty(), errors[1]);
+  solo.sync_model();
+  for (size_t r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    REQUIRE(losses[r].size() == solo_losses.size());
+    for (size_t s = 0; s < solo_losses.size(); ++s) {
+      CHECK(losses[r][s] == doctest::Approx(solo_losses[s]).epsilon(1e-4));
+    }
+    const auto& got = models[r]->parameters();
+    for (size_t i = 0; i < got.size(); ++i) {
+      check_close(got[i].name.c_str(), got[i].value, reference->parameters()[i].value, 1e-3);
+    }
+  }
 }
 
 TEST_CASE(
