@@ -205,6 +205,12 @@ for r in rows("peer_train.jsonl"):
         peer_rate = r["tokens_per_s"]
         print(f"train GPT-2 124M  {'pytorch':<16}{r['tokens_per_s']:>10.0f} tok/s  MFU {r['mfu']:.1%}")
 for r in rows("ours_train.jsonl"):
+    if r.get("op") == "train_profile":
+        total = sum(r["ms"].values()) or 1
+        top = sorted(r["ms"].items(), key=lambda kv: -kv[1])[:14]
+        print("  bf16 step by op (share of device time): " +
+              ", ".join(f"{k} {v / total:.0%}" for k, v in top))
+        continue
     if r.get("op") == "train_phases":
         print(f"  {r['impl']:<16} step phases: forward+backward {r['forward_backward_ms']:.1f} ms, "
               f"reduce {r['reduce_ms']:.1f} ms, AdamW {r['adamw_ms']:.1f} ms")

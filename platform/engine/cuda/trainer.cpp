@@ -60,6 +60,7 @@ class CudaEngine final : public StepEngine {
         layout_(Model::layout(model.config())) {}
 
   ~CudaEngine() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
     if (comm_done_) cudaEventDestroy(comm_done_);
     for (cudaEvent_t e : ready_events_) cudaEventDestroy(e);
     if (comm_stream_) cudaStreamDestroy(comm_stream_);
@@ -107,6 +108,13 @@ class CudaEngine final : public StepEngine {
   }
 
   const char* name() const override { return options_.bf16 ? "cuda-bf16" : "cuda"; }
+
+  // Every call in the engine goes through this; with a profile asked for, each also marks the
+  // compute stream, so that the time between marks is the op's.
+  void check(cudaError_t err, const char* what) {
+    ::mh::engine::check(err, what);
+    if (options_.profile != nullptr) mark(what);
+  }
 
   void begin_step() override {
     check(cudaStreamWaitEvent(stream_, comm_done_, 0), "wait");
@@ -198,6 +206,7 @@ class CudaEngine final : public StepEngine {
                           stream_),
           "sums to host");
     check(cudaStreamSynchronize(stream_), "synchronize");
+    if (options_.profile != nullptr) collect_profile();
     Reduced r;
     r.loss = static_cast<float>(host_sums_.ptr[0]);
     r.squares = host_sums_.ptr[1];
@@ -400,15 +409,18 @@ class CudaEngine final : public StepEngine {
           float beta, float* out) {
     gemm_->run(ta, tb, m, n, k, 1.0f, a, b, beta, out, options_.bf16 ? CUDA_R_16BF : CUDA_R_32F,
                stream_);
+    if (options_.profile != nullptr) mark(ta ? "gemm (weight gradient)" : "gemm (backward)");
   }
   // gpt2's Conv1D weights are [in, out]; Linear's (llama, the head) [out, in].
   bool out_in(size_t w) const { return !gpt2() || w == layout_.head; }
 
   // y[rows, out] = x[rows, in] W (+ b, in the GEMM's epilogue).
   void linear(In x, int64_t rows, int64_t in, size_t w, const size_t* b, int64_t out, float* y) {
-    gemm_->run(false, out_in(w), rows, out, in, 1.0f, operand(x, rows * in, half_a_),
-               weight_operand(w), 0.0f, y, options_.bf16 ? CUDA_R_16BF : CUDA_R_32F, stream_,
+    const void* operand_x = operand(x, rows * in, half_a_);
+    gemm_->run(false, out_in(w), rows, out, in, 1.0f, operand_x, weight_operand(w), 0.0f, y,
+               options_.bf16 ? CUDA_R_16BF : CUDA_R_32F, stream_,
                b != nullptr ? weight(*b) : nullptr);
+    if (options_.profile != nullptr) mark("gemm (forward)");
   }
   // dW += ..., db += ..., dx = (or +=, with accumulate) dy W^T.
   void linear_backward(const float* dy, In x, int64_t rows, int64_t in, int64_t out, size_t w,
@@ -561,6 +573,7 @@ class CudaEngine final : public StepEngine {
         uint16_t* logits = logits16_.ptr;
         gemm_->run_bf16_out(false, true, m, vocab, d, 1.0f, xh, weight_operand(head), 0.0f, logits,
                             stream_);
+        if (options_.profile != nullptr) mark("gemm (forward)");
         check(cuda::cross_entropy_bf16(logits, targets() + begin, m, vocab, inv,
                                        row_loss_.ptr + begin, logits, stream_),
               "cross-entropy");
@@ -577,6 +590,26 @@ class CudaEngine final : public StepEngine {
     check(cuda::sum(row_loss_.ptr, n, false, 1.0 / static_cast<double>(denominator), sums_.ptr + 2,
                     sums_.ptr, stream_),
           "loss");
+  }
+
+  // Profiling: an event on the compute stream after each op, named for it; reduce() adds the
+  // times between them into options_.profile once the step's work is done.
+  void mark(const char* what) {
+    if (marks_.size() == events_.size()) {
+      cudaEvent_t e = nullptr;
+      ::mh::engine::check(cudaEventCreate(&e), "event");
+      events_.push_back(e);
+    }
+    ::mh::engine::check(cudaEventRecord(events_[marks_.size()], stream_), "record");
+    marks_.push_back(what);
+  }
+  void collect_profile() {
+    for (size_t i = 1; i < marks_.size(); ++i) {
+      float ms = 0;
+      ::mh::engine::check(cudaEventElapsedTime(&ms, events_[i - 1], events_[i]), "elapsed");
+      (*options_.profile)[marks_[i]] += ms;
+    }
+    marks_.clear();
   }
 
   // Parameters [begin, end) have their gradient for this step: with NCCL, reduce them on the
@@ -700,7 +733,9 @@ class CudaEngine final : public StepEngine {
   cudaEvent_t comm_done_ = nullptr;
   std::vector<cudaEvent_t> ready_events_;
   size_t next_event_ = 0;
-  bool sent_ = false;  // this step's gradient went out through NCCL
+  bool sent_ = false;                // this step's gradient went out through NCCL
+  std::vector<cudaEvent_t> events_;  // profiling marks, reused from step to step
+  std::vector<const char*> marks_;
   std::unique_ptr<cuda::Gemm> gemm_;
 
   // Every parameter's weights, gradient and moments, at offset_[i] in flat arrays.

@@ -16,7 +16,9 @@
 // tests/engine/cuda_backend_test.cpp).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "platform/base/status.h"
 #include "platform/engine/collective.h"
@@ -28,6 +30,10 @@ namespace mh::engine {
 struct CudaTrainOptions {
   int device = 0;     // CUDA ordinal, after CUDA_VISIBLE_DEVICES
   bool bf16 = false;  // bf16 GEMM operands, fp32 sums, fp32 master weights
+  // When set, each step adds the device time of each kind of op (milliseconds, by the name the
+  // engine gives it: "layernorm", "gemm (forward)", "attention backward", ...) into the map:
+  // what bench/gpu reports. It marks the stream after every op, so leave it off to train.
+  std::map<std::string, double>* profile = nullptr;
 };
 
 // Copies `model`'s weights to the device. `model` and `collective` must outlive the engine.
