@@ -323,8 +323,11 @@ class CudaEngine final : public StepEngine {
     const size_t lse =
         std::max(static_cast<size_t>(batch * c_.heads * seq_len), static_cast<size_t>(lse_rows_));
     const auto vocab = static_cast<size_t>(c_.vocab_size);
-    chunk_ = std::min<int64_t>(static_cast<int64_t>(r),
-                               std::max<int64_t>(64, (int64_t{1} << 27) / c_.vocab_size));
+    // Chunks of a multiple of 128 rows keep every chunk's rows on 256-byte boundaries, as
+    // cuBLASLt's fastest kernels want their operands.
+    chunk_ =
+        std::min<int64_t>(static_cast<int64_t>(r),
+                          std::max<int64_t>(128, (int64_t{1} << 27) / c_.vocab_size / 128 * 128));
     const auto chunk = static_cast<size_t>(chunk_);
     // ids, targets, positions, and two IdGroups of at most 3 r + 1 entries each
     host_ints_.reserve(9 * r + 2);
