@@ -3,6 +3,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <tuple>
@@ -40,7 +41,8 @@ struct Plan {
 struct Gemm::Impl {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
-  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, int, bool>, std::unique_ptr<Plan>>
+  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, int, bool, uint32_t>,
+           std::unique_ptr<Plan>>
       plans;
   ~Impl() {
     plans.clear();
@@ -79,8 +81,15 @@ void Gemm::matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha
                   cudaStream_t stream, const float* bias) {
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's first operand
   // is our B (n x k after its op), its second our A (k x m), its output n x m with ld n.
+  // The operands' common alignment (up to 256 bytes): cuBLASLt's heuristic assumes 256 unless
+  // told, and an algorithm chosen for aligned operands may not take others.
+  uint32_t align = 256;
+  for (const void* p : {a, b, static_cast<const void*>(c), static_cast<const void*>(bias)}) {
+    if (p == nullptr) continue;
+    while (reinterpret_cast<uintptr_t>(p) % align != 0) align /= 2;
+  }
   auto key = std::make_tuple(ta, tb, m, n, k, static_cast<int>(in), static_cast<int>(out),
-                             bias != nullptr);
+                             bias != nullptr, align);
   auto it = impl_->plans.find(key);
   if (it == impl_->plans.end()) {
     auto plan = std::make_unique<Plan>();
@@ -110,6 +119,11 @@ void Gemm::matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha
     const size_t ws = kWorkspace;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                          sizeof ws);
+    for (auto attribute :
+         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+      cublasLtMatmulPreferenceSetAttribute(pref, attribute, &align, sizeof align);
+    }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
