@@ -32,15 +32,16 @@ struct CudaDecoder::Impl {
   int64_t capacity = 0;
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::Gemm> gemm;
-  std::map<std::string, std::unique_ptr<Weight>> weights;  // by Hugging Face name
+  std::vector<std::unique_ptr<Weight>> weights;  // by parameter index (Model::layout)
 
   // Llama's q, k, v projections are joined into one [q + 2 kv, hidden] matrix and gate and up
   // into one [2 ffn, hidden] (gpt2's c_attn is joined already), so that a step makes one product
   // where it would make three, and one where two.
   struct Layer {
-    Weight *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    Weight *qkv_w, *qkv_b, *o_w, *o_b;
-    Weight *fc_w, *fc_b, *gate_up, *proj_w, *proj_b;
+    Weight *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+    Weight *qkv_w = nullptr, *qkv_b = nullptr, *o_w = nullptr, *o_b = nullptr;
+    Weight *fc_w = nullptr, *fc_b = nullptr, *gate_up = nullptr, *proj_w = nullptr,
+           *proj_b = nullptr;
     Weight joined_qkv, joined_gate_up;    // llama's, owned here
     DeviceArray<float> k_cache, v_cache;  // [slot][capacity][kv_heads * head_dim]
   };
@@ -68,14 +69,14 @@ struct CudaDecoder::Impl {
   int64_t kv_width() const { return config.kv_heads * config.head_dim; }
   int64_t q_width() const { return config.heads * config.head_dim; }
 
-  // `out` = the named [out, in] matrices stacked by rows, which then leave the device.
-  void join(Weight& out, const std::vector<std::string>& names) {
+  // `out` = the given [out, in] matrices stacked by rows, which then leave the device.
+  void join(Weight& out, std::initializer_list<size_t> parts) {
     size_t total = 0;
-    for (const auto& name : names) total += weight(name)->f32.size;
+    for (size_t i : parts) total += weight(i)->f32.size;
     out.f32.reserve(total);
     size_t at = 0;
-    for (const auto& name : names) {
-      const Weight* w = weight(name);
+    for (size_t i : parts) {
+      const Weight* w = weight(i);
       check(cudaMemcpyAsync(out.f32.ptr + at, w->f32.ptr, w->f32.size * sizeof(float),
                             cudaMemcpyDeviceToDevice, stream),
             "join weights");
@@ -87,13 +88,14 @@ struct CudaDecoder::Impl {
             "to_bf16");
     }
     check(cudaStreamSynchronize(stream), "synchronize");
-    for (const auto& name : names) weights.erase(name);
+    for (size_t i : parts) weights[i].reset();
   }
 
-  Weight* weight(const std::string& name) {
-    auto it = weights.find(name);
-    if (it == weights.end()) throw ShapeError("cuda decoder: the model has no tensor " + name);
-    return it->second.get();
+  Weight* weight(size_t i) {
+    if (i >= weights.size() || !weights[i]) {
+      throw ShapeError("cuda decoder: the model has no tensor " + std::to_string(i));
+    }
+    return weights[i].get();
   }
 
   // Buffers for steps of up to `rows` rows and `sequences` sequences; graphs captured against
@@ -286,7 +288,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
         w->bf16.reserve(count);
         check(cuda::to_bf16(w->f32.ptr, p.value.numel(), w->bf16.ptr, m.stream), "to_bf16");
       }
-      m.weights.emplace(p.name, std::move(w));
+      m.weights.push_back(std::move(w));
     }
     // The caches: as many slots as asked for, or as fit in half of what the weights left.
     const size_t per_slot =
@@ -297,52 +299,40 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     const size_t slots = std::min(static_cast<size_t>(options.max_sequences), fit);
     m.lengths.assign(slots, -1);
     const size_t cache = slots * static_cast<size_t>(m.capacity * m.kv_width());
-    for (int64_t l = 0; l < c.layers; ++l) {
+    const Model::Layout layout = Model::layout(c);
+    for (const Model::Layer& at : layout.layers) {
       auto y = std::make_unique<Impl::Layer>();
-      const std::string i = std::to_string(l);
+      y->ln1_w = m.weight(at.ln1_w);
+      y->ln2_w = m.weight(at.ln2_w);
+      y->o_w = m.weight(at.o_w);
+      y->proj_w = m.weight(at.proj_w);
       if (m.gpt2()) {
-        const std::string p = "transformer.h." + i + ".";
-        y->ln1_w = m.weight(p + "ln_1.weight");
-        y->ln1_b = m.weight(p + "ln_1.bias");
-        y->qkv_w = m.weight(p + "attn.c_attn.weight");
-        y->qkv_b = m.weight(p + "attn.c_attn.bias");
-        y->o_w = m.weight(p + "attn.c_proj.weight");
-        y->o_b = m.weight(p + "attn.c_proj.bias");
-        y->ln2_w = m.weight(p + "ln_2.weight");
-        y->ln2_b = m.weight(p + "ln_2.bias");
-        y->fc_w = m.weight(p + "mlp.c_fc.weight");
-        y->fc_b = m.weight(p + "mlp.c_fc.bias");
-        y->proj_w = m.weight(p + "mlp.c_proj.weight");
-        y->proj_b = m.weight(p + "mlp.c_proj.bias");
+        y->ln1_b = m.weight(at.ln1_b);
+        y->ln2_b = m.weight(at.ln2_b);
+        y->qkv_w = m.weight(at.qkv_w);
+        y->qkv_b = m.weight(at.qkv_b);
+        y->o_b = m.weight(at.o_b);
+        y->fc_w = m.weight(at.fc_w);
+        y->fc_b = m.weight(at.fc_b);
+        y->proj_b = m.weight(at.proj_b);
       } else {
-        const std::string p = "model.layers." + i + ".";
-        y->ln1_w = m.weight(p + "input_layernorm.weight");
-        y->ln1_b = nullptr;
-        m.join(y->joined_qkv, {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
-                               p + "self_attn.v_proj.weight"});
+        y->ln1_b = y->ln2_b = y->qkv_b = y->o_b = y->proj_b = nullptr;
+        m.join(y->joined_qkv, {at.q, at.k, at.v});
         y->qkv_w = &y->joined_qkv;
-        y->qkv_b = nullptr;
-        y->o_w = m.weight(p + "self_attn.o_proj.weight");
-        y->ln2_w = m.weight(p + "post_attention_layernorm.weight");
-        y->ln2_b = nullptr;
-        m.join(y->joined_gate_up, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
+        m.join(y->joined_gate_up, {at.gate, at.up});
         y->gate_up = &y->joined_gate_up;
-        y->proj_w = m.weight(p + "mlp.down_proj.weight");
       }
       y->k_cache.reserve(cache);
       y->v_cache.reserve(cache);
       m.layers.push_back(std::move(y));
     }
+    m.wte = m.weight(layout.wte);
+    m.norm_w = m.weight(layout.norm_w);
     if (m.gpt2()) {
-      m.wte = m.weight("transformer.wte.weight");
-      m.wpe = m.weight("transformer.wpe.weight");
-      m.norm_w = m.weight("transformer.ln_f.weight");
-      m.norm_b = m.weight("transformer.ln_f.bias");
-    } else {
-      m.wte = m.weight("model.embed_tokens.weight");
-      m.norm_w = m.weight("model.norm.weight");
+      m.wpe = m.weight(layout.wpe);
+      m.norm_b = m.weight(layout.norm_b);
     }
-    m.head = c.tie_embeddings ? m.wte : m.weight("lm_head.weight");
+    m.head = m.weight(layout.head);  // wte when tied
     check(cudaStreamSynchronize(m.stream), "synchronize");
   } catch (const std::exception& e) {
     return unavailable(e.what());
