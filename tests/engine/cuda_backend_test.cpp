@@ -335,6 +335,36 @@ TEST_CASE("a GEMM adds a fused bias to every row and writes a bf16 product") {
   }
 }
 
+TEST_CASE("the small-batch bf16 matrix-vector product matches the CPU's product") {
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(19);
+  for (auto [rows, n, k] :
+       {std::array<int64_t, 3>{1, 37, 64}, std::array<int64_t, 3>{3, 1000, 2048},
+        std::array<int64_t, 3>{8, 257, 520}}) {
+    for (bool with_bias : {false, true}) {
+      CAPTURE(rows);
+      CAPTURE(n);
+      CAPTURE(k);
+      CAPTURE(with_bias);
+      const Tensor w = bf16_rounded(random_tensor({n, k}, rng));
+      const Tensor x = bf16_rounded(random_tensor({rows, k}, rng));
+      const Tensor bias = random_tensor({n}, rng);
+      Tensor want({rows, n});
+      cpu->gemm(false, true, 1.0f, x, w, 0.0f, want);
+      if (with_bias) cpu->add_bias(want, bias);
+      DeviceTensors dev;
+      float* y = dev.zeros(rows * n);
+      REQUIRE(cuda::gemv_bf16(dev.halves(w), dev.halves(x), rows, n, k,
+                              with_bias ? dev.floats(bias) : nullptr, y, nullptr) == cudaSuccess);
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      check_close("gemv", DeviceTensors::host(y, {rows, n}), want, 1e-4);
+    }
+  }
+  // Shapes it does not take are refused, not run.
+  CHECK(cuda::gemv_bf16(nullptr, nullptr, cuda::kGemvRows + 1, 8, 8, nullptr, nullptr, nullptr) ==
+        cudaErrorInvalidValue);
+}
+
 TEST_CASE("the fused residual add and norm match an add and then the norm, into fp32 and bf16") {
   auto cpu = make_cpu_backend();
   std::mt19937 rng(18);

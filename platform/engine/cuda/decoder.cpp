@@ -133,7 +133,12 @@ struct CudaDecoder::Impl {
   void linear(const void* xin, int64_t rows, int64_t in, const Weight& w, const Weight* b,
               int64_t out, bool out_in, float* y) {
     const float* bias = b != nullptr ? b->f32.ptr : nullptr;
-    if (options.bf16_weights) {
+    if (options.bf16_weights && out_in && rows <= cuda::kGemvRows && in % 8 == 0) {
+      // A few rows: a matrix-vector product that streams W once at the memory's pace.
+      check(cuda::gemv_bf16(w.bf16.ptr, static_cast<const uint16_t*>(xin), rows, out, in, bias, y,
+                            stream),
+            "gemv");
+    } else if (options.bf16_weights) {
       gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.bf16.ptr, 0.0f, y, CUDA_R_16BF, stream,
                 bias);
     } else {

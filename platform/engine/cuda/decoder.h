@@ -8,7 +8,8 @@
 // A layer is ten kernels: Llama's q, k, v projections are joined into one matrix and gate and
 // up into another (gpt2's c_attn is one already), one kernel takes the fused projection to q and
 // the caches (RoPE included), each residual add is done by the norm after it, and norms,
-// activations and attention write the bf16 operands of the next product directly.
+// activations and attention write the bf16 operands of the next product directly. Steps of up
+// to 8 rows take the bf16 matrix-vector kernel (gemv_bf16) for Linear weights.
 //
 // It computes what Model::forward_cached computes (checked against the CPU backend in
 // tests/engine/cuda_backend_test.cpp), for the same two families.

@@ -618,6 +618,48 @@ __global__ void swiglu_fused_kernel(const float* gate_up, int64_t rows, int64_t 
   }
 }
 
+// y[r, o] = dot(W[o, :], x[r, :]) (+ bias[o]) for a few rows r: a warp per output, its lanes
+// streaming the weight row in 16-byte loads, several in flight, and summing every row's product
+// as they go. Decoding at small batches reads each weight once; this keeps that read at the
+// memory's pace.
+template <int kRowsMax>
+__global__ void gemv_kernel(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t rows, int64_t n,
+                            int64_t k, const float* bias, float* y) {
+  constexpr int kUnroll = 4;
+  const int lane = threadIdx.x % kWarp;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (o >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + o * k);
+  const int64_t vecs = k / 8;
+  float acc[kRowsMax] = {};
+  for (int64_t base = 0; base < vecs; base += kWarp * kUnroll) {
+    uint4 wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kWarp + lane;
+      wv[u] = i < vecs ? wr[i] : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * kWarp + lane;
+      if (i >= vecs) break;
+      const __nv_bfloat16* wh = reinterpret_cast<const __nv_bfloat16*>(&wv[u]);
+      for (int r = 0; r < kRowsMax; ++r) {
+        if (r >= rows) break;
+        const uint4 xv = reinterpret_cast<const uint4*>(x + r * k)[i];
+        const __nv_bfloat16* xh = reinterpret_cast<const __nv_bfloat16*>(&xv);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[r] += __bfloat162float(wh[e]) * __bfloat162float(xh[e]);
+      }
+    }
+  }
+  for (int r = 0; r < kRowsMax; ++r) {
+    if (r >= rows) break;
+    const float total = warp_sum(acc[r]);
+    if (lane == 0) y[r * n + o] = total + (bias != nullptr ? bias[o] : 0.0f);
+  }
+}
+
 template <typename T>
 __global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, const float* k_cache,
                                         const float* v_cache, const int32_t* slot,
@@ -953,6 +995,19 @@ cudaError_t cached_attention_launch(const CachedAttentionDims& s, const float* q
   cached_attention_kernel<T>
       <<<grid_for(s.rows * s.heads, kAttentionWarps), kAttentionWarps * kWarp, 0, stream>>>(
           s, q, k_cache, v_cache, slot, position, out, scale);
+  return launched();
+}
+
+cudaError_t gemv_bf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t n, int64_t k,
+                      const float* bias, float* y, cudaStream_t stream) {
+  if (rows < 1 || rows > kGemvRows || k % 8 != 0 || reinterpret_cast<uintptr_t>(w) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr int kWarpsPerBlock = 8;
+  gemv_kernel<kGemvRows><<<grid_for(n, kWarpsPerBlock), kWarpsPerBlock * kWarp, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(w), reinterpret_cast<const __nv_bfloat16*>(x), rows, n,
+      k, bias, y);
   return launched();
 }
 

@@ -120,6 +120,13 @@ cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float*
 cudaError_t qkv_to_cache(const CachedAttentionDims& s, const float* qkv, const int32_t* slot,
                          const int32_t* position, float theta, float* q_out, float* k_cache,
                          float* v_cache, cudaStream_t stream);
+// y[rows, n] = x[rows, k] W^T (+ bias) for W [n, k] and x in bf16, y fp32, rows up to
+// kGemvRows: a decode step's products at small batches, bound by reading W once. k must be a
+// multiple of 8 and W and x 16-byte aligned (cudaErrorInvalidValue otherwise).
+constexpr int64_t kGemvRows = 8;
+cudaError_t gemv_bf16(const uint16_t* w, const uint16_t* x, int64_t rows, int64_t n, int64_t k,
+                      const float* bias, float* y, cudaStream_t stream);
+
 // SwiGLU on a fused [rows, 2 f] gate|up projection: out[r, i] = silu(gu[r, i]) * gu[r, f + i].
 cudaError_t swiglu_fused(const float* gate_up, int64_t rows, int64_t f, float* out,
                          cudaStream_t stream);
