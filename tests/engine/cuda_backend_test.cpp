@@ -502,6 +502,19 @@ TEST_CASE(
       std::copy_n(got.data() + r * 3 * w + p * w, w, column.data() + r * w);
     check_close(p == 0 ? "fused dq" : p == 1 ? "fused dk" : "fused dv", column, *want[p], 3e-2);
   }
+  // From a bf16 output into a bf16 gradient, as bf16 training runs it.
+  uint16_t* out16 = dev.halves(Tensor({rows, w}));
+  REQUIRE(cuda::flash_attention(d, fused, fused + w, fused + 2 * w, out16, lse, nullptr, strides) ==
+          cudaSuccess);
+  uint16_t* dqkv16 = dev.halves(Tensor({rows, 3 * w}));
+  REQUIRE(cuda::flash_attention_backward(d, dev.floats(g), out16, fused, fused + w, fused + 2 * w,
+                                         lse, dev.halves(g), dev.zeros(batch * heads * len), dqkv16,
+                                         dqkv16 + w, dqkv16 + 2 * w, nullptr,
+                                         strides) == cudaSuccess);
+  float* widened = dev.zeros(rows * 3 * w);
+  REQUIRE(cuda::from_bf16(dqkv16, rows * 3 * w, widened, nullptr) == cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  check_close("fused gradient in bf16", DeviceTensors::host(widened, {rows, 3 * w}), got, 3e-2);
 }
 
 TEST_CASE("the fused AdamW kernel updates weights as the CPU optimizer does") {

@@ -100,10 +100,16 @@ __device__ void probs_times_tile(const bf16* p, const bf16* b, FragC* acc) {
   }
 }
 
-// Writes a warp's [16][HD] accumulators to rows row0.. of a [rows, width] fp32 matrix at col0,
-// through `stage` (16 x Ld::kAcc floats of shared memory); rows past the end are skipped.
-template <int HD>
-__device__ void store_rows(const FragC* acc, float* stage, float* dst, int64_t row0, int64_t rows,
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(bf16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Writes a warp's [16][HD] accumulators to rows row0.. of a [rows, width] matrix (fp32 or
+// bf16) at col0, through `stage` (16 x Ld::kAcc floats of shared memory); rows past the end are
+// skipped.
+template <int HD, typename G>
+__device__ void store_rows(const FragC* acc, float* stage, G* dst, int64_t row0, int64_t rows,
                            int64_t width, int64_t col0) {
   for (int n0 = 0; n0 < HD; n0 += 16) {
     wmma::store_matrix_sync(stage + n0, acc[n0 / 16], Ld<HD>::kAcc, wmma::mem_row_major);
@@ -112,7 +118,7 @@ __device__ void store_rows(const FragC* acc, float* stage, float* dst, int64_t r
   const int lane = threadIdx.x % 32;
   for (int i = lane; i < kRows * HD; i += 32) {
     const int r = i / HD, c = i % HD;
-    if (row0 + r < rows) dst[(row0 + r) * width + col0 + c] = stage[r * Ld<HD>::kAcc + c];
+    if (row0 + r < rows) put(dst + (row0 + r) * width + col0 + c, stage[r * Ld<HD>::kAcc + c]);
   }
   __syncwarp();
 }
@@ -124,11 +130,6 @@ size_t forward_smem() {
          round128(kWarps * kRows * Ld<HD>::kProb * sizeof(bf16)) +
          round128(kWarps * kRows * Ld<HD>::kAcc * sizeof(float));
 }
-
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(bf16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void put(float* p, float v) { *p = v; }
-__device__ __forceinline__ void put(bf16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // grid (query blocks, heads, batch); out fp32 or bf16.
 template <int HD, typename Out>
@@ -251,11 +252,10 @@ size_t backward_smem() {
 
 // dq for a block of 64 queries: over the key blocks it sees, P = exp(q k^T * scale - lse),
 // dP = dout v^T, dS = P (dP - delta) scale, dq += dS k. grid (query blocks, heads, batch).
-template <int HD>
+template <int HD, typename G>
 __global__ void __launch_bounds__(kThreads)
     flash_dq_kernel(AttentionDims s, FlashStrides st, const bf16* q, const bf16* k, const bf16* v,
-                    const bf16* dout, const float* lse, const float* delta, float* dq,
-                    float scale) {
+                    const bf16* dout, const float* lse, const float* delta, G* dq, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
   Carver carve{smem};
@@ -307,18 +307,18 @@ __global__ void __launch_bounds__(kThreads)
     probs_times_tile<HD>(ds, ks, acc);
   }
   __syncthreads();  // the scores are free: stage the result there
-  store_rows<HD>(acc, scores + warp * kRows * L::kAcc, dq + b * s.q_len * st.dq, q0 + warp * kRows,
-                 s.q_len, st.dq, h * HD);
+  store_rows<HD, G>(acc, scores + warp * kRows * L::kAcc, dq + b * s.q_len * st.dq,
+                    q0 + warp * kRows, s.q_len, st.dq, h * HD);
 }
 
 // dk and dv for a block of 64 keys of one kv head, summed over the query heads that read it and
 // the query blocks that see it: P^T = exp(k q^T * scale - lse), dv += P^T dout,
 // dP^T = v dout^T, dS^T = P^T (dP^T - delta) scale, dk += dS^T q. grid (key blocks, kv heads,
 // batch).
-template <int HD>
+template <int HD, typename G>
 __global__ void __launch_bounds__(kThreads)
     flash_dkv_kernel(AttentionDims s, FlashStrides st, const bf16* q, const bf16* k, const bf16* v,
-                     const bf16* dout, const float* lse, const float* delta, float* dk, float* dv,
+                     const bf16* dout, const float* lse, const float* delta, G* dk, G* dv,
                      float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   using L = Ld<HD>;
@@ -385,10 +385,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   float* stage = scores + warp * kRows * L::kAcc;
-  store_rows<HD>(acc_k, stage, dk + b * s.kv_len * st.dkv, k0 + warp * kRows, s.kv_len, st.dkv,
-                 hk * HD);
-  store_rows<HD>(acc_v, stage, dv + b * s.kv_len * st.dkv, k0 + warp * kRows, s.kv_len, st.dkv,
-                 hk * HD);
+  store_rows<HD, G>(acc_k, stage, dk + b * s.kv_len * st.dkv, k0 + warp * kRows, s.kv_len, st.dkv,
+                    hk * HD);
+  store_rows<HD, G>(acc_v, stage, dv + b * s.kv_len * st.dkv, k0 + warp * kRows, s.kv_len, st.dkv,
+                    hk * HD);
 }
 
 cudaError_t launched() { return cudaGetLastError(); }
@@ -442,13 +442,13 @@ cudaError_t forward_any(const AttentionDims& s, const uint16_t* q, const uint16_
   }
 }
 
-template <int HD>
+template <int HD, typename G>
 cudaError_t backward(const AttentionDims& s, const FlashStrides& st, const bf16* q, const bf16* k,
-                     const bf16* v, const bf16* dout, const float* lse, const float* delta,
-                     float* dq, float* dk, float* dv, cudaStream_t stream) {
+                     const bf16* v, const bf16* dout, const float* lse, const float* delta, G* dq,
+                     G* dk, G* dv, cudaStream_t stream) {
   const size_t smem = backward_smem<HD>();
-  for (const void* fn : {reinterpret_cast<const void*>(flash_dq_kernel<HD>),
-                         reinterpret_cast<const void*>(flash_dkv_kernel<HD>)}) {
+  for (const void* fn : {reinterpret_cast<const void*>(flash_dq_kernel<HD, G>),
+                         reinterpret_cast<const void*>(flash_dkv_kernel<HD, G>)}) {
     if (cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem));
         e != cudaSuccess) {
@@ -458,12 +458,12 @@ cudaError_t backward(const AttentionDims& s, const FlashStrides& st, const bf16*
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   const dim3 dq_grid(blocks_of(s.q_len), static_cast<unsigned>(s.heads),
                      static_cast<unsigned>(s.batch));
-  flash_dq_kernel<HD>
+  flash_dq_kernel<HD, G>
       <<<dq_grid, kThreads, smem, stream>>>(s, st, q, k, v, dout, lse, delta, dq, scale);
   if (cudaError_t e = launched(); e != cudaSuccess) return e;
   const dim3 kv_grid(blocks_of(s.kv_len), static_cast<unsigned>(s.kv_heads),
                      static_cast<unsigned>(s.batch));
-  flash_dkv_kernel<HD>
+  flash_dkv_kernel<HD, G>
       <<<kv_grid, kThreads, smem, stream>>>(s, st, q, k, v, dout, lse, delta, dk, dv, scale);
   return launched();
 }
@@ -488,10 +488,10 @@ cudaError_t flash_attention(const AttentionDims& s, const uint16_t* q, const uin
 
 namespace {
 
-template <typename Out>
+template <typename Out, typename G>
 cudaError_t backward_any(const AttentionDims& s, const float* dout, const Out* out,
                          const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse,
-                         uint16_t* dout_bf16, float* delta, float* dq, float* dk, float* dv,
+                         uint16_t* dout_bf16, float* delta, G* dq, G* dk, G* dv,
                          FlashStrides strides, cudaStream_t stream) {
   if (s.batch == 0 || s.q_len == 0) return cudaSuccess;
   const int64_t n = s.batch * s.q_len * s.heads * s.head_dim;
@@ -534,6 +534,16 @@ cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, 
                                      const FlashStrides& strides) {
   return backward_any(s, dout, reinterpret_cast<const bf16*>(out), q, k, v, lse, dout_bf16, delta,
                       dq, dk, dv, strides, stream);
+}
+
+cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const uint16_t* out,
+                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                     const float* lse, uint16_t* dout_bf16, float* delta,
+                                     uint16_t* dq, uint16_t* dk, uint16_t* dv, cudaStream_t stream,
+                                     const FlashStrides& strides) {
+  return backward_any(s, dout, reinterpret_cast<const bf16*>(out), q, k, v, lse, dout_bf16, delta,
+                      reinterpret_cast<bf16*>(dq), reinterpret_cast<bf16*>(dk),
+                      reinterpret_cast<bf16*>(dv), strides, stream);
 }
 
 }  // namespace mh::engine::cuda

@@ -53,5 +53,12 @@ cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, 
                                      const float* lse, uint16_t* dout_bf16, float* delta, float* dq,
                                      float* dk, float* dv, cudaStream_t stream,
                                      const FlashStrides& strides = {});
+// The same writing bf16 gradients, when a product is all that reads them (gpt2's fused
+// projection's gradient in bf16 training).
+cudaError_t flash_attention_backward(const AttentionDims& s, const float* dout, const uint16_t* out,
+                                     const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                     const float* lse, uint16_t* dout_bf16, float* delta,
+                                     uint16_t* dq, uint16_t* dk, uint16_t* dv, cudaStream_t stream,
+                                     const FlashStrides& strides = {});
 
 }  // namespace mh::engine::cuda

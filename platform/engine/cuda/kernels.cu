@@ -239,12 +239,13 @@ __global__ void gelu_kernel(const float* x, int64_t n, T* out) {
   }
 }
 
-__global__ void gelu_backward_kernel(const float* dout, const float* x, int64_t n, float* dx) {
+template <typename T>
+__global__ void gelu_backward_kernel(const float* dout, const float* x, int64_t n, T* dx) {
   MH_FOR_EACH(i, n) {
     const float v = x[i];
     const float t = tanhf(kGeluC * (v + 0.044715f * v * v * v));
     const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
-    dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+    dx[i] = narrow<T>(dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du));
   }
 }
 
@@ -256,13 +257,14 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, T* 
   }
 }
 
+template <typename T>
 __global__ void swiglu_backward_kernel(const float* dout, const float* gate, const float* up,
-                                       int64_t n, float* dgate, float* dup) {
+                                       int64_t n, T* dgate, T* dup) {
   MH_FOR_EACH(i, n) {
     const float g = gate[i];
     const float sig = 1.0f / (1.0f + expf(-g));
-    dup[i] = dout[i] * g * sig;
-    dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+    dup[i] = narrow<T>(dout[i] * g * sig);
+    dgate[i] = narrow<T>(dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig)));
   }
 }
 
@@ -297,14 +299,15 @@ __global__ void add_bias_kernel(float* x, const float* bias, int64_t rows, int64
   MH_FOR_EACH(i, rows * cols) { x[i] += bias[i % cols]; }
 }
 
-// dbias[c] += sum_r dout[r, c], in norm_dw_kernel's order.
-__global__ void column_sum_kernel(const float* dout, int64_t rows, int64_t cols, float* dbias) {
+// dbias[c] += sum_r dout[r, c], in norm_dw_kernel's order; dout fp32 or bf16.
+template <typename T>
+__global__ void column_sum_kernel(const T* dout, int64_t rows, int64_t cols, float* dbias) {
   __shared__ float part[kColumnWarps][kWarp];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kWarp + lane;
   float s = 0;
   if (c < cols) {
-    for (int64_t r = warp; r < rows; r += kColumnWarps) s += dout[r * cols + c];
+    for (int64_t r = warp; r < rows; r += kColumnWarps) s += widen(dout[r * cols + c]);
   }
   part[warp][lane] = s;
   __syncthreads();
@@ -829,7 +832,14 @@ cudaError_t gelu(const float* x, int64_t n, uint16_t* out, cudaStream_t stream) 
 
 cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, float* dx,
                           cudaStream_t stream) {
-  gelu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, x, n, dx);
+  gelu_backward_kernel<float><<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, x, n, dx);
+  return launched();
+}
+
+cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, uint16_t* dx,
+                          cudaStream_t stream) {
+  gelu_backward_kernel<__nv_bfloat16><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      dout, x, n, reinterpret_cast<__nv_bfloat16*>(dx));
   return launched();
 }
 
@@ -847,8 +857,16 @@ cudaError_t swiglu(const float* gate, const float* up, int64_t n, uint16_t* out,
 
 cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
                             float* dgate, float* dup, cudaStream_t stream) {
-  swiglu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, gate, up, n, dgate,
-                                                                         dup);
+  swiglu_backward_kernel<float>
+      <<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, gate, up, n, dgate, dup);
+  return launched();
+}
+
+cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
+                            uint16_t* dgate, uint16_t* dup, cudaStream_t stream) {
+  swiglu_backward_kernel<__nv_bfloat16><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      dout, gate, up, n, reinterpret_cast<__nv_bfloat16*>(dgate),
+      reinterpret_cast<__nv_bfloat16*>(dup));
   return launched();
 }
 
@@ -918,8 +936,15 @@ cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cu
 
 cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* dbias,
                           cudaStream_t stream) {
-  column_sum_kernel<<<column_blocks(cols), kColumnWarps * kWarp, 0, stream>>>(dout, rows, cols,
-                                                                              dbias);
+  column_sum_kernel<float>
+      <<<column_blocks(cols), kColumnWarps * kWarp, 0, stream>>>(dout, rows, cols, dbias);
+  return launched();
+}
+
+cudaError_t bias_backward(const uint16_t* dout, int64_t rows, int64_t cols, float* dbias,
+                          cudaStream_t stream) {
+  column_sum_kernel<__nv_bfloat16><<<column_blocks(cols), kColumnWarps * kWarp, 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(dout), rows, cols, dbias);
   return launched();
 }
 

@@ -46,11 +46,16 @@ cudaError_t gelu(const float* x, int64_t n, float* out, cudaStream_t stream);
 cudaError_t gelu(const float* x, int64_t n, uint16_t* out, cudaStream_t stream);
 cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, float* dx,
                           cudaStream_t stream);
+// The same writing a bf16 gradient, for the product it feeds (bf16 training).
+cudaError_t gelu_backward(const float* dout, const float* x, int64_t n, uint16_t* dx,
+                          cudaStream_t stream);
 cudaError_t swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t swiglu(const float* gate, const float* up, int64_t n, uint16_t* out,
                    cudaStream_t stream);
 cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
                             float* dgate, float* dup, cudaStream_t stream);
+cudaError_t swiglu_backward(const float* dout, const float* gate, const float* up, int64_t n,
+                            uint16_t* dgate, uint16_t* dup, cudaStream_t stream);
 
 // out[i] = table[ids[i]] (ids already checked against the table's rows).
 cudaError_t embedding(const float* table, const int32_t* ids, int64_t n, int64_t cols, float* out,
@@ -83,6 +88,8 @@ cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStrea
 cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 // dbias += column sums of dout
 cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* dbias,
+                          cudaStream_t stream);
+cudaError_t bias_backward(const uint16_t* dout, int64_t rows, int64_t cols, float* dbias,
                           cudaStream_t stream);
 
 // In place, Hugging Face's Llama rotation; sign -1 applies the inverse (the backward pass).

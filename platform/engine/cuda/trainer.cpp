@@ -375,6 +375,11 @@ class CudaEngine final : public StepEngine {
     }
     for (auto* a : {&final_mean_, &final_rstd_, &row_loss_}) a->reserve(r);
     for (auto* a : {&dact_, &dh_, &dup_}) a->reserve(r * f);
+    if (options_.bf16) {
+      dh16_.reserve(r * f);
+      if (!gpt2()) dup16_.reserve(r * f);
+      if (gpt2() && flash()) dqkv16_.reserve(r * (qw + 2 * kw));
+    }
     qkv_.reserve(r * (qw + 2 * kw));
     for (auto* a : {&datt_, &dq_}) a->reserve(r * qw);
     for (auto* a : {&dk_, &dv_}) a->reserve(r * kw);
@@ -426,7 +431,8 @@ class CudaEngine final : public StepEngine {
     if (options_.profile != nullptr) mark("gemm (forward)");
   }
   // dW += ..., db += ..., dx = (or +=, with accumulate) dy W^T.
-  void linear_backward(const float* dy, In x, int64_t rows, int64_t in, int64_t out, size_t w,
+  // dy in fp32, or (bf16 runs) already in bf16 where the kernel that made it wrote it so.
+  void linear_backward(In dy, In x, int64_t rows, int64_t in, int64_t out, size_t w,
                        const size_t* b, float* dx, bool accumulate) {
     const void* dyh = operand(dy, rows * out, half_a_);
     const void* xh = operand(x, rows * in, half_b_);
@@ -437,7 +443,15 @@ class CudaEngine final : public StepEngine {
       mm(true, false, in, out, rows, xh, dyh, 1.0f, grad(w));
       mm(false, true, rows, in, out, dyh, weight_operand(w), accumulate ? 1.0f : 0.0f, dx);
     }
-    if (b != nullptr) check(cuda::bias_backward(dy, rows, out, grad(*b), stream_), "bias grad");
+    if (b != nullptr) {
+      check(dy.bf16 != nullptr ? cuda::bias_backward(dy.bf16, rows, out, grad(*b), stream_)
+                               : cuda::bias_backward(dy.f32, rows, out, grad(*b), stream_),
+            "bias grad");
+    }
+  }
+  void linear_backward(const float* dy, In x, int64_t rows, int64_t in, int64_t out, size_t w,
+                       const size_t* b, float* dx, bool accumulate) {
+    linear_backward(In{dy, nullptr}, x, rows, in, out, w, b, dx, accumulate);
   }
 
   template <typename T>
@@ -654,29 +668,47 @@ class CudaEngine final : public StepEngine {
       // dx is the gradient at the block's output; the MLP's branch first.
       if (g) {
         linear_backward(dx, in(s.act, s.acth), n, f, d, y.proj_w, &y.proj_b, dact_.ptr, false);
-        check(cuda::gelu_backward(dact_.ptr, s.h.ptr, n * f, dh_.ptr, stream_), "gelu backward");
-        linear_backward(dh_.ptr, n2, n, d, f, y.fc_w, &y.fc_b, dn_.ptr, false);
+        // bf16 runs: the gradient the fc product reads is written in bf16 as it is made.
+        In dh{dh_.ptr, nullptr};
+        if (options_.bf16) {
+          check(cuda::gelu_backward(dact_.ptr, s.h.ptr, n * f, dh16_.ptr, stream_),
+                "gelu backward");
+          dh = In{nullptr, dh16_.ptr};
+        } else {
+          check(cuda::gelu_backward(dact_.ptr, s.h.ptr, n * f, dh_.ptr, stream_), "gelu backward");
+        }
+        linear_backward(dh, n2, n, d, f, y.fc_w, &y.fc_b, dn_.ptr, false);
       } else {
         linear_backward(dx, in(s.act, s.acth), n, f, d, y.proj_w, nullptr, dact_.ptr, false);
-        check(
-            cuda::swiglu_backward(dact_.ptr, s.h.ptr, s.up.ptr, n * f, dh_.ptr, dup_.ptr, stream_),
-            "swiglu backward");
-        linear_backward(dh_.ptr, n2, n, d, f, y.gate, nullptr, dn_.ptr, false);
-        linear_backward(dup_.ptr, n2, n, d, f, y.up, nullptr, dn_.ptr, true);
+        In dgate{dh_.ptr, nullptr}, dup{dup_.ptr, nullptr};
+        if (options_.bf16) {
+          check(cuda::swiglu_backward(dact_.ptr, s.h.ptr, s.up.ptr, n * f, dh16_.ptr, dup16_.ptr,
+                                      stream_),
+                "swiglu backward");
+          dgate = In{nullptr, dh16_.ptr};
+          dup = In{nullptr, dup16_.ptr};
+        } else {
+          check(cuda::swiglu_backward(dact_.ptr, s.h.ptr, s.up.ptr, n * f, dh_.ptr, dup_.ptr,
+                                      stream_),
+                "swiglu backward");
+        }
+        linear_backward(dgate, n2, n, d, f, y.gate, nullptr, dn_.ptr, false);
+        linear_backward(dup, n2, n, d, f, y.up, nullptr, dn_.ptr, true);
       }
       norm_backward(dn_.ptr, s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.mean2.ptr, s.rstd2.ptr, dtmp_.ptr);
       check(cuda::add(dx, dtmp_.ptr, n * d, dx, stream_), "add");  // the gradient at x_mid
       linear_backward(dx, in(s.att, s.atth), n, qw, d, y.o_w, g ? &y.o_b : nullptr, datt_.ptr,
                       false);
       if (g && flash()) {
-        // The gradients go straight into their columns of the fused projection's.
-        float* dqkv = qkv_.ptr;
+        // The gradients go straight into their columns of the fused projection's gradient, in
+        // bf16: the qkv product (and its bias gradient) is all that reads them.
+        uint16_t* dqkv = dqkv16_.ptr;
         check(cuda::flash_attention_backward(dims(), datt_.ptr, s.atth.ptr, s.qkvh.ptr,
                                              s.qkvh.ptr + d, s.qkvh.ptr + 2 * d, s.lse.ptr,
                                              half_a_.ptr, delta_.ptr, dqkv, dqkv + d, dqkv + 2 * d,
                                              stream_, fused_strides()),
               "attention backward");
-        linear_backward(dqkv, n1, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
+        linear_backward(In{nullptr, dqkv}, n1, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
       } else {
         if (flash()) {
           check(cuda::flash_attention_backward(dims(), datt_.ptr, s.atth.ptr, s.qh.ptr, s.kh.ptr,
@@ -768,6 +800,7 @@ class CudaEngine final : public StepEngine {
   DeviceArray<uint16_t> final_outh_;  // the final norm's output in bf16 runs
   DeviceArray<float> tmp_, qkv_, dx_, dn_, dtmp_, dact_, dh_, dup_, datt_, dq_, dk_, dv_, delta_;
   DeviceArray<uint16_t> half_a_, half_b_, logits16_;
+  DeviceArray<uint16_t> dh16_, dup16_, dqkv16_;  // bf16 runs: gradients only products read
 };
 
 }  // namespace
