@@ -2,12 +2,13 @@
 // GPT-2 124M's training shapes (8 x 1024 tokens): the GEMMs through cuBLASLt (fp32 and bf16
 // operands), attention forward and backward, LayerNorm, and the fused AdamW over 124M
 // parameters. With --train-batch B, whole training steps of GPT-2 124M (context 1024, the
-// peer's padded vocabulary of 50304) on the device-resident trainer, fp32 and bf16: tokens/s and
-// MFU counted as torch_peer.py counts them. With --decode DIR, greedy decoding of a saved model
-// at batch 1 and 64, through the CUDA backend and through the device-resident decoder.
-// bench/gpu/run.sh runs it beside torch_peer.py. One JSON object per line.
-//   gpu_bench [--ops 0] [--train-batch 16] [--train-steps 5] [--decode DIR] [--decode-tokens 64]
-//             [--repeat 20]
+// peer's padded vocabulary of 50304) on the device-resident trainer in one --train-mode (fp32,
+// bf16, bf16-simt: bf16 with the fp32 attention kernels, or profile: a bf16 step's device time
+// by op): tokens/s and MFU counted as torch_peer.py counts them. With --decode DIR, greedy decoding
+// of a saved model at batch 1 and 64, through the CUDA backend and through the device-resident
+// decoder. bench/gpu/run.sh runs it beside torch_peer.py. One JSON object per line.
+//   gpu_bench [--ops 0] [--train-batch 16] [--train-mode bf16] [--train-steps 5] [--decode DIR]
+//             [--decode-tokens 64] [--repeat 20]
 #include <cuda_runtime.h>
 
 #include <chrono>
@@ -220,8 +221,12 @@ void run_ops(int repeat) {
 
 // Whole training steps of GPT-2 124M on the device-resident trainer: warm-up, then `steps`
 // timed, each a micro-batch of `batch` rows of 1024, the reduction (the gradient norm) and AdamW.
-int train(int64_t batch, int steps) {
+int train(int64_t batch, int steps, const std::string& mode) {
   constexpr double kPeakBf16 = 989e12;  // H100 SXM and H200 dense bf16, as torch_peer.py
+  if (mode != "fp32" && mode != "bf16" && mode != "bf16-simt" && mode != "profile") {
+    std::fprintf(stderr, "gpu_bench: --train-mode is fp32, bf16, bf16-simt or profile\n");
+    return 2;
+  }
   ModelConfig c =
       parse_model_config(R"({"model_type":"gpt2","vocab_size":50304,"n_embd":768,"n_layer":12,)"
                          R"("n_head":12,"n_positions":1024})")
@@ -240,84 +245,78 @@ int train(int64_t batch, int steps) {
   }
   const double flops_per_token = 6.0 * static_cast<double>(c.parameter_count()) +
                                  12.0 * static_cast<double>(c.layers * c.hidden * 1024);
-  for (bool bf16 : {false, true}) {
-    CudaTrainOptions o;
-    o.bf16 = bf16;
-    auto engine = make_cuda_engine(*model, tc, *one, o);
-    if (!engine.ok()) {
-      std::fprintf(stderr, "gpu_bench: %s\n", engine.status().message().c_str());
-      return 1;
-    }
-    auto step = [&] {
-      (*engine)->begin_step();
-      (*engine)->micro_batch(ids, targets, batch, 1024, n, true);
-      const auto r = (*engine)->reduce(false);
-      (*engine)->update(3e-4f, 1.0f);
-      return r;
-    };
-    step();
-    step();
-    need(cudaDeviceSynchronize(), "synchronize");
-    // One step in phases, each waited for: forward and backward, the reduction (the gradient
-    // norm, and the loss copied back), AdamW.
-    auto now = [] { return std::chrono::steady_clock::now(); };
-    auto ms_since = [&](std::chrono::steady_clock::time_point t) {
-      return std::chrono::duration<double, std::milli>(now() - t).count();
-    };
-    auto t = now();
-    (*engine)->begin_step();
-    (*engine)->micro_batch(ids, targets, batch, 1024, n, true);
-    need(cudaDeviceSynchronize(), "synchronize");
-    const double fwd_bwd = ms_since(t);
-    t = now();
-    (*engine)->reduce(false);
-    const double reduce = ms_since(t);
-    t = now();
-    (*engine)->update(3e-4f, 1.0f);
-    need(cudaDeviceSynchronize(), "synchronize");
-    const double update = ms_since(t);
-    std::printf(
-        "{\"impl\":\"macrohard %s\",\"op\":\"train_phases\",\"forward_backward_ms\":%.2f,"
-        "\"reduce_ms\":%.2f,\"adamw_ms\":%.2f}\n",
-        bf16 ? "bf16" : "fp32", fwd_bwd, reduce, update);
-    const auto t0 = std::chrono::steady_clock::now();
-    StepEngine::Reduced last;
-    for (int s = 0; s < steps; ++s) last = step();
-    need(cudaDeviceSynchronize(), "synchronize");
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tokens_per_s = static_cast<double>(n * steps) / seconds;
-    std::printf(
-        "{\"impl\":\"macrohard %s\",\"op\":\"train_gpt2_124m\",\"batch\":%lld,"
-        "\"context\":1024,\"parameters\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.0f,"
-        "\"mfu\":%.4f,\"loss\":%.4f}\n",
-        bf16 ? "bf16" : "fp32", static_cast<long long>(batch),
-        static_cast<long long>(c.parameter_count()), seconds * 1e3 / steps, tokens_per_s,
-        tokens_per_s * flops_per_token / kPeakBf16, static_cast<double>(last.loss));
-    std::fflush(stdout);
-  }
-  // Where a bf16 step's device time goes, op by op (an engine that marks its stream after each
-  // op: slower than the timed steps above, so these are shares, not the step's time).
   std::map<std::string, double> profile;
   CudaTrainOptions o;
-  o.bf16 = true;
-  o.profile = &profile;
+  o.bf16 = mode != "fp32";
+  o.flash_attention = mode != "bf16-simt";
+  if (mode == "profile") o.profile = &profile;
   auto engine = make_cuda_engine(*model, tc, *one, o);
-  if (!engine.ok()) return 1;
-  for (int s = 0; s < 2; ++s) {
-    if (s == 1) profile.clear();  // the first step allocates
+  if (!engine.ok()) {
+    std::fprintf(stderr, "gpu_bench: %s\n", engine.status().message().c_str());
+    return 1;
+  }
+  auto step = [&] {
     (*engine)->begin_step();
     (*engine)->micro_batch(ids, targets, batch, 1024, n, true);
-    (*engine)->reduce(false);
+    const auto r = (*engine)->reduce(false);
     (*engine)->update(3e-4f, 1.0f);
+    return r;
+  };
+  step();  // buffers and GEMM plans made
+  if (mode == "profile") {
+    // Where a bf16 step's device time goes, op by op (an engine that marks its stream after
+    // each op: slower than an unprofiled step, so these are shares, not the step's time).
+    profile.clear();
+    step();
+    (*engine)->begin_step();  // its first mark closes the last update's
+    (*engine)->reduce(false);
+    std::string ops;
+    for (const auto& [op, ms] : profile) {
+      ops += (ops.empty() ? "" : ",") + std::string("\"") + op + "\":" + std::to_string(ms);
+    }
+    std::printf("{\"impl\":\"macrohard bf16\",\"op\":\"train_profile\",\"ms\":{%s}}\n",
+                ops.c_str());
+    return 0;
   }
-  (*engine)->begin_step();  // its first mark closes the last update's
+  step();
+  need(cudaDeviceSynchronize(), "synchronize");
+  const std::string impl = "macrohard " + mode;
+  // One step in phases, each waited for: forward and backward, the reduction (the gradient
+  // norm, and the loss copied back), AdamW.
+  auto now = [] { return std::chrono::steady_clock::now(); };
+  auto ms_since = [&](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(now() - t).count();
+  };
+  auto t = now();
+  (*engine)->begin_step();
+  (*engine)->micro_batch(ids, targets, batch, 1024, n, true);
+  need(cudaDeviceSynchronize(), "synchronize");
+  const double fwd_bwd = ms_since(t);
+  t = now();
   (*engine)->reduce(false);
-  std::string ops;
-  for (const auto& [op, ms] : profile) {
-    ops += (ops.empty() ? "" : ",") + std::string("\"") + op + "\":" + std::to_string(ms);
-  }
-  std::printf("{\"impl\":\"macrohard bf16\",\"op\":\"train_profile\",\"ms\":{%s}}\n", ops.c_str());
+  const double reduce = ms_since(t);
+  t = now();
+  (*engine)->update(3e-4f, 1.0f);
+  need(cudaDeviceSynchronize(), "synchronize");
+  const double update = ms_since(t);
+  std::printf(
+      "{\"impl\":\"%s\",\"op\":\"train_phases\",\"forward_backward_ms\":%.2f,"
+      "\"reduce_ms\":%.2f,\"adamw_ms\":%.2f}\n",
+      impl.c_str(), fwd_bwd, reduce, update);
+  const auto t0 = now();
+  StepEngine::Reduced last;
+  for (int i = 0; i < steps; ++i) last = step();
+  need(cudaDeviceSynchronize(), "synchronize");
+  const double seconds = std::chrono::duration<double>(now() - t0).count();
+  const double tokens_per_s = static_cast<double>(n * steps) / seconds;
+  std::printf(
+      "{\"impl\":\"%s\",\"op\":\"train_gpt2_124m\",\"batch\":%lld,"
+      "\"context\":1024,\"parameters\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.0f,"
+      "\"mfu\":%.4f,\"loss\":%.4f}\n",
+      impl.c_str(), static_cast<long long>(batch), static_cast<long long>(c.parameter_count()),
+      seconds * 1e3 / steps, tokens_per_s, tokens_per_s * flops_per_token / kPeakBf16,
+      static_cast<double>(last.loss));
+  std::fflush(stdout);
   return 0;
 }
 
@@ -326,6 +325,7 @@ int train(int64_t batch, int steps) {
 int main(int argc, char** argv) {
   std::string decode_dir;
   int64_t decode_tokens = 64, train_batch = 0;
+  std::string train_mode = "bf16";
   int repeat = 20, train_steps = 5;
   bool ops = true;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -334,6 +334,8 @@ int main(int argc, char** argv) {
       ops = std::atoi(argv[i + 1]) != 0;
     } else if (a == "--train-batch") {
       train_batch = std::atoll(argv[i + 1]);
+    } else if (a == "--train-mode") {
+      train_mode = argv[i + 1];
     } else if (a == "--train-steps") {
       train_steps = std::atoi(argv[i + 1]);
     } else if (a == "--decode") {
@@ -352,7 +354,9 @@ int main(int argc, char** argv) {
   std::printf("{\"device\":\"%s\",\"sms\":%d,\"memory_gb\":%.1f}\n", prop.name,
               prop.multiProcessorCount, static_cast<double>(prop.totalGlobalMem) / 1e9);
 
-  if (train_batch > 0 && train(train_batch, train_steps) != 0) return 1;
+  if (train_batch > 0) {
+    if (const int rc = train(train_batch, train_steps, train_mode); rc != 0) return rc;
+  }
   if (ops) run_ops(repeat);
 
   // Greedy decoding of a saved model: through the CUDA backend (operands staged per op), and

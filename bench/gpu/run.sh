@@ -175,8 +175,12 @@ if [ "$mode" = bench ] || [ "$mode" = all ]; then
   PYTHONUNBUFFERED=1 timeout 180 $py bench/gpu/torch_peer.py ops | tee "$out/peer_ops.jsonl"
   step "training GPT-2 124M: PyTorch (torch.compile, bf16), then ours"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py train --batch 16 | tee "$out/peer_train.jsonl"
-  timeout 240 "$build/gpu_bench" --ops 0 --train-batch 16 --train-steps 5 \
-    | grep '"train_' | tee "$out/ours_train.jsonl"
+  # One process a configuration: a fault in one leaves the others' figures.
+  : >"$out/ours_train.jsonl"
+  for m in bf16 bf16-simt fp32 profile; do
+    timeout 180 "$build/gpu_bench" --ops 0 --train-batch 16 --train-mode $m --train-steps 5 |
+      grep '"train_' | tee -a "$out/ours_train.jsonl"
+  done
   step "decoding: transformers generate, then ours on the same weights"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py decode --save "$models" --tokens 64 \
     | tee "$out/peer_decode.jsonl"

@@ -289,7 +289,9 @@ class CudaEngine final : public StepEngine {
   int64_t q_width() const { return c_.heads * c_.head_dim; }
   int64_t kv_width() const { return c_.kv_heads * c_.head_dim; }
   // bf16 runs take the tensor-core attention where it has kernels for the head size.
-  bool flash() const { return options_.bf16 && cuda::flash_supported(c_.head_dim); }
+  bool flash() const {
+    return options_.bf16 && options_.flash_attention && cuda::flash_supported(c_.head_dim);
+  }
   bool half_weights(size_t i) const {
     return options_.bf16 && model_.parameters()[i].value.rank() == 2;
   }

@@ -30,6 +30,9 @@ namespace mh::engine {
 struct CudaTrainOptions {
   int device = 0;     // CUDA ordinal, after CUDA_VISIBLE_DEVICES
   bool bf16 = false;  // bf16 GEMM operands, fp32 sums, fp32 master weights
+  // bf16 runs: attention on the tensor-core kernels where they take the head size; false keeps
+  // the fp32 kernels (a reference to measure them against).
+  bool flash_attention = true;
   // When set, each step adds the device time of each kind of op (milliseconds, by the name the
   // engine gives it: "layernorm", "gemm (forward)", "attention backward", ...) into the map:
   // what bench/gpu reports. It marks the stream after every op, so leave it off to train.
