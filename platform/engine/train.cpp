@@ -219,6 +219,11 @@ class HostEngine final : public StepEngine {
     return r;
   }
 
+  float loss(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, int64_t batch,
+             int64_t seq_len, int64_t denominator) override {
+    return model_.forward(ids, batch, seq_len, targets, denominator);
+  }
+
   void update(float lr, float grad_scale) override {
     adam_.step(model_.parameters(), sum_, lr, grad_scale);
   }
@@ -302,8 +307,12 @@ void Trainer::next_rows(std::vector<int64_t>& rows) {
   }
 }
 
-double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64_t batch,
-                       int64_t max_rows) {
+namespace {
+
+// The evaluation loop: `loss` runs a batch's rows and returns its summed loss over `n`.
+double mean_loss(const Dataset& data, int64_t seq_len, int64_t batch, int64_t max_rows,
+                 const std::function<float(const std::vector<int32_t>&, const std::vector<int32_t>&,
+                                           int64_t, int64_t)>& loss) {
   const int64_t rows = std::min(data.rows(seq_len), max_rows);
   double total = 0;
   int64_t counted = 0;
@@ -315,10 +324,28 @@ double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64
         std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; }));
     if (n == 0) continue;
     // With denominator n the loss comes back summed over the batch's targets, divided by n.
-    total += static_cast<double>(model.forward(ids, b, seq_len, targets, n)) * n;
+    total += static_cast<double>(loss(ids, targets, b, n)) * static_cast<double>(n);
     counted += n;
   }
   return counted > 0 ? total / static_cast<double>(counted) : 0.0;
+}
+
+}  // namespace
+
+double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64_t batch,
+                       int64_t max_rows) {
+  return mean_loss(data, seq_len, batch, max_rows,
+                   [&](const auto& ids, const auto& targets, int64_t b, int64_t n) {
+                     return model.forward(ids, b, seq_len, targets, n);
+                   });
+}
+
+double evaluation_loss(StepEngine& engine, const Dataset& data, int64_t seq_len, int64_t batch,
+                       int64_t max_rows) {
+  return mean_loss(data, seq_len, batch, max_rows,
+                   [&](const auto& ids, const auto& targets, int64_t b, int64_t n) {
+                     return engine.loss(ids, targets, b, seq_len, n);
+                   });
 }
 
 StepResult Trainer::step(bool want_stop) {

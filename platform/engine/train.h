@@ -94,6 +94,10 @@ class StepEngine {
     bool stop = false;   // some rank wants to stop
   };
   virtual Reduced reduce(bool want_stop) = 0;
+  // The loss of `batch` rows (summed over their targets, over `denominator`) on the current
+  // weights, leaving the step's sum and the weights alone: a validation loss, between steps.
+  virtual float loss(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
+                     int64_t batch, int64_t seq_len, int64_t denominator) = 0;
   // One AdamW update from the summed gradient times grad_scale.
   virtual void update(float lr, float grad_scale) = 0;
   // Makes the model's parameter values and exp_avg() / exp_avg_sq() current in host memory.
@@ -125,6 +129,9 @@ struct StepResult {
 // model's gradients dirty (training zeroes them before each step).
 double evaluation_loss(Model& model, const Dataset& data, int64_t seq_len, int64_t batch,
                        int64_t max_rows);
+// The same on an engine's weights (a device engine computes it on the device).
+double evaluation_loss(StepEngine& engine, const Dataset& data, int64_t seq_len, int64_t batch,
+                       int64_t max_rows);
 
 class Trainer {
  public:
@@ -143,6 +150,11 @@ class Trainer {
   const StepEngine& engine() const { return *engine_; }
   // Makes the model's weights those the training reached (a device engine keeps its own).
   void sync_model() { engine_->sync_to_host(); }
+  // The mean loss over the target tokens of `data`'s first `max_rows` rows on the weights the
+  // training reached, batch_size rows at a time, on the trainer's engine (between steps).
+  double validation_loss(const Dataset& data, int64_t max_rows) {
+    return evaluation_loss(*engine_, data, config_.seq_len, config_.batch_size, max_rows);
+  }
 
   // A checkpoint is a directory: config.json + model.safetensors (a loadable model),
   // optimizer.safetensors (AdamW moments) and trainer_state.json (step, data position, RNG).

@@ -388,13 +388,6 @@ int main(int argc, char** argv) {
                                           validation_file, validation->tokens(), tc.seq_len)));
       }
     }
-    // The validation loss over at most 64 rows, as JSON (",\"valid_loss\":…") for an event.
-    auto valid_loss = [&]() -> std::string {
-      if (!validation) return "";
-      const double loss = evaluation_loss(*model, *validation, tc.seq_len, tc.batch_size, 64);
-      std::printf("validation loss %.4f\n", loss);
-      return fmt::format(R"(,"valid_loss":{:.6g})", loss);
-    };
     std::unique_ptr<Collective> group = need(worker::data_parallel(
         group_options ? need(connect_process_group(*group_options)) : make_single_rank(), compute));
     const bool rank0 = group->rank() == 0;
@@ -402,6 +395,14 @@ int main(int argc, char** argv) {
                     need(worker::make_step_engine(compute, *model, tc, *group)));
     std::printf("training on %s%s\n", backend().name(),
                 compute.cuda ? " (weights, gradients and moments on the device)" : "");
+    // The validation loss over at most 64 rows, on the trainer's engine, as JSON
+    // (",\"valid_loss\":…") for an event.
+    auto valid_loss = [&]() -> std::string {
+      if (!validation) return "";
+      const double loss = trainer.validation_loss(*validation, 64);
+      std::printf("validation loss %.4f\n", loss);
+      return fmt::format(R"(,"valid_loss":{:.6g})", loss);
+    };
     if (world > 1) {
       std::printf("rank %d of %d: joined the group; %lld rows per micro-batch, %lld per step\n",
                   group->rank(), world, static_cast<long long>(tc.batch_size),

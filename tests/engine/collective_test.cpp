@@ -142,8 +142,8 @@ TEST_CASE("a connection without the job's token cannot join, and the group still
 
 TEST_CASE("a connection that never greets does not hold up the group") {
   const uint16_t port = free_port();
-  auto root = std::async(std::launch::async,
-                         [=] { return connect_process_group(options(0, 2, port)); });
+  auto root =
+      std::async(std::launch::async, [=] { return connect_process_group(options(0, 2, port)); });
   // A silent client connects first and says nothing.
   const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

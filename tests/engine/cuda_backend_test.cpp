@@ -738,8 +738,8 @@ TEST_CASE("the device-resident trainer takes the host engine's steps, in fp32 an
 }
 
 TEST_CASE(
-    "a device engine's checkpoint resumes on the device and on the host, and bad ids "
-    "change nothing") {
+    "a device engine's checkpoint resumes on the device and on the host, its validation loss is "
+    "the host's, and bad ids change nothing") {
   const Tokenizer tok = small_tokenizer();
   auto data = Dataset::from_jsonl_text(kText, tok);
   REQUIRE(data.ok());
@@ -751,6 +751,12 @@ TEST_CASE(
   REQUIRE(straight.device->save_checkpoint(dir).ok());
   std::vector<StepResult> rest;
   for (int s = 5; s < 10; ++s) rest.push_back(straight.device->step());
+  // The validation loss on the device is the host's on the same weights.
+  straight.device->sync_model();
+  CHECK(straight.device->validation_loss(*data, 8) ==
+        doctest::Approx(
+            evaluation_loss(*straight.device_model, *data, config.seq_len, config.batch_size, 8))
+            .epsilon(1e-4));
   EnginePair resumed(tiny(Family::kLlama), *data, config, false);
   REQUIRE(resumed.device->load_checkpoint(dir).ok());
   REQUIRE(resumed.host->load_checkpoint(dir).ok());

@@ -315,6 +315,13 @@ TEST_CASE(
   CHECK(one > 0);
   // Fewer rows than asked for: all of them.
   CHECK(evaluation_loss(*model, *d, seq, 2, 1'000'000) > 0);
+  // A trainer's validation loss is the same, on its engine, batch_size rows at a time.
+  TrainConfig tc;
+  tc.batch_size = 2;
+  tc.seq_len = seq;
+  auto single = make_single_rank();
+  Trainer trainer(*model, *d, tc, *single);
+  CHECK(trainer.validation_loss(*d, rows) == evaluation_loss(*model, *d, seq, 2, rows));
 
   auto texts = jsonl_texts(kJsonl);
   REQUIRE(texts.ok());

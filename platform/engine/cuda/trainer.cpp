@@ -101,8 +101,8 @@ class CudaEngine final : public StepEngine {
     upload_weights();
     for (int64_t l = 0; l <= c_.layers; ++l) x_.push_back(std::make_unique<DeviceArray<float>>());
     for (int64_t l = 0; l < c_.layers; ++l) saved_.push_back(std::make_unique<Saved>());
-    sums_.reserve(2 + cuda::kSumBlocks);
-    host_sums_.reserve(2);
+    sums_.reserve(kPartial + cuda::kSumBlocks);
+    host_sums_.reserve(3);
     check(cudaStreamSynchronize(stream_), "synchronize");
     return {};
   }
@@ -125,6 +125,26 @@ class CudaEngine final : public StepEngine {
 
   void micro_batch(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
                    int64_t batch, int64_t seq_len, int64_t denominator, bool last) override {
+    prepare(ids, targets, batch, seq_len);
+    forward(std::max<int64_t>(1, denominator), sums_.ptr, true);
+    backward(last && comm_.world() > 1 && nccl_ != nullptr);
+  }
+
+  float loss(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, int64_t batch,
+             int64_t seq_len, int64_t denominator) override {
+    prepare(ids, targets, batch, seq_len);
+    double* sum = sums_.ptr + 2;
+    check(cudaMemsetAsync(sum, 0, sizeof(double), stream_), "memset");
+    forward(std::max<int64_t>(1, denominator), sum, false);
+    check(cudaMemcpyAsync(host_sums_.ptr + 2, sum, sizeof(double), cudaMemcpyDeviceToHost, stream_),
+          "loss to host");
+    check(cudaStreamSynchronize(stream_), "synchronize");
+    return static_cast<float>(host_sums_.ptr[2]);
+  }
+
+  // Checks a micro-batch's ids and targets (nothing runs when they are bad) and uploads them.
+  void prepare(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, int64_t batch,
+               int64_t seq_len) {
     const int64_t n = batch * seq_len;
     if (batch < 1 || seq_len < 1 || static_cast<int64_t>(ids.size()) != n ||
         targets.size() != ids.size()) {
@@ -177,8 +197,6 @@ class CudaEngine final : public StepEngine {
     put_groups(by_position, position_groups_);
     check(cudaMemcpyAsync(ints_.ptr, host, at * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
           "inputs to device");
-    forward(std::max<int64_t>(1, denominator));
-    backward(last && comm_.world() > 1 && nccl_ != nullptr);
   }
 
   Reduced reduce(bool want_stop) override {
@@ -199,8 +217,8 @@ class CudaEngine final : public StepEngine {
               "gradients to device");
       }
     }
-    check(cuda::sum(g_.ptr, static_cast<int64_t>(total_), true, 1.0, sums_.ptr + 2, sums_.ptr + 1,
-                    stream_),
+    check(cuda::sum(g_.ptr, static_cast<int64_t>(total_), true, 1.0, sums_.ptr + kPartial,
+                    sums_.ptr + 1, stream_),
           "gradient norm");
     check(cudaMemcpyAsync(host_sums_.ptr, sums_.ptr, 2 * sizeof(double), cudaMemcpyDeviceToHost,
                           stream_),
@@ -500,7 +518,9 @@ class CudaEngine final : public StepEngine {
   const int32_t* targets() const { return ints_.ptr + batch_ * seq_len_; }
   const int32_t* positions() const { return ints_.ptr + 2 * batch_ * seq_len_; }
 
-  void forward(int64_t denominator) {
+  // The forward pass of the prepared micro-batch, its loss added into *loss_sum; with
+  // `gradients` the classifier's gradient goes into the head's and into dfinal_ for backward().
+  void forward(int64_t denominator, double* loss_sum, bool gradients) {
     const int64_t n = batch_ * seq_len_, d = c_.hidden, qw = q_width(), kw = kv_width();
     const bool g = gpt2();
     float* x0 = x_[0]->ptr;
@@ -596,18 +616,22 @@ class CudaEngine final : public StepEngine {
         check(cuda::cross_entropy_bf16(logits, targets() + begin, m, vocab, inv,
                                        row_loss_.ptr + begin, logits, stream_),
               "cross-entropy");
-        mm(true, false, vocab, d, m, logits, xh, 1.0f, grad(head));  // dW[V, d] += dz^T x
-        mm(false, false, m, d, vocab, logits, weight_operand(head), 0.0f, dxin);  // dx = dz W
+        if (gradients) {
+          mm(true, false, vocab, d, m, logits, xh, 1.0f, grad(head));  // dW[V, d] += dz^T x
+          mm(false, false, m, d, vocab, logits, weight_operand(head), 0.0f, dxin);  // dx = dz W
+        }
       } else {
         linear(xin, m, d, layout_.head, nullptr, vocab, logits_.ptr);
         check(cuda::cross_entropy(logits_.ptr, targets() + begin, m, vocab, inv,
                                   row_loss_.ptr + begin, logits_.ptr, stream_),
               "cross-entropy");
-        linear_backward(logits_.ptr, xin, m, d, vocab, layout_.head, nullptr, dxin, false);
+        if (gradients) {
+          linear_backward(logits_.ptr, xin, m, d, vocab, layout_.head, nullptr, dxin, false);
+        }
       }
     }
-    check(cuda::sum(row_loss_.ptr, n, false, 1.0 / static_cast<double>(denominator), sums_.ptr + 2,
-                    sums_.ptr, stream_),
+    check(cuda::sum(row_loss_.ptr, n, false, 1.0 / static_cast<double>(denominator),
+                    sums_.ptr + kPartial, loss_sum, stream_),
           "loss");
   }
 
@@ -783,7 +807,9 @@ class CudaEngine final : public StepEngine {
   int64_t adam_steps_ = 0;
   std::vector<Tensor> m_host_, v_host_;
 
-  // [0] the step's loss, [1] its gradient's squared norm, then the sums' scratch.
+  // [0] the step's loss, [1] its gradient's squared norm, [2] a validation batch's loss, then
+  // the sums' scratch.
+  static constexpr int kPartial = 3;
   DeviceArray<double> sums_;
   PinnedArray<double> host_sums_;
 
