@@ -9,7 +9,11 @@
 // them while the pass goes on to the blocks before it. The loss is summed
 // over the global batch's target tokens and divided by their count, so a step's gradient does not
 // depend on how the batch was split: one rank with two micro-batches and two ranks with one each
-// give bit-identical weights.
+// give bit-identical weights (on the host engine; a device engine sums in its own fixed order,
+// to rounding of the same).
+//
+// The arithmetic runs on a StepEngine: the host engine (the model's backend, the description
+// above), or a device engine that keeps the whole training state on a GPU (cuda/trainer.h).
 #pragma once
 
 #include <cstdint>
