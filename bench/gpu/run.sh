@@ -162,6 +162,7 @@ if [ "$mode" = check ] || [ "$mode" = all ]; then
   if [ -x "$build/engine_gpu_tests" ]; then
     step "GPU tests"
     run_cases "$build/engine_gpu_tests" "$out/gpu_tests.log"
+    grep -h -o "cuBLASLt GELU: .*" "$out/gpu_tests.log" | head -1
   else
     echo "no doctest header was carried: the GPU tests were not built (bench/gpu/run.sh prepare)"
   fi

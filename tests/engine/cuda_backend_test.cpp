@@ -3,6 +3,7 @@
 // training losses and greedy decoding on both backends, the device-resident trainer and decoder
 // against the host's, and NCCL with one rank against none.
 // Runs where a CUDA device is visible (ctest label "gpu"); skipped elsewhere.
+#include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
@@ -333,6 +334,51 @@ TEST_CASE("a GEMM adds a fused bias to every row and writes a bf16 product") {
       }
     }
   }
+}
+
+// Which GELU cuBLASLt's epilogue computes decides whether it can stand in for our kernel (GPT-2's
+// is the tanh approximation): an identity product (x I = x) through CUBLASLT_EPILOGUE_GELU,
+// against both formulas on the CPU.
+TEST_CASE("cuBLASLt's GELU epilogue: which approximation it computes") {
+  const int64_t n = 64;
+  std::vector<float> x(static_cast<size_t>(n * n), 0.0f), eye(x.size(), 0.0f);
+  std::mt19937 rng(20);
+  std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+  for (auto& v : x) v = dist(rng);
+  for (int64_t i = 0; i < n; ++i) eye[static_cast<size_t>(i * n + i)] = 1.0f;
+  DeviceTensors dev;
+  const float* dx = dev.floats(Tensor::of({n, n}, x));
+  const float* di = dev.floats(Tensor::of({n, n}, eye));
+  float* dy = dev.zeros(n * n);
+  cublasLtHandle_t lt = nullptr;
+  REQUIRE(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulDesc_t desc = nullptr;
+  REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_GELU;
+  REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                         sizeof epilogue) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t layout = nullptr;
+  REQUIRE(cublasLtMatrixLayoutCreate(&layout, CUDA_R_32F, n, n, n) == CUBLAS_STATUS_SUCCESS);
+  const float one = 1.0f, zero = 0.0f;
+  REQUIRE(cublasLtMatmul(lt, desc, &one, di, layout, dx, layout, &zero, dy, layout, dy, layout,
+                         nullptr, nullptr, 0, nullptr) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const Tensor got = DeviceTensors::host(dy, {n, n});
+  cublasLtMatrixLayoutDestroy(layout);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(lt);
+  double tanh_err = 0, erf_err = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const double tanh_gelu =
+        0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    const double erf_gelu = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    tanh_err = std::max(tanh_err, std::fabs(got[static_cast<int64_t>(i)] - tanh_gelu));
+    erf_err = std::max(erf_err, std::fabs(got[static_cast<int64_t>(i)] - erf_gelu));
+  }
+  MESSAGE("cuBLASLt GELU: max |diff| " << tanh_err << " from the tanh approximation, " << erf_err
+                                       << " from erf");
+  CHECK(std::min(tanh_err, erf_err) < 1e-3);  // it is one of the two
 }
 
 TEST_CASE("the small-batch bf16 matrix-vector product matches the CPU's product") {
