@@ -1,6 +1,6 @@
 // Device and pinned host allocations that free themselves, the check that turns a failed CUDA
-// call into a CudaError, and the strided copies that split and join fused projections. Shared by
-// the decoder and the trainer.
+// call into a CudaError, and the strided copy that splits and joins fused projections (the
+// trainer's fp32 attention path). Shared by the decoder and the trainer.
 #pragma once
 
 #include <cuda_runtime_api.h>

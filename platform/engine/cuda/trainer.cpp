@@ -427,9 +427,6 @@ class CudaEngine final : public StepEngine {
     check(cuda::to_bf16(x.f32, n, scratch.ptr, stream_), "to_bf16");
     return scratch.ptr;
   }
-  const void* operand(const float* p, int64_t n, DeviceArray<uint16_t>& scratch) {
-    return operand(In{p, nullptr}, n, scratch);
-  }
   const void* weight_operand(size_t i) {
     return options_.bf16 ? static_cast<const void*>(w16_.ptr + offset_[i]) : weight(i);
   }
