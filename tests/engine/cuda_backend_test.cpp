@@ -213,23 +213,24 @@ TEST_CASE("embedding, cross-entropy and RoPE on the GPU match the CPU") {
   }
 }
 
+// "batch x q_len/kv_len x heads/kv_heads x head_dim", for a failing case's message.
+std::string attention_shape(const Backend::AttentionShape& s) {
+  return std::to_string(s.batch) + " x " + std::to_string(s.q_len) + "/" +
+         std::to_string(s.kv_len) + " x " + std::to_string(s.heads) + "/" +
+         std::to_string(s.kv_heads) + " x " + std::to_string(s.head_dim);
+}
+
 TEST_CASE("attention on the GPU matches the CPU: causal, grouped heads, cached prefixes") {
   auto cpu = make_cpu_backend();
   auto cuda = gpu();
   std::mt19937 rng(14);
-  struct Case {
-    int64_t batch, q_len, kv_len, heads, kv_heads, head_dim;
-  };
+  using Case = Backend::AttentionShape;
   for (const Case& c :
        {Case{2, 64, 64, 4, 4, 64}, Case{1, 200, 200, 8, 2, 128}, Case{3, 1, 77, 4, 1, 40},
         Case{2, 5, 300, 6, 3, 256}, Case{1, 130, 130, 2, 2, 16}, Case{2, 33, 97, 12, 4, 96}}) {
-    CAPTURE(c.batch);
-    CAPTURE(c.q_len);
-    CAPTURE(c.kv_len);
-    CAPTURE(c.heads);
-    CAPTURE(c.kv_heads);
-    CAPTURE(c.head_dim);
-    Backend::AttentionShape s{c.batch, c.q_len, c.kv_len, c.heads, c.kv_heads, c.head_dim};
+    const Backend::AttentionShape& s = c;
+    const std::string shape = attention_shape(s);
+    CAPTURE(shape);
     Tensor q = random_tensor({c.batch * c.q_len, c.heads * c.head_dim}, rng);
     // Keys and values with spare rows past batch * kv_len, as a KV cache has.
     Tensor k = random_tensor({c.batch * c.kv_len + 3, c.kv_heads * c.head_dim}, rng);
@@ -448,21 +449,15 @@ TEST_CASE("the fused residual add and norm match an add and then the norm, into 
 TEST_CASE("tensor-core flash attention matches the CPU on bf16 inputs, forward and backward") {
   auto cpu = make_cpu_backend();
   std::mt19937 rng(15);
-  struct Case {
-    int64_t batch, q_len, kv_len, heads, kv_heads, head_dim;
-  };
+  using Case = Backend::AttentionShape;
   CHECK(cuda::flash_supported(64));
   CHECK_FALSE(cuda::flash_supported(96));
   for (const Case& c :
        {Case{2, 64, 64, 4, 4, 64}, Case{1, 200, 200, 8, 2, 128}, Case{2, 100, 100, 6, 3, 32},
         Case{1, 37, 130, 4, 2, 64}, Case{3, 1, 77, 4, 1, 64}, Case{1, 1024, 1024, 2, 2, 64}}) {
-    CAPTURE(c.batch);
-    CAPTURE(c.q_len);
-    CAPTURE(c.kv_len);
-    CAPTURE(c.heads);
-    CAPTURE(c.kv_heads);
-    CAPTURE(c.head_dim);
-    Backend::AttentionShape s{c.batch, c.q_len, c.kv_len, c.heads, c.kv_heads, c.head_dim};
+    const Backend::AttentionShape& s = c;
+    const std::string shape = attention_shape(s);
+    CAPTURE(shape);
     const cuda::AttentionDims d{c.batch, c.q_len, c.kv_len, c.heads, c.kv_heads, c.head_dim};
     const int64_t rows = c.batch * c.q_len, qw = c.heads * c.head_dim;
     const int64_t kv_rows = c.batch * c.kv_len, kw = c.kv_heads * c.head_dim;
