@@ -491,6 +491,17 @@ class CudaEngine final : public StepEngine {
       norm(x, rows, w, b, out.ptr, mean, rstd);
     }
   }
+  // sum = residual + tmp_, then its norm, as norm_into stores it.
+  void add_norm_into(const float* residual, float* sum, int64_t rows, size_t w, size_t b,
+                     DeviceArray<float>& out, DeviceArray<uint16_t>& out_bf16, float* mean,
+                     float* rstd) {
+    const float* bias = gpt2() ? weight(b) : nullptr;
+    check(options_.bf16 ? cuda::add_norm(residual, tmp_.ptr, sum, weight(w), bias, c_.norm_eps,
+                                         rows, c_.hidden, out_bf16.ptr, mean, rstd, stream_)
+                        : cuda::add_norm(residual, tmp_.ptr, sum, weight(w), bias, c_.norm_eps,
+                                         rows, c_.hidden, out.ptr, mean, rstd, stream_),
+          "residual and norm");
+  }
   void norm_backward(const float* dout, const float* x, int64_t rows, size_t w, size_t b,
                      const float* mean, const float* rstd, float* dx) {
     if (gpt2()) {
@@ -522,17 +533,25 @@ class CudaEngine final : public StepEngine {
     const bool g = gpt2();
     float* x0 = x_[0]->ptr;
     check(cuda::embedding(weight(layout_.wte), ids(), n, d, x0, stream_), "embedding");
+    // Each residual add (of the branch in tmp_ to `pending`) is done by the norm after it, in
+    // one pass: add_norm writes the sum (which the backward pass reads) and the norm. gpt2's
+    // position embeddings are the first such branch.
+    const float* pending = nullptr;
     if (g) {
       check(cuda::embedding(weight(layout_.wpe), positions(), n, d, tmp_.ptr, stream_),
             "positions");
-      check(cuda::add(x0, tmp_.ptr, n * d, x0, stream_), "add");
+      pending = x0;
     }
     for (int64_t l = 0; l < c_.layers; ++l) {
       const Model::Layer& y = layout_.layers[static_cast<size_t>(l)];
       Saved& s = *saved_[static_cast<size_t>(l)];
       const float* x = x_[static_cast<size_t>(l)]->ptr;
-      float* x_out = x_[static_cast<size_t>(l + 1)]->ptr;
-      norm_into(x, n, y.ln1_w, y.ln1_b, s.n1, s.n1h, s.mean1.ptr, s.rstd1.ptr);
+      if (pending != nullptr) {
+        add_norm_into(pending, x_[static_cast<size_t>(l)]->ptr, n, y.ln1_w, y.ln1_b, s.n1, s.n1h,
+                      s.mean1.ptr, s.rstd1.ptr);
+      } else {
+        norm_into(x, n, y.ln1_w, y.ln1_b, s.n1, s.n1h, s.mean1.ptr, s.rstd1.ptr);
+      }
       const In n1 = in(s.n1, s.n1h);
       if (g && flash()) {
         // q, k and v read in place, as columns of the fused projection.
@@ -570,8 +589,7 @@ class CudaEngine final : public StepEngine {
         }
       }
       linear(in(s.att, s.atth), n, qw, y.o_w, g ? &y.o_b : nullptr, d, tmp_.ptr);
-      check(cuda::add(x, tmp_.ptr, n * d, s.x_mid.ptr, stream_), "residual");
-      norm_into(s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.n2, s.n2h, s.mean2.ptr, s.rstd2.ptr);
+      add_norm_into(x, s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.n2, s.n2h, s.mean2.ptr, s.rstd2.ptr);
       const In n2 = in(s.n2, s.n2h);
       if (g) {
         linear(n2, n, d, y.fc_w, &y.fc_b, c_.ffn, s.h.ptr);
@@ -587,11 +605,16 @@ class CudaEngine final : public StepEngine {
               "swiglu");
         linear(in(s.act, s.acth), n, c_.ffn, y.proj_w, nullptr, d, tmp_.ptr);
       }
-      check(cuda::add(s.x_mid.ptr, tmp_.ptr, n * d, x_out, stream_), "residual");
+      pending = s.x_mid.ptr;  // x_out = x_mid + tmp_, by the next norm
     }
-    const float* last = x_[static_cast<size_t>(c_.layers)]->ptr;
-    norm_into(last, n, layout_.norm_w, layout_.norm_b, final_out_, final_outh_, final_mean_.ptr,
-              final_rstd_.ptr);
+    float* last = x_[static_cast<size_t>(c_.layers)]->ptr;
+    if (pending != nullptr) {
+      add_norm_into(pending, last, n, layout_.norm_w, layout_.norm_b, final_out_, final_outh_,
+                    final_mean_.ptr, final_rstd_.ptr);
+    } else {
+      norm_into(last, n, layout_.norm_w, layout_.norm_b, final_out_, final_outh_, final_mean_.ptr,
+                final_rstd_.ptr);
+    }
     const In final_out = in(final_out_, final_outh_);
     // The classifier a chunk of rows at a time: logits, then in their place the loss's gradient,
     // which goes into the head's gradient and into the final hidden states'. The head is
