@@ -168,9 +168,9 @@ void AdamW::update(std::vector<Parameter>& params, const std::function<const flo
 class HostEngine final : public StepEngine {
  public:
   HostEngine(Model& model, const TrainConfig& config, Collective& comm)
-      : model_(model), comm_(comm), adam_(model.parameters(), config) {
+      : model_(model), adam_(model.parameters(), config) {
     for (const auto& p : model_.parameters()) sum_.emplace_back(p.value.shape());
-    if (comm_.world() > 1) reducer_ = std::make_unique<GradientReducer>(comm_);
+    if (comm.world() > 1) reducer_ = std::make_unique<GradientReducer>(comm);
   }
   const char* name() const override { return "host"; }
 
@@ -257,7 +257,6 @@ class HostEngine final : public StepEngine {
   }
 
   Model& model_;
-  Collective& comm_;
   AdamW adam_;
   std::vector<Tensor> sum_;  // per parameter: the step's gradient
   float loss_ = 0;           // the step's loss so far
