@@ -512,9 +512,12 @@ Result<int> env_int(const char* name, int lo, int hi) {
 
 // Rank 0: accepts every other rank, then sends each the table of everyone's addresses.
 Result<std::vector<Fd>> gather_ranks(const ProcessGroupOptions& o, Clock::time_point deadline) {
-  socklen_t len = 0;
-  MH_ASSIGN_OR_RETURN(sockaddr_storage addr, resolve(o.host, o.port, &len));
-  MH_ASSIGN_OR_RETURN(Fd listener, listen_on(addr, len, o.world * 2));
+  Fd listener(o.listener_fd);
+  if (!listener) {
+    socklen_t len = 0;
+    MH_ASSIGN_OR_RETURN(sockaddr_storage addr, resolve(o.host, o.port, &len));
+    MH_ASSIGN_OR_RETURN(listener, listen_on(addr, len, o.world * 2));
+  }
   std::vector<Fd> peers(static_cast<size_t>(o.world));
   std::vector<std::pair<std::string, uint32_t>> table(static_cast<size_t>(o.world));
   for (int joined = 1; joined < o.world;) {
@@ -648,6 +651,18 @@ Result<std::optional<ProcessGroupOptions>> process_group_from_env() {
   if (o.token.size() > kMaxToken) {
     return invalid_argument("MH_RENDEZVOUS_TOKEN is longer than " + std::to_string(kMaxToken));
   }
+  if (o.rank == 0 && std::getenv("MH_RENDEZVOUS_FD") != nullptr) {
+    MH_ASSIGN_OR_RETURN(const int fd, env_int("MH_RENDEZVOUS_FD", 0, 65535));
+    int listening = 0;
+    socklen_t size = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening != 1) {
+      return invalid_argument("MH_RENDEZVOUS_FD=" + std::to_string(fd) +
+                              " is not a listening socket");
+    }
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // nothing the rank starts inherits it
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    o.listener_fd = fd;
+  }
   return std::optional<ProcessGroupOptions>(o);
 }
 
@@ -656,7 +671,10 @@ Result<std::unique_ptr<Collective>> connect_process_group(const ProcessGroupOpti
     return invalid_argument("rank " + std::to_string(o.rank) + " is not in a group of " +
                             std::to_string(o.world));
   }
-  if (o.world == 1) return make_single_rank();
+  if (o.world == 1) {
+    Fd unused(o.listener_fd);
+    return make_single_rank();
+  }
   const auto deadline = Clock::now() + o.connect_timeout;
   auto peers = o.rank == 0 ? gather_ranks(o, deadline) : join_ranks(o, deadline);
   if (!peers.ok()) {

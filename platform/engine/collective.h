@@ -55,13 +55,18 @@ struct ProcessGroupOptions {
   std::string host = "127.0.0.1";  // where rank 0 listens
   uint16_t port = 0;
   std::string token;  // the job's secret; a connection without it is turned away
+  // Rank 0: a socket already listening at host:port, handed down by the executor
+  // (MH_RENDEZVOUS_FD); connect_process_group takes it and closes it once the group has
+  // formed. -1: rank 0 binds host:port itself.
+  int listener_fd = -1;
   std::chrono::milliseconds connect_timeout{std::chrono::minutes(2)};
   // A call that hears nothing from a peer for this long fails (the peer hangs).
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(30)};
 };
 
 // The options the executor passes a rank: MH_RANK, MH_WORLD_SIZE, MH_RENDEZVOUS ("host:port",
-// rank 0's address) and MH_RENDEZVOUS_TOKEN. nullopt when MH_WORLD_SIZE is not set; an error
+// rank 0's address), MH_RENDEZVOUS_TOKEN and, for rank 0, MH_RENDEZVOUS_FD (an inherited
+// socket listening there). nullopt when MH_WORLD_SIZE is not set; an error
 // when they are set but do not make sense.
 Result<std::optional<ProcessGroupOptions>> process_group_from_env();
 

@@ -12,21 +12,33 @@
 namespace mh::executor {
 namespace {
 
-// A port the kernel has just handed out on loopback, free for rank 0 to bind (it binds with
-// SO_REUSEADDR; the window in which another program could take it is short).
-Result<uint16_t> free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return internal_error(std::string("socket: ") + std::strerror(errno));
+// A socket listening on a loopback port the kernel picks, for rank 0 to inherit: the port is
+// held from the moment it is chosen, so no other program can take it before rank 0 starts.
+struct Listener {
+  int fd = -1;
+  uint16_t port = 0;
+  Listener() = default;
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  ~Listener() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Status listen_on_loopback(int backlog, Listener* out) {
+  out->fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (out->fd < 0) return internal_error(std::string("socket: ") + std::strerror(errno));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof addr;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok) return unavailable(std::string("no free loopback port: ") + std::strerror(err));
-  return ntohs(addr.sin_port);
+  if (::bind(out->fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(out->fd, backlog) != 0 ||
+      ::getsockname(out->fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return unavailable(std::string("cannot listen on a loopback port: ") + std::strerror(errno));
+  }
+  out->port = ntohs(addr.sin_port);
+  return {};
 }
 
 // A rank whose log says it only lost a peer failed because of another rank.
@@ -41,7 +53,8 @@ Result<std::unique_ptr<WorkerGroup>> WorkerGroup::start(
     return invalid_argument(std::to_string(spec.gpus.size()) + " devices for " +
                             std::to_string(world) + " ranks");
   }
-  MH_ASSIGN_OR_RETURN(uint16_t port, free_loopback_port());
+  Listener listener;  // rank 0 has its own copy once started; this one closes on return
+  MH_TRY(listen_on_loopback(world * 2, &listener));
   const std::string token = secure_random_base64url(24);
   std::unique_ptr<WorkerGroup> group(new WorkerGroup());
   for (int r = 0; r < world; ++r) {
@@ -50,8 +63,9 @@ Result<std::unique_ptr<WorkerGroup>> WorkerGroup::start(
     if (!spec.gpus.empty()) rank.gpus = {spec.gpus[static_cast<size_t>(r)]};
     rank.env["MH_RANK"] = std::to_string(r);
     rank.env["MH_WORLD_SIZE"] = std::to_string(world);
-    rank.env["MH_RENDEZVOUS"] = "127.0.0.1:" + std::to_string(port);
+    rank.env["MH_RENDEZVOUS"] = "127.0.0.1:" + std::to_string(listener.port);
     rank.env["MH_RENDEZVOUS_TOKEN"] = token;
+    if (r == 0) rank.rendezvous_fd = listener.fd;
     auto w =
         WorkerProcess::start(rank, r == 0 ? on_event : std::function<void(std::string_view)>{});
     if (!w.ok()) {

@@ -3,9 +3,11 @@
 //
 // Each rank is told its place and how to find the others (the bootstrap that
 // engine::connect_process_group reads): MH_RANK, MH_WORLD_SIZE, MH_RENDEZVOUS (rank 0's
-// address, a free loopback port chosen here) and MH_RENDEZVOUS_TOKEN (a fresh random secret, so
-// no other process can join). Rank r sees only device r of the job's devices. Rank 0 runs in the
-// job's directory and its events are the job's; rank r > 0 runs in rank-<r>/ beside it.
+// address, a loopback port opened here), MH_RENDEZVOUS_FD (rank 0 only: the socket already
+// listening on that port, so the port cannot be lost to another program) and
+// MH_RENDEZVOUS_TOKEN (a fresh random secret, so no other process can join). Rank r sees only
+// device r of the job's devices. Rank 0 runs in the job's directory and its events are the job's;
+// rank r > 0 runs in rank-<r>/ beside it.
 //
 // One rank failing fails the group: the others are stopped, and the exit names the rank whose
 // failure came first (the others only lost it).

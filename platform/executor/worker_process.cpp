@@ -16,6 +16,7 @@ namespace mh::executor {
 namespace {
 
 constexpr int kEventsFd = 3;
+constexpr int kRendezvousFd = 4;
 constexpr size_t kMaxEventLine = size_t{1} << 20;
 
 std::string errno_text(std::string_view what) {
@@ -107,6 +108,9 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
   if (const char* path = std::getenv("PATH")) env_strings.push_back(std::string("PATH=") + path);
   env_strings.push_back("LANG=C.UTF-8");
   env_strings.push_back("MH_EVENTS_FD=" + std::to_string(kEventsFd));
+  if (spec.rendezvous_fd >= 0) {
+    env_strings.push_back("MH_RENDEZVOUS_FD=" + std::to_string(kRendezvousFd));
+  }
   std::string visible;
   for (size_t i = 0; i < spec.gpus.size(); ++i) {
     visible += (i ? "," : "") + std::to_string(spec.gpus[i]);
@@ -154,8 +158,15 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
       ::_exit(127);
     };
     if (::chdir(dir.c_str()) != 0) fail(errno);
+    // The socket is moved out of the way first: its number may be one the lines below reuse.
+    int rendezvous = -1;
+    if (spec.rendezvous_fd >= 0) {
+      rendezvous = ::fcntl(spec.rendezvous_fd, F_DUPFD_CLOEXEC, kRendezvousFd + 1);
+      if (rendezvous < 0) fail(errno);
+    }
     if (::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0) fail(errno);
     if (::dup2(events[1], kEventsFd) < 0) fail(errno);  // dup2 clears close-on-exec
+    if (rendezvous >= 0 && ::dup2(rendezvous, kRendezvousFd) < 0) fail(errno);
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     const std::pair<int, uint64_t> limits[] = {{RLIMIT_AS, spec.limits.address_space_bytes},

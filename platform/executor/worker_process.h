@@ -40,6 +40,9 @@ struct WorkerSpec {
   int cpu_threads = 0;             // thread budget on CPU (MH_THREADS); 0: unset
   ResourceLimits limits;
   std::map<std::string, std::string> env;  // added to a minimal environment
+  // A listening socket the worker inherits as fd 4, named to it by MH_RENDEZVOUS_FD (a group's
+  // rank 0 accepts the other ranks on it); -1: none. The caller keeps its own copy.
+  int rendezvous_fd = -1;
 };
 
 struct WorkerExit {

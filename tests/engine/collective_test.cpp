@@ -215,6 +215,36 @@ TEST_CASE("a rank no one joins gives up after its connect timeout with a clear e
   CHECK(r.status().message().find("rank 0 at 127.0.0.1") != std::string::npos);
 }
 
+TEST_CASE("rank 0 accepts the group on a socket it inherited, which is closed once formed") {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(listener, 4) == 0);
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  const uint16_t port = ntohs(a.sin_port);
+  auto o0 = options(0, 2, port);
+  o0.port = 1;  // rank 0 never binds: the socket it was handed is what counts
+  o0.listener_fd = listener;
+  auto joined0 = std::async(std::launch::async, [&] { return connect_process_group(o0); });
+  auto one = connect_process_group(options(1, 2, port));
+  auto zero = joined0.get();
+  REQUIRE_MESSAGE(zero.ok(), zero.status().message());
+  REQUIRE_MESSAGE(one.ok(), one.status().message());
+  std::vector<std::unique_ptr<Collective>> ranks;
+  ranks.push_back(std::move(zero).value());
+  ranks.push_back(std::move(one).value());
+  std::vector<std::vector<float>> bufs = {{1, 2}, {10, 20}};
+  reduce_all(ranks, bufs);
+  CHECK(bufs[0] == std::vector<float>{11, 22});
+  // The port is given up once the group has formed: no one can queue on it any more.
+  const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(::connect(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0);
+  ::close(probe);
+}
+
 TEST_CASE("the executor's bootstrap variables are read and checked") {
   ::unsetenv("MH_WORLD_SIZE");
   CHECK_FALSE(process_group_from_env().value().has_value());
@@ -239,7 +269,30 @@ TEST_CASE("the executor's bootstrap variables are read and checked") {
   CHECK(process_group_from_env().status().message().find("host:port") != std::string::npos);
   ::setenv("MH_RENDEZVOUS", "h:99999", 1);
   CHECK_FALSE(process_group_from_env().ok());
-  for (const char* v : {"MH_WORLD_SIZE", "MH_RANK", "MH_RENDEZVOUS", "MH_RENDEZVOUS_TOKEN"}) {
+  ::setenv("MH_RENDEZVOUS", "127.0.0.1:29500", 1);
+  CHECK(process_group_from_env().value()->listener_fd == -1);
+  // Rank 0's inherited listening socket: taken when it listens, refused when it does not.
+  const int listening = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(listening, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(listening, 1) == 0);
+  ::setenv("MH_RENDEZVOUS_FD", std::to_string(listening).c_str(), 1);
+  CHECK(process_group_from_env().value()->listener_fd == listening);
+  const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
+  ::setenv("MH_RENDEZVOUS_FD", std::to_string(idle).c_str(), 1);
+  CHECK(process_group_from_env().status().message() ==
+        "MH_RENDEZVOUS_FD=" + std::to_string(idle) + " is not a listening socket");
+  ::setenv("MH_RENDEZVOUS_FD", "four", 1);
+  CHECK(process_group_from_env().status().message().find("MH_RENDEZVOUS_FD=four") !=
+        std::string::npos);
+  ::setenv("MH_RANK", "1", 1);  // only rank 0 listens
+  CHECK(process_group_from_env().value()->listener_fd == -1);
+  ::close(listening);
+  ::close(idle);
+  for (const char* v :
+       {"MH_WORLD_SIZE", "MH_RANK", "MH_RENDEZVOUS", "MH_RENDEZVOUS_TOKEN", "MH_RENDEZVOUS_FD"}) {
     ::unsetenv(v);
   }
 }

@@ -118,7 +118,8 @@ TEST_CASE("each rank sees only its own device and is told its place in the group
   WorkerSpec spec;
   spec.argv = {"/bin/sh", "-c",
                "echo \"$MH_RANK/$MH_WORLD_SIZE gpu=$CUDA_VISIBLE_DEVICES at=$MH_RENDEZVOUS "
-               "token=${#MH_RENDEZVOUS_TOKEN}\""};
+               "token=${#MH_RENDEZVOUS_TOKEN} fd=$MH_RENDEZVOUS_FD\"; "
+               "if [ -S /proc/$$/fd/4 ]; then echo listening on fd 4; fi"};
   spec.work_dir = dir.path();
   spec.gpus = {4, 6};
   auto g = WorkerGroup::start(spec, 2);
@@ -133,6 +134,10 @@ TEST_CASE("each rank sees only its own device and is told its place in the group
   CHECK(r0.find("token=32") != std::string::npos);  // 24 random bytes, base64url
   // Both were given the same rendezvous.
   CHECK(r0.substr(r0.find("at="), 20) == r1.substr(r1.find("at="), 20));
+  // Rank 0 inherits the socket already listening there; rank 1 only connects to it.
+  CHECK(r0.find("fd=4\nlistening on fd 4") != std::string::npos);
+  CHECK(r1.find("fd=\n") != std::string::npos);
+  CHECK(r1.find("listening") == std::string::npos);
 }
 
 }  // namespace
