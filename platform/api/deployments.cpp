@@ -161,6 +161,8 @@ Status Deployments::start() {
 Status Deployments::admit(const std::string& tenant, const DeploymentRecord& wanted,
                           const std::string& replacing) const {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  // Several devices for one replica is multi-GPU work, licensed as a job's ranks are.
+  if (wanted.devices_per_replica > 1) MH_TRY(entitlements_.check(tenant, "multi_gpu", now));
   MH_TRY(admit_devices(entitlements_, ledger_, &holdings_, tenant, "deploy", wanted.pool, replacing,
                        wanted.replicas * wanted.devices_per_replica, now));
   if (!replacing.empty()) return {};

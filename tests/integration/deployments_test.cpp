@@ -221,7 +221,14 @@ TEST_CASE("license limits refuse deployments, naming the limit and by how much")
     CHECK(r.body.find("max_deployments") != std::string::npos);
     CHECK(r.body.find("1 over") != std::string::npos);
   }
+  SUBCASE("several devices per replica without the multi_gpu feature") {
+    RawResponse r = p.deploy({{"model", "custom:tiny"}, {"devices_per_replica", 2}});
+    CHECK(r.status == 403);
+    CHECK(r.body.find("multi_gpu") != std::string::npos);
+    CHECK(json::parse(p.as("acme", "GET", "/v1/deployments").body).at("data").as_array().empty());
+  }
   SUBCASE("max_gpus, on create and on scale") {
+    p.license_models("acme", {"deploy", "custom_models", "multi_gpu"});
     RawResponse r =
         p.deploy({{"model", "custom:tiny"}, {"replicas", 3}, {"devices_per_replica", 2}});
     CHECK(r.status == 429);
