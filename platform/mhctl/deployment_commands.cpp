@@ -34,8 +34,8 @@ void add_deployment_commands(CLI::App& app, std::function<macrohard::Client()> c
       "deployments", "serve models: create [--wait], list, get, scale, wait, delete");
   deployments->require_subcommand(1);
   struct Args {
-    std::string model, id, prompt, system;
-    int replicas = 1;
+    std::string model, id, prompt, system, pool;
+    int replicas = 1, devices_per_replica = 0;
     bool wait = false;
     int64_t max_tokens = 0;
     double temperature = -1;
@@ -46,11 +46,17 @@ void add_deployment_commands(CLI::App& app, std::function<macrohard::Client()> c
   auto* create = deployments->add_subcommand("create", "deploy a model");
   create->add_option("model", a->model, "the model's id")->required();
   create->add_option("--replicas", a->replicas, "replicas to run")->check(CLI::Range(1, 64));
+  create->add_option("--pool", a->pool, "the pool to serve from (default: default)");
+  create
+      ->add_option("--devices-per-replica", a->devices_per_replica,
+                   "devices each replica holds (default: 1)")
+      ->check(CLI::Range(1, 8));
   create->add_flag("--wait", a->wait, "wait until it is ready");
   create->callback([=] {
     *exit_code = guarded([&] {
       auto c = client();
-      macrohard::Deployment d = c.create_deployment(a->model, a->replicas);
+      macrohard::Deployment d =
+          c.create_deployment({a->model, a->replicas, a->pool, a->devices_per_replica});
       if (a->wait) {
         if (!*json_out) std::printf("deployment %s: starting…\n", d.id.c_str());
         d = c.wait_deployment(d.id);

@@ -77,6 +77,23 @@ void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, 
   create->add_option("--lr-multiplier", a->request.learning_rate_multiplier,
                      "learning rate multiplier (0: auto)");
   create->add_option("--seed", a->request.seed, "seed (default: the server's choice)");
+  create->add_option("--pool", a->request.pool, "the pool to train on (default: default)");
+  create
+      ->add_option("--gpus", a->request.gpus,
+                   "data-parallel ranks, one per device, on one node (default: 1)")
+      ->check(CLI::Range(1, 64));
+  create
+      ->add_option("--priority", a->request.priority,
+                   "-100 to 100: your higher-priority jobs go first and are preempted last")
+      ->check(CLI::Range(-100, 100));
+  create
+      ->add_option("--checkpoint-interval", a->request.checkpoint_interval,
+                   "steps between checkpoints (default: 50)")
+      ->check(CLI::PositiveNumber);
+  create
+      ->add_option("--max-retries", a->request.max_retries,
+                   "times to restart it from its last checkpoint after a failure (default: 0)")
+      ->check(CLI::Range(0, 10));
   create->add_flag("--wait", a->wait, "follow the job to its end");
   create->callback([=] {
     *exit_code = guarded([&] {

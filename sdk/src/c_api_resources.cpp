@@ -140,6 +140,18 @@ mh_error* check_client(mh_client* client) {
   return ensure_seat(client);
 }
 
+// A caller's whole request body: it must be a JSON object; the server checks its fields.
+mh_error* parse_request(const char* request_json, mh_object** out, json::value* request) {
+  if (empty(request_json)) return null_argument("request_json");
+  if (out == nullptr) return null_argument("out");
+  boost::system::error_code ec;
+  *request = json::parse(request_json, ec);
+  if (ec || !request->is_object()) {
+    return make_error(mh::invalid_argument("request_json must be a JSON object"));
+  }
+  return nullptr;
+}
+
 mh_error* call_object(mh_client* client, const char* method, const std::string& path,
                       const json::object* body, mh_object** out) {
   if (mh_error* bad = check_client(client)) return bad;
@@ -372,6 +384,15 @@ mh_error* mh_client_create_fine_tuning_job(mh_client* client, const char* model,
   });
 }
 
+mh_error* mh_client_create_fine_tuning_job_json(mh_client* client, const char* request_json,
+                                                mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    json::value body;
+    if (mh_error* bad = parse_request(request_json, out, &body)) return bad;
+    return call_object(client, "POST", "/v1/fine_tuning/jobs", &body.as_object(), out);
+  });
+}
+
 mh_error* mh_client_list_fine_tuning_jobs(mh_client* client, const char* after, int limit,
                                           mh_list** out) {
   return guarded([&]() -> mh_error* {
@@ -470,6 +491,15 @@ mh_error* mh_client_create_deployment(mh_client* client, const char* model, int 
     if (out == nullptr) return null_argument("out");
     json::object body{{"model", model}, {"replicas", replicas > 0 ? replicas : 1}};
     return call_object(client, "POST", "/v1/deployments", &body, out);
+  });
+}
+
+mh_error* mh_client_create_deployment_json(mh_client* client, const char* request_json,
+                                           mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    json::value body;
+    if (mh_error* bad = parse_request(request_json, out, &body)) return bad;
+    return call_object(client, "POST", "/v1/deployments", &body.as_object(), out);
   });
 }
 
@@ -623,13 +653,8 @@ class CompletionStream {
 
 mh_error* complete(mh_client* client, bool chat, const char* request_json, mh_text_fn on_text,
                    void* user_data, mh_object** out) {
-  if (empty(request_json)) return null_argument("request_json");
-  if (out == nullptr) return null_argument("out");
-  boost::system::error_code ec;
-  json::value request = json::parse(request_json, ec);
-  if (ec || !request.is_object()) {
-    return make_error(mh::invalid_argument("request_json must be a JSON object"));
-  }
+  json::value request;
+  if (mh_error* bad = parse_request(request_json, out, &request)) return bad;
   const std::string path = chat ? "/v1/chat/completions" : "/v1/completions";
   if (on_text == nullptr) {
     request.as_object().erase("stream");

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <macrohard/macrohard.hpp>
 
+#include <cmath>
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
@@ -306,6 +307,87 @@ TEST_CASE("mhctl jobs create --wait follows a job to its model, and the SDK wait
   CHECK(metrics > 0);
   CHECK(last == "The job has successfully completed");
   CHECK(client.get_model(done.fine_tuned_model).raw.string("kind") == "fine-tune");
+  CHECK(client.list_fine_tuning_jobs().items.size() == 2);
+}
+
+TEST_CASE("the SDK and mhctl say where a job runs: pool, devices, priority, checkpoints") {
+  JobsPlatform p({"--cpu-devices", "2"});
+  macrohard::Client client(macrohard::ClientOptions()
+                               .base_url(p.daemon->url())
+                               .api_key(p.owners.at("acme"))
+                               .max_retries(0));
+  macrohard::FineTuningRequest request;
+  request.model = "custom:tiny";
+  request.training_file = p.training_file;
+  request.gpus = 2;
+  auto refused = [&](macrohard::Code code, std::string_view words) {
+    try {
+      client.create_fine_tuning_job(request);
+      FAIL("the job should have been refused");
+    } catch (const macrohard::Error& e) {
+      CHECK(e.code() == code);
+      CHECK_MESSAGE(std::string_view(e.what()).find(words) != std::string_view::npos, e.what());
+    }
+    CHECK(client.list_fine_tuning_jobs().items.empty());
+  };
+  refused(macrohard::Code::permission_denied, "multi_gpu");
+  p.license_models("acme", {"train", "custom_models", "multi_gpu"});
+  request.pool = "moon";
+  refused(macrohard::Code::not_found, "pool 'moon' does not exist");
+  request.pool = "default";
+  request.learning_rate_multiplier = std::nan("");
+  refused(macrohard::Code::invalid_argument, "learning_rate_multiplier");
+
+  request.learning_rate_multiplier = 0.5;
+  request.batch_size = 4;
+  request.priority = 7;
+  request.checkpoint_interval = 5;
+  request.max_retries = 2;
+  const auto job = client.create_fine_tuning_job(request);
+  CHECK(job.pool == "default");
+  CHECK(job.gpus == 2);
+  CHECK(job.priority == 7);
+  CHECK(job.learning_rate_multiplier == 0.5);
+  CHECK(job.raw.integer("checkpoint_interval") == 5);
+  CHECK(job.raw.integer("max_retries") == 2);
+  CHECK(client.cancel_fine_tuning_job(job.id).status == "cancelled");
+
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process({mhctl_path().string(),
+                                 "--json",
+                                 "jobs",
+                                 "create",
+                                 "--model",
+                                 "custom:tiny",
+                                 "--training-file",
+                                 p.training_file,
+                                 "--batch-size",
+                                 "2",
+                                 "--pool",
+                                 "default",
+                                 "--gpus",
+                                 "2",
+                                 "--priority",
+                                 "-3",
+                                 "--checkpoint-interval",
+                                 "9",
+                                 "--max-retries",
+                                 "1"},
+                                env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const json::object made = json::parse(r.output).as_object();
+  CHECK(made.at("gpus") == 2);
+  CHECK(made.at("priority") == -3);
+  CHECK(made.at("checkpoint_interval") == 9);
+  CHECK(made.at("max_retries") == 1);
+  r = run_process({mhctl_path().string(), "jobs", "cancel", std::string(made.at("id").as_string())},
+                  env);
+  CHECK_MESSAGE(r.exit_code == 0, r.output);
+  r = run_process({mhctl_path().string(), "jobs", "create", "--model", "custom:tiny",
+                   "--training-file", p.training_file, "--gpus", "0"},
+                  env);
+  CHECK(r.exit_code != 0);
   CHECK(client.list_fine_tuning_jobs().items.size() == 2);
 }
 

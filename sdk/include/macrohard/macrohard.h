@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 4
+#define MH_API_VERSION_MINOR 5
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -289,6 +289,14 @@ MH_EXPORT mh_error* mh_client_create_fine_tuning_job(
     mh_client* client, const char* model, const char* training_file, const char* validation_file,
     const char* suffix, int n_epochs, int batch_size, double learning_rate_multiplier, int64_t seed,
     mh_object** out);
+/* Starts a job from a whole request body (since 1.5): OpenAI's fields as above, plus where and how
+ * it runs: "pool" (default "default"), "gpus" (data-parallel ranks on one node; more than 1 needs
+ * the license feature multi_gpu), "priority", "checkpoint_interval" and "max_retries" (see the
+ * API reference). `request_json` must be a JSON object; the server checks every field and names
+ * a bad one in mh_error_param. On success *out is the job. */
+MH_EXPORT mh_error* mh_client_create_fine_tuning_job_json(mh_client* client,
+                                                          const char* request_json,
+                                                          mh_object** out);
 MH_EXPORT mh_error* mh_client_list_fine_tuning_jobs(mh_client* client, const char* after, int limit,
                                                     mh_list** out);
 MH_EXPORT mh_error* mh_client_get_fine_tuning_job(mh_client* client, const char* job_id,
@@ -318,6 +326,11 @@ MH_EXPORT mh_error* mh_client_wait_fine_tuning_job(mh_client* client, const char
  * "starting"; replica_status lists each replica's state, restarts and counters). */
 MH_EXPORT mh_error* mh_client_create_deployment(mh_client* client, const char* model, int replicas,
                                                 mh_object** out);
+/* Deploys from a whole request body (since 1.5): {"model", "replicas", "pool",
+ * "devices_per_replica"}; more than one device per replica needs the license feature multi_gpu.
+ * On success *out is the deployment. */
+MH_EXPORT mh_error* mh_client_create_deployment_json(mh_client* client, const char* request_json,
+                                                     mh_object** out);
 MH_EXPORT mh_error* mh_client_list_deployments(mh_client* client, const char* after, int limit,
                                                mh_list** out);
 MH_EXPORT mh_error* mh_client_get_deployment(mh_client* client, const char* deployment_id,
@@ -343,8 +356,7 @@ typedef int (*mh_text_fn)(void* user_data, const char* text, size_t length);
  * server-sent events with usage) and `on_text` sees each piece. Either way *out is a
  * "chat.completion" object: choices.0.message.content, choices.0.finish_reason, usage. */
 MH_EXPORT mh_error* mh_client_chat_completion(mh_client* client, const char* request_json,
-                                              mh_text_fn on_text, void* user_data,
-                                              mh_object** out);
+                                              mh_text_fn on_text, void* user_data, mh_object** out);
 /* A text completion ({"model", "prompt", …}), likewise; *out is a "text_completion" object
  * (choices.0.text). */
 MH_EXPORT mh_error* mh_client_completion(mh_client* client, const char* request_json,

@@ -10,7 +10,9 @@
 
 #include <macrohard/macrohard.h>
 
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -291,6 +293,9 @@ struct FineTuningJob {
   // While queued: where it stands and why it waits (since 1.4).
   int64_t queue_position = 0;
   std::string queue_reason;
+  // Where and how it runs (since 1.5).
+  std::string pool;
+  int64_t gpus = 0, priority = 0;
   Object raw;
   static FineTuningJob from(const Object& o) {
     return {o.string("id"),
@@ -307,6 +312,9 @@ struct FineTuningJob {
             o.number("hyperparameters.learning_rate_multiplier"),
             o.integer("queue.position"),
             o.string("queue.reason"),
+            o.string("pool"),
+            o.integer("gpus"),
+            o.integer("priority"),
             o};
   }
 };
@@ -317,12 +325,20 @@ struct FineTuningRequest {
   int n_epochs = 0, batch_size = 0;
   double learning_rate_multiplier = 0;
   int64_t seed = -1;
+  // Where and how it runs (since 1.5); empty and zero keep the server's defaults: the pool
+  // "default", 1 GPU, a checkpoint every 50 steps, no retries, priority 0.
+  std::string pool;
+  int gpus = 0;                 // data-parallel ranks on one node; > 1 needs multi_gpu
+  int checkpoint_interval = 0;  // steps
+  int max_retries = -1;         // negative: the server's default
+  int priority = 0;             // -100 to 100: higher goes first and is preempted last
 };
 
 // A deployment: a model served by replicas (see the API reference).
 struct Deployment {
   std::string id, model, pool, status, error;
   int64_t replicas = 0, ready_replicas = 0, created_at = 0;
+  int64_t devices_per_replica = 0;  // since 1.5
   Object raw;
   static Deployment from(const Object& o) {
     return {o.string("id"),
@@ -333,8 +349,18 @@ struct Deployment {
             o.integer("replicas"),
             o.integer("ready_replicas"),
             o.integer("created_at"),
+            o.integer("devices_per_replica"),
             o};
   }
+};
+
+// What to deploy, and where (since 1.5); an empty pool and zero devices keep the server's
+// defaults ("default", 1 device per replica; more needs multi_gpu).
+struct DeploymentRequest {
+  std::string model;
+  int replicas = 1;
+  std::string pool;
+  int devices_per_replica = 0;
 };
 
 // A chat message, and what to ask a deployed model.
@@ -481,7 +507,6 @@ Page<T> page_of(mh_list* raw, From from) {
   page.last_id = mh_list_last_id(raw);
   return page;
 }
-// Carries an event callback across the C ABI, as ProgressBridge does a progress callback.
 // JSON string quoting for request bodies the wrapper writes.
 inline std::string json_string(std::string_view s) {
   std::string out = "\"";
@@ -501,6 +526,47 @@ inline std::string json_string(std::string_view s) {
   return out + "\"";
 }
 
+// The shortest text that reads back as the same double. JSON has no NaN or infinity: those go as
+// strings, which the server refuses by the field's name.
+inline std::string json_number(double v) {
+  char buffer[32];
+  const std::string text(buffer, std::to_chars(buffer, buffer + sizeof buffer, v).ptr);
+  return std::isfinite(v) ? text : json_string(text);
+}
+
+inline std::string fine_tuning_json(const FineTuningRequest& r) {
+  auto count_or_auto = [](double v, bool integer) {
+    if (v <= 0) return std::string("\"auto\"");
+    return integer ? std::to_string(static_cast<int64_t>(v)) : json_number(v);
+  };
+  std::string body =
+      "{\"model\":" + json_string(r.model) + ",\"training_file\":" + json_string(r.training_file) +
+      ",\"hyperparameters\":{\"n_epochs\":" + count_or_auto(r.n_epochs, true) +
+      ",\"batch_size\":" + count_or_auto(r.batch_size, true) +
+      ",\"learning_rate_multiplier\":" + count_or_auto(r.learning_rate_multiplier, false) + "}";
+  if (!r.validation_file.empty()) body += ",\"validation_file\":" + json_string(r.validation_file);
+  if (!r.suffix.empty()) body += ",\"suffix\":" + json_string(r.suffix);
+  if (r.seed >= 0) body += ",\"seed\":" + std::to_string(r.seed);
+  if (!r.pool.empty()) body += ",\"pool\":" + json_string(r.pool);
+  if (r.gpus > 0) body += ",\"gpus\":" + std::to_string(r.gpus);
+  if (r.checkpoint_interval > 0) {
+    body += ",\"checkpoint_interval\":" + std::to_string(r.checkpoint_interval);
+  }
+  if (r.max_retries >= 0) body += ",\"max_retries\":" + std::to_string(r.max_retries);
+  if (r.priority != 0) body += ",\"priority\":" + std::to_string(r.priority);
+  return body + "}";
+}
+
+inline std::string deployment_json(const DeploymentRequest& r) {
+  std::string body = "{\"model\":" + json_string(r.model) +
+                     ",\"replicas\":" + std::to_string(r.replicas > 0 ? r.replicas : 1);
+  if (!r.pool.empty()) body += ",\"pool\":" + json_string(r.pool);
+  if (r.devices_per_replica > 0) {
+    body += ",\"devices_per_replica\":" + std::to_string(r.devices_per_replica);
+  }
+  return body + "}";
+}
+
 inline std::string completion_json(const CompletionRequest& r, bool chat) {
   std::string body = "{\"model\":" + json_string(r.model);
   if (chat) {
@@ -514,7 +580,7 @@ inline std::string completion_json(const CompletionRequest& r, bool chat) {
     body += ",\"prompt\":" + json_string(r.prompt);
   }
   if (r.max_tokens > 0) body += ",\"max_tokens\":" + std::to_string(r.max_tokens);
-  if (r.temperature >= 0) body += ",\"temperature\":" + std::to_string(r.temperature);
+  if (r.temperature >= 0) body += ",\"temperature\":" + json_number(r.temperature);
   if (r.seed >= 0) body += ",\"seed\":" + std::to_string(r.seed);
   if (!r.stop.empty()) {
     body += ",\"stop\":[";
@@ -540,6 +606,7 @@ struct TextBridge {
   }
 };
 
+// Carries an event callback across the C ABI, as ProgressBridge does a progress callback.
 struct EventBridge {
   const std::function<bool(const JobEvent&)>* fn;
   std::exception_ptr thrown;
@@ -680,10 +747,8 @@ class Client {
 
   FineTuningJob create_fine_tuning_job(const FineTuningRequest& r) {
     mh_object* raw = nullptr;
-    detail::check(mh_client_create_fine_tuning_job(
-        p_.get(), r.model.c_str(), r.training_file.c_str(), detail::or_null(r.validation_file),
-        detail::or_null(r.suffix), r.n_epochs, r.batch_size, r.learning_rate_multiplier, r.seed,
-        &raw));
+    const std::string body = detail::fine_tuning_json(r);
+    detail::check(mh_client_create_fine_tuning_job_json(p_.get(), body.c_str(), &raw));
     return FineTuningJob::from(detail::own(raw));
   }
   Page<FineTuningJob> list_fine_tuning_jobs(const std::string& after = {}, int limit = 0) {
@@ -730,8 +795,13 @@ class Client {
   // ---- deployments and completions (since 1.4) ----
 
   Deployment create_deployment(const std::string& model, int replicas = 1) {
+    return create_deployment(DeploymentRequest{model, replicas, {}, 0});
+  }
+  // Since 1.5: on a chosen pool, with several devices per replica.
+  Deployment create_deployment(const DeploymentRequest& r) {
     mh_object* raw = nullptr;
-    detail::check(mh_client_create_deployment(p_.get(), model.c_str(), replicas, &raw));
+    const std::string body = detail::deployment_json(r);
+    detail::check(mh_client_create_deployment_json(p_.get(), body.c_str(), &raw));
     return Deployment::from(detail::own(raw));
   }
   Page<Deployment> list_deployments(const std::string& after = {}, int limit = 0) {
