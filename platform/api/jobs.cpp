@@ -495,26 +495,41 @@ Result<std::vector<JobCheckpoint>> FineTuning::checkpoints(std::string_view tena
   return out;
 }
 
+JobEvent FineTuning::make_event(std::string level, std::string type, std::string message,
+                                std::string data) const {
+  const auto clock = clock_.now();
+  return JobEvent{"ftevent-" + secure_random_base64url(18),
+                  clock.ok() ? *clock : 0,
+                  std::move(level),
+                  std::move(message),
+                  std::move(type),
+                  std::move(data)};
+}
+
+namespace {
+
+// Records the event in the session's transaction; its seq orders it among the job's events.
+Result<int64_t> insert_event(store::Session& session, const JobRecord& job, const JobEvent& e) {
+  MH_TRY(session
+             .exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, "
+                   "message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   {e.id, job.id, job.tenant, e.created_at, e.level, e.message, e.type,
+                    store::text_or_null(e.data)})
+             .status());
+  MH_ASSIGN_OR_RETURN(auto rows,
+                      session.query("SELECT seq FROM fine_tuning_events WHERE id = ?", {e.id}));
+  return rows.empty() ? int64_t{0} : rows[0].integer(0);
+}
+
+}  // namespace
+
 void FineTuning::add_event(const JobRecord& job, std::string level, std::string type,
                            std::string message, std::string data) {
-  const auto clock = clock_.now();
-  JobEvent e{"ftevent-" + secure_random_base64url(18),
-             clock.ok() ? *clock : 0,
-             std::move(level),
-             std::move(message),
-             std::move(type),
-             std::move(data)};
+  const JobEvent e =
+      make_event(std::move(level), std::move(type), std::move(message), std::move(data));
   int64_t seq = 0;
   Status s = db_.write([&](store::Session& session) -> Status {
-    MH_TRY(session
-               .exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, "
-                     "message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     {e.id, job.id, job.tenant, e.created_at, e.level, e.message, e.type,
-                      store::text_or_null(e.data)})
-               .status());
-    MH_ASSIGN_OR_RETURN(auto rows,
-                        session.query("SELECT seq FROM fine_tuning_events WHERE id = ?", {e.id}));
-    seq = rows.empty() ? 0 : rows[0].integer(0);
+    MH_ASSIGN_OR_RETURN(seq, insert_event(session, job, e));
     return {};
   });
   if (!s.ok()) {
@@ -587,23 +602,34 @@ Status FineTuning::finish(const JobRecord& job, const std::string& status,
                           const std::string& error_code, const std::string& error_message,
                           const std::string& model, std::optional<int64_t> tokens) {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec(
-            "UPDATE fine_tuning_jobs SET status = ?, error_code = ?, error_message = ?, "
-            "fine_tuned_model = ?, trained_tokens = ?, finished_at = ? WHERE id = ?",
-            {status, store::text_or_null(error_code), store::text_or_null(error_message),
-             store::text_or_null(model),
-             tokens ? store::Value(*tokens) : store::Value(std::monostate()), now, job.id})
-        .status();
-  }));
+  // The end and the events that tell it are one transaction: whoever sees the job finished
+  // sees them too (a stream that reads a finished job ends after its backlog).
+  std::vector<JobEvent> closing;
   if (status == "succeeded") {
-    add_event(job, "info", "message", "New fine-tuned model created: " + model);
-    add_event(job, "info", "message", "The job has successfully completed");
+    closing.push_back(make_event("info", "message", "New fine-tuned model created: " + model));
+    closing.push_back(make_event("info", "message", "The job has successfully completed"));
   } else if (status == "cancelled") {
-    add_event(job, "info", "message", "Job cancelled");
+    closing.push_back(make_event("info", "message", "Job cancelled"));
   } else {
-    add_event(job, "error", "message", "Job failed: " + error_message);
+    closing.push_back(make_event("error", "message", "Job failed: " + error_message));
+  }
+  std::vector<int64_t> seqs;
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    seqs.clear();
+    MH_TRY(s.exec("UPDATE fine_tuning_jobs SET status = ?, error_code = ?, error_message = ?, "
+                  "fine_tuned_model = ?, trained_tokens = ?, finished_at = ? WHERE id = ?",
+                  {status, store::text_or_null(error_code), store::text_or_null(error_message),
+                   store::text_or_null(model),
+                   tokens ? store::Value(*tokens) : store::Value(std::monostate()), now, job.id})
+               .status());
+    for (const JobEvent& e : closing) {
+      MH_ASSIGN_OR_RETURN(int64_t seq, insert_event(s, job, e));
+      seqs.push_back(seq);
+    }
+    return {};
+  }));
+  for (size_t i = 0; i < closing.size(); ++i) {
+    publish(job.id, seqs[i], "data: " + json::serialize(event_json(closing[i])) + "\n\n", false);
   }
   publish(job.id, 0, "", true);  // the job is over: its live streams end
   return {};

@@ -102,6 +102,8 @@ class FineTuning {
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
                       std::optional<double> valid_loss, const std::string& path);
+  JobEvent make_event(std::string level, std::string type, std::string message,
+                      std::string data = {}) const;
   void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
                  std::string data = {});
   Status finish(const JobRecord& job, const std::string& status, const std::string& error_code,
