@@ -409,7 +409,7 @@ TEST_CASE("borrowed devices are shared by weight") {
 
 TEST_CASE("a gang waits for all its devices rather than taking part of them") {
   SchedulingPlatform p({"--cpu-devices", "3"});
-  p.license_models("acme", {"train", "deploy", "custom_models"});
+  p.license_models("acme", {"train", "deploy", "custom_models", "multi_gpu"});
   const std::string a = p.create("acme", p.big.at("acme"), 20);
   const std::string g = p.create("globex", p.big.at("globex"), 20);
   for (const auto& [tenant, id] : {std::pair{"acme", a}, std::pair{"globex", g}}) {
