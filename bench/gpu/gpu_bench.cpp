@@ -328,6 +328,12 @@ int main(int argc, char** argv) {
   std::string train_mode = "bf16";
   int repeat = 20, train_steps = 5;
   bool ops = true;
+  if (argc == 2 && std::string(argv[1]) == "--help") {  // also: does the binary start here?
+    std::printf(
+        "gpu_bench [--ops 0|1] [--repeat N] [--train-batch B --train-mode "
+        "fp32|bf16|bf16-simt|profile --train-steps N] [--decode DIR --decode-tokens N]\n");
+    return 0;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--ops") {

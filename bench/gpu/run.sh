@@ -5,8 +5,12 @@
 # engine's pieces and models beside PyTorch and transformers on the same device, in the same
 # run, and prints a table last. Logs and JSON lines go to $OUT (or /tmp/mh-gpu).
 #   bench/gpu/run.sh [check|bench|platform|all]
-#     check: build + the engine's GPU tests; bench: timings; platform: the platform's GPU
-#     integration tests from the bundle `prepare` made; all (default): check and bench.
+#     check: the engine's GPU tests; bench: timings; platform: the platform's GPU integration
+#     tests; all (default): check, platform and bench.
+#     The binaries come from the bundle `prepare` made here (.device/platform.tar.xz), which
+#     saves the device minutes of a build; without one, or with MH_BUILD=1, or when a bundled
+#     binary does not start there, platform/engine is built on its own (the platform tests
+#     need the bundle).
 #     MH_SANITIZE=1 runs the test cases under compute-sanitizer.
 # On this workplace's machine without a GPU, `bench/gpu/run.sh prepare` first copies the doctest
 # header into .device/ (git-ignored) so that the GPU machine can build the tests.
@@ -24,7 +28,7 @@ build=build-gpu
 # libraries (and the driver's) are the GPU machine's own, linked in there.
 bundle_root=/tmp/mh-platform
 platform_bins=(platform/main/macrohardd platform/worker/mh-worker platform/mhctl/mhctl
-  tests/integration_gpu_tests)
+  tests/integration_gpu_tests tests/engine_gpu_tests bench/gpu_bench)
 
 if [ "$mode" = prepare ]; then
   mkdir -p .device/include/doctest
@@ -119,13 +123,16 @@ run_cases() {
   echo "$(basename "$bin"): $((${#cases[@]} - failed)) of ${#cases[@]} cases passed"
 }
 
-if [ "$mode" = platform ]; then
-  [ -f .device/platform.tar.xz ] || { echo "no .device/platform.tar.xz: prepare it, carry .device"; exit 1; }
+# Unpacks the bundle into $bundle_root once, with this machine's CUDA libraries and driver
+# linked in where its RPATH looks (the executor starts workers with a clean environment, so
+# LD_LIBRARY_PATH would not reach them). Fails when there is no bundle.
+unpacked=0
+unpack_bundle() {
+  [ $unpacked = 1 ] && return 0
+  [ -f .device/platform.tar.xz ] || return 1
   step "platform bundle"
   rm -rf "$bundle_root"
-  tar -C "$(dirname "$bundle_root")" -xJf .device/platform.tar.xz
-  # This machine's CUDA libraries and driver, where the bundle's RPATH looks (the executor
-  # starts workers with a clean environment, so LD_LIBRARY_PATH would not reach them).
+  tar -C "$(dirname "$bundle_root")" -xJf .device/platform.tar.xz || return 1
   for want in libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2 libcuda.so.1; do
     found=""
     ldp=${LD_LIBRARY_PATH:-}
@@ -148,45 +155,70 @@ if [ "$mode" = platform ]; then
     [ -e "$path" ] || ln -s "$bundle_root/bin/$name" "$path"
   done <"$bundle_root/paths"
   "$bundle_root/bin/macrohardd" --help | head -1
-  step "platform GPU tests"
-  run_cases "$bundle_root/bin/integration_gpu_tests" "$out/platform_gpu_tests.log"
-  exit 0
-fi
+  unpacked=1
+}
 
-if [ "$mode" = check ] || [ "$mode" = all ]; then
+# The engine's test and bench binaries: the bundle's, if they start here; else built here.
+gpu_tests="$build/engine_gpu_tests"
+gpu_bench="$build/gpu_bench"
+engine_binaries() {
+  if [ "${MH_BUILD:-0}" != 1 ] && unpack_bundle &&
+    "$bundle_root/bin/engine_gpu_tests" --list-test-cases >/dev/null 2>&1 &&
+    "$bundle_root/bin/gpu_bench" --help >/dev/null 2>&1; then
+    gpu_tests="$bundle_root/bin/engine_gpu_tests"
+    gpu_bench="$bundle_root/bin/gpu_bench"
+    echo "engine binaries: the bundle's"
+    return 0
+  fi
+  [ -x "$build/gpu_bench" ] && [ "${built:-0}" = 1 ] && return 0
   step "build (platform/engine on its own, sm_90)"
   cmake -S platform/engine -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${doctest[@]}" \
-    "${extra[@]}" >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+    "${extra[@]}" >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; return 1; }
   cmake --build "$build" 2>&1 | tee "$out/build.log" | tail -3
-  [ -x "$build/gpu_bench" ] || { echo "the build failed"; grep -m20 -B2 -A8 error "$out/build.log"; exit 1; }
-  if [ -x "$build/engine_gpu_tests" ]; then
-    step "GPU tests"
-    run_cases "$build/engine_gpu_tests" "$out/gpu_tests.log"
-    grep -h -o "cuBLASLt GELU: .*" "$out/gpu_tests.log" | head -1
-  else
+  [ -x "$build/gpu_bench" ] || { echo "the build failed"; grep -m20 -B2 -A8 error "$out/build.log"; return 1; }
+  [ -x "$build/engine_gpu_tests" ] ||
     echo "no doctest header was carried: the GPU tests were not built (bench/gpu/run.sh prepare)"
+  built=1
+}
+
+if [ "$mode" = check ] || [ "$mode" = all ]; then
+  engine_binaries || exit 1
+  if [ -x "$gpu_tests" ]; then
+    step "GPU tests"
+    run_cases "$gpu_tests" "$out/gpu_tests.log"
+    grep -h -o "cuBLASLt GELU: .*" "$out/gpu_tests.log" | head -1
+  fi
+fi
+
+if [ "$mode" = platform ] || [ "$mode" = all ]; then
+  if unpack_bundle; then
+    step "platform GPU tests"
+    run_cases "$bundle_root/bin/integration_gpu_tests" "$out/platform_gpu_tests.log"
+  else
+    echo "no .device/platform.tar.xz: prepare it here, carry .device"
+    [ "$mode" = platform ] && exit 1
   fi
 fi
 
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
-  [ -x "$build/gpu_bench" ] || { echo "build first: bench/gpu/run.sh check"; exit 1; }
+  engine_binaries || exit 1
   models="$out/models"
   step "ops: ours, then PyTorch's"
-  timeout 120 "$build/gpu_bench" | tee "$out/ours_ops.jsonl"
+  timeout 120 "$gpu_bench" | tee "$out/ours_ops.jsonl"
   PYTHONUNBUFFERED=1 timeout 180 $py bench/gpu/torch_peer.py ops | tee "$out/peer_ops.jsonl"
   step "training GPT-2 124M: PyTorch (torch.compile, bf16), then ours"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py train --batch 16 | tee "$out/peer_train.jsonl"
   # One process a configuration: a fault in one leaves the others' figures.
   : >"$out/ours_train.jsonl"
   for m in bf16 bf16-simt fp32 profile; do
-    timeout 180 "$build/gpu_bench" --ops 0 --train-batch 16 --train-mode $m --train-steps 5 |
+    timeout 180 "$gpu_bench" --ops 0 --train-batch 16 --train-mode $m --train-steps 5 |
       grep '"train_' | tee -a "$out/ours_train.jsonl"
   done
   step "decoding: transformers generate, then ours on the same weights"
   PYTHONUNBUFFERED=1 timeout 300 $py bench/gpu/torch_peer.py decode --save "$models" --tokens 64 \
     | tee "$out/peer_decode.jsonl"
   for m in gpt2-124m llama-1b; do
-    [ -d "$models/$m" ] && timeout 240 "$build/gpu_bench" --ops 0 --decode "$models/$m" \
+    [ -d "$models/$m" ] && timeout 240 "$gpu_bench" --ops 0 --decode "$models/$m" \
       --decode-tokens 32 | grep '"decode"' | tee -a "$out/ours_decode.jsonl"
   done
 
