@@ -29,6 +29,19 @@ uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
+// A socket listening on a loopback port the kernel picks, as the executor hands rank 0 one.
+int loopback_listener(sockaddr_in* where) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  *where = {};
+  where->sin_family = AF_INET;
+  where->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof *where;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(where), sizeof *where) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(where), &len) == 0);
+  return fd;
+}
+
 ProcessGroupOptions options(int rank, int world, uint16_t port, std::string token = "secret") {
   ProcessGroupOptions o;
   o.rank = rank;
@@ -216,14 +229,8 @@ TEST_CASE("a rank no one joins gives up after its connect timeout with a clear e
 }
 
 TEST_CASE("rank 0 accepts the group on a socket it inherited, which is closed once formed") {
-  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(listener, 4) == 0);
-  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  const int listener = loopback_listener(&a);
   const uint16_t port = ntohs(a.sin_port);
   auto o0 = options(0, 2, port);
   o0.port = 1;  // rank 0 never binds: the socket it was handed is what counts
@@ -272,12 +279,8 @@ TEST_CASE("the executor's bootstrap variables are read and checked") {
   ::setenv("MH_RENDEZVOUS", "127.0.0.1:29500", 1);
   CHECK(process_group_from_env().value()->listener_fd == -1);
   // Rank 0's inherited listening socket: taken when it listens, refused when it does not.
-  const int listening = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(listening, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(listening, 1) == 0);
+  const int listening = loopback_listener(&a);
   ::setenv("MH_RENDEZVOUS_FD", std::to_string(listening).c_str(), 1);
   CHECK(process_group_from_env().value()->listener_fd == listening);
   const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
