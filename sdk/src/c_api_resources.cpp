@@ -165,6 +165,14 @@ mh_error* call_object(mh_client* client, const char* method, const std::string& 
   return nullptr;
 }
 
+// POSTs a caller's whole request body to `path`.
+mh_error* post_request(mh_client* client, const std::string& path, const char* request_json,
+                       mh_object** out) {
+  json::value body;
+  if (mh_error* bad = parse_request(request_json, out, &body)) return bad;
+  return call_object(client, "POST", path, &body.as_object(), out);
+}
+
 mh_error* call_list(mh_client* client, const std::string& path, mh_list** out) {
   if (out == nullptr) return null_argument("out");
   mh_object* raw = nullptr;
@@ -387,9 +395,7 @@ mh_error* mh_client_create_fine_tuning_job(mh_client* client, const char* model,
 mh_error* mh_client_create_fine_tuning_job_json(mh_client* client, const char* request_json,
                                                 mh_object** out) {
   return guarded([&]() -> mh_error* {
-    json::value body;
-    if (mh_error* bad = parse_request(request_json, out, &body)) return bad;
-    return call_object(client, "POST", "/v1/fine_tuning/jobs", &body.as_object(), out);
+    return post_request(client, "/v1/fine_tuning/jobs", request_json, out);
   });
 }
 
@@ -496,11 +502,8 @@ mh_error* mh_client_create_deployment(mh_client* client, const char* model, int 
 
 mh_error* mh_client_create_deployment_json(mh_client* client, const char* request_json,
                                            mh_object** out) {
-  return guarded([&]() -> mh_error* {
-    json::value body;
-    if (mh_error* bad = parse_request(request_json, out, &body)) return bad;
-    return call_object(client, "POST", "/v1/deployments", &body.as_object(), out);
-  });
+  return guarded(
+      [&]() -> mh_error* { return post_request(client, "/v1/deployments", request_json, out); });
 }
 
 mh_error* mh_client_list_deployments(mh_client* client, const char* after, int limit,

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "tests/integration/sdk_client.h"
 #include "tests/integration/serving_platform.h"
 
 namespace mh::test {
@@ -269,10 +270,7 @@ TEST_CASE("license limits refuse deployments, naming the limit and by how much")
 
 TEST_CASE("the SDK and mhctl deploy a model and chat with it, streamed and whole") {
   ServingPlatform p;
-  macrohard::Client client(macrohard::ClientOptions()
-                               .base_url(p.daemon->url())
-                               .api_key(p.owners.at("acme"))
-                               .max_retries(0));
+  macrohard::Client client = sdk_client(p, "acme");
   macrohard::Deployment d = client.create_deployment("custom:tiny");
   CHECK(d.status == "starting");
   d = client.wait_deployment(d.id);

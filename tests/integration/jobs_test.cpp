@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "tests/integration/model_helpers.h"
+#include "tests/integration/sdk_client.h"
 
 namespace mh::test {
 namespace {
@@ -281,10 +282,7 @@ TEST_CASE("mhctl jobs create --wait follows a job to its model, and the SDK wait
   r = run_process({mhctl_path().string(), "jobs", "list"}, env);
   CHECK(r.output.find("succeeded") != std::string::npos);
 
-  macrohard::Client client(macrohard::ClientOptions()
-                               .base_url(p.daemon->url())
-                               .api_key(p.owners.at("acme"))
-                               .max_retries(0));
+  macrohard::Client client = sdk_client(p, "acme");
   macrohard::FineTuningRequest request;
   request.model = "custom:tiny";
   request.training_file = p.training_file;
@@ -312,10 +310,7 @@ TEST_CASE("mhctl jobs create --wait follows a job to its model, and the SDK wait
 
 TEST_CASE("the SDK and mhctl say where a job runs: pool, devices, priority, checkpoints") {
   JobsPlatform p({"--cpu-devices", "2"});
-  macrohard::Client client(macrohard::ClientOptions()
-                               .base_url(p.daemon->url())
-                               .api_key(p.owners.at("acme"))
-                               .max_retries(0));
+  macrohard::Client client = sdk_client(p, "acme");
   macrohard::FineTuningRequest request;
   request.model = "custom:tiny";
   request.training_file = p.training_file;

@@ -9,6 +9,7 @@
 #include "platform/engine/model.h"
 #include "platform/engine/tokenizer.h"
 #include "tests/integration/model_helpers.h"
+#include "tests/integration/sdk_client.h"
 
 namespace mh::test {
 namespace {
@@ -195,10 +196,7 @@ TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the
   r = run_process({mhctl_path().string(), "models", "list"}, env);
   CHECK(r.output.find("custom:tiny") != std::string::npos);
 
-  macrohard::Client client(macrohard::ClientOptions()
-                               .base_url(p.daemon->url())
-                               .api_key(p.owners.at("acme"))
-                               .max_retries(0));
+  macrohard::Client client = sdk_client(p, "acme");
   const macrohard::Model m = client.get_model("custom:tiny");
   CHECK(m.family == "llama");
   CHECK(m.context_length == 32);
