@@ -197,7 +197,7 @@ size_t incomplete_utf8_tail(std::string_view text) {
 void DecodeBatch::emit(Sequence& s, int32_t token) {
   s.result.tokens.push_back(token);
   std::string& text = s.result.text;
-  text += tokenizer_.token_bytes(token);
+  text += tokenizer_.decode_next(s.result.tokens);
   // A stop sequence ends the text where it begins.
   size_t cut = std::string::npos;
   for (const auto& stop : s.params.stop) {

@@ -1,271 +1,317 @@
 #include "platform/engine/tokenizer.h"
 
 #include <algorithm>
-#include <array>
+#include <cstdio>
 #include <map>
 #include <queue>
-#include <unordered_set>
 
 #include "platform/engine/files.h"
 #include "platform/engine/json.h"
+#include "platform/engine/unicode.h"
 
 namespace mh::engine {
 namespace {
-
-struct CodeRange {
-  uint32_t first, last;
-};
-#include "platform/engine/unicode_tables.inc"
 
 constexpr size_t kMaxTokenizerBytes = size_t{256} << 20;
 constexpr int64_t kMaxVocab = int64_t{1} << 22;
 constexpr size_t kMaxTokenBytes = 4096;
 
-bool in_table(uint32_t cp, std::span<const CodeRange> table) {
-  auto it = std::upper_bound(table.begin(), table.end(), cp,
-                             [](uint32_t c, const CodeRange& r) { return c < r.first; });
-  return it != table.begin() && cp <= std::prev(it)->last;
-}
-
-enum class Cls : uint8_t { kLetter, kNumber, kSpace, kOther };
-
-Cls classify(int64_t cp) {
-  if (cp < 0) return Cls::kOther;  // a byte that is not valid UTF-8
-  const auto c = static_cast<uint32_t>(cp);
-  if (in_table(c, kLetter)) return Cls::kLetter;
-  if (in_table(c, kNumber)) return Cls::kNumber;
-  if (in_table(c, kSpace)) return Cls::kSpace;
-  return Cls::kOther;
-}
-
-// The code point at s[i] and its length in bytes; an invalid sequence is one byte, cp -1.
-std::pair<int64_t, size_t> decode_utf8(std::string_view s, size_t i) {
-  const auto b0 = static_cast<uint8_t>(s[i]);
-  if (b0 < 0x80) return {b0, 1};
-  size_t len;
-  uint32_t cp, min;
-  if ((b0 & 0xe0) == 0xc0) {
-    len = 2, cp = b0 & 0x1f, min = 0x80;
-  } else if ((b0 & 0xf0) == 0xe0) {
-    len = 3, cp = b0 & 0x0f, min = 0x800;
-  } else if ((b0 & 0xf8) == 0xf0) {
-    len = 4, cp = b0 & 0x07, min = 0x10000;
-  } else {
-    return {-1, 1};
-  }
-  if (i + len > s.size()) return {-1, 1};
-  for (size_t k = 1; k < len; ++k) {
-    const auto b = static_cast<uint8_t>(s[i + k]);
-    if ((b & 0xc0) != 0x80) return {-1, 1};
-    cp = (cp << 6) | (b & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return {-1, 1};
-  return {cp, len};
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
-
-// GPT-2's reversible byte <-> printable code point mapping: printable Latin-1 bytes stand for
-// themselves, the others for 256, 257, ... in byte order (space is 'Ġ', U+0120).
-struct ByteLevel {
-  std::array<uint32_t, 256> to_cp{};
-  std::map<uint32_t, uint8_t> to_byte;
-  ByteLevel() {
-    uint32_t next = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
-      to_cp[b] = printable ? b : next++;
-      to_byte[to_cp[b]] = static_cast<uint8_t>(b);
-    }
-  }
-};
-const ByteLevel& byte_level() {
-  static const ByteLevel table;
-  return table;
-}
-
-std::string bytes_to_token_text(std::string_view bytes) {
-  std::string out;
-  for (char c : bytes) append_utf8(out, byte_level().to_cp[static_cast<uint8_t>(c)]);
-  return out;
-}
-
-// The bytes a byte-level token string stands for; nullopt when it is not one.
-std::optional<std::string> token_text_to_bytes(std::string_view text) {
-  std::string out;
-  for (size_t i = 0; i < text.size();) {
-    auto [cp, len] = decode_utf8(text, i);
-    auto it =
-        cp < 0 ? byte_level().to_byte.end() : byte_level().to_byte.find(static_cast<uint32_t>(cp));
-    if (it == byte_level().to_byte.end()) return std::nullopt;
-    out += static_cast<char>(it->second);
-    i += len;
-  }
-  return out;
-}
-
 Status tokenizer_error(std::string_view what) {
   return invalid_argument("tokenizer: " + std::string(what));
 }
 
-}  // namespace
+bool is_word_at(std::string_view s, size_t i) { return unicode::is_word(unicode::decode(s, i).cp); }
 
-std::vector<std::string_view> Tokenizer::pre_tokenize(std::string_view text) {
-  std::vector<std::string_view> out;
-  const size_t n = text.size();
-  size_t i = 0;
-  auto run = [&](size_t j, Cls cls) {  // the end of a run of `cls` starting at j
-    while (j < n) {
-      auto [cp, len] = decode_utf8(text, j);
-      if (classify(cp) != cls) break;
-      j += len;
-    }
-    return j;
-  };
-  while (i < n) {
-    // 's|'t|'re|'ve|'m|'ll|'d
-    if (text[i] == '\'') {
-      size_t len = 0;
-      for (std::string_view c : {"s", "t", "re", "ve", "m", "ll", "d"}) {
-        if (text.substr(i + 1, c.size()) == c) {
-          len = 1 + c.size();
-          break;
-        }
-      }
-      if (len > 0) {
-        out.push_back(text.substr(i, len));
-        i += len;
-        continue;
-      }
-    }
-    auto [cp, len] = decode_utf8(text, i);
-    Cls cls = classify(cp);
-    size_t start = i, body = i;
-    if (cp == ' ' && i + 1 < n) {
-      // " ?\p{L}+", " ?\p{N}+", " ?[^\s\p{L}\p{N}]+": a space joins the run after it.
-      const Cls next = classify(decode_utf8(text, i + 1).first);
-      if (next != Cls::kSpace) {
-        cls = next;
-        body = i + 1;
-      }
-    }
-    if (cls != Cls::kSpace) {
-      const size_t end = run(body, cls);
-      out.push_back(text.substr(start, end - start));
-      i = end;
-      continue;
-    }
-    // "\s+(?!\S)|\s+": a run of spaces leaves its last one to the word after it.
-    const size_t end = run(i, Cls::kSpace);
-    size_t cut = end;
-    if (end < n) {
-      size_t last = i, count = 0;
-      for (size_t j = i; j < end; j += decode_utf8(text, j).second, ++count) last = j;
-      if (count >= 2) cut = last;
-    }
-    out.push_back(text.substr(i, cut - i));
-    i = cut;
-  }
-  return out;
+// The start of the last character of s[0, end).
+size_t char_before(std::string_view s, size_t end) {
+  size_t b = end - 1;
+  while (b > 0 && end - b < 4 && (static_cast<uint8_t>(s[b]) & 0xc0) == 0x80) --b;
+  return unicode::decode(s, b).len == end - b ? b : end - 1;
 }
 
-Status Tokenizer::add_token(std::string bytes, int32_t id, bool special) {
-  if (id < 0 || id >= kMaxVocab) {
-    return tokenizer_error("token id " + std::to_string(id) + " is outside [0, " +
+bool ends_with_word(std::string_view s) { return !s.empty() && is_word_at(s, char_before(s, s.size())); }
+bool starts_with_word(std::string_view s) { return !s.empty() && is_word_at(s, 0); }
+
+// Where the run of whitespace that ends s begins (s.size() when there is none).
+size_t whitespace_run_before(std::string_view s) {
+  size_t b = s.size();
+  while (b > 0) {
+    const size_t c = char_before(s, b);
+    if (!unicode::is_whitespace(unicode::decode(s, c).cp)) break;
+    b = c;
+  }
+  return b;
+}
+// How long the run of whitespace that starts s is.
+size_t whitespace_run_after(std::string_view s) {
+  size_t e = 0;
+  while (e < s.size()) {
+    const unicode::Char c = unicode::decode(s, e);
+    if (!unicode::is_whitespace(c.cp)) break;
+    e += c.len;
+  }
+  return e;
+}
+
+const Json& member(const Json& object, std::string_view key) {
+  static const Json kNull;
+  const Json* v = object.find(key);
+  return v == nullptr ? kNull : *v;
+}
+
+// A token id from JSON, within bounds.
+Result<int32_t> token_id(const Json& v, std::string_view where) {
+  if (!v.is_int() || v.as_int() < 0 || v.as_int() >= kMaxVocab) {
+    return tokenizer_error(std::string(where) + " must be an integer in [0, " +
                            std::to_string(kMaxVocab) + ")");
   }
-  if (bytes.empty()) return tokenizer_error("token " + std::to_string(id) + " is empty");
-  if (bytes.size() > kMaxTokenBytes) {
+  return static_cast<int32_t>(v.as_int());
+}
+
+}  // namespace
+
+// --- added tokens --------------------------------------------------------------------------
+
+void Tokenizer::AddedTrie::insert(std::string_view s, int32_t token) {
+  if (nodes.empty()) nodes.emplace_back();
+  starts[static_cast<uint8_t>(s[0])] = true;
+  int32_t at = 0;
+  for (char ch : s) {
+    const auto b = static_cast<uint8_t>(ch);
+    auto& next = nodes[static_cast<size_t>(at)].next;
+    auto it = std::lower_bound(next.begin(), next.end(), std::pair<uint8_t, int32_t>{b, -1});
+    if (it != next.end() && it->first == b) {
+      at = it->second;
+      continue;
+    }
+    const auto child = static_cast<int32_t>(nodes.size());
+    next.insert(it, {b, child});
+    nodes.emplace_back();  // invalidates `next`; not used after
+    at = child;
+  }
+  nodes[static_cast<size_t>(at)].token = token;
+}
+
+int32_t Tokenizer::AddedTrie::longest(std::string_view text, size_t at, size_t& end) const {
+  int32_t best = -1;
+  size_t node = 0;
+  for (size_t i = at; i < text.size(); ++i) {
+    const auto b = static_cast<uint8_t>(text[i]);
+    const auto& next = nodes[node].next;
+    auto it = std::lower_bound(next.begin(), next.end(), std::pair<uint8_t, int32_t>{b, -1});
+    if (it == next.end() || it->first != b) break;
+    node = static_cast<size_t>(it->second);
+    if (nodes[node].token >= 0) {
+      best = nodes[node].token;
+      end = i + 1;
+    }
+  }
+  return best;
+}
+
+// AddedVocabulary::find_matches: leftmost-longest matches over every added token of the trie;
+// a match that is skipped (a special token when specials are not allowed, a single_word token
+// inside a word) still consumes its text.
+void Tokenizer::split_added(std::string_view text, const AddedTrie& trie, bool allow_special,
+                            bool at_start, std::vector<Segment>& out) const {
+  if (trie.nodes.empty()) {
+    if (!text.empty()) out.push_back({text, -1, at_start});
+    return;
+  }
+  size_t done = 0;  // text before this is in `out`
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t end = 0;
+    const int32_t t = trie.starts[static_cast<uint8_t>(text[i])] ? trie.longest(text, i, end) : -1;
+    if (t < 0) {
+      ++i;
+      continue;
+    }
+    const AddedToken& a = added_[static_cast<size_t>(t)];
+    size_t start = i;
+    i = end;
+    if (a.special && !allow_special) continue;
+    if (a.single_word && (ends_with_word(text.substr(0, start)) ||
+                          starts_with_word(text.substr(end)))) {
+      continue;
+    }
+    if (a.lstrip) start = std::max(whitespace_run_before(text.substr(0, start)), done);
+    if (a.rstrip) end += whitespace_run_after(text.substr(end));
+    if (done < start) out.push_back({text.substr(done, start - done), -1, at_start && done == 0});
+    out.push_back({{}, a.id, false});
+    done = end;
+    i = end;
+  }
+  if (done < text.size()) out.push_back({text.substr(done), -1, at_start && done == 0});
+}
+
+Status Tokenizer::add_added_tokens(const Json* list) {
+  if (list == nullptr || list->is_null()) return {};
+  if (!list->is_array()) return tokenizer_error("added_tokens must be an array");
+  // tokenizers gives an added token the model's id for its content, or else the next id after
+  // the vocabulary and the added tokens before it; a file that says otherwise is refused.
+  int32_t next = vocab_size();
+  for (size_t i = 0; i < list->as_array().size(); ++i) {
+    const Json& j = list->as_array()[i];
+    const std::string where = "added_tokens[" + std::to_string(i) + "]";
+    const Json* content = j.find("content");
+    const Json* id = j.find("id");
+    if (content == nullptr || !content->is_string() || content->as_string().empty() ||
+        id == nullptr) {
+      return tokenizer_error(where + " needs an integer \"id\" and a non-empty \"content\"");
+    }
+    MH_ASSIGN_OR_RETURN(int32_t file_id, token_id(*id, where + ".id"));
+    AddedToken a;
+    a.content = content->as_string();
+    if (a.content.size() > kMaxTokenBytes) {
+      return tokenizer_error(where + " is longer than " + std::to_string(kMaxTokenBytes) + " bytes");
+    }
+    bool* flags[] = {&a.single_word, &a.lstrip, &a.rstrip, &a.normalized, &a.special};
+    const char* names[] = {"single_word", "lstrip", "rstrip", "normalized", "special"};
+    for (size_t f = 0; f < 5; ++f) {
+      const Json* v = j.find(names[f]);
+      if (v != nullptr && !v->is_bool()) {
+        return tokenizer_error(where + "." + names[f] + " must be a boolean");
+      }
+      // tokenizers' defaults: normalized is !special, the others false.
+      *flags[f] = v != nullptr && v->as_bool();
+    }
+    if (j.find("normalized") == nullptr) a.normalized = !a.special;
+    int32_t expected = -1;
+    for (const AddedToken& b : added_) {
+      if (surface_[static_cast<size_t>(b.id)] == a.content) expected = b.id;
+    }
+    if (expected < 0) {
+      std::string symbol;
+      if (!byte_level_ || byte_level_to_bytes(a.content, symbol)) {
+        auto it = ids_.find(byte_level_ ? symbol : a.content);
+        if (it != ids_.end()) expected = it->second;
+      }
+    }
+    if (expected < 0) expected = next++;
+    if (expected != file_id) {
+      return tokenizer_error(where + " (\"" + a.content + "\") has id " + std::to_string(file_id) +
+                             " but tokenizers gives it " + std::to_string(expected));
+    }
+    a.id = file_id;
+    if (a.id >= vocab_size()) {
+      surface_.resize(static_cast<size_t>(a.id) + 1);
+      special_.resize(static_cast<size_t>(a.id) + 1);
+    }
+    surface_[static_cast<size_t>(a.id)] = a.content;
+    special_[static_cast<size_t>(a.id)] = a.special;
+    if (a.normalized) a.content = normalizer_.apply(a.content);
+    added_.erase(std::remove_if(added_.begin(), added_.end(),
+                                [&](const AddedToken& b) { return b.id == a.id; }),
+                 added_.end());
+    added_.push_back(std::move(a));
+  }
+  return {};
+}
+
+// A special token at `id` (outside the model's vocabulary), matched in the raw text.
+void Tokenizer::add_special(std::string content, int32_t id) {
+  if (id >= vocab_size()) {
+    surface_.resize(static_cast<size_t>(id) + 1);
+    special_.resize(static_cast<size_t>(id) + 1);
+  }
+  surface_[static_cast<size_t>(id)] = content;
+  special_[static_cast<size_t>(id)] = true;
+  added_.push_back({std::move(content), id, false, false, false, false, true});
+}
+
+// --- the BPE model -------------------------------------------------------------------------
+
+Status Tokenizer::add_vocab(std::string surface, int32_t id) {
+  if (surface.empty()) return tokenizer_error("token " + std::to_string(id) + " is empty");
+  if (surface.size() > kMaxTokenBytes) {
     return tokenizer_error("token " + std::to_string(id) + " is longer than " +
                            std::to_string(kMaxTokenBytes) + " bytes");
   }
-  if (static_cast<size_t>(id) >= tokens_.size()) {
-    tokens_.resize(static_cast<size_t>(id) + 1);
+  if (static_cast<size_t>(id) >= surface_.size()) {
+    surface_.resize(static_cast<size_t>(id) + 1);
     special_.resize(static_cast<size_t>(id) + 1);
   }
-  if (!tokens_[static_cast<size_t>(id)].empty()) {
-    // The same special token listed in both the vocabulary and added_tokens is one token.
-    if (special && special_[static_cast<size_t>(id)] && tokens_[static_cast<size_t>(id)] == bytes) {
-      return {};
-    }
-    if (special && !special_[static_cast<size_t>(id)]) {
-      ids_.erase(tokens_[static_cast<size_t>(id)]);
-    } else {
-      return tokenizer_error("token id " + std::to_string(id) + " is given twice");
-    }
+  if (!surface_[static_cast<size_t>(id)].empty()) {
+    return tokenizer_error("token id " + std::to_string(id) + " is given twice");
   }
-  if (special) {
-    special_ids_.push_back(id);
-  } else if (!ids_.emplace(bytes, id).second) {
+  std::string symbol;
+  if (!byte_level_) {
+    symbol = surface;
+  } else if (!byte_level_to_bytes(surface, symbol)) {
+    symbol.clear();  // not a byte-level string: no word can be made of it
+  }
+  if (!symbol.empty() && !ids_.emplace(symbol, id).second) {
     return tokenizer_error("the vocabulary has two ids for one token (" + std::to_string(id) +
-                           " and " + std::to_string(ids_[bytes]) + ")");
+                           " and " + std::to_string(ids_[symbol]) + ")");
   }
-  tokens_[static_cast<size_t>(id)] = std::move(bytes);
-  special_[static_cast<size_t>(id)] = special;
+  surface_[static_cast<size_t>(id)] = std::move(surface);
   return {};
 }
 
 Status Tokenizer::add_merge(std::string_view left, std::string_view right, std::string_view where) {
-  auto a = token_text_to_bytes(left), b = token_text_to_bytes(right);
-  auto ia = a ? ids_.find(*a) : ids_.end(), ib = b ? ids_.find(*b) : ids_.end();
-  auto im = a && b ? ids_.find(*a + *b) : ids_.end();
-  if (ia == ids_.end() || ib == ids_.end() || im == ids_.end()) {
+  auto symbol = [&](std::string_view s) {
+    std::string out;
+    if (!byte_level_) return std::string(s);
+    return byte_level_to_bytes(s, out) ? out : std::string();
+  };
+  const std::string a = symbol(left), b = symbol(right);
+  auto ia = ids_.find(a), ib = ids_.find(b);
+  auto im = a.empty() || b.empty() ? ids_.end() : ids_.find(a + b);
+  if (a.empty() || b.empty() || ia == ids_.end() || ib == ids_.end() || im == ids_.end()) {
     return tokenizer_error(std::string(where) + ": merge \"" + std::string(left) + " " +
                            std::string(right) + "\" uses or makes a token not in the vocabulary");
   }
+  // A pair listed twice takes its later rank, as tokenizers' merge map does.
   const int32_t rank = static_cast<int32_t>(merges_.size());
-  if (!pairs_.emplace(key(ia->second, ib->second), Pair{rank, im->second}).second) {
-    return tokenizer_error(std::string(where) + ": merge \"" + std::string(left) + " " +
-                           std::string(right) + "\" is listed twice");
-  }
+  pairs_[key(ia->second, ib->second)] = Pair{rank, im->second};
   merges_.emplace_back(ia->second, ib->second);
   return {};
 }
 
 Status Tokenizer::finish() {
-  for (size_t id = 0; id < tokens_.size(); ++id) {
-    if (tokens_[id].empty()) {
+  for (size_t id = 0; id < surface_.size(); ++id) {
+    if (surface_[id].empty()) {
       return tokenizer_error("ids are not dense: no token has id " + std::to_string(id));
     }
   }
-  for (int b = 0; b < 256; ++b) {
-    auto it = ids_.find(std::string(1, static_cast<char>(b)));
-    if (it == ids_.end()) {
-      return tokenizer_error("the vocabulary has no token for byte " + std::to_string(b) +
-                             ", so some text could not be encoded");
+  if (byte_level_) {
+    for (int b = 0; b < 256; ++b) {
+      auto it = ids_.find(std::string(1, static_cast<char>(b)));
+      if (it == ids_.end()) {
+        return tokenizer_error("the vocabulary has no token for byte " + std::to_string(b) +
+                               ", so some text could not be encoded");
+      }
+      byte_ids_[b] = it->second;
     }
-    byte_ids_[b] = it->second;
   }
-  std::sort(special_ids_.begin(), special_ids_.end());
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    auto it = ids_.find(name);
+    fallback_ids_[b] = it == ids_.end() ? -1 : it->second;
+  }
+  auto raw = std::make_shared<AddedTrie>(), normalized = std::make_shared<AddedTrie>();
+  for (size_t i = 0; i < added_.size(); ++i) {
+    (added_[i].normalized ? *normalized : *raw).insert(added_[i].content, static_cast<int32_t>(i));
+  }
+  raw_trie_ = std::move(raw);
+  normalized_trie_ = std::move(normalized);
   return {};
 }
 
-void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
-  if (piece.size() == 1) {
-    out.push_back(byte_ids_[static_cast<uint8_t>(piece[0])]);
-    return;
-  }
-  // Symbols in a linked list; candidate merges in a heap by (rank, position). A popped
-  // candidate whose symbols changed since it was pushed is stale and skipped.
+// Merges adjacent symbols lowest rank first (leftmost on ties) until no listed pair is left:
+// tokenizers' Word::merge_all. Symbols live in a linked list; a popped candidate whose symbols
+// changed since it was pushed is stale and skipped.
+void Tokenizer::merge(std::vector<int32_t>& symbols) const {
+  if (symbols.size() < 2 || pairs_.empty()) return;
   struct Sym {
-    int32_t id;
-    int32_t prev, next;
+    int32_t id, prev, next;
   };
-  std::vector<Sym> sym(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) {
-    sym[i] = {byte_ids_[static_cast<uint8_t>(piece[i])], static_cast<int32_t>(i) - 1,
-              i + 1 < piece.size() ? static_cast<int32_t>(i + 1) : -1};
+  std::vector<Sym> sym(symbols.size());
+  for (size_t i = 0; i < symbols.size(); ++i) {
+    sym[i] = {symbols[i], static_cast<int32_t>(i) - 1,
+              i + 1 < symbols.size() ? static_cast<int32_t>(i + 1) : -1};
   }
   struct Candidate {
     int32_t rank, pos, left, right;
@@ -281,7 +327,7 @@ void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
     auto it = pairs_.find(key(l, r));
     if (it != pairs_.end()) heap.push({it->second.rank, pos, l, r});
   };
-  for (int32_t i = 0; i + 1 < static_cast<int32_t>(piece.size()); ++i) consider(i);
+  for (int32_t i = 0; i + 1 < static_cast<int32_t>(symbols.size()); ++i) consider(i);
   while (!heap.empty()) {
     const Candidate c = heap.top();
     heap.pop();
@@ -295,72 +341,219 @@ void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
     consider(s.prev);
     consider(c.pos);
   }
+  symbols.clear();
   for (int32_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) {
-    out.push_back(sym[static_cast<size_t>(i)].id);
+    symbols.push_back(sym[static_cast<size_t>(i)].id);
   }
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
-  std::vector<int32_t> out;
-  auto plain = [&](std::string_view segment) {
-    std::string prefixed;
-    if (add_prefix_space_ && !segment.empty() && segment[0] != ' ') {
-      prefixed = " " + std::string(segment);
-      segment = prefixed;
+// BPE::tokenize on one word (a pre-token): its symbols, merged.
+Status Tokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.empty()) return {};
+  if (ignore_merges_ || word.size() == 1) {
+    if (auto it = ids_.find(word); it != ids_.end()) {
+      out.push_back(it->second);
+      return {};
     }
-    for (std::string_view piece : pre_tokenize(segment)) bpe(piece, out);
-  };
-  size_t pos = 0;
-  while (pos < text.size()) {
-    // The earliest special token in the rest of the text (the longest one where several start).
-    size_t best = std::string_view::npos;
-    int32_t best_id = -1;
-    if (allow_special) {
-      for (int32_t id : special_ids_) {
-        const std::string& s = tokens_[static_cast<size_t>(id)];
-        const size_t at = text.find(s, pos);
-        if (at != std::string_view::npos &&
-            (at < best ||
-             (at == best && s.size() > tokens_[static_cast<size_t>(best_id)].size()))) {
-          best = at;
-          best_id = id;
+  }
+  std::vector<int32_t> symbols;
+  symbols.reserve(word.size());
+  if (byte_level_) {
+    for (char c : word) symbols.push_back(byte_ids_[static_cast<uint8_t>(c)]);
+  } else {
+    // One symbol per character; one not in the vocabulary is its bytes' <0xXX> tokens
+    // (byte_fallback), or the unknown token (runs of them fused with fuse_unk), or dropped.
+    bool last_unk = false;
+    for (size_t i = 0; i < word.size();) {
+      const size_t len = unicode::decode(word, i).len;
+      const std::string_view ch = word.substr(i, len);
+      i += len;
+      if (auto it = ids_.find(ch); it != ids_.end()) {
+        symbols.push_back(it->second);
+        last_unk = false;
+        continue;
+      }
+      if (byte_fallback_) {
+        bool all = true;
+        for (char b : ch) all = all && fallback_ids_[static_cast<uint8_t>(b)] >= 0;
+        if (all) {
+          for (char b : ch) symbols.push_back(fallback_ids_[static_cast<uint8_t>(b)]);
+          last_unk = false;
+          continue;
         }
       }
+      if (unk_id_ >= 0) {
+        if (!(last_unk && fuse_unk_)) symbols.push_back(unk_id_);
+        last_unk = true;
+      }
     }
-    if (best == std::string_view::npos) {
-      plain(text.substr(pos));
-      break;
+  }
+  merge(symbols);
+  out.insert(out.end(), symbols.begin(), symbols.end());
+  return {};
+}
+
+// --- encode and decode ---------------------------------------------------------------------
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
+  std::vector<int32_t> out;
+  std::vector<Segment> raw, normalized;
+  split_added(text, *raw_trie_, allow_special, true, raw);
+  PieceArena arena;
+  std::vector<TextPiece> pieces;
+  for (const Segment& r : raw) {
+    if (r.added >= 0) {
+      out.push_back(r.added);
+      continue;
     }
-    plain(text.substr(pos, best - pos));
-    out.push_back(best_id);
-    pos = best + tokens_[static_cast<size_t>(best_id)].size();
+    std::string_view segment = r.text;
+    if (!normalizer_.empty()) segment = arena.keep(normalizer_.apply(segment));
+    normalized.clear();
+    split_added(segment, *normalized_trie_, allow_special, r.at_start, normalized);
+    for (const Segment& n : normalized) {
+      if (n.added >= 0) {
+        out.push_back(n.added);
+        continue;
+      }
+      pieces.assign(1, TextPiece{n.text, n.at_start});
+      // A pattern PCRE2 gives up on (past its limits) leaves the text as one word.
+      if (!pre_tokenizer_.apply(pieces, arena).ok()) pieces.assign(1, TextPiece{n.text, n.at_start});
+      for (const TextPiece& p : pieces) (void)encode_word(p.text, out);
+    }
   }
   return out;
 }
 
-Result<std::string> Tokenizer::decode(std::span<const int32_t> ids) const {
-  std::string out;
+std::vector<int32_t> Tokenizer::with_special_tokens(std::vector<int32_t> ids) const {
+  ids.insert(ids.begin(), prefix_ids_.begin(), prefix_ids_.end());
+  ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
+  return ids;
+}
+
+Result<std::string> Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size()) {
       return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary of " +
                               std::to_string(vocab_size()));
     }
-    out += tokens_[static_cast<size_t>(id)];
+    if (skip_special && special_[static_cast<size_t>(id)]) continue;
+    tokens.push_back(surface_[static_cast<size_t>(id)]);
   }
-  return out;
+  return decoder_.apply(std::move(tokens));
 }
 
-const std::string& Tokenizer::token_bytes(int32_t id) const {
-  static const std::string kNone;
-  return id < 0 || id >= vocab_size() ? kNone : tokens_[static_cast<size_t>(id)];
+std::string Tokenizer::decode_next(std::span<const int32_t> ids) const {
+  if (ids.empty()) return {};
+  // Four tokens before the new one cover a character split over byte tokens.
+  const size_t from = ids.size() > 5 ? ids.size() - 5 : 0;
+  auto before = decode(ids.subspan(from, ids.size() - 1 - from));
+  auto after = decode(ids.subspan(from));
+  if (!before.ok() || !after.ok()) return {};
+  if (after->starts_with(*before)) return after->substr(before->size());
+  auto alone = decode(ids.subspan(ids.size() - 1));
+  return alone.ok() ? *alone : std::string();
 }
 
 std::optional<int32_t> Tokenizer::special_token(std::string_view content) const {
-  for (int32_t id : special_ids_) {
-    if (tokens_[static_cast<size_t>(id)] == content) return id;
+  for (const AddedToken& a : added_) {
+    if (surface_[static_cast<size_t>(a.id)] == content) return a.id;
   }
   return std::nullopt;
 }
+
+const std::string& Tokenizer::token_text(int32_t id) const {
+  static const std::string kNone;
+  return id < 0 || id >= vocab_size() ? kNone : surface_[static_cast<size_t>(id)];
+}
+
+bool Tokenizer::is_special(int32_t id) const {
+  return id >= 0 && id < vocab_size() && special_[static_cast<size_t>(id)];
+}
+
+std::vector<std::string_view> Tokenizer::pre_tokenize(std::string_view text) {
+  static const PreTokenizer gpt2 = PreTokenizer::gpt2();
+  PieceArena arena;
+  std::vector<TextPiece> pieces{{text, true}};
+  std::vector<std::string_view> out;
+  if (!gpt2.apply(pieces, arena).ok()) return {text};
+  for (const TextPiece& p : pieces) out.push_back(p.text);
+  return out;
+}
+
+// --- loading -------------------------------------------------------------------------------
+
+namespace {
+
+// TemplateProcessing (alone or in a Sequence with ByteLevel) as the ids before and after a
+// single sequence.
+Status parse_post_processor(const Json& json, std::string_view where, std::vector<int32_t>& prefix,
+                            std::vector<int32_t>& suffix) {
+  if (json.is_null()) return {};
+  const Json* type = json.find("type");
+  if (!json.is_object() || type == nullptr || !type->is_string()) {
+    return tokenizer_error(std::string(where) + " must be an object with a \"type\", or null");
+  }
+  const std::string& t = type->as_string();
+  if (t == "ByteLevel") return {};  // it only trims offsets
+  if (t == "Sequence") {
+    const Json* list = json.find("processors");
+    if (list == nullptr || !list->is_array()) {
+      return tokenizer_error(std::string(where) + " needs \"processors\"");
+    }
+    for (size_t i = 0; i < list->as_array().size(); ++i) {
+      std::vector<int32_t> p, s;
+      MH_TRY(parse_post_processor(list->as_array()[i],
+                                  std::string(where) + ".processors[" + std::to_string(i) + "]",
+                                  p, s));
+      prefix.insert(prefix.begin(), p.begin(), p.end());
+      suffix.insert(suffix.end(), s.begin(), s.end());
+    }
+    return {};
+  }
+  if (t != "TemplateProcessing") {
+    return tokenizer_error(std::string(where) + " type \"" + t +
+                           "\" is not implemented (this engine implements TemplateProcessing, "
+                           "ByteLevel and Sequence)");
+  }
+  const Json* single = json.find("single");
+  const Json* specials = json.find("special_tokens");
+  if (single == nullptr || !single->is_array() || specials == nullptr || !specials->is_object()) {
+    return tokenizer_error(std::string(where) + " needs \"single\" and \"special_tokens\"");
+  }
+  bool seen_sequence = false;
+  for (const Json& piece : single->as_array()) {
+    if (const Json* seq = piece.find("Sequence")) {
+      const Json* id = seq->find("id");
+      if (seen_sequence || id == nullptr || !id->is_string() || id->as_string() != "A") {
+        return tokenizer_error(std::string(where) + ".single must hold sequence A once");
+      }
+      seen_sequence = true;
+      continue;
+    }
+    const Json* special = piece.find("SpecialToken");
+    const Json* name = special == nullptr ? nullptr : special->find("id");
+    if (name == nullptr || !name->is_string()) {
+      return tokenizer_error(std::string(where) + ".single holds something that is not a "
+                                                  "Sequence or a SpecialToken");
+    }
+    const Json* entry = specials->find(name->as_string());
+    const Json* ids = entry == nullptr ? nullptr : entry->find("ids");
+    if (ids == nullptr || !ids->is_array()) {
+      return tokenizer_error(std::string(where) + ".special_tokens has no ids for \"" +
+                             name->as_string() + "\"");
+    }
+    for (const Json& id : ids->as_array()) {
+      MH_ASSIGN_OR_RETURN(int32_t v, token_id(id, std::string(where) + ".special_tokens"));
+      (seen_sequence ? suffix : prefix).push_back(v);
+    }
+  }
+  if (!seen_sequence) return tokenizer_error(std::string(where) + ".single has no sequence A");
+  return {};
+}
+
+}  // namespace
 
 Result<Tokenizer> Tokenizer::from_tokenizer_json(std::string_view text) {
   JsonLimits limits;
@@ -370,94 +563,81 @@ Result<Tokenizer> Tokenizer::from_tokenizer_json(std::string_view text) {
   if (!parsed.ok()) return invalid_argument("tokenizer.json: " + parsed.status().message());
   const Json& root = *parsed;
   if (!root.is_object()) return tokenizer_error("tokenizer.json must be a JSON object");
+  if (const Json* v = root.find("version");
+      v != nullptr && !(v->is_string() && v->as_string() == "1.0")) {
+    return tokenizer_error("\"version\" must be \"1.0\"");
+  }
+  for (const char* key : {"truncation", "padding"}) {
+    if (const Json* v = root.find(key); v != nullptr && !v->is_null()) {
+      return tokenizer_error(std::string("\"") + key +
+                             "\" is set; this engine encodes without truncation or padding");
+    }
+  }
   const Json* model = root.find("model");
   if (model == nullptr || !model->is_object()) {
     return tokenizer_error("tokenizer.json has no \"model\" object");
   }
   if (const Json* type = model->find("type");
       type != nullptr && !(type->is_string() && type->as_string() == "BPE")) {
-    return tokenizer_error("model.type must be \"BPE\" (byte-level BPE is what this engine reads)");
+    return tokenizer_error("model.type must be \"BPE\" (" +
+                           (type->is_string() ? "\"" + type->as_string() + "\"" : "this") +
+                           " is not implemented)");
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const Json* v = model->find(key);
     if (v != nullptr && !v->is_null() && !(v->is_string() && v->as_string().empty())) {
-      return tokenizer_error(std::string("model.") + key + " is not supported");
+      return tokenizer_error(std::string("model.") + key + " is not implemented");
     }
   }
-  if (const Json* v = model->find("byte_fallback"); v != nullptr && v->is_bool() && v->as_bool()) {
-    return tokenizer_error("model.byte_fallback is for SentencePiece-style BPE, not byte-level");
-  }
-  if (const Json* v = model->find("dropout"); v != nullptr && !v->is_null()) {
-    return tokenizer_error("model.dropout must be null");
-  }
-  if (const Json* v = root.find("normalizer"); v != nullptr && !v->is_null()) {
-    return tokenizer_error("normalizers are not supported (\"normalizer\" must be null)");
+  if (const Json* v = model->find("dropout");
+      v != nullptr && !v->is_null() && !(v->is_number() && v->as_double() == 0)) {
+    return tokenizer_error("model.dropout is not implemented (it must be null)");
   }
   Tokenizer t;
-  const Json* pre = root.find("pre_tokenizer");
-  if (pre == nullptr || !pre->is_object()) {
-    return tokenizer_error("pre_tokenizer must be {\"type\":\"ByteLevel\", ...}");
+  t.json_ = std::string(text);
+  MH_ASSIGN_OR_RETURN(t.normalizer_, Normalizer::parse(member(root, "normalizer"), "normalizer"));
+  MH_ASSIGN_OR_RETURN(t.pre_tokenizer_,
+                      PreTokenizer::parse(member(root, "pre_tokenizer"), "pre_tokenizer"));
+  MH_ASSIGN_OR_RETURN(t.decoder_, Decoder::parse(member(root, "decoder"), "decoder"));
+  t.byte_level_ = t.pre_tokenizer_.byte_level();
+  auto flag = [&](const char* key, bool& out) -> Status {
+    const Json* v = model->find(key);
+    if (v == nullptr || v->is_null()) return {};
+    if (!v->is_bool()) return tokenizer_error(std::string("model.") + key + " must be a boolean");
+    out = v->as_bool();
+    return {};
+  };
+  MH_TRY(flag("byte_fallback", t.byte_fallback_));
+  MH_TRY(flag("fuse_unk", t.fuse_unk_));
+  MH_TRY(flag("ignore_merges", t.ignore_merges_));
+  if (t.byte_fallback_ && t.byte_level_) {
+    return tokenizer_error("model.byte_fallback is set with a ByteLevel pre-tokenizer, which "
+                           "already has a token for every byte");
   }
-  if (const Json* type = pre->find("type");
-      type == nullptr || !type->is_string() || type->as_string() != "ByteLevel") {
-    return tokenizer_error(
-        "pre_tokenizer must be ByteLevel (GPT-2's pattern); other "
-        "pre-tokenizers are not supported");
-  }
-  if (const Json* v = pre->find("use_regex"); v != nullptr && !(v->is_bool() && v->as_bool())) {
-    return tokenizer_error("pre_tokenizer.use_regex must be true");
-  }
-  if (const Json* v = pre->find("add_prefix_space"); v != nullptr) {
-    if (!v->is_bool()) return tokenizer_error("pre_tokenizer.add_prefix_space must be a boolean");
-    t.add_prefix_space_ = v->as_bool();
-  }
+  MH_TRY(parse_post_processor(member(root, "post_processor"), "post_processor", t.prefix_ids_,
+                              t.suffix_ids_));
 
-  std::map<int64_t, std::string> added;  // id -> content
-  if (const Json* list = root.find("added_tokens"); list != nullptr && !list->is_null()) {
-    if (!list->is_array()) return tokenizer_error("added_tokens must be an array");
-    for (const Json& a : list->as_array()) {
-      const Json* id = a.find("id");
-      const Json* content = a.find("content");
-      if (id == nullptr || !id->is_int() || content == nullptr || !content->is_string() ||
-          content->as_string().empty()) {
-        return tokenizer_error(
-            "every added token needs an integer \"id\" and a non-empty "
-            "\"content\"");
-      }
-      if (!added.emplace(id->as_int(), content->as_string()).second) {
-        return tokenizer_error("added token id " + std::to_string(id->as_int()) +
-                               " is given twice");
-      }
-    }
-  }
   const Json* vocab = model->find("vocab");
-  if (vocab == nullptr || !vocab->is_object())
-    return tokenizer_error("model.vocab must be an object");
-  std::map<std::string, int64_t> added_ids;
-  for (const auto& [id, content] : added) added_ids[content] = id;
+  if (vocab == nullptr || !vocab->is_object()) return tokenizer_error("model.vocab must be an object");
   for (const auto& [token, id] : vocab->as_object()) {
-    if (!id.is_int()) return tokenizer_error("model.vocab[\"" + token + "\"] must be an integer");
-    if (auto a = added_ids.find(token); a != added_ids.end()) {
-      if (a->second == id.as_int()) continue;
-      return tokenizer_error("\"" + token + "\" is added token " + std::to_string(a->second) +
-                             " but vocabulary entry " + std::to_string(id.as_int()));
-    }
-    auto bytes = token_text_to_bytes(token);
-    if (!bytes) {
-      return tokenizer_error("model.vocab[\"" + token +
-                             "\"] is not a byte-level token and not an added token");
-    }
-    MH_TRY(t.add_token(std::move(*bytes),
-                       static_cast<int32_t>(std::clamp<int64_t>(id.as_int(), -1, kMaxVocab)),
-                       false));
+    MH_ASSIGN_OR_RETURN(int32_t v, token_id(id, "model.vocab[\"" + token + "\"]"));
+    MH_TRY(t.add_vocab(token, v));
   }
-  for (const auto& [id, content] : added) {
-    MH_TRY(
-        t.add_token(content, static_cast<int32_t>(std::clamp<int64_t>(id, -1, kMaxVocab)), true));
+  if (const Json* unk = model->find("unk_token"); unk != nullptr && !unk->is_null()) {
+    if (!unk->is_string()) return tokenizer_error("model.unk_token must be a string or null");
+    auto it = t.ids_.find(unk->as_string());
+    if (t.byte_level_) {
+      std::string bytes;
+      if (byte_level_to_bytes(unk->as_string(), bytes)) it = t.ids_.find(bytes);
+    }
+    if (it == t.ids_.end()) {
+      return tokenizer_error("model.unk_token \"" + unk->as_string() + "\" is not in the vocabulary");
+    }
+    t.unk_id_ = it->second;
   }
   const Json* merges = model->find("merges");
-  if (merges == nullptr || !merges->is_array())
-    return tokenizer_error("model.merges must be an array");
+  if (merges == nullptr || !merges->is_array()) return tokenizer_error("model.merges must be an array");
+  t.merges_.reserve(merges->as_array().size());
   for (size_t i = 0; i < merges->as_array().size(); ++i) {
     const Json& m = merges->as_array()[i];
     const std::string where = "model.merges[" + std::to_string(i) + "]";
@@ -476,7 +656,14 @@ Result<Tokenizer> Tokenizer::from_tokenizer_json(std::string_view text) {
       return tokenizer_error(where + " must be \"a b\" or [\"a\", \"b\"]");
     }
   }
+  MH_TRY(t.add_added_tokens(root.find("added_tokens")));
   MH_TRY(t.finish());
+  for (int32_t id : t.prefix_ids_) {
+    if (id >= t.vocab_size()) return tokenizer_error("post_processor names token " + std::to_string(id) + ", outside the vocabulary");
+  }
+  for (int32_t id : t.suffix_ids_) {
+    if (id >= t.vocab_size()) return tokenizer_error("post_processor names token " + std::to_string(id) + ", outside the vocabulary");
+  }
   return t;
 }
 
@@ -489,20 +676,24 @@ Result<Tokenizer> Tokenizer::from_vocab_merges(std::string_view vocab_json,
   if (!vocab.ok()) return invalid_argument("vocab.json: " + vocab.status().message());
   if (!vocab->is_object()) return tokenizer_error("vocab.json must be an object of token: id");
   Tokenizer t;
-  std::vector<std::pair<int64_t, std::string>> specials;
+  std::vector<std::pair<int32_t, std::string>> specials;
   for (const auto& [token, id] : vocab->as_object()) {
-    if (!id.is_int()) return tokenizer_error("vocab.json[\"" + token + "\"] must be an integer");
-    const auto clamped = static_cast<int32_t>(std::clamp<int64_t>(id.as_int(), -1, kMaxVocab));
+    MH_ASSIGN_OR_RETURN(int32_t v, token_id(id, "vocab.json[\"" + token + "\"]"));
     // GPT-2's end-of-text marker is spelt in printable bytes but was always a special token.
-    auto bytes = token == "<|endoftext|>" ? std::nullopt : token_text_to_bytes(token);
-    if (bytes) {
-      MH_TRY(t.add_token(std::move(*bytes), clamped, false));
+    std::string bytes;
+    if (token != "<|endoftext|>" && byte_level_to_bytes(token, bytes)) {
+      MH_TRY(t.add_vocab(token, v));
     } else {
-      specials.emplace_back(clamped, token);
+      specials.emplace_back(v, token);
     }
   }
-  for (auto& [id, token] : specials) {
-    MH_TRY(t.add_token(std::move(token), static_cast<int32_t>(id), true));
+  // Special tokens take the ids vocab.json gave them.
+  std::sort(specials.begin(), specials.end());
+  for (auto& [id, content] : specials) {
+    if (id < t.vocab_size() && !t.surface_[static_cast<size_t>(id)].empty()) {
+      return tokenizer_error("token id " + std::to_string(id) + " is given twice");
+    }
+    t.add_special(std::move(content), id);
   }
   MH_TRY(for_each_line(merges_txt, [&](int64_t line_no, std::string_view line) -> Status {
     if (line.empty() || (line_no == 1 && line.starts_with("#version"))) return {};
@@ -514,6 +705,7 @@ Result<Tokenizer> Tokenizer::from_vocab_merges(std::string_view vocab_json,
     return t.add_merge(line.substr(0, space), line.substr(space + 1), where);
   }));
   MH_TRY(t.finish());
+  t.json_ = t.gpt2_json();
   return t;
 }
 
@@ -532,34 +724,38 @@ Result<Tokenizer> Tokenizer::load(const std::filesystem::path& dir) {
   return from_vocab_merges(vocab, merges);
 }
 
-std::string Tokenizer::to_tokenizer_json() const {
+// The tokenizer.json of a GPT-2-style byte-level BPE (vocab.json + merges.txt, or trained).
+std::string Tokenizer::gpt2_json() const {
   std::string out = R"({"version":"1.0","truncation":null,"padding":null,"added_tokens":[)";
-  for (size_t i = 0; i < special_ids_.size(); ++i) {
-    if (i > 0) out += ',';
-    out += "{\"id\":" + std::to_string(special_ids_[i]) + ",\"content\":";
-    append_json_string(out, tokens_[static_cast<size_t>(special_ids_[i])]);
+  bool first = true;
+  for (const AddedToken& a : added_) {
+    if (!first) out += ',';
+    first = false;
+    out += "{\"id\":" + std::to_string(a.id) + ",\"content\":";
+    append_json_string(out, a.content);
     out += R"(,"single_word":false,"lstrip":false,"rstrip":false,"normalized":false,)"
            R"("special":true})";
   }
-  out += R"(],"normalizer":null,"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":)";
-  out += add_prefix_space_ ? "true" : "false";
-  out += R"(,"trim_offsets":true,"use_regex":true},)"
+  out += R"(],"normalizer":null,"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,)"
+         R"("trim_offsets":true,"use_regex":true},)"
          R"("post_processor":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":false,)"
          R"("use_regex":true},"decoder":{"type":"ByteLevel","add_prefix_space":true,)"
          R"("trim_offsets":true,"use_regex":true},"model":{"type":"BPE","dropout":null,)"
          R"("unk_token":null,"continuing_subword_prefix":"","end_of_word_suffix":"",)"
          R"("fuse_unk":false,"byte_fallback":false,"vocab":{)";
-  for (size_t id = 0; id < tokens_.size(); ++id) {
-    if (id > 0) out += ',';
-    append_json_string(out, special_[id] ? tokens_[id] : bytes_to_token_text(tokens_[id]));
+  first = true;
+  for (size_t id = 0; id < surface_.size(); ++id) {
+    if (special_[id]) continue;
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, surface_[id]);
     out += ':' + std::to_string(id);
   }
   out += "},\"merges\":[";
   for (size_t i = 0; i < merges_.size(); ++i) {
     if (i > 0) out += ',';
-    append_json_string(out,
-                       bytes_to_token_text(tokens_[static_cast<size_t>(merges_[i].first)]) + " " +
-                           bytes_to_token_text(tokens_[static_cast<size_t>(merges_[i].second)]));
+    append_json_string(out, surface_[static_cast<size_t>(merges_[i].first)] + " " +
+                                surface_[static_cast<size_t>(merges_[i].second)]);
   }
   out += "]}}\n";
   return out;
@@ -569,148 +765,7 @@ Status Tokenizer::save(const std::filesystem::path& dir) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return internal_error("cannot create " + dir.string() + ": " + ec.message());
-  return write_file_atomically(dir / "tokenizer.json", to_tokenizer_json());
-}
-
-// --- training ------------------------------------------------------------------------------
-
-Result<Tokenizer> train_bpe(std::span<const std::string> texts, const BpeTrainerOptions& options) {
-  const int64_t specials = static_cast<int64_t>(options.special_tokens.size());
-  if (options.vocab_size < 256 + specials || options.vocab_size > kMaxVocab) {
-    return invalid_argument("vocab_size must be at least 256 + the special tokens (" +
-                            std::to_string(256 + specials) + ") and at most " +
-                            std::to_string(kMaxVocab));
-  }
-  // Distinct pre-tokens and their counts; special tokens in the text are not learned from.
-  std::unordered_map<std::string, int64_t> counts;
-  for (const std::string& text : texts) {
-    std::string_view rest = text;
-    while (!rest.empty()) {
-      size_t cut = rest.size(), skip = 0;
-      for (const std::string& s : options.special_tokens) {
-        const size_t at = s.empty() ? std::string_view::npos : rest.find(s);
-        if (at < cut) cut = at, skip = s.size();
-      }
-      for (std::string_view piece : Tokenizer::pre_tokenize(rest.substr(0, cut))) {
-        ++counts[std::string(piece)];
-      }
-      rest = cut + skip >= rest.size() ? std::string_view() : rest.substr(cut + skip);
-    }
-  }
-  Tokenizer t;
-  for (int b = 0; b < 256; ++b) MH_TRY(t.add_token(std::string(1, static_cast<char>(b)), b, false));
-
-  std::vector<std::vector<int32_t>> words;
-  std::vector<int64_t> freq;
-  {
-    std::vector<std::pair<std::string, int64_t>> sorted(counts.begin(), counts.end());
-    std::sort(sorted.begin(), sorted.end());  // the result must not depend on hash order
-    for (auto& [w, n] : sorted) {
-      if (w.size() < 2) continue;
-      words.emplace_back(w.begin(), w.end());
-      for (auto& id : words.back()) id = static_cast<uint8_t>(id);
-      freq.push_back(n);
-    }
-  }
-  std::unordered_map<uint64_t, int64_t> pair_count;
-  std::unordered_map<uint64_t, std::vector<int32_t>> where;
-  for (size_t w = 0; w < words.size(); ++w) {
-    for (size_t i = 0; i + 1 < words[w].size(); ++i) {
-      const uint64_t k = Tokenizer::key(words[w][i], words[w][i + 1]);
-      pair_count[k] += freq[w];
-      auto& list = where[k];
-      if (list.empty() || list.back() != static_cast<int32_t>(w))
-        list.push_back(static_cast<int32_t>(w));
-    }
-  }
-  // Max-heap by count, then by the merged bytes (smallest first), then the left token's bytes.
-  struct Entry {
-    int64_t count;
-    uint64_t pair;
-  };
-  auto bytes_of = [&](uint64_t k) {
-    return std::make_pair(t.tokens_[k >> 32] + t.tokens_[k & 0xffffffffu], t.tokens_[k >> 32]);
-  };
-  auto worse = [&](const Entry& a, const Entry& b) {
-    if (a.count != b.count) return a.count < b.count;
-    return bytes_of(a.pair) > bytes_of(b.pair);
-  };
-  std::priority_queue<Entry, std::vector<Entry>, decltype(worse)> heap(worse);
-  for (const auto& [k, n] : pair_count) heap.push({n, k});
-
-  const int64_t target = options.vocab_size - specials;
-  int64_t vocab = 256;
-  std::vector<int32_t> seen(words.size(), -1);
-  int32_t merge_no = 0;
-  while (vocab < target && !heap.empty()) {
-    const Entry e = heap.top();
-    heap.pop();
-    auto it = pair_count.find(e.pair);
-    if (it == pair_count.end() || it->second != e.count) continue;  // stale
-    if (e.count < options.min_frequency) break;
-    const int32_t a = static_cast<int32_t>(e.pair >> 32), b = static_cast<int32_t>(e.pair);
-    std::string merged = t.tokens_[static_cast<size_t>(a)] + t.tokens_[static_cast<size_t>(b)];
-    int32_t id;
-    if (auto existing = t.ids_.find(merged); existing != t.ids_.end()) {
-      id = existing->second;
-    } else {
-      id = static_cast<int32_t>(vocab++);
-      MH_TRY(t.add_token(merged, id, false));
-    }
-    t.pairs_.emplace(e.pair, Tokenizer::Pair{static_cast<int32_t>(t.merges_.size()), id});
-    t.merges_.emplace_back(a, b);
-    ++merge_no;
-    // Re-count the pairs of every word the merged pair occurs in.
-    std::vector<uint64_t> changed;
-    const std::vector<int32_t> affected = std::move(where[e.pair]);
-    where.erase(e.pair);
-    for (int32_t w : affected) {
-      if (seen[static_cast<size_t>(w)] == merge_no) continue;
-      seen[static_cast<size_t>(w)] = merge_no;
-      auto& word = words[static_cast<size_t>(w)];
-      const int64_t n = freq[static_cast<size_t>(w)];
-      for (size_t i = 0; i + 1 < word.size(); ++i) {
-        const uint64_t k = Tokenizer::key(word[i], word[i + 1]);
-        pair_count[k] -= n;
-        changed.push_back(k);
-      }
-      std::vector<int32_t> next;
-      for (size_t i = 0; i < word.size(); ++i) {
-        if (i + 1 < word.size() && word[i] == a && word[i + 1] == b) {
-          next.push_back(id);
-          ++i;
-        } else {
-          next.push_back(word[i]);
-        }
-      }
-      word = std::move(next);
-      for (size_t i = 0; i + 1 < word.size(); ++i) {
-        const uint64_t k = Tokenizer::key(word[i], word[i + 1]);
-        pair_count[k] += n;
-        changed.push_back(k);
-        auto& list = where[k];
-        if (list.empty() || list.back() != w) list.push_back(w);
-      }
-    }
-    std::sort(changed.begin(), changed.end());
-    changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-    for (uint64_t k : changed) {
-      auto c = pair_count.find(k);
-      if (c->second <= 0) {
-        pair_count.erase(c);
-      } else if (k != e.pair) {
-        heap.push({c->second, k});
-      }
-    }
-    pair_count.erase(e.pair);
-  }
-  int32_t next_id = static_cast<int32_t>(vocab);
-  for (const std::string& s : options.special_tokens) {
-    if (s.empty()) return invalid_argument("a special token may not be empty");
-    MH_TRY(t.add_token(s, next_id++, true));
-  }
-  MH_TRY(t.finish());
-  return t;
+  return write_file_atomically(dir / "tokenizer.json", json_);
 }
 
 }  // namespace mh::engine
