@@ -7,45 +7,6 @@
 
 namespace mh::engine {
 
-ChatTemplate::ChatTemplate(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {
-  auto start = tokenizer.special_token("<|im_start|>");
-  auto end = tokenizer.special_token("<|im_end|>");
-  if (start && end) {
-    start_ = *start;
-    end_ = *end;
-  }
-}
-
-void ChatTemplate::append(std::string_view role, std::string_view content,
-                          std::vector<int32_t>& ids, std::vector<uint8_t>* learn) const {
-  auto push = [&](const std::vector<int32_t>& part, bool target) {
-    ids.insert(ids.end(), part.begin(), part.end());
-    if (learn != nullptr) learn->insert(learn->end(), part.size(), target ? 1 : 0);
-  };
-  const bool target = learn != nullptr && role == "assistant";
-  if (chatml()) {
-    push({start_}, false);
-    push(tokenizer_.encode(std::string(role) + "\n", false), false);
-    push(tokenizer_.encode(content, false), target);
-    push({end_}, target);
-    push(tokenizer_.encode("\n", false), false);
-  } else {
-    push(tokenizer_.encode(std::string(role) + ": ", false), false);
-    push(tokenizer_.encode(std::string(content) + "\n\n", false), target);
-  }
-}
-
-void ChatTemplate::append_reply_start(std::vector<int32_t>& ids) const {
-  if (chatml()) {
-    ids.push_back(start_);
-    const auto role = tokenizer_.encode("assistant\n", false);
-    ids.insert(ids.end(), role.begin(), role.end());
-  } else {
-    const auto role = tokenizer_.encode("assistant: ", false);
-    ids.insert(ids.end(), role.begin(), role.end());
-  }
-}
-
 namespace {
 
 Status line_error(int64_t line, std::string_view what) {
@@ -61,18 +22,18 @@ const std::string* string_member(const Json& o, std::string_view key) {
 
 namespace {
 
-// One piece of an example, in order: a chat message (role set), or a prompt, a completion or
-// a text (role empty; `target` says whether it is learned).
+// One piece of an example, in order: a conversation (`messages`, checked: string roles and
+// contents, an assistant turn), or a prompt, a completion or a text.
 struct Part {
-  std::string_view kind;  // "message", "prompt", "completion", "text"
-  std::string_view role;
+  std::string_view kind;  // "messages", "prompt", "completion", "text"
   const std::string& content;
+  const Json* messages = nullptr;
 };
 
 // Parses a JSONL dataset, checking every line, and calls on_part for each piece of each example
 // and end_example after each. Any bad line fails the whole file, naming the line.
 Status for_each_example(std::string_view text, const DatasetLimits& limits,
-                        const std::function<void(const Part&)>& on_part,
+                        const std::function<Status(const Part&)>& on_part,
                         const std::function<Status(int64_t line)>& end_example) {
   JsonLimits json_limits;
   json_limits.max_depth = 8;
@@ -107,8 +68,9 @@ Status for_each_example(std::string_view text, const DatasetLimits& limits,
         any_assistant = any_assistant || *role == "assistant";
       }
       if (!any_assistant) return line_error(line_no, "no assistant message to learn from");
-      for (const Json& m : messages->as_array()) {
-        on_part({"message", *string_member(m, "role"), *string_member(m, "content")});
+      static const std::string kNone;
+      if (Status s = on_part({"messages", kNone, messages}); !s.ok()) {
+        return line_error(line_no, s.message());
       }
     } else if (o.find("prompt") != nullptr || o.find("completion") != nullptr) {
       const std::string* prompt = string_member(o, "prompt");
@@ -117,11 +79,11 @@ Status for_each_example(std::string_view text, const DatasetLimits& limits,
         return line_error(line_no, "\"prompt\" and \"completion\" must both be strings");
       }
       if (completion->empty()) return line_error(line_no, "\"completion\" is empty");
-      on_part({"prompt", {}, *prompt});
-      on_part({"completion", {}, *completion});
+      MH_TRY(on_part({"prompt", *prompt}));
+      MH_TRY(on_part({"completion", *completion}));
     } else if (const std::string* t = string_member(o, "text")) {
       if (t->empty()) return line_error(line_no, "\"text\" is empty");
-      on_part({"text", {}, *t});
+      MH_TRY(on_part({"text", *t}));
     } else {
       return line_error(line_no, "needs \"text\", \"prompt\" and \"completion\", or \"messages\"");
     }
@@ -135,20 +97,22 @@ Status for_each_example(std::string_view text, const DatasetLimits& limits,
 }  // namespace
 
 Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer& tokenizer,
-                                         const DatasetLimits& limits) {
+                                         const DatasetLimits& limits, const ChatTemplate* chat) {
   Dataset d;
-  const ChatTemplate chat(tokenizer);
-  auto eot = tokenizer.special_token("<|endoftext|>");
-  if (!eot)
-    return invalid_argument("the tokenizer has no <|endoftext|> token to end examples with");
-  auto on_part = [&](const Part& part) {
-    if (part.kind == "message") {
-      chat.append(part.role, part.content, d.ids_, &d.learn_);
-      return;
-    }
+  const ChatTemplate builtin(tokenizer);
+  if (chat == nullptr) chat = &builtin;
+  auto eot = chat->end_of_text();
+  if (!eot) {
+    return invalid_argument(
+        "the tokenizer has no <|endoftext|> token, and tokenizer_config.json no eos_token, to "
+        "end examples with");
+  }
+  auto on_part = [&](const Part& part) -> Status {
+    if (part.kind == "messages") return chat->append_conversation(*part.messages, d.ids_, d.learn_);
     const auto ids = tokenizer.encode(part.content, false);
     d.ids_.insert(d.ids_.end(), ids.begin(), ids.end());
     d.learn_.insert(d.learn_.end(), ids.size(), part.kind == "prompt" ? 0 : 1);
+    return {};
   };
   auto end_example = [&](int64_t line_no) -> Status {
     d.ids_.push_back(*eot);
@@ -167,13 +131,21 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
 Result<std::vector<std::string>> jsonl_texts(std::string_view text, const DatasetLimits& limits) {
   std::vector<std::string> out;
   MH_TRY(for_each_example(
-      text, limits, [&](const Part& part) { out.push_back(part.content); },
+      text, limits,
+      [&](const Part& part) {
+        if (part.messages == nullptr) {
+          out.push_back(part.content);
+          return Status();
+        }
+        for (const Json& m : part.messages->as_array()) out.push_back(m.find("content")->as_string());
+        return Status();
+      },
       [](int64_t) { return Status(); }));
   return out;
 }
 
 Result<Dataset> Dataset::from_jsonl(const std::filesystem::path& path, const Tokenizer& tokenizer,
-                                    const DatasetLimits& limits) {
+                                    const DatasetLimits& limits, const ChatTemplate* chat) {
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) return not_found("cannot read " + path.string() + ": " + ec.message());
@@ -186,7 +158,7 @@ Result<Dataset> Dataset::from_jsonl(const std::filesystem::path& path, const Tok
   if (!in.read(text.data(), static_cast<std::streamsize>(size))) {
     return internal_error("cannot read " + path.string());
   }
-  auto d = from_jsonl_text(text, tokenizer, limits);
+  auto d = from_jsonl_text(text, tokenizer, limits, chat);
   if (!d.ok()) return invalid_argument(path.filename().string() + ": " + d.status().message());
   return d;
 }

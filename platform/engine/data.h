@@ -3,8 +3,9 @@
 // Each line is one example, in one of three shapes:
 //   {"text": "..."}                                  every token is learnt
 //   {"prompt": "...", "completion": "..."}           only the completion's tokens are learnt
-//   {"messages": [{"role": "...", "content": "..."}]} rendered through the chat template; only
-//                                                    the assistant turns are learnt
+//   {"messages": [{"role": "...", "content": "..."}]} rendered through the model's chat
+//                                                    template (chat_template.h); only the
+//                                                    assistant turns are learnt
 // Examples end with the end-of-text token and follow one another in the stream (packing), so no
 // row is padding. A row of seq_len inputs predicts the next seq_len tokens; tokens not learnt
 // have target -1.
@@ -16,28 +17,11 @@
 #include <vector>
 
 #include "platform/base/status.h"
+#include "platform/engine/chat_template.h"
 #include "platform/engine/json.h"
 #include "platform/engine/tokenizer.h"
 
 namespace mh::engine {
-
-// The chat template: ChatML ("<|im_start|>role\ncontent<|im_end|>\n") when the tokenizer has
-// those special tokens, otherwise plain text ("role: content\n\n"). Message contents are always
-// encoded as text, so a special token written inside a message is not one.
-class ChatTemplate {
- public:
-  explicit ChatTemplate(const Tokenizer& tokenizer);
-  bool chatml() const { return start_ >= 0; }
-  // Appends one message's tokens; `learn` marks them (with the closing marker) as targets.
-  void append(std::string_view role, std::string_view content, std::vector<int32_t>& ids,
-              std::vector<uint8_t>* learn) const;
-  // The tokens that open the assistant's reply (for generation).
-  void append_reply_start(std::vector<int32_t>& ids) const;
-
- private:
-  const Tokenizer& tokenizer_;
-  int32_t start_ = -1, end_ = -1;
-};
 
 struct DatasetLimits {
   size_t max_line_bytes = size_t{8} << 20;
@@ -48,10 +32,14 @@ struct DatasetLimits {
 class Dataset {
  public:
   // Reads and tokenizes a JSONL file. Any bad line fails the whole file, naming the line.
+  // Conversations go through `chat` (null: the tokenizer's built-in layout); each example ends
+  // with the chat template's end_of_text token.
   static Result<Dataset> from_jsonl(const std::filesystem::path& path, const Tokenizer& tokenizer,
-                                    const DatasetLimits& limits = {});
+                                    const DatasetLimits& limits = {},
+                                    const ChatTemplate* chat = nullptr);
   static Result<Dataset> from_jsonl_text(std::string_view text, const Tokenizer& tokenizer,
-                                         const DatasetLimits& limits = {});
+                                         const DatasetLimits& limits = {},
+                                         const ChatTemplate* chat = nullptr);
 
   int64_t tokens() const { return static_cast<int64_t>(ids_.size()); }
   int64_t examples() const { return examples_; }

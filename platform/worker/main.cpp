@@ -149,6 +149,17 @@ int main(int argc, char** argv) {
   gen->add_option("--stop", sampling.stop, "stop before this text (repeatable)");
   gen->add_flag("--ignore-eos", sampling.ignore_eos, "keep going past the end-of-text token");
 
+  // chat-template
+  auto* chat_template = app.add_subcommand(
+      "chat-template", "print a conversation as the model's chat template renders it");
+  std::string messages_file, tools_file;
+  bool add_generation_prompt = false;
+  chat_template->add_option("--model", model_dir, "model directory")->required();
+  chat_template->add_option("--messages", messages_file, "a JSON file: the messages")->required();
+  chat_template->add_option("--tools", tools_file, "a JSON file: the tools");
+  chat_template->add_flag("--add-generation-prompt", add_generation_prompt,
+                          "end with the start of the assistant's reply");
+
   // inspect
   auto* inspect = app.add_subcommand(
       "inspect", "check a model directory (config, weights' headers, tokenizer); print a summary");
@@ -267,14 +278,22 @@ int main(int argc, char** argv) {
       }
       print_ids(out);
     }
+  } else if (chat_template->parsed()) {
+    const Tokenizer tok = need(Tokenizer::load(model_dir));
+    const ChatTemplate tmpl = need(ChatTemplate::load(model_dir, tok));
+    const Json messages = need(read_json_file(messages_file));
+    const Json tools = tools_file.empty() ? Json() : need(read_json_file(tools_file));
+    const std::string text = need(tmpl.render(messages, tools, add_generation_prompt));
+    std::fwrite(text.data(), 1, text.size(), stdout);
   } else if (gen->parsed()) {
     auto model = need(Model::load(model_dir, backend()));
     const Tokenizer tok = need(Tokenizer::load(model_dir));
     std::vector<int32_t> ids;
     if (chat) {
-      const ChatTemplate tmpl(tok);
-      tmpl.append("user", prompt, ids, nullptr);
-      tmpl.append_reply_start(ids);
+      const ChatTemplate tmpl = need(ChatTemplate::load(model_dir, tok));
+      ids = need(tmpl.prompt(Json(JsonArray{Json(JsonObject{{"role", Json(std::string("user"))},
+                                                            {"content", Json(prompt)}})}),
+                             Json()));
     } else {
       ids = tok.encode(prompt, false);
     }
@@ -360,7 +379,10 @@ int main(int argc, char** argv) {
       fail(invalid_argument(fmt::format("--seq-len {} is longer than the model's context {}",
                                         tc.seq_len, model->config().max_positions)));
     }
-    const Dataset data = need(Dataset::from_jsonl(data_file, tok));
+    // The chat template of the model trained from (or of the checkpoint resumed).
+    const ChatTemplate chat_format = need(ChatTemplate::load(
+        !resume_dir.empty() && from_scratch ? fs::path(resume_dir) : fs::path(model_dir), tok));
+    const Dataset data = need(Dataset::from_jsonl(data_file, tok, {}, &chat_format));
     if (data.rows(tc.seq_len) < 1) {
       fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
                                         data.tokens(), tc.seq_len)));
@@ -382,7 +404,7 @@ int main(int argc, char** argv) {
                 static_cast<long long>(data.rows(tc.seq_len)), static_cast<long long>(tc.seq_len));
     std::optional<Dataset> validation;
     if (!validation_file.empty()) {
-      validation.emplace(need(Dataset::from_jsonl(validation_file, tok)));
+      validation.emplace(need(Dataset::from_jsonl(validation_file, tok, {}, &chat_format)));
       if (validation->rows(tc.seq_len) < 1) {
         fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}",
                                           validation_file, validation->tokens(), tc.seq_len)));
@@ -418,6 +440,7 @@ int main(int argc, char** argv) {
       const fs::path dir = fs::path(out_dir) / fmt::format("checkpoint-{}", step);
       if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
       if (Status s = tok.save(dir); !s.ok()) fail(s);
+      if (Status s = chat_format.save(dir); !s.ok()) fail(s);
       emit(fmt::format(R"({{"type":"checkpoint","step":{},"path":{}{}}})", step,
                        json_quoted(dir.string()), valid_loss()));
       return dir;
@@ -467,6 +490,7 @@ int main(int argc, char** argv) {
     trainer.sync_model();
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
+    if (Status s = chat_format.save(out_dir); !s.ok()) fail(s);
     std::printf("saved %s\n", out_dir.c_str());
     const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * world;
     emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}{}}})",

@@ -143,13 +143,15 @@ Result<std::string> message_content(const json::value& content, size_t index) {
 class Replica {
  public:
   // `model` computes the sequences unless `runner` (a device-resident decoder of it) does.
+  // `tokenizer` must outlive the replica; `chat_template` is its model's.
   Replica(const ServeOptions& options, std::unique_ptr<engine::Model> model,
-          engine::Tokenizer tokenizer, std::unique_ptr<engine::SequenceRunner> runner)
+          const engine::Tokenizer& tokenizer, engine::ChatTemplate chat_template,
+          std::unique_ptr<engine::SequenceRunner> runner)
       : options_(options),
         model_(std::move(model)),
         runner_(runner ? std::move(runner) : engine::model_runner(*model_)),
-        tokenizer_(std::move(tokenizer)),
-        template_(tokenizer_),
+        tokenizer_(tokenizer),
+        template_(std::move(chat_template)),
         batch_(*runner_, tokenizer_) {}
 
   void start() {
@@ -232,6 +234,7 @@ class Replica {
         return invalid_argument("'messages' must be a non-empty array", "messages");
       }
       size_t i = 0;
+      engine::JsonArray conversation;
       for (const auto& m : messages->as_array()) {
         const json::object* o = m.if_object();
         const json::value* role = o ? o->if_contains("role") : nullptr;
@@ -248,10 +251,15 @@ class Replica {
                                   "messages");
         }
         MH_ASSIGN_OR_RETURN(std::string text, message_content(*content, i));
-        template_.append(r == "developer" ? "system" : r, text, c.prompt, nullptr);
+        conversation.push_back(engine::Json(engine::JsonObject{
+            {"role", engine::Json(std::string(r == "developer" ? "system" : r))},
+            {"content", engine::Json(std::move(text))}}));
         ++i;
       }
-      template_.append_reply_start(c.prompt);
+      // The model's own chat template; one that raises (roles out of order, say) is a 400.
+      auto prompt = template_.prompt(engine::Json(std::move(conversation)), engine::Json());
+      if (!prompt.ok()) return invalid_argument(prompt.status().message(), "messages");
+      c.prompt = std::move(prompt).value();
     } else {
       const json::value* prompt = body.if_contains("prompt");
       if (prompt == nullptr) return invalid_argument("'prompt' is required", "prompt");
@@ -483,7 +491,7 @@ class Replica {
   const ServeOptions& options_;
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<engine::SequenceRunner> runner_;
-  engine::Tokenizer tokenizer_;
+  const engine::Tokenizer& tokenizer_;
   engine::ChatTemplate template_;
   engine::DecodeBatch batch_;  // the decode thread's alone
 
@@ -531,7 +539,13 @@ int serve(const ServeOptions& given) {
                  "mh-worker serve: decoding with the CUDA decoder, %lld sequences at once\n",
                  static_cast<long long>(options.max_batch));
   }
-  Replica replica(options, std::move(model).value(), std::move(tokenizer).value(),
+  const engine::Tokenizer tok = std::move(tokenizer).value();
+  auto chat_template = engine::ChatTemplate::load(options.model_dir, tok);
+  if (!chat_template.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", chat_template.status().message().c_str());
+    return 2;
+  }
+  Replica replica(options, std::move(model).value(), tok, std::move(chat_template).value(),
                   std::move(decoder).value());
 
   api::Router router;
