@@ -740,8 +740,7 @@ class Parser {
         auto a = make(Expr::Kind::kAttr, line);
         if (peek().type == Token::Type::kInt) {
           a->kind = Expr::Kind::kItem;
-          auto index = make(Expr::Kind::kLiteral, line);
-          index->value = Value(static_cast<int64_t>(std::stoll(next().value)));
+          MH_ASSIGN_OR_RETURN(ExprPtr index, parse_primary());
           a->args = {e, index};
         } else {
           MH_ASSIGN_OR_RETURN(a->name, expect_name());

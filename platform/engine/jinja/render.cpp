@@ -677,17 +677,25 @@ class Renderer {
       if (op == "//") return Value(std::floor(x / y));
       if (op == "%") return Value(x - std::floor(x / y) * y);
     }
+    // Python's integers do not overflow; past 64 bits this engine refuses.
     const int64_t x = a.as_int(), y = b.as_int();
-    if (op == "+") return Value(x + y);
-    if (op == "-") return Value(x - y);
-    if (op == "*") return Value(x * y);
+    int64_t r = 0;
+    const Status overflow = render_error(e.line, "integer overflow in " + op);
+    if (op == "+") return __builtin_add_overflow(x, y, &r) ? Result<Value>(overflow) : Value(r);
+    if (op == "-") return __builtin_sub_overflow(x, y, &r) ? Result<Value>(overflow) : Value(r);
+    if (op == "*") return __builtin_mul_overflow(x, y, &r) ? Result<Value>(overflow) : Value(r);
     if (op == "**") {
       if (y < 0) return Value(std::pow(static_cast<double>(x), static_cast<double>(y)));
-      int64_t r = 1;
-      for (int64_t i = 0; i < y && i < 64; ++i) r *= x;
+      r = 1;
+      for (int64_t i = 0; i < y; ++i) {
+        if (__builtin_mul_overflow(r, x, &r)) return overflow;
+        if (r == 0 || r == 1) break;
+      }
+      if (r == 1 && x == -1 && y % 2 == 1) r = -1;
       return Value(r);
     }
     if (y == 0) return render_error(e.line, "division by zero");
+    if (x == INT64_MIN && y == -1) return overflow;
     const int64_t q = x / y - ((x % y != 0) && ((x < 0) != (y < 0)) ? 1 : 0);
     if (op == "//") return Value(q);
     return Value(x - q * y);  // "%": Python's sign follows the divisor
@@ -865,6 +873,10 @@ class Renderer {
       }
       return Value(false);
     }
+    if ((name == "strip" || name == "lstrip" || name == "rstrip") && a0 != nullptr &&
+        !a0->is_none() && !a0->is_string()) {
+      return render_error(line, "str." + name + "() takes a string or none");
+    }
     if (name == "strip") return Value(py_strip(s, a0, true, true));
     if (name == "lstrip") return Value(py_strip(s, a0, true, false));
     if (name == "rstrip") return Value(py_strip(s, a0, false, true));
@@ -1013,7 +1025,13 @@ class Renderer {
       if (!r.ok()) return render_error(line, r.status().message());
       return Value(*r);
     }
-    if (name == "trim") return Value(py_strip(v.str(), arg(c, 0, "chars"), true, true));
+    if (name == "trim") {
+      const Value* chars = arg(c, 0, "chars");
+      if (chars != nullptr && !chars->is_none() && !chars->is_string()) {
+        return render_error(line, "trim takes a string or none");
+      }
+      return Value(py_strip(v.str(), chars, true, true));
+    }
     if (name == "length" || name == "count") {
       MH_ASSIGN_OR_RETURN(int64_t n, length(v, line));
       return Value(n);

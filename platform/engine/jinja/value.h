@@ -65,7 +65,15 @@ class Value {
   bool is_callable() const { return std::holds_alternative<std::shared_ptr<Function>>(v_); }
 
   bool as_bool() const { return std::get<bool>(v_); }
-  int64_t as_int() const { return is_bool() ? (as_bool() ? 1 : 0) : std::get<int64_t>(v_); }
+  // Numbers as Python converts them (a float truncated); anything else is 0.
+  int64_t as_int() const {
+    if (is_bool()) return as_bool() ? 1 : 0;
+    if (is_float()) {
+      const double d = std::get<double>(v_);
+      return d != d ? 0 : d >= 9.2e18 ? INT64_MAX : d <= -9.2e18 ? INT64_MIN : static_cast<int64_t>(d);
+    }
+    return is_int() ? std::get<int64_t>(v_) : 0;
+  }
   double as_double() const {
     return is_float() ? std::get<double>(v_) : static_cast<double>(as_int());
   }
