@@ -82,7 +82,7 @@ void DecodeBatch::find_stop_tokens() {
   for (const char* s : {"<|endoftext|>", "<|im_end|>"}) {
     if (auto id = tokenizer.special_token(s)) stop_tokens_.push_back(*id);
   }
-  if (model.eos_token_id >= 0) stop_tokens_.push_back(static_cast<int32_t>(model.eos_token_id));
+  for (int64_t id : model.eos_token_ids) stop_tokens_.push_back(static_cast<int32_t>(id));
 }
 
 DecodeBatch::~DecodeBatch() {

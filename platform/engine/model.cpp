@@ -64,15 +64,21 @@ Result<bool> bool_field(const Json& cfg, std::string_view key, bool fallback) {
   return v->as_bool();
 }
 
-// Token ids: absent or null is -1; a list (several EOS ids) takes its first.
-Result<int64_t> token_field(const Json& cfg, std::string_view key, int64_t vocab) {
+// Token ids: absent or null is none; a list (several EOS ids) gives them all.
+Result<std::vector<int64_t>> token_ids_field(const Json& cfg, std::string_view key, int64_t vocab) {
   const Json* v = cfg.find(key);
-  if (v == nullptr || v->is_null()) return int64_t{-1};
-  if (v->is_array() && !v->as_array().empty()) v = &v->as_array()[0];
-  if (!v->is_int() || v->as_int() < 0 || v->as_int() >= vocab) {
-    return config_error(key, "must be a token id below vocab_size");
+  std::vector<int64_t> out;
+  if (v == nullptr || v->is_null()) return out;
+  const JsonArray one{*v};
+  const JsonArray& list = v->is_array() ? v->as_array() : one;
+  if (list.empty() || list.size() > 64) return config_error(key, "must list 1 to 64 token ids");
+  for (const Json& id : list) {
+    if (!id.is_int() || id.as_int() < 0 || id.as_int() >= vocab) {
+      return config_error(key, "must be a token id below vocab_size");
+    }
+    out.push_back(id.as_int());
   }
-  return v->as_int();
+  return out;
 }
 
 // Checks a string field against the values this engine implements.
@@ -181,8 +187,11 @@ Result<ModelConfig> parse_model_config(std::string_view json_text) {
     return config_error("model_type", "is \"" + type->as_string() +
                                           "\"; this engine implements \"gpt2\" and \"llama\"");
   }
-  MH_ASSIGN_OR_RETURN(c.bos_token_id, token_field(cfg, "bos_token_id", c.vocab_size));
-  MH_ASSIGN_OR_RETURN(c.eos_token_id, token_field(cfg, "eos_token_id", c.vocab_size));
+  MH_ASSIGN_OR_RETURN(auto bos, token_ids_field(cfg, "bos_token_id", c.vocab_size));
+  if (bos.size() > 1) return config_error("bos_token_id", "must be one token id");
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  MH_ASSIGN_OR_RETURN(c.eos_token_ids, token_ids_field(cfg, "eos_token_id", c.vocab_size));
+  c.eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
   if (c.parameter_count() > kMaxParameters) {
     return invalid_argument("config.json: the model would have " +
                             std::to_string(c.parameter_count()) + " parameters, more than " +
@@ -229,7 +238,13 @@ std::string model_config_json(const ModelConfig& c) {
   }
   put("tie_word_embeddings", Json(c.tie_embeddings));
   put("bos_token_id", token(c.bos_token_id));
-  put("eos_token_id", token(c.eos_token_id));
+  if (c.eos_token_ids.size() > 1) {
+    JsonArray ids;
+    for (int64_t id : c.eos_token_ids) ids.push_back(Json(id));
+    put("eos_token_id", Json(std::move(ids)));
+  } else {
+    put("eos_token_id", token(c.eos_token_id));
+  }
   put("torch_dtype", Json(std::string("float32")));
   return to_json(Json(std::move(o))) + "\n";
 }

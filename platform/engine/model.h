@@ -42,6 +42,8 @@ struct ModelConfig {
   float rope_theta = 10000.0f;  // llama
   bool tie_embeddings = true;
   int64_t bos_token_id = -1, eos_token_id = -1;  // -1: none given
+  // Every end-of-sequence id (Llama 3.1 lists three); eos_token_id is the first.
+  std::vector<int64_t> eos_token_ids;
 
   int64_t parameter_count() const;
 };

@@ -124,6 +124,25 @@ void check_model_gradient(const ModelConfig& config) {
   }
 }
 
+TEST_CASE("config.json: a list of EOS ids (Llama 3.1's) is read whole and written back") {
+  auto c = parse_model_config(
+      R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+          "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+          "bos_token_id":1,"eos_token_id":[2,9,10]})");
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  CHECK(c->eos_token_ids == std::vector<int64_t>{2, 9, 10});
+  CHECK(c->eos_token_id == 2);
+  auto again = parse_model_config(model_config_json(*c));
+  REQUIRE(again.ok());
+  CHECK(again->eos_token_ids == c->eos_token_ids);
+  CHECK(model_config_json(*c).find("\"eos_token_id\":[2,9,10]") != std::string::npos);
+  CHECK_FALSE(parse_model_config(
+                  R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                      "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                      "eos_token_id":[2,11]})")
+                  .ok());
+}
+
 TEST_CASE("a whole gpt2 model's gradients match finite differences") {
   check_model_gradient(config_of(kTinyGpt2));
 }
