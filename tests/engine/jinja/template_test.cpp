@@ -8,6 +8,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/jinja/template.h"
 #include "platform/engine/json.h"
+#include "tests/engine/reference.h"
 #include "tests/support/harness.h"
 
 namespace mh::engine::jinja {
@@ -16,21 +17,12 @@ namespace {
 namespace fs = std::filesystem;
 using test::source_dir;
 
-fs::path reference_dir() { return source_dir() / "tests/reference"; }
-
-Json parse(std::string_view text) {
-  auto j = parse_json(text);
-  REQUIRE_MESSAGE(j.ok(), j.status().to_string());
-  return *j;
-}
+using test_reference::parse;
+fs::path reference_dir() { return test_reference::dir(); }
 
 // The published chat templates, by name (tests/reference/chat_templates.mjs).
 Json published_templates(const test::TempDir& dir) {
-  const fs::path node = test::find_program("node");
-  REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
-  REQUIRE_MESSAGE(fs::exists(reference_dir() / "node_modules/@huggingface/ollama-utils"),
-                  "the reference packages are not installed: scripts/test runs npm ci in "
-                      << reference_dir());
+  const fs::path node = test_reference::node();
   const fs::path out = dir.path() / "templates.json";
   auto run = test::run_process(
       {node.string(), (reference_dir() / "chat_templates.mjs").string(), out.string()});
