@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/json.hpp>
+#include <optional>
 
 #include "platform/base/files.h"
 #include "platform/base/time.h"
@@ -20,10 +21,12 @@ namespace {
 
 constexpr std::string_view kColumns =
     "id, tenant_id, kind, family, parameters, context_length, vocab_size, config_file, "
-    "weights_file, tokenizer_file, directory, job_id, created_at";
+    "weights_file, tokenizer_file, directory, job_id, created_at, extra_files";
 constexpr std::string_view kCustomPrefix = "custom:";
-// The files a custom model is made of, by their names in the model's directory.
+// The files a custom model is made of, by their names in the model's directory, and those it
+// may add: its chat template and the special tokens the template is given.
 constexpr std::string_view kModelFiles[] = {"config.json", "model.safetensors", "tokenizer.json"};
+constexpr std::string_view kOptionalModelFiles[] = {"tokenizer_config.json", "chat_template.jinja"};
 // The presets a new platform publishes: small architectures that train from scratch on a CPU
 // pool in minutes (mh-gpt2-tiny) up to ones that want GPUs.
 constexpr std::pair<std::string_view, std::string_view> kPresets[] = {
@@ -40,8 +43,27 @@ constexpr std::pair<std::string_view, std::string_view> kPresets[] = {
 
 ModelRecord from_row(const store::Row& r) {
   auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
-  return {r.text(0), r.text(1), r.text(2), r.text(3),  r.integer(4), r.integer(5), r.integer(6),
-          text(7),   text(8),   text(9),   r.text(10), text(11),     r.integer(12)};
+  ModelRecord m{r.text(0), r.text(1), r.text(2), r.text(3), r.integer(4), r.integer(5),
+                r.integer(6), text(7), text(8), text(9), {}, r.text(10), text(11),
+                r.integer(12)};
+  if (!r.is_null(13)) {
+    // Written by register_custom: an object of file name -> file id.
+    boost::system::error_code ec;
+    const json::value extra = json::parse(r.text(13), ec);
+    if (!ec && extra.is_object()) {
+      for (const auto& [name, id] : extra.as_object()) {
+        if (id.is_string()) m.extra_files.emplace_back(std::string(name), std::string(id.as_string()));
+      }
+    }
+  }
+  return m;
+}
+
+std::optional<std::string> extra_files_json(const ModelRecord& m) {
+  if (m.extra_files.empty()) return std::nullopt;
+  json::object o;
+  for (const auto& [name, id] : m.extra_files) o[name] = id;
+  return json::serialize(o);
 }
 
 json::object model_json(const ModelRecord& m) {
@@ -55,9 +77,11 @@ json::object model_json(const ModelRecord& m) {
                  {"context_length", m.context_length},
                  {"vocab_size", m.vocab_size}};
   if (m.kind == "custom") {
-    o["files"] = {{"config.json", m.config_file},
-                  {"model.safetensors", m.weights_file},
-                  {"tokenizer.json", m.tokenizer_file}};
+    json::object files{{"config.json", m.config_file},
+                       {"model.safetensors", m.weights_file},
+                       {"tokenizer.json", m.tokenizer_file}};
+    for (const auto& [name, id] : m.extra_files) files[name] = id;
+    o["files"] = std::move(files);
   } else if (m.kind == "fine-tune") {
     o["fine_tuning_job"] = m.job_id;
   } else {
@@ -69,12 +93,13 @@ json::object model_json(const ModelRecord& m) {
 Status insert_model(store::Database& db, const ModelRecord& m) {
   return db.write([&](store::Session& s) -> Status {
     return s
-        .exec(fmt::format("INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          kColumns),
+        .exec(fmt::format(
+                  "INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  kColumns),
               {m.id, m.tenant, m.kind, m.family, m.parameters, m.context_length, m.vocab_size,
                store::text_or_null(m.config_file), store::text_or_null(m.weights_file),
                store::text_or_null(m.tokenizer_file), m.directory, store::text_or_null(m.job_id),
-               m.created_at})
+               m.created_at, store::text_or_null(extra_files_json(m).value_or(""))})
         .status();
   });
 }
@@ -123,20 +148,22 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
   }
   const json::object& files = files_v->as_object();
   for (const auto& [key, value] : files) {
-    if (std::find(std::begin(kModelFiles), std::end(kModelFiles), std::string_view(key)) ==
-        std::end(kModelFiles)) {
+    auto in = [&](const auto& list) {
+      return std::find(std::begin(list), std::end(list), std::string_view(key)) != std::end(list);
+    };
+    if (!in(kModelFiles) && !in(kOptionalModelFiles)) {
       return invalid_argument(fmt::format("files.{}: a custom model is made of config.json, "
-                                          "model.safetensors and tokenizer.json",
+                                          "model.safetensors and tokenizer.json, and may add "
+                                          "tokenizer_config.json and chat_template.jinja",
                                           std::string_view(key)),
                               "files");
     }
   }
   // Each file must be the tenant's, uploaded for a model.
   std::vector<std::pair<std::string, fs::path>> links;
-  std::string* ids[] = {&m.config_file, &m.weights_file, &m.tokenizer_file};
-  for (size_t i = 0; i < std::size(kModelFiles); ++i) {
-    const std::string param = fmt::format("files.{}", kModelFiles[i]);
-    const json::value* id = files.if_contains(kModelFiles[i]);
+  auto take = [&](std::string_view name) -> Result<std::string> {
+    const std::string param = fmt::format("files.{}", name);
+    const json::value* id = files.if_contains(name);
     if (id == nullptr || !id->is_string()) {
       return invalid_argument(param + " must be the id of an uploaded file", param);
     }
@@ -147,9 +174,18 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
                       "model files need purpose 'model'",
                       param, f.id, f.purpose));
     }
-    *ids[i] = f.id;
     MH_ASSIGN_OR_RETURN(fs::path blob, files_.content(tenant, f.id));
-    links.emplace_back(std::string(kModelFiles[i]), fs::absolute(blob));
+    links.emplace_back(std::string(name), fs::absolute(blob));
+    return f.id;
+  };
+  std::string* ids[] = {&m.config_file, &m.weights_file, &m.tokenizer_file};
+  for (size_t i = 0; i < std::size(kModelFiles); ++i) {
+    MH_ASSIGN_OR_RETURN(*ids[i], take(kModelFiles[i]));
+  }
+  for (std::string_view name : kOptionalModelFiles) {
+    if (files.if_contains(name) == nullptr) continue;
+    MH_ASSIGN_OR_RETURN(std::string id, take(name));
+    m.extra_files.emplace_back(std::string(name), std::move(id));
   }
 
   // Lay the model out as a directory of links to its blobs, validate it there, and only then

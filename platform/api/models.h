@@ -33,6 +33,8 @@ struct ModelRecord {
   int64_t context_length = 0;
   int64_t vocab_size = 0;
   std::string config_file, weights_file, tokenizer_file;  // file ids (custom models)
+  // A custom model's optional files (tokenizer_config.json, chat_template.jinja): name, file id.
+  std::vector<std::pair<std::string, std::string>> extra_files;
   std::string directory;                                  // where workers load it from
   std::string job_id;  // the job that made it (fine-tuned models)
   int64_t created_at = 0;

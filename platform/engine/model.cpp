@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "platform/engine/chat_template.h"
 #include "platform/engine/files.h"
 #include "platform/engine/random.h"
 #include "platform/engine/safetensors.h"
@@ -481,6 +482,8 @@ Result<ModelSummary> inspect_model(const std::filesystem::path& dir) {
   for (const auto& f : files) summary.weight_files.push_back(f.filename().string());
   MH_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(dir));
   summary.tokenizer_vocab = tokenizer.vocab_size();
+  // Its chat template, when it has one, must parse (a template's unimplemented parts are named).
+  MH_TRY(ChatTemplate::load(dir, tokenizer).status());
   if (summary.tokenizer_vocab > summary.config.vocab_size) {
     return invalid_argument("the tokenizer has " + std::to_string(summary.tokenizer_vocab) +
                             " tokens but config.json's vocab_size is " +

@@ -186,8 +186,8 @@ Status check_weights(
     const std::function<Status(size_t, const struct TensorEntry&)>& on_tensor = {});
 
 // What a model directory holds, checked without reading its weights into memory: config.json,
-// the weights' headers against it, and a tokenizer that fits its vocabulary. This is how a
-// custom model is validated before it is accepted.
+// the weights' headers against it, a tokenizer that fits its vocabulary, and a chat template
+// (when it has one) that parses. This is how a custom model is validated before it is accepted.
 struct ModelSummary {
   ModelConfig config;
   int64_t parameters = 0;

@@ -230,6 +230,12 @@ constexpr std::array kMigrations{
         PRIMARY KEY (tenant_id, pool)
       );
     )sql"},
+    Migration{8, "a custom model's optional files", R"sql(
+      -- The files beyond config.json, the weights and tokenizer.json that a custom model was
+      -- registered with (tokenizer_config.json, chat_template.jinja), as a JSON object of
+      -- file name -> file id; NULL when none.
+      ALTER TABLE models ADD COLUMN extra_files TEXT;
+    )sql"},
 };
 
 }  // namespace

@@ -165,6 +165,61 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
   }
 }
 
+TEST_CASE("a custom model's own chat template prompts its chat completions") {
+  ServingPlatform p;
+  // custom:templated: the tiny model with a tokenizer_config.json whose template frames each
+  // turn with <|endoftext|> and refuses a conversation that does not start with the user.
+  const std::string chat_template =
+      "{% if messages[0]['role'] != 'user' %}{{ raise_exception('the user must speak first') }}"
+      "{% endif %}{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] | trim }}"
+      "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}";
+  const std::string config = json::serialize(
+      json::object{{"eos_token", "<|endoftext|>"}, {"chat_template", chat_template}});
+  auto files = tiny_model_files(p.work.path() / "templated", 64, 4096);
+  files["tokenizer_config.json"] = config;
+  RawResponse r = p.register_model("acme", "templated", p.upload_model("acme", files));
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  CHECK(json::parse(r.body).at("files").as_object().contains("tokenizer_config.json"));
+  r = p.deploy({{"model", "custom:templated"}, {"replicas", 1}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  REQUIRE(p.wait_ready(id).at("status") == "ready");
+
+  // usage.prompt_tokens is the token count of the template's rendering.
+  const json::array messages{json::object{{"role", "user"}, {"content", "  the cat sat  "}},
+                             json::object{{"role", "assistant"}, {"content", "on the mat"}},
+                             json::object{{"role", "user"}, {"content", "and then?"}}};
+  r = p.complete("/v1/chat/completions", {{"model", "custom:templated"},
+                                          {"messages", messages},
+                                          {"max_tokens", 3},
+                                          {"ignore_eos", true}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  auto tokenizer = engine::Tokenizer::load(p.work.path() / "templated");
+  REQUIRE(tokenizer.ok());
+  const std::string rendering =
+      "USER: the cat sat<|endoftext|>ASSISTANT: on the mat<|endoftext|>USER: and then?"
+      "<|endoftext|>ASSISTANT:";
+  CHECK(json::parse(r.body).at("usage").at("prompt_tokens").as_int64() ==
+        static_cast<int64_t>(tokenizer->encode(rendering).size()));
+  // The template's refusal is the request's 400, with its message.
+  r = p.complete("/v1/chat/completions",
+                 {{"model", "custom:templated"},
+                  {"messages", json::array{json::object{{"role", "assistant"}, {"content", "hi"}}}},
+                  {"max_tokens", 3}});
+  CHECK(r.status == 400);
+  CHECK(r.body.find("the user must speak first") != std::string::npos);
+  // A template that uses what the engine does not implement is refused at registration.
+  files["tokenizer_config.json"] =
+      json::serialize(json::object{{"chat_template", "{% include 'x' %}"}});
+  r = p.register_model("acme", "unsupported", p.upload_model("acme", files));
+  CHECK(r.status == 400);
+  CHECK(r.body.find("'include' tag is not implemented") != std::string::npos);
+  files["generation_config.json"] = "{}";
+  r = p.register_model("acme", "extra", p.upload_model("acme", files));
+  CHECK(r.status == 400);
+  CHECK(r.body.find("files.generation_config.json") != std::string::npos);
+}
+
 TEST_CASE("a replica that dies is restarted and serves again") {
   ServingPlatform p;
   const std::string id = p.create_ready();
