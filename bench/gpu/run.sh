@@ -10,7 +10,8 @@
 #     The binaries come from the bundle `prepare` made here (.device/platform.tar.xz), which
 #     saves the device minutes of a build; without one, or with MH_BUILD=1, or when a bundled
 #     binary does not start there, platform/engine is built on its own (the platform tests
-#     need the bundle).
+#     need the bundle; that build needs PCRE2's and utf8proc's headers, which the bundle's
+#     binaries carry the libraries of).
 #     MH_SANITIZE=1 runs the test cases under compute-sanitizer.
 # On this workplace's machine without a GPU, `bench/gpu/run.sh prepare` first copies the doctest
 # header into .device/ (git-ignored) so that the GPU machine can build the tests.

@@ -1,6 +1,9 @@
 // `mhctl models …`: the tenant's models. `register` uploads a Hugging Face model directory's
-// three files (purpose "model") and registers them as a custom model in one step.
+// files (purpose "model": config.json, model.safetensors, tokenizer.json, and its chat template
+// files when it has them) and registers them as a custom model in one step.
 #include <fmt/format.h>
+
+#include <boost/json.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -31,8 +34,9 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
 
   auto* reg = models->add_subcommand(
       "register",
-      "upload a model directory (config.json, model.safetensors, tokenizer.json) "
-      "and register it as a custom model");
+      "upload a model directory (config.json, model.safetensors, tokenizer.json, and "
+      "tokenizer_config.json and chat_template.jinja when there) and register it as a custom "
+      "model");
   reg->add_option("dir", a->dir, "the model directory")->required()->check(CLI::ExistingDirectory);
   reg->add_option("--name", a->name, "its name (the model's id is custom:<name>)")->required();
   reg->callback([=] {
@@ -49,7 +53,25 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
       for (int i = 0; i < 3; ++i) {
         ids[i] = c.upload_file((std::filesystem::path(a->dir) / names[i]).string(), "model").id;
       }
-      const macrohard::Model m = c.register_model(a->name, ids[0], ids[1], ids[2]);
+      // The chat template's files, when the directory has them, go in the request's "files"
+      // beside the three the SDK's register call names.
+      boost::json::object files{{names[0], ids[0]}, {names[1], ids[1]}, {names[2], ids[2]}};
+      bool extra = false;
+      for (const char* name : {"tokenizer_config.json", "chat_template.jinja"}) {
+        const auto path = std::filesystem::path(a->dir) / name;
+        if (!std::filesystem::is_regular_file(path)) continue;
+        files[name] = c.upload_file(path.string(), "model").id;
+        extra = true;
+      }
+      macrohard::Model m;
+      if (extra) {
+        c.request_json("POST", "/v1/models",
+                       boost::json::serialize(boost::json::object{{"name", a->name},
+                                                                  {"files", files}}));
+        m = c.get_model("custom:" + a->name);
+      } else {
+        m = c.register_model(a->name, ids[0], ids[1], ids[2]);
+      }
       if (*json_out) {
         std::printf("%s\n", m.raw.json().c_str());
       } else {

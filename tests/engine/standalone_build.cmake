@@ -1,4 +1,4 @@
-# Builds platform/engine as a project of its own (as on a machine with only a compiler), into
+# Builds platform/engine as a project of its own (as on a machine with a compiler, PCRE2 and utf8proc), into
 # BINARY_DIR: the engine must not reach for the platform's other libraries.
 #   cmake -DSOURCE_DIR=<repo>/platform/engine -DBINARY_DIR=<dir> -P standalone_build.cmake
 file(REMOVE_RECURSE "${BINARY_DIR}")

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <boost/json.hpp>
+#include <fstream>
 #include <macrohard/macrohard.hpp>
 
 #include "platform/engine/model.h"
@@ -227,6 +228,32 @@ TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the
   const size_t files_before =
       json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().size();
   CHECK(files_before == 3);  // the first registration's; nothing new
+}
+
+TEST_CASE("mhctl models register sends a directory's chat template files with it") {
+  ModelsPlatform p;
+  p.license_models("acme", {"custom_models"});
+  TempDir work;
+  tiny_model_files(work.path() / "tiny", 16);
+  std::ofstream(work.path() / "tiny" / "tokenizer_config.json")
+      << R"({"eos_token":"<|endoftext|>","chat_template":"{% for m in messages %}{{ m.content }}{% endfor %}"})";
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process({mhctl_path().string(), "models", "register",
+                                 (work.path() / "tiny").string(), "--name", "chatty"},
+                                env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.starts_with("registered custom:chatty: llama, "));
+  const json::object m = json::parse(p.as("acme", "GET", "/v1/models/custom:chatty").body).as_object();
+  CHECK(m.at("files").as_object().contains("tokenizer_config.json"));
+  // A template the engine cannot run is refused, and mhctl says why.
+  std::ofstream(work.path() / "tiny" / "tokenizer_config.json")
+      << R"({"chat_template":"{{ x | wordwrap }}"})";
+  r = run_process({mhctl_path().string(), "models", "register", (work.path() / "tiny").string(),
+                   "--name", "wrapped"},
+                  env);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("the filter 'wordwrap' is not implemented") != std::string::npos);
 }
 
 }  // namespace
