@@ -151,6 +151,7 @@ Status Tokenizer::add_added_tokens(const Json* list) {
   // tokenizers gives an added token the model's id for its content, or else the next id after
   // the vocabulary and the added tokens before it; a file that says otherwise is refused.
   int32_t next = vocab_size();
+  std::unordered_map<std::string, int32_t> added_ids;  // content -> id, of those read so far
   for (size_t i = 0; i < list->as_array().size(); ++i) {
     const Json& j = list->as_array()[i];
     const std::string where = "added_tokens[" + std::to_string(i) + "]";
@@ -178,9 +179,7 @@ Status Tokenizer::add_added_tokens(const Json* list) {
     }
     if (j.find("normalized") == nullptr) a.normalized = !a.special;
     int32_t expected = -1;
-    for (const AddedToken& b : added_) {
-      if (surface_[static_cast<size_t>(b.id)] == a.content) expected = b.id;
-    }
+    if (auto it = added_ids.find(a.content); it != added_ids.end()) expected = it->second;
     if (expected < 0) {
       std::string symbol;
       if (!byte_level_ || byte_level_to_bytes(a.content, symbol)) {
@@ -194,6 +193,7 @@ Status Tokenizer::add_added_tokens(const Json* list) {
                              " but tokenizers gives it " + std::to_string(expected));
     }
     a.id = file_id;
+    added_ids[a.content] = a.id;
     if (a.id >= vocab_size()) {
       surface_.resize(static_cast<size_t>(a.id) + 1);
       special_.resize(static_cast<size_t>(a.id) + 1);
