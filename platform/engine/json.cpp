@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "platform/engine/files.h"
+#include "platform/engine/unicode.h"
 
 namespace mh::engine {
 namespace {
@@ -160,24 +161,6 @@ class Parser {
     }
   }
 
-  static void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-
   bool hex4(uint32_t& out) {
     if (pos_ + 4 > s_.size()) return fail_bool("4 hex digits");
     out = 0;
@@ -280,7 +263,7 @@ class Parser {
           } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
             return fail_bool("a high surrogate before a low one");
           }
-          append_utf8(out, cp);
+          unicode::append(out, cp);
           break;
         }
         default:
