@@ -76,12 +76,22 @@ class TimedBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor& out) override { b_.add(a, b, out); }
   void add_bias(Tensor& x, const Tensor& bias) override { b_.add_bias(x, bias); }
   void bias_backward(const Tensor& dout, Tensor& dbias) override { b_.bias_backward(dout, dbias); }
-  void rope(Tensor& x, int64_t hd, const std::vector<int32_t>& pos, float theta) override {
-    b_.rope(x, hd, pos, theta);
+  void rope(Tensor& x, int64_t hd, const std::vector<int32_t>& pos, const Rope& r) override {
+    b_.rope(x, hd, pos, r);
   }
   void rope_backward(Tensor& dx, int64_t hd, const std::vector<int32_t>& pos,
-                     float theta) override {
-    b_.rope_backward(dx, hd, pos, theta);
+                     const Rope& r) override {
+    b_.rope_backward(dx, hd, pos, r);
+  }
+  void scale(Tensor& x, float alpha) override { b_.scale(x, alpha); }
+  void softcap(Tensor& x, float cap) override { b_.softcap(x, cap); }
+  void softcap_backward(Tensor& dy, const Tensor& y, float cap) override {
+    b_.softcap_backward(dy, y, cap);
+  }
+  void gelu_glu(const Tensor& g, const Tensor& u, Tensor& out) override { b_.gelu_glu(g, u, out); }
+  void gelu_glu_backward(const Tensor& dout, const Tensor& g, const Tensor& u, Tensor& dg,
+                         Tensor& du) override {
+    b_.gelu_glu_backward(dout, g, u, dg, du);
   }
   void attention(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                  Tensor& out, Tensor& lse) override {

@@ -7,6 +7,7 @@
 // A backend runs one op at a time: one thread drives it (each op may use the backend's threads).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -45,6 +46,10 @@ class Backend {
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                                Tensor& dgate, Tensor& dup) = 0;
+  // GeGLU: out = gelu_tanh(gate) * up (Gemma's MLP).
+  virtual void gelu_glu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  virtual void gelu_glu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
+                                 Tensor& dgate, Tensor& dup) = 0;
 
   // Rows of `table` picked by ids: out[i] = table[ids[i]]. Ids out of range throw ShapeError.
   virtual void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) = 0;
@@ -69,11 +74,24 @@ class Backend {
 
   // Rotary position embedding, in place, in Hugging Face's Llama convention (the two halves of
   // each head rotated together: x * cos + rotate_half(x) * sin). x is [N, heads * head_dim] and
-  // row n is at position positions[n]. rope_backward applies the inverse rotation to a gradient.
+  // row n is at position positions[n]; pair i turns by positions[n] * inv_freq[i] (head_dim / 2
+  // frequencies), and cos and sin are multiplied by attention_factor (YaRN's; 1 otherwise).
+  // rope_backward applies the transpose (the inverse rotation, times the factor) to a gradient.
+  struct Rope {
+    std::vector<float> inv_freq;
+    float attention_factor = 1.0f;
+  };
   virtual void rope(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
-                    float theta) = 0;
+                    const Rope& rope) = 0;
   virtual void rope_backward(Tensor& dx, int64_t head_dim, const std::vector<int32_t>& positions,
-                             float theta) = 0;
+                             const Rope& rope) = 0;
+
+  // x *= alpha, in place.
+  virtual void scale(Tensor& x, float alpha) = 0;
+  // Soft-capping in place: x = cap * tanh(x / cap). softcap_backward turns dy, the gradient at
+  // the capped values y, into the gradient before capping, in place: dy *= 1 - (y / cap)^2.
+  virtual void softcap(Tensor& x, float cap) = 0;
+  virtual void softcap_backward(Tensor& dy, const Tensor& y, float cap) = 0;
 
   // Causal scaled-dot-product attention with grouped-query heads, never holding more than one
   // row of scores. Queries are [batch * q_len, heads * head_dim]; keys and values have at least
@@ -81,9 +99,19 @@ class Backend {
   // kv_len)); query i of a sequence sees keys 0 .. kv_len - q_len + i, so q_len < kv_len is a
   // continuation after kv_len - q_len cached positions. Query head h reads key/value head
   // h / (heads / kv_heads). out is [batch * q_len, heads * head_dim]; lse [batch, heads, q_len]
-  // keeps each row's log-sum-exp of scores for the backward pass.
+  // keeps each row's log-sum-exp of scores for the backward pass. A score is q . k * scale (0:
+  // 1 / sqrt(head_dim)), soft-capped when softcap > 0; with a window > 0 a query sees only the
+  // last `window` keys up to its own (itself included).
   struct AttentionShape {
     int64_t batch = 1, q_len = 0, kv_len = 0, heads = 1, kv_heads = 1, head_dim = 0;
+    int64_t window = 0;
+    float scale = 0.0f, softcap = 0.0f;
+    float score_scale() const;
+    // The first key that query i (of q_len) sees.
+    int64_t first_key(int64_t i) const {
+      const int64_t pos = kv_len - q_len + i;
+      return window > 0 && pos >= window ? pos - window + 1 : 0;
+    }
   };
   virtual void attention(const AttentionShape& shape, const Tensor& q, const Tensor& k,
                          const Tensor& v, Tensor& out, Tensor& lse) = 0;
@@ -92,6 +120,10 @@ class Backend {
                                   const Tensor& k, const Tensor& v, const Tensor& out,
                                   const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) = 0;
 };
+
+inline float Backend::AttentionShape::score_scale() const {
+  return scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+}
 
 // The CPU backend: OpenBLAS SGEMM where the build found it, threads for the rest. `threads` 0
 // means one per hardware thread.

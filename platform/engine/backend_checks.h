@@ -45,7 +45,7 @@ inline std::tuple<int64_t, int64_t, int64_t> check_gemm(bool ta, bool tb, const 
 }
 
 inline void check_rope(const Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
-                       const char* op) {
+                       const Backend::Rope& rope, const char* op) {
   if (x.rank() != 2 || head_dim <= 0 || head_dim % 2 != 0 || x.dim(1) % head_dim != 0) {
     throw ShapeError(std::string(op) + ": x " + shape_string(x.shape()) +
                      " is not [N, heads * head_dim] with an even head_dim " +
@@ -55,6 +55,10 @@ inline void check_rope(const Tensor& x, int64_t head_dim, const std::vector<int3
     throw ShapeError(std::string(op) + ": " + std::to_string(positions.size()) + " positions for " +
                      std::to_string(x.dim(0)) + " rows");
   }
+  if (static_cast<int64_t>(rope.inv_freq.size()) != head_dim / 2) {
+    throw ShapeError(std::string(op) + ": " + std::to_string(rope.inv_freq.size()) +
+                     " frequencies for a head_dim of " + std::to_string(head_dim));
+  }
 }
 
 using AttentionShape = Backend::AttentionShape;
@@ -63,7 +67,8 @@ inline void check_attention(const AttentionShape& s, const Tensor& q, const Tens
                             const Tensor& v, const char* op) {
   const std::string name(op);
   if (s.batch < 1 || s.q_len < 1 || s.kv_len < s.q_len || s.heads < 1 || s.kv_heads < 1 ||
-      s.heads % s.kv_heads != 0 || s.head_dim < 1) {
+      s.heads % s.kv_heads != 0 || s.head_dim < 1 || s.window < 0 || !(s.scale >= 0.0f) ||
+      !(s.softcap >= 0.0f)) {
     throw ShapeError(name + ": batch " + std::to_string(s.batch) + ", q_len " +
                      std::to_string(s.q_len) + ", kv_len " + std::to_string(s.kv_len) + ", heads " +
                      std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) + ", head_dim " +

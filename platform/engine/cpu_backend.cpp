@@ -94,6 +94,13 @@ class ThreadPool {
 };
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
+
+float gelu_tanh(float v) { return 0.5f * v * (1.0f + std::tanh(kGeluC * (v + 0.044715f * v * v * v))); }
+float gelu_tanh_derivative(float v) {
+  const float t = std::tanh(kGeluC * (v + 0.044715f * v * v * v));
+  const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
+  return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
+}
 constexpr int64_t kAttentionBlock = 64;        // query rows per block of scores
 
 // Dot product with eight independent partial sums, which the compiler keeps in vector lanes.
@@ -309,20 +316,42 @@ class CpuBackend final : public Backend {
 
   void gelu(const Tensor& x, Tensor& out) override {
     shape_output(out, x.shape());
-    elementwise(x.numel(), [&](int64_t i) {
-      const float v = x[i];
-      out[i] = 0.5f * v * (1.0f + std::tanh(kGeluC * (v + 0.044715f * v * v * v)));
-    });
+    elementwise(x.numel(), [&](int64_t i) { out[i] = gelu_tanh(x[i]); });
   }
   void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
     expect_same(x, dout, "gelu_backward", "dout");
     shape_output(dx, x.shape());
-    elementwise(x.numel(), [&](int64_t i) {
-      const float v = x[i];
-      const float u = kGeluC * (v + 0.044715f * v * v * v);
-      const float t = std::tanh(u);
-      const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
-      dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+    elementwise(x.numel(), [&](int64_t i) { dx[i] = dout[i] * gelu_tanh_derivative(x[i]); });
+  }
+
+  void gelu_glu(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    expect_same(gate, up, "gelu_glu", "up");
+    shape_output(out, gate.shape());
+    elementwise(gate.numel(), [&](int64_t i) { out[i] = gelu_tanh(gate[i]) * up[i]; });
+  }
+  void gelu_glu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                         Tensor& dup) override {
+    expect_same(gate, up, "gelu_glu_backward", "up");
+    expect_same(gate, dout, "gelu_glu_backward", "dout");
+    shape_output(dgate, gate.shape());
+    shape_output(dup, gate.shape());
+    elementwise(gate.numel(), [&](int64_t i) {
+      dup[i] = dout[i] * gelu_tanh(gate[i]);
+      dgate[i] = dout[i] * up[i] * gelu_tanh_derivative(gate[i]);
+    });
+  }
+
+  void scale(Tensor& x, float alpha) override {
+    elementwise(x.numel(), [&](int64_t i) { x[i] *= alpha; });
+  }
+  void softcap(Tensor& x, float cap) override {
+    elementwise(x.numel(), [&](int64_t i) { x[i] = cap * std::tanh(x[i] / cap); });
+  }
+  void softcap_backward(Tensor& dy, const Tensor& y, float cap) override {
+    expect_same(y, dy, "softcap_backward", "dy");
+    elementwise(y.numel(), [&](int64_t i) {
+      const float t = y[i] / cap;
+      dy[i] *= 1.0f - t * t;
     });
   }
 
@@ -422,12 +451,12 @@ class CpuBackend final : public Backend {
   }
 
   void rope(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
-            float theta) override {
-    rotate(x, head_dim, positions, theta, 1.0f, "rope");
+            const Rope& rope) override {
+    rotate(x, head_dim, positions, rope, 1.0f, "rope");
   }
   void rope_backward(Tensor& dx, int64_t head_dim, const std::vector<int32_t>& positions,
-                     float theta) override {
-    rotate(dx, head_dim, positions, theta, -1.0f, "rope_backward");
+                     const Rope& rope) override {
+    rotate(dx, head_dim, positions, rope, -1.0f, "rope_backward");
   }
 
   void attention(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -443,7 +472,7 @@ class CpuBackend final : public Backend {
 #endif
     const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
     const int64_t qw = s.heads * d, kw = s.kv_heads * d;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const float scale = s.score_scale(), cap = s.softcap;
     // One task per (sequence, head, query row); each keeps one row of scores.
     pool_.parallel_for(s.batch * s.heads * s.q_len, 8, [&](int64_t begin, int64_t end) {
       std::vector<float> p(static_cast<size_t>(s.kv_len));
@@ -452,20 +481,21 @@ class CpuBackend final : public Backend {
         const float* qi = q.data() + (b * s.q_len + i) * qw + h * d;
         const float* kb = k.data() + b * s.kv_len * kw + (h / group) * d;
         const float* vb = v.data() + b * s.kv_len * kw + (h / group) * d;
-        const int64_t n = past + i + 1;
+        const int64_t lo = s.first_key(i), n = past + i + 1;
         float mx = -INFINITY;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = lo; j < n; ++j) {
           p[j] = dot(qi, kb + j * kw, d) * scale;
+          if (cap > 0.0f) p[j] = cap * std::tanh(p[j] / cap);
           mx = std::max(mx, p[j]);
         }
         float sum = 0;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = lo; j < n; ++j) {
           p[j] = std::exp(p[j] - mx);
           sum += p[j];
         }
         float* o = out.data() + (b * s.q_len + i) * qw + h * d;
         std::fill(o, o + d, 0.0f);
-        for (int64_t j = 0; j < n; ++j) axpy(p[j] / sum, vb + j * kw, o, d);
+        for (int64_t j = lo; j < n; ++j) axpy(p[j] / sum, vb + j * kw, o, d);
         lse[(b * s.heads + h) * s.q_len + i] = mx + std::log(sum);
       }
     });
@@ -491,18 +521,24 @@ class CpuBackend final : public Backend {
 #endif
     const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
     const int64_t qw = s.heads * d, kw = s.kv_heads * d;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const float scale = s.score_scale(), cap = s.softcap;
     // delta[b, h, i] = dout_i . out_i, the softmax backward's row term.
     std::vector<float> delta(static_cast<size_t>(s.batch * s.heads * s.q_len));
-    // Probabilities are recomputed from the saved log-sum-exp: p_ij = exp(q_i . k_j * scale -
-    // lse_i); ds_ij = p_ij * (dout_i . v_j - delta_i).
+    // Probabilities are recomputed from the saved log-sum-exp: p_ij = exp(score_ij - lse_i);
+    // ds_ij = p_ij * (dout_i . v_j - delta_i), times the soft-cap's derivative where there is one.
     auto prob = [&](int64_t b, int64_t h, int64_t i, int64_t j, float* ds) {
       const int64_t row = (b * s.heads + h) * s.q_len + i;
       const float* qi = q.data() + (b * s.q_len + i) * qw + h * d;
       const int64_t kv = b * s.kv_len * kw + (h / group) * d + j * kw;
-      const float p = std::exp(dot(qi, k.data() + kv, d) * scale - lse[row]);
+      float score = dot(qi, k.data() + kv, d) * scale, capped = 1.0f;
+      if (cap > 0.0f) {
+        const float th = std::tanh(score / cap);
+        score = cap * th;
+        capped = 1.0f - th * th;
+      }
+      const float p = std::exp(score - lse[row]);
       const float* gi = dout.data() + (b * s.q_len + i) * qw + h * d;
-      *ds = p * (dot(gi, v.data() + kv, d) - delta[static_cast<size_t>(row)]);
+      *ds = p * (dot(gi, v.data() + kv, d) - delta[static_cast<size_t>(row)]) * capped;
       return p;
     };
     // Pass 1, one task per query row: delta, then dq_i = scale * sum_j ds_ij k_j.
@@ -513,7 +549,7 @@ class CpuBackend final : public Backend {
         delta[static_cast<size_t>(t)] = dot(dout.data() + at, out.data() + at, d);
         float* dqi = dq.data() + at;
         std::fill(dqi, dqi + d, 0.0f);
-        for (int64_t j = 0; j <= past + i; ++j) {
+        for (int64_t j = s.first_key(i); j <= past + i; ++j) {
           float ds;
           prob(b, h, i, j, &ds);
           axpy(ds * scale, k.data() + b * s.kv_len * kw + (h / group) * d + j * kw, dqi, d);
@@ -528,8 +564,10 @@ class CpuBackend final : public Backend {
                       b = t / (s.kv_len * s.kv_heads);
         float* dkj = dk.data() + (b * s.kv_len + j) * kw + g * d;
         float* dvj = dv.data() + (b * s.kv_len + j) * kw + g * d;
+        // Queries at positions j .. j + window - 1 see key j.
+        const int64_t last = s.window > 0 ? std::min(s.q_len, j + s.window - past) : s.q_len;
         for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-          for (int64_t i = std::max<int64_t>(0, j - past); i < s.q_len; ++i) {
+          for (int64_t i = std::max<int64_t>(0, j - past); i < last; ++i) {
             float ds;
             const float p = prob(b, h, i, j, &ds);
             const int64_t at = (b * s.q_len + i) * qw + h * d;
@@ -550,35 +588,42 @@ class CpuBackend final : public Backend {
   }
 #ifdef MH_ENGINE_OPENBLAS
   // Attention over blocks of query rows with SGEMM: scores for a block of rows against the keys
-  // they may see, softmax in place, then the block's output; memory is one block of scores.
+  // they may see (from the block's first row's first key), softmax in place, then the block's
+  // output; memory is one block of scores.
   void attention_blocked(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                          Tensor& out, Tensor& lse) {
     const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
     const int qw = static_cast<int>(s.heads * d), kw = static_cast<int>(s.kv_heads * d);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const float scale = s.score_scale(), cap = s.softcap;
     const int64_t blocks = (s.q_len + kAttentionBlock - 1) / kAttentionBlock;
     pool_.parallel_for(s.batch * s.heads * blocks, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> p(static_cast<size_t>(kAttentionBlock * s.kv_len));
       for (int64_t t = begin; t < end; ++t) {
         const int64_t blk = t % blocks, h = (t / blocks) % s.heads, b = t / (blocks * s.heads);
         const int64_t i0 = blk * kAttentionBlock, i1 = std::min(s.q_len, i0 + kAttentionBlock);
-        const int rows = static_cast<int>(i1 - i0), cols = static_cast<int>(past + i1);
+        const int64_t c0 = s.first_key(i0);
+        const int rows = static_cast<int>(i1 - i0), cols = static_cast<int>(past + i1 - c0);
         const float* qb = q.data() + (b * s.q_len + i0) * qw + h * d;
-        const float* kb = k.data() + b * s.kv_len * kw + (h / group) * d;
-        const float* vb = v.data() + b * s.kv_len * kw + (h / group) * d;
+        const float* kb = k.data() + (b * s.kv_len + c0) * kw + (h / group) * d;
+        const float* vb = v.data() + (b * s.kv_len + c0) * kw + (h / group) * d;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, static_cast<int>(d), scale,
                     qb, qw, kb, kw, 0.0f, p.data(), cols);
         for (int r = 0; r < rows; ++r) {
           float* row = p.data() + static_cast<int64_t>(r) * cols;
-          const int64_t n = past + i0 + r + 1;  // keys this query sees
-          const float mx = *std::max_element(row, row + n);
+          // The keys this query sees, as columns.
+          const int64_t lo = s.first_key(i0 + r) - c0, n = past + i0 + r + 1 - c0;
+          if (cap > 0.0f) {
+            for (int64_t j = lo; j < n; ++j) row[j] = cap * std::tanh(row[j] / cap);
+          }
+          const float mx = *std::max_element(row + lo, row + n);
           float sum = 0;
-          for (int64_t j = 0; j < n; ++j) {
+          for (int64_t j = lo; j < n; ++j) {
             row[j] = std::exp(row[j] - mx);
             sum += row[j];
           }
           const float inv = 1.0f / sum;
-          for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+          for (int64_t j = lo; j < n; ++j) row[j] *= inv;
+          std::fill(row, row + lo, 0.0f);
           std::fill(row + n, row + cols, 0.0f);
           lse[(b * s.heads + h) * s.q_len + i0 + r] = mx + std::log(sum);
         }
@@ -596,22 +641,22 @@ class CpuBackend final : public Backend {
                                   const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) {
     const int64_t d = s.head_dim, group = s.heads / s.kv_heads, past = s.kv_len - s.q_len;
     const int qw = static_cast<int>(s.heads * d), kw = static_cast<int>(s.kv_heads * d);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const float scale = s.score_scale(), cap = s.softcap;
     const int64_t blocks = (s.q_len + kAttentionBlock - 1) / kAttentionBlock;
     pool_.parallel_for(s.batch * s.kv_heads, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> p(static_cast<size_t>(kAttentionBlock * s.kv_len));
       std::vector<float> dp(p.size());
       for (int64_t t = begin; t < end; ++t) {
         const int64_t g = t % s.kv_heads, b = t / s.kv_heads;
-        const float* kb = k.data() + b * s.kv_len * kw + g * d;
-        const float* vb = v.data() + b * s.kv_len * kw + g * d;
-        float* dkb = dk.data() + b * s.kv_len * kw + g * d;
-        float* dvb = dv.data() + b * s.kv_len * kw + g * d;
         for (int64_t h = g * group; h < (g + 1) * group; ++h) {
           for (int64_t blk = 0; blk < blocks; ++blk) {
             const int64_t i0 = blk * kAttentionBlock, i1 = std::min(s.q_len, i0 + kAttentionBlock);
-            const int rows = static_cast<int>(i1 - i0), cols = static_cast<int>(past + i1);
+            const int64_t c0 = s.first_key(i0);
+            const int rows = static_cast<int>(i1 - i0), cols = static_cast<int>(past + i1 - c0);
             const int64_t at = (b * s.q_len + i0) * qw + h * d;
+            const int64_t kv_at = (b * s.kv_len + c0) * kw + g * d;
+            const float* kb = k.data() + kv_at;
+            const float* vb = v.data() + kv_at;
             const float* qb = q.data() + at;
             const float* gb = dout.data() + at;
             // p = softmax probabilities from the saved log-sum-exp; dp = dout v^T.
@@ -622,14 +667,22 @@ class CpuBackend final : public Backend {
             for (int r = 0; r < rows; ++r) {
               float* pr = p.data() + static_cast<int64_t>(r) * cols;
               float* dr = dp.data() + static_cast<int64_t>(r) * cols;
-              const int64_t n = past + i0 + r + 1;
+              const int64_t lo = s.first_key(i0 + r) - c0, n = past + i0 + r + 1 - c0;
               const float l = lse[(b * s.heads + h) * s.q_len + i0 + r];
               const float delta = dot(gb + static_cast<int64_t>(r) * qw,
                                       out.data() + at + static_cast<int64_t>(r) * qw, d);
-              for (int64_t j = 0; j < n; ++j) {
-                pr[j] = std::exp(pr[j] - l);
-                dr[j] = pr[j] * (dr[j] - delta);  // ds
+              for (int64_t j = lo; j < n; ++j) {
+                float score = pr[j], capped = 1.0f;
+                if (cap > 0.0f) {
+                  const float th = std::tanh(score / cap);
+                  score = cap * th;
+                  capped = 1.0f - th * th;
+                }
+                pr[j] = std::exp(score - l);
+                dr[j] = pr[j] * (dr[j] - delta) * capped;  // ds
               }
+              std::fill(pr, pr + lo, 0.0f);
+              std::fill(dr, dr + lo, 0.0f);
               std::fill(pr + n, pr + cols, 0.0f);
               std::fill(dr + n, dr + cols, 0.0f);
             }
@@ -637,9 +690,9 @@ class CpuBackend final : public Backend {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, static_cast<int>(d), cols,
                         scale, dp.data(), cols, kb, kw, 0.0f, dq.data() + at, qw);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, static_cast<int>(d), rows,
-                        scale, dp.data(), cols, qb, qw, 1.0f, dkb, kw);
+                        scale, dp.data(), cols, qb, qw, 1.0f, dk.data() + kv_at, kw);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, static_cast<int>(d), rows,
-                        1.0f, p.data(), cols, gb, qw, 1.0f, dvb, kw);
+                        1.0f, p.data(), cols, gb, qw, 1.0f, dv.data() + kv_at, kw);
           }
         }
       }
@@ -647,28 +700,22 @@ class CpuBackend final : public Backend {
   }
 #endif
 
-  // Rotates each head's halves (x1, x2) by angle pos * theta^(-2i/d): (x1 cos - x2 sin,
-  // x2 cos + x1 sin); sign -1 rotates back.
-  void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, float theta,
+  // Rotates each head's halves (x1, x2) by angle pos * inv_freq[i]: (x1 cos - x2 sin,
+  // x2 cos + x1 sin), cos and sin times the attention factor; sign -1 rotates back.
+  void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, const Rope& rope,
               float sign, const char* op) {
-    check_rope(x, head_dim, positions, op);
+    check_rope(x, head_dim, positions, rope, op);
     const int64_t half = head_dim / 2, heads = x.dim(1) / head_dim;
-    std::vector<float> inv_freq(static_cast<size_t>(half));
-    for (int64_t i = 0; i < half; ++i) {
-      // As Hugging Face computes it: 1 / theta^(2i / d), in float.
-      inv_freq[static_cast<size_t>(i)] = static_cast<float>(
-          1.0 /
-          std::pow(static_cast<double>(theta),
-                   static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(head_dim))));
-    }
+    const float f = rope.attention_factor;
     pool_.parallel_for(x.dim(0), 4, [&](int64_t begin, int64_t end) {
       std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
       for (int64_t r = begin; r < end; ++r) {
         for (int64_t i = 0; i < half; ++i) {
+          // As Hugging Face computes it: the angle in float, then cos and sin times the factor.
           const float angle = static_cast<float>(positions[static_cast<size_t>(r)]) *
-                              inv_freq[static_cast<size_t>(i)];
-          cs[static_cast<size_t>(i)] = std::cos(angle);
-          sn[static_cast<size_t>(i)] = sign * std::sin(angle);
+                              rope.inv_freq[static_cast<size_t>(i)];
+          cs[static_cast<size_t>(i)] = std::cos(angle) * f;
+          sn[static_cast<size_t>(i)] = sign * std::sin(angle) * f;
         }
         for (int64_t h = 0; h < heads; ++h) {
           float* xh = x.data() + r * x.dim(1) + h * head_dim;

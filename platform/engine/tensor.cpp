@@ -59,6 +59,13 @@ Tensor Tensor::reshaped(Shape shape) const {
   return t;
 }
 
+void Tensor::reshape(Shape shape) {
+  if (count(shape) != numel()) {
+    throw ShapeError("cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
+  }
+  shape_ = std::move(shape);
+}
+
 void Tensor::fill(float value) { std::fill(data_.begin(), data_.end(), value); }
 
 void expect_shape(const Tensor& t, const Shape& expected, const char* op, const char* what) {

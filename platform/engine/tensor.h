@@ -43,6 +43,8 @@ class Tensor {
 
   // The same values with another shape of the same element count.
   Tensor reshaped(Shape shape) const;
+  // Gives this tensor another shape of the same element count, in place.
+  void reshape(Shape shape);
   void fill(float value);
 
  private:

@@ -165,34 +165,40 @@ TEST_CASE("cross-entropy: the loss, its gradient, ignored rows") {
   CHECK(cpu->cross_entropy(big, {0}, scratch) == doctest::Approx(0.0).epsilon(1e-6));
 }
 
-// Attention as its definition says: full score matrix, masked, softmax, weighted sum of values.
+// Attention as its definition says: full score matrix (scaled, soft-capped), masked to the past
+// and to the window, softmax, weighted sum of values.
 Tensor naive_attention(const Backend::AttentionShape& s, const Tensor& q, const Tensor& k,
                        const Tensor& v) {
   const int64_t d = s.head_dim, qw = s.heads * d, kw = s.kv_heads * d;
+  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(static_cast<double>(d));
   Tensor out({s.batch * s.q_len, qw});
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int64_t h = 0; h < s.heads; ++h) {
       const int64_t g = h / (s.heads / s.kv_heads);
       for (int64_t i = 0; i < s.q_len; ++i) {
+        const int64_t pos = s.kv_len - s.q_len + i;
+        auto seen = [&](int64_t j) { return j <= pos && (s.window == 0 || j > pos - s.window); };
         std::vector<double> p(static_cast<size_t>(s.kv_len), 0.0);
         double mx = -1e300, sum = 0;
         for (int64_t j = 0; j < s.kv_len; ++j) {
-          if (j > s.kv_len - s.q_len + i) continue;  // the future is masked
+          if (!seen(j)) continue;
           double sc = 0;
           for (int64_t e = 0; e < d; ++e) {
             sc += static_cast<double>(q[(b * s.q_len + i) * qw + h * d + e]) *
                   k[(b * s.kv_len + j) * kw + g * d + e];
           }
-          p[static_cast<size_t>(j)] = sc / std::sqrt(static_cast<double>(d));
-          mx = std::max(mx, p[static_cast<size_t>(j)]);
+          sc *= scale;
+          if (s.softcap > 0) sc = s.softcap * std::tanh(sc / s.softcap);
+          p[static_cast<size_t>(j)] = sc;
+          mx = std::max(mx, sc);
         }
-        for (int64_t j = 0; j <= s.kv_len - s.q_len + i; ++j) {
-          p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - mx);
+        for (int64_t j = 0; j < s.kv_len; ++j) {
+          p[static_cast<size_t>(j)] = seen(j) ? std::exp(p[static_cast<size_t>(j)] - mx) : 0.0;
           sum += p[static_cast<size_t>(j)];
         }
         for (int64_t e = 0; e < d; ++e) {
           double o = 0;
-          for (int64_t j = 0; j <= s.kv_len - s.q_len + i; ++j) {
+          for (int64_t j = 0; j < s.kv_len; ++j) {
             o += p[static_cast<size_t>(j)] / sum * v[(b * s.kv_len + j) * kw + g * d + e];
           }
           out[(b * s.q_len + i) * qw + h * d + e] = static_cast<float>(o);
@@ -201,6 +207,29 @@ Tensor naive_attention(const Backend::AttentionShape& s, const Tensor& q, const 
     }
   }
   return out;
+}
+
+void check_attention_case(Backend& cpu, const Backend::AttentionShape& s, std::mt19937& rng) {
+  Tensor q = random_tensor({s.batch * s.q_len, s.heads * s.head_dim}, rng),
+         k = random_tensor({s.batch * s.kv_len, s.kv_heads * s.head_dim}, rng),
+         v = random_tensor({s.batch * s.kv_len, s.kv_heads * s.head_dim}, rng);
+  Tensor out, lse;
+  cpu.attention(s, q, k, v, out, lse);
+  const Tensor expected = naive_attention(s, q, k, v);
+  for (int64_t i = 0; i < out.numel(); ++i)
+    CHECK(out[i] == doctest::Approx(expected[i]).epsilon(1e-5));
+
+  Tensor r = random_tensor(out.shape(), rng);
+  auto loss = [&] {
+    Tensor o, l;
+    cpu.attention(s, q, k, v, o, l);
+    return dot(o, r);
+  };
+  Tensor dq, dk, dv;
+  cpu.attention_backward(s, r, q, k, v, out, lse, dq, dk, dv);
+  check_gradient("q", q, dq, loss);
+  check_gradient("k", k, dk, loss);
+  check_gradient("v", v, dv, loss);
 }
 
 TEST_CASE("attention matches its definition, with grouped heads and a cached prefix") {
@@ -222,58 +251,128 @@ TEST_CASE("attention matches its definition, with grouped heads and a cached pre
     CAPTURE(kv_len);
     CAPTURE(heads);
     CAPTURE(kv_heads);
-    Tensor q = random_tensor({2 * q_len, heads * 4}, rng),
-           k = random_tensor({2 * kv_len, kv_heads * 4}, rng),
-           v = random_tensor({2 * kv_len, kv_heads * 4}, rng);
-    Tensor out, lse;
-    cpu->attention(s, q, k, v, out, lse);
-    const Tensor expected = naive_attention(s, q, k, v);
-    for (int64_t i = 0; i < out.numel(); ++i)
-      CHECK(out[i] == doctest::Approx(expected[i]).epsilon(1e-5));
-
-    Tensor r = random_tensor(out.shape(), rng);
-    auto loss = [&] {
-      Tensor o, l;
-      cpu->attention(s, q, k, v, o, l);
-      return dot(o, r);
-    };
-    Tensor dq, dk, dv;
-    cpu->attention_backward(s, r, q, k, v, out, lse, dq, dk, dv);
-    check_gradient("q", q, dq, loss);
-    check_gradient("k", k, dk, loss);
-    check_gradient("v", v, dv, loss);
+    check_attention_case(*cpu, s, rng);
   }
 }
 
-TEST_CASE("rope rotates head halves by position, and its backward is the inverse rotation") {
+TEST_CASE("attention through a sliding window, with its own scale and a soft-cap") {
+  auto cpu = make_cpu_backend(3);
+  std::mt19937 rng(17);
+  // Short (row by row) and long (blocked) queries, with and without a cached prefix; windows
+  // shorter than, equal to and longer than what a query could see.
+  for (auto [q_len, kv_len, window] :
+       {std::array<int64_t, 3>{6, 6, 3}, std::array<int64_t, 3>{2, 9, 4},
+        std::array<int64_t, 3>{1, 7, 1}, std::array<int64_t, 3>{20, 20, 5},
+        std::array<int64_t, 3>{17, 30, 8}, std::array<int64_t, 3>{20, 20, 64}}) {
+    for (float softcap : {0.0f, 0.5f}) {
+      Backend::AttentionShape s;
+      s.batch = 2;
+      s.q_len = q_len;
+      s.kv_len = kv_len;
+      s.heads = 4;
+      s.kv_heads = 2;
+      s.head_dim = 4;
+      s.window = window;
+      s.scale = 0.8f;
+      s.softcap = softcap;
+      CAPTURE(q_len);
+      CAPTURE(kv_len);
+      CAPTURE(window);
+      CAPTURE(softcap);
+      check_attention_case(*cpu, s, rng);
+    }
+  }
+}
+
+// The frequencies of unscaled RoPE, 1 / theta^(2i / d).
+Backend::Rope plain_rope(int64_t head_dim, double theta) {
+  Backend::Rope rope;
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    rope.inv_freq.push_back(static_cast<float>(std::pow(theta, -2.0 * i / head_dim)));
+  }
+  return rope;
+}
+
+TEST_CASE("rope rotates head halves by position, and its backward is the transpose") {
   auto cpu = make_cpu_backend(2);
   std::mt19937 rng(8);
   const std::vector<int32_t> positions = {0, 1, 5, 17};
   Tensor x = random_tensor({4, 2 * 6}, rng);
-  Tensor y = x;
-  cpu->rope(y, 6, positions, 10000.0f);
-  for (int64_t r = 0; r < 4; ++r) {
-    for (int64_t h = 0; h < 2; ++h) {
-      for (int64_t i = 0; i < 3; ++i) {
-        const double angle = positions[static_cast<size_t>(r)] * std::pow(10000.0, -2.0 * i / 6);
-        const double x1 = x[r * 12 + h * 6 + i], x2 = x[r * 12 + h * 6 + i + 3];
-        CHECK(y[r * 12 + h * 6 + i] ==
-              doctest::Approx(x1 * std::cos(angle) - x2 * std::sin(angle)).epsilon(1e-5));
-        CHECK(y[r * 12 + h * 6 + i + 3] ==
-              doctest::Approx(x2 * std::cos(angle) + x1 * std::sin(angle)).epsilon(1e-5));
+  for (float factor : {1.0f, 1.25f}) {  // YaRN's attention factor scales cos and sin
+    CAPTURE(factor);
+    Backend::Rope rope = plain_rope(6, 10000.0);
+    rope.attention_factor = factor;
+    Tensor y = x;
+    cpu->rope(y, 6, positions, rope);
+    for (int64_t r = 0; r < 4; ++r) {
+      for (int64_t h = 0; h < 2; ++h) {
+        for (int64_t i = 0; i < 3; ++i) {
+          const double angle = positions[static_cast<size_t>(r)] * std::pow(10000.0, -2.0 * i / 6);
+          const double x1 = x[r * 12 + h * 6 + i], x2 = x[r * 12 + h * 6 + i + 3];
+          CHECK(y[r * 12 + h * 6 + i] ==
+                doctest::Approx(factor * (x1 * std::cos(angle) - x2 * std::sin(angle)))
+                    .epsilon(1e-5));
+          CHECK(y[r * 12 + h * 6 + i + 3] ==
+                doctest::Approx(factor * (x2 * std::cos(angle) + x1 * std::sin(angle)))
+                    .epsilon(1e-5));
+        }
       }
     }
+    for (int64_t i = 0; i < 12; ++i) CHECK(y[i] == factor * x[i]);  // position 0: no turn
+    Tensor r = random_tensor(x.shape(), rng);
+    auto loss = [&] {
+      Tensor t = x;
+      cpu->rope(t, 6, positions, rope);
+      return dot(t, r);
+    };
+    Tensor dx = r;
+    cpu->rope_backward(dx, 6, positions, rope);
+    check_gradient("x", x, dx, loss);
   }
-  for (int64_t i = 0; i < 12; ++i) CHECK(y[i] == x[i]);  // position 0 is the identity
-  Tensor r = random_tensor(x.shape(), rng);
+}
+
+TEST_CASE("GeGLU, scaling and soft-capping, and their backward passes") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(10);
+  Tensor gate = random_tensor({3, 7}, rng), up = random_tensor({3, 7}, rng),
+         r = random_tensor({3, 7}, rng);
+  Tensor out;
+  cpu->gelu_glu(gate, up, out);
+  const double c = std::sqrt(2.0 / M_PI);
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    const double g = gate[i];
+    const double gelu = 0.5 * g * (1 + std::tanh(c * (g + 0.044715 * g * g * g)));
+    CHECK(out[i] == doctest::Approx(gelu * up[i]).epsilon(1e-5));
+  }
   auto loss = [&] {
-    Tensor t = x;
-    cpu->rope(t, 6, positions, 10000.0f);
-    return dot(t, r);
+    Tensor o;
+    cpu->gelu_glu(gate, up, o);
+    return dot(o, r);
   };
-  Tensor dx = r;
-  cpu->rope_backward(dx, 6, positions, 10000.0f);
-  check_gradient("x", x, dx, loss);
+  Tensor dgate, dup;
+  cpu->gelu_glu_backward(r, gate, up, dgate, dup);
+  check_gradient("gate", gate, dgate, loss);
+  check_gradient("up", up, dup, loss);
+
+  Tensor x = random_tensor({2, 5}, rng);
+  Tensor y = x;
+  cpu->scale(y, 2.5f);
+  for (int64_t i = 0; i < x.numel(); ++i) CHECK(y[i] == 2.5f * x[i]);
+  for (float& v : x.values()) v *= 4.0f;  // far enough out for the cap to bend
+  Tensor capped = x;
+  cpu->softcap(capped, 1.5f);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    CHECK(capped[i] == doctest::Approx(1.5 * std::tanh(x[i] / 1.5)).epsilon(1e-6));
+  }
+  Tensor rr = random_tensor(x.shape(), rng);
+  auto capped_loss = [&] {
+    Tensor t = x;
+    cpu->softcap(t, 1.5f);
+    return dot(t, rr);
+  };
+  Tensor dy = rr;
+  cpu->softcap_backward(dy, capped, 1.5f);
+  check_gradient("x", x, dy, capped_loss);
 }
 
 TEST_CASE("bias add and its backward") {
@@ -318,7 +417,9 @@ TEST_CASE("ops refuse shapes that do not fit, saying which") {
   CHECK_THROWS_AS(cpu->attention(s, Tensor({2, 12}), Tensor({2, 8}), Tensor({2, 8}), out, lse),
                   ShapeError);
   Tensor odd({1, 6});
-  CHECK_THROWS_AS(cpu->rope(odd, 3, {0}, 10000.0f), ShapeError);  // an odd head_dim
+  CHECK_THROWS_AS(cpu->rope(odd, 3, {0}, plain_rope(3, 1e4)), ShapeError);  // an odd head_dim
+  Tensor six({1, 6});
+  CHECK_THROWS_AS(cpu->rope(six, 6, {0}, plain_rope(4, 1e4)), ShapeError);  // frequencies short
 }
 
 TEST_CASE("results do not depend on the number of threads") {
