@@ -16,8 +16,12 @@ namespace mh::engine {
 
 // What one block's forward keeps for its backward pass.
 struct Model::Activations {
-  Tensor x_in, n1, mean1, rstd1, qkv, q, k, v, att, lse, tmp;
+  Tensor x_in, n1, mean1, rstd1, qkv, q, k, v, att, lse;
+  Tensor q_raw, k_raw, q_rstd, k_rstd;  // q and k before their norms (qk_norm)
+  Tensor o, o_rstd;                     // attention's output projection (and its norm's rstd)
   Tensor x_mid, n2, mean2, rstd2, h, up, act, x_out;
+  Tensor m, m_rstd;  // the MLP's output (and its norm's rstd)
+  Tensor tmp;        // a branch after its sandwich norm, until it is added
 };
 
 namespace {
@@ -98,6 +102,12 @@ Status string_choice(const Json& cfg, std::string_view key, std::initializer_lis
   return config_error(key, "is \"" + v->as_string() + "\"; this engine implements " + list);
 }
 
+std::string fmt_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 std::vector<uint8_t> as_bytes(const Tensor& t) {
   std::vector<uint8_t> b(static_cast<size_t>(t.numel()) * 4);
   std::memcpy(b.data(), t.data(), b.size());
@@ -106,20 +116,285 @@ std::vector<uint8_t> as_bytes(const Tensor& t) {
 
 }  // namespace
 
-std::string_view family_name(Family family) { return family == Family::kGpt2 ? "gpt2" : "llama"; }
+std::string_view family_name(Family family) {
+  switch (family) {
+    case Family::kGpt2: return "gpt2";
+    case Family::kLlama: return "llama";
+    case Family::kMistral: return "mistral";
+    case Family::kQwen2: return "qwen2";
+    case Family::kQwen3: return "qwen3";
+    case Family::kGemma3: return "gemma3_text";
+  }
+  return "?";
+}
+
+std::string_view rope_type_name(RopeScaling::Type type) {
+  switch (type) {
+    case RopeScaling::Type::kNone: return "default";
+    case RopeScaling::Type::kLinear: return "linear";
+    case RopeScaling::Type::kDynamic: return "dynamic";
+    case RopeScaling::Type::kLlama3: return "llama3";
+    case RopeScaling::Type::kYarn: return "yarn";
+  }
+  return "?";
+}
 
 int64_t ModelConfig::parameter_count() const {
-  const int64_t c = hidden, q = heads * head_dim, kv = kv_heads * head_dim;
-  int64_t per_layer, rest;
-  if (family == Family::kGpt2) {
-    per_layer = 4 * c + c * 3 * c + 3 * c + c * c + c + c * ffn + ffn + ffn * c + c;
-    rest = vocab_size * c + max_positions * c + 2 * c;
-  } else {
-    per_layer = 2 * c + c * q + 2 * c * kv + q * c + 3 * c * ffn;
-    rest = vocab_size * c + c;
+  int64_t n = 0;
+  for (const TensorSpec& t : Model::tensor_specs(*this)) {
+    int64_t size = 1;
+    for (int64_t d : t.shape) size *= d;
+    n += size;
   }
-  return layers * per_layer + rest + (tie_embeddings ? 0 : vocab_size * c);
+  return n;
 }
+
+namespace {
+
+// The transformers model class of each family, as config.json's "architectures" names it.
+const char* architecture(Family family) {
+  switch (family) {
+    case Family::kGpt2: return "GPT2LMHeadModel";
+    case Family::kLlama: return "LlamaForCausalLM";
+    case Family::kMistral: return "MistralForCausalLM";
+    case Family::kQwen2: return "Qwen2ForCausalLM";
+    case Family::kQwen3: return "Qwen3ForCausalLM";
+    case Family::kGemma3: return "Gemma3ForCausalLM";
+  }
+  return "";
+}
+
+Result<double> number_in(const Json& obj, std::string_view where, std::string_view key,
+                         double fallback, double low, double high) {
+  const Json* v = obj.find(key);
+  if (v == nullptr || v->is_null()) return fallback;
+  if (!v->is_number() || !(v->as_double() >= low) || !(v->as_double() <= high)) {
+    return config_error(std::string(where) + "." + std::string(key),
+                        "must be a number in [" + fmt_number(low) + ", " + fmt_number(high) + "]");
+  }
+  return v->as_double();
+}
+
+// rope_scaling: null, or an object whose "rope_type" (or the older "type") is one this engine
+// implements, with only the keys that type reads.
+Result<RopeScaling> parse_rope_scaling(const Json& cfg, int64_t max_positions) {
+  RopeScaling r;
+  const Json* v = cfg.find("rope_scaling");
+  if (v == nullptr || v->is_null()) return r;
+  if (!v->is_object()) return config_error("rope_scaling", "must be an object or null");
+  const Json* type = v->find("rope_type");
+  if (type == nullptr) type = v->find("type");
+  if (type == nullptr || !type->is_string()) {
+    return config_error("rope_scaling", "has no \"rope_type\"");
+  }
+  const std::string& name = type->as_string();
+  std::set<std::string> keys{"rope_type", "type"};
+  if (name == "default") {
+    r.type = RopeScaling::Type::kNone;
+  } else if (name == "linear" || name == "dynamic") {
+    r.type = name == "linear" ? RopeScaling::Type::kLinear : RopeScaling::Type::kDynamic;
+    keys.insert("factor");
+  } else if (name == "llama3") {
+    r.type = RopeScaling::Type::kLlama3;
+    keys.insert({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"});
+  } else if (name == "yarn") {
+    r.type = RopeScaling::Type::kYarn;
+    keys.insert({"factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
+                 "beta_slow", "mscale", "mscale_all_dim", "truncate"});
+  } else {
+    return config_error("rope_scaling", "has rope_type \"" + name +
+                                            "\"; this engine implements default, linear, "
+                                            "dynamic, llama3 and yarn");
+  }
+  for (const auto& [key, value] : v->as_object()) {
+    if (!keys.contains(key)) {
+      return config_error("rope_scaling." + key, "is not read by rope_type \"" + name +
+                                                     "\" in this engine; remove it");
+    }
+  }
+  if (r.type == RopeScaling::Type::kNone) return r;
+  const Json* factor = v->find("factor");
+  if (factor == nullptr || !factor->is_number() || !(factor->as_double() >= 1.0) ||
+      !(factor->as_double() <= 1024.0)) {
+    return config_error("rope_scaling.factor", "must be a number in [1, 1024]");
+  }
+  r.factor = factor->as_double();
+  const Json* original = v->find("original_max_position_embeddings");
+  if (original != nullptr && !original->is_null()) {
+    if (!original->is_int() || original->as_int() < 1 || original->as_int() > kMaxDimension) {
+      return config_error("rope_scaling.original_max_position_embeddings",
+                          "must be an integer in [1, " + std::to_string(kMaxDimension) + "]");
+    }
+    r.original_max_positions = original->as_int();
+  } else if (r.type == RopeScaling::Type::kLlama3) {
+    return config_error("rope_scaling.original_max_position_embeddings", "is missing");
+  } else {
+    r.original_max_positions = max_positions;
+  }
+  if (r.type == RopeScaling::Type::kLlama3) {
+    MH_ASSIGN_OR_RETURN(r.low_freq_factor,
+                        number_in(*v, "rope_scaling", "low_freq_factor", -1, 1e-6, 1e6));
+    MH_ASSIGN_OR_RETURN(r.high_freq_factor,
+                        number_in(*v, "rope_scaling", "high_freq_factor", -1, 1e-6, 1e6));
+    if (r.low_freq_factor < 0 || r.high_freq_factor < 0) {
+      return config_error("rope_scaling", "of rope_type llama3 needs low_freq_factor and "
+                                          "high_freq_factor");
+    }
+    if (!(r.high_freq_factor > r.low_freq_factor)) {
+      return config_error("rope_scaling.high_freq_factor", "must be above low_freq_factor");
+    }
+  }
+  if (r.type == RopeScaling::Type::kYarn) {
+    // As transformers reads them: a missing (or zero) beta falls back to 32 and 1.
+    MH_ASSIGN_OR_RETURN(r.beta_fast, number_in(*v, "rope_scaling", "beta_fast", 32, 0, 1e6));
+    MH_ASSIGN_OR_RETURN(r.beta_slow, number_in(*v, "rope_scaling", "beta_slow", 1, 0, 1e6));
+    if (r.beta_fast == 0) r.beta_fast = 32;
+    if (r.beta_slow == 0) r.beta_slow = 1;
+    MH_ASSIGN_OR_RETURN(r.attention_factor,
+                        number_in(*v, "rope_scaling", "attention_factor", 0, 0, 1e3));
+    MH_ASSIGN_OR_RETURN(r.mscale, number_in(*v, "rope_scaling", "mscale", 0, 0, 1e3));
+    MH_ASSIGN_OR_RETURN(r.mscale_all_dim,
+                        number_in(*v, "rope_scaling", "mscale_all_dim", 0, 0, 1e3));
+    MH_ASSIGN_OR_RETURN(r.truncate, bool_field(*v, "truncate", true));
+  }
+  return r;
+}
+
+// Which layers attend through a sliding window: "layer_types" when given, else each family's
+// own rule (mistral: all; qwen2/qwen3: from max_window_layers up, when use_sliding_window;
+// gemma3_text: all but every sliding_window_pattern-th).
+Status parse_sliding(const Json& cfg, ModelConfig& c) {
+  const Json* window = cfg.find("sliding_window");
+  int64_t w = 0;
+  if (window != nullptr && !window->is_null()) {
+    if (!window->is_int() || window->as_int() < 1 || window->as_int() > (int64_t{1} << 31)) {
+      return config_error("sliding_window", "must be a positive integer or null");
+    }
+    w = window->as_int();
+  }
+  c.sliding_layers.assign(static_cast<size_t>(c.layers), false);
+  const Json* types = cfg.find("layer_types");
+  const bool qwen = c.family == Family::kQwen2 || c.family == Family::kQwen3;
+  if (qwen) {
+    MH_ASSIGN_OR_RETURN(bool use, bool_field(cfg, "use_sliding_window", false));
+    if (!use) w = 0;
+  }
+  if (types != nullptr && !types->is_null()) {
+    if (!types->is_array() || static_cast<int64_t>(types->as_array().size()) != c.layers) {
+      return config_error("layer_types", "must list one type per layer");
+    }
+    for (size_t i = 0; i < types->as_array().size(); ++i) {
+      const Json& t = types->as_array()[i];
+      if (!t.is_string() ||
+          (t.as_string() != "full_attention" && t.as_string() != "sliding_attention")) {
+        return config_error("layer_types", "may hold \"full_attention\" and "
+                                           "\"sliding_attention\" only");
+      }
+      c.sliding_layers[i] = t.as_string() == "sliding_attention";
+    }
+  } else if (c.family == Family::kMistral) {
+    c.sliding_layers.assign(static_cast<size_t>(c.layers), true);
+  } else if (qwen) {
+    MH_ASSIGN_OR_RETURN(int64_t from, int_field(cfg, "max_window_layers", kMaxLayers, 0));
+    for (int64_t l = from; l < c.layers; ++l) c.sliding_layers[static_cast<size_t>(l)] = true;
+  } else if (c.family == Family::kGemma3) {
+    MH_ASSIGN_OR_RETURN(int64_t pattern, int_field(cfg, "sliding_window_pattern", kMaxLayers, 6));
+    for (int64_t l = 0; l < c.layers; ++l) {
+      c.sliding_layers[static_cast<size_t>(l)] = (l + 1) % pattern != 0;
+    }
+  }
+  bool any = std::find(c.sliding_layers.begin(), c.sliding_layers.end(), true) !=
+             c.sliding_layers.end();
+  // Qwen's layers slide only when use_sliding_window says so, whatever else is set.
+  if (qwen && w == 0) any = false;
+  if (any && w == 0) {
+    return config_error("sliding_window", "is missing, but layers are sliding_attention");
+  }
+  c.sliding_window = any ? w : 0;
+  if (c.sliding_window == 0) c.sliding_layers.assign(static_cast<size_t>(c.layers), false);
+  return {};
+}
+
+// The families built on llama: their shared fields, then what each one adds.
+Status parse_llama_like(const Json& cfg, ModelConfig& c) {
+  const bool gemma = c.family == Family::kGemma3;
+  MH_ASSIGN_OR_RETURN(c.vocab_size, int_field(cfg, "vocab_size", kMaxVocab));
+  MH_ASSIGN_OR_RETURN(c.hidden, int_field(cfg, "hidden_size", kMaxDimension));
+  MH_ASSIGN_OR_RETURN(c.ffn, int_field(cfg, "intermediate_size", kMaxDimension));
+  MH_ASSIGN_OR_RETURN(c.layers, int_field(cfg, "num_hidden_layers", kMaxLayers));
+  MH_ASSIGN_OR_RETURN(c.heads, int_field(cfg, "num_attention_heads", kMaxDimension));
+  MH_ASSIGN_OR_RETURN(c.kv_heads, int_field(cfg, "num_key_value_heads", kMaxDimension, c.heads));
+  MH_ASSIGN_OR_RETURN(c.max_positions, int_field(cfg, "max_position_embeddings", kMaxDimension));
+  const Json* head_dim = cfg.find("head_dim");
+  const bool has_head_dim = head_dim != nullptr && !head_dim->is_null();
+  if (!gemma && !has_head_dim && c.hidden % c.heads != 0) {
+    return config_error("num_attention_heads", "must divide hidden_size (or give head_dim)");
+  }
+  // transformers' Gemma3TextConfig defaults head_dim to 256; the others to hidden / heads.
+  MH_ASSIGN_OR_RETURN(c.head_dim,
+                      int_field(cfg, "head_dim", kMaxDimension, gemma ? 256 : c.hidden / c.heads));
+  if (c.heads * c.head_dim > kMaxDimension) {
+    return config_error("head_dim", "times num_attention_heads must be at most " +
+                                        std::to_string(kMaxDimension));
+  }
+  MH_ASSIGN_OR_RETURN(c.norm_eps, positive_field(cfg, "rms_norm_eps", 1e-6));
+  MH_ASSIGN_OR_RETURN(c.rope_theta, positive_field(cfg, "rope_theta", gemma ? 1e6 : 10000.0));
+  MH_ASSIGN_OR_RETURN(c.rope_scaling, parse_rope_scaling(cfg, c.max_positions));
+  MH_ASSIGN_OR_RETURN(c.tie_embeddings, bool_field(cfg, "tie_word_embeddings", gemma));
+  MH_ASSIGN_OR_RETURN(double partial, number_in(cfg, "", "partial_rotary_factor", 1, 0, 1));
+  if (partial != 1) {
+    return config_error("partial_rotary_factor", "is not 1; this engine rotates whole heads");
+  }
+  if (gemma) {
+    MH_TRY(string_choice(cfg, "hidden_activation", {"gelu_pytorch_tanh", "gelu_new"}, false));
+    MH_TRY(string_choice(cfg, "hidden_act", {"gelu_pytorch_tanh", "gelu_new"}, false));
+    c.activation = Activation::kGeluTanh;
+  } else {
+    MH_TRY(string_choice(cfg, "hidden_act", {"silu"}, false));
+  }
+  if (c.family == Family::kQwen2) {
+    c.qkv_bias = true;  // Qwen2's q, k, v projections always carry biases; o_proj never does
+  } else {
+    MH_ASSIGN_OR_RETURN(bool bias, bool_field(cfg, "attention_bias", false));
+    if (bias && c.family == Family::kMistral) {
+      return config_error("attention_bias", "is true; mistral has no attention biases");
+    }
+    c.qkv_bias = c.o_bias = bias;
+  }
+  MH_ASSIGN_OR_RETURN(bool mlp_bias, bool_field(cfg, "mlp_bias", false));
+  if (mlp_bias) return config_error("mlp_bias", "is true; this engine implements MLPs without biases");
+  c.qk_norm = c.family == Family::kQwen3 || gemma;
+  MH_TRY(parse_sliding(cfg, c));
+  if (gemma) {
+    c.norm_offset = 1.0f;
+    c.sandwich_norms = true;
+    c.embedding_scale = std::sqrt(static_cast<float>(c.hidden));
+    MH_ASSIGN_OR_RETURN(c.query_pre_attn_scalar,
+                        positive_field(cfg, "query_pre_attn_scalar", 256.0));
+    MH_ASSIGN_OR_RETURN(c.rope_local_theta, positive_field(cfg, "rope_local_base_freq", 10000.0));
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+      const Json* cap = cfg.find(key);
+      if (cap == nullptr || cap->is_null()) continue;
+      MH_ASSIGN_OR_RETURN(float value, positive_field(cfg, key, 0));
+      (std::string_view(key).starts_with("attn") ? c.attn_softcap : c.final_softcap) = value;
+    }
+    MH_ASSIGN_OR_RETURN(bool bidirectional, bool_field(cfg, "use_bidirectional_attention", false));
+    if (bidirectional) {
+      return config_error("use_bidirectional_attention", "is true; this engine is causal only");
+    }
+  }
+  if (c.heads % c.kv_heads != 0) {
+    return config_error("num_key_value_heads", "must divide num_attention_heads");
+  }
+  if (c.head_dim % 2 != 0) return config_error("head_dim", "must be even for RoPE");
+  if (cfg.find("rope_parameters") != nullptr) {
+    return config_error("rope_parameters", "is not read by this engine; give rope_theta and "
+                                           "rope_scaling");
+  }
+  return {};
+}
+
+}  // namespace
 
 Result<ModelConfig> parse_model_config(std::string_view json_text) {
   JsonLimits limits;
@@ -130,12 +405,25 @@ Result<ModelConfig> parse_model_config(std::string_view json_text) {
   const Json& cfg = *parsed;
   if (!cfg.is_object()) return invalid_argument("config.json: must be a JSON object");
   const Json* type = cfg.find("model_type");
+  const char* families = "\"gpt2\", \"llama\", \"mistral\", \"qwen2\", \"qwen3\" and \"gemma3_text\"";
   if (type == nullptr || !type->is_string()) {
-    return config_error("model_type", "is missing (expected \"gpt2\" or \"llama\")");
+    return config_error("model_type", std::string("is missing (this engine implements ") +
+                                          families + ")");
   }
   ModelConfig c;
-  if (type->as_string() == "gpt2") {
-    c.family = Family::kGpt2;
+  bool known = false;
+  for (Family f : {Family::kGpt2, Family::kLlama, Family::kMistral, Family::kQwen2,
+                   Family::kQwen3, Family::kGemma3}) {
+    if (type->as_string() == family_name(f)) {
+      c.family = f;
+      known = true;
+    }
+  }
+  if (!known) {
+    return config_error("model_type", "is \"" + type->as_string() + "\"; this engine implements " +
+                                          families);
+  }
+  if (c.family == Family::kGpt2) {
     MH_ASSIGN_OR_RETURN(c.vocab_size, int_field(cfg, "vocab_size", kMaxVocab));
     MH_ASSIGN_OR_RETURN(c.hidden, int_field(cfg, "n_embd", kMaxDimension));
     MH_ASSIGN_OR_RETURN(c.layers, int_field(cfg, "n_layer", kMaxLayers));
@@ -155,38 +443,11 @@ Result<ModelConfig> parse_model_config(std::string_view json_text) {
     if (c.hidden % c.heads != 0) return config_error("n_head", "must divide n_embd");
     c.kv_heads = c.heads;
     c.head_dim = c.hidden / c.heads;
-  } else if (type->as_string() == "llama") {
-    c.family = Family::kLlama;
-    MH_ASSIGN_OR_RETURN(c.vocab_size, int_field(cfg, "vocab_size", kMaxVocab));
-    MH_ASSIGN_OR_RETURN(c.hidden, int_field(cfg, "hidden_size", kMaxDimension));
-    MH_ASSIGN_OR_RETURN(c.ffn, int_field(cfg, "intermediate_size", kMaxDimension));
-    MH_ASSIGN_OR_RETURN(c.layers, int_field(cfg, "num_hidden_layers", kMaxLayers));
-    MH_ASSIGN_OR_RETURN(c.heads, int_field(cfg, "num_attention_heads", kMaxDimension));
-    MH_ASSIGN_OR_RETURN(c.kv_heads, int_field(cfg, "num_key_value_heads", kMaxDimension, c.heads));
-    MH_ASSIGN_OR_RETURN(c.max_positions, int_field(cfg, "max_position_embeddings", kMaxDimension));
-    if (c.hidden % c.heads != 0 && cfg.find("head_dim") == nullptr) {
-      return config_error("num_attention_heads", "must divide hidden_size (or give head_dim)");
-    }
-    MH_ASSIGN_OR_RETURN(c.head_dim, int_field(cfg, "head_dim", kMaxDimension, c.hidden / c.heads));
-    MH_ASSIGN_OR_RETURN(c.norm_eps, positive_field(cfg, "rms_norm_eps", 1e-6));
-    MH_ASSIGN_OR_RETURN(c.rope_theta, positive_field(cfg, "rope_theta", 10000.0));
-    MH_ASSIGN_OR_RETURN(c.tie_embeddings, bool_field(cfg, "tie_word_embeddings", false));
-    MH_TRY(string_choice(cfg, "hidden_act", {"silu"}, false));
-    for (const char* key : {"attention_bias", "mlp_bias"}) {
-      MH_ASSIGN_OR_RETURN(bool bias, bool_field(cfg, key, false));
-      if (bias) return config_error(key, "is true; this engine implements llama without biases");
-    }
-    const Json* scaling = cfg.find("rope_scaling");
-    if (scaling != nullptr && !scaling->is_null()) {
-      return config_error("rope_scaling", "is set; this engine implements unscaled RoPE only");
-    }
-    if (c.heads % c.kv_heads != 0) {
-      return config_error("num_key_value_heads", "must divide num_attention_heads");
-    }
-    if (c.head_dim % 2 != 0) return config_error("head_dim", "must be even for RoPE");
+    c.activation = Activation::kGeluTanh;
+    c.qkv_bias = c.o_bias = true;
+    c.sliding_layers.assign(static_cast<size_t>(c.layers), false);
   } else {
-    return config_error("model_type", "is \"" + type->as_string() +
-                                          "\"; this engine implements \"gpt2\" and \"llama\"");
+    MH_TRY(parse_llama_like(cfg, c));
   }
   MH_ASSIGN_OR_RETURN(auto bos, token_ids_field(cfg, "bos_token_id", c.vocab_size));
   if (bos.size() > 1) return config_error("bos_token_id", "must be one token id");
@@ -205,25 +466,24 @@ std::string model_config_json(const ModelConfig& c) {
   JsonObject o;
   auto put = [&](const char* key, Json v) { o.emplace_back(key, std::move(v)); };
   auto token = [](int64_t id) { return id < 0 ? Json() : Json(id); };
+  auto str = [](std::string_view s) { return Json(std::string(s)); };
+  put("architectures", Json(JsonArray{str(architecture(c.family))}));
+  put("model_type", str(family_name(c.family)));
+  put("vocab_size", Json(c.vocab_size));
   if (c.family == Family::kGpt2) {
-    put("architectures", Json(JsonArray{Json(std::string("GPT2LMHeadModel"))}));
-    put("model_type", Json(std::string("gpt2")));
-    put("vocab_size", Json(c.vocab_size));
     put("n_embd", Json(c.hidden));
     put("n_layer", Json(c.layers));
     put("n_head", Json(c.heads));
     put("n_positions", Json(c.max_positions));
     put("n_ctx", Json(c.max_positions));
     put("n_inner", Json(c.ffn));
-    put("activation_function", Json(std::string("gelu_new")));
+    put("activation_function", str("gelu_new"));
     put("layer_norm_epsilon", Json(static_cast<double>(c.norm_eps)));
     put("resid_pdrop", Json(0.0));
     put("embd_pdrop", Json(0.0));
     put("attn_pdrop", Json(0.0));
   } else {
-    put("architectures", Json(JsonArray{Json(std::string("LlamaForCausalLM"))}));
-    put("model_type", Json(std::string("llama")));
-    put("vocab_size", Json(c.vocab_size));
+    const bool gemma = c.family == Family::kGemma3;
     put("hidden_size", Json(c.hidden));
     put("intermediate_size", Json(c.ffn));
     put("num_hidden_layers", Json(c.layers));
@@ -233,9 +493,66 @@ std::string model_config_json(const ModelConfig& c) {
     put("max_position_embeddings", Json(c.max_positions));
     put("rms_norm_eps", Json(static_cast<double>(c.norm_eps)));
     put("rope_theta", Json(static_cast<double>(c.rope_theta)));
-    put("hidden_act", Json(std::string("silu")));
-    put("attention_bias", Json(false));
-    put("mlp_bias", Json(false));
+    const RopeScaling& r = c.rope_scaling;
+    if (r.type == RopeScaling::Type::kNone) {
+      put("rope_scaling", Json());
+    } else {
+      JsonObject rs;
+      rs.emplace_back("rope_type", str(rope_type_name(r.type)));
+      rs.emplace_back("factor", Json(r.factor));
+      if (r.type == RopeScaling::Type::kLlama3) {
+        rs.emplace_back("low_freq_factor", Json(r.low_freq_factor));
+        rs.emplace_back("high_freq_factor", Json(r.high_freq_factor));
+      }
+      if (r.type == RopeScaling::Type::kLlama3 || r.type == RopeScaling::Type::kYarn) {
+        rs.emplace_back("original_max_position_embeddings", Json(r.original_max_positions));
+      }
+      if (r.type == RopeScaling::Type::kYarn) {
+        rs.emplace_back("beta_fast", Json(r.beta_fast));
+        rs.emplace_back("beta_slow", Json(r.beta_slow));
+        if (r.attention_factor > 0) rs.emplace_back("attention_factor", Json(r.attention_factor));
+        if (r.mscale > 0) rs.emplace_back("mscale", Json(r.mscale));
+        if (r.mscale_all_dim > 0) rs.emplace_back("mscale_all_dim", Json(r.mscale_all_dim));
+        rs.emplace_back("truncate", Json(r.truncate));
+      }
+      put("rope_scaling", Json(std::move(rs)));
+    }
+    put(gemma ? "hidden_activation" : "hidden_act", str(gemma ? "gelu_pytorch_tanh" : "silu"));
+    if (c.family != Family::kQwen2) put("attention_bias", Json(c.o_bias));
+    if (c.family == Family::kLlama) put("mlp_bias", Json(false));
+    if (c.family != Family::kLlama) {
+      put("sliding_window", c.sliding_window > 0 ? Json(c.sliding_window) : Json());
+    }
+    if (c.family == Family::kQwen2 || c.family == Family::kQwen3) {
+      put("use_sliding_window", Json(c.sliding_window > 0));
+      // Older transformers read the sliding layers from max_window_layers alone.
+      int64_t first = c.layers;
+      while (first > 0 && c.sliding(first - 1)) --first;
+      put("max_window_layers", Json(first));
+    }
+    if (c.family != Family::kLlama && c.family != Family::kMistral) {
+      JsonArray types;
+      for (int64_t l = 0; l < c.layers; ++l) {
+        types.push_back(str(c.sliding(l) ? "sliding_attention" : "full_attention"));
+      }
+      put("layer_types", Json(std::move(types)));
+    }
+    if (gemma) {
+      put("query_pre_attn_scalar", Json(static_cast<double>(c.query_pre_attn_scalar)));
+      put("rope_local_base_freq", Json(static_cast<double>(c.rope_local_theta)));
+      int64_t pattern = 0;  // the pattern older transformers read, when the layers follow one
+      for (int64_t l = 0; l < c.layers && pattern == 0; ++l) {
+        if (!c.sliding(l)) pattern = l + 1;
+      }
+      bool regular = pattern > 0;
+      for (int64_t l = 0; l < c.layers && regular; ++l) {
+        regular = c.sliding(l) == ((l + 1) % pattern != 0);
+      }
+      if (regular) put("sliding_window_pattern", Json(pattern));
+      auto cap = [](float v) { return v > 0 ? Json(static_cast<double>(v)) : Json(); };
+      put("attn_logit_softcapping", cap(c.attn_softcap));
+      put("final_logit_softcapping", cap(c.final_softcap));
+    }
   }
   put("tie_word_embeddings", Json(c.tie_embeddings));
   put("bos_token_id", token(c.bos_token_id));
@@ -246,8 +563,99 @@ std::string model_config_json(const ModelConfig& c) {
   } else {
     put("eos_token_id", token(c.eos_token_id));
   }
-  put("torch_dtype", Json(std::string("float32")));
+  put("torch_dtype", str("float32"));
   return to_json(Json(std::move(o))) + "\n";
+}
+
+Backend::Rope rope_for(const ModelConfig& c, int64_t layer, int64_t seq_len) {
+  Backend::Rope rope;
+  const int64_t half = c.head_dim / 2;
+  const bool local = c.rope_local_theta > 0 && c.sliding(layer);
+  const RopeScaling scaling = local ? RopeScaling{} : c.rope_scaling;
+  double base = local ? c.rope_local_theta : c.rope_theta;
+  const double dim = static_cast<double>(c.head_dim);
+  if (scaling.type == RopeScaling::Type::kDynamic) {
+    // NTK-aware: the base grows once a sequence runs past max_position_embeddings.
+    const double len = static_cast<double>(std::max(seq_len, c.max_positions));
+    base *= std::pow(scaling.factor * len / static_cast<double>(c.max_positions) -
+                         (scaling.factor - 1),
+                     dim / (dim - 2));
+  }
+  // As transformers computes them: 1 / base^(2i / d), the exponent in float.
+  std::vector<double> inv(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+    inv[static_cast<size_t>(i)] = 1.0 / std::pow(base, static_cast<double>(exponent));
+  }
+  const double factor = scaling.factor;
+  const double original = static_cast<double>(scaling.original_max_positions);
+  switch (scaling.type) {
+    case RopeScaling::Type::kNone:
+    case RopeScaling::Type::kDynamic:
+      break;
+    case RopeScaling::Type::kLinear:
+      for (double& f : inv) f /= factor;
+      break;
+    case RopeScaling::Type::kLlama3: {
+      // Long wavelengths slowed by the factor, short ones kept, the band between blended.
+      const double low_wavelen = original / scaling.low_freq_factor;
+      const double high_wavelen = original / scaling.high_freq_factor;
+      for (double& f : inv) {
+        const double wavelen = 2 * M_PI / f;
+        if (wavelen > low_wavelen) {
+          f /= factor;
+        } else if (wavelen >= high_wavelen) {
+          const double smooth = (original / wavelen - scaling.low_freq_factor) /
+                                (scaling.high_freq_factor - scaling.low_freq_factor);
+          f = (1 - smooth) * f / factor + smooth * f;
+        }
+      }
+      break;
+    }
+    case RopeScaling::Type::kYarn: {
+      auto mscale = [](double scale, double m) {
+        return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+      };
+      double attention = scaling.attention_factor;
+      if (attention <= 0) {
+        attention = scaling.mscale > 0 && scaling.mscale_all_dim > 0
+                        ? mscale(factor, scaling.mscale) / mscale(factor, scaling.mscale_all_dim)
+                        : mscale(factor, 1);
+      }
+      rope.attention_factor = static_cast<float>(attention);
+      auto correction_dim = [&](double rotations) {
+        return dim * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(base));
+      };
+      double low = correction_dim(scaling.beta_fast), high = correction_dim(scaling.beta_slow);
+      if (scaling.truncate) {
+        low = std::floor(low);
+        high = std::ceil(high);
+      }
+      low = std::max(low, 0.0);
+      high = std::min(high, dim - 1);
+      if (low == high) high += 0.001;
+      for (int64_t i = 0; i < half; ++i) {
+        const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+        const double extrapolation = 1 - ramp;
+        double& f = inv[static_cast<size_t>(i)];
+        f = f / factor * (1 - extrapolation) + f * extrapolation;
+      }
+      break;
+    }
+  }
+  for (double f : inv) rope.inv_freq.push_back(static_cast<float>(f));
+  return rope;
+}
+
+Backend::AttentionShape attention_shape(const ModelConfig& c, int64_t layer) {
+  Backend::AttentionShape s;
+  s.heads = c.heads;
+  s.kv_heads = c.kv_heads;
+  s.head_dim = c.head_dim;
+  s.window = c.sliding(layer) ? c.sliding_window : 0;
+  s.scale = c.query_pre_attn_scalar > 0 ? 1.0f / std::sqrt(c.query_pre_attn_scalar) : 0.0f;
+  s.softcap = c.attn_softcap;
+  return s;
 }
 
 Model::Model(ModelConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {
@@ -290,10 +698,26 @@ Model::Layout Model::lay_out(const ModelConfig& c,
       Layer y;
       y.ln1_w = add(p + "input_layernorm.weight", {d}, false);
       y.q = add(p + "self_attn.q_proj.weight", {q, d}, true);
+      if (c.qkv_bias) y.q_b = add(p + "self_attn.q_proj.bias", {q}, false);
       y.k = add(p + "self_attn.k_proj.weight", {kv, d}, true);
+      if (c.qkv_bias) y.k_b = add(p + "self_attn.k_proj.bias", {kv}, false);
       y.v = add(p + "self_attn.v_proj.weight", {kv, d}, true);
+      if (c.qkv_bias) y.v_b = add(p + "self_attn.v_proj.bias", {kv}, false);
       y.o_w = add(p + "self_attn.o_proj.weight", {d, q}, true);
-      y.ln2_w = add(p + "post_attention_layernorm.weight", {d}, false);
+      if (c.o_bias) y.o_b = add(p + "self_attn.o_proj.bias", {d}, false);
+      if (c.qk_norm) {
+        y.q_norm = add(p + "self_attn.q_norm.weight", {c.head_dim}, false);
+        y.k_norm = add(p + "self_attn.k_norm.weight", {c.head_dim}, false);
+      }
+      if (c.sandwich_norms) {
+        // Gemma's post_attention_layernorm normalizes attention's output; the MLP's input norm
+        // is pre_feedforward_layernorm.
+        y.post_attn = add(p + "post_attention_layernorm.weight", {d}, false);
+        y.ln2_w = add(p + "pre_feedforward_layernorm.weight", {d}, false);
+        y.post_ff = add(p + "post_feedforward_layernorm.weight", {d}, false);
+      } else {
+        y.ln2_w = add(p + "post_attention_layernorm.weight", {d}, false);
+      }
       y.gate = add(p + "mlp.gate_proj.weight", {c.ffn, d}, true);
       y.up = add(p + "mlp.up_proj.weight", {c.ffn, d}, true);
       y.proj_w = add(p + "mlp.down_proj.weight", {d, c.ffn}, true);
@@ -345,9 +769,9 @@ Result<std::unique_ptr<Model>> Model::create(const ModelConfig& config, Backend&
   const double resid_std = std_dev / std::sqrt(2.0 * static_cast<double>(config.layers));
   for (auto& p : m->params_) {
     if (p.value.rank() == 1) {
-      // Norm weights start at 1, biases at 0.
-      const bool is_weight = p.name.size() >= 7 && p.name.ends_with(".weight");
-      p.value.fill(is_weight ? 1.0f : 0.0f);
+      // Norms start as the identity (weight 1, or 0 under Gemma's 1 + w), biases at 0.
+      const bool is_weight = p.name.ends_with(".weight");
+      p.value.fill(is_weight ? 1.0f - config.norm_offset : 0.0f);
       continue;
     }
     const bool residual = p.name.ends_with("c_proj.weight") || p.name.ends_with("o_proj.weight") ||
@@ -517,29 +941,100 @@ Status Model::save(const std::filesystem::path& dir) const {
   return write_file_atomically(dir / "config.json", model_config_json(config_));
 }
 
-// y = x @ W (+ b). gpt2's Conv1D stores W as [in, out]; Linear (llama, the head) as [out, in].
-void Model::linear(const Tensor& x, const Parameter& w, const Parameter* b, Tensor& y) {
-  const bool out_in = config_.family == Family::kLlama || &w == &params_[head_];
-  backend_.gemm(false, out_in, 1.0f, x, w.value, 0.0f, y);
-  if (b != nullptr) backend_.add_bias(y, b->value);
+// y = x @ W (+ b). gpt2's Conv1D stores W as [in, out]; Linear (every other family, and every
+// head) as [out, in].
+void Model::linear(const Tensor& x, size_t w, size_t b, Tensor& y) {
+  const bool out_in = config_.family != Family::kGpt2 || w == head_;
+  backend_.gemm(false, out_in, 1.0f, x, params_[w].value, 0.0f, y);
+  if (b != kNone) backend_.add_bias(y, params_[b].value);
 }
 
-void Model::linear_backward(const Tensor& dy, const Tensor& x, Parameter& w, Parameter* b,
-                            Tensor& dx, bool accumulate_dx) {
-  const bool out_in = config_.family == Family::kLlama || &w == &params_[head_];
+void Model::linear_backward(const Tensor& dy, const Tensor& x, size_t w, size_t b, Tensor& dx,
+                            bool accumulate_dx) {
+  Parameter& p = params_[w];
+  const bool out_in = config_.family != Family::kGpt2 || w == head_;
   if (out_in) {
-    backend_.gemm(true, false, 1.0f, dy, x, 1.0f, w.grad);  // dW[out, in] += dy^T x
-    backend_.gemm(false, false, 1.0f, dy, w.value, accumulate_dx ? 1.0f : 0.0f, dx);
+    backend_.gemm(true, false, 1.0f, dy, x, 1.0f, p.grad);  // dW[out, in] += dy^T x
+    backend_.gemm(false, false, 1.0f, dy, p.value, accumulate_dx ? 1.0f : 0.0f, dx);
   } else {
-    backend_.gemm(true, false, 1.0f, x, dy, 1.0f, w.grad);  // dW[in, out] += x^T dy
-    backend_.gemm(false, true, 1.0f, dy, w.value, accumulate_dx ? 1.0f : 0.0f, dx);
+    backend_.gemm(true, false, 1.0f, x, dy, 1.0f, p.grad);  // dW[in, out] += x^T dy
+    backend_.gemm(false, true, 1.0f, dy, p.value, accumulate_dx ? 1.0f : 0.0f, dx);
   }
-  if (b != nullptr) backend_.bias_backward(dy, b->grad);
+  if (b != kNone) backend_.bias_backward(dy, params_[b].grad);
+}
+
+namespace {
+
+// Views a [N, k * width] tensor as [N * k, width] for the length of a scope (a norm over each
+// head of q or k), and back.
+class RowsOf {
+ public:
+  RowsOf(std::initializer_list<Tensor*> tensors, int64_t width) {
+    for (Tensor* t : tensors) {
+      if (t->numel() == 0) continue;
+      shapes_.emplace_back(t, t->shape());
+      t->reshape({t->numel() / width, width});
+    }
+  }
+  ~RowsOf() {
+    for (auto& [t, shape] : shapes_) t->reshape(shape);
+  }
+  RowsOf(const RowsOf&) = delete;
+  RowsOf& operator=(const RowsOf&) = delete;
+
+ private:
+  std::vector<std::pair<Tensor*, Shape>> shapes_;
+};
+
+}  // namespace
+
+const Tensor& Model::norm_weight(size_t w) {
+  if (config_.norm_offset == 0.0f) return params_[w].value;
+  offset_weight_ = params_[w].value;
+  for (float& v : offset_weight_.values()) v += config_.norm_offset;
+  return offset_weight_;
+}
+
+void Model::rmsnorm(Tensor& x, size_t w, int64_t width, Tensor& out, Tensor& rstd) {
+  const Tensor& weight = norm_weight(w);
+  const Shape shape = x.shape();
+  {
+    RowsOf view({&x}, width);
+    backend_.rmsnorm(x, weight, config_.norm_eps, out, rstd);
+  }
+  out.reshape(shape);
+}
+
+void Model::rmsnorm_backward(Tensor& dout, Tensor& x, size_t w, int64_t width, const Tensor& rstd,
+                             Tensor& dx) {
+  // d(offset + w) = dw: the gradient goes to the stored weight as it is.
+  const Tensor& weight = norm_weight(w);
+  const Shape shape = x.shape();
+  {
+    RowsOf view({&dout, &x}, width);
+    backend_.rmsnorm_backward(dout, x, weight, rstd, dx, params_[w].grad);
+  }
+  dx.reshape(shape);
+}
+
+void Model::final_norm(Tensor& x, Tensor& out, Tensor& mean, Tensor& rstd) {
+  if (config_.family == Family::kGpt2) {
+    backend_.layernorm(x, params_[norm_w_].value, params_[norm_b_].value, config_.norm_eps, out,
+                       mean, rstd);
+  } else {
+    rmsnorm(x, norm_w_, config_.hidden, out, rstd);
+  }
+}
+
+void Model::head_logits(const Tensor& x, Tensor& logits) {
+  linear(x, head_, kNone, logits);
+  if (config_.final_softcap > 0.0f) backend_.softcap(logits, config_.final_softcap);
 }
 
 void Model::embed(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
                   Tensor& x) {
   backend_.embedding(params_[wte_].value, ids, x);
+  if (config_.embedding_scale != 1.0f) backend_.scale(x, config_.embedding_scale);
   if (config_.family == Family::kGpt2) {
     Tensor pos;
     backend_.embedding(params_[wpe_].value, positions, pos);
@@ -584,6 +1079,10 @@ void join3(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& qkv) {
   }
 }
 
+int64_t max_position(const std::vector<int32_t>& positions) {
+  return positions.empty() ? 0 : *std::max_element(positions.begin(), positions.end());
+}
+
 }  // namespace
 
 // One block on a.x_in, leaving the result in a.x_out. Without `steps` the rows are `batch_`
@@ -597,20 +1096,22 @@ void Model::block_forward(int64_t l, Activations& a, const std::vector<int32_t>&
   if (gpt2) {
     backend_.layernorm(a.x_in, params_[y.ln1_w].value, params_[y.ln1_b].value, c.norm_eps, a.n1,
                        a.mean1, a.rstd1);
-    linear(a.n1, params_[y.qkv_w], &params_[y.qkv_b], a.qkv);
+    linear(a.n1, y.qkv_w, y.qkv_b, a.qkv);
     split3(a.qkv, a.q, a.k, a.v);
   } else {
-    backend_.rmsnorm(a.x_in, params_[y.ln1_w].value, c.norm_eps, a.n1, a.rstd1);
-    linear(a.n1, params_[y.q], nullptr, a.q);
-    linear(a.n1, params_[y.k], nullptr, a.k);
-    linear(a.n1, params_[y.v], nullptr, a.v);
-    backend_.rope(a.q, c.head_dim, positions, c.rope_theta);
-    backend_.rope(a.k, c.head_dim, positions, c.rope_theta);
+    rmsnorm(a.x_in, y.ln1_w, c.hidden, a.n1, a.rstd1);
+    linear(a.n1, y.q, y.q_b, c.qk_norm ? a.q_raw : a.q);
+    linear(a.n1, y.k, y.k_b, c.qk_norm ? a.k_raw : a.k);
+    linear(a.n1, y.v, y.v_b, a.v);
+    if (c.qk_norm) {
+      rmsnorm(a.q_raw, y.q_norm, c.head_dim, a.q, a.q_rstd);
+      rmsnorm(a.k_raw, y.k_norm, c.head_dim, a.k, a.k_rstd);
+    }
+    const Backend::Rope rope = rope_for(c, l, max_position(positions) + 1);
+    backend_.rope(a.q, c.head_dim, positions, rope);
+    backend_.rope(a.k, c.head_dim, positions, rope);
   }
-  Backend::AttentionShape s;
-  s.heads = c.heads;
-  s.kv_heads = c.kv_heads;
-  s.head_dim = c.head_dim;
+  Backend::AttentionShape s = attention_shape(c, l);
   if (steps == nullptr) {
     s.batch = batch_;
     s.q_len = seq_len_;
@@ -634,22 +1135,35 @@ void Model::block_forward(int64_t l, Activations& a, const std::vector<int32_t>&
       put_rows(a.att, begin, out);
     }
   }
-  linear(a.att, params_[y.o_w], gpt2 ? &params_[y.o_b] : nullptr, a.tmp);
-  backend_.add(a.x_in, a.tmp, a.x_mid);
+  linear(a.att, y.o_w, y.o_b, a.o);
+  if (c.sandwich_norms) {
+    rmsnorm(a.o, y.post_attn, c.hidden, a.tmp, a.o_rstd);
+    backend_.add(a.x_in, a.tmp, a.x_mid);
+  } else {
+    backend_.add(a.x_in, a.o, a.x_mid);
+  }
   if (gpt2) {
     backend_.layernorm(a.x_mid, params_[y.ln2_w].value, params_[y.ln2_b].value, c.norm_eps, a.n2,
                        a.mean2, a.rstd2);
-    linear(a.n2, params_[y.fc_w], &params_[y.fc_b], a.h);
+    linear(a.n2, y.fc_w, y.fc_b, a.h);
     backend_.gelu(a.h, a.act);
-    linear(a.act, params_[y.proj_w], &params_[y.proj_b], a.tmp);
   } else {
-    backend_.rmsnorm(a.x_mid, params_[y.ln2_w].value, c.norm_eps, a.n2, a.rstd2);
-    linear(a.n2, params_[y.gate], nullptr, a.h);
-    linear(a.n2, params_[y.up], nullptr, a.up);
-    backend_.swiglu(a.h, a.up, a.act);
-    linear(a.act, params_[y.proj_w], nullptr, a.tmp);
+    rmsnorm(a.x_mid, y.ln2_w, c.hidden, a.n2, a.rstd2);
+    linear(a.n2, y.gate, kNone, a.h);
+    linear(a.n2, y.up, kNone, a.up);
+    if (c.activation == Activation::kGeluTanh) {
+      backend_.gelu_glu(a.h, a.up, a.act);
+    } else {
+      backend_.swiglu(a.h, a.up, a.act);
+    }
   }
-  backend_.add(a.x_mid, a.tmp, a.x_out);
+  linear(a.act, y.proj_w, y.proj_b, a.m);
+  if (c.sandwich_norms) {
+    rmsnorm(a.m, y.post_ff, c.hidden, a.tmp, a.m_rstd);
+    backend_.add(a.x_mid, a.tmp, a.x_out);
+  } else {
+    backend_.add(a.x_mid, a.m, a.x_out);
+  }
 }
 
 float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq_len,
@@ -682,12 +1196,7 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
     Tensor& next = l + 1 < config_.layers ? acts_[static_cast<size_t>(l + 1)].x_in : final_in_;
     next = a.x_out;
   }
-  if (config_.family == Family::kGpt2) {
-    backend_.layernorm(final_in_, params_[norm_w_].value, params_[norm_b_].value, config_.norm_eps,
-                       final_out_, final_mean_, final_rstd_);
-  } else {
-    backend_.rmsnorm(final_in_, params_[norm_w_].value, config_.norm_eps, final_out_, final_rstd_);
-  }
+  final_norm(final_in_, final_out_, final_mean_, final_rstd_);
   have_grad_ = !targets.empty();
   if (targets.empty()) return 0.0f;
   if (denominator <= 0) {
@@ -698,16 +1207,18 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
   const int64_t n = static_cast<int64_t>(ids.size());
   const int64_t chunk = std::max<int64_t>(16, (int64_t{1} << 22) / config_.vocab_size);
   dfinal_ = Tensor(final_out_.shape());
-  Parameter& head = params_[head_];
   double loss = 0;
   Tensor logits, dlogits, dx;
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t m = std::min(chunk, n - begin);
     const Tensor x = rows(final_out_, begin, m);
-    linear(x, head, nullptr, logits);
+    head_logits(x, logits);
     const std::vector<int32_t> t(targets.begin() + begin, targets.begin() + begin + m);
     loss += backend_.cross_entropy(logits, t, dlogits, denominator);
-    linear_backward(dlogits, x, head, nullptr, dx, false);
+    if (config_.final_softcap > 0.0f) {
+      backend_.softcap_backward(dlogits, logits, config_.final_softcap);
+    }
+    linear_backward(dlogits, x, head_, kNone, dx, false);
     put_rows(dfinal_, begin, dx);
   }
   return static_cast<float>(loss);
@@ -715,7 +1226,7 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
 
 Tensor Model::logits() {
   Tensor out;
-  linear(final_out_, params_[head_], nullptr, out);
+  head_logits(final_out_, out);
   return out;
 }
 
@@ -724,65 +1235,81 @@ void Model::backward(const std::function<void(size_t, size_t)>& ready) {
   have_grad_ = false;
   const ModelConfig& c = config_;
   const bool gpt2 = c.family == Family::kGpt2;
-  Tensor dx, dn, dtmp, dact, dh, dup, datt, dq, dk, dv, dqkv;
+  Tensor dx, dn, dtmp, dbranch, dact, dh, dup, datt, dq, dk, dv, dqkv, draw;
   if (gpt2) {
     backend_.layernorm_backward(dfinal_, final_in_, params_[norm_w_].value, final_mean_,
                                 final_rstd_, dx, params_[norm_w_].grad, params_[norm_b_].grad);
   } else {
-    backend_.rmsnorm_backward(dfinal_, final_in_, params_[norm_w_].value, final_rstd_, dx,
-                              params_[norm_w_].grad);
+    rmsnorm_backward(dfinal_, final_in_, norm_w_, c.hidden, final_rstd_, dx);
   }
   // Every layer's parameters are contiguous: from its first norm to the next layer's.
   auto finished = [&](size_t begin, size_t end) {
     if (ready) ready(begin, end);
   };
   finished(norm_w_, params_.size());
-  Backend::AttentionShape s;
-  s.batch = batch_;
-  s.q_len = seq_len_;
-  s.kv_len = seq_len_;
-  s.heads = c.heads;
-  s.kv_heads = c.kv_heads;
-  s.head_dim = c.head_dim;
+  const int64_t seq_len = max_position(positions_) + 1;
   for (int64_t l = c.layers - 1; l >= 0; --l) {
     const Layer& y = layers_[static_cast<size_t>(l)];
     Activations& a = acts_[static_cast<size_t>(l)];
     // dx is the gradient of the block's output; the MLP's residual branch first.
+    const Tensor* dm = &dx;
+    if (c.sandwich_norms) {
+      rmsnorm_backward(dx, a.m, y.post_ff, c.hidden, a.m_rstd, dbranch);
+      dm = &dbranch;
+    }
+    linear_backward(*dm, a.act, y.proj_w, y.proj_b, dact, false);
     if (gpt2) {
-      linear_backward(dx, a.act, params_[y.proj_w], &params_[y.proj_b], dact, false);
       backend_.gelu_backward(dact, a.h, dh);
-      linear_backward(dh, a.n2, params_[y.fc_w], &params_[y.fc_b], dn, false);
+      linear_backward(dh, a.n2, y.fc_w, y.fc_b, dn, false);
       backend_.layernorm_backward(dn, a.x_mid, params_[y.ln2_w].value, a.mean2, a.rstd2, dtmp,
                                   params_[y.ln2_w].grad, params_[y.ln2_b].grad);
     } else {
-      linear_backward(dx, a.act, params_[y.proj_w], nullptr, dact, false);
-      backend_.swiglu_backward(dact, a.h, a.up, dh, dup);
-      linear_backward(dh, a.n2, params_[y.gate], nullptr, dn, false);
-      linear_backward(dup, a.n2, params_[y.up], nullptr, dn, true);
-      backend_.rmsnorm_backward(dn, a.x_mid, params_[y.ln2_w].value, a.rstd2, dtmp,
-                                params_[y.ln2_w].grad);
+      if (c.activation == Activation::kGeluTanh) {
+        backend_.gelu_glu_backward(dact, a.h, a.up, dh, dup);
+      } else {
+        backend_.swiglu_backward(dact, a.h, a.up, dh, dup);
+      }
+      linear_backward(dh, a.n2, y.gate, kNone, dn, false);
+      linear_backward(dup, a.n2, y.up, kNone, dn, true);
+      rmsnorm_backward(dn, a.x_mid, y.ln2_w, c.hidden, a.rstd2, dtmp);
     }
     backend_.add(dx, dtmp, dx);  // the gradient at x_mid
     // The attention branch.
-    linear_backward(dx, a.att, params_[y.o_w], gpt2 ? &params_[y.o_b] : nullptr, datt, false);
+    const Tensor* dout = &dx;
+    if (c.sandwich_norms) {
+      rmsnorm_backward(dx, a.o, y.post_attn, c.hidden, a.o_rstd, dbranch);
+      dout = &dbranch;
+    }
+    linear_backward(*dout, a.att, y.o_w, y.o_b, datt, false);
+    Backend::AttentionShape s = attention_shape(c, l);
+    s.batch = batch_;
+    s.q_len = seq_len_;
+    s.kv_len = seq_len_;
     backend_.attention_backward(s, datt, a.q, a.k, a.v, a.att, a.lse, dq, dk, dv);
     if (gpt2) {
       join3(dq, dk, dv, dqkv);
-      linear_backward(dqkv, a.n1, params_[y.qkv_w], &params_[y.qkv_b], dn, false);
+      linear_backward(dqkv, a.n1, y.qkv_w, y.qkv_b, dn, false);
       backend_.layernorm_backward(dn, a.x_in, params_[y.ln1_w].value, a.mean1, a.rstd1, dtmp,
                                   params_[y.ln1_w].grad, params_[y.ln1_b].grad);
     } else {
-      backend_.rope_backward(dq, c.head_dim, positions_, c.rope_theta);
-      backend_.rope_backward(dk, c.head_dim, positions_, c.rope_theta);
-      linear_backward(dq, a.n1, params_[y.q], nullptr, dn, false);
-      linear_backward(dk, a.n1, params_[y.k], nullptr, dn, true);
-      linear_backward(dv, a.n1, params_[y.v], nullptr, dn, true);
-      backend_.rmsnorm_backward(dn, a.x_in, params_[y.ln1_w].value, a.rstd1, dtmp,
-                                params_[y.ln1_w].grad);
+      const Backend::Rope rope = rope_for(c, l, seq_len);
+      backend_.rope_backward(dq, c.head_dim, positions_, rope);
+      backend_.rope_backward(dk, c.head_dim, positions_, rope);
+      if (c.qk_norm) {
+        rmsnorm_backward(dq, a.q_raw, y.q_norm, c.head_dim, a.q_rstd, draw);
+        std::swap(dq, draw);
+        rmsnorm_backward(dk, a.k_raw, y.k_norm, c.head_dim, a.k_rstd, draw);
+        std::swap(dk, draw);
+      }
+      linear_backward(dq, a.n1, y.q, y.q_b, dn, false);
+      linear_backward(dk, a.n1, y.k, y.k_b, dn, true);
+      linear_backward(dv, a.n1, y.v, y.v_b, dn, true);
+      rmsnorm_backward(dn, a.x_in, y.ln1_w, c.hidden, a.rstd1, dtmp);
     }
     backend_.add(dx, dtmp, dx);  // the gradient at x_in
     finished(y.ln1_w, l + 1 < c.layers ? layers_[static_cast<size_t>(l + 1)].ln1_w : norm_w_);
   }
+  if (c.embedding_scale != 1.0f) backend_.scale(dx, c.embedding_scale);
   backend_.embedding_backward(dx, ids_, params_[wte_].grad);
   if (gpt2) backend_.embedding_backward(dx, positions_, params_[wpe_].grad);
   finished(0, layers_[0].ln1_w);
@@ -832,13 +1359,8 @@ Tensor Model::forward_cached(std::vector<Step>& steps) {
                 last.data() + static_cast<int64_t>(i) * config_.hidden);
   }
   Tensor normed, mean, rstd, out;
-  if (config_.family == Family::kGpt2) {
-    backend_.layernorm(last, params_[norm_w_].value, params_[norm_b_].value, config_.norm_eps,
-                       normed, mean, rstd);
-  } else {
-    backend_.rmsnorm(last, params_[norm_w_].value, config_.norm_eps, normed, rstd);
-  }
-  linear(normed, params_[head_], nullptr, out);
+  final_norm(last, normed, mean, rstd);
+  head_logits(normed, out);
   return out;
 }
 

@@ -1,10 +1,20 @@
-// Model: the two decoder-only families, configured by a Hugging Face config.json and stored as
+// Model: decoder-only transformers configured by a Hugging Face config.json and stored as
 // safetensors with Hugging Face tensor names, so that a model saved by `transformers` loads here
 // and ours load there.
 //
-//   gpt2   learned positions, LayerNorm, GELU (tanh), biases, tied embeddings; Conv1D weights
-//          stored [in, out] as transformers stores them
-//   llama  RMSNorm, RoPE, SwiGLU, grouped-query attention, no biases; Linear weights [out, in]
+//   gpt2         learned positions, LayerNorm, GELU (tanh), biases, tied embeddings; Conv1D
+//                weights stored [in, out] as transformers stores them
+//   llama        RMSNorm, RoPE (optionally scaled), SwiGLU, grouped-query attention; Linear
+//                weights [out, in]. The other families are llama with differences:
+//   mistral      sliding-window attention
+//   qwen2        biases on the q, k and v projections; sliding window on the upper layers
+//   qwen3        an RMSNorm over each head of q and of k, before RoPE
+//   gemma3_text  embeddings scaled by sqrt(hidden), RMSNorm by (1 + w), norms before and after
+//                attention and the MLP, q/k norms, its own attention scale, sliding-window and
+//                global layers with their own RoPE, a GELU (tanh) gated MLP, soft-capping
+//
+// ModelConfig says each of these as a feature rather than as a family, so the forward and
+// backward passes ask "has q/k norms?" and never "is it qwen3?".
 //
 // Training runs forward() with targets, then backward(); the classifier's gradient is taken
 // chunk by chunk inside forward(), so full-vocabulary logits are never held for a whole batch.
@@ -25,8 +35,25 @@
 
 namespace mh::engine {
 
-enum class Family { kGpt2, kLlama };
-std::string_view family_name(Family family);  // "gpt2", "llama"
+enum class Family { kGpt2, kLlama, kMistral, kQwen2, kQwen3, kGemma3 };
+// config.json's model_type: "gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text".
+std::string_view family_name(Family family);
+
+// config.json's rope_scaling: how RoPE's frequencies are stretched past the trained context.
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kDynamic, kLlama3, kYarn };
+  Type type = Type::kNone;
+  double factor = 1;
+  double low_freq_factor = 1, high_freq_factor = 4;  // llama3
+  int64_t original_max_positions = 0;               // llama3, yarn (0: max_positions)
+  double beta_fast = 32, beta_slow = 1;              // yarn
+  double attention_factor = 0;                       // yarn; 0: from factor and mscale
+  double mscale = 0, mscale_all_dim = 0;             // yarn
+  bool truncate = true;                              // yarn
+};
+std::string_view rope_type_name(RopeScaling::Type type);  // "default", "linear", ...
+
+enum class Activation { kSilu, kGeluTanh };
 
 struct ModelConfig {
   Family family = Family::kGpt2;
@@ -39,16 +66,41 @@ struct ModelConfig {
   int64_t ffn = 0;  // n_inner (4 * n_embd when null) / intermediate_size
   int64_t max_positions = 0;
   float norm_eps = 1e-5f;
-  float rope_theta = 10000.0f;  // llama
+  float rope_theta = 10000.0f;  // every family but gpt2
+  RopeScaling rope_scaling;     // of the global (not sliding) layers
+  // Sliding-window layers' own RoPE base, unscaled (gemma3_text); 0: they use the global one.
+  float rope_local_theta = 0;
   bool tie_embeddings = true;
+  Activation activation = Activation::kSilu;  // the gated MLP's (gpt2: GELU, ungated)
+  bool qkv_bias = false, o_bias = false;       // biases on the attention projections
+  bool qk_norm = false;                        // an RMSNorm over each head of q and of k
+  float norm_offset = 0;  // RMSNorm multiplies by (norm_offset + w): 1 for gemma3_text
+  bool sandwich_norms = false;  // norms after attention and after the MLP too (gemma3_text)
+  float embedding_scale = 1;    // embeddings are multiplied by this (sqrt(hidden) for gemma)
+  // Scores are scaled by 1 / sqrt(query_pre_attn_scalar) (Gemma's); 0: by 1 / sqrt(head_dim).
+  float query_pre_attn_scalar = 0;
+  float attn_softcap = 0, final_softcap = 0;  // x -> cap * tanh(x / cap) when > 0
+  // A layer marked here attends to the last sliding_window positions only (itself included).
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;  // one per layer when sliding_window > 0
   int64_t bos_token_id = -1, eos_token_id = -1;  // -1: none given
   // Every end-of-sequence id (Llama 3.1 lists three); eos_token_id is the first.
   std::vector<int64_t> eos_token_ids;
 
   int64_t parameter_count() const;
+  bool sliding(int64_t layer) const {
+    return sliding_window > 0 && sliding_layers[static_cast<size_t>(layer)];
+  }
 };
 
-// Parses and validates a config.json (model_type "gpt2" or "llama"); every error names the field.
+// The RoPE of layer `layer` for sequences of up to `seq_len` positions: inverse frequencies
+// and the factor on cos and sin, as transformers' modeling_rope_utils computes them.
+Backend::Rope rope_for(const ModelConfig& config, int64_t layer, int64_t seq_len);
+// The attention of layer `layer` (heads, window, scale, soft-cap), for the backend to fill in
+// the batch and lengths.
+Backend::AttentionShape attention_shape(const ModelConfig& config, int64_t layer);
+
+// Parses and validates a config.json (model_type one of Family's); every error names the field.
 Result<ModelConfig> parse_model_config(std::string_view json_text);
 // The config.json transformers reads for `config`.
 std::string model_config_json(const ModelConfig& config);
@@ -99,17 +151,23 @@ class Model {
   static std::vector<TensorSpec> tensor_specs(const ModelConfig& config);
 
   // Where each tensor of tensor_specs() is, by its index: per block, gpt2 uses ln1/ln2 weight and
-  // bias, qkv (the fused c_attn), o, fc and proj with biases; llama uses ln1/ln2 weights and q,
-  // k, v, o, gate, up, proj (down_proj) without biases. A block's tensors run from its ln1_w to
-  // the next block's (the last block's to norm_w). head is wte when the embeddings are tied.
+  // bias, qkv (the fused c_attn), o, fc and proj with biases; the others use ln1 (before
+  // attention) and ln2 (before the MLP) weights, q, k, v, o, gate, up, proj (down_proj), and
+  // where the config has them q/k/v/o biases, q/k norms, and the norms after attention
+  // (post_attn) and after the MLP (post_ff). kNone marks a tensor the config does not have. A
+  // block's tensors run from its ln1_w to the next block's (the last block's to norm_w). head is
+  // wte when the embeddings are tied.
+  static constexpr size_t kNone = static_cast<size_t>(-1);
   struct Layer {
-    size_t ln1_w = 0, ln1_b = 0, ln2_w = 0, ln2_b = 0;
-    size_t qkv_w = 0, qkv_b = 0, q = 0, k = 0, v = 0, o_w = 0, o_b = 0;
-    size_t fc_w = 0, fc_b = 0, gate = 0, up = 0, proj_w = 0, proj_b = 0;
+    size_t ln1_w = kNone, ln1_b = kNone, ln2_w = kNone, ln2_b = kNone;
+    size_t qkv_w = kNone, qkv_b = kNone, q = kNone, k = kNone, v = kNone, o_w = kNone, o_b = kNone;
+    size_t q_b = kNone, k_b = kNone, v_b = kNone, q_norm = kNone, k_norm = kNone;
+    size_t post_attn = kNone, post_ff = kNone;
+    size_t fc_w = kNone, fc_b = kNone, gate = kNone, up = kNone, proj_w = kNone, proj_b = kNone;
   };
   struct Layout {
     std::vector<Layer> layers;
-    size_t wte = 0, wpe = 0, norm_w = 0, norm_b = 0, head = 0;
+    size_t wte = kNone, wpe = kNone, norm_w = kNone, norm_b = kNone, head = kNone;
   };
   static Layout layout(const ModelConfig& config);
 
@@ -157,15 +215,25 @@ class Model {
   void embed(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions, Tensor& x);
   void block_forward(int64_t l, Activations& a, const std::vector<int32_t>& positions,
                      const std::vector<Step>* steps, const std::vector<int64_t>* step_rows);
-  void linear(const Tensor& x, const Parameter& w, const Parameter* b, Tensor& y);
-  void linear_backward(const Tensor& dy, const Tensor& x, Parameter& w, Parameter* b, Tensor& dx,
+  void linear(const Tensor& x, size_t w, size_t b, Tensor& y);
+  void linear_backward(const Tensor& dy, const Tensor& x, size_t w, size_t b, Tensor& dx,
                        bool accumulate_dx);
+  // RMSNorm over rows of `width` (hidden, or each head of q or k) with the weight at index w
+  // plus the config's offset. x (and dout) are viewed as rows of width while it runs.
+  const Tensor& norm_weight(size_t w);
+  void rmsnorm(Tensor& x, size_t w, int64_t width, Tensor& out, Tensor& rstd);
+  void rmsnorm_backward(Tensor& dout, Tensor& x, size_t w, int64_t width, const Tensor& rstd,
+                        Tensor& dx);
+  void final_norm(Tensor& x, Tensor& out, Tensor& mean, Tensor& rstd);
+  // The classifier: logits of final hidden states, soft-capped when the config says so.
+  void head_logits(const Tensor& x, Tensor& logits);
 
   ModelConfig config_;
   Backend& backend_;
   std::vector<Parameter> params_;
   std::vector<Layer> layers_;  // indices into params_
-  size_t wte_ = 0, wpe_ = 0, norm_w_ = 0, norm_b_ = 0, head_ = 0;
+  size_t wte_ = kNone, wpe_ = kNone, norm_w_ = kNone, norm_b_ = kNone, head_ = kNone;
+  Tensor offset_weight_;  // scratch: a norm's weight plus the config's offset
 
   // The last training forward.
   std::vector<int32_t> ids_, positions_;

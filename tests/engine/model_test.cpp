@@ -22,6 +22,32 @@ const char* kTinyLlama = R"({"model_type":"llama","vocab_size":11,"hidden_size":
   "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
   "max_position_embeddings":16,"rms_norm_eps":1e-6,"rope_theta":10000.0,
   "tie_word_embeddings":false})";
+// The families built on llama, each with what sets it apart switched on at a size the finite
+// differences can check: scaled RoPE, windows shorter than the sequences, biases, q/k norms,
+// head_dim apart from hidden / heads, Gemma's norms, scales and soft-caps.
+const char* kTinyLlama3 = R"({"model_type":"llama","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+  "head_dim":6,"max_position_embeddings":16,"tie_word_embeddings":true,"attention_bias":true,
+  "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+  "original_max_position_embeddings":4}})";
+const char* kTinyMistral = R"({"model_type":"mistral","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "max_position_embeddings":16,"sliding_window":3})";
+const char* kTinyQwen2 = R"({"model_type":"qwen2","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "max_position_embeddings":16,"use_sliding_window":true,"sliding_window":2,
+  "max_window_layers":1,"rope_scaling":{"type":"yarn","factor":4.0,
+  "original_max_position_embeddings":4}})";
+const char* kTinyQwen3 = R"({"model_type":"qwen3","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+  "head_dim":6,"max_position_embeddings":16,"tie_word_embeddings":true})";
+const char* kTinyGemma3 = R"({"model_type":"gemma3_text","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+  "head_dim":4,"max_position_embeddings":16,"query_pre_attn_scalar":6,"sliding_window":3,
+  "sliding_window_pattern":2,"rope_local_base_freq":100.0,"attn_logit_softcapping":2.0,
+  "final_logit_softcapping":3.0,"rope_scaling":{"rope_type":"linear","factor":2.0}})";
+const char* const kEveryFamily[] = {kTinyGpt2,  kTinyLlama, kTinyLlama3, kTinyMistral,
+                                    kTinyQwen2, kTinyQwen3, kTinyGemma3};
 
 ModelConfig config_of(const char* json) {
   auto c = parse_model_config(json);
@@ -75,8 +101,40 @@ TEST_CASE("config.json: both families parse, and bad configs are refused naming 
                "\"num_key_value_heads\" must divide"},
            Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
                 "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
-                "rope_scaling":{"type":"linear","factor":2.0}})",
-               "\"rope_scaling\" is set"},
+                "rope_scaling":{"type":"longrope","factor":2.0}})",
+               "\"rope_scaling\" has rope_type \"longrope\"; this engine implements default"},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "rope_scaling":{"rope_type":"linear","factor":2.0,"low_freq_factor":1}})",
+               "\"rope_scaling.low_freq_factor\" is not read by rope_type \"linear\""},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "rope_scaling":{"rope_type":"llama3","factor":8.0}})",
+               "\"rope_scaling.original_max_position_embeddings\" is missing"},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "rope_scaling":{"rope_type":"yarn","factor":0.5}})",
+               "\"rope_scaling.factor\" must be a number in [1, 1024]"},
+           Bad{R"({"model_type":"qwen3","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":2,"num_attention_heads":2,"max_position_embeddings":8,
+                "layer_types":["full_attention","chunked_attention"]})",
+               "\"layer_types\" may hold"},
+           Bad{R"({"model_type":"mistral","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "sliding_window":0})",
+               "\"sliding_window\" must be a positive integer or null"},
+           Bad{R"({"model_type":"gemma3_text","vocab_size":11,"hidden_size":8,
+                "intermediate_size":8,"num_hidden_layers":2,"num_attention_heads":2,
+                "max_position_embeddings":8,"hidden_activation":"gelu"})",
+               "\"hidden_activation\" is \"gelu\""},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "partial_rotary_factor":0.5})",
+               "\"partial_rotary_factor\" is not 1"},
+           Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+                "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
+                "mlp_bias":true})",
+               "\"mlp_bias\" is true"},
            Bad{R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
                 "num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":8,
                 "eos_token_id":11})",
@@ -143,16 +201,67 @@ TEST_CASE("config.json: a list of EOS ids (Llama 3.1's) is read whole and writte
                   .ok());
 }
 
-TEST_CASE("a whole gpt2 model's gradients match finite differences") {
-  check_model_gradient(config_of(kTinyGpt2));
+TEST_CASE("each family's config reads what sets it apart, and writes it back the same") {
+  const ModelConfig mistral = config_of(kTinyMistral);
+  CHECK(mistral.sliding_window == 3);
+  CHECK(mistral.sliding(0));
+  CHECK(mistral.sliding(1));
+  const ModelConfig qwen2 = config_of(kTinyQwen2);
+  CHECK(qwen2.qkv_bias);
+  CHECK_FALSE(qwen2.o_bias);
+  CHECK_FALSE(qwen2.sliding(0));  // below max_window_layers
+  CHECK(qwen2.sliding(1));
+  CHECK(qwen2.rope_scaling.type == RopeScaling::Type::kYarn);
+  const ModelConfig qwen3 = config_of(kTinyQwen3);
+  CHECK(qwen3.qk_norm);
+  CHECK(qwen3.head_dim == 6);
+  CHECK(qwen3.sliding_window == 0);
+  const ModelConfig gemma = config_of(kTinyGemma3);
+  CHECK(gemma.tie_embeddings);  // Gemma's default
+  CHECK(gemma.activation == Activation::kGeluTanh);
+  CHECK(gemma.norm_offset == 1.0f);
+  CHECK(gemma.embedding_scale == doctest::Approx(std::sqrt(8.0)));
+  CHECK(gemma.query_pre_attn_scalar == 6.0f);
+  CHECK(attention_shape(gemma, 0).scale == doctest::Approx(1 / std::sqrt(6.0)));
+  CHECK(gemma.sliding(0));
+  CHECK_FALSE(gemma.sliding(1));  // every second layer is global
+  CHECK(gemma.attn_softcap == 2.0f);
+  CHECK(gemma.final_softcap == 3.0f);
+  // Gemma's global layers take the scaled RoPE, its sliding ones the local base unscaled.
+  const Backend::Rope local = rope_for(gemma, 0, 8), global = rope_for(gemma, 1, 8);
+  CHECK(local.inv_freq[1] == doctest::Approx(std::pow(100.0, -0.5)));
+  CHECK(global.inv_freq[1] == doctest::Approx(std::pow(1e6, -0.5) / 2));  // Gemma's default base
+  // Llama 3.1's scaling keeps the fast frequencies and slows the slow ones by the factor.
+  // (wavelengths under original / high_freq_factor = 8 kept, over original = 32 slowed.)
+  const ModelConfig llama3 = config_of(
+      R"({"model_type":"llama","vocab_size":11,"hidden_size":8,"intermediate_size":8,
+          "num_hidden_layers":1,"num_attention_heads":2,"head_dim":6,"max_position_embeddings":64,
+          "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+          "high_freq_factor":4.0,"original_max_position_embeddings":32}})");
+  const Backend::Rope scaled = rope_for(llama3, 0, 8);
+  CHECK(scaled.inv_freq[0] == 1.0f);
+  CHECK(scaled.inv_freq[2] == doctest::Approx(std::pow(10000.0, -4.0 / 6) / 8));
+  for (const char* json : kEveryFamily) {
+    CAPTURE(json);
+    const ModelConfig c = config_of(json);
+    const std::string written = model_config_json(c);
+    const ModelConfig again = config_of(written.c_str());
+    CHECK(model_config_json(again) == written);
+    CHECK(again.parameter_count() == c.parameter_count());
+    CHECK(again.sliding_layers == c.sliding_layers);
+    CHECK(again.rope_scaling.type == c.rope_scaling.type);
+  }
 }
 
-TEST_CASE("a whole llama model's gradients match finite differences") {
-  check_model_gradient(config_of(kTinyLlama));
+TEST_CASE("a whole model's gradients match finite differences, for every family") {
+  for (const char* json : kEveryFamily) {
+    CAPTURE(json);
+    check_model_gradient(config_of(json));
+  }
 }
 
 TEST_CASE("the cached forward gives the training forward's logits, batched across lengths") {
-  for (const char* json : {kTinyGpt2, kTinyLlama}) {
+  for (const char* json : kEveryFamily) {
     CAPTURE(json);
     auto cpu = make_cpu_backend(2);
     auto model = Model::create(config_of(json), *cpu, 11);
@@ -195,7 +304,7 @@ TEST_CASE("the cached forward gives the training forward's logits, batched acros
 TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are refused") {
   auto cpu = make_cpu_backend(1);
   test::TempDir dir;
-  for (const char* json : {kTinyGpt2, kTinyLlama}) {
+  for (const char* json : kEveryFamily) {
     const ModelConfig config = config_of(json);
     auto model = Model::create(config, *cpu, 5);
     REQUIRE(model.ok());
@@ -216,8 +325,12 @@ TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are
       CHECK(st->find("lm_head.weight") == nullptr);  // tied
     } else {
       CHECK(st->find("model.layers.0.self_attn.k_proj.weight")->shape ==
-            std::vector<int64_t>{4, 8});
-      CHECK(st->find("lm_head.weight") != nullptr);
+            std::vector<int64_t>{config.kv_heads * config.head_dim, 8});
+      CHECK((st->find("lm_head.weight") != nullptr) == !config.tie_embeddings);
+      CHECK((st->find("model.layers.1.self_attn.q_norm.weight") != nullptr) == config.qk_norm);
+      CHECK((st->find("model.layers.1.self_attn.q_proj.bias") != nullptr) == config.qkv_bias);
+      CHECK((st->find("model.layers.1.pre_feedforward_layernorm.weight") != nullptr) ==
+            config.sandwich_norms);
     }
     CHECK((*model)->parameters().size() == st->tensors().size());
   }
