@@ -204,20 +204,62 @@ TEST_CASE("embedding, cross-entropy and RoPE on the GPU match the CPU") {
     for (size_t i = 0; i < positions.size(); ++i)
       positions[i] = static_cast<int32_t>(i * 37 % 4096);
     Tensor x = random_tensor({rows, width}, rng), y = x;
-    cpu->rope(x, head_dim, positions, 10000.0f);
-    cuda->rope(y, head_dim, positions, 10000.0f);
+    // Llama 3.1's scaled frequencies one way, YaRN's with its attention factor the other.
+    const ModelConfig llama3 = parse_model_config(
+        R"({"model_type":"llama","vocab_size":8,"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":1,"head_dim":)" +
+        std::to_string(head_dim) + R"(,"max_position_embeddings":8192,"rope_theta":500000.0,
+            "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+            "high_freq_factor":4.0,"original_max_position_embeddings":1024}})").value();
+    ModelConfig yarn = llama3;
+    yarn.rope_scaling = RopeScaling{};
+    yarn.rope_scaling.type = RopeScaling::Type::kYarn;
+    yarn.rope_scaling.factor = 4.0;
+    yarn.rope_scaling.original_max_positions = 1024;
+    const Backend::Rope forward = rope_for(llama3, 0, 8192), backward = rope_for(yarn, 0, 8192);
+    cpu->rope(x, head_dim, positions, forward);
+    cuda->rope(y, head_dim, positions, forward);
     check_close("rope", y, x);
-    cpu->rope_backward(x, head_dim, positions, 500000.0f);
-    cuda->rope_backward(y, head_dim, positions, 500000.0f);
+    cpu->rope_backward(x, head_dim, positions, backward);
+    cuda->rope_backward(y, head_dim, positions, backward);
     check_close("rope backward", y, x);
   }
+}
+
+TEST_CASE("GeGLU, scaling and soft-capping on the GPU match the CPU") {
+  auto cpu = make_cpu_backend();
+  auto cuda = gpu();
+  std::mt19937 rng(15);
+  Tensor gate = random_tensor({33, 300}, rng, 2.0f), up = random_tensor({33, 300}, rng),
+         g = random_tensor({33, 300}, rng);
+  Tensor o1, o2, dg1, du1, dg2, du2;
+  cpu->gelu_glu(gate, up, o1);
+  cuda->gelu_glu(gate, up, o2);
+  check_close("gelu_glu", o2, o1);
+  cpu->gelu_glu_backward(g, gate, up, dg1, du1);
+  cuda->gelu_glu_backward(g, gate, up, dg2, du2);
+  check_close("gelu_glu dgate", dg2, dg1);
+  check_close("gelu_glu dup", du2, du1);
+  Tensor x1 = random_tensor({7, 501}, rng, 20.0f), x2 = x1;
+  cpu->scale(x1, 1.7f);
+  cuda->scale(x2, 1.7f);
+  check_close("scale", x2, x1);
+  cpu->softcap(x1, 30.0f);
+  cuda->softcap(x2, 30.0f);
+  check_close("softcap", x2, x1);
+  Tensor d1 = random_tensor(x1.shape(), rng), d2 = d1;
+  cpu->softcap_backward(d1, x1, 30.0f);
+  cuda->softcap_backward(d2, x1, 30.0f);
+  check_close("softcap backward", d2, d1);
 }
 
 // "batch x q_len/kv_len x heads/kv_heads x head_dim", for a failing case's message.
 std::string attention_shape(const Backend::AttentionShape& s) {
   return std::to_string(s.batch) + " x " + std::to_string(s.q_len) + "/" +
          std::to_string(s.kv_len) + " x " + std::to_string(s.heads) + "/" +
-         std::to_string(s.kv_heads) + " x " + std::to_string(s.head_dim);
+         std::to_string(s.kv_heads) + " x " + std::to_string(s.head_dim) + ", window " +
+         std::to_string(s.window) + ", scale " + std::to_string(s.scale) + ", softcap " +
+         std::to_string(s.softcap);
 }
 
 TEST_CASE("attention on the GPU matches the CPU: causal, grouped heads, cached prefixes") {
@@ -225,9 +267,12 @@ TEST_CASE("attention on the GPU matches the CPU: causal, grouped heads, cached p
   auto cuda = gpu();
   std::mt19937 rng(14);
   using Case = Backend::AttentionShape;
+  // The last ones: Mistral's and Gemma's sliding windows, Gemma's own scale and a soft-cap.
   for (const Case& c :
        {Case{2, 64, 64, 4, 4, 64}, Case{1, 200, 200, 8, 2, 128}, Case{3, 1, 77, 4, 1, 40},
-        Case{2, 5, 300, 6, 3, 256}, Case{1, 130, 130, 2, 2, 16}, Case{2, 33, 97, 12, 4, 96}}) {
+        Case{2, 5, 300, 6, 3, 256}, Case{1, 130, 130, 2, 2, 16}, Case{2, 33, 97, 12, 4, 96},
+        Case{2, 100, 100, 4, 2, 64, 37}, Case{1, 3, 150, 4, 1, 32, 64, 0.1f},
+        Case{2, 70, 90, 2, 2, 128, 50, 0.0625f, 20.0f}, Case{1, 1, 300, 8, 4, 64, 0, 0.0f, 5.0f}}) {
     const Backend::AttentionShape& s = c;
     const std::string shape = attention_shape(s);
     CAPTURE(shape);
@@ -644,6 +689,36 @@ TrainConfig small_run(int64_t steps) {
   return config;
 }
 
+// The llama-derived families at the size of tiny(), each with what sets it apart: the fused
+// trainer and decoder take the first two (scaled RoPE, sliding windows); the others run on the
+// CUDA backend through the host engine.
+ModelConfig tiny_variant(const char* name) {
+  const std::string common = R"("vocab_size":300,"hidden_size":64,"intermediate_size":128,
+      "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+      "max_position_embeddings":64,)";
+  std::string json;
+  if (std::string(name) == "llama3") {
+    json = R"({"model_type":"llama",)" + common + R"("tie_word_embeddings":true,
+        "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+        "high_freq_factor":4.0,"original_max_position_embeddings":16}})";
+  } else if (std::string(name) == "mistral") {
+    json = R"({"model_type":"mistral",)" + common + R"("sliding_window":5,
+        "rope_scaling":{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":16}})";
+  } else if (std::string(name) == "qwen2") {
+    json = R"({"model_type":"qwen2",)" + common + R"("use_sliding_window":true,
+        "sliding_window":6,"max_window_layers":1})";
+  } else if (std::string(name) == "qwen3") {
+    json = R"({"model_type":"qwen3",)" + common + R"("head_dim":32,"tie_word_embeddings":true})";
+  } else {
+    json = R"({"model_type":"gemma3_text",)" + common + R"("head_dim":16,
+        "query_pre_attn_scalar":24,"sliding_window":5,"sliding_window_pattern":2,
+        "attn_logit_softcapping":50.0,"final_logit_softcapping":30.0})";
+  }
+  auto config = parse_model_config(json);
+  REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+  return *config;
+}
+
 ModelConfig tiny(Family family) {
   const char* json = family == Family::kGpt2
                          ? R"({"model_type":"gpt2","vocab_size":300,"n_embd":64,"n_layer":2,
@@ -685,6 +760,52 @@ TEST_CASE("a tiny model trains on the GPU with the CPU's losses, and decodes the
       const auto next =
           static_cast<int32_t>(std::max_element(la.data(), la.data() + la.numel()) - la.data());
       sa[0].tokens = sb[0].tokens = {next};
+    }
+  }
+}
+
+TEST_CASE("every llama-derived family trains and decodes on the CUDA backend as on the CPU") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kText, tok);
+  REQUIRE(data.ok());
+  TrainConfig config = small_run(10);
+  for (const char* name : {"llama3", "mistral", "qwen2", "qwen3", "gemma3"}) {
+    CAPTURE(name);
+    const ModelConfig model = tiny_variant(name);
+    auto cpu = make_cpu_backend();
+    auto cuda = gpu();
+    auto a = Model::create(model, *cpu, 5).value();
+    auto b = Model::create(model, *cuda, 5).value();
+    auto one = make_single_rank();
+    Trainer ta(*a, *data, config, *one), tb(*b, *data, config, *one);
+    for (int s = 0; s < config.steps; ++s) {
+      const StepResult ra = ta.step(), rb = tb.step();
+      CAPTURE(s);
+      CHECK(rb.loss == doctest::Approx(ra.loss).epsilon(1e-3));
+    }
+    const std::vector<int32_t> prompt = tok.encode("The cat sat on", false);
+    KvCache ca = a->new_cache(32), cb = b->new_cache(32);
+    std::vector<Model::Step> sa = {{&ca, prompt}}, sb = {{&cb, prompt}};
+    for (int i = 0; i < 12; ++i) {  // past every window
+      const Tensor la = a->forward_cached(sa), lb = b->forward_cached(sb);
+      check_close("decode logits", lb, la, 1e-4);
+      const auto next =
+          static_cast<int32_t>(std::max_element(la.data(), la.data() + la.numel()) - la.data());
+      sa[0].tokens = sb[0].tokens = {next};
+    }
+    // The fused engines take scaled RoPE and windows, and name what they do not take.
+    CudaDecoderOptions o;
+    auto dec = CudaDecoder::create(*a, o);
+    auto engine = make_cuda_engine(*a, config, *one);
+    if (model.family == Family::kLlama || model.family == Family::kMistral) {
+      CHECK_MESSAGE(dec.ok(), dec.status().to_string());
+      CHECK_MESSAGE(engine.ok(), engine.status().to_string());
+    } else {
+      REQUIRE_FALSE(dec.ok());
+      CHECK(dec.status().code() == Code::kFailedPrecondition);
+      CHECK(dec.status().message().find("does not implement") != std::string::npos);
+      REQUIRE_FALSE(engine.ok());
+      CHECK(engine.status().code() == Code::kFailedPrecondition);
     }
   }
 }
@@ -751,8 +872,8 @@ TEST_CASE("the device-resident trainer takes the host engine's steps, in fp32 an
       "hidden_size":128,"intermediate_size":256,"num_hidden_layers":2,"num_attention_heads":2,
       "num_key_value_heads":1,"max_position_embeddings":64})")
                                      .value();
-  for (const ModelConfig& model :
-       {tiny(Family::kGpt2), tiny(Family::kLlama), wide_gpt2, wide_llama}) {
+  for (const ModelConfig& model : {tiny(Family::kGpt2), tiny(Family::kLlama), wide_gpt2,
+                                   wide_llama, tiny_variant("llama3"), tiny_variant("mistral")}) {
     for (bool bf16 : {false, true}) {
       CAPTURE(family_name(model.family));
       CAPTURE(model.head_dim);
@@ -879,14 +1000,15 @@ TEST_CASE(
 TEST_CASE(
     "the device-resident decoder gives the CPU's logits, with sequences joining, and graphs") {
   const Tokenizer tok = small_tokenizer();
-  for (Family family : {Family::kGpt2, Family::kLlama}) {
+  for (const ModelConfig& config : {tiny(Family::kGpt2), tiny(Family::kLlama),
+                                    tiny_variant("llama3"), tiny_variant("mistral")}) {
     for (bool graphs : {false, true}) {
       for (bool bf16 : {false, true}) {
-        CAPTURE(family_name(family));
+        CAPTURE(family_name(config.family));
         CAPTURE(graphs);
         CAPTURE(bf16);
         auto cpu = make_cpu_backend();
-        auto model = Model::create(tiny(family), *cpu, 21).value();
+        auto model = Model::create(config, *cpu, 21).value();
         CudaDecoderOptions o;
         o.max_sequences = 4;
         o.graphs = graphs;

@@ -10,6 +10,7 @@
 #include "platform/engine/backend_checks.h"
 #include "platform/engine/cuda/gemm.h"
 #include "platform/engine/cuda/kernels.h"
+#include "platform/engine/model.h"
 
 namespace mh::engine {
 namespace {
@@ -204,6 +205,30 @@ class CudaBackend final : public Backend {
     down(du, dup);
   }
 
+  void gelu_glu(const Tensor& gate, const Tensor& up_t, Tensor& out) override {
+    expect_same(gate, up_t, "gelu_glu", "up");
+    shape_output(out, gate.shape());
+    Op op(*this);
+    float* o = scratch(out.numel());
+    check(cuda::gelu_glu(up(gate), up(up_t), gate.numel(), o, stream_), "gelu_glu");
+    down(o, out);
+  }
+
+  void gelu_glu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up_t,
+                         Tensor& dgate, Tensor& dup) override {
+    expect_same(gate, up_t, "gelu_glu_backward", "up");
+    expect_same(gate, dout, "gelu_glu_backward", "dout");
+    shape_output(dgate, gate.shape());
+    shape_output(dup, gate.shape());
+    Op op(*this);
+    float* dg = scratch(gate.numel());
+    float* du = scratch(gate.numel());
+    check(cuda::gelu_glu_backward(up(dout), up(gate), up(up_t), gate.numel(), dg, du, stream_),
+          "gelu_glu_backward");
+    down(dg, dgate);
+    down(du, dup);
+  }
+
   void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override {
     if (table.rank() != 2) throw ShapeError("embedding: table must be 2-D");
     const int64_t c = table.dim(1), n = static_cast<int64_t>(ids.size());
@@ -281,12 +306,32 @@ class CudaBackend final : public Backend {
   }
 
   void rope(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
-            float theta) override {
-    rotate(x, head_dim, positions, theta, 1.0f, "rope");
+            const Rope& rope) override {
+    rotate(x, head_dim, positions, rope, 1.0f, "rope");
   }
   void rope_backward(Tensor& dx, int64_t head_dim, const std::vector<int32_t>& positions,
-                     float theta) override {
-    rotate(dx, head_dim, positions, theta, -1.0f, "rope_backward");
+                     const Rope& rope) override {
+    rotate(dx, head_dim, positions, rope, -1.0f, "rope_backward");
+  }
+
+  void scale(Tensor& x, float alpha) override {
+    Op op(*this);
+    float* d = up(x);
+    check(cuda::scale(d, x.numel(), alpha, stream_), "scale");
+    down(d, x);
+  }
+  void softcap(Tensor& x, float cap) override {
+    Op op(*this);
+    float* d = up(x);
+    check(cuda::softcap(d, x.numel(), cap, stream_), "softcap");
+    down(d, x);
+  }
+  void softcap_backward(Tensor& dy, const Tensor& y, float cap) override {
+    expect_same(y, dy, "softcap_backward", "dy");
+    Op op(*this);
+    float* d = up(dy);
+    check(cuda::softcap_backward(d, up(y), y.numel(), cap, stream_), "softcap_backward");
+    down(d, dy);
   }
 
   void attention(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -366,7 +411,8 @@ class CudaBackend final : public Backend {
   }
 
   static cuda::AttentionDims dims(const AttentionShape& s) {
-    return {s.batch, s.q_len, s.kv_len, s.heads, s.kv_heads, s.head_dim};
+    return {s.batch,    s.q_len,  s.kv_len, s.heads, s.kv_heads,
+            s.head_dim, s.window, s.scale,  s.softcap};
   }
   static void check_head_dim(const AttentionShape& s, const char* op) {
     if (s.head_dim > cuda::kMaxHeadDim) {
@@ -375,12 +421,15 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, float theta,
+  void rotate(Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions, const Rope& rope,
               float sign, const char* op_name) {
-    check_rope(x, head_dim, positions, op_name);
+    check_rope(x, head_dim, positions, rope, op_name);
     Op op(*this);
     float* dx = up(x);
-    check(cuda::rope(dx, x.dim(0), x.dim(1), head_dim, up_ids(positions), theta, sign, stream_),
+    const float* inv_freq =
+        up(Tensor::of({static_cast<int64_t>(rope.inv_freq.size())}, rope.inv_freq));
+    check(cuda::rope(dx, x.dim(0), x.dim(1), head_dim, up_ids(positions), inv_freq,
+                     rope.attention_factor, sign, stream_),
           op_name);
     down(dx, x);
   }
@@ -392,6 +441,17 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+const char* cuda_engine_lacks(const ModelConfig& c) {
+  if (c.family == Family::kGpt2) return nullptr;
+  if (c.qkv_bias || c.o_bias) return "biases on the attention projections";
+  if (c.qk_norm) return "q/k norms";
+  if (c.sandwich_norms || c.norm_offset != 0.0f) return "Gemma's norms";
+  if (c.activation != Activation::kSilu) return "a GELU-gated MLP";
+  if (c.embedding_scale != 1.0f) return "scaled embeddings";
+  if (c.attn_softcap > 0.0f || c.final_softcap > 0.0f) return "soft-capping";
+  return nullptr;
+}
 
 int cuda_device_count() {
   int count = 0;

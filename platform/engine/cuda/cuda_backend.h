@@ -36,4 +36,11 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options = 
 // How many CUDA devices this process sees (0 when there is no driver or no device).
 int cuda_device_count();
 
+// The device-resident trainer and decoder (trainer.h, decoder.h) implement gpt2 and llama with
+// scaled RoPE, sliding windows and attention scales; this names the first thing of `config`
+// they do not implement (q/k norms, ...), or returns null. A model they refuse still runs on
+// this backend through the host engine, op by op.
+struct ModelConfig;
+const char* cuda_engine_lacks(const ModelConfig& config);
+
 }  // namespace mh::engine

@@ -46,6 +46,8 @@ struct CudaDecoder::Impl {
     DeviceArray<float> k_cache, v_cache;  // [slot][capacity][kv_heads * head_dim]
   };
   std::vector<std::unique_ptr<Layer>> layers;
+  DeviceArray<float> rope_freq;    // [layers, head_dim / 2]: each layer's RoPE frequencies
+  std::vector<float> rope_factor;  // per layer
   Weight *wte = nullptr, *wpe = nullptr, *norm_w = nullptr, *norm_b = nullptr, *head = nullptr;
   bool head_out_in = true;  // the head is [vocab, hidden] (Linear, or tied to wte)
 
@@ -187,7 +189,7 @@ struct CudaDecoder::Impl {
       check(cuda::embedding(wpe->f32.ptr, positions, rows, d, tmp.ptr, stream), "positions");
       pending = true;
     }
-    const cuda::CachedAttentionDims dims{rows, c.heads, c.kv_heads, c.head_dim, capacity};
+    cuda::CachedAttentionDims dims{rows, c.heads, c.kv_heads, c.head_dim, capacity};
     auto residual_norm = [&](bool add, int64_t r, const Weight* w, const Weight* b) -> const void* {
       if (!add) return norm(x.ptr, r, w, b, n.ptr);
       const float* bias = b != nullptr ? b->f32.ptr : nullptr;
@@ -202,13 +204,19 @@ struct CudaDecoder::Impl {
             "residual and norm");
       return n.ptr;
     };
-    for (auto& lp : layers) {
-      Layer& y = *lp;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      Layer& y = *layers[l];
+      const Backend::AttentionShape shape = attention_shape(c, static_cast<int64_t>(l));
+      dims.window = shape.window;
+      dims.scale = shape.scale;
+      dims.softcap = shape.softcap;
+      const float* freq = g ? nullptr : rope_freq.ptr + l * static_cast<size_t>(c.head_dim / 2);
+      const float factor = g ? 1.0f : rope_factor[l];
       const void* n1 = residual_norm(pending, rows, y.ln1_w, y.ln1_b);
       // One product for q, k and v, then one kernel: q out, k (rotated for llama) and v into
       // the caches.
       linear(n1, rows, d, *y.qkv_w, g ? y.qkv_b : nullptr, qw + 2 * kw, !g, qkv.ptr);
-      check(cuda::qkv_to_cache(dims, qkv.ptr, slots, positions, g ? 0.0f : c.rope_theta, q.ptr,
+      check(cuda::qkv_to_cache(dims, qkv.ptr, slots, positions, freq, factor, q.ptr,
                                y.k_cache.ptr, y.v_cache.ptr, stream),
             "qkv to cache");
       // Attention's output is only the output projection's operand: bf16 straight away.
@@ -271,6 +279,10 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return failed_precondition("the CUDA decoder takes heads of up to " +
                                std::to_string(cuda::kMaxHeadDim) + " dimensions");
   }
+  if (const char* missing = cuda_engine_lacks(c)) {
+    return failed_precondition(std::string("the CUDA decoder does not implement ") + missing +
+                               " (" + std::string(family_name(c.family)) + ")");
+  }
   if (options.max_sequences < 1) return invalid_argument("max_sequences must be at least 1");
   std::unique_ptr<CudaDecoder> dec(new CudaDecoder());
   Impl& m = *dec->impl_;
@@ -304,6 +316,17 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     const size_t slots = std::min(static_cast<size_t>(options.max_sequences), fit);
     m.lengths.assign(slots, -1);
     const size_t cache = slots * static_cast<size_t>(m.capacity * m.kv_width());
+    if (!m.gpt2()) {
+      std::vector<float> freq;
+      for (int64_t l = 0; l < c.layers; ++l) {
+        const Backend::Rope rope = rope_for(c, l, m.capacity);
+        freq.insert(freq.end(), rope.inv_freq.begin(), rope.inv_freq.end());
+        m.rope_factor.push_back(rope.attention_factor);
+      }
+      m.rope_freq.reserve(freq.size());
+      check(cudaMemcpy(m.rope_freq.ptr, freq.data(), freq.size() * 4, cudaMemcpyHostToDevice),
+            "RoPE frequencies");
+    }
     const Model::Layout layout = Model::layout(c);
     for (const Model::Layer& at : layout.layers) {
       auto y = std::make_unique<Impl::Layer>();

@@ -425,6 +425,7 @@ template <typename Out>
 cudaError_t forward_any(const AttentionDims& s, const uint16_t* q, const uint16_t* k,
                         const uint16_t* v, Out* out, float* lse, FlashStrides strides,
                         cudaStream_t stream) {
+  if (s.window != 0 || s.scale != 0.0f || s.softcap != 0.0f) return cudaErrorInvalidValue;
   if (s.batch == 0 || s.q_len == 0) return cudaSuccess;
   const auto* qh = reinterpret_cast<const bf16*>(q);
   const auto* kh = reinterpret_cast<const bf16*>(k);
@@ -493,6 +494,7 @@ cudaError_t backward_any(const AttentionDims& s, const float* dout, const Out* o
                          const uint16_t* q, const uint16_t* k, const uint16_t* v, const float* lse,
                          uint16_t* dout_bf16, float* delta, G* dq, G* dk, G* dv,
                          FlashStrides strides, cudaStream_t stream) {
+  if (s.window != 0 || s.scale != 0.0f || s.softcap != 0.0f) return cudaErrorInvalidValue;
   if (s.batch == 0 || s.q_len == 0) return cudaSuccess;
   const int64_t n = s.batch * s.q_len * s.heads * s.head_dim;
   if (cudaError_t e = to_bf16(dout, n, dout_bf16, stream); e != cudaSuccess) return e;

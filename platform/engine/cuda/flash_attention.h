@@ -27,6 +27,8 @@ bool flash_supported(int64_t head_dim);
 // of wider rows (gpt2's fused q|k|v projection: all 3 * hidden, k and v starting hidden and
 // 2 * hidden in). 0 is the dense width of AttentionDims. Strides and column starts must keep
 // rows on 16-byte boundaries (multiples of 8 elements).
+// Plain causal attention only: dims with a window, a scale of their own or a soft-cap are
+// refused (cudaErrorInvalidValue); kernels.h's fp32 kernels take those.
 struct FlashStrides {
   int64_t q = 0, kv = 0, dq = 0, dkv = 0;
 };

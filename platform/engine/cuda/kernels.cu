@@ -231,21 +231,49 @@ __global__ void rmsnorm_dx_kernel(const float* dout, const float* x, const float
 
 // ---- elementwise ------------------------------------------------------------------------------
 
+__device__ __forceinline__ float gelu_tanh(float v) {
+  return 0.5f * v * (1.0f + tanhf(kGeluC * (v + 0.044715f * v * v * v)));
+}
+__device__ __forceinline__ float gelu_tanh_derivative(float v) {
+  const float t = tanhf(kGeluC * (v + 0.044715f * v * v * v));
+  const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
+  return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
+}
+
 template <typename T>
 __global__ void gelu_kernel(const float* x, int64_t n, T* out) {
-  MH_FOR_EACH(i, n) {
-    const float v = x[i];
-    out[i] = narrow<T>(0.5f * v * (1.0f + tanhf(kGeluC * (v + 0.044715f * v * v * v))));
-  }
+  MH_FOR_EACH(i, n) out[i] = narrow<T>(gelu_tanh(x[i]));
 }
 
 template <typename T>
 __global__ void gelu_backward_kernel(const float* dout, const float* x, int64_t n, T* dx) {
+  MH_FOR_EACH(i, n) dx[i] = narrow<T>(dout[i] * gelu_tanh_derivative(x[i]));
+}
+
+__global__ void gelu_glu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  MH_FOR_EACH(i, n) out[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+__global__ void gelu_glu_backward_kernel(const float* dout, const float* gate, const float* up,
+                                         int64_t n, float* dgate, float* dup) {
   MH_FOR_EACH(i, n) {
-    const float v = x[i];
-    const float t = tanhf(kGeluC * (v + 0.044715f * v * v * v));
-    const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
-    dx[i] = narrow<T>(dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du));
+    dup[i] = dout[i] * gelu_tanh(gate[i]);
+    dgate[i] = dout[i] * up[i] * gelu_tanh_derivative(gate[i]);
+  }
+}
+
+__global__ void scale_kernel(float* x, int64_t n, float alpha) {
+  MH_FOR_EACH(i, n) x[i] *= alpha;
+}
+
+__global__ void softcap_kernel(float* x, int64_t n, float cap) {
+  MH_FOR_EACH(i, n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+__global__ void softcap_backward_kernel(float* dy, const float* y, int64_t n, float cap) {
+  MH_FOR_EACH(i, n) {
+    const float t = y[i] / cap;
+    dy[i] *= 1.0f - t * t;
   }
 }
 
@@ -351,28 +379,26 @@ __global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, in
 
 // ---- RoPE ------------------------------------------------------------------------------------
 
-// Rotates the pair (x1, x2) = (x[i], x[i + head_dim / 2]) of a head at `position`.
-__device__ __forceinline__ void rotate(float& x1, float& x2, int64_t i, int64_t head_dim,
-                                       int32_t position, float theta, float sign) {
-  // As Hugging Face computes it: 1 / theta^(2i / d), the exponent in float.
-  const float inv_freq = static_cast<float>(
-      1.0 / pow(static_cast<double>(theta),
-                static_cast<double>(static_cast<float>(2 * i) / static_cast<float>(head_dim))));
+// Rotates the pair (x1, x2) = (x[i], x[i + head_dim / 2]) of a head at `position` by
+// position * inv_freq, cos and sin times `factor` (YaRN's attention factor; 1 otherwise).
+__device__ __forceinline__ void rotate(float& x1, float& x2, float inv_freq, int32_t position,
+                                       float factor, float sign) {
   const float angle = static_cast<float>(position) * inv_freq;
-  const float c = cosf(angle), s = sign * sinf(angle);
+  const float c = cosf(angle) * factor, s = sign * sinf(angle) * factor;
   const float a = x1, b = x2;
   x1 = a * c - b * s;
   x2 = b * c + a * s;
 }
 
 __global__ void rope_kernel(float* x, int64_t rows, int64_t width, int64_t head_dim,
-                            const int32_t* positions, float theta, float sign) {
+                            const int32_t* positions, const float* inv_freq, float factor,
+                            float sign) {
   const int64_t half = head_dim / 2, heads = width / head_dim;
   MH_FOR_EACH(idx, rows * heads * half) {
     const int64_t i = idx % half, h = (idx / half) % heads, r = idx / (half * heads);
     float* xh = x + r * width + h * head_dim;
     float x1 = xh[i], x2 = xh[i + half];
-    rotate(x1, x2, i, head_dim, positions[r], theta, sign);
+    rotate(x1, x2, inv_freq[i], positions[r], factor, sign);
     xh[i] = x1;
     xh[i + half] = x2;
   }
@@ -380,16 +406,24 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t width, int64_t head_
 
 // ---- attention --------------------------------------------------------------------------------
 
-// One query's attention over keys 0 .. n-1 (rows kw apart from kb and vb), by a warp: each lane
+// The first key query i (of q_len, after kv_len - q_len cached) sees.
+__device__ __forceinline__ int64_t first_key(int64_t window, int64_t kv_len, int64_t q_len,
+                                             int64_t i) {
+  const int64_t pos = kv_len - q_len + i;
+  return window > 0 && pos >= window ? pos - window + 1 : 0;
+}
+
+// One query's attention over keys lo .. n-1 (rows kw apart from kb and vb), by a warp: each lane
 // scores one key of every 32, an online softmax keeps the running max m and sum l, and each lane
 // accumulates its own output dimensions (lane, lane + 32, ...) in acc.
 __device__ __forceinline__ void attend(const float* qs, const float* kb, const float* vb,
-                                       int64_t kw, int64_t n, int64_t d, float scale, int lane,
-                                       float (&acc)[kPerLane], float& m, float& l) {
+                                       int64_t kw, int64_t lo, int64_t n, int64_t d, float scale,
+                                       float softcap, int lane, float (&acc)[kPerLane], float& m,
+                                       float& l) {
   m = -INFINITY;
   l = 0.0f;
   for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
-  for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
+  for (int64_t j0 = lo; j0 < n; j0 += kWarp) {
     const int64_t j = j0 + lane;
     float score = -INFINITY;
     if (j < n) {
@@ -397,6 +431,7 @@ __device__ __forceinline__ void attend(const float* qs, const float* kb, const f
       float dot = 0;
       for (int64_t x = 0; x < d; ++x) dot += qs[x] * kj[x];
       score = dot * scale;
+      if (softcap > 0.0f) score = softcap * tanhf(score / softcap);
     }
     const float m_new = fmaxf(m, warp_max(score));  // finite: lane 0's key is always seen
     const float p = j < n ? expf(score - m_new) : 0.0f;
@@ -432,13 +467,29 @@ __global__ void attention_kernel(AttentionDims s, const float* q, const float* k
   for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
   __syncwarp();
   float acc[kPerLane], m, l;
-  attend(qs[warp], kb, vb, kw, past + i + 1, d, scale, lane, acc, m, l);
+  attend(qs[warp], kb, vb, kw, first_key(s.window, s.kv_len, s.q_len, i), past + i + 1, d, scale,
+         s.softcap, lane, acc, m, l);
   float* o = out + (b * s.q_len + i) * qw + h * d;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t x = lane + kWarp * e;
     if (x < d) o[x] = acc[e] / l;
   }
   if (lane == 0) lse[(b * s.heads + h) * s.q_len + i] = m + logf(l);
+}
+
+// p * (dout . v - delta) for a raw score, through the soft-cap where there is one: the gradient
+// at the raw (scaled) score. *p (when given) receives p.
+__device__ __forceinline__ float score_grad(float raw, float softcap, float lse, float g,
+                                            float* p = nullptr) {
+  float score = raw, capped = 1.0f;
+  if (softcap > 0.0f) {
+    const float t = tanhf(raw / softcap);
+    score = softcap * t;
+    capped = 1.0f - t * t;
+  }
+  const float pr = expf(score - lse);
+  if (p != nullptr) *p = pr;
+  return pr * g * capped;
 }
 
 // Backward, pass 1, a warp per query row: delta_i = dout_i . out_i, and
@@ -471,7 +522,7 @@ __global__ void attention_dq_kernel(AttentionDims s, const float* dout, const fl
   const float li = lse[row];
   float acc[kPerLane] = {};
   const int64_t n = past + i + 1;
-  for (int64_t j0 = 0; j0 < n; j0 += kWarp) {
+  for (int64_t j0 = first_key(s.window, s.kv_len, s.q_len, i); j0 < n; j0 += kWarp) {
     const int64_t j = j0 + lane;
     float ds = 0;
     if (j < n) {
@@ -482,7 +533,7 @@ __global__ void attention_dq_kernel(AttentionDims s, const float* dout, const fl
         sd += qs[warp][x] * kj[x];
         gd += gs[warp][x] * vj[x];
       }
-      ds = expf(sd * scale - li) * (gd - di);
+      ds = score_grad(sd * scale, s.softcap, li, gd - di);
     }
     const int count = static_cast<int>(n - j0 < kWarp ? n - j0 : kWarp);
     for (int src = 0; src < count; ++src) {
@@ -522,11 +573,14 @@ __global__ void attention_dkv_kernel(AttentionDims s, const float* dout, const f
   __syncwarp();
   float ak[kPerLane] = {}, av[kPerLane] = {};
   const int64_t first = j - past > 0 ? j - past : 0;  // the first query that sees key j
+  // One past the last: queries at positions j .. j + window - 1 see it.
+  const int64_t last =
+      s.window > 0 && j + s.window - past < s.q_len ? j + s.window - past : s.q_len;
   for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-    for (int64_t i0 = first; i0 < s.q_len; i0 += kWarp) {
+    for (int64_t i0 = first; i0 < last; i0 += kWarp) {
       const int64_t i = i0 + lane;
       float p = 0, ds = 0;
-      if (i < s.q_len) {
+      if (i < last) {
         const float* qi = q + (b * s.q_len + i) * qw + h * d;
         const float* gi = dout + (b * s.q_len + i) * qw + h * d;
         float sd = 0, gd = 0;
@@ -535,10 +589,9 @@ __global__ void attention_dkv_kernel(AttentionDims s, const float* dout, const f
           gd += gi[x] * vs[warp][x];
         }
         const int64_t row = (b * s.heads + h) * s.q_len + i;
-        p = expf(sd * scale - lse[row]);
-        ds = p * (gd - delta[row]);
+        ds = score_grad(sd * scale, s.softcap, lse[row], gd - delta[row], &p);
       }
-      const int count = static_cast<int>(s.q_len - i0 < kWarp ? s.q_len - i0 : kWarp);
+      const int count = static_cast<int>(last - i0 < kWarp ? last - i0 : kWarp);
       for (int src = 0; src < count; ++src) {
         const float dss = __shfl_sync(kAll, ds, src);
         const float ps = __shfl_sync(kAll, p, src);
@@ -578,11 +631,11 @@ __global__ void kv_append_kernel(CachedAttentionDims s, const float* k, const fl
 
 // attention_kernel's online softmax, a warp per (row, head), over the row's own cache.
 // The fused projection's rows (q heads, then k heads, then v heads): q out dense, k and v into
-// their cache rows; q and k rotated first when theta > 0 (a thread per rotated pair), else
+// their cache rows; q and k rotated first when inv_freq is given (a thread per rotated pair), else
 // copied as they are (a thread per element).
 __global__ void qkv_to_cache_kernel(CachedAttentionDims s, const float* qkv, const int32_t* slot,
-                                    const int32_t* position, float theta, float* q_out,
-                                    float* k_cache, float* v_cache) {
+                                    const int32_t* position, const float* inv_freq, float factor,
+                                    float* q_out, float* k_cache, float* v_cache) {
   const int64_t hd = s.head_dim, qw = s.heads * hd, kw = s.kv_heads * hd;
   const int64_t width = qw + 2 * kw, heads = s.heads + 2 * s.kv_heads;
   // Where element c of head slot hs of row r goes.
@@ -593,13 +646,13 @@ __global__ void qkv_to_cache_kernel(CachedAttentionDims s, const float* qkv, con
     const int64_t at = (static_cast<int64_t>(slot[r]) * s.capacity + position[r]) * kw + kv * hd;
     return (is_k ? k_cache : v_cache) + at + c;
   };
-  if (theta > 0.0f) {
+  if (inv_freq != nullptr) {
     const int64_t half = hd / 2;
     MH_FOR_EACH(idx, s.rows * heads * half) {
       const int64_t i = idx % half, hs = (idx / half) % heads, r = idx / (half * heads);
       const float* src = qkv + r * width + hs * hd;
       float x1 = src[i], x2 = src[i + half];
-      if (hs < s.heads + s.kv_heads) rotate(x1, x2, i, hd, position[r], theta, 1.0f);
+      if (hs < s.heads + s.kv_heads) rotate(x1, x2, inv_freq[i], position[r], factor, 1.0f);
       *target(r, hs, i) = x1;
       *target(r, hs, i + half) = x2;
     }
@@ -681,7 +734,9 @@ __global__ void cached_attention_kernel(CachedAttentionDims s, const float* q, c
   for (int64_t x = lane; x < d; x += kWarp) qs[warp][x] = qi[x];
   __syncwarp();
   float acc[kPerLane], m, l;
-  attend(qs[warp], kb, vb, kw, static_cast<int64_t>(position[r]) + 1, d, scale, lane, acc, m, l);
+  const int64_t n = static_cast<int64_t>(position[r]) + 1;
+  attend(qs[warp], kb, vb, kw, first_key(s.window, n, 1, 0), n, d, scale, s.softcap, lane, acc, m,
+         l);
   T* o = out + r * qw + h * d;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t x = lane + kWarp * e;
@@ -929,6 +984,34 @@ cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStrea
   return launched();
 }
 
+cudaError_t scale(float* x, int64_t n, float alpha, cudaStream_t stream) {
+  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, alpha);
+  return launched();
+}
+
+cudaError_t softcap(float* x, int64_t n, float cap, cudaStream_t stream) {
+  softcap_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, cap);
+  return launched();
+}
+
+cudaError_t softcap_backward(float* dy, const float* y, int64_t n, float cap, cudaStream_t stream) {
+  softcap_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dy, y, n, cap);
+  return launched();
+}
+
+cudaError_t gelu_glu(const float* gate, const float* up, int64_t n, float* out,
+                     cudaStream_t stream) {
+  gelu_glu_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  return launched();
+}
+
+cudaError_t gelu_glu_backward(const float* dout, const float* gate, const float* up, int64_t n,
+                              float* dgate, float* dup, cudaStream_t stream) {
+  gelu_glu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dout, gate, up, n,
+                                                                          dgate, dup);
+  return launched();
+}
+
 cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {
   add_bias_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(x, bias, rows, cols);
   return launched();
@@ -949,17 +1032,17 @@ cudaError_t bias_backward(const uint16_t* dout, int64_t rows, int64_t cols, floa
 }
 
 cudaError_t rope(float* x, int64_t rows, int64_t width, int64_t head_dim, const int32_t* positions,
-                 float theta, float sign, cudaStream_t stream) {
+                 const float* inv_freq, float factor, float sign, cudaStream_t stream) {
   const int64_t n = rows * (width / head_dim) * (head_dim / 2);
   rope_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, rows, width, head_dim, positions,
-                                                              theta, sign);
+                                                              inv_freq, factor, sign);
   return launched();
 }
 
 cudaError_t attention(const AttentionDims& s, const float* q, const float* k, const float* v,
                       float* out, float* lse, cudaStream_t stream) {
   if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
-  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  const float scale = s.scale > 0.0f ? s.scale : 1.0f / sqrtf(static_cast<float>(s.head_dim));
   attention_kernel<<<grid_for(s.batch * s.heads * s.q_len, kAttentionWarps),
                      kAttentionWarps * kWarp, 0, stream>>>(s, q, k, v, out, lse, scale);
   return launched();
@@ -969,7 +1052,7 @@ cudaError_t attention_backward(const AttentionDims& s, const float* dout, const 
                                const float* k, const float* v, const float* out, const float* lse,
                                float* delta, float* dq, float* dk, float* dv, cudaStream_t stream) {
   if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
-  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  const float scale = s.scale > 0.0f ? s.scale : 1.0f / sqrtf(static_cast<float>(s.head_dim));
   attention_dq_kernel<<<grid_for(s.batch * s.heads * s.q_len, kAttentionWarps),
                         kAttentionWarps * kWarp, 0, stream>>>(s, dout, q, k, v, out, lse, scale,
                                                               delta, dq);
@@ -988,12 +1071,13 @@ cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float*
 }
 
 cudaError_t qkv_to_cache(const CachedAttentionDims& s, const float* qkv, const int32_t* slot,
-                         const int32_t* position, float theta, float* q_out, float* k_cache,
-                         float* v_cache, cudaStream_t stream) {
+                         const int32_t* position, const float* inv_freq, float factor,
+                         float* q_out, float* k_cache, float* v_cache, cudaStream_t stream) {
   const int64_t heads = s.heads + 2 * s.kv_heads;
-  const int64_t n = theta > 0.0f ? s.rows * heads * (s.head_dim / 2) : s.rows * heads * s.head_dim;
-  qkv_to_cache_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(s, qkv, slot, position, theta,
-                                                                      q_out, k_cache, v_cache);
+  const int64_t n =
+      inv_freq != nullptr ? s.rows * heads * (s.head_dim / 2) : s.rows * heads * s.head_dim;
+  qkv_to_cache_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      s, qkv, slot, position, inv_freq, factor, q_out, k_cache, v_cache);
   return launched();
 }
 
@@ -1016,7 +1100,7 @@ cudaError_t cached_attention_launch(const CachedAttentionDims& s, const float* q
                                     const float* k_cache, const float* v_cache, const int32_t* slot,
                                     const int32_t* position, T* out, cudaStream_t stream) {
   if (s.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
-  const float scale = 1.0f / sqrtf(static_cast<float>(s.head_dim));
+  const float scale = s.scale > 0.0f ? s.scale : 1.0f / sqrtf(static_cast<float>(s.head_dim));
   cached_attention_kernel<T>
       <<<grid_for(s.rows * s.heads, kAttentionWarps), kAttentionWarps * kWarp, 0, stream>>>(
           s, q, k_cache, v_cache, slot, position, out, scale);

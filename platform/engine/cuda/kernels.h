@@ -85,6 +85,15 @@ cudaError_t cross_entropy_bf16(const uint16_t* logits, const int32_t* targets, i
                                cudaStream_t stream);
 
 cudaError_t add(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
+cudaError_t scale(float* x, int64_t n, float alpha, cudaStream_t stream);
+// x = cap * tanh(x / cap) in place; the backward: dy *= 1 - (y / cap)^2 for capped values y.
+cudaError_t softcap(float* x, int64_t n, float cap, cudaStream_t stream);
+cudaError_t softcap_backward(float* dy, const float* y, int64_t n, float cap, cudaStream_t stream);
+// GeGLU: out = gelu_tanh(gate) * up, and its backward.
+cudaError_t gelu_glu(const float* gate, const float* up, int64_t n, float* out,
+                     cudaStream_t stream);
+cudaError_t gelu_glu_backward(const float* dout, const float* gate, const float* up, int64_t n,
+                              float* dgate, float* dup, cudaStream_t stream);
 cudaError_t add_bias(float* x, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 // dbias += column sums of dout
 cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* dbias,
@@ -92,12 +101,18 @@ cudaError_t bias_backward(const float* dout, int64_t rows, int64_t cols, float* 
 cudaError_t bias_backward(const uint16_t* dout, int64_t rows, int64_t cols, float* dbias,
                           cudaStream_t stream);
 
-// In place, Hugging Face's Llama rotation; sign -1 applies the inverse (the backward pass).
+// In place, Hugging Face's Llama rotation: pair i at position p turns by p * inv_freq[i]
+// (head_dim / 2 frequencies in device memory), cos and sin times `factor`; sign -1 applies the
+// transpose (the backward pass).
 cudaError_t rope(float* x, int64_t rows, int64_t width, int64_t head_dim, const int32_t* positions,
-                 float theta, float sign, cudaStream_t stream);
+                 const float* inv_freq, float factor, float sign, cudaStream_t stream);
 
+// Scores are q . k * scale (0: 1 / sqrt(head_dim)), soft-capped when softcap > 0; a window > 0
+// limits each query to the last `window` keys up to its own.
 struct AttentionDims {
   int64_t batch, q_len, kv_len, heads, kv_heads, head_dim;
+  int64_t window = 0;
+  float scale = 0.0f, softcap = 0.0f;
 };
 // Causal grouped-query attention that never holds a row of scores: an online softmax over
 // blocks of keys (flash-style). q/out [batch * q_len, heads * head_dim], k/v rows of
@@ -115,18 +130,21 @@ cudaError_t attention_backward(const AttentionDims& s, const float* dout, const 
 // arrays are device memory, so a captured CUDA graph replays with new values.
 struct CachedAttentionDims {
   int64_t rows, heads, kv_heads, head_dim, capacity;
+  int64_t window = 0;  // as AttentionDims
+  float scale = 0.0f, softcap = 0.0f;
 };
 // k_cache[slot[r]][position[r]] = k[r], and the same for v.
 cudaError_t kv_append(const CachedAttentionDims& s, const float* k, const float* v,
                       const int32_t* slot, const int32_t* position, float* k_cache, float* v_cache,
                       cudaStream_t stream);
 // A decode step's fused projection, [rows, (heads + 2 kv_heads) * head_dim] with each row's q
-// heads, then k heads, then v heads: q (RoPE-rotated when theta > 0) into q_out [rows, heads *
-// head_dim], k (rotated likewise) and v into cache slot[r]'s row position[r]. One kernel where
-// a split, two rotations and kv_append would be four.
+// heads, then k heads, then v heads: q (RoPE-rotated by inv_freq and factor as rope() does,
+// when inv_freq is not null) into q_out [rows, heads * head_dim], k (rotated likewise) and v
+// into cache slot[r]'s row position[r]. One kernel where a split, two rotations and kv_append
+// would be four.
 cudaError_t qkv_to_cache(const CachedAttentionDims& s, const float* qkv, const int32_t* slot,
-                         const int32_t* position, float theta, float* q_out, float* k_cache,
-                         float* v_cache, cudaStream_t stream);
+                         const int32_t* position, const float* inv_freq, float factor,
+                         float* q_out, float* k_cache, float* v_cache, cudaStream_t stream);
 // y[rows, n] = x[rows, k] W^T (+ bias) for W [n, k] and x in bf16, y fp32, rows up to
 // kGemvRows: a decode step's products at small batches, bound by reading W once. k must be a
 // multiple of 8 and W and x 16-byte aligned (cudaErrorInvalidValue otherwise).

@@ -92,6 +92,20 @@ class CudaEngine final : public StepEngine {
                          std::to_string(state >> 20) + " MiB; the device has " +
                          std::to_string(free_bytes >> 20) + " MiB free");
     }
+    if (!gpt2()) {
+      // Each layer's RoPE frequencies (a sliding layer's may differ from a global one's), for
+      // the sequences a run can hold: dynamic scaling leaves them as they are there.
+      std::vector<float> freq;
+      for (int64_t l = 0; l < c_.layers; ++l) {
+        const Backend::Rope rope = rope_for(c_, l, c_.max_positions);
+        freq.insert(freq.end(), rope.inv_freq.begin(), rope.inv_freq.end());
+        rope_factor_.push_back(rope.attention_factor);
+      }
+      rope_freq_.reserve(freq.size());
+      check(cudaMemcpyAsync(rope_freq_.ptr, freq.data(), freq.size() * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_),
+            "copy RoPE frequencies");
+    }
     for (auto* a : {&w_, &g_, &m_, &v_}) a->reserve(total_);
     if (options_.bf16) w16_.reserve(total_);
     check(cudaMemsetAsync(w_.ptr, 0, total_ * sizeof(float), stream_), "memset");
@@ -307,9 +321,15 @@ class CudaEngine final : public StepEngine {
   int64_t q_width() const { return c_.heads * c_.head_dim; }
   int64_t kv_width() const { return c_.kv_heads * c_.head_dim; }
   // bf16 runs take the tensor-core attention where it has kernels for the head size.
+  // (Not where attention has a window, a scale of its own or a soft-cap: the fp32 kernels take
+  // those.)
   bool flash() const {
-    return options_.bf16 && options_.flash_attention && cuda::flash_supported(c_.head_dim);
+    return options_.bf16 && options_.flash_attention && cuda::flash_supported(c_.head_dim) &&
+           c_.sliding_window == 0 && c_.query_pre_attn_scalar == 0.0f && c_.attn_softcap == 0.0f;
   }
+  // Layer l's RoPE frequencies on the device, and the factor on its cos and sin.
+  const float* rope_freq(int64_t l) const { return rope_freq_.ptr + l * (c_.head_dim / 2); }
+  float rope_factor(int64_t l) const { return rope_factor_[static_cast<size_t>(l)]; }
   bool half_weights(size_t i) const {
     return options_.bf16 && model_.parameters()[i].value.rank() == 2;
   }
@@ -519,8 +539,10 @@ class CudaEngine final : public StepEngine {
     const int64_t w = 3 * c_.hidden;
     return {w, w, w, w};
   }
-  cuda::AttentionDims dims() const {
-    return {batch_, seq_len_, seq_len_, c_.heads, c_.kv_heads, c_.head_dim};
+  cuda::AttentionDims dims(int64_t layer) const {
+    const Backend::AttentionShape a = attention_shape(c_, layer);
+    return {batch_, seq_len_, seq_len_, c_.heads, c_.kv_heads, c_.head_dim,
+            a.window, a.scale,  a.softcap};
   }
   const int32_t* ids() const { return ints_.ptr; }
   const int32_t* targets() const { return ints_.ptr + batch_ * seq_len_; }
@@ -557,7 +579,7 @@ class CudaEngine final : public StepEngine {
         // q, k and v read in place, as columns of the fused projection.
         linear(n1, n, d, y.qkv_w, &y.qkv_b, 3 * d, qkv_.ptr);
         check(cuda::to_bf16(qkv_.ptr, n * 3 * d, s.qkvh.ptr, stream_), "to_bf16");
-        check(cuda::flash_attention(dims(), s.qkvh.ptr, s.qkvh.ptr + d, s.qkvh.ptr + 2 * d,
+        check(cuda::flash_attention(dims(l), s.qkvh.ptr, s.qkvh.ptr + d, s.qkvh.ptr + 2 * d,
                                     s.atth.ptr, s.lse.ptr, stream_, fused_strides()),
               "attention");
       } else {
@@ -571,20 +593,22 @@ class CudaEngine final : public StepEngine {
           linear(n1, n, d, y.q, nullptr, qw, s.q.ptr);
           linear(n1, n, d, y.k, nullptr, kw, s.k.ptr);
           linear(n1, n, d, y.v, nullptr, kw, s.v.ptr);
-          check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
+          check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
+                           1.0f, stream_),
                 "rope");
-          check(cuda::rope(s.k.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, 1.0f, stream_),
+          check(cuda::rope(s.k.ptr, n, kw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
+                           1.0f, stream_),
                 "rope");
         }
         if (flash()) {
           check(cuda::to_bf16(s.q.ptr, n * qw, s.qh.ptr, stream_), "to_bf16");
           check(cuda::to_bf16(s.k.ptr, n * kw, s.kh.ptr, stream_), "to_bf16");
           check(cuda::to_bf16(s.v.ptr, n * kw, s.vh.ptr, stream_), "to_bf16");
-          check(cuda::flash_attention(dims(), s.qh.ptr, s.kh.ptr, s.vh.ptr, s.atth.ptr, s.lse.ptr,
+          check(cuda::flash_attention(dims(l), s.qh.ptr, s.kh.ptr, s.vh.ptr, s.atth.ptr, s.lse.ptr,
                                       stream_),
                 "attention");
         } else {
-          check(cuda::attention(dims(), s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr, s.lse.ptr, stream_),
+          check(cuda::attention(dims(l), s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr, s.lse.ptr, stream_),
                 "attention");
         }
       }
@@ -749,7 +773,7 @@ class CudaEngine final : public StepEngine {
         // The gradients go straight into their columns of the fused projection's gradient, in
         // bf16: the qkv product (and its bias gradient) is all that reads them.
         uint16_t* dqkv = dqkv16_.ptr;
-        check(cuda::flash_attention_backward(dims(), datt_.ptr, s.atth.ptr, s.qkvh.ptr,
+        check(cuda::flash_attention_backward(dims(l), datt_.ptr, s.atth.ptr, s.qkvh.ptr,
                                              s.qkvh.ptr + d, s.qkvh.ptr + 2 * d, s.lse.ptr,
                                              half_a_.ptr, delta_.ptr, dqkv, dqkv + d, dqkv + 2 * d,
                                              stream_, fused_strides()),
@@ -757,12 +781,12 @@ class CudaEngine final : public StepEngine {
         linear_backward(In{nullptr, dqkv}, n1, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
       } else {
         if (flash()) {
-          check(cuda::flash_attention_backward(dims(), datt_.ptr, s.atth.ptr, s.qh.ptr, s.kh.ptr,
+          check(cuda::flash_attention_backward(dims(l), datt_.ptr, s.atth.ptr, s.qh.ptr, s.kh.ptr,
                                                s.vh.ptr, s.lse.ptr, half_a_.ptr, delta_.ptr,
                                                dq_.ptr, dk_.ptr, dv_.ptr, stream_),
                 "attention backward");
         } else {
-          check(cuda::attention_backward(dims(), datt_.ptr, s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr,
+          check(cuda::attention_backward(dims(l), datt_.ptr, s.q.ptr, s.k.ptr, s.v.ptr, s.att.ptr,
                                          s.lse.ptr, delta_.ptr, dq_.ptr, dk_.ptr, dv_.ptr, stream_),
                 "attention backward");
         }
@@ -773,9 +797,11 @@ class CudaEngine final : public StepEngine {
           check(cuda::copy_columns(dqkv, 3 * d, 2 * d, dv_.ptr, d, 0, d, n, stream_), "join v");
           linear_backward(dqkv, n1, n, d, 3 * d, y.qkv_w, &y.qkv_b, dn_.ptr, false);
         } else {
-          check(cuda::rope(dq_.ptr, n, qw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
+          check(cuda::rope(dq_.ptr, n, qw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
+                           -1.0f, stream_),
                 "rope backward");
-          check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), c_.rope_theta, -1.0f, stream_),
+          check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
+                           -1.0f, stream_),
                 "rope backward");
           linear_backward(dq_.ptr, n1, n, d, qw, y.q, nullptr, dn_.ptr, false);
           linear_backward(dk_.ptr, n1, n, d, kw, y.k, nullptr, dn_.ptr, true);
@@ -849,6 +875,8 @@ class CudaEngine final : public StepEngine {
   DeviceArray<float> tmp_, qkv_, dx_, dn_, dtmp_, dact_, dh_, dup_, datt_, dq_, dk_, dv_, delta_;
   DeviceArray<uint16_t> half_a_, half_b_, logits16_;
   DeviceArray<uint16_t> dh16_, dup16_, dqkv16_;  // bf16 runs: gradients only products read
+  DeviceArray<float> rope_freq_;                  // [layers, head_dim / 2]
+  std::vector<float> rope_factor_;                // per layer
 };
 
 }  // namespace
@@ -862,6 +890,10 @@ Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainCo
   if (model.config().head_dim > cuda::kMaxHeadDim) {
     return failed_precondition("the CUDA trainer takes heads of up to " +
                                std::to_string(cuda::kMaxHeadDim) + " dimensions");
+  }
+  if (const char* missing = cuda_engine_lacks(model.config())) {
+    return failed_precondition(std::string("the CUDA trainer does not implement ") + missing +
+                               " (" + std::string(family_name(model.config().family)) + ")");
   }
   auto engine = std::make_unique<CudaEngine>(model, config, collective, options);
   try {
