@@ -49,6 +49,7 @@ struct DecodeBatch::Sequence {
   Rng rng;
   GenerationResult result;
   size_t shown = 0;  // bytes of result.text already passed to on_token
+  std::vector<int32_t> seen;  // the tokens so far, sorted, when a repetition penalty needs them
   bool done = false, reported = false;
 };
 
@@ -59,6 +60,9 @@ Status SamplingParams::validate() const {
   }
   if (top_k < 0) return invalid_argument("top_k must not be negative", "top_k");
   if (!(top_p > 0 && top_p <= 1)) return invalid_argument("top_p must be in (0, 1]", "top_p");
+  if (!(repetition_penalty > 0 && repetition_penalty <= 10)) {
+    return invalid_argument("repetition_penalty must be in (0, 10]", "repetition_penalty");
+  }
   for (const auto& s : stop) {
     if (s.empty()) return invalid_argument("stop sequences may not be empty", "stop");
   }
@@ -108,6 +112,12 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
                               "prompt");
     }
   }
+  for (int32_t t : params.stop_token_ids) {
+    if (t < 0 || t >= runner_.config().vocab_size) {
+      return invalid_argument("stop token id " + std::to_string(t) + " is outside the vocabulary",
+                              "stop_token_ids");
+    }
+  }
   const int64_t room = std::min<int64_t>(
       context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(params.max_tokens, 1));
   MH_ASSIGN_OR_RETURN(int64_t handle, runner_.open(room));
@@ -118,6 +128,11 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
   s->params = std::move(params);
   s->on_token = std::move(on_token);
   s->result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  if (s->params.repetition_penalty != 1.0f) {
+    s->seen = prompt;
+    std::sort(s->seen.begin(), s->seen.end());
+    s->seen.erase(std::unique(s->seen.begin(), s->seen.end()), s->seen.end());
+  }
   s->pending = std::move(prompt);
   sequences_.push_back(std::move(s));
   return sequences_.back()->id;
@@ -136,6 +151,15 @@ void DecodeBatch::cancel(int64_t id) {
 
 int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
   const int64_t v = runner_.config().vocab_size;
+  std::vector<float> penalized;
+  if (!s.seen.empty()) {  // before greedy choice, temperature and cuts, as transformers does
+    penalized.assign(logits, logits + v);
+    for (int32_t t : s.seen) {
+      float& l = penalized[static_cast<size_t>(t)];
+      l = l < 0 ? l * s.params.repetition_penalty : l / s.params.repetition_penalty;
+    }
+    logits = penalized.data();
+  }
   if (s.params.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits, logits + v) - logits);
   }
@@ -260,13 +284,19 @@ bool DecodeBatch::step() {
   for (size_t i = 0; i < running.size(); ++i) {
     Sequence& s = *running[i];
     const int32_t token = sample(s, logits.data() + static_cast<int64_t>(i) * v);
-    const bool eos = !s.params.ignore_eos && std::find(stop_tokens_.begin(), stop_tokens_.end(),
-                                                       token) != stop_tokens_.end();
+    const auto stops = [token](const std::vector<int32_t>& ids) {
+      return std::find(ids.begin(), ids.end(), token) != ids.end();
+    };
+    const bool eos = !s.params.ignore_eos && (stops(stop_tokens_) || stops(s.params.stop_token_ids));
     if (eos) {
       finish(s, "stop");
       continue;
     }
     emit(s, token);
+    if (!s.seen.empty()) {
+      const auto at = std::lower_bound(s.seen.begin(), s.seen.end(), token);
+      if (at == s.seen.end() || *at != token) s.seen.insert(at, token);
+    }
     if (s.done) continue;
     const int64_t generated = static_cast<int64_t>(s.result.tokens.size());
     if (generated >= s.params.max_tokens ||

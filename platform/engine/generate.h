@@ -22,8 +22,13 @@ struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
   int64_t top_k = 0;         // 0: all tokens
   float top_p = 1.0f;        // nucleus: the smallest set whose probability reaches top_p
+  // transformers' repetition penalty: the logit of every token already in the sequence
+  // (prompt included) is divided by it when positive, multiplied when negative. 1: off.
+  float repetition_penalty = 1.0f;
   uint64_t seed = 0;
   std::vector<std::string> stop;  // generation ends before the first of these in the text
+  // Generation also ends at these tokens (beside the model's end-of-sequence ids).
+  std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
 
   Status validate() const;

@@ -2,6 +2,8 @@
 // sequences with streaming, max tokens, cancellation, and bad parameters.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "platform/engine/generate.h"
 
 namespace mh::engine {
@@ -62,6 +64,57 @@ TEST_CASE("batched greedy decoding of prompts of different lengths matches the f
     CHECK((*results)[i].prompt_tokens == static_cast<int64_t>(prompts[i].size()));
     CHECK((*results)[i].text == f.tokenizer.decode((*results)[i].tokens).value());
   }
+}
+
+TEST_CASE("a repetition penalty steers greedy decoding as transformers' processor does") {
+  Fixture f;
+  const std::vector<int32_t> prompt = f.tokenizer.encode("the quick brown");
+  // The slow way: each step's logits of every token seen so far divided by the penalty (times
+  // it when negative), then the arg max.
+  const float penalty = 3.0f;
+  std::vector<int32_t> ids = prompt, want;
+  for (int i = 0; i < 8; ++i) {
+    f.model->forward(ids, 1, static_cast<int64_t>(ids.size()), {});
+    const Tensor logits = f.model->logits();
+    std::vector<float> last(logits.data() + (static_cast<int64_t>(ids.size()) - 1) * 300,
+                            logits.data() + static_cast<int64_t>(ids.size()) * 300);
+    std::vector<int32_t> seen = ids;
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    for (int32_t t : seen) last[t] = last[t] < 0 ? last[t] * penalty : last[t] / penalty;
+    const auto next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    want.push_back(next);
+    ids.push_back(next);
+  }
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = 8;
+  p.ignore_eos = true;
+  p.repetition_penalty = penalty;
+  auto got = generate(*f.model, f.tokenizer, {prompt}, p);
+  REQUIRE(got.ok());
+  CHECK((*got)[0].tokens == want);
+  p.repetition_penalty = 1.0f;
+  auto plain = generate(*f.model, f.tokenizer, {prompt}, p);
+  REQUIRE(plain.ok());
+  CHECK((*plain)[0].tokens == f.slow_greedy(prompt, 8));
+  CHECK((*plain)[0].tokens != want);  // the penalty changed something at this strength
+
+  // Stop token ids end a sequence like the model's own end-of-sequence ids.
+  p.stop_token_ids = {want[2]};
+  p.repetition_penalty = penalty;
+  p.ignore_eos = false;
+  auto stopped = generate(*f.model, f.tokenizer, {prompt}, p);
+  REQUIRE(stopped.ok());
+  CHECK((*stopped)[0].finish_reason == "stop");
+  CHECK((*stopped)[0].tokens.size() <= 2);
+  p.repetition_penalty = 0;
+  CHECK(generate(*f.model, f.tokenizer, {prompt}, p).status().message() ==
+        "repetition_penalty must be in (0, 10]");
+  p.repetition_penalty = 1;
+  p.stop_token_ids = {300};
+  CHECK(generate(*f.model, f.tokenizer, {prompt}, p).status().message() ==
+        "stop token id 300 is outside the vocabulary");
 }
 
 TEST_CASE("sampling: a seed fixes the output, top-k 1 and a tiny top-p are greedy") {
