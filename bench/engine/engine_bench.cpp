@@ -38,6 +38,17 @@ class TimedBackend final : public Backend {
     gemm_flops +=
         2.0 * static_cast<double>(c.numel()) * static_cast<double>(ta ? a.dim(0) : a.dim(1));
   }
+  void gemm_half(bool tb, float alpha, const Tensor& a, const HalfTensor& b, float beta,
+                 Tensor& c) override {
+    const auto t0 = Clock::now();
+    b_.gemm_half(tb, alpha, a, b, beta, c);
+    gemm_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    gemm_flops += 2.0 * static_cast<double>(c.numel()) * static_cast<double>(a.dim(1));
+  }
+  void embedding_half(const HalfTensor& table, const std::vector<int32_t>& ids,
+                      Tensor& out) override {
+    b_.embedding_half(table, ids, out);
+  }
   void layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out,
                  Tensor& mean, Tensor& rstd) override {
     b_.layernorm(x, w, b, eps, out, mean, rstd);

@@ -25,6 +25,12 @@ class Backend {
   virtual void gemm(bool transpose_a, bool transpose_b, float alpha, const Tensor& a,
                     const Tensor& b, float beta, Tensor& c) = 0;
 
+  // c = alpha * a @ op(b) + beta * c with b held at 16 bits (weights kept as their file stores
+  // them), converted as it is read; op transposes b when asked. The default converts all of b
+  // and calls gemm; the CPU backend converts it piece by piece as its products read it.
+  virtual void gemm_half(bool transpose_b, float alpha, const Tensor& a, const HalfTensor& b,
+                         float beta, Tensor& c);
+
   // LayerNorm over the last dimension: out = (x - mean) * rstd * w + b. mean and rstd (one per
   // row) are saved for the backward pass.
   virtual void layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out,
@@ -53,6 +59,9 @@ class Backend {
 
   // Rows of `table` picked by ids: out[i] = table[ids[i]]. Ids out of range throw ShapeError.
   virtual void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) = 0;
+  // The same from a table held at 16 bits: the picked rows are converted.
+  virtual void embedding_half(const HalfTensor& table, const std::vector<int32_t>& ids,
+                              Tensor& out);
   virtual void embedding_backward(const Tensor& dout, const std::vector<int32_t>& ids,
                                   Tensor& dtable) = 0;
 

@@ -44,6 +44,28 @@ inline std::tuple<int64_t, int64_t, int64_t> check_gemm(bool ta, bool tb, const 
   return {m, n, k};
 }
 
+// gemm_half's operands: a [m, k], op(b) [k, n] (b 2-D), c [m, n] as for gemm. Returns {m, n, k}.
+inline std::tuple<int64_t, int64_t, int64_t> check_gemm_half(bool tb, const Tensor& a,
+                                                             const HalfTensor& b, float beta,
+                                                             Tensor& c) {
+  if (a.rank() != 2 || b.rank() != 2) {
+    throw ShapeError("gemm_half: a " + shape_string(a.shape()) + " and b " +
+                     shape_string(b.shape()) + " must be 2-D");
+  }
+  const int64_t m = a.dim(0), k = a.dim(1);
+  const int64_t kb = tb ? b.dim(1) : b.dim(0), n = tb ? b.dim(0) : b.dim(1);
+  if (k != kb) {
+    throw ShapeError("gemm_half: a is [" + std::to_string(m) + ", " + std::to_string(k) +
+                     "] but op(b) is [" + std::to_string(kb) + ", " + std::to_string(n) + "]");
+  }
+  if (beta == 0.0f) {
+    shape_output(c, {m, n});
+  } else {
+    expect_shape(c, {m, n}, "gemm_half", "c");
+  }
+  return {m, n, k};
+}
+
 inline void check_rope(const Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,
                        const Backend::Rope& rope, const char* op) {
   if (x.rank() != 2 || head_dim <= 0 || head_dim % 2 != 0 || x.dim(1) % head_dim != 0) {

@@ -12,6 +12,10 @@
 #include <cblas.h>
 #endif
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace mh::engine {
 namespace {
 
@@ -120,6 +124,57 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// sum a[i] * b[i] over n values, b 16-bit. No library multiplies fp32 by bf16 or f16 (OpenBLAS's
+// sbgemv wants both operands in bf16, which would round the activations): where the CPU has
+// AVX2, FMA and F16C the weights are widened in registers; elsewhere a piece at a time.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) inline __m256 widen(const uint16_t* p, bool bf16) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+              : _mm256_cvtph_ps(h);
+}
+
+__attribute__((target("avx2,fma,f16c"))) float dot_half_avx2(const float* a, const uint16_t* b,
+                                                             int64_t n, bool bf16) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), widen(b + i, bf16), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), widen(b + i + 8, bf16), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), widen(b + i + 16, bf16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), widen(b + i + 24, bf16), acc3);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), widen(b + i, bf16), acc0);
+  const __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  float s = _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+  for (; i < n; ++i) s += a[i] * (bf16 ? bf16_to_float(b[i]) : f16_to_float(b[i]));
+  return s;
+}
+
+bool have_avx2_fma_f16c() {
+  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           __builtin_cpu_supports("f16c");
+  return have;
+}
+#endif
+
+float dot_half(HalfTensor::Format format, const float* a, const uint16_t* b, int64_t n) {
+#if defined(__x86_64__)
+  if (have_avx2_fma_f16c()) return dot_half_avx2(a, b, n, format == HalfTensor::Format::kBF16);
+#endif
+  constexpr int64_t kPiece = 256;
+  float wide[kPiece];
+  float s = 0;
+  for (int64_t i = 0; i < n; i += kPiece) {
+    const int64_t len = std::min(kPiece, n - i);
+    half_to_float(format, b + i, len, wide);
+    s += dot(a + i, wide, len);
+  }
+  return s;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
@@ -209,6 +264,78 @@ class CpuBackend final : public Backend {
         }
       }
     });
+#endif
+  }
+
+  // Few rows (decoding): each weight row (or row piece) is widened as a dot product or an axpy
+  // reads it, so the weights are read once at their own width. More rows: the weights are
+  // widened a panel of 64 columns of op(b) at a time, and each panel goes through SGEMM.
+  void gemm_half(bool tb, float alpha, const Tensor& a, const HalfTensor& b, float beta,
+                 Tensor& c) override {
+    const auto [m, n, k] = check_gemm_half(tb, a, b, beta, c);
+    const HalfTensor::Format f = b.format();
+    const auto out = [&](int64_t i, int64_t j, float v) {
+      float& o = c.data()[i * n + j];
+      o = alpha * v + (beta == 0.0f ? 0.0f : beta * o);
+    };
+    if (m <= 8) {
+      const int64_t blocks = std::min<int64_t>(pool_.size(), (n + 63) / 64);
+      pool_.parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t blk = begin; blk < end; ++blk) {
+          const int64_t j0 = n * blk / blocks, j1 = n * (blk + 1) / blocks;
+          if (tb) {
+            for (int64_t j = j0; j < j1; ++j) {
+              for (int64_t i = 0; i < m; ++i) out(i, j, dot_half(f, a.data() + i * k, b.data() + j * k, k));
+            }
+            continue;
+          }
+          // b is [k, n]: row p of b, widened over [j0, j1), is added into each row's sums.
+          const int64_t w = j1 - j0;
+          std::vector<float> sums(static_cast<size_t>(m * w)), wide(static_cast<size_t>(w));
+          for (int64_t p = 0; p < k; ++p) {
+            half_to_float(f, b.data() + p * n + j0, w, wide.data());
+            for (int64_t i = 0; i < m; ++i) axpy(a[i * k + p], wide.data(), sums.data() + i * w, w);
+          }
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = j0; j < j1; ++j) out(i, j, sums[static_cast<size_t>(i * w + j - j0)]);
+          }
+        }
+      });
+      return;
+    }
+    constexpr int64_t kPanel = 64;
+    const int64_t panels = (n + kPanel - 1) / kPanel;
+    const auto widen_panel = [&](int64_t j0, int64_t w, Tensor& panel) {
+      if (tb) {  // rows j0 .. j0 + w of b [n, k]: panel [w, k]
+        shape_output(panel, {w, k});
+        b.read(j0 * k, w * k, panel.data());
+      } else {  // columns j0 .. j0 + w of b [k, n]: panel [k, w]
+        shape_output(panel, {k, w});
+        for (int64_t p = 0; p < k; ++p) b.read(p * n + j0, w, panel.data() + p * w);
+      }
+    };
+#ifdef MH_ENGINE_OPENBLAS
+    pool_.parallel_for(panels, 1, [&](int64_t begin, int64_t end) {
+      Tensor panel;
+      for (int64_t pn = begin; pn < end; ++pn) {
+        const int64_t j0 = pn * kPanel, w = std::min(kPanel, n - j0);
+        widen_panel(j0, w, panel);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    static_cast<int>(m), static_cast<int>(w), static_cast<int>(k), alpha, a.data(),
+                    static_cast<int>(k), panel.data(), static_cast<int>(panel.dim(1)), beta,
+                    c.data() + j0, static_cast<int>(n));
+      }
+    });
+#else
+    Tensor panel, part;
+    for (int64_t pn = 0; pn < panels; ++pn) {
+      const int64_t j0 = pn * kPanel, w = std::min(kPanel, n - j0);
+      widen_panel(j0, w, panel);
+      gemm(false, tb, 1.0f, a, panel, 0.0f, part);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < w; ++j) out(i, j0 + j, part[i * w + j]);
+      }
+    }
 #endif
   }
 

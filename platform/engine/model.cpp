@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <stdexcept>
 
 #include "platform/engine/chat_template.h"
 #include "platform/engine/files.h"
@@ -32,8 +33,10 @@ constexpr int64_t kMaxLayers = 1024;
 constexpr int64_t kMaxParameters = int64_t{1} << 37;
 constexpr size_t kMaxConfigBytes = 1 << 20;
 
-Status config_error(std::string_view field, std::string_view what) {
-  return invalid_argument("config.json: \"" + std::string(field) + "\" " + std::string(what),
+Status config_error(std::string_view field, std::string_view what,
+                    std::string_view file = "config.json") {
+  return invalid_argument(std::string(file) + ": \"" + std::string(field) + "\" " +
+                              std::string(what),
                           std::string(field));
 }
 
@@ -70,16 +73,19 @@ Result<bool> bool_field(const Json& cfg, std::string_view key, bool fallback) {
 }
 
 // Token ids: absent or null is none; a list (several EOS ids) gives them all.
-Result<std::vector<int64_t>> token_ids_field(const Json& cfg, std::string_view key, int64_t vocab) {
+Result<std::vector<int64_t>> token_ids_field(const Json& cfg, std::string_view key, int64_t vocab,
+                                             std::string_view file = "config.json") {
   const Json* v = cfg.find(key);
   std::vector<int64_t> out;
   if (v == nullptr || v->is_null()) return out;
   const JsonArray one{*v};
   const JsonArray& list = v->is_array() ? v->as_array() : one;
-  if (list.empty() || list.size() > 64) return config_error(key, "must list 1 to 64 token ids");
+  if (list.empty() || list.size() > 64) {
+    return config_error(key, "must list 1 to 64 token ids", file);
+  }
   for (const Json& id : list) {
     if (!id.is_int() || id.as_int() < 0 || id.as_int() >= vocab) {
-      return config_error(key, "must be a token id below vocab_size");
+      return config_error(key, "must be a token id below vocab_size", file);
     }
     out.push_back(id.as_int());
   }
@@ -658,6 +664,84 @@ Backend::AttentionShape attention_shape(const ModelConfig& c, int64_t layer) {
   return s;
 }
 
+Result<GenerationConfig> parse_generation_config(std::string_view json_text, int64_t vocab_size) {
+  constexpr std::string_view kFile = "generation_config.json";
+  JsonLimits limits;
+  limits.max_bytes = kMaxConfigBytes;
+  auto parsed = parse_json(json_text, limits);
+  if (!parsed.ok()) return invalid_argument(std::string(kFile) + ": " + parsed.status().message());
+  const Json& cfg = *parsed;
+  if (!cfg.is_object()) return invalid_argument(std::string(kFile) + ": must be a JSON object");
+  const auto error = [&](std::string_view key, std::string_view what) {
+    return config_error(key, what, kFile);
+  };
+  // What the publisher's sampling comes down to for one sequence, and what is only a
+  // description (token ids of other roles, the writer's version, how transformers caches).
+  // Search and the other processors are accepted at the values that leave them off.
+  constexpr std::string_view kDescriptive[] = {
+      "transformers_version", "_from_model_config", "cache_implementation", "use_cache",
+      "output_attentions", "output_hidden_states", "output_scores", "output_logits",
+      "return_dict_in_generate"};
+  constexpr std::pair<std::string_view, double> kOffAt[] = {
+      {"num_beams", 1},          {"num_beam_groups", 1},  {"num_return_sequences", 1},
+      {"no_repeat_ngram_size", 0}, {"length_penalty", 1}, {"min_length", 0},
+      {"min_new_tokens", 0},     {"typical_p", 1},        {"epsilon_cutoff", 0},
+      {"eta_cutoff", 0},         {"diversity_penalty", 0}, {"encoder_repetition_penalty", 1},
+      {"min_p", 0}};
+  GenerationConfig g;
+  for (const auto& [key, v] : cfg.as_object()) {
+    if (v.is_null()) continue;
+    if (key == "bos_token_id" || key == "pad_token_id" || key == "decoder_start_token_id") {
+      MH_TRY(token_ids_field(cfg, key, vocab_size, kFile).status());
+    } else if (key == "eos_token_id") {
+      MH_ASSIGN_OR_RETURN(g.eos_token_ids, token_ids_field(cfg, key, vocab_size, kFile));
+    } else if (key == "do_sample") {
+      if (!v.is_bool()) return error(key, "must be true or false");
+      g.greedy = !v.as_bool();
+    } else if (key == "temperature" || key == "top_p" || key == "repetition_penalty") {
+      const double d = v.is_number() ? v.as_double() : -1;
+      const bool ok = key == "temperature" ? d >= 0 && d <= 100
+                      : key == "top_p"     ? d > 0 && d <= 1
+                                           : d > 0 && d <= 10;
+      if (!ok) {
+        return error(key, key == "temperature" ? "must be a number in [0, 100]"
+                          : key == "top_p"     ? "must be a number in (0, 1]"
+                                               : "must be a number in (0, 10]");
+      }
+      (key == "temperature" ? g.temperature : key == "top_p" ? g.top_p : g.repetition_penalty) =
+          static_cast<float>(d);
+    } else if (key == "top_k") {
+      if (!v.is_int() || v.as_int() < 0) return error(key, "must be a non-negative integer");
+      g.top_k = v.as_int();
+    } else if (key == "max_new_tokens" || key == "max_length") {
+      if (!v.is_int() || v.as_int() < 1) return error(key, "must be a positive integer");
+      (key == "max_new_tokens" ? g.max_new_tokens : g.max_length) = v.as_int();
+    } else if (std::find(std::begin(kDescriptive), std::end(kDescriptive), key) !=
+               std::end(kDescriptive)) {
+      continue;
+    } else if (auto off = std::find_if(std::begin(kOffAt), std::end(kOffAt),
+                                       [&](const auto& o) { return o.first == key; });
+               off != std::end(kOffAt)) {
+      if (!v.is_number() || v.as_double() != off->second) {
+        return error(key, "is set; this platform samples one sequence without it (only " +
+                              fmt_number(off->second) + " is accepted)");
+      }
+    } else {
+      return error(key, "is not a generation setting this platform implements");
+    }
+  }
+  return g;
+}
+
+Result<GenerationConfig> load_generation_config(const std::filesystem::path& dir,
+                                                int64_t vocab_size) {
+  const auto file = dir / "generation_config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) return GenerationConfig{};
+  MH_ASSIGN_OR_RETURN(std::string text, read_text_file(file, kMaxConfigBytes));
+  return parse_generation_config(text, vocab_size);
+}
+
 Model::Model(ModelConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {
   build_parameters();
 }
@@ -733,8 +817,7 @@ void Model::build_parameters() {
   Layout layout = lay_out(config_, [&](std::string name, Shape shape, bool decay) {
     Parameter p;
     p.name = std::move(name);
-    p.grad = Tensor(shape);
-    p.value = Tensor(std::move(shape));
+    p.shape = std::move(shape);
     p.decay = decay;
     params_.push_back(std::move(p));
     return params_.size() - 1;
@@ -768,6 +851,7 @@ Result<std::unique_ptr<Model>> Model::create(const ModelConfig& config, Backend&
   const double std_dev = 0.02;
   const double resid_std = std_dev / std::sqrt(2.0 * static_cast<double>(config.layers));
   for (auto& p : m->params_) {
+    p.value = Tensor(p.shape);
     if (p.value.rank() == 1) {
       // Norms start as the identity (weight 1, or 0 under Gemma's 1 + w), biases at 0.
       const bool is_weight = p.name.ends_with(".weight");
@@ -790,7 +874,42 @@ Parameter* Model::find(std::string_view name) {
 }
 
 void Model::zero_grad() {
-  for (auto& p : params_) p.grad.fill(0.0f);
+  for (auto& p : params_) {
+    if (p.grad.shape() == p.shape) {
+      p.grad.fill(0.0f);
+    } else {
+      p.grad = Tensor(p.shape);
+    }
+  }
+}
+
+void Model::ensure_grads() {
+  if (has_half_weights()) {
+    throw std::logic_error("a model with weights held at 16 bits is for inference; load it with "
+                           "Weights::kFloat32 to train it");
+  }
+  for (auto& p : params_) {
+    if (p.grad.shape() != p.shape) p.grad = Tensor(p.shape);
+  }
+}
+
+bool Model::has_half_weights() const {
+  return std::any_of(params_.begin(), params_.end(), [](const Parameter& p) { return !p.half.empty(); });
+}
+
+int64_t Model::weight_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& p : params_) bytes += 4 * p.value.numel() + 2 * p.half.numel();
+  return bytes;
+}
+
+void Model::to_half(HalfTensor::Format format) {
+  for (auto& p : params_) {
+    if (p.shape.size() != 2 || p.value.numel() == 0) continue;
+    p.half = HalfTensor::of(p.value, format);
+    p.value = Tensor();
+    p.grad = Tensor();
+  }
 }
 
 Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::path& dir) {
@@ -811,21 +930,52 @@ Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::p
     }
     if (names.insert(file.as_string()).second) files.push_back(dir / file.as_string());
   }
+  if (files.empty()) return invalid_argument("model.safetensors.index.json: \"weight_map\" is empty");
+  // The shards must hold what the index says they hold, and nothing else: a tensor in another
+  // shard than its entry names is a checkpoint put together wrongly.
+  size_t found = 0;
+  for (const auto& file : files) {
+    auto st = Safetensors::open(file);
+    if (!st.ok()) return invalid_argument(file.filename().string() + ": " + st.status().message());
+    const std::string shard = file.filename().string();
+    for (const TensorEntry& e : st->tensors()) {
+      const Json* entry = map->find(e.name);
+      if (entry == nullptr) {
+        return invalid_argument("model.safetensors.index.json does not list tensor \"" + e.name +
+                                "\", which " + shard + " holds");
+      }
+      if (entry->as_string() != shard) {
+        return invalid_argument("model.safetensors.index.json puts tensor \"" + e.name +
+                                "\" in " + entry->as_string() + ", but " + shard + " holds it");
+      }
+      ++found;
+    }
+  }
+  if (found != map->as_object().size()) {
+    for (const auto& [tensor, file] : map->as_object()) {
+      auto st = Safetensors::open(dir / file.as_string());
+      if (st.ok() && st->find(tensor) == nullptr) {
+        return invalid_argument("model.safetensors.index.json puts tensor \"" + tensor + "\" in " +
+                                file.as_string() + ", which does not hold it");
+      }
+    }
+  }
   return files;
 }
 
-Result<std::unique_ptr<Model>> Model::load(const std::filesystem::path& dir, Backend& backend) {
+Result<std::unique_ptr<Model>> Model::load(const std::filesystem::path& dir, Backend& backend,
+                                           Weights weights) {
   MH_ASSIGN_OR_RETURN(std::string text, read_text_file(dir / "config.json", kMaxConfigBytes));
   MH_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(text));
   MH_ASSIGN_OR_RETURN(auto files, weight_files(dir));
-  return load_weights(config, files, backend);
+  return load_weights(config, files, backend, weights);
 }
 
 Result<std::unique_ptr<Model>> Model::load_weights(const ModelConfig& config,
                                                    const std::vector<std::filesystem::path>& files,
-                                                   Backend& backend) {
+                                                   Backend& backend, Weights weights) {
   std::unique_ptr<Model> m(new Model(config, backend));
-  MH_TRY(m->read_weights(files));
+  MH_TRY(m->read_weights(files, weights));
   return m;
 }
 
@@ -880,17 +1030,30 @@ Status check_weights(const ModelConfig& config, const std::vector<std::filesyste
   return {};
 }
 
-Status Model::read_weights(const std::vector<std::filesystem::path>& files) {
+Status Model::read_weights(const std::vector<std::filesystem::path>& files, Weights weights) {
   std::vector<Tensor> values(params_.size());
+  std::vector<HalfTensor> halves(params_.size());
   MH_TRY(check_weights(config_, files, [&](size_t i, const TensorEntry& e) -> Status {
+    const Shape& shape = params_[i].shape;
+    if (weights == Weights::kAsStored && shape.size() == 2 &&
+        (e.dtype == DType::kBF16 || e.dtype == DType::kF16)) {
+      halves[i] = HalfTensor(shape, e.dtype == DType::kBF16 ? HalfTensor::Format::kBF16
+                                                            : HalfTensor::Format::kF16);
+      std::memcpy(halves[i].data(), e.bytes.data(), e.bytes.size());
+      return {};
+    }
     auto floats = to_float(e);
     if (!floats.ok())
       return invalid_argument("tensor \"" + e.name + "\": " + floats.status().message());
-    values[i] = Tensor::of(params_[i].value.shape(), std::move(floats).value());
+    values[i] = Tensor::of(shape, std::move(floats).value());
     return {};
   }));
   // Nothing changes unless every tensor was good.
-  for (size_t i = 0; i < params_.size(); ++i) params_[i].value = std::move(values[i]);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].value = std::move(values[i]);
+    params_[i].half = std::move(halves[i]);
+    params_[i].grad = Tensor();
+  }
   return {};
 }
 
@@ -898,6 +1061,7 @@ Result<ModelSummary> inspect_model(const std::filesystem::path& dir) {
   ModelSummary summary;
   MH_ASSIGN_OR_RETURN(std::string text, read_text_file(dir / "config.json", kMaxConfigBytes));
   MH_ASSIGN_OR_RETURN(summary.config, parse_model_config(text));
+  MH_TRY(load_generation_config(dir, summary.config.vocab_size).status());
   MH_ASSIGN_OR_RETURN(auto files, weight_files(dir));
   MH_TRY(check_weights(summary.config, files, [&](size_t, const TensorEntry& e) -> Status {
     summary.weight_bytes += static_cast<int64_t>(e.bytes.size());
@@ -922,11 +1086,17 @@ Status Model::save_weights(const std::filesystem::path& file) const {
   std::vector<TensorToWrite> tensors;
   bytes.reserve(params_.size());
   for (const auto& p : params_) {
-    bytes.push_back(as_bytes(p.value));
     TensorToWrite t;
     t.name = p.name;
-    t.dtype = DType::kF32;
-    t.shape = p.value.shape();
+    t.shape = p.shape;
+    if (p.half.empty()) {
+      bytes.push_back(as_bytes(p.value));
+      t.dtype = DType::kF32;
+    } else {
+      const auto* b = reinterpret_cast<const uint8_t*>(p.half.data());
+      bytes.emplace_back(b, b + 2 * p.half.numel());
+      t.dtype = p.half.format() == HalfTensor::Format::kBF16 ? DType::kBF16 : DType::kF16;
+    }
     t.bytes = bytes.back();
     tensors.push_back(std::move(t));
   }
@@ -945,7 +1115,11 @@ Status Model::save(const std::filesystem::path& dir) const {
 // head) as [out, in].
 void Model::linear(const Tensor& x, size_t w, size_t b, Tensor& y) {
   const bool out_in = config_.family != Family::kGpt2 || w == head_;
-  backend_.gemm(false, out_in, 1.0f, x, params_[w].value, 0.0f, y);
+  if (params_[w].half.empty()) {
+    backend_.gemm(false, out_in, 1.0f, x, params_[w].value, 0.0f, y);
+  } else {
+    backend_.gemm_half(out_in, 1.0f, x, params_[w].half, 0.0f, y);
+  }
   if (b != kNone) backend_.add_bias(y, params_[b].value);
 }
 
@@ -1033,11 +1207,18 @@ void Model::head_logits(const Tensor& x, Tensor& logits) {
 
 void Model::embed(const std::vector<int32_t>& ids, const std::vector<int32_t>& positions,
                   Tensor& x) {
-  backend_.embedding(params_[wte_].value, ids, x);
+  const auto lookup = [&](const Parameter& table, const std::vector<int32_t>& rows, Tensor& out) {
+    if (table.half.empty()) {
+      backend_.embedding(table.value, rows, out);
+    } else {
+      backend_.embedding_half(table.half, rows, out);
+    }
+  };
+  lookup(params_[wte_], ids, x);
   if (config_.embedding_scale != 1.0f) backend_.scale(x, config_.embedding_scale);
   if (config_.family == Family::kGpt2) {
     Tensor pos;
-    backend_.embedding(params_[wpe_].value, positions, pos);
+    lookup(params_[wpe_], positions, pos);
     backend_.add(x, pos, x);
   }
 }
@@ -1181,6 +1362,7 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
     throw ShapeError("forward: " + std::to_string(targets.size()) + " targets for " +
                      std::to_string(ids.size()) + " ids");
   }
+  if (!targets.empty()) ensure_grads();
   ids_ = ids;
   batch_ = batch;
   seq_len_ = seq_len;

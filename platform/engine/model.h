@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -105,6 +106,21 @@ Result<ModelConfig> parse_model_config(std::string_view json_text);
 // The config.json transformers reads for `config`.
 std::string model_config_json(const ModelConfig& config);
 
+// A model's generation_config.json: how its publisher samples from it, as defaults for
+// requests that do not say, and the ids that end generation. Settings this platform does not
+// implement (beam search, n-gram bans, ...) are refused by name unless set to what leaves them
+// off; descriptive ones (the writer's version, other roles' token ids) are checked and kept out.
+struct GenerationConfig {
+  std::optional<float> temperature, top_p, repetition_penalty;
+  std::optional<int64_t> top_k, max_new_tokens, max_length;
+  bool greedy = false;                // "do_sample": false
+  std::vector<int64_t> eos_token_ids;  // end generation, beside config.json's
+};
+Result<GenerationConfig> parse_generation_config(std::string_view json_text, int64_t vocab_size);
+// `dir`/generation_config.json, or no settings when the directory has none.
+Result<GenerationConfig> load_generation_config(const std::filesystem::path& dir,
+                                                int64_t vocab_size);
+
 // A parameter's Hugging Face name, shape, and whether weight decay applies.
 struct TensorSpec {
   std::string name;
@@ -114,10 +130,20 @@ struct TensorSpec {
 
 struct Parameter {
   std::string name;  // the Hugging Face tensor name
+  Shape shape;
+  // The values: in fp32, or (a matrix of a model loaded for inference with Weights::kAsStored)
+  // at the 16 bits its file stores, with `value` empty.
   Tensor value;
-  Tensor grad;         // same shape; backward passes add into it
+  HalfTensor half;
+  Tensor grad;         // same shape, made by the first training forward or zero_grad(); backward
+                       // passes add into it
   bool decay = false;  // weight decay applies (matrices, not norms or biases)
 };
+
+// How a loaded model holds the matrices its files store in bf16 or f16: widened to fp32 (what
+// training needs), or as stored, for inference, so that the model costs its files' size in
+// memory (every op that reads a weight converts it as it reads). Vectors are always fp32.
+enum class Weights { kFloat32, kAsStored };
 
 // Keys and values of one sequence, for every layer, grown as tokens are appended.
 class KvCache {
@@ -142,11 +168,13 @@ class Model {
                                                uint64_t seed);
   // Reads `dir`/config.json and `dir`/model.safetensors (or the shards that
   // model.safetensors.index.json names). Tensors may be F32, F16 or BF16.
-  static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir, Backend& backend);
+  static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir, Backend& backend,
+                                             Weights weights = Weights::kFloat32);
   // Reads the weights of `config` from safetensors files; every expected tensor must be there
   // with its shape, and nothing unexpected.
   static Result<std::unique_ptr<Model>> load_weights(
-      const ModelConfig& config, const std::vector<std::filesystem::path>& files, Backend& backend);
+      const ModelConfig& config, const std::vector<std::filesystem::path>& files, Backend& backend,
+      Weights weights = Weights::kFloat32);
   // The tensors a model of `config` is made of, in order, without allocating them.
   static std::vector<TensorSpec> tensor_specs(const ModelConfig& config);
 
@@ -172,8 +200,17 @@ class Model {
   static Layout layout(const ModelConfig& config);
 
   // Replaces this model's weights with those in the files (the same checks as load_weights).
-  Status read_weights(const std::vector<std::filesystem::path>& files);
-  // Writes config.json and model.safetensors (F32) into `dir`, each atomically.
+  Status read_weights(const std::vector<std::filesystem::path>& files,
+                      Weights weights = Weights::kFloat32);
+  // Rounds every matrix to `format` and keeps it at 16 bits, as kAsStored would have loaded it
+  // from such a file; the model is then for inference.
+  void to_half(HalfTensor::Format format);
+  // Whether some weight is held at 16 bits (then forward() takes no targets: no training).
+  bool has_half_weights() const;
+  // The bytes the weights take in memory (not their gradients).
+  int64_t weight_bytes() const;
+  // Writes config.json and model.safetensors into `dir`, each atomically: F32, and the weights
+  // held at 16 bits in their own format.
   Status save(const std::filesystem::path& dir) const;
   Status save_weights(const std::filesystem::path& file) const;
 
@@ -234,6 +271,7 @@ class Model {
   std::vector<Layer> layers_;  // indices into params_
   size_t wte_ = kNone, wpe_ = kNone, norm_w_ = kNone, norm_b_ = kNone, head_ = kNone;
   Tensor offset_weight_;  // scratch: a norm's weight plus the config's offset
+  void ensure_grads();
 
   // The last training forward.
   std::vector<int32_t> ids_, positions_;

@@ -33,17 +33,6 @@ std::string errno_text(std::string_view what, const std::filesystem::path& path)
   return std::string(what) + " " + path.string() + ": " + std::strerror(errno);
 }
 
-uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 }  // namespace
 
 std::string_view dtype_name(DType dtype) {
@@ -275,55 +264,6 @@ Status write_safetensors(const std::filesystem::path& path, std::vector<TensorTo
   pieces.emplace_back(reinterpret_cast<const uint8_t*>(header.data()), header.size());
   for (const auto& t : tensors) pieces.push_back(t.bytes);
   return write_file_atomically(path, pieces);
-}
-
-uint16_t float_to_bf16(float f) {
-  uint32_t u = float_bits(f);
-  if ((u & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
-
-float f16_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  if (exp == 0) {
-    if (mant == 0) return bits_float(sign);
-    // Subnormal: normalise.
-    exp = 1;
-    while ((mant & 0x400) == 0) {
-      mant <<= 1;
-      --exp;
-    }
-    mant &= 0x3ff;
-    return bits_float(sign | ((exp + 112) << 23) | (mant << 13));
-  }
-  if (exp == 31) return bits_float(sign | 0x7f800000 | (mant << 13));
-  return bits_float(sign | ((exp + 112) << 23) | (mant << 13));
-}
-
-uint16_t float_to_f16(float f) {
-  const uint32_t u = float_bits(f);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000);
-  const uint32_t abs = u & 0x7fffffff;
-  if (abs > 0x7f800000) return sign | 0x7e00;   // NaN
-  if (abs >= 0x477ff000) return sign | 0x7c00;  // rounds past 65504: infinity
-  if (abs < 0x38800000) {                       // below F16's smallest normal: a subnormal or zero
-    if (abs < 0x33000000) return sign;          // under half the smallest subnormal
-    // value = mant * 2^(e - 150) and a subnormal h stands for h * 2^-24: h = mant >> (126 - e).
-    const uint32_t mant = (abs & 0x7fffff) | 0x800000;
-    const uint32_t shift = 126 - (abs >> 23);
-    uint32_t half = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1);
-    const uint32_t halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (half & 1))) ++half;
-    return sign | static_cast<uint16_t>(half);
-  }
-  uint32_t v = abs - 0x38000000;  // rebias 127 -> 15
-  v += 0xfff + ((v >> 13) & 1);
-  return sign | static_cast<uint16_t>(v >> 13);
 }
 
 }  // namespace mh::engine

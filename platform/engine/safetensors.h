@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "platform/base/status.h"
+#include "platform/engine/tensor.h"
 
 namespace mh::engine {
 
@@ -75,11 +76,5 @@ struct TensorToWrite {
 // writer does) under a temporary name, fsyncs it and renames it over `path`.
 Status write_safetensors(const std::filesystem::path& path, std::vector<TensorToWrite> tensors,
                          const std::map<std::string, std::string>& metadata = {});
-
-// float <-> bfloat16 / float16, round to nearest even.
-uint16_t float_to_bf16(float f);
-float bf16_to_float(uint16_t h);
-uint16_t float_to_f16(float f);
-float f16_to_float(uint16_t h);
 
 }  // namespace mh::engine

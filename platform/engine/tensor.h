@@ -1,6 +1,8 @@
 // Tensor: a dense, row-major float32 array with a shape. The CPU backend computes in fp32 (it is
-// the reference the CUDA backend is checked against); bf16/f16 exist only at the edges
-// (safetensors). Shapes are checked by every op, and nothing broadcasts implicitly.
+// the reference the CUDA backend is checked against). HalfTensor holds weights at the 16 bits
+// (bf16 or f16) their file stores them in, for inference: the ops that take one convert its
+// values to fp32 as they read them, so a model costs its file's size in memory. Shapes are
+// checked by every op, and nothing broadcasts implicitly.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +53,47 @@ class Tensor {
   Shape shape_;
   std::vector<float> data_;
 };
+
+// float <-> bfloat16 / float16, round to nearest even.
+uint16_t float_to_bf16(float f);
+float bf16_to_float(uint16_t h);
+uint16_t float_to_f16(float f);
+float f16_to_float(uint16_t h);
+
+class HalfTensor {
+ public:
+  enum class Format { kBF16, kF16 };
+
+  HalfTensor() = default;
+  HalfTensor(Shape shape, Format format);
+  // The values of `t` rounded to `format`.
+  static HalfTensor of(const Tensor& t, Format format);
+
+  Format format() const { return format_; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const;
+  int64_t numel() const { return static_cast<int64_t>(bits_.size()); }
+  bool empty() const { return bits_.empty(); }
+  uint16_t* data() { return bits_.data(); }
+  const uint16_t* data() const { return bits_.data(); }
+
+  float at(int64_t i) const {
+    const uint16_t h = bits_[static_cast<size_t>(i)];
+    return format_ == Format::kBF16 ? bf16_to_float(h) : f16_to_float(h);
+  }
+  // Writes `count` values from element `begin` on as floats into out.
+  void read(int64_t begin, int64_t count, float* out) const;
+  Tensor to_float() const;
+
+ private:
+  Shape shape_;
+  Format format_ = Format::kBF16;
+  std::vector<uint16_t> bits_;
+};
+
+// Converts n 16-bit values of `format` to floats (vector instructions where the CPU has them).
+void half_to_float(HalfTensor::Format format, const uint16_t* in, int64_t n, float* out);
 
 // Throws ShapeError unless `t` has exactly `expected` ("what" names it in the message).
 void expect_shape(const Tensor& t, const Shape& expected, const char* op, const char* what);

@@ -286,7 +286,7 @@ int main(int argc, char** argv) {
     const std::string text = need(tmpl.render(messages, tools, add_generation_prompt));
     std::fwrite(text.data(), 1, text.size(), stdout);
   } else if (gen->parsed()) {
-    auto model = need(Model::load(model_dir, backend()));
+    auto model = need(Model::load(model_dir, backend(), Weights::kAsStored));
     const Tokenizer tok = need(Tokenizer::load(model_dir));
     std::vector<int32_t> ids;
     if (chat) {
@@ -345,7 +345,8 @@ int main(int argc, char** argv) {
     // A directory with a config but no weights is an architecture to train from scratch: its
     // tokenizer is learned from the training data (unless it has one, or a checkpoint being
     // resumed does), its weights start from the seed.
-    const bool from_scratch = !fs::exists(fs::path(model_dir) / "model.safetensors");
+    const bool from_scratch = !fs::exists(fs::path(model_dir) / "model.safetensors") &&
+                              !fs::exists(fs::path(model_dir) / "model.safetensors.index.json");
     std::unique_ptr<Model> model;
     Tokenizer tok;
     if (from_scratch) {
@@ -382,6 +383,20 @@ int main(int argc, char** argv) {
     // The chat template of the model trained from (or of the checkpoint resumed).
     const ChatTemplate chat_format = need(ChatTemplate::load(
         !resume_dir.empty() && from_scratch ? fs::path(resume_dir) : fs::path(model_dir), tok));
+    // Its generation settings go with the trained model (checked now, not after the training).
+    const fs::path generation_file = fs::path(model_dir) / "generation_config.json";
+    std::optional<std::string> generation_config;
+    if (fs::exists(generation_file)) {
+      generation_config = need(read_text_file(generation_file, size_t{1} << 20));
+      need(parse_generation_config(*generation_config, model->config().vocab_size));
+    }
+    auto save_generation_config = [&](const fs::path& dir) {
+      if (!generation_config) return;
+      if (Status s = write_file_atomically(dir / "generation_config.json", *generation_config);
+          !s.ok()) {
+        fail(s);
+      }
+    };
     const Dataset data = need(Dataset::from_jsonl(data_file, tok, {}, &chat_format));
     if (data.rows(tc.seq_len) < 1) {
       fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
@@ -441,6 +456,7 @@ int main(int argc, char** argv) {
       if (Status s = trainer.save_checkpoint(dir); !s.ok()) fail(s);
       if (Status s = tok.save(dir); !s.ok()) fail(s);
       if (Status s = chat_format.save(dir); !s.ok()) fail(s);
+      save_generation_config(dir);
       emit(fmt::format(R"({{"type":"checkpoint","step":{},"path":{}{}}})", step,
                        json_quoted(dir.string()), valid_loss()));
       return dir;
@@ -491,6 +507,7 @@ int main(int argc, char** argv) {
     if (Status s = model->save(out_dir); !s.ok()) fail(s);
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     if (Status s = chat_format.save(out_dir); !s.ok()) fail(s);
+    save_generation_config(out_dir);
     std::printf("saved %s\n", out_dir.c_str());
     const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * world;
     emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}{}}})",

@@ -146,12 +146,13 @@ class Replica {
   // `tokenizer` must outlive the replica; `chat_template` is its model's.
   Replica(const ServeOptions& options, std::unique_ptr<engine::Model> model,
           const engine::Tokenizer& tokenizer, engine::ChatTemplate chat_template,
-          std::unique_ptr<engine::SequenceRunner> runner)
+          engine::GenerationConfig generation, std::unique_ptr<engine::SequenceRunner> runner)
       : options_(options),
         model_(std::move(model)),
         runner_(runner ? std::move(runner) : engine::model_runner(*model_)),
         tokenizer_(tokenizer),
         template_(std::move(chat_template)),
+        generation_(std::move(generation)),
         batch_(*runner_, tokenizer_) {}
 
   void start() {
@@ -309,16 +310,31 @@ class Replica {
                       context, prompt_tokens + *max_tokens, prompt_tokens, *max_tokens),
           "max_tokens");
     }
-    c.params.max_tokens = max_tokens ? *max_tokens : (chat ? context - prompt_tokens : 16);
+    // What a request leaves unsaid comes from the model's generation_config.json, then from the
+    // API's defaults. Its max_length bounds prompt and completion together.
+    const engine::GenerationConfig& g = generation_;
+    const int64_t room = std::min(context, g.max_length.value_or(context)) - prompt_tokens;
+    if (max_tokens) {
+      c.params.max_tokens = *max_tokens;
+    } else if (g.max_new_tokens) {
+      c.params.max_tokens = std::max<int64_t>(1, std::min(*g.max_new_tokens, room));
+    } else {
+      c.params.max_tokens = std::max<int64_t>(1, chat ? room : std::min<int64_t>(16, room));
+    }
     MH_ASSIGN_OR_RETURN(auto temperature, number(body, "temperature"));
     if (temperature && (*temperature < 0 || *temperature > 2)) {
       return invalid_argument("'temperature' must be between 0 and 2", "temperature");
     }
-    c.params.temperature = static_cast<float>(temperature.value_or(1.0));
+    c.params.temperature = static_cast<float>(
+        temperature.value_or(g.greedy ? 0.0 : g.temperature.value_or(1.0f)));
     MH_ASSIGN_OR_RETURN(auto top_p, number(body, "top_p"));
-    c.params.top_p = static_cast<float>(top_p.value_or(1.0));
+    c.params.top_p = static_cast<float>(top_p.value_or(g.top_p.value_or(1.0f)));
     MH_ASSIGN_OR_RETURN(auto top_k, integer(body, "top_k"));
-    c.params.top_k = top_k.value_or(0);
+    c.params.top_k = top_k.value_or(g.top_k.value_or(0));
+    MH_ASSIGN_OR_RETURN(auto repetition_penalty, number(body, "repetition_penalty"));
+    c.params.repetition_penalty =
+        static_cast<float>(repetition_penalty.value_or(g.repetition_penalty.value_or(1.0f)));
+    for (int64_t id : g.eos_token_ids) c.params.stop_token_ids.push_back(static_cast<int32_t>(id));
     MH_ASSIGN_OR_RETURN(auto seed, integer(body, "seed"));
     c.params.seed = seed ? static_cast<uint64_t>(*seed) : std::random_device{}();
     MH_ASSIGN_OR_RETURN(c.params.ignore_eos, boolean(body, "ignore_eos"));
@@ -493,6 +509,7 @@ class Replica {
   std::unique_ptr<engine::SequenceRunner> runner_;
   const engine::Tokenizer& tokenizer_;
   engine::ChatTemplate template_;
+  engine::GenerationConfig generation_;
   engine::DecodeBatch batch_;  // the decode thread's alone
 
   mutable std::mutex mutex_;
@@ -516,7 +533,11 @@ int serve(const ServeOptions& given) {
   }
   std::unique_ptr<engine::Backend> backend = std::move(compute->backend);
   std::fprintf(stderr, "mh-worker serve: computing on %s\n", backend->name());
-  auto model = engine::Model::load(options.model_dir, *backend);
+  // On the CPU, bf16/f16 weights stay 16-bit (the model costs its files' size); the CUDA
+  // decoder uploads fp32 weights and makes its own bf16 copies.
+  auto model = engine::Model::load(
+      options.model_dir, *backend,
+      compute->cuda ? engine::Weights::kFloat32 : engine::Weights::kAsStored);
   if (!model.ok()) {
     std::fprintf(stderr, "mh-worker: %s\n", model.status().message().c_str());
     return 2;
@@ -545,8 +566,14 @@ int serve(const ServeOptions& given) {
     std::fprintf(stderr, "mh-worker: %s\n", chat_template.status().message().c_str());
     return 2;
   }
+  auto generation =
+      engine::load_generation_config(options.model_dir, (*model)->config().vocab_size);
+  if (!generation.ok()) {
+    std::fprintf(stderr, "mh-worker: %s\n", generation.status().message().c_str());
+    return 2;
+  }
   Replica replica(options, std::move(model).value(), tok, std::move(chat_template).value(),
-                  std::move(decoder).value());
+                  std::move(generation).value(), std::move(decoder).value());
 
   api::Router router;
   const std::string token = options.token;

@@ -62,6 +62,49 @@ TEST_CASE("gemm matches a triple loop for every transpose, and its gradients are
   check_gradient("w", w, dw, loss);
 }
 
+TEST_CASE("gemm_half and embedding_half: bf16 and f16 weights read as their fp32 values") {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(5);
+  // Few rows (the widening dot products and axpys) and many (widened panels through SGEMM),
+  // lengths that leave tails after the 32- and 8-wide steps, and widths across several panels.
+  for (auto [m, k, n] : {std::array<int64_t, 3>{1, 77, 150}, std::array<int64_t, 3>{3, 40, 9},
+                         std::array<int64_t, 3>{8, 129, 70}, std::array<int64_t, 3>{37, 51, 200}}) {
+    for (auto format : {HalfTensor::Format::kBF16, HalfTensor::Format::kF16}) {
+      for (bool tb : {false, true}) {
+        CAPTURE(m);
+        CAPTURE(tb);
+        CAPTURE(static_cast<int>(format));
+        const Tensor a = random_tensor({m, k}, rng);
+        const HalfTensor b = HalfTensor::of(random_tensor(tb ? Shape{n, k} : Shape{k, n}, rng), format);
+        const Tensor wide = b.to_float();
+        for (int64_t i = 0; i < wide.numel(); ++i) {
+          const uint16_t h = b.data()[i];
+          REQUIRE(wide[i] == (format == HalfTensor::Format::kBF16 ? bf16_to_float(h) : f16_to_float(h)));
+        }
+        Tensor want = random_tensor({m, n}, rng), got = want;
+        cpu->gemm(false, tb, 0.5f, a, wide, 2.0f, want);
+        cpu->gemm_half(tb, 0.5f, a, b, 2.0f, got);
+        for (int64_t i = 0; i < want.numel(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+        Tensor fresh;
+        cpu->gemm_half(tb, 1.0f, a, b, 0.0f, fresh);
+        CHECK(fresh.shape() == Shape{m, n});
+      }
+    }
+  }
+  const Tensor table = random_tensor({6, 5}, rng);
+  const HalfTensor half = HalfTensor::of(table, HalfTensor::Format::kBF16);
+  Tensor rows;
+  cpu->embedding_half(half, {4, 0, 4}, rows);
+  REQUIRE(rows.shape() == Shape{3, 5});
+  for (int64_t j = 0; j < 5; ++j) {
+    CHECK(rows[j] == bf16_to_float(float_to_bf16(table[4 * 5 + j])));
+    CHECK(rows[5 + j] == bf16_to_float(float_to_bf16(table[j])));
+  }
+  CHECK_THROWS_AS(cpu->embedding_half(half, {6}, rows), ShapeError);
+  Tensor c;
+  CHECK_THROWS_AS(cpu->gemm_half(true, 1.0f, random_tensor({2, 4}, rng), half, 0.0f, c), ShapeError);
+}
+
 TEST_CASE("layernorm and rmsnorm backward match finite differences") {
   auto cpu = make_cpu_backend(2);
   std::mt19937 rng(2);

@@ -301,6 +301,160 @@ TEST_CASE("the cached forward gives the training forward's logits, batched acros
   }
 }
 
+TEST_CASE("bf16 and f16 weights stay 16-bit in memory for inference, and give the fp32 logits") {
+  auto cpu = make_cpu_backend(2);
+  test::TempDir dir;
+  int family = 0;
+  for (const char* json : kEveryFamily) {
+    CAPTURE(json);
+    const auto format = family++ % 2 == 0 ? HalfTensor::Format::kBF16 : HalfTensor::Format::kF16;
+    auto made = Model::create(config_of(json), *cpu, 3);
+    REQUIRE(made.ok());
+    (*made)->to_half(format);  // matrices rounded to 16 bits, saved as such
+    REQUIRE((*made)->save(dir.path()).ok());
+    auto st = Safetensors::open(dir.path() / "model.safetensors");
+    REQUIRE(st.ok());
+    int64_t file_bytes = 0;
+    for (const auto& e : st->tensors()) {
+      file_bytes += static_cast<int64_t>(e.bytes.size());
+      CHECK(e.dtype == (e.shape.size() == 2 ? (format == HalfTensor::Format::kBF16 ? DType::kBF16
+                                                                                  : DType::kF16)
+                                            : DType::kF32));
+    }
+
+    auto wide = Model::load(dir.path(), *cpu);
+    auto narrow = Model::load(dir.path(), *cpu, Weights::kAsStored);
+    REQUIRE(wide.ok());
+    REQUIRE_MESSAGE(narrow.ok(), narrow.status().to_string());
+    CHECK_FALSE((*wide)->has_half_weights());
+    CHECK((*narrow)->has_half_weights());
+    // In memory the model costs what its file does; widened, its matrices cost twice.
+    CHECK((*narrow)->weight_bytes() == file_bytes);
+    CHECK((*wide)->weight_bytes() > file_bytes * 3 / 2);
+
+    const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6};
+    KvCache cw = (*wide)->new_cache(16), cn = (*narrow)->new_cache(16);
+    for (size_t split : {size_t{5}, size_t{6}, size_t{7}}) {
+      std::vector<Model::Step> sw = {{&cw, {ids.begin() + (split == 5 ? 0 : split - 1),
+                                            ids.begin() + split}}};
+      std::vector<Model::Step> sn = sw;
+      sn[0].cache = &cn;
+      const Tensor lw = (*wide)->forward_cached(sw), ln = (*narrow)->forward_cached(sn);
+      REQUIRE(lw.shape() == ln.shape());
+      for (int64_t j = 0; j < lw.numel(); ++j) CHECK(ln[j] == doctest::Approx(lw[j]).epsilon(1e-4));
+    }
+    // The batch forward (a prompt of many rows) agrees too; training is refused by name.
+    (*wide)->forward(ids, 2, 4, {});
+    (*narrow)->forward(ids, 2, 4, {});
+    const Tensor bw = (*wide)->logits(), bn = (*narrow)->logits();
+    for (int64_t j = 0; j < bw.numel(); ++j) CHECK(bn[j] == doctest::Approx(bw[j]).epsilon(1e-4));
+    CHECK_THROWS_AS((*narrow)->forward(ids, 2, 4, std::vector<int32_t>(8, 1)), std::logic_error);
+  }
+}
+
+TEST_CASE("generation_config.json: the published files' settings, and what is refused by name") {
+  // As Llama 3.1 8B Instruct, Qwen2.5 7B Instruct, Gemma 3 1B IT and Mistral 7B publish them.
+  auto llama = parse_generation_config(
+      R"({"bos_token_id":128000,"do_sample":true,"eos_token_id":[128001,128008,128009],
+          "temperature":0.6,"top_p":0.9,"transformers_version":"4.42.3"})", 128256);
+  REQUIRE_MESSAGE(llama.ok(), llama.status().to_string());
+  CHECK(llama->temperature == 0.6f);
+  CHECK(llama->top_p == 0.9f);
+  CHECK_FALSE(llama->top_k);
+  CHECK_FALSE(llama->greedy);
+  CHECK(llama->eos_token_ids == std::vector<int64_t>{128001, 128008, 128009});
+  auto qwen = parse_generation_config(
+      R"({"bos_token_id":151643,"pad_token_id":151643,"do_sample":true,
+          "eos_token_id":[151645,151643],"repetition_penalty":1.05,"temperature":0.7,
+          "top_p":0.8,"top_k":20,"transformers_version":"4.37.0"})", 152064);
+  REQUIRE_MESSAGE(qwen.ok(), qwen.status().to_string());
+  CHECK(qwen->repetition_penalty == 1.05f);
+  CHECK(qwen->top_k == 20);
+  auto gemma = parse_generation_config(
+      R"({"bos_token_id":2,"cache_implementation":"hybrid","do_sample":true,"eos_token_id":[1,106],
+          "pad_token_id":0,"top_k":64,"top_p":0.95,"transformers_version":"4.50.0.dev0"})", 262144);
+  REQUIRE_MESSAGE(gemma.ok(), gemma.status().to_string());
+  CHECK(gemma->eos_token_ids == std::vector<int64_t>{1, 106});
+  auto mistral = parse_generation_config(
+      R"({"_from_model_config":true,"bos_token_id":1,"eos_token_id":2,"max_length":32768,
+          "transformers_version":"4.42.0","num_beams":1,"do_sample":false})", 32768);
+  REQUIRE_MESSAGE(mistral.ok(), mistral.status().to_string());
+  CHECK(mistral->greedy);
+  CHECK(mistral->max_length == 32768);
+
+  auto refused = [](const char* json) {
+    auto r = parse_generation_config(json, 100);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    return r.status().message();
+  };
+  CHECK(refused(R"({"num_beams":4})") ==
+        "generation_config.json: \"num_beams\" is set; this platform samples one sequence "
+        "without it (only 1 is accepted)");
+  CHECK(refused(R"({"watermarking_config":{"greenlist_ratio":0.25}})") ==
+        "generation_config.json: \"watermarking_config\" is not a generation setting this "
+        "platform implements");
+  CHECK(refused(R"({"temperature":-1})").find("\"temperature\" must be a number in [0, 100]") !=
+        std::string::npos);
+  CHECK(refused(R"({"eos_token_id":[5,100]})") ==
+        "generation_config.json: \"eos_token_id\" must be a token id below vocab_size");
+  CHECK(refused(R"({"top_k":1.5})").find("top_k") != std::string::npos);
+  CHECK(refused(R"([1])") == "generation_config.json: must be a JSON object");
+
+  test::TempDir dir;
+  auto none = load_generation_config(dir.path(), 100);
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->temperature);
+  CHECK(none->eos_token_ids.empty());
+}
+
+TEST_CASE("sharded weights load through their index, and shards that disagree with it are refused") {
+  auto cpu = make_cpu_backend(1);
+  test::TempDir dir;
+  const ModelConfig config = config_of(kTinyQwen3);
+  auto model = Model::create(config, *cpu, 9);
+  REQUIRE(model.ok());
+  REQUIRE((*model)->save(dir.path()).ok());
+  // Split the saved model in two shards as transformers' save_pretrained does, with the index.
+  auto whole = Safetensors::open(dir.path() / "model.safetensors");
+  REQUIRE(whole.ok());
+  const auto& tensors = whole->tensors();
+  const size_t half = tensors.size() / 2;
+  auto write_shards = [&](size_t moved_to_second) {
+    std::vector<TensorToWrite> a, b;
+    std::string map;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      TensorToWrite t{tensors[i].name, tensors[i].dtype, tensors[i].shape, tensors[i].bytes};
+      const bool second = i >= half;
+      (second || i == moved_to_second ? b : a).push_back(t);
+      map += std::string(map.empty() ? "" : ",") + "\"" + tensors[i].name + "\":\"" +
+             (second ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors") +
+             "\"";
+    }
+    REQUIRE(write_safetensors(dir.path() / "model-00001-of-00002.safetensors", a).ok());
+    REQUIRE(write_safetensors(dir.path() / "model-00002-of-00002.safetensors", b).ok());
+    REQUIRE(write_file_atomically(dir.path() / "model.safetensors.index.json",
+                                  "{\"metadata\":{},\"weight_map\":{" + map + "}}")
+                .ok());
+  };
+  write_shards(tensors.size());  // as the index says
+  std::filesystem::remove(dir.path() / "model.safetensors");
+  auto loaded = Model::load(dir.path(), *cpu);
+  REQUIRE_MESSAGE(loaded.ok(), loaded.status().to_string());
+  for (const auto& p : (*model)->parameters()) CHECK((*loaded)->find(p.name)->value.values() == p.value.values());
+  auto files = weight_files(dir.path());
+  REQUIRE(files.ok());
+  CHECK(files->size() == 2);
+
+  write_shards(0);  // the first tensor is in the second shard, but the index says the first
+  auto r = Model::load(dir.path(), *cpu);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message() == "model.safetensors.index.json puts tensor \"" + tensors[0].name +
+                                    "\" in model-00001-of-00002.safetensors, but "
+                                    "model-00002-of-00002.safetensors holds it");
+  CHECK(inspect_model(dir.path()).status().message() == r.status().message());
+}
+
 TEST_CASE("save and load round-trip with Hugging Face names, and bad weights are refused") {
   auto cpu = make_cpu_backend(1);
   test::TempDir dir;

@@ -279,6 +279,10 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return failed_precondition("the CUDA decoder takes heads of up to " +
                                std::to_string(cuda::kMaxHeadDim) + " dimensions");
   }
+  if (model.has_half_weights()) {
+    return failed_precondition("the CUDA decoder uploads fp32 weights; load the model with "
+                               "Weights::kFloat32");
+  }
   if (const char* missing = cuda_engine_lacks(c)) {
     return failed_precondition(std::string("the CUDA decoder does not implement ") + missing +
                                " (" + std::string(family_name(c.family)) + ")");

@@ -891,6 +891,10 @@ Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainCo
     return failed_precondition("the CUDA trainer takes heads of up to " +
                                std::to_string(cuda::kMaxHeadDim) + " dimensions");
   }
+  if (model.has_half_weights()) {
+    return failed_precondition("the CUDA trainer uploads fp32 weights; load the model with "
+                               "Weights::kFloat32");
+  }
   if (const char* missing = cuda_engine_lacks(model.config())) {
     return failed_precondition(std::string("the CUDA trainer does not implement ") + missing +
                                " (" + std::string(family_name(model.config().family)) + ")");
