@@ -288,8 +288,9 @@ Result<FileRecord> FileStore::remove(std::string_view tenant, std::string_view i
     f = from_row(row);
     MH_ASSIGN_OR_RETURN(auto users,
                         s.query("SELECT id FROM models WHERE tenant_id = ? AND (config_file = ? OR "
-                                "weights_file = ? OR tokenizer_file = ?) LIMIT 1",
-                                {f.tenant, f.id, f.id, f.id}));
+                                "weights_file = ? OR tokenizer_file = ? OR "
+                                "instr(extra_files, ?) > 0) LIMIT 1",
+                                {f.tenant, f.id, f.id, f.id, "\"" + f.id + "\""}));
     if (!users.empty()) {
       return conflict(fmt::format("file '{}' belongs to model '{}'; delete the model first", f.id,
                                   users[0].text(0)));

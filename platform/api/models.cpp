@@ -5,10 +5,12 @@
 
 #include <boost/json.hpp>
 #include <optional>
+#include <set>
 
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/engine/files.h"
+#include "platform/engine/json.h"
 #include "platform/engine/model.h"
 #include "tenants/tenant_scope.h"
 
@@ -23,10 +25,27 @@ constexpr std::string_view kColumns =
     "id, tenant_id, kind, family, parameters, context_length, vocab_size, config_file, "
     "weights_file, tokenizer_file, directory, job_id, created_at, extra_files";
 constexpr std::string_view kCustomPrefix = "custom:";
-// The files a custom model is made of, by their names in the model's directory, and those it
-// may add: its chat template and the special tokens the template is given.
-constexpr std::string_view kModelFiles[] = {"config.json", "model.safetensors", "tokenizer.json"};
-constexpr std::string_view kOptionalModelFiles[] = {"tokenizer_config.json", "chat_template.jinja"};
+// The files a custom model is made of, by their names in the model's directory: its config and
+// tokenizer, its weights (model.safetensors, or model.safetensors.index.json and the shards it
+// names), and those it may add: its chat template, the special tokens the template is given,
+// and its generation settings.
+constexpr std::string_view kModelFiles[] = {"config.json", "tokenizer.json"};
+constexpr std::string_view kWeights = "model.safetensors";
+constexpr std::string_view kWeightsIndex = "model.safetensors.index.json";
+constexpr std::string_view kOptionalModelFiles[] = {"tokenizer_config.json", "chat_template.jinja",
+                                                    "generation_config.json"};
+
+// A shard's name as an index may give it: a plain file name ending .safetensors.
+bool shard_name(std::string_view name) {
+  return name.size() > 12 && name.size() <= 128 && name.ends_with(".safetensors") &&
+         name != kWeights && name.front() != '.' &&
+         name.find_first_of("/\\") == std::string_view::npos;
+}
+
+bool sharded(const ModelRecord& m) {
+  return std::any_of(m.extra_files.begin(), m.extra_files.end(),
+                     [](const auto& f) { return shard_name(f.first); });
+}
 // The presets a new platform publishes: small architectures that train from scratch on a CPU
 // pool in minutes (mh-gpt2-tiny) up to ones that want GPUs.
 constexpr std::pair<std::string_view, std::string_view> kPresets[] = {
@@ -78,7 +97,7 @@ json::object model_json(const ModelRecord& m) {
                  {"vocab_size", m.vocab_size}};
   if (m.kind == "custom") {
     json::object files{{"config.json", m.config_file},
-                       {"model.safetensors", m.weights_file},
+                       {sharded(m) ? kWeightsIndex : kWeights, m.weights_file},
                        {"tokenizer.json", m.tokenizer_file}};
     for (const auto& [name, id] : m.extra_files) files[name] = id;
     o["files"] = std::move(files);
@@ -142,21 +161,32 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
   const json::value* files_v = body.if_contains("files");
   if (files_v == nullptr || !files_v->is_object()) {
     return invalid_argument(
-        "\"files\" must map config.json, model.safetensors and "
-        "tokenizer.json to uploaded file ids",
+        "\"files\" must map config.json, tokenizer.json and model.safetensors (or "
+        "model.safetensors.index.json and its shards) to uploaded file ids",
         "files");
   }
   const json::object& files = files_v->as_object();
+  const bool has_index = files.contains(kWeightsIndex);
+  if (has_index == files.contains(kWeights)) {
+    return invalid_argument(
+        has_index ? "files: give model.safetensors or model.safetensors.index.json, not both"
+                  : "files: model.safetensors (or model.safetensors.index.json and its shards) "
+                    "is missing",
+        "files");
+  }
   for (const auto& [key, value] : files) {
     auto in = [&](const auto& list) {
       return std::find(std::begin(list), std::end(list), std::string_view(key)) != std::end(list);
     };
-    if (!in(kModelFiles) && !in(kOptionalModelFiles)) {
-      return invalid_argument(fmt::format("files.{}: a custom model is made of config.json, "
-                                          "model.safetensors and tokenizer.json, and may add "
-                                          "tokenizer_config.json and chat_template.jinja",
-                                          std::string_view(key)),
-                              "files");
+    if (!in(kModelFiles) && !in(kOptionalModelFiles) && key != kWeights && key != kWeightsIndex &&
+        !(has_index && shard_name(key))) {
+      return invalid_argument(
+          fmt::format("files.{}: a custom model is made of config.json, tokenizer.json and "
+                      "model.safetensors (or model.safetensors.index.json and the shards it "
+                      "names), and may add tokenizer_config.json, chat_template.jinja and "
+                      "generation_config.json",
+                      std::string_view(key)),
+          "files");
     }
   }
   // Each file must be the tenant's, uploaded for a model.
@@ -178,14 +208,57 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
     links.emplace_back(std::string(name), fs::absolute(blob));
     return f.id;
   };
-  std::string* ids[] = {&m.config_file, &m.weights_file, &m.tokenizer_file};
-  for (size_t i = 0; i < std::size(kModelFiles); ++i) {
-    MH_ASSIGN_OR_RETURN(*ids[i], take(kModelFiles[i]));
-  }
+  MH_ASSIGN_OR_RETURN(m.config_file, take("config.json"));
+  MH_ASSIGN_OR_RETURN(m.tokenizer_file, take("tokenizer.json"));
+  MH_ASSIGN_OR_RETURN(m.weights_file, take(has_index ? kWeightsIndex : kWeights));
   for (std::string_view name : kOptionalModelFiles) {
     if (files.if_contains(name) == nullptr) continue;
     MH_ASSIGN_OR_RETURN(std::string id, take(name));
     m.extra_files.emplace_back(std::string(name), std::move(id));
+  }
+  if (has_index) {
+    // The shards the index names, each given once; the index is checked in full (its shards
+    // against it) with the rest of the model below.
+    MH_ASSIGN_OR_RETURN(fs::path index_blob, files_.content(tenant, m.weights_file));
+    MH_ASSIGN_OR_RETURN(std::string index_text, engine::read_text_file(index_blob, 64 << 20));
+    auto index = engine::parse_json(index_text);
+    if (!index.ok()) {
+      return invalid_argument("model.safetensors.index.json: " + index.status().message(), "files");
+    }
+    const engine::Json* map = index->find("weight_map");
+    if (map == nullptr || !map->is_object()) {
+      return invalid_argument("model.safetensors.index.json: \"weight_map\" must be an object",
+                              "files");
+    }
+    std::set<std::string> shards;
+    for (const auto& [tensor, file] : map->as_object()) {
+      if (!file.is_string() || !shard_name(file.as_string())) {
+        return invalid_argument(fmt::format("model.safetensors.index.json: the file for \"{}\" "
+                                            "must be a plain file name ending .safetensors",
+                                            tensor),
+                                "files");
+      }
+      shards.insert(file.as_string());
+    }
+    for (const auto& [key, value] : files) {
+      if (shard_name(key) && !shards.contains(std::string(key))) {
+        return invalid_argument(
+            fmt::format("files.{}: model.safetensors.index.json names no such shard",
+                        std::string_view(key)),
+            "files");
+      }
+    }
+    for (const std::string& shard : shards) {
+      if (!files.contains(shard)) {
+        return invalid_argument(
+            fmt::format("files.{}: model.safetensors.index.json names this shard; upload it and "
+                        "give its file id",
+                        shard),
+            "files");
+      }
+      MH_ASSIGN_OR_RETURN(std::string id, take(shard));
+      m.extra_files.emplace_back(shard, std::move(id));
+    }
   }
 
   // Lay the model out as a directory of links to its blobs, validate it there, and only then
@@ -257,7 +330,7 @@ Result<ModelRecord> describe_base(const fs::path& dir, const std::string& name) 
   m.id = name;
   m.directory = dir.string();
   std::error_code ec;
-  if (fs::exists(dir / "model.safetensors", ec)) {
+  if (fs::exists(dir / kWeights, ec) || fs::exists(dir / kWeightsIndex, ec)) {
     MH_ASSIGN_OR_RETURN(engine::ModelSummary summary, engine::inspect_model(dir));
     m.kind = "base";
     m.family = std::string(engine::family_name(summary.config.family));

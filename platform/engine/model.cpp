@@ -912,6 +912,19 @@ void Model::to_half(HalfTensor::Format format) {
   }
 }
 
+namespace {
+
+// A weights file's error as the model's owner should read it: by the file's name in the model,
+// not by where the platform keeps it.
+Status weights_file_error(const std::filesystem::path& file, const Status& status) {
+  std::string message = status.message();
+  if (message.starts_with(file.string())) message.erase(0, file.string().size());
+  if (!message.starts_with(":") && !message.starts_with(" ")) message = ": " + message;
+  return invalid_argument(file.filename().string() + message);
+}
+
+}  // namespace
+
 Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::path& dir) {
   std::vector<std::filesystem::path> files;
   const auto index = dir / "model.safetensors.index.json";
@@ -936,7 +949,7 @@ Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::p
   size_t found = 0;
   for (const auto& file : files) {
     auto st = Safetensors::open(file);
-    if (!st.ok()) return invalid_argument(file.filename().string() + ": " + st.status().message());
+    if (!st.ok()) return weights_file_error(file, st.status());
     const std::string shard = file.filename().string();
     for (const TensorEntry& e : st->tensors()) {
       const Json* entry = map->find(e.name);
@@ -987,7 +1000,7 @@ Status check_weights(const ModelConfig& config, const std::vector<std::filesyste
   std::set<std::string> seen;
   for (const auto& file : files) {
     auto st = Safetensors::open(file);
-    if (!st.ok()) return invalid_argument(file.filename().string() + ": " + st.status().message());
+    if (!st.ok()) return weights_file_error(file, st.status());
     for (const TensorEntry& e : st->tensors()) {
       std::string name = e.name;
       // GPT-2 checkpoints from before GPT2LMHeadModel carry no "transformer." prefix, and some

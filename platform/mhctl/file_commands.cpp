@@ -1,81 +1,16 @@
 // `mhctl files …`: a tenant's files, through the SDK's typed calls. Uploads and downloads
 // stream from and to disk, with a progress bar on a terminal.
-#include <unistd.h>
-
 #include <fmt/format.h>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
 #include "platform/base/time.h"
 #include "platform/mhctl/admin_commands.h"
+#include "platform/mhctl/progress.h"
 
 namespace mh::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int unit = 0;
-  while (bytes >= 1024 && unit < 4) {
-    bytes /= 1024;
-    ++unit;
-  }
-  return unit == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, units[unit]);
-}
-
-// A one-line progress bar on stderr, redrawn at most ten times a second:
-//   model.safetensors  42% [##########..............]  45.2 MiB / 107.0 MiB  38.1 MiB/s  ETA 2s
-class ProgressBar {
- public:
-  ProgressBar(std::string label, bool enabled) : label_(std::move(label)), enabled_(enabled) {}
-  ~ProgressBar() {
-    if (drawn_) std::fputc('\n', stderr);
-  }
-
-  macrohard::Progress callback() {
-    if (!enabled_) return {};
-    return [this](uint64_t done, uint64_t total) {
-      draw(done, total);
-      return true;
-    };
-  }
-
- private:
-  void draw(uint64_t done, uint64_t total) {
-    const auto now = Clock::now();
-    const bool finished = total > 0 && done >= total;
-    if (drawn_ && !finished && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    drawn_ = true;
-    const double seconds = std::chrono::duration<double>(now - start_).count();
-    const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
-    std::string line = label_;
-    if (total > 0) {
-      constexpr int kWidth = 24;
-      const double fraction = static_cast<double>(done) / static_cast<double>(total);
-      const int filled = static_cast<int>(fraction * kWidth);
-      line += fmt::format(" {:3.0f}% [{}{}]  {} / {}", fraction * 100, std::string(filled, '#'),
-                          std::string(kWidth - filled, '.'), human_bytes(done), human_bytes(total));
-      if (rate > 0 && !finished) {
-        line += fmt::format("  ETA {:.0f}s", static_cast<double>(total - done) / rate);
-      }
-    } else {
-      line += "  " + human_bytes(done);
-    }
-    line += fmt::format("  {}/s", human_bytes(rate));
-    std::fprintf(stderr, "\r%-100s", line.c_str());
-    std::fflush(stderr);
-  }
-
-  std::string label_;
-  bool enabled_;
-  bool drawn_ = false;
-  Clock::time_point start_ = Clock::now();
-  Clock::time_point last_{};
-};
 
 void print_file(const macrohard::File& f) {
   std::printf("%-30s %-10s %12s  %s  %s\n", f.id.c_str(), f.purpose.c_str(),
@@ -95,18 +30,8 @@ void add_file_commands(CLI::App& app, std::function<macrohard::Client()> client,
     std::string progress = "auto";
   };
   auto a = std::make_shared<Args>();
-  auto bar_enabled = [a] {
-    if (a->progress == "always") return true;
-    if (a->progress == "never") return false;
-    return ::isatty(STDERR_FILENO) == 1;
-  };
-  auto add_progress_flag = [a](CLI::App* cmd) {
-    cmd->add_option("--progress", a->progress,
-                    "progress bar on stderr: auto (on a terminal), "
-                    "always or never")
-        ->check(CLI::IsMember({"auto", "always", "never"}))
-        ->capture_default_str();
-  };
+  auto bar_enabled = [a] { return progress_wanted(a->progress); };
+  auto add_progress_flag = [a](CLI::App* cmd) { add_progress_option(cmd, a->progress); };
 
   auto* upload = files->add_subcommand("upload", "upload a file (streamed; any size)");
   upload->add_option("path", a->path, "the file to upload")->required()->check(CLI::ExistingFile);

@@ -1,6 +1,6 @@
-// `mhctl models …`: the tenant's models. `register` uploads a Hugging Face model directory's
-// files (purpose "model": config.json, model.safetensors, tokenizer.json, and its chat template
-// files when it has them) and registers them as a custom model in one step.
+// `mhctl models …`: the tenant's models. `upload` (or `register`) sends a Hugging Face model
+// directory as published (its config, tokenizer, weights or shards and index, chat template and
+// generation settings) and registers it as a custom model in one step, with progress.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -11,12 +11,13 @@
 
 #include "platform/base/time.h"
 #include "platform/mhctl/admin_commands.h"
+#include "platform/mhctl/progress.h"
 
 namespace mh::cli {
 namespace {
 
 void print_model(const macrohard::Model& m) {
-  std::printf("%-28s %-6s %14lld  %8lld  %s\n", m.id.c_str(), m.family.c_str(),
+  std::printf("%-28s %-11s %14lld  %8lld  %s\n", m.id.c_str(), m.family.c_str(),
               static_cast<long long>(m.parameters), static_cast<long long>(m.context_length),
               rfc3339(m.created).c_str());
 }
@@ -25,52 +26,36 @@ void print_model(const macrohard::Model& m) {
 
 void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client, bool* json_out,
                         int* exit_code) {
-  auto* models = app.add_subcommand("models", "your tenant's models: register, list, get, delete");
+  auto* models = app.add_subcommand("models", "your tenant's models: upload, list, get, delete");
   models->require_subcommand(1);
   struct Args {
     std::string dir, name, id;
+    std::string progress = "auto";
   };
   auto a = std::make_shared<Args>();
 
-  auto* reg = models->add_subcommand(
-      "register",
-      "upload a model directory (config.json, model.safetensors, tokenizer.json, and "
-      "tokenizer_config.json and chat_template.jinja when there) and register it as a custom "
+  auto* upload = models->add_subcommand(
+      "upload",
+      "upload a model directory as published (config.json, tokenizer.json, model.safetensors or "
+      "model.safetensors.index.json and its shards, and tokenizer_config.json, "
+      "chat_template.jinja and generation_config.json when there) and register it as a custom "
       "model");
-  reg->add_option("dir", a->dir, "the model directory")->required()->check(CLI::ExistingDirectory);
-  reg->add_option("--name", a->name, "its name (the model's id is custom:<name>)")->required();
-  reg->callback([=] {
+  upload->alias("register");
+  upload->add_option("dir", a->dir, "the model directory")->required()->check(CLI::ExistingDirectory);
+  upload->add_option("--name", a->name, "its name (the model's id is custom:<name>)")->required();
+  add_progress_option(upload, a->progress);
+  upload->callback([=] {
     *exit_code = guarded([&] {
       auto c = client();
-      std::string ids[3];
-      const char* names[] = {"config.json", "model.safetensors", "tokenizer.json"};
-      for (const char* name : names) {  // all three, before anything is uploaded
-        if (!std::filesystem::is_regular_file(std::filesystem::path(a->dir) / name)) {
-          std::fprintf(stderr, "mhctl: %s has no %s\n", a->dir.c_str(), name);
-          return 2;
-        }
-      }
-      for (int i = 0; i < 3; ++i) {
-        ids[i] = c.upload_file((std::filesystem::path(a->dir) / names[i]).string(), "model").id;
-      }
-      // The chat template's files, when the directory has them, go in the request's "files"
-      // beside the three the SDK's register call names.
-      boost::json::object files{{names[0], ids[0]}, {names[1], ids[1]}, {names[2], ids[2]}};
-      bool extra = false;
-      for (const char* name : {"tokenizer_config.json", "chat_template.jinja"}) {
-        const auto path = std::filesystem::path(a->dir) / name;
-        if (!std::filesystem::is_regular_file(path)) continue;
-        files[name] = c.upload_file(path.string(), "model").id;
-        extra = true;
-      }
       macrohard::Model m;
-      if (extra) {
-        c.request_json("POST", "/v1/models",
-                       boost::json::serialize(boost::json::object{{"name", a->name},
-                                                                  {"files", files}}));
-        m = c.get_model("custom:" + a->name);
-      } else {
-        m = c.register_model(a->name, ids[0], ids[1], ids[2]);
+      try {
+        ProgressBar bar(a->name, progress_wanted(a->progress));
+        m = c.upload_model(a->dir, a->name, bar.callback());
+      } catch (const macrohard::Error& e) {
+        // The directory was found wanting before anything was sent: a usage error.
+        if (e.http_status() != 0 || e.code() != macrohard::Code::invalid_argument) throw;
+        std::fprintf(stderr, "mhctl: %s\n", e.what());
+        return 2;
       }
       if (*json_out) {
         std::printf("%s\n", m.raw.json().c_str());
@@ -88,7 +73,7 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
     *exit_code = guarded([&] {
       auto c = client();
       if (!*json_out) {
-        std::printf("%-28s %-6s %14s  %8s  %s\n", "ID", "FAMILY", "PARAMETERS", "CONTEXT",
+        std::printf("%-28s %-11s %14s  %8s  %s\n", "ID", "FAMILY", "PARAMETERS", "CONTEXT",
                     "CREATED");
       }
       for_each_item([&](const std::string& after) { return c.list_models(after, 100); },

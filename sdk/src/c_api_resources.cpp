@@ -1,9 +1,13 @@
 // The C ABI's resource calls (API 1.2): files, the caller's tenant, keys and usage, and the staff
 // calls on tenants. Results are mh_object/mh_list views over the server's JSON.
 #include <boost/json.hpp>
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -344,6 +348,121 @@ mh_error* mh_client_register_model(mh_client* client, const char* name, const ch
                         {"model.safetensors", weights_file_id},
                         {"tokenizer.json", tokenizer_file_id}}}};
     return call_object(client, "POST", "/v1/models", &body, out);
+  });
+}
+
+mh_error* mh_client_register_model_json(mh_client* client, const char* request_json,
+                                        mh_object** out) {
+  return guarded([&]() -> mh_error* { return post_request(client, "/v1/models", request_json, out); });
+}
+
+namespace {
+
+// The files of a model directory the platform takes, in upload order, or what is wrong with
+// the directory (checked before anything is uploaded).
+mh::Result<std::vector<std::string>> model_directory_files(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return mh::invalid_argument(dir.string() + " is not a directory");
+  std::vector<std::string> names = {"config.json", "tokenizer.json"};
+  const bool whole = fs::is_regular_file(dir / "model.safetensors", ec);
+  const bool index = fs::is_regular_file(dir / "model.safetensors.index.json", ec);
+  if (whole == index) {
+    return mh::invalid_argument(
+        dir.string() + (whole ? " has both model.safetensors and model.safetensors.index.json"
+                              : " has no model.safetensors (nor model.safetensors.index.json)"));
+  }
+  for (const char* optional :
+       {"tokenizer_config.json", "chat_template.jinja", "generation_config.json"}) {
+    if (fs::is_regular_file(dir / optional, ec)) names.emplace_back(optional);
+  }
+  if (whole) {
+    names.emplace_back("model.safetensors");
+  } else {
+    // The shards, each once, as the index names them.
+    names.emplace_back("model.safetensors.index.json");
+    std::ifstream in(dir / "model.safetensors.index.json", std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    boost::system::error_code jec;
+    const json::value idx = json::parse(text, jec);
+    const json::value* map = !jec && idx.is_object() ? idx.as_object().if_contains("weight_map")
+                                                    : nullptr;
+    if (map == nullptr || !map->is_object()) {
+      return mh::invalid_argument(
+          "model.safetensors.index.json: \"weight_map\" must be an object of tensor names to "
+          "shard files");
+    }
+    std::vector<std::string> shards;
+    for (const auto& [tensor, file] : map->as_object()) {
+      if (!file.is_string() || file.as_string().empty() ||
+          file.as_string().find('/') != json::string::npos) {
+        return mh::invalid_argument(fmt::format(
+            "model.safetensors.index.json: the file for \"{}\" is not a plain file name",
+            std::string_view(tensor)));
+      }
+      const std::string shard(file.as_string());
+      if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+    }
+    std::sort(shards.begin(), shards.end());
+    names.insert(names.end(), shards.begin(), shards.end());
+  }
+  for (const auto& name : names) {
+    if (!fs::is_regular_file(dir / name, ec)) {
+      return mh::invalid_argument(fmt::format("{} has no {}", dir.string(), name));
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
+mh_error* mh_client_upload_model(mh_client* client, const char* directory, const char* name,
+                                 mh_progress_fn progress, void* user_data, mh_object** out) {
+  return guarded([&]() -> mh_error* {
+    namespace fs = std::filesystem;
+    if (empty(directory)) return null_argument("directory");
+    if (empty(name)) return null_argument("name");
+    if (out == nullptr) return null_argument("out");
+    if (mh_error* bad = check_client(client)) return bad;
+    const fs::path dir(directory);
+    auto names = model_directory_files(dir);
+    if (!names.ok()) return make_error(names.status());
+    uint64_t total = 0, done = 0;
+    std::error_code ec;
+    for (const auto& file : *names) total += fs::file_size(dir / file, ec);
+    // Every file is uploaded before the model is registered; if anything fails, the files
+    // uploaded so far are deleted again, so a failed upload leaves nothing behind.
+    std::vector<std::string> uploaded;
+    auto undo = [&](mh_error* error) {
+      for (const auto& id : uploaded) {
+        if (mh_error* e = mh_client_delete_file(client, id.c_str())) mh_error_delete(e);
+      }
+      return error;
+    };
+    json::object files;
+    for (const auto& file : *names) {
+      const uint64_t before = done;
+      mh::sdk::ProgressFn each;
+      if (progress != nullptr) {
+        each = [&](uint64_t part, uint64_t) { return progress(user_data, before + part, total) == 0; };
+      }
+      auto result = client->http->upload("POST", "/v1/files", multipart_upload(dir / file, "model"),
+                                         each);
+      if (auto* error = std::get_if<CallError>(&result)) return undo(make_error(*error));
+      const auto& response = std::get<HttpResponse>(result);
+      auto object = object_of(response, "POST /v1/files");
+      if (!object.ok()) return undo(make_error(object.status(), response.status, response.request_id));
+      const json::value* id = object->if_contains("id");
+      if (id == nullptr || !id->is_string()) {
+        return undo(make_error(mh::internal_error("POST /v1/files answered without an id")));
+      }
+      uploaded.emplace_back(id->as_string());
+      files[file] = id->as_string();
+      done += fs::file_size(dir / file, ec);
+    }
+    json::object body{{"name", name}, {"files", std::move(files)}};
+    if (mh_error* error = call_object(client, "POST", "/v1/models", &body, out)) return undo(error);
+    return nullptr;
   });
 }
 

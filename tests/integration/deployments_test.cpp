@@ -214,10 +214,34 @@ TEST_CASE("a custom model's own chat template prompts its chat completions") {
   r = p.register_model("acme", "unsupported", p.upload_model("acme", files));
   CHECK(r.status == 400);
   CHECK(r.body.find("'include' tag is not implemented") != std::string::npos);
-  files["generation_config.json"] = "{}";
-  r = p.register_model("acme", "extra", p.upload_model("acme", files));
+  // generation_config.json: what it does not implement is refused by name at registration;
+  // what it says becomes the defaults of requests that do not say.
+  files["tokenizer_config.json"] = config;
+  files["generation_config.json"] = R"({"num_beams":4})";
+  r = p.register_model("acme", "beams", p.upload_model("acme", files));
   CHECK(r.status == 400);
-  CHECK(r.body.find("files.generation_config.json") != std::string::npos);
+  CHECK(r.body.find("\\\"num_beams\\\" is set") != std::string::npos);
+  files["generation_config.json"] = R"({"do_sample":false,"max_new_tokens":2})";
+  r = p.register_model("acme", "brief", p.upload_model("acme", files));
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  CHECK(json::parse(r.body).at("files").as_object().contains("generation_config.json"));
+  r = p.deploy({{"model", "custom:brief"}, {"replicas", 1}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  REQUIRE(p.wait_ready(std::string(json::parse(r.body).at("id").as_string())).at("status") ==
+          "ready");
+  const json::object ask{{"model", "custom:brief"}, {"messages", messages}, {"ignore_eos", true}};
+  r = p.complete("/v1/chat/completions", ask);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const json::value first = json::parse(r.body);
+  CHECK(first.at("usage").at("completion_tokens").as_int64() == 2);  // max_new_tokens
+  CHECK(first.at("choices").at(0).at("finish_reason") == "length");
+  // do_sample false: greedy, so the same answer every time; a request's own settings win.
+  r = p.complete("/v1/chat/completions", ask);
+  CHECK(json::parse(r.body).at("choices").at(0).at("message") == first.at("choices").at(0).at("message"));
+  json::object longer = ask;
+  longer["max_tokens"] = 3;
+  r = p.complete("/v1/chat/completions", longer);
+  CHECK(json::parse(r.body).at("usage").at("completion_tokens").as_int64() == 3);
 }
 
 TEST_CASE("a replica that dies is restarted and serves again") {

@@ -3,10 +3,13 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <fstream>
+#include <span>
 #include <map>
 #include <string>
 
 #include "platform/engine/model.h"
+#include "platform/engine/safetensors.h"
 #include "platform/engine/tokenizer.h"
 #include "tests/integration/licensed_platform.h"
 
@@ -32,6 +35,31 @@ inline std::map<std::string, std::string> tiny_model_files(const std::filesystem
     out[f] = read_file(dir / f);
   }
   return out;
+}
+
+// Splits `dir`/model.safetensors into two shards and an index, as transformers' save_pretrained
+// writes a large model; `misplaced` puts the first tensor in the second shard while the index
+// still names the first.
+inline void shard_model(const std::filesystem::path& dir, bool misplaced = false) {
+  std::string whole = read_file(dir / "model.safetensors");
+  auto st = engine::Safetensors::parse(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(whole.data()), whole.size()));
+  REQUIRE(st.ok());
+  std::vector<engine::TensorToWrite> first, second;
+  boost::json::object map;
+  const auto& tensors = st->tensors();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    const bool late = i >= tensors.size() / 2;
+    (late || (misplaced && i == 0) ? second : first).push_back({t.name, t.dtype, t.shape, t.bytes});
+    map[t.name] = late ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors";
+  }
+  REQUIRE(engine::write_safetensors(dir / "model-00001-of-00002.safetensors", first).ok());
+  REQUIRE(engine::write_safetensors(dir / "model-00002-of-00002.safetensors", second).ok());
+  std::ofstream(dir / "model.safetensors.index.json")
+      << boost::json::serialize(boost::json::object{
+             {"metadata", {{"total_size", whole.size()}}}, {"weight_map", map}});
+  std::filesystem::remove(dir / "model.safetensors");
 }
 
 // `lines` prompt/completion examples about a cat on a mat, as JSONL.

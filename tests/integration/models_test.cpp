@@ -230,6 +230,72 @@ TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the
   CHECK(files_before == 3);  // the first registration's; nothing new
 }
 
+TEST_CASE("mhctl models upload sends a sharded directory as published, with progress") {
+  ModelsPlatform p;
+  p.license_models("acme", {"custom_models"});
+  TempDir work;
+  const fs::path dir = work.path() / "sharded";
+  tiny_model_files(dir, 16);
+  shard_model(dir);
+  std::ofstream(dir / "generation_config.json")
+      << R"({"bos_token_id":1,"do_sample":true,"temperature":0.6,"top_p":0.9,"transformers_version":"4.45.0"})";
+  std::ofstream(dir / "README.md") << "# a model card, not part of the model\n";
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process({mhctl_path().string(), "models", "upload", dir.string(), "--name",
+                                 "sharded", "--progress", "always"},
+                                env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  CHECK(r.output.find("registered custom:sharded: llama, ") != std::string::npos);
+  CHECK(r.output.find("sharded 100% [########################]") != std::string::npos);
+  const json::object m =
+      json::parse(p.as("acme", "GET", "/v1/models/custom:sharded").body).as_object();
+  const json::object& files = m.at("files").as_object();
+  for (const char* name : {"config.json", "tokenizer.json", "model.safetensors.index.json",
+                           "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "generation_config.json"}) {
+    CHECK_MESSAGE(files.contains(name), name);
+  }
+  CHECK_FALSE(files.contains("model.safetensors"));
+  CHECK_FALSE(files.contains("README.md"));
+  // A file of a model cannot be deleted while the model uses it, shards included.
+  const std::string shard(files.at("model-00002-of-00002.safetensors").as_string());
+  CHECK(p.as("acme", "DELETE", "/v1/files/" + shard).status == 409);
+
+  // Shards that disagree with their index are refused, and the upload leaves no file behind.
+  const size_t files_before =
+      json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().size();
+  tiny_model_files(dir, 16);
+  shard_model(dir, /*misplaced=*/true);
+  r = run_process({mhctl_path().string(), "models", "upload", dir.string(), "--name", "bad"}, env);
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("model.safetensors.index.json puts tensor") != std::string::npos);
+  CHECK(json::parse(p.as("acme", "GET", "/v1/files").body).at("data").as_array().size() ==
+        files_before);
+  // A shard the index names but the directory lacks: refused before anything is sent.
+  fs::remove(dir / "model-00002-of-00002.safetensors");
+  r = run_process({mhctl_path().string(), "models", "upload", dir.string(), "--name", "bad"}, env);
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("has no model-00002-of-00002.safetensors") != std::string::npos);
+
+  // Through the API: a shard the index does not name, or one it names but not given.
+  RawResponse raw = p.register_model("acme", "x",
+                                     json::object{{"config.json", files.at("config.json")},
+                                                  {"tokenizer.json", files.at("tokenizer.json")},
+                                                  {"model.safetensors.index.json",
+                                                   files.at("model.safetensors.index.json")},
+                                                  {"model-00001-of-00002.safetensors",
+                                                   files.at("model-00001-of-00002.safetensors")}});
+  CHECK(raw.status == 400);
+  CHECK(message_of(raw).find("files.model-00002-of-00002.safetensors: "
+                             "model.safetensors.index.json names this shard") != std::string::npos);
+  json::object extra = files;
+  extra["model-00003-of-00002.safetensors"] = shard;
+  raw = p.register_model("acme", "x", extra);
+  CHECK(raw.status == 400);
+  CHECK(message_of(raw).find("names no such shard") != std::string::npos);
+}
+
 TEST_CASE("mhctl models register sends a directory's chat template files with it") {
   ModelsPlatform p;
   p.license_models("acme", {"custom_models"});

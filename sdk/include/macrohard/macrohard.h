@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 5
+#define MH_API_VERSION_MINOR 6
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -275,6 +275,22 @@ MH_EXPORT mh_error* mh_client_register_model(mh_client* client, const char* name
                                              const char* config_file_id,
                                              const char* weights_file_id,
                                              const char* tokenizer_file_id, mh_object** out);
+/* Registers a custom model from a whole request body (since 1.6): {"name", "files"}, where
+ * "files" maps each file's name in the model's directory to an uploaded file's id:
+ * config.json, tokenizer.json, model.safetensors or model.safetensors.index.json with every
+ * shard it names, and optionally tokenizer_config.json, chat_template.jinja and
+ * generation_config.json. */
+MH_EXPORT mh_error* mh_client_register_model_json(mh_client* client, const char* request_json,
+                                                  mh_object** out);
+/* Uploads a model directory as published (since 1.6) and registers it as custom:<name>: the
+ * files above that the directory has (others, such as README.md, are not part of a model here
+ * and stay behind). The directory is checked before anything is sent (every required file and
+ * every shard its index names); `progress` (may be NULL) sees the bytes of all the files
+ * together, and returning non-zero cancels. If an upload or the registration fails, the files
+ * uploaded so far are deleted again. On success *out is the model. */
+MH_EXPORT mh_error* mh_client_upload_model(mh_client* client, const char* directory,
+                                           const char* name, mh_progress_fn progress,
+                                           void* user_data, mh_object** out);
 MH_EXPORT mh_error* mh_client_list_models(mh_client* client, const char* after, int limit,
                                           mh_list** out);
 MH_EXPORT mh_error* mh_client_get_model(mh_client* client, const char* model_id, mh_object** out);

@@ -729,6 +729,22 @@ class Client {
                                            &raw));
     return Model::from(detail::own(raw));
   }
+  // A custom model from a whole request body, {"name", "files"} (since 1.6).
+  Model register_model_json(const std::string& request_json) {
+    mh_object* raw = nullptr;
+    detail::check(mh_client_register_model_json(p_.get(), request_json.c_str(), &raw));
+    return Model::from(detail::own(raw));
+  }
+  // Uploads a model directory as published (config, tokenizer, weights or shards and index,
+  // chat template and generation files) and registers it as custom:<name> (since 1.6).
+  Model upload_model(const std::string& directory, const std::string& name,
+                     const Progress& progress = {}) {
+    mh_object* raw = nullptr;
+    detail::ProgressBridge bridge{&progress, nullptr};
+    bridge.check(mh_client_upload_model(p_.get(), directory.c_str(), name.c_str(), bridge.fn(),
+                                        &bridge, &raw));
+    return Model::from(detail::own(raw));
+  }
   Page<Model> list_models(const std::string& after = {}, int limit = 0) {
     mh_list* raw = nullptr;
     detail::check(mh_client_list_models(p_.get(), detail::or_null(after), limit, &raw));
