@@ -153,16 +153,11 @@ __attribute__((target("avx2,fma,f16c"))) float dot_half_avx2(const float* a, con
   return s;
 }
 
-bool have_avx2_fma_f16c() {
-  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
-  return have;
-}
 #endif
 
 float dot_half(HalfTensor::Format format, const float* a, const uint16_t* b, int64_t n) {
 #if defined(__x86_64__)
-  if (have_avx2_fma_f16c()) return dot_half_avx2(a, b, n, format == HalfTensor::Format::kBF16);
+  if (cpu_has_avx2_fma_f16c()) return dot_half_avx2(a, b, n, format == HalfTensor::Format::kBF16);
 #endif
   constexpr int64_t kPiece = 256;
   float wide[kPiece];

@@ -720,7 +720,9 @@ Result<GenerationConfig> parse_generation_config(std::string_view json_text, int
                std::end(kDescriptive)) {
       continue;
     } else if (auto off = std::find_if(std::begin(kOffAt), std::end(kOffAt),
-                                       [&](const auto& o) { return o.first == key; });
+                                       [name = std::string_view(key)](const auto& o) {
+                                         return o.first == name;
+                                       });
                off != std::end(kOffAt)) {
       if (!v.is_number() || v.as_double() != off->second) {
         return error(key, "is set; this platform samples one sequence without it (only " +

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -50,13 +51,24 @@ __attribute__((target("avx2,f16c"))) int64_t half_to_float_avx2(HalfTensor::Form
   return i;
 }
 
-bool have_avx2_f16c() {
-  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return have;
-}
 #endif
 
 }  // namespace
+
+bool cpu_has_avx2_fma_f16c() {
+#if defined(__x86_64__)
+  // AVX2 through the compiler (it checks that the OS saves the vector registers); FMA and F16C
+  // from CPUID leaf 1 (ECX bits 12 and 29), which not every compiler's builtin names.
+  static const bool have = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    return (c & (1u << 12)) != 0 && (c & (1u << 29)) != 0;
+  }();
+  return have;
+#else
+  return false;
+#endif
+}
 
 std::string shape_string(const Shape& shape) {
   std::string out = "[";
@@ -149,7 +161,7 @@ Tensor HalfTensor::to_float() const {
 void half_to_float(HalfTensor::Format format, const uint16_t* in, int64_t n, float* out) {
   int64_t i = 0;
 #if defined(__x86_64__)
-  if (have_avx2_f16c()) i = half_to_float_avx2(format, in, n, out);
+  if (cpu_has_avx2_fma_f16c()) i = half_to_float_avx2(format, in, n, out);
 #endif
   if (format == HalfTensor::Format::kBF16) {
     for (; i < n; ++i) out[i] = bf16_to_float(in[i]);

@@ -92,6 +92,9 @@ class HalfTensor {
   std::vector<uint16_t> bits_;
 };
 
+// Whether this CPU has AVX2, FMA and F16C, which the 16-bit weight kernels use when it does.
+bool cpu_has_avx2_fma_f16c();
+
 // Converts n 16-bit values of `format` to floats (vector instructions where the CPU has them).
 void half_to_float(HalfTensor::Format format, const uint16_t* in, int64_t n, float* out);
 
