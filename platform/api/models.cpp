@@ -409,7 +409,15 @@ Result<ModelRecord> ModelStore::publish_base(const std::string& name, const fs::
   const fs::path staging = catalogue_root_ / ("." + name + ".staging");
   fs::remove_all(staging, ec);
   fs::create_directories(staging, ec);
-  for (std::string_view file : kModelFiles) {
+  // What the engine reads of the directory: config, tokenizer, the weights (and their index),
+  // the chat template and generation settings.
+  std::vector<std::string> names(std::begin(kModelFiles), std::end(kModelFiles));
+  names.insert(names.end(), std::begin(kOptionalModelFiles), std::end(kOptionalModelFiles));
+  names.emplace_back(kWeightsIndex);
+  if (auto weights = engine::weight_files(source); weights.ok()) {
+    for (const auto& w : *weights) names.push_back(w.filename().string());
+  }
+  for (const std::string& file : names) {
     if (!fs::exists(source / file, ec)) continue;
     fs::copy_file(source / file, staging / file, ec);
     if (ec) {

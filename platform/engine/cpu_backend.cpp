@@ -4,6 +4,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "platform/engine/backend.h"
 #include "platform/engine/backend_checks.h"
@@ -184,7 +185,8 @@ class CpuBackend final : public Backend {
 
   void gemm(bool ta, bool tb, float alpha, const Tensor& a, const Tensor& b, float beta,
             Tensor& c) override {
-    const auto [m, n, k] = check_gemm(ta, tb, a, b, beta, c);
+    int64_t m, n, k;  // not a structured binding: lambdas below capture them
+    std::tie(m, n, k) = check_gemm(ta, tb, a, b, beta, c);
 #ifdef MH_ENGINE_OPENBLAS
     // Blocks of C's rows (or, for few rows, of its columns), one SGEMM each.
     const int lda = static_cast<int>(a.dim(1)), ldb = static_cast<int>(b.dim(1));
@@ -267,7 +269,8 @@ class CpuBackend final : public Backend {
   // widened a panel of 64 columns of op(b) at a time, and each panel goes through SGEMM.
   void gemm_half(bool tb, float alpha, const Tensor& a, const HalfTensor& b, float beta,
                  Tensor& c) override {
-    const auto [m, n, k] = check_gemm_half(tb, a, b, beta, c);
+    int64_t m, n, k;
+    std::tie(m, n, k) = check_gemm_half(tb, a, b, beta, c);
     const HalfTensor::Format f = b.format();
     const auto out = [&](int64_t i, int64_t j, float v) {
       float& o = c.data()[i * n + j];
