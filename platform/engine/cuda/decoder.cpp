@@ -42,7 +42,7 @@ struct CudaDecoder::Impl {
     Weight *qkv_w = nullptr, *qkv_b = nullptr, *o_w = nullptr, *o_b = nullptr;
     Weight *fc_w = nullptr, *fc_b = nullptr, *gate_up = nullptr, *proj_w = nullptr,
            *proj_b = nullptr;
-    Weight joined_qkv, joined_gate_up;    // llama's, owned here
+    Weight joined_qkv, joined_qkv_b, joined_gate_up;  // llama's, owned here
     DeviceArray<float> k_cache, v_cache;  // [slot][capacity][kv_heads * head_dim]
   };
   std::vector<std::unique_ptr<Layer>> layers;
@@ -215,7 +215,7 @@ struct CudaDecoder::Impl {
       const void* n1 = residual_norm(pending, rows, y.ln1_w, y.ln1_b);
       // One product for q, k and v, then one kernel: q out, k (rotated for llama) and v into
       // the caches.
-      linear(n1, rows, d, *y.qkv_w, g ? y.qkv_b : nullptr, qw + 2 * kw, !g, qkv.ptr);
+      linear(n1, rows, d, *y.qkv_w, y.qkv_b, qw + 2 * kw, !g, qkv.ptr);
       check(cuda::qkv_to_cache(dims, qkv.ptr, slots, positions, freq, factor, q.ptr,
                                y.k_cache.ptr, y.v_cache.ptr, stream),
             "qkv to cache");
@@ -231,7 +231,7 @@ struct CudaDecoder::Impl {
                                      att.ptr, stream),
               "attention");
       }
-      linear(attended, rows, qw, *y.o_w, g ? y.o_b : nullptr, d, !g, tmp.ptr);
+      linear(attended, rows, qw, *y.o_w, y.o_b, d, !g, tmp.ptr);
       const void* n2 = residual_norm(true, rows, y.ln2_w, y.ln2_b);
       // The activation's output is only the down projection's operand: bf16 straight away.
       const bool bf16 = options.bf16_weights;
@@ -283,7 +283,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return failed_precondition("the CUDA decoder uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
   }
-  if (const char* missing = cuda_engine_lacks(c)) {
+  if (const char* missing = cuda_decoder_lacks(c)) {
     return failed_precondition(std::string("the CUDA decoder does not implement ") + missing +
                                " (" + std::string(family_name(c.family)) + ")");
   }
@@ -351,6 +351,13 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
         y->ln1_b = y->ln2_b = y->qkv_b = y->o_b = y->proj_b = nullptr;
         m.join(y->joined_qkv, {at.q, at.k, at.v});
         y->qkv_w = &y->joined_qkv;
+        // Attention biases (llama's attention_bias, qwen2's q/k/v): joined like the weights,
+        // and added by the products' epilogues.
+        if (c.qkv_bias) {
+          m.join(y->joined_qkv_b, {at.q_b, at.k_b, at.v_b});
+          y->qkv_b = &y->joined_qkv_b;
+        }
+        if (c.o_bias) y->o_b = m.weight(at.o_b);
         m.join(y->joined_gate_up, {at.gate, at.up});
         y->gate_up = &y->joined_gate_up;
       }
