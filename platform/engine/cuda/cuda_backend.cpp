@@ -442,14 +442,7 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-const char* cuda_trainer_lacks(const ModelConfig& c) {
-  if (c.family != Family::kGpt2 && (c.qkv_bias || c.o_bias)) {
-    return "biases on the attention projections";
-  }
-  return cuda_decoder_lacks(c);
-}
-
-const char* cuda_decoder_lacks(const ModelConfig& c) {
+const char* cuda_engine_lacks(const ModelConfig& c) {
   if (c.family == Family::kGpt2) return nullptr;
   if (c.qk_norm) return "q/k norms";
   if (c.sandwich_norms || c.norm_offset != 0.0f) return "Gemma's norms";

@@ -460,6 +460,10 @@ class CudaEngine final : public StepEngine {
   bool out_in(size_t w) const { return !gpt2() || w == layout_.head; }
 
   // y[rows, out] = x[rows, in] W (+ b, in the GEMM's epilogue).
+  // A layer's bias by its index in the layout, or none (kNone: the config has no such bias).
+  static const size_t* bias(const size_t& index) {
+    return index == Model::kNone ? nullptr : &index;
+  }
   void linear(In x, int64_t rows, int64_t in, size_t w, const size_t* b, int64_t out, float* y) {
     const void* operand_x = operand(x, rows * in, half_a_);
     gemm_->run(false, out_in(w), rows, out, in, 1.0f, operand_x, weight_operand(w), 0.0f, y,
@@ -590,9 +594,9 @@ class CudaEngine final : public StepEngine {
           check(cuda::copy_columns(s.v.ptr, d, 0, qkv_.ptr, 3 * d, 2 * d, d, n, stream_),
                 "split v");
         } else {
-          linear(n1, n, d, y.q, nullptr, qw, s.q.ptr);
-          linear(n1, n, d, y.k, nullptr, kw, s.k.ptr);
-          linear(n1, n, d, y.v, nullptr, kw, s.v.ptr);
+          linear(n1, n, d, y.q, bias(y.q_b), qw, s.q.ptr);
+          linear(n1, n, d, y.k, bias(y.k_b), kw, s.k.ptr);
+          linear(n1, n, d, y.v, bias(y.v_b), kw, s.v.ptr);
           check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
                            1.0f, stream_),
                 "rope");
@@ -612,7 +616,7 @@ class CudaEngine final : public StepEngine {
                 "attention");
         }
       }
-      linear(in(s.att, s.atth), n, qw, y.o_w, g ? &y.o_b : nullptr, d, tmp_.ptr);
+      linear(in(s.att, s.atth), n, qw, y.o_w, bias(y.o_b), d, tmp_.ptr);
       add_norm_into(x, s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.n2, s.n2h, s.mean2.ptr, s.rstd2.ptr);
       const In n2 = in(s.n2, s.n2h);
       if (g) {
@@ -767,8 +771,7 @@ class CudaEngine final : public StepEngine {
       }
       norm_backward(dn_.ptr, s.x_mid.ptr, n, y.ln2_w, y.ln2_b, s.mean2.ptr, s.rstd2.ptr, dtmp_.ptr);
       check(cuda::add(dx, dtmp_.ptr, n * d, dx, stream_), "add");  // the gradient at x_mid
-      linear_backward(dx, in(s.att, s.atth), n, qw, d, y.o_w, g ? &y.o_b : nullptr, datt_.ptr,
-                      false);
+      linear_backward(dx, in(s.att, s.atth), n, qw, d, y.o_w, bias(y.o_b), datt_.ptr, false);
       if (g && flash()) {
         // The gradients go straight into their columns of the fused projection's gradient, in
         // bf16: the qkv product (and its bias gradient) is all that reads them.
@@ -803,9 +806,9 @@ class CudaEngine final : public StepEngine {
           check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
                            -1.0f, stream_),
                 "rope backward");
-          linear_backward(dq_.ptr, n1, n, d, qw, y.q, nullptr, dn_.ptr, false);
-          linear_backward(dk_.ptr, n1, n, d, kw, y.k, nullptr, dn_.ptr, true);
-          linear_backward(dv_.ptr, n1, n, d, kw, y.v, nullptr, dn_.ptr, true);
+          linear_backward(dq_.ptr, n1, n, d, qw, y.q, bias(y.q_b), dn_.ptr, false);
+          linear_backward(dk_.ptr, n1, n, d, kw, y.k, bias(y.k_b), dn_.ptr, true);
+          linear_backward(dv_.ptr, n1, n, d, kw, y.v, bias(y.v_b), dn_.ptr, true);
         }
       }
       norm_backward(dn_.ptr, x, n, y.ln1_w, y.ln1_b, s.mean1.ptr, s.rstd1.ptr, dtmp_.ptr);
@@ -895,7 +898,7 @@ Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainCo
     return failed_precondition("the CUDA trainer uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
   }
-  if (const char* missing = cuda_trainer_lacks(model.config())) {
+  if (const char* missing = cuda_engine_lacks(model.config())) {
     return failed_precondition(std::string("the CUDA trainer does not implement ") + missing +
                                " (" + std::string(family_name(model.config().family)) + ")");
   }
