@@ -63,6 +63,15 @@ void add_model_commands(CLI::App& app, std::function<macrohard::Client()> client
         std::printf("registered %s: %s, %lld parameters, context %lld\n", m.id.c_str(),
                     m.family.c_str(), static_cast<long long>(m.parameters),
                     static_cast<long long>(m.context_length));
+        // Said, not silently skipped: what of the directory is not part of a model here.
+        std::string left;
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator(a->dir, ec)) {
+          const std::string name = e.path().filename().string();
+          if (!e.is_regular_file() || m.raw.has(("files." + name).c_str())) continue;
+          left += (left.empty() ? "" : ", ") + name;
+        }
+        if (!left.empty()) std::printf("not part of the model, left behind: %s\n", left.c_str());
       }
       return 0;
     });

@@ -248,6 +248,7 @@ TEST_CASE("mhctl models upload sends a sharded directory as published, with prog
   REQUIRE_MESSAGE(r.exit_code == 0, r.output);
   CHECK(r.output.find("registered custom:sharded: llama, ") != std::string::npos);
   CHECK(r.output.find("sharded 100% [########################]") != std::string::npos);
+  CHECK(r.output.find("not part of the model, left behind: README.md") != std::string::npos);
   const json::object m =
       json::parse(p.as("acme", "GET", "/v1/models/custom:sharded").body).as_object();
   const json::object& files = m.at("files").as_object();
