@@ -118,8 +118,10 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
                               "stop_token_ids");
     }
   }
-  const int64_t room = std::min<int64_t>(
-      context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(params.max_tokens, 1));
+  // The prompt and what may follow it, capped at the context without overflowing.
+  const auto prompt_len = static_cast<int64_t>(prompt.size());
+  const int64_t room = prompt_len + std::min<int64_t>(std::max<int64_t>(params.max_tokens, 1),
+                                                      context - prompt_len);
   MH_ASSIGN_OR_RETURN(int64_t handle, runner_.open(room));
   auto s = std::make_unique<Sequence>();
   s->handle = handle;

@@ -303,7 +303,8 @@ class Replica {
     if (max_tokens && *max_tokens < 1) {
       return invalid_argument("'max_tokens' must be at least 1", "max_tokens");
     }
-    if (max_tokens && prompt_tokens + *max_tokens > context) {
+    // Compared without adding, which a huge max_tokens would overflow.
+    if (max_tokens && *max_tokens > context - prompt_tokens) {
       return invalid_argument(
           fmt::format("this model's context is {} tokens, but {} were asked for ({} in the prompt, "
                       "{} to generate)",

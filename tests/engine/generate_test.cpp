@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "platform/engine/generate.h"
 
@@ -178,6 +179,18 @@ TEST_CASE("sequences join a running batch, and bad requests are refused") {
   p.max_tokens = 5;
   p.ignore_eos = true;
   const auto first = f.tokenizer.encode("the quick");
+  // A max_tokens past any context is capped at the context, not added into an overflow.
+  SamplingParams huge = p;
+  huge.max_tokens = std::numeric_limits<int64_t>::max();
+  DecodeBatch other(*f.model, f.tokenizer);
+  REQUIRE(other.add(first, huge).ok());
+  while (other.step()) {
+  }
+  const auto capped = other.take_finished();
+  REQUIRE(capped.size() == 1);
+  CHECK(capped[0].second.finish_reason == "length");
+  // The context full (64 positions), and the token its last position predicts.
+  CHECK(static_cast<int64_t>(first.size() + capped[0].second.tokens.size()) == 64 + 1);
   REQUIRE(batch.add(first, p).ok());
   batch.step();
   batch.step();

@@ -3,6 +3,8 @@
 // client that goes away mid-stream stops its generation; license limits refuse what they forbid;
 // a daemon killed with SIGKILL brings its deployments back.
 #include <doctest/doctest.h>
+
+#include <limits>
 #include <signal.h>
 
 #include <fstream>
@@ -121,6 +123,13 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
                    {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 5000}});
     CHECK(r.status == 400);
     CHECK(r.body.find("context is 4096 tokens") != std::string::npos);
+    // A max_tokens that would overflow an addition is refused alone; the replica serves on.
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"},
+                                       {"prompt", "x"},
+                                       {"max_tokens", std::numeric_limits<int64_t>::max()}});
+    CHECK(r.status == 400);
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
+    CHECK_MESSAGE(r.status == 200, r.body);
     // Another tenant cannot reach acme's deployment, by id or by model.
     r = p.as("globex", "POST", "/v1/completions",
              json::serialize(json::object{{"model", id}, {"prompt", "x"}}));
