@@ -801,6 +801,10 @@ TEST_CASE("every llama-derived family trains and decodes on the CUDA backend as 
         model.family == Family::kQwen2) {
       CHECK_MESSAGE(dec.ok(), dec.status().to_string());
       CHECK_MESSAGE(engine.ok(), engine.status().to_string());
+    } else if (model.family == Family::kQwen3) {  // the decoder has the q/k norms
+      CHECK_MESSAGE(dec.ok(), dec.status().to_string());
+      REQUIRE_FALSE(engine.ok());
+      CHECK(engine.status().message().find("q/k norms") != std::string::npos);
     } else {
       REQUIRE_FALSE(dec.ok());
       CHECK(dec.status().code() == Code::kFailedPrecondition);
@@ -1004,7 +1008,7 @@ TEST_CASE(
   const Tokenizer tok = small_tokenizer();
   for (const ModelConfig& config : {tiny(Family::kGpt2), tiny(Family::kLlama),
                                     tiny_variant("llama3"), tiny_variant("mistral"),
-                                    tiny_variant("qwen2")}) {
+                                    tiny_variant("qwen2"), tiny_variant("qwen3")}) {
     for (bool graphs : {false, true}) {
       for (bool bf16 : {false, true}) {
         CAPTURE(family_name(config.family));
@@ -1015,7 +1019,8 @@ TEST_CASE(
         // Biases start at zero; give qwen2's attention biases values that show.
         std::mt19937 bias_rng(5);
         for (auto& p : model->parameters()) {
-          if (config.family != Family::kGpt2 && p.name.ends_with(".bias")) {
+          if (config.family != Family::kGpt2 &&
+              (p.name.ends_with(".bias") || p.name.ends_with("_norm.weight"))) {
             p.value = random_tensor(p.shape, bias_rng);
           }
         }

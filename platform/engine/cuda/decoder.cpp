@@ -42,6 +42,7 @@ struct CudaDecoder::Impl {
     Weight *qkv_w = nullptr, *qkv_b = nullptr, *o_w = nullptr, *o_b = nullptr;
     Weight *fc_w = nullptr, *fc_b = nullptr, *gate_up = nullptr, *proj_w = nullptr,
            *proj_b = nullptr;
+    Weight *q_norm = nullptr, *k_norm = nullptr;  // qwen3's, over each head
     Weight joined_qkv, joined_qkv_b, joined_gate_up;  // llama's, owned here
     DeviceArray<float> k_cache, v_cache;  // [slot][capacity][kv_heads * head_dim]
   };
@@ -58,6 +59,7 @@ struct CudaDecoder::Impl {
   DeviceArray<int32_t> ints;  // ids, positions, slots, last rows: 3 * rows + sequences
   DeviceArray<float> x, n, qkv, q, att, tmp, h, act, last, normed, logits;
   DeviceArray<float> mean, rstd;
+  DeviceArray<float> head_rstd;  // [rows * heads]: the q/k norms' (qwen3)
   DeviceArray<uint16_t> half;  // an activation rounded to bf16 for a bf16 GEMM
   int64_t rows_capacity = 0, sequences_capacity = 0;
   std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs;  // (rows, sequences)
@@ -118,6 +120,7 @@ struct CudaDecoder::Impl {
     act.reserve(r * f);
     mean.reserve(std::max(r, s));
     rstd.reserve(std::max(r, s));
+    if (config.qk_norm) head_rstd.reserve(r * static_cast<size_t>(config.heads));
     last.reserve(s * c);
     normed.reserve(s * c);
     logits.reserve(s * static_cast<size_t>(config.vocab_size));
@@ -147,6 +150,20 @@ struct CudaDecoder::Impl {
       gemm->run(false, out_in, rows, out, in, 1.0f, xin, w.f32.ptr, 0.0f, y, CUDA_R_32F, stream,
                 bias);
     }
+  }
+
+  // Qwen3's RMSNorm over each head of q (columns [from, from + width) of the fused projection)
+  // or of k, before RoPE: the columns are copied out, normalised as rows of head_dim, and
+  // copied back. `att` and `q` are free until the attention.
+  void head_norm(int64_t rows, int64_t from, int64_t width, const Weight& w) {
+    const int64_t stride = q_width() + 2 * kv_width();
+    check(cuda::copy_columns(att.ptr, width, 0, qkv.ptr, stride, from, width, rows, stream),
+          "split heads");
+    check(cuda::rmsnorm(att.ptr, w.f32.ptr, config.norm_eps, rows * width / config.head_dim,
+                        config.head_dim, q.ptr, head_rstd.ptr, stream),
+          "q/k norm");
+    check(cuda::copy_columns(qkv.ptr, stride, from, q.ptr, width, 0, width, rows, stream),
+          "join heads");
   }
 
   // The norm of `rows` rows as a GEMM operand: into `out` (fp32), or straight into `half` in
@@ -216,6 +233,10 @@ struct CudaDecoder::Impl {
       // One product for q, k and v, then one kernel: q out, k (rotated for llama) and v into
       // the caches.
       linear(n1, rows, d, *y.qkv_w, y.qkv_b, qw + 2 * kw, !g, qkv.ptr);
+      if (c.qk_norm) {
+        head_norm(rows, 0, qw, *y.q_norm);
+        head_norm(rows, qw, kw, *y.k_norm);
+      }
       check(cuda::qkv_to_cache(dims, qkv.ptr, slots, positions, freq, factor, q.ptr,
                                y.k_cache.ptr, y.v_cache.ptr, stream),
             "qkv to cache");
@@ -283,7 +304,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return failed_precondition("the CUDA decoder uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
   }
-  if (const char* missing = cuda_engine_lacks(c)) {
+  if (const char* missing = cuda_decoder_lacks(c)) {
     return failed_precondition(std::string("the CUDA decoder does not implement ") + missing +
                                " (" + std::string(family_name(c.family)) + ")");
   }
@@ -358,6 +379,10 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
           y->qkv_b = &y->joined_qkv_b;
         }
         if (c.o_bias) y->o_b = m.weight(at.o_b);
+        if (c.qk_norm) {
+          y->q_norm = m.weight(at.q_norm);
+          y->k_norm = m.weight(at.k_norm);
+        }
         m.join(y->joined_gate_up, {at.gate, at.up});
         y->gate_up = &y->joined_gate_up;
       }

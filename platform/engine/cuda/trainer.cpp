@@ -898,7 +898,7 @@ Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainCo
     return failed_precondition("the CUDA trainer uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
   }
-  if (const char* missing = cuda_engine_lacks(model.config())) {
+  if (const char* missing = cuda_trainer_lacks(model.config())) {
     return failed_precondition(std::string("the CUDA trainer does not implement ") + missing +
                                " (" + std::string(family_name(model.config().family)) + ")");
   }
