@@ -22,6 +22,16 @@ std::string escape_label(std::string_view value) {
   return out;
 }
 
+// Every label comes from a closed set, so that no request can add series: the standard
+// methods (anything else is "other"), and statuses in 100-599 (anything else is 0). Routes are
+// the router's patterns or "unmatched" already.
+std::string_view method_label(std::string_view method) {
+  for (std::string_view known : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
+    if (method == known) return known;
+  }
+  return "other";
+}
+
 }  // namespace
 
 HttpMetrics::Series& HttpMetrics::series(std::string_view route, std::string_view method,
@@ -39,7 +49,7 @@ HttpMetrics::Series& HttpMetrics::series(std::string_view route, std::string_vie
 
 void HttpMetrics::observe(std::string_view route, std::string_view method, int status,
                           double seconds) {
-  Series& s = series(route, method, status);
+  Series& s = series(route, method_label(method), status >= 100 && status <= 599 ? status : 0);
   s.count.fetch_add(1, std::memory_order_relaxed);
   s.sum_ns.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
   for (size_t i = 0; i < kBuckets.size(); ++i) {

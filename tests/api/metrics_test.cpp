@@ -31,6 +31,20 @@ TEST_CASE("counts and histogram buckets are cumulative, per route, method and st
   CHECK(has_line(text, "mh_test_gauge 7"));
 }
 
+TEST_CASE("labels come from closed sets: unusual methods do not add series") {
+  HttpMetrics metrics;
+  metrics.observe("/healthz", "GET", 200, 0.1);
+  const size_t before = metrics.render().size();
+  for (int i = 0; i < 2000; ++i) {
+    metrics.observe("/healthz", std::string(1000, 'A') + std::to_string(i), 400, 0.1);
+  }
+  metrics.observe("/healthz", "BREW", 999, 0.1);
+  const std::string text = metrics.render();
+  CHECK(has_line(text, R"(mh_http_requests_total{route="/healthz",method="other",status="400"} 2000)"));
+  CHECK(has_line(text, R"(mh_http_requests_total{route="/healthz",method="other",status="0"} 1)"));
+  CHECK(text.size() < 4 * before);
+}
+
 TEST_CASE("label values are escaped") {
   HttpMetrics metrics;
   metrics.observe("a\"b\\c\nd", "GET", 200, 0.1);
