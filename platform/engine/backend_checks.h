@@ -22,48 +22,39 @@ inline void shape_output(Tensor& out, const Shape& shape) {
   if (out.shape() != shape) out = Tensor(shape);
 }
 
-// gemm's operands: op(a) [m, k] and op(b) [k, n] 2-D and agreeing, c [m, n] (shaped when beta
-// is 0, else it must be). Returns {m, n, k}.
-inline std::tuple<int64_t, int64_t, int64_t> check_gemm(bool ta, bool tb, const Tensor& a,
-                                                        const Tensor& b, float beta, Tensor& c) {
-  if (a.rank() != 2 || b.rank() != 2) {
-    throw ShapeError("gemm: a " + shape_string(a.shape()) + " and b " + shape_string(b.shape()) +
-                     " must be 2-D");
+// A product's operands: op(a) [m, k] and op(b) [k, n] 2-D and agreeing (b given by its shape),
+// c [m, n] (shaped when beta is 0, else it must be). Returns {m, n, k}.
+inline std::tuple<int64_t, int64_t, int64_t> check_product(const char* op, bool ta, bool tb,
+                                                           const Tensor& a, const Shape& b,
+                                                           float beta, Tensor& c) {
+  if (a.rank() != 2 || b.size() != 2) {
+    throw ShapeError(std::string(op) + ": a " + shape_string(a.shape()) + " and b " +
+                     shape_string(b) + " must be 2-D");
   }
   const int64_t m = ta ? a.dim(1) : a.dim(0), k = ta ? a.dim(0) : a.dim(1);
-  const int64_t kb = tb ? b.dim(1) : b.dim(0), n = tb ? b.dim(0) : b.dim(1);
+  const int64_t kb = tb ? b[1] : b[0], n = tb ? b[0] : b[1];
   if (k != kb) {
-    throw ShapeError("gemm: op(a) is [" + std::to_string(m) + ", " + std::to_string(k) +
-                     "] but op(b) is [" + std::to_string(kb) + ", " + std::to_string(n) + "]");
+    throw ShapeError(std::string(op) + ": op(a) is [" + std::to_string(m) + ", " +
+                     std::to_string(k) + "] but op(b) is [" + std::to_string(kb) + ", " +
+                     std::to_string(n) + "]");
   }
   if (beta == 0.0f) {
     shape_output(c, {m, n});
   } else {
-    expect_shape(c, {m, n}, "gemm", "c");
+    expect_shape(c, {m, n}, op, "c");
   }
   return {m, n, k};
 }
 
-// gemm_half's operands: a [m, k], op(b) [k, n] (b 2-D), c [m, n] as for gemm. Returns {m, n, k}.
+inline std::tuple<int64_t, int64_t, int64_t> check_gemm(bool ta, bool tb, const Tensor& a,
+                                                        const Tensor& b, float beta, Tensor& c) {
+  return check_product("gemm", ta, tb, a, b.shape(), beta, c);
+}
+// gemm_half's: a is never transposed.
 inline std::tuple<int64_t, int64_t, int64_t> check_gemm_half(bool tb, const Tensor& a,
                                                              const HalfTensor& b, float beta,
                                                              Tensor& c) {
-  if (a.rank() != 2 || b.rank() != 2) {
-    throw ShapeError("gemm_half: a " + shape_string(a.shape()) + " and b " +
-                     shape_string(b.shape()) + " must be 2-D");
-  }
-  const int64_t m = a.dim(0), k = a.dim(1);
-  const int64_t kb = tb ? b.dim(1) : b.dim(0), n = tb ? b.dim(0) : b.dim(1);
-  if (k != kb) {
-    throw ShapeError("gemm_half: a is [" + std::to_string(m) + ", " + std::to_string(k) +
-                     "] but op(b) is [" + std::to_string(kb) + ", " + std::to_string(n) + "]");
-  }
-  if (beta == 0.0f) {
-    shape_output(c, {m, n});
-  } else {
-    expect_shape(c, {m, n}, "gemm_half", "c");
-  }
-  return {m, n, k};
+  return check_product("gemm_half", false, tb, a, b.shape(), beta, c);
 }
 
 inline void check_rope(const Tensor& x, int64_t head_dim, const std::vector<int32_t>& positions,

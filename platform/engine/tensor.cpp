@@ -70,6 +70,17 @@ bool cpu_has_avx2_fma_f16c() {
 #endif
 }
 
+// Dimension i of `shape`; negative counts from the end.
+int64_t dim_of(const Shape& shape, int i) {
+  const int r = static_cast<int>(shape.size());
+  const int at = i < 0 ? r + i : i;
+  if (at < 0 || at >= r) {
+    throw ShapeError("dimension " + std::to_string(i) + " of a tensor of shape " +
+                     shape_string(shape));
+  }
+  return shape[static_cast<size_t>(at)];
+}
+
 std::string shape_string(const Shape& shape) {
   std::string out = "[";
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -94,15 +105,7 @@ Tensor Tensor::of(Shape shape, std::vector<float> values) {
   return t;
 }
 
-int64_t Tensor::dim(int i) const {
-  const int r = rank();
-  const int at = i < 0 ? r + i : i;
-  if (at < 0 || at >= r) {
-    throw ShapeError("dimension " + std::to_string(i) + " of a tensor of shape " +
-                     shape_string(shape_));
-  }
-  return shape_[static_cast<size_t>(at)];
-}
+int64_t Tensor::dim(int i) const { return dim_of(shape_, i); }
 
 Tensor Tensor::reshaped(Shape shape) const {
   if (count(shape) != numel()) {
@@ -134,15 +137,7 @@ HalfTensor HalfTensor::of(const Tensor& t, Format format) {
   return h;
 }
 
-int64_t HalfTensor::dim(int i) const {
-  const int r = rank();
-  const int at = i < 0 ? r + i : i;
-  if (at < 0 || at >= r) {
-    throw ShapeError("dimension " + std::to_string(i) + " of a tensor of shape " +
-                     shape_string(shape_));
-  }
-  return shape_[static_cast<size_t>(at)];
-}
+int64_t HalfTensor::dim(int i) const { return dim_of(shape_, i); }
 
 void HalfTensor::read(int64_t begin, int64_t n, float* out) const {
   if (begin < 0 || n < 0 || begin + n > numel()) {

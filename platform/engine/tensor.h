@@ -23,6 +23,8 @@ class ShapeError : public std::invalid_argument {
 using Shape = std::vector<int64_t>;
 
 std::string shape_string(const Shape& shape);  // "[2, 3]"
+// Dimension i of `shape`; negative counts from the end (-1: the last). ShapeError past its rank.
+int64_t dim_of(const Shape& shape, int i);
 
 class Tensor {
  public:
