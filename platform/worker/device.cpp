@@ -50,7 +50,7 @@ Result<std::unique_ptr<engine::SequenceRunner>> make_decoder(const Compute& comp
     o.bf16_weights = compute.bf16;
     // A model the device-resident decoder does not implement runs through the host engine on
     // the CUDA backend (the empty runner): slower, the same tokens.
-    if (engine::cuda_decoder_lacks(model.config()) != nullptr) {
+    if (engine::cuda_engines_lack(model.config()) != nullptr) {
       return std::unique_ptr<engine::SequenceRunner>();
     }
     MH_ASSIGN_OR_RETURN(auto decoder, engine::CudaDecoder::create(model, o));
@@ -74,7 +74,7 @@ Result<std::unique_ptr<engine::StepEngine>> make_step_engine(const Compute& comp
     o.bf16 = compute.bf16;
     // As for decoding: what the device-resident trainer does not implement trains through the
     // host engine on the CUDA backend.
-    if (engine::cuda_trainer_lacks(model.config()) != nullptr) {
+    if (engine::cuda_engines_lack(model.config()) != nullptr) {
       return std::unique_ptr<engine::StepEngine>();
     }
     return engine::make_cuda_engine(model, config, collective, o);

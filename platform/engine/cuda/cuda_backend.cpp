@@ -442,12 +442,7 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-const char* cuda_trainer_lacks(const ModelConfig& c) {
-  if (c.qk_norm) return "q/k norms";
-  return cuda_decoder_lacks(c);
-}
-
-const char* cuda_decoder_lacks(const ModelConfig& c) {
+const char* cuda_engines_lack(const ModelConfig& c) {
   if (c.family == Family::kGpt2) return nullptr;
   if (c.sandwich_norms || c.norm_offset != 0.0f) return "Gemma's norms";
   if (c.activation != Activation::kSilu) return "a GELU-gated MLP";

@@ -37,12 +37,11 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options = 
 int cuda_device_count();
 
 // The device-resident trainer and decoder (trainer.h, decoder.h) implement gpt2 and llama with
-// scaled RoPE, sliding windows, attention scales and attention biases (qwen2's), and the
-// decoder qwen3's q/k norms too; these name the first thing of `config` each does not
-// implement (Gemma's norms, ...), or return null. A model they refuse still runs on this
-// backend through the host engine, op by op.
+// scaled RoPE, sliding windows, attention scales, attention biases (qwen2's) and per-head q/k
+// norms (qwen3's); this names the first thing of `config` they do not implement (Gemma's
+// norms, ...), or returns null. A model they refuse still runs on this backend through the
+// host engine, op by op.
 struct ModelConfig;
-const char* cuda_trainer_lacks(const ModelConfig& config);
-const char* cuda_decoder_lacks(const ModelConfig& config);
+const char* cuda_engines_lack(const ModelConfig& config);
 
 }  // namespace mh::engine

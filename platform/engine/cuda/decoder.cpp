@@ -304,7 +304,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return failed_precondition("the CUDA decoder uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
   }
-  if (const char* missing = cuda_decoder_lacks(c)) {
+  if (const char* missing = cuda_engines_lack(c)) {
     return failed_precondition(std::string("the CUDA decoder does not implement ") + missing +
                                " (" + std::string(family_name(c.family)) + ")");
   }

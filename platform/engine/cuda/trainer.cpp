@@ -37,6 +37,7 @@ struct Saved {
   DeviceArray<uint16_t> n1h, n2h, acth, atth;  // bf16 runs
   DeviceArray<uint16_t> qh, kh, vh;            // bf16 q, k, v for the tensor-core attention
   DeviceArray<uint16_t> qkvh;                  // gpt2's: the fused projection in bf16
+  DeviceArray<float> q_raw, k_raw, q_rstd, k_rstd;  // q/k norms: q and k before them
 };
 
 // A GEMM operand as an activation holds it: fp32, or already bf16.
@@ -384,6 +385,12 @@ class CudaEngine final : public StepEngine {
         s.k.reserve(r * kw);
         s.v.reserve(r * kw);
       }
+      if (c_.qk_norm) {
+        s.q_raw.reserve(r * qw);
+        s.k_raw.reserve(r * kw);
+        s.q_rstd.reserve(r * static_cast<size_t>(c_.heads));
+        s.k_rstd.reserve(r * static_cast<size_t>(c_.kv_heads));
+      }
       s.lse.reserve(lse);
       s.h.reserve(r * f);
       if (!gpt2()) s.up.reserve(r * f);
@@ -506,6 +513,11 @@ class CudaEngine final : public StepEngine {
             "rmsnorm");
     }
   }
+  // RMSNorm over each of `rows` heads of x (rows of head_dim), as Qwen3 norms q and k.
+  void head_norm(const float* x, int64_t rows, size_t w, float* out, float* rstd) {
+    check(cuda::rmsnorm(x, weight(w), c_.norm_eps, rows, c_.head_dim, out, rstd, stream_),
+          "q/k norm");
+  }
   // The norm into whichever of its storages this run keeps.
   void norm_into(const float* x, int64_t rows, size_t w, size_t b, DeviceArray<float>& out,
                  DeviceArray<uint16_t>& out_bf16, float* mean, float* rstd) {
@@ -594,8 +606,16 @@ class CudaEngine final : public StepEngine {
           check(cuda::copy_columns(s.v.ptr, d, 0, qkv_.ptr, 3 * d, 2 * d, d, n, stream_),
                 "split v");
         } else {
-          linear(n1, n, d, y.q, bias(y.q_b), qw, s.q.ptr);
-          linear(n1, n, d, y.k, bias(y.k_b), kw, s.k.ptr);
+          if (c_.qk_norm) {
+            // Qwen3's RMSNorm over each head of q and of k, before RoPE.
+            linear(n1, n, d, y.q, bias(y.q_b), qw, s.q_raw.ptr);
+            linear(n1, n, d, y.k, bias(y.k_b), kw, s.k_raw.ptr);
+            head_norm(s.q_raw.ptr, n * c_.heads, y.q_norm, s.q.ptr, s.q_rstd.ptr);
+            head_norm(s.k_raw.ptr, n * c_.kv_heads, y.k_norm, s.k.ptr, s.k_rstd.ptr);
+          } else {
+            linear(n1, n, d, y.q, bias(y.q_b), qw, s.q.ptr);
+            linear(n1, n, d, y.k, bias(y.k_b), kw, s.k.ptr);
+          }
           linear(n1, n, d, y.v, bias(y.v_b), kw, s.v.ptr);
           check(cuda::rope(s.q.ptr, n, qw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
                            1.0f, stream_),
@@ -806,8 +826,24 @@ class CudaEngine final : public StepEngine {
           check(cuda::rope(dk_.ptr, n, kw, c_.head_dim, positions(), rope_freq(l), rope_factor(l),
                            -1.0f, stream_),
                 "rope backward");
-          linear_backward(dq_.ptr, n1, n, d, qw, y.q, bias(y.q_b), dn_.ptr, false);
-          linear_backward(dk_.ptr, n1, n, d, kw, y.k, bias(y.k_b), dn_.ptr, true);
+          // Through the q/k norms (into buffers free by now: datt_ was read by the attention's
+          // backward pass, qkv_ is gpt2's alone).
+          const float* dq = dq_.ptr;
+          const float* dk = dk_.ptr;
+          if (c_.qk_norm) {
+            check(cuda::rmsnorm_backward(dq_.ptr, s.q_raw.ptr, weight(y.q_norm), s.q_rstd.ptr,
+                                         n * c_.heads, c_.head_dim, datt_.ptr, grad(y.q_norm),
+                                         stream_),
+                  "q norm backward");
+            check(cuda::rmsnorm_backward(dk_.ptr, s.k_raw.ptr, weight(y.k_norm), s.k_rstd.ptr,
+                                         n * c_.kv_heads, c_.head_dim, qkv_.ptr, grad(y.k_norm),
+                                         stream_),
+                  "k norm backward");
+            dq = datt_.ptr;
+            dk = qkv_.ptr;
+          }
+          linear_backward(dq, n1, n, d, qw, y.q, bias(y.q_b), dn_.ptr, false);
+          linear_backward(dk, n1, n, d, kw, y.k, bias(y.k_b), dn_.ptr, true);
           linear_backward(dv_.ptr, n1, n, d, kw, y.v, bias(y.v_b), dn_.ptr, true);
         }
       }
@@ -898,7 +934,7 @@ Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainCo
     return failed_precondition("the CUDA trainer uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
   }
-  if (const char* missing = cuda_trainer_lacks(model.config())) {
+  if (const char* missing = cuda_engines_lack(model.config())) {
     return failed_precondition(std::string("the CUDA trainer does not implement ") + missing +
                                " (" + std::string(family_name(model.config().family)) + ")");
   }
