@@ -145,7 +145,13 @@ Result<Lease> SeatLeases::heartbeat(const std::optional<std::string>& caller,
                                lease.id, rfc3339(lease.expires_at)));
       return {};
     }
-    refusal = entitlements_.check(lease.tenant, "", now);
+    auto entitlement = entitlements_.find(lease.tenant);
+    if (entitlement && entitlement->license.terms.id != lease.license_id) {
+      refusal = conflict(fmt::format("license {} was superseded by {}; check out a seat on it",
+                                     lease.license_id, entitlement->license.terms.id));
+    } else {
+      refusal = entitlements_.check(lease.tenant, "", now);
+    }
     if (!refusal.ok()) {
       lease.released_at = now;
       return s.exec("UPDATE leases SET released_at = ? WHERE id = ?", {now, lease.id}).status();

@@ -149,6 +149,22 @@ Result<LicenseRecord> LicenseRegistry::install(std::string_view text, std::strin
       MH_TRY(store::AuditLog::append(s, actor, "tenant.create", terms.tenant,
                                      {{"name", terms.licensee}, {"license", terms.id}}));
     }
+    // The licence it supersedes stops holding seats: its live leases end now (their holders
+    // check out again on this one, within its seats), so the tenant never has both sets.
+    MH_ASSIGN_OR_RETURN(auto superseded,
+                        s.query("SELECT id FROM licenses WHERE tenant_id = ? AND active = 1",
+                                {terms.tenant}));
+    for (const auto& old : superseded) {
+      MH_ASSIGN_OR_RETURN(
+          const int64_t ended,
+          s.exec("UPDATE leases SET released_at = ? WHERE license_id = ? AND released_at IS NULL "
+                 "AND expires_at > ?",
+                 {now, old.text(0), now}));
+      MH_TRY(store::AuditLog::append(s, actor, "license.supersede", old.text(0),
+                                     {{"tenant", terms.tenant},
+                                      {"by", terms.id},
+                                      {"leases_ended", ended}}));
+    }
     MH_TRY(
         s.exec("UPDATE licenses SET active = 0 WHERE tenant_id = ? AND active = 1", {terms.tenant})
             .status());

@@ -157,6 +157,32 @@ TEST_CASE("revocation takes effect at once for leases and heartbeats, and sticks
   CHECK(p.lease("lic_r", "worker-3").status == 403);
 }
 
+TEST_CASE("a superseded license's leases end and stop renewing: seats never exceed the new one") {
+  Platform p;
+  REQUIRE(p.install(licensing::issue_license(terms("lic_old", 2), p.key).value()).status == 201);
+  std::vector<std::string> old_leases;
+  for (const char* instance : {"a", "b"}) {
+    RawResponse r = p.lease("lic_old", instance);
+    REQUIRE(r.status == 201);
+    old_leases.emplace_back(json::parse(r.body).at("id").as_string());
+  }
+  REQUIRE(p.install(licensing::issue_license(terms("lic_new", 2), p.key).value()).status == 201);
+  // The old leases ended with the install, and say why when renewed.
+  for (const std::string& id : old_leases) {
+    RawResponse beat = p.post("/v1/leases/" + id + "/heartbeat", {});
+    CHECK(beat.status == 409);
+  }
+  CHECK(json::parse(p.get("/v1/leases?license_id=lic_old").body).at("data").as_array().empty());
+  // The old licence grants nothing now; the new one grants its two seats and no more.
+  CHECK(p.lease("lic_old", "c").status == 409);
+  CHECK(p.lease("lic_new", "a").status == 201);
+  CHECK(p.lease("lic_new", "b").status == 201);
+  CHECK(p.lease("lic_new", "c").status == 429);
+  // The audit trail records the supersession.
+  const std::string audit = p.get("/v1/admin/audit?limit=100").body;
+  CHECK(audit.find("license.supersede") != std::string::npos);
+}
+
 TEST_CASE("an expired license stops new work once its grace period ends") {
   Platform p;
   LicenseTerms t = terms("lic_short");
