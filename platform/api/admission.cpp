@@ -65,7 +65,7 @@ Status admit_devices(const licensing::Entitlements& entitlements,
   }
   const int64_t held = holdings != nullptr ? holdings->held(tenant, holder) : 0;
   if (held + devices > terms.limits.max_gpus) {
-    return resource_exhausted(fmt::format(
+    return permission_denied(fmt::format(
         "the tenant holds {} devices and asks for {} more; license '{}' allows {} (max_gpus): "
         "{} over",
         held, devices, terms.id, terms.limits.max_gpus, held + devices - terms.limits.max_gpus));
@@ -73,7 +73,7 @@ Status admit_devices(const licensing::Entitlements& entitlements,
   MH_ASSIGN_OR_RETURN(const double used, gpu_seconds_this_month(ledger, tenant, now));
   const double limit = static_cast<double>(terms.limits.gpu_hours_per_month) * 3600.0;
   if (used >= limit) {
-    return resource_exhausted(fmt::format(
+    return permission_denied(fmt::format(
         "the tenant used {:.2f} GPU-hours this month; license '{}' allows {} "
         "(gpu_hours_per_month): {:.2f} over",
         used / 3600.0, terms.id, terms.limits.gpu_hours_per_month, (used - limit) / 3600.0));

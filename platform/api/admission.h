@@ -32,7 +32,8 @@ Result<double> gpu_seconds_this_month(const tenants::UsageLedger& ledger, const 
 
 // OK when the tenant's license is in force and grants `feature`, includes `pool`, leaves room
 // for `devices` more beside what the tenant holds apart from `holder` (max_gpus), and the
-// GPU-hours used this calendar month (UTC) are under gpu_hours_per_month. Refusals name the
+// GPU-hours used this calendar month (UTC) are under gpu_hours_per_month. Refusals are
+// permission_denied (403: waiting and retrying will not change a licence's limit) and name the
 // limit and by how much it would be passed. `holdings` may be null: work that queues (a job)
 // is refused only if it could never run (more devices than max_gpus); the scheduler keeps the
 // tenant under the cap over time.

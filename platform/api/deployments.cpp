@@ -158,24 +158,26 @@ Status Deployments::start() {
   return {};
 }
 
-Status Deployments::admit(const std::string& tenant, const DeploymentRecord& wanted,
-                          const std::string& replacing) const {
+Status Deployments::admit(store::Session& s, const std::string& tenant,
+                          const DeploymentRecord& wanted, const std::string& replacing) const {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   // Several devices for one replica is multi-GPU work, licensed as a job's ranks are.
   if (wanted.devices_per_replica > 1) MH_TRY(entitlements_.check(tenant, "multi_gpu", now));
   MH_TRY(admit_devices(entitlements_, ledger_, &holdings_, tenant, "deploy", wanted.pool, replacing,
                        wanted.replicas * wanted.devices_per_replica, now));
-  if (!replacing.empty()) return {};
-  int64_t deployments = 0;
-  {
-    std::lock_guard lock(mutex_);
-    for (const auto& [id, live] : live_) deployments += live->record.tenant == tenant;
-  }
+  // max_deployments counts the deployments that serve (replicas > 0): one scaled to zero holds
+  // nothing and does not count until it is scaled up again.
+  if (wanted.replicas == 0) return {};
+  MH_ASSIGN_OR_RETURN(auto row, s.query_one("SELECT COUNT(*) FROM deployments WHERE tenant_id = ? "
+                                            "AND replicas > 0 AND id <> ?",
+                                            {tenant, replacing}, "count"));
+  const int64_t deployments = row.integer(0);
   const auto entitlement = entitlements_.find(tenant);
   const licensing::LicenseTerms& terms = entitlement->license.terms;
   if (deployments + 1 > terms.limits.max_deployments) {
-    return resource_exhausted(fmt::format(
-        "the tenant has {} deployments; license '{}' allows {} (max_deployments): 1 over",
+    return permission_denied(fmt::format(
+        "the tenant has {} deployments serving; license '{}' allows {} (max_deployments): 1 "
+        "over; delete one or scale it to zero",
         deployments, terms.id, terms.limits.max_deployments));
   }
   return {};
@@ -222,20 +224,25 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
         "trains from scratch), then deploy the model the job makes",
         d.model));
   }
-  if (!shared) {  // staff deployments run on the platform's own capacity
-    MH_TRY(check_model_params(entitlements_, tenant, served.parameters));
-    MH_TRY(admit(tenant, d, ""));
-  }
+  // Staff deployments run on the platform's own capacity.
+  if (!shared) MH_TRY(check_model_params(entitlements_, tenant, served.parameters));
   d.status = "starting";
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                          kColumns),
-              {d.id, store::text_or_null(d.tenant), d.model, d.pool, d.replicas,
-               d.devices_per_replica, d.status, d.created_at, d.updated_at})
-        .status();
-  }));
-  holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
+  // The holdings change with the row, under the store's write lock, so the next admission sees
+  // them; a failed commit gives them back.
+  const Status stored = db_.write([&](store::Session& s) -> Status {
+    if (!shared) MH_TRY(admit(s, tenant, d, ""));
+    MH_TRY(s.exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                              kColumns),
+                  {d.id, store::text_or_null(d.tenant), d.model, d.pool, d.replicas,
+                   d.devices_per_replica, d.status, d.created_at, d.updated_at})
+               .status());
+    holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
+    return {};
+  });
+  if (!stored.ok()) {
+    holdings_.set(d.tenant, d.id, 0);
+    return stored;
+  }
   {
     std::lock_guard lock(mutex_);
     auto live = std::make_shared<Live>();
@@ -301,7 +308,7 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   DeploymentRecord wanted = d;
   wanted.replicas = replicas;
-  if (replicas > d.replicas && !d.tenant.empty()) MH_TRY(admit(d.tenant, wanted, d.id));
+  const int64_t scaled_from = d.replicas;
   d.replicas = replicas;
   d.updated_at = now;
   if (replicas == 0) {
@@ -311,15 +318,19 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
     d.status = "starting";
     d.error.clear();
   }
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec(
-            "UPDATE deployments SET replicas = ?, status = ?, error = ?, updated_at = ? WHERE "
-            "id = ?",
-            {d.replicas, d.status, store::text_or_null(d.error), d.updated_at, d.id})
-        .status();
-  }));
-  holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
+  const Status stored = db_.write([&](store::Session& s) -> Status {
+    if (replicas > scaled_from && !d.tenant.empty()) MH_TRY(admit(s, d.tenant, wanted, d.id));
+    MH_TRY(s.exec("UPDATE deployments SET replicas = ?, status = ?, error = ?, updated_at = ? "
+                  "WHERE id = ?",
+                  {d.replicas, d.status, store::text_or_null(d.error), d.updated_at, d.id})
+               .status());
+    holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
+    return {};
+  });
+  if (!stored.ok()) {
+    holdings_.set(d.tenant, d.id, scaled_from * d.devices_per_replica);
+    return stored;
+  }
   {
     std::lock_guard lock(mutex_);
     if (auto it = live_.find(d.id); it != live_.end()) {

@@ -101,7 +101,9 @@ class Deployments {
                            std::string_view line);  // with mutex_ held
   Status set_status(Live& live, const std::string& status, const std::string& error);
   void flush_usage();
-  Status admit(const std::string& tenant, const DeploymentRecord& wanted,
+  // The licence's checks on `wanted` (new, or `replacing`'s new replica count), run inside the
+  // write transaction that stores it, so parallel requests cannot pass a limit together.
+  Status admit(store::Session& s, const std::string& tenant, const DeploymentRecord& wanted,
                const std::string& replacing) const;
 
   // The request path (inference.cpp).

@@ -7,6 +7,7 @@
 #include <limits>
 #include <signal.h>
 
+#include <atomic>
 #include <fstream>
 #include <macrohard/macrohard.hpp>
 #include <mutex>
@@ -300,15 +301,74 @@ TEST_CASE("a client that goes away mid-stream stops its generation on the replic
   MESSAGE("tokens generated before the replica noticed: ", stats.at("generated_tokens"));
 }
 
+TEST_CASE("parallel creations never pass max_deployments: the count and the insert are one") {
+  ServingPlatform p;
+  licensing::Limits limits;
+  limits.seats = 1;
+  limits.max_model_params = 1'000'000;
+  limits.max_gpus = 4;
+  limits.max_deployments = 1;
+  limits.gpu_hours_per_month = 10;
+  p.relicense("acme", {"deploy", "custom_models"}, limits);
+  for (int round = 0; round < 4; ++round) {
+    CAPTURE(round);
+    std::vector<std::thread> threads;
+    std::atomic<int> created{0}, refused{0}, other{0};
+    std::vector<std::string> ids(10);
+    for (int i = 0; i < 10; ++i) {
+      threads.emplace_back([&, i] {
+        RawResponse r = p.deploy({{"model", "custom:tiny"}});
+        if (r.status == 200) {
+          ++created;
+          ids[static_cast<size_t>(i)] = std::string(json::parse(r.body).at("id").as_string());
+        } else if (r.status == 403) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(created == 1);
+    CHECK(refused == 9);
+    CHECK(other == 0);
+    CHECK(json::parse(p.as("acme", "GET", "/v1/deployments").body).at("data").as_array().size() ==
+          1);
+    for (const std::string& id : ids) {
+      if (!id.empty()) REQUIRE(p.as("acme", "DELETE", "/v1/deployments/" + id).status == 200);
+    }
+  }
+}
+
 TEST_CASE("license limits refuse deployments, naming the limit and by how much") {
   ServingPlatform p;
   SUBCASE("max_deployments") {
     p.create_ready();
     p.create_ready();
     RawResponse r = p.deploy({{"model", "custom:tiny"}});
-    CHECK(r.status == 429);
+    CHECK(r.status == 403);
     CHECK(r.body.find("max_deployments") != std::string::npos);
     CHECK(r.body.find("1 over") != std::string::npos);
+    CHECK(r.body.find("permission_denied") != std::string::npos);
+  }
+  SUBCASE("max_deployments counts what serves: one scaled to zero frees its place") {
+    const std::string a = p.create_ready();
+    const std::string b = p.create_ready();
+    RawResponse r = p.as("acme", "PATCH", "/v1/deployments/" + a,
+                         json::serialize(json::object{{"replicas", 0}}));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const std::string c = p.create_ready();
+    // Scaling the stopped one up again would be a third that serves.
+    r = p.as("acme", "PATCH", "/v1/deployments/" + a,
+             json::serialize(json::object{{"replicas", 1}}));
+    CHECK(r.status == 403);
+    CHECK(r.body.find("max_deployments") != std::string::npos);
+    CHECK(p.deployment(a).at("replicas") == 0);
+    // b scaled within its own place is no new deployment.
+    r = p.as("acme", "PATCH", "/v1/deployments/" + b,
+             json::serialize(json::object{{"replicas", 2}}));
+    CHECK_MESSAGE(r.status == 200, r.body);
+    (void)c;
   }
   SUBCASE("several devices per replica without the multi_gpu feature") {
     RawResponse r = p.deploy({{"model", "custom:tiny"}, {"devices_per_replica", 2}});
@@ -320,13 +380,13 @@ TEST_CASE("license limits refuse deployments, naming the limit and by how much")
     p.license_models("acme", {"deploy", "custom_models", "multi_gpu"});
     RawResponse r =
         p.deploy({{"model", "custom:tiny"}, {"replicas", 3}, {"devices_per_replica", 2}});
-    CHECK(r.status == 429);
+    CHECK(r.status == 403);
     CHECK(r.body.find("max_gpus") != std::string::npos);
     CHECK(r.body.find("2 over") != std::string::npos);
     const std::string id = p.create_ready();
     r = p.as("acme", "PATCH", "/v1/deployments/" + id,
              json::serialize(json::object{{"replicas", 5}}));
-    CHECK(r.status == 429);
+    CHECK(r.status == 403);
     CHECK(r.body.find("max_gpus") != std::string::npos);
     CHECK(p.deployment(id).at("replicas") == 1);
   }
@@ -339,7 +399,7 @@ TEST_CASE("license limits refuse deployments, naming the limit and by how much")
     limits.gpu_hours_per_month = 0;
     p.relicense("acme", {"deploy", "custom_models"}, limits);
     RawResponse r = p.deploy({{"model", "custom:tiny"}});
-    CHECK(r.status == 429);
+    CHECK(r.status == 403);
     CHECK(r.body.find("gpu_hours_per_month") != std::string::npos);
   }
   SUBCASE("the deploy feature") {

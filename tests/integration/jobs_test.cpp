@@ -617,14 +617,14 @@ TEST_CASE("license limits refuse fine-tuning jobs, naming the limit") {
     limits.max_gpus = 0;
     p.relicense("acme", {"train", "custom_models"}, limits);
     RawResponse r = create();
-    CHECK(r.status == 429);
+    CHECK(r.status == 403);
     CHECK(r.body.find("max_gpus): 1 over") != std::string::npos);
   }
   SUBCASE("gpu_hours_per_month") {
     limits.gpu_hours_per_month = 0;
     p.relicense("acme", {"train", "custom_models"}, limits);
     RawResponse r = create();
-    CHECK(r.status == 429);
+    CHECK(r.status == 403);
     CHECK(r.body.find("gpu_hours_per_month") != std::string::npos);
   }
   SUBCASE("the train feature") {
