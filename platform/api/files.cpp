@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <boost/json.hpp>
+#include <spdlog/spdlog.h>
 #include <charconv>
 
 #include "platform/api/jsonl.h"
@@ -72,7 +73,7 @@ class UploadSink final : public BodySink {
   // Cut off after the file part was stored but before the upload completed: nothing may
   // remain of it (the blob goes unless a recorded file shares its content).
   ~UploadSink() override {
-    if (blob_ && !recorded_) (void)files_.blobs_gc(blob_->sha256);
+    if (blob_ && !recorded_) (void)files_.collect(blob_->sha256);
   }
 
   Status write(std::string_view chunk) override { return parser_.feed(chunk); }
@@ -103,7 +104,7 @@ class UploadSink final : public BodySink {
  private:
   // Refuses the upload after its blob was written: the blob goes unless a file shares it.
   Response fail(const Status& status) {
-    (void)files_.blobs_gc(blob_->sha256);
+    (void)files_.collect(blob_->sha256);
     blob_.reset();
     return Response::error(status);
   }
@@ -234,11 +235,42 @@ Result<FileRecord> FileStore::commit(const std::string& tenant, const std::strin
   return f;
 }
 
-Status FileStore::drop_blob_if_unused(store::Session& s, const std::string& sha256) {
+namespace {
+
+// Whether a file or an unfinished fine-tuning job needs the blob's bytes.
+Result<bool> blob_needed(store::Session& s, const std::string& sha256) {
   MH_ASSIGN_OR_RETURN(
-      auto refs, s.query_one("SELECT COUNT(*) FROM files WHERE sha256 = ?", {sha256}, "count"));
-  if (refs.integer(0) > 0 || !blobs_.contains(sha256)) return {};
-  return blobs_.remove(sha256);
+      auto refs,
+      s.query_one("SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ?) + (SELECT COUNT(*) FROM "
+                  "fine_tuning_jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') AND "
+                  "(training_sha256 = ? OR validation_sha256 = ?))",
+                  {sha256, sha256, sha256}, "count"));
+  return refs.integer(0) > 0;
+}
+
+}  // namespace
+
+Status FileStore::collect(const std::string& sha256) {
+  return db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(const bool needed, blob_needed(s, sha256));
+    if (needed || !blobs_.contains(sha256)) return {};
+    return blobs_.remove(sha256);
+  });
+}
+
+Result<int64_t> FileStore::collect_orphans() {
+  int64_t removed = 0;
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto names, blobs_.list());
+    for (const std::string& sha : names) {
+      MH_ASSIGN_OR_RETURN(const bool needed, blob_needed(s, sha));
+      if (needed) continue;
+      MH_TRY(blobs_.remove(sha));
+      ++removed;
+    }
+    return {};
+  }));
+  return removed;
 }
 
 Result<FileRecord> FileStore::get(std::string_view tenant, std::string_view id) const {
@@ -295,12 +327,18 @@ Result<FileRecord> FileStore::remove(std::string_view tenant, std::string_view i
       return conflict(fmt::format("file '{}' belongs to model '{}'; delete the model first", f.id,
                                   users[0].text(0)));
     }
+    // A job that used it keeps the bytes it needs (by their hash) and its own record of the
+    // file's id; the file itself goes, and with it the tenant's storage.
     MH_TRY(s.exec("DELETE FROM files WHERE id = ? AND tenant_id = ?", {f.id, f.tenant}).status());
-    MH_TRY(tenants::UsageLedger::record(
+    return tenants::UsageLedger::record(
         s, {f.tenant, unix_seconds(), tenants::UsageDimension::kStoredBytes,
-            -static_cast<double>(f.bytes), "file", f.id}));
-    return drop_blob_if_unused(s, f.sha256);
+            -static_cast<double>(f.bytes), "file", f.id});
   }));
+  // The bytes go once nothing needs them; if that fails (or the daemon dies first), they are
+  // collected at the next start.
+  if (Status gc = collect(f.sha256); !gc.ok()) {
+    spdlog::warn("file {}: freeing its bytes: {}", f.id, gc.message());
+  }
   return f;
 }
 

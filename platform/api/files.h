@@ -58,12 +58,14 @@ class FileStore {
   Result<FileRecord> commit(const std::string& tenant, const std::string& purpose,
                             const std::string& filename, const blobs::BlobInfo& blob,
                             int64_t storage_limit);
-  // Removes a blob no file refers to any more (inside the caller's write transaction).
-  Status drop_blob_if_unused(store::Session& s, const std::string& sha256);
-  // The same, in a transaction of its own.
-  Status blobs_gc(const std::string& sha256) {
-    return db_.write([&](store::Session& s) { return drop_blob_if_unused(s, sha256); });
-  }
+  // Removes the blob if nothing needs its bytes any more: no file of any tenant, and no
+  // fine-tuning job that may still run. It runs in a write transaction of its own that changes
+  // no row, after the change that freed the blob has committed: under the store's write lock no
+  // new reference can appear meanwhile, and a failed commit loses nothing.
+  Status collect(const std::string& sha256);
+  // Removes every blob nothing needs (those a crash left between writing a blob and recording
+  // it, or between deleting a file and its blob). Run at start, before uploads are taken.
+  Result<int64_t> collect_orphans();
 
   blobs::BlobStore& blobs() { return blobs_; }
   uint64_t max_file_bytes() const { return max_file_bytes_; }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <strings.h>
 #include <boost/json.hpp>
+#include <spdlog/spdlog.h>
 #include <charconv>
 
 namespace mh::api {
@@ -180,6 +181,19 @@ void ResponseStream::cancel() {
 }
 
 Response Response::error(const Status& status) {
+  // The store's own messages (its SQL, its files) are for the operator's log: a client learns
+  // what it can act on, and a constraint the store caught is our bug, answered as one.
+  if (status.message().starts_with("store: ")) {
+    spdlog::error("{}", status.to_string());
+    switch (status.code()) {
+      case Code::kUnavailable:
+        return error(unavailable("the platform's store is busy; try again"));
+      case Code::kResourceExhausted:
+        return error(unavailable("the platform's storage is full; try again later"));
+      default:
+        return error(internal_error("the platform's store failed"));
+    }
+  }
   json::object error{
       {"type", openai_error_type(status.code())},
       {"code", code_name(status.code())},

@@ -23,7 +23,8 @@ namespace {
 constexpr std::string_view kColumns =
     "id, tenant_id, model, training_file, validation_file, suffix, status, error_code, "
     "error_message, fine_tuned_model, n_epochs, batch_size, lr_multiplier, seed, trained_tokens, "
-    "created_at, finished_at, pool, gpus, checkpoint_interval, max_retries, attempts, priority";
+    "created_at, finished_at, pool, gpus, checkpoint_interval, max_retries, attempts, priority, "
+    "training_sha256, validation_sha256";
 constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
 constexpr int64_t kMaxSeqLen = 512;
 constexpr auto kCancelGrace = std::chrono::seconds(10);
@@ -58,7 +59,22 @@ JobRecord from_row(const store::Row& r) {
   j.max_retries = r.integer(20);
   j.attempts = r.integer(21);
   j.priority = r.integer(22);
+  j.training_sha256 = r.text(23);
+  j.validation_sha256 = text(24);
   return j;
+}
+
+// Records the event in the session's transaction; its seq orders it among the job's events.
+Result<int64_t> insert_event(store::Session& session, const JobRecord& job, const JobEvent& e) {
+  MH_TRY(session
+             .exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, "
+                   "message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   {e.id, job.id, job.tenant, e.created_at, e.level, e.message, e.type,
+                    store::text_or_null(e.data)})
+             .status());
+  MH_ASSIGN_OR_RETURN(auto rows,
+                      session.query("SELECT seq FROM fine_tuning_events WHERE id = ?", {e.id}));
+  return rows.empty() ? int64_t{0} : rows[0].integer(0);
 }
 
 // The model a job makes: ft:<base>:<suffix, or the tenant>:<the job id's first 8 characters>.
@@ -298,8 +314,9 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   j.model = std::string(model->as_string());
   MH_ASSIGN_OR_RETURN(ModelRecord base, models_.get(tenant, j.model));
   MH_TRY(check_model_params(entitlements_, tenant, base.parameters));
-  for (auto [key, out, required] : {std::tuple{"training_file", &j.training_file, true},
-                                    std::tuple{"validation_file", &j.validation_file, false}}) {
+  for (auto [key, out, bytes, required] :
+       {std::tuple{"training_file", &j.training_file, &j.training_sha256, true},
+        std::tuple{"validation_file", &j.validation_file, &j.validation_sha256, false}}) {
     const json::value* v = body.if_contains(key);
     if (v == nullptr || v->is_null()) {
       if (required) return invalid_argument(std::string("\"") + key + "\" is required", key);
@@ -315,6 +332,7 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
                       key, f.id, f.purpose));
     }
     *out = f.id;
+    *bytes = f.sha256;
   }
   if (const json::value* v = body.if_contains("suffix"); v != nullptr && !v->is_null()) {
     const bool ok = v->is_string() && !v->as_string().empty() && v->as_string().size() <= 40 &&
@@ -355,26 +373,27 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
     j.seed = r >> 1;
   }
   MH_TRY(admit_devices(entitlements_, ledger_, nullptr, tenant, "train", j.pool, "", j.gpus, now));
-  j.status = "validating_files";
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, "
-                          "NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0, ?)",
-                          kColumns),
-              {j.id, j.tenant, j.model, j.training_file, store::text_or_null(j.validation_file),
-               store::text_or_null(j.suffix), j.status, j.n_epochs, j.batch_size, j.lr_multiplier,
-               j.seed, j.created_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries,
-               j.priority})
-        .status();
-  }));
-  add_event(j, "info", "message", "Validating training file: " + j.training_file);
-  // The files were checked line by line when they were uploaded, and are the tenant's with the
-  // right purpose; the worker checks that they tokenize and fill a row.
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s.exec("UPDATE fine_tuning_jobs SET status = 'queued' WHERE id = ?", {j.id}).status();
-  }));
+  // The job, queued, and the events of its creation are one transaction: a daemon killed
+  // mid-way leaves either no job or a queued one. (The files were checked line by line when
+  // they were uploaded and are the tenant's with the right purpose; the worker checks that they
+  // tokenize and fill a row.)
   j.status = "queued";
-  add_event(j, "info", "message", "Files validated, job queued");
+  const std::vector<JobEvent> created = {
+      make_event("info", "message", "Validating training file: " + j.training_file),
+      make_event("info", "message", "Files validated, job queued")};
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_TRY(s.exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                              "NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0, ?, ?, ?)",
+                              kColumns),
+                  {j.id, j.tenant, j.model, j.training_file,
+                   store::text_or_null(j.validation_file), store::text_or_null(j.suffix),
+                   j.status, j.n_epochs, j.batch_size, j.lr_multiplier, j.seed, j.created_at,
+                   j.pool, j.gpus, j.checkpoint_interval, j.max_retries, j.priority,
+                   j.training_sha256, store::text_or_null(j.validation_sha256)})
+               .status());
+    for (const JobEvent& e : created) MH_TRY(insert_event(s, j, e).status());
+    return {};
+  }));
   submit_to_pools(j);
   return j;
 }
@@ -506,22 +525,6 @@ JobEvent FineTuning::make_event(std::string level, std::string type, std::string
                   std::move(data)};
 }
 
-namespace {
-
-// Records the event in the session's transaction; its seq orders it among the job's events.
-Result<int64_t> insert_event(store::Session& session, const JobRecord& job, const JobEvent& e) {
-  MH_TRY(session
-             .exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, "
-                   "message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   {e.id, job.id, job.tenant, e.created_at, e.level, e.message, e.type,
-                    store::text_or_null(e.data)})
-             .status());
-  MH_ASSIGN_OR_RETURN(auto rows,
-                      session.query("SELECT seq FROM fine_tuning_events WHERE id = ?", {e.id}));
-  return rows.empty() ? int64_t{0} : rows[0].integer(0);
-}
-
-}  // namespace
 
 void FineTuning::add_event(const JobRecord& job, std::string level, std::string type,
                            std::string message, std::string data) {
@@ -632,6 +635,13 @@ Status FineTuning::finish(const JobRecord& job, const std::string& status,
     publish(job.id, seqs[i], "data: " + json::serialize(event_json(closing[i])) + "\n\n", false);
   }
   publish(job.id, 0, "", true);  // the job is over: its live streams end
+  // Its files' bytes are not needed any more unless a file (or another job) still has them.
+  for (const std::string* sha : {&job.training_sha256, &job.validation_sha256}) {
+    if (sha->empty()) continue;
+    if (Status gc = files_.collect(*sha); !gc.ok()) {
+      spdlog::warn("job {}: freeing its data: {}", job.id, gc.message());
+    }
+  }
   return {};
 }
 
@@ -661,7 +671,10 @@ void FineTuning::submit_to_pools(const JobRecord& j) {
       {j.id, j.tenant, j.pool, static_cast<int>(j.gpus), static_cast<int>(j.priority), j.created_at,
        true},
       [this, id = j.id](Allocation allocation) { admit(id, allocation); },
-      [this, id = j.id] { preempt(id); });
+      [this, id = j.id] { preempt(id); },
+      [this, job = j](const std::string& reason) {
+        add_event(job, "info", "message", "Waiting for devices: " + reason);
+      });
 }
 
 void FineTuning::preempt(const std::string& id) {
@@ -721,7 +734,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     (void)finish(job, "failed", code, message, "", std::nullopt);
   };
   auto model = models_.get(job.tenant, job.model);
-  auto data = files_.content(job.tenant, job.training_file);
+  auto data = files_.blobs().path_of(job.training_sha256);
   if (!model.ok() || !data.ok()) {
     return fail("invalid_training_inputs",
                 !model.ok() ? model.status().message() : data.status().message());
@@ -765,7 +778,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                "--log-every",
                "10"};
   if (!job.validation_file.empty()) {
-    auto validation = files_.content(job.tenant, job.validation_file);
+    auto validation = files_.blobs().path_of(job.validation_sha256);
     if (!validation.ok()) return fail("invalid_validation_file", validation.status().message());
     spec.argv.insert(spec.argv.end(), {"--validation-data", fs::absolute(*validation).string()});
   }

@@ -34,6 +34,8 @@ namespace mh::api {
 struct JobRecord {
   std::string id;  // "ftjob-…"
   std::string tenant, model, training_file, validation_file, suffix;
+  // The bytes the job trains on (blobs), kept while it may run even if the files are deleted.
+  std::string training_sha256, validation_sha256;
   std::string status;
   std::string error_code, error_message;
   std::string fine_tuned_model;

@@ -132,7 +132,8 @@ scheduler::TenantId Pools::tenant_id(const std::string& tenant) {
 }
 
 void Pools::submit(const Work& work, std::function<void(Allocation)> on_admit,
-                   std::function<void()> on_preempt) {
+                   std::function<void()> on_preempt,
+                   std::function<void(const std::string&)> on_waiting) {
   {
     std::lock_guard lock(mutex_);
     if (job_ids_.count(work.id)) return;
@@ -145,7 +146,7 @@ void Pools::submit(const Work& work, std::function<void(Allocation)> on_admit,
     job_names_[id] = work.id;
     job_tenants_[work.id] = work.tenant;
     job_pool_[id] = pool_index;
-    callbacks_[work.id] = {std::move(on_admit), std::move(on_preempt)};
+    callbacks_[work.id] = {std::move(on_admit), std::move(on_preempt), std::move(on_waiting), {}};
     scheduler_.submit(id, {tenant_id(work.tenant), pool_index, work.devices, work.priority,
                            work.submitted, work.preemptible});
     poked_ = true;
@@ -187,6 +188,7 @@ void Pools::pass() {
   const int64_t t = now.ok() ? *now : 0;
   std::vector<std::pair<std::function<void(Allocation)>, Allocation>> admitted;
   std::vector<std::function<void()>> preempted;
+  std::vector<std::pair<std::function<void(const std::string&)>, std::string>> waiting;
   {
     std::lock_guard lock(mutex_);
     // The license caps and budgets as they stand; the platform's own work ("") has none.
@@ -211,7 +213,8 @@ void Pools::pass() {
     }
     for (const auto& d : scheduler_.pass(t)) {
       const std::string& job = job_names_.at(d.job);
-      const Callbacks& c = callbacks_.at(job);
+      Callbacks& c = callbacks_.at(job);
+      c.told.clear();  // admitted or preempted: if it waits again, it is told again
       if (d.kind == scheduler::Decision::Kind::kPreempt) {
         if (c.on_preempt) preempted.push_back(c.on_preempt);
         continue;
@@ -228,9 +231,19 @@ void Pools::pass() {
       }
       admitted.emplace_back(c.on_admit, std::move(a));
     }
+    for (auto& [job, c] : callbacks_) {
+      if (!c.on_waiting) continue;
+      auto id = job_ids_.find(job);
+      if (id == job_ids_.end()) continue;
+      const auto info = scheduler_.pending_info(id->second);
+      if (!info || info->reason.empty() || info->reason == c.told) continue;
+      c.told = info->reason;
+      waiting.emplace_back(c.on_waiting, info->reason);
+    }
   }
   for (auto& f : preempted) f();
   for (auto& [f, allocation] : admitted) f(std::move(allocation));
+  for (auto& [f, reason] : waiting) f(reason);
 }
 
 std::optional<scheduler::PendingInfo> Pools::pending(const std::string& job) const {

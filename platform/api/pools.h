@@ -73,7 +73,9 @@ class Pools {
   // Work that wants devices, by its owner's id ("ftjob-…", "dep-…/replica-0"): it waits until a
   // pass admits it, and then `on_admit` runs with where it was placed. If it is
   // preemptible and a pass preempts it, `on_preempt` runs: the owner stops it, then calls
-  // requeue(). Callbacks run on the scheduling thread, never under the pools' lock.
+  // requeue(). While it waits, `on_waiting` runs after each pass that changed why it waits
+  // (the reason `pending` gives), so that its owner can tell the tenant as it waits.
+  // Callbacks run on the scheduling thread, never under the pools' lock.
   struct Work {
     std::string id, tenant, pool;  // tenant "" for the platform's own work: no license cap
     int devices = 1;
@@ -82,7 +84,8 @@ class Pools {
     bool preemptible = true;
   };
   void submit(const Work& work, std::function<void(Allocation)> on_admit,
-              std::function<void()> on_preempt = {});
+              std::function<void()> on_preempt = {},
+              std::function<void(const std::string& reason)> on_waiting = {});
   // It ended, or was cancelled (waiting or running): its devices are free.
   void finish(const std::string& id);
   // It stopped to give its devices back (or failed and will run again): it waits again.
@@ -139,6 +142,8 @@ class Pools {
   struct Callbacks {
     std::function<void(Allocation)> on_admit;
     std::function<void()> on_preempt;
+    std::function<void(const std::string&)> on_waiting;
+    std::string told;  // the reason it was last told it waits ("" once it runs)
   };
   std::map<std::string, Callbacks> callbacks_;
   scheduler::JobId next_id_ = 1;

@@ -20,6 +20,11 @@ std::vector<std::string_view> split_path(std::string_view path) {
   return out;
 }
 
+Response internal_response(const Request& request) {
+  return Response::error(internal_error(
+      fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
+}
+
 }  // namespace
 
 void Router::add_upload(std::string method, std::string pattern, Access access,
@@ -56,8 +61,7 @@ std::optional<Response> Router::begin_upload(Request& request, std::string_view*
     spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
                   e.what());
   }
-  return Response::error(internal_error(
-      fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
+  return internal_response(request);
 }
 
 std::optional<Response> Router::authenticate(const Route& route, Request& request) const {
@@ -153,13 +157,20 @@ Response Router::dispatch(Request& request, std::string_view* route_label) const
   }
   if (auto refused = authenticate(*route, request)) return std::move(*refused);
   try {
-    return route->handler(request);
+    Response response = route->handler(request);
+    // An internal error's message may name the server's files: it goes to the log, and the
+    // client gets the request id to quote.
+    if (response.status == 500) {
+      spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method,
+                    request.path, response.body);
+      return internal_response(request);
+    }
+    return response;
   } catch (const std::exception& e) {
     spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
                   e.what());
   }
-  return Response::error(internal_error(
-      fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
+  return internal_response(request);
 }
 
 }  // namespace mh::api

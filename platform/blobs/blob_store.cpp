@@ -125,6 +125,23 @@ Status BlobStore::remove(std::string_view sha256) const {
   return sync_directory(path.parent_path());
 }
 
+Result<std::vector<std::string>> BlobStore::list() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& shard : fs::directory_iterator(root_, ec)) {
+    const std::string prefix = shard.path().filename().string();
+    if (prefix.size() != 2 || !shard.is_directory(ec)) continue;  // the temporary area, ...
+    for (const auto& e : fs::directory_iterator(shard.path(), ec)) {
+      std::string name = e.path().filename().string();
+      if (is_sha256_hex(name) && name.starts_with(prefix)) out.push_back(std::move(name));
+    }
+    if (ec) return Status(Code::kInternal, fmt::format("listing {}: {}", shard.path().string(),
+                                                       ec.message()));
+  }
+  if (ec) return Status(Code::kInternal, fmt::format("listing {}: {}", root_.string(), ec.message()));
+  return out;
+}
+
 Status BlobStore::check_writable() const {
   MH_ASSIGN_OR_RETURN(auto writer, create());
   writer->abort();

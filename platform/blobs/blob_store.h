@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "platform/base/crypto.h"
 #include "platform/base/files.h"
@@ -62,6 +63,8 @@ class BlobStore {
   // The path of an existing blob, for streaming it out; not_found if absent.
   Result<std::filesystem::path> path_of(std::string_view sha256) const;
   Status remove(std::string_view sha256) const;
+  // Every blob's name, in no particular order (for collecting those nothing refers to).
+  Result<std::vector<std::string>> list() const;
 
   const std::filesystem::path& root() const { return root_; }
   // True when a temporary file can be created and removed (readiness check).

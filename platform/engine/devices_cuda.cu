@@ -10,7 +10,7 @@ DeviceProbe probe_cuda_devices() {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    probe.note = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+    probe.note = std::string("the CUDA runtime found none: ") + cudaGetErrorString(err);
     cudaGetLastError();  // clear the sticky error for later callers
     return probe;
   }

@@ -27,7 +27,7 @@ struct DaemonConfig {
   std::filesystem::path worker;            // mh-worker; empty: beside macrohardd
   int worker_threads = 0;                  // CPU threads per worker; 0: one per core
   int replica_max_batch = 64;              // sequences a replica decodes at once
-  int cpu_devices = 1;                     // CPU worker slots in the pool "default"
+  int cpu_devices = 2;                     // CPU worker slots in the pool "default"
   // Pools of Slurm nodes: "NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...]".
   std::vector<std::string> slurm_pools;
   std::string slurm_conf;  // SLURM_CONF for the Slurm commands; empty: Slurm's default

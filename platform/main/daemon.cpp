@@ -273,6 +273,12 @@ int run_daemon(const DaemonConfig& config) {
   tenants::UsageLedger usage(**db);
   api::add_usage_routes(router, usage);
   api::FileStore files(**db, **blobs, tenant_registry, entitlements, clock, config.max_file_bytes);
+  // Bytes a crash left behind, written but never recorded or freed but not yet removed.
+  if (auto orphans = files.collect_orphans(); !orphans.ok()) {
+    return fail(orphans.status());
+  } else if (*orphans > 0) {
+    spdlog::info("removed {} stored blobs nothing refers to", *orphans);
+  }
   api::add_file_routes(router, files);
   api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models",
                          config.data_dir / "base-models");
@@ -310,10 +316,17 @@ int run_daemon(const DaemonConfig& config) {
   // is a graceful one (asio queues it until the wait below is set up).
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   if (Status s = server.start(); !s.ok()) return fail(s);
-  spdlog::info("macrohardd {} serving {}://{}:{} from {} ({} devices: {})", MACROHARD_VERSION,
+  spdlog::info("macrohardd {} serving {}://{}:{} from {}", MACROHARD_VERSION,
                server.tls() ? "https" : "http", config.server.host, server.port(),
-               config.data_dir.string(), system.devices.devices.size(),
-               system.devices.devices.empty() ? system.devices.note : "cuda");
+               config.data_dir.string());
+  if (system.devices.devices.empty()) {
+    spdlog::info("computing on the CPU: {} worker slots in pool \"default\" (no GPU in use: {})",
+                 config.cpu_devices, system.devices.note);
+  } else {
+    spdlog::info("computing on {} CUDA devices in pool \"gpu\" and {} CPU worker slots in pool "
+                 "\"default\"",
+                 system.devices.devices.size(), config.cpu_devices);
+  }
   if (!config.port_file.empty()) {
     if (Status s =
             write_file_atomically(config.port_file, std::to_string(server.port()) + "\n", 0644);

@@ -236,6 +236,53 @@ constexpr std::array kMigrations{
       -- file name -> file id; NULL when none.
       ALTER TABLE models ADD COLUMN extra_files TEXT;
     )sql"},
+    Migration{9, "fine-tuning jobs keep the bytes they train on", R"sql(
+      -- A job keeps its files' bytes (their blobs, by SHA-256) while it may still run, so a
+      -- tenant can delete a file a job used: the file goes, the bytes stay until no file and no
+      -- unfinished job needs them. The file ids stay as the job was created with, no longer
+      -- foreign keys (the file may be gone).
+      CREATE TABLE fine_tuning_jobs_v9 (
+        id                  TEXT PRIMARY KEY,
+        tenant_id           TEXT NOT NULL REFERENCES tenants(id),
+        model               TEXT NOT NULL,
+        training_file       TEXT NOT NULL,
+        validation_file     TEXT,
+        suffix              TEXT,
+        status              TEXT NOT NULL,
+        error_code          TEXT,
+        error_message       TEXT,
+        fine_tuned_model    TEXT,
+        n_epochs            INTEGER NOT NULL,
+        batch_size          INTEGER NOT NULL,
+        lr_multiplier       REAL NOT NULL,
+        seed                INTEGER NOT NULL,
+        trained_tokens      INTEGER,
+        worker_pid          INTEGER,
+        created_at          INTEGER NOT NULL,
+        finished_at         INTEGER,
+        pool                TEXT NOT NULL DEFAULT 'default',
+        gpus                INTEGER NOT NULL DEFAULT 1,
+        checkpoint_interval INTEGER NOT NULL DEFAULT 50,
+        max_retries         INTEGER NOT NULL DEFAULT 0,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        priority            INTEGER NOT NULL DEFAULT 0,
+        worker_ref          TEXT,
+        training_sha256     TEXT NOT NULL,
+        validation_sha256   TEXT
+      );
+      INSERT INTO fine_tuning_jobs_v9
+        SELECT j.id, j.tenant_id, j.model, j.training_file, j.validation_file, j.suffix, j.status,
+               j.error_code, j.error_message, j.fine_tuned_model, j.n_epochs, j.batch_size,
+               j.lr_multiplier, j.seed, j.trained_tokens, j.worker_pid, j.created_at,
+               j.finished_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries, j.attempts,
+               j.priority, j.worker_ref,
+               (SELECT f.sha256 FROM files f WHERE f.id = j.training_file),
+               (SELECT f.sha256 FROM files f WHERE f.id = j.validation_file)
+        FROM fine_tuning_jobs j;
+      DROP TABLE fine_tuning_jobs;
+      ALTER TABLE fine_tuning_jobs_v9 RENAME TO fine_tuning_jobs;
+      CREATE INDEX jobs_by_status ON fine_tuning_jobs (status, created_at);
+    )sql", true},
 };
 
 }  // namespace

@@ -224,13 +224,24 @@ class SqliteDatabase final : public Database {
     }
     for (const Migration& m : schema) {
       if (m.version <= current) continue;
+      // PRAGMA foreign_keys cannot change inside a transaction: it is set around it.
+      if (m.rebuilds) MH_TRY(writer_->exec_script("PRAGMA foreign_keys=OFF;"));
       Status status = run_transaction(*writer_, "BEGIN IMMEDIATE", [&](Session& s) -> Status {
         MH_TRY(writer_->exec_script(m.sql));
+        if (m.rebuilds) {
+          MH_ASSIGN_OR_RETURN(auto broken, s.query("PRAGMA foreign_key_check"));
+          if (!broken.empty()) {
+            return internal_error(fmt::format("{} rows of table {} refer to no row of {}",
+                                              broken.size(), broken[0].text(0),
+                                              broken[0].text(2)));
+          }
+        }
         return s
             .exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)",
                   {int64_t{m.version}, std::string(m.name), unix_seconds()})
             .status();
       });
+      if (m.rebuilds) MH_TRY(writer_->exec_script("PRAGMA foreign_keys=ON;"));
       if (!status.ok()) {
         return Status(status.code(), fmt::format("store: migration {} ({}) failed: {}", m.version,
                                                  m.name, status.message()));

@@ -105,5 +105,35 @@ TEST_CASE("a handler that throws answers 500 naming the request id") {
   CHECK(response.body.find("kaboom") == std::string::npos);  // internals stay inside
 }
 
+TEST_CASE("internal and store errors reach the client without the server's paths or SQL") {
+  Router router;
+  router.add("GET", "/internal", Access::kPublic, [](Request&) {
+    return Response::error(internal_error("reading /srv/macrohard/data/blobs/ab/abcd: EIO"));
+  });
+  router.add("DELETE", "/constraint", Access::kPublic, [](Request&) {
+    return Response::error(
+        Status(Code::kConflict, "store: executing statement: FOREIGN KEY constraint failed"));
+  });
+  router.add("GET", "/busy", Access::kPublic, [](Request&) {
+    return Response::error(Status(Code::kUnavailable, "store: BEGIN IMMEDIATE: database is locked"));
+  });
+  std::string_view route;
+  Request a = make("GET", "/internal");
+  Response internal = router.dispatch(a, &route);
+  CHECK(internal.status == 500);
+  CHECK(internal.body.find("req_test") != std::string::npos);
+  CHECK(internal.body.find("/srv/") == std::string::npos);
+  Request b = make("DELETE", "/constraint");
+  Response constraint = router.dispatch(b, &route);
+  CHECK(constraint.status == 500);  // a constraint the store caught is a bug of ours, not a 409
+  CHECK(constraint.body.find("FOREIGN KEY") == std::string::npos);
+  CHECK(constraint.body.find("req_test") != std::string::npos);
+  Request c = make("GET", "/busy");
+  Response busy = router.dispatch(c, &route);
+  CHECK(busy.status == 503);
+  CHECK(busy.body.find("try again") != std::string::npos);
+  CHECK(busy.body.find("BEGIN") == std::string::npos);
+}
+
 }  // namespace
 }  // namespace mh::api

@@ -7,8 +7,11 @@
 #include <macrohard/macrohard.hpp>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
+#include "platform/base/crypto.h"
 #include "tests/integration/model_helpers.h"
 #include "tests/integration/sdk_client.h"
 
@@ -599,6 +602,46 @@ TEST_CASE("a worker killed mid-job fails its job with the reason, or is retried 
     }
   }
   CHECK(seconds > 0);
+}
+
+TEST_CASE("a file a job trains on can be deleted: the job keeps its bytes until it ends") {
+  JobsPlatform p;
+  const std::string sha = sha256_hex(training_jsonl(60));
+  const fs::path blob = p.options.data_dir / "blobs" / sha.substr(0, 2) / sha;
+  REQUIRE(fs::exists(blob));
+  RawResponse r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+                       json::serialize(json::object{{"model", "custom:tiny"},
+                                                    {"training_file", p.training_file}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  // The file goes at once, and with it the tenant's storage; the queued job keeps the bytes.
+  r = p.as("acme", "DELETE", "/v1/files/" + p.training_file);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(p.as("acme", "GET", "/v1/files/" + p.training_file).status == 404);
+  CHECK(p.as("acme", "GET", "/v1/files?purpose=fine-tune").body.find(p.training_file) ==
+        std::string::npos);
+  CHECK(fs::exists(blob));
+  json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"});
+  CHECK_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
+  CHECK(done.at("training_file").as_string() == p.training_file);  // the job's record of what it used
+  // Over: nothing needs the bytes now.
+  CHECK_FALSE(fs::exists(blob));
+
+  // Bytes a crash left unrecorded are collected at the next start; recorded ones stay.
+  r = p.upload("acme", "fine-tune", "kept.jsonl", training_jsonl(7));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string kept(json::parse(r.body).at("id").as_string());
+  const std::string stray_sha = sha256_hex("no file records these bytes");
+  const fs::path stray = p.options.data_dir / "blobs" / stray_sha.substr(0, 2) / stray_sha;
+  fs::create_directories(stray.parent_path());
+  {
+    std::ofstream(stray) << "no file records these bytes";
+  }
+  p.kill_and_restart();
+  CHECK_FALSE(fs::exists(stray));
+  r = p.as("acme", "GET", "/v1/files/" + kept + "/content");
+  CHECK(r.status == 200);
+  CHECK(r.body == training_jsonl(7));
 }
 
 TEST_CASE("license limits refuse fine-tuning jobs, naming the limit") {

@@ -148,6 +148,15 @@ TEST_CASE("jobs run side by side on their devices, and the license cap holds whe
   json::object done = p.until(
       "acme", a2, [](const json::object& v) { return is(v, "succeeded") || is(v, "failed"); });
   CHECK_MESSAGE(is(done, "succeeded"), json::serialize(done));
+  // Whoever followed it was told why it waited, as it waited: an event, which mhctl jobs wait
+  // prints (here from the backlog).
+  ProcessResult followed =
+      run_process({mhctl_path().string(), "jobs", "wait", a2},
+                  {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}});
+  CHECK_MESSAGE(followed.exit_code == 0, followed.output);
+  CHECK_MESSAGE(followed.output.find("Waiting for devices: tenant acme: license max_gpus 1") !=
+                    std::string::npos,
+                followed.output);
 
   // Quotas are staff's, checked.
   CHECK(p.admin("PUT", "/v1/admin/tenants/acme/quotas/moon", R"({"nominal": 1})").status == 404);

@@ -1,5 +1,7 @@
 #include "platform/store/sqlite_database.h"
 
+#include "platform/store/migrations.h"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -48,6 +50,60 @@ TEST_CASE("migrations apply once, in order, and survive reopening") {
     return {};
   });
   CHECK(read.ok());
+}
+
+TEST_CASE("migration 9 rebuilds the jobs table: rows, their events and the files' bytes kept") {
+  test::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  {
+    auto v8 = open_sqlite(file, {}, migrations().first(8));
+    REQUIRE(v8.ok());
+    Status seeded = (*v8)->write([](Session& s) -> Status {
+      MH_TRY(s.exec("INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', 1)")
+                 .status());
+      MH_TRY(s.exec("INSERT INTO files (id, tenant_id, purpose, filename, bytes, sha256, "
+                    "created_at) VALUES ('file-t', 'acme', 'fine-tune', 't.jsonl', 3, 'aa', 1), "
+                    "('file-v', 'acme', 'fine-tune', 'v.jsonl', 3, 'bb', 1)")
+                 .status());
+      MH_TRY(s.exec("INSERT INTO fine_tuning_jobs (id, tenant_id, model, training_file, "
+                    "validation_file, status, n_epochs, batch_size, lr_multiplier, seed, "
+                    "created_at, priority) VALUES ('ftjob-1', 'acme', 'm', 'file-t', 'file-v', "
+                    "'running', 1, 4, 1.0, 7, 1, 3)")
+                 .status());
+      return s
+          .exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, level, "
+                "message, type) VALUES ('ftevent-1', 'ftjob-1', 'acme', 1, 'info', 'hi', "
+                "'message')")
+          .status();
+    });
+    REQUIRE_MESSAGE(seeded.ok(), seeded.to_string());
+  }
+  auto db = open_sqlite(file, {}, migrations());
+  REQUIRE_MESSAGE(db.ok(), db.status().to_string());
+  CHECK((*db)->schema_version() >= 9);
+  Status checked = (*db)->write([](Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT training_file, validation_file, "
+                                           "training_sha256, validation_sha256, priority, status "
+                                           "FROM fine_tuning_jobs"));
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].text(0) == "file-t");
+    CHECK(rows[0].text(1) == "file-v");
+    CHECK(rows[0].text(2) == "aa");
+    CHECK(rows[0].text(3) == "bb");
+    CHECK(rows[0].integer(4) == 3);
+    CHECK(rows[0].text(5) == "running");
+    // The events still belong to their job, and keys are still enforced.
+    MH_ASSIGN_OR_RETURN(auto events, s.query("SELECT e.message FROM fine_tuning_events e JOIN "
+                                             "fine_tuning_jobs j ON j.id = e.job_id"));
+    CHECK(events.size() == 1);
+    CHECK_FALSE(s.exec("INSERT INTO fine_tuning_events (id, job_id, tenant_id, created_at, "
+                       "level, message, type) VALUES ('x', 'no-such-job', 'acme', 1, 'info', "
+                       "'', 'message')")
+                    .ok());
+    // A file a job used can be deleted now.
+    return s.exec("DELETE FROM files WHERE id = 'file-t'").status();
+  });
+  CHECK_MESSAGE(checked.ok(), checked.to_string());
 }
 
 TEST_CASE("a database newer than the build is refused, not touched") {
