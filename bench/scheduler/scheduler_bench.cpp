@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   const int32_t pool = s.add_pool(spec);
   const int64_t total = s.total_devices(pool);
   for (int64_t t = 0; t < tenants; ++t) {
-    const TenantId id = s.add_tenant({"tenant" + std::to_string(t), total, false});
+    const TenantId id = s.add_tenant({"tenant" + std::to_string(t), total, ""});
     s.set_quota(id, pool, {total / tenants, total / 10, static_cast<double>(1 + t % 4)});
   }
   // Gang sizes: mostly small, some whole nodes, a few multi-node.

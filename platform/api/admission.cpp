@@ -81,4 +81,35 @@ Status admit_devices(const licensing::Entitlements& entitlements,
   return {};
 }
 
+std::string LicenceWatch::held(const std::string& tenant) {
+  if (tenant.empty()) return "";
+  if (auto t = tenants_.cached(tenant); t && t->suspended_at) {
+    return fmt::format("tenant '{}' is suspended{}", tenant,
+                       t->suspend_reason.empty() ? "" : ": " + t->suspend_reason);
+  }
+  const auto now = clock_.now();
+  if (!now.ok()) return "";
+  if (Status in_force = entitlements_.check(tenant, "", *now); !in_force.ok()) {
+    return in_force.message();
+  }
+  const auto entitlement = entitlements_.find(tenant);
+  const licensing::LicenseTerms& terms = entitlement->license.terms;
+  std::lock_guard lock(mutex_);
+  Spent& s = spent_[tenant];
+  if (*now - s.checked_at >= kUsageRecheck || s.limit != terms.limits.gpu_hours_per_month) {
+    const auto used = gpu_seconds_this_month(ledger_, tenant, *now);
+    if (used.ok()) {  // a failed read keeps the last answer
+      const double limit = static_cast<double>(terms.limits.gpu_hours_per_month) * 3600.0;
+      s.reason = *used >= limit ? fmt::format("license {} allows {} GPU-hours a month "
+                                              "(gpu_hours_per_month) and {:.2f} are used",
+                                              terms.id, terms.limits.gpu_hours_per_month,
+                                              *used / 3600.0)
+                                : "";
+      s.checked_at = *now;
+      s.limit = terms.limits.gpu_hours_per_month;
+    }
+  }
+  return s.reason;
+}
+
 }  // namespace mh::api

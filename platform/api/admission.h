@@ -9,7 +9,9 @@
 #include <string_view>
 
 #include "licensing/entitlements.h"
+#include "platform/api/trusted_clock.h"
 #include "platform/base/status.h"
+#include "tenants/tenants.h"
 #include "tenants/usage_ledger.h"
 
 namespace mh::api {
@@ -41,5 +43,37 @@ Status admit_devices(const licensing::Entitlements& entitlements,
                      const tenants::UsageLedger& ledger, const DeviceHoldings* holdings,
                      const std::string& tenant, std::string_view feature, std::string_view pool,
                      std::string_view holder, int64_t devices, int64_t now);
+
+// Whether a tenant's work may run now: its licence in force (not revoked, not past its expiry's
+// grace, already valid), the tenant not suspended, and this calendar month's GPU-hours (UTC) not
+// spent. The scheduler asks before it starts work; the owners of running work (jobs,
+// replicas) ask as it runs, and stop it when the answer is no. The licence and the suspension
+// are read from memory on every call; the month's usage is a ledger query, made at most every
+// kUsageRecheck per tenant, so many jobs and replicas of a tenant cost one.
+class LicenceWatch {
+ public:
+  static constexpr int64_t kUsageRecheck = 5;  // seconds
+
+  LicenceWatch(const licensing::Entitlements& entitlements, const tenants::UsageLedger& ledger,
+               const tenants::TenantRegistry& tenants, TrustedClock& clock)
+      : entitlements_(entitlements), ledger_(ledger), tenants_(tenants), clock_(clock) {}
+
+  // Why the tenant's work must stop or wait ("license lic_a was revoked at …"), or "" while it
+  // may run. The platform's own work (tenant "") always may. A clock that cannot be trusted
+  // stops no running work (the licence decisions it blocks are new ones).
+  std::string held(const std::string& tenant);
+
+ private:
+  const licensing::Entitlements& entitlements_;
+  const tenants::UsageLedger& ledger_;
+  const tenants::TenantRegistry& tenants_;
+  TrustedClock& clock_;
+  struct Spent {
+    int64_t checked_at = 0, limit = -1;
+    std::string reason;  // "" while under the limit
+  };
+  std::mutex mutex_;
+  std::map<std::string, Spent, std::less<>> spent_;
+};
 
 }  // namespace mh::api

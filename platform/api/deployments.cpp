@@ -67,13 +67,14 @@ json::value pid_of(const executor::Worker* w) {
 
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-                         DeviceHoldings& holdings, Pools& pools, TrustedClock& clock,
-                         DeploymentOptions options)
+                         DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
+                         TrustedClock& clock, DeploymentOptions options)
     : db_(db),
       models_(models),
       entitlements_(entitlements),
       ledger_(ledger),
       holdings_(holdings),
+      watch_(watch),
       pools_(pools),
       clock_(clock),
       options_(std::move(options)) {}
@@ -539,8 +540,15 @@ void Deployments::apply_replica_event(const std::string& deployment, int index, 
 }
 
 void Deployments::reconcile(Live& live, SteadyClock::time_point now,
-                            std::vector<std::unique_ptr<executor::Worker>>* to_stop) {
+                            std::vector<std::unique_ptr<executor::Worker>>* to_stop,
+                            const std::string& held) {
   DeploymentRecord& d = live.record;
+  // Device-seconds, for as long as a replica's process holds its devices.
+  auto meter = [&](Replica& r) {
+    const double seconds = std::chrono::duration<double>(now - r.metered).count();
+    usage_[{d.tenant, d.id}].device_seconds += seconds * static_cast<double>(d.devices_per_replica);
+    r.metered = now;
+  };
   // Extra replicas go (the newest first); missing ones are added.
   while (static_cast<int64_t>(live.replicas.size()) > d.replicas) {
     auto& r = live.replicas.back();
@@ -555,6 +563,34 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
     r->state = "restarting";  // started just below
     r->restart_at = now;
     live.replicas.push_back(std::move(r));
+  }
+  // The licence binds running replicas: while it does not let the tenant's work run (revoked,
+  // expired past its grace, the tenant suspended, the month's GPU-hours spent), they stop and
+  // give their devices back, and they start again once it does.
+  if (!held.empty()) {
+    for (auto& rp : live.replicas) {
+      Replica& r = *rp;
+      if (r.process) {
+        meter(r);
+        to_stop->push_back(std::move(r.process));
+        spdlog::warn("deployment {} replica {} stopped: {}", d.id, r.index, held);
+      }
+      ++r.generation;
+      r.port = 0;
+      release_devices(live, r);
+      r.submitted = r.admitted = false;
+      r.devices.clear();
+      r.failures = 0;
+      r.state = "restarting";
+      r.restart_at = now;
+    }
+    (void)set_status(live, "stopped", held);
+    for (auto& [t, q] : live.queues) {
+      for (auto& c : q) c->out->fail(unavailable(fmt::format("deployment '{}' is stopped: {}",
+                                                             d.id, held)));
+      q.clear();
+    }
+    return;
   }
   std::string last_error;
   for (auto& rp : live.replicas) {
@@ -571,11 +607,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       r.restart_at = now;
     }
     if (r.process) {
-      // Device-seconds, for as long as the process holds its devices.
-      const double seconds = std::chrono::duration<double>(now - r.metered).count();
-      usage_[{d.tenant, d.id}].device_seconds +=
-          seconds * static_cast<double>(d.devices_per_replica);
-      r.metered = now;
+      meter(r);
       if (auto exit = r.process->wait(std::chrono::milliseconds(0))) {
         const bool was_ready = r.state == "ready";
         r.last_exit = exit->reason;
@@ -675,6 +707,16 @@ void Deployments::supervise() {
   for (;;) {
     std::vector<std::unique_ptr<executor::Worker>> to_stop;
     bool flush = false;
+    // Whether each tenant's licence lets its replicas run, asked outside the lock (a ledger
+    // read may be due).
+    std::map<std::string, std::string> held;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, live] : live_) {
+        if (!live->record.tenant.empty()) held.emplace(live->record.tenant, "");
+      }
+    }
+    for (auto& [tenant, reason] : held) reason = watch_.held(tenant);
     {
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, kTick, [&] { return stopping_ || events_pending_.load(); });
@@ -689,7 +731,10 @@ void Deployments::supervise() {
         apply_replica_event(e.deployment, e.index, e.generation, e.line);
       }
       const auto now = SteadyClock::now();
-      for (auto& [id, live] : live_) reconcile(*live, now, &to_stop);
+      for (auto& [id, live] : live_) {
+        const auto it = held.find(live->record.tenant);
+        reconcile(*live, now, &to_stop, it == held.end() ? std::string() : it->second);
+      }
       flush = now - last_flush_ >= kFlushEvery;
     }
     for (auto& p : to_stop) p->cancel(kStopGrace);

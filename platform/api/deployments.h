@@ -61,8 +61,8 @@ struct DeploymentOptions {
 class Deployments {
  public:
   Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
-              tenants::UsageLedger& ledger, DeviceHoldings& holdings, Pools& pools,
-              TrustedClock& clock, DeploymentOptions options);
+              tenants::UsageLedger& ledger, DeviceHoldings& holdings, LicenceWatch& watch,
+              Pools& pools, TrustedClock& clock, DeploymentOptions options);
   ~Deployments();  // stops the supervisor and every replica
   Deployments(const Deployments&) = delete;
   Deployments& operator=(const Deployments&) = delete;
@@ -89,8 +89,10 @@ class Deployments {
   struct Live;
 
   void supervise();
+  // Brings the replicas toward the record; `held` is why the tenant's licence does not let its
+  // work run now ("" while it does).
   void reconcile(Live& live, std::chrono::steady_clock::time_point now,
-                 std::vector<std::unique_ptr<executor::Worker>>* to_stop);
+                 std::vector<std::unique_ptr<executor::Worker>>* to_stop, const std::string& held);
   Status start_replica(Live& live, Replica& replica);
   // The scheduler's name for a replica's devices.
   static std::string replica_key(const std::string& deployment, int index);
@@ -116,6 +118,7 @@ class Deployments {
   const licensing::Entitlements& entitlements_;
   tenants::UsageLedger& ledger_;
   DeviceHoldings& holdings_;
+  LicenceWatch& watch_;
   Pools& pools_;
   TrustedClock& clock_;
   const DeploymentOptions options_;

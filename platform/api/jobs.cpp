@@ -29,6 +29,10 @@ constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
 constexpr int64_t kMaxSeqLen = 512;
 constexpr auto kCancelGrace = std::chrono::seconds(10);
 constexpr auto kMetricsInterval = std::chrono::milliseconds(200);
+// How often a running job's device-seconds are written to the usage ledger, and how often its
+// licence is looked at (docs/tenants.md gives the bound these make).
+constexpr auto kMeterEvery = std::chrono::seconds(5);
+constexpr auto kLicenceCheckEvery = std::chrono::seconds(1);
 
 JobRecord from_row(const store::Row& r) {
   auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
@@ -188,14 +192,15 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
 
 FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models,
                        const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-                       DeviceHoldings& holdings, Pools& pools, TrustedClock& clock, fs::path root,
-                       fs::path worker, int worker_threads)
+                       DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
+                       TrustedClock& clock, fs::path root, fs::path worker, int worker_threads)
     : db_(db),
       files_(files),
       models_(models),
       entitlements_(entitlements),
       ledger_(ledger),
       holdings_(holdings),
+      watch_(watch),
       pools_(pools),
       clock_(clock),
       root_(std::move(root)),
@@ -838,24 +843,32 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     }
   };
   add_event(job, "info", "message", "Fine-tuning job started");
-  // The job holds its devices while its worker runs; their seconds go to the usage ledger.
+  // The job holds its devices while its worker runs; their seconds go to the usage ledger as
+  // they are used (every kMeterEvery, so a daemon killed mid-job loses at most that much), and
+  // the rest when it stops.
   holdings_.set(job.tenant, job.id, job.gpus);
-  const auto started = std::chrono::steady_clock::now();
   struct Meter {
     FineTuning& self;
     const JobRecord& job;
-    std::chrono::steady_clock::time_point started;
-    ~Meter() {
-      self.holdings_.set(job.tenant, job.id, 0);
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::chrono::steady_clock::time_point billed_to = std::chrono::steady_clock::now();
+    void bill() {
+      const auto to = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(to - billed_to).count();
       auto now = self.clock_.now();
-      if (!now.ok()) return;
+      if (!now.ok() || seconds <= 0) return;
       Status s = self.ledger_.record({job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
                                       seconds * static_cast<double>(job.gpus), "job", job.id});
-      if (!s.ok()) spdlog::error("job {}: usage not recorded: {}", job.id, s.message());
+      if (!s.ok()) {
+        spdlog::error("job {}: usage not recorded yet: {}", job.id, s.message());
+        return;  // billed with the next
+      }
+      billed_to = to;
     }
-  } meter{*this, job, started};
+    ~Meter() {
+      bill();
+      self.holdings_.set(job.tenant, job.id, 0);
+    }
+  } meter{*this, job};
   Result<std::unique_ptr<executor::Worker>> worker =
       [&]() -> Result<std::unique_ptr<executor::Worker>> {
     if (slurm != nullptr) {
@@ -881,9 +894,34 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
         .status();
   });
   std::optional<executor::WorkerExit> exit;
+  auto next_bill = std::chrono::steady_clock::now() + kMeterEvery;
+  auto next_licence_check = std::chrono::steady_clock::now();
   while (!exit) {
     exit = (*worker)->wait(std::chrono::milliseconds(100));
     if (exit) break;
+    const auto tick = std::chrono::steady_clock::now();
+    if (tick >= next_bill) {
+      meter.bill();
+      next_bill = tick + kMeterEvery;
+    }
+    if (tick >= next_licence_check) {
+      next_licence_check = tick + kLicenceCheckEvery;
+      // The licence binds running work: revoked, expired past its grace, the tenant suspended
+      // or the month's GPU-hours spent, the job checkpoints and waits until it may run again.
+      if (const std::string held = watch_.held(job.tenant); !held.empty()) {
+        (*worker)->cancel(kCancelGrace);
+        add_event(job, "warn", "message",
+                  "Stopped: " + held + "; the job resumes from its checkpoint when its licence "
+                  "allows it to run");
+        (void)db_.write([&](store::Session& s) -> Status {
+          return s
+              .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
+                    {job.id})
+              .status();
+        });
+        return;
+      }
+    }
     std::unique_lock lock(mutex_);
     if (stopping_) {
       lock.unlock();

@@ -66,7 +66,7 @@ class FineTuning {
  public:
   FineTuning(store::Database& db, FileStore& files, ModelStore& models,
              const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-             DeviceHoldings& holdings, Pools& pools, TrustedClock& clock,
+             DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools, TrustedClock& clock,
              std::filesystem::path root, std::filesystem::path worker, int worker_threads);
   ~FineTuning();  // stops the runner; a running worker is stopped and its job requeued
   FineTuning(const FineTuning&) = delete;
@@ -118,6 +118,7 @@ class FineTuning {
   const licensing::Entitlements& entitlements_;
   tenants::UsageLedger& ledger_;
   DeviceHoldings& holdings_;
+  LicenceWatch& watch_;
   Pools& pools_;
   TrustedClock& clock_;
   const std::filesystem::path root_, worker_;

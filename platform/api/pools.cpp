@@ -15,15 +15,14 @@ namespace mh::api {
 namespace json = boost::json;
 
 namespace {
-constexpr int64_t kBudgetRefresh = 30;  // seconds
 }  // namespace
 
 Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
-             const tenants::UsageLedger& ledger, TrustedClock& clock, std::vector<PoolConfig> pools,
+             LicenceWatch& watch, TrustedClock& clock, std::vector<PoolConfig> pools,
              scheduler::Options options)
     : db_(db),
       entitlements_(entitlements),
-      ledger_(ledger),
+      watch_(watch),
       clock_(clock),
       pools_(pools.begin(), pools.end()),
       scheduler_(options) {
@@ -123,7 +122,7 @@ scheduler::Quota Pools::quota_of(const std::string& tenant, size_t pool) const {
 scheduler::TenantId Pools::tenant_id(const std::string& tenant) {
   auto it = tenants_.find(tenant);
   if (it != tenants_.end()) return it->second;
-  const scheduler::TenantId id = scheduler_.add_tenant({tenant, 0, false});
+  const scheduler::TenantId id = scheduler_.add_tenant({tenant, 0, ""});
   for (size_t p = 0; p < pools_.size(); ++p) {
     scheduler_.set_quota(id, static_cast<int32_t>(p), quota_of(tenant, p));
   }
@@ -191,23 +190,15 @@ void Pools::pass() {
   std::vector<std::pair<std::function<void(const std::string&)>, std::string>> waiting;
   {
     std::lock_guard lock(mutex_);
-    // The license caps and budgets as they stand; the platform's own work ("") has none.
+    // The license caps as they stand, and whether each tenant's work may run at all; the
+    // platform's own work ("") has no cap.
     for (const auto& [name, id] : tenants_) {
-      scheduler::TenantSpec spec{name, name.empty() ? std::numeric_limits<int64_t>::max() : 0,
-                                 false};
-      if (auto e = entitlements_.find(name); e && entitlements_.check(name, "", t).ok()) {
-        const auto& limits = e->license.terms.limits;
-        spec.max_devices = limits.max_gpus;
-        // The month's usage is a ledger query: read at most every kBudgetRefresh per tenant
-        // (passes run every second), and whenever the limit changes.
-        Budget& b = budgets_[name];
-        if (t - b.checked_at >= kBudgetRefresh || b.limit != limits.gpu_hours_per_month) {
-          const auto used = gpu_seconds_this_month(ledger_, name, t);
-          b.spent = used.ok() && *used >= static_cast<double>(limits.gpu_hours_per_month) * 3600.0;
-          b.checked_at = t;
-          b.limit = limits.gpu_hours_per_month;
+      scheduler::TenantSpec spec{name, name.empty() ? std::numeric_limits<int64_t>::max() : 0, ""};
+      if (!name.empty()) {
+        spec.held = watch_.held(name);
+        if (auto e = entitlements_.find(name); e && spec.held.empty()) {
+          spec.max_devices = e->license.terms.limits.max_gpus;
         }
-        spec.budget_spent = b.spent;
       }
       scheduler_.update_tenant(id, spec);
     }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
+#include "platform/api/admission.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/executor/slurm_worker.h"
@@ -50,9 +51,8 @@ struct Allocation {
 
 class Pools {
  public:
-  Pools(store::Database& db, const licensing::Entitlements& entitlements,
-        const tenants::UsageLedger& ledger, TrustedClock& clock, std::vector<PoolConfig> pools,
-        scheduler::Options options = {});
+  Pools(store::Database& db, const licensing::Entitlements& entitlements, LicenceWatch& watch,
+        TrustedClock& clock, std::vector<PoolConfig> pools, scheduler::Options options = {});
 
   ~Pools();  // stops the scheduling loop
   // Stops the scheduling loop (idempotent): owners call it before they go, so that no callback
@@ -121,7 +121,7 @@ class Pools {
 
   store::Database& db_;
   const licensing::Entitlements& entitlements_;
-  const tenants::UsageLedger& ledger_;
+  LicenceWatch& watch_;
   TrustedClock& clock_;
   std::deque<PoolConfig> pools_;  // grows (add_slurm_pool); elements never move or change
   std::map<std::string, std::string> slurm_env_;
@@ -129,11 +129,6 @@ class Pools {
   mutable std::mutex mutex_;
   scheduler::Scheduler scheduler_;
   std::map<std::string, scheduler::TenantId> tenants_;
-  struct Budget {
-    int64_t checked_at = INT64_MIN / 2, limit = -1;
-    bool spent = false;
-  };
-  std::map<std::string, Budget> budgets_;  // by tenant: the month's GPU-hours, as last read
   std::map<std::pair<std::string, std::string>, scheduler::Quota> quotas_;  // (tenant, pool)
   std::map<std::string, scheduler::JobId> job_ids_;
   std::map<scheduler::JobId, std::string> job_names_;

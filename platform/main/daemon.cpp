@@ -290,11 +290,12 @@ int run_daemon(const DaemonConfig& config) {
   scheduling.min_runtime_seconds = config.preemption_min_runtime_s;
   auto pool_configs = pools_of(config, system.devices);
   if (!pool_configs.ok()) return fail(pool_configs.status());
-  api::Pools pools(**db, entitlements, usage, clock, std::move(*pool_configs), scheduling);
+  api::LicenceWatch watch(entitlements, usage, tenant_registry, clock);
+  api::Pools pools(**db, entitlements, watch, clock, std::move(*pool_configs), scheduling);
   if (!config.slurm_conf.empty()) pools.set_slurm_env({{"SLURM_CONF", config.slurm_conf}});
   if (Status s = pools.start(); !s.ok()) return fail(s);
   api::add_pool_routes(router, pools);
-  api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, pools, clock,
+  api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, watch, pools, clock,
                        config.data_dir / "jobs", worker, config.worker_threads);
   api::add_fine_tuning_routes(router, jobs);
   if (Status s = jobs.start(); !s.ok()) return fail(s);
@@ -303,7 +304,7 @@ int run_daemon(const DaemonConfig& config) {
   deployment_options.worker = worker;
   deployment_options.threads_per_replica = config.worker_threads;
   deployment_options.max_batch = config.replica_max_batch;
-  api::Deployments deployments(**db, models, entitlements, usage, holdings, pools, clock,
+  api::Deployments deployments(**db, models, entitlements, usage, holdings, watch, pools, clock,
                                deployment_options);
   api::add_deployment_routes(router, deployments);
   if (Status s = deployments.start(); !s.ok()) return fail(s);

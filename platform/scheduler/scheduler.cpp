@@ -298,9 +298,7 @@ struct Scheduler::Impl {
     const TenantPool& p =
         static_cast<size_t>(j.spec.pool) < ps.size() ? ps[static_cast<size_t>(j.spec.pool)] : empty;
     std::ostringstream why;
-    if (t.spec.budget_spent) {
-      return "tenant " + t.spec.name + ": the license's GPU-hours for this month are spent";
-    }
+    if (!t.spec.held.empty()) return "tenant " + t.spec.name + ": " + t.spec.held;
     if (t.in_use + j.spec.devices > t.spec.max_devices) {
       why << "tenant " << t.spec.name << ": license max_gpus " << t.spec.max_devices << ", in use "
           << t.in_use << ", this job needs " << j.spec.devices;

@@ -53,7 +53,9 @@ struct Quota {
 struct TenantSpec {
   std::string name;
   int64_t max_devices = std::numeric_limits<int64_t>::max();  // the license's max_gpus
-  bool budget_spent = false;  // the license's GPU-hours this month are used up
+  // Why none of its work may run now (its licence not in force, the tenant suspended, the
+  // month's GPU-hours spent); "" while it may.
+  std::string held;
 };
 
 // Where a gang runs: devices (by index on their node) on each node it spans.

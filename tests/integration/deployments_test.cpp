@@ -301,6 +301,42 @@ TEST_CASE("a client that goes away mid-stream stops its generation on the replic
   MESSAGE("tokens generated before the replica noticed: ", stats.at("generated_tokens"));
 }
 
+TEST_CASE("a licence binds running replicas: revoked, they stop and free their devices") {
+  ServingPlatform p;
+  const std::string id = p.create_ready();
+  auto free_devices = [&] {
+    return json::parse(p.admin("GET", "/v1/admin/pools", "").body)
+        .at("data")
+        .at(0)
+        .at("free")
+        .as_int64();
+  };
+  const int64_t free_while_serving = free_devices();
+  const auto revoked = std::chrono::steady_clock::now();
+  RawResponse r =
+      p.admin("POST", "/v1/admin/licenses/lic_acme_1/revoke", R"({"reason":"non-payment"})");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  // Within the bound: the replica's process is stopped and its device is free again.
+  for (int i = 0; i < 300 && free_devices() == free_while_serving; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  CHECK(free_devices() == free_while_serving + 1);
+  CHECK(std::chrono::steady_clock::now() - revoked < 15s);
+  // The deployment says why, and takes no requests.
+  const json::object d = p.deployment(id);
+  CHECK(d.at("status") == "stopped");
+  CHECK_MESSAGE(d.at("error").as_string().find("revoked") != std::string::npos,
+                json::serialize(d));
+  CHECK(p.complete("/v1/completions", {{"model", id}, {"prompt", "hi"}, {"max_tokens", 2}})
+            .status != 200);
+  // A new licence lets it run again: the replica starts and serves.
+  p.license_models("acme", {"deploy", "custom_models"});
+  json::object ready = p.wait_ready(id);
+  CHECK_MESSAGE(ready.at("status") == "ready", json::serialize(ready));
+  CHECK(p.complete("/v1/completions", {{"model", id}, {"prompt", "hi"}, {"max_tokens", 2}})
+            .status == 200);
+}
+
 TEST_CASE("parallel creations never pass max_deployments: the count and the insert are one") {
   ServingPlatform p;
   licensing::Limits limits;

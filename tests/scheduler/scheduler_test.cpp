@@ -35,7 +35,7 @@ struct Fixture {
     pool = s.add_pool(spec);
   }
   TenantId tenant(const std::string& name, Quota q, int64_t cap = 1 << 20) {
-    const TenantId t = s.add_tenant({name, cap, false});
+    const TenantId t = s.add_tenant({name, cap, ""});
     s.set_quota(t, pool, q);
     return t;
   }
@@ -117,10 +117,10 @@ TEST_CASE("quotas and the license cap hold jobs back, saying which limit and by 
   CHECK(f.why(b2) == "tenant globex: license max_gpus 8, in use 8, this job needs 4");
   CHECK(f.s.in_use(b) == 8);
   // A spent GPU-hour budget stops new work too.
-  f.s.update_tenant(b, {"globex", 100, true});
+  f.s.update_tenant(b, {"globex", 100, "license lic_g's GPU-hours for this month are spent"});
   f.s.finish(b1, 20);
   f.run(21);
-  CHECK(f.why(b2).find("GPU-hours for this month are spent") != std::string::npos);
+  CHECK(f.why(b2) == "tenant globex: license lic_g's GPU-hours for this month are spent");
   // Later jobs of a tenant wait behind its first, and say so.
   const JobId a3 = f.submit(a, 1, 30);
   f.run(31);
@@ -264,7 +264,7 @@ TEST_CASE("properties over random workloads") {
                 static_cast<double>(pick(1, 4))},
                pick(1, static_cast<int>(total) + 4)};
       ts.push_back(spec_t);
-      s.add_tenant({"t" + std::to_string(t), spec_t.cap, false});
+      s.add_tenant({"t" + std::to_string(t), spec_t.cap, ""});
       s.set_quota(t, pool, spec_t.q);
     }
     std::map<JobId, JobSpec> jobs;  // alive
