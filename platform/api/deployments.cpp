@@ -9,6 +9,7 @@
 #include "platform/base/crypto.h"
 #include "platform/base/files.h"
 #include "platform/executor/slurm_worker.h"
+#include "platform/executor/worker_events.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {
@@ -499,43 +500,32 @@ void Deployments::on_replica_event(const std::string& deployment, int index, uin
 
 void Deployments::apply_replica_event(const std::string& deployment, int index, uint64_t generation,
                                       std::string_view line) {
-  boost::system::error_code ec;
-  json::value v = json::parse(line, ec);
-  if (ec || !v.is_object()) return;
-  const json::object& e = v.as_object();
-  const json::value* type = e.if_contains("type");
-  if (type == nullptr || !type->is_string()) return;
+  auto parsed = executor::parse_worker_event(line);
+  if (!parsed.ok()) {
+    spdlog::warn("deployment {} replica {}: {}", deployment, index, parsed.status().message());
+    return;
+  }
+  executor::WorkerEvent& e = *parsed;
   auto it = live_.find(deployment);
   if (it == live_.end()) return;
   Live& live = *it->second;
   if (index >= static_cast<int>(live.replicas.size())) return;
   Replica& r = *live.replicas[static_cast<size_t>(index)];
   if (r.generation != generation) return;
-  if (type->as_string() == "ready") {
-    const json::value* port = e.if_contains("port");
-    if (port == nullptr || !port->is_int64()) return;
-    r.port = static_cast<uint16_t>(port->as_int64());
+  if (e.kind == executor::WorkerEvent::Kind::kReady) {
+    r.port = static_cast<uint16_t>(e.port);
     r.state = "ready";
     r.failures = 0;
     (void)set_status(live, "ready", "");
     dispatch(live);
-  } else if (type->as_string() == "usage") {
-    const json::value* tenant = e.if_contains("tenant");
+  } else if (e.kind == executor::WorkerEvent::Kind::kUsage) {
     // The daemon names the tenant on each request; a request that came some other way is the
     // deployment owner's.
-    std::string who = tenant && tenant->is_string() && !tenant->as_string().empty()
-                          ? std::string(tenant->as_string())
-                          : live.record.tenant;
-    Pending& p = usage_[{who, deployment}];
-    if (const json::value* n = e.if_contains("prompt_tokens"); n && n->is_int64()) {
-      p.input_tokens += n->as_int64();
-    }
-    if (const json::value* n = e.if_contains("completion_tokens"); n && n->is_int64()) {
-      p.output_tokens += n->as_int64();
-    }
-  } else if (type->as_string() == "stats") {
-    r.stats = e;
-    r.stats.erase("type");
+    Pending& p = usage_[{e.tenant.empty() ? live.record.tenant : e.tenant, deployment}];
+    p.input_tokens += e.prompt_tokens;
+    p.output_tokens += e.completion_tokens;
+  } else if (e.kind == executor::WorkerEvent::Kind::kStats) {
+    r.stats = std::move(e.stats);
   }
 }
 

@@ -180,6 +180,18 @@ void ResponseStream::cancel() {
   if (callback) callback();
 }
 
+Status set_request_line(Request& request, std::string_view method, std::string_view target) {
+  request.method = std::string(method);
+  request.target = std::string(target);
+  if (!request.target.starts_with('/')) {
+    return invalid_argument("the request target must be an absolute path");
+  }
+  const size_t q = request.target.find('?');
+  request.path = request.target.substr(0, q);
+  request.query = q == std::string::npos ? std::string() : request.target.substr(q + 1);
+  return {};
+}
+
 Response Response::error(const Status& status) {
   // The store's own messages (its SQL, its files) are for the operator's log: a client learns
   // what it can act on, and a constraint the store caught is our bug, answered as one.

@@ -53,6 +53,10 @@ struct Request {
   std::string_view param(std::string_view name) const;
 };
 
+// Fills a request's method, target, path and query from its request line: invalid_argument
+// when the target is not an absolute path (the server answers 400).
+Status set_request_line(Request& request, std::string_view method, std::string_view target);
+
 // A response made later, on another thread, and sent piece by piece as it is made: server-sent
 // events, a reply relayed from a replica. The producer calls begin() once, write() for each
 // piece, then end(); the server sends the head as soon as begin() comes, then each piece as a

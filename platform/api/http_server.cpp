@@ -386,21 +386,17 @@ class HttpSession : public SessionBase {
   bool start_request(const Message& message) {
     started_ = Clock::now();
     request_ = Request{};
-    request_.method = std::string(message.method_string());
-    request_.target = std::string(message.target());
+    const Status line = set_request_line(request_, message.method_string(), message.target());
     request_.remote_address = remote_;
     std::string_view incoming_id = message["x-request-id"];
     request_.request_id =
         valid_request_id(incoming_id) ? std::string(incoming_id) : new_request_id();
     version_ = message.version();
     keep_alive_ = message.keep_alive();
-    if (!request_.target.starts_with('/')) {
-      send_error(invalid_argument("the request target must be an absolute path"), 400);
+    if (!line.ok()) {
+      send_error(line, 400);
       return false;
     }
-    size_t q = request_.target.find('?');
-    request_.path = request_.target.substr(0, q);
-    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
     request_.headers.reserve(8);
     for (const auto& field : message) {
       request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));

@@ -9,6 +9,7 @@
 
 #include "platform/base/crypto.h"
 #include "platform/executor/slurm_worker.h"
+#include "platform/executor/worker_events.h"
 #include "platform/executor/worker_group.h"
 #include "platform/executor/worker_process.h"
 #include "tenants/tenant_scope.h"
@@ -85,12 +86,6 @@ Result<int64_t> insert_event(store::Session& session, const JobRecord& job, cons
 std::string fine_tuned_model_id(const JobRecord& job) {
   return fmt::format("ft:{}:{}:{}", job.model, job.suffix.empty() ? job.tenant : job.suffix,
                      job.id.substr(6, 8));
-}
-
-std::optional<double> number_field(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  return v != nullptr && v->is_number() ? std::optional<double>(v->to_number<double>())
-                                        : std::nullopt;
 }
 
 json::value or_null(const std::optional<int64_t>& v) {
@@ -802,44 +797,46 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   std::optional<int64_t> trained_tokens;
   std::optional<double> last_loss;
   std::chrono::steady_clock::time_point last_metrics{};
+  // The worker's events (platform/executor/worker_events.h): a line that is not one is dropped
+  // and logged, and a checkpoint is taken only inside the job's own output directory.
   auto on_event = [&](std::string_view line) {
-    boost::system::error_code jec;
-    json::value v = json::parse(line, jec);
-    if (jec || !v.is_object()) return;
-    const json::object& e = v.as_object();
-    const json::value* type = e.if_contains("type");
-    if (type == nullptr || !type->is_string()) return;
-    if (type->as_string() == "step") {
+    auto parsed = executor::parse_worker_event(line);
+    if (!parsed.ok()) {
+      spdlog::warn("job {}: {}", job.id, parsed.status().message());
+      return;
+    }
+    const executor::WorkerEvent& e = *parsed;
+    if (e.kind == executor::WorkerEvent::Kind::kStep) {
       // Every event is a durable write: small models step hundreds of times a second, so
       // metrics are kept at most every kMetricsInterval, and always the first and the last.
-      const int64_t step = e.at("step").to_number<int64_t>();
-      const int64_t total = e.at("steps").to_number<int64_t>();
-      last_loss = e.at("loss").to_number<double>();
+      last_loss = e.loss;
       const auto now = std::chrono::steady_clock::now();
-      if (step != 1 && step != total && now - last_metrics < kMetricsInterval) return;
+      if (e.step != 1 && e.step != e.steps && now - last_metrics < kMetricsInterval) return;
       last_metrics = now;
-      const double loss = e.at("loss").to_number<double>();
       add_event(job, "info", "metrics",
-                fmt::format("Step {}/{}: training loss={:.4f}", step, total, loss),
-                json::serialize(json::object{{"step", step},
-                                             {"train_loss", loss},
-                                             {"learning_rate", e.at("lr")},
-                                             {"total_steps", e.at("steps")}}));
-    } else if (type->as_string() == "checkpoint") {
-      const int64_t step = e.at("step").to_number<int64_t>();
-      const std::optional<double> valid = number_field(e, "valid_loss");
-      add_checkpoint(job, step, last_loss, valid, std::string(e.at("path").as_string()));
-      add_event(
-          job, "info", "message",
-          valid ? fmt::format("Checkpoint saved at step {}: validation loss={:.4f}", step, *valid)
-                : fmt::format("Checkpoint saved at step {}", step));
-    } else if (type->as_string() == "done") {
-      done = true;
-      last_step = e.at("step").to_number<int64_t>();
-      final_valid_loss = number_field(e, "valid_loss");
-      if (const json::value* t = e.if_contains("trained_tokens"); t && t->is_int64()) {
-        trained_tokens = t->as_int64();
+                fmt::format("Step {}/{}: training loss={:.4f}", e.step, e.steps, e.loss),
+                json::serialize(json::object{{"step", e.step},
+                                             {"train_loss", e.loss},
+                                             {"learning_rate", e.lr},
+                                             {"total_steps", e.steps}}));
+    } else if (e.kind == executor::WorkerEvent::Kind::kCheckpoint) {
+      const fs::path path = fs::path(e.path).lexically_normal();
+      const fs::path within = path.lexically_relative(out);
+      if (within.empty() || *within.begin() == ".." || within == ".") {
+        spdlog::warn("job {}: a checkpoint outside its output directory was ignored: {}", job.id,
+                     e.path);
+        return;
       }
+      add_checkpoint(job, e.step, last_loss, e.valid_loss, path.string());
+      add_event(job, "info", "message",
+                e.valid_loss ? fmt::format("Checkpoint saved at step {}: validation loss={:.4f}",
+                                           e.step, *e.valid_loss)
+                             : fmt::format("Checkpoint saved at step {}", e.step));
+    } else if (e.kind == executor::WorkerEvent::Kind::kDone) {
+      done = true;
+      last_step = e.step;
+      final_valid_loss = e.valid_loss;
+      trained_tokens = e.trained_tokens;
     }
   };
   add_event(job, "info", "message", "Fine-tuning job started");

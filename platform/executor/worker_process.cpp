@@ -1,5 +1,7 @@
 #include "platform/executor/worker_process.h"
 
+#include "platform/executor/worker_events.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -17,7 +19,6 @@ namespace {
 
 constexpr int kEventsFd = 3;
 constexpr int kRendezvousFd = 4;
-constexpr size_t kMaxEventLine = size_t{1} << 20;
 
 std::string errno_text(std::string_view what) {
   return std::string(what) + ": " + std::strerror(errno);
@@ -209,7 +210,14 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
       pending.append(buf, static_cast<size_t>(got));
       size_t start = 0, nl;
       while ((nl = pending.find('\n', start)) != std::string::npos) {
-        if (!overlong && on_event) on_event(std::string_view(pending).substr(start, nl - start));
+        // The handler parses what it is given (parse_worker_event); whatever it might still
+        // throw stays on this thread's side, which serves no one else.
+        if (!overlong && on_event) {
+          try {
+            on_event(std::string_view(pending).substr(start, nl - start));
+          } catch (const std::exception&) {
+          }
+        }
         overlong = false;
         start = nl + 1;
       }
