@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 
+#include "platform/base/crypto.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/engine/files.h"
@@ -263,9 +264,10 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
 
   // Lay the model out as a directory of links to its blobs, validate it there, and only then
   // put it in place and record it.
+  // The staging directory's name is no model's ("." first) and no other registration's.
   const fs::path final_dir = m.directory;
-  fs::path staging = final_dir;
-  staging += ".staging";
+  const fs::path staging =
+      final_dir.parent_path() / ("." + name + ".staging-" + secure_random_base64url(9));
   std::error_code ec;
   fs::remove_all(staging, ec);
   fs::create_directories(staging, ec);
@@ -501,6 +503,23 @@ Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view
     tenants::TenantScope scope(s, std::string(tenant));
     MH_ASSIGN_OR_RETURN(auto row, scope.get("models", kColumns, id, "model"));
     m = from_row(row);
+    // What would fail without it: a deployment serving it, a job that will train it.
+    MH_ASSIGN_OR_RETURN(auto serving, s.query("SELECT id FROM deployments WHERE tenant_id = ? AND "
+                                              "model = ? LIMIT 1",
+                                              {m.tenant, m.id}));
+    if (!serving.empty()) {
+      return conflict(fmt::format("deployment '{}' serves model '{}'; delete the deployment first",
+                                  serving[0].text(0), m.id));
+    }
+    MH_ASSIGN_OR_RETURN(auto training,
+                        s.query("SELECT id FROM fine_tuning_jobs WHERE tenant_id = ? AND model = ? "
+                                "AND status IN ('validating_files', 'queued', 'running') LIMIT 1",
+                                {m.tenant, m.id}));
+    if (!training.empty()) {
+      return conflict(fmt::format("fine-tuning job '{}' trains model '{}'; cancel it or let it "
+                                  "end first",
+                                  training[0].text(0), m.id));
+    }
     return s.exec("DELETE FROM models WHERE id = ? AND tenant_id = ?", {m.id, m.tenant}).status();
   }));
   std::error_code ec;

@@ -337,6 +337,17 @@ TEST_CASE("a licence binds running replicas: revoked, they stop and free their d
             .status == 200);
 }
 
+TEST_CASE("a model a deployment serves cannot be deleted from under it") {
+  ServingPlatform p;
+  const std::string id = p.create_ready();
+  RawResponse r = p.as("acme", "DELETE", "/v1/models/custom:tiny");
+  CHECK(r.status == 409);
+  CHECK(r.body.find(id) != std::string::npos);
+  CHECK(p.as("acme", "GET", "/v1/models/custom:tiny").status == 200);
+  REQUIRE(p.as("acme", "DELETE", "/v1/deployments/" + id).status == 200);
+  CHECK(p.as("acme", "DELETE", "/v1/models/custom:tiny").status == 200);
+}
+
 TEST_CASE("parallel creations never pass max_deployments: the count and the insert are one") {
   ServingPlatform p;
   licensing::Limits limits;

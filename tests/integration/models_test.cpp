@@ -80,8 +80,16 @@ TEST_CASE("a tenant registers a custom model from its files, and only it can see
   const auto files = tiny_model_files(work.path() / "tiny", 16);
   const json::object ids = p.upload_model("acme", files);
 
-  RawResponse r = p.register_model("acme", "tiny", ids);
+  // A model whose name is another's plus ".staging" is its own model: registering the other
+  // leaves it whole.
+  RawResponse r = p.register_model("acme", "tiny.staging", ids);
   REQUIRE_MESSAGE(r.status == 201, r.body);
+  const fs::path other = p.dir.path() / "data" / "models" / "acme" / "tiny.staging";
+  REQUIRE(fs::exists(other / "config.json"));
+  r = p.register_model("acme", "tiny", ids);
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  CHECK(fs::exists(other / "config.json"));
+  REQUIRE(p.as("acme", "DELETE", "/v1/models/custom:tiny.staging").status == 200);
   const json::object m = json::parse(r.body).as_object();
   CHECK(m.at("id") == "custom:tiny");
   CHECK(m.at("object") == "model");
