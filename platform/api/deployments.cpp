@@ -477,6 +477,12 @@ Status Deployments::start_replica(Live& live, Replica& r) {
     // A Slurm job outlives its daemon: the next one finds it here and stops it.
     (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
   } else {
+    // Contained: it reads its model, writes its directory, listens for the daemon and
+    // connects to no one.
+    spec.sandbox = options_.sandbox;
+    spec.sandbox.read = {model.directory};
+    spec.sandbox.connect = false;
+    if (!spec.gpus.empty()) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges
     MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(spec, on_event));
     r.host = "127.0.0.1";
   }

@@ -56,6 +56,8 @@ struct DeploymentOptions {
   int max_queue = 1024;          // requests waiting per deployment before 429
   std::chrono::milliseconds restart_backoff{500};  // doubles per failure in a row, up to 30 s
   int max_start_failures = 5;  // replicas dying before ready this many times: deployment failed
+  // What contains a local replica: enabled and the limits (each replica adds its model).
+  executor::Sandbox sandbox;
 };
 
 class Deployments {

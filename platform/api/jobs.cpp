@@ -788,6 +788,15 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   }
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
+  // Contained (locally): it reads its model and data, writes its directory; one worker alone
+  // has no network at all (a group's ranks meet over loopback TCP).
+  spec.sandbox = sandbox_;
+  spec.sandbox.read = {model->directory, *data};
+  if (!job.validation_file.empty()) {
+    if (auto v = files_.blobs().path_of(job.validation_sha256); v.ok()) spec.sandbox.read.push_back(*v);
+  }
+  spec.sandbox.network = job.gpus > 1;
+  if (pools_.gpu_pool(job.pool)) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges
   const executor::SlurmOptions* slurm = pools_.slurm(job.pool);
   // On a Slurm pool the devices are counted (Slurm assigns them, as GRES); locally, named.
   if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.gpus = allocation.devices;

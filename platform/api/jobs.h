@@ -26,6 +26,7 @@
 #include "platform/api/pools.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
+#include "platform/executor/sandbox.h"
 #include "platform/store/database.h"
 #include "tenants/usage_ledger.h"
 
@@ -72,6 +73,9 @@ class FineTuning {
   FineTuning(const FineTuning&) = delete;
   FineTuning& operator=(const FineTuning&) = delete;
 
+  // What contains a local worker: enabled and the limits (each job adds its inputs). Set
+  // before start().
+  void contain_workers(const executor::Sandbox& sandbox) { sandbox_ = sandbox; }
   // Requeues jobs a previous daemon left running, then starts running queued jobs.
   Status start();
 
@@ -123,6 +127,7 @@ class FineTuning {
   TrustedClock& clock_;
   const std::filesystem::path root_, worker_;
   const int worker_threads_;
+  executor::Sandbox sandbox_;
 
   std::mutex mutex_;
   std::condition_variable wake_;  // the runner: work to look at, or stop

@@ -13,6 +13,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/json.h"
 #include "platform/engine/model.h"
+#include "platform/executor/worker_process.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {
@@ -280,20 +281,22 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
       return internal_error(fmt::format("linking {}: {}", file, ec.message()));
     }
   }
-  auto summary = engine::inspect_model(staging);
+  auto summary = inspect(staging);
   if (!summary.ok()) {
     discard();
-    return invalid_argument(summary.status().message(), "files");
+    return summary.status().code() == Code::kInvalidArgument
+               ? invalid_argument(summary.status().message(), "files")
+               : summary.status();
   }
   if (Status allowed = check_model_params(entitlements_, tenant, summary->parameters);
       !allowed.ok()) {
     discard();
     return allowed;
   }
-  m.family = std::string(engine::family_name(summary->config.family));
+  m.family = summary->family;
   m.parameters = summary->parameters;
-  m.context_length = summary->config.max_positions;
-  m.vocab_size = summary->config.vocab_size;
+  m.context_length = summary->context_length;
+  m.vocab_size = summary->vocab_size;
   fs::remove_all(final_dir, ec);
   fs::rename(staging, final_dir, ec);
   if (ec) {
@@ -530,21 +533,101 @@ Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view
 Result<ModelRecord> ModelStore::record_fine_tune(const std::string& tenant, const std::string& id,
                                                  const fs::path& dir, const std::string& job_id) {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
-  auto summary = engine::inspect_model(dir);
+  auto summary = inspect(dir);
   if (!summary.ok()) return internal_error("the trained model: " + summary.status().message());
   ModelRecord m;
   m.id = id;
   m.tenant = tenant;
   m.kind = "fine-tune";
-  m.family = std::string(engine::family_name(summary->config.family));
+  m.family = summary->family;
   m.parameters = summary->parameters;
-  m.context_length = summary->config.max_positions;
-  m.vocab_size = summary->config.vocab_size;
+  m.context_length = summary->context_length;
+  m.vocab_size = summary->vocab_size;
   m.directory = dir.string();
   m.job_id = job_id;
   m.created_at = now;
   MH_TRY(insert_model(db_, m));
   return m;
+}
+
+void ModelStore::inspect_with(fs::path worker, executor::Sandbox sandbox, fs::path scratch) {
+  worker_ = std::move(worker);
+  sandbox_ = std::move(sandbox);
+  scratch_ = std::move(scratch);
+}
+
+Result<ModelStore::Inspected> ModelStore::inspect(const fs::path& dir) const {
+  if (worker_.empty()) return internal_error("model inspection is not configured");
+  // Memory for the largest weights file (the worker maps each in turn) and the parse beside it.
+  uint64_t largest = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const uint64_t size = fs::file_size(e.path(), ec);  // through links, to the blobs
+    if (!ec) largest = std::max(largest, size);
+    ec.clear();
+  }
+  executor::WorkerSpec spec;
+  spec.argv = {worker_.string(), "inspect", "--model", dir.string()};
+  spec.work_dir = scratch_ / ("inspect-" + secure_random_base64url(9));
+  spec.cpu_threads = 1;
+  spec.sandbox = sandbox_;
+  spec.sandbox.read = {dir};
+  spec.sandbox.network = false;
+  spec.sandbox.address_space_bytes = largest + kInspectMemory;
+  struct Scratch {
+    fs::path dir;
+    ~Scratch() {
+      std::error_code ignored;
+      fs::remove_all(dir, ignored);
+    }
+  } scratch{spec.work_dir};
+  MH_ASSIGN_OR_RETURN(auto worker, executor::WorkerProcess::start(spec, {}));
+  std::optional<executor::WorkerExit> exit = worker->wait(kInspectTime);
+  if (!exit) {
+    worker->cancel(std::chrono::seconds(1));
+    return invalid_argument(fmt::format("checking the model's files took longer than {} s",
+                                        kInspectTime.count()));
+  }
+  MH_ASSIGN_OR_RETURN(std::string log,
+                      engine::read_text_file(spec.work_dir / "worker.log", size_t{1} << 20));
+  if (!exit->ok()) {
+    // mh-worker says what is wrong on its last line ("mh-worker: <why>"); a worker that died
+    // (out of memory, a signal) says nothing of the files.
+    const size_t at = log.rfind("mh-worker: ");
+    if (exit->exit_code == 2 && at != std::string::npos) {
+      std::string why = log.substr(at + 11);
+      while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+      return invalid_argument(why);
+    }
+    spdlog::warn("inspecting {}: {}", dir.string(), exit->reason);
+    return invalid_argument(fmt::format(
+        "the model's files could not be checked within {} GiB of memory and {} s (the checker "
+        "{})",
+        (largest + kInspectMemory) >> 30, kInspectTime.count(),
+        exit->signal != 0 ? fmt::format("was killed by signal {}", exit->signal)
+                          : fmt::format("exited with status {}", exit->exit_code)));
+  }
+  const size_t line = log.rfind("\n{");
+  boost::system::error_code jec;
+  json::value v = json::parse(line == std::string::npos ? std::string_view(log)
+                                                        : std::string_view(log).substr(line + 1),
+                              jec);
+  if (jec || !v.is_object()) return internal_error("mh-worker inspect printed no summary");
+  const json::object& o = v.as_object();
+  Inspected out;
+  auto number = [&](std::string_view key) -> int64_t {
+    const json::value* x = o.if_contains(key);
+    return x != nullptr && x->is_int64() ? x->as_int64() : -1;
+  };
+  const json::value* family = o.if_contains("family");
+  out.family = family != nullptr && family->is_string() ? std::string(family->as_string()) : "";
+  out.parameters = number("parameters");
+  out.context_length = number("context");
+  out.vocab_size = number("vocab_size");
+  if (out.family.empty() || out.parameters < 0 || out.context_length < 0 || out.vocab_size < 0) {
+    return internal_error("mh-worker inspect printed an incomplete summary");
+  }
+  return out;
 }
 
 void add_model_routes(Router& router, ModelStore& models) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include "platform/api/files.h"
 #include "platform/api/router.h"
 #include "platform/api/trusted_clock.h"
+#include "platform/executor/sandbox.h"
 #include "platform/store/database.h"
 
 namespace mh::api {
@@ -77,7 +79,24 @@ class ModelStore {
   Result<ModelRecord> record_fine_tune(const std::string& tenant, const std::string& id,
                                        const std::filesystem::path& dir, const std::string& job_id);
 
+  // Model files a tenant supplied, or a tenant's job wrote, are checked by `mh-worker inspect`
+  // in a contained worker of its own (`sandbox`, with memory for the largest weights file
+  // mapped plus kInspectMemory, and kInspectTime): the daemon never parses them itself, so a
+  // hostile file costs a worker, not the daemon. Scratch directories go under `scratch`. Set
+  // before the first registration.
+  void inspect_with(std::filesystem::path worker, executor::Sandbox sandbox,
+                    std::filesystem::path scratch);
+  static constexpr uint64_t kInspectMemory = uint64_t{4} << 30;
+  static constexpr std::chrono::seconds kInspectTime{120};
+
  private:
+  // What inspection found: the model's family, size and shape.
+  struct Inspected {
+    std::string family;
+    int64_t parameters = 0, context_length = 0, vocab_size = 0;
+  };
+  Result<Inspected> inspect(const std::filesystem::path& dir) const;
+
   store::Database& db_;
   FileStore& files_;
   const licensing::Entitlements& entitlements_;
@@ -87,6 +106,8 @@ class ModelStore {
   // By name; replaced whole when a model is published, so readers take a snapshot.
   std::atomic<std::shared_ptr<const std::vector<ModelRecord>>> catalogue_;
   std::mutex publish_mutex_;
+  std::filesystem::path worker_, scratch_;
+  executor::Sandbox sandbox_;
 };
 
 // OK if the tenant's license allows a model of `parameters` (max_model_params).

@@ -59,7 +59,11 @@ Result<std::unique_ptr<WorkerGroup>> WorkerGroup::start(
   std::unique_ptr<WorkerGroup> group(new WorkerGroup());
   for (int r = 0; r < world; ++r) {
     WorkerSpec rank = spec;
-    if (r > 0) rank.work_dir = spec.work_dir / ("rank-" + std::to_string(r));
+    if (r > 0) {
+      rank.work_dir = spec.work_dir / ("rank-" + std::to_string(r));
+      // It resumes from rank 0's checkpoints, which it reads and does not write.
+      rank.sandbox.read.push_back(spec.work_dir);
+    }
     if (!spec.gpus.empty()) rank.gpus = {spec.gpus[static_cast<size_t>(r)]};
     rank.env["MH_RANK"] = std::to_string(r);
     rank.env["MH_WORLD_SIZE"] = std::to_string(world);

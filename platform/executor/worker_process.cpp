@@ -131,6 +131,11 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
   argv.push_back(nullptr);
   const std::string dir = spec.work_dir.string();
 
+  std::unique_ptr<PreparedSandbox> sandbox;
+  if (spec.sandbox.enabled) {
+    MH_ASSIGN_OR_RETURN(sandbox, PreparedSandbox::prepare(spec.sandbox, spec.work_dir, argv[0]));
+  }
+
   std::unique_ptr<WorkerProcess> w(new WorkerProcess());
   w->log_ = spec.work_dir / "worker.log";
   const int log_fd = ::open(w->log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -178,6 +183,9 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::start(
       struct rlimit rl;
       rl.rlim_cur = rl.rlim_max = value;
       if (::setrlimit(resource, &rl) != 0) fail(errno);
+    }
+    if (sandbox) {
+      if (int err = sandbox->enter(); err != 0) fail(err);
     }
     ::execve(argv[0], argv.data(), envp.data());
     fail(errno);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "platform/base/status.h"
+#include "platform/executor/sandbox.h"
 
 namespace mh::executor {
 
@@ -43,6 +44,8 @@ struct WorkerSpec {
   // A listening socket the worker inherits as fd 4, named to it by MH_RENDEZVOUS_FD (a group's
   // rank 0 accepts the other ranks on it); -1: none. The caller keeps its own copy.
   int rendezvous_fd = -1;
+  // What contains it (sandbox.h); local workers only.
+  Sandbox sandbox;
 };
 
 struct WorkerExit {

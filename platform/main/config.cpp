@@ -111,6 +111,13 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--worker-threads", config->worker_threads,
                  "CPU threads per worker process (0: one per core)")
       ->check(CLI::Range(0, 4096));
+  app.add_option("--worker-sandbox", config->worker_sandbox,
+                 "contain workers: Landlock, no network, seccomp, limits (true or false)")
+      ->envname("MACROHARD_WORKER_SANDBOX");
+  app.add_option("--worker-memory-bytes", config->worker_memory_bytes,
+                 "a CPU worker's address space (0: the machine's physical memory)");
+  app.add_option("--worker-file-bytes", config->worker_file_bytes,
+                 "the largest file a worker may write (0: no limit)");
   app.add_option("--cpu-devices", config->cpu_devices,
                  "CPU worker slots in the pool \"default\": training jobs that run at once")
       ->envname("MACROHARD_CPU_DEVICES")

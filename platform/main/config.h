@@ -26,6 +26,9 @@ struct DaemonConfig {
   uint64_t max_file_bytes = 8ull << 30;    // one uploaded file
   std::filesystem::path worker;            // mh-worker; empty: beside macrohardd
   int worker_threads = 0;                  // CPU threads per worker; 0: one per core
+  bool worker_sandbox = true;              // contain workers (platform/executor/sandbox.h)
+  uint64_t worker_memory_bytes = 0;        // a CPU worker's address space; 0: physical memory
+  uint64_t worker_file_bytes = 0;          // the largest file a worker may write; 0: no limit
   int replica_max_batch = 64;              // sequences a replica decodes at once
   int cpu_devices = 2;                     // CPU worker slots in the pool "default"
   // Pools of Slurm nodes: "NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...]".

@@ -280,11 +280,22 @@ int run_daemon(const DaemonConfig& config) {
     spdlog::info("removed {} stored blobs nothing refers to", *orphans);
   }
   api::add_file_routes(router, files);
+  const fs::path worker = resolve_worker(config.worker);
+  // What contains workers (platform/executor/sandbox.h): on, with the limits configured.
+  executor::Sandbox sandbox;
+  sandbox.enabled = config.worker_sandbox;
+  sandbox.address_space_bytes =
+      config.worker_memory_bytes > 0
+          ? config.worker_memory_bytes
+          : static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  sandbox.file_size_bytes = config.worker_file_bytes;
   api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models",
                          config.data_dir / "base-models");
+  models.inspect_with(worker, sandbox, config.data_dir / "inspections");
   if (Status s = models.load_catalogue(); !s.ok()) return fail(s);
   api::add_model_routes(router, models);
-  const fs::path worker = resolve_worker(config.worker);
+
   api::DeviceHoldings holdings;
   scheduler::Options scheduling;
   scheduling.min_runtime_seconds = config.preemption_min_runtime_s;
@@ -298,12 +309,14 @@ int run_daemon(const DaemonConfig& config) {
   api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, watch, pools, clock,
                        config.data_dir / "jobs", worker, config.worker_threads);
   api::add_fine_tuning_routes(router, jobs);
+  jobs.contain_workers(sandbox);
   if (Status s = jobs.start(); !s.ok()) return fail(s);
   api::DeploymentOptions deployment_options;
   deployment_options.root = config.data_dir / "deployments";
   deployment_options.worker = worker;
   deployment_options.threads_per_replica = config.worker_threads;
   deployment_options.max_batch = config.replica_max_batch;
+  deployment_options.sandbox = sandbox;
   api::Deployments deployments(**db, models, entitlements, usage, holdings, watch, pools, clock,
                                deployment_options);
   api::add_deployment_routes(router, deployments);

@@ -23,6 +23,7 @@
 #include "platform/engine/train.h"
 #include "platform/worker/device.h"
 #include "platform/worker/events.h"
+#include "platform/worker/sandbox_check.h"
 #include "platform/worker/serve.h"
 
 namespace fs = std::filesystem;
@@ -222,8 +223,16 @@ int main(int argc, char** argv) {
   serve->add_option("--max-batch", so.max_batch, "sequences decoding at once")
       ->check(CLI::Range(1, 4096));
 
+  auto* sandbox_check = app.add_subcommand(
+      "sandbox-check", "try reads, writes and connections, and say what this process may do");
+  std::vector<std::string> try_read, try_write, try_connect;
+  sandbox_check->add_option("--try-read", try_read, "a file to read");
+  sandbox_check->add_option("--try-write", try_write, "a file to create and write");
+  sandbox_check->add_option("--try-connect", try_connect, "a local TCP port to connect to");
+
   CLI11_PARSE(app, argc, argv);
   device.threads = threads;
+  if (sandbox_check->parsed()) return worker::sandbox_check(try_read, try_write, try_connect);
   if (serve->parsed()) {
     if (const char* token = std::getenv("MH_REPLICA_TOKEN")) so.token = token;
     so.compute = device;

@@ -617,7 +617,8 @@ TEST_CASE("a worker killed mid-job fails its job with the reason, or is retried 
            "/v1/fine_tuning/jobs/" + id +
                "/checkpoints?limit=1&after=" + std::string(list[0].at("id").as_string()));
   CHECK(json::parse(r.body).at("data").at(0).at("id") == list[1].at("id"));
-  // Device-seconds of both attempts are in the ledger, against the job.
+  // Device-seconds of both attempts are in the ledger, against the job (at least one record
+  // each: a long attempt is billed every few seconds as it runs).
   json::object usage =
       json::parse(p.as("acme", "GET", "/v1/usage?bucket_width=total&group_by=subject").body)
           .as_object();
@@ -625,7 +626,7 @@ TEST_CASE("a worker killed mid-job fails its job with the reason, or is retried 
   for (const auto& line : usage.at("data").as_array()) {
     if (line.at("subject_id").as_string() == id && line.at("dimension") == "gpu_seconds") {
       seconds += line.at("quantity").to_number<double>();
-      CHECK(line.at("records") == 2);
+      CHECK(line.at("records").as_int64() >= 2);
     }
   }
   CHECK(seconds > 0);
@@ -684,6 +685,53 @@ TEST_CASE("a licence binds a running job: out of GPU-hours it checkpoints and wa
   json::object done = p.wait_for(id, {"succeeded", "failed", "cancelled"}, 240s);
   CHECK_MESSAGE(done.at("status") == "succeeded", json::serialize(done));
   CHECK(messages().find("Resuming from checkpoint-") != std::string::npos);
+}
+
+// The process whose command line holds `needle` (a job's id is in its worker's --out).
+pid_t find_process(const std::string& needle) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+    if (cmdline.find(needle) != std::string::npos && cmdline.find("train") != std::string::npos) {
+      return static_cast<pid_t>(std::stol(name));
+    }
+  }
+  return -1;
+}
+
+TEST_CASE("a job's worker runs contained: no privileges, a system call filter, no network") {
+  JobsPlatform p;
+  RawResponse r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(6000));
+  REQUIRE(r.status == 200);
+  const std::string big(json::parse(r.body).at("id").as_string());
+  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
+           json::serialize(json::object{{"model", "custom:tiny"},
+                                        {"training_file", big},
+                                        {"hyperparameters", {{"n_epochs", 50}}}}));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  REQUIRE(p.wait_for(id, {"running"}).at("status") == "running");
+  pid_t pid = -1;
+  for (int i = 0; i < 200 && pid < 0; ++i) {
+    pid = find_process(id);
+    if (pid < 0) std::this_thread::sleep_for(25ms);
+  }
+  REQUIRE(pid > 0);
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string status((std::istreambuf_iterator<char>(in)), {});
+  CHECK_MESSAGE(status.find("NoNewPrivs:\t1") != std::string::npos, status);
+  CHECK(status.find("Seccomp:\t2") != std::string::npos);
+  CHECK(status.find("CapEff:\t0000000000000000") != std::string::npos);
+  CHECK(fs::read_symlink("/proc/" + std::to_string(pid) + "/ns/net") !=
+        fs::read_symlink("/proc/self/ns/net"));
+  const fs::path log = p.options.data_dir / "jobs" / "acme" / id / "worker.log";
+  std::ifstream log_in(log);
+  std::string first;
+  std::getline(log_in, first);
+  CHECK_MESSAGE(first.starts_with("sandbox: landlock"), first);
+  CHECK(p.as("acme", "POST", "/v1/fine_tuning/jobs/" + id + "/cancel").status == 200);
 }
 
 TEST_CASE("a file a job trains on can be deleted: the job keeps its bytes until it ends") {

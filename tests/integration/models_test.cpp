@@ -190,6 +190,46 @@ TEST_CASE("custom models are refused, saying why, when the files or the license 
   CHECK(left == 0);
 }
 
+// The daemon's peak resident memory so far, in bytes.
+int64_t peak_resident(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("VmHWM:")) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+TEST_CASE("a hostile weights file is checked in a worker: the daemon's memory does not grow") {
+  ModelsPlatform p;
+  p.license_models("acme", {"custom_models"});
+  TempDir work;
+  auto files = tiny_model_files(work.path() / "a", 16);
+  // A 48 MiB safetensors header that is one long shape array: about 30x that once parsed.
+  std::string header = R"({"x":{"dtype":"F32","shape":[)";
+  header.reserve(48 << 20);
+  while (header.size() < (48u << 20)) header += "1,";
+  header += R"(1],"data_offsets":[0,4]}})";
+  std::string bytes(8, '\0');
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) bytes[static_cast<size_t>(i)] = static_cast<char>(n >> (8 * i));
+  files["model.safetensors"] = bytes + header + std::string(4, '\0');
+  const json::object ids = p.upload_model("acme", files);
+  const int64_t before = peak_resident(p.daemon->pid());
+  const auto started = std::chrono::steady_clock::now();
+  RawResponse r = p.register_model("acme", "hostile", ids);
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("error").at("param") == "files");
+  MESSAGE("refused in ", std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+                             .count(),
+          " s: ", message_of(r));
+  // The parse happened elsewhere: the daemon's peak grew by far less than the header's size.
+  const int64_t after = peak_resident(p.daemon->pid());
+  CHECK_MESSAGE(after - before < (32 << 20), "daemon peak grew by ", (after - before) >> 20,
+                " MiB");
+  CHECK(own_models(p, "acme").empty());
+}
+
 TEST_CASE("mhctl models register uploads a model directory, and the SDK sees the model") {
   ModelsPlatform p;
   p.license_models("acme", {"custom_models"});
