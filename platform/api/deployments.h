@@ -53,7 +53,8 @@ struct DeploymentOptions {
   std::filesystem::path worker;  // mh-worker
   int threads_per_replica = 0;   // CPU threads per replica (MH_THREADS); 0: the worker decides
   int max_batch = 64;            // sequences a replica decodes at once
-  int max_queue = 1024;          // requests waiting per deployment before 429
+  int max_queue = 1024;          // requests waiting per deployment (all tenants) before 429
+  int max_queue_per_tenant = 256;  // requests one tenant may have waiting on one deployment
   std::chrono::milliseconds restart_backoff{500};  // doubles per failure in a row, up to 30 s
   int max_start_failures = 5;  // replicas dying before ready this many times: deployment failed
   // What contains a local replica: enabled and the limits (each replica adds its model).

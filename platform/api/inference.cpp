@@ -57,12 +57,21 @@ Response Deployments::infer(Request& request, bool chat) {
           fmt::format("deployment '{}' is {}{}", target->record.id, target->record.status,
                       target->record.error.empty() ? "" : ": " + target->record.error)));
     }
+    // Each tenant waits in a queue of its own (served round-robin) and may fill only its share
+    // of the deployment's room: at most max_queue_per_tenant, and once max_queue requests wait
+    // in all, no more than an equal part of it. One tenant cannot fill a shared deployment.
     size_t queued = 0;
     for (const auto& [t, q] : target->queues) queued += q.size();
-    if (queued >= static_cast<size_t>(options_.max_queue)) {
-      return Response::error(resource_exhausted(
-          fmt::format("deployment '{}' has {} requests waiting, its limit; try again shortly",
-                      target->record.id, queued)));
+    const auto own = target->queues.find(tenant);
+    const size_t mine = own == target->queues.end() ? 0 : own->second.size();
+    const size_t tenants = target->queues.size() + (own == target->queues.end() ? 1 : 0);
+    const size_t share = std::max<size_t>(1, static_cast<size_t>(options_.max_queue) / tenants);
+    if (mine >= static_cast<size_t>(options_.max_queue_per_tenant) ||
+        (queued >= static_cast<size_t>(options_.max_queue) && mine >= share)) {
+      return Response::error(resource_exhausted(fmt::format(
+          "you have {} requests waiting on deployment '{}', your share of its queue; try again "
+          "shortly",
+          mine, target->record.id)));
     }
     target->queues[tenant].push_back(call);
     dispatch(*target);

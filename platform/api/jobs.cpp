@@ -217,8 +217,11 @@ FineTuning::~FineTuning() {
     for (auto& [id, r] : running_) threads.push_back(std::move(r.thread));
   }
   for (auto& t : threads) t.join();
-  std::lock_guard lock(subscribers_mutex_);
-  for (auto& [job, sub] : subscribers_) sub.out->end();  // the job goes on after a restart
+  std::lock_guard lock(channels_mutex_);
+  for (auto& [job, c] : channels_) {
+    std::lock_guard channel_lock(c->mutex);
+    for (auto& sub : c->subscribers) sub.out->end();  // the job goes on after a restart
+  }
 }
 
 Status FineTuning::start() {
@@ -542,27 +545,39 @@ void FineTuning::add_event(const JobRecord& job, std::string level, std::string 
   publish(job.id, seq, "data: " + json::serialize(event_json(e)) + "\n\n", false);
 }
 
+std::shared_ptr<FineTuning::Channel> FineTuning::channel(const std::string& job_id, bool create) {
+  std::lock_guard lock(channels_mutex_);
+  auto it = channels_.find(job_id);
+  if (it != channels_.end()) return it->second;
+  if (!create) return nullptr;
+  return channels_.emplace(job_id, std::make_shared<Channel>()).first->second;
+}
+
 void FineTuning::publish(const std::string& job_id, int64_t seq, const std::string& text,
                          bool last) {
-  std::lock_guard lock(subscribers_mutex_);
-  auto [begin, end] = subscribers_.equal_range(job_id);
-  for (auto it = begin; it != end;) {
-    Subscriber& sub = it->second;
-    if (sub.out->cancelled()) {
-      it = subscribers_.erase(it);
-      continue;
-    }
-    if (seq > sub.last_seq) {  // the backlog it was sent may already hold this one
-      sub.out->write(text);
-      sub.last_seq = seq;
-    }
-    if (last) {
+  const std::shared_ptr<Channel> c = channel(job_id, false);
+  if (!c) return;
+  {
+    std::lock_guard lock(c->mutex);
+    std::erase_if(c->subscribers, [&](Subscriber& sub) {
+      if (sub.out->cancelled()) return true;
+      if (seq > sub.last_seq) {  // the backlog it was sent may already hold this one
+        sub.out->write(text);
+        sub.last_seq = seq;
+      }
+      if (!last) return false;
       sub.out->write("data: [DONE]\n\n");
       sub.out->end();
-      it = subscribers_.erase(it);
-      continue;
+      return true;
+    });
+  }
+  // The job is over: no stream joins its channel again (one opened from now reads the job
+  // finished and ends after its backlog).
+  if (last) {
+    std::lock_guard lock(channels_mutex_);
+    if (auto it = channels_.find(job_id); it != channels_.end() && it->second == c) {
+      channels_.erase(it);
     }
-    ++it;
   }
 }
 
@@ -571,33 +586,49 @@ Response FineTuning::stream_events(std::string_view tenant, std::string_view id,
   auto job = get(tenant, id);
   if (!job.ok()) return Response::error(job.status());
   auto out = std::make_shared<ResponseStream>();
-  // Under the subscribers' lock: an event recorded after the backlog's query is published to
-  // this subscriber, and one recorded before it is in the backlog (seq tells them apart).
-  std::lock_guard lock(subscribers_mutex_);
-  int64_t last_seq = 0;
-  std::string backlog;
-  Status read = db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows, read_events(s, tenant, id, after, -1));
-    for (const auto& [seq, e] : rows) {
-      backlog += "data: " + json::serialize(event_json(e)) + "\n\n";
-      last_seq = seq;
+  const std::string job_id(id);
+  const std::shared_ptr<Channel> c = channel(job_id, true);
+  bool ended = false;
+  Status read;
+  {
+    // Under the job's channel lock: an event recorded after the backlog's query is published
+    // to this subscriber, and one recorded before it is in the backlog (seq tells them apart).
+    std::lock_guard lock(c->mutex);
+    int64_t last_seq = 0;
+    std::string backlog;
+    read = db_.read([&](store::Session& s) -> Status {
+      MH_ASSIGN_OR_RETURN(auto rows, read_events(s, tenant, id, after, -1));
+      for (const auto& [seq, e] : rows) {
+        backlog += "data: " + json::serialize(event_json(e)) + "\n\n";
+        last_seq = seq;
+      }
+      // The job's state as of this read: a finished job's stream ends after its backlog.
+      MH_ASSIGN_OR_RETURN(auto status, s.query("SELECT status FROM fine_tuning_jobs WHERE id = ?",
+                                               {job_id}));
+      const std::string state = status.empty() ? "" : status[0].text(0);
+      if (state == "succeeded" || state == "failed" || state == "cancelled") last_seq = -1;
+      return {};
+    });
+    if (read.ok()) {
+      out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+      out->write(std::move(backlog));
+      if (last_seq < 0) {
+        out->write("data: [DONE]\n\n");
+        out->end();
+        ended = true;
+      } else {
+        c->subscribers.push_back(Subscriber{out, last_seq});
+      }
     }
-    // The job's state as of this read: a finished job's stream ends after its backlog.
-    MH_ASSIGN_OR_RETURN(auto status, s.query("SELECT status FROM fine_tuning_jobs WHERE id = ?",
-                                             {std::string(id)}));
-    const std::string state = status.empty() ? "" : status[0].text(0);
-    if (state == "succeeded" || state == "failed" || state == "cancelled") last_seq = -1;
-    return {};
-  });
-  if (!read.ok()) return Response::error(read);
-  out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
-  out->write(std::move(backlog));
-  if (last_seq < 0) {
-    out->write("data: [DONE]\n\n");
-    out->end();
-  } else {
-    subscribers_.emplace(std::string(id), Subscriber{out, last_seq});
   }
+  if (ended) {  // a channel made for a finished job goes again (no stream joins it now)
+    std::lock_guard lock(channels_mutex_);
+    if (auto it = channels_.find(job_id); it != channels_.end() && it->second == c) {
+      std::lock_guard channel_lock(c->mutex);
+      if (c->subscribers.empty()) channels_.erase(it);
+    }
+  }
+  if (!read.ok()) return Response::error(read);
   return Response::streamed(out);
 }
 

@@ -147,8 +147,15 @@ class FineTuning {
     std::shared_ptr<ResponseStream> out;
     int64_t last_seq = 0;  // the newest event it has been sent
   };
-  std::mutex subscribers_mutex_;
-  std::multimap<std::string, Subscriber> subscribers_;  // by job id
+  // A job's live streams, with a lock of their own: reading one job's history for a new stream
+  // holds up that job's events only, never another's.
+  struct Channel {
+    std::mutex mutex;
+    std::vector<Subscriber> subscribers;
+  };
+  std::shared_ptr<Channel> channel(const std::string& job_id, bool create);
+  std::mutex channels_mutex_;  // only while a channel is found, made or dropped
+  std::map<std::string, std::shared_ptr<Channel>> channels_;  // by job id
 };
 
 // POST/GET /v1/fine_tuning/jobs, GET /v1/fine_tuning/jobs/{id}, POST …/{id}/cancel,

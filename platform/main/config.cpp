@@ -133,6 +133,12 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--replica-max-batch", config->replica_max_batch,
                  "requests an inference replica decodes at once; more wait in per-tenant queues")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--deployment-queue", config->deployment_queue,
+                 "requests that may wait on one deployment, all tenants together")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--deployment-queue-per-tenant", config->deployment_queue_per_tenant,
+                 "requests one tenant may have waiting on one deployment")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--max-file-bytes", config->max_file_bytes, "largest uploaded file")
       ->envname("MACROHARD_MAX_FILE_BYTES")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 44));

@@ -533,8 +533,9 @@ TEST_CASE("the SDK and mhctl deploy a model and chat with it, streamed and whole
 }
 
 TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly between them") {
-  // Replicas take one request at a time here, so the rest wait in the per-tenant queues.
-  ModelsPlatform p({"--replica-max-batch", "1"});
+  // Replicas take one request at a time here, so the rest wait in the per-tenant queues, each
+  // tenant's holding at most four.
+  ModelsPlatform p({"--replica-max-batch", "1", "--deployment-queue-per-tenant", "4"});
   TempDir work;
   tiny_model_files(work.path() / "tiny-base", 64, 4096);
   // Staff publish it from a directory on the platform's host; tenants see it at once.
@@ -602,6 +603,15 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
     std::this_thread::sleep_for(2ms);
   }
   REQUIRE(view().at("queued_requests") == 4);
+  // acme's share is full: its next request is refused, and another tenant's is not.
+  {
+    RawConnection extra(p.daemon->port());
+    send(extra, "acme");
+    auto refused = extra.read_response(30s);
+    REQUIRE(refused.has_value());
+    CHECK(refused->status == 429);
+    CHECK(refused->body.find("your share of its queue") != std::string::npos);
+  }
   RawConnection globex(p.daemon->port());
   send(globex, "globex");
   // Each answer's arrival, in order.

@@ -217,7 +217,16 @@ TEST_CASE("a hostile weights file is checked in a worker: the daemon's memory do
   const json::object ids = p.upload_model("acme", files);
   const int64_t before = peak_resident(p.daemon->pid());
   const auto started = std::chrono::steady_clock::now();
-  RawResponse r = p.register_model("acme", "hostile", ids);
+  // (Checking it takes seconds: a longer wait than http_request's.)
+  RawConnection c(p.daemon->port());
+  const std::string body =
+      json::serialize(json::object{{"name", "hostile"}, {"files", ids}});
+  c.send("POST /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + p.owners.at("acme") +
+         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body);
+  auto response = c.read_response(std::chrono::seconds(120));
+  REQUIRE(response.has_value());
+  const RawResponse& r = *response;
   CHECK(r.status == 400);
   CHECK(json::parse(r.body).at("error").at("param") == "files");
   MESSAGE("refused in ", std::chrono::duration<double>(std::chrono::steady_clock::now() - started)

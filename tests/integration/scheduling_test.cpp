@@ -465,12 +465,16 @@ TEST_CASE("a device failure drains its node and sends the job back to the queue"
   // The worker this platform runs dies the way a GPU with an uncorrectable ECC error kills it.
   TempDir bin;
   const fs::path worker = bin.path() / "failing-worker";
+  // (It checks model files as mh-worker does: registration runs it for that.)
   std::ofstream(worker) << "#!/bin/sh\n"
+                           "if [ \"$1\" = inspect ]; then exec " + mhworker_path().string() +
+                               " \"$@\"; fi\n"
                            "echo 'CUDA error: uncorrectable ECC error encountered' >&2\n"
                            "exit 1\n";
   fs::permissions(worker, fs::perms::owner_all);
+  // (Locally it runs unsandboxed: a sandboxed script may exec nothing but itself.)
   SchedulingPlatform p({"--slurm-pool", "cluster:" + slurm.node + "=4", "--slurm-conf", slurm.conf,
-                        "--worker", worker.string()});
+                        "--worker", worker.string(), "--worker-sandbox", "false"});
   RawResponse r = p.as(
       "acme", "POST", "/v1/fine_tuning/jobs",
       json::serialize(json::object{
