@@ -20,7 +20,8 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((idle + slow + 1000
 fi
 "$bin/platform/main/macrohardd" --data-dir "$work/data" --listen 127.0.0.1:0 \
   --port-file "$work/port" --admin-key-file "$work/admin.key" --log-level warn \
-  --max-connections $((idle + slow + 1000)) >"$work/daemon.out" 2>&1 &
+  --max-connections $((idle + slow + 1000)) --max-connections-per-address 0 \
+  >"$work/daemon.out" 2>&1 &
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
 port=$(cat "$work/port")
 

@@ -95,15 +95,35 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
     std::lock_guard lock(mutex_);
     return sessions_.size();
   }
+  // Counts a connection from `remote` in, or says why it is refused: the server's limit, or
+  // the address's share of it (one client cannot hold every connection there is).
+  std::optional<std::string> admit(const std::string& remote) {
+    std::lock_guard lock(mutex_);
+    if (sessions_.size() >= options_.max_connections) {
+      return fmt::format("{} open, the limit", options_.max_connections);
+    }
+    size_t& from = per_address_[remote];
+    if (options_.max_connections_per_address > 0 &&
+        from >= options_.max_connections_per_address) {
+      if (from == 0) per_address_.erase(remote);
+      return fmt::format("{} open from {}, the limit per address",
+                         options_.max_connections_per_address, remote);
+    }
+    ++from;
+    return std::nullopt;
+  }
   void add_session(const std::shared_ptr<SessionBase>& session) {
     std::lock_guard lock(mutex_);
     sessions_.emplace(session.get(), session);
   }
-  void remove_session(SessionBase* session) {
+  void remove_session(SessionBase* session, const std::string& remote) {
     std::function<void()> drained;
     {
       std::lock_guard lock(mutex_);
       sessions_.erase(session);
+      if (auto it = per_address_.find(remote); it != per_address_.end() && --it->second == 0) {
+        per_address_.erase(it);
+      }
       if (sessions_.empty() && stopping_) drained = std::exchange(drained_, nullptr);
     }
     if (drained) drained();
@@ -149,6 +169,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   mutable std::mutex mutex_;
   std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> sessions_;
+  std::unordered_map<std::string, size_t> per_address_;  // open connections by remote address
   std::function<void()> drained_;
 };
 
@@ -159,7 +180,7 @@ class HttpSession : public SessionBase {
  public:
   HttpSession(std::shared_ptr<HttpServer::Impl> server, std::string remote)
       : server_(std::move(server)), remote_(std::move(remote)) {}
-  ~HttpSession() override { server_->remove_session(this); }
+  ~HttpSession() override { server_->remove_session(this, remote_); }
 
   void close_if_idle() override {
     asio::post(derived().stream().get_executor(), [self = self()] {
@@ -728,13 +749,13 @@ void HttpServer::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
     spdlog::warn("accept failed: {}", ec.message());
     return do_accept();
   }
-  if (open_connections() >= options_.max_connections) {
-    spdlog::warn("refusing a connection: {} open, the limit", options_.max_connections);
+  std::string remote = socket.remote_endpoint(ec).address().to_string();
+  if (auto refused = admit(remote)) {
+    spdlog::warn("refusing a connection: {}", *refused);
     socket.close(ec);
     return do_accept();
   }
   socket.set_option(tcp::no_delay(true), ec);
-  std::string remote = socket.remote_endpoint(ec).address().to_string();
   auto self = shared_from_this();
   if (ssl_) {
     auto session = std::make_shared<TlsSession>(std::move(socket), *ssl_, self, std::move(remote));

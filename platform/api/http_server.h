@@ -32,6 +32,7 @@ struct ServerOptions {
   std::chrono::milliseconds write_timeout{30'000};  // to write one response
   std::chrono::milliseconds handshake_timeout{10'000};
   size_t max_connections = 10'000;
+  size_t max_connections_per_address = 2'500;  // 0: no cap per client address
   std::string tls_cert_file;  // PEM chain; TLS is on when both files are set
   std::string tls_key_file;
   std::string server_name = "macrohardd";

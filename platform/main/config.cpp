@@ -77,6 +77,8 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--max-connections", config->server.max_connections, "open connections limit")
       ->envname("MACROHARD_MAX_CONNECTIONS")
       ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
+  app.add_option("--max-connections-per-address", config->server.max_connections_per_address,
+                 "open connections one client address may hold (0: no cap)");
   app.add_option("--shutdown-grace-ms", grace_ms,
                  "on SIGTERM, how long requests in flight may take to finish")
       ->envname("MACROHARD_SHUTDOWN_GRACE_MS")

@@ -161,6 +161,30 @@ TEST_CASE("a slow client is cut off by the read timeout, an idle one by the idle
   check_still_serving(daemon.port());
 }
 
+TEST_CASE("one client address holds at most its share of the connections") {
+  Daemon daemon(with_args({"--max-connections-per-address", "3"}));
+  std::vector<std::unique_ptr<RawConnection>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawConnection>(daemon.port()));
+    held.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    REQUIRE(held.back()->read_response());  // open and served (kept alive)
+  }
+  {
+    RawConnection fourth(daemon.port());
+    CHECK(fourth.closed_by_peer(3s));  // refused at accept
+  }
+  held.pop_back();  // one goes: its place is free again
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    RawConnection again(daemon.port());
+    again.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto r = again.read_response(1s);
+    served = r && r->status == 200;
+    if (!served) std::this_thread::sleep_for(20ms);
+  }
+  CHECK(served);
+}
+
 TEST_CASE("SIGTERM stops accepting, closes idle connections and finishes requests in flight") {
   Daemon daemon(with_args({"--shutdown-grace-ms", "10000"}));
   RawConnection idle(daemon.port());
