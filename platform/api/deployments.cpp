@@ -525,9 +525,11 @@ void Deployments::apply_replica_event(const std::string& deployment, int index, 
     (void)set_status(live, "ready", "");
     dispatch(live);
   } else if (e.kind == executor::WorkerEvent::Kind::kUsage) {
-    // The daemon names the tenant on each request; a request that came some other way is the
-    // deployment owner's.
-    Pending& p = usage_[{e.tenant.empty() ? live.record.tenant : e.tenant, deployment}];
+    // A tenant's deployment serves its owner alone: its tokens are the owner's whatever the
+    // replica says. A staff deployment's replica names the caller the daemon sent it.
+    const std::string& who =
+        live.record.tenant.empty() && !e.tenant.empty() ? e.tenant : live.record.tenant;
+    Pending& p = usage_[{who, deployment}];
     p.input_tokens += e.prompt_tokens;
     p.output_tokens += e.completion_tokens;
   } else if (e.kind == executor::WorkerEvent::Kind::kStats) {
