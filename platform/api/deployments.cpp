@@ -233,7 +233,8 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
   // them; a failed commit gives them back.
   const Status stored = db_.write([&](store::Session& s) -> Status {
     if (!shared) MH_TRY(admit(s, tenant, d, ""));
-    MH_TRY(s.exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+    MH_TRY(s.exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, "
+                              "?, ?)",
                               kColumns),
                   {d.id, store::text_or_null(d.tenant), d.model, d.pool, d.replicas,
                    d.devices_per_replica, d.status, d.created_at, d.updated_at})

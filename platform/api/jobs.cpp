@@ -386,7 +386,8 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
       make_event("info", "message", "Files validated, job queued")};
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     MH_TRY(s.exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                              "NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0, ?, ?, ?)",
+                              "NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0, ?, ?, "
+                              "?)",
                               kColumns),
                   {j.id, j.tenant, j.model, j.training_file,
                    store::text_or_null(j.validation_file), store::text_or_null(j.suffix),
@@ -824,7 +825,8 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   spec.sandbox = sandbox_;
   spec.sandbox.read = {model->directory, *data};
   if (!job.validation_file.empty()) {
-    if (auto v = files_.blobs().path_of(job.validation_sha256); v.ok()) spec.sandbox.read.push_back(*v);
+    auto validation = files_.blobs().path_of(job.validation_sha256);
+    if (validation.ok()) spec.sandbox.read.push_back(*validation);
   }
   spec.sandbox.network = job.gpus > 1;
   if (pools_.gpu_pool(job.pool)) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges

@@ -135,10 +135,14 @@ Result<std::vector<std::string>> BlobStore::list() const {
       std::string name = e.path().filename().string();
       if (is_sha256_hex(name) && name.starts_with(prefix)) out.push_back(std::move(name));
     }
-    if (ec) return Status(Code::kInternal, fmt::format("listing {}: {}", shard.path().string(),
-                                                       ec.message()));
+    if (ec) {
+      return Status(Code::kInternal,
+                    fmt::format("listing {}: {}", shard.path().string(), ec.message()));
+    }
   }
-  if (ec) return Status(Code::kInternal, fmt::format("listing {}: {}", root_.string(), ec.message()));
+  if (ec) {
+    return Status(Code::kInternal, fmt::format("listing {}: {}", root_.string(), ec.message()));
+  }
   return out;
 }
 
