@@ -33,6 +33,9 @@ struct Deployments::Replica {
   int64_t started_at = 0;
   int in_flight = 0;          // requests relayed to it and not finished
   boost::json::object stats;  // its latest counters
+  // The tenants whose requests it was given, and when last: a usage event naming any other
+  // tenant is not believed (a staff replica serves many tenants and reports their tokens).
+  std::map<std::string, std::chrono::steady_clock::time_point> served;
   // Its devices, from the scheduler: asked for once, kept across restarts of its process.
   bool submitted = false, admitted = false;
   bool move = false;  // its node is draining: stop it and ask for devices again

@@ -28,6 +28,9 @@ constexpr int64_t kMaxReplicas = 64;
 constexpr int64_t kMaxDevicesPerReplica = 8;
 constexpr auto kTick = std::chrono::milliseconds(200);
 constexpr auto kFlushEvery = std::chrono::seconds(5);
+// How long after the daemon gives a replica a tenant's request it believes usage for that
+// tenant (longer than any one request's reply: the event comes as it ends).
+constexpr auto kUsageWindow = std::chrono::minutes(30);
 constexpr auto kStopGrace = std::chrono::seconds(5);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
@@ -527,9 +530,19 @@ void Deployments::apply_replica_event(const std::string& deployment, int index, 
     dispatch(live);
   } else if (e.kind == executor::WorkerEvent::Kind::kUsage) {
     // A tenant's deployment serves its owner alone: its tokens are the owner's whatever the
-    // replica says. A staff deployment's replica names the caller the daemon sent it.
-    const std::string& who =
-        live.record.tenant.empty() && !e.tenant.empty() ? e.tenant : live.record.tenant;
+    // replica says. A staff deployment's replica names the caller; it is believed only for a
+    // tenant whose request the daemon gave it lately.
+    std::string who = live.record.tenant;
+    if (who.empty() && !e.tenant.empty()) {
+      const auto served = r.served.find(e.tenant);
+      if (served == r.served.end() || SteadyClock::now() - served->second > kUsageWindow) {
+        spdlog::warn("deployment {} replica {}: usage reported for tenant '{}', whose requests "
+                     "it was not given; not recorded",
+                     deployment, index, e.tenant);
+        return;
+      }
+      who = e.tenant;
+    }
     Pending& p = usage_[{who, deployment}];
     p.input_tokens += e.prompt_tokens;
     p.output_tokens += e.completion_tokens;

@@ -105,6 +105,7 @@ void Deployments::dispatch(Live& live) {
     std::erase_if(live.queues, [](const auto& e) { return e.second.empty(); });
     if (!call) return;
     ++best->in_flight;
+    best->served[call->tenant] = std::chrono::steady_clock::now();
     run_relay_task([this, call, best] { relay(call, best); });
   }
 }
