@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "tests/support/harness.h"
@@ -30,6 +31,23 @@ TEST_CASE("a blob is named by its SHA-256 and reads back whole") {
   // The same content again is the same blob.
   CHECK((*store)->put("abc")->sha256 == info->sha256);
   CHECK(count_files(dir.path() / "blobs") == 1);
+}
+
+TEST_CASE("list names every blob and nothing else under the root") {
+  test::TempDir dir;
+  auto store = BlobStore::open(dir.path() / "blobs");
+  REQUIRE(store.ok());
+  CHECK((*store)->list().value().empty());
+  const std::string a = (*store)->put("abc")->sha256, b = (*store)->put("xyz")->sha256;
+  auto writer = (*store)->create().value();  // unfinished: a temporary file, not a blob
+  REQUIRE(writer->write("partial").ok());
+  auto names = (*store)->list().value();
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> want = {a, b};
+  std::sort(want.begin(), want.end());
+  CHECK(names == want);
+  REQUIRE((*store)->remove(a).ok());
+  CHECK((*store)->list().value() == std::vector<std::string>{b});
 }
 
 TEST_CASE("streamed writes hash as they go — an aborted writer leaves nothing") {
