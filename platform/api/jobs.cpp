@@ -761,6 +761,16 @@ void FineTuning::admit(const std::string& id, const Allocation& allocation) {
   });
 }
 
+void FineTuning::back_to_queue(const JobRecord& job) {
+  Status s = db_.write([&](store::Session& session) -> Status {
+    return session
+        .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
+              {job.id})
+        .status();
+  });
+  if (!s.ok()) spdlog::error("job {}: back to the queue: {}", job.id, s.message());
+}
+
 void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto fail = [&](const std::string& code, const std::string& message) {
     (void)finish(job, "failed", code, message, "", std::nullopt);
@@ -809,10 +819,15 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                std::to_string(job.checkpoint_interval),
                "--log-every",
                "10"};
+  // Contained (locally): it reads its model and data, writes its directory; one worker alone
+  // has no network at all (a group's ranks meet over loopback TCP).
+  spec.sandbox = sandbox_;
+  spec.sandbox.read = {model->directory, *data};
   if (!job.validation_file.empty()) {
     auto validation = files_.blobs().path_of(job.validation_sha256);
     if (!validation.ok()) return fail("invalid_validation_file", validation.status().message());
     spec.argv.insert(spec.argv.end(), {"--validation-data", fs::absolute(*validation).string()});
+    spec.sandbox.read.push_back(*validation);
   }
   if (!resume.empty()) {
     spec.argv.insert(spec.argv.end(), {"--resume", resume.string()});
@@ -820,14 +835,6 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   }
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
-  // Contained (locally): it reads its model and data, writes its directory; one worker alone
-  // has no network at all (a group's ranks meet over loopback TCP).
-  spec.sandbox = sandbox_;
-  spec.sandbox.read = {model->directory, *data};
-  if (!job.validation_file.empty()) {
-    auto validation = files_.blobs().path_of(job.validation_sha256);
-    if (validation.ok()) spec.sandbox.read.push_back(*validation);
-  }
   spec.sandbox.network = job.gpus > 1;
   if (pools_.gpu_pool(job.pool)) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges
   const executor::SlurmOptions* slurm = pools_.slurm(job.pool);
@@ -952,12 +959,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
         add_event(job, "warn", "message",
                   "Stopped: " + held + "; the job resumes from its checkpoint when its licence "
                   "allows it to run");
-        (void)db_.write([&](store::Session& s) -> Status {
-          return s
-              .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
-                    {job.id})
-              .status();
-        });
+        back_to_queue(job);
         return;
       }
     }
@@ -987,12 +989,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                 "Preempted: its devices are needed elsewhere (a tenant within its guarantee, "
                 "or a node being drained); the job resumes from its checkpoint when devices "
                 "are free");
-      (void)db_.write([&](store::Session& s) -> Status {
-        return s
-            .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
-                  {job.id})
-            .status();
-      });
+      back_to_queue(job);
       return;
     }
   }
@@ -1006,12 +1003,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                 fmt::format("Device failure on node {} ({}); the node is drained and the job "
                             "resumes elsewhere from its last checkpoint",
                             allocation.node, reason));
-      (void)db_.write([&](store::Session& s) -> Status {
-        return s
-            .exec("UPDATE fine_tuning_jobs SET status = 'queued', worker_ref = NULL WHERE id = ?",
-                  {job.id})
-            .status();
-      });
+      back_to_queue(job);
       if (Status s = pools_.set_draining(job.pool, allocation.node, true); !s.ok()) {
         spdlog::error("draining {}/{}: {}", job.pool, allocation.node, s.message());
       }

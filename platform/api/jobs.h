@@ -104,6 +104,9 @@ class FineTuning {
   void admit(const std::string& id, const Allocation& allocation);
   void preempt(const std::string& id);
   void execute(const JobRecord& job, const Allocation& allocation);
+  // Its worker stopped short (preempted, licence held, device failure): it waits to resume from
+  // its last checkpoint.
+  void back_to_queue(const JobRecord& job);
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,

@@ -206,7 +206,6 @@ Result<std::unique_ptr<PreparedSandbox>> PreparedSandbox::prepare(const Sandbox&
     MH_TRY(allow(program, read));
     for (const auto& path : sandbox.read) MH_TRY(allow_input(path, read));
     MH_TRY(allow(work_dir, all));
-    for (const auto& path : sandbox.write) MH_TRY(allow(path, all));
     note("landlock " + std::to_string(abi) + " (files" +
          (attr.handled_access_net != 0 ? ", no tcp connect" : "") +
          (attr.scoped != 0 ? ", signals" : "") + ")");

@@ -30,8 +30,6 @@ struct Sandbox {
   // Inputs it may read, beside the system's directories and its program. A directory's symbolic
   // links are followed to where they point (a model laid out as links to its blobs).
   std::vector<std::filesystem::path> read;
-  // Beside its work directory, which it may always write.
-  std::vector<std::filesystem::path> write;
   bool network = true;  // false: no network at all
   bool connect = true;  // false: no outgoing TCP connection (it may still listen)
   uint64_t address_space_bytes = 0;  // RLIMIT_AS; 0: none (CUDA reserves huge address ranges)

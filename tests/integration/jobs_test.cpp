@@ -40,6 +40,17 @@ struct JobsPlatform : ModelsPlatform {
   json::object job(const std::string& id) {
     return json::parse(as("acme", "GET", "/v1/fine_tuning/jobs/" + id).body).as_object();
   }
+  // A job on `lines` of fresh training data for `epochs` (with `extra` fields), its id.
+  std::string create_job(int lines, int epochs, json::object extra = {}) {
+    RawResponse r = upload("acme", "fine-tune", "big.jsonl", training_jsonl(lines));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    extra["model"] = "custom:tiny";
+    extra["training_file"] = json::parse(r.body).at("id");
+    extra["hyperparameters"] = {{"n_epochs", epochs}};
+    r = as("acme", "POST", "/v1/fine_tuning/jobs", json::serialize(extra));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return std::string(json::parse(r.body).at("id").as_string());
+  }
   // Polls until the job's status is one of `states` (or the time runs out).
   json::object wait_for(const std::string& id, std::initializer_list<std::string_view> states,
                         std::chrono::seconds timeout = 120s) {
@@ -272,15 +283,7 @@ TEST_CASE("a daemon killed mid-job restarts it from its checkpoint, and it finis
 
 TEST_CASE("a daemon killed mid-job has billed the attempt's device-seconds as it ran") {
   JobsPlatform p;
-  RawResponse r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(6000));
-  REQUIRE(r.status == 200);
-  const std::string big(json::parse(r.body).at("id").as_string());
-  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
-           json::serialize(json::object{{"model", "custom:tiny"},
-                                        {"training_file", big},
-                                        {"hyperparameters", {{"n_epochs", 50}}}}));
-  REQUIRE_MESSAGE(r.status == 200, r.body);
-  const std::string id(json::parse(r.body).at("id").as_string());
+  const std::string id = p.create_job(6000, 50);
   REQUIRE(p.wait_for(id, {"running"}).at("status") == "running");
   const auto seen_running = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(12s);
@@ -634,16 +637,7 @@ TEST_CASE("a worker killed mid-job fails its job with the reason, or is retried 
 
 TEST_CASE("a licence binds a running job: out of GPU-hours it checkpoints and waits, then resumes") {
   JobsPlatform p;
-  RawResponse r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(1500));
-  REQUIRE(r.status == 200);
-  const std::string big(json::parse(r.body).at("id").as_string());
-  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
-           json::serialize(json::object{{"model", "custom:tiny"},
-                                        {"training_file", big},
-                                        {"checkpoint_interval", 10},
-                                        {"hyperparameters", {{"n_epochs", 3}}}}));
-  REQUIRE_MESSAGE(r.status == 200, r.body);
-  const std::string id(json::parse(r.body).at("id").as_string());
+  const std::string id = p.create_job(1500, 3, {{"checkpoint_interval", 10}});
   REQUIRE(p.wait_for(id, {"running"}).at("status") == "running");
   auto messages = [&] {
     std::string all;
@@ -703,15 +697,7 @@ pid_t find_process(const std::string& needle) {
 
 TEST_CASE("a job's worker runs contained: no privileges, a system call filter, no network") {
   JobsPlatform p;
-  RawResponse r = p.upload("acme", "fine-tune", "big.jsonl", training_jsonl(6000));
-  REQUIRE(r.status == 200);
-  const std::string big(json::parse(r.body).at("id").as_string());
-  r = p.as("acme", "POST", "/v1/fine_tuning/jobs",
-           json::serialize(json::object{{"model", "custom:tiny"},
-                                        {"training_file", big},
-                                        {"hyperparameters", {{"n_epochs", 50}}}}));
-  REQUIRE_MESSAGE(r.status == 200, r.body);
-  const std::string id(json::parse(r.body).at("id").as_string());
+  const std::string id = p.create_job(6000, 50);
   REQUIRE(p.wait_for(id, {"running"}).at("status") == "running");
   pid_t pid = -1;
   for (int i = 0; i < 200 && pid < 0; ++i) {
