@@ -20,6 +20,10 @@ cd "$(dirname "$0")/../.."
 mode="${1:-all}"
 out="${OUT:-/tmp/mh-gpu}"
 mkdir -p "$out"
+# What need not come back (a case's log, the saved models) stays out of $out, which a caller
+# may copy back with a cap on its files.
+scratch=$(mktemp -d /tmp/mh-gpu-scratch.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
 build=build-gpu
 
 # The platform's GPU integration tests need the whole platform, whose libraries the GPU machine
@@ -109,9 +113,9 @@ run_cases() {
   for c in "${cases[@]}"; do
     started=$(date +%s)
     # doctest's filters split at commas; '?' matches the comma.
-    timeout 300 "${sanitizer[@]}" "$bin" --test-case="${c//,/?}" >"$out/case.log" 2>&1
+    timeout 300 "${sanitizer[@]}" "$bin" --test-case="${c//,/?}" >"$scratch/case.log" 2>&1
     rc=$?
-    cat "$out/case.log" >>"$log"
+    cat "$scratch/case.log" >>"$log"
     case $rc in
       0) verdict=ok ;;
       77) verdict=skipped; failed=$((failed + 1)) ;;  # no device visible
@@ -119,7 +123,7 @@ run_cases() {
     esac
     printf '%-10s %4ss  %s\n' "$verdict" "$(($(date +%s) - started))" "$c"
     [ $rc -eq 0 ] || [ $rc -eq 77 ] || grep -E 'ERROR|CHECK|REQUIRE|error|values off|Assertion|what\(\)' \
-      "$out/case.log" | head -12 | sed 's/^/    /'
+      "$scratch/case.log" | head -12 | sed 's/^/    /'
   done
   echo "$(basename "$bin"): $((${#cases[@]} - failed)) of ${#cases[@]} cases passed"
 }
@@ -134,19 +138,25 @@ unpack_bundle() {
   step "platform bundle"
   rm -rf "$bundle_root"
   tar -C "$(dirname "$bundle_root")" -xJf .device/platform.tar.xz || return 1
+  # The newest glibc symbol version a library asks for, and the bundle's glibc: a library
+  # built for a newer glibc than the bundle carries (a distribution's NCCL, say) cannot load
+  # beside it, so the CUDA Python wheels' copies (built for old glibc) are tried too.
+  glibc_need() { grep -a -o 'GLIBC_2\.[0-9]\+' "$1" | sort -u -V | tail -1; }
+  local have wheels
+  have=$(glibc_need "$bundle_root/lib/libc.so.6")
+  wheels=$($py -c "import nvidia; print(' '.join(nvidia.__path__))" 2>/dev/null)
   for want in libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2 libcuda.so.1; do
     found=""
     ldp=${LD_LIBRARY_PATH:-}
-    for dir in ${ldp//:/ } "$cuda_root"/lib64 "$cuda_root"/lib \
+    for cand in $(for dir in ${ldp//:/ } "$cuda_root"/lib64 "$cuda_root"/lib \
       "$cuda_root"/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
-      /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
-      if [ -e "$dir/$want" ]; then found="$dir/$want"; break; fi
-    done
-    [ -n "$found" ] || found=$(ldconfig -p 2>/dev/null | awk -v w="$want" '$1 == w {print $NF; exit}')
-    for w in cuda_runtime cublas nccl; do
-      [ -n "$found" ] && break
-      d=$(wheel_dir $w)
-      [ -n "$d" ] && [ -e "$d/lib/$want" ] && found="$d/lib/$want"
+      /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do echo "$dir/$want"; done
+      ldconfig -p 2>/dev/null | awk -v w="$want" '$1 == w {print $NF}'
+      [ -n "$wheels" ] && find $wheels -name "$want" 2>/dev/null); do
+      [ -e "$cand" ] || continue
+      if [ "$(printf '%s\n%s\n' "$(glibc_need "$cand")" "$have" | sort -V | tail -1)" = "$have" ]
+      then found=$cand; break; fi
+      echo "skipped $cand: needs $(glibc_need "$cand"), the bundle has $have"
     done
     if [ -n "$found" ]; then ln -sf "$found" "$bundle_root/lib/$want"; else echo "not found: $want"; fi
   done
@@ -163,18 +173,21 @@ unpack_bundle() {
 gpu_tests="$build/engine_gpu_tests"
 gpu_bench="$build/gpu_bench"
 engine_binaries() {
-  if [ "${MH_BUILD:-0}" != 1 ] && unpack_bundle &&
-    "$bundle_root/bin/engine_gpu_tests" --list-test-cases >/dev/null 2>&1 &&
-    "$bundle_root/bin/gpu_bench" --help >/dev/null 2>&1; then
-    gpu_tests="$bundle_root/bin/engine_gpu_tests"
-    gpu_bench="$bundle_root/bin/gpu_bench"
-    echo "engine binaries: the bundle's"
-    return 0
+  if [ "${MH_BUILD:-0}" != 1 ] && unpack_bundle; then
+    if "$bundle_root/bin/engine_gpu_tests" --list-test-cases >"$scratch/start.log" 2>&1 &&
+      "$bundle_root/bin/gpu_bench" --help >>"$scratch/start.log" 2>&1; then
+      gpu_tests="$bundle_root/bin/engine_gpu_tests"
+      gpu_bench="$bundle_root/bin/gpu_bench"
+      echo "engine binaries: the bundle's"
+      return 0
+    fi
+    echo "the bundle's engine binaries did not start here:"
+    tail -5 "$scratch/start.log" | sed 's/^/    /'
   fi
   [ -x "$build/gpu_bench" ] && [ "${built:-0}" = 1 ] && return 0
   step "build (platform/engine on its own, sm_90)"
   cmake -S platform/engine -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${doctest[@]}" \
-    "${extra[@]}" >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; return 1; }
+    "${extra[@]}" >"$scratch/configure.log" 2>&1 || { tail -30 "$scratch/configure.log"; return 1; }
   cmake --build "$build" 2>&1 | tee "$out/build.log" | tail -3
   [ -x "$build/gpu_bench" ] || { echo "the build failed"; grep -m20 -B2 -A8 error "$out/build.log"; return 1; }
   [ -x "$build/engine_gpu_tests" ] ||
@@ -203,7 +216,7 @@ fi
 
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
   engine_binaries || exit 1
-  models="$out/models"
+  models="$scratch/models"
   step "ops: ours, then PyTorch's"
   timeout 120 "$gpu_bench" | tee "$out/ours_ops.jsonl"
   PYTHONUNBUFFERED=1 timeout 180 $py bench/gpu/torch_peer.py ops | tee "$out/peer_ops.jsonl"
@@ -258,7 +271,10 @@ for r in rows("ours_train.jsonl"):
           f"{ratio}")
 for r in rows("peer_decode.jsonl") + rows("ours_decode.jsonl"):
     if r.get("op") == "decode":
+        dtype = r.get('dtype', 'bf16' if 'bf16' in r['impl'] else 'fp32')
         print(f"decode {os.path.basename(r['model']):<10} batch {r['batch']:>3}  "
-              f"{r['impl']:<10}{r.get('dtype', 'fp32'):<6}{r['tokens_per_s']:>10.1f} tok/s")
+              f"{r['impl']:<24}{dtype:<6}{r['tokens_per_s']:>10.1f} tok/s")
 PY
+  # The figures in one file.
+  (cd "$out" && tar -cf figures.tar ./*.jsonl && rm -f ./*.jsonl)
 fi
