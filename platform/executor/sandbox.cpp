@@ -12,9 +12,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <elf.h>
+
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <set>
+#include <sstream>
 
 namespace mh::executor {
 
@@ -61,9 +65,12 @@ uint64_t fs_rights(long abi) {
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 // The system's directories a program and its libraries need, read-only; /etc only for the
-// dynamic loader's files (it may hold the platform's TLS key and other secrets).
+// dynamic loader's files (it may hold the platform's TLS key and other secrets). The NVIDIA
+// driver looks for its persistence daemon's socket, and must find the folder or be refused
+// as missing, not as forbidden.
 constexpr const char* kSystemRead[] = {"/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin",
-                                       "/opt", "/proc", "/sys", "/etc/ld.so.cache",
+                                       "/opt", "/proc", "/sys", "/run/nvidia-persistenced",
+                                       "/etc/ld.so.cache",
                                        "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"};
 
 // System calls no worker needs, and that would widen what a subverted one could do.
@@ -75,6 +82,76 @@ constexpr const char* kDenied[] = {
     "iopl", "ioperm", "acct", "quotactl", "lookup_dcookie", "fsopen", "fsmount", "fsconfig",
     "fspick", "move_mount", "open_tree", "mount_setattr", "syslog", "vhangup", "settimeofday",
     "clock_settime", "adjtimex", "sethostname", "setdomainname"};
+
+// Where a program's own loader and libraries are, beside the system's directories: its ELF
+// interpreter and its RPATH and RUNPATH directories ($ORIGIN read as the program's folder).
+// A relocated installation (a prefix of its own, a bundle carrying its loader and libraries)
+// runs from these; a program that is not a 64-bit ELF file names none. Only the headers and
+// the strings named are read (a program may be hundreds of megabytes).
+std::vector<fs::path> program_loader_paths(const fs::path& program) {
+  std::vector<fs::path> paths;
+  const int fd = ::open(program.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return paths;
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close{fd};
+  auto read_at = [&](uint64_t offset, void* out, size_t size) {
+    return ::pread(fd, out, size, static_cast<off_t>(offset)) == static_cast<ssize_t>(size);
+  };
+  // A string at a file offset, up to its terminator (at most PATH_MAX bytes).
+  auto string_at = [&](uint64_t offset) -> std::string {
+    std::string text(4096, '\0');
+    const ssize_t n = ::pread(fd, text.data(), text.size(), static_cast<off_t>(offset));
+    text.resize(n > 0 ? strnlen(text.data(), static_cast<size_t>(n)) : 0);
+    return text;
+  };
+  Elf64_Ehdr eh{};
+  if (!read_at(0, &eh, sizeof eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
+      eh.e_phnum > 512) {
+    return paths;
+  }
+  std::vector<Elf64_Phdr> segments(eh.e_phnum);
+  if (!read_at(eh.e_phoff, segments.data(), segments.size() * sizeof(Elf64_Phdr))) return paths;
+  // A virtual address's file offset, through the loaded segment that holds it.
+  auto file_offset = [&](uint64_t address) -> std::optional<uint64_t> {
+    for (const auto& ph : segments) {
+      if (ph.p_type == PT_LOAD && address >= ph.p_vaddr && address - ph.p_vaddr < ph.p_filesz) {
+        return ph.p_offset + (address - ph.p_vaddr);
+      }
+    }
+    return std::nullopt;
+  };
+  const fs::path origin = fs::absolute(program).parent_path();
+  for (const auto& ph : segments) {
+    if (ph.p_type == PT_INTERP) {
+      const std::string interpreter = string_at(ph.p_offset);
+      if (!interpreter.empty()) paths.emplace_back(interpreter);
+    }
+    if (ph.p_type != PT_DYNAMIC || ph.p_filesz > (uint64_t{1} << 20)) continue;
+    std::vector<Elf64_Dyn> dynamic(ph.p_filesz / sizeof(Elf64_Dyn));
+    if (!read_at(ph.p_offset, dynamic.data(), dynamic.size() * sizeof(Elf64_Dyn))) continue;
+    std::optional<uint64_t> strtab;
+    std::vector<uint64_t> search;  // DT_RPATH and DT_RUNPATH, as offsets into the table
+    for (const Elf64_Dyn& dyn : dynamic) {
+      if (dyn.d_tag == DT_NULL) break;
+      if (dyn.d_tag == DT_STRTAB) strtab = file_offset(dyn.d_un.d_ptr);
+      if (dyn.d_tag == DT_RPATH || dyn.d_tag == DT_RUNPATH) search.push_back(dyn.d_un.d_val);
+    }
+    if (!strtab) continue;
+    for (uint64_t entry : search) {
+      std::stringstream list(string_at(*strtab + entry));
+      for (std::string dir; std::getline(list, dir, ':');) {
+        for (const char* name : {"$ORIGIN", "${ORIGIN}"}) {
+          if (dir.starts_with(name)) dir = origin.string() + dir.substr(std::strlen(name));
+        }
+        if (!dir.empty() && dir.front() == '/') paths.emplace_back(dir);
+      }
+    }
+  }
+  return paths;
+}
 
 Result<std::vector<sock_filter>> compile_filter() {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -159,6 +236,7 @@ Result<std::unique_ptr<PreparedSandbox>> PreparedSandbox::prepare(const Sandbox&
     ::close(ruleset);
     if (p->ruleset_fd_ < 0) return internal_error(errno_text("moving the Landlock ruleset"));
     const uint64_t all = fs_rights(abi);
+    p->truncate_ = (all & kTruncate) != 0;
     const uint64_t read = (kReadFile | kReadDir | kExecute) & all;
     const uint64_t devices =
         (kReadFile | kWriteFile | kReadDir | kMakeReg | kRemoveFile | kTruncate | kIoctlDev) & all;
@@ -204,6 +282,7 @@ Result<std::unique_ptr<PreparedSandbox>> PreparedSandbox::prepare(const Sandbox&
     for (const char* system : kSystemRead) MH_TRY(allow(system, read));
     MH_TRY(allow("/dev", devices));
     MH_TRY(allow(program, read));
+    for (const auto& path : program_loader_paths(program)) MH_TRY(allow(path, read));
     for (const auto& path : sandbox.read) MH_TRY(allow_input(path, read));
     MH_TRY(allow(work_dir, all));
     note("landlock " + std::to_string(abi) + " (files" +
@@ -272,7 +351,21 @@ int PreparedSandbox::enter() const noexcept {
     }
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno;
-  if (ruleset_fd_ >= 0 && ::syscall(SYS_landlock_restrict_self, ruleset_fd_, 0) != 0) return errno;
+  if (ruleset_fd_ >= 0) {
+    // Its own threads' names: the CUDA driver names the threads it starts by writing
+    // /proc/<pid>/task/<tid>/comm (opened for writing, perhaps truncating), and will not start
+    // when it cannot. The rule is on this
+    // process's own task folder, which only the process itself can name before the exec (the
+    // threads it starts later are beneath it); nothing else of /proc becomes writable.
+    const int task = ::open("/proc/self/task", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (task < 0) return errno;
+    PathBeneathAttr rule{kWriteFile | (truncate_ ? kTruncate : 0), task};
+    const long rc = ::syscall(SYS_landlock_add_rule, ruleset_fd_, kRulePathBeneath, &rule, 0);
+    const int err = errno;
+    ::close(task);
+    if (rc != 0) return err;
+    if (::syscall(SYS_landlock_restrict_self, ruleset_fd_, 0) != 0) return errno;
+  }
   if (!filter_.empty()) {
     sock_fprog program{static_cast<unsigned short>(filter_.size()),
                        const_cast<sock_filter*>(filter_.data())};

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -13,6 +14,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
+#include <string>
+#include <thread>
 
 namespace mh::worker {
 
@@ -56,6 +60,27 @@ int sandbox_check(const std::vector<std::string>& read, const std::vector<std::s
     const int err = errno;
     if (fd >= 0) ::close(fd);
     report("connect " + port, ok, err);
+  }
+  // Naming another of its threads (a write to /proc/self/task/<tid>/comm, opened as the C
+  // library does and as fopen's "w" does, truncating), as the CUDA driver does when it starts.
+  {
+    std::promise<pid_t> started;
+    std::promise<void> named;
+    std::thread other([&] {
+      started.set_value(::gettid());
+      named.get_future().wait();
+    });
+    const pid_t tid = started.get_future().get();
+    const int err = ::pthread_setname_np(other.native_handle(), "sandbox-check");
+    report("name a thread", err == 0, err);
+    const std::string comm = "/proc/self/task/" + std::to_string(tid) + "/comm";
+    const int fd = ::open(comm.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    const bool ok = fd >= 0 && ::write(fd, "sandbox-check\n", 14) == 14;
+    const int write_err = errno;
+    if (fd >= 0) ::close(fd);
+    report("name a thread, truncating", ok, write_err);
+    named.set_value();
+    other.join();
   }
   // Tracing its parent (the daemon) must fail, whatever the rest allows. PTRACE_SEIZE does not
   // stop the tracee, so the check harms nothing where it succeeds.
