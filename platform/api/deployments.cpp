@@ -462,6 +462,7 @@ Status Deployments::start_replica(Live& live, Replica& r) {
                   live.record.id / fmt::format("replica-{}", r.index);
   spec.cpu_threads = options_.threads_per_replica;
   if (pools_.gpu_pool(live.record.pool)) spec.gpus = r.devices;
+  spec.argv.insert(spec.argv.end(), {"--device", pools_.worker_device(live.record.pool)});
   spec.env["MH_REPLICA_TOKEN"] = r.token;
   const std::string id = live.record.id;
   const int index = r.index;

@@ -840,6 +840,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   const executor::SlurmOptions* slurm = pools_.slurm(job.pool);
   // On a Slurm pool the devices are counted (Slurm assigns them, as GRES); locally, named.
   if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.gpus = allocation.devices;
+  spec.argv.insert(spec.argv.end(), {"--device", pools_.worker_device(job.pool)});
   bool done = false;
   int64_t last_step = 0;
   std::optional<double> final_valid_loss;

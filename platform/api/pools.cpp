@@ -112,6 +112,14 @@ const executor::SlurmOptions* Pools::slurm(std::string_view pool) const {
   return nullptr;
 }
 
+const char* Pools::worker_device(std::string_view pool) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& p : pools_) {
+    if (p.name == pool) return p.slurm ? "auto" : p.gpus ? "cuda" : "cpu";
+  }
+  return "auto";
+}
+
 scheduler::Quota Pools::quota_of(const std::string& tenant, size_t pool) const {
   auto it = quotas_.find({tenant, pools_[pool].name});
   if (it != quotas_.end()) return it->second;

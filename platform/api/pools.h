@@ -69,6 +69,10 @@ class Pools {
   int largest_node(std::string_view pool) const;
   // The pool's Slurm settings, when its workers run through Slurm.
   const executor::SlurmOptions* slurm(std::string_view pool) const;
+  // The --device a worker on the pool is started with: "cuda" on this host's GPUs (which the
+  // daemon found, so a worker that cannot reach its device fails rather than compute on the
+  // CPU), "cpu" on CPU slots, "auto" on Slurm nodes (whose devices Slurm assigns, out of sight).
+  const char* worker_device(std::string_view pool) const;
 
   // Work that wants devices, by its owner's id ("ftjob-…", "dep-…/replica-0"): it waits until a
   // pass admits it, and then `on_admit` runs with where it was placed. If it is

@@ -461,7 +461,12 @@ int cuda_device_count() {
 }
 
 Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
-  const int count = cuda_device_count();
+  int count = 0;
+  if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
+    cudaGetLastError();
+    return unavailable(std::string("no CUDA device: cudaGetDeviceCount: ") +
+                       cudaGetErrorString(e));
+  }
   if (options.device < 0 || options.device >= count) {
     return unavailable("no CUDA device " + std::to_string(options.device) + " (this process sees " +
                        std::to_string(count) + ")");
