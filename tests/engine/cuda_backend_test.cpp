@@ -63,6 +63,22 @@ void check_close(const char* what, const Tensor& got, const Tensor& want, double
                                << (first >= 0 ? want[first] : 0) << ")");
 }
 
+// ||got - want|| <= rtol * ||want|| over the values outside [skip_begin, skip_end): for
+// tensors where a few values may stray (bf16 training, below) but the whole must agree.
+void check_close_norm(const std::string& name, const Tensor& got, const Tensor& want,
+                      double rtol, int64_t skip_begin = 0, int64_t skip_end = 0) {
+  REQUIRE(got.shape() == want.shape());
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    if (i >= skip_begin && i < skip_end) continue;
+    const double d = static_cast<double>(got[i]) - want[i];
+    err += d * d;
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  const double relative = std::sqrt(err) / (std::sqrt(norm) + 1e-30);
+  CHECK_MESSAGE(relative <= rtol, name << ": relative L2 error " << relative);
+}
+
 std::vector<int32_t> random_ids(size_t n, int32_t below, std::mt19937& rng) {
   std::uniform_int_distribution<int32_t> dist(0, below - 1);
   std::vector<int32_t> ids(n);
@@ -895,7 +911,23 @@ TEST_CASE("the device-resident trainer takes the host engine's steps, in fp32 an
       const auto& want = pair.host_model->parameters();
       const auto& got = pair.device_model->parameters();
       for (size_t i = 0; i < want.size(); ++i) {
-        check_close(want[i].name.c_str(), got[i].value, want[i].value, bf16 ? 1e-1 : 1e-2);
+        const std::string& name = want[i].name;
+        if (!bf16) {
+          check_close(name.c_str(), got[i].value, want[i].value, 1e-2);
+          continue;
+        }
+        // In bf16 the key bias's gradient is rounding noise around its exact value, zero (a
+        // constant added to a row's scores leaves its softmax as it was), and AdamW makes steps
+        // of up to lr of that noise, in either direction: the key bias is not compared. Nor is
+        // each value: a weight whose gradient is near zero may be stepped the other way than on
+        // the host, so each tensor is compared as a whole.
+        if (name.ends_with("k_proj.bias")) continue;
+        int64_t skip_begin = 0, skip_end = 0;
+        if (name.ends_with("attn.c_attn.bias")) {
+          skip_begin = model.hidden;
+          skip_end = 2 * model.hidden;
+        }
+        check_close_norm(name, got[i].value, want[i].value, 1e-1, skip_begin, skip_end);
       }
     }
   }

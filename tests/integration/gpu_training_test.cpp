@@ -21,7 +21,8 @@ struct TrainingPlatform : ServingPlatform {
   std::string training_file;
   TrainingPlatform() : ServingPlatform({"--cpu-devices", "1"}) {
     license_models("acme", {"deploy", "custom_models", "train"});
-    RawResponse r = upload("acme", "fine-tune", "train.jsonl", training_jsonl(40));
+    // Rows of 512 tokens (custom:tiny's context is 4096): enough for four steps of two rows.
+    RawResponse r = upload("acme", "fine-tune", "train.jsonl", training_jsonl(400));
     REQUIRE_MESSAGE(r.status == 200, r.body);
     training_file = std::string(json::parse(r.body).at("id").as_string());
   }
