@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -181,20 +182,25 @@ Result<double> number_in(const Json& obj, std::string_view where, std::string_vi
   return v->as_double();
 }
 
-// rope_scaling: null, or an object whose "rope_type" (or the older "type") is one this engine
-// implements, with only the keys that type reads.
-Result<RopeScaling> parse_rope_scaling(const Json& cfg, int64_t max_positions) {
+// rope_scaling (`where`): null, or an object whose "rope_type" (or the older "type") is one this
+// engine implements, with only the keys that type reads. Within transformers 5's
+// rope_parameters (`in_parameters`) the object also holds rope_theta and partial_rotary_factor
+// (read by the caller), and a missing rope_type is the default.
+Result<RopeScaling> parse_rope_scaling(const Json* v, const std::string& where,
+                                       int64_t max_positions, bool in_parameters = false) {
   RopeScaling r;
-  const Json* v = cfg.find("rope_scaling");
   if (v == nullptr || v->is_null()) return r;
-  if (!v->is_object()) return config_error("rope_scaling", "must be an object or null");
+  if (!v->is_object()) return config_error(where, "must be an object or null");
   const Json* type = v->find("rope_type");
   if (type == nullptr) type = v->find("type");
+  static const Json kDefault(std::string("default"));
+  if (type == nullptr && in_parameters) type = &kDefault;
   if (type == nullptr || !type->is_string()) {
-    return config_error("rope_scaling", "has no \"rope_type\"");
+    return config_error(where, "has no \"rope_type\"");
   }
   const std::string& name = type->as_string();
   std::set<std::string> keys{"rope_type", "type"};
+  if (in_parameters) keys.insert({"rope_theta", "partial_rotary_factor"});
   if (name == "default") {
     r.type = RopeScaling::Type::kNone;
   } else if (name == "linear" || name == "dynamic") {
@@ -208,13 +214,13 @@ Result<RopeScaling> parse_rope_scaling(const Json& cfg, int64_t max_positions) {
     keys.insert({"factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
                  "beta_slow", "mscale", "mscale_all_dim", "truncate"});
   } else {
-    return config_error("rope_scaling", "has rope_type \"" + name +
+    return config_error(where, "has rope_type \"" + name +
                                             "\"; this engine implements default, linear, "
                                             "dynamic, llama3 and yarn");
   }
   for (const auto& [key, value] : v->as_object()) {
     if (!keys.contains(key)) {
-      return config_error("rope_scaling." + key, "is not read by rope_type \"" + name +
+      return config_error(where + "." + key, "is not read by rope_type \"" + name +
                                                      "\" in this engine; remove it");
     }
   }
@@ -222,48 +228,149 @@ Result<RopeScaling> parse_rope_scaling(const Json& cfg, int64_t max_positions) {
   const Json* factor = v->find("factor");
   if (factor == nullptr || !factor->is_number() || !(factor->as_double() >= 1.0) ||
       !(factor->as_double() <= 1024.0)) {
-    return config_error("rope_scaling.factor", "must be a number in [1, 1024]");
+    return config_error(where + ".factor", "must be a number in [1, 1024]");
   }
   r.factor = factor->as_double();
   const Json* original = v->find("original_max_position_embeddings");
   if (original != nullptr && !original->is_null()) {
     if (!original->is_int() || original->as_int() < 1 || original->as_int() > kMaxDimension) {
-      return config_error("rope_scaling.original_max_position_embeddings",
+      return config_error(where + ".original_max_position_embeddings",
                           "must be an integer in [1, " + std::to_string(kMaxDimension) + "]");
     }
     r.original_max_positions = original->as_int();
   } else if (r.type == RopeScaling::Type::kLlama3) {
-    return config_error("rope_scaling.original_max_position_embeddings", "is missing");
+    return config_error(where + ".original_max_position_embeddings", "is missing");
   } else {
     r.original_max_positions = max_positions;
   }
   if (r.type == RopeScaling::Type::kLlama3) {
     MH_ASSIGN_OR_RETURN(r.low_freq_factor,
-                        number_in(*v, "rope_scaling", "low_freq_factor", -1, 1e-6, 1e6));
+                        number_in(*v, where, "low_freq_factor", -1, 1e-6, 1e6));
     MH_ASSIGN_OR_RETURN(r.high_freq_factor,
-                        number_in(*v, "rope_scaling", "high_freq_factor", -1, 1e-6, 1e6));
+                        number_in(*v, where, "high_freq_factor", -1, 1e-6, 1e6));
     if (r.low_freq_factor < 0 || r.high_freq_factor < 0) {
-      return config_error("rope_scaling", "of rope_type llama3 needs low_freq_factor and "
+      return config_error(where, "of rope_type llama3 needs low_freq_factor and "
                                           "high_freq_factor");
     }
     if (!(r.high_freq_factor > r.low_freq_factor)) {
-      return config_error("rope_scaling.high_freq_factor", "must be above low_freq_factor");
+      return config_error(where + ".high_freq_factor", "must be above low_freq_factor");
     }
   }
   if (r.type == RopeScaling::Type::kYarn) {
     // As transformers reads them: a missing (or zero) beta falls back to 32 and 1.
-    MH_ASSIGN_OR_RETURN(r.beta_fast, number_in(*v, "rope_scaling", "beta_fast", 32, 0, 1e6));
-    MH_ASSIGN_OR_RETURN(r.beta_slow, number_in(*v, "rope_scaling", "beta_slow", 1, 0, 1e6));
+    MH_ASSIGN_OR_RETURN(r.beta_fast, number_in(*v, where, "beta_fast", 32, 0, 1e6));
+    MH_ASSIGN_OR_RETURN(r.beta_slow, number_in(*v, where, "beta_slow", 1, 0, 1e6));
     if (r.beta_fast == 0) r.beta_fast = 32;
     if (r.beta_slow == 0) r.beta_slow = 1;
     MH_ASSIGN_OR_RETURN(r.attention_factor,
-                        number_in(*v, "rope_scaling", "attention_factor", 0, 0, 1e3));
-    MH_ASSIGN_OR_RETURN(r.mscale, number_in(*v, "rope_scaling", "mscale", 0, 0, 1e3));
+                        number_in(*v, where, "attention_factor", 0, 0, 1e3));
+    MH_ASSIGN_OR_RETURN(r.mscale, number_in(*v, where, "mscale", 0, 0, 1e3));
     MH_ASSIGN_OR_RETURN(r.mscale_all_dim,
-                        number_in(*v, "rope_scaling", "mscale_all_dim", 0, 0, 1e3));
+                        number_in(*v, where, "mscale_all_dim", 0, 0, 1e3));
     MH_ASSIGN_OR_RETURN(r.truncate, bool_field(*v, "truncate", true));
   }
   return r;
+}
+
+// RoPE's settings. Older configs give rope_theta, rope_scaling and (Gemma 3)
+// rope_local_base_freq; transformers 5 writes "rope_parameters" instead: one object with the
+// base frequency and the scaling ({"rope_type": "llama3", "rope_theta": 500000, "factor": 8,
+// ...}), or one such object per kind of layer ({"full_attention": {...}, "sliding_attention":
+// {...}}) where the kinds rotate differently. Both forms may be given; then they must agree.
+Status parse_rope(const Json& cfg, bool gemma, ModelConfig& c) {
+  MH_ASSIGN_OR_RETURN(c.rope_theta, positive_field(cfg, "rope_theta", gemma ? 1e6 : 10000.0));
+  MH_ASSIGN_OR_RETURN(
+      c.rope_scaling, parse_rope_scaling(cfg.find("rope_scaling"), "rope_scaling", c.max_positions));
+  if (gemma) {
+    MH_ASSIGN_OR_RETURN(c.rope_local_theta, positive_field(cfg, "rope_local_base_freq", 10000.0));
+  }
+  MH_ASSIGN_OR_RETURN(double partial, number_in(cfg, "", "partial_rotary_factor", 1, 0, 1));
+  if (partial != 1) {
+    return config_error("partial_rotary_factor", "is not 1; this engine rotates whole heads");
+  }
+  const Json* params = cfg.find("rope_parameters");
+  if (params == nullptr || params->is_null()) return {};
+  if (!params->is_object()) return config_error("rope_parameters", "must be an object or null");
+  auto given = [&](const char* key) {
+    const Json* v = cfg.find(key);
+    return v != nullptr && !v->is_null();
+  };
+  // One kind of layer's settings, against what the older keys gave (`theta_key`, and
+  // rope_scaling when `scaling` is compared).
+  struct Rope {
+    float theta;
+    RopeScaling scaling;
+  };
+  auto one = [&](const Json& p, const std::string& where, const char* theta_key,
+                 const Rope& older, bool compare_scaling) -> Result<Rope> {
+    if (!p.is_object()) return config_error(where, "must be an object");
+    Rope r = older;
+    MH_ASSIGN_OR_RETURN(double theta, number_in(p, where, "rope_theta", -1, 1e-6, 1e30));
+    if (theta > 0) r.theta = static_cast<float>(theta);
+    if (given(theta_key) && r.theta != older.theta) {
+      return config_error(where + ".rope_theta", std::string("disagrees with ") + theta_key);
+    }
+    MH_ASSIGN_OR_RETURN(double rotary, number_in(p, where, "partial_rotary_factor", 1, 0, 1));
+    if (rotary != 1) {
+      return config_error(where + ".partial_rotary_factor",
+                          "is not 1; this engine rotates whole heads");
+    }
+    MH_ASSIGN_OR_RETURN(r.scaling, parse_rope_scaling(&p, where, c.max_positions, true));
+    if (compare_scaling && given("rope_scaling") && !(r.scaling == older.scaling)) {
+      return config_error(where, "disagrees with rope_scaling");
+    }
+    return r;
+  };
+  const Rope global{c.rope_theta, c.rope_scaling};
+  const Json* full = params->find("full_attention");
+  const Json* sliding = params->find("sliding_attention");
+  if (full == nullptr && sliding == nullptr) {
+    MH_ASSIGN_OR_RETURN(Rope r, one(*params, "rope_parameters", "rope_theta", global, true));
+    c.rope_theta = r.theta;
+    c.rope_scaling = r.scaling;
+    return {};
+  }
+  for (const auto& [key, value] : params->as_object()) {
+    if (key != "full_attention" && key != "sliding_attention") {
+      return config_error("rope_parameters." + key, "is not a kind of layer this engine knows "
+                                                    "(full_attention, sliding_attention)");
+    }
+  }
+  std::optional<Rope> full_rope, sliding_rope;
+  if (full != nullptr) {
+    MH_ASSIGN_OR_RETURN(full_rope,
+                        one(*full, "rope_parameters.full_attention", "rope_theta", global, true));
+  }
+  if (sliding != nullptr) {
+    // Gemma 3's sliding layers rotate by their own base frequency, unscaled; the other
+    // families rotate every layer alike.
+    const Rope local = gemma ? Rope{c.rope_local_theta, RopeScaling{}} : global;
+    MH_ASSIGN_OR_RETURN(sliding_rope,
+                        one(*sliding, "rope_parameters.sliding_attention",
+                            gemma ? "rope_local_base_freq" : "rope_theta", local, !gemma));
+    if (gemma && sliding_rope->scaling.type != RopeScaling::Type::kNone) {
+      return config_error("rope_parameters.sliding_attention",
+                          "is scaled; this engine rotates Gemma 3's sliding layers unscaled");
+    }
+  }
+  if (gemma) {
+    if (full_rope) {
+      c.rope_theta = full_rope->theta;
+      c.rope_scaling = full_rope->scaling;
+    }
+    if (sliding_rope) c.rope_local_theta = sliding_rope->theta;
+    return {};
+  }
+  if (full_rope && sliding_rope &&
+      (full_rope->theta != sliding_rope->theta || !(full_rope->scaling == sliding_rope->scaling))) {
+    return config_error("rope_parameters.sliding_attention",
+                        "differs from full_attention; this engine rotates every layer of " +
+                            std::string(family_name(c.family)) + " alike");
+  }
+  const Rope& r = full_rope ? *full_rope : *sliding_rope;
+  c.rope_theta = r.theta;
+  c.rope_scaling = r.scaling;
+  return {};
 }
 
 // Which layers attend through a sliding window: "layer_types" when given, else each family's
@@ -344,13 +451,8 @@ Status parse_llama_like(const Json& cfg, ModelConfig& c) {
                                         std::to_string(kMaxDimension));
   }
   MH_ASSIGN_OR_RETURN(c.norm_eps, positive_field(cfg, "rms_norm_eps", 1e-6));
-  MH_ASSIGN_OR_RETURN(c.rope_theta, positive_field(cfg, "rope_theta", gemma ? 1e6 : 10000.0));
-  MH_ASSIGN_OR_RETURN(c.rope_scaling, parse_rope_scaling(cfg, c.max_positions));
+  MH_TRY(parse_rope(cfg, gemma, c));
   MH_ASSIGN_OR_RETURN(c.tie_embeddings, bool_field(cfg, "tie_word_embeddings", gemma));
-  MH_ASSIGN_OR_RETURN(double partial, number_in(cfg, "", "partial_rotary_factor", 1, 0, 1));
-  if (partial != 1) {
-    return config_error("partial_rotary_factor", "is not 1; this engine rotates whole heads");
-  }
   if (gemma) {
     MH_TRY(string_choice(cfg, "hidden_activation", {"gelu_pytorch_tanh", "gelu_new"}, false));
     MH_TRY(string_choice(cfg, "hidden_act", {"gelu_pytorch_tanh", "gelu_new"}, false));
@@ -377,7 +479,6 @@ Status parse_llama_like(const Json& cfg, ModelConfig& c) {
     c.embedding_scale = std::sqrt(static_cast<float>(c.hidden));
     MH_ASSIGN_OR_RETURN(c.query_pre_attn_scalar,
                         positive_field(cfg, "query_pre_attn_scalar", 256.0));
-    MH_ASSIGN_OR_RETURN(c.rope_local_theta, positive_field(cfg, "rope_local_base_freq", 10000.0));
     for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
       const Json* cap = cfg.find(key);
       if (cap == nullptr || cap->is_null()) continue;
@@ -393,10 +494,6 @@ Status parse_llama_like(const Json& cfg, ModelConfig& c) {
     return config_error("num_key_value_heads", "must divide num_attention_heads");
   }
   if (c.head_dim % 2 != 0) return config_error("head_dim", "must be even for RoPE");
-  if (cfg.find("rope_parameters") != nullptr) {
-    return config_error("rope_parameters", "is not read by this engine; give rope_theta and "
-                                           "rope_scaling");
-  }
   return {};
 }
 

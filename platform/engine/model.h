@@ -51,6 +51,7 @@ struct RopeScaling {
   double attention_factor = 0;                       // yarn; 0: from factor and mscale
   double mscale = 0, mscale_all_dim = 0;             // yarn
   bool truncate = true;                              // yarn
+  bool operator==(const RopeScaling&) const = default;
 };
 std::string_view rope_type_name(RopeScaling::Type type);  // "default", "linear", ...
 

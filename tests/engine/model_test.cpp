@@ -253,6 +253,85 @@ TEST_CASE("each family's config reads what sets it apart, and writes it back the
   }
 }
 
+// transformers 5 saves RoPE's settings as "rope_parameters" (one object, or one per kind of
+// layer), in the shapes below; each reads as the older keys it replaces read.
+TEST_CASE("transformers 5's rope_parameters read as rope_theta and rope_scaling, or are refused") {
+  const std::string llama = R"({"model_type":"llama","vocab_size":11,"hidden_size":8,
+      "intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"head_dim":6,
+      "max_position_embeddings":64,)";
+  const std::string gemma = R"({"model_type":"gemma3_text","vocab_size":11,"hidden_size":8,
+      "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+      "head_dim":4,"max_position_embeddings":16,"query_pre_attn_scalar":6,"sliding_window":3,
+      "sliding_window_pattern":2,)";
+  const std::string llama3 = R"("rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+      "high_freq_factor":4.0,"original_max_position_embeddings":32)";
+  struct Same {
+    std::string v5, older;
+  };
+  for (const Same& same : {
+           Same{llama + R"("rope_parameters":{"rope_theta":500000.0,"rope_type":"default"}})",
+                llama + R"("rope_theta":500000.0})"},
+           Same{llama + R"("rope_parameters":{"rope_theta":500000.0}})",
+                llama + R"("rope_theta":500000.0,"rope_scaling":null})"},
+           Same{llama + R"("rope_parameters":{"rope_theta":500000.0,)" + llama3 + "}}",
+                llama + R"("rope_theta":500000.0,"rope_scaling":{)" + llama3 + "}}"},
+           // Both forms, agreeing (as a config carried over from transformers 4 may be).
+           Same{llama + R"("rope_theta":500000.0,"rope_parameters":{"rope_theta":500000.0}})",
+                llama + R"("rope_theta":500000.0})"},
+           Same{gemma + R"("rope_parameters":{
+                  "full_attention":{"rope_type":"linear","factor":8.0,"rope_theta":1000000.0},
+                  "sliding_attention":{"rope_type":"default","rope_theta":10000.0}}})",
+                gemma + R"("rope_theta":1000000.0,"rope_local_base_freq":10000.0,
+                  "rope_scaling":{"rope_type":"linear","factor":8.0}})"},
+           Same{llama + R"("rope_parameters":{"full_attention":{"rope_theta":20000.0},
+                  "sliding_attention":{"rope_theta":20000.0}}})",
+                llama + R"("rope_theta":20000.0})"}}) {
+    CAPTURE(same.v5);
+    const ModelConfig v5 = config_of(same.v5.c_str()), older = config_of(same.older.c_str());
+    CHECK(v5.rope_theta == older.rope_theta);
+    CHECK(v5.rope_scaling == older.rope_scaling);
+    CHECK(v5.rope_local_theta == older.rope_local_theta);
+    CHECK(model_config_json(v5) == model_config_json(older));
+    for (int64_t layer = 0; layer < v5.layers; ++layer) {
+      CHECK(rope_for(v5, layer, 8).inv_freq == rope_for(older, layer, 8).inv_freq);
+    }
+  }
+  struct Bad {
+    std::string json, error;
+  };
+  for (const Bad& bad : {
+           Bad{llama + R"("rope_theta":10000.0,"rope_parameters":{"rope_theta":500000.0}})",
+               "\"rope_parameters.rope_theta\" disagrees with rope_theta"},
+           Bad{llama + R"("rope_scaling":{"rope_type":"linear","factor":2.0},
+                  "rope_parameters":{"rope_type":"linear","factor":4.0}})",
+               "\"rope_parameters\" disagrees with rope_scaling"},
+           Bad{llama + R"("rope_parameters":{"rope_type":"longrope","factor":2.0}})",
+               "\"rope_parameters\" has rope_type \"longrope\""},
+           Bad{llama + R"("rope_parameters":{"rope_theta":1e6,"partial_rotary_factor":0.25}})",
+               "\"rope_parameters.partial_rotary_factor\" is not 1"},
+           Bad{llama + R"("rope_parameters":{"rope_theta":1e6,"mrope_section":[2,1,1]}})",
+               "\"rope_parameters.mrope_section\" is not read"},
+           Bad{llama + R"("rope_parameters":{"chunked_attention":{"rope_theta":1e6}}})",
+               "\"rope_parameters.chunked_attention\" is not read"},
+           Bad{llama + R"("rope_parameters":{"full_attention":{"rope_theta":1e6},
+                  "chunked_attention":{"rope_theta":1e6}}})",
+               "\"rope_parameters.chunked_attention\" is not a kind of layer"},
+           Bad{llama + R"("rope_parameters":{"full_attention":{"rope_theta":1e6},
+                  "sliding_attention":{"rope_theta":1e4}}})",
+               "\"rope_parameters.sliding_attention\" differs from full_attention"},
+           Bad{gemma + R"("rope_parameters":{"sliding_attention":
+                  {"rope_type":"linear","factor":2.0}}})",
+               "\"rope_parameters.sliding_attention\" is scaled"},
+           Bad{llama + R"("rope_parameters":[10000.0]})",
+               "\"rope_parameters\" must be an object or null"}}) {
+    CAPTURE(bad.json);
+    auto c = parse_model_config(bad.json);
+    REQUIRE_FALSE(c.ok());
+    CHECK_MESSAGE(c.status().message().find(bad.error) != std::string::npos,
+                  c.status().message());
+  }
+}
+
 TEST_CASE("a whole model's gradients match finite differences, for every family") {
   for (const char* json : kEveryFamily) {
     CAPTURE(json);
