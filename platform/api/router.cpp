@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <exception>
+#include <mutex>
+#include <unordered_map>
 
 namespace mh::api {
 namespace {
@@ -64,6 +66,21 @@ std::optional<Response> Router::begin_upload(Request& request, std::string_view*
   return internal_response(request);
 }
 
+struct Router::InFlight {
+  size_t limit = 0;
+  std::mutex mutex;
+  std::unordered_map<std::string, size_t> by_tenant;
+};
+
+void Router::set_tenant_in_flight_limit(size_t limit) {
+  if (limit == 0) {
+    in_flight_.reset();
+    return;
+  }
+  in_flight_ = std::make_shared<InFlight>();
+  in_flight_->limit = limit;
+}
+
 std::optional<Response> Router::authenticate(const Route& route, Request& request) const {
   if (route.access.kind == Access::Kind::kPublic) return std::nullopt;
   if (!authenticator_) return Response::error(internal_error("no authenticator configured"));
@@ -78,6 +95,28 @@ std::optional<Response> Router::authenticate(const Route& route, Request& reques
     return response;
   }
   request.principal = std::move(*principal);
+  if (in_flight_ && request.principal.kind == Principal::Kind::kTenant) {
+    const std::string& tenant = request.principal.tenant;
+    std::lock_guard lock(in_flight_->mutex);
+    size_t& count = in_flight_->by_tenant[tenant];
+    if (count >= in_flight_->limit) {
+      Response response = Response::error(
+          {Code::kResourceExhausted,
+           fmt::format("tenant {} has {} requests in flight, the most one tenant may have at once; "
+                       "retry when one has finished",
+                       tenant, count)});
+      response.headers.emplace_back("Retry-After", "1");
+      return response;
+    }
+    ++count;
+    // The place goes back when the request is dropped, whichever thread drops it.
+    std::shared_ptr<InFlight> shared = in_flight_;
+    request.in_flight = std::shared_ptr<void>(nullptr, [shared, tenant](void*) {
+      std::lock_guard lock(shared->mutex);
+      auto it = shared->by_tenant.find(tenant);
+      if (it != shared->by_tenant.end() && --it->second == 0) shared->by_tenant.erase(it);
+    });
+  }
   return std::nullopt;
 }
 

@@ -55,6 +55,11 @@ using Authenticator = std::function<Result<Principal>(const Request&, Access)>;
 class Router {
  public:
   void set_authenticator(Authenticator authenticator) { authenticator_ = std::move(authenticator); }
+  // At most `limit` requests of one tenant in flight at once (0: no cap); past it a request is
+  // answered 429 with Retry-After at once, before its handler runs. A request is in flight from
+  // its authentication until its response is written (a streamed one's last chunk, an upload's
+  // whole body read and answered) or its connection closes.
+  void set_tenant_in_flight_limit(size_t limit);
   void add(std::string method, std::string pattern, Access access, Handler handler);
   // A route whose body is streamed to a sink instead of being read into memory.
   void add_upload(std::string method, std::string pattern, Access access, UploadHandler handler);
@@ -89,6 +94,8 @@ class Router {
   // Parameter-free patterns, keyed by path, for the common case of an exact match.
   std::unordered_map<std::string, std::vector<size_t>> literal_;
   Authenticator authenticator_;
+  struct InFlight;
+  std::shared_ptr<InFlight> in_flight_;  // shared with the places handed out
 };
 
 }  // namespace mh::api

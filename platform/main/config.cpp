@@ -141,6 +141,10 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--deployment-queue-per-tenant", config->deployment_queue_per_tenant,
                  "requests one tenant may have waiting on one deployment")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-in-flight-per-tenant", config->max_in_flight_per_tenant,
+                 "requests one tenant may have in flight at once (0: no cap)")
+      ->envname("MACROHARD_MAX_IN_FLIGHT_PER_TENANT")
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-file-bytes", config->max_file_bytes, "largest uploaded file")
       ->envname("MACROHARD_MAX_FILE_BYTES")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 44));

@@ -32,6 +32,7 @@ struct DaemonConfig {
   int replica_max_batch = 64;              // sequences a replica decodes at once
   int deployment_queue = 1024;             // requests waiting on a deployment, all tenants
   int deployment_queue_per_tenant = 256;   // requests one tenant may have waiting on one
+  int max_in_flight_per_tenant = 512;      // one tenant's requests in flight at once; 0: no cap
   int cpu_devices = 2;                     // CPU worker slots in the pool "default"
   // Pools of Slurm nodes: "NAME[@PARTITION]:NODE=GPUS[,NODE=GPUS...]".
   std::vector<std::string> slurm_pools;

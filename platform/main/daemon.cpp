@@ -264,6 +264,7 @@ int run_daemon(const DaemonConfig& config) {
   tenants::RateLimiter rate_limiter;
   router.set_authenticator(
       api::make_authenticator(admin_keys, tenant_keys, tenant_registry, rate_limiter));
+  router.set_tenant_in_flight_limit(static_cast<size_t>(config.max_in_flight_per_tenant));
   api::add_system_routes(router, metrics, system);
   api::add_admin_key_routes(router, admin_keys);
   api::add_license_routes(router, licenses, clock);

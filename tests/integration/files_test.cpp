@@ -142,6 +142,38 @@ TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
   CHECK(p.upload("acme", "model", "whole.bin", "complete").status == 200);  // still serving
 }
 
+TEST_CASE("a tenant's requests in flight are capped; other tenants are served meanwhile") {
+  FilesPlatform p({"--max-in-flight-per-tenant", "2"});
+  auto [before, after] = FilesPlatform::frame("model", "slow.bin");
+  // Uploads whose bodies have not all arrived are in flight from their header on.
+  auto slow_upload = [&] {
+    auto conn = std::make_unique<RawConnection>(p.daemon->port());
+    conn->send(p.head("acme", before.size() + 1'000'000 + after.size()) + before);
+    return conn;
+  };
+  std::vector<std::unique_ptr<RawConnection>> uploads;
+  uploads.push_back(slow_upload());
+  uploads.push_back(slow_upload());
+  auto refused_within = [&](bool want_refused) {
+    RawResponse r;
+    for (int i = 0; i < 250; ++i) {
+      r = p.as("acme", "GET", "/v1/files");
+      if ((r.status == 429) == want_refused) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    return r;
+  };
+  RawResponse r = refused_within(true);
+  REQUIRE(r.status == 429);
+  CHECK(r.header("retry-after") == "1");
+  CHECK(message_of(r).find("tenant acme has 2 requests in flight") != std::string::npos);
+  // Another tenant is not held back by acme's.
+  CHECK(p.as("globex", "GET", "/v1/files").status == 200);
+  // A connection that goes away gives its place back.
+  uploads.pop_back();
+  CHECK(refused_within(false).status == 200);
+}
+
 TEST_CASE("a chunked upload goes through the parser, within the per-file limit") {
   FilesPlatform p({"--max-file-bytes", "1000"});
   auto chunked = [&](const std::string& content) {
