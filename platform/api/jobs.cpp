@@ -4,8 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/json.hpp>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 
 #include "platform/base/crypto.h"
 #include "platform/executor/slurm_worker.h"
@@ -32,7 +36,8 @@ constexpr auto kCancelGrace = std::chrono::seconds(10);
 constexpr auto kMetricsInterval = std::chrono::milliseconds(200);
 // How often a running job's device-seconds are written to the usage ledger, and how often its
 // licence is looked at (docs/tenants.md gives the bound these make).
-constexpr auto kMeterEvery = std::chrono::seconds(5);
+constexpr int kMeterSeconds = 5;
+constexpr auto kMeterEvery = std::chrono::seconds(kMeterSeconds);
 constexpr auto kLicenceCheckEvery = std::chrono::seconds(1);
 
 JobRecord from_row(const store::Row& r) {
@@ -224,29 +229,67 @@ FineTuning::~FineTuning() {
   }
 }
 
+fs::path FineTuning::meter_path(const std::string& tenant, const std::string& job) const {
+  return root_ / tenant / (job + ".meter");
+}
+
 Status FineTuning::start() {
   // A previous daemon's workers were told to stop when it died (they checkpoint first): wait
   // for them to be gone before their jobs run again from that checkpoint.
-  std::vector<std::pair<std::string, std::string>> refs;  // (worker, pool)
+  struct Interrupted {
+    std::string id, tenant, ref, pool;
+    int64_t gpus = 0;
+  };
+  std::vector<Interrupted> interrupted;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT worker_ref, pool FROM fine_tuning_jobs WHERE "
-                                           "status = 'running' AND worker_ref IS NOT NULL"));
-    for (const auto& r : rows) refs.emplace_back(r.text(0), r.text(1));
+    MH_ASSIGN_OR_RETURN(auto rows,
+                        s.query("SELECT id, tenant_id, gpus, COALESCE(worker_ref, ''), pool FROM "
+                                "fine_tuning_jobs WHERE status = 'running'"));
+    for (const auto& r : rows) {
+      interrupted.push_back({r.text(0), r.text(1), r.text(3), r.text(4), r.integer(2)});
+    }
     return {};
   }));
-  for (const auto& [ref, pool] : refs) {
-    if (ref.starts_with("pid:")) {  // one process, or every rank of a data-parallel group
-      for (const pid_t pid : executor::pids_of_handle(ref)) {
+  for (const Interrupted& job : interrupted) {
+    const auto waiting = std::chrono::steady_clock::now();
+    bool was_running = false;
+    if (job.ref.starts_with("pid:")) {  // one process, or every rank of a data-parallel group
+      for (const pid_t pid : executor::pids_of_handle(job.ref)) {
         for (int i = 0; i < 600 && ::kill(pid, 0) == 0; ++i) {
+          was_running = true;
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
       }
-    } else if (ref.starts_with("slurm:")) {
+    } else if (job.ref.starts_with("slurm:")) {
       // A Slurm job outlives its daemon: it is told to checkpoint and stop.
-      if (const executor::SlurmOptions* slurm = pools_.slurm(pool)) {
-        executor::SlurmWorker::stop_job(ref.substr(6), *slurm, std::chrono::seconds(30));
+      if (const executor::SlurmOptions* slurm = pools_.slurm(job.pool)) {
+        executor::SlurmWorker::stop_job(job.ref.substr(6), *slurm, std::chrono::seconds(30));
+        was_running = true;
       }
     }
+    // The interrupted attempt's last seconds: from its last bill to when the dead daemon last
+    // saw its worker running (its meter file), and the time its worker took to stop here.
+    double seconds = 0;
+    const fs::path meter_file = meter_path(job.tenant, job.id);
+    if (std::FILE* f = std::fopen(meter_file.c_str(), "re")) {
+      double billed = 0, alive = 0;
+      if (std::fscanf(f, "%lf %lf", &billed, &alive) == 2 && alive > billed) {
+        seconds += std::min(alive - billed, 2.0 * kMeterSeconds);  // a clock step is no usage
+      }
+      std::fclose(f);
+    }
+    if (was_running) {
+      seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count();
+    }
+    auto now = clock_.now();
+    if (seconds > 0 && now.ok()) {
+      Status billed = ledger_.record({job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
+                                      seconds * static_cast<double>(job.gpus), "job", job.id});
+      if (!billed.ok()) spdlog::error("job {}: usage not recorded: {}", job.id, billed.message());
+    }
+    std::error_code ignored;
+    fs::remove(meter_file, ignored);
   }
   std::vector<JobRecord> queued;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
@@ -894,12 +937,33 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   // they are used (every kMeterEvery, so a daemon killed mid-job loses at most that much), and
   // the rest when it stops.
   holdings_.set(job.tenant, job.id, job.gpus);
+  // Beside the ledger, a file (out of the worker's reach) says when the job was last billed and
+  // when its worker was last seen running, rewritten every second: a daemon killed mid-job
+  // leaves it, and the next one bills the seconds between the two (start()).
   struct Meter {
     FineTuning& self;
     const JobRecord& job;
     std::chrono::steady_clock::time_point billed_to = std::chrono::steady_clock::now();
+    double billed_wall = wall_seconds();
+    int fd = open_file(self.meter_path(job.tenant, job.id));
+    static int open_file(const fs::path& path) {
+      std::error_code ignored;
+      fs::create_directories(path.parent_path(), ignored);
+      return ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    }
+    static double wall_seconds() {
+      return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    }
+    // Fixed width, written in place: a kill leaves the old line or the new one, never half.
+    void seen() {
+      if (fd < 0) return;
+      const std::string line = fmt::format("{:020.3f} {:020.3f}\n", billed_wall, wall_seconds());
+      [[maybe_unused]] ssize_t n = ::pwrite(fd, line.data(), line.size(), 0);
+    }
     void bill() {
       const auto to = std::chrono::steady_clock::now();
+      const double wall = wall_seconds();
       const double seconds = std::chrono::duration<double>(to - billed_to).count();
       auto now = self.clock_.now();
       if (!now.ok() || seconds <= 0) return;
@@ -910,12 +974,18 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
         return;  // billed with the next
       }
       billed_to = to;
+      billed_wall = wall;
+      seen();
     }
     ~Meter() {
       bill();
+      if (fd >= 0) ::close(fd);
+      std::error_code ignored;
+      fs::remove(self.meter_path(job.tenant, job.id), ignored);
       self.holdings_.set(job.tenant, job.id, 0);
     }
   } meter{*this, job};
+  meter.seen();
   Result<std::unique_ptr<executor::Worker>> worker =
       [&]() -> Result<std::unique_ptr<executor::Worker>> {
     if (slurm != nullptr) {
@@ -942,6 +1012,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   });
   std::optional<executor::WorkerExit> exit;
   auto next_bill = std::chrono::steady_clock::now() + kMeterEvery;
+  auto next_seen = std::chrono::steady_clock::now();
   auto next_licence_check = std::chrono::steady_clock::now();
   while (!exit) {
     exit = (*worker)->wait(std::chrono::milliseconds(100));
@@ -950,6 +1021,9 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     if (tick >= next_bill) {
       meter.bill();
       next_bill = tick + kMeterEvery;
+    } else if (tick >= next_seen) {
+      meter.seen();
+      next_seen = tick + std::chrono::seconds(1);
     }
     if (tick >= next_licence_check) {
       next_licence_check = tick + kLicenceCheckEvery;

@@ -142,7 +142,7 @@ TEST_CASE("an upload cut off mid-way leaves no file record and no blob") {
   CHECK(p.upload("acme", "model", "whole.bin", "complete").status == 200);  // still serving
 }
 
-TEST_CASE("a tenant's requests in flight are capped; other tenants are served meanwhile") {
+TEST_CASE("a tenant's requests in flight are capped, while other tenants are served") {
   FilesPlatform p({"--max-in-flight-per-tenant", "2"});
   auto [before, after] = FilesPlatform::frame("model", "slow.bin");
   // Uploads whose bodies have not all arrived are in flight from their header on.
