@@ -236,7 +236,7 @@ Result<std::unique_ptr<PreparedSandbox>> PreparedSandbox::prepare(const Sandbox&
     ::close(ruleset);
     if (p->ruleset_fd_ < 0) return internal_error(errno_text("moving the Landlock ruleset"));
     const uint64_t all = fs_rights(abi);
-    p->truncate_ = (all & kTruncate) != 0;
+    p->own_task_rights_ = (kWriteFile | kTruncate) & all;
     const uint64_t read = (kReadFile | kReadDir | kExecute) & all;
     const uint64_t devices =
         (kReadFile | kWriteFile | kReadDir | kMakeReg | kRemoveFile | kTruncate | kIoctlDev) & all;
@@ -359,7 +359,7 @@ int PreparedSandbox::enter() const noexcept {
     // threads it starts later are beneath it); nothing else of /proc becomes writable.
     const int task = ::open("/proc/self/task", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (task < 0) return errno;
-    PathBeneathAttr rule{kWriteFile | (truncate_ ? kTruncate : 0), task};
+    PathBeneathAttr rule{own_task_rights_, task};
     const long rc = ::syscall(SYS_landlock_add_rule, ruleset_fd_, kRulePathBeneath, &rule, 0);
     const int err = errno;
     ::close(task);

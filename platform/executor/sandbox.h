@@ -57,7 +57,7 @@ class PreparedSandbox {
   PreparedSandbox() = default;
 
   int ruleset_fd_ = -1;
-  bool truncate_ = false;  // the kernel's Landlock handles truncation (ABI 3)
+  uint64_t own_task_rights_ = 0;  // on its own threads' names: write, truncate (ABI 3)
   bool own_network_ = false;
   bool user_namespace_ = false;  // not root: a network namespace needs a user namespace too
   std::string uid_map_, gid_map_;

@@ -451,22 +451,28 @@ const char* cuda_engines_lack(const ModelConfig& c) {
   return nullptr;
 }
 
-int cuda_device_count() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return count;
-}
+namespace {
 
-Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
+// The devices this process sees, or why CUDA answered none.
+Result<int> device_count() {
   int count = 0;
   if (cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
     cudaGetLastError();
     return unavailable(std::string("no CUDA device: cudaGetDeviceCount: ") +
                        cudaGetErrorString(e));
   }
+  return count;
+}
+
+}  // namespace
+
+int cuda_device_count() {
+  const Result<int> count = device_count();
+  return count.ok() ? *count : 0;
+}
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
+  MH_ASSIGN_OR_RETURN(int count, device_count());
   if (options.device < 0 || options.device >= count) {
     return unavailable("no CUDA device " + std::to_string(options.device) + " (this process sees " +
                        std::to_string(count) + ")");
