@@ -55,17 +55,48 @@ std::optional<UsageDimension> parse_dimension(std::string_view name) {
 
 Status UsageLedger::record(store::Session& s, const UsageRecord& r) {
   MH_TRY(validate(r));
+  const std::string dimension(dimension_name(r.dimension));
+  MH_TRY(s.exec("INSERT INTO usage_records (tenant_id, at, dimension, quantity, subject_kind, "
+                "subject_id) VALUES (?, ?, ?, ?, ?, ?)",
+                {r.tenant, r.at, dimension, r.quantity, r.subject_kind, r.subject_id})
+             .status());
   return s
-      .exec(
-          "INSERT INTO usage_records (tenant_id, at, dimension, quantity, subject_kind, "
-          "subject_id) VALUES (?, ?, ?, ?, ?, ?)",
-          {r.tenant, r.at, std::string(dimension_name(r.dimension)), r.quantity, r.subject_kind,
-           r.subject_id})
+      .exec("DELETE FROM usage_accrued WHERE tenant_id = ? AND dimension = ? AND subject_kind = ? "
+            "AND subject_id = ?",
+            {r.tenant, dimension, r.subject_kind, r.subject_id})
       .status();
 }
 
 Status UsageLedger::record(const UsageRecord& r) {
   return db_.write([&](store::Session& s) { return record(s, r); });
+}
+
+Status UsageLedger::accrue(store::Session& s, const UsageRecord& r) {
+  MH_TRY(validate(r));
+  return s
+      .exec("INSERT OR REPLACE INTO usage_accrued (tenant_id, dimension, subject_kind, "
+            "subject_id, quantity, at) VALUES (?, ?, ?, ?, ?, ?)",
+            {r.tenant, std::string(dimension_name(r.dimension)), r.subject_kind, r.subject_id,
+             r.quantity, r.at})
+      .status();
+}
+
+Status UsageLedger::accrue(const UsageRecord& r) {
+  return db_.write([&](store::Session& s) { return accrue(s, r); });
+}
+
+Result<int64_t> UsageLedger::settle_accrued() {
+  int64_t settled = 0;
+  MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto moved,
+                        s.exec("INSERT INTO usage_records (tenant_id, at, dimension, quantity, "
+                               "subject_kind, subject_id) SELECT tenant_id, at, dimension, "
+                               "quantity, subject_kind, subject_id FROM usage_accrued WHERE "
+                               "quantity > 0"));
+    settled = moved;
+    return s.exec("DELETE FROM usage_accrued").status();
+  }));
+  return settled;
 }
 
 Result<std::vector<UsageTotal>> UsageLedger::totals(std::string_view tenant,

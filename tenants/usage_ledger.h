@@ -56,6 +56,16 @@ class UsageLedger {
   // …or inside the producer's transaction, so the usage and the change that caused it land
   // together.
   static Status record(store::Session& session, const UsageRecord& record);
+  // Usage a producer has accrued since it last recorded (a running job or replica records
+  // every few seconds and keeps what it has accrued since here, every second): the subject's
+  // one accrued row, replaced. record() clears the row of what it records in the same
+  // transaction, so a process killed between two records loses at most the last second and
+  // nothing is counted twice.
+  static Status accrue(store::Session& session, const UsageRecord& accrued);
+  Status accrue(const UsageRecord& accrued);
+  // What a previous process accrued and never recorded, recorded now (at the time it was
+  // last accrued) and cleared, in one transaction. Returns how many rows it recorded.
+  Result<int64_t> settle_accrued();
 
   // The tenant's totals over [start, end), by bucket and dimension (or subject).
   Result<std::vector<UsageTotal>> totals(std::string_view tenant, const UsageQuery& query) const;

@@ -28,6 +28,9 @@ constexpr int64_t kMaxReplicas = 64;
 constexpr int64_t kMaxDevicesPerReplica = 8;
 constexpr auto kTick = std::chrono::milliseconds(200);
 constexpr auto kFlushEvery = std::chrono::seconds(5);
+// Between two flushes, what is pending is accrued beside the ledger this often (the most a
+// killed daemon loses).
+constexpr auto kAccrueEvery = std::chrono::seconds(1);
 // How long after the daemon gives a replica a tenant's request it believes usage for that
 // tenant (longer than any one request's reply: the event comes as it ends).
 constexpr auto kUsageWindow = std::chrono::minutes(30);
@@ -140,7 +143,7 @@ Status Deployments::start() {
       live->record = d;  // (a copy: the records are read again below)
       live_.emplace(live->record.id, std::move(live));
     }
-    last_flush_ = SteadyClock::now();
+    last_flush_ = last_accrued_ = SteadyClock::now();
   }
   if (!all.empty()) spdlog::info("deployments: bringing back {}", all.size());
   // Replicas a previous daemon ran through Slurm are still there: they are stopped first.
@@ -719,7 +722,7 @@ void Deployments::release_devices(const Live& live, const Replica& replica) {
 void Deployments::supervise() {
   for (;;) {
     std::vector<std::unique_ptr<executor::Worker>> to_stop;
-    bool flush = false;
+    bool flush = false, accrue = false;
     // Whether each tenant's licence lets its replicas run, asked outside the lock (a ledger
     // read may be due).
     std::map<std::string, std::string> held;
@@ -749,10 +752,48 @@ void Deployments::supervise() {
         reconcile(*live, now, &to_stop, it == held.end() ? std::string() : it->second);
       }
       flush = now - last_flush_ >= kFlushEvery;
+      accrue = !flush && now - last_accrued_ >= kAccrueEvery;
+      if (accrue) last_accrued_ = now;
     }
     for (auto& p : to_stop) p->cancel(kStopGrace);
     if (flush) flush_usage();
+    if (accrue) accrue_usage();
   }
+}
+
+// Runs on the supervisor's thread only, as flush_usage() does: what it writes was never
+// recorded by a flush that ran after it.
+void Deployments::accrue_usage() {
+  std::map<std::pair<std::string, std::string>, Pending> pending;
+  {
+    std::lock_guard lock(mutex_);
+    pending = usage_;
+  }
+  auto now = clock_.now();
+  if (!now.ok() || pending.empty()) return;
+  Status written = db_.write([&](store::Session& s) -> Status {
+    return for_each_usage(pending, *now, [&s](const tenants::UsageRecord& r) {
+      return tenants::UsageLedger::accrue(s, r);
+    });
+  });
+  if (!written.ok()) spdlog::warn("deployments: usage not accrued: {}", written.message());
+}
+
+Status Deployments::for_each_usage(
+    const std::map<std::pair<std::string, std::string>, Pending>& pending, int64_t at,
+    const std::function<Status(const tenants::UsageRecord&)>& f) {
+  for (const auto& [key, p] : pending) {
+    const auto& [tenant, deployment] = key;
+    auto one = [&](tenants::UsageDimension dim, double q) -> Status {
+      // A staff deployment's device time is the platform's own; its tokens are the callers'.
+      if (q <= 0 || tenant.empty()) return {};
+      return f({tenant, at, dim, q, "deployment", deployment});
+    };
+    MH_TRY(one(tenants::UsageDimension::kGpuSeconds, p.device_seconds));
+    MH_TRY(one(tenants::UsageDimension::kInputTokens, static_cast<double>(p.input_tokens)));
+    MH_TRY(one(tenants::UsageDimension::kOutputTokens, static_cast<double>(p.output_tokens)));
+  }
+  return {};
 }
 
 void Deployments::flush_usage() {
@@ -765,18 +806,9 @@ void Deployments::flush_usage() {
   auto now = clock_.now();
   if (!now.ok()) return;
   Status written = db_.write([&](store::Session& s) -> Status {
-    for (const auto& [key, p] : pending) {
-      const auto& [tenant, deployment] = key;
-      auto record = [&](tenants::UsageDimension dim, double q) -> Status {
-        // A staff deployment's device time is the platform's own; its tokens are the callers'.
-        if (q <= 0 || tenant.empty()) return {};
-        return tenants::UsageLedger::record(s, {tenant, *now, dim, q, "deployment", deployment});
-      };
-      MH_TRY(record(tenants::UsageDimension::kGpuSeconds, p.device_seconds));
-      MH_TRY(record(tenants::UsageDimension::kInputTokens, static_cast<double>(p.input_tokens)));
-      MH_TRY(record(tenants::UsageDimension::kOutputTokens, static_cast<double>(p.output_tokens)));
-    }
-    return {};
+    return for_each_usage(pending, *now, [&s](const tenants::UsageRecord& r) {
+      return tenants::UsageLedger::record(s, r);
+    });
   });
   if (!written.ok()) {
     spdlog::error("deployments: usage not recorded, kept for the next try: {}", written.message());

@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -105,7 +106,8 @@ class Deployments {
   void apply_replica_event(const std::string& deployment, int index, uint64_t generation,
                            std::string_view line);  // with mutex_ held
   Status set_status(Live& live, const std::string& status, const std::string& error);
-  void flush_usage();
+  void flush_usage();   // pending usage into the ledger, every kFlushEvery
+  void accrue_usage();  // and beside it in between, every second
   // The licence's checks on `wanted` (new, or `replacing`'s new replica count), run inside the
   // write transaction that stores it, so parallel requests cannot pass a limit together.
   Status admit(store::Session& s, const std::string& tenant, const DeploymentRecord& wanted,
@@ -136,7 +138,11 @@ class Deployments {
     int64_t input_tokens = 0, output_tokens = 0;
   };
   std::map<std::pair<std::string, std::string>, Pending> usage_;
-  std::chrono::steady_clock::time_point last_flush_;
+  std::chrono::steady_clock::time_point last_flush_, last_accrued_;
+  // Each of `pending`'s amounts as the ledger records them, at `at`.
+  static Status for_each_usage(
+      const std::map<std::pair<std::string, std::string>, Pending>& pending, int64_t at,
+      const std::function<Status(const tenants::UsageRecord&)>& f);
   std::thread supervisor_;
   struct ReplicaEvent {
     std::string deployment;

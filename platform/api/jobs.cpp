@@ -36,8 +36,7 @@ constexpr auto kCancelGrace = std::chrono::seconds(10);
 constexpr auto kMetricsInterval = std::chrono::milliseconds(200);
 // How often a running job's device-seconds are written to the usage ledger, and how often its
 // licence is looked at (docs/tenants.md gives the bound these make).
-constexpr int kMeterSeconds = 5;
-constexpr auto kMeterEvery = std::chrono::seconds(kMeterSeconds);
+constexpr auto kMeterEvery = std::chrono::seconds(5);
 constexpr auto kLicenceCheckEvery = std::chrono::seconds(1);
 
 JobRecord from_row(const store::Row& r) {
@@ -229,10 +228,6 @@ FineTuning::~FineTuning() {
   }
 }
 
-fs::path FineTuning::meter_path(const std::string& tenant, const std::string& job) const {
-  return root_ / tenant / (job + ".meter");
-}
-
 Status FineTuning::start() {
   // A previous daemon's workers were told to stop when it died (they checkpoint first): wait
   // for them to be gone before their jobs run again from that checkpoint.
@@ -267,29 +262,17 @@ Status FineTuning::start() {
         was_running = true;
       }
     }
-    // The interrupted attempt's last seconds: from its last bill to when the dead daemon last
-    // saw its worker running (its meter file), and the time its worker took to stop here.
-    double seconds = 0;
-    const fs::path meter_file = meter_path(job.tenant, job.id);
-    if (std::FILE* f = std::fopen(meter_file.c_str(), "re")) {
-      double billed = 0, alive = 0;
-      if (std::fscanf(f, "%lf %lf", &billed, &alive) == 2 && alive > billed) {
-        seconds += std::min(alive - billed, 2.0 * kMeterSeconds);  // a clock step is no usage
-      }
-      std::fclose(f);
-    }
-    if (was_running) {
-      seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count();
-    }
+    // What the attempt used up to the dead daemon's last second was accrued beside the ledger
+    // and is recorded already (UsageLedger::settle_accrued, at start); here, the time its
+    // worker took to stop.
     auto now = clock_.now();
-    if (seconds > 0 && now.ok()) {
+    if (was_running && now.ok()) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count();
       Status billed = ledger_.record({job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
                                       seconds * static_cast<double>(job.gpus), "job", job.id});
       if (!billed.ok()) spdlog::error("job {}: usage not recorded: {}", job.id, billed.message());
     }
-    std::error_code ignored;
-    fs::remove(meter_file, ignored);
   }
   std::vector<JobRecord> queued;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
@@ -937,55 +920,44 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   // they are used (every kMeterEvery, so a daemon killed mid-job loses at most that much), and
   // the rest when it stops.
   holdings_.set(job.tenant, job.id, job.gpus);
-  // Beside the ledger, a file (out of the worker's reach) says when the job was last billed and
-  // when its worker was last seen running, rewritten every second: a daemon killed mid-job
-  // leaves it, and the next one bills the seconds between the two (start()).
+  // Between two bills, what it has used since the last is accrued beside the ledger every
+  // second: a daemon killed mid-job loses at most that second, and the next one records the
+  // rest (UsageLedger::settle_accrued).
   struct Meter {
     FineTuning& self;
     const JobRecord& job;
     std::chrono::steady_clock::time_point billed_to = std::chrono::steady_clock::now();
-    double billed_wall = wall_seconds();
-    int fd = open_file(self.meter_path(job.tenant, job.id));
-    static int open_file(const fs::path& path) {
-      std::error_code ignored;
-      fs::create_directories(path.parent_path(), ignored);
-      return ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    // Since the last bill, as the ledger records it; false when the clock cannot say when.
+    bool usage(std::chrono::steady_clock::time_point to, tenants::UsageRecord* out) const {
+      const double seconds = std::chrono::duration<double>(to - billed_to).count();
+      auto now = self.clock_.now();
+      if (!now.ok() || seconds <= 0) return false;
+      *out = {job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
+              seconds * static_cast<double>(job.gpus), "job", job.id};
+      return true;
     }
-    static double wall_seconds() {
-      return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
-    }
-    // Fixed width, written in place: a kill leaves the old line or the new one, never half.
     void seen() {
-      if (fd < 0) return;
-      const std::string line = fmt::format("{:020.3f} {:020.3f}\n", billed_wall, wall_seconds());
-      [[maybe_unused]] ssize_t n = ::pwrite(fd, line.data(), line.size(), 0);
+      tenants::UsageRecord accrued;
+      if (!usage(std::chrono::steady_clock::now(), &accrued)) return;
+      if (Status s = self.ledger_.accrue(accrued); !s.ok()) {
+        spdlog::warn("job {}: usage not accrued: {}", job.id, s.message());
+      }
     }
     void bill() {
       const auto to = std::chrono::steady_clock::now();
-      const double wall = wall_seconds();
-      const double seconds = std::chrono::duration<double>(to - billed_to).count();
-      auto now = self.clock_.now();
-      if (!now.ok() || seconds <= 0) return;
-      Status s = self.ledger_.record({job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
-                                      seconds * static_cast<double>(job.gpus), "job", job.id});
-      if (!s.ok()) {
+      tenants::UsageRecord record;
+      if (!usage(to, &record)) return;
+      if (Status s = self.ledger_.record(record); !s.ok()) {
         spdlog::error("job {}: usage not recorded yet: {}", job.id, s.message());
         return;  // billed with the next
       }
       billed_to = to;
-      billed_wall = wall;
-      seen();
     }
     ~Meter() {
       bill();
-      if (fd >= 0) ::close(fd);
-      std::error_code ignored;
-      fs::remove(self.meter_path(job.tenant, job.id), ignored);
       self.holdings_.set(job.tenant, job.id, 0);
     }
   } meter{*this, job};
-  meter.seen();
   Result<std::unique_ptr<executor::Worker>> worker =
       [&]() -> Result<std::unique_ptr<executor::Worker>> {
     if (slurm != nullptr) {

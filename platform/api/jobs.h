@@ -107,8 +107,6 @@ class FineTuning {
   // Its worker stopped short (preempted, licence held, device failure): it waits to resume from
   // its last checkpoint.
   void back_to_queue(const JobRecord& job);
-  // The file a running job's meter keeps beside its directory (see run()).
-  std::filesystem::path meter_path(const std::string& tenant, const std::string& job) const;
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,

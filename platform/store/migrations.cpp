@@ -283,6 +283,20 @@ constexpr std::array kMigrations{
       ALTER TABLE fine_tuning_jobs_v9 RENAME TO fine_tuning_jobs;
       CREATE INDEX jobs_by_status ON fine_tuning_jobs (status, created_at);
     )sql", true},
+    Migration{10, "usage accrued but not yet recorded", R"sql(
+      -- What a running job or replica has used since its producer last recorded it in
+      -- usage_records, rewritten every second; recording clears it, and the next daemon records
+      -- what a killed one left here.
+      CREATE TABLE usage_accrued (
+        tenant_id    TEXT NOT NULL REFERENCES tenants(id),
+        dimension    TEXT NOT NULL,
+        subject_kind TEXT NOT NULL,
+        subject_id   TEXT NOT NULL,
+        quantity     REAL NOT NULL,
+        at           INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, dimension, subject_kind, subject_id)
+      );
+    )sql"},
 };
 
 }  // namespace

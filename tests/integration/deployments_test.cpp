@@ -663,5 +663,38 @@ TEST_CASE("a daemon killed with SIGKILL brings its deployments back") {
   CHECK_MESSAGE(r.status == 200, r.body);
 }
 
+TEST_CASE("a daemon killed while a replica runs has billed its device-seconds but the last") {
+  ServingPlatform p;
+  auto billed = [&] {
+    const json::object totals =
+        json::parse(p.as("acme", "GET", "/v1/usage?dimension=gpu_seconds&bucket_width=total").body)
+            .at("totals")
+            .as_object();
+    return totals.contains("gpu_seconds") ? totals.at("gpu_seconds").to_number<double>() : 0.0;
+  };
+  const auto created = std::chrono::steady_clock::now();
+  const std::string id = p.create_ready();
+  const auto ready = std::chrono::steady_clock::now();
+  // Killed just before a flush to the ledger (every 5 s): nearly 5 s not yet recorded there.
+  const double first = billed();
+  for (int i = 0; i < 100 && billed() == first; ++i) std::this_thread::sleep_for(100ms);
+  REQUIRE(billed() > first);
+  std::this_thread::sleep_for(4300ms);
+  const auto killed = std::chrono::steady_clock::now();
+  p.kill_and_restart();
+  // The next daemon recorded what the dead one had accrued up to its last second.
+  const double total = billed();
+  const double since =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  const double ran_at_least = std::chrono::duration<double>(killed - ready).count();
+  const double ran_at_most = std::chrono::duration<double>(killed - created).count();
+  CAPTURE(ran_at_least);
+  CAPTURE(ran_at_most);
+  CAPTURE(since);
+  CHECK(total >= ran_at_least - 1.5);
+  CHECK(total <= ran_at_most + since + 1.0);
+  REQUIRE(p.wait_ready(id).at("status") == "ready");
+}
+
 }  // namespace
 }  // namespace mh::test

@@ -62,6 +62,35 @@ TEST_CASE("usage totals by day, by whole period and by subject, one tenant only"
         Code::kInvalidArgument);
 }
 
+TEST_CASE("usage accrued between records is recorded once: by the next record or at start") {
+  Ledger l;
+  auto gpu = [&](const char* tenant) {
+    auto t = l.ledger.totals(tenant, {kT0, kT0 + kDay, 0, false, UsageDimension::kGpuSeconds});
+    REQUIRE(t.ok());
+    return t->empty() ? 0.0 : t->front().quantity;
+  };
+  // A running job accrues every second (each replacing the last) and records every few.
+  REQUIRE(l.ledger.accrue({"acme", kT0 + 1, UsageDimension::kGpuSeconds, 1, "job", "j1"}).ok());
+  REQUIRE(l.ledger.accrue({"acme", kT0 + 2, UsageDimension::kGpuSeconds, 2, "job", "j1"}).ok());
+  CHECK(gpu("acme") == 0);  // accrued is not recorded
+  l.add("acme", kT0 + 3, UsageDimension::kGpuSeconds, 3, "j1");  // clears j1's accrued
+  REQUIRE(l.ledger.accrue({"acme", kT0 + 4, UsageDimension::kGpuSeconds, 1, "job", "j1"}).ok());
+  REQUIRE(l.ledger.accrue({"acme", kT0 + 4, UsageDimension::kGpuSeconds, 7, "job", "j2"}).ok());
+  REQUIRE(l.ledger.accrue({"globex", kT0 + 5, UsageDimension::kOutputTokens, 9, "job", "j3"}).ok());
+  CHECK_FALSE(l.ledger.accrue({"acme", kT0, UsageDimension::kGpuSeconds, -1, "job", "j"}).ok());
+  // The process dies here; the next one records what was left, once.
+  auto settled = l.ledger.settle_accrued();
+  REQUIRE(settled.ok());
+  CHECK(*settled == 3);
+  CHECK(gpu("acme") == 3 + 1 + 7);
+  CHECK(*l.ledger.settle_accrued() == 0);
+  CHECK(gpu("acme") == 11);
+  auto tokens = l.ledger.totals("globex", {kT0, kT0 + kDay, 0, false, std::nullopt});
+  REQUIRE(tokens->size() == 1);
+  CHECK(tokens->front().quantity == 9);
+  CHECK(tokens->front().bucket_start == kT0);
+}
+
 TEST_CASE("the ledger refuses bad records, is append-only, and exports CSV") {
   Ledger l;
   CHECK_FALSE(l.ledger.record({"acme", kT0, UsageDimension::kGpuSeconds, -1, "job", "j"}).ok());
