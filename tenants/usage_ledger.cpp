@@ -1,5 +1,7 @@
 #include "tenants/usage_ledger.h"
 
+#include "platform/base/time.h"
+
 #include <fmt/format.h>
 #include <array>
 #include <cmath>
@@ -60,10 +62,12 @@ Status UsageLedger::record(store::Session& s, const UsageRecord& r) {
                 "subject_id) VALUES (?, ?, ?, ?, ?, ?)",
                 {r.tenant, r.at, dimension, r.quantity, r.subject_kind, r.subject_id})
              .status());
+  // Recorded up to now: nothing accrued is left, and when is kept (see last_accrued()).
   return s
-      .exec("DELETE FROM usage_accrued WHERE tenant_id = ? AND dimension = ? AND subject_kind = ? "
-            "AND subject_id = ?",
-            {r.tenant, dimension, r.subject_kind, r.subject_id})
+      .exec("UPDATE usage_accrued SET quantity = 0, seen = ? WHERE tenant_id = ? AND dimension = "
+            "? AND subject_kind = ? AND subject_id = ?",
+            {static_cast<double>(unix_millis()) / 1000, r.tenant, dimension, r.subject_kind,
+             r.subject_id})
       .status();
 }
 
@@ -75,9 +79,9 @@ Status UsageLedger::accrue(store::Session& s, const UsageRecord& r) {
   MH_TRY(validate(r));
   return s
       .exec("INSERT OR REPLACE INTO usage_accrued (tenant_id, dimension, subject_kind, "
-            "subject_id, quantity, at) VALUES (?, ?, ?, ?, ?, ?)",
+            "subject_id, quantity, at, seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
             {r.tenant, std::string(dimension_name(r.dimension)), r.subject_kind, r.subject_id,
-             r.quantity, r.at})
+             r.quantity, r.at, static_cast<double>(unix_millis()) / 1000})
       .status();
 }
 
@@ -88,6 +92,10 @@ Status UsageLedger::accrue(const UsageRecord& r) {
 Result<int64_t> UsageLedger::settle_accrued() {
   int64_t settled = 0;
   MH_TRY(db_.write([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto seen, s.query("SELECT subject_kind, subject_id, MAX(seen) FROM "
+                                           "usage_accrued WHERE dimension = 'gpu_seconds' "
+                                           "GROUP BY subject_kind, subject_id"));
+    for (const auto& r : seen) settled_seen_[{r.text(0), r.text(1)}] = r.real(2);
     MH_ASSIGN_OR_RETURN(auto moved,
                         s.exec("INSERT INTO usage_records (tenant_id, at, dimension, quantity, "
                                "subject_kind, subject_id) SELECT tenant_id, at, dimension, "
@@ -97,6 +105,13 @@ Result<int64_t> UsageLedger::settle_accrued() {
     return s.exec("DELETE FROM usage_accrued").status();
   }));
   return settled;
+}
+
+std::optional<double> UsageLedger::last_accrued(std::string_view subject_kind,
+                                                std::string_view subject_id) const {
+  const auto it = settled_seen_.find({std::string(subject_kind), std::string(subject_id)});
+  if (it == settled_seen_.end()) return std::nullopt;
+  return it->second;
 }
 
 Result<std::vector<UsageTotal>> UsageLedger::totals(std::string_view tenant,

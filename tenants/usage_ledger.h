@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,7 +59,7 @@ class UsageLedger {
   static Status record(store::Session& session, const UsageRecord& record);
   // Usage a producer has accrued since it last recorded (a running job or replica records
   // every few seconds and keeps what it has accrued since here, every second): the subject's
-  // one accrued row, replaced. record() clears the row of what it records in the same
+  // one accrued row, replaced. record() empties the row of what it records in the same
   // transaction, so a process killed between two records loses at most the last second and
   // nothing is counted twice.
   static Status accrue(store::Session& session, const UsageRecord& accrued);
@@ -66,6 +67,11 @@ class UsageLedger {
   // What a previous process accrued and never recorded, recorded now (at the time it was
   // last accrued) and cleared, in one transaction. Returns how many rows it recorded.
   Result<int64_t> settle_accrued();
+  // When the subject's device-seconds were last accrued (system clock, Unix seconds), among
+  // what settle_accrued() recorded: the caller bills from there to when the subject's
+  // process was seen gone.
+  std::optional<double> last_accrued(std::string_view subject_kind,
+                                     std::string_view subject_id) const;
 
   // The tenant's totals over [start, end), by bucket and dimension (or subject).
   Result<std::vector<UsageTotal>> totals(std::string_view tenant, const UsageQuery& query) const;
@@ -75,6 +81,7 @@ class UsageLedger {
 
  private:
   store::Database& db_;
+  std::map<std::pair<std::string, std::string>, double> settled_seen_;  // set once, at start
 };
 
 }  // namespace mh::tenants

@@ -12,6 +12,7 @@
 #include <cstdio>
 
 #include "platform/base/crypto.h"
+#include "platform/base/time.h"
 #include "platform/executor/slurm_worker.h"
 #include "platform/executor/worker_events.h"
 #include "platform/executor/worker_group.h"
@@ -37,6 +38,9 @@ constexpr auto kMetricsInterval = std::chrono::milliseconds(200);
 // How often a running job's device-seconds are written to the usage ledger, and how often its
 // licence is looked at (docs/tenants.md gives the bound these make).
 constexpr auto kMeterEvery = std::chrono::seconds(5);
+// The most an interrupted attempt's worker is believed to have run between its daemon's last
+// accrual and the next daemon's start (its checkpoint on the way out takes up to 10 s).
+constexpr double kMaxUnseenTail = 30;
 constexpr auto kLicenceCheckEvery = std::chrono::seconds(1);
 
 JobRecord from_row(const store::Row& r) {
@@ -263,12 +267,17 @@ Status FineTuning::start() {
       }
     }
     // What the attempt used up to the dead daemon's last second was accrued beside the ledger
-    // and is recorded already (UsageLedger::settle_accrued, at start); here, the time its
-    // worker took to stop.
+    // and is recorded already (UsageLedger::settle_accrued, at start); here, the rest: from
+    // then to when its worker was seen gone (it ran on alone while it checkpointed).
     auto now = clock_.now();
     if (was_running && now.ok()) {
-      const double seconds =
+      const double gone = static_cast<double>(unix_millis()) / 1000;
+      const double waited =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - waiting).count();
+      double seconds = waited;
+      if (auto seen = ledger_.last_accrued("job", job.id); seen && *seen <= gone) {
+        seconds = std::min(gone - *seen, waited + kMaxUnseenTail);  // a clock step is no usage
+      }
       Status billed = ledger_.record({job.tenant, *now, tenants::UsageDimension::kGpuSeconds,
                                       seconds * static_cast<double>(job.gpus), "job", job.id});
       if (!billed.ok()) spdlog::error("job {}: usage not recorded: {}", job.id, billed.message());

@@ -272,6 +272,12 @@ int run_daemon(const DaemonConfig& config) {
   api::add_audit_routes(router, audit);
   api::add_tenant_routes(router, tenant_registry, tenant_keys, entitlements, clock);
   tenants::UsageLedger usage(**db);
+  // What a killed daemon's running jobs and replicas used since they last recorded it.
+  if (auto settled = usage.settle_accrued(); !settled.ok()) {
+    return fail(settled.status());
+  } else if (*settled > 0) {
+    spdlog::info("recorded {} usage amounts a previous run accrued but never recorded", *settled);
+  }
   api::add_usage_routes(router, usage);
   api::FileStore files(**db, **blobs, tenant_registry, entitlements, clock, config.max_file_bytes);
   // Bytes a crash left behind, written but never recorded or freed but not yet removed.

@@ -294,6 +294,7 @@ constexpr std::array kMigrations{
         subject_id   TEXT NOT NULL,
         quantity     REAL NOT NULL,
         at           INTEGER NOT NULL,
+        seen         REAL NOT NULL,  -- when accrued, Unix seconds to the millisecond
         PRIMARY KEY (tenant_id, dimension, subject_kind, subject_id)
       );
     )sql"},

@@ -85,6 +85,11 @@ TEST_CASE("usage accrued between records is recorded once: by the next record or
   CHECK(gpu("acme") == 3 + 1 + 7);
   CHECK(*l.ledger.settle_accrued() == 0);
   CHECK(gpu("acme") == 11);
+  // When each subject's device-seconds were last accrued or recorded, for its process's tail.
+  CHECK(l.ledger.last_accrued("job", "j1").has_value());
+  CHECK(l.ledger.last_accrued("job", "j2").has_value());
+  CHECK_FALSE(l.ledger.last_accrued("job", "j3").has_value());  // tokens only
+  CHECK_FALSE(l.ledger.last_accrued("job", "j9").has_value());
   auto tokens = l.ledger.totals("globex", {kT0, kT0 + kDay, 0, false, std::nullopt});
   REQUIRE(tokens->size() == 1);
   CHECK(tokens->front().quantity == 9);
