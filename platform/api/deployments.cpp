@@ -4,10 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/json.hpp>
+#include <thread>
 
 #include "platform/api/deployment_runtime.h"
 #include "platform/base/crypto.h"
 #include "platform/base/files.h"
+#include "platform/base/time.h"
 #include "platform/executor/slurm_worker.h"
 #include "platform/executor/worker_events.h"
 #include "tenants/tenant_scope.h"
@@ -31,6 +33,9 @@ constexpr auto kFlushEvery = std::chrono::seconds(5);
 // Between two flushes, what is pending is accrued beside the ledger this often (the most a
 // killed daemon loses).
 constexpr auto kAccrueEvery = std::chrono::seconds(1);
+// The most a replica is believed to have run between its daemon's last accrual and the next
+// daemon's start.
+constexpr double kMaxUnseenTail = 10;
 // How long after the daemon gives a replica a tenant's request it believes usage for that
 // tenant (longer than any one request's reply: the event comes as it ends).
 constexpr auto kUsageWindow = std::chrono::minutes(30);
@@ -146,24 +151,52 @@ Status Deployments::start() {
     last_flush_ = last_accrued_ = SteadyClock::now();
   }
   if (!all.empty()) spdlog::info("deployments: bringing back {}", all.size());
-  // Replicas a previous daemon ran through Slurm are still there: they are stopped first.
+  // Replicas a previous daemon ran through Slurm are still there: they are stopped first. A
+  // local one was told to stop when its daemon died; the time it ran on after the dead
+  // daemon's last accrual of its usage is billed once it is gone.
   for (const auto& d : all) {
     const executor::SlurmOptions* slurm = pools_.slurm(d.pool);
-    if (slurm == nullptr) continue;
     std::error_code ec;
     const fs::path dir =
         options_.root / (d.tenant.empty() ? std::string(".platform") : d.tenant) / d.id;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
       auto ref = read_small_file(e.path() / "worker.ref", 256);
-      if (!ref.ok() || !ref->starts_with("slurm:")) continue;
-      std::string id = ref->substr(6);
-      while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
-      executor::SlurmWorker::stop_job(id, *slurm, std::chrono::seconds(30));
+      if (!ref.ok()) continue;
+      std::string handle = *ref;
+      while (!handle.empty() && (handle.back() == '\n' || handle.back() == ' ')) handle.pop_back();
+      if (slurm != nullptr && handle.starts_with("slurm:")) {
+        executor::SlurmWorker::stop_job(handle.substr(6), *slurm, std::chrono::seconds(30));
+      } else if (handle.starts_with("pid:")) {
+        bill_stopped_replica(d, handle);
+      }
       fs::remove(e.path() / "worker.ref", ec);
     }
   }
   supervisor_ = std::thread([this] { supervise(); });
   return {};
+}
+
+void Deployments::bill_stopped_replica(const DeploymentRecord& d, const std::string& handle) {
+  const auto waiting = SteadyClock::now();
+  bool was_running = false;
+  for (const pid_t pid : executor::pids_of_handle(handle)) {
+    for (int i = 0; i < 200 && executor::process_running(pid); ++i) {  // 10 s at most
+      was_running = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  auto now = clock_.now();
+  if (!was_running || d.tenant.empty() || !now.ok()) return;  // staff's devices: the platform's
+  const double gone = static_cast<double>(unix_millis()) / 1000;
+  const double waited = std::chrono::duration<double>(SteadyClock::now() - waiting).count();
+  double seconds = waited;
+  if (auto seen = ledger_.last_accrued("deployment", d.id); seen && *seen <= gone) {
+    seconds = std::min(gone - *seen, waited + kMaxUnseenTail);  // a clock step is no usage
+  }
+  Status billed = ledger_.record({d.tenant, *now, tenants::UsageDimension::kGpuSeconds,
+                                  seconds * static_cast<double>(d.devices_per_replica),
+                                  "deployment", d.id});
+  if (!billed.ok()) spdlog::error("deployment {}: usage not recorded: {}", d.id, billed.message());
 }
 
 Status Deployments::admit(store::Session& s, const std::string& tenant,
@@ -493,6 +526,8 @@ Status Deployments::start_replica(Live& live, Replica& r) {
     if (!spec.gpus.empty()) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges
     MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(spec, on_event));
     r.host = "127.0.0.1";
+    // For the next daemon, if this one dies: it bills the replica's last seconds.
+    (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
   }
   r.state = "starting";
   r.metered = SteadyClock::now();

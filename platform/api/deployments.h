@@ -106,6 +106,9 @@ class Deployments {
   void apply_replica_event(const std::string& deployment, int index, uint64_t generation,
                            std::string_view line);  // with mutex_ held
   Status set_status(Live& live, const std::string& status, const std::string& error);
+  // A replica a dead daemon ran (`handle`: "pid:<n>"): waited for, and billed from the dead
+  // daemon's last accrual to when it is gone.
+  void bill_stopped_replica(const DeploymentRecord& d, const std::string& handle);
   void flush_usage();   // pending usage into the ledger, every kFlushEvery
   void accrue_usage();  // and beside it in between, every second
   // The licence's checks on `wanted` (new, or `replacing`'s new replica count), run inside the

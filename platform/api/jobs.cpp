@@ -254,7 +254,7 @@ Status FineTuning::start() {
     bool was_running = false;
     if (job.ref.starts_with("pid:")) {  // one process, or every rank of a data-parallel group
       for (const pid_t pid : executor::pids_of_handle(job.ref)) {
-        for (int i = 0; i < 600 && ::kill(pid, 0) == 0; ++i) {
+        for (int i = 0; i < 600 && executor::process_running(pid); ++i) {
           was_running = true;
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }

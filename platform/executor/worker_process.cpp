@@ -9,7 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -56,6 +59,19 @@ std::vector<pid_t> pids_of_handle(std::string_view handle) {
     at = comma == std::string::npos ? text.size() : comma + 1;
   }
   return pids;
+}
+
+bool process_running(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::FILE* f = std::fopen(fmt::format("/proc/{}/stat", pid).c_str(), "re");
+  if (f == nullptr) return true;  // no /proc: it exists, as far as anyone can tell
+  char line[512];
+  const size_t n = std::fread(line, 1, sizeof line - 1, f);
+  std::fclose(f);
+  line[n] = '\0';
+  // "pid (comm) S …": the state follows the last ')' (comm may hold anything).
+  const char* close = std::strrchr(line, ')');
+  return close == nullptr || close[1] != ' ' || close[2] != 'Z';
 }
 
 bool device_failure(std::string_view reason) {

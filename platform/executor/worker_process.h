@@ -78,6 +78,9 @@ class Worker {
 
 // The processes a local worker's handle names: "pid:<n>", or a group's "pid:<n>,<n>,…".
 std::vector<pid_t> pids_of_handle(std::string_view handle);
+// Whether `pid` is a process still running: not gone, and not a zombie waiting for whoever
+// inherited it (a dead daemon's worker, reaped late by an init that reaps slowly).
+bool process_running(pid_t pid);
 
 // Whether a worker's exit reason (its log's tail) says a device failed under it — an
 // uncorrectable ECC error, a GPU fallen off the bus, an NVIDIA Xid — rather than the work

@@ -2,6 +2,10 @@
 // other through the bootstrap the group passes, train as one, stop together, and fail together.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
 
 #include "platform/executor/worker_group.h"
 #include "tests/executor/fixtures.h"
@@ -138,6 +142,23 @@ TEST_CASE("each rank sees only its own device and is told its place in the group
   CHECK(r0.find("fd=4\nlistening on fd 4") != std::string::npos);
   CHECK(r1.find("fd=\n") != std::string::npos);
   CHECK(r1.find("listening") == std::string::npos);
+}
+
+TEST_CASE("a process that has exited is not running, though no one has reaped it yet") {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::pause();  // until killed
+    ::_exit(0);
+  }
+  CHECK(process_running(child));
+  ::kill(child, SIGKILL);
+  // A zombie until reaped: kill(pid, 0) still succeeds on it, process_running does not.
+  for (int i = 0; i < 200 && process_running(child); ++i) std::this_thread::sleep_for(10ms);
+  CHECK(::kill(child, 0) == 0);
+  CHECK_FALSE(process_running(child));
+  REQUIRE(::waitpid(child, nullptr, 0) == child);
+  CHECK_FALSE(process_running(child));
 }
 
 }  // namespace
