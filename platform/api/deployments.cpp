@@ -30,9 +30,9 @@ constexpr int64_t kMaxReplicas = 64;
 constexpr int64_t kMaxDevicesPerReplica = 8;
 constexpr auto kTick = std::chrono::milliseconds(200);
 constexpr auto kFlushEvery = std::chrono::seconds(5);
-// Between two flushes, what is pending is accrued beside the ledger this often (the most a
-// killed daemon loses).
-constexpr auto kAccrueEvery = std::chrono::seconds(1);
+// Between two flushes, what is pending is accrued beside the ledger this often: the most a
+// killed daemon loses (a replica stops with its daemon, before the next one can see it go).
+constexpr auto kAccrueEvery = std::chrono::milliseconds(250);
 // The most a replica is believed to have run between its daemon's last accrual and the next
 // daemon's start.
 constexpr double kMaxUnseenTail = 10;
@@ -506,7 +506,15 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   auto on_event = [this, id, index, generation](std::string_view line) {
     on_replica_event(id, index, generation, line);
   };
-  if (const executor::SlurmOptions* slurm = pools_.slurm(live.record.pool)) {
+  // Contained, here or on a Slurm node: it reads its model, writes its directory, listens for
+  // the daemon and connects to no one.
+  spec.sandbox = options_.sandbox;
+  spec.sandbox.read = {model.directory};
+  spec.sandbox.connect = false;
+  const executor::SlurmOptions* slurm = pools_.slurm(live.record.pool);
+  // CUDA maps huge ranges; a Slurm node's memory is Slurm's to bound.
+  if (!spec.gpus.empty() || slurm != nullptr) spec.sandbox.address_space_bytes = 0;
+  if (slurm != nullptr) {
     // On a Slurm node: it listens there (every request bears its secret), and Slurm assigns
     // its GPUs from the count asked for.
     spec.gpus = r.devices;
@@ -515,20 +523,13 @@ Status Deployments::start_replica(Live& live, Replica& r) {
     options.nodelist = r.node;
     MH_ASSIGN_OR_RETURN(r.process, executor::SlurmWorker::start(spec, options, on_event));
     r.host = r.node;
-    // A Slurm job outlives its daemon: the next one finds it here and stops it.
-    (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
   } else {
-    // Contained: it reads its model, writes its directory, listens for the daemon and
-    // connects to no one.
-    spec.sandbox = options_.sandbox;
-    spec.sandbox.read = {model.directory};
-    spec.sandbox.connect = false;
-    if (!spec.gpus.empty()) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges
     MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(spec, on_event));
     r.host = "127.0.0.1";
-    // For the next daemon, if this one dies: it bills the replica's last seconds.
-    (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
   }
+  // For the next daemon, if this one dies: a Slurm job outlives it and is stopped; a local
+  // process stops with it, and its last seconds are billed (start()).
+  (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
   r.state = "starting";
   r.metered = SteadyClock::now();
   MH_ASSIGN_OR_RETURN(r.started_at, clock_.now());

@@ -871,8 +871,9 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
   spec.sandbox.network = job.gpus > 1;
-  if (pools_.gpu_pool(job.pool)) spec.sandbox.address_space_bytes = 0;  // CUDA maps huge ranges
   const executor::SlurmOptions* slurm = pools_.slurm(job.pool);
+  // CUDA maps huge ranges; a Slurm node's memory is Slurm's to bound.
+  if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.sandbox.address_space_bytes = 0;
   // On a Slurm pool the devices are counted (Slurm assigns them, as GRES); locally, named.
   if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.gpus = allocation.devices;
   spec.argv.insert(spec.argv.end(), {"--device", pools_.worker_device(job.pool)});

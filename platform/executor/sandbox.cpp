@@ -15,6 +15,7 @@
 #include <elf.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -313,6 +314,52 @@ Result<std::unique_ptr<PreparedSandbox>> PreparedSandbox::prepare(const Sandbox&
 
 PreparedSandbox::~PreparedSandbox() {
   if (ruleset_fd_ >= 0) ::close(ruleset_fd_);
+}
+
+std::vector<std::string> contain_args(const Sandbox& sandbox) {
+  std::vector<std::string> args;
+  for (const auto& path : sandbox.read) args.insert(args.end(), {"--read", path.string()});
+  if (!sandbox.network) args.emplace_back("--no-network");
+  if (!sandbox.connect) args.emplace_back("--no-connect");
+  if (sandbox.address_space_bytes > 0) {
+    args.insert(args.end(), {"--address-space", std::to_string(sandbox.address_space_bytes)});
+  }
+  if (sandbox.file_size_bytes > 0) {
+    args.insert(args.end(), {"--file-size", std::to_string(sandbox.file_size_bytes)});
+  }
+  return args;
+}
+
+Result<Sandbox> parse_contain_args(const std::vector<std::string>& args) {
+  Sandbox sandbox;
+  sandbox.enabled = true;
+  auto bytes = [](const std::string& flag, const std::string& text) -> Result<uint64_t> {
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || end != text.data() + text.size() || v == 0) {
+      return invalid_argument(flag + " must be a positive number of bytes, not '" + text + "'");
+    }
+    return v;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool has_value = i + 1 < args.size();
+    if (a == "--no-network") {
+      sandbox.network = false;
+    } else if (a == "--no-connect") {
+      sandbox.connect = false;
+    } else if (a == "--read" && has_value) {
+      sandbox.read.emplace_back(args[++i]);
+    } else if (a == "--address-space" && has_value) {
+      MH_ASSIGN_OR_RETURN(sandbox.address_space_bytes, bytes(a, args[++i]));
+    } else if (a == "--file-size" && has_value) {
+      MH_ASSIGN_OR_RETURN(sandbox.file_size_bytes, bytes(a, args[++i]));
+    } else {
+      return invalid_argument("contain: '" + a + "' is not an option here" +
+                              (has_value ? "" : " (or its value is missing)"));
+    }
+  }
+  return sandbox;
 }
 
 int PreparedSandbox::enter() const noexcept {

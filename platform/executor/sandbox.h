@@ -36,6 +36,12 @@ struct Sandbox {
   uint64_t file_size_bytes = 0;      // RLIMIT_FSIZE; 0: none
 };
 
+// The sandbox as arguments of `mh-worker contain`, for a worker that no executor of ours
+// forks (a Slurm batch job): `mh-worker contain <these> -- <program> <args…>` enters it and
+// runs the program in its place. parse_contain_args reads them back (what precedes "--").
+std::vector<std::string> contain_args(const Sandbox& sandbox);
+Result<Sandbox> parse_contain_args(const std::vector<std::string>& args);
+
 // A sandbox made ready in the parent (paths opened, filters compiled: after fork a child of a
 // threaded process may only make system calls) and entered by the child before exec.
 class PreparedSandbox {

@@ -1,5 +1,7 @@
 #include "platform/executor/slurm_worker.h"
 
+#include "platform/executor/sandbox.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -130,8 +132,17 @@ Result<std::unique_ptr<SlurmWorker>> SlurmWorker::start(
   }
   if (spec.gpus.empty()) script += "export CUDA_VISIBLE_DEVICES=\n";  // no GPU at all
   for (const auto& [k, v] : spec.env) script += "export " + k + "=" + sh_quoted(v) + "\n";
+  // A contained worker (its program is mh-worker) enters its sandbox itself, on the node:
+  // `mh-worker contain <sandbox> -- mh-worker …`.
+  std::vector<std::string> worker = spec.argv;
+  if (spec.sandbox.enabled) {
+    std::vector<std::string> contained = {spec.argv[0], "contain"};
+    for (auto& a : contain_args(spec.sandbox)) contained.push_back(std::move(a));
+    contained.emplace_back("--");
+    worker.insert(worker.begin(), contained.begin(), contained.end());
+  }
   script += "exec";
-  for (const auto& a : spec.argv) script += " " + sh_quoted(a);
+  for (const auto& a : worker) script += " " + sh_quoted(a);
   script += "\n";
   const auto script_path = work / "job.sh";
   {

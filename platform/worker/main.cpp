@@ -23,6 +23,7 @@
 #include "platform/engine/train.h"
 #include "platform/worker/device.h"
 #include "platform/worker/events.h"
+#include "platform/worker/contain.h"
 #include "platform/worker/sandbox_check.h"
 #include "platform/worker/serve.h"
 
@@ -94,6 +95,8 @@ std::string read_input(const std::string& text, const std::string& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Another program's arguments follow contain's "--": they are not ours to parse.
+  if (argc >= 2 && std::string_view(argv[1]) == "contain") return worker::contain(argc, argv);
   CLI::App app{"mh-worker: the Macrohard engine on a Hugging Face model directory"};
   app.require_subcommand(1);
   app.fallthrough();  // --threads after the subcommand too
@@ -223,6 +226,8 @@ int main(int argc, char** argv) {
   serve->add_option("--max-batch", so.max_batch, "sequences decoding at once")
       ->check(CLI::Range(1, 4096));
 
+  // Handled before parsing (main's first lines); here for --help.
+  app.add_subcommand("contain", "enter the worker sandbox, then run the program after --");
   auto* sandbox_check = app.add_subcommand(
       "sandbox-check", "try reads, writes and connections, and say what this process may do");
   std::vector<std::string> try_read, try_write, try_connect;

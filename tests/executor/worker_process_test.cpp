@@ -204,6 +204,35 @@ TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") 
     CHECK_FALSE(exit.killed_after_grace);
     CHECK(events.count("stopped") == 1);
   }
+  SUBCASE("a contained worker is contained on its node as a local one is") {
+    test::TempDir dir;
+    const fs::path input = dir.path() / "input", other = dir.path() / "other";
+    fs::create_directories(input);
+    fs::create_directories(other);
+    std::ofstream(input / "mine") << "its model";
+    std::ofstream(other / "theirs") << "another tenant's data";
+    WorkerSpec spec;
+    spec.argv = {test::mhworker_path().string(),   "sandbox-check",
+                 "--try-read",                     (input / "mine").string(),
+                 "--try-read",                     (other / "theirs").string(),
+                 "--try-write",                    (other / "planted").string()};
+    spec.work_dir = dir.path() / "work";
+    spec.sandbox.enabled = true;
+    spec.sandbox.read = {input};
+    spec.sandbox.network = false;
+    auto w = SlurmWorker::start(spec, slurm.options());
+    REQUIRE_MESSAGE(w.ok(), w.status().to_string());
+    auto exit = (*w)->wait(60s);
+    REQUIRE(exit.has_value());
+    const std::string log = test::read_file(dir.path() / "work" / "worker.log");
+    CHECK_MESSAGE(exit->ok(), log);
+    CHECK(log.find("sandbox: landlock") != std::string::npos);
+    CHECK(log.find("read " + (input / "mine").string() + ": allowed") != std::string::npos);
+    CHECK(log.find("read " + (other / "theirs").string() + ": denied") != std::string::npos);
+    CHECK(log.find("write " + (other / "planted").string() + ": denied") != std::string::npos);
+    CHECK(log.find("network: none") != std::string::npos);
+    CHECK_FALSE(fs::exists(other / "planted"));
+  }
   SUBCASE("a worker gets its GPUs as GRES and its thread budget, and a failure says why") {
     test::TempDir dir;
     WorkerSpec spec;
