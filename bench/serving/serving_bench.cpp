@@ -15,9 +15,9 @@
 #include <thread>
 #include <vector>
 
-#include "platform/api/http_client.h"
+#include "platform/http/http_client.h"
 
-using mh::api::HttpConnection;
+using mh::http::HttpConnection;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -25,7 +25,7 @@ namespace {
 struct Target {
   std::string name, host;
   uint16_t port = 0;
-  mh::api::Headers headers;
+  mh::http::Headers headers;
 };
 
 Target parse_target(const std::string& name, const std::string& address, const std::string& key) {

@@ -9,8 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "platform/api/http.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/store/database.h"
 
 namespace mh::api {

@@ -1,7 +1,7 @@
 // GET /v1/admin/audit: the audit log for staff (see store/audit_log.h).
 #pragma once
 
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/store/audit_log.h"
 
 namespace mh::api {

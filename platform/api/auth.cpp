@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <cmath>
 
+#include "tenants/roles.h"
+
 namespace mh::api {
 
 Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::TenantKeys& keys,
@@ -35,10 +37,11 @@ Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::Ten
     if (access.kind == Access::Kind::kAdmin) {
       return permission_denied("this route is for platform staff (an mh_admin_ key)");
     }
-    if (!tenants::allows(key.role, access.permission)) {
+    const auto permission = static_cast<tenants::Permission>(access.permission);
+    if (!tenants::allows(key.role, permission)) {
       return permission_denied(fmt::format("the role '{}' may not {} (key {})",
                                            tenants::role_name(key.role),
-                                           tenants::permission_name(access.permission), key.id));
+                                           tenants::permission_name(permission), key.id));
     }
     if (auto wait = limiter.acquire(tenant->id, tenant->rate_limit_rps,
                                     static_cast<double>(tenant->rate_limit_burst))) {

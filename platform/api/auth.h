@@ -4,7 +4,7 @@
 #pragma once
 
 #include "platform/api/admin_keys.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "tenants/api_keys.h"
 #include "tenants/rate_limiter.h"
 #include "tenants/tenants.h"

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "platform/api/deployments.h"
-#include "platform/api/http_client.h"
+#include "platform/api/transport.h"
 #include "platform/executor/worker_process.h"
 
 namespace mh::api {

@@ -12,6 +12,7 @@
 #include "platform/base/time.h"
 #include "platform/executor/slurm_worker.h"
 #include "platform/executor/worker_events.h"
+#include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {

@@ -33,7 +33,7 @@
 #include "platform/api/admission.h"
 #include "platform/api/models.h"
 #include "platform/api/pools.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/executor/worker_process.h"
 #include "platform/store/database.h"

@@ -6,9 +6,10 @@
 #include <charconv>
 
 #include "platform/api/jsonl.h"
-#include "platform/api/multipart.h"
+#include "platform/api/transport.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
+#include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 #include "tenants/usage_ledger.h"
 

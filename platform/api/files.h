@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/blobs/blob_store.h"
 #include "platform/store/database.h"

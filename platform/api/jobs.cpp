@@ -17,6 +17,7 @@
 #include "platform/executor/worker_events.h"
 #include "platform/executor/worker_group.h"
 #include "platform/executor/worker_process.h"
+#include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {

@@ -24,7 +24,7 @@
 #include "platform/api/files.h"
 #include "platform/api/models.h"
 #include "platform/api/pools.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/executor/sandbox.h"
 #include "platform/store/database.h"

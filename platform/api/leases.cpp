@@ -5,6 +5,7 @@
 
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
+#include "tenants/roles.h"
 
 namespace mh::api {
 

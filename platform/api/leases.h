@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/store/audit_log.h"
 #include "platform/store/database.h"

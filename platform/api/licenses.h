@@ -11,8 +11,7 @@
 
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
-#include "platform/api/http.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/store/audit_log.h"
 #include "platform/store/database.h"

@@ -14,6 +14,7 @@
 #include "platform/engine/json.h"
 #include "platform/engine/model.h"
 #include "platform/executor/worker_process.h"
+#include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {

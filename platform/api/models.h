@@ -19,7 +19,7 @@
 
 #include "licensing/entitlements.h"
 #include "platform/api/files.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/executor/sandbox.h"
 #include "platform/store/database.h"

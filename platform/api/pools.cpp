@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "platform/api/admission.h"
+#include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 
 namespace mh::api {

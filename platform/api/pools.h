@@ -26,7 +26,7 @@
 
 #include "licensing/entitlements.h"
 #include "platform/api/admission.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "platform/executor/slurm_worker.h"
 #include "platform/scheduler/scheduler.h"

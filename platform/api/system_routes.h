@@ -6,8 +6,7 @@
 #include <filesystem>
 #include <functional>
 
-#include "platform/api/metrics.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/blobs/blob_store.h"
 #include "platform/engine/devices.h"
 #include "platform/store/database.h"

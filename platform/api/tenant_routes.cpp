@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <boost/json.hpp>
 
+#include "tenants/roles.h"
+
 namespace mh::api {
 
 namespace json = boost::json;

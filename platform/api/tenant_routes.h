@@ -5,7 +5,7 @@
 #pragma once
 
 #include "licensing/entitlements.h"
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
 #include "tenants/api_keys.h"
 #include "tenants/tenants.h"

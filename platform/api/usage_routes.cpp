@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "platform/base/time.h"
+#include "tenants/roles.h"
 
 namespace mh::api {
 

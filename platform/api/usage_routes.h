@@ -2,7 +2,7 @@
 // GET /v1/admin/usage/export (every record as CSV, for staff).
 #pragma once
 
-#include "platform/api/router.h"
+#include "platform/api/transport.h"
 #include "tenants/usage_ledger.h"
 
 namespace mh::api {

@@ -7,13 +7,13 @@
 #include <string>
 #include <vector>
 
-#include "platform/api/http_server.h"
+#include "platform/http/http_server.h"
 
 namespace mh::daemon {
 
 struct DaemonConfig {
   std::filesystem::path data_dir = "macrohard-data";  // holds all state: store, blobs, lock
-  api::ServerOptions server;
+  http::ServerOptions server;
   int threads = 0;  // I/O threads; 0 = one per core
   std::chrono::milliseconds shutdown_grace{20'000};
   std::string log_level = "info";

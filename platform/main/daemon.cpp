@@ -26,14 +26,14 @@
 #include "platform/api/auth.h"
 #include "platform/api/deployments.h"
 #include "platform/api/files.h"
-#include "platform/api/http_server.h"
+#include "platform/http/http_server.h"
 #include "platform/api/jobs.h"
 #include "platform/api/leases.h"
 #include "platform/api/licenses.h"
-#include "platform/api/metrics.h"
+#include "platform/http/metrics.h"
 #include "platform/api/models.h"
 #include "platform/api/pools.h"
-#include "platform/api/router.h"
+#include "platform/http/router.h"
 #include "platform/api/system_routes.h"
 #include "platform/api/tenant_routes.h"
 #include "platform/api/trusted_clock.h"
@@ -245,9 +245,9 @@ int run_daemon(const DaemonConfig& config) {
   }
 
   asio::io_context ioc;
-  api::Router router;
-  api::HttpMetrics metrics;
-  api::HttpServer server(ioc, config.server, router, metrics);
+  http::Router router;
+  http::HttpMetrics metrics;
+  http::HttpServer server(ioc, config.server, router, metrics);
 
   api::SystemContext system;
   system.db = db->get();

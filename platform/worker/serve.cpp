@@ -17,8 +17,8 @@
 #include <random>
 #include <thread>
 
-#include "platform/api/http_server.h"
-#include "platform/api/router.h"
+#include "platform/http/http_server.h"
+#include "platform/http/router.h"
 #include "platform/engine/data.h"
 #include "platform/engine/generate.h"
 #include "platform/worker/events.h"
@@ -27,9 +27,9 @@ namespace mh::worker {
 
 namespace json = boost::json;
 namespace asio = boost::asio;
-using api::Request;
-using api::Response;
-using api::ResponseStream;
+using http::Request;
+using http::Response;
+using http::ResponseStream;
 using engine::SamplingParams;
 
 namespace {
@@ -169,7 +169,7 @@ class Replica {
 
   // Parses and checks a request; on success the call is queued and its response will stream.
   Response handle(Request& request, bool chat) {
-    auto parsed = api::parse_json_object(request);
+    auto parsed = http::parse_json_object(request);
     if (!parsed.ok()) return Response::error(parsed.status());
     auto call = parse(*parsed, chat);
     if (!call.ok()) return Response::error(call.status());
@@ -576,38 +576,39 @@ int serve(const ServeOptions& given) {
   Replica replica(options, std::move(model).value(), tok, std::move(chat_template).value(),
                   std::move(generation).value(), std::move(decoder).value());
 
-  api::Router router;
+  http::Router router;
   const std::string token = options.token;
-  router.set_authenticator([token](const Request& r, api::Access access) -> Result<api::Principal> {
-    if (access.kind == api::Access::Kind::kPublic || token.empty()) return api::Principal{};
+  router.set_authenticator([token](const Request& r,
+                                   http::Access access) -> Result<http::Principal> {
+    if (access.kind == http::Access::Kind::kPublic || token.empty()) return http::Principal{};
     const std::string_view given = r.header("authorization");
     const std::string expected = "Bearer " + token;
     if (given.size() != expected.size() ||
         CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0) {
       return unauthenticated("this replica takes requests from its daemon only");
     }
-    return api::Principal{api::Principal::Kind::kPlatformAdmin, "daemon", "", ""};
+    return http::Principal{http::Principal::Kind::kPlatformAdmin, "daemon", "", ""};
   });
-  router.add("POST", "/v1/completions", api::Access::kAdmin,
+  router.add("POST", "/v1/completions", http::Access::kAdmin,
              [&](Request& r) { return replica.handle(r, false); });
-  router.add("POST", "/v1/chat/completions", api::Access::kAdmin,
+  router.add("POST", "/v1/chat/completions", http::Access::kAdmin,
              [&](Request& r) { return replica.handle(r, true); });
-  router.add("GET", "/stats", api::Access::kAdmin,
+  router.add("GET", "/stats", http::Access::kAdmin,
              [&](Request&) { return Response::json(200, replica.stats()); });
-  router.add("GET", "/health", api::Access::kPublic, [](Request&) {
+  router.add("GET", "/health", http::Access::kPublic, [](Request&) {
     return Response::json(200, json::object{{"status", "ok"}});
   });
 
   asio::io_context ioc;
-  api::HttpMetrics metrics;
-  api::ServerOptions server_options;
+  http::HttpMetrics metrics;
+  http::ServerOptions server_options;
   server_options.host = options.host;
   server_options.port = options.port;
   server_options.server_name = "mh-worker";
   server_options.access_log = false;
   server_options.idle_timeout = std::chrono::minutes(10);  // the daemon keeps connections
   server_options.write_timeout = std::chrono::minutes(2);
-  api::HttpServer server(ioc, server_options, router, metrics);
+  http::HttpServer server(ioc, server_options, router, metrics);
   if (Status s = server.start(); !s.ok()) {
     std::fprintf(stderr, "mh-worker: %s\n", s.message().c_str());
     return 1;

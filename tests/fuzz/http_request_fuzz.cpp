@@ -10,28 +10,28 @@
 #include <string>
 #include <string_view>
 
-#include "platform/api/router.h"
+#include "platform/http/router.h"
 
 namespace {
 
 namespace http = boost::beast::http;
 
-const mh::api::Router& router() {
-  static const mh::api::Router r = [] {
-    mh::api::Router router;
-    auto echo = [](mh::api::Request& request) {
+const mh::http::Router& router() {
+  static const mh::http::Router r = [] {
+    mh::http::Router router;
+    auto echo = [](mh::http::Request& request) {
       std::string out = request.method + " " + request.path;
       for (const auto& [k, v] : request.path_params) out += " " + k + "=" + v;
       for (const char* key : {"limit", "after", "stream", ""}) {
         if (auto v = request.query_param(key)) out += " " + *v;
       }
       out += std::string(request.header("content-type"));
-      return mh::api::Response::text(200, out);
+      return mh::http::Response::text(200, out);
     };
     for (const char* pattern : {"/v1/files", "/v1/files/{id}", "/v1/files/{id}/content",
                                 "/v1/fine_tuning/jobs/{id}/events", "/v1/models/{model}"}) {
-      router.add("GET", pattern, mh::api::Access::kPublic, echo);
-      router.add("POST", pattern, mh::api::Access::kPublic, echo);
+      router.add("GET", pattern, mh::http::Access::kPublic, echo);
+      router.add("POST", pattern, mh::http::Access::kPublic, echo);
     }
     return router;
   }();
@@ -57,8 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (!parser.is_header_done()) return 0;
   const auto& message = parser.get();
-  mh::api::Request request;
-  if (!mh::api::set_request_line(request, message.method_string(), message.target()).ok()) {
+  mh::http::Request request;
+  if (!mh::http::set_request_line(request, message.method_string(), message.target()).ok()) {
     return 0;
   }
   if (request.path.size() > request.target.size()) std::abort();
@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (parser.is_done()) request.body = message.body();
   std::string_view route;
-  const mh::api::Response response = router().dispatch(request, &route);
+  const mh::http::Response response = router().dispatch(request, &route);
   if (response.status < 200 || response.status > 599) std::abort();
   return 0;
 }

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "platform/api/multipart.h"
+#include "platform/http/multipart.h"
 
 namespace {
 
@@ -18,8 +18,8 @@ struct Parse {
 
 Parse parse(std::string_view body, size_t piece) {
   Parse out;
-  mh::api::MultipartParser::Handler h;
-  h.begin_part = [&](const mh::api::PartHeaders& p) {
+  mh::http::MultipartParser::Handler h;
+  h.begin_part = [&](const mh::http::PartHeaders& p) {
     out.events += "[" + p.name + "|" + p.filename + "|" + p.content_type + "]";
     return mh::Status();
   };
@@ -31,7 +31,7 @@ Parse parse(std::string_view body, size_t piece) {
     out.events += "[end]";
     return mh::Status();
   };
-  mh::api::MultipartParser parser("fuzzB0undary", h);
+  mh::http::MultipartParser parser("fuzzB0undary", h);
   for (size_t at = 0; at < body.size() && out.ok; at += piece) {
     out.ok = parser.feed(body.substr(at, piece)).ok();
   }
@@ -49,6 +49,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Parse pieces = parse(body, piece);
   if (whole.ok != pieces.ok) std::abort();
   if (whole.ok && whole.events != pieces.events) std::abort();
-  (void)mh::api::MultipartParser::boundary_of(body);
+  (void)mh::http::MultipartParser::boundary_of(body);
   return 0;
 }

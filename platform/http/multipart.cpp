@@ -1,10 +1,10 @@
-#include "platform/api/multipart.h"
+#include "platform/http/multipart.h"
 
 #include <strings.h>
 
 #include <fmt/format.h>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 constexpr size_t kMaxHeaderBlock = 16 * 1024;
@@ -169,4 +169,4 @@ Status MultipartParser::run() {
   }
 }
 
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,4 +1,4 @@
-#include "platform/api/router.h"
+#include "platform/http/router.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -7,7 +7,7 @@
 #include <mutex>
 #include <unordered_map>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 std::vector<std::string_view> split_path(std::string_view path) {
@@ -212,4 +212,4 @@ Response Router::dispatch(Request& request, std::string_view* route_label) const
   return internal_response(request);
 }
 
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,10 +1,10 @@
-#include "platform/api/multipart.h"
+#include "platform/http/multipart.h"
 
 #include <doctest/doctest.h>
 
 #include <vector>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 struct Collected {
@@ -93,4 +93,4 @@ TEST_CASE("malformed bodies are refused: truncated, no parts, bad headers, handl
 }
 
 }  // namespace
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,4 +1,4 @@
-#include "platform/api/http_client.h"
+#include "platform/http/http_client.h"
 
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -9,11 +9,11 @@
 #include <boost/beast/http.hpp>
 #include <vector>
 
-namespace mh::api {
+namespace mh::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace wire = beast::http;  // Beast's message types
 using tcp = asio::ip::tcp;
 
 class HttpConnection::Impl {
@@ -61,30 +61,30 @@ Status HttpConnection::request(std::string_view method, std::string_view target,
                                const std::function<bool(std::string_view)>& on_data) {
   reusable_ = false;
   auto& s = impl_->stream;
-  http::request<http::string_body> req(http::string_to_verb(method), target, 11);
-  req.set(http::field::host, impl_->host);
+  wire::request<wire::string_body> req(wire::string_to_verb(method), target, 11);
+  req.set(wire::field::host, impl_->host);
   for (const auto& [name, value] : headers) req.set(name, value);
   req.body() = std::string(body);
   req.prepare_payload();
   req.keep_alive(true);
   beast::error_code ec;
-  http::write(s, req, ec);
+  wire::write(s, req, ec);
   if (ec) return unavailable(fmt::format("sending to {}: {}", impl_->host, ec.message()));
 
-  http::response_parser<http::buffer_body> parser;
+  wire::response_parser<wire::buffer_body> parser;
   parser.body_limit(boost::none);
-  http::read_header(s, impl_->buffer, parser, ec);
+  wire::read_header(s, impl_->buffer, parser, ec);
   if (ec) return unavailable(fmt::format("reading from {}: {}", impl_->host, ec.message()));
   Head head;
   head.status = static_cast<int>(parser.get().result_int());
-  head.content_type = std::string(parser.get()[http::field::content_type]);
+  head.content_type = std::string(parser.get()[wire::field::content_type]);
   on_head(head);
   char piece[16 * 1024];
   while (!parser.is_done()) {
     parser.get().body().data = piece;
     parser.get().body().size = sizeof piece;
-    http::read_some(s, impl_->buffer, parser, ec);
-    if (ec == http::error::need_buffer) ec = {};
+    wire::read_some(s, impl_->buffer, parser, ec);
+    if (ec == wire::error::need_buffer) ec = {};
     if (ec) return unavailable(fmt::format("reading from {}: {}", impl_->host, ec.message()));
     const size_t got = sizeof piece - parser.get().body().size;
     if (got > 0 && !on_data(std::string_view(piece, got))) return {};
@@ -97,4 +97,4 @@ void HttpConnection::abort() {
   if (impl_->fd >= 0) ::shutdown(impl_->fd, SHUT_RDWR);
 }
 
-}  // namespace mh::api
+}  // namespace mh::http

@@ -10,10 +10,10 @@
 #include <string>
 #include <string_view>
 
-#include "platform/api/http.h"
+#include "platform/http/http.h"
 #include "platform/base/status.h"
 
-namespace mh::api {
+namespace mh::http {
 
 class HttpConnection {
  public:
@@ -47,4 +47,4 @@ class HttpConnection {
   bool reusable_ = true;
 };
 
-}  // namespace mh::api
+}  // namespace mh::http

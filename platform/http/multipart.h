@@ -9,7 +9,7 @@
 
 #include "platform/base/status.h"
 
-namespace mh::api {
+namespace mh::http {
 
 struct PartHeaders {
   std::string name;          // from Content-Disposition: form-data; name="…"
@@ -47,4 +47,4 @@ class MultipartParser {
   Status error_;
 };
 
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,4 +1,4 @@
-#include "platform/api/http_server.h"
+#include "platform/http/http_server.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -20,11 +20,11 @@
 
 #include "platform/base/crypto.h"
 
-namespace mh::api {
+namespace mh::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace wire = beast::http;  // Beast's message types
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
@@ -219,23 +219,23 @@ class HttpSession : public SessionBase {
 
   void read_request() {
     lowest().expires_after(server_->options_.read_timeout);
-    http::async_read_header(derived().stream(), buffer_, *header_parser_,
+    wire::async_read_header(derived().stream(), buffer_, *header_parser_,
                             beast::bind_front_handler(&HttpSession::on_header, self()));
   }
 
   // Answers what a failed read deserves: 413/431/400, or nothing (the connection is gone).
   void on_read_error(beast::error_code ec) {
-    if (ec == http::error::end_of_stream) return derived().do_close();
-    if (ec == http::error::body_limit) {
+    if (ec == wire::error::end_of_stream) return derived().do_close();
+    if (ec == wire::error::body_limit) {
       return send_error(too_large(server_->options_.max_body_bytes), 413);
     }
-    if (ec == http::error::header_limit) {
+    if (ec == wire::error::header_limit) {
       return send_error(
           {Code::kPayloadTooLarge, fmt::format("request header exceeds the limit of {} bytes",
                                                server_->options_.max_header_bytes)},
           431);
     }
-    if (ec.category() == beast::error_code(http::error::bad_target).category()) {
+    if (ec.category() == beast::error_code(wire::error::bad_target).category()) {
       return send_error(invalid_argument("malformed HTTP request: " + ec.message()), 400);
     }
     // Timeouts (the stream is closed already), resets, cancellation.
@@ -257,12 +257,12 @@ class HttpSession : public SessionBase {
       return send_error(too_large(limit), 413);
     }
     expects_continue_ = header_parser_->get().version() >= 11 &&
-                        beast::iequals(header_parser_->get()[http::field::expect], "100-continue");
+                        beast::iequals(header_parser_->get()[wire::field::expect], "100-continue");
     if (upload) return begin_upload(limit);
     body_parser_.emplace(std::move(*header_parser_));
     body_parser_->body_limit(limit);  // chunked bodies are checked as they arrive
     continue_if_expected([self = self()] {
-      http::async_read(self->derived().stream(), self->buffer_, *self->body_parser_,
+      wire::async_read(self->derived().stream(), self->buffer_, *self->body_parser_,
                        beast::bind_front_handler(&HttpSession::on_body, self));
     });
   }
@@ -363,12 +363,12 @@ class HttpSession : public SessionBase {
     auto& body = upload_parser_->get().body();
     body.data = chunk_.data();
     body.size = chunk_.size();
-    http::async_read_some(derived().stream(), buffer_, *upload_parser_,
+    wire::async_read_some(derived().stream(), buffer_, *upload_parser_,
                           beast::bind_front_handler(&HttpSession::on_upload_chunk, self()));
   }
 
   void on_upload_chunk(beast::error_code ec, size_t) {
-    if (ec == http::error::need_buffer) ec = {};
+    if (ec == wire::error::need_buffer) ec = {};
     if (ec) return upload_cut_off(ec);
     if (!deliver(chunk_.size() - upload_parser_->get().body().size)) return;
     if (!upload_parser_->is_done()) return read_upload_chunk();
@@ -448,8 +448,8 @@ class HttpSession : public SessionBase {
     auto fill = [&](auto& message) {
       message.version(version_);
       message.result(static_cast<unsigned>(response.status));
-      message.set(http::field::server, server_->options_.server_name);
-      message.set(http::field::content_type, response.content_type);
+      message.set(wire::field::server, server_->options_.server_name);
+      message.set(wire::field::content_type, response.content_type);
       message.set("x-request-id", request_.request_id);
       for (auto& [name, value] : response.headers) message.insert(name, value);
       message.keep_alive(keep_alive);
@@ -457,7 +457,7 @@ class HttpSession : public SessionBase {
     lowest().expires_after(server_->options_.write_timeout);
     if (!response.body_file.empty()) {
       beast::error_code ec;
-      http::file_body::value_type file;
+      wire::file_body::value_type file;
       file.open(response.body_file.c_str(), beast::file_mode::scan, ec);
       if (ec) {
         response = Response::error(internal_error("cannot open the file to send: " + ec.message()));
@@ -469,7 +469,7 @@ class HttpSession : public SessionBase {
         // A large file takes longer than one write timeout: allow a generous rate floor.
         lowest().expires_after(server_->options_.write_timeout +
                                std::chrono::seconds(file_response_->body().size() >> 20));
-        return http::async_write(
+        return wire::async_write(
             derived().stream(), *file_response_,
             beast::bind_front_handler(&HttpSession::on_write, self(), keep_alive));
       }
@@ -478,7 +478,7 @@ class HttpSession : public SessionBase {
     fill(response_);
     response_.body() = std::move(response.body);
     response_.prepare_payload();
-    http::async_write(derived().stream(), response_,
+    wire::async_write(derived().stream(), response_,
                       beast::bind_front_handler(&HttpSession::on_write, self(), keep_alive));
   }
 
@@ -535,8 +535,8 @@ class HttpSession : public SessionBase {
       head_.emplace();
       head_->version(version_);
       head_->result(static_cast<unsigned>(p.status));
-      head_->set(http::field::server, server_->options_.server_name);
-      head_->set(http::field::content_type, p.content_type);
+      head_->set(wire::field::server, server_->options_.server_name);
+      head_->set(wire::field::content_type, p.content_type);
       head_->set("x-request-id", request_.request_id);
       for (auto& [name, value] : p.headers) head_->insert(name, value);
       head_->keep_alive(stream_keep_alive_);
@@ -549,7 +549,7 @@ class HttpSession : public SessionBase {
     if (head_serializer_ && !head_sent_) {
       writing_ = true;
       lowest().expires_after(server_->options_.write_timeout);
-      return http::async_write_header(
+      return wire::async_write_header(
           derived().stream(), *head_serializer_,
           beast::bind_front_handler(&HttpSession::on_stream_write, self()));
     }
@@ -560,14 +560,14 @@ class HttpSession : public SessionBase {
       stream_out_.clear();
       stream_bytes_ += chunk_out_.size();
       lowest().expires_after(server_->options_.write_timeout);
-      return asio::async_write(derived().stream(), http::make_chunk(asio::buffer(chunk_out_)),
+      return asio::async_write(derived().stream(), wire::make_chunk(asio::buffer(chunk_out_)),
                                beast::bind_front_handler(&HttpSession::on_stream_write, self()));
     }
     if (stream_end_) {
       writing_ = true;
       stream_finished_ = true;
       lowest().expires_after(server_->options_.write_timeout);
-      asio::async_write(derived().stream(), http::make_chunk_last(),
+      asio::async_write(derived().stream(), wire::make_chunk_last(),
                         beast::bind_front_handler(&HttpSession::on_stream_write, self()));
     }
   }
@@ -613,8 +613,8 @@ class HttpSession : public SessionBase {
   }
 
   std::shared_ptr<ResponseStream> stream_;
-  std::optional<http::response<http::empty_body>> head_;
-  std::optional<http::response_serializer<http::empty_body>> head_serializer_;
+  std::optional<wire::response<wire::empty_body>> head_;
+  std::optional<wire::response_serializer<wire::empty_body>> head_serializer_;
   std::string stream_out_, chunk_out_;
   size_t stream_bytes_ = 0;
   bool stream_keep_alive_ = false, head_sent_ = false, writing_ = false, stream_end_ = false,
@@ -623,17 +623,17 @@ class HttpSession : public SessionBase {
   std::shared_ptr<HttpServer::Impl> server_;
   std::string remote_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::empty_body>> header_parser_;
-  std::optional<http::request_parser<http::string_body>> body_parser_;
-  std::optional<http::request_parser<http::buffer_body>> upload_parser_;
+  std::optional<wire::request_parser<wire::empty_body>> header_parser_;
+  std::optional<wire::request_parser<wire::string_body>> body_parser_;
+  std::optional<wire::request_parser<wire::buffer_body>> upload_parser_;
   std::unique_ptr<BodySink> sink_;
   bool expects_continue_ = false;          // the request carries Expect: 100-continue
   std::optional<uint64_t> raw_remaining_;  // body bytes still to read, for a declared length
   std::vector<char> chunk_;
   std::optional<asio::steady_timer> watchdog_;  // stall detection for uploads
   uint64_t upload_bytes_ = 0, upload_seen_ = 0;
-  http::response<http::string_body> response_;
-  std::optional<http::response<http::file_body>> file_response_;
+  wire::response<wire::string_body> response_;
+  std::optional<wire::response<wire::file_body>> file_response_;
   int status_ = 0;
   Request request_;
   std::string_view route_;
@@ -808,4 +808,4 @@ void HttpServer::shutdown(std::function<void()> drained) { impl_->shutdown(std::
 bool HttpServer::stopping() const { return impl_->stopping_; }
 size_t HttpServer::open_connections() const { return impl_->open_connections(); }
 
-}  // namespace mh::api
+}  // namespace mh::http

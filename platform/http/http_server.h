@@ -11,15 +11,15 @@
 #include <memory>
 #include <string>
 
-#include "platform/api/metrics.h"
-#include "platform/api/router.h"
+#include "platform/http/metrics.h"
+#include "platform/http/router.h"
 #include "platform/base/status.h"
 
 namespace boost::asio {
 class io_context;
 }
 
-namespace mh::api {
+namespace mh::http {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -63,4 +63,4 @@ class HttpServer {
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace mh::api
+}  // namespace mh::http

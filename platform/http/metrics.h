@@ -13,7 +13,7 @@
 #include <tuple>
 #include <vector>
 
-namespace mh::api {
+namespace mh::http {
 
 class HttpMetrics {
  public:
@@ -45,4 +45,4 @@ class HttpMetrics {
   std::vector<Gauge> gauges_;
 };
 
-}  // namespace mh::api
+}  // namespace mh::http

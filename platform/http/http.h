@@ -15,7 +15,7 @@
 
 #include "platform/base/status.h"
 
-namespace mh::api {
+namespace mh::http {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
@@ -130,4 +130,4 @@ Result<PageRequest> parse_page(const Request& request, int64_t def = 20, int64_t
 // Decodes %XX escapes (and '+' as space when plus_is_space); nullopt for a malformed escape.
 std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space);
 
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,10 +1,10 @@
-#include "platform/api/router.h"
+#include "platform/http/router.h"
 
 #include <doctest/doctest.h>
 
 #include <stdexcept>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 Request make(std::string method, std::string path) {
@@ -136,4 +136,4 @@ TEST_CASE("internal and store errors reach the client without the server's paths
 }
 
 }  // namespace
-}  // namespace mh::api
+}  // namespace mh::http

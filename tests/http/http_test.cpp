@@ -1,10 +1,10 @@
-#include "platform/api/http.h"
+#include "platform/http/http.h"
 
 #include <doctest/doctest.h>
 
 #include <boost/json.hpp>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 TEST_CASE("percent_decode decodes escapes and rejects malformed ones") {
@@ -78,4 +78,4 @@ TEST_CASE("pagination: limit bounds and the after cursor") {
 }
 
 }  // namespace
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,8 +1,8 @@
-#include "platform/api/metrics.h"
+#include "platform/http/metrics.h"
 
 #include <doctest/doctest.h>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 bool has_line(const std::string& text, const std::string& line) {
@@ -52,4 +52,4 @@ TEST_CASE("label values are escaped") {
 }
 
 }  // namespace
-}  // namespace mh::api
+}  // namespace mh::http

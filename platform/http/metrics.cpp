@@ -1,10 +1,10 @@
-#include "platform/api/metrics.h"
+#include "platform/http/metrics.h"
 
 #include <fmt/format.h>
 
 #include <mutex>
 
-namespace mh::api {
+namespace mh::http {
 namespace {
 
 // Label values are escaped as the exposition format requires: \ " and newline.
@@ -102,4 +102,4 @@ std::string HttpMetrics::render() const {
   return out;
 }
 
-}  // namespace mh::api
+}  // namespace mh::http

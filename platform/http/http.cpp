@@ -1,4 +1,4 @@
-#include "platform/api/http.h"
+#include "platform/http/http.h"
 
 #include <fmt/format.h>
 #include <strings.h>
@@ -6,7 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <charconv>
 
-namespace mh::api {
+namespace mh::http {
 
 namespace json = boost::json;
 
@@ -287,4 +287,4 @@ std::optional<std::string> percent_decode(std::string_view in, bool plus_is_spac
   return out;
 }
 
-}  // namespace mh::api
+}  // namespace mh::http

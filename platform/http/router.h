@@ -11,12 +11,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "platform/api/http.h"
-#include "tenants/roles.h"
+#include "platform/http/http.h"
 
-namespace mh::api {
+namespace mh::http {
 
-// Who may call a route.
+// Who may call a route. The transport only carries `permission`: what it means (a role's right
+// to read, write, infer, …) is the authenticator's to decide, from an enum of its own.
 struct Access {
   enum class Kind {
     kPublic,  // no key needed (health, version, metrics)
@@ -25,15 +25,22 @@ struct Access {
     kAnyKey,  // a platform-admin key, or a tenant key whose role grants `permission`
   };
   Kind kind = Kind::kPublic;
-  tenants::Permission permission = tenants::Permission::kRead;
+  int permission = 0;
 
   static const Access kPublic;
   static const Access kAdmin;
-  static constexpr Access tenant(tenants::Permission p) { return {Kind::kTenant, p}; }
-  static constexpr Access any_key(tenants::Permission p) { return {Kind::kAnyKey, p}; }
+  template <typename Permission>
+  static constexpr Access tenant(Permission p) {
+    return {Kind::kTenant, static_cast<int>(p)};
+  }
+  template <typename Permission>
+  static constexpr Access any_key(Permission p) {
+    return {Kind::kAnyKey, static_cast<int>(p)};
+  }
 };
-inline constexpr Access Access::kPublic{Access::Kind::kPublic, tenants::Permission::kRead};
-inline constexpr Access Access::kAdmin{Access::Kind::kAdmin, tenants::Permission::kRead};
+
+inline constexpr Access Access::kPublic{Access::Kind::kPublic, 0};
+inline constexpr Access Access::kAdmin{Access::Kind::kAdmin, 0};
 
 using Handler = std::function<Response(Request&)>;
 
@@ -98,4 +105,4 @@ class Router {
   std::shared_ptr<InFlight> in_flight_;  // shared with the places handed out
 };
 
-}  // namespace mh::api
+}  // namespace mh::http

@@ -1,0 +1,31 @@
+// The HTTP transport's names as the control plane's routes use them. The transport
+// (platform/http) knows nothing of tenants or jobs; the routes here are its clients.
+#pragma once
+
+#include "platform/http/http.h"
+#include "platform/http/http_client.h"
+#include "platform/http/metrics.h"
+#include "platform/http/multipart.h"
+#include "platform/http/router.h"
+
+namespace mh::api {
+
+using http::Access;
+using http::Authenticator;
+using http::BodySink;
+using http::Headers;
+using http::HttpConnection;
+using http::HttpMetrics;
+using http::list_response;
+using http::MultipartParser;
+using http::PageRequest;
+using http::parse_json_object;
+using http::parse_page;
+using http::PartHeaders;
+using http::Principal;
+using http::Request;
+using http::Response;
+using http::ResponseStream;
+using http::Router;
+
+}  // namespace mh::api
