@@ -11,7 +11,7 @@
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/executor/slurm_worker.h"
-#include "platform/executor/worker_events.h"
+#include "platform/executor/worker_contract.h"
 #include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 
@@ -486,20 +486,16 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   r.port = 0;
   r.stats = {};
   executor::WorkerSpec spec;
-  spec.argv = {options_.worker.string(),
-               "serve",
-               "--model",
-               model.directory,
-               "--name",
-               live.record.model,
-               "--max-batch",
-               std::to_string(options_.max_batch)};
+  executor::ServeArgs args;
+  args.model = model.directory;
+  args.name = live.record.model;
+  args.max_batch = options_.max_batch;
+  args.device = pools_.worker_device(live.record.pool);
   spec.work_dir = options_.root /
                   (live.record.tenant.empty() ? std::string(".platform") : live.record.tenant) /
                   live.record.id / fmt::format("replica-{}", r.index);
   spec.cpu_threads = options_.threads_per_replica;
   if (pools_.gpu_pool(live.record.pool)) spec.gpus = r.devices;
-  spec.argv.insert(spec.argv.end(), {"--device", pools_.worker_device(live.record.pool)});
   spec.env["MH_REPLICA_TOKEN"] = r.token;
   const std::string id = live.record.id;
   const int index = r.index;
@@ -519,7 +515,11 @@ Status Deployments::start_replica(Live& live, Replica& r) {
     // On a Slurm node: it listens there (every request bears its secret), and Slurm assigns
     // its GPUs from the count asked for.
     spec.gpus = r.devices;
-    spec.argv.insert(spec.argv.end(), {"--host", "0.0.0.0"});
+    args.host = "0.0.0.0";
+  }
+  spec.argv = {options_.worker.string()};
+  for (std::string& arg : executor::to_argv(args)) spec.argv.push_back(std::move(arg));
+  if (slurm != nullptr) {
     executor::SlurmOptions options = *slurm;
     options.nodelist = r.node;
     MH_ASSIGN_OR_RETURN(r.process, executor::SlurmWorker::start(spec, options, on_event));

@@ -14,7 +14,7 @@
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
 #include "platform/executor/slurm_worker.h"
-#include "platform/executor/worker_events.h"
+#include "platform/executor/worker_contract.h"
 #include "platform/executor/worker_group.h"
 #include "platform/executor/worker_process.h"
 #include "tenants/roles.h"
@@ -833,28 +833,18 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     }
   }
   executor::WorkerSpec spec;
-  spec.argv = {worker_.string(),
-               "train",
-               "--model",
-               model->directory,
-               "--data",
-               fs::absolute(*data).string(),
-               "--out",
-               out.string(),
-               "--epochs",
-               std::to_string(job.n_epochs),
-               "--batch-size",  // per rank: the step's rows are shared among the devices
-               std::to_string(job.batch_size / job.gpus),
-               "--seq-len",
-               std::to_string(std::min<int64_t>(kMaxSeqLen, model->context_length)),
-               "--lr",
-               fmt::format("{}", kBaseLearningRate * job.lr_multiplier),
-               "--seed",
-               std::to_string(job.seed),
-               "--checkpoint-every",
-               std::to_string(job.checkpoint_interval),
-               "--log-every",
-               "10"};
+  executor::TrainArgs args;
+  args.model = model->directory;
+  args.data = fs::absolute(*data).string();
+  args.out = out.string();
+  args.epochs = static_cast<double>(job.n_epochs);
+  args.batch_size = job.batch_size / job.gpus;  // per rank: the step's rows are shared
+  args.seq_len = std::min<int64_t>(kMaxSeqLen, model->context_length);
+  args.lr = kBaseLearningRate * job.lr_multiplier;
+  args.seed = job.seed;
+  args.checkpoint_every = job.checkpoint_interval;
+  args.log_every = 10;
+  args.device = pools_.worker_device(job.pool);
   // Contained (locally): it reads its model and data, writes its directory; one worker alone
   // has no network at all (a group's ranks meet over loopback TCP).
   spec.sandbox = sandbox_;
@@ -862,11 +852,11 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   if (!job.validation_file.empty()) {
     auto validation = files_.blobs().path_of(job.validation_sha256);
     if (!validation.ok()) return fail("invalid_validation_file", validation.status().message());
-    spec.argv.insert(spec.argv.end(), {"--validation-data", fs::absolute(*validation).string()});
+    args.validation_data = fs::absolute(*validation).string();
     spec.sandbox.read.push_back(*validation);
   }
   if (!resume.empty()) {
-    spec.argv.insert(spec.argv.end(), {"--resume", resume.string()});
+    args.resume = resume.string();
     add_event(job, "info", "message", "Resuming from " + resume.filename().string());
   }
   spec.work_dir = work;
@@ -877,14 +867,15 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.sandbox.address_space_bytes = 0;
   // On a Slurm pool the devices are counted (Slurm assigns them, as GRES); locally, named.
   if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.gpus = allocation.devices;
-  spec.argv.insert(spec.argv.end(), {"--device", pools_.worker_device(job.pool)});
+  spec.argv = {worker_.string()};
+  for (std::string& arg : executor::to_argv(args)) spec.argv.push_back(std::move(arg));
   bool done = false;
   int64_t last_step = 0;
   std::optional<double> final_valid_loss;
   std::optional<int64_t> trained_tokens;
   std::optional<double> last_loss;
   std::chrono::steady_clock::time_point last_metrics{};
-  // The worker's events (platform/executor/worker_events.h): a line that is not one is dropped
+  // The worker's events (platform/executor/worker_contract.h): a line that is not one is dropped
   // and logged, and a checkpoint is taken only inside the job's own output directory.
   auto on_event = [&](std::string_view line) {
     auto parsed = executor::parse_worker_event(line);

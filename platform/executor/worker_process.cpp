@@ -1,6 +1,6 @@
 #include "platform/executor/worker_process.h"
 
-#include "platform/executor/worker_events.h"
+#include "platform/executor/worker_contract.h"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -21,6 +21,7 @@
 #include "platform/engine/generate.h"
 #include "platform/engine/json.h"
 #include "platform/engine/train.h"
+#include "platform/executor/worker_contract.h"
 #include "platform/worker/device.h"
 #include "platform/worker/events.h"
 #include "platform/worker/contain.h"
@@ -187,44 +188,12 @@ int main(int argc, char** argv) {
   train_tok->add_option("--vocab-size", bpe.vocab_size, "vocabulary size");
   train_tok->add_option("--out", out_dir, "directory for tokenizer.json")->required();
 
-  // train
-  auto* train = app.add_subcommand("train", "train on a JSONL file, writing checkpoints");
-  TrainConfig tc;
-  std::string data_file, resume_dir, validation_file;
-  int64_t checkpoint_every = 0, log_every = 10;
-  train->add_option("--model", model_dir, "model directory to start from")->required();
-  train->add_option("--data", data_file, "JSONL training file")->required();
-  train->add_option("--out", out_dir, "where the trained model and checkpoints go")->required();
-  train->add_option("--steps", tc.steps, "optimizer steps")->check(CLI::PositiveNumber);
-  double epochs = 0;
-  train->add_option("--epochs", epochs, "passes over the data (sets --steps from the data's size)")
-      ->check(CLI::Range(0.001, 1000.0));
-  train->add_option("--batch-size", tc.batch_size, "rows per micro-batch")
-      ->check(CLI::PositiveNumber);
-  train->add_option("--seq-len", tc.seq_len, "tokens per row")->check(CLI::PositiveNumber);
-  train->add_option("--grad-accum", tc.grad_accum, "micro-batches per step")
-      ->check(CLI::PositiveNumber);
-  train->add_option("--lr", tc.lr, "peak learning rate");
-  train->add_option("--warmup", tc.warmup_steps, "warm-up steps");
-  train->add_option("--min-lr-ratio", tc.min_lr_ratio, "final learning rate / peak");
-  train->add_option("--weight-decay", tc.weight_decay, "AdamW weight decay");
-  train->add_option("--clip", tc.clip, "gradient norm limit (0: none)");
-  train->add_option("--seed", tc.seed, "data order seed");
-  train->add_option("--checkpoint-every", checkpoint_every, "steps between checkpoints (0: none)");
-  train->add_option("--log-every", log_every, "steps between progress lines");
-  train->add_option("--resume", resume_dir, "checkpoint directory to continue from");
-  train->add_option("--validation-data", validation_file,
-                    "JSONL file whose loss is measured at each checkpoint and at the end");
-
-  // serve
-  auto* serve = app.add_subcommand("serve", "answer OpenAI-style completions over HTTP");
-  worker::ServeOptions so;
-  serve->add_option("--model", so.model_dir, "model directory")->required();
-  serve->add_option("--name", so.model_name, "the model's name in responses");
-  serve->add_option("--host", so.host, "address to listen on");
-  serve->add_option("--port", so.port, "port (0: any free one)");
-  serve->add_option("--max-batch", so.max_batch, "sequences decoding at once")
-      ->check(CLI::Range(1, 4096));
+  // The roles the daemon starts, as the worker contract defines them.
+  int contract = executor::kWorkerContract;
+  executor::TrainArgs train_args;
+  auto* train = executor::add_train_command(app, train_args, contract);
+  executor::ServeArgs serve_args;
+  auto* serve = executor::add_serve_command(app, serve_args, contract);
 
   // Handled before parsing (main's first lines); here for --help.
   app.add_subcommand("contain", "enter the worker sandbox, then run the program after --");
@@ -236,9 +205,23 @@ int main(int argc, char** argv) {
   sandbox_check->add_option("--try-connect", try_connect, "a local TCP port to connect to");
 
   CLI11_PARSE(app, argc, argv);
+  if (train->parsed() || serve->parsed()) {
+    if (Status s = executor::check_contract(contract); !s.ok()) fail(s);
+    const std::string& role_device = train->parsed() ? train_args.device : serve_args.device;
+    const std::string& role_precision =
+        train->parsed() ? train_args.precision : serve_args.precision;
+    if (!role_device.empty()) device.device = role_device;
+    if (!role_precision.empty()) device.precision = role_precision;
+  }
   device.threads = threads;
   if (sandbox_check->parsed()) return worker::sandbox_check(try_read, try_write, try_connect);
   if (serve->parsed()) {
+    worker::ServeOptions so;
+    so.model_dir = serve_args.model;
+    so.model_name = serve_args.name;
+    so.host = serve_args.host;
+    so.port = serve_args.port;
+    so.max_batch = serve_args.max_batch;
     if (const char* token = std::getenv("MH_REPLICA_TOKEN")) so.token = token;
     so.compute = device;
     return worker::serve(so);
@@ -353,6 +336,24 @@ int main(int argc, char** argv) {
     if (Status s = tok.save(out_dir); !s.ok()) fail(s);
     std::printf("%s/tokenizer.json: %d tokens\n", out_dir.c_str(), tok.vocab_size());
   } else if (train->parsed()) {
+    model_dir = train_args.model;
+    out_dir = train_args.out;
+    const std::string& data_file = train_args.data;
+    const std::string& resume_dir = train_args.resume;
+    const std::string& validation_file = train_args.validation_data;
+    const int64_t checkpoint_every = train_args.checkpoint_every;
+    const int64_t log_every = train_args.log_every;
+    TrainConfig tc;
+    if (train_args.steps) tc.steps = *train_args.steps;
+    if (train_args.batch_size) tc.batch_size = *train_args.batch_size;
+    if (train_args.seq_len) tc.seq_len = *train_args.seq_len;
+    if (train_args.grad_accum) tc.grad_accum = *train_args.grad_accum;
+    if (train_args.warmup) tc.warmup_steps = *train_args.warmup;
+    if (train_args.lr) tc.lr = static_cast<float>(*train_args.lr);
+    if (train_args.min_lr_ratio) tc.min_lr_ratio = static_cast<float>(*train_args.min_lr_ratio);
+    if (train_args.weight_decay) tc.weight_decay = static_cast<float>(*train_args.weight_decay);
+    if (train_args.clip) tc.clip = static_cast<float>(*train_args.clip);
+    if (train_args.seed) tc.seed = *train_args.seed;
     // A SIGTERM from here on (while the model loads, too) stops the run after a step, with a
     // checkpoint.
     std::signal(SIGTERM, on_sigterm);
@@ -419,14 +420,15 @@ int main(int argc, char** argv) {
     // Data-parallel ranks: the executor names this one's rank and rank 0's address.
     const auto group_options = need(process_group_from_env());
     const int world = group_options ? group_options->world : 1;
-    if (epochs > 0) {  // the run's length from the data's
+    if (train_args.epochs) {  // the run's length from the data's
       const double rows_per_step = static_cast<double>(tc.batch_size * tc.grad_accum * world);
       tc.steps = std::max<int64_t>(
-          1, static_cast<int64_t>(
-                 std::ceil(epochs * static_cast<double>(data.rows(tc.seq_len)) / rows_per_step)));
+          1, static_cast<int64_t>(std::ceil(*train_args.epochs *
+                                            static_cast<double>(data.rows(tc.seq_len)) /
+                                            rows_per_step)));
     }
     // The default warm-up is at most a tenth of the run.
-    if (train->count("--warmup") == 0) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps / 10);
+    if (!train_args.warmup) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps / 10);
     if (Status s = tc.validate(); !s.ok()) fail(s);
     std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
                 static_cast<long long>(data.examples()), static_cast<long long>(data.tokens()),
@@ -446,13 +448,19 @@ int main(int argc, char** argv) {
                     need(worker::make_step_engine(compute, *model, tc, *group)));
     std::printf("training on %s%s\n", backend().name(),
                 compute.cuda ? " (weights, gradients and moments on the device)" : "");
-    // The validation loss over at most 64 rows, on the trainer's engine, as JSON
-    // (",\"valid_loss\":…") for an event.
-    auto valid_loss = [&]() -> std::string {
-      if (!validation) return "";
+    // The validation loss over at most 64 rows, on the trainer's engine, for an event.
+    auto valid_loss = [&]() -> std::optional<double> {
+      if (!validation) return std::nullopt;
       const double loss = trainer.validation_loss(*validation, 64);
       std::printf("validation loss %.4f\n", loss);
-      return fmt::format(R"(,"valid_loss":{:.6g})", loss);
+      return loss;
+    };
+    using executor::WorkerEvent;
+    auto event = [](WorkerEvent::Kind kind, int64_t step) {
+      WorkerEvent e;
+      e.kind = kind;
+      e.step = step;
+      return e;
     };
     if (world > 1) {
       std::printf("rank %d of %d: joined the group; %lld rows per micro-batch, %lld per step\n",
@@ -471,8 +479,10 @@ int main(int argc, char** argv) {
       if (Status s = tok.save(dir); !s.ok()) fail(s);
       if (Status s = chat_format.save(dir); !s.ok()) fail(s);
       save_generation_config(dir);
-      emit(fmt::format(R"({{"type":"checkpoint","step":{},"path":{}{}}})", step,
-                       json_quoted(dir.string()), valid_loss()));
+      WorkerEvent e = event(WorkerEvent::Kind::kCheckpoint, step);
+      e.path = dir.string();
+      e.valid_loss = valid_loss();
+      emit(executor::encode_worker_event(e));
       return dir;
     };
     auto started = std::chrono::steady_clock::now();
@@ -488,10 +498,13 @@ int main(int argc, char** argv) {
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       const double rate = static_cast<double>(tokens) / std::max(secs, 1e-9);
-      emit(fmt::format(
-          R"({{"type":"step","step":{},"steps":{},"loss":{:.6g},"lr":{:.6g},"grad_norm":{:.6g},)"
-          R"("tokens_per_s":{:.1f}}})",
-          r.step, tc.steps, r.loss, r.lr, r.grad_norm, rate));
+      WorkerEvent step = event(WorkerEvent::Kind::kStep, r.step);
+      step.steps = tc.steps;
+      step.loss = r.loss;
+      step.lr = r.lr;
+      step.grad_norm = r.grad_norm;
+      step.tokens_per_s = rate;
+      emit(executor::encode_worker_event(step));
       if (r.step % std::max<int64_t>(1, log_every) == 0 || r.step == tc.steps || r.step == 1) {
         std::printf("step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tokens/s\n",
                     static_cast<long long>(r.step), static_cast<long long>(tc.steps), r.loss, r.lr,
@@ -508,8 +521,9 @@ int main(int argc, char** argv) {
         const fs::path dir = checkpoint(r.step);
         std::printf("stopped at step %lld; resume with --resume %s\n",
                     static_cast<long long>(r.step), dir.c_str());
-        emit(fmt::format(R"({{"type":"stopped","step":{},"checkpoint":{}}})", r.step,
-                         json_quoted(dir.string())));
+        WorkerEvent stopped = event(WorkerEvent::Kind::kStopped, r.step);
+        stopped.path = dir.string();
+        emit(executor::encode_worker_event(stopped));
         return 0;
       }
       if (rank0 && checkpoint_every > 0 && r.step % checkpoint_every == 0 && r.step < tc.steps) {
@@ -524,9 +538,11 @@ int main(int argc, char** argv) {
     save_generation_config(out_dir);
     std::printf("saved %s\n", out_dir.c_str());
     const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * world;
-    emit(fmt::format(R"({{"type":"done","step":{},"trained_tokens":{},"path":{}{}}})",
-                     trainer.steps_done(), trainer.steps_done() * tokens_per_step,
-                     json_quoted(out_dir), valid_loss()));
+    WorkerEvent done = event(WorkerEvent::Kind::kDone, trainer.steps_done());
+    done.trained_tokens = trainer.steps_done() * tokens_per_step;
+    done.path = out_dir;
+    done.valid_loss = valid_loss();
+    emit(executor::encode_worker_event(done));
   }
   return 0;
 }

@@ -17,10 +17,11 @@
 #include <random>
 #include <thread>
 
-#include "platform/http/http_server.h"
-#include "platform/http/router.h"
 #include "platform/engine/data.h"
 #include "platform/engine/generate.h"
+#include "platform/executor/worker_contract.h"
+#include "platform/http/http_server.h"
+#include "platform/http/router.h"
 #include "platform/worker/events.h"
 
 namespace mh::worker {
@@ -387,8 +388,12 @@ class Replica {
       prompt_tokens_ += r.prompt_tokens;
       if (r.finish_reason == "cancelled") ++cancelled_;
     }
-    emit(fmt::format(R"({{"type":"usage","tenant":{},"prompt_tokens":{},"completion_tokens":{}}})",
-                     json::serialize(json::value(c.tenant)), r.prompt_tokens, completion_tokens));
+    executor::WorkerEvent used;
+    used.kind = executor::WorkerEvent::Kind::kUsage;
+    used.tenant = c.tenant;
+    used.prompt_tokens = r.prompt_tokens;
+    used.completion_tokens = completion_tokens;
+    emit(executor::encode_worker_event(used));
     if (r.finish_reason == "cancelled") return;  // nobody is listening
     if (c.stream) {
       json::value empty = c.chat ? json::value(json::object{}) : json::value("");
@@ -492,9 +497,10 @@ class Replica {
       // Counters for the daemon, at most once a second and only when they moved.
       const auto now = std::chrono::steady_clock::now();
       if (now - last_stats >= std::chrono::seconds(1)) {
-        json::object s = stats();
-        s["type"] = "stats";
-        std::string text = json::serialize(s);
+        executor::WorkerEvent counters;
+        counters.kind = executor::WorkerEvent::Kind::kStats;
+        counters.stats = stats();
+        std::string text = executor::encode_worker_event(counters);
         if (text != last_stats_json) emit(text);
         last_stats_json = std::move(text);
         last_stats = now;
@@ -617,7 +623,10 @@ int serve(const ServeOptions& given) {
   std::printf("serving %s on http://%s:%u\n", options.model_name.c_str(), options.host.c_str(),
               server.port());
   std::fflush(stdout);
-  emit(fmt::format(R"({{"type":"ready","port":{}}})", server.port()));
+  executor::WorkerEvent ready;
+  ready.kind = executor::WorkerEvent::Kind::kReady;
+  ready.port = server.port();
+  emit(executor::encode_worker_event(ready));
 
   asio::signal_set signals(ioc, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code&, int) {
