@@ -59,6 +59,7 @@ struct Deployments::Live {
   std::map<std::string, std::deque<std::shared_ptr<Call>>> queues;
   std::string last;
   bool removed = false;
+  bool status_unsaved = false;  // the store refused the last status; written again next time
 };
 
 }  // namespace mh::api

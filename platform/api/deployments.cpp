@@ -466,17 +466,22 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
   return o;
 }
 
-Status Deployments::set_status(Live& live, const std::string& status, const std::string& error) {
-  if (live.record.status == status && live.record.error == error) return {};
+void Deployments::set_status(Live& live, const std::string& status, const std::string& error) {
+  if (live.record.status == status && live.record.error == error && !live.status_unsaved) return;
   live.record.status = status;
   live.record.error = error;
   spdlog::info("deployment {}: {}{}", live.record.id, status, error.empty() ? "" : ": " + error);
-  return db_.write([&](store::Session& s) -> Status {
+  const Status saved = db_.write([&](store::Session& s) -> Status {
     return s
         .exec("UPDATE deployments SET status = ?, error = ? WHERE id = ?",
               {status, store::text_or_null(error), live.record.id})
         .status();
   });
+  // Served from memory meanwhile; the supervisor's next call writes it again.
+  live.status_unsaved = !saved.ok();
+  if (!saved.ok()) {
+    spdlog::error("deployment {}: saving status {}: {}", live.record.id, status, saved.message());
+  }
 }
 
 Status Deployments::start_replica(Live& live, Replica& r) {
@@ -530,7 +535,12 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   }
   // For the next daemon, if this one dies: a Slurm job outlives it and is stopped; a local
   // process stops with it, and its last seconds are billed (start()).
-  (void)write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n", 0644);
+  if (Status s = write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n",
+                                      0644);
+      !s.ok()) {
+    spdlog::warn("deployment {}: replica {}: no worker.ref (a next daemon bills its last "
+                 "seconds only to its last accrual): {}", id, index, s.message());
+  }
   r.state = "starting";
   r.metered = SteadyClock::now();
   MH_ASSIGN_OR_RETURN(r.started_at, clock_.now());
@@ -567,7 +577,7 @@ void Deployments::apply_replica_event(const std::string& deployment, int index, 
     r.port = static_cast<uint16_t>(e.port);
     r.state = "ready";
     r.failures = 0;
-    (void)set_status(live, "ready", "");
+    set_status(live, "ready", "");
     dispatch(live);
   } else if (e.kind == executor::WorkerEvent::Kind::kUsage) {
     // A tenant's deployment serves its owner alone: its tokens are the owner's whatever the
@@ -637,7 +647,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       r.state = "restarting";
       r.restart_at = now;
     }
-    (void)set_status(live, "stopped", held);
+    set_status(live, "stopped", held);
     for (auto& [t, q] : live.queues) {
       for (auto& c : q) c->out->fail(unavailable(fmt::format("deployment '{}' is stopped: {}",
                                                              d.id, held)));
@@ -725,7 +735,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
     if (r.state == "failed") last_error = r.last_exit;
   }
   if (d.replicas == 0) {
-    (void)set_status(live, "stopped", "");
+    set_status(live, "stopped", "");
     return;
   }
   const bool any_ready = std::any_of(live.replicas.begin(), live.replicas.end(),
@@ -733,9 +743,9 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
   const bool all_failed = std::all_of(live.replicas.begin(), live.replicas.end(),
                                       [](const auto& r) { return r->state == "failed"; });
   if (any_ready) {
-    (void)set_status(live, "ready", "");
+    set_status(live, "ready", "");
   } else if (all_failed) {
-    (void)set_status(live, "failed", "replicas keep failing: " + last_error);
+    set_status(live, "failed", "replicas keep failing: " + last_error);
     // Nobody can answer the queue now.
     for (auto& [t, q] : live.queues) {
       for (auto& c : q) {
@@ -744,7 +754,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       q.clear();
     }
   } else {
-    (void)set_status(live, "starting", "");
+    set_status(live, "starting", "");
   }
 }
 

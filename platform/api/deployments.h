@@ -105,7 +105,9 @@ class Deployments {
                         std::string_view line);
   void apply_replica_event(const std::string& deployment, int index, uint64_t generation,
                            std::string_view line);  // with mutex_ held
-  Status set_status(Live& live, const std::string& status, const std::string& error);
+  // Sets and saves the deployment's status; a failed save is logged and retried at the next
+  // call (the supervisor sets the status every tick).
+  void set_status(Live& live, const std::string& status, const std::string& error);
   // A replica a dead daemon ran (`handle`: "pid:<n>"): waited for, and billed from the dead
   // daemon's last accrual to when it is gone.
   void bill_stopped_replica(const DeploymentRecord& d, const std::string& handle);

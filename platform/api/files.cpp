@@ -74,7 +74,7 @@ class UploadSink final : public BodySink {
   // Cut off after the file part was stored but before the upload completed: nothing may
   // remain of it (the blob goes unless a recorded file shares its content).
   ~UploadSink() override {
-    if (blob_ && !recorded_) (void)files_.collect(blob_->sha256);
+    if (blob_ && !recorded_) discard_blob();
   }
 
   Status write(std::string_view chunk) override { return parser_.feed(chunk); }
@@ -105,9 +105,18 @@ class UploadSink final : public BodySink {
  private:
   // Refuses the upload after its blob was written: the blob goes unless a file shares it.
   Response fail(const Status& status) {
-    (void)files_.collect(blob_->sha256);
+    discard_blob();
     blob_.reset();
     return Response::error(status);
+  }
+
+  // The stored blob goes unless a file shares it; if the store cannot say now, the next
+  // daemon start collects it (collect_orphans).
+  void discard_blob() {
+    if (Status s = files_.collect(blob_->sha256); !s.ok()) {
+      spdlog::warn("upload: blob {} is left for the collection at the next start: {}",
+                   blob_->sha256, s.message());
+    }
   }
 
   Status begin_part(const PartHeaders& h) {

@@ -36,6 +36,14 @@ constexpr double kBaseLearningRate = 1e-3;  // times learning_rate_multiplier
 constexpr int64_t kMaxSeqLen = 512;
 constexpr auto kCancelGrace = std::chrono::seconds(10);
 constexpr auto kMetricsInterval = std::chrono::milliseconds(200);
+
+// A job runner's write the store refused: the job stays as the store last had it (running),
+// and the next daemon start requeues it from its checkpoint.
+void log_unsaved(const std::string& job, std::string_view what, const Status& s) {
+  if (s.ok()) return;
+  spdlog::error("job {}: the store refused {}; the next start takes the job up from its "
+                "checkpoint: {}", job, what, s.message());
+}
 // How often a running job's device-seconds are written to the usage ledger, and how often its
 // licence is looked at (docs/tenants.md gives the bound these make).
 constexpr auto kMeterEvery = std::chrono::seconds(5);
@@ -809,7 +817,7 @@ void FineTuning::back_to_queue(const JobRecord& job) {
 
 void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto fail = [&](const std::string& code, const std::string& message) {
-    (void)finish(job, "failed", code, message, "", std::nullopt);
+    log_unsaved(job.id, "its failure", finish(job, "failed", code, message, "", std::nullopt));
   };
   auto model = models_.get(job.tenant, job.model);
   auto data = files_.blobs().path_of(job.training_sha256);
@@ -978,12 +986,13 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   }();
   if (!worker.ok()) return fail("worker_start_failed", worker.status().message());
   // Where it runs, for a daemon that restarts while it does.
-  (void)db_.write([&](store::Session& s) -> Status {
+  // (Unsaved, a restarted daemon cannot wait for this worker before resuming the job.)
+  log_unsaved(job.id, "where its worker runs", db_.write([&](store::Session& s) -> Status {
     return s
         .exec("UPDATE fine_tuning_jobs SET worker_ref = ? WHERE id = ?",
               {(*worker)->handle(), job.id})
         .status();
-  });
+  }));
   std::optional<executor::WorkerExit> exit;
   auto next_bill = std::chrono::steady_clock::now() + kMeterEvery;
   auto next_seen = std::chrono::steady_clock::now();
@@ -1017,17 +1026,17 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
       lock.unlock();
       // Shutting down: the worker checkpoints and the job goes back to the queue.
       (*worker)->cancel(kCancelGrace);
-      (void)db_.write([&](store::Session& s) -> Status {
+      log_unsaved(job.id, "its return to the queue", db_.write([&](store::Session& s) -> Status {
         return s.exec("UPDATE fine_tuning_jobs SET status = 'queued' WHERE id = ?", {job.id})
             .status();
-      });
+      }));
       return;
     }
     const Running& self = running_[job.id];
     if (self.cancel) {
       lock.unlock();
       (*worker)->cancel(kCancelGrace);
-      (void)finish(job, "cancelled", "", "", "", std::nullopt);
+      log_unsaved(job.id, "its cancellation", finish(job, "cancelled", "", "", "", std::nullopt));
       return;
     }
     if (self.preempt) {
@@ -1063,14 +1072,14 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
           job, "warn", "message",
           fmt::format("Worker failed ({}); retrying from the last checkpoint (retry {} of {})",
                       reason, job.attempts + 1, job.max_retries));
-      (void)db_.write([&](store::Session& s) -> Status {
+      log_unsaved(job.id, "its retry", db_.write([&](store::Session& s) -> Status {
         return s
             .exec(
                 "UPDATE fine_tuning_jobs SET status = 'queued', attempts = attempts + 1, "
                 "worker_ref = NULL WHERE id = ?",
                 {job.id})
             .status();
-      });
+      }));
       return;
     }
     return fail("worker_failed", reason);
@@ -1079,7 +1088,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto m = models_.record_fine_tune(job.tenant, id, out, job.id);
   if (!m.ok()) return fail("model_registration_failed", m.status().message());
   add_checkpoint(job, last_step, last_loss, final_valid_loss, out.string());  // the final model
-  (void)finish(job, "succeeded", "", "", m->id, trained_tokens);
+  log_unsaved(job.id, "its success", finish(job, "succeeded", "", "", m->id, trained_tokens));
 }
 
 json::object FineTuning::describe(const JobRecord& j) const {
