@@ -18,12 +18,19 @@
 
 namespace mh::api {
 
+// Where a replica stands: waiting for devices (pending), its process started and not yet
+// serving (starting), serving (ready), to be started again after a backoff (restarting), given
+// up on (failed), or scaled away (stopped).
+enum class ReplicaState { kPending, kStarting, kReady, kRestarting, kFailed, kStopped };
+
+std::string_view state_name(ReplicaState state);
+
 struct Deployments::Replica {
   int index = 0;
   uint64_t generation = 0;  // one per process started: older connections and events are stale
   std::unique_ptr<executor::Worker> process;
   std::string host = "127.0.0.1";  // where its server listens (its node, on a Slurm pool)
-  std::string state = "starting";  // starting, ready, restarting, failed, stopped
+  ReplicaState state = ReplicaState::kStarting;
   uint16_t port = 0;
   std::string token;  // the secret its requests bear
   int restarts = 0;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <boost/json.hpp>
 #include <thread>
 
@@ -51,7 +52,9 @@ DeploymentRecord from_row(const store::Row& r) {
   d.pool = r.text(3);
   d.replicas = r.integer(4);
   d.devices_per_replica = r.integer(5);
-  d.status = r.text(6);
+  // A name the store holds that is no status (written by a newer daemon): starting, which
+  // the supervisor corrects at its first tick.
+  d.status = parse_deployment_status(r.text(6)).value_or(DeploymentStatus::kStarting);
   d.error = r.is_null(7) ? std::string() : r.text(7);
   d.created_at = r.integer(8);
   d.updated_at = r.integer(9);
@@ -77,6 +80,28 @@ json::value pid_of(const executor::Worker* w) {
 }
 
 }  // namespace
+
+namespace {
+constexpr std::array<std::string_view, 5> kStatusNames = {"starting", "ready", "stopped",
+                                                          "failed", "deleted"};
+constexpr std::array<std::string_view, 6> kStateNames = {"pending",    "starting", "ready",
+                                                         "restarting", "failed",   "stopped"};
+}  // namespace
+
+std::string_view status_name(DeploymentStatus status) {
+  return kStatusNames.at(static_cast<size_t>(status));
+}
+
+std::optional<DeploymentStatus> parse_deployment_status(std::string_view name) {
+  for (size_t i = 0; i < kStatusNames.size(); ++i) {
+    if (kStatusNames[i] == name) return static_cast<DeploymentStatus>(i);
+  }
+  return std::nullopt;
+}
+
+std::string_view state_name(ReplicaState state) {
+  return kStateNames.at(static_cast<size_t>(state));
+}
 
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
@@ -144,7 +169,7 @@ Status Deployments::start() {
     for (auto& d : all) {
       holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
       // Its replicas start again: it is not ready until one of them is.
-      if (d.replicas > 0) d.status = "starting";
+      if (d.replicas > 0) d.status = DeploymentStatus::kStarting;
       auto live = std::make_shared<Live>();
       live->record = d;  // (a copy: the records are read again below)
       live_.emplace(live->record.id, std::move(live));
@@ -268,7 +293,7 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
   }
   // Staff deployments run on the platform's own capacity.
   if (!shared) MH_TRY(check_model_params(entitlements_, tenant, served.parameters));
-  d.status = "starting";
+  d.status = DeploymentStatus::kStarting;
   // The holdings change with the row, under the store's write lock, so the next admission sees
   // them; a failed commit gives them back.
   const Status stored = db_.write([&](store::Session& s) -> Status {
@@ -277,7 +302,8 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
                               "?, ?)",
                               kColumns),
                   {d.id, store::text_or_null(d.tenant), d.model, d.pool, d.replicas,
-                   d.devices_per_replica, d.status, d.created_at, d.updated_at})
+                   d.devices_per_replica, std::string(status_name(d.status)), d.created_at,
+                   d.updated_at})
                .status());
     holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
     return {};
@@ -355,17 +381,18 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
   d.replicas = replicas;
   d.updated_at = now;
   if (replicas == 0) {
-    d.status = "stopped";
+    d.status = DeploymentStatus::kStopped;
     d.error.clear();
-  } else if (d.status == "stopped" || d.status == "failed") {
-    d.status = "starting";
+  } else if (d.status == DeploymentStatus::kStopped || d.status == DeploymentStatus::kFailed) {
+    d.status = DeploymentStatus::kStarting;
     d.error.clear();
   }
   const Status stored = db_.write([&](store::Session& s) -> Status {
     if (replicas > scaled_from && !d.tenant.empty()) MH_TRY(admit(s, d.tenant, wanted, d.id));
     MH_TRY(s.exec("UPDATE deployments SET replicas = ?, status = ?, error = ?, updated_at = ? "
                   "WHERE id = ?",
-                  {d.replicas, d.status, store::text_or_null(d.error), d.updated_at, d.id})
+                  {d.replicas, std::string(status_name(d.status)), store::text_or_null(d.error),
+                   d.updated_at, d.id})
                .status());
     holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
     return {};
@@ -380,7 +407,10 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
       it->second->record = d;
       // A failed deployment asked to run again gets fresh replicas.
       for (auto& r : it->second->replicas) {
-        if (r->state == "failed") r->failures = 0, r->state = "restarting";
+        if (r->state == ReplicaState::kFailed) {
+          r->failures = 0;
+          r->state = ReplicaState::kRestarting;
+        }
       }
     }
   }
@@ -412,7 +442,7 @@ Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::strin
   }
   for (auto& c : queued) c->out->fail(not_found(fmt::format("deployment '{}' was deleted", d.id)));
   for (auto& p : processes) p->cancel(kStopGrace);
-  d.status = "deleted";
+  d.status = DeploymentStatus::kDeleted;
   spdlog::info("deployment {} deleted", d.id);
   return d;
 }
@@ -425,7 +455,7 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
                  {"pool", d.pool},
                  {"replicas", d.replicas},
                  {"devices_per_replica", d.devices_per_replica},
-                 {"status", d.status},
+                 {"status", status_name(d.status)},
                  {"created_at", d.created_at},
                  {"updated_at", d.updated_at},
                  {"error", d.error.empty() ? json::value(nullptr) : json::value(d.error)}};
@@ -434,17 +464,17 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
   {
     std::lock_guard lock(mutex_);
     if (auto it = live_.find(d.id); it != live_.end()) {
-      o["status"] = it->second->record.status;
+      o["status"] = status_name(it->second->record.status);
       o["error"] = it->second->record.error.empty() ? json::value(nullptr)
                                                     : json::value(it->second->record.error);
       int64_t queued = 0;
       for (const auto& [t, q] : it->second->queues) queued += static_cast<int64_t>(q.size());
       o["queued_requests"] = queued;
       for (const auto& r : it->second->replicas) {
-        if (r->state == "ready") ++ready;
+        if (r->state == ReplicaState::kReady) ++ready;
         json::object ro{
             {"index", r->index},
-            {"state", r->state},
+            {"state", state_name(r->state)},
             {"pid", pid_of(r->process.get())},
             {"worker", r->process ? json::value(r->process->handle()) : json::value(nullptr)},
             {"restarts", r->restarts},
@@ -452,7 +482,7 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
             {"in_flight", r->in_flight},
             {"last_exit", r->last_exit.empty() ? json::value(nullptr) : json::value(r->last_exit)}};
         ro["stats"] = r->stats;
-        if (r->state == "pending") {
+        if (r->state == ReplicaState::kPending) {
           if (auto info = pools_.pending(replica_key(d.id, r->index))) {
             ro["queue"] = {{"position", info->position}, {"reason", info->reason}};
           }
@@ -466,21 +496,23 @@ json::object Deployments::describe(const DeploymentRecord& d) const {
   return o;
 }
 
-void Deployments::set_status(Live& live, const std::string& status, const std::string& error) {
+void Deployments::set_status(Live& live, DeploymentStatus status, const std::string& error) {
   if (live.record.status == status && live.record.error == error && !live.status_unsaved) return;
   live.record.status = status;
   live.record.error = error;
-  spdlog::info("deployment {}: {}{}", live.record.id, status, error.empty() ? "" : ": " + error);
+  spdlog::info("deployment {}: {}{}", live.record.id, status_name(status),
+               error.empty() ? "" : ": " + error);
   const Status saved = db_.write([&](store::Session& s) -> Status {
     return s
         .exec("UPDATE deployments SET status = ?, error = ? WHERE id = ?",
-              {status, store::text_or_null(error), live.record.id})
+              {std::string(status_name(status)), store::text_or_null(error), live.record.id})
         .status();
   });
   // Served from memory meanwhile; the supervisor's next call writes it again.
   live.status_unsaved = !saved.ok();
   if (!saved.ok()) {
-    spdlog::error("deployment {}: saving status {}: {}", live.record.id, status, saved.message());
+    spdlog::error("deployment {}: saving status {}: {}", live.record.id, status_name(status),
+                  saved.message());
   }
 }
 
@@ -541,7 +573,7 @@ Status Deployments::start_replica(Live& live, Replica& r) {
     spdlog::warn("deployment {}: replica {}: no worker.ref (a next daemon bills its last "
                  "seconds only to its last accrual): {}", id, index, s.message());
   }
-  r.state = "starting";
+  r.state = ReplicaState::kStarting;
   r.metered = SteadyClock::now();
   MH_ASSIGN_OR_RETURN(r.started_at, clock_.now());
   return {};
@@ -575,9 +607,9 @@ void Deployments::apply_replica_event(const std::string& deployment, int index, 
   if (r.generation != generation) return;
   if (e.kind == executor::WorkerEvent::Kind::kReady) {
     r.port = static_cast<uint16_t>(e.port);
-    r.state = "ready";
+    r.state = ReplicaState::kReady;
     r.failures = 0;
-    set_status(live, "ready", "");
+    set_status(live, DeploymentStatus::kReady, "");
     dispatch(live);
   } else if (e.kind == executor::WorkerEvent::Kind::kUsage) {
     // A tenant's deployment serves its owner alone: its tokens are the owner's whatever the
@@ -616,14 +648,14 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
   while (static_cast<int64_t>(live.replicas.size()) > d.replicas) {
     auto& r = live.replicas.back();
     if (r->process) to_stop->push_back(std::move(r->process));
-    r->state = "stopped";
+    r->state = ReplicaState::kStopped;
     release_devices(live, *r);
     live.replicas.pop_back();
   }
   while (static_cast<int64_t>(live.replicas.size()) < d.replicas) {
     auto r = std::make_shared<Replica>();
     r->index = static_cast<int>(live.replicas.size());
-    r->state = "restarting";  // started just below
+    r->state = ReplicaState::kRestarting;  // started just below
     r->restart_at = now;
     live.replicas.push_back(std::move(r));
   }
@@ -644,10 +676,10 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       r.submitted = r.admitted = false;
       r.devices.clear();
       r.failures = 0;
-      r.state = "restarting";
+      r.state = ReplicaState::kRestarting;
       r.restart_at = now;
     }
-    set_status(live, "stopped", held);
+    set_status(live, DeploymentStatus::kStopped, held);
     for (auto& [t, q] : live.queues) {
       for (auto& c : q) c->out->fail(unavailable(fmt::format("deployment '{}' is stopped: {}",
                                                              d.id, held)));
@@ -666,13 +698,13 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       release_devices(live, r);
       r.submitted = r.admitted = false;
       r.devices.clear();
-      r.state = "restarting";
+      r.state = ReplicaState::kRestarting;
       r.restart_at = now;
     }
     if (r.process) {
       meter(r);
       if (auto exit = r.process->wait(std::chrono::milliseconds(0))) {
-        const bool was_ready = r.state == "ready";
+        const bool was_ready = r.state == ReplicaState::kReady;
         r.last_exit = exit->reason;
         r.process.reset();
         ++r.generation;  // its connections and events are stale now
@@ -681,16 +713,16 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
         r.port = 0;
         spdlog::warn("deployment {} replica {} ended: {}", d.id, r.index, exit->reason);
         if (r.failures >= options_.max_start_failures) {
-          r.state = "failed";
+          r.state = ReplicaState::kFailed;
         } else {
-          r.state = "restarting";
+          r.state = ReplicaState::kRestarting;
           const auto backoff = std::min<std::chrono::milliseconds>(
               options_.restart_backoff * (int64_t{1} << std::min(r.failures - 1, 16)), kMaxBackoff);
           r.restart_at = now + backoff;
         }
       }
     }
-    if (r.state == "restarting" && now >= r.restart_at && !r.admitted) {
+    if (r.state == ReplicaState::kRestarting && now >= r.restart_at && !r.admitted) {
       // Its devices first: the scheduler admits it (a deployment's replicas are never
       // preempted), and it keeps them across restarts of its process.
       if (!r.submitted) {
@@ -722,30 +754,33 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
               wake_.notify_all();
             });
       }
-      r.state = "pending";
+      r.state = ReplicaState::kPending;
     }
-    if (r.state == "pending" && r.admitted) r.state = "restarting";
-    if (r.state == "restarting" && now >= r.restart_at && r.admitted) {
+    if (r.state == ReplicaState::kPending && r.admitted) r.state = ReplicaState::kRestarting;
+    if (r.state == ReplicaState::kRestarting && now >= r.restart_at && r.admitted) {
       if (Status s = start_replica(live, r); !s.ok()) {
         r.last_exit = s.message();
         r.failures = options_.max_start_failures;  // the model or worker is gone: no retry
-        r.state = "failed";
+        r.state = ReplicaState::kFailed;
       }
     }
-    if (r.state == "failed") last_error = r.last_exit;
+    if (r.state == ReplicaState::kFailed) last_error = r.last_exit;
   }
   if (d.replicas == 0) {
-    set_status(live, "stopped", "");
+    set_status(live, DeploymentStatus::kStopped, "");
     return;
   }
-  const bool any_ready = std::any_of(live.replicas.begin(), live.replicas.end(),
-                                     [](const auto& r) { return r->state == "ready"; });
-  const bool all_failed = std::all_of(live.replicas.begin(), live.replicas.end(),
-                                      [](const auto& r) { return r->state == "failed"; });
+  auto in_state = [](ReplicaState state) {
+    return [state](const auto& r) { return r->state == state; };
+  };
+  const bool any_ready =
+      std::any_of(live.replicas.begin(), live.replicas.end(), in_state(ReplicaState::kReady));
+  const bool all_failed =
+      std::all_of(live.replicas.begin(), live.replicas.end(), in_state(ReplicaState::kFailed));
   if (any_ready) {
-    set_status(live, "ready", "");
+    set_status(live, DeploymentStatus::kReady, "");
   } else if (all_failed) {
-    set_status(live, "failed", "replicas keep failing: " + last_error);
+    set_status(live, DeploymentStatus::kFailed, "replicas keep failing: " + last_error);
     // Nobody can answer the queue now.
     for (auto& [t, q] : live.queues) {
       for (auto& c : q) {
@@ -754,7 +789,7 @@ void Deployments::reconcile(Live& live, SteadyClock::time_point now,
       q.clear();
     }
   } else {
-    set_status(live, "starting", "");
+    set_status(live, DeploymentStatus::kStarting, "");
   }
 }
 

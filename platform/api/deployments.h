@@ -25,7 +25,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -41,11 +43,20 @@
 
 namespace mh::api {
 
+// A deployment's status as the API shows it: starting until a replica is ready, ready while one
+// is, stopped at zero replicas, failed when every replica keeps failing; deleted once gone.
+enum class DeploymentStatus { kStarting, kReady, kStopped, kFailed, kDeleted };
+
+std::string_view status_name(DeploymentStatus status);
+// The status stored as `name`; nullopt for a name that is none.
+std::optional<DeploymentStatus> parse_deployment_status(std::string_view name);
+
 struct DeploymentRecord {
   std::string id;  // "dep-…"
   std::string tenant, model, pool;
   int64_t replicas = 1, devices_per_replica = 1;
-  std::string status, error;
+  DeploymentStatus status = DeploymentStatus::kStarting;
+  std::string error;
   int64_t created_at = 0, updated_at = 0;
 };
 
@@ -107,7 +118,7 @@ class Deployments {
                            std::string_view line);  // with mutex_ held
   // Sets and saves the deployment's status; a failed save is logged and retried at the next
   // call (the supervisor sets the status every tick).
-  void set_status(Live& live, const std::string& status, const std::string& error);
+  void set_status(Live& live, DeploymentStatus status, const std::string& error);
   // A replica a dead daemon ran (`handle`: "pid:<n>"): waited for, and billed from the dead
   // daemon's last accrual to when it is gone.
   void bill_stopped_replica(const DeploymentRecord& d, const std::string& handle);

@@ -41,7 +41,7 @@ Response Deployments::infer(Request& request, bool chat) {
     // first), then one staff run for every tenant.
     Live* target = nullptr;
     auto rank = [&](const DeploymentRecord& d) {
-      return (d.tenant.empty() ? 0 : 2) + (d.status == "ready" ? 1 : 0);
+      return (d.tenant.empty() ? 0 : 2) + (d.status == DeploymentStatus::kReady ? 1 : 0);
     };
     for (auto& [id, live] : live_) {
       const DeploymentRecord& d = live->record;
@@ -52,9 +52,11 @@ Response Deployments::infer(Request& request, bool chat) {
       return Response::error(not_found(
           fmt::format("no deployment serves '{}'; deploy it with POST /v1/deployments", name)));
     }
-    if (target->record.status == "stopped" || target->record.status == "failed") {
+    if (target->record.status == DeploymentStatus::kStopped ||
+        target->record.status == DeploymentStatus::kFailed) {
       return Response::error(unavailable(
-          fmt::format("deployment '{}' is {}{}", target->record.id, target->record.status,
+          fmt::format("deployment '{}' is {}{}", target->record.id,
+                      status_name(target->record.status),
                       target->record.error.empty() ? "" : ": " + target->record.error)));
     }
     // Each tenant waits in a queue of its own (served round-robin) and may fill only its share
@@ -85,7 +87,7 @@ void Deployments::dispatch(Live& live) {
     // The ready replica with the most room.
     std::shared_ptr<Replica> best;
     for (auto& r : live.replicas) {
-      if (r->state != "ready" || r->in_flight >= options_.max_batch) continue;
+      if (r->state != ReplicaState::kReady || r->in_flight >= options_.max_batch) continue;
       if (!best || r->in_flight < best->in_flight) best = r;
     }
     if (!best) return;
