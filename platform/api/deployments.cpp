@@ -11,7 +11,7 @@
 #include "platform/base/crypto.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
-#include "platform/executor/slurm_worker.h"
+#include "platform/executor/launcher.h"
 #include "platform/executor/worker_contract.h"
 #include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
@@ -181,7 +181,7 @@ Status Deployments::start() {
   // local one was told to stop when its daemon died; the time it ran on after the dead
   // daemon's last accrual of its usage is billed once it is gone.
   for (const auto& d : all) {
-    const executor::SlurmOptions* slurm = pools_.slurm(d.pool);
+    const executor::Launcher& launcher = pools_.launcher(d.pool);
     std::error_code ec;
     const fs::path dir =
         options_.root / (d.tenant.empty() ? std::string(".platform") : d.tenant) / d.id;
@@ -190,10 +190,10 @@ Status Deployments::start() {
       if (!ref.ok()) continue;
       std::string handle = *ref;
       while (!handle.empty() && (handle.back() == '\n' || handle.back() == ' ')) handle.pop_back();
-      if (slurm != nullptr && handle.starts_with("slurm:")) {
-        executor::SlurmWorker::stop_job(handle.substr(6), *slurm, std::chrono::seconds(30));
-      } else if (handle.starts_with("pid:")) {
+      if (handle.starts_with("pid:")) {
         bill_stopped_replica(d, handle);
+      } else {
+        launcher.reclaim(handle, std::chrono::seconds(30));
       }
       fs::remove(e.path() / "worker.ref", ec);
     }
@@ -204,13 +204,7 @@ Status Deployments::start() {
 
 void Deployments::bill_stopped_replica(const DeploymentRecord& d, const std::string& handle) {
   const auto waiting = SteadyClock::now();
-  bool was_running = false;
-  for (const pid_t pid : executor::pids_of_handle(handle)) {
-    for (int i = 0; i < 200 && executor::process_running(pid); ++i) {  // 10 s at most
-      was_running = true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
+  const bool was_running = pools_.launcher(d.pool).reclaim(handle, std::chrono::seconds(10));
   auto now = clock_.now();
   if (!was_running || d.tenant.empty() || !now.ok()) return;  // staff's devices: the platform's
   const double gone = static_cast<double>(unix_millis()) / 1000;
@@ -545,26 +539,19 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   spec.sandbox = options_.sandbox;
   spec.sandbox.read = {model.directory};
   spec.sandbox.connect = false;
-  const executor::SlurmOptions* slurm = pools_.slurm(live.record.pool);
-  // CUDA maps huge ranges; a Slurm node's memory is Slurm's to bound.
-  if (!spec.gpus.empty() || slurm != nullptr) spec.sandbox.address_space_bytes = 0;
-  if (slurm != nullptr) {
-    // On a Slurm node: it listens there (every request bears its secret), and Slurm assigns
-    // its GPUs from the count asked for.
+  const executor::Launcher& launcher = pools_.launcher(live.record.pool);
+  // CUDA maps huge ranges; a remote node's memory is its cluster's to bound.
+  if (!spec.gpus.empty() || launcher.remote()) spec.sandbox.address_space_bytes = 0;
+  if (launcher.remote()) {
+    // On a node of a cluster: it listens there (every request bears its secret), and the
+    // cluster assigns its GPUs from the count asked for.
     spec.gpus = r.devices;
     args.host = "0.0.0.0";
   }
   spec.argv = {options_.worker.string()};
   for (std::string& arg : executor::to_argv(args)) spec.argv.push_back(std::move(arg));
-  if (slurm != nullptr) {
-    executor::SlurmOptions options = *slurm;
-    options.nodelist = r.node;
-    MH_ASSIGN_OR_RETURN(r.process, executor::SlurmWorker::start(spec, options, on_event));
-    r.host = r.node;
-  } else {
-    MH_ASSIGN_OR_RETURN(r.process, executor::WorkerProcess::start(spec, on_event));
-    r.host = "127.0.0.1";
-  }
+  MH_ASSIGN_OR_RETURN(r.process, launcher.start(spec, 1, r.node, on_event));
+  r.host = launcher.remote() ? r.node : "127.0.0.1";
   // For the next daemon, if this one dies: a Slurm job outlives it and is stopped; a local
   // process stops with it, and its last seconds are billed (start()).
   if (Status s = write_file_atomically(spec.work_dir / "worker.ref", r.process->handle() + "\n",

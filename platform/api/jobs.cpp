@@ -13,10 +13,8 @@
 
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
-#include "platform/executor/slurm_worker.h"
+#include "platform/executor/launcher.h"
 #include "platform/executor/worker_contract.h"
-#include "platform/executor/worker_group.h"
-#include "platform/executor/worker_process.h"
 #include "tenants/roles.h"
 #include "tenants/tenant_scope.h"
 
@@ -260,21 +258,9 @@ Status FineTuning::start() {
   }));
   for (const Interrupted& job : interrupted) {
     const auto waiting = std::chrono::steady_clock::now();
-    bool was_running = false;
-    if (job.ref.starts_with("pid:")) {  // one process, or every rank of a data-parallel group
-      for (const pid_t pid : executor::pids_of_handle(job.ref)) {
-        for (int i = 0; i < 600 && executor::process_running(pid); ++i) {
-          was_running = true;
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-      }
-    } else if (job.ref.starts_with("slurm:")) {
-      // A Slurm job outlives its daemon: it is told to checkpoint and stop.
-      if (const executor::SlurmOptions* slurm = pools_.slurm(job.pool)) {
-        executor::SlurmWorker::stop_job(job.ref.substr(6), *slurm, std::chrono::seconds(30));
-        was_running = true;
-      }
-    }
+    // Its worker is waited for (a Slurm job, outliving its daemon, is told to checkpoint and
+    // stop first).
+    const bool was_running = pools_.launcher(job.pool).reclaim(job.ref, std::chrono::seconds(30));
     // What the attempt used up to the dead daemon's last second was accrued beside the ledger
     // and is recorded already (UsageLedger::settle_accrued, at start); here, the rest: from
     // then to when its worker was seen gone (it ran on alone while it checkpointed).
@@ -334,11 +320,12 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   if (j.gpus > 1) {
     // Data-parallel ranks, one per device, on one node.
     MH_TRY(entitlements_.check(tenant, "multi_gpu", now));
-    if (pools_.slurm(j.pool) != nullptr) {
+    if (const executor::Launcher& launcher = pools_.launcher(j.pool);
+        j.gpus > launcher.max_ranks()) {
       return invalid_argument(
-          fmt::format("pool '{}' runs jobs through Slurm, where a job trains on one device; "
-                      "multi-device jobs run on local pools",
-                      j.pool),
+          fmt::format("pool '{}' runs jobs through {}, where a job trains on at most {} "
+                      "device(s); multi-device jobs run on local pools",
+                      j.pool, launcher.name(), launcher.max_ranks()),
           "gpus");
     }
     if (const int most = pools_.largest_node(j.pool); j.gpus > most) {
@@ -870,11 +857,11 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   spec.work_dir = work;
   spec.cpu_threads = worker_threads_;
   spec.sandbox.network = job.gpus > 1;
-  const executor::SlurmOptions* slurm = pools_.slurm(job.pool);
-  // CUDA maps huge ranges; a Slurm node's memory is Slurm's to bound.
-  if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.sandbox.address_space_bytes = 0;
-  // On a Slurm pool the devices are counted (Slurm assigns them, as GRES); locally, named.
-  if (pools_.gpu_pool(job.pool) || slurm != nullptr) spec.gpus = allocation.devices;
+  const executor::Launcher& launcher = pools_.launcher(job.pool);
+  // CUDA maps huge ranges; a remote node's memory is its cluster's to bound.
+  if (pools_.gpu_pool(job.pool) || launcher.remote()) spec.sandbox.address_space_bytes = 0;
+  // On a remote pool the devices are counted (Slurm assigns them, as GRES); locally, named.
+  if (pools_.gpu_pool(job.pool) || launcher.remote()) spec.gpus = allocation.devices;
   spec.argv = {worker_.string()};
   for (std::string& arg : executor::to_argv(args)) spec.argv.push_back(std::move(arg));
   bool done = false;
@@ -969,21 +956,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     }
   } meter{*this, job};
   Result<std::unique_ptr<executor::Worker>> worker =
-      [&]() -> Result<std::unique_ptr<executor::Worker>> {
-    if (slurm != nullptr) {
-      executor::SlurmOptions options = *slurm;
-      options.nodelist = allocation.node;
-      MH_ASSIGN_OR_RETURN(auto w, executor::SlurmWorker::start(spec, options, on_event));
-      return std::unique_ptr<executor::Worker>(std::move(w));
-    }
-    if (job.gpus > 1) {
-      MH_ASSIGN_OR_RETURN(auto g,
-                          executor::WorkerGroup::start(spec, static_cast<int>(job.gpus), on_event));
-      return std::unique_ptr<executor::Worker>(std::move(g));
-    }
-    MH_ASSIGN_OR_RETURN(auto w, executor::WorkerProcess::start(spec, on_event));
-    return std::unique_ptr<executor::Worker>(std::move(w));
-  }();
+      launcher.start(spec, static_cast<int>(job.gpus), allocation.node, on_event);
   if (!worker.ok()) return fail("worker_start_failed", worker.status().message());
   // Where it runs, for a daemon that restarts while it does.
   // (Unsaved, a restarted daemon cannot wait for this worker before resuming the job.)
@@ -1054,7 +1027,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   if (!exit->ok() || !done) {
     const std::string reason = exit->ok() ? "the worker ended without a model" : exit->reason;
     if (!exit->ok() && executor::device_failure(reason) &&
-        (pools_.gpu_pool(job.pool) || pools_.slurm(job.pool) != nullptr)) {
+        (pools_.gpu_pool(job.pool) || launcher.remote())) {
       // Not the job's fault: the node is drained, and the job waits to run elsewhere from its
       // last checkpoint, without spending a retry.
       add_event(job, "error", "message",

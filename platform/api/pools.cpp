@@ -27,7 +27,15 @@ Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
       clock_(clock),
       pools_(pools.begin(), pools.end()),
       scheduler_(options) {
-  for (const auto& p : pools_) scheduler_.add_pool({p.name, p.nodes});
+  for (auto& p : pools_) {
+    give_launcher(p);
+    scheduler_.add_pool({p.name, p.nodes});
+  }
+}
+
+void Pools::give_launcher(PoolConfig& pool) {
+  pool.launcher = pool.slurm ? executor::make_slurm_launcher(pool.slurm_options)
+                             : executor::make_local_launcher();
 }
 
 Pools::~Pools() { stop(); }
@@ -105,12 +113,13 @@ int Pools::largest_node(std::string_view pool) const {
   return most;
 }
 
-const executor::SlurmOptions* Pools::slurm(std::string_view pool) const {
+const executor::Launcher& Pools::launcher(std::string_view pool) const {
+  static const std::unique_ptr<executor::Launcher> local = executor::make_local_launcher();
   std::lock_guard lock(mutex_);
   for (const auto& p : pools_) {
-    if (p.name == pool && p.slurm) return &p.slurm_options;
+    if (p.name == pool) return *p.launcher;  // pools_ elements never move or change
   }
-  return nullptr;
+  return *local;
 }
 
 const char* Pools::worker_device(std::string_view pool) const {
@@ -324,6 +333,7 @@ Status Pools::read_pools() {
   for (auto& p : added) {
     if (!validate(p).ok()) continue;  // a configured pool of the same name wins
     p.slurm_options.env = slurm_env_;
+    give_launcher(p);
     scheduler_.add_pool({p.name, p.nodes});
     pools_.push_back(std::move(p));
   }
@@ -348,6 +358,7 @@ Status Pools::add_slurm_pool(const PoolConfig& given) {
   }));
   std::lock_guard lock(mutex_);
   pool.slurm_options.env = slurm_env_;
+  give_launcher(pool);
   scheduler_.add_pool({pool.name, pool.nodes});
   pools_.push_back(std::move(pool));
   poked_ = true;

@@ -28,7 +28,7 @@
 #include "platform/api/admission.h"
 #include "platform/api/transport.h"
 #include "platform/api/trusted_clock.h"
-#include "platform/executor/slurm_worker.h"
+#include "platform/executor/launcher.h"
 #include "platform/scheduler/scheduler.h"
 #include "platform/store/database.h"
 #include "tenants/usage_ledger.h"
@@ -41,6 +41,8 @@ struct PoolConfig {
   bool gpus = false;   // devices are CUDA ordinals (else CPU worker slots)
   bool slurm = false;  // its workers run as Slurm batch jobs on its nodes (else locally)
   executor::SlurmOptions slurm_options;
+  // How its workers start, made by Pools from the above.
+  std::shared_ptr<const executor::Launcher> launcher;
 };
 
 // Where a piece of work was placed.
@@ -67,8 +69,8 @@ class Pools {
   bool gpu_pool(std::string_view pool) const;
   // The most devices one node of the pool has (0: no such pool).
   int largest_node(std::string_view pool) const;
-  // The pool's Slurm settings, when its workers run through Slurm.
-  const executor::SlurmOptions* slurm(std::string_view pool) const;
+  // How the pool's workers start (a pool unknown here: on this machine).
+  const executor::Launcher& launcher(std::string_view pool) const;
   // The --device a worker on the pool is started with: "cuda" on this host's GPUs (which the
   // daemon found, so a worker that cannot reach its device fails rather than compute on the
   // CPU), "cpu" on CPU slots, "auto" on Slurm nodes (whose devices Slurm assigns, out of sight).
@@ -119,6 +121,7 @@ class Pools {
   Status read_quotas();
   Status read_pools();                            // the pools staff added through the API
   Status validate(const PoolConfig& pool) const;  // with mutex_ held
+  static void give_launcher(PoolConfig& pool);
   void loop();
   // One pass: license caps and budgets refreshed, the core's decisions, the owners told.
   void pass();

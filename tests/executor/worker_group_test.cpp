@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "platform/executor/launcher.h"
 #include "platform/executor/worker_group.h"
 #include "tests/executor/fixtures.h"
 
@@ -159,6 +160,37 @@ TEST_CASE("a process that has exited is not running, though no one has reaped it
   CHECK_FALSE(process_running(child));
   REQUIRE(::waitpid(child, nullptr, 0) == child);
   CHECK_FALSE(process_running(child));
+}
+
+TEST_CASE("the local launcher starts one process or a group, and waits for a dead daemon's") {
+  std::unique_ptr<Launcher> local = make_local_launcher();
+  CHECK(local->name() == "local");
+  CHECK_FALSE(local->remote());
+  test::TempDir dir;
+  WorkerSpec spec;
+  spec.argv = {"/bin/sh", "-c", "echo \"rank=$MH_RANK world=$MH_WORLD_SIZE\"; sleep 0.3"};
+  spec.work_dir = dir.path() / "one";
+  auto one = local->start(spec, 1, "", {});
+  REQUIRE_MESSAGE(one.ok(), one.status().to_string());
+  CHECK((*one)->handle().find(',') == std::string::npos);  // one process
+  spec.work_dir = dir.path() / "two";
+  auto two = local->start(spec, 2, "", {});
+  REQUIRE_MESSAGE(two.ok(), two.status().to_string());
+  const std::string handle = (*two)->handle();
+  CHECK(handle.find(',') != std::string::npos);  // "pid:<rank 0>,<rank 1>"
+  // What a restarted daemon does with a handle it finds: waits for every process it names.
+  const auto before = std::chrono::steady_clock::now();
+  CHECK(local->reclaim(handle, 30s));
+  CHECK(std::chrono::steady_clock::now() - before < 10s);
+  for (const pid_t pid : pids_of_handle(handle)) CHECK_FALSE(process_running(pid));
+  CHECK((*two)->wait(10s).has_value());
+  CHECK((*one)->wait(10s).has_value());
+  CHECK(test::read_file(dir.path() / "one" / "worker.log").starts_with("rank= world="));
+  CHECK(test::read_file(dir.path() / "two" / "rank-1" / "worker.log")
+            .starts_with("rank=1 world=2"));
+  // Gone already, or not a local worker's: nothing to wait for.
+  CHECK_FALSE(local->reclaim(handle, 1s));
+  CHECK_FALSE(local->reclaim("slurm:12", 1s));
 }
 
 }  // namespace

@@ -157,6 +157,7 @@ TEST_CASE("a worker sees only its devices, its directory, its thread budget and 
 #include <signal.h>
 #include <sys/stat.h>
 
+#include "platform/executor/launcher.h"
 #include "platform/executor/slurm_worker.h"
 #include "tests/support/slurm_cluster.h"
 
@@ -202,6 +203,27 @@ TEST_CASE("workers run as Slurm batch jobs with the local executor's contract") 
     const WorkerExit exit = (*w)->cancel(30s);
     CHECK(exit.cancelled);
     CHECK_FALSE(exit.killed_after_grace);
+    CHECK(events.count("stopped") == 1);
+  }
+  SUBCASE("through the Slurm launcher: one rank a job, and a dead daemon's job is stopped") {
+    std::unique_ptr<Launcher> launcher = make_slurm_launcher(slurm.options());
+    CHECK(launcher->remote());
+    CHECK(launcher->max_ranks() == 1);
+    test::TempDir dir;
+    make_training_inputs(dir.path());
+    CHECK_FALSE(launcher->start(train_spec(dir.path(), "5", "two"), 2, "", {}).ok());
+    Events events;
+    auto w = launcher->start(train_spec(dir.path(), "100000", "run"), 1, "", events.sink());
+    REQUIRE_MESSAGE(w.ok(), w.status().to_string());
+    const std::string handle = (*w)->handle();
+    REQUIRE(handle.starts_with("slurm:"));
+    for (int i = 0; i < 3000 && events.count("step") < 3; ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE(events.count("step") >= 3);
+    // As the next daemon finds it: told to checkpoint and stop, and waited for.
+    CHECK(launcher->reclaim(handle, 60s));
+    auto exit = (*w)->wait(30s);
+    REQUIRE(exit.has_value());
+    for (int i = 0; i < 500 && events.count("stopped") < 1; ++i) std::this_thread::sleep_for(10ms);
     CHECK(events.count("stopped") == 1);
   }
   SUBCASE("a contained worker is contained on its node as a local one is") {
