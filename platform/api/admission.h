@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "licensing/entitlements.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/base/status.h"
 #include "tenants/tenants.h"
 #include "tenants/usage_ledger.h"
@@ -55,7 +55,7 @@ class LicenceWatch {
   static constexpr int64_t kUsageRecheck = 5;  // seconds
 
   LicenceWatch(const licensing::Entitlements& entitlements, const tenants::UsageLedger& ledger,
-               const tenants::TenantRegistry& tenants, TrustedClock& clock)
+               const tenants::TenantRegistry& tenants, licensing::TrustedClock& clock)
       : entitlements_(entitlements), ledger_(ledger), tenants_(tenants), clock_(clock) {}
 
   // Why the tenant's work must stop or wait ("license lic_a was revoked at …"), or "" while it
@@ -67,7 +67,7 @@ class LicenceWatch {
   const licensing::Entitlements& entitlements_;
   const tenants::UsageLedger& ledger_;
   const tenants::TenantRegistry& tenants_;
-  TrustedClock& clock_;
+  licensing::TrustedClock& clock_;
   struct Spent {
     int64_t checked_at = 0, limit = -1;
     std::string reason;  // "" while under the limit

@@ -106,7 +106,7 @@ std::string_view state_name(ReplicaState state) {
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
                          DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
-                         TrustedClock& clock, DeploymentOptions options)
+                         licensing::TrustedClock& clock, DeploymentOptions options)
     : db_(db),
       models_(models),
       entitlements_(entitlements),

@@ -36,7 +36,7 @@
 #include "platform/api/models.h"
 #include "platform/api/pools.h"
 #include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/executor/worker_process.h"
 #include "platform/store/database.h"
 #include "tenants/usage_ledger.h"
@@ -77,7 +77,7 @@ class Deployments {
  public:
   Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
               tenants::UsageLedger& ledger, DeviceHoldings& holdings, LicenceWatch& watch,
-              Pools& pools, TrustedClock& clock, DeploymentOptions options);
+              Pools& pools, licensing::TrustedClock& clock, DeploymentOptions options);
   ~Deployments();  // stops the supervisor and every replica
   Deployments(const Deployments&) = delete;
   Deployments& operator=(const Deployments&) = delete;
@@ -141,7 +141,7 @@ class Deployments {
   DeviceHoldings& holdings_;
   LicenceWatch& watch_;
   Pools& pools_;
-  TrustedClock& clock_;
+  licensing::TrustedClock& clock_;
   const DeploymentOptions options_;
 
   mutable std::mutex mutex_;

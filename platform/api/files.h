@@ -10,7 +10,7 @@
 
 #include "licensing/entitlements.h"
 #include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/blobs/blob_store.h"
 #include "platform/store/database.h"
 #include "tenants/tenants.h"
@@ -35,7 +35,7 @@ constexpr uint64_t kMultipartAllowance = 64 * 1024;
 class FileStore {
  public:
   FileStore(store::Database& db, blobs::BlobStore& blobs, tenants::TenantRegistry& tenants,
-            const licensing::Entitlements& entitlements, TrustedClock& clock,
+            const licensing::Entitlements& entitlements, licensing::TrustedClock& clock,
             uint64_t max_file_bytes)
       : db_(db),
         blobs_(blobs),
@@ -75,7 +75,7 @@ class FileStore {
   blobs::BlobStore& blobs_;
   tenants::TenantRegistry& tenants_;
   const licensing::Entitlements& entitlements_;
-  TrustedClock& clock_;
+  licensing::TrustedClock& clock_;
   const uint64_t max_file_bytes_;
 };
 

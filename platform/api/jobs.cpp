@@ -203,7 +203,8 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
 FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models,
                        const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
                        DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
-                       TrustedClock& clock, fs::path root, fs::path worker, int worker_threads)
+                       licensing::TrustedClock& clock, fs::path root, fs::path worker,
+                       int worker_threads)
     : db_(db),
       files_(files),
       models_(models),

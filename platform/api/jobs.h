@@ -25,7 +25,7 @@
 #include "platform/api/models.h"
 #include "platform/api/pools.h"
 #include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/executor/sandbox.h"
 #include "platform/store/database.h"
 #include "tenants/usage_ledger.h"
@@ -67,8 +67,9 @@ class FineTuning {
  public:
   FineTuning(store::Database& db, FileStore& files, ModelStore& models,
              const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-             DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools, TrustedClock& clock,
-             std::filesystem::path root, std::filesystem::path worker, int worker_threads);
+             DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
+             licensing::TrustedClock& clock, std::filesystem::path root,
+             std::filesystem::path worker, int worker_threads);
   ~FineTuning();  // stops the runner; a running worker is stopped and its job requeued
   FineTuning(const FineTuning&) = delete;
   FineTuning& operator=(const FineTuning&) = delete;
@@ -127,7 +128,7 @@ class FineTuning {
   DeviceHoldings& holdings_;
   LicenceWatch& watch_;
   Pools& pools_;
-  TrustedClock& clock_;
+  licensing::TrustedClock& clock_;
   const std::filesystem::path root_, worker_;
   const int worker_threads_;
   executor::Sandbox sandbox_;

@@ -20,7 +20,7 @@
 #include "licensing/entitlements.h"
 #include "platform/api/files.h"
 #include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/executor/sandbox.h"
 #include "platform/store/database.h"
 
@@ -47,7 +47,8 @@ class ModelStore {
   // Custom models are laid out under `root`/<tenant>/<name>/ as links to their files' blobs.
   // Base models are the directories under `catalogue`.
   ModelStore(store::Database& db, FileStore& files, const licensing::Entitlements& entitlements,
-             TrustedClock& clock, std::filesystem::path root, std::filesystem::path catalogue)
+             licensing::TrustedClock& clock, std::filesystem::path root,
+             std::filesystem::path catalogue)
       : db_(db),
         files_(files),
         entitlements_(entitlements),
@@ -100,7 +101,7 @@ class ModelStore {
   store::Database& db_;
   FileStore& files_;
   const licensing::Entitlements& entitlements_;
-  TrustedClock& clock_;
+  licensing::TrustedClock& clock_;
   std::filesystem::path root_;
   const std::filesystem::path catalogue_root_;
   // By name; replaced whole when a model is published, so readers take a snapshot.

@@ -19,7 +19,7 @@ namespace {
 }  // namespace
 
 Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
-             LicenceWatch& watch, TrustedClock& clock, std::vector<PoolConfig> pools,
+             LicenceWatch& watch, licensing::TrustedClock& clock, std::vector<PoolConfig> pools,
              scheduler::Options options)
     : db_(db),
       entitlements_(entitlements),

@@ -27,7 +27,7 @@
 #include "licensing/entitlements.h"
 #include "platform/api/admission.h"
 #include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/executor/launcher.h"
 #include "platform/scheduler/scheduler.h"
 #include "platform/store/database.h"
@@ -54,7 +54,8 @@ struct Allocation {
 class Pools {
  public:
   Pools(store::Database& db, const licensing::Entitlements& entitlements, LicenceWatch& watch,
-        TrustedClock& clock, std::vector<PoolConfig> pools, scheduler::Options options = {});
+        licensing::TrustedClock& clock, std::vector<PoolConfig> pools,
+        scheduler::Options options = {});
 
   ~Pools();  // stops the scheduling loop
   // Stops the scheduling loop (idempotent): owners call it before they go, so that no callback
@@ -129,7 +130,7 @@ class Pools {
   store::Database& db_;
   const licensing::Entitlements& entitlements_;
   LicenceWatch& watch_;
-  TrustedClock& clock_;
+  licensing::TrustedClock& clock_;
   std::deque<PoolConfig> pools_;  // grows (add_slurm_pool); elements never move or change
   std::map<std::string, std::string> slurm_env_;
 

@@ -13,8 +13,8 @@ using tenants::Permission;
 namespace {
 
 // The tenant's license as its entitlement check sees it now.
-json::object license_state(const licensing::Entitlements& entitlements, TrustedClock& clock,
-                           const std::string& tenant) {
+json::object license_state(const licensing::Entitlements& entitlements,
+                           licensing::TrustedClock& clock, const std::string& tenant) {
   auto entitlement = entitlements.find(tenant);
   if (!entitlement)
     return {{"id", nullptr}, {"in_force", false}, {"reason", "no license installed"}};
@@ -107,7 +107,8 @@ Result<json::object> body_or_empty(const Request& request) {
 }  // namespace
 
 void add_tenant_routes(Router& router, tenants::TenantRegistry& registry, tenants::TenantKeys& keys,
-                       const licensing::Entitlements& entitlements, TrustedClock& clock) {
+                       const licensing::Entitlements& entitlements,
+                       licensing::TrustedClock& clock) {
   router.add("POST", "/v1/admin/tenants", Access::kAdmin, [&registry](Request& request) {
     auto body = parse_json_object(request);
     MH_RESPOND_IF_ERROR(body);

@@ -6,13 +6,13 @@
 
 #include "licensing/entitlements.h"
 #include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "tenants/api_keys.h"
 #include "tenants/tenants.h"
 
 namespace mh::api {
 
 void add_tenant_routes(Router& router, tenants::TenantRegistry& registry, tenants::TenantKeys& keys,
-                       const licensing::Entitlements& entitlements, TrustedClock& clock);
+                       const licensing::Entitlements& entitlements, licensing::TrustedClock& clock);
 
 }  // namespace mh::api

@@ -28,15 +28,15 @@
 #include "platform/api/files.h"
 #include "platform/http/http_server.h"
 #include "platform/api/jobs.h"
-#include "platform/api/leases.h"
-#include "platform/api/licenses.h"
+#include "platform/api/lease_routes.h"
+#include "platform/api/license_routes.h"
 #include "platform/http/metrics.h"
 #include "platform/api/models.h"
 #include "platform/api/pools.h"
 #include "platform/http/router.h"
 #include "platform/api/system_routes.h"
 #include "platform/api/tenant_routes.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/api/usage_routes.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
@@ -218,13 +218,13 @@ int run_daemon(const DaemonConfig& config) {
     spdlog::warn("no --license-public-key given: no license can be installed");
   }
   store::AuditLog audit(**db);
-  api::TrustedClock clock(**db, config.clock_tolerance_seconds);
+  licensing::TrustedClock clock(**db, config.clock_tolerance_seconds);
   if (Status s = clock.load(); !s.ok()) return fail(s);
   if (auto now = clock.now(); !now.ok()) spdlog::error("{}", now.status().message());
   licensing::Entitlements entitlements;
-  api::LicenseRegistry licenses(**db, keys, entitlements, clock);
+  licensing::LicenseRegistry licenses(**db, keys, entitlements, clock);
   if (Status s = licenses.load(); !s.ok()) return fail(s);
-  api::SeatLeases leases(**db, entitlements, clock, audit, config.lease_ttl_seconds);
+  licensing::SeatLeases leases(**db, entitlements, clock, audit, config.lease_ttl_seconds);
 
   api::AdminKeys admin_keys(**db);
   auto bootstrap = admin_keys.bootstrap();

@@ -8,7 +8,7 @@
 
 #include "platform/store/database.h"
 
-namespace mh::api {
+namespace mh::licensing {
 
 class TrustedClock {
  public:
@@ -29,4 +29,4 @@ class TrustedClock {
   std::atomic<int64_t> persisted_{0};
 };
 
-}  // namespace mh::api
+}  // namespace mh::licensing

@@ -1,10 +1,10 @@
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 
 #include <fmt/format.h>
 
 #include "platform/base/time.h"
 
-namespace mh::api {
+namespace mh::licensing {
 
 namespace {
 constexpr std::string_view kMetaKey = "clock_high_water";
@@ -48,4 +48,4 @@ Result<int64_t> TrustedClock::now() {
   return t;
 }
 
-}  // namespace mh::api
+}  // namespace mh::licensing

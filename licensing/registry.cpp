@@ -1,4 +1,4 @@
-#include "platform/api/licenses.h"
+#include "licensing/registry.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -7,48 +7,27 @@
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
 
-namespace mh::api {
+namespace mh::licensing {
 
 namespace json = boost::json;
-using licensing::License;
 
 namespace {
 
 constexpr std::string_view kColumns = "text, installed_at, active, revoked_at, revoke_reason";
 constexpr size_t kMaxLicenseBytes = 64 * 1024;
 
-std::string actor_of(const Request& request) { return request.principal.actor(); }
 
 }  // namespace
-
-json::object license_json(const LicenseRecord& r, int64_t now) {
-  std::string status =
-      r.revoked_at ? "revoked"
-      : !r.invalid_reason.empty()
-          ? "invalid"
-          : std::string(licensing::standing_name(licensing::standing_at(r.license.terms, now)));
-  json::object out = licensing::terms_json(r.license.terms);
-  out["object"] = "license";
-  out["key_id"] = r.license.key_id;
-  out["status"] = status;
-  out["active"] = r.active;
-  out["installed_at"] = r.installed_at;
-  out["revoked_at"] = r.revoked_at ? json::value(*r.revoked_at) : json::value(nullptr);
-  out["revoke_reason"] = r.revoked_at ? json::value(r.revoke_reason) : json::value(nullptr);
-  out["invalid_reason"] =
-      r.invalid_reason.empty() ? json::value(nullptr) : json::value(r.invalid_reason);
-  return out;
-}
 
 Result<LicenseRecord> LicenseRegistry::record_from_row(const store::Row& row) const {
   LicenseRecord r;
   // Stored licenses were verified on install; re-verify so that a key removed from the
   // configuration stops its licenses too.
-  auto verified = licensing::verify_license(row.text(0), keys_);
+  auto verified = verify_license(row.text(0), keys_);
   if (verified.ok()) {
     r.license = std::move(*verified);
   } else {
-    MH_ASSIGN_OR_RETURN(r.license, licensing::read_unverified(row.text(0)));
+    MH_ASSIGN_OR_RETURN(r.license, read_unverified(row.text(0)));
     r.invalid_reason = "it no longer verifies: " + verified.status().message();
   }
   r.installed_at = row.integer(1);
@@ -73,7 +52,7 @@ Status LicenseRegistry::load() {
   // Record keys trusted for the first time (a key import), once each.
   MH_TRY(db_.write([&](store::Session& s) -> Status {
     for (const std::string& id : keys_.ids()) {
-      const licensing::PublicKey* key = keys_.find(id);
+      const PublicKey* key = keys_.find(id);
       const std::string meta_key = "trusted_key:" + id;
       MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT value FROM meta WHERE key = ?", {meta_key}));
       if (!rows.empty() && rows[0].text(0) == key->fingerprint()) continue;
@@ -111,10 +90,10 @@ Result<LicenseRecord> LicenseRegistry::install(std::string_view text, std::strin
     return Status(Code::kPayloadTooLarge, "a license file is at most 64 KiB");
   }
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
-  MH_ASSIGN_OR_RETURN(License license, licensing::verify_license(text, keys_));
+  MH_ASSIGN_OR_RETURN(License license, verify_license(text, keys_));
   const auto& terms = license.terms;
-  if (licensing::standing_at(terms, now) == licensing::Standing::kExpired) {
-    return licensing::check_in_force(terms, now);  // says when it expired
+  if (standing_at(terms, now) == Standing::kExpired) {
+    return check_in_force(terms, now);  // says when it expired
   }
   LicenseRecord record;
   record.license = license;
@@ -196,12 +175,12 @@ Result<LicenseRecord> LicenseRegistry::get(std::string_view id) const {
   return out;
 }
 
-Result<std::vector<LicenseRecord>> LicenseRegistry::list(const PageRequest& page,
+Result<std::vector<LicenseRecord>> LicenseRegistry::list(const std::string& after, int64_t limit,
                                                          bool* has_more) const {
   std::vector<LicenseRecord> out;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
     MH_ASSIGN_OR_RETURN(
-        auto rows, store::select_page(s, "licenses", kColumns, page.after, page.limit, has_more));
+        auto rows, store::select_page(s, "licenses", kColumns, after, limit, has_more));
     for (const auto& row : rows) {
       MH_ASSIGN_OR_RETURN(auto record, record_from_row(row));
       out.push_back(std::move(record));
@@ -237,52 +216,4 @@ Result<LicenseRecord> LicenseRegistry::revoke(std::string_view id, std::string_v
   return record;
 }
 
-void add_license_routes(Router& router, LicenseRegistry& registry, TrustedClock& clock) {
-  auto now = [&clock] { return clock.high_water() > 0 ? clock.high_water() : unix_seconds(); };
-  router.add("POST", "/v1/admin/licenses", Access::kAdmin, [&registry, now](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    const json::value* text = body->if_contains("license");
-    if (text == nullptr || !text->is_string()) {
-      return Response::error(
-          invalid_argument("'license' must be the license file's text", "license"));
-    }
-    auto installed = registry.install(text->as_string(), actor_of(request));
-    if (!installed.ok()) return Response::error(installed.status());
-    return Response::json(201, license_json(*installed, now()));
-  });
-  router.add("GET", "/v1/admin/licenses", Access::kAdmin, [&registry, now](Request& request) {
-    auto page = parse_page(request);
-    if (!page.ok()) return Response::error(page.status());
-    bool has_more = false;
-    auto records = registry.list(*page, &has_more);
-    if (!records.ok()) return Response::error(records.status());
-    json::array data;
-    for (const auto& r : *records) data.push_back(license_json(r, now()));
-    return list_response(std::move(data), has_more);
-  });
-  router.add("GET", "/v1/admin/licenses/{id}", Access::kAdmin, [&registry, now](Request& request) {
-    auto record = registry.get(request.param("id"));
-    if (!record.ok()) return Response::error(record.status());
-    return Response::json(200, license_json(*record, now()));
-  });
-  router.add(
-      "POST", "/v1/admin/licenses/{id}/revoke", Access::kAdmin, [&registry, now](Request& request) {
-        std::string reason;
-        if (!request.body.empty()) {
-          auto body = parse_json_object(request);
-          if (!body.ok()) return Response::error(body.status());
-          if (const json::value* r = body->if_contains("reason")) {
-            if (!r->is_string()) {
-              return Response::error(invalid_argument("'reason' must be a string", "reason"));
-            }
-            reason = r->as_string();
-          }
-        }
-        auto record = registry.revoke(request.param("id"), reason, actor_of(request));
-        if (!record.ok()) return Response::error(record.status());
-        return Response::json(200, license_json(*record, now()));
-      });
-}
-
-}  // namespace mh::api
+}  // namespace mh::licensing

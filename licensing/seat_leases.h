@@ -8,12 +8,11 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
-#include "platform/api/transport.h"
-#include "platform/api/trusted_clock.h"
+#include "licensing/trusted_clock.h"
 #include "platform/store/audit_log.h"
 #include "platform/store/database.h"
 
-namespace mh::api {
+namespace mh::licensing {
 
 struct Lease {
   std::string id;  // "lease_…"
@@ -28,7 +27,7 @@ struct Lease {
 
 class SeatLeases {
  public:
-  SeatLeases(store::Database& db, const licensing::Entitlements& entitlements, TrustedClock& clock,
+  SeatLeases(store::Database& db, const Entitlements& entitlements, TrustedClock& clock,
              store::AuditLog& audit, int64_t default_ttl_seconds)
       : db_(db),
         entitlements_(entitlements),
@@ -51,13 +50,10 @@ class SeatLeases {
 
  private:
   store::Database& db_;
-  const licensing::Entitlements& entitlements_;
+  const Entitlements& entitlements_;
   TrustedClock& clock_;
   store::AuditLog& audit_;
   const int64_t default_ttl_;
 };
 
-// POST /v1/leases, POST /v1/leases/{id}/heartbeat, DELETE /v1/leases/{id}, GET /v1/leases.
-void add_lease_routes(Router& router, SeatLeases& leases);
-
-}  // namespace mh::api
+}  // namespace mh::licensing
