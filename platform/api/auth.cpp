@@ -1,20 +1,38 @@
 #include "platform/api/auth.h"
 
 #include <fmt/format.h>
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "tenants/roles.h"
 
 namespace mh::api {
 
-Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::TenantKeys& keys,
+Result<std::string_view> bearer_token(const Request& request) {
+  std::string_view header = request.header("authorization");
+  if (header.empty()) {
+    return unauthenticated("missing API key: send the header 'Authorization: Bearer <key>'");
+  }
+  constexpr std::string_view kScheme = "Bearer ";
+  if (header.size() <= kScheme.size() ||
+      !std::equal(kScheme.begin(), kScheme.end(), header.begin(),
+                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    return unauthenticated("malformed Authorization header: expected 'Bearer <key>'");
+  }
+  return header.substr(kScheme.size());
+}
+
+
+Authenticator make_authenticator(const tenants::AdminKeys& admin_keys,
+                                 const tenants::TenantKeys& keys,
                                  const tenants::TenantRegistry& registry,
                                  tenants::RateLimiter& limiter) {
   return [&admin_keys, &keys, &registry, &limiter](const Request& request,
                                                    Access access) -> Result<Principal> {
     MH_ASSIGN_OR_RETURN(std::string_view token, bearer_token(request));
-    if (token.starts_with(kAdminKeyPrefix)) {
-      MH_ASSIGN_OR_RETURN(AdminKey key, admin_keys.authenticate(token));
+    if (token.starts_with(tenants::kAdminKeyPrefix)) {
+      MH_ASSIGN_OR_RETURN(tenants::AdminKey key, admin_keys.authenticate(token));
       if (access.kind == Access::Kind::kTenant) {
         return permission_denied(
             "this route acts as a tenant: call it with one of the tenant's "

@@ -3,15 +3,19 @@
 // tenants at once, and applies each tenant's request rate limit.
 #pragma once
 
-#include "platform/api/admin_keys.h"
 #include "platform/api/transport.h"
+#include "tenants/admin_keys.h"
 #include "tenants/api_keys.h"
 #include "tenants/rate_limiter.h"
 #include "tenants/tenants.h"
 
 namespace mh::api {
 
-Authenticator make_authenticator(const AdminKeys& admin_keys, const tenants::TenantKeys& keys,
+// The bearer token of an Authorization header; unauthenticated when absent or malformed.
+Result<std::string_view> bearer_token(const Request& request);
+
+Authenticator make_authenticator(const tenants::AdminKeys& admin_keys,
+                                 const tenants::TenantKeys& keys,
                                  const tenants::TenantRegistry& registry,
                                  tenants::RateLimiter& limiter);
 

@@ -21,7 +21,7 @@
 
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
-#include "platform/api/admin_keys.h"
+#include "platform/api/admin_key_routes.h"
 #include "platform/api/audit_routes.h"
 #include "platform/api/auth.h"
 #include "platform/api/deployments.h"
@@ -226,7 +226,7 @@ int run_daemon(const DaemonConfig& config) {
   if (Status s = licenses.load(); !s.ok()) return fail(s);
   licensing::SeatLeases leases(**db, entitlements, clock, audit, config.lease_ttl_seconds);
 
-  api::AdminKeys admin_keys(**db);
+  tenants::AdminKeys admin_keys(**db);
   auto bootstrap = admin_keys.bootstrap();
   if (!bootstrap.ok()) return fail(bootstrap.status());
   if (*bootstrap) {

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "platform/store/sqlite_database.h"
+#include "tenants/admin_keys.h"
 #include "tenants/api_keys.h"
 #include "tenants/rate_limiter.h"
 #include "tenants/roles.h"
@@ -101,6 +102,44 @@ TEST_CASE("a cached key is refused as soon as it is revoked") {
   // The last owner key stays.
   CHECK(keys.revoke("acme", owner->record.id, "test").status().code() == Code::kConflict);
   CHECK(keys.authenticate(owner->secret).ok());
+}
+
+TEST_CASE("admin keys: one made at first start, shown once, revoked at once, never the last") {
+  test::TempDir dir;
+  auto db = store::open_sqlite(dir.path() / "db.sqlite").value();
+  AdminKeys keys(*db);
+  auto first = keys.bootstrap();
+  REQUIRE(first.ok());
+  REQUIRE(first->has_value());
+  CHECK((*first)->secret.starts_with(kAdminKeyPrefix));
+  CHECK_FALSE(keys.bootstrap()->has_value());  // only ever once
+  // The store keeps no secret, only what tells the key apart.
+  auto stored = db->read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT * FROM admin_keys"));
+    for (const auto& row : rows) {
+      for (size_t i = 0; i < row.size(); ++i) {
+        if (const auto* text = std::get_if<std::string>(&row.value(i))) {
+          CHECK(text->find((*first)->secret) == std::string::npos);
+        }
+      }
+    }
+    return {};
+  });
+  REQUIRE(stored.ok());
+  auto second = keys.create("ci", "admin:test");
+  REQUIRE(second.ok());
+  CHECK(keys.authenticate(second->secret)->id == second->record.id);
+  CHECK(keys.authenticate("mh_admin_not-a-key").status().code() == Code::kUnauthenticated);
+  bool more = false;
+  auto page = keys.list("", 1, &more);
+  REQUIRE(page.ok());
+  REQUIRE(page->size() == 1);
+  CHECK(more);
+  CHECK(keys.list(page->at(0).id, 10, &more)->size() == 1);
+  REQUIRE(keys.revoke((*first)->record.id, "admin:test").ok());
+  CHECK(keys.authenticate((*first)->secret).status().code() == Code::kUnauthenticated);
+  CHECK(keys.revoke(second->record.id, "admin:test").status().code() == Code::kConflict);
+  CHECK(keys.authenticate(second->secret).ok());
 }
 
 }  // namespace

@@ -1,17 +1,13 @@
-#include "platform/api/admin_keys.h"
+#include "tenants/admin_keys.h"
 
 #include <fmt/format.h>
-#include <boost/json.hpp>
-#include <cctype>
 
 #include "platform/base/api_key.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
 #include "platform/store/audit_log.h"
 
-namespace mh::api {
-
-namespace json = boost::json;
+namespace mh::tenants {
 
 namespace {
 
@@ -25,15 +21,6 @@ AdminKey key_from_row(const store::Row& row) {
 }
 
 constexpr std::string_view kColumns = "id, name, key_prefix, created_at, revoked_at";
-
-json::object to_json(const AdminKey& key) {
-  return {{"id", key.id},
-          {"object", "admin_key"},
-          {"name", key.name},
-          {"prefix", key.prefix},
-          {"created_at", key.created_at},
-          {"revoked_at", key.revoked_at ? json::value(*key.revoked_at) : json::value(nullptr)}};
-}
 
 }  // namespace
 
@@ -105,11 +92,12 @@ Result<AdminKey> AdminKeys::authenticate(std::string_view secret) const {
   return found;
 }
 
-Result<std::vector<AdminKey>> AdminKeys::list(const PageRequest& page, bool* has_more) const {
+Result<std::vector<AdminKey>> AdminKeys::list(std::string_view after, int64_t limit,
+                                              bool* has_more) const {
   std::vector<AdminKey> keys;
   MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(
-        auto rows, store::select_page(s, "admin_keys", kColumns, page.after, page.limit, has_more));
+    MH_ASSIGN_OR_RETURN(auto rows, store::select_page(s, "admin_keys", kColumns,
+                                                      std::string(after), limit, has_more));
     for (const auto& row : rows) keys.push_back(key_from_row(row));
     return {};
   }));
@@ -138,49 +126,4 @@ Result<AdminKey> AdminKeys::revoke(std::string_view id, std::string_view actor) 
   return key;
 }
 
-Result<std::string_view> bearer_token(const Request& request) {
-  std::string_view header = request.header("authorization");
-  if (header.empty()) {
-    return unauthenticated("missing API key: send the header 'Authorization: Bearer <key>'");
-  }
-  constexpr std::string_view kScheme = "Bearer ";
-  if (header.size() <= kScheme.size() ||
-      !std::equal(kScheme.begin(), kScheme.end(), header.begin(),
-                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
-    return unauthenticated("malformed Authorization header: expected 'Bearer <key>'");
-  }
-  return header.substr(kScheme.size());
-}
-
-void add_admin_key_routes(Router& router, AdminKeys& keys) {
-  router.add("POST", "/v1/admin/keys", Access::kAdmin, [&keys](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    const json::value* name = body->if_contains("name");
-    if (name == nullptr || !name->is_string()) {
-      return Response::error(invalid_argument("'name' must be a string", "name"));
-    }
-    auto created = keys.create(std::string(name->as_string()), request.principal.actor());
-    if (!created.ok()) return Response::error(created.status());
-    json::object out = to_json(created->record);
-    out["key"] = created->secret;
-    return Response::json(201, out);
-  });
-  router.add("GET", "/v1/admin/keys", Access::kAdmin, [&keys](Request& request) {
-    auto page = parse_page(request);
-    if (!page.ok()) return Response::error(page.status());
-    bool has_more = false;
-    auto listed = keys.list(*page, &has_more);
-    if (!listed.ok()) return Response::error(listed.status());
-    json::array data;
-    for (const AdminKey& key : *listed) data.push_back(to_json(key));
-    return list_response(std::move(data), has_more);
-  });
-  router.add("DELETE", "/v1/admin/keys/{id}", Access::kAdmin, [&keys](Request& request) {
-    auto revoked = keys.revoke(request.param("id"), request.principal.actor());
-    if (!revoked.ok()) return Response::error(revoked.status());
-    return Response::json(200, to_json(*revoked));
-  });
-}
-
-}  // namespace mh::api
+}  // namespace mh::tenants

@@ -1,4 +1,5 @@
-// AdminKeys: the platform-admin API keys that guard /v1/admin/*. A key is 256 random bits with
+// AdminKeys: the platform-admin API keys that guard /v1/admin/* (beside the tenants' keys,
+// api_keys.h). A key is 256 random bits with
 // a recognisable prefix, shown once at creation and stored only as its SHA-256. The first one
 // is made when the daemon first starts (bootstrap); admins can make more and revoke old ones.
 #pragma once
@@ -9,10 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "platform/api/transport.h"
 #include "platform/store/database.h"
 
-namespace mh::api {
+namespace mh::tenants {
 
 inline constexpr std::string_view kAdminKeyPrefix = "mh_admin_";
 
@@ -38,8 +38,9 @@ class AdminKeys {
   Result<NewAdminKey> create(std::string name, std::string_view actor);
   // The live key this secret belongs to, or unauthenticated.
   Result<AdminKey> authenticate(std::string_view secret) const;
-  // Keys by creation order, after the id `after`.
-  Result<std::vector<AdminKey>> list(const PageRequest& page, bool* has_more) const;
+  // Keys by creation order, after the id `after` ("": from the first), at most `limit`.
+  Result<std::vector<AdminKey>> list(std::string_view after, int64_t limit,
+                                     bool* has_more) const;
   // Revokes a key at once. The last live key cannot be revoked (it would lock staff out).
   Result<AdminKey> revoke(std::string_view id, std::string_view actor);
 
@@ -48,9 +49,4 @@ class AdminKeys {
   store::Database& db_;
 };
 
-// The bearer token of an Authorization header; unauthenticated when absent or malformed.
-Result<std::string_view> bearer_token(const Request& request);
-// POST/GET /v1/admin/keys, DELETE /v1/admin/keys/{id}.
-void add_admin_key_routes(Router& router, AdminKeys& keys);
-
-}  // namespace mh::api
+}  // namespace mh::tenants
