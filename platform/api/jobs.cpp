@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -62,7 +63,8 @@ JobRecord from_row(const store::Row& r) {
   j.training_file = r.text(3);
   j.validation_file = text(4);
   j.suffix = text(5);
-  j.status = r.text(6);
+  // A name the store holds that is none (a newer daemon's) reads as queued: the job runs.
+  j.status = parse_job_status(r.text(6)).value_or(JobStatus::kQueued);
   j.error_code = text(7);
   j.error_message = text(8);
   j.fine_tuned_model = text(9);
@@ -118,7 +120,7 @@ json::object job_json(const JobRecord& j) {
        j.fine_tuned_model.empty() ? json::value(nullptr) : json::value(j.fine_tuned_model)},
       {"organization_id", j.tenant},
       {"result_files", json::array()},
-      {"status", j.status},
+      {"status", status_name(j.status)},
       {"training_file", j.training_file},
       {"validation_file",
        j.validation_file.empty() ? json::value(nullptr) : json::value(j.validation_file)},
@@ -199,6 +201,27 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
 }
 
 }  // namespace
+
+namespace {
+constexpr std::array<std::string_view, 6> kJobStatusNames = {
+    "validating_files", "queued", "running", "succeeded", "failed", "cancelled"};
+}  // namespace
+
+std::string_view status_name(JobStatus status) {
+  return kJobStatusNames.at(static_cast<size_t>(status));
+}
+
+std::optional<JobStatus> parse_job_status(std::string_view name) {
+  for (size_t i = 0; i < kJobStatusNames.size(); ++i) {
+    if (kJobStatusNames[i] == name) return static_cast<JobStatus>(i);
+  }
+  return std::nullopt;
+}
+
+bool is_final(JobStatus status) {
+  return status == JobStatus::kSucceeded || status == JobStatus::kFailed ||
+         status == JobStatus::kCancelled;
+}
 
 FineTuning::FineTuning(store::Database& db, FileStore& files, ModelStore& models,
                        const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
@@ -412,7 +435,7 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   // mid-way leaves either no job or a queued one. (The files were checked line by line when
   // they were uploaded and are the tenant's with the right purpose; the worker checks that they
   // tokenize and fill a row.)
-  j.status = "queued";
+  j.status = JobStatus::kQueued;
   const std::vector<JobEvent> created = {
       make_event("info", "message", "Validating training file: " + j.training_file),
       make_event("info", "message", "Files validated, job queued")};
@@ -423,8 +446,9 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
                               kColumns),
                   {j.id, j.tenant, j.model, j.training_file,
                    store::text_or_null(j.validation_file), store::text_or_null(j.suffix),
-                   j.status, j.n_epochs, j.batch_size, j.lr_multiplier, j.seed, j.created_at,
-                   j.pool, j.gpus, j.checkpoint_interval, j.max_retries, j.priority,
+                   std::string(status_name(j.status)), j.n_epochs, j.batch_size, j.lr_multiplier,
+                   j.seed, j.created_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries,
+                   j.priority,
                    j.training_sha256, store::text_or_null(j.validation_sha256)})
                .status());
     for (const JobEvent& e : created) MH_TRY(insert_event(s, j, e).status());
@@ -460,8 +484,9 @@ Result<std::vector<JobRecord>> FineTuning::list(std::string_view tenant, std::st
 
 Result<JobRecord> FineTuning::cancel(std::string_view tenant, std::string_view id) {
   MH_ASSIGN_OR_RETURN(JobRecord j, get(tenant, id));
-  if (j.status == "succeeded" || j.status == "failed" || j.status == "cancelled") {
-    return failed_precondition(fmt::format("job '{}' has already {}", j.id, j.status));
+  if (is_final(j.status)) {
+    return failed_precondition(
+        fmt::format("job '{}' has already {}", j.id, status_name(j.status)));
   }
   // The runner claims jobs under this lock, so a job not running now cannot start meanwhile.
   std::unique_lock lock(mutex_);
@@ -473,7 +498,7 @@ Result<JobRecord> FineTuning::cancel(std::string_view tenant, std::string_view i
       return r == running_.end() || r->second.done;
     });
   } else {
-    MH_TRY(finish(j, "cancelled", "", "", "", std::nullopt));
+    MH_TRY(finish(j, JobStatus::kCancelled, "", "", "", std::nullopt));
     pools_.finish(j.id);
   }
   lock.unlock();
@@ -638,8 +663,8 @@ Response FineTuning::stream_events(std::string_view tenant, std::string_view id,
       // The job's state as of this read: a finished job's stream ends after its backlog.
       MH_ASSIGN_OR_RETURN(auto status, s.query("SELECT status FROM fine_tuning_jobs WHERE id = ?",
                                                {job_id}));
-      const std::string state = status.empty() ? "" : status[0].text(0);
-      if (state == "succeeded" || state == "failed" || state == "cancelled") last_seq = -1;
+      const auto state = status.empty() ? std::nullopt : parse_job_status(status[0].text(0));
+      if (state && is_final(*state)) last_seq = -1;
       return {};
     });
     if (read.ok()) {
@@ -665,17 +690,17 @@ Response FineTuning::stream_events(std::string_view tenant, std::string_view id,
   return Response::streamed(out);
 }
 
-Status FineTuning::finish(const JobRecord& job, const std::string& status,
+Status FineTuning::finish(const JobRecord& job, JobStatus status,
                           const std::string& error_code, const std::string& error_message,
                           const std::string& model, std::optional<int64_t> tokens) {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   // The end and the events that tell it are one transaction: whoever sees the job finished
   // sees them too (a stream that reads a finished job ends after its backlog).
   std::vector<JobEvent> closing;
-  if (status == "succeeded") {
+  if (status == JobStatus::kSucceeded) {
     closing.push_back(make_event("info", "message", "New fine-tuned model created: " + model));
     closing.push_back(make_event("info", "message", "The job has successfully completed"));
-  } else if (status == "cancelled") {
+  } else if (status == JobStatus::kCancelled) {
     closing.push_back(make_event("info", "message", "Job cancelled"));
   } else {
     closing.push_back(make_event("error", "message", "Job failed: " + error_message));
@@ -685,7 +710,8 @@ Status FineTuning::finish(const JobRecord& job, const std::string& status,
     seqs.clear();
     MH_TRY(s.exec("UPDATE fine_tuning_jobs SET status = ?, error_code = ?, error_message = ?, "
                   "fine_tuned_model = ?, trained_tokens = ?, finished_at = ? WHERE id = ?",
-                  {status, store::text_or_null(error_code), store::text_or_null(error_message),
+                  {std::string(status_name(status)), store::text_or_null(error_code),
+                   store::text_or_null(error_message),
                    store::text_or_null(model),
                    tokens ? store::Value(*tokens) : store::Value(std::monostate()), now, job.id})
                .status());
@@ -767,7 +793,7 @@ void FineTuning::admit(const std::string& id, const Allocation& allocation) {
     pools_.finish(id);
     return;
   }
-  job->status = "running";
+  job->status = JobStatus::kRunning;
   Running& r = running_[job->id];
   // An earlier attempt's thread (preempted or retried) has marked itself done under this lock
   // and needs it no more: it is joined before its slot is reused.
@@ -777,7 +803,7 @@ void FineTuning::admit(const std::string& id, const Allocation& allocation) {
     execute(record, allocation);
     // The job's row says how it ended: back in the queue, or over.
     auto now = get(record.tenant, record.id);
-    const bool again = now.ok() && now->status == "queued";
+    const bool again = now.ok() && now->status == JobStatus::kQueued;
     std::lock_guard lock(mutex_);
     if (!stopping_) {
       if (again) {
@@ -805,7 +831,8 @@ void FineTuning::back_to_queue(const JobRecord& job) {
 
 void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto fail = [&](const std::string& code, const std::string& message) {
-    log_unsaved(job.id, "its failure", finish(job, "failed", code, message, "", std::nullopt));
+    log_unsaved(job.id, "its failure",
+                finish(job, JobStatus::kFailed, code, message, "", std::nullopt));
   };
   auto model = models_.get(job.tenant, job.model);
   auto data = files_.blobs().path_of(job.training_sha256);
@@ -1010,7 +1037,8 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     if (self.cancel) {
       lock.unlock();
       (*worker)->cancel(kCancelGrace);
-      log_unsaved(job.id, "its cancellation", finish(job, "cancelled", "", "", "", std::nullopt));
+      log_unsaved(job.id, "its cancellation",
+                  finish(job, JobStatus::kCancelled, "", "", "", std::nullopt));
       return;
     }
     if (self.preempt) {
@@ -1062,12 +1090,13 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto m = models_.record_fine_tune(job.tenant, id, out, job.id);
   if (!m.ok()) return fail("model_registration_failed", m.status().message());
   add_checkpoint(job, last_step, last_loss, final_valid_loss, out.string());  // the final model
-  log_unsaved(job.id, "its success", finish(job, "succeeded", "", "", m->id, trained_tokens));
+  log_unsaved(job.id, "its success",
+              finish(job, JobStatus::kSucceeded, "", "", m->id, trained_tokens));
 }
 
 json::object FineTuning::describe(const JobRecord& j) const {
   json::object o = job_json(j);
-  if (j.status == "queued") {
+  if (j.status == JobStatus::kQueued) {
     if (auto info = pools_.pending(j.id)) {
       o["queue"] = {{"position", info->position}, {"reason", info->reason}};
     }

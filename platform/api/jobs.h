@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -32,12 +33,22 @@
 
 namespace mh::api {
 
+// A fine-tuning job's status, as OpenAI names them. (A job is created queued: its files were
+// validated when they were uploaded.)
+enum class JobStatus { kValidatingFiles, kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+
+std::string_view status_name(JobStatus status);
+// The status stored as `name`; nullopt for a name that is none.
+std::optional<JobStatus> parse_job_status(std::string_view name);
+// Succeeded, failed or cancelled: the job will not run again.
+bool is_final(JobStatus status);
+
 struct JobRecord {
   std::string id;  // "ftjob-…"
   std::string tenant, model, training_file, validation_file, suffix;
   // The bytes the job trains on (blobs), kept while it may run even if the files are deleted.
   std::string training_sha256, validation_sha256;
-  std::string status;
+  JobStatus status = JobStatus::kQueued;
   std::string error_code, error_message;
   std::string fine_tuned_model;
   int64_t n_epochs = 1, batch_size = 4;
@@ -116,7 +127,7 @@ class FineTuning {
                       std::string data = {}) const;
   void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
                  std::string data = {});
-  Status finish(const JobRecord& job, const std::string& status, const std::string& error_code,
+  Status finish(const JobRecord& job, JobStatus status, const std::string& error_code,
                 const std::string& error_message, const std::string& model,
                 std::optional<int64_t> tokens);
 
