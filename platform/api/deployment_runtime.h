@@ -15,6 +15,7 @@
 #include "platform/api/deployments.h"
 #include "platform/api/transport.h"
 #include "platform/executor/worker_process.h"
+#include "platform/http/async_client.h"
 
 namespace mh::api {
 
@@ -50,7 +51,7 @@ struct Deployments::Replica {
   std::string node;
 
   std::mutex pool_mutex;
-  std::vector<std::pair<uint64_t, std::shared_ptr<HttpConnection>>> idle;  // by generation
+  std::vector<std::pair<uint64_t, std::shared_ptr<http::AsyncHttpConnection>>> idle;  // by gen.
 };
 
 struct Deployments::Call {

@@ -106,7 +106,8 @@ std::string_view state_name(ReplicaState state) {
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
                          DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
-                         licensing::TrustedClock& clock, DeploymentOptions options)
+                         licensing::TrustedClock& clock, boost::asio::io_context& io,
+                         DeploymentOptions options)
     : db_(db),
       models_(models),
       entitlements_(entitlements),
@@ -115,7 +116,8 @@ Deployments::Deployments(store::Database& db, ModelStore& models,
       watch_(watch),
       pools_(pools),
       clock_(clock),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      io_(io) {}
 
 Deployments::~Deployments() {
   pools_.stop();  // no admission reaches this object from here on
@@ -143,16 +145,11 @@ Deployments::~Deployments() {
   for (auto& c : queued) c->out->fail(unavailable("the platform is shutting down"));
   for (auto& p : processes) p->cancel(kStopGrace);
   flush_usage();
-  // No relay starts from here on (dispatch() stops once stopping_ is set): the ones running
-  // end as their replicas stop.
-  std::vector<std::thread> threads;
-  {
-    std::lock_guard lock(relay_mutex_);
-    relay_stopping_ = true;
-    threads.swap(relay_threads_);
-  }
-  relay_wake_.notify_all();
-  for (auto& t : threads) t.join();
+  // No relay starts from here on (dispatch() stops once stopping_ is set): the ones under way
+  // end as their replicas stop, if the io_context still runs their handlers. (The daemon stops
+  // it first; its handlers then never run, and none may once this object is gone.)
+  std::unique_lock lock(relay_mutex_);
+  relay_done_.wait_for(lock, std::chrono::seconds(2), [&] { return relays_ == 0; });
 }
 
 Status Deployments::start() {

@@ -41,6 +41,10 @@
 #include "platform/store/database.h"
 #include "tenants/usage_ledger.h"
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace mh::api {
 
 // A deployment's status as the API shows it: starting until a replica is ready, ready while one
@@ -75,9 +79,13 @@ struct DeploymentOptions {
 
 class Deployments {
  public:
+  // Requests are relayed to replicas on `io` (the daemon's HTTP io_context), holding no thread;
+  // `io` must not run its handlers once this object is gone (the daemon joins its threads
+  // first).
   Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
               tenants::UsageLedger& ledger, DeviceHoldings& holdings, LicenceWatch& watch,
-              Pools& pools, licensing::TrustedClock& clock, DeploymentOptions options);
+              Pools& pools, licensing::TrustedClock& clock, boost::asio::io_context& io,
+              DeploymentOptions options);
   ~Deployments();  // stops the supervisor and every replica
   Deployments(const Deployments&) = delete;
   Deployments& operator=(const Deployments&) = delete;
@@ -171,13 +179,11 @@ class Deployments {
   std::atomic<bool> events_pending_{false};
 
   // Relay threads: one per request on a replica, reused.
+  boost::asio::io_context& io_;
+  // Relays under way (their connections' handlers still to run); the destructor waits for them.
   std::mutex relay_mutex_;
-  std::condition_variable relay_wake_;
-  std::deque<std::function<void()>> relay_tasks_;
-  std::vector<std::thread> relay_threads_;
-  int relay_idle_ = 0;
-  bool relay_stopping_ = false;
-  void run_relay_task(std::function<void()> task);
+  std::condition_variable relay_done_;
+  int relays_ = 0;
 };
 
 void add_deployment_routes(Router& router, Deployments& deployments);

@@ -3,12 +3,16 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
 #include "platform/api/deployment_runtime.h"
+#include "platform/http/async_client.h"
 
 namespace mh::api {
 
+namespace asio = boost::asio;
 namespace json = boost::json;
 
 namespace {
@@ -108,7 +112,12 @@ void Deployments::dispatch(Live& live) {
     if (!call) return;
     ++best->in_flight;
     best->served[call->tenant] = std::chrono::steady_clock::now();
-    run_relay_task([this, call, best] { relay(call, best); });
+    {
+      std::lock_guard relays(relay_mutex_);
+      ++relays_;
+    }
+    // Off this lock: the relay reads the replica's address under it.
+    asio::post(io_, [this, call, best] { relay(call, best); });
   }
 }
 
@@ -130,7 +139,31 @@ void Deployments::relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> rep
       }
     }
   }
-  std::shared_ptr<HttpConnection> connection;
+  // Called once, however the relay ends: the answer closed, the connection kept or dropped.
+  auto began = std::make_shared<bool>(false);
+  auto end = [this, call, replica, deployment, generation, began](
+                 Status status, std::shared_ptr<http::AsyncHttpConnection> connection) {
+    call->out->on_cancel([] {});
+    if (!status.ok() && !call->out->cancelled()) {
+      spdlog::warn("deployment {}: relaying {} failed: {}", deployment, call->request_id,
+                   status.message());
+    }
+    if (*began) {
+      call->out->end();  // a stream cut short ends where it was cut
+    } else {
+      call->out->fail(unavailable(
+          fmt::format("deployment '{}' could not answer: {}", deployment, status.message())));
+    }
+    if (status.ok() && connection && connection->reusable() && !call->out->cancelled()) {
+      std::lock_guard lock(replica->pool_mutex);
+      replica->idle.emplace_back(generation, std::move(connection));
+    }
+    finish_call(deployment, replica);
+    std::lock_guard relays(relay_mutex_);
+    if (--relays_ == 0) relay_done_.notify_all();
+  };
+  if (port == 0) return end(unavailable("the replica is restarting"), nullptr);
+  std::shared_ptr<http::AsyncHttpConnection> connection;
   {
     std::lock_guard lock(replica->pool_mutex);
     while (!replica->idle.empty() && !connection) {
@@ -139,57 +172,31 @@ void Deployments::relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> rep
       if (gen == generation) connection = std::move(c);
     }
   }
-  Status status;
-  bool began = false;
-  if (!connection && port != 0) {
-    auto made = HttpConnection::connect(host, port, kConnectTimeout);
-    if (made.ok()) {
-      connection = std::move(made).value();
-    } else {
-      status = made.status();
-    }
-  }
-  if (port == 0) status = unavailable("the replica is restarting");
-  if (connection) {
-    std::weak_ptr<HttpConnection> weak = connection;
-    call->out->on_cancel([weak] {
-      if (auto c = weak.lock()) c->abort();  // the replica sees its client go, and stops
-    });
-    const Headers headers = {{"Authorization", "Bearer " + token},
-                             {"Content-Type", "application/json"},
-                             {"X-Mh-Tenant", call->tenant},
-                             {"X-Request-Id", call->request_id}};
-    status = connection->request(
-        "POST", call->chat ? "/v1/chat/completions" : "/v1/completions", headers, call->body,
-        [&](const HttpConnection::Head& head) {
-          began = true;
-          Headers extra;
-          if (head.content_type.starts_with("text/event-stream")) {
-            extra.emplace_back("Cache-Control", "no-cache");
-          }
-          call->out->begin(head.status, head.content_type, std::move(extra));
-        },
-        [&](std::string_view piece) {
-          call->out->write(std::string(piece));
-          return !call->out->cancelled();
-        });
-    call->out->on_cancel([] {});
-  }
-  if (!status.ok() && !call->out->cancelled()) {
-    spdlog::warn("deployment {}: relaying {} failed: {}", deployment, call->request_id,
-                 status.message());
-  }
-  if (began) {
-    call->out->end();  // a stream cut short ends where it was cut
-  } else {
-    call->out->fail(unavailable(
-        fmt::format("deployment '{}' could not answer: {}", deployment, status.message())));
-  }
-  if (status.ok() && connection && connection->reusable() && !call->out->cancelled()) {
-    std::lock_guard lock(replica->pool_mutex);
-    replica->idle.emplace_back(generation, std::move(connection));
-  }
-  finish_call(deployment, replica);
+  if (!connection) connection = http::AsyncHttpConnection::create(io_, host, port);
+  std::weak_ptr<http::AsyncHttpConnection> weak = connection;
+  call->out->on_cancel([weak] {
+    if (auto c = weak.lock()) c->abort();  // the replica sees its client go, and stops
+  });
+  Headers headers = {{"Authorization", "Bearer " + token},
+                     {"Content-Type", "application/json"},
+                     {"X-Mh-Tenant", call->tenant},
+                     {"X-Request-Id", call->request_id}};
+  connection->request(
+      kConnectTimeout, "POST", call->chat ? "/v1/chat/completions" : "/v1/completions",
+      std::move(headers), call->body,
+      [call, began](const http::AsyncHttpConnection::Head& head) {
+        *began = true;
+        Headers extra;
+        if (head.content_type.starts_with("text/event-stream")) {
+          extra.emplace_back("Cache-Control", "no-cache");
+        }
+        call->out->begin(head.status, head.content_type, std::move(extra));
+      },
+      [call](std::string_view piece) {
+        call->out->write(std::string(piece));
+        return !call->out->cancelled();
+      },
+      [end, connection](Status status) mutable { end(std::move(status), std::move(connection)); });
 }
 
 void Deployments::finish_call(const std::string& deployment,
@@ -197,30 +204,6 @@ void Deployments::finish_call(const std::string& deployment,
   std::lock_guard lock(mutex_);
   --replica->in_flight;
   if (auto it = live_.find(deployment); it != live_.end()) dispatch(*it->second);
-}
-
-void Deployments::run_relay_task(std::function<void()> task) {
-  std::lock_guard lock(relay_mutex_);
-  relay_tasks_.push_back(std::move(task));
-  // Each task may run as long as a stream: it needs a thread of its own, never a turn.
-  if (static_cast<size_t>(relay_idle_) >= relay_tasks_.size()) {
-    relay_wake_.notify_one();
-    return;
-  }
-  relay_threads_.emplace_back([this] {
-    std::unique_lock lock(relay_mutex_);
-    for (;;) {
-      ++relay_idle_;
-      relay_wake_.wait(lock, [&] { return relay_stopping_ || !relay_tasks_.empty(); });
-      --relay_idle_;
-      if (relay_tasks_.empty()) return;  // stopping, nothing left
-      auto next = std::move(relay_tasks_.front());
-      relay_tasks_.pop_front();
-      lock.unlock();
-      next();
-      lock.lock();
-    }
-  });
 }
 
 }  // namespace mh::api

@@ -327,7 +327,7 @@ int run_daemon(const DaemonConfig& config) {
   deployment_options.max_queue_per_tenant = config.deployment_queue_per_tenant;
   deployment_options.sandbox = sandbox;
   api::Deployments deployments(**db, models, entitlements, usage, holdings, watch, pools, clock,
-                               deployment_options);
+                               ioc, deployment_options);
   api::add_deployment_routes(router, deployments);
   if (Status s = deployments.start(); !s.ok()) return fail(s);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",
