@@ -4,12 +4,15 @@
 # connection each way, then streamed tokens/s through the daemon under 1, 8 and 64 concurrent
 # streams. The model is a small GPT-2 (d=128, 4 layers, context 256) with fresh weights: the
 # figures are the serving path's, not a large model's.
-#   bench/serving/run.sh [requests, 2000] [rounds, 3]
+# Last, 2,000 streamed completions are held open through the daemon at once (hold_streams.py):
+# its thread count and memory per open stream, and any stream dropped.
+#   bench/serving/run.sh [requests, 2000] [rounds, 3] [streams, 2000]
 # Needs a build (build/default).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 requests="${1:-2000}"
 rounds="${2:-3}"
+streams="${3:-2000}"
 bin=build/default
 mhctl=$bin/platform/mhctl/mhctl
 worker=$bin/platform/worker/mh-worker
@@ -33,8 +36,10 @@ $worker init --config "$work/config.json" --tokenizer "$work/tok" --out "$work/m
 $mhctl license keygen --key-id bench --out-dir "$work" >/dev/null
 $bin/platform/main/macrohardd --data-dir "$work/data" --listen 127.0.0.1:0 \
   --port-file "$work/port" --admin-key-file "$work/admin.key" --access-log "$work/access.log" \
-  --license-public-key "$work/bench.pub" 2>"$work/daemon.log" &
+  --license-public-key "$work/bench.pub" --deployment-queue 4096 \
+  --deployment-queue-per-tenant 4096 --max-in-flight-per-tenant 4096 2>"$work/daemon.log" &
 pids+=($!)
+daemon_pid=$!
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
 export MH_URL="http://127.0.0.1:$(cat "$work/port")" MH_API_KEY_FILE="$work/admin.key"
 $mhctl license issue --key "$work/bench.key" --licensee Bench --tenant bench --feature deploy \
@@ -55,3 +60,8 @@ replica=$(grep -o '127.0.0.1:[0-9]*' "$work/replica.log" | head -1)
 
 $bin/bench/serving_bench --daemon "127.0.0.1:$(cat "$work/port")" --key "$key" \
   --model custom:bench --replica "$replica" --requests "$requests" --rounds "$rounds"
+
+# Concurrency: streams held open through the daemon at once, and what they cost it.
+echo
+python3 bench/serving/hold_streams.py "127.0.0.1:$(cat "$work/port")" "$key" custom:bench \
+  "$daemon_pid" "${streams:-2000}"
