@@ -3,12 +3,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <array>
 #include <boost/json.hpp>
 #include <thread>
 
 #include "platform/api/deployment_runtime.h"
 #include "platform/base/crypto.h"
+#include "platform/base/enum_names.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/executor/launcher.h"
@@ -82,26 +82,19 @@ json::value pid_of(const executor::Worker* w) {
 }  // namespace
 
 namespace {
-constexpr std::array<std::string_view, 5> kStatusNames = {"starting", "ready", "stopped",
-                                                          "failed", "deleted"};
-constexpr std::array<std::string_view, 6> kStateNames = {"pending",    "starting", "ready",
-                                                         "restarting", "failed",   "stopped"};
+constexpr EnumNames<DeploymentStatus, 5> kStatusNames(
+    {"starting", "ready", "stopped", "failed", "deleted"});
+constexpr EnumNames<ReplicaState, 6> kStateNames(
+    {"pending", "starting", "ready", "restarting", "failed", "stopped"});
 }  // namespace
 
-std::string_view status_name(DeploymentStatus status) {
-  return kStatusNames.at(static_cast<size_t>(status));
-}
+std::string_view status_name(DeploymentStatus status) { return kStatusNames.name(status); }
 
 std::optional<DeploymentStatus> parse_deployment_status(std::string_view name) {
-  for (size_t i = 0; i < kStatusNames.size(); ++i) {
-    if (kStatusNames[i] == name) return static_cast<DeploymentStatus>(i);
-  }
-  return std::nullopt;
+  return kStatusNames.parse(name);
 }
 
-std::string_view state_name(ReplicaState state) {
-  return kStateNames.at(static_cast<size_t>(state));
-}
+std::string_view state_name(ReplicaState state) { return kStateNames.name(state); }
 
 Deployments::Deployments(store::Database& db, ModelStore& models,
                          const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,

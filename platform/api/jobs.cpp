@@ -7,12 +7,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <array>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 
 #include "platform/base/crypto.h"
+#include "platform/base/enum_names.h"
 #include "platform/base/time.h"
 #include "platform/executor/launcher.h"
 #include "platform/executor/worker_contract.h"
@@ -203,19 +203,14 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
 }  // namespace
 
 namespace {
-constexpr std::array<std::string_view, 6> kJobStatusNames = {
-    "validating_files", "queued", "running", "succeeded", "failed", "cancelled"};
+constexpr EnumNames<JobStatus, 6> kJobStatusNames(
+    {"validating_files", "queued", "running", "succeeded", "failed", "cancelled"});
 }  // namespace
 
-std::string_view status_name(JobStatus status) {
-  return kJobStatusNames.at(static_cast<size_t>(status));
-}
+std::string_view status_name(JobStatus status) { return kJobStatusNames.name(status); }
 
 std::optional<JobStatus> parse_job_status(std::string_view name) {
-  for (size_t i = 0; i < kJobStatusNames.size(); ++i) {
-    if (kJobStatusNames[i] == name) return static_cast<JobStatus>(i);
-  }
-  return std::nullopt;
+  return kJobStatusNames.parse(name);
 }
 
 bool is_final(JobStatus status) {

@@ -3,7 +3,6 @@
 #pragma once
 
 #include "platform/http/http.h"
-#include "platform/http/http_client.h"
 #include "platform/http/metrics.h"
 #include "platform/http/multipart.h"
 #include "platform/http/router.h"
@@ -14,7 +13,6 @@ using http::Access;
 using http::Authenticator;
 using http::BodySink;
 using http::Headers;
-using http::HttpConnection;
 using http::HttpMetrics;
 using http::list_response;
 using http::MultipartParser;
