@@ -23,16 +23,7 @@ Status TrustedClock::load() {
 }
 
 Result<int64_t> TrustedClock::now() {
-  const int64_t t = unix_seconds();
-  int64_t seen = high_water_.load();
-  if (t + tolerance_ < seen) {
-    return failed_precondition(fmt::format(
-        "the system clock reads {} but this platform has already seen {}: the clock was set "
-        "back, so licenses cannot be checked; fix the clock (NTP) and retry",
-        rfc3339(t), rfc3339(seen)));
-  }
-  while (t > seen && !high_water_.compare_exchange_weak(seen, t)) {
-  }
+  MH_ASSIGN_OR_RETURN(const int64_t t, now_in_memory());
   if (t >= persisted_.load() + kPersistEvery) {
     persisted_ = t;
     MH_TRY(db_.write([&](store::Session& s) {
@@ -44,6 +35,20 @@ Result<int64_t> TrustedClock::now() {
               {std::string(kMetaKey), std::to_string(t)})
           .status();
     }));
+  }
+  return t;
+}
+
+Result<int64_t> TrustedClock::now_in_memory() {
+  const int64_t t = unix_seconds();
+  int64_t seen = high_water_.load();
+  if (t + tolerance_ < seen) {
+    return failed_precondition(fmt::format(
+        "the system clock reads {} but this platform has already seen {}: the clock was set "
+        "back, so licenses cannot be checked; fix the clock (NTP) and retry",
+        rfc3339(t), rfc3339(seen)));
+  }
+  while (t > seen && !high_water_.compare_exchange_weak(seen, t)) {
   }
   return t;
 }

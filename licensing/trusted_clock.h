@@ -20,6 +20,9 @@ class TrustedClock {
   // The current Unix time, or failed_precondition if the clock was rolled back. Persists the
   // high-water mark when it has moved by a minute or more.
   Result<int64_t> now();
+  // The same from memory alone, for a thread that must not wait on the store: the mark moves
+  // on, and the next now() persists it.
+  Result<int64_t> now_in_memory();
   int64_t high_water() const { return high_water_.load(); }
 
  private:

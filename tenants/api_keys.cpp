@@ -63,6 +63,13 @@ Result<NewTenantKey> TenantKeys::create(std::string_view tenant, std::string nam
   return created;
 }
 
+std::optional<TenantKey> TenantKeys::remembered(std::string_view secret) const {
+  const std::string hash = sha256_hex(secret);
+  std::lock_guard lock(mutex_);
+  if (auto it = verified_.find(hash); it != verified_.end()) return it->second;
+  return std::nullopt;
+}
+
 Result<TenantKey> TenantKeys::authenticate(std::string_view secret) const {
   const std::string hash = sha256_hex(secret);
   uint64_t generation = 0;

@@ -43,6 +43,9 @@ class TenantKeys {
                               std::string_view actor);
   // The live key this secret is, or unauthenticated.
   Result<TenantKey> authenticate(std::string_view secret) const;
+  // The same from memory alone: the key if it was verified before and not revoked since,
+  // nullopt when only the store can say.
+  std::optional<TenantKey> remembered(std::string_view secret) const;
   Result<std::vector<TenantKey>> list(std::string_view tenant, std::string_view after,
                                       int64_t limit, bool* has_more) const;
   // Revokes one of the tenant's keys (another tenant's key is not found). The tenant's last

@@ -178,6 +178,12 @@ Result<Tenant> TenantRegistry::set_limits(std::string_view id, const TenantLimit
   });
 }
 
+std::shared_ptr<const Tenant> TenantRegistry::remembered(std::string_view id) const {
+  std::lock_guard lock(mutex_);
+  auto it = cache_.find(std::string(id));
+  return it == cache_.end() ? nullptr : it->second;
+}
+
 std::shared_ptr<const Tenant> TenantRegistry::cached(std::string_view id) const {
   {
     std::lock_guard lock(mutex_);

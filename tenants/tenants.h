@@ -50,6 +50,8 @@ class TenantRegistry {
   // The tenant's current state for per-request checks; read through to the store on a miss
   // (tenants created by a license install appear without telling the registry).
   std::shared_ptr<const Tenant> cached(std::string_view id) const;
+  // From memory alone: nullptr when the tenant was not read since the daemon started.
+  std::shared_ptr<const Tenant> remembered(std::string_view id) const;
 
  private:
   Result<Tenant> change(std::string_view id, std::string_view actor, std::string_view action,

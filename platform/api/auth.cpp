@@ -28,10 +28,12 @@ Authenticator make_authenticator(const tenants::AdminKeys& admin_keys,
                                  const tenants::TenantKeys& keys,
                                  const tenants::TenantRegistry& registry,
                                  tenants::RateLimiter& limiter) {
-  return [&admin_keys, &keys, &registry, &limiter](const Request& request,
-                                                   Access access) -> Result<Principal> {
+  return [&admin_keys, &keys, &registry, &limiter](
+             const Request& request, Access access,
+             bool may_block) -> std::optional<Result<Principal>> {
     MH_ASSIGN_OR_RETURN(std::string_view token, bearer_token(request));
     if (token.starts_with(tenants::kAdminKeyPrefix)) {
+      if (!may_block) return std::nullopt;  // staff keys are few and read from the store
       MH_ASSIGN_OR_RETURN(tenants::AdminKey key, admin_keys.authenticate(token));
       if (access.kind == Access::Kind::kTenant) {
         return permission_denied(
@@ -45,8 +47,12 @@ Authenticator make_authenticator(const tenants::AdminKeys& admin_keys,
           "invalid API key: Macrohard keys start with mh_live_ (tenants) or "
           "mh_admin_ (platform staff)");
     }
-    MH_ASSIGN_OR_RETURN(tenants::TenantKey key, keys.authenticate(token));
-    auto tenant = registry.cached(key.tenant);
+    std::optional<tenants::TenantKey> known = keys.remembered(token);
+    if (!known && !may_block) return std::nullopt;
+    MH_ASSIGN_OR_RETURN(tenants::TenantKey key,
+                        known ? Result<tenants::TenantKey>(*known) : keys.authenticate(token));
+    auto tenant = may_block ? registry.cached(key.tenant) : registry.remembered(key.tenant);
+    if (!tenant && !may_block) return std::nullopt;
     if (!tenant) return unauthenticated("invalid or revoked API key");
     if (tenant->suspended_at) {
       return permission_denied(

@@ -29,7 +29,7 @@ Response Deployments::infer(Request& request, bool chat) {
         invalid_argument("\"model\" must name a deployment or a deployed model", "model"));
   }
   const std::string name(model->as_string());
-  auto now = clock_.now();
+  auto now = clock_.now_in_memory();  // on an I/O thread: see add_deployment_routes
   if (!now.ok()) return Response::error(now.status());
   if (Status s = entitlements_.check(tenant, "", *now); !s.ok()) return Response::error(s);
 

@@ -40,9 +40,10 @@ json::object readiness(const SystemContext& context, bool* ready) {
 
 void add_system_routes(Router& router, HttpMetrics& metrics, const SystemContext& context) {
   // Pre-serialised: the liveness probe is the hottest, simplest route there is.
-  router.add("GET", "/healthz", Access::kPublic, [](Request&) {
-    return Response::text(200, R"({"status":"ok"})", "application/json");
-  });
+  router.add(
+      "GET", "/healthz", Access::kPublic,
+      [](Request&) { return Response::text(200, R"({"status":"ok"})", "application/json"); },
+      Runs::kInline);
 
   router.add("GET", "/readyz", Access::kPublic, [&context](Request&) {
     bool ready = false;
@@ -57,12 +58,16 @@ void add_system_routes(Router& router, HttpMetrics& metrics, const SystemContext
     return Response::error(unavailable("not ready: " + failing));
   });
 
-  router.add("GET", "/metrics", Access::kPublic, [&metrics](Request&) {
-    return Response::text(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  router.add(
+      "GET", "/metrics", Access::kPublic,
+      [&metrics](Request&) {
+        return Response::text(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+      },
+      Runs::kInline);
 
-  router.add("GET", "/v1/version", Access::kPublic,
-             [](Request&) { return Response::json(200, version_json()); });
+  router.add(
+      "GET", "/v1/version", Access::kPublic,
+      [](Request&) { return Response::json(200, version_json()); }, Runs::kInline);
 
   router.add("GET", "/v1/admin/status", Access::kAdmin, [&context](Request&) {
     bool ready = false;

@@ -18,7 +18,7 @@ json::object license_state(const licensing::Entitlements& entitlements,
   auto entitlement = entitlements.find(tenant);
   if (!entitlement)
     return {{"id", nullptr}, {"in_force", false}, {"reason", "no license installed"}};
-  auto now = clock.now();
+  auto now = clock.now_in_memory();  // it may answer on an I/O thread (GET /v1/tenant)
   Status in_force = now.ok() ? entitlements.check(tenant, "", *now) : now.status();
   return {{"id", entitlement->license.terms.id},
           {"in_force", in_force.ok()},
@@ -182,16 +182,19 @@ void add_tenant_routes(Router& router, tenants::TenantRegistry& registry, tenant
     return Response::json(201, out);
   });
 
-  router.add("GET", "/v1/tenant", Access::tenant(Permission::kRead),
-             [&registry, &entitlements, &clock](Request& request) {
-               auto tenant = registry.cached(request.principal.tenant);
-               if (!tenant) return Response::error(not_found("tenant not found"));
-               json::object out = tenant_json(*tenant);
-               out["key"] =
-                   json::object{{"id", request.principal.key_id}, {"role", request.principal.role}};
-               out["license"] = license_state(entitlements, clock, tenant->id);
-               return Response::json(200, out);
-             });
+  // Inline: the tenant, its licence and the clock's mark are all in memory.
+  router.add(
+      "GET", "/v1/tenant", Access::tenant(Permission::kRead),
+      [&registry, &entitlements, &clock](Request& request) {
+        auto tenant = registry.cached(request.principal.tenant);
+        if (!tenant) return Response::error(not_found("tenant not found"));
+        json::object out = tenant_json(*tenant);
+        out["key"] =
+            json::object{{"id", request.principal.key_id}, {"role", request.principal.role}};
+        out["license"] = license_state(entitlements, clock, tenant->id);
+        return Response::json(200, out);
+      },
+      Runs::kInline);
   router.add("GET", "/v1/keys", Access::tenant(Permission::kManageKeys), [&keys](Request& request) {
     auto page = parse_page(request);
     MH_RESPOND_IF_ERROR(page);

@@ -25,5 +25,6 @@ using http::Request;
 using http::Response;
 using http::ResponseStream;
 using http::Router;
+using http::Runs;
 
 }  // namespace mh::api

@@ -7,6 +7,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <thread>
 #include <unordered_map>
 
 #include "platform/base/crypto.h"
@@ -87,9 +89,13 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         options_(std::move(options)),
         router_(router),
         metrics_(metrics),
-        acceptor_(asio::make_strand(ioc)) {}
+        acceptor_(asio::make_strand(ioc)),
+        handlers_(handler_threads(options_)) {}
 
   Status start();
+  // Where handlers that may block run (see Runs).
+  asio::thread_pool& handlers() { return handlers_; }
+  void join_handlers() { handlers_.join(); }
   void shutdown(std::function<void()> drained);
   size_t open_connections() const {
     std::lock_guard lock(mutex_);
@@ -164,6 +170,12 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   uint16_t port_ = 0;
 
  private:
+  static size_t handler_threads(const ServerOptions& options) {
+    if (options.handler_threads > 0) return options.handler_threads;
+    return std::max<size_t>(4, 2 * std::thread::hardware_concurrency());
+  }
+  asio::thread_pool handlers_;
+
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
 
@@ -286,20 +298,59 @@ class HttpSession : public SessionBase {
     if (ec) return on_read_error(ec);
     request_.body = std::move(body_parser_->get().body());
     std::string_view route;
-    Response response = server_->router_.dispatch(request_, &route);
-    route_ = route;
-    send(std::move(response));
+    if (std::optional<Response> answer = server_->router_.dispatch_inline(request_, &route)) {
+      route_ = route;
+      return send(std::move(*answer));
+    }
+    off_thread(
+        [](HttpSession& s) {
+          std::string_view label;
+          Response response = s.server_->router_.dispatch(s.request_, &label);
+          s.route_ = label;
+          return response;
+        },
+        [](HttpSession& s, Response response) { s.send(std::move(response)); });
+  }
+
+  // Runs `work(*this)`, which may block, on the server's handler pool, then `then(*this,
+  // result)` back on this connection's strand. No operation of the connection is pending
+  // meanwhile, so nothing else touches the session: its deadline is off until `then` sets one.
+  template <class Work, class Then>
+  void off_thread(Work work, Then then) {
+    lowest().expires_never();
+    asio::post(server_->handlers(), [self = self(), work = std::move(work),
+                                     then = std::move(then)]() mutable {
+      auto result = work(*self);
+      auto executor = self->derived().stream().get_executor();
+      asio::post(executor, [self = std::move(self), then = std::move(then),
+                            result = std::move(result)]() mutable {
+        then(*self, std::move(result));
+      });
+    });
   }
 
   // Upload routes: the body goes to the route's sink in fixed-size chunks, never all in memory.
+  // The sink is made, fed and finished on the handler pool (it writes to disk, and finishing
+  // may validate the whole file); the next read starts once a chunk is written.
   void begin_upload(uint64_t limit) {
-    std::string_view route;
-    std::optional<Response> refused = server_->router_.begin_upload(request_, &route, &sink_);
-    route_ = route;
-    if (refused) {
-      keep_alive_ = false;  // the body was not read
-      return send(std::move(*refused));
-    }
+    off_thread(
+        [](HttpSession& s) {
+          std::string_view route;
+          std::optional<Response> refused =
+              s.server_->router_.begin_upload(s.request_, &route, &s.sink_);
+          s.route_ = route;
+          return refused;
+        },
+        [limit](HttpSession& s, std::optional<Response> refused) {
+          if (refused) {
+            s.keep_alive_ = false;  // the body was not read
+            return s.send(std::move(*refused));
+          }
+          s.read_upload(limit);
+        });
+  }
+
+  void read_upload(uint64_t limit) {
     // A body of declared length needs no parser: it is read from the socket straight into
     // chunk_, as much as the socket holds per read (its length was checked against `limit`
     // in on_header). Chunked bodies go through the parser, which enforces the limit.
@@ -311,6 +362,7 @@ class HttpSession : public SessionBase {
       raw_remaining_ = header_parser_->content_length().value_or(0);
     }
     chunk_.resize(kUploadChunk);
+    filled_ = 0;
     continue_if_expected([self = self()] {
       // A deadline on every read costs a timer start and cancel per chunk (reactor wake-ups);
       // instead one watchdog checks once per read timeout that the upload is still moving.
@@ -323,24 +375,30 @@ class HttpSession : public SessionBase {
   }
 
   void read_raw_chunk() {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk_.size(), *raw_remaining_));
+    const size_t room = chunk_.size() - filled_;
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(room, *raw_remaining_));
     if (buffer_.size() > 0 || want == 0) {  // body bytes that came in with the header
       const size_t n = std::min(buffer_.size(), want);
-      std::memcpy(chunk_.data(), buffer_.data().data(), n);
+      std::memcpy(chunk_.data() + filled_, buffer_.data().data(), n);
       buffer_.consume(n);
       return on_raw_chunk({}, n);
     }
     derived().stream().async_read_some(
-        asio::buffer(chunk_.data(), want),
+        asio::buffer(chunk_.data() + filled_, want),
         beast::bind_front_handler(&HttpSession::on_raw_chunk, self()));
   }
 
   void on_raw_chunk(beast::error_code ec, size_t got) {
     if (ec) return upload_cut_off(ec);
     *raw_remaining_ -= got;
-    if (!deliver(got)) return;
-    if (*raw_remaining_ > 0) return read_raw_chunk();
-    finish_upload();
+    filled_ += got;
+    upload_bytes_ += got;
+    const bool last = *raw_remaining_ == 0;
+    if (filled_ < chunk_.size() && !last) return read_raw_chunk();
+    deliver([last](HttpSession& s) {
+      if (last) return s.finish_upload();
+      s.read_raw_chunk();
+    });
   }
 
   void arm_upload_watchdog() {
@@ -361,8 +419,8 @@ class HttpSession : public SessionBase {
 
   void read_upload_chunk() {
     auto& body = upload_parser_->get().body();
-    body.data = chunk_.data();
-    body.size = chunk_.size();
+    body.data = chunk_.data() + filled_;
+    body.size = chunk_.size() - filled_;
     wire::async_read_some(derived().stream(), buffer_, *upload_parser_,
                           beast::bind_front_handler(&HttpSession::on_upload_chunk, self()));
   }
@@ -370,23 +428,35 @@ class HttpSession : public SessionBase {
   void on_upload_chunk(beast::error_code ec, size_t) {
     if (ec == wire::error::need_buffer) ec = {};
     if (ec) return upload_cut_off(ec);
-    if (!deliver(chunk_.size() - upload_parser_->get().body().size)) return;
-    if (!upload_parser_->is_done()) return read_upload_chunk();
-    finish_upload();
+    const size_t got = chunk_.size() - filled_ - upload_parser_->get().body().size;
+    filled_ += got;
+    upload_bytes_ += got;
+    const bool last = upload_parser_->is_done();
+    if (filled_ < chunk_.size() && !last) return read_upload_chunk();
+    deliver([last](HttpSession& s) {
+      if (last) return s.finish_upload();
+      s.read_upload_chunk();
+    });
   }
 
-  // Hands the first `got` bytes of chunk_ to the sink; false (after answering) if it refused.
-  bool deliver(size_t got) {
-    upload_bytes_ += got;
-    if (got == 0) return true;
-    Status written = sink_->write(std::string_view(chunk_.data(), got));
-    if (written.ok()) return true;
-    sink_.reset();
-    if (watchdog_) watchdog_->cancel();
-    keep_alive_ = false;  // the rest of the body stays unread
-    started_ = Clock::now();
-    send(Response::error(written));
-    return false;
+  // Hands the filled part of chunk_ to the sink on the pool, then `next` here; answers instead
+  // if the sink refused it.
+  template <class Next>
+  void deliver(Next next) {
+    if (filled_ == 0) return next(*this);
+    off_thread(
+        [](HttpSession& s) {
+          const size_t n = std::exchange(s.filled_, 0);
+          return s.sink_->write(std::string_view(s.chunk_.data(), n));
+        },
+        [next = std::move(next)](HttpSession& s, Status written) mutable {
+          if (written.ok()) return next(s);
+          s.sink_.reset();
+          if (s.watchdog_) s.watchdog_->cancel();
+          s.keep_alive_ = false;  // the rest of the body stays unread
+          s.started_ = Clock::now();
+          s.send(Response::error(written));
+        });
   }
 
   void upload_cut_off(beast::error_code ec) {
@@ -396,10 +466,13 @@ class HttpSession : public SessionBase {
   }
 
   void finish_upload() {
-    Response response = sink_->finish();
-    sink_.reset();
     if (watchdog_) watchdog_->cancel();
-    send(std::move(response));
+    off_thread(
+        [](HttpSession& s) { return s.sink_->finish(); },
+        [](HttpSession& s, Response response) {
+          s.sink_.reset();
+          s.send(std::move(response));
+        });
   }
 
   // Fills request_ from a parsed header; false (after answering 400) if it cannot be served.
@@ -630,6 +703,7 @@ class HttpSession : public SessionBase {
   bool expects_continue_ = false;          // the request carries Expect: 100-continue
   std::optional<uint64_t> raw_remaining_;  // body bytes still to read, for a declared length
   std::vector<char> chunk_;
+  size_t filled_ = 0;  // bytes of chunk_ read and not yet handed to the sink
   std::optional<asio::steady_timer> watchdog_;  // stall detection for uploads
   uint64_t upload_bytes_ = 0, upload_seen_ = 0;
   wire::response<wire::string_body> response_;
@@ -800,7 +874,9 @@ HttpServer::HttpServer(asio::io_context& ioc, ServerOptions options, const Route
                        HttpMetrics& metrics)
     : impl_(std::make_shared<Impl>(ioc, std::move(options), router, metrics)) {}
 
-HttpServer::~HttpServer() = default;
+// Handlers still running may use what the server's owner holds: they finish first.
+HttpServer::~HttpServer() { impl_->join_handlers(); }
+void HttpServer::join_handlers() { impl_->join_handlers(); }
 Status HttpServer::start() { return impl_->start(); }
 uint16_t HttpServer::port() const { return impl_->port_; }
 bool HttpServer::tls() const { return impl_->ssl_.has_value(); }

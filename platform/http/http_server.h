@@ -2,6 +2,8 @@
 // Each connection is a session on its own strand whose chain reads top to bottom:
 // wait for a request's first byte (idle timeout) → read it (read timeout, header and body
 // limits) → route → write (write timeout) → again, until the client or a stop closes it.
+// A handler that may block runs on the server's handler pool instead (see Runs in router.h)
+// and answers on its connection's strand, so the I/O threads only ever wait on sockets.
 // shutdown() stops accepting, closes idle connections and lets requests in flight finish.
 #pragma once
 
@@ -32,6 +34,9 @@ struct ServerOptions {
   std::chrono::milliseconds write_timeout{30'000};  // to write one response
   std::chrono::milliseconds handshake_timeout{10'000};
   size_t max_connections = 10'000;
+  // Threads of the handler pool (0: twice the cores, at least 4): how many requests may be in
+  // a blocking handler at once; more wait their turn.
+  size_t handler_threads = 0;
   size_t max_connections_per_address = 2'500;  // 0: no cap per client address
   std::string tls_cert_file;  // PEM chain; TLS is on when both files are set
   std::string tls_key_file;
@@ -56,6 +61,9 @@ class HttpServer {
   void shutdown(std::function<void()> drained);
   bool stopping() const;
   size_t open_connections() const;
+  // Waits for the handlers running or queued on the pool to finish; call it once the
+  // io_context has stopped, before what the handlers use is destroyed. The destructor does.
+  void join_handlers();
 
   class Impl;
 

@@ -53,7 +53,9 @@ std::optional<Response> Router::begin_upload(Request& request, std::string_view*
     return Response::error(internal_error("not an upload route"));
   }
   *route_label = route->pattern;
-  if (auto refused = authenticate(*route, request)) return refused;
+  std::optional<Response> refused;
+  authenticate(*route, request, true, &refused);
+  if (refused) return refused;
   try {
     auto created = route->upload(request);
     if (!created.ok()) return Response::error(created.status());
@@ -81,10 +83,19 @@ void Router::set_tenant_in_flight_limit(size_t limit) {
   in_flight_->limit = limit;
 }
 
-std::optional<Response> Router::authenticate(const Route& route, Request& request) const {
-  if (route.access.kind == Access::Kind::kPublic) return std::nullopt;
-  if (!authenticator_) return Response::error(internal_error("no authenticator configured"));
-  Result<Principal> principal = authenticator_(request, route.access);
+bool Router::authenticate(const Route& route, Request& request, bool may_block,
+                          std::optional<Response>* refused) const {
+  if (route.access.kind == Access::Kind::kPublic) return true;
+  if (!authenticator_) {
+    *refused = Response::error(internal_error("no authenticator configured"));
+    return true;
+  }
+  std::optional<Result<Principal>> decided = authenticator_(request, route.access, may_block);
+  if (!decided) {
+    if (may_block) *refused = Response::error(internal_error("the authenticator did not decide"));
+    return may_block;
+  }
+  Result<Principal>& principal = *decided;
   if (!principal.ok()) {
     Response response = Response::error(principal.status());
     if (principal.status().code() == Code::kResourceExhausted) {
@@ -92,7 +103,8 @@ std::optional<Response> Router::authenticate(const Route& route, Request& reques
       response.body =
           Response::error({Code::kResourceExhausted, principal.status().message()}).body;
     }
-    return response;
+    *refused = std::move(response);
+    return true;
   }
   request.principal = std::move(*principal);
   if (in_flight_ && request.principal.kind == Principal::Kind::kTenant) {
@@ -106,7 +118,8 @@ std::optional<Response> Router::authenticate(const Route& route, Request& reques
                        "retry when one has finished",
                        tenant, count)});
       response.headers.emplace_back("Retry-After", "1");
-      return response;
+      *refused = std::move(response);
+      return true;
     }
     ++count;
     // The place goes back when the request is dropped, whichever thread drops it.
@@ -117,11 +130,12 @@ std::optional<Response> Router::authenticate(const Route& route, Request& reques
       if (it != shared->by_tenant.end() && --it->second == 0) shared->by_tenant.erase(it);
     });
   }
-  return std::nullopt;
+  return true;
 }
 
-void Router::add(std::string method, std::string pattern, Access access, Handler handler) {
-  Route route{std::move(method), pattern, {}, access, std::move(handler), nullptr};
+void Router::add(std::string method, std::string pattern, Access access, Handler handler,
+                 Runs runs) {
+  Route route{std::move(method), pattern, {}, access, std::move(handler), nullptr, runs};
   bool literal = true;
   for (std::string_view segment : split_path(pattern)) {
     route.segments.emplace_back(segment);
@@ -175,28 +189,56 @@ const Router::Route* Router::match(Request& request, std::string* allow) const {
   return nullptr;
 }
 
-Response Router::dispatch(Request& request, std::string_view* route_label) const {
+const Router::Route* Router::find(Request& request, std::string_view* route_label,
+                                  Response* answer) const {
   std::string allow;
   const Route* route = match(request, &allow);
   if (route == nullptr) {
     *route_label = "unmatched";
     if (!allow.empty()) {
-      Response response = Response::error(
+      *answer = Response::error(
           {Code::kMethodNotAllowed, fmt::format("{} is not allowed on {}; allowed: {}",
                                                 request.method, request.path, allow)});
-      response.headers.emplace_back("Allow", allow);
-      return response;
+      answer->headers.emplace_back("Allow", allow);
+    } else {
+      *answer = Response::error(
+          not_found(fmt::format("no route for {} {}", request.method, request.path)));
     }
-    return Response::error(
-        not_found(fmt::format("no route for {} {}", request.method, request.path)));
+    return nullptr;
   }
   *route_label = route->pattern;
   if (route->upload) {
-    return Response::error(internal_error("an upload route was dispatched without its body"));
+    *answer = Response::error(internal_error("an upload route was dispatched without its body"));
+    return nullptr;
   }
-  if (auto refused = authenticate(*route, request)) return std::move(*refused);
+  return route;
+}
+
+Response Router::dispatch(Request& request, std::string_view* route_label) const {
+  Response answer;
+  const Route* route = find(request, route_label, &answer);
+  if (route == nullptr) return answer;
+  std::optional<Response> refused;
+  authenticate(*route, request, true, &refused);
+  if (refused) return std::move(*refused);
+  return run(*route, request);
+}
+
+std::optional<Response> Router::dispatch_inline(Request& request,
+                                                std::string_view* route_label) const {
+  Response answer;
+  const Route* route = find(request, route_label, &answer);
+  if (route == nullptr) return answer;
+  if (route->runs != Runs::kInline) return std::nullopt;
+  std::optional<Response> refused;
+  if (!authenticate(*route, request, false, &refused)) return std::nullopt;
+  if (refused) return refused;
+  return run(*route, request);
+}
+
+Response Router::run(const Route& route, Request& request) const {
   try {
-    Response response = route->handler(request);
+    Response response = route.handler(request);
     // An internal error's message may name the server's files: it goes to the log, and the
     // client gets the request id to quote.
     if (response.status == 500) {

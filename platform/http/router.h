@@ -44,6 +44,12 @@ inline constexpr Access Access::kAdmin{Access::Kind::kAdmin, 0};
 
 using Handler = std::function<Response(Request&)>;
 
+// Where a route's handler runs. One that may block (the store, the disk, a wait on another
+// thread) runs on the server's handler pool and answers on its connection's strand; one that
+// never blocks (it reads memory, or starts asynchronous work and returns a stream) runs on the
+// I/O thread that read the request, saving the two hops.
+enum class Runs { kOnPool, kInline };
+
 // Where an upload route's body goes, chunk by chunk, as it arrives. The server calls write()
 // for each chunk and finish() at the end; a sink destroyed without finish() (client gone,
 // timeout, an error) must leave nothing behind.
@@ -56,8 +62,12 @@ class BodySink {
 // Called with the request's headers (no body yet): a sink, or the error to answer at once.
 using UploadHandler = std::function<Result<std::unique_ptr<BodySink>>(Request&)>;
 // Returns who is calling, or the error to answer with (401, 403, 429). A 429 carries the
-// seconds to wait in the Status's param, which the router sends as Retry-After.
-using Authenticator = std::function<Result<Principal>(const Request&, Access)>;
+// seconds to wait in the Status's param, which the router sends as Retry-After. Called with
+// `may_block` false (on an I/O thread) it must not touch the store or the disk: it returns
+// nullopt when it cannot decide from memory alone, and the request goes to the handler pool,
+// where it is called again with `may_block` true and must decide.
+using Authenticator =
+    std::function<std::optional<Result<Principal>>(const Request&, Access, bool may_block)>;
 
 class Router {
  public:
@@ -67,20 +77,26 @@ class Router {
   // its authentication until its response is written (a streamed one's last chunk, an upload's
   // whole body read and answered) or its connection closes.
   void set_tenant_in_flight_limit(size_t limit);
-  void add(std::string method, std::string pattern, Access access, Handler handler);
-  // A route whose body is streamed to a sink instead of being read into memory.
+  void add(std::string method, std::string pattern, Access access, Handler handler,
+           Runs runs = Runs::kOnPool);
+  // A route whose body is streamed to a sink instead of being read into memory. Its sink is
+  // made, written and finished on the handler pool.
   void add_upload(std::string method, std::string pattern, Access access, UploadHandler handler);
 
   // Whether (method, path) is an upload route; decided from the header alone.
   bool is_upload(const Request& request) const;
   // For an upload route: authenticates and asks the handler for a sink. Sets *sink, or returns
-  // the response to answer with instead. `route` is set as by dispatch().
+  // the response to answer with instead. `route` is set as by dispatch(). May block.
   std::optional<Response> begin_upload(Request& request, std::string_view* route,
                                        std::unique_ptr<BodySink>* sink) const;
 
   // Routes, authenticates and runs the handler; never throws. `route` is set to the matched
-  // pattern (the metrics label), or "unmatched".
+  // pattern (the metrics label), or "unmatched". May block: the server calls it on its pool.
   Response dispatch(Request& request, std::string_view* route) const;
+  // The same, for an I/O thread: the answer when the request can be answered without blocking
+  // (no such route, or an inline route whose caller is known from memory), else nullopt and
+  // nothing done: the server then calls dispatch() on its pool.
+  std::optional<Response> dispatch_inline(Request& request, std::string_view* route) const;
 
  private:
   struct Route {
@@ -90,10 +106,16 @@ class Router {
     Access access;
     Handler handler;
     UploadHandler upload;  // set for upload routes
+    Runs runs = Runs::kOnPool;
   };
+  // The route, or nullptr with *answer set to the 404 or 405 to send.
+  const Route* find(Request& request, std::string_view* route_label, Response* answer) const;
   const Route* match(Request& request, std::string* allow) const;
-  // Authenticates for the route; the error response, or nullopt when the caller may proceed.
-  std::optional<Response> authenticate(const Route& route, Request& request) const;
+  // Authenticates for the route: false when that needs blocking and `may_block` is false;
+  // else true, with *refused set to the error response if the caller may not proceed.
+  bool authenticate(const Route& route, Request& request, bool may_block,
+                    std::optional<Response>* refused) const;
+  Response run(const Route& route, Request& request) const;
   static bool match_segments(const Route& route, std::string_view path,
                              std::vector<std::pair<std::string, std::string>>* params);
 

@@ -53,6 +53,11 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--threads", config->threads, "I/O threads (0: one per core)")
       ->envname("MACROHARD_THREADS")
       ->check(CLI::Range(0, 1024));
+  app.add_option("--handler-threads", config->server.handler_threads,
+                 "threads for handlers that touch the store or the disk (0: twice the cores, "
+                 "at least 4)")
+      ->envname("MACROHARD_HANDLER_THREADS")
+      ->check(CLI::Range(0, 1024));
   app.add_option("--tls-cert", config->server.tls_cert_file, "PEM certificate chain; enables TLS")
       ->envname("MACROHARD_TLS_CERT")
       ->check(CLI::ExistingFile);

@@ -392,6 +392,7 @@ int run_daemon(const DaemonConfig& config) {
   for (int i = 1; i < thread_count; ++i) threads.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
   for (auto& t : threads) t.join();
+  server.join_handlers();  // before the services they call are destroyed
   spdlog::info("macrohardd stopped");
   spdlog::shutdown();
   return 0;

@@ -584,8 +584,10 @@ int serve(const ServeOptions& given) {
 
   http::Router router;
   const std::string token = options.token;
-  router.set_authenticator([token](const Request& r,
-                                   http::Access access) -> Result<http::Principal> {
+  // Decided from memory alone, so every route below answers on the I/O thread: generation
+  // is the replica's batcher's work, and a handler only queues a request and returns its stream.
+  router.set_authenticator([token](const Request& r, http::Access access,
+                                   bool) -> std::optional<Result<http::Principal>> {
     if (access.kind == http::Access::Kind::kPublic || token.empty()) return http::Principal{};
     const std::string_view given = r.header("authorization");
     const std::string expected = "Bearer " + token;
@@ -595,15 +597,19 @@ int serve(const ServeOptions& given) {
     }
     return http::Principal{http::Principal::Kind::kPlatformAdmin, "daemon", "", ""};
   });
-  router.add("POST", "/v1/completions", http::Access::kAdmin,
-             [&](Request& r) { return replica.handle(r, false); });
-  router.add("POST", "/v1/chat/completions", http::Access::kAdmin,
-             [&](Request& r) { return replica.handle(r, true); });
-  router.add("GET", "/stats", http::Access::kAdmin,
-             [&](Request&) { return Response::json(200, replica.stats()); });
-  router.add("GET", "/health", http::Access::kPublic, [](Request&) {
-    return Response::json(200, json::object{{"status", "ok"}});
-  });
+  router.add(
+      "POST", "/v1/completions", http::Access::kAdmin,
+      [&](Request& r) { return replica.handle(r, false); }, http::Runs::kInline);
+  router.add(
+      "POST", "/v1/chat/completions", http::Access::kAdmin,
+      [&](Request& r) { return replica.handle(r, true); }, http::Runs::kInline);
+  router.add(
+      "GET", "/stats", http::Access::kAdmin,
+      [&](Request&) { return Response::json(200, replica.stats()); }, http::Runs::kInline);
+  router.add(
+      "GET", "/health", http::Access::kPublic,
+      [](Request&) { return Response::json(200, json::object{{"status", "ok"}}); },
+      http::Runs::kInline);
 
   asio::io_context ioc;
   http::HttpMetrics metrics;
@@ -612,6 +618,7 @@ int serve(const ServeOptions& given) {
   server_options.port = options.port;
   server_options.server_name = "mh-worker";
   server_options.access_log = false;
+  server_options.handler_threads = 1;  // every route runs inline
   server_options.idle_timeout = std::chrono::minutes(10);  // the daemon keeps connections
   server_options.write_timeout = std::chrono::minutes(2);
   http::HttpServer server(ioc, server_options, router, metrics);

@@ -69,13 +69,14 @@ TEST_CASE("a known path with another method answers 405 with Allow") {
 TEST_CASE("protected routes run the authenticator first — public ones never do") {
   Router router;
   int calls = 0;
-  router.set_authenticator([&](const Request& r, Access) -> Result<Principal> {
-    ++calls;
-    if (r.header("authorization") == "Bearer good") {
-      return Principal{Principal::Kind::kPlatformAdmin, "akey_1", {}, {}};
-    }
-    return unauthenticated("no");
-  });
+  router.set_authenticator(
+      [&](const Request& r, Access, bool) -> std::optional<Result<Principal>> {
+        ++calls;
+        if (r.header("authorization") == "Bearer good") {
+          return Principal{Principal::Kind::kPlatformAdmin, "akey_1", {}, {}};
+        }
+        return unauthenticated("no");
+      });
   router.add("GET", "/open", Access::kPublic, echo);
   router.add("GET", "/admin", Access::kAdmin,
              [](Request& r) { return Response::text(200, r.principal.key_id); });
