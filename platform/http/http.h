@@ -44,6 +44,9 @@ struct Request {
   // Filled by the router: decoded values of the pattern's {name} segments.
   std::vector<std::pair<std::string, std::string>> path_params;
   Principal principal;
+  // Set by the router once it has decided who is calling (principal is then theirs): on the I/O
+  // thread when it could from memory, so that a request counts from its arrival.
+  bool authenticated = false;
   // Set by the router for a tenant's request: its place among the tenant's requests in flight,
   // given back when the request is dropped (its response written, or its connection gone).
   std::shared_ptr<void> in_flight;

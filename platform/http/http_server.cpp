@@ -270,7 +270,15 @@ class HttpSession : public SessionBase {
     }
     expects_continue_ = header_parser_->get().version() >= 11 &&
                         beast::iequals(header_parser_->get()[wire::field::expect], "100-continue");
-    if (upload) return begin_upload(limit);
+    if (upload) {
+      std::string_view route;
+      if (std::optional<Response> refused = server_->router_.dispatch_inline(request_, &route)) {
+        route_ = route;
+        keep_alive_ = false;  // the body was not read
+        return send(std::move(*refused));
+      }
+      return begin_upload(limit);
+    }
     body_parser_.emplace(std::move(*header_parser_));
     body_parser_->body_limit(limit);  // chunked bodies are checked as they arrive
     continue_if_expected([self = self()] {

@@ -85,7 +85,7 @@ void Router::set_tenant_in_flight_limit(size_t limit) {
 
 bool Router::authenticate(const Route& route, Request& request, bool may_block,
                           std::optional<Response>* refused) const {
-  if (route.access.kind == Access::Kind::kPublic) return true;
+  if (route.access.kind == Access::Kind::kPublic || request.authenticated) return true;
   if (!authenticator_) {
     *refused = Response::error(internal_error("no authenticator configured"));
     return true;
@@ -107,6 +107,7 @@ bool Router::authenticate(const Route& route, Request& request, bool may_block,
     return true;
   }
   request.principal = std::move(*principal);
+  request.authenticated = true;
   if (in_flight_ && request.principal.kind == Principal::Kind::kTenant) {
     const std::string& tenant = request.principal.tenant;
     std::lock_guard lock(in_flight_->mutex);
@@ -207,10 +208,6 @@ const Router::Route* Router::find(Request& request, std::string_view* route_labe
     return nullptr;
   }
   *route_label = route->pattern;
-  if (route->upload) {
-    *answer = Response::error(internal_error("an upload route was dispatched without its body"));
-    return nullptr;
-  }
   return route;
 }
 
@@ -218,6 +215,9 @@ Response Router::dispatch(Request& request, std::string_view* route_label) const
   Response answer;
   const Route* route = find(request, route_label, &answer);
   if (route == nullptr) return answer;
+  if (route->upload) {
+    return Response::error(internal_error("an upload route was dispatched without its body"));
+  }
   std::optional<Response> refused;
   authenticate(*route, request, true, &refused);
   if (refused) return std::move(*refused);
@@ -229,10 +229,10 @@ std::optional<Response> Router::dispatch_inline(Request& request,
   Response answer;
   const Route* route = find(request, route_label, &answer);
   if (route == nullptr) return answer;
-  if (route->runs != Runs::kInline) return std::nullopt;
   std::optional<Response> refused;
-  if (!authenticate(*route, request, false, &refused)) return std::nullopt;
+  const bool decided = authenticate(*route, request, false, &refused);
   if (refused) return refused;
+  if (!decided || route->upload || route->runs != Runs::kInline) return std::nullopt;
   return run(*route, request);
 }
 

@@ -93,9 +93,10 @@ class Router {
   // Routes, authenticates and runs the handler; never throws. `route` is set to the matched
   // pattern (the metrics label), or "unmatched". May block: the server calls it on its pool.
   Response dispatch(Request& request, std::string_view* route) const;
-  // The same, for an I/O thread: the answer when the request can be answered without blocking
-  // (no such route, or an inline route whose caller is known from memory), else nullopt and
-  // nothing done: the server then calls dispatch() on its pool.
+  // The same, for an I/O thread as the request's header or body arrives: authenticates the
+  // caller if that needs memory alone, and answers when it can without blocking (no such route,
+  // a caller refused, an inline route); else nullopt: the server then calls dispatch() (or, for
+  // an upload route, begin_upload()) on its pool, which authenticates only if this did not.
   std::optional<Response> dispatch_inline(Request& request, std::string_view* route) const;
 
  private:
