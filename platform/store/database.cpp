@@ -55,4 +55,8 @@ Result<std::vector<Row>> select_page(Session& session, std::string_view table,
   return rows;
 }
 
+Status Database::ping() {
+  return read([](Session& s) { return s.query("SELECT 1").status(); });
+}
+
 }  // namespace mh::store

@@ -77,6 +77,8 @@ class Database {
   virtual int schema_version() const = 0;
   // "sqlite" or "postgresql".
   virtual std::string_view dialect() const = 0;
+  // OK when a read reaches the store (the readiness probe's question).
+  Status ping();
 };
 
 }  // namespace mh::store
