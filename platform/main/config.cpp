@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
-#include "platform/api/files.h"
+#include "platform/api/files/protocol.h"
 #include "platform/base/version.h"
 
 namespace mh::daemon {

@@ -24,15 +24,16 @@
 #include "platform/api/admin_key_routes.h"
 #include "platform/api/audit_routes.h"
 #include "platform/api/auth.h"
-#include "platform/api/deployments.h"
-#include "platform/api/files.h"
+#include "platform/api/deployments/routes.h"
+#include "platform/api/files/routes.h"
 #include "platform/http/http_server.h"
-#include "platform/api/jobs.h"
+#include "platform/api/context.h"
+#include "platform/api/jobs/routes.h"
 #include "platform/api/lease_routes.h"
 #include "platform/api/license_routes.h"
 #include "platform/http/metrics.h"
-#include "platform/api/models.h"
-#include "platform/api/pools.h"
+#include "platform/api/models/routes.h"
+#include "platform/api/pools/routes.h"
 #include "platform/http/router.h"
 #include "platform/api/system_routes.h"
 #include "platform/api/tenant_routes.h"
@@ -279,7 +280,12 @@ int run_daemon(const DaemonConfig& config) {
     spdlog::info("recorded {} usage amounts a previous run accrued but never recorded", *settled);
   }
   api::add_usage_routes(router, usage);
-  api::FileStore files(**db, **blobs, tenant_registry, entitlements, clock, config.max_file_bytes);
+  api::DeviceHoldings holdings;
+  api::LicenceWatch watch(entitlements, usage, tenant_registry, clock);
+  // What every service below is built on.
+  const api::Context context{**db,  **blobs, tenant_registry, entitlements,
+                             clock, usage,   holdings,        watch};
+  api::Files files(context, config.max_file_bytes);
   // Bytes a crash left behind, written but never recorded or freed but not yet removed.
   if (auto orphans = files.collect_orphans(); !orphans.ok()) {
     return fail(orphans.status());
@@ -297,26 +303,26 @@ int run_daemon(const DaemonConfig& config) {
           : static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
                 static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   sandbox.file_size_bytes = config.worker_file_bytes;
-  api::ModelStore models(**db, files, entitlements, clock, config.data_dir / "models",
-                         config.data_dir / "base-models");
+  api::Models models(context, files, config.data_dir / "models", config.data_dir / "base-models");
   models.inspect_with(worker, sandbox, config.data_dir / "inspections");
   if (Status s = models.load_catalogue(); !s.ok()) return fail(s);
   api::add_model_routes(router, models);
 
-  api::DeviceHoldings holdings;
   scheduler::Options scheduling;
   scheduling.min_runtime_seconds = config.preemption_min_runtime_s;
   auto pool_configs = pools_of(config, system.devices);
   if (!pool_configs.ok()) return fail(pool_configs.status());
-  api::LicenceWatch watch(entitlements, usage, tenant_registry, clock);
-  api::Pools pools(**db, entitlements, watch, clock, std::move(*pool_configs), scheduling);
+  api::Pools pools(context, std::move(*pool_configs), scheduling);
   if (!config.slurm_conf.empty()) pools.set_slurm_env({{"SLURM_CONF", config.slurm_conf}});
   if (Status s = pools.start(); !s.ok()) return fail(s);
   api::add_pool_routes(router, pools);
-  api::FineTuning jobs(**db, files, models, entitlements, usage, holdings, watch, pools, clock,
-                       config.data_dir / "jobs", worker, config.worker_threads);
+  api::JobOptions job_options;
+  job_options.root = config.data_dir / "jobs";
+  job_options.worker = worker;
+  job_options.worker_threads = config.worker_threads;
+  job_options.sandbox = sandbox;
+  api::FineTuning jobs(context, files, models, pools, std::move(job_options));
   api::add_fine_tuning_routes(router, jobs);
-  jobs.contain_workers(sandbox);
   if (Status s = jobs.start(); !s.ok()) return fail(s);
   api::DeploymentOptions deployment_options;
   deployment_options.root = config.data_dir / "deployments";
@@ -326,8 +332,7 @@ int run_daemon(const DaemonConfig& config) {
   deployment_options.max_queue = config.deployment_queue;
   deployment_options.max_queue_per_tenant = config.deployment_queue_per_tenant;
   deployment_options.sandbox = sandbox;
-  api::Deployments deployments(**db, models, entitlements, usage, holdings, watch, pools, clock,
-                               ioc, deployment_options);
+  api::Deployments deployments(context, models, pools, ioc, deployment_options);
   api::add_deployment_routes(router, deployments);
   if (Status s = deployments.start(); !s.ok()) return fail(s);
   metrics.add_gauge("mh_http_open_connections", "Open client connections.",

@@ -2,30 +2,18 @@
 // bytes shared between tenants and freed when nothing needs them, orphans collected.
 #include <doctest/doctest.h>
 
-#include "licensing/entitlements.h"
-#include "licensing/trusted_clock.h"
-#include "platform/api/files.h"
-#include "platform/blobs/blob_store.h"
-#include "platform/store/sqlite_database.h"
-#include "tenants/tenants.h"
-#include "tests/support/harness.h"
+#include <boost/json.hpp>
+
+#include "platform/api/files/protocol.h"
+#include "platform/api/files/service.h"
+#include "tests/api/service_platform.h"
 
 namespace mh::api {
 namespace {
 
-struct Files {
-  test::TempDir dir;
-  std::unique_ptr<store::Database> db = store::open_sqlite(dir.path() / "db.sqlite").value();
-  std::unique_ptr<blobs::BlobStore> blobs = blobs::BlobStore::open(dir.path() / "blobs").value();
-  tenants::TenantRegistry tenants{*db};
-  licensing::Entitlements entitlements;
-  licensing::TrustedClock clock{*db, 300};
-  FileStore files{*db, *blobs, tenants, entitlements, clock, 1 << 20};
+struct Fixture : ServicePlatform {
+  Files files{context, 1 << 20};
 
-  Files() {
-    REQUIRE(tenants.create("acme", "Acme", {}, "test").ok());
-    REQUIRE(tenants.create("globex", "Globex", {}, "test").ok());
-  }
   FileRecord add(const std::string& tenant, std::string_view content, int64_t limit = 1000) {
     auto blob = blobs->put(content);
     REQUIRE(blob.ok());
@@ -36,7 +24,7 @@ struct Files {
 };
 
 TEST_CASE("a file is its tenant's: counted in its storage, invisible to another tenant") {
-  Files t;
+  Fixture t;
   const FileRecord f = t.add("acme", "{\"text\":\"hello\"}\n");
   CHECK(f.id.starts_with("file-"));
   CHECK(f.bytes == 17);
@@ -60,7 +48,7 @@ TEST_CASE("a file is its tenant's: counted in its storage, invisible to another 
 }
 
 TEST_CASE("bytes two tenants uploaded are kept until the last file with them is deleted") {
-  Files t;
+  Fixture t;
   const FileRecord a = t.add("acme", "same bytes\n");
   const FileRecord g = t.add("globex", "same bytes\n");
   REQUIRE(a.sha256 == g.sha256);
@@ -74,7 +62,7 @@ TEST_CASE("bytes two tenants uploaded are kept until the last file with them is 
 }
 
 TEST_CASE("blobs a crash left unrecorded are collected, and recorded ones kept") {
-  Files t;
+  Fixture t;
   const FileRecord kept = t.add("acme", "recorded\n");
   auto orphan = t.blobs->put("written, never recorded\n");
   REQUIRE(orphan.ok());
@@ -84,6 +72,21 @@ TEST_CASE("blobs a crash left unrecorded are collected, and recorded ones kept")
   CHECK_FALSE(t.blobs->contains(orphan->sha256));
   CHECK(t.blobs->contains(kept.sha256));
   CHECK(t.files.collect_orphans().value() == 0);
+}
+
+TEST_CASE("a file is written in OpenAI's shape, and a purpose not taken is refused by name") {
+  const FileRecord f{"file-1", "acme", "fine-tune", "train.jsonl", 17, std::string(64, 'a'), 5};
+  const boost::json::object o = file_json(f);
+  CHECK(o.at("object") == "file");
+  CHECK(o.at("bytes") == 17);
+  CHECK(o.at("purpose") == "fine-tune");
+  CHECK(o.at("status") == "processed");
+  CHECK(file_deleted_json(f).at("deleted") == true);
+  CHECK(check_purpose("fine-tune").ok());
+  CHECK(check_purpose("model").ok());
+  const Status batch = check_purpose("batch");
+  CHECK(batch.code() == Code::kInvalidArgument);
+  CHECK(batch.param() == "purpose");
 }
 
 }  // namespace

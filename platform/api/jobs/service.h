@@ -1,12 +1,11 @@
-// Fine-tuning jobs, OpenAI-compatible paths, fields and states:
-//   validating_files -> queued -> running -> succeeded | failed | cancelled
-// A job trains one of the tenant's models on a JSONL file it uploaded (purpose "fine-tune") in an
-// mh-worker process started through the executor; the worker's progress becomes the job's
-// events, and its result a new model, "ft:<base>:<suffix>:<job>", in the tenant's registry.
-// The scheduler (Pools) decides when and where each job runs: several run at once, each on
-// its own devices; a job preempted for another tenant's guarantee checkpoints, waits again and
-// resumes. A daemon that restarts puts running jobs back in the queue, and they resume from
-// their last checkpoint.
+// FineTuning: the fine-tuning jobs service (records in job.h, SQL in store.h, the wire format
+// in protocol.h, the HTTP routes in routes.h). A job trains one of the tenant's models on a
+// JSONL file it uploaded (purpose "fine-tune") in an mh-worker process started through the
+// executor; the worker's progress becomes the job's events, and its result a new model,
+// "ft:<base>:<suffix>:<job>", in the tenant's registry. The scheduler (Pools) decides when and
+// where each job runs: several run at once, each on its own devices; a job preempted for
+// another tenant's guarantee checkpoints, waits again and resumes. A daemon that restarts puts
+// running jobs back in the queue, and they resume from their last checkpoint.
 #pragma once
 
 #include <condition_variable>
@@ -20,74 +19,35 @@
 #include <thread>
 #include <vector>
 
-#include "licensing/entitlements.h"
-#include "platform/api/admission.h"
-#include "platform/api/files.h"
-#include "platform/api/models.h"
-#include "platform/api/pools.h"
+#include <boost/json/object.hpp>
+
+#include "platform/api/context.h"
+#include "platform/api/files/service.h"
+#include "platform/api/jobs/job.h"
+#include "platform/api/jobs/store.h"
+#include "platform/api/models/service.h"
+#include "platform/api/pools/service.h"
 #include "platform/api/transport.h"
-#include "licensing/trusted_clock.h"
 #include "platform/executor/sandbox.h"
-#include "platform/store/database.h"
-#include "tenants/usage_ledger.h"
 
 namespace mh::api {
 
-// A fine-tuning job's status, as OpenAI names them. (A job is created queued: its files were
-// validated when they were uploaded.)
-enum class JobStatus { kValidatingFiles, kQueued, kRunning, kSucceeded, kFailed, kCancelled };
-
-std::string_view status_name(JobStatus status);
-// The status stored as `name`; nullopt for a name that is none.
-std::optional<JobStatus> parse_job_status(std::string_view name);
-// Succeeded, failed or cancelled: the job will not run again.
-bool is_final(JobStatus status);
-
-struct JobRecord {
-  std::string id;  // "ftjob-…"
-  std::string tenant, model, training_file, validation_file, suffix;
-  // The bytes the job trains on (blobs), kept while it may run even if the files are deleted.
-  std::string training_sha256, validation_sha256;
-  JobStatus status = JobStatus::kQueued;
-  std::string error_code, error_message;
-  std::string fine_tuned_model;
-  int64_t n_epochs = 1, batch_size = 4;
-  double lr_multiplier = 1.0;
-  int64_t seed = 0;
-  std::string pool = "default";
-  int64_t gpus = 1, checkpoint_interval = 50, max_retries = 0, attempts = 0, priority = 0;
-  std::optional<int64_t> trained_tokens, finished_at;
-  int64_t created_at = 0;
-};
-
-struct JobCheckpoint {
-  std::string id;  // "ftckpt-…"
-  std::string job_id;
-  int64_t step = 0;
-  std::optional<double> train_loss, valid_loss;
-  int64_t created_at = 0;
-};
-
-struct JobEvent {
-  std::string id;  // "ftevent-…"
-  int64_t created_at = 0;
-  std::string level, message, type, data;  // data: JSON text or empty
+struct JobOptions {
+  std::filesystem::path root;    // jobs' working directories: root/<tenant>/<job>/
+  std::filesystem::path worker;  // mh-worker
+  int worker_threads = 0;        // CPU threads per worker (MH_THREADS); 0: the worker decides
+  // What contains a local worker: enabled and the limits (each job adds its inputs).
+  executor::Sandbox sandbox;
 };
 
 class FineTuning {
  public:
-  FineTuning(store::Database& db, FileStore& files, ModelStore& models,
-             const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-             DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
-             licensing::TrustedClock& clock, std::filesystem::path root,
-             std::filesystem::path worker, int worker_threads);
+  FineTuning(const Context& context, Files& files, Models& models, Pools& pools,
+             JobOptions options);
   ~FineTuning();  // stops the runner; a running worker is stopped and its job requeued
   FineTuning(const FineTuning&) = delete;
   FineTuning& operator=(const FineTuning&) = delete;
 
-  // What contains a local worker: enabled and the limits (each job adds its inputs). Set
-  // before start().
-  void contain_workers(const executor::Sandbox& sandbox) { sandbox_ = sandbox; }
   // Requeues jobs a previous daemon left running, then starts running queued jobs.
   Status start();
 
@@ -123,6 +83,8 @@ class FineTuning {
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
                       std::optional<double> valid_loss, const std::string& path);
+  // Puts the job back in the queue (logged if the store refuses).
+  void requeue(const JobRecord& job, JobStore::Requeue how, std::string_view why);
   JobEvent make_event(std::string level, std::string type, std::string message,
                       std::string data = {}) const;
   void add_event(const JobRecord& job, std::string level, std::string type, std::string message,
@@ -131,18 +93,12 @@ class FineTuning {
                 const std::string& error_message, const std::string& model,
                 std::optional<int64_t> tokens);
 
-  store::Database& db_;
-  FileStore& files_;
-  ModelStore& models_;
-  const licensing::Entitlements& entitlements_;
-  tenants::UsageLedger& ledger_;
-  DeviceHoldings& holdings_;
-  LicenceWatch& watch_;
+  const Context context_;
+  JobStore store_;
+  Files& files_;
+  Models& models_;
   Pools& pools_;
-  licensing::TrustedClock& clock_;
-  const std::filesystem::path root_, worker_;
-  const int worker_threads_;
-  executor::Sandbox sandbox_;
+  const JobOptions options_;
 
   std::mutex mutex_;
   std::condition_variable wake_;  // the runner: work to look at, or stop
@@ -172,9 +128,5 @@ class FineTuning {
   std::mutex channels_mutex_;  // only while a channel is found, made or dropped
   std::map<std::string, std::shared_ptr<Channel>> channels_;  // by job id
 };
-
-// POST/GET /v1/fine_tuning/jobs, GET /v1/fine_tuning/jobs/{id}, POST …/{id}/cancel,
-// GET …/{id}/events, GET …/{id}/checkpoints.
-void add_fine_tuning_routes(Router& router, FineTuning& jobs);
 
 }  // namespace mh::api

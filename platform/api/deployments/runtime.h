@@ -1,5 +1,5 @@
 // What Deployments keeps in memory about its deployments, replicas and waiting requests; shared
-// by deployments.cpp (their life) and inference.cpp (the request path). All of it is guarded by
+// by service.cpp (their life) and inference.cpp (the request path). All of it is guarded by
 // Deployments::mutex_, except each replica's idle connections (their own mutex).
 #pragma once
 
@@ -12,19 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "platform/api/deployments.h"
+#include "platform/api/deployments/service.h"
 #include "platform/api/transport.h"
 #include "platform/executor/worker_process.h"
 #include "platform/http/async_client.h"
 
 namespace mh::api {
-
-// Where a replica stands: waiting for devices (pending), its process started and not yet
-// serving (starting), serving (ready), to be started again after a backoff (restarting), given
-// up on (failed), or scaled away (stopped).
-enum class ReplicaState { kPending, kStarting, kReady, kRestarting, kFailed, kStopped };
-
-std::string_view state_name(ReplicaState state);
 
 struct Deployments::Replica {
   int index = 0;

@@ -1,4 +1,5 @@
-// Pools: the daemon's side of the scheduler. It owns a scheduler::Scheduler (docs/scheduling.md)
+// Pools: the daemon's side of the scheduler (records in pool.h, SQL in store.h, the wire format
+// in protocol.h, the HTTP routes in routes.h). It owns a scheduler::Scheduler (docs/scheduling.md)
 // over this platform's pools, keeps tenants' quotas (the store's tenant_quotas, set by staff)
 // and their license caps in it, and speaks in the daemon's ids: jobs are "ftjob-…" strings,
 // tenants their names, pools their names.
@@ -13,7 +14,6 @@
 //   GET  /v1/quotas                                   the tenant's view: quota, in use, queued
 #pragma once
 
-#include <boost/json/object.hpp>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -24,38 +24,17 @@
 #include <thread>
 #include <vector>
 
-#include "licensing/entitlements.h"
-#include "platform/api/admission.h"
-#include "platform/api/transport.h"
-#include "licensing/trusted_clock.h"
+#include "platform/api/context.h"
+#include "platform/api/pools/pool.h"
+#include "platform/api/pools/store.h"
 #include "platform/executor/launcher.h"
 #include "platform/scheduler/scheduler.h"
-#include "platform/store/database.h"
-#include "tenants/usage_ledger.h"
 
 namespace mh::api {
 
-struct PoolConfig {
-  std::string name;
-  std::vector<scheduler::NodeSpec> nodes;
-  bool gpus = false;   // devices are CUDA ordinals (else CPU worker slots)
-  bool slurm = false;  // its workers run as Slurm batch jobs on its nodes (else locally)
-  executor::SlurmOptions slurm_options;
-  // How its workers start, made by Pools from the above.
-  std::shared_ptr<const executor::Launcher> launcher;
-};
-
-// Where a piece of work was placed.
-struct Allocation {
-  std::string node;
-  std::vector<int> devices;  // device indexes on that node
-};
-
 class Pools {
  public:
-  Pools(store::Database& db, const licensing::Entitlements& entitlements, LicenceWatch& watch,
-        licensing::TrustedClock& clock, std::vector<PoolConfig> pools,
-        scheduler::Options options = {});
+  Pools(const Context& context, std::vector<PoolConfig> pools, scheduler::Options options = {});
 
   ~Pools();  // stops the scheduling loop
   // Stops the scheduling loop (idempotent): owners call it before they go, so that no callback
@@ -113,8 +92,9 @@ class Pools {
   // moved — each owner is told to stop it (on_preempt) and it waits to be placed again.
   // Undraining puts the node back in service.
   Status set_draining(const std::string& pool, const std::string& node, bool draining);
-  boost::json::object describe_pools() const;
-  boost::json::object describe_quotas(const std::string& tenant) const;
+  std::vector<PoolView> pools() const;
+  // The tenant's quota on each pool, what it uses and has waiting there.
+  std::vector<QuotaView> quotas(const std::string& tenant) const;
 
  private:
   scheduler::TenantId tenant_id(const std::string& tenant);  // with mutex_ held
@@ -127,10 +107,8 @@ class Pools {
   // One pass: license caps and budgets refreshed, the core's decisions, the owners told.
   void pass();
 
-  store::Database& db_;
-  const licensing::Entitlements& entitlements_;
-  LicenceWatch& watch_;
-  licensing::TrustedClock& clock_;
+  const Context context_;
+  PoolStore store_;
   std::deque<PoolConfig> pools_;  // grows (add_slurm_pool); elements never move or change
   std::map<std::string, std::string> slurm_env_;
 
@@ -155,7 +133,5 @@ class Pools {
   bool poked_ = true, stopping_ = false;
   std::thread loop_;
 };
-
-void add_pool_routes(Router& router, Pools& pools);
 
 }  // namespace mh::api

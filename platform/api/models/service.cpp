@@ -1,4 +1,4 @@
-#include "platform/api/models.h"
+#include "platform/api/models/service.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 
+#include "platform/api/models/protocol.h"
 #include "platform/base/crypto.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
@@ -14,8 +15,6 @@
 #include "platform/engine/json.h"
 #include "platform/engine/model.h"
 #include "platform/executor/worker_process.h"
-#include "tenants/roles.h"
-#include "tenants/tenant_scope.h"
 
 namespace mh::api {
 
@@ -24,31 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kColumns =
-    "id, tenant_id, kind, family, parameters, context_length, vocab_size, config_file, "
-    "weights_file, tokenizer_file, directory, job_id, created_at, extra_files";
-constexpr std::string_view kCustomPrefix = "custom:";
-// The files a custom model is made of, by their names in the model's directory: its config and
-// tokenizer, its weights (model.safetensors, or model.safetensors.index.json and the shards it
-// names), and those it may add: its chat template, the special tokens the template is given,
-// and its generation settings.
-constexpr std::string_view kModelFiles[] = {"config.json", "tokenizer.json"};
-constexpr std::string_view kWeights = "model.safetensors";
-constexpr std::string_view kWeightsIndex = "model.safetensors.index.json";
-constexpr std::string_view kOptionalModelFiles[] = {"tokenizer_config.json", "chat_template.jinja",
-                                                    "generation_config.json"};
-
-// A shard's name as an index may give it: a plain file name ending .safetensors.
-bool shard_name(std::string_view name) {
-  return name.size() > 12 && name.size() <= 128 && name.ends_with(".safetensors") &&
-         name != kWeights && name.front() != '.' &&
-         name.find_first_of("/\\") == std::string_view::npos;
-}
-
-bool sharded(const ModelRecord& m) {
-  return std::any_of(m.extra_files.begin(), m.extra_files.end(),
-                     [](const auto& f) { return shard_name(f.first); });
-}
 // The presets a new platform publishes: small architectures that train from scratch on a CPU
 // pool in minutes (mh-gpt2-tiny) up to ones that want GPUs.
 constexpr std::pair<std::string_view, std::string_view> kPresets[] = {
@@ -63,86 +37,13 @@ constexpr std::pair<std::string_view, std::string_view> kPresets[] = {
      R"("max_position_embeddings":1024})"},
 };
 
-ModelRecord from_row(const store::Row& r) {
-  auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
-  ModelRecord m{r.text(0), r.text(1), r.text(2), r.text(3), r.integer(4), r.integer(5),
-                r.integer(6), text(7), text(8), text(9), {}, r.text(10), text(11),
-                r.integer(12)};
-  if (!r.is_null(13)) {
-    // Written by register_custom: an object of file name -> file id.
-    boost::system::error_code ec;
-    const json::value extra = json::parse(r.text(13), ec);
-    if (!ec && extra.is_object()) {
-      for (const auto& [name, id] : extra.as_object()) {
-        if (id.is_string()) m.extra_files.emplace_back(std::string(name), std::string(id.as_string()));
-      }
-    }
-  }
-  return m;
-}
-
-std::optional<std::string> extra_files_json(const ModelRecord& m) {
-  if (m.extra_files.empty()) return std::nullopt;
-  json::object o;
-  for (const auto& [name, id] : m.extra_files) o[name] = id;
-  return json::serialize(o);
-}
-
-json::object model_json(const ModelRecord& m) {
-  json::object o{{"id", m.id},
-                 {"object", "model"},
-                 {"created", m.created_at},
-                 {"owned_by", m.tenant.empty() ? std::string("macrohard") : m.tenant},
-                 {"kind", m.kind},
-                 {"family", m.family},
-                 {"parameters", m.parameters},
-                 {"context_length", m.context_length},
-                 {"vocab_size", m.vocab_size}};
-  if (m.kind == "custom") {
-    json::object files{{"config.json", m.config_file},
-                       {sharded(m) ? kWeightsIndex : kWeights, m.weights_file},
-                       {"tokenizer.json", m.tokenizer_file}};
-    for (const auto& [name, id] : m.extra_files) files[name] = id;
-    o["files"] = std::move(files);
-  } else if (m.kind == "fine-tune") {
-    o["fine_tuning_job"] = m.job_id;
-  } else {
-    o["trains_from_scratch"] = m.kind == "preset";
-  }
-  return o;
-}
-
-Status insert_model(store::Database& db, const ModelRecord& m) {
-  return db.write([&](store::Session& s) -> Status {
-    return s
-        .exec(fmt::format(
-                  "INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  kColumns),
-              {m.id, m.tenant, m.kind, m.family, m.parameters, m.context_length, m.vocab_size,
-               store::text_or_null(m.config_file), store::text_or_null(m.weights_file),
-               store::text_or_null(m.tokenizer_file), m.directory, store::text_or_null(m.job_id),
-               m.created_at, store::text_or_null(extra_files_json(m).value_or(""))})
-        .status();
-  });
-}
-
-bool valid_name(std::string_view name) {
-  if (name.empty() || name.size() > 64 || name.front() == '.' || name.front() == '-') return false;
-  for (char c : name) {
-    const bool ok =
-        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
-Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
+Result<ModelRecord> Models::register_custom(std::string_view tenant_view,
                                                 const json::object& body) {
   const std::string tenant(tenant_view);
-  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
-  MH_TRY(entitlements_.check(tenant, "custom_models", now));
+  MH_ASSIGN_OR_RETURN(int64_t now, context_.clock.now());
+  MH_TRY(context_.entitlements.check(tenant, "custom_models", now));
 
   const json::value* name_v = body.if_contains("name");
   if (name_v == nullptr || !name_v->is_string() || !valid_name(name_v->as_string())) {
@@ -289,7 +190,7 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
                ? invalid_argument(summary.status().message(), "files")
                : summary.status();
   }
-  if (Status allowed = check_model_params(entitlements_, tenant, summary->parameters);
+  if (Status allowed = check_model_params(context_.entitlements, tenant, summary->parameters);
       !allowed.ok()) {
     discard();
     return allowed;
@@ -304,7 +205,7 @@ Result<ModelRecord> ModelStore::register_custom(std::string_view tenant_view,
     discard();
     return internal_error(fmt::format("placing {}: {}", final_dir.string(), ec.message()));
   }
-  Status recorded = insert_model(db_, m);
+  Status recorded = store_.insert(m);
   if (!recorded.ok()) {
     fs::remove_all(final_dir, ec);
     return recorded;
@@ -362,7 +263,7 @@ Result<ModelRecord> describe_base(const fs::path& dir, const std::string& name) 
 
 }  // namespace
 
-Status ModelStore::load_catalogue() {
+Status Models::load_catalogue() {
   std::error_code ec;
   fs::create_directories(catalogue_root_, ec);
   if (ec) {
@@ -395,7 +296,7 @@ Status ModelStore::load_catalogue() {
   return {};
 }
 
-Result<ModelRecord> ModelStore::publish_base(const std::string& name, const fs::path& source) {
+Result<ModelRecord> Models::publish_base(const std::string& name, const fs::path& source) {
   std::lock_guard lock(publish_mutex_);
   const fs::path target = catalogue_root_ / name;
   std::error_code ec;
@@ -446,23 +347,16 @@ Result<ModelRecord> ModelStore::publish_base(const std::string& name, const fs::
   return m;
 }
 
-std::vector<ModelRecord> ModelStore::base_models() const { return *catalogue_.load(); }
+std::vector<ModelRecord> Models::base_models() const { return *catalogue_.load(); }
 
-Result<ModelRecord> ModelStore::get(std::string_view tenant, std::string_view id) const {
+Result<ModelRecord> Models::get(std::string_view tenant, std::string_view id) const {
   for (const auto& m : *catalogue_.load()) {
     if (m.id == id) return m;
   }
-  ModelRecord m;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
-    tenants::TenantScope scope(s, std::string(tenant));
-    MH_ASSIGN_OR_RETURN(auto row, scope.get("models", kColumns, id, "model"));
-    m = from_row(row);
-    return {};
-  }));
-  return m;
+  return store_.get(tenant, id);
 }
 
-Result<std::vector<ModelRecord>> ModelStore::list(std::string_view tenant, std::string_view after,
+Result<std::vector<ModelRecord>> Models::list(std::string_view tenant, std::string_view after,
                                                   int64_t limit, bool* has_more) const {
   // The base models first, by name, then the tenant's own, oldest first.
   std::vector<ModelRecord> out;
@@ -485,55 +379,28 @@ Result<std::vector<ModelRecord>> ModelStore::list(std::string_view tenant, std::
     return out;
   }
   const std::string own_after = after_base ? std::string() : std::string(after);
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
-    tenants::TenantScope scope(s, std::string(tenant));
-    MH_ASSIGN_OR_RETURN(auto rows, scope.page("models", kColumns, own_after,
-                                              limit - static_cast<int64_t>(out.size()), has_more));
-    for (const auto& row : rows) out.push_back(from_row(row));
-    return {};
-  }));
+  MH_ASSIGN_OR_RETURN(auto own, store_.page(tenant, own_after,
+                                            limit - static_cast<int64_t>(out.size()), has_more));
+  for (ModelRecord& m : own) out.push_back(std::move(m));
   return out;
 }
 
-Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view id) {
+Result<ModelRecord> Models::remove(std::string_view tenant, std::string_view id) {
   for (const auto& base : *catalogue_.load()) {
     if (base.id == id) {
       return permission_denied(
           fmt::format("'{}' is one of the platform's base models; only staff remove those", id));
     }
   }
-  ModelRecord m;
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    tenants::TenantScope scope(s, std::string(tenant));
-    MH_ASSIGN_OR_RETURN(auto row, scope.get("models", kColumns, id, "model"));
-    m = from_row(row);
-    // What would fail without it: a deployment serving it, a job that will train it.
-    MH_ASSIGN_OR_RETURN(auto serving, s.query("SELECT id FROM deployments WHERE tenant_id = ? AND "
-                                              "model = ? LIMIT 1",
-                                              {m.tenant, m.id}));
-    if (!serving.empty()) {
-      return conflict(fmt::format("deployment '{}' serves model '{}'; delete the deployment first",
-                                  serving[0].text(0), m.id));
-    }
-    MH_ASSIGN_OR_RETURN(auto training,
-                        s.query("SELECT id FROM fine_tuning_jobs WHERE tenant_id = ? AND model = ? "
-                                "AND status IN ('validating_files', 'queued', 'running') LIMIT 1",
-                                {m.tenant, m.id}));
-    if (!training.empty()) {
-      return conflict(fmt::format("fine-tuning job '{}' trains model '{}'; cancel it or let it "
-                                  "end first",
-                                  training[0].text(0), m.id));
-    }
-    return s.exec("DELETE FROM models WHERE id = ? AND tenant_id = ?", {m.id, m.tenant}).status();
-  }));
+  MH_ASSIGN_OR_RETURN(ModelRecord m, store_.remove(tenant, id));
   std::error_code ec;
   fs::remove_all(m.directory, ec);
   return m;
 }
 
-Result<ModelRecord> ModelStore::record_fine_tune(const std::string& tenant, const std::string& id,
+Result<ModelRecord> Models::record_fine_tune(const std::string& tenant, const std::string& id,
                                                  const fs::path& dir, const std::string& job_id) {
-  MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
+  MH_ASSIGN_OR_RETURN(int64_t now, context_.clock.now());
   auto summary = inspect(dir);
   if (!summary.ok()) return internal_error("the trained model: " + summary.status().message());
   ModelRecord m;
@@ -547,17 +414,17 @@ Result<ModelRecord> ModelStore::record_fine_tune(const std::string& tenant, cons
   m.directory = dir.string();
   m.job_id = job_id;
   m.created_at = now;
-  MH_TRY(insert_model(db_, m));
+  MH_TRY(store_.insert(m));
   return m;
 }
 
-void ModelStore::inspect_with(fs::path worker, executor::Sandbox sandbox, fs::path scratch) {
+void Models::inspect_with(fs::path worker, executor::Sandbox sandbox, fs::path scratch) {
   worker_ = std::move(worker);
   sandbox_ = std::move(sandbox);
   scratch_ = std::move(scratch);
 }
 
-Result<ModelStore::Inspected> ModelStore::inspect(const fs::path& dir) const {
+Result<Models::Inspected> Models::inspect(const fs::path& dir) const {
   if (worker_.empty()) return internal_error("model inspection is not configured");
   // Memory for the largest weights file (the worker maps each in turn) and the parse beside it.
   uint64_t largest = 0;
@@ -629,59 +496,6 @@ Result<ModelStore::Inspected> ModelStore::inspect(const fs::path& dir) const {
     return internal_error("mh-worker inspect printed an incomplete summary");
   }
   return out;
-}
-
-void add_model_routes(Router& router, ModelStore& models) {
-  using tenants::Permission;
-  router.add("GET", "/v1/models", Access::tenant(Permission::kRead), [&models](Request& request) {
-    auto page = parse_page(request, 20, 1000);
-    if (!page.ok()) return Response::error(page.status());
-    bool has_more = false;
-    auto list = models.list(request.principal.tenant, page->after, page->limit, &has_more);
-    if (!list.ok()) return Response::error(list.status());
-    json::array data;
-    for (const auto& m : *list) data.push_back(model_json(m));
-    return list_response(std::move(data), has_more);
-  });
-  router.add("POST", "/v1/models", Access::tenant(Permission::kWrite), [&models](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    auto m = models.register_custom(request.principal.tenant, *body);
-    if (!m.ok()) return Response::error(m.status());
-    return Response::json(201, model_json(*m));
-  });
-  router.add("GET", "/v1/models/{id}", Access::tenant(Permission::kRead),
-             [&models](Request& request) {
-               auto m = models.get(request.principal.tenant, request.param("id"));
-               if (!m.ok()) return Response::error(m.status());
-               return Response::json(200, model_json(*m));
-             });
-  router.add("GET", "/v1/admin/base-models", Access::kAdmin, [&models](Request&) {
-    json::array data;
-    for (const auto& m : models.base_models()) data.push_back(model_json(m));
-    return list_response(std::move(data), false);
-  });
-  router.add("POST", "/v1/admin/base-models", Access::kAdmin, [&models](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    const json::value* name = body->if_contains("name");
-    const json::value* dir = body->if_contains("directory");
-    if (name == nullptr || !name->is_string() || dir == nullptr || !dir->is_string()) {
-      return Response::error(invalid_argument(
-          "send {\"name\": \"…\", \"directory\": \"<a directory on the platform's host>\"}"));
-    }
-    auto m = models.publish_base(std::string(name->as_string()),
-                                 fs::path(std::string(dir->as_string())));
-    if (!m.ok()) return Response::error(m.status());
-    return Response::json(201, model_json(*m));
-  });
-  router.add("DELETE", "/v1/models/{id}", Access::tenant(Permission::kWrite),
-             [&models](Request& request) {
-               auto m = models.remove(request.principal.tenant, request.param("id"));
-               if (!m.ok()) return Response::error(m.status());
-               return Response::json(
-                   200, json::object{{"id", m->id}, {"object", "model"}, {"deleted", true}});
-             });
 }
 
 }  // namespace mh::api

@@ -1,30 +1,16 @@
-#include "platform/api/pools.h"
+#include "platform/api/pools/service.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <bit>
-#include <boost/json.hpp>
 #include <limits>
-
-#include "platform/api/admission.h"
-#include "tenants/roles.h"
-#include "tenants/tenant_scope.h"
 
 namespace mh::api {
 
-namespace json = boost::json;
-
-namespace {
-}  // namespace
-
-Pools::Pools(store::Database& db, const licensing::Entitlements& entitlements,
-             LicenceWatch& watch, licensing::TrustedClock& clock, std::vector<PoolConfig> pools,
-             scheduler::Options options)
-    : db_(db),
-      entitlements_(entitlements),
-      watch_(watch),
-      clock_(clock),
+Pools::Pools(const Context& context, std::vector<PoolConfig> pools, scheduler::Options options)
+    : context_(context),
+      store_(context.db),
       pools_(pools.begin(), pools.end()),
       scheduler_(options) {
   for (auto& p : pools_) {
@@ -79,15 +65,10 @@ Status Pools::start() {
 }
 
 Status Pools::read_quotas() {
-  return db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT tenant_id, pool, nominal, borrowing_limit, "
-                                           "weight FROM tenant_quotas"));
-    std::lock_guard lock(mutex_);
-    for (const auto& r : rows) {
-      quotas_[{r.text(0), r.text(1)}] = {r.integer(2), r.integer(3), std::get<double>(r.value(4))};
-    }
-    return {};
-  });
+  MH_ASSIGN_OR_RETURN(const auto quotas, store_.quotas());
+  std::lock_guard lock(mutex_);
+  for (const auto& q : quotas) quotas_[{q.tenant, q.pool}] = q.quota;
+  return {};
 }
 
 bool Pools::has_pool(std::string_view pool) const {
@@ -176,7 +157,7 @@ void Pools::finish(const std::string& job) {
     std::lock_guard lock(mutex_);
     auto it = job_ids_.find(job);
     if (it == job_ids_.end()) return;
-    auto now = clock_.now();
+    auto now = context_.clock.now();
     scheduler_.finish(it->second, now.ok() ? *now : 0);
     job_names_.erase(it->second);
     job_pool_.erase(it->second);
@@ -193,7 +174,7 @@ void Pools::requeue(const std::string& job) {
     std::lock_guard lock(mutex_);
     auto it = job_ids_.find(job);
     if (it == job_ids_.end()) return;
-    auto now = clock_.now();
+    auto now = context_.clock.now();
     scheduler_.requeue(it->second, now.ok() ? *now : 0);
     poked_ = true;
   }
@@ -201,7 +182,7 @@ void Pools::requeue(const std::string& job) {
 }
 
 void Pools::pass() {
-  auto now = clock_.now();
+  auto now = context_.clock.now();
   const int64_t t = now.ok() ? *now : 0;
   std::vector<std::pair<std::function<void(Allocation)>, Allocation>> admitted;
   std::vector<std::function<void()>> preempted;
@@ -213,8 +194,8 @@ void Pools::pass() {
     for (const auto& [name, id] : tenants_) {
       scheduler::TenantSpec spec{name, name.empty() ? std::numeric_limits<int64_t>::max() : 0, ""};
       if (!name.empty()) {
-        spec.held = watch_.held(name);
-        if (auto e = entitlements_.find(name); e && spec.held.empty()) {
+        spec.held = context_.watch.held(name);
+        if (auto e = context_.entitlements.find(name); e && spec.held.empty()) {
           spec.max_devices = e->license.terms.limits.max_gpus;
         }
       }
@@ -268,18 +249,7 @@ Status Pools::set_quota(const std::string& tenant, const std::string& pool,
   if (quota.nominal < 0 || quota.borrowing_limit < 0 || !(quota.weight > 0)) {
     return invalid_argument("nominal and borrowing_limit must be >= 0 and weight > 0");
   }
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto known, s.query("SELECT 1 FROM tenants WHERE id = ?", {tenant}));
-    if (known.empty()) return not_found(fmt::format("tenant '{}' not found", tenant));
-    return s
-        .exec(
-            "INSERT INTO tenant_quotas (tenant_id, pool, nominal, borrowing_limit, weight) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, pool) DO UPDATE SET nominal = "
-            "excluded.nominal, borrowing_limit = excluded.borrowing_limit, weight = "
-            "excluded.weight",
-            {tenant, pool, quota.nominal, quota.borrowing_limit, quota.weight})
-        .status();
-  }));
+  MH_TRY(store_.put_quota(tenant, pool, quota));
   std::lock_guard lock(mutex_);
   quotas_[{tenant, pool}] = quota;
   const scheduler::TenantId id = tenant_id(tenant);
@@ -308,27 +278,7 @@ Status Pools::validate(const PoolConfig& pool) const {
 }
 
 Status Pools::read_pools() {
-  std::vector<PoolConfig> added;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows, s.query("SELECT spec FROM pools ORDER BY rowid"));
-    for (const auto& r : rows) {
-      boost::system::error_code ec;
-      json::value v = json::parse(r.text(0), ec);
-      if (ec || !v.is_object()) return internal_error("a stored pool does not parse");
-      const json::object& o = v.as_object();
-      PoolConfig p;
-      p.name = std::string(o.at("name").as_string());
-      p.gpus = p.slurm = true;
-      p.slurm_options.partition = std::string(o.at("partition").as_string());
-      for (const auto& n : o.at("nodes").as_array()) {
-        p.nodes.push_back({std::string(n.at("name").as_string()),
-                           static_cast<int32_t>(n.at("devices").as_int64()),
-                           static_cast<int32_t>(n.at("nvlink_domain").as_int64())});
-      }
-      added.push_back(std::move(p));
-    }
-    return {};
-  }));
+  MH_ASSIGN_OR_RETURN(std::vector<PoolConfig> added, store_.added_pools());
   std::lock_guard lock(mutex_);
   for (auto& p : added) {
     if (!validate(p).ok()) continue;  // a configured pool of the same name wins
@@ -347,15 +297,7 @@ Status Pools::add_slurm_pool(const PoolConfig& given) {
     std::lock_guard lock(mutex_);
     MH_TRY(validate(pool));
   }
-  json::array nodes;
-  for (const auto& n : pool.nodes) {
-    nodes.push_back({{"name", n.name}, {"devices", n.devices}, {"nvlink_domain", n.domain}});
-  }
-  const std::string spec = json::serialize(json::object{
-      {"name", pool.name}, {"partition", pool.slurm_options.partition}, {"nodes", nodes}});
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s.exec("INSERT INTO pools (name, spec) VALUES (?, ?)", {pool.name, spec}).status();
-  }));
+  MH_TRY(store_.add_pool(pool));
   std::lock_guard lock(mutex_);
   pool.slurm_options.env = slurm_env_;
   give_launcher(pool);
@@ -397,136 +339,40 @@ Status Pools::set_draining(const std::string& pool, const std::string& node, boo
   return {};
 }
 
-json::object Pools::describe_pools() const {
+std::vector<PoolView> Pools::pools() const {
   std::lock_guard lock(mutex_);
-  json::array data;
+  std::vector<PoolView> out;
   for (size_t p = 0; p < pools_.size(); ++p) {
-    json::array nodes;
-    for (const auto& n : pools_[p].nodes) {
-      nodes.push_back({{"name", n.name},
-                       {"devices", n.devices},
-                       {"nvlink_domain", n.domain},
-                       {"draining", scheduler_.draining(static_cast<int32_t>(p),
-                                                        static_cast<scheduler::NodeId>(
-                                                            &n - pools_[p].nodes.data()))}});
+    const auto index = static_cast<int32_t>(p);
+    PoolView view{pools_[p].name, pools_[p].gpus, scheduler_.total_devices(index),
+                  scheduler_.free_devices(index), {}};
+    for (size_t n = 0; n < pools_[p].nodes.size(); ++n) {
+      const auto& node = pools_[p].nodes[n];
+      view.nodes.push_back({node.name, node.devices, node.domain,
+                            scheduler_.draining(index, static_cast<scheduler::NodeId>(n))});
     }
-    data.push_back({{"object", "pool"},
-                    {"name", pools_[p].name},
-                    {"kind", pools_[p].gpus ? "gpu" : "cpu"},
-                    {"devices", scheduler_.total_devices(static_cast<int32_t>(p))},
-                    {"free", scheduler_.free_devices(static_cast<int32_t>(p))},
-                    {"nodes", std::move(nodes)}});
+    out.push_back(std::move(view));
   }
-  return {{"object", "list"}, {"data", std::move(data)}};
+  return out;
 }
 
-json::object Pools::describe_quotas(const std::string& tenant) const {
+std::vector<QuotaView> Pools::quotas(const std::string& tenant) const {
   std::lock_guard lock(mutex_);
-  json::array data;
+  std::vector<QuotaView> out;
   auto known = tenants_.find(tenant);
   for (size_t p = 0; p < pools_.size(); ++p) {
-    const scheduler::Quota q = quota_of(tenant, p);
+    const auto index = static_cast<int32_t>(p);
     int64_t queued = 0;
     for (const auto& [job, owner] : job_tenants_) {
       if (owner == tenant && scheduler_.state(job_ids_.at(job)) == scheduler::JobState::kPending) {
         ++queued;
       }
     }
-    data.push_back(
-        {{"pool", pools_[p].name},
-         {"nominal", q.nominal},
-         {"borrowing_limit", q.borrowing_limit},
-         {"weight", q.weight},
-         {"in_use",
-          known == tenants_.end() ? 0 : scheduler_.in_use(known->second, static_cast<int32_t>(p))},
-         {"queued", queued},
-         {"pool_devices", scheduler_.total_devices(static_cast<int32_t>(p))},
-         {"pool_free", scheduler_.free_devices(static_cast<int32_t>(p))}});
+    out.push_back({pools_[p].name, quota_of(tenant, p),
+                   known == tenants_.end() ? 0 : scheduler_.in_use(known->second, index), queued,
+                   scheduler_.total_devices(index), scheduler_.free_devices(index)});
   }
-  return {{"object", "list"}, {"data", std::move(data)}};
-}
-
-void add_pool_routes(Router& router, Pools& pools) {
-  router.add("GET", "/v1/admin/pools", Access::kAdmin,
-             [&pools](Request&) { return Response::json(200, pools.describe_pools()); });
-  router.add("PUT", "/v1/admin/tenants/{id}/quotas/{pool}", Access::kAdmin,
-             [&pools](Request& request) {
-               auto body = parse_json_object(request);
-               if (!body.ok()) return Response::error(body.status());
-               auto number = [&](const char* key, double fallback) -> std::optional<double> {
-                 const json::value* v = body->if_contains(key);
-                 if (v == nullptr) return fallback;
-                 if (!v->is_number()) return std::nullopt;
-                 return v->to_number<double>();
-               };
-               auto nominal = number("nominal", 0), borrowing = number("borrowing_limit", 0),
-                    weight = number("weight", 1);
-               if (!nominal || !borrowing || !weight) {
-                 return Response::error(
-                     invalid_argument("nominal, borrowing_limit and weight must be numbers"));
-               }
-               Status s = pools.set_quota(
-                   std::string(request.param("id")), std::string(request.param("pool")),
-                   {static_cast<int64_t>(*nominal), static_cast<int64_t>(*borrowing), *weight});
-               if (!s.ok()) return Response::error(s);
-               return Response::json(200, pools.describe_quotas(std::string(request.param("id"))));
-             });
-  router.add("POST", "/v1/admin/pools", Access::kAdmin, [&pools](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    const json::value* name = body->if_contains("name");
-    const json::value* executor = body->if_contains("executor");
-    const json::value* nodes = body->if_contains("nodes");
-    if (name == nullptr || !name->is_string() || nodes == nullptr || !nodes->is_array()) {
-      return Response::error(
-          invalid_argument("send {\"name\", \"executor\": \"slurm\", \"partition\"?, \"nodes\": "
-                           "[{\"name\", \"devices\", \"nvlink_domain\"?}]}"));
-    }
-    if (executor == nullptr || !executor->is_string() || executor->as_string() != "slurm") {
-      return Response::error(invalid_argument(
-          "pools added here run through Slurm: \"executor\": \"slurm\"", "executor"));
-    }
-    PoolConfig pool;
-    pool.name = std::string(name->as_string());
-    if (const json::value* part = body->if_contains("partition"); part && part->is_string()) {
-      pool.slurm_options.partition = std::string(part->as_string());
-    }
-    for (const auto& n : nodes->as_array()) {
-      const json::object* o = n.if_object();
-      const json::value* node = o ? o->if_contains("name") : nullptr;
-      const json::value* devices = o ? o->if_contains("devices") : nullptr;
-      const json::value* domain = o ? o->if_contains("nvlink_domain") : nullptr;
-      if (node == nullptr || !node->is_string() || devices == nullptr || !devices->is_int64() ||
-          (domain != nullptr && !domain->is_int64())) {
-        return Response::error(
-            invalid_argument("each node is {\"name\", \"devices\", \"nvlink_domain\"?}", "nodes"));
-      }
-      pool.nodes.push_back({std::string(node->as_string()),
-                            static_cast<int32_t>(devices->as_int64()),
-                            domain ? static_cast<int32_t>(domain->as_int64())
-                                   : static_cast<int32_t>(pool.nodes.size())});
-    }
-    if (Status s = pools.add_slurm_pool(pool); !s.ok()) return Response::error(s);
-    return Response::json(201, pools.describe_pools());
-  });
-  router.add("POST", "/v1/admin/pools/{pool}/nodes/{node}/drain", Access::kAdmin,
-             [&pools](Request& request) {
-               auto body = parse_json_object(request);
-               if (!body.ok()) return Response::error(body.status());
-               const json::value* v = body->if_contains("draining");
-               if (v == nullptr || !v->is_bool()) {
-                 return Response::error(
-                     invalid_argument("send {\"draining\": true} or false", "draining"));
-               }
-               Status s = pools.set_draining(std::string(request.param("pool")),
-                                             std::string(request.param("node")), v->as_bool());
-               if (!s.ok()) return Response::error(s);
-               return Response::json(200, pools.describe_pools());
-             });
-  router.add("GET", "/v1/quotas", Access::tenant(tenants::Permission::kRead),
-             [&pools](Request& request) {
-               return Response::json(200, pools.describe_quotas(request.principal.tenant));
-             });
+  return out;
 }
 
 }  // namespace mh::api

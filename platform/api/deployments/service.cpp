@@ -1,4 +1,4 @@
-#include "platform/api/deployments.h"
+#include "platform/api/deployments/service.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -6,15 +6,12 @@
 #include <boost/json.hpp>
 #include <thread>
 
-#include "platform/api/deployment_runtime.h"
+#include "platform/api/deployments/runtime.h"
 #include "platform/base/crypto.h"
-#include "platform/base/enum_names.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/executor/launcher.h"
 #include "platform/executor/worker_contract.h"
-#include "tenants/roles.h"
-#include "tenants/tenant_scope.h"
 
 namespace mh::api {
 
@@ -24,12 +21,7 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::string_view kColumns =
-    "id, tenant_id, model, pool, replicas, devices_per_replica, status, error, created_at, "
-    "updated_at";
 constexpr std::string_view kDefaultPool = "default";
-constexpr int64_t kMaxReplicas = 64;
-constexpr int64_t kMaxDevicesPerReplica = 8;
 constexpr auto kTick = std::chrono::milliseconds(200);
 constexpr auto kFlushEvery = std::chrono::seconds(5);
 // Between two flushes, what is pending is accrued beside the ledger this often: the most a
@@ -44,71 +36,27 @@ constexpr auto kUsageWindow = std::chrono::minutes(30);
 constexpr auto kStopGrace = std::chrono::seconds(5);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
-DeploymentRecord from_row(const store::Row& r) {
-  DeploymentRecord d;
-  d.id = r.text(0);
-  d.tenant = r.is_null(1) ? std::string() : r.text(1);  // NULL: staff's, for every tenant
-  d.model = r.text(2);
-  d.pool = r.text(3);
-  d.replicas = r.integer(4);
-  d.devices_per_replica = r.integer(5);
-  // A name the store holds that is no status (written by a newer daemon): starting, which
-  // the supervisor corrects at its first tick.
-  d.status = parse_deployment_status(r.text(6)).value_or(DeploymentStatus::kStarting);
-  d.error = r.is_null(7) ? std::string() : r.text(7);
-  d.created_at = r.integer(8);
-  d.updated_at = r.integer(9);
-  return d;
-}
-
-Result<int64_t> replicas_field(const json::object& body, int64_t fallback, int64_t lo) {
-  const json::value* v = body.if_contains("replicas");
-  if (v == nullptr || v->is_null()) return fallback;
-  if (!v->is_int64() || v->as_int64() < lo || v->as_int64() > kMaxReplicas) {
-    return invalid_argument(
-        fmt::format("\"replicas\" must be an integer in [{}, {}]", lo, kMaxReplicas), "replicas");
-  }
-  return v->as_int64();
-}
-
 // A local worker's pid, for operators (null for a worker elsewhere).
-json::value pid_of(const executor::Worker* w) {
-  if (w == nullptr) return nullptr;
+std::optional<int64_t> pid_of(const executor::Worker* w) {
+  if (w == nullptr) return std::nullopt;
   const std::string handle = w->handle();
-  if (!handle.starts_with("pid:")) return nullptr;
+  if (!handle.starts_with("pid:")) return std::nullopt;
   return std::atoll(handle.c_str() + 4);
 }
 
 }  // namespace
 
-namespace {
-constexpr EnumNames<DeploymentStatus, 5> kStatusNames(
-    {"starting", "ready", "stopped", "failed", "deleted"});
-constexpr EnumNames<ReplicaState, 6> kStateNames(
-    {"pending", "starting", "ready", "restarting", "failed", "stopped"});
-}  // namespace
-
-std::string_view status_name(DeploymentStatus status) { return kStatusNames.name(status); }
-
-std::optional<DeploymentStatus> parse_deployment_status(std::string_view name) {
-  return kStatusNames.parse(name);
-}
-
-std::string_view state_name(ReplicaState state) { return kStateNames.name(state); }
-
-Deployments::Deployments(store::Database& db, ModelStore& models,
-                         const licensing::Entitlements& entitlements, tenants::UsageLedger& ledger,
-                         DeviceHoldings& holdings, LicenceWatch& watch, Pools& pools,
-                         licensing::TrustedClock& clock, boost::asio::io_context& io,
-                         DeploymentOptions options)
-    : db_(db),
+Deployments::Deployments(const Context& context, Models& models, Pools& pools,
+                         boost::asio::io_context& io, DeploymentOptions options)
+    : context_(context),
+      store_(context.db),
       models_(models),
-      entitlements_(entitlements),
-      ledger_(ledger),
-      holdings_(holdings),
-      watch_(watch),
+      entitlements_(context.entitlements),
+      ledger_(context.usage),
+      holdings_(context.holdings),
+      watch_(context.watch),
       pools_(pools),
-      clock_(clock),
+      clock_(context.clock),
       options_(std::move(options)),
       io_(io) {}
 
@@ -146,14 +94,7 @@ Deployments::~Deployments() {
 }
 
 Status Deployments::start() {
-  std::vector<DeploymentRecord> all;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(
-        auto rows,
-        s.query(fmt::format("SELECT {} FROM deployments ORDER BY created_at, id", kColumns)));
-    for (const auto& r : rows) all.push_back(from_row(r));
-    return {};
-  }));
+  MH_ASSIGN_OR_RETURN(std::vector<DeploymentRecord> all, store_.all());
   {
     std::lock_guard lock(mutex_);
     for (auto& d : all) {
@@ -209,8 +150,9 @@ void Deployments::bill_stopped_replica(const DeploymentRecord& d, const std::str
   if (!billed.ok()) spdlog::error("deployment {}: usage not recorded: {}", d.id, billed.message());
 }
 
-Status Deployments::admit(store::Session& s, const std::string& tenant,
-                          const DeploymentRecord& wanted, const std::string& replacing) const {
+Status Deployments::admit(const std::string& tenant, const DeploymentRecord& wanted,
+                          const std::string& replacing,
+                          const std::function<Result<int64_t>()>& serving) const {
   MH_ASSIGN_OR_RETURN(int64_t now, clock_.now());
   // Several devices for one replica is multi-GPU work, licensed as a job's ranks are.
   if (wanted.devices_per_replica > 1) MH_TRY(entitlements_.check(tenant, "multi_gpu", now));
@@ -219,10 +161,7 @@ Status Deployments::admit(store::Session& s, const std::string& tenant,
   // max_deployments counts the deployments that serve (replicas > 0): one scaled to zero holds
   // nothing and does not count until it is scaled up again.
   if (wanted.replicas == 0) return {};
-  MH_ASSIGN_OR_RETURN(auto row, s.query_one("SELECT COUNT(*) FROM deployments WHERE tenant_id = ? "
-                                            "AND replicas > 0 AND id <> ?",
-                                            {tenant, replacing}, "count"));
-  const int64_t deployments = row.integer(0);
+  MH_ASSIGN_OR_RETURN(const int64_t deployments, serving());
   const auto entitlement = entitlements_.find(tenant);
   const licensing::LicenseTerms& terms = entitlement->license.terms;
   if (deployments + 1 > terms.limits.max_deployments) {
@@ -240,29 +179,14 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
   d.id = "dep-" + secure_random_base64url(12);
   d.tenant = tenant;
   d.created_at = d.updated_at = now;
-  const json::value* model = body.if_contains("model");
-  if (model == nullptr || !model->is_string() || model->as_string().empty()) {
-    return invalid_argument("\"model\" must name one of your models", "model");
+  MH_ASSIGN_OR_RETURN(DeploymentRequest request, parse_deployment_request(body));
+  d.model = request.model;
+  d.replicas = request.replicas;
+  d.pool = request.pool.value_or(std::string(kDefaultPool));
+  if (request.pool && !pools_.has_pool(d.pool)) {
+    return not_found(fmt::format("pool '{}' does not exist", d.pool));
   }
-  d.model = std::string(model->as_string());
-  MH_ASSIGN_OR_RETURN(d.replicas, replicas_field(body, 1, 1));
-  d.pool = std::string(kDefaultPool);
-  if (const json::value* v = body.if_contains("pool"); v != nullptr && !v->is_null()) {
-    if (!v->is_string()) return invalid_argument("\"pool\" must be a pool's name", "pool");
-    d.pool = std::string(v->as_string());
-    if (!pools_.has_pool(d.pool)) {
-      return not_found(fmt::format("pool '{}' does not exist", d.pool));
-    }
-  }
-  if (const json::value* v = body.if_contains("devices_per_replica");
-      v != nullptr && !v->is_null()) {
-    if (!v->is_int64() || v->as_int64() < 1 || v->as_int64() > kMaxDevicesPerReplica) {
-      return invalid_argument(fmt::format("\"devices_per_replica\" must be an integer in [1, {}]",
-                                          kMaxDevicesPerReplica),
-                              "devices_per_replica");
-    }
-    d.devices_per_replica = v->as_int64();
-  }
+  d.devices_per_replica = request.devices_per_replica;
   MH_ASSIGN_OR_RETURN(ModelRecord served, models_.get(tenant, d.model));
   const bool shared = tenant.empty();
   if (shared && served.kind != "base") {
@@ -280,15 +204,8 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
   d.status = DeploymentStatus::kStarting;
   // The holdings change with the row, under the store's write lock, so the next admission sees
   // them; a failed commit gives them back.
-  const Status stored = db_.write([&](store::Session& s) -> Status {
-    if (!shared) MH_TRY(admit(s, tenant, d, ""));
-    MH_TRY(s.exec(fmt::format("INSERT INTO deployments ({}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, "
-                              "?, ?)",
-                              kColumns),
-                  {d.id, store::text_or_null(d.tenant), d.model, d.pool, d.replicas,
-                   d.devices_per_replica, std::string(status_name(d.status)), d.created_at,
-                   d.updated_at})
-               .status());
+  const Status stored = store_.insert(d, [&](const auto& serving) -> Status {
+    if (!shared) MH_TRY(admit(tenant, d, "", serving));
     holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
     return {};
   });
@@ -309,50 +226,13 @@ Result<DeploymentRecord> Deployments::create(const std::string& tenant, const js
 }
 
 Result<DeploymentRecord> Deployments::get(std::string_view tenant, std::string_view id) const {
-  DeploymentRecord d;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
-    if (tenant.empty()) {
-      MH_ASSIGN_OR_RETURN(auto rows, s.query(fmt::format("SELECT {} FROM deployments WHERE id = ? "
-                                                         "AND tenant_id IS NULL",
-                                                         kColumns),
-                                             {std::string(id)}));
-      if (rows.empty()) return not_found(fmt::format("deployment '{}' not found", id));
-      d = from_row(rows[0]);
-      return {};
-    }
-    tenants::TenantScope scope(s, std::string(tenant));
-    MH_ASSIGN_OR_RETURN(auto row, scope.get("deployments", kColumns, id, "deployment"));
-    d = from_row(row);
-    return {};
-  }));
-  return d;
+  return store_.get(tenant, id);
 }
 
 Result<std::vector<DeploymentRecord>> Deployments::list(std::string_view tenant,
                                                         std::string_view after, int64_t limit,
                                                         bool* has_more) const {
-  std::vector<DeploymentRecord> out;
-  MH_TRY(db_.read([&](store::Session& s) -> Status {
-    if (tenant.empty()) {  // staff's: every one, in the order they were made
-      MH_ASSIGN_OR_RETURN(
-          auto rows,
-          s.query(fmt::format("SELECT {} FROM deployments WHERE tenant_id IS NULL AND rowid > "
-                              "coalesce((SELECT rowid FROM deployments WHERE id = ?), 0) ORDER BY "
-                              "rowid LIMIT ?",
-                              kColumns),
-                  {std::string(after), limit + 1}));
-      *has_more = static_cast<int64_t>(rows.size()) > limit;
-      for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < limit; ++i) {
-        out.push_back(from_row(rows[i]));
-      }
-      return {};
-    }
-    tenants::TenantScope scope(s, std::string(tenant));
-    MH_ASSIGN_OR_RETURN(auto rows, scope.page("deployments", kColumns, after, limit, has_more));
-    for (const auto& r : rows) out.push_back(from_row(r));
-    return {};
-  }));
-  return out;
+  return store_.list(tenant, after, limit, has_more);
 }
 
 Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string_view id,
@@ -371,13 +251,9 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
     d.status = DeploymentStatus::kStarting;
     d.error.clear();
   }
-  const Status stored = db_.write([&](store::Session& s) -> Status {
-    if (replicas > scaled_from && !d.tenant.empty()) MH_TRY(admit(s, d.tenant, wanted, d.id));
-    MH_TRY(s.exec("UPDATE deployments SET replicas = ?, status = ?, error = ?, updated_at = ? "
-                  "WHERE id = ?",
-                  {d.replicas, std::string(status_name(d.status)), store::text_or_null(d.error),
-                   d.updated_at, d.id})
-               .status());
+  // The holdings change with the row, under the store's write lock (as in create()).
+  const Status stored = store_.update(d, [&](const auto& serving) -> Status {
+    if (replicas > scaled_from && !d.tenant.empty()) MH_TRY(admit(d.tenant, wanted, d.id, serving));
     holdings_.set(d.tenant, d.id, d.replicas * d.devices_per_replica);
     return {};
   });
@@ -404,9 +280,7 @@ Result<DeploymentRecord> Deployments::scale(std::string_view tenant, std::string
 
 Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::string_view id) {
   MH_ASSIGN_OR_RETURN(DeploymentRecord d, get(tenant, id));
-  MH_TRY(db_.write([&](store::Session& s) -> Status {
-    return s.exec("DELETE FROM deployments WHERE id = ?", {d.id}).status();
-  }));
+  MH_TRY(store_.remove(d.id));
   holdings_.set(d.tenant, d.id, 0);
   std::vector<std::unique_ptr<executor::Worker>> processes;
   std::vector<std::shared_ptr<Call>> queued;
@@ -431,53 +305,36 @@ Result<DeploymentRecord> Deployments::remove(std::string_view tenant, std::strin
   return d;
 }
 
-json::object Deployments::describe(const DeploymentRecord& d) const {
-  json::object o{{"object", "deployment"},
-                 {"id", d.id},
-                 {"owned_by", d.tenant.empty() ? std::string("macrohard") : d.tenant},
-                 {"model", d.model},
-                 {"pool", d.pool},
-                 {"replicas", d.replicas},
-                 {"devices_per_replica", d.devices_per_replica},
-                 {"status", status_name(d.status)},
-                 {"created_at", d.created_at},
-                 {"updated_at", d.updated_at},
-                 {"error", d.error.empty() ? json::value(nullptr) : json::value(d.error)}};
-  json::array replicas;
-  int64_t ready = 0;
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = live_.find(d.id); it != live_.end()) {
-      o["status"] = status_name(it->second->record.status);
-      o["error"] = it->second->record.error.empty() ? json::value(nullptr)
-                                                    : json::value(it->second->record.error);
-      int64_t queued = 0;
-      for (const auto& [t, q] : it->second->queues) queued += static_cast<int64_t>(q.size());
-      o["queued_requests"] = queued;
-      for (const auto& r : it->second->replicas) {
-        if (r->state == ReplicaState::kReady) ++ready;
-        json::object ro{
-            {"index", r->index},
-            {"state", state_name(r->state)},
-            {"pid", pid_of(r->process.get())},
-            {"worker", r->process ? json::value(r->process->handle()) : json::value(nullptr)},
-            {"restarts", r->restarts},
-            {"started_at", r->started_at},
-            {"in_flight", r->in_flight},
-            {"last_exit", r->last_exit.empty() ? json::value(nullptr) : json::value(r->last_exit)}};
-        ro["stats"] = r->stats;
-        if (r->state == ReplicaState::kPending) {
-          if (auto info = pools_.pending(replica_key(d.id, r->index))) {
-            ro["queue"] = {{"position", info->position}, {"reason", info->reason}};
-          }
-        }
-        replicas.push_back(std::move(ro));
+DeploymentView Deployments::view(const DeploymentRecord& d) const {
+  DeploymentView view;
+  view.record = d;
+  std::lock_guard lock(mutex_);
+  auto it = live_.find(d.id);
+  if (it == live_.end()) return view;
+  const Live& live = *it->second;
+  view.live = true;
+  view.record.status = live.record.status;
+  view.record.error = live.record.error;
+  for (const auto& [t, q] : live.queues) view.queued_requests += static_cast<int64_t>(q.size());
+  for (const auto& r : live.replicas) {
+    DeploymentView::Replica rv;
+    rv.index = r->index;
+    rv.state = r->state;
+    rv.pid = pid_of(r->process.get());
+    if (r->process) rv.worker = r->process->handle();
+    rv.restarts = r->restarts;
+    rv.started_at = r->started_at;
+    rv.in_flight = r->in_flight;
+    rv.last_exit = r->last_exit;
+    rv.stats = r->stats;
+    if (r->state == ReplicaState::kPending) {
+      if (auto info = pools_.pending(replica_key(d.id, r->index))) {
+        rv.queue.emplace(info->position, info->reason);
       }
     }
+    view.replicas.push_back(std::move(rv));
   }
-  o["ready_replicas"] = ready;
-  o["replica_status"] = std::move(replicas);
-  return o;
+  return view;
 }
 
 void Deployments::set_status(Live& live, DeploymentStatus status, const std::string& error) {
@@ -486,12 +343,7 @@ void Deployments::set_status(Live& live, DeploymentStatus status, const std::str
   live.record.error = error;
   spdlog::info("deployment {}: {}{}", live.record.id, status_name(status),
                error.empty() ? "" : ": " + error);
-  const Status saved = db_.write([&](store::Session& s) -> Status {
-    return s
-        .exec("UPDATE deployments SET status = ?, error = ? WHERE id = ?",
-              {std::string(status_name(status)), store::text_or_null(error), live.record.id})
-        .status();
-  });
+  const Status saved = store_.set_status(live.record.id, status, error);
   // Served from memory meanwhile; the supervisor's next call writes it again.
   live.status_unsaved = !saved.ok();
   if (!saved.ok()) {
@@ -830,29 +682,25 @@ void Deployments::accrue_usage() {
   }
   auto now = clock_.now();
   if (!now.ok() || pending.empty()) return;
-  Status written = db_.write([&](store::Session& s) -> Status {
-    return for_each_usage(pending, *now, [&s](const tenants::UsageRecord& r) {
-      return tenants::UsageLedger::accrue(s, r);
-    });
-  });
+  Status written = store_.write_usage(usage_records(pending, *now), true);
   if (!written.ok()) spdlog::warn("deployments: usage not accrued: {}", written.message());
 }
 
-Status Deployments::for_each_usage(
-    const std::map<std::pair<std::string, std::string>, Pending>& pending, int64_t at,
-    const std::function<Status(const tenants::UsageRecord&)>& f) {
+std::vector<tenants::UsageRecord> Deployments::usage_records(
+    const std::map<std::pair<std::string, std::string>, Pending>& pending, int64_t at) {
+  std::vector<tenants::UsageRecord> out;
   for (const auto& [key, p] : pending) {
     const auto& [tenant, deployment] = key;
-    auto one = [&](tenants::UsageDimension dim, double q) -> Status {
+    auto one = [&](tenants::UsageDimension dim, double q) {
       // A staff deployment's device time is the platform's own; its tokens are the callers'.
-      if (q <= 0 || tenant.empty()) return {};
-      return f({tenant, at, dim, q, "deployment", deployment});
+      if (q <= 0 || tenant.empty()) return;
+      out.push_back({tenant, at, dim, q, "deployment", deployment});
     };
-    MH_TRY(one(tenants::UsageDimension::kGpuSeconds, p.device_seconds));
-    MH_TRY(one(tenants::UsageDimension::kInputTokens, static_cast<double>(p.input_tokens)));
-    MH_TRY(one(tenants::UsageDimension::kOutputTokens, static_cast<double>(p.output_tokens)));
+    one(tenants::UsageDimension::kGpuSeconds, p.device_seconds);
+    one(tenants::UsageDimension::kInputTokens, static_cast<double>(p.input_tokens));
+    one(tenants::UsageDimension::kOutputTokens, static_cast<double>(p.output_tokens));
   }
-  return {};
+  return out;
 }
 
 void Deployments::flush_usage() {
@@ -864,11 +712,7 @@ void Deployments::flush_usage() {
   }
   auto now = clock_.now();
   if (!now.ok()) return;
-  Status written = db_.write([&](store::Session& s) -> Status {
-    return for_each_usage(pending, *now, [&s](const tenants::UsageRecord& r) {
-      return tenants::UsageLedger::record(s, r);
-    });
-  });
+  Status written = store_.write_usage(usage_records(pending, *now), false);
   if (!written.ok()) {
     spdlog::error("deployments: usage not recorded, kept for the next try: {}", written.message());
     std::lock_guard lock(mutex_);
@@ -879,70 +723,6 @@ void Deployments::flush_usage() {
       q.output_tokens += p.output_tokens;
     }
   }
-}
-
-namespace {
-
-// The deployment routes under `prefix`, for the deployments of whoever `owner` names: the
-// caller's tenant (/v1/deployments), or "" for staff's (/v1/admin/deployments).
-void add_crud_routes(Router& router, Deployments& deployments, const std::string& prefix,
-                     Access read, Access write, std::string (*owner)(const Request&)) {
-  router.add("POST", prefix, write, [&deployments, owner](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    auto d = deployments.create(owner(request), *body);
-    if (!d.ok()) return Response::error(d.status());
-    return Response::json(200, deployments.describe(*d));
-  });
-  router.add("GET", prefix, read, [&deployments, owner](Request& request) {
-    auto page = parse_page(request, 20, 100);
-    if (!page.ok()) return Response::error(page.status());
-    bool has_more = false;
-    auto list = deployments.list(owner(request), page->after, page->limit, &has_more);
-    if (!list.ok()) return Response::error(list.status());
-    json::array data;
-    for (const auto& d : *list) data.push_back(deployments.describe(d));
-    return list_response(std::move(data), has_more);
-  });
-  router.add("GET", prefix + "/{id}", read, [&deployments, owner](Request& request) {
-    auto d = deployments.get(owner(request), request.param("id"));
-    if (!d.ok()) return Response::error(d.status());
-    return Response::json(200, deployments.describe(*d));
-  });
-  router.add("PATCH", prefix + "/{id}", write, [&deployments, owner](Request& request) {
-    auto body = parse_json_object(request);
-    if (!body.ok()) return Response::error(body.status());
-    if (!body->contains("replicas")) {
-      return Response::error(invalid_argument("send {\"replicas\": n} to scale", "replicas"));
-    }
-    auto n = replicas_field(*body, 0, 0);
-    if (!n.ok()) return Response::error(n.status());
-    auto d = deployments.scale(owner(request), request.param("id"), *n);
-    if (!d.ok()) return Response::error(d.status());
-    return Response::json(200, deployments.describe(*d));
-  });
-  router.add("DELETE", prefix + "/{id}", write, [&deployments, owner](Request& request) {
-    auto d = deployments.remove(owner(request), request.param("id"));
-    if (!d.ok()) return Response::error(d.status());
-    return Response::json(200,
-                          json::object{{"id", d->id}, {"object", "deployment"}, {"deleted", true}});
-  });
-}
-
-}  // namespace
-
-void add_deployment_routes(Router& router, Deployments& deployments) {
-  using tenants::Permission;
-  add_crud_routes(router, deployments, "/v1/deployments", Access::tenant(Permission::kRead),
-                  Access::tenant(Permission::kWrite),
-                  [](const Request& r) { return r.principal.tenant; });
-  // Staff deployments of base models, which every tenant may call.
-  add_crud_routes(router, deployments, "/v1/admin/deployments", Access::kAdmin, Access::kAdmin,
-                  [](const Request&) { return std::string(); });
-  router.add("POST", "/v1/completions", Access::tenant(Permission::kInfer),
-             [&deployments](Request& request) { return deployments.infer(request, false); });
-  router.add("POST", "/v1/chat/completions", Access::tenant(Permission::kInfer),
-             [&deployments](Request& request) { return deployments.infer(request, true); });
 }
 
 }  // namespace mh::api

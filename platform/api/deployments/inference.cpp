@@ -7,7 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
-#include "platform/api/deployment_runtime.h"
+#include "platform/api/deployments/runtime.h"
 #include "platform/http/async_client.h"
 
 namespace mh::api {

@@ -1,5 +1,7 @@
 // Deployments: a tenant's model served by replicas (mh-worker serve processes) on a pool, and
-// the OpenAI-compatible inference paths that reach them.
+// the OpenAI-compatible inference paths that reach them (records in deployment.h, SQL in
+// store.h, the wire format in protocol.h, the HTTP routes in routes.h; what the service keeps
+// in memory in runtime.h, the request path in inference.cpp).
 //
 //   POST/GET /v1/deployments, GET/PATCH/DELETE /v1/deployments/{id}
 //   POST /v1/completions, POST /v1/chat/completions
@@ -31,38 +33,21 @@
 #include <thread>
 #include <vector>
 
-#include "licensing/entitlements.h"
-#include "platform/api/admission.h"
-#include "platform/api/models.h"
-#include "platform/api/pools.h"
+#include "platform/api/context.h"
+#include "platform/api/deployments/deployment.h"
+#include "platform/api/deployments/protocol.h"
+#include "platform/api/deployments/store.h"
+#include "platform/api/models/service.h"
+#include "platform/api/pools/service.h"
 #include "platform/api/transport.h"
-#include "licensing/trusted_clock.h"
+#include "platform/executor/sandbox.h"
 #include "platform/executor/worker_process.h"
-#include "platform/store/database.h"
-#include "tenants/usage_ledger.h"
 
 namespace boost::asio {
 class io_context;
 }
 
 namespace mh::api {
-
-// A deployment's status as the API shows it: starting until a replica is ready, ready while one
-// is, stopped at zero replicas, failed when every replica keeps failing; deleted once gone.
-enum class DeploymentStatus { kStarting, kReady, kStopped, kFailed, kDeleted };
-
-std::string_view status_name(DeploymentStatus status);
-// The status stored as `name`; nullopt for a name that is none.
-std::optional<DeploymentStatus> parse_deployment_status(std::string_view name);
-
-struct DeploymentRecord {
-  std::string id;  // "dep-…"
-  std::string tenant, model, pool;
-  int64_t replicas = 1, devices_per_replica = 1;
-  DeploymentStatus status = DeploymentStatus::kStarting;
-  std::string error;
-  int64_t created_at = 0, updated_at = 0;
-};
 
 struct DeploymentOptions {
   std::filesystem::path root;    // replicas' working directories: root/<tenant>/<deployment>/
@@ -82,10 +67,8 @@ class Deployments {
   // Requests are relayed to replicas on `io` (the daemon's HTTP io_context), holding no thread;
   // `io` must not run its handlers once this object is gone (the daemon joins its threads
   // first).
-  Deployments(store::Database& db, ModelStore& models, const licensing::Entitlements& entitlements,
-              tenants::UsageLedger& ledger, DeviceHoldings& holdings, LicenceWatch& watch,
-              Pools& pools, licensing::TrustedClock& clock, boost::asio::io_context& io,
-              DeploymentOptions options);
+  Deployments(const Context& context, Models& models, Pools& pools,
+              boost::asio::io_context& io, DeploymentOptions options);
   ~Deployments();  // stops the supervisor and every replica
   Deployments(const Deployments&) = delete;
   Deployments& operator=(const Deployments&) = delete;
@@ -99,8 +82,8 @@ class Deployments {
                                              int64_t limit, bool* has_more) const;
   Result<DeploymentRecord> scale(std::string_view tenant, std::string_view id, int64_t replicas);
   Result<DeploymentRecord> remove(std::string_view tenant, std::string_view id);
-  // The API object: the record and its replicas as they are now.
-  boost::json::object describe(const DeploymentRecord& d) const;
+  // The deployment and its replicas as they stand now (what the API shows).
+  DeploymentView view(const DeploymentRecord& d) const;
 
   // POST /v1/completions (chat = false) and /v1/chat/completions: the response streams back
   // from a replica.
@@ -134,16 +117,19 @@ class Deployments {
   void accrue_usage();  // and beside it in between, every second
   // The licence's checks on `wanted` (new, or `replacing`'s new replica count), run inside the
   // write transaction that stores it, so parallel requests cannot pass a limit together.
-  Status admit(store::Session& s, const std::string& tenant, const DeploymentRecord& wanted,
-               const std::string& replacing) const;
+  // `serving`: the tenant's other deployments that serve, as DeploymentStore::Admit gives it.
+  Status admit(const std::string& tenant, const DeploymentRecord& wanted,
+               const std::string& replacing,
+               const std::function<Result<int64_t>()>& serving) const;
 
   // The request path (inference.cpp).
   void dispatch(Live& live);  // with mutex_ held: starts what the replicas have room for
   void relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> replica);
   void finish_call(const std::string& deployment, const std::shared_ptr<Replica>& replica);
 
-  store::Database& db_;
-  ModelStore& models_;
+  const Context context_;
+  DeploymentStore store_;
+  Models& models_;
   const licensing::Entitlements& entitlements_;
   tenants::UsageLedger& ledger_;
   DeviceHoldings& holdings_;
@@ -163,10 +149,9 @@ class Deployments {
   };
   std::map<std::pair<std::string, std::string>, Pending> usage_;
   std::chrono::steady_clock::time_point last_flush_, last_accrued_;
-  // Each of `pending`'s amounts as the ledger records them, at `at`.
-  static Status for_each_usage(
-      const std::map<std::pair<std::string, std::string>, Pending>& pending, int64_t at,
-      const std::function<Status(const tenants::UsageRecord&)>& f);
+  // `pending`'s amounts as the ledger records them, at `at`.
+  static std::vector<tenants::UsageRecord> usage_records(
+      const std::map<std::pair<std::string, std::string>, Pending>& pending, int64_t at);
   std::thread supervisor_;
   struct ReplicaEvent {
     std::string deployment;
@@ -185,7 +170,5 @@ class Deployments {
   std::condition_variable relay_done_;
   int relays_ = 0;
 };
-
-void add_deployment_routes(Router& router, Deployments& deployments);
 
 }  // namespace mh::api

@@ -18,41 +18,24 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
-#include "platform/api/files.h"
+#include "platform/api/context.h"
+#include "platform/api/files/service.h"
+#include "platform/api/models/model.h"
+#include "platform/api/models/store.h"
 #include "platform/api/transport.h"
-#include "licensing/trusted_clock.h"
 #include "platform/executor/sandbox.h"
-#include "platform/store/database.h"
 
 namespace mh::api {
 
-struct ModelRecord {
-  std::string id;      // "custom:<name>", "ft:<base>:<suffix>:<job>", or a base model's name
-  std::string tenant;  // "" for the platform's base models
-  std::string kind;    // "custom", "fine-tune", "base" (weights), "preset" (trains from scratch)
-  std::string family;  // "gpt2", "llama"
-  int64_t parameters = 0;
-  int64_t context_length = 0;
-  int64_t vocab_size = 0;
-  std::string config_file, weights_file, tokenizer_file;  // file ids (custom models)
-  // A custom model's optional files (tokenizer_config.json, chat_template.jinja): name, file id.
-  std::vector<std::pair<std::string, std::string>> extra_files;
-  std::string directory;                                  // where workers load it from
-  std::string job_id;  // the job that made it (fine-tuned models)
-  int64_t created_at = 0;
-};
-
-class ModelStore {
+class Models {
  public:
   // Custom models are laid out under `root`/<tenant>/<name>/ as links to their files' blobs.
   // Base models are the directories under `catalogue`.
-  ModelStore(store::Database& db, FileStore& files, const licensing::Entitlements& entitlements,
-             licensing::TrustedClock& clock, std::filesystem::path root,
-             std::filesystem::path catalogue)
-      : db_(db),
+  Models(const Context& context, Files& files, std::filesystem::path root,
+         std::filesystem::path catalogue)
+      : context_(context),
+        store_(context.db),
         files_(files),
-        entitlements_(entitlements),
-        clock_(clock),
         root_(std::move(root)),
         catalogue_root_(std::move(catalogue)),
         catalogue_(std::make_shared<const std::vector<ModelRecord>>()) {}
@@ -98,10 +81,9 @@ class ModelStore {
   };
   Result<Inspected> inspect(const std::filesystem::path& dir) const;
 
-  store::Database& db_;
-  FileStore& files_;
-  const licensing::Entitlements& entitlements_;
-  licensing::TrustedClock& clock_;
+  const Context context_;
+  ModelStore store_;
+  Files& files_;
   std::filesystem::path root_;
   const std::filesystem::path catalogue_root_;
   // By name; replaced whole when a model is published, so readers take a snapshot.
@@ -114,9 +96,5 @@ class ModelStore {
 // OK if the tenant's license allows a model of `parameters` (max_model_params).
 Status check_model_params(const licensing::Entitlements& entitlements, const std::string& tenant,
                           int64_t parameters);
-
-// GET /v1/models[/{id}], POST /v1/models, DELETE /v1/models/{id}; for staff,
-// GET/POST /v1/admin/base-models.
-void add_model_routes(Router& router, ModelStore& models);
 
 }  // namespace mh::api
