@@ -1,6 +1,7 @@
 // HttpConnection: a blocking HTTP/1.1 client connection over plain TCP, kept alive between
-// requests. The daemon relays inference requests to its replicas on the loopback with it; the
-// response body reaches the caller piece by piece as it arrives, so a stream stays a stream.
+// requests, for tools and tests (bench/serving, the server's tests); the daemon's relay uses the
+// asynchronous AsyncHttpConnection. The response body reaches the caller piece by piece as it
+// arrives, so a stream stays a stream.
 #pragma once
 
 #include <chrono>
