@@ -10,10 +10,12 @@
 namespace mh::api {
 
 using http::Access;
+using http::answer_later;
 using http::Authenticator;
 using http::BodySink;
 using http::Headers;
 using http::HttpMetrics;
+using http::Later;
 using http::list_response;
 using http::MultipartParser;
 using http::PageRequest;

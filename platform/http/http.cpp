@@ -119,12 +119,13 @@ void ResponseStream::end() {
   if (notify) notify();
 }
 
-void ResponseStream::fail(const Status& status) {
-  Response error = Response::error(status);
-  begin(error.status, error.content_type);
-  write(std::move(error.body));
+void ResponseStream::respond(const Response& response) {
+  begin(response.status, response.content_type, response.headers);
+  write(response.body);
   end();
 }
+
+void ResponseStream::fail(const Status& status) { respond(Response::error(status)); }
 
 bool ResponseStream::cancelled() const {
   std::lock_guard lock(mutex_);

@@ -63,6 +63,8 @@ struct Request {
 // when the target is not an absolute path (the server answers 400).
 Status set_request_line(Request& request, std::string_view method, std::string_view target);
 
+struct Response;
+
 // A response made later, on another thread, and sent piece by piece as it is made: server-sent
 // events, a reply relayed from a replica. The producer calls begin() once, write() for each
 // piece, then end(); the server sends the head as soon as begin() comes, then each piece as a
@@ -73,7 +75,10 @@ class ResponseStream {
   void begin(int status, std::string content_type, Headers headers = {});
   void write(std::string piece);
   void end();
-  // begin() with an error envelope, write() and end() in one go (for a failure before begin).
+  // begin(), write() and end() in one go: a whole response (neither streamed nor a file) made
+  // later, on another thread.
+  void respond(const Response& response);
+  // respond() with the error envelope (for a failure before begin).
   void fail(const Status& status);
   bool cancelled() const;
   void on_cancel(std::function<void()> callback);  // runs at once when already cancelled

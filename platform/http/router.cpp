@@ -22,9 +22,22 @@ std::vector<std::string_view> split_path(std::string_view path) {
   return out;
 }
 
+void log_failure(const Request& request, std::string_view what) {
+  spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
+                what);
+}
+
 Response internal_response(const Request& request) {
   return Response::error(internal_error(
       fmt::format("internal error; quote request id {} when reporting it", request.request_id)));
+}
+
+// An internal error's message may name the server's files: it goes to the log, and the client
+// gets the request id to quote.
+Response conceal_internal(const Request& request, Response response) {
+  if (response.status != 500) return response;
+  log_failure(request, response.body);
+  return internal_response(request);
 }
 
 }  // namespace
@@ -62,8 +75,7 @@ std::optional<Response> Router::begin_upload(Request& request, std::string_view*
     *sink = std::move(*created);
     return std::nullopt;
   } catch (const std::exception& e) {
-    spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
-                  e.what());
+    log_failure(request, e.what());
   }
   return internal_response(request);
 }
@@ -238,20 +250,22 @@ std::optional<Response> Router::dispatch_inline(Request& request,
 
 Response Router::run(const Route& route, Request& request) const {
   try {
-    Response response = route.handler(request);
-    // An internal error's message may name the server's files: it goes to the log, and the
-    // client gets the request id to quote.
-    if (response.status == 500) {
-      spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method,
-                    request.path, response.body);
-      return internal_response(request);
-    }
-    return response;
+    return conceal_internal(request, route.handler(request));
   } catch (const std::exception& e) {
-    spdlog::error("request {}: {} {} failed: {}", request.request_id, request.method, request.path,
-                  e.what());
+    log_failure(request, e.what());
   }
   return internal_response(request);
+}
+
+Later answer_later(const Request& request) {
+  auto stream = std::make_shared<ResponseStream>();
+  Request about;  // what conceal_internal() needs of it, without the body
+  about.method = request.method;
+  about.path = request.path;
+  about.request_id = request.request_id;
+  return {Response::streamed(stream), [stream, about = std::move(about)](Response response) {
+            stream->respond(conceal_internal(about, std::move(response)));
+          }};
 }
 
 }  // namespace mh::http

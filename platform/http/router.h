@@ -50,6 +50,16 @@ using Handler = std::function<Response(Request&)>;
 // I/O thread that read the request, saving the two hops.
 enum class Runs { kOnPool, kInline };
 
+// A handler's answer that comes later, from another thread (a service calling back once a wait
+// is over), without a thread held meanwhile: the handler returns `response` at once, and
+// `reply` is called once, from any thread, with the answer. A 500 is logged and concealed
+// behind the request id, as for an answer returned at once.
+struct Later {
+  Response response;
+  std::function<void(Response)> reply;
+};
+Later answer_later(const Request& request);
+
 // Where an upload route's body goes, chunk by chunk, as it arrives. The server calls write()
 // for each chunk and finish() at the end; a sink destroyed without finish() (client gone,
 // timeout, an error) must leave nothing behind.

@@ -17,6 +17,14 @@ namespace json = boost::json;
 
 json::object body_of(std::string_view text) { return json::parse(text).as_object(); }
 
+// Cancels and waits for the answer, which comes at once for a job that is not running.
+Result<JobRecord> cancel(FineTuning& jobs, std::string_view tenant, std::string_view id) {
+  std::optional<Result<JobRecord>> answer;
+  jobs.cancel(tenant, id, [&](Result<JobRecord> j) { answer = std::move(j); });
+  REQUIRE(answer.has_value());
+  return std::move(*answer);
+}
+
 // The param a refusal names.
 std::string refused_param(std::string_view text) {
   auto parsed = parse_job_request(body_of(text));
@@ -265,14 +273,14 @@ TEST_CASE("the service queues a job from the tenant's model and file, and cancel
   CHECK((*events)[1].message == "Files validated, job queued");
   CHECK(s.jobs.describe(*job).at("status") == "queued");
 
-  auto cancelled = s.jobs.cancel("acme", job->id);
+  auto cancelled = cancel(s.jobs, "acme", job->id);
   REQUIRE(cancelled.ok());
   CHECK(cancelled->status == JobStatus::kCancelled);
   CHECK(cancelled->finished_at);
   events = s.jobs.events("acme", job->id, "", 10, &more);
   CHECK(events->back().message == "Job cancelled");
-  CHECK(s.jobs.cancel("acme", job->id).status().code() == Code::kFailedPrecondition);
-  CHECK(s.jobs.cancel("globex", job->id).status().code() == Code::kNotFound);
+  CHECK(cancel(s.jobs, "acme", job->id).status().code() == Code::kFailedPrecondition);
+  CHECK(cancel(s.jobs, "globex", job->id).status().code() == Code::kNotFound);
 }
 
 }  // namespace

@@ -2,7 +2,11 @@
 
 #include <doctest/doctest.h>
 
+#include <boost/json.hpp>
+#include <functional>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 namespace mh::http {
 namespace {
@@ -134,6 +138,39 @@ TEST_CASE("internal and store errors reach the client without the server's paths
   CHECK(busy.status == 503);
   CHECK(busy.body.find("try again") != std::string::npos);
   CHECK(busy.body.find("BEGIN") == std::string::npos);
+}
+
+TEST_CASE("an answer given later, from another thread, is sent whole and concealed like any") {
+  Router router;
+  std::vector<std::function<void(Response)>> replies;
+  router.add("POST", "/later/{what}", Access::kPublic, [&replies](Request& r) {
+    Later later = answer_later(r);
+    replies.push_back(std::move(later.reply));
+    return std::move(later.response);
+  });
+  std::string_view route;
+  Request a = make("POST", "/later/ok");
+  Response ok = router.dispatch(a, &route);
+  Request b = make("POST", "/later/broken");
+  Response broken = router.dispatch(b, &route);
+  REQUIRE(ok.stream);
+  REQUIRE(broken.stream);
+  CHECK_FALSE(ok.stream->take().began);  // nothing until the reply comes
+
+  std::thread([&] {
+    replies[0](Response::json(200, boost::json::object{{"id", "ftjob-1"}}));
+    replies[1](Response::error(internal_error("reading /srv/macrohard/data/jobs: EIO")));
+  }).join();
+  ResponseStream::Pending sent = ok.stream->take();
+  CHECK(sent.began);
+  CHECK(sent.ended);
+  CHECK(sent.status == 200);
+  CHECK(sent.content_type == "application/json");
+  CHECK(sent.data == R"({"id":"ftjob-1"})");
+  ResponseStream::Pending concealed = broken.stream->take();
+  CHECK(concealed.status == 500);
+  CHECK(concealed.data.find("req_test") != std::string::npos);
+  CHECK(concealed.data.find("/srv/") == std::string::npos);
 }
 
 }  // namespace

@@ -38,9 +38,14 @@ void add_fine_tuning_routes(Router& router, FineTuning& jobs) {
              });
   router.add("POST", "/v1/fine_tuning/jobs/{id}/cancel", Access::tenant(Permission::kWrite),
              [&jobs](Request& request) {
-               auto j = jobs.cancel(request.principal.tenant, request.param("id"));
-               if (!j.ok()) return Response::error(j.status());
-               return Response::json(200, jobs.describe(*j));
+               // A running job answers once its worker has stopped: no thread waits for it.
+               Later later = answer_later(request);
+               jobs.cancel(request.principal.tenant, request.param("id"),
+                           [&jobs, reply = std::move(later.reply)](Result<JobRecord> j) {
+                             reply(j.ok() ? Response::json(200, jobs.describe(*j))
+                                          : Response::error(j.status()));
+                           });
+               return std::move(later.response);
              });
   router.add("GET", "/v1/fine_tuning/jobs/{id}/checkpoints", Access::tenant(Permission::kRead),
              [&jobs](Request& request) {

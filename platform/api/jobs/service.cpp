@@ -198,27 +198,29 @@ Result<std::vector<JobRecord>> FineTuning::list(std::string_view tenant, std::st
   return store_.list(tenant, after, limit, has_more);
 }
 
-Result<JobRecord> FineTuning::cancel(std::string_view tenant, std::string_view id) {
-  MH_ASSIGN_OR_RETURN(JobRecord j, get(tenant, id));
-  if (is_final(j.status)) {
-    return failed_precondition(
-        fmt::format("job '{}' has already {}", j.id, status_name(j.status)));
+void FineTuning::cancel(std::string_view tenant, std::string_view id, Cancelled done) {
+  auto j = get(tenant, id);
+  if (!j.ok()) return done(j.status());
+  if (is_final(j->status)) {
+    return done(failed_precondition(
+        fmt::format("job '{}' has already {}", j->id, status_name(j->status))));
   }
-  // The runner claims jobs under this lock, so a job not running now cannot start meanwhile.
-  std::unique_lock lock(mutex_);
-  auto it = running_.find(j.id);
-  if (it != running_.end() && !it->second.done) {
-    it->second.cancel = true;  // its thread stops the worker (within the grace period)
-    idle_.wait_for(lock, kCancelGrace + std::chrono::seconds(5), [&] {
-      auto r = running_.find(j.id);
-      return r == running_.end() || r->second.done;
-    });
-  } else {
-    MH_TRY(finish(j, JobStatus::kCancelled, "", "", "", std::nullopt));
-    pools_.finish(j.id);
+  {
+    // The runner claims jobs under this lock, so a job not running now cannot start meanwhile.
+    std::lock_guard lock(mutex_);
+    auto it = running_.find(j->id);
+    if (it != running_.end() && !it->second.done) {
+      it->second.cancel = true;  // its thread stops the worker (within the grace period)
+      it->second.on_done.push_back([this, tenant = j->tenant, id = j->id,
+                                    done = std::move(done)] { done(get(tenant, id)); });
+      return;
+    }
+    if (Status s = finish(*j, JobStatus::kCancelled, "", "", "", std::nullopt); !s.ok()) {
+      return done(s);
+    }
+    pools_.finish(j->id);
   }
-  lock.unlock();
-  return get(tenant, id);
+  done(get(tenant, id));
 }
 
 Result<std::vector<JobEvent>> FineTuning::events(std::string_view tenant, std::string_view id,
@@ -449,7 +451,7 @@ void FineTuning::admit(const std::string& id, const Allocation& allocation) {
     // The job's row says how it ended: back in the queue, or over.
     auto now = get(record.tenant, record.id);
     const bool again = now.ok() && now->status == JobStatus::kQueued;
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     if (!stopping_) {
       if (again) {
         pools_.requeue(record.id);
@@ -457,10 +459,15 @@ void FineTuning::admit(const std::string& id, const Allocation& allocation) {
         pools_.finish(record.id);
       }
     }
-    running_[record.id].done = true;
+    Running& self = running_[record.id];
+    self.done = true;
     work_ = true;
     wake_.notify_all();
-    idle_.notify_all();
+    // Those waiting for it to end are told outside the lock: they read the store and write to
+    // their clients.
+    std::vector<std::function<void()>> waiting = std::move(self.on_done);
+    lock.unlock();
+    for (auto& tell : waiting) tell();
   });
 }
 

@@ -10,6 +10,7 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,7 +59,11 @@ class FineTuning {
   Result<JobRecord> get(std::string_view tenant, std::string_view id) const;
   Result<std::vector<JobRecord>> list(std::string_view tenant, std::string_view after,
                                       int64_t limit, bool* has_more) const;
-  Result<JobRecord> cancel(std::string_view tenant, std::string_view id);
+  // Cancels the job. `done` gets the job as it ended: at once for a queued job (on this
+  // thread), or once a running job's worker has stopped, within the grace period (on the job's
+  // thread). The caller holds no thread meanwhile.
+  using Cancelled = std::function<void(Result<JobRecord>)>;
+  void cancel(std::string_view tenant, std::string_view id, Cancelled done);
   Result<std::vector<JobEvent>> events(std::string_view tenant, std::string_view id,
                                        std::string_view after, int64_t limit, bool* has_more) const;
   // The job's events after `after` as server-sent events, then each new one as it is recorded,
@@ -102,7 +107,6 @@ class FineTuning {
 
   std::mutex mutex_;
   std::condition_variable wake_;  // the runner: work to look at, or stop
-  std::condition_variable idle_;  // a job finished running
   bool stopping_ = false;
   bool work_ = true;  // something changed: a pass is due
   struct Running {
@@ -110,6 +114,7 @@ class FineTuning {
     bool cancel = false;   // the tenant cancelled it
     bool preempt = false;  // the scheduler wants its devices back
     bool done = false;
+    std::vector<std::function<void()>> on_done;  // cancellations waiting for it to end
   };
   std::map<std::string, Running> running_;  // by job id
   std::thread runner_;
