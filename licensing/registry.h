@@ -1,8 +1,8 @@
 // LicenseRegistry: licenses installed on this platform. Installing verifies the file against
 // the configured public keys, creates the license's tenant if it is new and makes the license
 // that tenant's active one; revoking takes effect at once for every check. Each change lands in
-// the audit log in the same transaction. The verified licenses are served to admission points
-// through Entitlements.
+// the audit log in the same transaction (SQL in license_store.h). The verified licenses are
+// served to admission points through Entitlements.
 #pragma once
 
 #include <optional>
@@ -11,6 +11,7 @@
 
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
+#include "licensing/license_store.h"
 #include "licensing/trusted_clock.h"
 #include "platform/store/audit_log.h"
 #include "platform/store/database.h"
@@ -31,7 +32,7 @@ class LicenseRegistry {
  public:
   LicenseRegistry(store::Database& db, const KeyRing& keys,
                   Entitlements& entitlements, TrustedClock& clock)
-      : db_(db), keys_(keys), entitlements_(entitlements), clock_(clock) {}
+      : store_(db), keys_(keys), entitlements_(entitlements), clock_(clock) {}
 
   // At start: records newly trusted public keys in the audit log and loads every tenant's
   // active license into the entitlements, re-verified against today's keys.
@@ -45,10 +46,11 @@ class LicenseRegistry {
                                std::string_view actor);
 
  private:
-  Result<LicenseRecord> record_from_row(const store::Row& row) const;
+  // The stored licence, re-verified against today's keys.
+  Result<LicenseRecord> record_from(StoredLicense stored) const;
   void publish(const LicenseRecord& record);
 
-  store::Database& db_;
+  LicenseStore store_;
   const KeyRing& keys_;
   Entitlements& entitlements_;
   TrustedClock& clock_;

@@ -1,6 +1,7 @@
 // SeatLeases: floating seats. An SDK instance checks out a seat of a license for a TTL and
 // renews it with heartbeats; at most `seats` leases of a license are live at once, and a lease
-// not renewed in time simply expires, freeing its seat without anyone calling release.
+// not renewed in time simply expires, freeing its seat without anyone calling release. (Records
+// and SQL in lease_store.h.)
 #pragma once
 
 #include <optional>
@@ -8,28 +9,18 @@
 #include <vector>
 
 #include "licensing/entitlements.h"
+#include "licensing/lease_store.h"
 #include "licensing/trusted_clock.h"
 #include "platform/store/audit_log.h"
 #include "platform/store/database.h"
 
 namespace mh::licensing {
 
-struct Lease {
-  std::string id;  // "lease_…"
-  std::string license_id;
-  std::string tenant;
-  std::string instance;  // who holds it, as the holder names itself ("host-1/pid-42")
-  int64_t ttl_seconds = 0;
-  int64_t created_at = 0;
-  int64_t expires_at = 0;
-  std::optional<int64_t> released_at;
-};
-
 class SeatLeases {
  public:
   SeatLeases(store::Database& db, const Entitlements& entitlements, TrustedClock& clock,
              store::AuditLog& audit, int64_t default_ttl_seconds)
-      : db_(db),
+      : store_(db),
         entitlements_(entitlements),
         clock_(clock),
         audit_(audit),
@@ -49,7 +40,7 @@ class SeatLeases {
                                   std::string_view license_id);
 
  private:
-  store::Database& db_;
+  LeaseStore store_;
   const Entitlements& entitlements_;
   TrustedClock& clock_;
   store::AuditLog& audit_;

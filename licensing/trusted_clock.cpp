@@ -7,34 +7,23 @@
 namespace mh::licensing {
 
 namespace {
-constexpr std::string_view kMetaKey = "clock_high_water";
+
 constexpr int64_t kPersistEvery = 60;
+
 }  // namespace
 
 Status TrustedClock::load() {
-  return db_.read([&](store::Session& s) -> Status {
-    MH_ASSIGN_OR_RETURN(auto rows,
-                        s.query("SELECT value FROM meta WHERE key = ?", {std::string(kMetaKey)}));
-    int64_t mark = rows.empty() ? 0 : std::stoll(rows[0].text(0));
-    high_water_ = mark;
-    persisted_ = mark;
-    return {};
-  });
+  MH_ASSIGN_OR_RETURN(const int64_t mark, store_.clock_mark());
+  high_water_ = mark;
+  persisted_ = mark;
+  return {};
 }
 
 Result<int64_t> TrustedClock::now() {
   MH_ASSIGN_OR_RETURN(const int64_t t, now_in_memory());
   if (t >= persisted_.load() + kPersistEvery) {
     persisted_ = t;
-    MH_TRY(db_.write([&](store::Session& s) {
-      return s
-          .exec(
-              "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
-              "value = excluded.value WHERE CAST(excluded.value AS INTEGER) > "
-              "CAST(meta.value AS INTEGER)",
-              {std::string(kMetaKey), std::to_string(t)})
-          .status();
-    }));
+    MH_TRY(store_.raise_clock_mark(t));
   }
   return t;
 }

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "licensing/license_store.h"
 #include "platform/store/database.h"
 
 namespace mh::licensing {
@@ -13,7 +14,7 @@ namespace mh::licensing {
 class TrustedClock {
  public:
   TrustedClock(store::Database& db, int64_t tolerance_seconds)
-      : db_(db), tolerance_(tolerance_seconds) {}
+      : store_(db), tolerance_(tolerance_seconds) {}
 
   // Reads the high-water mark; call once at start.
   Status load();
@@ -26,7 +27,7 @@ class TrustedClock {
   int64_t high_water() const { return high_water_.load(); }
 
  private:
-  store::Database& db_;
+  LicenseStore store_;
   const int64_t tolerance_;
   std::atomic<int64_t> high_water_{0};
   std::atomic<int64_t> persisted_{0};

@@ -1,7 +1,6 @@
 // AdminKeys: the platform-admin API keys that guard /v1/admin/* (beside the tenants' keys,
-// api_keys.h). A key is 256 random bits with
-// a recognisable prefix, shown once at creation and stored only as its SHA-256. The first one
-// is made when the daemon first starts (bootstrap); admins can make more and revoke old ones.
+// api_keys.h; records in key.h, SQL in key_store.h). The first one is made when the daemon
+// first starts (bootstrap); admins can make more and revoke old ones.
 #pragma once
 
 #include <cstdint>
@@ -11,27 +10,14 @@
 #include <vector>
 
 #include "platform/store/database.h"
+#include "tenants/key.h"
+#include "tenants/key_store.h"
 
 namespace mh::tenants {
 
-inline constexpr std::string_view kAdminKeyPrefix = "mh_admin_";
-
-struct AdminKey {
-  std::string id;  // "akey_…"
-  std::string name;
-  std::string prefix;  // the key's first characters, to tell keys apart in lists
-  int64_t created_at = 0;
-  std::optional<int64_t> revoked_at;
-};
-
-struct NewAdminKey {
-  AdminKey record;
-  std::string secret;  // the key itself: shown once, never stored
-};
-
 class AdminKeys {
  public:
-  explicit AdminKeys(store::Database& db) : db_(db) {}
+  explicit AdminKeys(store::Database& db) : store_(db) {}
 
   // Creates the first key when the platform has never had one; nullopt after that.
   Result<std::optional<NewAdminKey>> bootstrap();
@@ -45,8 +31,7 @@ class AdminKeys {
   Result<AdminKey> revoke(std::string_view id, std::string_view actor);
 
  private:
-  Result<NewAdminKey> insert(store::Session& session, std::string name, std::string_view actor);
-  store::Database& db_;
+  KeyStore store_;
 };
 
 }  // namespace mh::tenants

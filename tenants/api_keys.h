@@ -1,6 +1,6 @@
-// TenantKeys: a tenant's API keys. Staff make a tenant's first key; its owners make and revoke
-// more, each with a role (roles.h). A key is 256 random bits after "mh_live_", shown once and
-// stored as its SHA-256; revocation is immediate because every request looks the key up.
+// TenantKeys: a tenant's API keys (records in key.h, SQL in key_store.h). Staff make a tenant's
+// first key; its owners make and revoke more, each with a role (roles.h). A key is 256 random
+// bits after "mh_live_"; revocation is immediate because every request looks the key up.
 #pragma once
 
 #include <mutex>
@@ -10,33 +10,17 @@
 #include <vector>
 
 #include "platform/store/database.h"
+#include "tenants/key.h"
+#include "tenants/key_store.h"
 #include "tenants/roles.h"
 
 namespace mh::tenants {
-
-inline constexpr std::string_view kTenantKeyPrefix = "mh_live_";
-
-struct TenantKey {
-  std::string id;  // "key_…"
-  std::string tenant;
-  std::string name;
-  Role role = Role::kViewer;
-  std::string prefix;
-  int64_t created_at = 0;
-  std::string created_by;
-  std::optional<int64_t> revoked_at;
-};
-
-struct NewTenantKey {
-  TenantKey record;
-  std::string secret;  // shown once
-};
 
 class TenantKeys {
  public:
   // Verified keys are remembered by hash, so a request costs no store read; revoke() forgets a
   // key at once. (This daemon is the only writer of keys, so the memory cannot go stale.)
-  explicit TenantKeys(store::Database& db) : db_(db) {}
+  explicit TenantKeys(store::Database& db) : store_(db) {}
 
   // not_found if the tenant does not exist.
   Result<NewTenantKey> create(std::string_view tenant, std::string name, Role role,
@@ -53,7 +37,7 @@ class TenantKeys {
   Result<TenantKey> revoke(std::string_view tenant, std::string_view id, std::string_view actor);
 
  private:
-  store::Database& db_;
+  KeyStore store_;
   // Forgets `id` and moves the generation on, so lookups that read the store before a
   // revocation committed cannot put the key back.
   void forget(const std::string& id);
