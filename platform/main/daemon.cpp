@@ -21,29 +21,29 @@
 
 #include "licensing/entitlements.h"
 #include "licensing/keys.h"
-#include "platform/api/admin_key_routes.h"
-#include "platform/api/audit_routes.h"
+#include "licensing/trusted_clock.h"
+#include "platform/api/audit/routes.h"
 #include "platform/api/auth.h"
+#include "platform/api/context.h"
 #include "platform/api/deployments/routes.h"
 #include "platform/api/files/routes.h"
-#include "platform/http/http_server.h"
-#include "platform/api/context.h"
 #include "platform/api/jobs/routes.h"
-#include "platform/api/lease_routes.h"
-#include "platform/api/license_routes.h"
-#include "platform/http/metrics.h"
+#include "platform/api/keys/routes.h"
+#include "platform/api/leases/routes.h"
+#include "platform/api/licenses/routes.h"
 #include "platform/api/models/routes.h"
 #include "platform/api/pools/routes.h"
-#include "platform/http/router.h"
-#include "platform/api/system_routes.h"
-#include "platform/api/tenant_routes.h"
-#include "licensing/trusted_clock.h"
-#include "platform/api/usage_routes.h"
+#include "platform/api/system/routes.h"
+#include "platform/api/tenants/routes.h"
+#include "platform/api/usage/routes.h"
 #include "platform/base/files.h"
 #include "platform/base/time.h"
 #include "platform/base/version.h"
 #include "platform/blobs/blob_store.h"
 #include "platform/engine/devices.h"
+#include "platform/http/http_server.h"
+#include "platform/http/metrics.h"
+#include "platform/http/router.h"
 #include "platform/store/audit_log.h"
 #include "platform/store/sqlite_database.h"
 
@@ -267,11 +267,11 @@ int run_daemon(const DaemonConfig& config) {
       api::make_authenticator(admin_keys, tenant_keys, tenant_registry, rate_limiter));
   router.set_tenant_in_flight_limit(static_cast<size_t>(config.max_in_flight_per_tenant));
   api::add_system_routes(router, metrics, system);
-  api::add_admin_key_routes(router, admin_keys);
   api::add_license_routes(router, licenses, clock);
   api::add_lease_routes(router, leases);
   api::add_audit_routes(router, audit);
-  api::add_tenant_routes(router, tenant_registry, tenant_keys, entitlements, clock);
+  api::add_tenant_routes(router, tenant_registry, entitlements, clock);
+  api::add_key_routes(router, admin_keys, tenant_keys);
   tenants::UsageLedger usage(**db);
   // What a killed daemon's running jobs and replicas used since they last recorded it.
   if (auto settled = usage.settle_accrued(); !settled.ok()) {

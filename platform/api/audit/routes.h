@@ -1,4 +1,4 @@
-// GET /v1/admin/audit: the audit log for staff (see store/audit_log.h).
+// The route of the audit log, for staff (protocol in protocol.h; the log is store/audit_log.h).
 #pragma once
 
 #include "platform/api/transport.h"

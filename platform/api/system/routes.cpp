@@ -1,4 +1,4 @@
-#include "platform/api/system_routes.h"
+#include "platform/api/system/routes.h"
 
 #include <fmt/format.h>
 #include <boost/json.hpp>
