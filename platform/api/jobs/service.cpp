@@ -471,12 +471,6 @@ void FineTuning::admit(const std::string& id, const Allocation& allocation) {
   });
 }
 
-void FineTuning::back_to_queue(const JobRecord& job) {
-  if (Status s = store_.requeue(job.id, JobStore::Requeue::kResume); !s.ok()) {
-    spdlog::error("job {}: back to the queue: {}", job.id, s.message());
-  }
-}
-
 void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   auto fail = [&](const std::string& code, const std::string& message) {
     log_unsaved(job.id, "its failure",
@@ -661,7 +655,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
         add_event(job, "warn", "message",
                   "Stopped: " + held + "; the job resumes from its checkpoint when its licence "
                   "allows it to run");
-        back_to_queue(job);
+        requeue(job, JobStore::Requeue::kResume, "its return to the queue");
         return;
       }
     }
@@ -689,7 +683,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                 "Preempted: its devices are needed elsewhere (a tenant within its guarantee, "
                 "or a node being drained); the job resumes from its checkpoint when devices "
                 "are free");
-      back_to_queue(job);
+      requeue(job, JobStore::Requeue::kResume, "its return to the queue");
       return;
     }
   }
@@ -703,7 +697,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                 fmt::format("Device failure on node {} ({}); the node is drained and the job "
                             "resumes elsewhere from its last checkpoint",
                             allocation.node, reason));
-      back_to_queue(job);
+      requeue(job, JobStore::Requeue::kResume, "its return to the queue");
       if (Status s = pools_.set_draining(job.pool, allocation.node, true); !s.ok()) {
         spdlog::error("draining {}/{}: {}", job.pool, allocation.node, s.message());
       }

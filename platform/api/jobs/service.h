@@ -81,14 +81,12 @@ class FineTuning {
   void admit(const std::string& id, const Allocation& allocation);
   void preempt(const std::string& id);
   void execute(const JobRecord& job, const Allocation& allocation);
-  // Its worker stopped short (preempted, licence held, device failure): it waits to resume from
-  // its last checkpoint.
-  void back_to_queue(const JobRecord& job);
   // Sends an event (seq, SSE text) to the job's live streams; `last` ends them.
   void publish(const std::string& job_id, int64_t seq, const std::string& text, bool last);
   void add_checkpoint(const JobRecord& job, int64_t step, std::optional<double> loss,
                       std::optional<double> valid_loss, const std::string& path);
-  // Puts the job back in the queue (logged if the store refuses).
+  // Puts the job back in the queue (logged if the store refuses): kResume when its worker stopped
+  // short (preempted, licence held, device failure) and it resumes from its last checkpoint.
   void requeue(const JobRecord& job, JobStore::Requeue how, std::string_view why);
   JobEvent make_event(std::string level, std::string type, std::string message,
                       std::string data = {}) const;
