@@ -77,6 +77,47 @@ TEST_CASE("a job request is checked for form, and each refusal names its field")
   CHECK(refused_param(
             R"({"model":"m","training_file":"f","gpus":3,"hyperparameters":{"batch_size":4}})") ==
         "hyperparameters.batch_size");
+  // Fields the platform does not honour are refused by name, at any depth.
+  CHECK(refused_param(R"({"model":"m","training_file":"f","integrations":[]})") ==
+        "integrations");
+  CHECK(refused_param(
+            R"({"model":"m","training_file":"f","hyperparameters":{"warmup_steps":3}})") ==
+        "hyperparameters.warmup_steps");
+}
+
+TEST_CASE("the OpenAI method field: supervised is honoured, anything else refused by name") {
+  auto supervised = parse_job_request(body_of(
+      R"({"model":"m","training_file":"f","method":{"type":"supervised","supervised":
+          {"hyperparameters":{"n_epochs":7,"batch_size":2,"learning_rate_multiplier":"auto"}}}})"));
+  REQUIRE(supervised.ok());
+  CHECK(supervised->n_epochs == 7);
+  CHECK(supervised->batch_size == 2);
+  CHECK(supervised->lr_multiplier == 1.0);
+  auto bare = parse_job_request(
+      body_of(R"({"model":"m","training_file":"f","method":{"type":"supervised"}})"));
+  REQUIRE(bare.ok());
+  CHECK(bare->n_epochs == 1);
+
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"dpo"}})") ==
+        "method.type");
+  CHECK(refused_param(
+            R"({"model":"m","training_file":"f","method":{"type":"reinforcement"}})") ==
+        "method.type");
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{}})") == "method.type");
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":"supervised"})") ==
+        "method");
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"supervised",
+          "dpo":{}}})") == "method.dpo");
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"supervised",
+          "supervised":{"hyperparameters":{"n_epochs":0}}}})") ==
+        "method.supervised.hyperparameters.n_epochs");
+  CHECK(refused_param(R"({"model":"m","training_file":"f","gpus":2,"method":{"type":
+          "supervised","supervised":{"hyperparameters":{"batch_size":3}}}})") ==
+        "method.supervised.hyperparameters.batch_size");
+  // The deprecated top-level place and the method's, both given: which one meant is unclear.
+  CHECK(refused_param(R"({"model":"m","training_file":"f","hyperparameters":{"n_epochs":2},
+          "method":{"type":"supervised","supervised":{"hyperparameters":{"n_epochs":3}}}})") ==
+        "hyperparameters");
 }
 
 TEST_CASE("jobs, events and checkpoints are written in OpenAI's shapes") {
@@ -97,6 +138,8 @@ TEST_CASE("jobs, events and checkpoints are written in OpenAI's shapes") {
   CHECK(o.at("organization_id") == "acme");
   CHECK(o.at("error").at("code") == "worker_failed");
   CHECK(o.at("hyperparameters").at("n_epochs") == 1);
+  CHECK(o.at("method").at("type") == "supervised");
+  CHECK(o.at("method").at("supervised").at("hyperparameters").at("batch_size") == 4);
 
   const JobEvent e{"ftevent-1", 5, "info", "Step 1/2", "metrics", R"({"step":1})"};
   CHECK(event_json(e).at("data").at("step") == 1);

@@ -1,6 +1,7 @@
 #include "platform/api/jobs/protocol.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <boost/json.hpp>
 
@@ -20,12 +21,13 @@ json::value string_or_null(const std::string& s) {
   return s.empty() ? json::value(nullptr) : json::value(s);
 }
 
-// A hyperparameter: absent or "auto" gives `fallback`; otherwise a number in [lo, hi].
-Result<double> hyper(const json::object& h, const char* key, double fallback, double lo, double hi,
-                     bool integer) {
+// A hyperparameter: absent or "auto" gives `fallback`; otherwise a number in [lo, hi]. `where`
+// names the object for errors ("hyperparameters", "method.supervised.hyperparameters").
+Result<double> hyper(const json::object& h, std::string_view where, const char* key,
+                     double fallback, double lo, double hi, bool integer) {
   const json::value* v = h.if_contains(key);
   if (v == nullptr || (v->is_string() && v->as_string() == "auto")) return fallback;
-  const std::string param = std::string("hyperparameters.") + key;
+  const std::string param = fmt::format("{}.{}", where, key);
   if (!v->is_number() || (integer && !v->is_int64() && !v->is_uint64())) {
     return invalid_argument(
         param + " must be " + (integer ? "an integer" : "a number") + " or \"auto\"", param);
@@ -37,9 +39,99 @@ Result<double> hyper(const json::object& h, const char* key, double fallback, do
   return d;
 }
 
+// Refuses the first key of `o` that is not in `known`, by its path: a setting this platform
+// does not honour is never ignored.
+Status only_known(const json::object& o, std::string_view where,
+                  std::initializer_list<std::string_view> known) {
+  for (const auto& [key, value] : o) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    const std::string param = where.empty() ? std::string(key) : fmt::format("{}.{}", where, key);
+    return invalid_argument(
+        fmt::format("\"{}\" is not supported here; known: {}", param, fmt::join(known, ", ")),
+        param);
+  }
+  return {};
+}
+
+// `key` of `o` as an object: absent or null gives nullptr.
+Result<const json::object*> object_at(const json::object& o, std::string_view where,
+                                      std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return static_cast<const json::object*>(nullptr);
+  const std::string param = where.empty() ? std::string(key) : fmt::format("{}.{}", where, key);
+  if (!v->is_object()) return invalid_argument(param + " must be an object", param);
+  return &v->as_object();
+}
+
+// The training method's hyperparameters: from method.<type>.hyperparameters, or from the
+// top-level "hyperparameters" (OpenAI's older, deprecated place), never both.
+Status parse_hyperparameters(const json::object& body, JobRequest& r) {
+  MH_ASSIGN_OR_RETURN(const json::object* method, object_at(body, "", "method"));
+  MH_ASSIGN_OR_RETURN(const json::object* legacy, object_at(body, "", "hyperparameters"));
+  const json::object* h = legacy;
+  std::string where = "hyperparameters";
+  if (method != nullptr) {
+    const json::value* type = method->if_contains("type");
+    if (type == nullptr || !type->is_string()) {
+      return invalid_argument("method.type must be \"supervised\"", "method.type");
+    }
+    if (type->as_string() == "dpo") {
+      return invalid_argument(
+          "method.type \"dpo\" (preference tuning) is not available on this platform yet; "
+          "use \"supervised\"",
+          "method.type");
+    }
+    if (type->as_string() != "supervised") {
+      return invalid_argument(fmt::format("method.type \"{}\" is not a training method this "
+                                          "platform runs; use \"supervised\"",
+                                          std::string_view(type->as_string())),
+                              "method.type");
+    }
+    MH_TRY(only_known(*method, "method", {"type", "supervised"}));
+    MH_ASSIGN_OR_RETURN(const json::object* supervised,
+                        object_at(*method, "method", "supervised"));
+    if (supervised != nullptr) {
+      MH_TRY(only_known(*supervised, "method.supervised", {"hyperparameters"}));
+      MH_ASSIGN_OR_RETURN(const json::object* in_method,
+                          object_at(*supervised, "method.supervised", "hyperparameters"));
+      if (in_method != nullptr && legacy != nullptr) {
+        return invalid_argument(
+            "give the hyperparameters in method.supervised.hyperparameters or in the deprecated "
+            "top-level \"hyperparameters\", not in both",
+            "hyperparameters");
+      }
+      if (in_method != nullptr) {
+        h = in_method;
+        where = "method.supervised.hyperparameters";
+      }
+    }
+  }
+  static const json::object kNone;
+  if (h == nullptr) h = &kNone;
+  MH_TRY(only_known(*h, where, {"n_epochs", "batch_size", "learning_rate_multiplier"}));
+  MH_ASSIGN_OR_RETURN(double epochs, hyper(*h, where, "n_epochs", 1, 1, 50, true));
+  MH_ASSIGN_OR_RETURN(double batch, hyper(*h, where, "batch_size", 4, 1, 256, true));
+  MH_ASSIGN_OR_RETURN(r.lr_multiplier,
+                      hyper(*h, where, "learning_rate_multiplier", 1.0, 1e-3, 100, false));
+  r.n_epochs = static_cast<int64_t>(epochs);
+  r.batch_size = static_cast<int64_t>(batch);
+  if (r.batch_size % r.gpus != 0) {
+    return invalid_argument(
+        fmt::format("{}.batch_size {} must be a multiple of gpus {}: each device trains an "
+                    "equal share of every step's rows",
+                    where, r.batch_size, r.gpus),
+        where + ".batch_size");
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<JobRequest> parse_job_request(const json::object& body) {
+  MH_TRY(only_known(body, "",
+                    {"model", "training_file", "validation_file", "suffix", "seed",
+                     "hyperparameters", "method", "pool", "gpus", "checkpoint_interval",
+                     "max_retries", "priority"}));
   JobRequest r;
   auto small_int = [&](const char* key, int64_t fallback, int64_t lo,
                        int64_t hi) -> Result<int64_t> {
@@ -84,26 +176,7 @@ Result<JobRequest> parse_job_request(const json::object& body) {
     if (!ok) return invalid_argument("\"suffix\" must be 1-40 characters of a-z 0-9 -", "suffix");
     r.suffix = std::string(v->as_string());
   }
-  json::object none;
-  const json::object* h = &none;
-  if (const json::value* v = body.if_contains("hyperparameters"); v != nullptr && !v->is_null()) {
-    if (!v->is_object())
-      return invalid_argument("\"hyperparameters\" must be an object", "hyperparameters");
-    h = &v->as_object();
-  }
-  MH_ASSIGN_OR_RETURN(double epochs, hyper(*h, "n_epochs", 1, 1, 50, true));
-  MH_ASSIGN_OR_RETURN(double batch, hyper(*h, "batch_size", 4, 1, 256, true));
-  MH_ASSIGN_OR_RETURN(r.lr_multiplier,
-                      hyper(*h, "learning_rate_multiplier", 1.0, 1e-3, 100, false));
-  r.n_epochs = static_cast<int64_t>(epochs);
-  r.batch_size = static_cast<int64_t>(batch);
-  if (r.batch_size % r.gpus != 0) {
-    return invalid_argument(
-        fmt::format("hyperparameters.batch_size {} must be a multiple of gpus {}: each device "
-                    "trains an equal share of every step's rows",
-                    r.batch_size, r.gpus),
-        "hyperparameters.batch_size");
-  }
+  MH_TRY(parse_hyperparameters(body, r));
   if (const json::value* v = body.if_contains("seed"); v != nullptr && !v->is_null()) {
     if (!v->is_int64() || v->as_int64() < 0) {
       return invalid_argument("\"seed\" must be a non-negative integer", "seed");
@@ -114,6 +187,9 @@ Result<JobRequest> parse_job_request(const json::object& body) {
 }
 
 json::object job_json(const JobRecord& j) {
+  const json::object hyperparameters{{"n_epochs", j.n_epochs},
+                                     {"batch_size", j.batch_size},
+                                     {"learning_rate_multiplier", j.lr_multiplier}};
   json::object o{
       {"object", "fine_tuning.job"},
       {"id", j.id},
@@ -126,10 +202,8 @@ json::object job_json(const JobRecord& j) {
       {"status", status_name(j.status)},
       {"training_file", j.training_file},
       {"validation_file", string_or_null(j.validation_file)},
-      {"hyperparameters",
-       {{"n_epochs", j.n_epochs},
-        {"batch_size", j.batch_size},
-        {"learning_rate_multiplier", j.lr_multiplier}}},
+      {"hyperparameters", hyperparameters},
+      {"method", {{"type", "supervised"}, {"supervised", {{"hyperparameters", hyperparameters}}}}},
       {"trained_tokens", or_null(j.trained_tokens)},
       {"seed", j.seed},
       {"user_provided_suffix", string_or_null(j.suffix)},

@@ -1,5 +1,6 @@
-// The official openai client against macrohardd: create a fine-tuning job on a training file,
-// follow it to succeeded, page through its events and checkpoints, list jobs and models, deploy
+// The official openai client against macrohardd: create a fine-tuning job on a training file
+// (a training method other than supervised is refused by name), follow it to succeeded, page
+// through its events and checkpoints, list jobs and models, deploy
 // the model it made (a Macrohard call, made with fetch), then ask it for chat completions with
 // and without streaming, and a completion. With PROMPT_TOKENS, the chat's usage.prompt_tokens
 // must be that (the reference's token count of the chat template's rendering). Usage:
@@ -15,15 +16,33 @@ const client = new OpenAI({
 });
 const [model, trainingFile, promptTokens] = process.argv.slice(2);
 
+// A training method the platform does not run is refused by name, never run as another.
+for (const method of [{ type: 'dpo' }, { type: 'reinforcement' }]) {
+  await assert.rejects(
+    client.fineTuning.jobs.create({ model, training_file: trainingFile, method }),
+    (e) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal(e.param, 'method.type');
+      return true;
+    });
+}
+
 const job = await client.fineTuning.jobs.create({
   model,
   training_file: trainingFile,
   suffix: 'npm',
-  hyperparameters: { n_epochs: 2, batch_size: 'auto', learning_rate_multiplier: 'auto' },
+  method: {
+    type: 'supervised',
+    supervised: { hyperparameters: { n_epochs: 2, batch_size: 2, learning_rate_multiplier: 'auto' } },
+  },
 });
 assert.equal(job.object, 'fine_tuning.job');
 assert.match(job.id, /^ftjob-/);
 assert.equal(job.training_file, trainingFile);
+assert.equal(job.method.type, 'supervised');
+assert.deepEqual(job.method.supervised.hyperparameters,
+                 { n_epochs: 2, batch_size: 2, learning_rate_multiplier: 1 });
+assert.equal(job.hyperparameters.batch_size, 2, 'the deprecated field says the same');
 
 let current = job;
 for (let i = 0; i < 1200 && !['succeeded', 'failed', 'cancelled'].includes(current.status); i++) {
