@@ -973,7 +973,7 @@ Parameter* Model::find(std::string_view name) {
 }
 
 void Model::zero_grad() {
-  for (auto& p : params_) {
+  for (auto& p : trainable()) {
     if (p.grad.shape() == p.shape) {
       p.grad.fill(0.0f);
     } else {
@@ -983,6 +983,12 @@ void Model::zero_grad() {
 }
 
 void Model::ensure_grads() {
+  if (lora_config_) {  // the base is frozen: the adapters alone have gradients
+    for (auto& p : lora_params_) {
+      if (p.grad.shape() != p.shape) p.grad = Tensor(p.shape);
+    }
+    return;
+  }
   if (has_half_weights()) {
     throw std::logic_error("a model with weights held at 16 bits is for inference; load it with "
                            "Weights::kFloat32 to train it");
@@ -1233,12 +1239,23 @@ void Model::linear(const Tensor& x, size_t w, size_t b, Tensor& y) {
     backend_.gemm_half(out_in, 1.0f, x, params_[w].half, 0.0f, y);
   }
   if (b != kNone) backend_.add_bias(y, params_[b].value);
+  if (!adapter_of_.empty() && adapter_of_[w] >= 0) lora_forward(x, w, y);
 }
 
 void Model::linear_backward(const Tensor& dy, const Tensor& x, size_t w, size_t b, Tensor& dx,
                             bool accumulate_dx) {
   Parameter& p = params_[w];
   const bool out_in = config_.family != Family::kGpt2 || w == head_;
+  if (lora_config_) {  // frozen: dx alone, through the weight as it is held
+    const float beta = accumulate_dx ? 1.0f : 0.0f;
+    if (p.half.empty()) {
+      backend_.gemm(false, !out_in, 1.0f, dy, p.value, beta, dx);
+    } else {
+      backend_.gemm_half(!out_in, 1.0f, dy, p.half, beta, dx);
+    }
+    if (adapter_of_[w] >= 0) lora_backward(dy, x, w, dx);
+    return;
+  }
   if (out_in) {
     backend_.gemm(true, false, 1.0f, dy, x, 1.0f, p.grad);  // dW[out, in] += dy^T x
     backend_.gemm(false, false, 1.0f, dy, p.value, accumulate_dx ? 1.0f : 0.0f, dx);
@@ -1298,7 +1315,7 @@ void Model::rmsnorm_backward(Tensor& dout, Tensor& x, size_t w, int64_t width, c
   const Shape shape = x.shape();
   {
     RowsOf view({&dout, &x}, width);
-    backend_.rmsnorm_backward(dout, x, weight, rstd, dx, params_[w].grad);
+    backend_.rmsnorm_backward(dout, x, weight, rstd, dx, grad_of(w));
   }
   dx.reshape(shape);
 }
@@ -1475,6 +1492,10 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
                      std::to_string(ids.size()) + " ids");
   }
   if (!targets.empty()) ensure_grads();
+  training_pass_ = !targets.empty();
+  if (training_pass_ && lora_config_ && lora_config_->dropout > 0 && lora_dropout_) {
+    ++lora_draws_;  // this pass's masks
+  }
   ids_ = ids;
   batch_ = batch;
   seq_len_ = seq_len;
@@ -1532,13 +1553,14 @@ void Model::backward(const std::function<void(size_t, size_t)>& ready) {
   Tensor dx, dn, dtmp, dbranch, dact, dh, dup, datt, dq, dk, dv, dqkv, draw;
   if (gpt2) {
     backend_.layernorm_backward(dfinal_, final_in_, params_[norm_w_].value, final_mean_,
-                                final_rstd_, dx, params_[norm_w_].grad, params_[norm_b_].grad);
+                                final_rstd_, dx, grad_of(norm_w_), grad_of(norm_b_));
   } else {
     rmsnorm_backward(dfinal_, final_in_, norm_w_, c.hidden, final_rstd_, dx);
   }
   // Every layer's parameters are contiguous: from its first norm to the next layer's.
+  // With adapters, trainable() is what has gradients, and they are all handed over at the end.
   auto finished = [&](size_t begin, size_t end) {
-    if (ready) ready(begin, end);
+    if (ready && !lora_config_) ready(begin, end);
   };
   finished(norm_w_, params_.size());
   const int64_t seq_len = max_position(positions_) + 1;
@@ -1556,7 +1578,7 @@ void Model::backward(const std::function<void(size_t, size_t)>& ready) {
       backend_.gelu_backward(dact, a.h, dh);
       linear_backward(dh, a.n2, y.fc_w, y.fc_b, dn, false);
       backend_.layernorm_backward(dn, a.x_mid, params_[y.ln2_w].value, a.mean2, a.rstd2, dtmp,
-                                  params_[y.ln2_w].grad, params_[y.ln2_b].grad);
+                                  grad_of(y.ln2_w), grad_of(y.ln2_b));
     } else {
       if (c.activation == Activation::kGeluTanh) {
         backend_.gelu_glu_backward(dact, a.h, a.up, dh, dup);
@@ -1584,7 +1606,7 @@ void Model::backward(const std::function<void(size_t, size_t)>& ready) {
       join3(dq, dk, dv, dqkv);
       linear_backward(dqkv, a.n1, y.qkv_w, y.qkv_b, dn, false);
       backend_.layernorm_backward(dn, a.x_in, params_[y.ln1_w].value, a.mean1, a.rstd1, dtmp,
-                                  params_[y.ln1_w].grad, params_[y.ln1_b].grad);
+                                  grad_of(y.ln1_w), grad_of(y.ln1_b));
     } else {
       const Backend::Rope rope = rope_for(c, l, seq_len);
       backend_.rope_backward(dq, c.head_dim, positions_, rope);
@@ -1603,6 +1625,10 @@ void Model::backward(const std::function<void(size_t, size_t)>& ready) {
     backend_.add(dx, dtmp, dx);  // the gradient at x_in
     finished(y.ln1_w, l + 1 < c.layers ? layers_[static_cast<size_t>(l + 1)].ln1_w : norm_w_);
   }
+  if (lora_config_) {  // the embeddings are frozen: the adapters' gradients are all done
+    if (ready) ready(0, lora_params_.size());
+    return;
+  }
   if (c.embedding_scale != 1.0f) backend_.scale(dx, c.embedding_scale);
   backend_.embedding_backward(dx, ids_, params_[wte_].grad);
   if (gpt2) backend_.embedding_backward(dx, positions_, params_[wpe_].grad);
@@ -1620,6 +1646,7 @@ KvCache Model::new_cache(int64_t capacity) const {
 }
 
 Tensor Model::forward_cached(std::vector<Step>& steps) {
+  training_pass_ = false;
   std::vector<int32_t> ids, positions;
   std::vector<int64_t> step_rows, last_rows;
   for (auto& st : steps) {

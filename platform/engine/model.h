@@ -141,6 +141,25 @@ struct Parameter {
   bool decay = false;  // weight decay applies (matrices, not norms or biases)
 };
 
+// LoRA (Hu et al., 2021) as PEFT applies it to a linear layer W [out, in]:
+//   y = x Wᵀ + (alpha / rank) · dropout(x) Aᵀ Bᵀ
+// with A [rank, in] drawn as PEFT draws it (Kaiming-uniform, bound 1 / sqrt(in)) and B [out,
+// rank] zero, so that a new adapter leaves the model's outputs as they were. GPT-2's Conv1D
+// layers store W as [in, out]; their A and B have the same shapes as any layer's (PEFT's too).
+struct LoraConfig {
+  int64_t rank = 8;
+  float alpha = 16;
+  float dropout = 0;  // in [0, 1): the probability of zeroing an input of the adapter
+  // PEFT's target_modules: a layer matches an entry equal to its module's name or to the end of
+  // it after a dot ("q_proj", "self_attn.q_proj", "c_attn"); "all-linear" is every linear layer
+  // of the blocks (not the embeddings or the output head).
+  std::vector<std::string> target_modules = {"all-linear"};
+
+  float scale() const { return alpha / static_cast<float>(rank); }
+  // Each error names the field.
+  Status validate() const;
+};
+
 // How a loaded model holds the matrices its files store in bf16 or f16: widened to fp32 (what
 // training needs), or as stored, for inference, so that the model costs its files' size in
 // memory (every op that reads a weight converts it as it reads). Vectors are always fp32.
@@ -215,6 +234,45 @@ class Model {
   Status save(const std::filesystem::path& dir) const;
   Status save_weights(const std::filesystem::path& file) const;
 
+  // Adds LoRA adapters on the layers `lora` targets, A drawn from `seed`, and freezes the base:
+  // training then computes gradients for the adapters alone (trainable()), every base weight
+  // stays as it is, and the base may be held at 16 bits. Refused (changing nothing) for a target
+  // that matches no layer, a bad config, or a model that has adapters already.
+  Status add_lora(const LoraConfig& lora, uint64_t seed);
+  // The adapters' settings; nullptr without adapters.
+  const LoraConfig* lora() const { return lora_config_ ? &*lora_config_ : nullptr; }
+  // What training updates: each adapter's A then B (named "<module>.lora_A.weight" and
+  // "<module>.lora_B.weight", the module being the base weight's name less ".weight"), or
+  // without adapters every parameter.
+  std::vector<Parameter>& trainable() { return lora_config_ ? lora_params_ : params_; }
+  const std::vector<Parameter>& trainable() const { return lora_config_ ? lora_params_ : params_; }
+  // The adapters in PEFT's format, each file written atomically into `dir`:
+  // adapter_config.json (peft_type LORA, r, lora_alpha, lora_dropout, target_modules as the
+  // module names adapted, base_model_name_or_path) and adapter_model.safetensors (F32 tensors
+  // "base_model.model.<module>.lora_A.weight" and "….lora_B.weight"), which PEFT loads onto the
+  // base model.
+  Status save_lora(const std::filesystem::path& dir, std::string_view base_model = {}) const;
+  // Reads adapters saved by PEFT (by save_lora or by Hugging Face's library) from `dir`: without
+  // adapters the model takes the file's config and adapters; with adapters (a checkpoint of this
+  // run) the file's config must be theirs. Every tensor must be there with its shape (F32, F16
+  // or BF16) and nothing else; PEFT settings this engine does not implement (DoRA, rsLoRA,
+  // per-layer ranks, bias training, modules_to_save, ...) are refused by name. Nothing changes
+  // on error.
+  Status load_lora(const std::filesystem::path& dir);
+  // PEFT's adapter_config.json as a LoraConfig, refusing what the engine does not implement.
+  static Result<LoraConfig> read_lora_config(const std::filesystem::path& dir);
+
+  // LoRA dropout applies in forward() with targets while this is on (the default); a trainer
+  // turns it off to measure a validation loss. Each pass that applies it draws its masks from
+  // the adapters' seed and the count of such passes so far, which a checkpoint keeps.
+  void set_lora_dropout(bool on) { lora_dropout_ = on; }
+  uint64_t lora_seed() const { return lora_seed_; }
+  uint64_t lora_draws() const { return lora_draws_; }
+  void set_lora_draws(uint64_t seed, uint64_t draws) {
+    lora_seed_ = seed;
+    lora_draws_ = draws;
+  }
+
   const ModelConfig& config() const { return config_; }
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }
@@ -266,9 +324,34 @@ class Model {
   // The classifier: logits of final hidden states, soft-capped when the config says so.
   void head_logits(const Tensor& x, Tensor& logits);
 
+  // LoRA (lora.cpp): the adapter's product added to y = linear(x), and its backward pass,
+  // which adds the adapter's gradients and its part of dx.
+  void lora_forward(const Tensor& x, size_t w, Tensor& y);
+  void lora_backward(const Tensor& dy, const Tensor& x, size_t w, Tensor& dx);
+  // The gradient a backend op adds a base vector's (a norm's, a bias's) into: its own, or with
+  // the base frozen a scratch tensor that is never read.
+  Tensor& grad_of(size_t i);
+
   ModelConfig config_;
   Backend& backend_;
   std::vector<Parameter> params_;
+  // The linear layers `lora` targets, in parameter order; refused for a target matching none.
+  Result<std::vector<size_t>> lora_layers(const LoraConfig& lora) const;
+  struct LoraAdapter {
+    size_t weight = kNone;  // the base weight in params_
+    size_t a = 0, b = 0;    // A and B in lora_params_
+    // The last training forward's: the adapter's input after dropout (with dropout only), the
+    // dropout's mask (0 or 1 / (1 - p) per input), and u = input Aᵀ.
+    Tensor input, keep, u;
+  };
+  std::optional<LoraConfig> lora_config_;
+  std::vector<Parameter> lora_params_;
+  std::vector<LoraAdapter> adapters_;
+  std::vector<int32_t> adapter_of_;  // per parameter: its adapter's index, or -1
+  uint64_t lora_seed_ = 0, lora_draws_ = 0;
+  bool lora_dropout_ = true;
+  bool training_pass_ = false;  // the forward running has targets
+  Tensor grad_sink_;
   std::vector<Layer> layers_;  // indices into params_
   size_t wte_ = kNone, wpe_ = kNone, norm_w_ = kNone, norm_b_ = kNone, head_ = kNone;
   Tensor offset_weight_;  // scratch: a norm's weight plus the config's offset

@@ -24,6 +24,18 @@ Status state_error(std::string_view what) {
   return invalid_argument("trainer_state.json: " + std::string(what));
 }
 
+// A 64-bit unsigned member, which trainer_state.json keeps as decimal text (JSON numbers are
+// doubles to many readers).
+Result<uint64_t> unsigned_member(const std::string& text, std::string_view name) {
+  try {
+    size_t used = 0;
+    const uint64_t value = std::stoull(text, &used);
+    if (used == text.size() && !text.starts_with('-')) return value;
+  } catch (const std::exception&) {
+  }
+  return state_error("\"" + std::string(name) + "\" is not an unsigned integer");
+}
+
 }  // namespace
 
 // All-reduces buffers on a thread of its own, in the order they are submitted (every rank
@@ -168,8 +180,8 @@ void AdamW::update(std::vector<Parameter>& params, const std::function<const flo
 class HostEngine final : public StepEngine {
  public:
   HostEngine(Model& model, const TrainConfig& config, Collective& comm)
-      : model_(model), adam_(model.parameters(), config) {
-    for (const auto& p : model_.parameters()) sum_.emplace_back(p.value.shape());
+      : model_(model), adam_(model.trainable(), config) {
+    for (const auto& p : model_.trainable()) sum_.emplace_back(p.value.shape());
     if (comm.world() > 1) reducer_ = std::make_unique<GradientReducer>(comm);
   }
   const char* name() const override { return "host"; }
@@ -221,11 +233,14 @@ class HostEngine final : public StepEngine {
 
   float loss(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, int64_t batch,
              int64_t seq_len, int64_t denominator) override {
-    return model_.forward(ids, batch, seq_len, targets, denominator);
+    model_.set_lora_dropout(false);  // a measurement, not a training pass
+    const float loss = model_.forward(ids, batch, seq_len, targets, denominator);
+    model_.set_lora_dropout(true);
+    return loss;
   }
 
   void update(float lr, float grad_scale) override {
-    adam_.step(model_.parameters(), sum_, lr, grad_scale);
+    adam_.step(model_.trainable(), sum_, lr, grad_scale);
   }
   void sync_to_host() override {}
   const std::vector<Tensor>& exp_avg() const override { return adam_.m_; }
@@ -238,7 +253,7 @@ class HostEngine final : public StepEngine {
 
  private:
   void add_gradients(size_t begin, size_t end) {
-    const auto& params = model_.parameters();
+    const auto& params = model_.trainable();
     for (size_t i = begin; i < end; ++i) {
       float* s = sum_[i].data();
       const float* g = params[i].grad.data();
@@ -395,9 +410,10 @@ Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   tmp += ".tmp";
   std::error_code ec;
   std::filesystem::remove_all(tmp, ec);
-  MH_TRY(model_.save(tmp));
+  // With LoRA the checkpoint is the adapter (PEFT's files), the base being the job's model.
+  MH_TRY(model_.lora() != nullptr ? model_.save_lora(tmp) : model_.save(tmp));
   std::vector<TensorToWrite> moments;
-  const auto& params = model_.parameters();
+  const auto& params = model_.trainable();
   for (size_t i = 0; i < params.size(); ++i) {
     for (auto [suffix, tensor] : {std::pair{".exp_avg", &engine_->exp_avg()[i]},
                                   std::pair{".exp_avg_sq", &engine_->exp_avg_sq()[i]}}) {
@@ -417,6 +433,10 @@ Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   state.emplace_back("rng", Json(rng_.state()));
   state.emplace_back("seq_len", Json(config_.seq_len));
   state.emplace_back("seed", Json(std::to_string(config_.seed)));
+  if (model_.lora() != nullptr) {
+    state.emplace_back("lora_seed", Json(std::to_string(model_.lora_seed())));
+    state.emplace_back("lora_draws", Json(std::to_string(model_.lora_draws())));
+  }
   MH_TRY(write_file_atomically(tmp / "trainer_state.json", to_json(Json(std::move(state))) + "\n"));
   std::filesystem::remove_all(dir, ec);
   std::filesystem::rename(tmp, dir, ec);
@@ -444,18 +464,18 @@ Status Trainer::load_checkpoint(const std::filesystem::path& dir) {
   }
   Rng restored;
   if (!restored.set_state(rng_state)) return state_error("\"rng\" is not a generator state");
-  uint64_t seed = 0;
-  try {
-    size_t used = 0;
-    seed = std::stoull(epoch_seed, &used);
-    if (used != epoch_seed.size()) throw std::invalid_argument("trailing");
-  } catch (const std::exception&) {
-    return state_error("\"epoch_seed\" is not an unsigned integer");
-  }
+  MH_ASSIGN_OR_RETURN(const uint64_t seed, unsigned_member(epoch_seed, "epoch_seed"));
   // Read everything before changing anything.
   auto opt = Safetensors::open(dir / "optimizer.safetensors");
   if (!opt.ok()) return invalid_argument("optimizer.safetensors: " + opt.status().message());
-  const auto& params = model_.parameters();
+  uint64_t lora_seed = 0, lora_draws = 0;  // LoRA dropout's masks
+  if (model_.lora() != nullptr) {
+    MH_ASSIGN_OR_RETURN(std::string text, json_string(state, "lora_seed"));
+    MH_ASSIGN_OR_RETURN(lora_seed, unsigned_member(text, "lora_seed"));
+    MH_ASSIGN_OR_RETURN(text, json_string(state, "lora_draws"));
+    MH_ASSIGN_OR_RETURN(lora_draws, unsigned_member(text, "lora_draws"));
+  }
+  const auto& params = model_.trainable();
   std::vector<Tensor> m(params.size()), v(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     for (auto [suffix, out] : {std::pair{".exp_avg", &m[i]}, std::pair{".exp_avg_sq", &v[i]}}) {
@@ -468,7 +488,12 @@ Status Trainer::load_checkpoint(const std::filesystem::path& dir) {
       *out = Tensor::of(params[i].value.shape(), std::move(values));
     }
   }
-  MH_TRY(model_.read_weights({dir / "model.safetensors"}));
+  if (model_.lora() != nullptr) {
+    MH_TRY(model_.load_lora(dir));
+    model_.set_lora_draws(lora_seed, lora_draws);
+  } else {
+    MH_TRY(model_.read_weights({dir / "model.safetensors"}));
+  }
   engine_->restore(std::move(m), std::move(v), step);
   step_ = step;
   rng_ = restored;

@@ -160,8 +160,10 @@ class Trainer {
     return evaluation_loss(*engine_, data, config_.seq_len, config_.batch_size, max_rows);
   }
 
-  // A checkpoint is a directory: config.json + model.safetensors (a loadable model),
-  // optimizer.safetensors (AdamW moments) and trainer_state.json (step, data position, RNG).
+  // A checkpoint is a directory: config.json + model.safetensors (a loadable model), or for a
+  // model with LoRA adapters the adapter alone in PEFT's files (Model::save_lora),
+  // optimizer.safetensors (AdamW moments of what trains) and trainer_state.json (step, data
+  // position, RNG, LoRA dropout's draws).
   // It is written under a temporary name and renamed into place. Only rank 0 writes.
   Status save_checkpoint(const std::filesystem::path& dir) const;
   // Restores the weights, optimizer, step, data position and RNG saved by save_checkpoint.

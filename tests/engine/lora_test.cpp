@@ -1,0 +1,254 @@
+// LoRA adapters on every family: gradients against finite differences (with dropout too), a
+// frozen base, PEFT's files written and read back, and what is refused.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "platform/engine/files.h"
+#include "platform/engine/model.h"
+#include "platform/engine/safetensors.h"
+#include "tests/engine/gradcheck.h"
+#include "tests/engine/tiny_models.h"
+#include "tests/support/harness.h"
+
+namespace mh::engine {
+namespace {
+
+const std::vector<int32_t> kIds = {1, 5, 9, 2, 3, 10, 0, 4, 4, 7};
+const std::vector<int32_t> kTargets = {5, 9, 2, -1, 6, 0, 4, 4, 7, 1};
+
+// A model of `json` with weights large enough that every path carries a visible gradient, and
+// adapters whose B is not zero (a new adapter's B is: then A would have no gradient).
+std::unique_ptr<Model> adapted(Backend& backend, const char* json, const LoraConfig& lora) {
+  auto model = Model::create(config_of(json), backend, 7);
+  REQUIRE(model.ok());
+  std::mt19937 rng(3);
+  for (auto& p : (*model)->parameters()) {
+    if (p.value.rank() == 2) p.value = random_tensor(p.value.shape(), rng, 0.3f);
+  }
+  REQUIRE((*model)->add_lora(lora, 11).ok());
+  for (auto& p : (*model)->trainable()) {
+    if (p.name.ends_with("lora_B.weight")) p.value = random_tensor(p.value.shape(), rng, 0.3f);
+  }
+  return std::move(model).value();
+}
+
+std::vector<float> base_weights(const Model& m) {
+  std::vector<float> w;
+  for (const auto& p : m.parameters()) {
+    w.insert(w.end(), p.value.values().begin(), p.value.values().end());
+  }
+  return w;
+}
+
+TEST_CASE("LoRA's gradients match finite differences on every family, with dropout too") {
+  auto cpu = make_cpu_backend(2);
+  for (const char* json : kEveryFamily) {
+    for (const float dropout : {0.0f, 0.25f}) {
+      CAPTURE(json);
+      CAPTURE(dropout);
+      LoraConfig lora;
+      lora.rank = 2;
+      lora.alpha = 4;
+      lora.dropout = dropout;
+      auto m = adapted(*cpu, json, lora);
+      const int64_t linear_layers = m->config().family == Family::kGpt2 ? 4 : 7;
+      CHECK(m->trainable().size() == static_cast<size_t>(2 * linear_layers * 2));
+      // Every pass draws the same masks: the draws counter is reset before each.
+      auto loss = [&] {
+        m->set_lora_draws(m->lora_seed(), 0);
+        return static_cast<double>(m->forward(kIds, 2, 5, kTargets));
+      };
+      m->zero_grad();
+      loss();
+      m->backward();
+      for (const auto& p : m->parameters()) CHECK(p.grad.numel() == 0);  // the base is frozen
+      std::vector<Tensor> analytic;
+      for (const auto& p : m->trainable()) analytic.push_back(p.grad);
+      for (size_t i = 0; i < analytic.size(); ++i) {
+        auto& p = m->trainable()[i];
+        check_gradient(p.name.c_str(), p.value, analytic[i], loss, 1e-3f);
+      }
+    }
+  }
+}
+
+TEST_CASE("a new adapter changes no output, and adapters are named and shaped as PEFT names them") {
+  auto cpu = make_cpu_backend(2);
+  for (const char* json : {kTinyGpt2, kTinyLlama}) {
+    auto m = Model::create(config_of(json), *cpu, 5);
+    REQUIRE(m.ok());
+    (*m)->forward(kIds, 2, 5, {});
+    const Tensor before = (*m)->logits();
+    const auto weights = base_weights(**m);
+    LoraConfig lora;
+    lora.rank = 4;
+    const bool gpt2 = (*m)->config().family == Family::kGpt2;
+    lora.target_modules = gpt2 ? std::vector<std::string>{"c_attn"}
+                               : std::vector<std::string>{"q_proj", "v_proj"};
+    REQUIRE((*m)->add_lora(lora, 1).ok());
+    (*m)->forward(kIds, 2, 5, {});
+    CHECK((*m)->logits().values() == before.values());
+    CHECK(base_weights(**m) == weights);
+    const auto& t = (*m)->trainable();
+    if (gpt2) {
+      REQUIRE(t.size() == 4);
+      CHECK(t[0].name == "transformer.h.0.attn.c_attn.lora_A.weight");
+      CHECK(t[0].shape == Shape{4, 8});
+      CHECK(t[1].shape == Shape{24, 4});  // c_attn: 8 -> 3 * 8
+    } else {
+      REQUIRE(t.size() == 8);
+      CHECK(t[0].name == "model.layers.0.self_attn.q_proj.lora_A.weight");
+      CHECK(t[2].name == "model.layers.0.self_attn.v_proj.lora_A.weight");
+      CHECK(t[3].shape == Shape{4, 4});  // v_proj: 8 -> 2 kv heads of 2
+    }
+    for (const auto& p : t) {
+      if (p.name.ends_with("lora_B.weight")) {
+        for (float v : p.value.values()) CHECK(v == 0.0f);
+      }
+    }
+    CHECK((*m)->add_lora(lora, 1).code() == Code::kFailedPrecondition);
+  }
+}
+
+TEST_CASE("bad LoRA settings are refused by name and change nothing") {
+  auto cpu = make_cpu_backend(1);
+  auto m = Model::create(config_of(kTinyLlama), *cpu, 5);
+  REQUIRE(m.ok());
+  struct Bad {
+    LoraConfig lora;
+    const char* param;
+  };
+  LoraConfig base;
+  std::vector<Bad> bad;
+  for (int64_t rank : {int64_t{0}, int64_t{5000}}) {
+    bad.push_back({base, "rank"});
+    bad.back().lora.rank = rank;
+  }
+  bad.push_back({base, "alpha"});
+  bad.back().lora.alpha = 0;
+  bad.push_back({base, "dropout"});
+  bad.back().lora.dropout = 1;
+  bad.push_back({base, "target_modules"});
+  bad.back().lora.target_modules = {"c_attn"};  // a GPT-2 name, on llama
+  bad.push_back({base, "target_modules"});
+  bad.back().lora.target_modules = {};
+  bad.push_back({base, "target_modules"});
+  bad.back().lora.target_modules = {"proj"};  // matches no whole name
+  for (const Bad& b : bad) {
+    const Status s = (*m)->add_lora(b.lora, 1);
+    CHECK(s.param() == b.param);
+    CHECK((*m)->lora() == nullptr);
+    CHECK((*m)->trainable().size() == (*m)->parameters().size());
+  }
+}
+
+TEST_CASE("an adapter saved in PEFT's files loads onto the base and gives the same logits") {
+  auto cpu = make_cpu_backend(2);
+  test::TempDir dir;
+  for (const char* json : kEveryFamily) {
+    CAPTURE(json);
+    LoraConfig lora;
+    lora.rank = 3;
+    lora.alpha = 5;
+    auto m = adapted(*cpu, json, lora);
+    m->forward(kIds, 2, 5, {});
+    const Tensor expected = m->logits();
+    REQUIRE(m->save(dir.path() / "base").ok());  // the base alone: no adapter in it
+    REQUIRE(m->save_lora(dir.path() / "adapter", "tiny").ok());
+
+    auto st = Safetensors::open(dir.path() / "adapter" / "adapter_model.safetensors");
+    REQUIRE(st.ok());
+    CHECK(st->tensors().size() == m->trainable().size());
+    CHECK(st->find("base_model.model." + m->trainable()[0].name) != nullptr);
+    auto cfg = read_json_file(dir.path() / "adapter" / "adapter_config.json");
+    REQUIRE(cfg.ok());
+    CHECK(cfg->find("peft_type")->as_string() == "LORA");
+    CHECK(cfg->find("r")->as_int() == 3);
+    CHECK(cfg->find("base_model_name_or_path")->as_string() == "tiny");
+
+    auto fresh = Model::load(dir.path() / "base", *cpu);
+    REQUIRE(fresh.ok());
+    REQUIRE_MESSAGE((*fresh)->load_lora(dir.path() / "adapter").ok(), json);
+    (*fresh)->forward(kIds, 2, 5, {});
+    CHECK((*fresh)->logits().values() == expected.values());
+    // Into a model with adapters of its own (a checkpoint resumed): the same config only.
+    CHECK((*fresh)->load_lora(dir.path() / "adapter").ok());
+  }
+}
+
+TEST_CASE("an adapter_config.json or weights file that does not fit is refused, changing nothing") {
+  auto cpu = make_cpu_backend(1);
+  test::TempDir dir;
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.target_modules = {"q_proj", "v_proj"};
+  auto m = adapted(*cpu, kTinyLlama, lora);
+  REQUIRE(m->save_lora(dir.path()).ok());
+  const std::string good = test::read_file(dir.path() / "adapter_config.json");
+  CHECK(good.find(R"("target_modules":["q_proj","v_proj"])") != std::string::npos);
+  struct Bad {
+    std::string from, to, error;
+  };
+  for (const Bad& b : {
+           Bad{R"("use_dora":false)", R"("use_dora":true)", "\"use_dora\" is set"},
+           Bad{R"("use_rslora":false)", R"("use_rslora":true)", "\"use_rslora\" is set"},
+           Bad{R"("modules_to_save":null)", R"("modules_to_save":["lm_head"])",
+               "\"modules_to_save\" is set"},
+           Bad{R"("bias":"none")", R"("bias":"all")", "\"bias\" is not \"none\""},
+           Bad{R"("peft_type":"LORA")", R"("peft_type":"IA3")", "\"peft_type\" is not \"LORA\""},
+           Bad{R"("r":2)", R"("r":4)", "is not this model's"},
+           Bad{R"("r":2)", R"("r":0)", "\"rank\" is out of range"},
+           Bad{R"("target_modules":["q_proj","v_proj"])", R"("target_modules":".*proj")",
+               "regular expression is not supported"},
+           Bad{R"("target_modules":["q_proj","v_proj"])", R"("target_modules":["q_proj","x"])",
+               "\"x\" names no linear layer"},
+           Bad{R"("bias":"none")", R"("bias":"none","rank_pattern":{"q_proj":4})",
+               "\"rank_pattern\" is set"},
+       }) {
+    CAPTURE(b.to);
+    std::string text = good;
+    REQUIRE(text.find(b.from) != std::string::npos);
+    text.replace(text.find(b.from), b.from.size(), b.to);
+    REQUIRE(write_file_atomically(dir.path() / "adapter_config.json", text).ok());
+    const auto before = m->trainable()[0].value.values();
+    const Status s = m->load_lora(dir.path());
+    CHECK_MESSAGE(s.message().find(b.error) != std::string::npos, s.message());
+    CHECK(m->trainable()[0].value.values() == before);
+  }
+  REQUIRE(write_file_atomically(dir.path() / "adapter_config.json", good).ok());
+  // A weights file missing a tensor, or holding one the config does not target.
+  auto other = adapted(*cpu, kTinyLlama, [] {
+    LoraConfig l;
+    l.rank = 2;
+    l.target_modules = {"q_proj"};
+    return l;
+  }());
+  test::TempDir partial;
+  REQUIRE(other->save_lora(partial.path()).ok());
+  std::filesystem::copy_file(partial.path() / "adapter_model.safetensors",
+                             dir.path() / "adapter_model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  Status s = m->load_lora(dir.path());
+  CHECK_MESSAGE(s.message().find("v_proj.lora_A.weight\" is missing") != std::string::npos,
+                s.message());
+  REQUIRE(write_file_atomically(partial.path() / "adapter_config.json", good).ok());
+  auto everything = adapted(*cpu, kTinyLlama, LoraConfig{});
+  REQUIRE(everything->save_lora(dir.path() / "all").ok());
+  std::filesystem::copy_file(dir.path() / "all" / "adapter_model.safetensors",
+                             partial.path() / "adapter_model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(partial.path() / "adapter_config.json")
+      << R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj"]})";
+  auto fresh = Model::create(config_of(kTinyLlama), *cpu, 1);
+  s = (*fresh)->load_lora(partial.path());
+  CHECK_MESSAGE(s.message().find("is not a LoRA A or B of a layer the config targets") !=
+                    std::string::npos,
+                s.message());
+  CHECK((*fresh)->lora() == nullptr);
+}
+
+}  // namespace
+}  // namespace mh::engine

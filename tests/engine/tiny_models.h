@@ -1,0 +1,50 @@
+// Tiny configurations of every family the engine supports, each with what sets it apart
+// switched on, small enough for finite differences: shared by the model and LoRA tests.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include "platform/engine/model.h"
+
+namespace mh::engine {
+
+inline const char* kTinyGpt2 = R"({"model_type":"gpt2","vocab_size":11,"n_embd":8,"n_layer":2,
+  "n_head":2,"n_positions":16,"n_inner":12,"layer_norm_epsilon":1e-5})";
+inline const char* kTinyLlama = R"({"model_type":"llama","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "max_position_embeddings":16,"rms_norm_eps":1e-6,"rope_theta":10000.0,
+  "tie_word_embeddings":false})";
+// The families built on llama, each with what sets it apart switched on at a size the finite
+// differences can check: scaled RoPE, windows shorter than the sequences, biases, q/k norms,
+// head_dim apart from hidden / heads, Gemma's norms, scales and soft-caps.
+inline const char* kTinyLlama3 = R"({"model_type":"llama","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+  "head_dim":6,"max_position_embeddings":16,"tie_word_embeddings":true,"attention_bias":true,
+  "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+  "original_max_position_embeddings":4}})";
+inline const char* kTinyMistral = R"({"model_type":"mistral","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "max_position_embeddings":16,"sliding_window":3})";
+inline const char* kTinyQwen2 = R"({"model_type":"qwen2","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "max_position_embeddings":16,"use_sliding_window":true,"sliding_window":2,
+  "max_window_layers":1,"rope_scaling":{"type":"yarn","factor":4.0,
+  "original_max_position_embeddings":4}})";
+inline const char* kTinyQwen3 = R"({"model_type":"qwen3","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+  "head_dim":6,"max_position_embeddings":16,"tie_word_embeddings":true})";
+inline const char* kTinyGemma3 = R"({"model_type":"gemma3_text","vocab_size":11,"hidden_size":8,
+  "intermediate_size":12,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+  "head_dim":4,"max_position_embeddings":16,"query_pre_attn_scalar":6,"sliding_window":3,
+  "sliding_window_pattern":2,"rope_local_base_freq":100.0,"attn_logit_softcapping":2.0,
+  "final_logit_softcapping":3.0,"rope_scaling":{"rope_type":"linear","factor":2.0}})";
+inline const char* const kEveryFamily[] = {kTinyGpt2,  kTinyLlama, kTinyLlama3, kTinyMistral,
+                                           kTinyQwen2, kTinyQwen3, kTinyGemma3};
+
+inline ModelConfig config_of(const char* json) {
+  auto c = parse_model_config(json);
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  return *c;
+}
+
+}  // namespace mh::engine
