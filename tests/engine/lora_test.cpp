@@ -35,13 +35,7 @@ std::unique_ptr<Model> adapted(Backend& backend, const char* json, const LoraCon
   return std::move(model).value();
 }
 
-std::vector<float> base_weights(const Model& m) {
-  std::vector<float> w;
-  for (const auto& p : m.parameters()) {
-    w.insert(w.end(), p.value.values().begin(), p.value.values().end());
-  }
-  return w;
-}
+std::vector<float> base_weights(const Model& m) { return values_of(m.parameters()); }
 
 TEST_CASE("LoRA's gradients match finite differences on every family, with dropout too") {
   auto cpu = make_cpu_backend(2);

@@ -1,8 +1,11 @@
 // Tiny configurations of every family the engine supports, each with what sets it apart
-// switched on, small enough for finite differences: shared by the model and LoRA tests.
+// switched on, small enough for finite differences, and a weights reader: shared by the
+// model, LoRA and training tests.
 #pragma once
 
 #include <doctest/doctest.h>
+
+#include <vector>
 
 #include "platform/engine/model.h"
 
@@ -45,6 +48,15 @@ inline ModelConfig config_of(const char* json) {
   auto c = parse_model_config(json);
   REQUIRE_MESSAGE(c.ok(), c.status().to_string());
   return *c;
+}
+
+// Every value of `params`, in order: to compare weights bit for bit.
+inline std::vector<float> values_of(const std::vector<Parameter>& params) {
+  std::vector<float> out;
+  for (const auto& p : params) {
+    out.insert(out.end(), p.value.values().begin(), p.value.values().end());
+  }
+  return out;
 }
 
 }  // namespace mh::engine

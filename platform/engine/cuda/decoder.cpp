@@ -295,6 +295,9 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   if (cuda_device_count() <= options.device) {
     return unavailable("no CUDA device " + std::to_string(options.device));
   }
+  if (model.lora() != nullptr) {
+    return failed_precondition("the CUDA decoder does not apply LoRA adapters");
+  }
   const ModelConfig& c = model.config();
   if (c.head_dim > cuda::kMaxHeadDim) {
     return failed_precondition("the CUDA decoder takes heads of up to " +

@@ -930,6 +930,10 @@ Result<std::unique_ptr<StepEngine>> make_cuda_engine(Model& model, const TrainCo
     return failed_precondition("the CUDA trainer takes heads of up to " +
                                std::to_string(cuda::kMaxHeadDim) + " dimensions");
   }
+  if (model.lora() != nullptr) {
+    return failed_precondition("the CUDA trainer does not train LoRA adapters; the host engine "
+                               "does, on any backend");
+  }
   if (model.has_half_weights()) {
     return failed_precondition("the CUDA trainer uploads fp32 weights; load the model with "
                                "Weights::kFloat32");
