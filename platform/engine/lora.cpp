@@ -348,6 +348,33 @@ Status Model::load_lora(const std::filesystem::path& dir) {
   return {};
 }
 
+Status Model::merge_lora() {
+  if (!lora_config_) return failed_precondition("the model has no LoRA adapters to merge");
+  for (const auto& ad : adapters_) {
+    if (!params_[ad.weight].half.empty()) {
+      return failed_precondition("merging needs the base in fp32: \"" + params_[ad.weight].name +
+                                 "\" is held at 16 bits; load the model with Weights::kFloat32");
+    }
+  }
+  const bool conv1d = config_.family == Family::kGpt2;
+  const float scale = lora_config_->scale();
+  for (const auto& ad : adapters_) {
+    const Tensor& a = lora_params_[ad.a].value;
+    const Tensor& b = lora_params_[ad.b].value;
+    Tensor& w = params_[ad.weight].value;
+    if (conv1d) {
+      backend_.gemm(true, true, scale, a, b, 1.0f, w);  // W [in, out] += s Aᵀ Bᵀ
+    } else {
+      backend_.gemm(false, false, scale, b, a, 1.0f, w);  // W [out, in] += s B A
+    }
+  }
+  lora_config_.reset();
+  lora_params_.clear();
+  adapters_.clear();
+  adapter_of_.clear();
+  return {};
+}
+
 Tensor& Model::grad_of(size_t i) {
   if (!lora_config_) return params_[i].grad;
   if (grad_sink_.shape() != params_[i].shape) grad_sink_ = Tensor(params_[i].shape);

@@ -259,6 +259,10 @@ class Model {
   // per-layer ranks, bias training, modules_to_save, ...) are refused by name. Nothing changes
   // on error.
   Status load_lora(const std::filesystem::path& dir);
+  // Folds each adapter into its layer, W += (alpha / rank) · B A (transposed for GPT-2's Conv1D
+  // layers), and drops the adapters: the model is then a plain one, as save() writes it (a
+  // merged export). The base must be held in fp32 (load it with Weights::kFloat32).
+  Status merge_lora();
   // PEFT's adapter_config.json as a LoraConfig, refusing what the engine does not implement.
   static Result<LoraConfig> read_lora_config(const std::filesystem::path& dir);
 

@@ -173,6 +173,51 @@ TEST_CASE("an adapter saved in PEFT's files loads onto the base and gives the sa
   }
 }
 
+TEST_CASE("a merged export equals base + (alpha / rank) BA, and gives the adapted logits") {
+  auto cpu = make_cpu_backend(2);
+  for (const char* json : {kTinyGpt2, kTinyLlama, kTinyQwen2}) {
+    CAPTURE(json);
+    LoraConfig lora;
+    lora.rank = 3;
+    lora.alpha = 6;
+    auto m = adapted(*cpu, json, lora);
+    m->forward(kIds, 2, 5, {});
+    const Tensor expected = m->logits();
+    // The first adapted layer, by hand in double: W + s B A (W stored [in, out] for Conv1D).
+    const Parameter& a = m->trainable()[0];
+    const Parameter& b = m->trainable()[1];
+    const std::string weight = a.name.substr(0, a.name.size() - 14) + ".weight";  // less lora_A
+    const Tensor w = m->find(weight)->value;
+    const bool conv1d = m->config().family == Family::kGpt2;
+    const int64_t out = b.shape[0], in = a.shape[1], r = lora.rank;
+    std::vector<double> want(static_cast<size_t>(out * in));
+    for (int64_t o = 0; o < out; ++o) {
+      for (int64_t i = 0; i < in; ++i) {
+        double ba = 0;
+        for (int64_t k = 0; k < r; ++k) ba += double(b.value[o * r + k]) * a.value[k * in + i];
+        const int64_t at = conv1d ? i * out + o : o * in + i;
+        want[static_cast<size_t>(o * in + i)] = w[at] + 2.0 * ba;
+      }
+    }
+    REQUIRE(m->merge_lora().ok());
+    CHECK(m->lora() == nullptr);
+    CHECK(m->trainable().size() == m->parameters().size());
+    const Tensor& merged = m->find(weight)->value;
+    for (int64_t o = 0; o < out; ++o) {
+      for (int64_t i = 0; i < in; ++i) {
+        const int64_t at = conv1d ? i * out + o : o * in + i;
+        CHECK(merged[at] == doctest::Approx(want[static_cast<size_t>(o * in + i)]).epsilon(1e-5));
+      }
+    }
+    m->forward(kIds, 2, 5, {});
+    const Tensor got = m->logits();
+    for (int64_t j = 0; j < got.numel(); ++j) {
+      CHECK(got[j] == doctest::Approx(expected[j]).epsilon(1e-4));
+    }
+    CHECK(m->merge_lora().code() == Code::kFailedPrecondition);  // nothing left to merge
+  }
+}
+
 TEST_CASE("an adapter_config.json or weights file that does not fit is refused, changing nothing") {
   auto cpu = make_cpu_backend(1);
   test::TempDir dir;
