@@ -266,8 +266,9 @@ class Model {
   // PEFT's adapter_config.json as a LoraConfig, refusing what the engine does not implement.
   static Result<LoraConfig> read_lora_config(const std::filesystem::path& dir);
 
-  // LoRA dropout applies in forward() with targets while this is on (the default); a trainer
-  // turns it off to measure a validation loss. Each pass that applies it draws its masks from
+  // LoRA dropout applies in forward() with targets while this is on (off by default: a trainer
+  // turns it on for its training passes alone, so a validation loss, however it is measured,
+  // runs without). Each pass that applies it draws its masks from
   // the adapters' seed and the count of such passes so far, which a checkpoint keeps.
   void set_lora_dropout(bool on) { lora_dropout_ = on; }
   uint64_t lora_seed() const { return lora_seed_; }
@@ -353,7 +354,7 @@ class Model {
   std::vector<LoraAdapter> adapters_;
   std::vector<int32_t> adapter_of_;  // per parameter: its adapter's index, or -1
   uint64_t lora_seed_ = 0, lora_draws_ = 0;
-  bool lora_dropout_ = true;
+  bool lora_dropout_ = false;
   bool training_pass_ = false;  // the forward running has targets
   Tensor grad_sink_;
   std::vector<Layer> layers_;  // indices into params_

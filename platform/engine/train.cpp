@@ -196,7 +196,9 @@ class HostEngine final : public StepEngine {
   void micro_batch(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
                    int64_t batch, int64_t seq_len, int64_t denominator, bool last) override {
     model_.zero_grad();
+    model_.set_lora_dropout(true);  // a training pass; measurements run without
     loss_ += model_.forward(ids, batch, seq_len, targets, denominator);
+    model_.set_lora_dropout(false);
     if (reducer_ && last) {
       model_.backward([&](size_t begin, size_t end) { send(begin, end); });
     } else {
@@ -233,10 +235,7 @@ class HostEngine final : public StepEngine {
 
   float loss(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets, int64_t batch,
              int64_t seq_len, int64_t denominator) override {
-    model_.set_lora_dropout(false);  // a measurement, not a training pass
-    const float loss = model_.forward(ids, batch, seq_len, targets, denominator);
-    model_.set_lora_dropout(true);
-    return loss;
+    return model_.forward(ids, batch, seq_len, targets, denominator);
   }
 
   void update(float lr, float grad_scale) override {

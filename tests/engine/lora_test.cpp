@@ -48,6 +48,7 @@ TEST_CASE("LoRA's gradients match finite differences on every family, with dropo
       lora.alpha = 4;
       lora.dropout = dropout;
       auto m = adapted(*cpu, json, lora);
+      m->set_lora_dropout(true);
       const int64_t linear_layers = m->config().family == Family::kGpt2 ? 4 : 7;
       CHECK(m->trainable().size() == static_cast<size_t>(2 * linear_layers * 2));
       // Every pass draws the same masks: the draws counter is reset before each.
