@@ -1,5 +1,6 @@
 #include "platform/engine/data.h"
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 
@@ -32,22 +33,30 @@ struct Part {
 
 // Parses a JSONL dataset, checking every line, and calls on_part for each piece of each example
 // and end_example after each. Any bad line fails the whole file, naming the line.
-Status for_each_example(std::string_view text, const DatasetLimits& limits,
-                        const std::function<Status(const Part&)>& on_part,
-                        const std::function<Status(int64_t line)>& end_example) {
+// Calls `on_object` with each line of a JSONL text that is not blank, parsed: a line too long,
+// not JSON or not an object fails, naming it.
+Status for_each_object(std::string_view text, const DatasetLimits& limits,
+                       const std::function<Status(int64_t line, const Json& o)>& on_object) {
   JsonLimits json_limits;
   json_limits.max_depth = 8;
   json_limits.max_bytes = limits.max_line_bytes;
-  int64_t examples = 0;
-  MH_TRY(for_each_line(text, [&](int64_t line_no, std::string_view line) -> Status {
+  return for_each_line(text, [&](int64_t line_no, std::string_view line) -> Status {
     if (line.find_first_not_of(" \t") == std::string_view::npos) return {};
     if (line.size() > limits.max_line_bytes) {
       return line_error(line_no, "longer than " + std::to_string(limits.max_line_bytes) + " bytes");
     }
     auto parsed = parse_json(line, json_limits);
     if (!parsed.ok()) return line_error(line_no, parsed.status().message());
-    const Json& o = *parsed;
-    if (!o.is_object()) return line_error(line_no, "must be a JSON object");
+    if (!parsed->is_object()) return line_error(line_no, "must be a JSON object");
+    return on_object(line_no, *parsed);
+  });
+}
+
+Status for_each_example(std::string_view text, const DatasetLimits& limits,
+                        const std::function<Status(const Part&)>& on_part,
+                        const std::function<Status(int64_t line)>& end_example) {
+  int64_t examples = 0;
+  MH_TRY(for_each_object(text, limits, [&](int64_t line_no, const Json& o) -> Status {
     if (const Json* messages = o.find("messages")) {
       if (!messages->is_array() || messages->as_array().empty()) {
         return line_error(line_no, "\"messages\" must be a non-empty array");
@@ -161,6 +170,127 @@ Result<Dataset> Dataset::from_jsonl(const std::filesystem::path& path, const Tok
   auto d = from_jsonl_text(text, tokenizer, limits, chat);
   if (!d.ok()) return invalid_argument(path.filename().string() + ": " + d.status().message());
   return d;
+}
+
+namespace {
+
+// The reply a preference line's `key` holds: one assistant message with string content.
+Result<const Json*> preference_reply(const Json& line, std::string_view key) {
+  const Json* out = line.find(key);
+  const std::string k(key);
+  if (out == nullptr || !out->is_array() || out->as_array().size() != 1) {
+    return invalid_argument("\"" + k + "\" must be an array of one assistant message");
+  }
+  const Json& m = out->as_array()[0];
+  const std::string* role = m.is_object() ? string_member(m, "role") : nullptr;
+  const std::string* content = m.is_object() ? string_member(m, "content") : nullptr;
+  if (role == nullptr || *role != "assistant" || content == nullptr) {
+    return invalid_argument("\"" + k + "\"[0] must have role \"assistant\" and string content");
+  }
+  for (const auto& [name, v] : m.as_object()) {
+    if (name != "role" && name != "content") {
+      return invalid_argument("\"" + k + "\"[0]." + name + " is not supported");
+    }
+  }
+  return &m;
+}
+
+}  // namespace
+
+Result<PreferenceData> PreferenceData::from_jsonl_text(std::string_view text,
+                                                       const ChatTemplate& chat,
+                                                       const DatasetLimits& limits) {
+  PreferenceData d;
+  int64_t tokens = 0;
+  MH_TRY(for_each_object(text, limits, [&](int64_t line_no, const Json& o) -> Status {
+    for (const auto& [name, v] : o.as_object()) {
+      if (name != "input" && name != "preferred_output" && name != "non_preferred_output") {
+        return line_error(line_no, "\"" + name + "\" is not a field of a preference example "
+                                   "(input, preferred_output, non_preferred_output)");
+      }
+    }
+    const Json* input = o.find("input");
+    const Json* messages = input != nullptr && input->is_object() ? input->find("messages")
+                                                                   : nullptr;
+    if (messages == nullptr || !messages->is_array() || messages->as_array().empty()) {
+      return line_error(line_no, "\"input.messages\" must be a non-empty array");
+    }
+    for (const auto& [name, v] : input->as_object()) {
+      // A tool list or setting would change the prompt; they are refused until honoured.
+      if (name != "messages") {
+        return line_error(line_no, "\"input." + name + "\" is not supported");
+      }
+    }
+    for (size_t i = 0; i < messages->as_array().size(); ++i) {
+      const Json& m = messages->as_array()[i];
+      const std::string* role = m.is_object() ? string_member(m, "role") : nullptr;
+      if (role == nullptr || string_member(m, "content") == nullptr ||
+          (*role != "system" && *role != "user" && *role != "assistant")) {
+        return line_error(line_no, "input.messages[" + std::to_string(i) +
+                                       "] needs a role (system, user or assistant) and string "
+                                       "content");
+      }
+    }
+    auto prompt = chat.prompt(*messages, Json());
+    if (!prompt.ok()) return line_error(line_no, prompt.status().message());
+    Pair pair;
+    pair.prompt = std::move(prompt).value();
+    for (const char* key : {"preferred_output", "non_preferred_output"}) {
+      auto reply = preference_reply(o, key);
+      if (!reply.ok()) return line_error(line_no, reply.status().message());
+      JsonArray conversation = messages->as_array();
+      conversation.push_back(**reply);
+      std::vector<int32_t> ids;
+      std::vector<uint8_t> learn;
+      if (Status s = chat.append_conversation(Json(std::move(conversation)), ids, learn);
+          !s.ok()) {
+        return line_error(line_no, s.message());
+      }
+      if (ids.size() <= pair.prompt.size() ||
+          !std::equal(pair.prompt.begin(), pair.prompt.end(), ids.begin())) {
+        return line_error(line_no, std::string(key) + ": the chat template does not render the "
+                                                      "prompt as the start of the conversation "
+                                                      "with its reply");
+      }
+      (key == std::string_view("preferred_output") ? pair.chosen : pair.rejected)
+          .assign(ids.begin() + static_cast<std::ptrdiff_t>(pair.prompt.size()), ids.end());
+    }
+    tokens += static_cast<int64_t>(pair.prompt.size() + pair.chosen.size() +
+                                   pair.rejected.size());
+    if (tokens > limits.max_tokens) {
+      return line_error(line_no,
+                        "the dataset exceeds " + std::to_string(limits.max_tokens) + " tokens");
+    }
+    d.pairs_.push_back(std::move(pair));
+    return {};
+  }));
+  if (d.pairs_.empty()) return invalid_argument("the dataset has no preference pairs");
+  return d;
+}
+
+Result<PreferenceData> PreferenceData::from_jsonl(const std::filesystem::path& path,
+                                                  const ChatTemplate& chat,
+                                                  const DatasetLimits& limits) {
+  MH_ASSIGN_OR_RETURN(std::string text, read_text_file(path, limits.max_file_bytes));
+  auto d = from_jsonl_text(text, chat, limits);
+  if (!d.ok()) return invalid_argument(path.filename().string() + ": " + d.status().message());
+  return d;
+}
+
+void PreferenceData::side(int64_t i, bool chosen, int64_t seq_len, std::vector<int32_t>& ids,
+                          std::vector<int32_t>& targets) const {
+  const Pair& p = pair(i);
+  const std::vector<int32_t>& reply = chosen ? p.chosen : p.rejected;
+  std::vector<int32_t> all = p.prompt;
+  all.insert(all.end(), reply.begin(), reply.end());
+  // Inputs all[0, n - 1), targets all[1, n); the first `drop` dropped to fit seq_len.
+  const int64_t n = static_cast<int64_t>(all.size());
+  const int64_t drop = std::max<int64_t>(0, (n - 1) - seq_len);
+  const int64_t reply_from = static_cast<int64_t>(p.prompt.size());
+  for (int64_t t = drop; t + 1 < n && t - drop < seq_len; ++t) {
+    ids.push_back(all[static_cast<size_t>(t)]);
+    targets.push_back(t + 1 >= reply_from ? all[static_cast<size_t>(t + 1)] : -1);
+  }
 }
 
 int64_t Dataset::rows(int64_t seq_len) const { return seq_len < 1 ? 0 : (tokens() - 1) / seq_len; }

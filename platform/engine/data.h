@@ -55,6 +55,37 @@ class Dataset {
   int64_t examples_ = 0;
 };
 
+// Preference pairs for DPO, one per line in OpenAI's format:
+//   {"input": {"messages": [...]},
+//    "preferred_output": [{"role": "assistant", "content": "..."}],
+//    "non_preferred_output": [{"role": "assistant", "content": "..."}]}
+// The prompt is the input's conversation as the chat template renders it for a reply; each side
+// is the conversation with that reply, whose tokens after the prompt (the reply and the turn's
+// end) are the side's targets. Any bad line fails the whole file, naming the line and field.
+class PreferenceData {
+ public:
+  struct Pair {
+    std::vector<int32_t> prompt, chosen, rejected;  // chosen, rejected: the reply's tokens
+  };
+  // Tokenized by `chat`'s tokenizer.
+  static Result<PreferenceData> from_jsonl(const std::filesystem::path& path,
+                                           const ChatTemplate& chat,
+                                           const DatasetLimits& limits = {});
+  static Result<PreferenceData> from_jsonl_text(std::string_view text, const ChatTemplate& chat,
+                                                const DatasetLimits& limits = {});
+
+  int64_t size() const { return static_cast<int64_t>(pairs_.size()); }
+  const Pair& pair(int64_t i) const { return pairs_[static_cast<size_t>(i)]; }
+  // One side of pair i as a row: the prompt and reply less its last token as inputs, the next
+  // token as the target where it is the reply's (-1 before), both cut to seq_len tokens (the
+  // prompt's start is dropped first, so the reply is kept whole where it fits).
+  void side(int64_t i, bool chosen, int64_t seq_len, std::vector<int32_t>& ids,
+            std::vector<int32_t>& targets) const;
+
+ private:
+  std::vector<Pair> pairs_;
+};
+
 // Every string of a JSONL dataset's examples (texts, prompts, completions, message contents),
 // checked as Dataset checks them: the corpus a tokenizer for that data is learned from.
 Result<std::vector<std::string>> jsonl_texts(std::string_view text,

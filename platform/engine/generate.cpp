@@ -18,13 +18,14 @@ class ModelRunner final : public SequenceRunner {
     return next_++;
   }
   void close(int64_t handle) override { caches_.erase(handle); }
+  bool serves_adapters() const override { return true; }
   int64_t length(int64_t handle) const override {
     auto it = caches_.find(handle);
     return it == caches_.end() ? -1 : it->second.length();
   }
   Tensor step(const std::vector<Work>& work) override {
     std::vector<Model::Step> steps;
-    for (const Work& w : work) steps.push_back({&caches_.at(w.handle), *w.tokens});
+    for (const Work& w : work) steps.push_back({&caches_.at(w.handle), *w.tokens, w.adapter});
     return model_.forward_cached(steps);
   }
 
@@ -44,6 +45,7 @@ struct DecodeBatch::Sequence {
   int64_t id = 0;
   SamplingParams params;
   TokenCallback on_token;
+  std::shared_ptr<const LoraWeights> adapter;
   int64_t handle = -1;           // its cache in the runner; -1 once freed
   std::vector<int32_t> pending;  // tokens to run at the next step (the prompt, then one)
   Rng rng;
@@ -96,8 +98,12 @@ DecodeBatch::~DecodeBatch() {
 }
 
 Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams params,
-                                 TokenCallback on_token) {
+                                 TokenCallback on_token,
+                                 std::shared_ptr<const LoraWeights> adapter) {
   MH_TRY(params.validate());
+  if (adapter && !runner_.serves_adapters()) {
+    return failed_precondition("this replica's decoder does not serve LoRA adapters");
+  }
   const int64_t context = runner_.config().max_positions;
   if (prompt.empty()) return invalid_argument("the prompt has no tokens", "prompt");
   if (static_cast<int64_t>(prompt.size()) >= context) {
@@ -129,6 +135,7 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
   s->rng = Rng(params.seed);
   s->params = std::move(params);
   s->on_token = std::move(on_token);
+  s->adapter = std::move(adapter);
   s->result.prompt_tokens = static_cast<int64_t>(prompt.size());
   if (s->params.repetition_penalty != 1.0f) {
     s->seen = prompt;
@@ -277,7 +284,7 @@ bool DecodeBatch::step() {
   std::vector<Sequence*> running;
   for (auto& s : sequences_) {
     if (s->done) continue;
-    work.push_back({s->handle, &s->pending});
+    work.push_back({s->handle, &s->pending, s->adapter.get()});
     running.push_back(s.get());
   }
   if (running.empty()) return false;

@@ -63,9 +63,12 @@ class SequenceRunner {
   virtual Result<int64_t> open(int64_t room) = 0;
   virtual void close(int64_t handle) = 0;
   virtual int64_t length(int64_t handle) const = 0;
+  // Whether a sequence may name a LoRA adapter (Work::adapter).
+  virtual bool serves_adapters() const { return false; }
   struct Work {
     int64_t handle;
     const std::vector<int32_t>* tokens;
+    const LoraWeights* adapter = nullptr;  // read by the runner's model
   };
   // Runs each sequence's tokens after its cache; the logits of each one's last, [n, vocab].
   virtual Tensor step(const std::vector<Work>& work) = 0;
@@ -83,9 +86,12 @@ class DecodeBatch {
   DecodeBatch(const DecodeBatch&) = delete;
   DecodeBatch& operator=(const DecodeBatch&) = delete;
 
-  // Queues a sequence; its prompt is run at the next step(). Returns its id.
+  // Queues a sequence; its prompt is run at the next step(). Returns its id. With `adapter`
+  // (read by the runner's model) the sequence decodes through that LoRA adapter, held until it
+  // ends; refused when the runner serves none.
   Result<int64_t> add(std::vector<int32_t> prompt, SamplingParams params,
-                      TokenCallback on_token = {});
+                      TokenCallback on_token = {},
+                      std::shared_ptr<const LoraWeights> adapter = nullptr);
   // Runs one forward pass over every unfinished sequence and samples one token for each.
   // Returns false when nothing is left to run.
   bool step();

@@ -90,14 +90,42 @@ Status LoraConfig::validate() const {
   return {};
 }
 
-Result<std::vector<size_t>> Model::lora_layers(const LoraConfig& lora) const {
+std::vector<std::string_view> lora_modules(Family family) {
+  if (family == Family::kGpt2) return {"c_attn", "c_proj", "c_fc"};
+  return {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+}
+
+Status LoraConfig::check_targets(Family family) const {
+  const std::vector<std::string_view> known = lora_modules(family);
+  for (const std::string& t : target_modules) {
+    if (t == kAllLinear) continue;
+    const std::string_view last = std::string_view(t).substr(t.rfind('.') + 1);
+    if (std::find(known.begin(), known.end(), last) == known.end()) {
+      std::string names;
+      for (std::string_view k : known) names += (names.empty() ? "" : ", ") + std::string(k);
+      return invalid_argument("\"target_modules\": \"" + t + "\" names no linear layer of a " +
+                                  std::string(family_name(family)) + " model (" + names +
+                                  ", or \"all-linear\")",
+                              "target_modules");
+    }
+  }
+  return {};
+}
+
+namespace {
+
+// The linear layers `lora` targets in a model of `config` whose tensors are `specs`, as indices
+// into them, in order; refused for a target matching none.
+Result<std::vector<size_t>> targeted_layers(const ModelConfig& config,
+                                            const std::vector<TensorSpec>& specs,
+                                            const LoraConfig& lora) {
   const bool all = std::find(lora.target_modules.begin(), lora.target_modules.end(),
                              kAllLinear) != lora.target_modules.end();
   std::vector<size_t> chosen;
   std::set<std::string> used;
-  for (const Layer& y : layers_) {
+  for (const Model::Layer& y : Model::layout(config).layers) {
     for (size_t w : linear_layers(y)) {
-      const std::string module = module_of(params_[w].name);
+      const std::string module = module_of(specs[w].name);
       bool hit = all;
       for (const auto& t : lora.target_modules) {
         if (t != kAllLinear && targets(module, t)) {
@@ -112,11 +140,17 @@ Result<std::vector<size_t>> Model::lora_layers(const LoraConfig& lora) const {
     if (t != kAllLinear && !used.contains(t)) {
       return invalid_argument(
           "\"target_modules\": \"" + t + "\" names no linear layer of this " +
-              std::string(family_name(config_.family)) + " model",
+              std::string(family_name(config.family)) + " model",
           "target_modules");
     }
   }
   return chosen;
+}
+
+}  // namespace
+
+Result<std::vector<size_t>> Model::lora_layers(const LoraConfig& lora) const {
+  return targeted_layers(config_, tensor_specs(config_), lora);
 }
 
 Status Model::add_lora(const LoraConfig& lora, uint64_t seed) {
@@ -291,30 +325,36 @@ Status Model::save_lora(const std::filesystem::path& dir, std::string_view base_
   return write_file_atomically(dir / kConfigFile, to_json(Json(std::move(cfg))) + "\n");
 }
 
-Status Model::load_lora(const std::filesystem::path& dir) {
-  MH_ASSIGN_OR_RETURN(const LoraConfig config, read_lora_config(dir));
-  MH_ASSIGN_OR_RETURN(const std::vector<size_t> layers, lora_layers(config));
-  if (lora_config_) {
-    std::vector<size_t> mine;
-    for (const auto& ad : adapters_) mine.push_back(ad.weight);
-    if (config.rank != lora_config_->rank || config.alpha != lora_config_->alpha ||
-        layers != mine) {
-      std::ostringstream what;
-      what << kConfigFile << ": the adapter (rank " << config.rank << ", alpha " << config.alpha
-           << ", " << layers.size() << " layers) is not this model's (rank " << lora_config_->rank
-           << ", alpha " << lora_config_->alpha << ", " << mine.size() << " layers)";
-      return failed_precondition(what.str());
-    }
+int64_t LoraWeights::bytes() const {
+  int64_t n = 0;
+  for (const auto* v : {&a, &b}) {
+    for (const Tensor& t : *v) n += t.numel() * 4;
   }
+  return n;
+}
+
+namespace {
+
+// The adapter in `dir` checked against a model of `model`: its config, the layers it adapts,
+// and (with `values`) their A and B read.
+Result<LoraWeights> read_adapter(const ModelConfig& model, const std::filesystem::path& dir,
+                                 bool values) {
+  LoraWeights out;
+  MH_ASSIGN_OR_RETURN(out.config, Model::read_lora_config(dir));
+  const std::vector<TensorSpec> specs = Model::tensor_specs(model);
+  MH_ASSIGN_OR_RETURN(const std::vector<size_t> layers,
+                      targeted_layers(model, specs, out.config));
   MH_ASSIGN_OR_RETURN(const Safetensors file, Safetensors::open(dir / kWeightsFile));
-  const bool conv1d = config_.family == Family::kGpt2;
-  std::vector<Tensor> values;  // A, B per layer, as lora_params_ will hold them
+  const bool conv1d = model.family == Family::kGpt2;
+  const int64_t rank = out.config.rank;
+  out.of.assign(specs.size(), -1);
   for (size_t w : layers) {
-    const Shape& shape = params_[w].shape;
-    const int64_t out = conv1d ? shape[1] : shape[0], in = conv1d ? shape[0] : shape[1];
-    const std::string module = module_of(params_[w].name);
-    for (auto [part, want] : {std::pair{"lora_A", Shape{config.rank, in}},
-                              std::pair{"lora_B", Shape{out, config.rank}}}) {
+    const Shape& shape = specs[w].shape;
+    const int64_t rows = conv1d ? shape[1] : shape[0], in = conv1d ? shape[0] : shape[1];
+    const std::string module = module_of(specs[w].name);
+    out.of[w] = static_cast<int32_t>(out.a.size());
+    for (auto [part, want] : {std::pair{"lora_A", Shape{rank, in}},
+                              std::pair{"lora_B", Shape{rows, rank}}}) {
       const std::string name = std::string(kPeftPrefix) + module + "." + part + ".weight";
       const TensorEntry* e = file.find(name);
       if (e == nullptr) {
@@ -324,17 +364,25 @@ Status Model::load_lora(const std::filesystem::path& dir) {
         return weights_error("\"" + name + "\" is " + shape_string(e->shape) + ", not " +
                              shape_string(want));
       }
-      auto v = to_float(*e);
-      if (!v.ok()) {
-        return weights_error("\"" + name + "\": " + v.status().message());
+      std::vector<float> read;
+      if (values) {
+        auto v = to_float(*e);
+        if (!v.ok()) {
+          return weights_error("\"" + name + "\": " + v.status().message());
+        }
+        read = std::move(v).value();
+      } else if (e->dtype != DType::kF32 && e->dtype != DType::kF16 &&
+                 e->dtype != DType::kBF16) {
+        return weights_error("\"" + name + "\" is not F32, F16 or BF16");
       }
-      values.push_back(Tensor::of(want, std::move(v).value()));
+      (part == std::string_view("lora_A") ? out.a : out.b)
+          .push_back(values ? Tensor::of(want, std::move(read)) : Tensor());
     }
   }
-  if (file.tensors().size() != values.size()) {
+  if (file.tensors().size() != 2 * layers.size()) {
     for (const auto& e : file.tensors()) {
       const bool known = std::any_of(layers.begin(), layers.end(), [&](size_t w) {
-        const std::string module = std::string(kPeftPrefix) + module_of(params_[w].name);
+        const std::string module = std::string(kPeftPrefix) + module_of(specs[w].name);
         return e.name == module + ".lora_A.weight" || e.name == module + ".lora_B.weight";
       });
       if (!known) {
@@ -343,8 +391,50 @@ Status Model::load_lora(const std::filesystem::path& dir) {
       }
     }
   }
+  return out;
+}
+
+}  // namespace
+
+Result<LoraWeights> Model::read_lora_weights(const std::filesystem::path& dir) const {
+  return read_adapter(config_, dir, true);
+}
+
+Result<LoraConfig> check_lora(const std::filesystem::path& dir, const ModelConfig& base) {
+  MH_ASSIGN_OR_RETURN(LoraWeights checked, read_adapter(base, dir, false));
+  return checked.config;
+}
+
+Result<std::shared_ptr<const LoraWeights>> Model::read_lora(
+    const std::filesystem::path& dir) const {
+  MH_ASSIGN_OR_RETURN(LoraWeights weights, read_lora_weights(dir));
+  return std::make_shared<const LoraWeights>(std::move(weights));
+}
+
+Status Model::load_lora(const std::filesystem::path& dir) {
+  // Into a model with adapters (a checkpoint resumed), the config must be theirs: told before
+  // the tensors are read.
+  MH_ASSIGN_OR_RETURN(const LoraConfig config, read_lora_config(dir));
+  if (lora_config_) {
+    MH_ASSIGN_OR_RETURN(const std::vector<size_t> layers, lora_layers(config));
+    std::vector<size_t> mine;
+    for (const auto& ad : adapters_) mine.push_back(ad.weight);
+    if (config.rank != lora_config_->rank || config.alpha != lora_config_->alpha ||
+        layers != mine) {
+      std::ostringstream what;
+      what << kConfigFile << ": the adapter (rank " << config.rank << ", alpha " << config.alpha
+           << ", " << layers.size() << " layers) is not this model's (rank "
+           << lora_config_->rank << ", alpha " << lora_config_->alpha << ", " << mine.size()
+           << " layers)";
+      return failed_precondition(what.str());
+    }
+  }
+  MH_ASSIGN_OR_RETURN(LoraWeights read, read_lora_weights(dir));
   if (!lora_config_) MH_TRY(add_lora(config, 0));
-  for (size_t i = 0; i < values.size(); ++i) lora_params_[i].value = std::move(values[i]);
+  for (size_t i = 0; i < read.a.size(); ++i) {  // lora_params_: A then B per layer
+    lora_params_[2 * i].value = std::move(read.a[i]);
+    lora_params_[2 * i + 1].value = std::move(read.b[i]);
+  }
   return {};
 }
 
@@ -421,6 +511,38 @@ void Model::lora_backward(const Tensor& dy, const Tensor& x, size_t w, Tensor& d
   Tensor dinput;
   backend_.gemm(false, false, 1.0f, du, a.value, 0.0f, dinput);
   for (int64_t i = 0; i < dx.numel(); ++i) dx[i] += dinput[i] * ad.keep[i];
+}
+
+void Model::serve_lora(const Tensor& x, size_t w, Tensor& y) {
+  const int64_t in = x.numel() / served_rows_, out = y.numel() / served_rows_;
+  Tensor xs, u, ys;
+  for (const ServedGroup& g : served_) {
+    const int32_t i = g.adapter->of[w];
+    if (i < 0) continue;
+    const auto at = static_cast<size_t>(i);
+    const float scale = g.adapter->config.scale();
+    if (g.count == served_rows_) {  // every row: no gathering
+      backend_.gemm(false, true, 1.0f, x, g.adapter->a[at], 0.0f, u);
+      backend_.gemm(false, true, scale, u, g.adapter->b[at], 1.0f, y);
+      continue;
+    }
+    // The group's rows gathered, their product, and its rows added back.
+    xs = Tensor({g.count, in});
+    int64_t r = 0;
+    for (auto [begin, end] : g.rows) {
+      std::copy(x.data() + begin * in, x.data() + end * in, xs.data() + r * in);
+      r += end - begin;
+    }
+    backend_.gemm(false, true, 1.0f, xs, g.adapter->a[at], 0.0f, u);
+    backend_.gemm(false, true, scale, u, g.adapter->b[at], 0.0f, ys);
+    r = 0;
+    for (auto [begin, end] : g.rows) {
+      float* dst = y.data() + begin * out;
+      const float* src = ys.data() + r * out;
+      for (int64_t k = 0; k < (end - begin) * out; ++k) dst[k] += src[k];
+      r += end - begin;
+    }
+  }
 }
 
 }  // namespace mh::engine

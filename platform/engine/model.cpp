@@ -135,6 +135,14 @@ std::string_view family_name(Family family) {
   return "?";
 }
 
+std::optional<Family> family_named(std::string_view name) {
+  for (Family f : {Family::kGpt2, Family::kLlama, Family::kMistral, Family::kQwen2,
+                   Family::kQwen3, Family::kGemma3}) {
+    if (family_name(f) == name) return f;
+  }
+  return std::nullopt;
+}
+
 std::string_view rope_type_name(RopeScaling::Type type) {
   switch (type) {
     case RopeScaling::Type::kNone: return "default";
@@ -1240,6 +1248,7 @@ void Model::linear(const Tensor& x, size_t w, size_t b, Tensor& y) {
   }
   if (b != kNone) backend_.add_bias(y, params_[b].value);
   if (!adapter_of_.empty() && adapter_of_[w] >= 0) lora_forward(x, w, y);
+  if (!served_.empty()) serve_lora(x, w, y);
 }
 
 void Model::linear_backward(const Tensor& dy, const Tensor& x, size_t w, size_t b, Tensor& dx,
@@ -1477,7 +1486,8 @@ void Model::block_forward(int64_t l, Activations& a, const std::vector<int32_t>&
 }
 
 float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq_len,
-                     const std::vector<int32_t>& targets, int64_t denominator) {
+                     const std::vector<int32_t>& targets, int64_t denominator,
+                     float grad_weight) {
   if (batch < 1 || seq_len < 1 || static_cast<int64_t>(ids.size()) != batch * seq_len) {
     throw ShapeError("forward: " + std::to_string(ids.size()) + " ids are not " +
                      std::to_string(batch) + " rows of " + std::to_string(seq_len));
@@ -1530,6 +1540,9 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
     head_logits(x, logits);
     const std::vector<int32_t> t(targets.begin() + begin, targets.begin() + begin + m);
     loss += backend_.cross_entropy(logits, t, dlogits, denominator);
+    if (grad_weight != 1.0f) {
+      for (float& g : dlogits.values()) g *= grad_weight;
+    }
     if (config_.final_softcap > 0.0f) {
       backend_.softcap_backward(dlogits, logits, config_.final_softcap);
     }
@@ -1659,6 +1672,9 @@ Tensor Model::forward_cached(std::vector<Step>& steps) {
                        std::to_string(st.tokens.size()) + " new tokens exceed the cache's " +
                        std::to_string(capacity) + " positions");
     }
+    if (st.adapter != nullptr && st.adapter->of.size() != params_.size()) {
+      throw ShapeError("forward_cached: a step's adapter was read by another model");
+    }
     step_rows.push_back(static_cast<int64_t>(ids.size()));
     for (size_t i = 0; i < st.tokens.size(); ++i) {
       ids.push_back(st.tokens[i]);
@@ -1666,6 +1682,23 @@ Tensor Model::forward_cached(std::vector<Step>& steps) {
     }
     last_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
   }
+  // The adapters the steps name, each with its rows.
+  served_.clear();
+  served_rows_ = static_cast<int64_t>(ids.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const LoraWeights* adapter = steps[i].adapter;
+    if (adapter == nullptr) continue;
+    auto g = std::find_if(served_.begin(), served_.end(),
+                          [&](const ServedGroup& s) { return s.adapter == adapter; });
+    if (g == served_.end()) g = served_.insert(served_.end(), ServedGroup{adapter, {}, 0});
+    const int64_t begin = step_rows[i], n = static_cast<int64_t>(steps[i].tokens.size());
+    g->rows.emplace_back(begin, begin + n);
+    g->count += n;
+  }
+  struct Unserve {
+    std::vector<ServedGroup>& served;
+    ~Unserve() { served.clear(); }
+  } unserve{served_};
   Activations a;
   embed(ids, positions, a.x_in);
   for (int64_t l = 0; l < config_.layers; ++l) {

@@ -39,6 +39,8 @@ namespace mh::engine {
 enum class Family { kGpt2, kLlama, kMistral, kQwen2, kQwen3, kGemma3 };
 // config.json's model_type: "gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text".
 std::string_view family_name(Family family);
+// The family family_name() calls `name`; nullopt for none.
+std::optional<Family> family_named(std::string_view name);
 
 // config.json's rope_scaling: how RoPE's frequencies are stretched past the trained context.
 struct RopeScaling {
@@ -158,6 +160,23 @@ struct LoraConfig {
   float scale() const { return alpha / static_cast<float>(rank); }
   // Each error names the field.
   Status validate() const;
+  // Whether each target's last name is a linear layer of a block of `family` ("q_proj",
+  // "self_attn.q_proj"; "c_attn" for gpt2): what can be known before the model is read.
+  Status check_targets(Family family) const;
+};
+
+// The last names of the linear layers in a block of `family`, which LoRA may target.
+std::vector<std::string_view> lora_modules(Family family);
+
+// A LoRA adapter read for serving beside others on one base model (Model::Step::adapter): its
+// settings, and A and B of each layer it adapts. Reading one changes nothing in the model, so
+// any number may be held at once, each applied only to the sequences that name it.
+struct LoraWeights {
+  LoraConfig config;
+  std::vector<int32_t> of;   // per parameter of the model that read it: its index in a/b, or -1
+  std::vector<Tensor> a, b;  // A [rank, in] and B [out, rank]
+  // The bytes its tensors take.
+  int64_t bytes() const;
 };
 
 // How a loaded model holds the matrices its files store in bf16 or f16: widened to fp32 (what
@@ -259,6 +278,9 @@ class Model {
   // per-layer ranks, bias training, modules_to_save, ...) are refused by name. Nothing changes
   // on error.
   Status load_lora(const std::filesystem::path& dir);
+  // Reads adapters saved by PEFT from `dir` as load_lora does, for serving (Step::adapter),
+  // leaving the model as it is.
+  Result<std::shared_ptr<const LoraWeights>> read_lora(const std::filesystem::path& dir) const;
   // Folds each adapter into its layer, W += (alpha / rank) · B A (transposed for GPT-2's Conv1D
   // layers), and drops the adapters: the model is then a plain one, as save() writes it (a
   // merged export). The base must be held in fp32 (load it with Weights::kFloat32).
@@ -288,8 +310,11 @@ class Model {
   // per token, -1 ignored) it returns the summed loss over `denominator` (0: the mean) and
   // already adds the classifier's gradient; backward() then adds everything else. Without
   // targets it returns 0 and keeps the final hidden states for logits().
+  // The gradient it keeps is that of grad_weight times the loss it returns (an objective built
+  // from several losses, as DPO's is, weighs each).
   float forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq_len,
-                const std::vector<int32_t>& targets, int64_t denominator = 0);
+                const std::vector<int32_t>& targets, int64_t denominator = 0,
+                float grad_weight = 1.0f);
   // `ready` (when given) is called with each range [begin, end) of parameters() whose gradients
   // this pass has finished, as they finish: the final norm (with an untied head), each block
   // from the last, then the embeddings. A data-parallel trainer reduces them meanwhile.
@@ -299,9 +324,13 @@ class Model {
 
   // Inference: runs each sequence's new tokens after what its cache holds, appends them to the
   // cache, and returns the logits of each sequence's last new token, [sequences, vocab].
+  // A step may name a LoRA adapter this model read (read_lora): its layers then add that
+  // adapter's product for this sequence's rows alone. Steps naming different adapters run in
+  // one pass, each adapter's product computed once over the rows of all steps naming it.
   struct Step {
     KvCache* cache;
     std::vector<int32_t> tokens;  // at least one
+    const LoraWeights* adapter = nullptr;
   };
   Tensor forward_cached(std::vector<Step>& steps);
   // A cache able to hold `capacity` positions (at most max_positions).
@@ -333,6 +362,10 @@ class Model {
   // which adds the adapter's gradients and its part of dx.
   void lora_forward(const Tensor& x, size_t w, Tensor& y);
   void lora_backward(const Tensor& dy, const Tensor& x, size_t w, Tensor& dx);
+  // The served adapters' products for layer w, each over its own rows (forward_cached).
+  void serve_lora(const Tensor& x, size_t w, Tensor& y);
+  // A PEFT adapter directory's config and tensors, checked against this model.
+  Result<LoraWeights> read_lora_weights(const std::filesystem::path& dir) const;
   // The gradient a backend op adds a base vector's (a norm's, a bias's) into: its own, or with
   // the base frozen a scratch tensor that is never read.
   Tensor& grad_of(size_t i);
@@ -355,6 +388,15 @@ class Model {
   std::vector<int32_t> adapter_of_;  // per parameter: its adapter's index, or -1
   uint64_t lora_seed_ = 0, lora_draws_ = 0;
   bool lora_dropout_ = false;
+  // While forward_cached runs: each adapter its steps name, with the rows [begin, end) it
+  // applies to.
+  struct ServedGroup {
+    const LoraWeights* adapter;
+    std::vector<std::pair<int64_t, int64_t>> rows;
+    int64_t count = 0;
+  };
+  std::vector<ServedGroup> served_;
+  int64_t served_rows_ = 0;
   bool training_pass_ = false;  // the forward running has targets
   Tensor grad_sink_;
   std::vector<Layer> layers_;  // indices into params_
@@ -379,6 +421,10 @@ Result<std::vector<std::filesystem::path>> weight_files(const std::filesystem::p
 Status check_weights(
     const ModelConfig& config, const std::vector<std::filesystem::path>& files,
     const std::function<Status(size_t, const struct TensorEntry&)>& on_tensor = {});
+
+// The PEFT adapter in `dir` checked against a base model of `base` from its config and its
+// weights' header alone (no weights read into memory): what load_lora would refuse, refused.
+Result<LoraConfig> check_lora(const std::filesystem::path& dir, const ModelConfig& base);
 
 // What a model directory holds, checked without reading its weights into memory: config.json,
 // the weights' headers against it, a tokenizer that fits its vocabulary, and a chat template

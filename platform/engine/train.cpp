@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <tuple>
 #include <mutex>
 #include <thread>
 
@@ -174,6 +175,15 @@ void AdamW::update(std::vector<Parameter>& params, const std::function<const flo
   }
 }
 
+double dpo_loss(double z) {  // softplus(−z), stably
+  return std::max(-z, 0.0) + std::log1p(std::exp(-std::abs(z)));
+}
+double dpo_loss_slope(double z) { return -1.0 / (1.0 + std::exp(z)); }
+
+void StepEngine::preference_batch(const std::vector<Preference>&, float, int64_t, bool) {
+  throw ShapeError(std::string("the ") + name() + " engine does not run preference training");
+}
+
 // The host engine: the model's backend computes each micro-batch's gradient, which is added in
 // order to the step's sum; with several ranks the last micro-batch's finished gradients go out
 // a block at a time while its backward pass goes on.
@@ -189,6 +199,7 @@ class HostEngine final : public StepEngine {
   void begin_step() override {
     for (auto& s : sum_) s.fill(0.0f);
     loss_ = 0;
+    margins_ = right_ = 0;
     buckets_.clear();
     ranges_.clear();
   }
@@ -207,13 +218,44 @@ class HostEngine final : public StepEngine {
     }
   }
 
+  void preference_batch(const std::vector<Preference>& pairs, float beta, int64_t denominator,
+                        bool last) override {
+    const double n = static_cast<double>(denominator);
+    auto length = [](const std::vector<int32_t>& ids) { return static_cast<int64_t>(ids.size()); };
+    for (const Preference& p : pairs) {
+      // The policy's log-probabilities now (forward returns the summed −log π of the targets).
+      const double chosen =
+          -model_.forward(p.chosen_ids, 1, length(p.chosen_ids), p.chosen_targets, 1);
+      const double rejected =
+          -model_.forward(p.rejected_ids, 1, length(p.rejected_ids), p.rejected_targets, 1);
+      const double z = beta * ((chosen - p.ref_chosen) - (rejected - p.ref_rejected));
+      loss_ += static_cast<float>(dpo_loss(z) / n);
+      margins_ += z;
+      right_ += z > 0 ? 1 : 0;
+      // d loss / d(−log π(chosen)) = −β slope / n, and the opposite for the rejected side.
+      const auto w = static_cast<float>(-beta * dpo_loss_slope(z) / n);
+      for (const auto& [ids, targets, weight] :
+           {std::tuple{&p.chosen_ids, &p.chosen_targets, w},
+            std::tuple{&p.rejected_ids, &p.rejected_targets, -w}}) {
+        model_.zero_grad();
+        model_.forward(*ids, 1, length(*ids), *targets, 1, weight);
+        model_.backward();
+        add_gradients(0, sum_.size());
+      }
+    }
+    if (reducer_ && last) submit(0, sum_.size());
+  }
+
   Reduced reduce(bool want_stop) override {
     Reduced r;
     r.loss = loss_;
     r.stop = want_stop;
+    r.margins = margins_;
+    r.right = right_;
     if (reducer_) {
-      std::vector<float>& tail =
-          buckets_.emplace_back(std::vector<float>{loss_, want_stop ? 1.0f : 0.0f});
+      std::vector<float>& tail = buckets_.emplace_back(
+          std::vector<float>{loss_, want_stop ? 1.0f : 0.0f, static_cast<float>(margins_),
+                             static_cast<float>(right_)});
       reducer_->submit(&tail);
       reducer_->drain();
       for (size_t r = 0; r < ranges_.size(); ++r) {
@@ -226,6 +268,8 @@ class HostEngine final : public StepEngine {
       }
       r.loss = tail[0];
       r.stop = tail[1] > 0;
+      r.margins = tail[2];
+      r.right = tail[3];
     }
     for (const auto& s : sum_) {
       for (float g : s.values()) r.squares += static_cast<double>(g) * g;
@@ -262,6 +306,10 @@ class HostEngine final : public StepEngine {
   // Parameters [begin, end) are final for this step: into the sum, then out, flattened.
   void send(size_t begin, size_t end) {
     add_gradients(begin, end);
+    submit(begin, end);
+  }
+  // The sum of parameters [begin, end), out to the other ranks.
+  void submit(size_t begin, size_t end) {
     std::vector<float>& flat = buckets_.emplace_back();
     for (size_t i = begin; i < end; ++i) {
       flat.insert(flat.end(), sum_[i].values().begin(), sum_[i].values().end());
@@ -274,6 +322,7 @@ class HostEngine final : public StepEngine {
   AdamW adam_;
   std::vector<Tensor> sum_;  // per parameter: the step's gradient
   float loss_ = 0;           // the step's loss so far
+  double margins_ = 0, right_ = 0;  // preference steps: reward margins, pairs ranked right
   // With several ranks: all-reduces gradient buckets while the backward pass goes on.
   std::unique_ptr<GradientReducer> reducer_;
   std::deque<std::vector<float>> buckets_;  // stay put while the reducer works on them
@@ -288,13 +337,83 @@ std::unique_ptr<StepEngine> make_host_engine(Model& model, const TrainConfig& co
 Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective,
                  std::unique_ptr<StepEngine> engine)
     : model_(model),
-      data_(data),
+      data_(&data),
       config_(config),
       comm_(collective),
       engine_(engine ? std::move(engine) : make_host_engine(model, config, collective)),
       rng_(config.seed) {}
 
+Trainer::Trainer(Model& model, const PreferenceData& pairs, float beta, TrainConfig config,
+                 Collective& collective, std::unique_ptr<StepEngine> engine)
+    : model_(model),
+      pairs_(&pairs),
+      beta_(beta),
+      config_(config),
+      comm_(collective),
+      engine_(engine ? std::move(engine) : make_host_engine(model, config, collective)),
+      rng_(config.seed) {
+  // The reference policy's log-probabilities, on the weights as they are now.
+  std::vector<int32_t> ids, targets;
+  for (int64_t i = 0; i < pairs.size(); ++i) {
+    for (bool chosen : {true, false}) {
+      ids.clear();
+      targets.clear();
+      pairs.side(i, chosen, config_.seq_len, ids, targets);
+      const double logp = -static_cast<double>(engine_->loss(
+          ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
+      (chosen ? ref_chosen_ : ref_rejected_).push_back(logp);
+    }
+  }
+}
+
 Trainer::~Trainer() = default;
+
+int64_t Trainer::examples() const {
+  return pairs_ != nullptr ? pairs_->size() : data_->rows(config_.seq_len);
+}
+
+StepResult Trainer::preference_step(const std::vector<int64_t>& rows, bool want_stop) {
+  const int64_t b = config_.batch_size;
+  std::vector<std::vector<Preference>> micro(rows.size() / static_cast<size_t>(b));
+  int64_t tokens = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Preference p;
+    pairs_->side(rows[i], true, config_.seq_len, p.chosen_ids, p.chosen_targets);
+    pairs_->side(rows[i], false, config_.seq_len, p.rejected_ids, p.rejected_targets);
+    p.ref_chosen = ref_chosen_[static_cast<size_t>(rows[i])];
+    p.ref_rejected = ref_rejected_[static_cast<size_t>(rows[i])];
+    tokens += static_cast<int64_t>(p.chosen_ids.size() + p.rejected_ids.size());
+    micro[i / static_cast<size_t>(b)].push_back(std::move(p));
+  }
+  const auto global = static_cast<int64_t>(rows.size());
+  engine_->begin_step();
+  for (int64_t a = 0; a < config_.grad_accum; ++a) {
+    const size_t m = static_cast<size_t>(a * comm_.world() + comm_.rank());
+    engine_->preference_batch(micro[m], beta_, global, a + 1 == config_.grad_accum);
+  }
+  StepEngine::Reduced reduced;
+  StepResult r = finish_step(want_stop, tokens, &reduced);
+  r.reward_margin = static_cast<float>(reduced.margins / static_cast<double>(global));
+  r.reward_accuracy = static_cast<float>(reduced.right / static_cast<double>(global));
+  return r;
+}
+
+StepResult Trainer::finish_step(bool want_stop, int64_t tokens, StepEngine::Reduced* reduced) {
+  *reduced = engine_->reduce(want_stop);
+  const float norm = static_cast<float>(std::sqrt(reduced->squares));
+  const float scale = config_.clip > 0 && norm > config_.clip ? config_.clip / (norm + 1e-6f) : 1;
+  const float lr = learning_rate(config_, step_);
+  engine_->update(lr, scale);
+  ++step_;
+  StepResult r;
+  r.step = step_;
+  r.loss = reduced->loss;
+  r.lr = lr;
+  r.grad_norm = norm;
+  r.tokens = tokens;
+  r.stop = reduced->stop;
+  return r;
+}
 
 void Trainer::new_epoch() {
   ++epoch_;
@@ -305,7 +424,7 @@ void Trainer::new_epoch() {
 
 void Trainer::shuffle_rows() {
   Rng order_rng(epoch_seed_);
-  order_.resize(static_cast<size_t>(data_.rows(config_.seq_len)));
+  order_.resize(static_cast<size_t>(examples()));
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
   for (size_t i = order_.size(); i > 1; --i) {  // Fisher-Yates
     std::swap(order_[i - 1], order_[order_rng.below(i)]);
@@ -362,8 +481,13 @@ double evaluation_loss(StepEngine& engine, const Dataset& data, int64_t seq_len,
 }
 
 StepResult Trainer::step(bool want_stop) {
-  if (data_.rows(config_.seq_len) < 1) {
-    throw ShapeError("train: the dataset's " + std::to_string(data_.tokens()) +
+  if (pairs_ != nullptr) {
+    std::vector<int64_t> rows;
+    next_rows(rows);
+    return preference_step(rows, want_stop);
+  }
+  if (data_->rows(config_.seq_len) < 1) {
+    throw ShapeError("train: the dataset's " + std::to_string(data_->tokens()) +
                      " tokens do not fill one row of " + std::to_string(config_.seq_len));
   }
   std::vector<int64_t> rows;
@@ -375,7 +499,7 @@ StepResult Trainer::step(bool want_stop) {
   for (size_t i = 0; i < rows.size(); ++i) {
     auto& id = ids[i / static_cast<size_t>(b)];
     auto& tg = targets[i / static_cast<size_t>(b)];
-    data_.row(rows[i], t, id, tg);
+    data_->row(rows[i], t, id, tg);
   }
   for (const auto& tg : targets) {
     counted += std::count_if(tg.begin(), tg.end(), [](int32_t x) { return x >= 0; });
@@ -386,20 +510,8 @@ StepResult Trainer::step(bool want_stop) {
     engine_->micro_batch(ids[micro], targets[micro], b, t, std::max<int64_t>(1, counted),
                          a + 1 == config_.grad_accum);
   }
-  const StepEngine::Reduced reduced = engine_->reduce(want_stop);
-  const float norm = static_cast<float>(std::sqrt(reduced.squares));
-  const float scale = config_.clip > 0 && norm > config_.clip ? config_.clip / (norm + 1e-6f) : 1;
-  const float lr = learning_rate(config_, step_);
-  engine_->update(lr, scale);
-  ++step_;
-  StepResult r;
-  r.step = step_;
-  r.loss = reduced.loss;
-  r.lr = lr;
-  r.grad_norm = norm;
-  r.tokens = static_cast<int64_t>(rows.size()) * t;
-  r.stop = reduced.stop;
-  return r;
+  StepEngine::Reduced reduced;
+  return finish_step(want_stop, static_cast<int64_t>(rows.size()) * t, &reduced);
 }
 
 Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {
@@ -457,7 +569,7 @@ Status Trainer::load_checkpoint(const std::filesystem::path& dir) {
                                std::to_string(seq_len) + ", this run has " +
                                std::to_string(config_.seq_len));
   }
-  const int64_t rows = data_.rows(config_.seq_len);
+  const int64_t rows = examples();
   if (step < 0 || epoch < -1 || position < 0 || position > rows) {
     return state_error("step, epoch or position is out of range for this dataset");
   }

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -73,6 +74,21 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
+// One preference pair as a DPO step computes it (Rafailov et al., 2023): each side's row (the
+// reply's tokens as targets, -1 before them; see PreferenceData::side) and the reference
+// policy's log-probability of each reply, summed over its tokens. With π the policy,
+//   z = beta · ((log π(chosen) − log π_ref(chosen)) − (log π(rejected) − log π_ref(rejected)))
+// and the pair's loss is −log σ(z); z is the reward margin (each side's reward being beta times
+// its log-ratio), and a pair is ranked right when z > 0.
+struct Preference {
+  std::vector<int32_t> chosen_ids, chosen_targets, rejected_ids, rejected_targets;
+  double ref_chosen = 0, ref_rejected = 0;
+};
+
+// DPO's loss of one pair and its derivative in z, in double: −log σ(z) and −σ(−z).
+double dpo_loss(double z);
+double dpo_loss_slope(double z);
+
 // Where a training step's arithmetic runs. The Trainer decides what a step computes (which
 // rows, the loss denominator, the learning rate) and writes checkpoints; an engine computes the
 // micro-batches' gradients, sums them over the ranks and updates the weights. The host engine
@@ -91,11 +107,18 @@ class StepEngine {
   // out to the others as its backward pass finishes them.
   virtual void micro_batch(const std::vector<int32_t>& ids, const std::vector<int32_t>& targets,
                            int64_t batch, int64_t seq_len, int64_t denominator, bool last) = 0;
+  // Adds the gradient of DPO's loss over `pairs` (summed, over `denominator` pairs) to the
+  // step's sum, its loss to the step's, and its reward margins and right rankings to theirs.
+  // Dropout does not apply (as TRL's DPO trainer leaves it out by default). Engines that do not
+  // run preference training throw.
+  virtual void preference_batch(const std::vector<Preference>& pairs, float beta,
+                                int64_t denominator, bool last);
   // Sums the step's gradient and loss over the ranks, and their wishes to stop.
   struct Reduced {
     float loss = 0;
     double squares = 0;  // the summed gradient's squared norm
     bool stop = false;   // some rank wants to stop
+    double margins = 0, right = 0;  // preference steps: summed reward margins, pairs ranked right
   };
   virtual Reduced reduce(bool want_stop) = 0;
   // The loss of `batch` rows (summed over their targets, over `denominator`) on the current
@@ -126,6 +149,8 @@ struct StepResult {
   float grad_norm = 0;  // before clipping
   int64_t tokens = 0;   // input tokens in the global batch
   bool stop = false;    // some rank asked to stop after this step (every rank sees the same)
+  // Preference (DPO) steps: the mean reward margin and the share of pairs ranked right.
+  std::optional<float> reward_margin, reward_accuracy;
 };
 
 // The mean loss over the target tokens of `data`'s first `max_rows` rows of seq_len (all
@@ -144,6 +169,13 @@ class Trainer {
   // step runs on the host engine.
   Trainer(Model& model, const Dataset& data, TrainConfig config, Collective& collective,
           std::unique_ptr<StepEngine> engine = nullptr);
+  // DPO on preference pairs: each step takes batch_size * grad_accum * world pairs, each side
+  // cut to seq_len tokens. The reference policy is the model as it is now (a base, or a base
+  // with fresh LoRA adapters, which compute the same): its log-probabilities of every reply are
+  // computed here, once, on the engine, so no second model is held. Make the trainer before
+  // loading a checkpoint into it.
+  Trainer(Model& model, const PreferenceData& pairs, float beta, TrainConfig config,
+          Collective& collective, std::unique_ptr<StepEngine> engine = nullptr);
   ~Trainer();
 
   // One optimizer step. `want_stop` is this rank's wish to stop after it; the ranks agree
@@ -173,9 +205,18 @@ class Trainer {
   void next_rows(std::vector<int64_t>& rows);
   void new_epoch();
   void shuffle_rows();
+  // What an epoch visits: the dataset's rows of seq_len, or the preference pairs.
+  int64_t examples() const;
+  StepResult preference_step(const std::vector<int64_t>& rows, bool want_stop);
+  // A step's end, once its micro-batches are in: the sums over the ranks (into `reduced`),
+  // clipping, the update, and the result.
+  StepResult finish_step(bool want_stop, int64_t tokens, StepEngine::Reduced* reduced);
 
   Model& model_;
-  const Dataset& data_;
+  const Dataset* data_ = nullptr;
+  const PreferenceData* pairs_ = nullptr;
+  float beta_ = 0.1f;
+  std::vector<double> ref_chosen_, ref_rejected_;  // the reference's, per pair
   TrainConfig config_;
   Collective& comm_;
   std::unique_ptr<StepEngine> engine_;

@@ -19,22 +19,6 @@ namespace {
 const std::vector<int32_t> kIds = {1, 5, 9, 2, 3, 10, 0, 4, 4, 7};
 const std::vector<int32_t> kTargets = {5, 9, 2, -1, 6, 0, 4, 4, 7, 1};
 
-// A model of `json` with weights large enough that every path carries a visible gradient, and
-// adapters whose B is not zero (a new adapter's B is: then A would have no gradient).
-std::unique_ptr<Model> adapted(Backend& backend, const char* json, const LoraConfig& lora) {
-  auto model = Model::create(config_of(json), backend, 7);
-  REQUIRE(model.ok());
-  std::mt19937 rng(3);
-  for (auto& p : (*model)->parameters()) {
-    if (p.value.rank() == 2) p.value = random_tensor(p.value.shape(), rng, 0.3f);
-  }
-  REQUIRE((*model)->add_lora(lora, 11).ok());
-  for (auto& p : (*model)->trainable()) {
-    if (p.name.ends_with("lora_B.weight")) p.value = random_tensor(p.value.shape(), rng, 0.3f);
-  }
-  return std::move(model).value();
-}
-
 std::vector<float> base_weights(const Model& m) { return values_of(m.parameters()); }
 
 TEST_CASE("LoRA's gradients match finite differences on every family, with dropout too") {
@@ -288,6 +272,137 @@ TEST_CASE("an adapter_config.json or weights file that does not fit is refused, 
                     std::string::npos,
                 s.message());
   CHECK((*fresh)->lora() == nullptr);
+}
+
+TEST_CASE("adapters served side by side: each sequence decodes as its adapter alone would") {
+  auto cpu = make_cpu_backend(2);
+  test::TempDir dir;
+  for (const char* json : kEveryFamily) {
+    CAPTURE(json);
+    const bool gpt2 = std::string_view(json).find("gpt2") != std::string_view::npos;
+    // Three adapters of one base: different ranks, scales and layers.
+    std::vector<LoraConfig> configs(3);
+    configs[0].rank = 2;
+    configs[1].rank = 3;
+    configs[1].alpha = 9;
+    configs[2].rank = 4;
+    configs[2].target_modules = {gpt2 ? "c_fc" : "up_proj"};
+    for (size_t i = 0; i < configs.size(); ++i) {
+      auto m = adapted(*cpu, json, configs[i]);  // the same base each time
+      if (i == 0) REQUIRE(m->save(dir.path() / "base").ok());
+      REQUIRE(m->save_lora(dir.path() / ("adapter" + std::to_string(i))).ok());
+    }
+    // Each sequence alone, on a model that loaded its adapter (none for the last).
+    const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9}, {2, 3}, {10, 0, 4, 4}, {7}};
+    const std::vector<int> adapter_of = {0, 1, -1, 2};
+    std::vector<std::vector<float>> alone;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      auto m = Model::load(dir.path() / "base", *cpu);
+      REQUIRE(m.ok());
+      if (adapter_of[s] >= 0) {
+        REQUIRE((*m)->load_lora(dir.path() / ("adapter" + std::to_string(adapter_of[s]))).ok());
+      }
+      KvCache cache = (*m)->new_cache(8);
+      std::vector<Model::Step> first = {{&cache, prompts[s]}};
+      const Tensor a = (*m)->forward_cached(first);
+      std::vector<Model::Step> next = {{&cache, {3}}};
+      const Tensor b = (*m)->forward_cached(next);
+      std::vector<float> both = a.values();
+      both.insert(both.end(), b.values().begin(), b.values().end());
+      alone.push_back(std::move(both));
+    }
+    // All at once on one base that read the adapters, which leaves it as it was.
+    auto served = Model::load(dir.path() / "base", *cpu);
+    REQUIRE(served.ok());
+    const std::vector<float> before = base_weights(**served);
+    std::vector<std::shared_ptr<const LoraWeights>> adapters;
+    for (size_t i = 0; i < configs.size(); ++i) {
+      auto read = (*served)->read_lora(dir.path() / ("adapter" + std::to_string(i)));
+      REQUIRE_MESSAGE(read.ok(), read.status().message());
+      adapters.push_back(*read);
+    }
+    CHECK((*served)->lora() == nullptr);
+    CHECK(base_weights(**served) == before);
+    std::vector<KvCache> caches;
+    for (size_t s = 0; s < prompts.size(); ++s) caches.push_back((*served)->new_cache(8));
+    std::vector<Model::Step> first, next;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      const LoraWeights* adapter = adapter_of[s] >= 0 ? adapters[adapter_of[s]].get() : nullptr;
+      first.push_back({&caches[s], prompts[s], adapter});
+      next.push_back({&caches[s], {3}, adapter});
+    }
+    const Tensor a = (*served)->forward_cached(first);
+    const Tensor b = (*served)->forward_cached(next);
+    const int64_t vocab = (*served)->config().vocab_size;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      CAPTURE(s);
+      for (int64_t v = 0; v < vocab; ++v) {
+        CHECK(a[static_cast<int64_t>(s) * vocab + v] == doctest::Approx(alone[s][v]).epsilon(1e-4));
+        CHECK(b[static_cast<int64_t>(s) * vocab + v] ==
+              doctest::Approx(alone[s][vocab + v]).epsilon(1e-4));
+      }
+    }
+    // The adapters differ, so their sequences' logits do as well.
+    CHECK(alone[0] != alone[2]);
+  }
+}
+
+TEST_CASE("an adapter is checked against a base's config alone, as loading would check it") {
+  auto cpu = make_cpu_backend(1);
+  test::TempDir dir;
+  for (const char* json : kEveryFamily) {
+    CAPTURE(json);
+    LoraConfig lora;
+    lora.rank = 2;
+    auto m = adapted(*cpu, json, lora);
+    REQUIRE(m->save_lora(dir.path()).ok());
+    auto checked = check_lora(dir.path(), m->config());
+    REQUIRE_MESSAGE(checked.ok(), checked.status().message());
+    CHECK(checked->rank == 2);
+    // A base of another width: A's shapes do not fit.
+    ModelConfig wider = m->config();
+    wider.hidden *= 2;
+    wider.head_dim *= 2;
+    const Status s = check_lora(dir.path(), wider).status();
+    CHECK_MESSAGE(s.message().find("adapter_model.safetensors") != std::string::npos,
+                  s.message());
+    // The targets a family has, before any model is read.
+    const Family family = m->config().family;
+    for (std::string_view module : lora_modules(family)) {
+      LoraConfig one;
+      one.target_modules = {std::string(module)};
+      CHECK(one.check_targets(family).ok());
+      auto fresh = Model::create(m->config(), *cpu, 1);
+      REQUIRE(fresh.ok());
+      CHECK_MESSAGE((*fresh)->add_lora(one, 1).ok(), module);  // and it names real layers
+    }
+  }
+  LoraConfig wrong;
+  wrong.target_modules = {"self_attn.q_proj", "c_attn"};
+  const Status s = wrong.check_targets(Family::kLlama);
+  CHECK(s.param() == "target_modules");
+  CHECK_MESSAGE(s.message().find("\"c_attn\" names no linear layer of a llama model") !=
+                    std::string::npos,
+                s.message());
+  wrong.target_modules = {"all-linear"};
+  CHECK(wrong.check_targets(Family::kGpt2).ok());
+}
+
+TEST_CASE("an adapter read by one model is refused by a model of another shape") {
+  auto cpu = make_cpu_backend(1);
+  test::TempDir dir;
+  LoraConfig lora;
+  auto m = adapted(*cpu, kTinyLlama, lora);
+  REQUIRE(m->save_lora(dir.path()).ok());
+  auto other = Model::create(config_of(kTinyGpt2), *cpu, 1);
+  REQUIRE(other.ok());
+  auto read = (*other)->read_lora(dir.path());
+  CHECK_FALSE(read.ok());
+  auto adapter = m->read_lora(dir.path());
+  REQUIRE(adapter.ok());
+  KvCache cache = (*other)->new_cache(4);
+  std::vector<Model::Step> steps = {{&cache, {1}, adapter->get()}};
+  CHECK_THROWS_AS((*other)->forward_cached(steps), ShapeError);
 }
 
 }  // namespace

@@ -1,13 +1,16 @@
 // Tiny configurations of every family the engine supports, each with what sets it apart
 // switched on, small enough for finite differences, and a weights reader: shared by the
-// model, LoRA and training tests.
+// model, LoRA and training tests, with a LoRA-adapted model of any of them.
 #pragma once
 
 #include <doctest/doctest.h>
 
+#include <memory>
+#include <random>
 #include <vector>
 
 #include "platform/engine/model.h"
+#include "tests/engine/gradcheck.h"
 
 namespace mh::engine {
 
@@ -48,6 +51,22 @@ inline ModelConfig config_of(const char* json) {
   auto c = parse_model_config(json);
   REQUIRE_MESSAGE(c.ok(), c.status().to_string());
   return *c;
+}
+
+// A model of `json` with weights large enough that every path carries a visible gradient, and
+// LoRA adapters whose B is not zero (a new adapter's B is: then A would have no gradient).
+inline std::unique_ptr<Model> adapted(Backend& backend, const char* json, const LoraConfig& lora) {
+  auto model = Model::create(config_of(json), backend, 7);
+  REQUIRE(model.ok());
+  std::mt19937 rng(3);
+  for (auto& p : (*model)->parameters()) {
+    if (p.value.rank() == 2) p.value = random_tensor(p.value.shape(), rng, 0.3f);
+  }
+  REQUIRE((*model)->add_lora(lora, 11).ok());
+  for (auto& p : (*model)->trainable()) {
+    if (p.name.ends_with("lora_B.weight")) p.value = random_tensor(p.value.shape(), rng, 0.3f);
+  }
+  return std::move(model).value();
 }
 
 // Every value of `params`, in order: to compare weights bit for bit.

@@ -329,7 +329,8 @@ TEST_CASE("the gradient all-reduce goes a block at a time in backward order, on 
   }
   for (auto& t : ranks) t.join();
   // Per step: the final norm with the untied head, block 1, block 0, the embeddings, then the
-  // loss and the stop flag; every call from the reducing thread, not the trainer's.
+  // loss, the stop flag and a preference step's two sums (margins, pairs ranked right); every
+  // call from the reducing thread, not the trainer's.
   const auto& params = models[0]->parameters();
   auto count = [&](const std::string& prefix) {
     size_t n = 0;
@@ -340,7 +341,7 @@ TEST_CASE("the gradient all-reduce goes a block at a time in backward order, on 
   };
   const std::vector<size_t> expected = {count("model.norm.") + count("lm_head."),
                                         count("model.layers.1."), count("model.layers.0."),
-                                        count("model.embed_tokens."), 2};
+                                        count("model.embed_tokens."), 4};
   for (int r = 0; r < 2; ++r) {
     const auto& calls = comms[static_cast<size_t>(r)]->calls;
     REQUIRE(calls.size() == 2 * expected.size());
