@@ -77,6 +77,8 @@ struct Flag {
 
 const CLI::Range kEpochs(0.001, 1000.0);
 const CLI::Range kMaxBatch(1, 4096);
+const CLI::Range kLoraRank(1, 1024);
+const CLI::Range kMaxAdapters(1, 1024);
 
 // Each role's options, written once: `visit(flag, field)` for each, in argv order. Args is the
 // role's struct, const when it is being written out.
@@ -107,6 +109,19 @@ void train_flags(Args& a, Visit&& visit) {
   visit(Flag{"--log-every", "steps between progress lines"}, a.log_every);
   visit(Flag{"--device", "auto (CUDA when this process sees a GPU), cpu or cuda"}, a.device);
   visit(Flag{"--precision", "fp32, or bf16 GEMMs on CUDA"}, a.precision);
+  visit(Flag{"--method", "supervised (the default), or dpo: train on preference pairs"},
+        a.method);
+  visit(Flag{"--dpo-beta", "DPO's beta: how strongly the policy is held to the reference"},
+        a.dpo_beta);
+  visit(Flag{"--lora-rank", "train LoRA adapters of this rank on the frozen base", false,
+             &kLoraRank},
+        a.lora_rank);
+  visit(Flag{"--lora-alpha", "LoRA scale numerator (the scale is alpha / rank)"}, a.lora_alpha);
+  visit(Flag{"--lora-dropout", "LoRA dropout probability, in [0, 1)"}, a.lora_dropout);
+  visit(Flag{"--lora-targets", "modules to adapt, comma-separated, or all-linear"},
+        a.lora_targets);
+  visit(Flag{"--lora-base", "the base model's name, written into adapter_config.json"},
+        a.lora_base);
 }
 
 template <typename Args, typename Visit>
@@ -118,6 +133,10 @@ void serve_flags(Args& a, Visit&& visit) {
   visit(Flag{"--max-batch", "sequences decoding at once", false, &kMaxBatch}, a.max_batch);
   visit(Flag{"--device", "auto (CUDA when this process sees a GPU), cpu or cuda"}, a.device);
   visit(Flag{"--precision", "fp32, or bf16 GEMMs on CUDA"}, a.precision);
+  visit(Flag{"--adapter-root", "a directory whose LoRA adapters requests may name (repeated)"},
+        a.adapter_roots);
+  visit(Flag{"--max-adapters", "LoRA adapters kept loaded at once", false, &kMaxAdapters},
+        a.max_adapters);
 }
 
 // Writing a field out: a string when required or not empty, an optional when set, a number
@@ -141,6 +160,9 @@ struct Writer {
   template <typename T>
   void operator()(const Flag& flag, const std::optional<T>& value) const {
     if (value) argv.insert(argv.end(), {flag.name, text_of(*value)});
+  }
+  void operator()(const Flag& flag, const std::vector<std::string>& values) const {
+    for (const std::string& v : values) argv.insert(argv.end(), {flag.name, v});
   }
   template <typename T>
   void operator()(const Flag& flag, const T& value) const {
@@ -220,6 +242,8 @@ std::string encode_worker_event(const WorkerEvent& e) {
       o = {{"type", "step"}, {"step", e.step}, {"steps", e.steps}, {"loss", number_value(e.loss)},
            {"lr", number_value(e.lr)}, {"grad_norm", number_value(e.grad_norm)},
            {"tokens_per_s", number_value(e.tokens_per_s)}};
+      if (e.reward_margin) o["reward_margin"] = number_value(*e.reward_margin);
+      if (e.reward_accuracy) o["reward_accuracy"] = number_value(*e.reward_accuracy);
       break;
     case WorkerEvent::Kind::kCheckpoint:
       o = {{"type", "checkpoint"}, {"step", e.step}, {"path", e.path}};
@@ -274,6 +298,8 @@ Result<WorkerEvent> parse_worker_event(std::string_view line) {
     MH_ASSIGN_OR_RETURN(auto tokens_per_s, f.optional_number("tokens_per_s"));
     e.grad_norm = grad_norm.value_or(0);
     e.tokens_per_s = tokens_per_s.value_or(0);
+    MH_ASSIGN_OR_RETURN(e.reward_margin, f.optional_number("reward_margin"));
+    MH_ASSIGN_OR_RETURN(e.reward_accuracy, f.optional_number("reward_accuracy"));
   } else if (type == "checkpoint") {
     e.kind = WorkerEvent::Kind::kCheckpoint;
     MH_ASSIGN_OR_RETURN(e.step, f.count("step"));

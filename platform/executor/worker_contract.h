@@ -7,14 +7,16 @@
 // Besides its argv a worker is given, by the executor: MH_EVENTS_FD (or MH_EVENTS_FILE on a
 // Slurm node), its events channel; MH_THREADS, its CPU thread budget; CUDA_VISIBLE_DEVICES; a
 // rank of a group MH_RANK, MH_WORLD_SIZE and MH_RENDEZVOUS (worker_group.h); a replica
-// MH_REPLICA_TOKEN, the secret every request to it bears, and each request's tenant in an
-// X-Mh-Tenant header.
+// MH_REPLICA_TOKEN, the secret every request to it bears, each request's tenant in an
+// X-Mh-Tenant header, and the LoRA adapter it decodes through (a directory under one of the
+// replica's --adapter-root) in X-Mh-Adapter.
 //
 // Events. A worker parses tenant-supplied files, so its output is input: a line is taken only
 // whole and well-typed, and anything else is refused with what is wrong, never thrown on the
 // daemon's reader thread.
 //
-//   {"type":"step","step":N,"steps":N,"loss":X,"lr":X,"grad_norm":X,"tokens_per_s":X}
+//   {"type":"step","step":N,"steps":N,"loss":X,"lr":X,"grad_norm":X,"tokens_per_s":X,
+//    "reward_margin":X?,"reward_accuracy":X?}                       (the last two: DPO)
 //   {"type":"checkpoint","step":N,"path":"…","valid_loss":X?}        a checkpoint written
 //   {"type":"stopped","step":N,"checkpoint":"…"}                     stopped, resumable there
 //   {"type":"done","step":N,"trained_tokens":N,"path":"…","valid_loss":X?}   the model written
@@ -40,7 +42,7 @@ namespace mh::executor {
 
 // The version of this contract; a change to an argument or event that an older peer would
 // misread raises it.
-inline constexpr int kWorkerContract = 1;
+inline constexpr int kWorkerContract = 2;
 
 // `mh-worker train`: one rank of a fine-tuning run. Unset tunables take the engine's defaults.
 struct TrainArgs {
@@ -57,6 +59,16 @@ struct TrainArgs {
   int64_t log_every = 10;        // steps between progress lines
   std::string device;            // "auto" (""), "cpu" or "cuda"
   std::string precision;         // "fp32" (""), or "bf16"
+  // The objective: "" (supervised: the data's examples imitated) or "dpo" (the data's
+  // preference pairs ranked, with this beta).
+  std::string method;
+  std::optional<double> dpo_beta;
+  // LoRA: with a rank, adapters are trained on the frozen base and the result is the adapter
+  // (PEFT's files). Targets: comma-separated module names, or "all-linear" ("" too).
+  std::optional<int64_t> lora_rank;
+  std::optional<double> lora_alpha, lora_dropout;
+  std::string lora_targets;
+  std::string lora_base;  // the base's name in adapter_config.json
 
   bool operator==(const TrainArgs&) const = default;
 };
@@ -70,6 +82,10 @@ struct ServeArgs {
   int64_t max_batch = 64;    // sequences decoding at once
   std::string device;
   std::string precision;
+  // LoRA adapters a request may name (X-Mh-Adapter: a directory under one of these roots),
+  // loaded on demand and kept, the most recently used, up to max_adapters.
+  std::vector<std::string> adapter_roots;
+  int64_t max_adapters = 8;
 
   bool operator==(const ServeArgs&) const = default;
 };
@@ -92,6 +108,7 @@ struct WorkerEvent {
   int64_t step = 0, steps = 0;             // step, checkpoint, stopped, done
   double loss = 0, lr = 0;                 // step
   double grad_norm = 0, tokens_per_s = 0;  // step
+  std::optional<double> reward_margin, reward_accuracy;  // a DPO step
   std::optional<double> valid_loss;        // checkpoint, done
   std::optional<int64_t> trained_tokens;   // done
   std::string path;                        // checkpoint, done; stopped: its checkpoint

@@ -332,6 +332,8 @@ int run_daemon(const DaemonConfig& config) {
   deployment_options.max_queue = config.deployment_queue;
   deployment_options.max_queue_per_tenant = config.deployment_queue_per_tenant;
   deployment_options.sandbox = sandbox;
+  deployment_options.adapter_roots = {fs::absolute(config.data_dir / "jobs"),
+                                      fs::absolute(config.data_dir / "models")};
   api::Deployments deployments(context, models, pools, ioc, deployment_options);
   api::add_deployment_routes(router, deployments);
   if (Status s = deployments.start(); !s.ok()) return fail(s);

@@ -94,6 +94,19 @@ void add_job_commands(CLI::App& app, std::function<macrohard::Client()> client, 
       ->add_option("--max-retries", a->request.max_retries,
                    "times to restart it from its last checkpoint after a failure (default: 0)")
       ->check(CLI::Range(0, 10));
+  create->add_option("--method", a->request.method,
+                     "supervised (the default), or dpo: the training file holds preference pairs")
+      ->check(CLI::IsMember({"supervised", "dpo"}));
+  create->add_option("--beta", a->request.beta, "DPO's beta (default: 0.1)");
+  create
+      ->add_option("--lora-rank", a->request.lora_rank,
+                   "train LoRA adapters of this rank on the frozen model; the result is an "
+                   "adapter")
+      ->check(CLI::Range(1, 256));
+  create->add_option("--lora-alpha", a->request.lora_alpha, "LoRA alpha (default: twice the rank)");
+  create->add_option("--lora-dropout", a->request.lora_dropout, "LoRA dropout (default: 0)");
+  create->add_option("--lora-targets", a->request.lora_targets,
+                     "modules to adapt, e.g. q_proj v_proj (default: every linear layer)");
   create->add_flag("--wait", a->wait, "follow the job to its end");
   create->callback([=] {
     *exit_code = guarded([&] {

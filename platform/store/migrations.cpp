@@ -298,6 +298,18 @@ constexpr std::array kMigrations{
         PRIMARY KEY (tenant_id, dimension, subject_kind, subject_id)
       );
     )sql"},
+    Migration{11, "training methods, LoRA jobs and adapters as models", R"sql(
+      -- OpenAI's method.type ('supervised', 'dpo') and DPO's beta.
+      ALTER TABLE fine_tuning_jobs ADD COLUMN method TEXT NOT NULL DEFAULT 'supervised';
+      ALTER TABLE fine_tuning_jobs ADD COLUMN beta REAL;
+      -- A LoRA job's settings (JSON: rank, alpha, dropout, target_modules); NULL: a full
+      -- fine-tune.
+      ALTER TABLE fine_tuning_jobs ADD COLUMN lora TEXT;
+      -- An adapter's base model (the model its weights apply to); NULL for a full model.
+      ALTER TABLE models ADD COLUMN base TEXT;
+      -- A merged model's adapter (the adapter folded into its base).
+      ALTER TABLE models ADD COLUMN merged_from TEXT;
+    )sql"},
 };
 
 }  // namespace

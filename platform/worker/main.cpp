@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
       worker::add_logits(app, backend),   worker::add_greedy(app, backend),
       worker::add_generate(app, backend), worker::add_chat_template(app),
       worker::add_inspect(app),           worker::add_init(app, backend),
-      worker::add_train_tokenizer(app)};
+      worker::add_merge(app, backend),    worker::add_train_tokenizer(app)};
 
   // The roles the daemon starts, as the worker contract defines them.
   int contract = executor::kWorkerContract;
@@ -84,6 +84,8 @@ int main(int argc, char** argv) {
     so.host = serve_args.host;
     so.port = serve_args.port;
     so.max_batch = serve_args.max_batch;
+    so.adapter_roots = serve_args.adapter_roots;
+    so.max_adapters = serve_args.max_adapters;
     if (const char* token = std::getenv("MH_REPLICA_TOKEN")) so.token = token;
     so.compute = device;
     return worker::serve(so);

@@ -87,6 +87,7 @@ struct Call {
   int64_t created = 0;
   std::vector<int32_t> prompt;
   SamplingParams params;
+  std::shared_ptr<const engine::LoraWeights> adapter;  // none: the base model
   std::shared_ptr<ResponseStream> out;
 };
 
@@ -176,6 +177,9 @@ class Replica {
     if (!call.ok()) return Response::error(call.status());
     auto c = std::make_shared<Call>(std::move(call).value());
     c->tenant = std::string(request.header("x-mh-tenant"));
+    auto adapter = adapter_named(request.header("x-mh-adapter"));
+    if (!adapter.ok()) return Response::error(adapter.status());
+    c->adapter = std::move(adapter).value();
     c->out = std::make_shared<ResponseStream>();
     if (c->stream) {
       c->out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
@@ -201,10 +205,60 @@ class Replica {
             {"prompt_tokens", prompt_tokens_},
             {"generated_tokens", generated_tokens_.load()},
             {"model", options_.model_name},
-            {"context_length", runner_->config().max_positions}};
+            {"context_length", runner_->config().max_positions},
+            {"adapters_loaded", adapters_loaded()},
+            {"adapter_loads", adapter_loads_.load()}};
   }
 
  private:
+  // The LoRA adapter a request names (its directory, under one of the adapter roots), read on
+  // first use and kept while it is among the max_adapters most recently used and not idle for
+  // adapter_idle_seconds. A sequence holds its adapter until it ends, so one evicted while in
+  // use stays alive for it. "" names none.
+  Result<std::shared_ptr<const engine::LoraWeights>> adapter_named(std::string_view named) {
+    if (named.empty()) return std::shared_ptr<const engine::LoraWeights>();
+    if (!runner_->serves_adapters()) {
+      return failed_precondition("this replica's decoder does not serve LoRA adapters");
+    }
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::path(std::string(named)).lexically_normal();
+    bool within = false;
+    for (const std::string& root : options_.adapter_roots) {
+      const fs::path rel = dir.lexically_relative(fs::path(root).lexically_normal());
+      within = within || (!rel.empty() && rel != "." && *rel.begin() != "..");
+    }
+    if (!dir.is_absolute() || !within) {
+      return permission_denied("this replica serves no adapter at " + dir.string());
+    }
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(adapters_mutex_);
+    std::erase_if(adapters_, [&](const auto& e) {
+      return now - e.second.used > std::chrono::seconds(options_.adapter_idle_seconds);
+    });
+    if (auto it = adapters_.find(dir.string()); it != adapters_.end()) {
+      it->second.used = now;
+      return it->second.weights;
+    }
+    // read_lora reads the model's shape alone: the decode thread may be running it meanwhile.
+    auto read = model_->read_lora(dir);
+    if (!read.ok()) return read.status();
+    while (!adapters_.empty() && static_cast<int64_t>(adapters_.size()) >= options_.max_adapters) {
+      auto oldest = adapters_.begin();
+      for (auto it = adapters_.begin(); it != adapters_.end(); ++it) {
+        if (it->second.used < oldest->second.used) oldest = it;
+      }
+      adapters_.erase(oldest);
+    }
+    adapters_.emplace(dir.string(), Loaded{*read, now});
+    ++adapter_loads_;
+    return *read;
+  }
+
+  int64_t adapters_loaded() const {
+    std::lock_guard lock(adapters_mutex_);
+    return static_cast<int64_t>(adapters_.size());
+  }
+
   Result<Call> parse(const json::object& body, bool chat) {
     Call c;
     c.chat = chat;
@@ -462,7 +516,8 @@ class Replica {
                 out->write(sse(chunk(*call, std::move(piece), nullptr)));
               }
               return true;
-            });
+            },
+            c->adapter);
         if (!added.ok()) {
           if (stream) {  // the head is out: the error goes in the stream, as OpenAI does
             json::object error = {
@@ -526,6 +581,14 @@ class Replica {
   int64_t active_ = 0, requests_ = 0, cancelled_ = 0, prompt_tokens_ = 0;
   std::atomic<int64_t> generated_tokens_{0};
   std::thread decoder_;
+
+  struct Loaded {
+    std::shared_ptr<const engine::LoraWeights> weights;
+    std::chrono::steady_clock::time_point used;
+  };
+  mutable std::mutex adapters_mutex_;
+  std::map<std::string, Loaded> adapters_;  // by directory
+  std::atomic<int64_t> adapter_loads_{0};
 };
 
 int serve(const ServeOptions& given) {

@@ -1,7 +1,7 @@
 // mh-worker's engine tools, one file each beside the roles the daemon starts (train.cpp,
 // serve.cpp): tokenize and detokenize (tokenize.cpp), logits and greedy (logits.cpp), generate,
-// chat-template, inspect (which the daemon also runs to check uploaded models), init and
-// train-tokenizer. Each adds its subcommand to the app and says what runs if it was given.
+// chat-template, inspect (which the daemon also runs to check uploaded models), init, merge
+// (which the daemon runs for a merged export of an adapter) and train-tokenizer. Each adds its subcommand to the app and says what runs if it was given.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -40,6 +40,7 @@ Tool add_generate(CLI::App& app, LazyBackend& backend);
 Tool add_chat_template(CLI::App& app);
 Tool add_inspect(CLI::App& app);
 Tool add_init(CLI::App& app, LazyBackend& backend);
+Tool add_merge(CLI::App& app, LazyBackend& backend);
 Tool add_train_tokenizer(CLI::App& app);
 
 // Token ids as the tools take them ("[464, 3290]" or "464 3290"); a bad one fails the process.

@@ -9,8 +9,10 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <optional>
 
+#include "platform/engine/data.h"
 #include "platform/engine/files.h"
 #include "platform/engine/generate.h"
 #include "platform/engine/json.h"
@@ -40,7 +42,7 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
     if (!compute.backend) compute = need(make_compute(device));
     return *compute.backend;
   };
-    const std::string& data_file = train_args.data;
+  const std::string& data_file = train_args.data;
   const std::string& resume_dir = train_args.resume;
   const std::string& validation_file = train_args.validation_data;
   const int64_t checkpoint_every = train_args.checkpoint_every;
@@ -87,8 +89,35 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
                 std::string(family_name(config.family)).c_str(),
                 static_cast<long long>(config.parameter_count()));
   } else {
-    model = need(Model::load(model_dir, backend()));
+    // LoRA leaves the base as it is: it stays at its stored width (bf16 included).
+    model = need(Model::load(model_dir, backend(),
+                             train_args.lora_rank ? Weights::kAsStored : Weights::kFloat32));
     tok = need(Tokenizer::load(model_dir));
+  }
+  if (train_args.lora_rank) {
+    if (from_scratch) {
+      fail(invalid_argument("LoRA adapts a model with weights; this one trains from scratch"));
+    }
+    LoraConfig lora;
+    lora.rank = *train_args.lora_rank;
+    lora.alpha = static_cast<float>(train_args.lora_alpha.value_or(2.0 * lora.rank));
+    lora.dropout = static_cast<float>(train_args.lora_dropout.value_or(0));
+    if (!train_args.lora_targets.empty()) {
+      lora.target_modules.clear();
+      std::string_view rest = train_args.lora_targets;
+      while (!rest.empty()) {
+        const size_t comma = rest.find(',');
+        lora.target_modules.emplace_back(rest.substr(0, comma));
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
+    }
+    if (Status s = model->add_lora(lora, tc.seed); !s.ok()) fail(s);
+    int64_t adapted = 0;
+    for (const Parameter& p : model->trainable()) adapted += p.value.numel();
+    std::printf("LoRA: rank %lld, alpha %g, %lld trainable parameters on a frozen base of %lld\n",
+                static_cast<long long>(lora.rank), static_cast<double>(lora.alpha),
+                static_cast<long long>(adapted),
+                static_cast<long long>(model->config().parameter_count()));
   }
   if (tok.vocab_size() > model->config().vocab_size) {
     fail(invalid_argument("the tokenizer has more tokens than the model's vocab_size"));
@@ -114,27 +143,52 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
       fail(s);
     }
   };
-  const Dataset data = need(Dataset::from_jsonl(data_file, tok, {}, &chat_format));
-  if (data.rows(tc.seq_len) < 1) {
-    fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
-                                      data.tokens(), tc.seq_len)));
+  // The data: examples to imitate, or (DPO) preference pairs to rank.
+  const bool dpo = train_args.method == "dpo";
+  if (!train_args.method.empty() && train_args.method != "supervised" && !dpo) {
+    fail(invalid_argument("--method must be supervised or dpo"));
   }
+  if (dpo && from_scratch) {
+    fail(invalid_argument("DPO tunes a model with weights; this one trains from scratch"));
+  }
+  if (dpo && !validation_file.empty()) {
+    fail(invalid_argument("--validation-data: DPO measures no validation loss yet"));
+  }
+  std::optional<Dataset> data;
+  std::optional<PreferenceData> pairs;
+  if (dpo) {
+    pairs.emplace(need(PreferenceData::from_jsonl(data_file, chat_format)));
+  } else {
+    data.emplace(need(Dataset::from_jsonl(data_file, tok, {}, &chat_format)));
+    if (data->rows(tc.seq_len) < 1) {
+      fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}", data_file,
+                                        data->tokens(), tc.seq_len)));
+    }
+  }
+  // What an epoch visits: rows of seq_len tokens, or preference pairs.
+  const int64_t examples = dpo ? pairs->size() : data->rows(tc.seq_len);
   // Data-parallel ranks: the executor names this one's rank and rank 0's address.
   const auto group_options = need(process_group_from_env());
   const int world = group_options ? group_options->world : 1;
   if (train_args.epochs) {  // the run's length from the data's
     const double rows_per_step = static_cast<double>(tc.batch_size * tc.grad_accum * world);
     tc.steps = std::max<int64_t>(
-        1, static_cast<int64_t>(std::ceil(*train_args.epochs *
-                                          static_cast<double>(data.rows(tc.seq_len)) /
+        1, static_cast<int64_t>(std::ceil(*train_args.epochs * static_cast<double>(examples) /
                                           rows_per_step)));
   }
   // The default warm-up is at most a tenth of the run.
   if (!train_args.warmup) tc.warmup_steps = std::min(tc.warmup_steps, tc.steps / 10);
   if (Status s = tc.validate(); !s.ok()) fail(s);
-  std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
-              static_cast<long long>(data.examples()), static_cast<long long>(data.tokens()),
-              static_cast<long long>(data.rows(tc.seq_len)), static_cast<long long>(tc.seq_len));
+  if (dpo) {
+    std::printf("data: %lld preference pairs, each side cut to %lld tokens; DPO, beta %g\n",
+                static_cast<long long>(pairs->size()), static_cast<long long>(tc.seq_len),
+                train_args.dpo_beta.value_or(0.1));
+  } else {
+    std::printf("data: %lld examples, %lld tokens, %lld rows of %lld\n",
+                static_cast<long long>(data->examples()), static_cast<long long>(data->tokens()),
+                static_cast<long long>(data->rows(tc.seq_len)),
+                static_cast<long long>(tc.seq_len));
+  }
   std::optional<Dataset> validation;
   if (!validation_file.empty()) {
     validation.emplace(need(Dataset::from_jsonl(validation_file, tok, {}, &chat_format)));
@@ -146,8 +200,17 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
   std::unique_ptr<Collective> group = need(worker::data_parallel(
       group_options ? need(connect_process_group(*group_options)) : make_single_rank(), compute));
   const bool rank0 = group->rank() == 0;
-  Trainer trainer(*model, data, tc, *group,
-                  need(worker::make_step_engine(compute, *model, tc, *group)));
+  if (dpo && compute.cuda) {
+    fail(invalid_argument("DPO runs on the CPU engine; the CUDA trainer does not run it yet"));
+  }
+  // A DPO trainer computes its reference (the model as loaded) here, before any checkpoint.
+  auto engine = need(worker::make_step_engine(compute, *model, tc, *group));
+  std::unique_ptr<Trainer> made =
+      dpo ? std::make_unique<Trainer>(*model, *pairs,
+                                      static_cast<float>(train_args.dpo_beta.value_or(0.1)), tc,
+                                      *group, std::move(engine))
+          : std::make_unique<Trainer>(*model, *data, tc, *group, std::move(engine));
+  Trainer& trainer = *made;
   std::printf("training on %s%s\n", backend().name(),
               compute.cuda ? " (weights, gradients and moments on the device)" : "");
   // The validation loss over at most 64 rows, on the trainer's engine, for an event.
@@ -206,11 +269,17 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
     step.lr = r.lr;
     step.grad_norm = r.grad_norm;
     step.tokens_per_s = rate;
+    step.reward_margin = r.reward_margin;
+    step.reward_accuracy = r.reward_accuracy;
     emit(executor::encode_worker_event(step));
     if (r.step % std::max<int64_t>(1, log_every) == 0 || r.step == tc.steps || r.step == 1) {
-      std::printf("step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tokens/s\n",
+      std::printf("step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tokens/s",
                   static_cast<long long>(r.step), static_cast<long long>(tc.steps), r.loss, r.lr,
                   r.grad_norm, rate);
+      if (r.reward_margin && r.reward_accuracy) {
+        std::printf("  reward margin %.4f  accuracy %.2f", *r.reward_margin, *r.reward_accuracy);
+      }
+      std::printf("\n");
       std::fflush(stdout);
     }
     // The ranks stop after the step they agreed on; a single rank after this one.
@@ -234,14 +303,20 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
   }
   if (!rank0) return 0;
   trainer.sync_model();
-  if (Status s = model->save(out_dir); !s.ok()) fail(s);
+  // A LoRA run's result is its adapter, in PEFT's files; otherwise the whole model.
+  if (Status s = model->lora() ? model->save_lora(out_dir, train_args.lora_base)
+                               : model->save(out_dir);
+      !s.ok()) {
+    fail(s);
+  }
   if (Status s = tok.save(out_dir); !s.ok()) fail(s);
   if (Status s = chat_format.save(out_dir); !s.ok()) fail(s);
   save_generation_config(out_dir);
   std::printf("saved %s\n", out_dir.c_str());
   const int64_t tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum * world;
   WorkerEvent done = event(WorkerEvent::Kind::kDone, trainer.steps_done());
-  done.trained_tokens = trainer.steps_done() * tokens_per_step;
+  // A DPO step's rows are as long as its pairs: what this run trained on, counted.
+  done.trained_tokens = dpo ? tokens : trainer.steps_done() * tokens_per_step;
   done.path = out_dir;
   done.valid_loss = valid_loss();
   emit(executor::encode_worker_event(done));

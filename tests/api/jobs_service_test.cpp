@@ -85,7 +85,7 @@ TEST_CASE("a job request is checked for form, and each refusal names its field")
         "hyperparameters.warmup_steps");
 }
 
-TEST_CASE("the OpenAI method field: supervised is honoured, anything else refused by name") {
+TEST_CASE("the OpenAI method field: supervised and dpo honoured, anything else refused by name") {
   auto supervised = parse_job_request(body_of(
       R"({"model":"m","training_file":"f","method":{"type":"supervised","supervised":
           {"hyperparameters":{"n_epochs":7,"batch_size":2,"learning_rate_multiplier":"auto"}}}})"));
@@ -98,8 +98,26 @@ TEST_CASE("the OpenAI method field: supervised is honoured, anything else refuse
   REQUIRE(bare.ok());
   CHECK(bare->n_epochs == 1);
 
-  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"dpo"}})") ==
-        "method.type");
+  auto dpo = parse_job_request(body_of(
+      R"({"model":"m","training_file":"f","method":{"type":"dpo","dpo":
+          {"hyperparameters":{"beta":0.25,"n_epochs":2}}}})"));
+  REQUIRE(dpo.ok());
+  CHECK(dpo->method == "dpo");
+  CHECK(dpo->beta == 0.25);
+  CHECK(dpo->n_epochs == 2);
+  auto dpo_defaults =
+      parse_job_request(body_of(R"({"model":"m","training_file":"f","method":{"type":"dpo"}})"));
+  REQUIRE(dpo_defaults.ok());
+  CHECK(dpo_defaults->beta == 0.1);
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"dpo","dpo":
+          {"hyperparameters":{"beta":0}}}})") == "method.dpo.hyperparameters.beta");
+  // beta is DPO's: a supervised job has none, and one method's settings beside another type
+  // are refused rather than read.
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"supervised",
+          "supervised":{"hyperparameters":{"beta":0.2}}}})") ==
+        "method.supervised.hyperparameters.beta");
+  CHECK(refused_param(R"({"model":"m","training_file":"f","method":{"type":"dpo",
+          "supervised":{}}})") == "method.supervised");
   CHECK(refused_param(
             R"({"model":"m","training_file":"f","method":{"type":"reinforcement"}})") ==
         "method.type");
@@ -118,6 +136,56 @@ TEST_CASE("the OpenAI method field: supervised is honoured, anything else refuse
   CHECK(refused_param(R"({"model":"m","training_file":"f","hyperparameters":{"n_epochs":2},
           "method":{"type":"supervised","supervised":{"hyperparameters":{"n_epochs":3}}}})") ==
         "hyperparameters");
+}
+
+TEST_CASE("method.lora: LoRA settings read with their defaults, each refusal by its path") {
+  auto lora = parse_job_request(body_of(
+      R"({"model":"m","training_file":"f","method":{"type":"supervised","lora":{"rank":16,
+          "dropout":0.05,"target_modules":["q_proj","self_attn.v_proj"]}}})"));
+  REQUIRE(lora.ok());
+  REQUIRE(lora->lora);
+  CHECK(lora->lora->rank == 16);
+  CHECK(lora->lora->alpha == 32);  // twice the rank unless given
+  CHECK(lora->lora->dropout == 0.05);
+  CHECK(lora->lora->target_modules ==
+        std::vector<std::string>{"q_proj", "self_attn.v_proj"});
+  auto defaults = parse_job_request(
+      body_of(R"({"model":"m","training_file":"f","method":{"type":"supervised","lora":{}}})"));
+  REQUIRE(defaults.ok());
+  CHECK(*defaults->lora == LoraSettings{});
+  auto full = parse_job_request(
+      body_of(R"({"model":"m","training_file":"f","method":{"type":"supervised"}})"));
+  CHECK_FALSE(full->lora);
+
+  const std::string head = R"({"model":"m","training_file":"f","method":{"type":"supervised",)";
+  CHECK(refused_param(head + R"("lora":8}})") == "method.lora");
+  CHECK(refused_param(head + R"("lora":{"rank":0}}})") == "method.lora.rank");
+  CHECK(refused_param(head + R"("lora":{"rank":2.5}}})") == "method.lora.rank");
+  CHECK(refused_param(head + R"("lora":{"alpha":-1}}})") == "method.lora.alpha");
+  CHECK(refused_param(head + R"("lora":{"dropout":1}}})") == "method.lora.dropout");
+  CHECK(refused_param(head + R"("lora":{"target_modules":"q_proj"}}})") ==
+        "method.lora.target_modules");
+  CHECK(refused_param(head + R"("lora":{"target_modules":[]}}})") ==
+        "method.lora.target_modules");
+  CHECK(refused_param(head + R"("lora":{"target_modules":["q proj"]}}})") ==
+        "method.lora.target_modules");
+  CHECK(refused_param(head + R"("lora":{"use_dora":true}}})") == "method.lora.use_dora");
+
+  // The job object echoes them; "all-linear" as the string PEFT writes.
+  JobRecord j;
+  j.lora = LoraSettings{};
+  const json::object o = job_json(j);
+  CHECK(o.at("method").at("lora").at("rank") == 8);
+  CHECK(o.at("method").at("lora").at("target_modules") == "all-linear");
+  j.method = "dpo";
+  j.beta = 0.3;
+  const json::object d = job_json(j);
+  CHECK(d.at("method").at("type") == "dpo");
+  CHECK(d.at("method").at("dpo").at("hyperparameters").at("beta") == 0.3);
+  CHECK_FALSE(d.at("method").as_object().contains("supervised"));
+  auto back = parse_lora(lora_json(*lora->lora), "lora");
+  REQUIRE(back.ok());
+  CHECK(*back == *lora->lora);
 }
 
 TEST_CASE("jobs, events and checkpoints are written in OpenAI's shapes") {
@@ -156,9 +224,11 @@ TEST_CASE("jobs, events and checkpoints are written in OpenAI's shapes") {
 struct Store : ServicePlatform {
   JobStore jobs{*db};
 
-  JobRecord insert(const std::string& id, const std::string& tenant = "acme") {
+  JobRecord insert(const std::string& id, const std::string& tenant = "acme",
+                   std::optional<LoraSettings> lora = std::nullopt) {
     JobRecord j;
     j.id = id;
+    j.lora = std::move(lora);
     j.tenant = tenant;
     j.model = "m";
     j.training_file = "file-1";
@@ -169,6 +239,21 @@ struct Store : ServicePlatform {
     return j;
   }
 };
+
+TEST_CASE("the store keeps a LoRA job's settings, and a full fine-tune has none") {
+  Store s;
+  LoraSettings lora;
+  lora.rank = 4;
+  lora.target_modules = {"q_proj", "v_proj"};
+  s.insert("ftjob-lora", "acme", lora);
+  s.insert("ftjob-full");
+  CHECK(s.jobs.get("acme", "ftjob-lora")->lora == lora);
+  CHECK_FALSE(s.jobs.get("acme", "ftjob-full")->lora);
+  auto claimed = s.jobs.claim("ftjob-lora");
+  REQUIRE(claimed.ok());
+  REQUIRE(*claimed);
+  CHECK((*claimed)->lora == lora);
+}
 
 TEST_CASE("the store's queries: scoped to the tenant, claims once, requeues, ends with events") {
   Store s;
@@ -324,6 +409,20 @@ TEST_CASE("the service queues a job from the tenant's model and file, and cancel
   CHECK(events->back().message == "Job cancelled");
   CHECK(cancel(s.jobs, "acme", job->id).status().code() == Code::kFailedPrecondition);
   CHECK(cancel(s.jobs, "globex", job->id).status().code() == Code::kNotFound);
+}
+
+TEST_CASE("a LoRA job keeps its settings, and LoRA on a model it cannot adapt is refused") {
+  Service s;
+  s.license("acme");
+  const FileRecord data = s.upload("acme", "fine-tune");
+  // A preset trains from scratch: there is no base to adapt.
+  auto preset = s.jobs.create(
+      "acme", body_of(R"({"model":"mh-gpt2-tiny","training_file":")" + data.id +
+                      R"(","method":{"type":"supervised","lora":{}}})"));
+  REQUIRE_FALSE(preset.ok());
+  CHECK(preset.status().param() == "method.lora");
+  bool more = true;
+  CHECK(s.jobs.list("acme", "", 10, &more)->empty());
 }
 
 }  // namespace

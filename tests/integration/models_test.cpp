@@ -5,8 +5,12 @@
 
 #include <boost/json.hpp>
 #include <fstream>
+#include <random>
+#include <thread>
+#include <tuple>
 #include <macrohard/macrohard.hpp>
 
+#include "platform/engine/generate.h"
 #include "platform/engine/model.h"
 #include "platform/engine/tokenizer.h"
 #include "tests/integration/model_helpers.h"
@@ -378,6 +382,154 @@ TEST_CASE("mhctl models register sends a directory's chat template files with it
                   env);
   CHECK(r.exit_code != 0);
   CHECK(r.output.find("the filter 'wordwrap' is not implemented") != std::string::npos);
+}
+
+TEST_CASE("a LoRA adapter trained elsewhere registers on its base, and a base deployment serves it") {
+  ModelsPlatform p;
+  p.license_models("acme", {"train", "deploy", "custom_models"});
+  TempDir work;
+  REQUIRE(p.register_model("acme", "tiny", p.upload_model("acme", tiny_model_files(
+                                                                      work.path() / "tiny", 16)))
+              .status == 201);
+  // An adapter made as PEFT makes one, on the base as the platform laid it out.
+  auto cpu = engine::make_cpu_backend(1);
+  const fs::path base_dir = p.dir.path() / "data" / "models" / "acme" / "tiny";
+  auto adapted = engine::Model::load(base_dir, *cpu);
+  REQUIRE(adapted.ok());
+  engine::LoraConfig lora;
+  lora.rank = 2;
+  lora.target_modules = {"q_proj", "v_proj", "down_proj"};
+  REQUIRE((*adapted)->add_lora(lora, 3).ok());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  for (auto& t : (*adapted)->trainable()) {
+    if (t.name.ends_with("lora_B.weight")) {
+      for (float& v : t.value.values()) v = normal(rng);
+    }
+  }
+  const fs::path adapter = work.path() / "adapter";
+  REQUIRE((*adapted)->save_lora(adapter, "tiny").ok());
+  auto files_of = [&](const fs::path& dir) {
+    return std::map<std::string, std::string>{
+        {"adapter_config.json", read_file(dir / "adapter_config.json")},
+        {"adapter_model.safetensors", read_file(dir / "adapter_model.safetensors")}};
+  };
+  const json::object ids = p.upload_model("acme", files_of(adapter));
+  auto register_adapter = [&](const std::string& name, const json::value& base,
+                              const json::object& files) {
+    return p.as("acme", "POST", "/v1/models",
+                json::serialize(json::object{{"name", name}, {"base", base}, {"files", files}}));
+  };
+
+  // What does not fit is refused by name, and nothing is recorded.
+  RawResponse r = register_adapter("x", "custom:nothing", ids);
+  CHECK(r.status == 404);
+  r = register_adapter("x", "mh-gpt2-tiny", ids);
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("error").at("param") == "base");
+  json::object extra = ids;
+  extra["tokenizer.json"] = ids.at("adapter_config.json");
+  r = register_adapter("x", "custom:tiny", extra);
+  CHECK(r.status == 400);
+  CHECK(message_of(r).find("files.tokenizer.json") != std::string::npos);
+  for (const auto& [from, to, why] :
+       {std::tuple{"\"r\":2", "\"r\":4", "adapter_model.safetensors"},
+        std::tuple{"\"use_dora\":false", "\"use_dora\":true", "\"use_dora\" is set"},
+        std::tuple{"\"down_proj\"", "\"c_fc\"", "\"c_fc\" names no linear layer"}}) {
+    const fs::path bad = work.path() / "bad";
+    fs::create_directories(bad);
+    std::string config = read_file(adapter / "adapter_config.json");
+    REQUIRE(config.find(from) != std::string::npos);
+    config.replace(config.find(from), std::string(from).size(), to);
+    std::ofstream(bad / "adapter_config.json") << config;
+    fs::copy_file(adapter / "adapter_model.safetensors", bad / "adapter_model.safetensors",
+                  fs::copy_options::overwrite_existing);
+    r = register_adapter("x", "custom:tiny", p.upload_model("acme", files_of(bad)));
+    CHECK(r.status == 400);
+    CHECK_MESSAGE(message_of(r).find(why) != std::string::npos, message_of(r));
+  }
+  CHECK(p.as("acme", "GET", "/v1/models/custom:x").status == 404);
+
+  r = register_adapter("tuned", "custom:tiny", ids);
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  const json::object m = json::parse(r.body).as_object();
+  CHECK(m.at("parent") == "custom:tiny");
+  CHECK(m.at("root") == "custom:tiny");
+  CHECK(m.at("format") == "peft-lora");
+  CHECK(m.at("files").at("adapter_model.safetensors") == ids.at("adapter_model.safetensors"));
+  CHECK(p.as("globex", "GET", "/v1/models/custom:tuned").status == 404);
+  // The base stays while an adapter applies to it.
+  r = p.as("acme", "DELETE", "/v1/models/custom:tiny");
+  CHECK(r.status == 409);
+  CHECK(message_of(r).find("adapter 'custom:tuned'") != std::string::npos);
+
+  // A deployment of the base answers for the adapter, as the engine with the adapter loaded
+  // decodes the same tokens.
+  r = p.as("acme", "POST", "/v1/deployments", R"({"model":"custom:tiny"})");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string deployment(json::parse(r.body).at("id").as_string());
+  for (int i = 0; i < 600; ++i) {
+    r = p.as("acme", "GET", "/v1/deployments/" + deployment);
+    if (json::parse(r.body).at("status") == "ready") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(json::parse(r.body).at("status") == "ready");
+  const std::vector<int32_t> prompt = {5, 17, 3, 42, 8};
+  auto tok = engine::Tokenizer::load(base_dir);
+  REQUIRE(tok.ok());
+  engine::SamplingParams params;
+  params.max_tokens = 6;
+  params.temperature = 0;
+  params.ignore_eos = true;
+  auto served = engine::Model::load(base_dir, *cpu);
+  REQUIRE((*served)->load_lora(adapter).ok());
+  auto expected = engine::generate(**served, *tok, {prompt}, params);
+  REQUIRE(expected.ok());
+  for (const char* model : {"custom:tuned", "custom:tiny"}) {
+    r = p.as("acme", "POST", "/v1/completions",
+             json::serialize(json::object{{"model", model},
+                                          {"prompt", json::array{5, 17, 3, 42, 8}},
+                                          {"max_tokens", 6},
+                                          {"temperature", 0},
+                                          {"ignore_eos", true}}));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const json::object answer = json::parse(r.body).as_object();
+    CHECK(answer.at("model") == model);
+    const std::string text(answer.at("choices").at(0).at("text").as_string());
+    if (std::string_view(model) == "custom:tuned") {
+      CHECK(text == (*expected)[0].text);
+    } else {
+      CHECK(text != (*expected)[0].text);  // the base alone answers otherwise
+    }
+  }
+  // Another tenant cannot reach it through anyone's deployment.
+  r = p.as("globex", "POST", "/v1/completions",
+           R"({"model":"custom:tuned","prompt":"the cat","max_tokens":2})");
+  CHECK(r.status == 404);
+
+  // A merged export: the adapter folded into its base, a full model of its own whose logits are
+  // the adapted model's.
+  r = p.as("acme", "POST", "/v1/models/custom:tiny/merge", R"({"name":"nothing-to-merge"})");
+  CHECK(r.status == 422);
+  r = p.as("acme", "POST", "/v1/models/custom:tuned/merge", R"({"name":"merged","x":1})");
+  CHECK(r.status == 400);
+  r = p.as("acme", "POST", "/v1/models/custom:tuned/merge", R"({"name":"merged"})");
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  const json::object merged = json::parse(r.body).as_object();
+  CHECK(merged.at("kind") == "merged");
+  CHECK(merged.at("merged_from") == "custom:tuned");
+  CHECK(merged.at("parent").is_null());
+  CHECK(merged.at("parameters") == json::parse(p.as("acme", "GET", "/v1/models/custom:tiny").body)
+                                       .at("parameters"));
+  auto whole = engine::Model::load(p.dir.path() / "data" / "models" / "acme" / "merged", *cpu);
+  REQUIRE_MESSAGE(whole.ok(), whole.status().to_string());
+  CHECK((*whole)->lora() == nullptr);
+  (*whole)->forward(prompt, 1, static_cast<int64_t>(prompt.size()), {});
+  (*served)->forward(prompt, 1, static_cast<int64_t>(prompt.size()), {});
+  const engine::Tensor a = (*whole)->logits(), b = (*served)->logits();
+  REQUIRE(a.numel() == b.numel());
+  for (int64_t i = 0; i < a.numel(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-4));
+  CHECK(engine::Tokenizer::load(p.dir.path() / "data" / "models" / "acme" / "merged").ok());
 }
 
 }  // namespace

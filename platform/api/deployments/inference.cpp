@@ -7,6 +7,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
+#include <filesystem>
+
 #include "platform/api/deployments/runtime.h"
 #include "platform/http/async_client.h"
 
@@ -47,10 +49,26 @@ Response Deployments::infer(Request& request, bool chat) {
     auto rank = [&](const DeploymentRecord& d) {
       return (d.tenant.empty() ? 0 : 2) + (d.status == DeploymentStatus::kReady ? 1 : 0);
     };
-    for (auto& [id, live] : live_) {
-      const DeploymentRecord& d = live->record;
-      if ((d.tenant != tenant && !d.tenant.empty()) || (d.id != name && d.model != name)) continue;
-      if (target == nullptr || rank(d) > rank(target->record)) target = live.get();
+    auto find = [&](const std::string& wanted) {
+      for (auto& [id, live] : live_) {
+        const DeploymentRecord& d = live->record;
+        if ((d.tenant != tenant && !d.tenant.empty()) || (d.id != wanted && d.model != wanted)) {
+          continue;
+        }
+        if (target == nullptr || rank(d) > rank(target->record)) target = live.get();
+      }
+    };
+    find(name);
+    if (target != nullptr) {
+      // A deployment of an adapter serves its base through it.
+      if (auto adapter = models_.adapter(target->record.tenant, target->record.model)) {
+        call->adapter = std::filesystem::absolute(adapter->directory).string();
+      }
+    } else if (auto adapter = models_.adapter(tenant, name)) {
+      // The tenant's adapter, answered by a deployment of its base (the tenant's own first,
+      // then a staff one), through the adapter.
+      find(adapter->base);
+      call->adapter = std::filesystem::absolute(adapter->directory).string();
     }
     if (target == nullptr) {
       return Response::error(not_found(
@@ -181,6 +199,7 @@ void Deployments::relay(std::shared_ptr<Call> call, std::shared_ptr<Replica> rep
                      {"Content-Type", "application/json"},
                      {"X-Mh-Tenant", call->tenant},
                      {"X-Request-Id", call->request_id}};
+  if (!call->adapter.empty()) headers.emplace_back("X-Mh-Adapter", call->adapter);
   connection->request(
       kConnectTimeout, "POST", call->chat ? "/v1/chat/completions" : "/v1/completions",
       std::move(headers), call->body,

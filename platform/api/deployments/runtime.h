@@ -49,6 +49,7 @@ struct Deployments::Replica {
 
 struct Deployments::Call {
   std::string tenant, request_id, body;
+  std::string adapter;  // the LoRA adapter's directory the replica decodes through; "": none
   bool chat = false;
   std::shared_ptr<ResponseStream> out;
 };

@@ -364,6 +364,22 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   args.name = live.record.model;
   args.max_batch = options_.max_batch;
   args.device = pools_.worker_device(live.record.pool);
+  std::vector<fs::path> reads = {model.directory};
+  if (!model.base.empty()) {  // an adapter: the replica runs its base, the requests name it
+    MH_ASSIGN_OR_RETURN(ModelRecord base, models_.get(live.record.tenant, model.base));
+    args.model = base.directory;
+    reads = {base.directory, model.directory};
+  }
+  // The adapters requests may name: the tenant's (a staff replica's: every tenant's).
+  for (const fs::path& root : options_.adapter_roots) {
+    const fs::path dir = live.record.tenant.empty() ? root : root / live.record.tenant;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return internal_error(fmt::format("creating {}: {}", dir.string(), ec.message()));
+    args.adapter_roots.push_back(dir.string());
+    reads.push_back(dir);
+  }
+  args.max_adapters = options_.max_adapters;
   spec.work_dir = options_.root /
                   (live.record.tenant.empty() ? std::string(".platform") : live.record.tenant) /
                   live.record.id / fmt::format("replica-{}", r.index);
@@ -379,7 +395,7 @@ Status Deployments::start_replica(Live& live, Replica& r) {
   // Contained, here or on a Slurm node: it reads its model, writes its directory, listens for
   // the daemon and connects to no one.
   spec.sandbox = options_.sandbox;
-  spec.sandbox.read = {model.directory};
+  spec.sandbox.read = reads;
   spec.sandbox.connect = false;
   const executor::Launcher& launcher = pools_.launcher(live.record.pool);
   // CUDA maps huge ranges; a remote node's memory is its cluster's to bound.

@@ -12,7 +12,8 @@
 // those that die (with back-off), stops extra ones, meters device-seconds and tokens into the
 // usage ledger, and, after a daemon restart, brings every deployment back from the store.
 //
-// A completion names a deployment id or a model; it waits in its tenant's queue in front of the
+// A completion names a deployment id or a model (or a LoRA adapter of the tenant's, which a
+// ready deployment of its base answers: many adapters share one deployment); it waits in its tenant's queue in front of the
 // deployment until a replica has room (queues are served round-robin across tenants, so one
 // tenant's burst does not starve another's requests), then is relayed to the replica, streaming
 // as it goes. A client that goes away cancels its request, in the queue or on the replica.
@@ -60,6 +61,11 @@ struct DeploymentOptions {
   int max_start_failures = 5;  // replicas dying before ready this many times: deployment failed
   // What contains a local replica: enabled and the limits (each replica adds its model).
   executor::Sandbox sandbox;
+  // Where tenants' LoRA adapters live, a directory per tenant under each root (jobs' outputs,
+  // registered models). A tenant's replicas may read that tenant's directories, a staff
+  // replica every tenant's; the daemon names in each request an adapter of its tenant alone.
+  std::vector<std::filesystem::path> adapter_roots;
+  int max_adapters = 8;  // adapters a replica keeps loaded at once
 };
 
 class Deployments {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mh::api {
 
@@ -20,6 +21,17 @@ std::optional<JobStatus> parse_job_status(std::string_view name);
 // Succeeded, failed or cancelled: the job will not run again.
 bool is_final(JobStatus status);
 
+// method.lora: the job trains LoRA adapters on a frozen base instead of every weight
+// (engine::LoraConfig), and its model is the adapter.
+struct LoraSettings {
+  int64_t rank = 8;
+  double alpha = 16;
+  double dropout = 0;
+  std::vector<std::string> target_modules = {"all-linear"};
+
+  bool operator==(const LoraSettings&) const = default;
+};
+
 struct JobRecord {
   std::string id;  // "ftjob-…"
   std::string tenant, model, training_file, validation_file, suffix;
@@ -30,6 +42,9 @@ struct JobRecord {
   std::string fine_tuned_model;
   int64_t n_epochs = 1, batch_size = 4;
   double lr_multiplier = 1.0;
+  std::string method = "supervised";  // or "dpo"
+  double beta = 0.1;                  // dpo: the strength of the pull toward the reference
+  std::optional<LoraSettings> lora;   // none: a full fine-tune
   int64_t seed = 0;
   std::string pool = "default";
   int64_t gpus = 1, checkpoint_interval = 50, max_retries = 0, attempts = 0, priority = 0;

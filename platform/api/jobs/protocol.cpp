@@ -63,8 +63,61 @@ Result<const json::object*> object_at(const json::object& o, std::string_view wh
   return &v->as_object();
 }
 
-// The training method's hyperparameters: from method.<type>.hyperparameters, or from the
-// top-level "hyperparameters" (OpenAI's older, deprecated place), never both.
+bool module_name(std::string_view name) {
+  return !name.empty() && name.size() <= 128 && name.front() != '.' && name.back() != '.' &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.';
+         });
+}
+
+}  // namespace
+
+Result<LoraSettings> parse_lora(const json::object& o, std::string_view where) {
+  MH_TRY(only_known(o, where, {"rank", "alpha", "dropout", "target_modules"}));
+  LoraSettings lora;
+  MH_ASSIGN_OR_RETURN(double rank, hyper(o, where, "rank", 8, 1, 256, true));
+  MH_ASSIGN_OR_RETURN(lora.alpha, hyper(o, where, "alpha", 2 * rank, 1e-3, 4096, false));
+  MH_ASSIGN_OR_RETURN(lora.dropout, hyper(o, where, "dropout", 0, 0, 0.9, false));
+  lora.rank = static_cast<int64_t>(rank);
+  if (const json::value* t = o.if_contains("target_modules"); t != nullptr && !t->is_null()) {
+    const std::string param = fmt::format("{}.target_modules", where);
+    const auto bad = [&] {
+      return invalid_argument(
+          param + " must be \"all-linear\" or a list of 1-64 module names such as \"q_proj\"",
+          param);
+    };
+    lora.target_modules.clear();
+    if (t->is_string()) {
+      if (t->as_string() != "all-linear") return bad();
+      lora.target_modules.emplace_back("all-linear");
+    } else if (t->is_array() && !t->as_array().empty() && t->as_array().size() <= 64) {
+      for (const json::value& m : t->as_array()) {
+        if (!m.is_string() || !module_name(m.as_string())) return bad();
+        lora.target_modules.emplace_back(m.as_string());
+      }
+    } else {
+      return bad();
+    }
+  }
+  return lora;
+}
+
+json::object lora_json(const LoraSettings& lora) {
+  json::array targets;
+  for (const auto& t : lora.target_modules) targets.emplace_back(t);
+  json::value modules = targets;
+  if (lora.target_modules == std::vector<std::string>{"all-linear"}) modules = "all-linear";
+  return {{"rank", lora.rank},
+          {"alpha", lora.alpha},
+          {"dropout", lora.dropout},
+          {"target_modules", std::move(modules)}};
+}
+
+namespace {
+
+// The training method and its hyperparameters: from method.<type>.hyperparameters, or from
+// the top-level "hyperparameters" (OpenAI's older, deprecated place), never both.
 Status parse_hyperparameters(const json::object& body, JobRequest& r) {
   MH_ASSIGN_OR_RETURN(const json::object* method, object_at(body, "", "method"));
   MH_ASSIGN_OR_RETURN(const json::object* legacy, object_at(body, "", "hyperparameters"));
@@ -73,42 +126,48 @@ Status parse_hyperparameters(const json::object& body, JobRequest& r) {
   if (method != nullptr) {
     const json::value* type = method->if_contains("type");
     if (type == nullptr || !type->is_string()) {
-      return invalid_argument("method.type must be \"supervised\"", "method.type");
+      return invalid_argument("method.type must be \"supervised\" or \"dpo\"", "method.type");
     }
-    if (type->as_string() == "dpo") {
-      return invalid_argument(
-          "method.type \"dpo\" (preference tuning) is not available on this platform yet; "
-          "use \"supervised\"",
-          "method.type");
-    }
-    if (type->as_string() != "supervised") {
+    if (type->as_string() != "supervised" && type->as_string() != "dpo") {
       return invalid_argument(fmt::format("method.type \"{}\" is not a training method this "
-                                          "platform runs; use \"supervised\"",
+                                          "platform runs; use \"supervised\" or \"dpo\"",
                                           std::string_view(type->as_string())),
                               "method.type");
     }
-    MH_TRY(only_known(*method, "method", {"type", "supervised"}));
-    MH_ASSIGN_OR_RETURN(const json::object* supervised,
-                        object_at(*method, "method", "supervised"));
-    if (supervised != nullptr) {
-      MH_TRY(only_known(*supervised, "method.supervised", {"hyperparameters"}));
+    r.method = std::string(type->as_string());
+    // The type's own settings only: "supervised" beside type dpo is a mistake, not a default.
+    MH_TRY(only_known(*method, "method", {"type", r.method, "lora"}));
+    MH_ASSIGN_OR_RETURN(const json::object* lora, object_at(*method, "method", "lora"));
+    if (lora != nullptr) {
+      MH_ASSIGN_OR_RETURN(r.lora, parse_lora(*lora, "method.lora"));
+    }
+    const std::string settings = "method." + r.method;
+    MH_ASSIGN_OR_RETURN(const json::object* typed, object_at(*method, "method", r.method));
+    if (typed != nullptr) {
+      MH_TRY(only_known(*typed, settings, {"hyperparameters"}));
       MH_ASSIGN_OR_RETURN(const json::object* in_method,
-                          object_at(*supervised, "method.supervised", "hyperparameters"));
+                          object_at(*typed, settings, "hyperparameters"));
       if (in_method != nullptr && legacy != nullptr) {
         return invalid_argument(
-            "give the hyperparameters in method.supervised.hyperparameters or in the deprecated "
-            "top-level \"hyperparameters\", not in both",
+            fmt::format("give the hyperparameters in {}.hyperparameters or in the deprecated "
+                        "top-level \"hyperparameters\", not in both",
+                        settings),
             "hyperparameters");
       }
       if (in_method != nullptr) {
         h = in_method;
-        where = "method.supervised.hyperparameters";
+        where = settings + ".hyperparameters";
       }
     }
   }
   static const json::object kNone;
   if (h == nullptr) h = &kNone;
-  MH_TRY(only_known(*h, where, {"n_epochs", "batch_size", "learning_rate_multiplier"}));
+  if (r.method == "dpo") {
+    MH_TRY(only_known(*h, where, {"n_epochs", "batch_size", "learning_rate_multiplier", "beta"}));
+    MH_ASSIGN_OR_RETURN(r.beta, hyper(*h, where, "beta", 0.1, 1e-3, 100, false));
+  } else {
+    MH_TRY(only_known(*h, where, {"n_epochs", "batch_size", "learning_rate_multiplier"}));
+  }
   MH_ASSIGN_OR_RETURN(double epochs, hyper(*h, where, "n_epochs", 1, 1, 50, true));
   MH_ASSIGN_OR_RETURN(double batch, hyper(*h, where, "batch_size", 4, 1, 256, true));
   MH_ASSIGN_OR_RETURN(r.lr_multiplier,
@@ -190,6 +249,11 @@ json::object job_json(const JobRecord& j) {
   const json::object hyperparameters{{"n_epochs", j.n_epochs},
                                      {"batch_size", j.batch_size},
                                      {"learning_rate_multiplier", j.lr_multiplier}};
+  json::object typed_hyperparameters = hyperparameters;
+  if (j.method == "dpo") typed_hyperparameters["beta"] = j.beta;
+  json::object method{{"type", j.method},
+                      {j.method, {{"hyperparameters", std::move(typed_hyperparameters)}}}};
+  if (j.lora) method["lora"] = lora_json(*j.lora);
   json::object o{
       {"object", "fine_tuning.job"},
       {"id", j.id},
@@ -203,7 +267,7 @@ json::object job_json(const JobRecord& j) {
       {"training_file", j.training_file},
       {"validation_file", string_or_null(j.validation_file)},
       {"hyperparameters", hyperparameters},
-      {"method", {{"type", "supervised"}, {"supervised", {{"hyperparameters", hyperparameters}}}}},
+      {"method", std::move(method)},
       {"trained_tokens", or_null(j.trained_tokens)},
       {"seed", j.seed},
       {"user_provided_suffix", string_or_null(j.suffix)},

@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "platform/api/jobs/job.h"
 #include "platform/base/status.h"
@@ -22,9 +23,16 @@ struct JobRequest {
   // hyperparameters: absent or "auto" gives these.
   int64_t n_epochs = 1, batch_size = 4;
   double lr_multiplier = 1.0;
+  std::string method = "supervised";  // method.type: "supervised" or "dpo"
+  double beta = 0.1;                  // method.dpo.hyperparameters.beta
+  std::optional<LoraSettings> lora;
   std::optional<int64_t> seed;  // absent: the service draws one
 };
 Result<JobRequest> parse_job_request(const boost::json::object& body);
+
+// LoRA settings as the job object and the store write them, and read back.
+boost::json::object lora_json(const LoraSettings& lora);
+Result<LoraSettings> parse_lora(const boost::json::object& o, std::string_view where);
 
 // "fine_tuning.job", without the queue position (the service adds it).
 boost::json::object job_json(const JobRecord& job);

@@ -10,8 +10,10 @@
 #include <tuple>
 
 #include "platform/api/jobs/protocol.h"
+#include "platform/api/jsonl.h"
 #include "platform/base/crypto.h"
 #include "platform/base/time.h"
+#include "platform/engine/model.h"
 #include "platform/executor/launcher.h"
 #include "platform/executor/worker_contract.h"
 
@@ -149,6 +151,36 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   j.model = request.model;
   MH_ASSIGN_OR_RETURN(ModelRecord base, models_.get(tenant, j.model));
   MH_TRY(check_model_params(entitlements, tenant, base.parameters));
+  if (!base.base.empty()) {
+    return invalid_argument(
+        fmt::format("model '{}' is a LoRA adapter of '{}'; fine-tune '{}' instead (with "
+                    "method.lora for another adapter)",
+                    base.id, base.base, base.base),
+        "model");
+  }
+  if (request.lora) {
+    if (base.kind == "preset") {
+      return invalid_argument(
+          fmt::format("model '{}' trains from scratch; LoRA adapts a model with weights",
+                      base.id),
+          "method.lora");
+    }
+    if (pools_.gpu_pool(j.pool)) {
+      return invalid_argument(
+          fmt::format("pool '{}' trains on GPUs, where LoRA jobs do not run yet; use a CPU "
+                      "pool, or leave out method.lora for a full fine-tune",
+                      j.pool),
+          "method.lora");
+    }
+    engine::LoraConfig lora;
+    lora.target_modules = request.lora->target_modules;
+    if (const auto family = engine::family_named(base.family)) {
+      if (Status s = lora.check_targets(*family); !s.ok()) {
+        return invalid_argument(s.message(), "method.lora.target_modules");
+      }
+    }
+    j.lora = request.lora;
+  }
   for (auto [key, id, out, bytes] :
        {std::tuple{"training_file", std::optional<std::string>(request.training_file),
                    &j.training_file, &j.training_sha256},
@@ -165,6 +197,37 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
     *out = f.id;
     *bytes = f.sha256;
   }
+  // The method decides what the data must hold: examples to imitate, or pairs to rank.
+  const ExampleKind wanted =
+      request.method == "dpo" ? ExampleKind::kPreference : ExampleKind::kSupervised;
+  for (auto [key, sha] : {std::pair{"training_file", &j.training_sha256},
+                          std::pair{"validation_file", &j.validation_sha256}}) {
+    if (sha->empty()) continue;
+    if (request.method == "dpo" && key == std::string_view("validation_file")) {
+      return invalid_argument("a DPO job measures no validation loss yet; leave out "
+                              "validation_file",
+                              key);
+    }
+    MH_ASSIGN_OR_RETURN(const fs::path path, files_.blobs().path_of(*sha));
+    MH_ASSIGN_OR_RETURN(const ExampleKind kind, training_file_kind(path));
+    if (kind != wanted) {
+      return invalid_argument(
+          fmt::format("{} holds {} examples; method.type \"{}\" trains on {} examples{}", key,
+                      kind_name(kind), request.method, kind_name(wanted),
+                      wanted == ExampleKind::kPreference
+                          ? " (input, preferred_output, non_preferred_output)"
+                          : ""),
+          key);
+    }
+  }
+  if (request.method == "dpo" && pools_.gpu_pool(j.pool)) {
+    return invalid_argument(
+        fmt::format("pool '{}' trains on GPUs, where DPO jobs do not run yet; use a CPU pool",
+                    j.pool),
+        "method.type");
+  }
+  j.method = request.method;
+  j.beta = request.beta;
   j.suffix = request.suffix;
   j.n_epochs = request.n_epochs;
   j.batch_size = request.batch_size;
@@ -510,6 +573,19 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
   args.checkpoint_every = job.checkpoint_interval;
   args.log_every = 10;
   args.device = pools_.worker_device(job.pool);
+  if (job.method == "dpo") {
+    args.method = "dpo";
+    args.dpo_beta = job.beta;
+  }
+  if (job.lora) {
+    args.lora_rank = job.lora->rank;
+    args.lora_alpha = job.lora->alpha;
+    args.lora_dropout = job.lora->dropout;
+    for (const std::string& t : job.lora->target_modules) {
+      args.lora_targets += (args.lora_targets.empty() ? "" : ",") + t;
+    }
+    args.lora_base = job.model;
+  }
   // Contained (locally): it reads its model and data, writes its directory; one worker alone
   // has no network at all (a group's ranks meet over loopback TCP).
   spec.sandbox = options_.sandbox;
@@ -556,12 +632,18 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
       const auto now = std::chrono::steady_clock::now();
       if (e.step != 1 && e.step != e.steps && now - last_metrics < kMetricsInterval) return;
       last_metrics = now;
-      add_event(job, "info", "metrics",
-                fmt::format("Step {}/{}: training loss={:.4f}", e.step, e.steps, e.loss),
-                json::serialize(json::object{{"step", e.step},
-                                             {"train_loss", e.loss},
-                                             {"learning_rate", e.lr},
-                                             {"total_steps", e.steps}}));
+      json::object data{{"step", e.step},
+                        {"train_loss", e.loss},
+                        {"learning_rate", e.lr},
+                        {"total_steps", e.steps}};
+      std::string message = fmt::format("Step {}/{}: training loss={:.4f}", e.step, e.steps, e.loss);
+      if (e.reward_margin && e.reward_accuracy) {  // DPO
+        data["reward_margin"] = *e.reward_margin;
+        data["reward_accuracy"] = *e.reward_accuracy;
+        message += fmt::format(", reward margin={:.4f}, reward accuracy={:.2f}", *e.reward_margin,
+                               *e.reward_accuracy);
+      }
+      add_event(job, "info", "metrics", std::move(message), json::serialize(data));
     } else if (e.kind == executor::WorkerEvent::Kind::kCheckpoint) {
       const fs::path path = fs::path(e.path).lexically_normal();
       const fs::path within = path.lexically_relative(out);
@@ -714,7 +796,8 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
     return fail("worker_failed", reason);
   }
   const std::string id = fine_tuned_model_id(job);
-  auto m = models_.record_fine_tune(job.tenant, id, out, job.id);
+  // A LoRA job's model is its adapter, on the model it trained on.
+  auto m = models_.record_fine_tune(job.tenant, id, out, job.id, job.lora ? job.model : "");
   if (!m.ok()) return fail("model_registration_failed", m.status().message());
   add_checkpoint(job, last_step, last_loss, final_valid_loss, out.string());  // the final model
   log_unsaved(job.id, "its success",

@@ -4,6 +4,9 @@
 
 #include <variant>
 
+#include <boost/json.hpp>
+
+#include "platform/api/jobs/protocol.h"
 #include "platform/base/crypto.h"
 #include "tenants/tenant_scope.h"
 
@@ -15,7 +18,7 @@ constexpr std::string_view kColumns =
     "id, tenant_id, model, training_file, validation_file, suffix, status, error_code, "
     "error_message, fine_tuned_model, n_epochs, batch_size, lr_multiplier, seed, trained_tokens, "
     "created_at, finished_at, pool, gpus, checkpoint_interval, max_retries, attempts, priority, "
-    "training_sha256, validation_sha256";
+    "training_sha256, validation_sha256, lora, method, beta";
 
 JobRecord from_row(const store::Row& r) {
   auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
@@ -49,6 +52,16 @@ JobRecord from_row(const store::Row& r) {
   j.priority = r.integer(22);
   j.training_sha256 = r.text(23);
   j.validation_sha256 = text(24);
+  j.method = r.text(26);
+  if (!r.is_null(27)) j.beta = std::get<double>(r.value(27));
+  if (!r.is_null(25)) {
+    // Written by insert, from settings parse_lora accepted.
+    boost::system::error_code ec;
+    const boost::json::value lora = boost::json::parse(r.text(25), ec);
+    if (!ec && lora.is_object()) {
+      if (auto settings = parse_lora(lora.as_object(), "lora"); settings.ok()) j.lora = *settings;
+    }
+  }
   return j;
 }
 
@@ -100,13 +113,16 @@ Status JobStore::insert(const JobRecord& j, const std::vector<JobEvent>& events)
   return db_.write([&](store::Session& s) -> Status {
     MH_TRY(s.exec(fmt::format("INSERT INTO fine_tuning_jobs ({}) VALUES (?, ?, ?, ?, ?, ?, ?, "
                               "NULL, NULL, NULL, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, 0, ?, ?, "
-                              "?)",
+                              "?, ?, ?, ?)",
                               kColumns),
                   {j.id, j.tenant, j.model, j.training_file,
                    store::text_or_null(j.validation_file), store::text_or_null(j.suffix),
                    std::string(status_name(j.status)), j.n_epochs, j.batch_size, j.lr_multiplier,
                    j.seed, j.created_at, j.pool, j.gpus, j.checkpoint_interval, j.max_retries,
-                   j.priority, j.training_sha256, store::text_or_null(j.validation_sha256)})
+                   j.priority, j.training_sha256, store::text_or_null(j.validation_sha256),
+                   store::text_or_null(j.lora ? boost::json::serialize(lora_json(*j.lora))
+                                              : std::string()),
+                   j.method, j.method == "dpo" ? store::Value(j.beta) : store::Value()})
                .status());
     for (const JobEvent& e : events) MH_TRY(insert_event(s, j, e).status());
     return {};

@@ -12,7 +12,9 @@ namespace mh::api {
 struct ModelRecord {
   std::string id;      // "custom:<name>", "ft:<base>:<suffix>:<job>", or a base model's name
   std::string tenant;  // "" for the platform's base models
-  std::string kind;    // "custom", "fine-tune", "base" (weights), "preset" (trains from scratch)
+  // "custom", "fine-tune", "merged" (an adapter folded into its base), "base" (weights),
+  // "preset" (trains from scratch)
+  std::string kind;
   std::string family;  // "gpt2", "llama"
   int64_t parameters = 0;
   int64_t context_length = 0;
@@ -23,6 +25,10 @@ struct ModelRecord {
   std::string directory;                                  // where workers load it from
   std::string job_id;  // the job that made it (fine-tuned models)
   int64_t created_at = 0;
+  // An adapter's base: the model whose weights its LoRA adapters apply to (the directory then
+  // holds adapter_config.json and adapter_model.safetensors). "" for a full model.
+  std::string base;
+  std::string merged_from;  // a merged model's adapter (kind "merged")
 };
 
 }  // namespace mh::api

@@ -38,7 +38,14 @@ json::object model_json(const ModelRecord& m) {
                  {"parameters", m.parameters},
                  {"context_length", m.context_length},
                  {"vocab_size", m.vocab_size}};
-  if (m.kind == "custom") {
+  // As vLLM lists LoRA adapters: parent is the base an adapter applies to, root the model
+  // whose weights answer (an adapter's base; a full model itself).
+  o["parent"] = m.base.empty() ? json::value(nullptr) : json::value(m.base);
+  o["root"] = m.base.empty() ? m.id : m.base;
+  if (!m.base.empty()) o["format"] = "peft-lora";
+  if (m.kind == "custom" && !m.base.empty()) {
+    o["files"] = json::object{{kAdapterFiles[0], m.config_file}, {kAdapterFiles[1], m.weights_file}};
+  } else if (m.kind == "custom") {
     json::object files{{"config.json", m.config_file},
                        {sharded(m) ? kWeightsIndex : kWeights, m.weights_file},
                        {"tokenizer.json", m.tokenizer_file}};
@@ -46,6 +53,8 @@ json::object model_json(const ModelRecord& m) {
     o["files"] = std::move(files);
   } else if (m.kind == "fine-tune") {
     o["fine_tuning_job"] = m.job_id;
+  } else if (m.kind == "merged") {
+    o["merged_from"] = m.merged_from;
   } else {
     o["trains_from_scratch"] = m.kind == "preset";
   }

@@ -18,6 +18,9 @@ inline constexpr std::string_view kCustomPrefix = "custom:";
 // and its generation settings.
 inline constexpr std::string_view kModelFiles[] = {"config.json", "tokenizer.json"};
 inline constexpr std::string_view kWeights = "model.safetensors";
+// A LoRA adapter's files, as PEFT saves them.
+inline constexpr std::string_view kAdapterFiles[] = {"adapter_config.json",
+                                                     "adapter_model.safetensors"};
 inline constexpr std::string_view kWeightsIndex = "model.safetensors.index.json";
 inline constexpr std::string_view kOptionalModelFiles[] = {
     "tokenizer_config.json", "chat_template.jinja", "generation_config.json"};

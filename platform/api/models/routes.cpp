@@ -35,6 +35,14 @@ void add_model_routes(Router& router, Models& models) {
                if (!m.ok()) return Response::error(m.status());
                return Response::json(200, model_json(*m));
              });
+  router.add("POST", "/v1/models/{id}/merge", Access::tenant(Permission::kWrite),
+             [&models](Request& request) {
+               auto body = parse_json_object(request);
+               if (!body.ok()) return Response::error(body.status());
+               auto m = models.merge(request.principal.tenant, request.param("id"), *body);
+               if (!m.ok()) return Response::error(m.status());
+               return Response::json(201, model_json(*m));
+             });
   router.add("GET", "/v1/admin/base-models", Access::kAdmin, [&models](Request&) {
     json::array data;
     for (const auto& m : models.base_models()) data.push_back(model_json(m));

@@ -62,6 +62,7 @@ Result<ModelRecord> Models::register_custom(std::string_view tenant_view,
   if (get(tenant, m.id).ok()) {
     return conflict(fmt::format("model '{}' already exists; delete it first", m.id));
   }
+  if (body.contains("base")) return register_adapter(std::move(m), body);
   const json::value* files_v = body.if_contains("files");
   if (files_v == nullptr || !files_v->is_object()) {
     return invalid_argument(
@@ -195,21 +196,28 @@ Result<ModelRecord> Models::register_custom(std::string_view tenant_view,
     discard();
     return allowed;
   }
-  m.family = summary->family;
-  m.parameters = summary->parameters;
-  m.context_length = summary->context_length;
-  m.vocab_size = summary->vocab_size;
-  fs::remove_all(final_dir, ec);
-  fs::rename(staging, final_dir, ec);
-  if (ec) {
-    discard();
-    return internal_error(fmt::format("placing {}: {}", final_dir.string(), ec.message()));
+  Result<ModelRecord> accepted = accept(std::move(m), *summary, staging);
+  if (!accepted.ok()) discard();
+  return accepted;
+}
+
+Result<ModelRecord> Models::accept(ModelRecord m, const Inspected& summary,
+                                   const fs::path& staging) {
+  m.family = summary.family;
+  m.parameters = summary.parameters;
+  m.context_length = summary.context_length;
+  m.vocab_size = summary.vocab_size;
+  std::error_code ec;
+  if (!staging.empty()) {
+    fs::remove_all(m.directory, ec);
+    fs::rename(staging, m.directory, ec);
+    if (ec) return internal_error(fmt::format("placing {}: {}", m.directory, ec.message()));
   }
-  Status recorded = store_.insert(m);
-  if (!recorded.ok()) {
-    fs::remove_all(final_dir, ec);
+  if (Status recorded = store_.insert(m); !recorded.ok()) {
+    if (!staging.empty()) fs::remove_all(m.directory, ec);
     return recorded;
   }
+  remember_adapter(m);
   return m;
 }
 
@@ -293,7 +301,23 @@ Status Models::load_catalogue() {
   }
   spdlog::info("base models: {} in {}", models->size(), catalogue_root_.string());
   catalogue_.store(std::move(models));
+  MH_ASSIGN_OR_RETURN(const std::vector<ModelRecord> adapters, store_.adapters());
+  for (const ModelRecord& a : adapters) remember_adapter(a);
   return {};
+}
+
+void Models::remember_adapter(const ModelRecord& m) {
+  if (m.base.empty()) return;
+  std::lock_guard lock(adapters_mutex_);
+  adapters_[{m.tenant, m.id}] = Adapter{m.base, m.directory};
+}
+
+std::optional<Models::Adapter> Models::adapter(std::string_view tenant,
+                                               std::string_view id) const {
+  std::lock_guard lock(adapters_mutex_);
+  auto it = adapters_.find(std::pair{std::string(tenant), std::string(id)});
+  if (it == adapters_.end()) return std::nullopt;
+  return it->second;
 }
 
 Result<ModelRecord> Models::publish_base(const std::string& name, const fs::path& source) {
@@ -393,29 +417,35 @@ Result<ModelRecord> Models::remove(std::string_view tenant, std::string_view id)
     }
   }
   MH_ASSIGN_OR_RETURN(ModelRecord m, store_.remove(tenant, id));
+  {
+    std::lock_guard lock(adapters_mutex_);
+    adapters_.erase({m.tenant, m.id});
+  }
   std::error_code ec;
   fs::remove_all(m.directory, ec);
   return m;
 }
 
 Result<ModelRecord> Models::record_fine_tune(const std::string& tenant, const std::string& id,
-                                                 const fs::path& dir, const std::string& job_id) {
+                                                 const fs::path& dir, const std::string& job_id,
+                                                 const std::string& base) {
   MH_ASSIGN_OR_RETURN(int64_t now, context_.clock.now());
-  auto summary = inspect(dir);
+  fs::path base_dir;
+  if (!base.empty()) {
+    MH_ASSIGN_OR_RETURN(ModelRecord b, get(tenant, base));
+    base_dir = b.directory;
+  }
+  auto summary = inspect(dir, base_dir);
   if (!summary.ok()) return internal_error("the trained model: " + summary.status().message());
   ModelRecord m;
   m.id = id;
   m.tenant = tenant;
   m.kind = "fine-tune";
-  m.family = summary->family;
-  m.parameters = summary->parameters;
-  m.context_length = summary->context_length;
-  m.vocab_size = summary->vocab_size;
   m.directory = dir.string();
   m.job_id = job_id;
+  m.base = base;
   m.created_at = now;
-  MH_TRY(store_.insert(m));
-  return m;
+  return accept(std::move(m), *summary, {});  // it stays where the job wrote it
 }
 
 void Models::inspect_with(fs::path worker, executor::Sandbox sandbox, fs::path scratch) {
@@ -424,37 +454,113 @@ void Models::inspect_with(fs::path worker, executor::Sandbox sandbox, fs::path s
   scratch_ = std::move(scratch);
 }
 
-Result<Models::Inspected> Models::inspect(const fs::path& dir) const {
-  if (worker_.empty()) return internal_error("model inspection is not configured");
-  // Memory for the largest weights file (the worker maps each in turn) and the parse beside it.
-  uint64_t largest = 0;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const uint64_t size = fs::file_size(e.path(), ec);  // through links, to the blobs
-    if (!ec) largest = std::max(largest, size);
-    ec.clear();
+Result<ModelRecord> Models::register_adapter(ModelRecord m, const json::object& body) {
+  for (const auto& [key, value] : body) {
+    if (key != "name" && key != "base" && key != "files") {
+      return invalid_argument(fmt::format("\"{}\" is not a field of an adapter's registration "
+                                          "(name, base, files)",
+                                          std::string_view(key)),
+                              std::string(key));
+    }
   }
+  const json::value* base_v = body.if_contains("base");
+  if (!base_v->is_string() || base_v->as_string().empty()) {
+    return invalid_argument("\"base\" must name the model the adapter applies to", "base");
+  }
+  MH_ASSIGN_OR_RETURN(ModelRecord base, get(m.tenant, base_v->as_string()));
+  if (!base.base.empty() || base.kind == "preset") {
+    return invalid_argument(
+        fmt::format("'{}' {}; an adapter applies to a model with weights of its own", base.id,
+                    base.kind == "preset" ? "trains from scratch" : "is an adapter itself"),
+        "base");
+  }
+  const json::value* files_v = body.if_contains("files");
+  if (files_v == nullptr || !files_v->is_object()) {
+    return invalid_argument(
+        "\"files\" must map adapter_config.json and adapter_model.safetensors to uploaded file "
+        "ids",
+        "files");
+  }
+  const json::object& files = files_v->as_object();
+  for (const auto& [key, value] : files) {
+    if (std::find(std::begin(kAdapterFiles), std::end(kAdapterFiles), key) ==
+        std::end(kAdapterFiles)) {
+      return invalid_argument(fmt::format("files.{}: an adapter is made of adapter_config.json "
+                                          "and adapter_model.safetensors",
+                                          std::string_view(key)),
+                              "files");
+    }
+  }
+  // Its files go into the model's directory as hard links to their blobs (a copy where links
+  // cannot be made): replicas that started before it read it there.
+  std::vector<std::pair<std::string, fs::path>> blobs;
+  for (std::string_view name : kAdapterFiles) {
+    const std::string param = fmt::format("files.{}", name);
+    const json::value* id = files.if_contains(name);
+    if (id == nullptr || !id->is_string()) {
+      return invalid_argument(param + " must be the id of an uploaded file", param);
+    }
+    MH_ASSIGN_OR_RETURN(FileRecord f, files_.get(m.tenant, id->as_string()));
+    if (f.purpose != "model") {
+      return failed_precondition(fmt::format(
+          "{}: file '{}' was uploaded with purpose '{}'; model files need purpose 'model'", param,
+          f.id, f.purpose));
+    }
+    MH_ASSIGN_OR_RETURN(fs::path blob, files_.content(m.tenant, f.id));
+    blobs.emplace_back(std::string(name), fs::absolute(blob));
+    (name == kAdapterFiles[0] ? m.config_file : m.weights_file) = f.id;
+  }
+  const fs::path final_dir = m.directory;
+  const fs::path staging = final_dir.parent_path() /
+                           ("." + final_dir.filename().string() + ".staging-" +
+                            secure_random_base64url(9));
+  std::error_code ec;
+  fs::create_directories(staging, ec);
+  if (ec) return internal_error(fmt::format("creating {}: {}", staging.string(), ec.message()));
+  auto discard = [&] { fs::remove_all(staging, ec); };
+  for (const auto& [name, blob] : blobs) {
+    fs::create_hard_link(blob, staging / name, ec);
+    if (ec) {
+      ec.clear();
+      fs::copy_file(blob, staging / name, ec);
+    }
+    if (ec) {
+      discard();
+      return internal_error(fmt::format("placing {}: {}", name, ec.message()));
+    }
+  }
+  auto summary = inspect(staging, base.directory);
+  if (!summary.ok()) {
+    discard();
+    return summary.status().code() == Code::kInvalidArgument
+               ? invalid_argument(summary.status().message(), "files")
+               : summary.status();
+  }
+  m.base = base.id;
+  Result<ModelRecord> accepted = accept(std::move(m), *summary, staging);
+  if (!accepted.ok()) discard();
+  return accepted;
+}
+
+Result<std::string> Models::run_contained(std::vector<std::string> args, std::vector<fs::path> reads,
+                                          const fs::path& work_dir, uint64_t memory,
+                                          std::chrono::seconds limit,
+                                          std::string_view what) const {
+  if (worker_.empty()) return internal_error("model workers are not configured");
   executor::WorkerSpec spec;
-  spec.argv = {worker_.string(), "inspect", "--model", dir.string()};
-  spec.work_dir = scratch_ / ("inspect-" + secure_random_base64url(9));
+  spec.argv = {worker_.string()};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.work_dir = work_dir;
   spec.cpu_threads = 1;
   spec.sandbox = sandbox_;
-  spec.sandbox.read = {dir};
+  spec.sandbox.read = std::move(reads);
   spec.sandbox.network = false;
-  spec.sandbox.address_space_bytes = largest + kInspectMemory;
-  struct Scratch {
-    fs::path dir;
-    ~Scratch() {
-      std::error_code ignored;
-      fs::remove_all(dir, ignored);
-    }
-  } scratch{spec.work_dir};
+  spec.sandbox.address_space_bytes = memory;
   MH_ASSIGN_OR_RETURN(auto worker, executor::WorkerProcess::start(spec, {}));
-  std::optional<executor::WorkerExit> exit = worker->wait(kInspectTime);
+  std::optional<executor::WorkerExit> exit = worker->wait(limit);
   if (!exit) {
     worker->cancel(std::chrono::seconds(1));
-    return invalid_argument(fmt::format("checking the model's files took longer than {} s",
-                                        kInspectTime.count()));
+    return invalid_argument(fmt::format("{} took longer than {} s", what, limit.count()));
   }
   MH_ASSIGN_OR_RETURN(std::string log,
                       engine::read_text_file(spec.work_dir / "worker.log", size_t{1} << 20));
@@ -467,14 +573,102 @@ Result<Models::Inspected> Models::inspect(const fs::path& dir) const {
       while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
       return invalid_argument(why);
     }
-    spdlog::warn("inspecting {}: {}", dir.string(), exit->reason);
+    spdlog::warn("{}: {}", what, exit->reason);
     return invalid_argument(fmt::format(
-        "the model's files could not be checked within {} GiB of memory and {} s (the checker "
-        "{})",
-        (largest + kInspectMemory) >> 30, kInspectTime.count(),
+        "{} could not finish within {} GiB of memory and {} s (the worker {})", what,
+        memory >> 30, limit.count(),
         exit->signal != 0 ? fmt::format("was killed by signal {}", exit->signal)
                           : fmt::format("exited with status {}", exit->exit_code)));
   }
+  return log;
+}
+
+namespace {
+
+// The largest file in `dir` (through links, to the blobs).
+uint64_t largest_file(const fs::path& dir) {
+  uint64_t largest = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const uint64_t size = fs::file_size(e.path(), ec);
+    if (!ec) largest = std::max(largest, size);
+    ec.clear();
+  }
+  return largest;
+}
+
+// Removes a directory when it goes out of scope.
+struct Scratch {
+  fs::path dir;
+  ~Scratch() {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }
+};
+
+}  // namespace
+
+Result<ModelRecord> Models::merge(std::string_view tenant_view, std::string_view id,
+                                  const json::object& body) {
+  const std::string tenant(tenant_view);
+  MH_ASSIGN_OR_RETURN(int64_t now, context_.clock.now());
+  for (const auto& [key, value] : body) {
+    if (key != "name") {
+      return invalid_argument(
+          fmt::format("\"{}\" is not a field of a merge (name)", std::string_view(key)),
+          std::string(key));
+    }
+  }
+  const json::value* name_v = body.if_contains("name");
+  if (name_v == nullptr || !name_v->is_string() || !valid_name(name_v->as_string())) {
+    return invalid_argument(
+        "\"name\" must be 1-64 characters of a-z 0-9 . _ - (not starting with . or -)", "name");
+  }
+  MH_ASSIGN_OR_RETURN(const ModelRecord adapter, get(tenant, id));
+  if (adapter.base.empty()) {
+    return failed_precondition(
+        fmt::format("'{}' is not a LoRA adapter: there is nothing to merge", adapter.id));
+  }
+  MH_ASSIGN_OR_RETURN(const ModelRecord base, get(tenant, adapter.base));
+  MH_TRY(check_model_params(context_.entitlements, tenant, base.parameters));
+  const std::string name(name_v->as_string());
+  ModelRecord m;
+  m.id = std::string(kCustomPrefix) + name;
+  m.tenant = tenant;
+  m.kind = "merged";
+  m.created_at = now;
+  m.merged_from = adapter.id;
+  m.directory = (root_ / tenant / name).string();
+  if (get(tenant, m.id).ok()) {
+    return conflict(fmt::format("model '{}' already exists; delete it first", m.id));
+  }
+  // The worker writes the merged model into its own directory; checked as any model is, it is
+  // then moved into place.
+  const Scratch work{root_ / tenant / ("." + name + ".merging-" + secure_random_base64url(9))};
+  const uint64_t weights = largest_file(base.directory);
+  MH_TRY(run_contained({"merge", "--base", base.directory, "--adapter", adapter.directory,
+                        "--out", (work.dir / "model").string()},
+                       {base.directory, adapter.directory}, work.dir,
+                       3 * 2 * weights + kInspectMemory, kMergeTime, "merging the adapter")
+             .status());
+  auto summary = inspect(work.dir / "model");
+  if (!summary.ok()) return internal_error("the merged model: " + summary.status().message());
+  return accept(std::move(m), *summary, work.dir / "model");
+}
+
+Result<Models::Inspected> Models::inspect(const fs::path& dir, const fs::path& base) const {
+  // Memory for the largest weights file (the worker maps each in turn) and the parse beside it.
+  std::vector<std::string> args = {"inspect", "--model", dir.string()};
+  std::vector<fs::path> reads = {dir};
+  if (!base.empty()) {
+    args.insert(args.end(), {"--base", base.string()});
+    reads.push_back(base);
+  }
+  const Scratch scratch{scratch_ / ("inspect-" + secure_random_base64url(9))};
+  MH_ASSIGN_OR_RETURN(const std::string log,
+                      run_contained(std::move(args), std::move(reads), scratch.dir,
+                                    largest_file(dir) + kInspectMemory, kInspectTime,
+                                    "checking the model's files"));
   const size_t line = log.rfind("\n{");
   boost::system::error_code jec;
   json::value v = json::parse(line == std::string::npos ? std::string_view(log)

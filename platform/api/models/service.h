@@ -12,7 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -53,15 +55,34 @@ class Models {
   Result<ModelRecord> publish_base(const std::string& name, const std::filesystem::path& source);
   std::vector<ModelRecord> base_models() const;
 
-  // POST /v1/models: {"name": "...", "files": {"config.json": "file-…", ...}}.
+  // POST /v1/models: {"name": "...", "files": {"config.json": "file-…", ...}}, or a LoRA
+  // adapter trained elsewhere: {"name", "base": "<model>", "files": {"adapter_config.json",
+  // "adapter_model.safetensors"}}, checked against its base.
   Result<ModelRecord> register_custom(std::string_view tenant, const boost::json::object& body);
   Result<ModelRecord> get(std::string_view tenant, std::string_view id) const;
   Result<std::vector<ModelRecord>> list(std::string_view tenant, std::string_view after,
                                         int64_t limit, bool* has_more) const;
   Result<ModelRecord> remove(std::string_view tenant, std::string_view id);
-  // Records the model a fine-tuning job wrote to `dir` (validated like a custom model's files).
+  // Records the model a fine-tuning job wrote to `dir` (validated like a custom model's files):
+  // with `base`, a LoRA adapter of that model (of the tenant's, or a base model).
   Result<ModelRecord> record_fine_tune(const std::string& tenant, const std::string& id,
-                                       const std::filesystem::path& dir, const std::string& job_id);
+                                       const std::filesystem::path& dir, const std::string& job_id,
+                                       const std::string& base = {});
+
+  // POST /v1/models/{id}/merge, {"name": "..."}: adapter `id` folded into its base (W +
+  // (alpha / rank) BA) as a new full model "custom:<name>" of kind "merged", which deploys and
+  // downloads like any model. The merge runs in a contained worker (kMergeTime at most).
+  Result<ModelRecord> merge(std::string_view tenant, std::string_view id,
+                            const boost::json::object& body);
+  static constexpr std::chrono::seconds kMergeTime{600};
+
+  // A tenant's LoRA adapter, from memory (the request path asks on an I/O thread): its base
+  // and directory; nullopt when `id` is no adapter of the tenant's. Read from the store by
+  // load_catalogue, then kept as adapters are recorded and removed.
+  struct Adapter {
+    std::string base, directory;
+  };
+  std::optional<Adapter> adapter(std::string_view tenant, std::string_view id) const;
 
   // Model files a tenant supplied, or a tenant's job wrote, are checked by `mh-worker inspect`
   // in a contained worker of its own (`sandbox`, with memory for the largest weights file
@@ -79,7 +100,22 @@ class Models {
     std::string family;
     int64_t parameters = 0, context_length = 0, vocab_size = 0;
   };
-  Result<Inspected> inspect(const std::filesystem::path& dir) const;
+  // `base` (a directory): `dir` is a LoRA adapter checked against that model.
+  Result<Inspected> inspect(const std::filesystem::path& dir,
+                            const std::filesystem::path& base = {}) const;
+  // Runs `mh-worker <args>` contained: reading `reads`, writing `work_dir`, within `memory`
+  // bytes of address space and `limit`. Its log, or invalid_argument with the worker's own
+  // last word on what is wrong (`what` names the task in other failures).
+  Result<std::string> run_contained(std::vector<std::string> args,
+                                    std::vector<std::filesystem::path> reads,
+                                    const std::filesystem::path& work_dir, uint64_t memory,
+                                    std::chrono::seconds limit, std::string_view what) const;
+  // Records model `m` with what inspection found, first moving its files from `staging` (when
+  // given) into its directory; on failure nothing stays recorded or placed.
+  Result<ModelRecord> accept(ModelRecord m, const Inspected& summary,
+                             const std::filesystem::path& staging);
+  // register_custom's adapters: `m` named, its files in `files`.
+  Result<ModelRecord> register_adapter(ModelRecord m, const boost::json::object& body);
 
   const Context context_;
   ModelStore store_;
@@ -89,6 +125,9 @@ class Models {
   // By name; replaced whole when a model is published, so readers take a snapshot.
   std::atomic<std::shared_ptr<const std::vector<ModelRecord>>> catalogue_;
   std::mutex publish_mutex_;
+  mutable std::mutex adapters_mutex_;
+  std::map<std::pair<std::string, std::string>, Adapter, std::less<>> adapters_;  // (tenant, id)
+  void remember_adapter(const ModelRecord& m);
   std::filesystem::path worker_, scratch_;
   executor::Sandbox sandbox_;
 };

@@ -16,13 +16,14 @@ namespace {
 
 constexpr std::string_view kColumns =
     "id, tenant_id, kind, family, parameters, context_length, vocab_size, config_file, "
-    "weights_file, tokenizer_file, directory, job_id, created_at, extra_files";
+    "weights_file, tokenizer_file, directory, job_id, created_at, extra_files, base, "
+    "merged_from";
 
 ModelRecord from_row(const store::Row& r) {
   auto text = [&](size_t i) { return r.is_null(i) ? std::string() : r.text(i); };
   ModelRecord m{r.text(0), r.text(1), r.text(2), r.text(3), r.integer(4), r.integer(5),
                 r.integer(6), text(7), text(8), text(9), {}, r.text(10), text(11),
-                r.integer(12)};
+                r.integer(12), text(14), text(15)};
   if (!r.is_null(13)) {
     // Written by register_custom: an object of file name -> file id.
     boost::system::error_code ec;
@@ -50,12 +51,13 @@ Status ModelStore::insert(const ModelRecord& m) {
   return db_.write([&](store::Session& s) -> Status {
     return s
         .exec(fmt::format(
-                  "INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  "INSERT INTO models ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   kColumns),
               {m.id, m.tenant, m.kind, m.family, m.parameters, m.context_length, m.vocab_size,
                store::text_or_null(m.config_file), store::text_or_null(m.weights_file),
                store::text_or_null(m.tokenizer_file), m.directory, store::text_or_null(m.job_id),
-               m.created_at, store::text_or_null(extra_files_json(m).value_or(""))})
+               m.created_at, store::text_or_null(extra_files_json(m).value_or("")),
+               store::text_or_null(m.base), store::text_or_null(m.merged_from)})
         .status();
   });
 }
@@ -97,6 +99,13 @@ Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view
       return conflict(fmt::format("deployment '{}' serves model '{}'; delete the deployment first",
                                   serving[0].text(0), m.id));
     }
+    MH_ASSIGN_OR_RETURN(auto adapters,
+                        s.query("SELECT id FROM models WHERE tenant_id = ? AND base = ? LIMIT 1",
+                                {m.tenant, m.id}));
+    if (!adapters.empty()) {
+      return conflict(fmt::format("adapter '{}' applies to model '{}'; delete the adapter first",
+                                  adapters[0].text(0), m.id));
+    }
     MH_ASSIGN_OR_RETURN(auto training,
                         s.query("SELECT id FROM fine_tuning_jobs WHERE tenant_id = ? AND model = ? "
                                 "AND status IN ('validating_files', 'queued', 'running') LIMIT 1",
@@ -109,6 +118,18 @@ Result<ModelRecord> ModelStore::remove(std::string_view tenant, std::string_view
     return s.exec("DELETE FROM models WHERE id = ? AND tenant_id = ?", {m.id, m.tenant}).status();
   }));
   return m;
+}
+
+Result<std::vector<ModelRecord>> ModelStore::adapters() const {
+  std::vector<ModelRecord> out;
+  MH_TRY(db_.read([&](store::Session& s) -> Status {
+    MH_ASSIGN_OR_RETURN(
+        auto rows,
+        s.query(fmt::format("SELECT {} FROM models WHERE base IS NOT NULL", kColumns)));
+    for (const auto& row : rows) out.push_back(from_row(row));
+    return {};
+  }));
+  return out;
 }
 
 }  // namespace mh::api

@@ -22,8 +22,10 @@ class ModelStore {
   Result<std::vector<ModelRecord>> page(std::string_view tenant, std::string_view after,
                                         int64_t limit, bool* has_more) const;
   // Deletes the tenant's model and returns it; conflict, naming it, while a deployment serves
-  // it or a job that has not ended trains it.
+  // it, a job that has not ended trains it, or an adapter applies to it.
   Result<ModelRecord> remove(std::string_view tenant, std::string_view id);
+  // Every tenant's LoRA adapters (models with a base).
+  Result<std::vector<ModelRecord>> adapters() const;
 
  private:
   store::Database& db_;

@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define MH_API_VERSION_MAJOR 1
-#define MH_API_VERSION_MINOR 6
+#define MH_API_VERSION_MINOR 7
 
 #if defined(__GNUC__)
 #define MH_EXPORT __attribute__((visibility("default")))
@@ -308,7 +308,8 @@ MH_EXPORT mh_error* mh_client_create_fine_tuning_job(
 /* Starts a job from a whole request body (since 1.5): OpenAI's fields as above, plus where and how
  * it runs: "pool" (default "default"), "gpus" (data-parallel ranks on one node; more than 1 needs
  * the license feature multi_gpu), "priority", "checkpoint_interval" and "max_retries" (see the
- * API reference). `request_json` must be a JSON object; the server checks every field and names
+ * API reference). Since 1.7 the server also takes OpenAI's "method" (supervised, or dpo with its
+ * beta, on a file of preference pairs) and Macrohard's LoRA settings in "method.lora". `request_json` must be a JSON object; the server checks every field and names
  * a bad one in mh_error_param. On success *out is the job. */
 MH_EXPORT mh_error* mh_client_create_fine_tuning_job_json(mh_client* client,
                                                           const char* request_json,

@@ -269,6 +269,8 @@ struct Model {
   std::string id, owned_by, family;
   int64_t parameters = 0, context_length = 0, vocab_size = 0, created = 0;
   std::string config_file, weights_file, tokenizer_file;
+  // A LoRA adapter's base model (since 1.7); empty for a full model.
+  std::string parent;
   Object raw;
   static Model from(const Object& o) {
     return {o.string("id"),
@@ -281,6 +283,7 @@ struct Model {
             o.string("files.config.json"),
             o.string("files.model.safetensors"),
             o.string("files.tokenizer.json"),
+            o.string("parent"),
             o};
   }
 };
@@ -296,6 +299,9 @@ struct FineTuningJob {
   // Where and how it runs (since 1.5).
   std::string pool;
   int64_t gpus = 0, priority = 0;
+  // How it trains (since 1.7): "supervised" or "dpo", and the LoRA rank (0: every weight).
+  std::string method;
+  int64_t lora_rank = 0;
   Object raw;
   static FineTuningJob from(const Object& o) {
     return {o.string("id"),
@@ -315,6 +321,8 @@ struct FineTuningJob {
             o.string("pool"),
             o.integer("gpus"),
             o.integer("priority"),
+            o.string("method.type"),
+            o.integer("method.lora.rank"),
             o};
   }
 };
@@ -332,6 +340,15 @@ struct FineTuningRequest {
   int checkpoint_interval = 0;  // steps
   int max_retries = -1;         // negative: the server's default
   int priority = 0;             // -100 to 100: higher goes first and is preempted last
+  // How it trains (since 1.7). method: "" or "supervised", or "dpo" (the training file holds
+  // preference pairs) with beta (0: the server's 0.1).
+  std::string method;
+  double beta = 0;
+  // LoRA adapters on the frozen model instead of every weight: lora_rank > 0 turns them on;
+  // lora_alpha 0 is twice the rank; no targets is every linear layer ("all-linear").
+  int lora_rank = 0;
+  double lora_alpha = 0, lora_dropout = 0;
+  std::vector<std::string> lora_targets;
 };
 
 // A deployment: a model served by replicas (see the API reference).
@@ -539,11 +556,35 @@ inline std::string fine_tuning_json(const FineTuningRequest& r) {
     if (v <= 0) return std::string("\"auto\"");
     return integer ? std::to_string(static_cast<int64_t>(v)) : json_number(v);
   };
-  std::string body =
-      "{\"model\":" + json_string(r.model) + ",\"training_file\":" + json_string(r.training_file) +
-      ",\"hyperparameters\":{\"n_epochs\":" + count_or_auto(r.n_epochs, true) +
+  std::string hyperparameters =
+      "{\"n_epochs\":" + count_or_auto(r.n_epochs, true) +
       ",\"batch_size\":" + count_or_auto(r.batch_size, true) +
-      ",\"learning_rate_multiplier\":" + count_or_auto(r.learning_rate_multiplier, false) + "}";
+      ",\"learning_rate_multiplier\":" + count_or_auto(r.learning_rate_multiplier, false);
+  std::string body =
+      "{\"model\":" + json_string(r.model) + ",\"training_file\":" + json_string(r.training_file);
+  if (r.method.empty() && r.lora_rank <= 0) {
+    body += ",\"hyperparameters\":" + hyperparameters + "}";  // as before 1.7
+  } else {
+    // OpenAI's method, with the hyperparameters in it, and Macrohard's LoRA settings beside.
+    const std::string type = r.method.empty() ? "supervised" : r.method;
+    if (type == "dpo") hyperparameters += ",\"beta\":" + count_or_auto(r.beta, false);
+    body += ",\"method\":{\"type\":" + json_string(type) + "," + json_string(type) +
+            ":{\"hyperparameters\":" + hyperparameters + "}}";
+    if (r.lora_rank > 0) {
+      body += ",\"lora\":{\"rank\":" + std::to_string(r.lora_rank);
+      if (r.lora_alpha > 0) body += ",\"alpha\":" + json_number(r.lora_alpha);
+      if (r.lora_dropout > 0) body += ",\"dropout\":" + json_number(r.lora_dropout);
+      if (!r.lora_targets.empty()) {
+        body += ",\"target_modules\":[";
+        for (size_t i = 0; i < r.lora_targets.size(); ++i) {
+          body += (i ? "," : "") + json_string(r.lora_targets[i]);
+        }
+        body += "]";
+      }
+      body += "}";
+    }
+    body += "}";
+  }
   if (!r.validation_file.empty()) body += ",\"validation_file\":" + json_string(r.validation_file);
   if (!r.suffix.empty()) body += ",\"suffix\":" + json_string(r.suffix);
   if (r.seed >= 0) body += ",\"seed\":" + std::to_string(r.seed);

@@ -1,5 +1,5 @@
 // The official openai client against macrohardd: create a fine-tuning job on a training file
-// (a training method other than supervised is refused by name), follow it to succeeded, page
+// (a training method the platform does not run is refused by name), follow it to succeeded, page
 // through its events and checkpoints, list jobs and models, deploy
 // the model it made (a Macrohard call, made with fetch), then ask it for chat completions with
 // and without streaming, and a completion. With PROMPT_TOKENS, the chat's usage.prompt_tokens
@@ -8,6 +8,7 @@
 //       [PROMPT_TOKENS]
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
+import { deploy, waitForJob } from './platform.mjs';
 
 const client = new OpenAI({
   baseURL: `${process.env.MH_URL}/v1`,
@@ -17,7 +18,7 @@ const client = new OpenAI({
 const [model, trainingFile, promptTokens] = process.argv.slice(2);
 
 // A training method the platform does not run is refused by name, never run as another.
-for (const method of [{ type: 'dpo' }, { type: 'reinforcement' }]) {
+for (const method of [{ type: 'reinforcement' }, { type: 'grpo' }]) {
   await assert.rejects(
     client.fineTuning.jobs.create({ model, training_file: trainingFile, method }),
     (e) => {
@@ -44,11 +45,7 @@ assert.deepEqual(job.method.supervised.hyperparameters,
                  { n_epochs: 2, batch_size: 2, learning_rate_multiplier: 1 });
 assert.equal(job.hyperparameters.batch_size, 2, 'the deprecated field says the same');
 
-let current = job;
-for (let i = 0; i < 1200 && !['succeeded', 'failed', 'cancelled'].includes(current.status); i++) {
-  await new Promise((r) => setTimeout(r, 100));
-  current = await client.fineTuning.jobs.retrieve(job.id);
-}
+const current = await waitForJob(client, job, 1200);
 assert.equal(current.status, 'succeeded', JSON.stringify(current));
 assert.match(current.fine_tuned_model, /^ft:.*:npm:/);
 
@@ -77,19 +74,8 @@ assert.equal(checkpoints[0].object, 'fine_tuning.job.checkpoint');
 assert.ok(checkpoints[0].metrics.train_loss > 0);
 assert.ok(checkpoints[0].fine_tuned_model_checkpoint.startsWith(current.fine_tuned_model));
 
-// Deployments are Macrohard's own API; the client's fetch-level helpers reach it.
-const headers = { Authorization: `Bearer ${process.env.MH_API_KEY}`,
-                  'Content-Type': 'application/json' };
-let deployment = await (await fetch(`${process.env.MH_URL}/v1/deployments`, {
-  method: 'POST', headers, body: JSON.stringify({ model: current.fine_tuned_model }),
-})).json();
-assert.match(deployment.id, /^dep-/, JSON.stringify(deployment));
-for (let i = 0; i < 600 && deployment.status !== 'ready'; i++) {
-  await new Promise((r) => setTimeout(r, 100));
-  deployment = await (await fetch(`${process.env.MH_URL}/v1/deployments/${deployment.id}`,
-                                  { headers })).json();
-}
-assert.equal(deployment.status, 'ready', JSON.stringify(deployment));
+// Deployments are Macrohard's own API, reached with fetch.
+const deployment = await deploy(current.fine_tuned_model);
 
 const messages = [{ role: 'user', content: 'the cat sat on the' }];
 const chat = await client.chat.completions.create({
