@@ -31,6 +31,22 @@ class Backend {
   virtual void gemm_half(bool transpose_b, float alpha, const Tensor& a, const HalfTensor& b,
                          float beta, Tensor& c);
 
+  // LoRA's product over rows of x, each slice of rows through its own adapter (the grouped
+  // product with which Punica and S-LoRA batch many adapters' decoding):
+  //   y[i] += scale · (x[i] Aᵀ) Bᵀ   for each row i in a slice's [begin, end),
+  // with A [rank, in] and Bᵀ held as [rank, out], both fp32 or both 16-bit. The default gathers
+  // each slice's rows and multiplies them with gemm; the CPU backend works row by row, every
+  // slice in one parallel pass.
+  struct LoraSlice {
+    int64_t begin = 0, end = 0;
+    float scale = 1;
+    const Tensor* a = nullptr;
+    const Tensor* bt = nullptr;
+    const HalfTensor* a_half = nullptr;
+    const HalfTensor* bt_half = nullptr;
+  };
+  virtual void lora_rows(const Tensor& x, const std::vector<LoraSlice>& slices, Tensor& y);
+
   // LayerNorm over the last dimension: out = (x - mean) * rstd * w + b. mean and rstd (one per
   // row) are saved for the backward pass.
   virtual void layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out,

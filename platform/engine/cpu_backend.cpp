@@ -171,6 +171,17 @@ float dot_half(HalfTensor::Format format, const float* a, const uint16_t* b, int
   return s;
 }
 
+// y += alpha * b over n values, b 16-bit, widened a piece at a time.
+void axpy_half(HalfTensor::Format format, float alpha, const uint16_t* b, float* y, int64_t n) {
+  constexpr int64_t kPiece = 256;
+  float wide[kPiece];
+  for (int64_t i = 0; i < n; i += kPiece) {
+    const int64_t len = std::min(kPiece, n - i);
+    half_to_float(format, b + i, len, wide);
+    axpy(alpha, wide, y + i, len);
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
@@ -267,6 +278,41 @@ class CpuBackend final : public Backend {
   // Few rows (decoding): each weight row (or row piece) is widened as a dot product or an axpy
   // reads it, so the weights are read once at their own width. More rows: the weights are
   // widened a panel of 64 columns of op(b) at a time, and each panel goes through SGEMM.
+  // Row by row, in one pass over every slice's rows: a decode step's rows each read their own
+  // adapter (a few small products), which a gemm call per slice would spend more in calling than
+  // in multiplying.
+  void lora_rows(const Tensor& x, const std::vector<LoraSlice>& slices, Tensor& y) override {
+    const int64_t in = x.dim(1), out = y.dim(1);
+    std::vector<std::pair<const LoraSlice*, int64_t>> rows;
+    for (const LoraSlice& s : slices) {
+      for (int64_t i = s.begin; i < s.end; ++i) rows.emplace_back(&s, i);
+    }
+    pool_.parallel_for(static_cast<int64_t>(rows.size()), 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> u;
+      for (int64_t k = begin; k < end; ++k) {
+        const auto [s, i] = rows[static_cast<size_t>(k)];
+        const bool half = s->a_half != nullptr;
+        const int64_t rank = half ? s->a_half->dim(0) : s->a->dim(0);
+        const float* xi = x.data() + i * in;
+        float* yi = y.data() + i * out;
+        u.resize(static_cast<size_t>(rank));
+        for (int64_t r = 0; r < rank; ++r) {
+          u[static_cast<size_t>(r)] =
+              s->scale * (half ? dot_half(s->a_half->format(), xi, s->a_half->data() + r * in, in)
+                               : dot(xi, s->a->data() + r * in, in));
+        }
+        for (int64_t r = 0; r < rank; ++r) {
+          if (half) {
+            axpy_half(s->bt_half->format(), u[static_cast<size_t>(r)],
+                      s->bt_half->data() + r * out, yi, out);
+          } else {
+            axpy(u[static_cast<size_t>(r)], s->bt->data() + r * out, yi, out);
+          }
+        }
+      }
+    });
+  }
+
   void gemm_half(bool tb, float alpha, const Tensor& a, const HalfTensor& b, float beta,
                  Tensor& c) override {
     int64_t m, n, k;

@@ -28,6 +28,16 @@ constexpr std::string_view kDescriptive[] = {
     "base_model_name_or_path", "revision", "inference_mode", "init_lora_weights", "peft_version",
     "auto_mapping", "fan_in_fan_out", "megatron_core", "runtime_config"};
 
+// [rows, cols] as [cols, rows].
+Tensor transposed(const Tensor& t) {
+  const int64_t rows = t.dim(0), cols = t.dim(1);
+  Tensor out({cols, rows});
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out[j * rows + i] = t[i * cols + j];
+  }
+  return out;
+}
+
 // The module a weight belongs to: its name less ".weight".
 std::string module_of(const std::string& weight_name) {
   constexpr std::string_view kSuffix = ".weight";
@@ -327,8 +337,11 @@ Status Model::save_lora(const std::filesystem::path& dir, std::string_view base_
 
 int64_t LoraWeights::bytes() const {
   int64_t n = 0;
-  for (const auto* v : {&a, &b}) {
+  for (const auto* v : {&a, &bt}) {
     for (const Tensor& t : *v) n += t.numel() * 4;
+  }
+  for (const auto* v : {&a_half, &bt_half}) {
+    for (const HalfTensor& t : *v) n += t.numel() * 2;
   }
   return n;
 }
@@ -375,8 +388,13 @@ Result<LoraWeights> read_adapter(const ModelConfig& model, const std::filesystem
                  e->dtype != DType::kBF16) {
         return weights_error("\"" + name + "\" is not F32, F16 or BF16");
       }
-      (part == std::string_view("lora_A") ? out.a : out.b)
-          .push_back(values ? Tensor::of(want, std::move(read)) : Tensor());
+      if (!values) {
+        (part == std::string_view("lora_A") ? out.a : out.bt).emplace_back();
+      } else if (part == std::string_view("lora_A")) {
+        out.a.push_back(Tensor::of(want, std::move(read)));
+      } else {
+        out.bt.push_back(transposed(Tensor::of(want, std::move(read))));
+      }
     }
   }
   if (file.tensors().size() != 2 * layers.size()) {
@@ -408,6 +426,15 @@ Result<LoraConfig> check_lora(const std::filesystem::path& dir, const ModelConfi
 Result<std::shared_ptr<const LoraWeights>> Model::read_lora(
     const std::filesystem::path& dir) const {
   MH_ASSIGN_OR_RETURN(LoraWeights weights, read_lora_weights(dir));
+  const auto half = std::find_if(params_.begin(), params_.end(),
+                                 [](const Parameter& p) { return !p.half.empty(); });
+  if (half != params_.end()) {
+    const HalfTensor::Format format = half->half.format();
+    for (const Tensor& a : weights.a) weights.a_half.push_back(HalfTensor::of(a, format));
+    for (const Tensor& bt : weights.bt) weights.bt_half.push_back(HalfTensor::of(bt, format));
+    weights.a.clear();
+    weights.bt.clear();
+  }
   return std::make_shared<const LoraWeights>(std::move(weights));
 }
 
@@ -433,7 +460,7 @@ Status Model::load_lora(const std::filesystem::path& dir) {
   if (!lora_config_) MH_TRY(add_lora(config, 0));
   for (size_t i = 0; i < read.a.size(); ++i) {  // lora_params_: A then B per layer
     lora_params_[2 * i].value = std::move(read.a[i]);
-    lora_params_[2 * i + 1].value = std::move(read.b[i]);
+    lora_params_[2 * i + 1].value = transposed(read.bt[i]);
   }
   return {};
 }
@@ -514,35 +541,28 @@ void Model::lora_backward(const Tensor& dy, const Tensor& x, size_t w, Tensor& d
 }
 
 void Model::serve_lora(const Tensor& x, size_t w, Tensor& y) {
-  const int64_t in = x.numel() / served_rows_, out = y.numel() / served_rows_;
-  Tensor xs, u, ys;
+  std::vector<Backend::LoraSlice> slices;
   for (const ServedGroup& g : served_) {
     const int32_t i = g.adapter->of[w];
     if (i < 0) continue;
     const auto at = static_cast<size_t>(i);
-    const float scale = g.adapter->config.scale();
-    if (g.count == served_rows_) {  // every row: no gathering
-      backend_.gemm(false, true, 1.0f, x, g.adapter->a[at], 0.0f, u);
-      backend_.gemm(false, true, scale, u, g.adapter->b[at], 1.0f, y);
-      continue;
+    const LoraWeights& ad = *g.adapter;
+    Backend::LoraSlice slice;
+    slice.scale = ad.config.scale();
+    if (ad.a_half.empty()) {
+      slice.a = &ad.a[at];
+      slice.bt = &ad.bt[at];
+    } else {
+      slice.a_half = &ad.a_half[at];
+      slice.bt_half = &ad.bt_half[at];
     }
-    // The group's rows gathered, their product, and its rows added back.
-    xs = Tensor({g.count, in});
-    int64_t r = 0;
     for (auto [begin, end] : g.rows) {
-      std::copy(x.data() + begin * in, x.data() + end * in, xs.data() + r * in);
-      r += end - begin;
-    }
-    backend_.gemm(false, true, 1.0f, xs, g.adapter->a[at], 0.0f, u);
-    backend_.gemm(false, true, scale, u, g.adapter->b[at], 0.0f, ys);
-    r = 0;
-    for (auto [begin, end] : g.rows) {
-      float* dst = y.data() + begin * out;
-      const float* src = ys.data() + r * out;
-      for (int64_t k = 0; k < (end - begin) * out; ++k) dst[k] += src[k];
-      r += end - begin;
+      slice.begin = begin;
+      slice.end = end;
+      slices.push_back(slice);
     }
   }
+  if (!slices.empty()) backend_.lora_rows(x, slices, y);
 }
 
 }  // namespace mh::engine

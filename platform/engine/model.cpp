@@ -1684,16 +1684,14 @@ Tensor Model::forward_cached(std::vector<Step>& steps) {
   }
   // The adapters the steps name, each with its rows.
   served_.clear();
-  served_rows_ = static_cast<int64_t>(ids.size());
   for (size_t i = 0; i < steps.size(); ++i) {
     const LoraWeights* adapter = steps[i].adapter;
     if (adapter == nullptr) continue;
     auto g = std::find_if(served_.begin(), served_.end(),
                           [&](const ServedGroup& s) { return s.adapter == adapter; });
-    if (g == served_.end()) g = served_.insert(served_.end(), ServedGroup{adapter, {}, 0});
+    if (g == served_.end()) g = served_.insert(served_.end(), ServedGroup{adapter, {}});
     const int64_t begin = step_rows[i], n = static_cast<int64_t>(steps[i].tokens.size());
     g->rows.emplace_back(begin, begin + n);
-    g->count += n;
   }
   struct Unserve {
     std::vector<ServedGroup>& served;

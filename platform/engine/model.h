@@ -173,8 +173,11 @@ std::vector<std::string_view> lora_modules(Family family);
 // any number may be held at once, each applied only to the sequences that name it.
 struct LoraWeights {
   LoraConfig config;
-  std::vector<int32_t> of;   // per parameter of the model that read it: its index in a/b, or -1
-  std::vector<Tensor> a, b;  // A [rank, in] and B [out, rank]
+  std::vector<int32_t> of;    // per parameter of the model that read it: its index in a/bt, or -1
+  std::vector<Tensor> a, bt;  // A [rank, in] and B transposed, [rank, out]
+  // Or, read by a model whose weights are held at 16 bits, A and Bᵀ in that format (a and bt
+  // are then empty): a decode step reads every adapter its batch names, so their bytes count.
+  std::vector<HalfTensor> a_half, bt_half;
   // The bytes its tensors take.
   int64_t bytes() const;
 };
@@ -279,7 +282,8 @@ class Model {
   // on error.
   Status load_lora(const std::filesystem::path& dir);
   // Reads adapters saved by PEFT from `dir` as load_lora does, for serving (Step::adapter),
-  // leaving the model as it is.
+  // leaving the model as it is. A model holding its weights at 16 bits holds the adapter so too.
+
   Result<std::shared_ptr<const LoraWeights>> read_lora(const std::filesystem::path& dir) const;
   // Folds each adapter into its layer, W += (alpha / rank) · B A (transposed for GPT-2's Conv1D
   // layers), and drops the adapters: the model is then a plain one, as save() writes it (a
@@ -393,10 +397,8 @@ class Model {
   struct ServedGroup {
     const LoraWeights* adapter;
     std::vector<std::pair<int64_t, int64_t>> rows;
-    int64_t count = 0;
   };
   std::vector<ServedGroup> served_;
-  int64_t served_rows_ = 0;
   bool training_pass_ = false;  // the forward running has targets
   Tensor grad_sink_;
   std::vector<Layer> layers_;  // indices into params_
