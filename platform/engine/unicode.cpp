@@ -29,6 +29,21 @@ Char decode(std::string_view s, size_t i) {
   return {static_cast<int32_t>(cp), len};
 }
 
+std::string valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const Char c = decode(s, i);
+    if (c.cp < 0) {
+      out += "\xEF\xBF\xBD";
+    } else {
+      out.append(s.substr(i, c.len));
+    }
+    i += c.len;
+  }
+  return out;
+}
+
 void append(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out += static_cast<char>(cp);

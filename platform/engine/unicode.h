@@ -18,6 +18,9 @@ struct Char {
 };
 Char decode(std::string_view s, size_t i);
 void append(std::string& out, uint32_t cp);
+// `s` with each byte that does not belong to a well-formed character replaced by U+FFFD (what a
+// server writes into JSON, which must be UTF-8, for a model's arbitrary bytes).
+std::string valid_utf8(std::string_view s);
 
 enum class Form { kNfc, kNfd, kNfkc, kNfkd };
 // `text` in normalization form `form`. Runs of bytes that are not valid UTF-8 pass through

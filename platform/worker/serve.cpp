@@ -19,6 +19,7 @@
 
 #include "platform/engine/data.h"
 #include "platform/engine/generate.h"
+#include "platform/engine/unicode.h"
 #include "platform/executor/worker_contract.h"
 #include "platform/http/http_server.h"
 #include "platform/http/router.h"
@@ -45,37 +46,6 @@ std::string random_suffix() {
   static std::atomic<uint64_t> counter{0};
   thread_local std::mt19937_64 rng(std::random_device{}());
   return fmt::format("{:012x}{:04x}", rng() & 0xffffffffffffULL, counter++ & 0xffff);
-}
-
-// `text` with each byte that is not part of a well-formed UTF-8 character replaced by U+FFFD: a
-// model may emit any byte sequence, and JSON strings must be UTF-8.
-std::string valid_utf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    size_t len = c < 0x80           ? 1
-                 : (c >> 5) == 0x6  ? 2
-                 : (c >> 4) == 0xe  ? 3
-                 : (c >> 3) == 0x1e ? 4
-                                    : 0;
-    bool ok = len > 0 && i + len <= text.size();
-    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 2;
-    if (ok && len > 1) {  // no overlong forms, surrogates or code points past U+10FFFF
-      const auto c1 = static_cast<unsigned char>(text[i + 1]);
-      ok = !(c == 0xc0 || c == 0xc1) && !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) &&
-           !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90) && c <= 0xf4;
-    }
-    if (ok) {
-      out.append(text.substr(i, len));
-      i += len;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
 }
 
 // One request as the decode loop sees it.
@@ -467,10 +437,11 @@ class Replica {
     }
     json::object choice{{"index", 0}, {"finish_reason", r.finish_reason}, {"logprobs", nullptr}};
     if (c.chat) {
-      choice["message"] = {
-          {"role", "assistant"}, {"content", valid_utf8(r.text)}, {"refusal", nullptr}};
+      choice["message"] = {{"role", "assistant"},
+                           {"content", engine::unicode::valid_utf8(r.text)},
+                           {"refusal", nullptr}};
     } else {
-      choice["text"] = valid_utf8(r.text);
+      choice["text"] = engine::unicode::valid_utf8(r.text);
     }
     json::object body{{"id", c.id},
                       {"object", c.chat ? "chat.completion" : "text_completion"},
@@ -510,7 +481,7 @@ class Replica {
               if (e.token >= 0) ++generated_tokens_;
               if (out->cancelled()) return false;
               if (stream && !e.text.empty()) {
-                const std::string text = valid_utf8(e.text);
+                const std::string text = engine::unicode::valid_utf8(e.text);
                 json::value piece =
                     chat ? json::value(json::object{{"content", text}}) : json::value(text);
                 out->write(sse(chunk(*call, std::move(piece), nullptr)));

@@ -8,6 +8,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/json.h"
 #include "platform/engine/tokenizer.h"
+#include "platform/engine/unicode.h"
 #include "tests/support/harness.h"
 
 namespace mh::engine {
@@ -49,6 +50,19 @@ TEST_CASE(
   }
   CHECK(from_json.vocab_size() == from_files->vocab_size());
   CHECK(from_json.special_token("<|endoftext|>") == from_files->special_token("<|endoftext|>"));
+}
+
+TEST_CASE("text for JSON: each byte that is not part of a well-formed character becomes U+FFFD") {
+  using unicode::valid_utf8;
+  const std::string r = "\xEF\xBF\xBD";
+  CHECK(valid_utf8("plain, caf\xC3\xA9, \xE2\x82\xAC, \xF0\x9F\x98\x80") ==
+        "plain, caf\xC3\xA9, \xE2\x82\xAC, \xF0\x9F\x98\x80");
+  CHECK(valid_utf8("a\x80" "b") == "a" + r + "b");            // a lone continuation byte
+  CHECK(valid_utf8("\xE2\x82") == r + r);                     // cut short
+  CHECK(valid_utf8("\xC0\x80") == r + r);                     // overlong
+  CHECK(valid_utf8("\xED\xA0\x80") == r + r + r);            // a surrogate
+  CHECK(valid_utf8("\xF4\x90\x80\x80") == r + r + r + r);   // past U+10FFFF
+  CHECK(valid_utf8("") == "");
 }
 
 TEST_CASE("pre-tokenization follows GPT-2's pattern") {

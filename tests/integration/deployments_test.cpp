@@ -652,6 +652,51 @@ TEST_CASE("a staff deployment of a base model serves every tenant, queued fairly
   CHECK_FALSE(totals.contains("gpu_seconds"));  // a staff deployment's devices are the platform's
 }
 
+TEST_CASE("a staff deployment of a base model serves each tenant's own LoRA adapters") {
+  ModelsPlatform p;
+  TempDir work;
+  tiny_model_files(work.path() / "tiny-base", 16);
+  RawResponse r = p.admin("POST", "/v1/admin/base-models",
+                          json::serialize(json::object{
+                              {"name", "tiny-base"},
+                              {"directory", (work.path() / "tiny-base").string()}}));
+  REQUIRE_MESSAGE(r.status == 201, r.body);
+  const fs::path base = p.dir.path() / "data" / "base-models" / "tiny-base";
+  // Each tenant registers an adapter of its own on it, under the same name.
+  const std::vector<int32_t> prompt = {5, 17, 3, 42, 8};
+  std::map<std::string, std::string> expected;
+  for (const auto& [tenant, seed] : {std::pair{"acme", 7u}, std::pair{"globex", 8u}}) {
+    p.license_models(tenant, {"custom_models"});
+    const fs::path dir = work.path() / (std::string(tenant) + "-adapter");
+    const json::object ids = p.upload_model(tenant, lora_adapter_files(base, dir, seed));
+    r = p.as(tenant, "POST", "/v1/models",
+             json::serialize(json::object{{"name", "mine"}, {"base", "tiny-base"}, {"files", ids}}));
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    expected[tenant] = greedy_text(base, dir, prompt, 6);
+  }
+  REQUIRE(expected["acme"] != expected["globex"]);
+  r = p.admin("POST", "/v1/admin/deployments", R"({"model":"tiny-base"})");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const std::string id(json::parse(r.body).at("id").as_string());
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (json::parse(p.admin("GET", "/v1/admin/deployments/" + id, "").body).at("status") !=
+             "ready" &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  // The same name answers for each tenant through its own adapter, on the one replica.
+  for (const char* tenant : {"acme", "globex"}) {
+    r = p.as(tenant, "POST", "/v1/completions",
+             json::serialize(json::object{{"model", "custom:mine"},
+                                          {"prompt", json::array{5, 17, 3, 42, 8}},
+                                          {"max_tokens", 6},
+                                          {"temperature", 0},
+                                          {"ignore_eos", true}}));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(json::parse(r.body).at("choices").at(0).at("text").as_string() == expected[tenant]);
+  }
+}
+
 TEST_CASE("a daemon killed with SIGKILL brings its deployments back") {
   ServingPlatform p;
   const std::string id = p.create_ready();

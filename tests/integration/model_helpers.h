@@ -1,16 +1,21 @@
-// Helpers for tests of models and fine-tuning: a tiny model in Hugging Face layout, and a
-// licensed platform that uploads and registers models.
+// Helpers for tests of models and fine-tuning: a tiny model in Hugging Face layout, a LoRA
+// adapter of it in PEFT's, what the engine generates with them, and a licensed platform that
+// uploads and registers models.
 #pragma once
 
 #include <boost/json.hpp>
 #include <fstream>
 #include <span>
 #include <map>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "platform/engine/generate.h"
 #include "platform/engine/model.h"
 #include "platform/engine/safetensors.h"
 #include "platform/engine/tokenizer.h"
+#include "platform/engine/unicode.h"
 #include "tests/integration/licensed_platform.h"
 
 namespace mh::test {
@@ -35,6 +40,54 @@ inline std::map<std::string, std::string> tiny_model_files(const std::filesystem
     out[f] = read_file(dir / f);
   }
   return out;
+}
+
+// A LoRA adapter of the model in `base` (rank 2 on `targets`, B drawn from `seed` so that it
+// changes the outputs), saved in PEFT's files into `dir`; its files' bytes by name.
+inline std::map<std::string, std::string> lora_adapter_files(
+    const std::filesystem::path& base, const std::filesystem::path& dir, uint32_t seed,
+    std::vector<std::string> targets = {"q_proj", "v_proj", "down_proj"}) {
+  auto cpu = engine::make_cpu_backend(1);
+  auto model = engine::Model::load(base, *cpu);
+  REQUIRE(model.ok());
+  engine::LoraConfig lora;
+  lora.rank = 2;
+  lora.target_modules = std::move(targets);
+  REQUIRE((*model)->add_lora(lora, seed).ok());
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  for (auto& t : (*model)->trainable()) {
+    if (t.name.ends_with("lora_B.weight")) {
+      for (float& v : t.value.values()) v = normal(rng);
+    }
+  }
+  REQUIRE((*model)->save_lora(dir, base.filename().string()).ok());
+  std::map<std::string, std::string> out;
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"}) {
+    out[f] = read_file(dir / f);
+  }
+  return out;
+}
+
+// The text the engine generates greedily, without stopping, for `tokens` tokens after
+// `prompt`, on the model in `base` with the adapter in `adapter` (none when empty), as a
+// replica writes it (bytes that are not UTF-8 as U+FFFD).
+inline std::string greedy_text(const std::filesystem::path& base,
+                               const std::filesystem::path& adapter,
+                               const std::vector<int32_t>& prompt, int64_t tokens) {
+  auto cpu = engine::make_cpu_backend(1);
+  auto model = engine::Model::load(base, *cpu);
+  REQUIRE(model.ok());
+  if (!adapter.empty()) REQUIRE((*model)->load_lora(adapter).ok());
+  auto tok = engine::Tokenizer::load(base);
+  REQUIRE(tok.ok());
+  engine::SamplingParams params;
+  params.max_tokens = tokens;
+  params.temperature = 0;
+  params.ignore_eos = true;
+  auto out = engine::generate(**model, *tok, {prompt}, params);
+  REQUIRE(out.ok());
+  return engine::unicode::valid_utf8((*out)[0].text);
 }
 
 // Splits `dir`/model.safetensors into two shards and an index, as transformers' save_pretrained
