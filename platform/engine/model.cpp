@@ -1534,11 +1534,18 @@ float Model::forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq
   dfinal_ = Tensor(final_out_.shape());
   double loss = 0;
   Tensor logits, dlogits, dx;
+  right_tokens_ = 0;
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t m = std::min(chunk, n - begin);
     const Tensor x = rows(final_out_, begin, m);
     head_logits(x, logits);
     const std::vector<int32_t> t(targets.begin() + begin, targets.begin() + begin + m);
+    const int64_t vocab = config_.vocab_size;
+    for (int64_t r = 0; r < m; ++r) {  // the target is the most likely token
+      if (t[static_cast<size_t>(r)] < 0) continue;
+      const float* row = logits.data() + r * vocab;
+      right_tokens_ += std::max_element(row, row + vocab) - row == t[static_cast<size_t>(r)];
+    }
     loss += backend_.cross_entropy(logits, t, dlogits, denominator);
     if (grad_weight != 1.0f) {
       for (float& g : dlogits.values()) g *= grad_weight;

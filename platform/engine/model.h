@@ -325,6 +325,8 @@ class Model {
   void backward(const std::function<void(size_t begin, size_t end)>& ready = {});
   // Logits [batch * seq_len, vocab] of the last forward().
   Tensor logits();
+  // Of the last forward() with targets: how many targets were the most likely token.
+  int64_t right_tokens() const { return right_tokens_; }
 
   // Inference: runs each sequence's new tokens after what its cache holds, appends them to the
   // cache, and returns the logits of each sequence's last new token, [sequences, vocab].
@@ -412,6 +414,7 @@ class Model {
   std::vector<Activations> acts_;
   Tensor final_in_, final_out_, final_mean_, final_rstd_, dfinal_;
   bool have_grad_ = false;
+  int64_t right_tokens_ = 0;
 };
 
 // The weight files of a model directory: model.safetensors, or the shards its index names.

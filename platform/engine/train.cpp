@@ -199,7 +199,7 @@ class HostEngine final : public StepEngine {
   void begin_step() override {
     for (auto& s : sum_) s.fill(0.0f);
     loss_ = 0;
-    margins_ = right_ = 0;
+    margins_ = right_ = right_tokens_ = 0;
     buckets_.clear();
     ranges_.clear();
   }
@@ -209,6 +209,7 @@ class HostEngine final : public StepEngine {
     model_.zero_grad();
     model_.set_lora_dropout(true);  // a training pass; measurements run without
     loss_ += model_.forward(ids, batch, seq_len, targets, denominator);
+    right_tokens_ += static_cast<double>(model_.right_tokens());
     model_.set_lora_dropout(false);
     if (reducer_ && last) {
       model_.backward([&](size_t begin, size_t end) { send(begin, end); });
@@ -252,10 +253,11 @@ class HostEngine final : public StepEngine {
     r.stop = want_stop;
     r.margins = margins_;
     r.right = right_;
+    r.right_tokens = right_tokens_;
     if (reducer_) {
       std::vector<float>& tail = buckets_.emplace_back(
           std::vector<float>{loss_, want_stop ? 1.0f : 0.0f, static_cast<float>(margins_),
-                             static_cast<float>(right_)});
+                             static_cast<float>(right_), static_cast<float>(right_tokens_)});
       reducer_->submit(&tail);
       reducer_->drain();
       for (size_t r = 0; r < ranges_.size(); ++r) {
@@ -270,6 +272,7 @@ class HostEngine final : public StepEngine {
       r.stop = tail[1] > 0;
       r.margins = tail[2];
       r.right = tail[3];
+      r.right_tokens = tail[4];
     }
     for (const auto& s : sum_) {
       for (float g : s.values()) r.squares += static_cast<double>(g) * g;
@@ -323,6 +326,7 @@ class HostEngine final : public StepEngine {
   std::vector<Tensor> sum_;  // per parameter: the step's gradient
   float loss_ = 0;           // the step's loss so far
   double margins_ = 0, right_ = 0;  // preference steps: reward margins, pairs ranked right
+  double right_tokens_ = 0;          // targets that were the most likely token
   // With several ranks: all-reduces gradient buckets while the backward pass goes on.
   std::unique_ptr<GradientReducer> reducer_;
   std::deque<std::vector<float>> buckets_;  // stay put while the reducer works on them
@@ -511,7 +515,12 @@ StepResult Trainer::step(bool want_stop) {
                          a + 1 == config_.grad_accum);
   }
   StepEngine::Reduced reduced;
-  return finish_step(want_stop, static_cast<int64_t>(rows.size()) * t, &reduced);
+  StepResult r = finish_step(want_stop, static_cast<int64_t>(rows.size()) * t, &reduced);
+  if (reduced.right_tokens >= 0) {
+    r.token_accuracy = static_cast<float>(reduced.right_tokens /
+                                          static_cast<double>(std::max<int64_t>(1, counted)));
+  }
+  return r;
 }
 
 Status Trainer::save_checkpoint(const std::filesystem::path& dir) const {

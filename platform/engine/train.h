@@ -119,6 +119,8 @@ class StepEngine {
     double squares = 0;  // the summed gradient's squared norm
     bool stop = false;   // some rank wants to stop
     double margins = 0, right = 0;  // preference steps: summed reward margins, pairs ranked right
+    // Targets that were the most likely token, summed; negative where the engine does not count.
+    double right_tokens = -1;
   };
   virtual Reduced reduce(bool want_stop) = 0;
   // The loss of `batch` rows (summed over their targets, over `denominator`) on the current
@@ -151,6 +153,9 @@ struct StepResult {
   bool stop = false;    // some rank asked to stop after this step (every rank sees the same)
   // Preference (DPO) steps: the mean reward margin and the share of pairs ranked right.
   std::optional<float> reward_margin, reward_accuracy;
+  // Supervised steps on an engine that counts it: the share of the global batch's targets that
+  // were the most likely token before the step (OpenAI's train_mean_token_accuracy).
+  std::optional<float> token_accuracy;
 };
 
 // The mean loss over the target tokens of `data`'s first `max_rows` rows of seq_len (all

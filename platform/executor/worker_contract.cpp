@@ -242,6 +242,7 @@ std::string encode_worker_event(const WorkerEvent& e) {
       o = {{"type", "step"}, {"step", e.step}, {"steps", e.steps}, {"loss", number_value(e.loss)},
            {"lr", number_value(e.lr)}, {"grad_norm", number_value(e.grad_norm)},
            {"tokens_per_s", number_value(e.tokens_per_s)}};
+      if (e.token_accuracy) o["token_accuracy"] = number_value(*e.token_accuracy);
       if (e.reward_margin) o["reward_margin"] = number_value(*e.reward_margin);
       if (e.reward_accuracy) o["reward_accuracy"] = number_value(*e.reward_accuracy);
       break;
@@ -298,6 +299,7 @@ Result<WorkerEvent> parse_worker_event(std::string_view line) {
     MH_ASSIGN_OR_RETURN(auto tokens_per_s, f.optional_number("tokens_per_s"));
     e.grad_norm = grad_norm.value_or(0);
     e.tokens_per_s = tokens_per_s.value_or(0);
+    MH_ASSIGN_OR_RETURN(e.token_accuracy, f.optional_number("token_accuracy"));
     MH_ASSIGN_OR_RETURN(e.reward_margin, f.optional_number("reward_margin"));
     MH_ASSIGN_OR_RETURN(e.reward_accuracy, f.optional_number("reward_accuracy"));
   } else if (type == "checkpoint") {

@@ -16,7 +16,7 @@
 // daemon's reader thread.
 //
 //   {"type":"step","step":N,"steps":N,"loss":X,"lr":X,"grad_norm":X,"tokens_per_s":X,
-//    "reward_margin":X?,"reward_accuracy":X?}                       (the last two: DPO)
+//    "token_accuracy":X?,"reward_margin":X?,"reward_accuracy":X?}   (the last two: DPO)
 //   {"type":"checkpoint","step":N,"path":"…","valid_loss":X?}        a checkpoint written
 //   {"type":"stopped","step":N,"checkpoint":"…"}                     stopped, resumable there
 //   {"type":"done","step":N,"trained_tokens":N,"path":"…","valid_loss":X?}   the model written
@@ -108,6 +108,7 @@ struct WorkerEvent {
   int64_t step = 0, steps = 0;             // step, checkpoint, stopped, done
   double loss = 0, lr = 0;                 // step
   double grad_norm = 0, tokens_per_s = 0;  // step
+  std::optional<double> token_accuracy;                  // a supervised step, where counted
   std::optional<double> reward_margin, reward_accuracy;  // a DPO step
   std::optional<double> valid_loss;        // checkpoint, done
   std::optional<int64_t> trained_tokens;   // done

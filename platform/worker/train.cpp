@@ -269,6 +269,7 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
     step.lr = r.lr;
     step.grad_norm = r.grad_norm;
     step.tokens_per_s = rate;
+    if (r.token_accuracy) step.token_accuracy = *r.token_accuracy;
     step.reward_margin = r.reward_margin;
     step.reward_accuracy = r.reward_accuracy;
     emit(executor::encode_worker_event(step));

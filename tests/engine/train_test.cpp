@@ -164,6 +164,44 @@ TEST_CASE("a run resumed from a checkpoint continues exactly as the uninterrupte
 }
 
 
+TEST_CASE("a step's token accuracy is the share of its targets the model predicted first") {
+  const Tokenizer tok = small_tokenizer();
+  auto data = Dataset::from_jsonl_text(kJsonl, tok);
+  REQUIRE(data.ok());
+  auto cpu = make_cpu_backend(1);
+  auto single = make_single_rank();
+  TrainConfig config = small_run();
+  config.batch_size = data->rows(config.seq_len);  // every row in every step
+  config.steps = 100;
+  config.lr = 5e-2f;
+  auto m = Model::create(tiny(tok.vocab_size()), *cpu, 42);
+  auto copy = Model::create(tiny(tok.vocab_size()), *cpu, 42);
+  // The targets whose token comes first in the logits, counted by hand before any step.
+  int64_t right = 0, counted = 0;
+  for (int64_t r = 0; r < config.batch_size; ++r) {
+    std::vector<int32_t> ids, targets;
+    data->row(r, config.seq_len, ids, targets);
+    (*copy)->forward(ids, 1, config.seq_len, {});
+    const Tensor logits = (*copy)->logits();
+    const int64_t vocab = (*copy)->config().vocab_size;
+    for (size_t t = 0; t < targets.size(); ++t) {
+      if (targets[t] < 0) continue;
+      ++counted;
+      const float* row = logits.data() + static_cast<int64_t>(t) * vocab;
+      right += std::max_element(row, row + vocab) - row == targets[t];
+    }
+  }
+  Trainer trainer(**m, *data, config, *single);
+  const StepResult first = trainer.step();
+  REQUIRE(first.token_accuracy.has_value());
+  CHECK(*first.token_accuracy ==
+        doctest::Approx(static_cast<double>(right) / static_cast<double>(counted)));
+  // Trained on, the data's tokens come to be predicted.
+  StepResult last;
+  while (trainer.steps_done() < config.steps) last = trainer.step();
+  CHECK(*last.token_accuracy > *first.token_accuracy + 0.3f);
+}
+
 TEST_CASE("a LoRA adapter trains on a frozen base, kept bit for bit, in fp32 and in bf16") {
   const Tokenizer tok = small_tokenizer();
   auto data = Dataset::from_jsonl_text(kJsonl, tok);
@@ -329,8 +367,8 @@ TEST_CASE("the gradient all-reduce goes a block at a time in backward order, on 
   }
   for (auto& t : ranks) t.join();
   // Per step: the final norm with the untied head, block 1, block 0, the embeddings, then the
-  // loss, the stop flag and a preference step's two sums (margins, pairs ranked right); every
-  // call from the reducing thread, not the trainer's.
+  // loss, the stop flag, a preference step's two sums (margins, pairs ranked right) and the
+  // targets predicted right; every call from the reducing thread, not the trainer's.
   const auto& params = models[0]->parameters();
   auto count = [&](const std::string& prefix) {
     size_t n = 0;
@@ -341,7 +379,7 @@ TEST_CASE("the gradient all-reduce goes a block at a time in backward order, on 
   };
   const std::vector<size_t> expected = {count("model.norm.") + count("lm_head."),
                                         count("model.layers.1."), count("model.layers.0."),
-                                        count("model.embed_tokens."), 4};
+                                        count("model.embed_tokens."), 5};
   for (int r = 0; r < 2; ++r) {
     const auto& calls = comms[static_cast<size_t>(r)]->calls;
     REQUIRE(calls.size() == 2 * expected.size());

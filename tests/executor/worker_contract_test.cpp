@@ -194,6 +194,9 @@ TEST_CASE("every event a worker writes reads back as it was written") {
   e.step = 3, e.steps = 10, e.loss = 2.0 / 3.0, e.lr = 1.7e-5, e.grad_norm = 0.9;
   e.tokens_per_s = 1234.5;
   events.push_back(e);
+  e.token_accuracy = 0.625;
+  events.push_back(e);
+  e.token_accuracy.reset();
   e.reward_margin = 0.375, e.reward_accuracy = 0.75;  // a DPO step's
   events.push_back(e);
   e = {};

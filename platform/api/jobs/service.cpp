@@ -637,6 +637,7 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                         {"learning_rate", e.lr},
                         {"total_steps", e.steps}};
       std::string message = fmt::format("Step {}/{}: training loss={:.4f}", e.step, e.steps, e.loss);
+      if (e.token_accuracy) data["train_mean_token_accuracy"] = *e.token_accuracy;
       if (e.reward_margin && e.reward_accuracy) {  // DPO
         data["reward_margin"] = *e.reward_margin;
         data["reward_accuracy"] = *e.reward_accuracy;

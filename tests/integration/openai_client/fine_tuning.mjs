@@ -54,6 +54,10 @@ for await (const e of client.fineTuning.jobs.listEvents(job.id, { limit: 5 })) e
 assert.ok(events.length > 5, 'the client followed the pages of events');
 assert.equal(events[0].object, 'fine_tuning.job.event');
 assert.ok(events.some((e) => e.type === 'metrics' && e.data.train_loss > 0));
+assert.ok(events.every((e) => e.type !== 'metrics' ||
+                              (e.data.train_mean_token_accuracy >= 0 &&
+                               e.data.train_mean_token_accuracy <= 1)),
+          'each metrics event has the share of tokens the model ranked first');
 
 const jobs = [];
 for await (const j of client.fineTuning.jobs.list()) jobs.push(j.id);
