@@ -348,26 +348,54 @@ Trainer::Trainer(Model& model, const Dataset& data, TrainConfig config, Collecti
       rng_(config.seed) {}
 
 Trainer::Trainer(Model& model, const PreferenceData& pairs, float beta, TrainConfig config,
-                 Collective& collective, std::unique_ptr<StepEngine> engine)
+                 Collective& collective, std::unique_ptr<StepEngine> engine,
+                 const PreferenceData* validation)
     : model_(model),
       pairs_(&pairs),
       beta_(beta),
+      validation_pairs_(validation),
       config_(config),
       comm_(collective),
       engine_(engine ? std::move(engine) : make_host_engine(model, config, collective)),
       rng_(config.seed) {
-  // The reference policy's log-probabilities, on the weights as they are now.
+  // The reference policy's, on the weights as they are now.
+  reference_log_probs(pairs, ref_chosen_, ref_rejected_);
+  if (validation != nullptr) reference_log_probs(*validation, valid_chosen_, valid_rejected_);
+}
+
+void Trainer::reference_log_probs(const PreferenceData& pairs, std::vector<double>& chosen,
+                                  std::vector<double>& rejected) {
   std::vector<int32_t> ids, targets;
   for (int64_t i = 0; i < pairs.size(); ++i) {
-    for (bool chosen : {true, false}) {
+    for (bool side : {true, false}) {
       ids.clear();
       targets.clear();
-      pairs.side(i, chosen, config_.seq_len, ids, targets);
-      const double logp = -static_cast<double>(engine_->loss(
-          ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
-      (chosen ? ref_chosen_ : ref_rejected_).push_back(logp);
+      pairs.side(i, side, config_.seq_len, ids, targets);
+      const double logp = -static_cast<double>(
+          engine_->loss(ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
+      (side ? chosen : rejected).push_back(logp);
     }
   }
+}
+
+double Trainer::preference_validation_loss(int64_t max_pairs) {
+  if (validation_pairs_ == nullptr) throw ShapeError("the trainer has no validation pairs");
+  const int64_t n = std::min(validation_pairs_->size(), max_pairs);
+  double sum = 0;
+  std::vector<int32_t> ids, targets;
+  for (int64_t i = 0; i < n; ++i) {
+    double logp[2];
+    for (bool side : {true, false}) {
+      ids.clear();
+      targets.clear();
+      validation_pairs_->side(i, side, config_.seq_len, ids, targets);
+      logp[side ? 0 : 1] = -static_cast<double>(
+          engine_->loss(ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
+    }
+    const auto at = static_cast<size_t>(i);
+    sum += dpo_loss(beta_ * ((logp[0] - valid_chosen_[at]) - (logp[1] - valid_rejected_[at])));
+  }
+  return n > 0 ? sum / static_cast<double>(n) : 0.0;
 }
 
 Trainer::~Trainer() = default;

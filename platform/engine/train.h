@@ -177,10 +177,11 @@ class Trainer {
   // DPO on preference pairs: each step takes batch_size * grad_accum * world pairs, each side
   // cut to seq_len tokens. The reference policy is the model as it is now (a base, or a base
   // with fresh LoRA adapters, which compute the same): its log-probabilities of every reply are
-  // computed here, once, on the engine, so no second model is held. Make the trainer before
-  // loading a checkpoint into it.
+  // computed here, once, on the engine, so no second model is held, and those of `validation`
+  // (when given) too. Make the trainer before loading a checkpoint into it.
   Trainer(Model& model, const PreferenceData& pairs, float beta, TrainConfig config,
-          Collective& collective, std::unique_ptr<StepEngine> engine = nullptr);
+          Collective& collective, std::unique_ptr<StepEngine> engine = nullptr,
+          const PreferenceData* validation = nullptr);
   ~Trainer();
 
   // One optimizer step. `want_stop` is this rank's wish to stop after it; the ranks agree
@@ -196,6 +197,9 @@ class Trainer {
   double validation_loss(const Dataset& data, int64_t max_rows) {
     return evaluation_loss(*engine_, data, config_.seq_len, config_.batch_size, max_rows);
   }
+  // DPO's mean loss over the first `max_pairs` of the validation pairs given at construction,
+  // on the weights the training reached, on the trainer's engine (between steps).
+  double preference_validation_loss(int64_t max_pairs);
 
   // A checkpoint is a directory: config.json + model.safetensors (a loadable model), or for a
   // model with LoRA adapters the adapter alone in PEFT's files (Model::save_lora),
@@ -217,11 +221,18 @@ class Trainer {
   // clipping, the update, and the result.
   StepResult finish_step(bool want_stop, int64_t tokens, StepEngine::Reduced* reduced);
 
+  // The reference's log-probabilities of each pair's replies: of `pairs`' into `chosen` and
+  // `rejected`, on the engine's weights as they are.
+  void reference_log_probs(const PreferenceData& pairs, std::vector<double>& chosen,
+                           std::vector<double>& rejected);
+
   Model& model_;
   const Dataset* data_ = nullptr;
   const PreferenceData* pairs_ = nullptr;
   float beta_ = 0.1f;
+  const PreferenceData* validation_pairs_ = nullptr;
   std::vector<double> ref_chosen_, ref_rejected_;  // the reference's, per pair
+  std::vector<double> valid_chosen_, valid_rejected_;
   TrainConfig config_;
   Collective& comm_;
   std::unique_ptr<StepEngine> engine_;

@@ -140,6 +140,9 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--replica-max-batch", config->replica_max_batch,
                  "requests an inference replica decodes at once; more wait in per-tenant queues")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--replica-max-adapters", config->replica_max_adapters,
+                 "LoRA adapters an inference replica keeps loaded, the most recently used")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--deployment-queue", config->deployment_queue,
                  "requests that may wait on one deployment, all tenants together")
       ->check(CLI::Range(1, 1 << 20));

@@ -151,9 +151,6 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
   if (dpo && from_scratch) {
     fail(invalid_argument("DPO tunes a model with weights; this one trains from scratch"));
   }
-  if (dpo && !validation_file.empty()) {
-    fail(invalid_argument("--validation-data: DPO measures no validation loss yet"));
-  }
   std::optional<Dataset> data;
   std::optional<PreferenceData> pairs;
   if (dpo) {
@@ -190,7 +187,10 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
                 static_cast<long long>(tc.seq_len));
   }
   std::optional<Dataset> validation;
-  if (!validation_file.empty()) {
+  std::optional<PreferenceData> validation_pairs;
+  if (!validation_file.empty() && dpo) {
+    validation_pairs.emplace(need(PreferenceData::from_jsonl(validation_file, chat_format)));
+  } else if (!validation_file.empty()) {
     validation.emplace(need(Dataset::from_jsonl(validation_file, tok, {}, &chat_format)));
     if (validation->rows(tc.seq_len) < 1) {
       fail(invalid_argument(fmt::format("{}: {} tokens do not fill one row of {}",
@@ -208,15 +208,18 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
   std::unique_ptr<Trainer> made =
       dpo ? std::make_unique<Trainer>(*model, *pairs,
                                       static_cast<float>(train_args.dpo_beta.value_or(0.1)), tc,
-                                      *group, std::move(engine))
+                                      *group, std::move(engine),
+                                      validation_pairs ? &*validation_pairs : nullptr)
           : std::make_unique<Trainer>(*model, *data, tc, *group, std::move(engine));
   Trainer& trainer = *made;
   std::printf("training on %s%s\n", backend().name(),
               compute.cuda ? " (weights, gradients and moments on the device)" : "");
-  // The validation loss over at most 64 rows, on the trainer's engine, for an event.
+  // The validation loss over at most 64 rows (DPO: pairs), on the trainer's engine, for an
+  // event.
   auto valid_loss = [&]() -> std::optional<double> {
-    if (!validation) return std::nullopt;
-    const double loss = trainer.validation_loss(*validation, 64);
+    if (!validation && !validation_pairs) return std::nullopt;
+    const double loss = validation ? trainer.validation_loss(*validation, 64)
+                                   : trainer.preference_validation_loss(64);
     std::printf("validation loss %.4f\n", loss);
     return loss;
   };

@@ -215,7 +215,9 @@ TEST_CASE("DPO on LoRA ranks the preferred replies higher, the base unchanged, a
   auto single = make_single_rank();
   auto m = preference_model(*cpu);
   const std::vector<float> base = values_of(m->parameters());
-  Trainer trainer(*m, pairs, 0.5f, tc, *single);
+  Trainer trainer(*m, pairs, 0.5f, tc, *single, nullptr, &pairs);
+  // Validation pairs (here the training pairs) start at log 2 as well.
+  CHECK(trainer.preference_validation_loss(64) == doctest::Approx(std::log(2.0)).epsilon(1e-6));
   std::vector<float> losses;
   test::TempDir dir;
   for (int64_t s = 0; s < tc.steps; ++s) {
@@ -234,6 +236,8 @@ TEST_CASE("DPO on LoRA ranks the preferred replies higher, the base unchanged, a
     if (s == 9) REQUIRE(trainer.save_checkpoint(dir.path() / "ckpt").ok());
   }
   CHECK(losses.back() < 0.3f);
+  CHECK(trainer.preference_validation_loss(64) < 0.3);
+  CHECK(trainer.preference_validation_loss(1) != trainer.preference_validation_loss(64));
   CHECK(values_of(m->parameters()) == base);
 
   // A fresh run from the same base, resumed at step 10, continues exactly.

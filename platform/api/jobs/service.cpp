@@ -203,11 +203,6 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
   for (auto [key, sha] : {std::pair{"training_file", &j.training_sha256},
                           std::pair{"validation_file", &j.validation_sha256}}) {
     if (sha->empty()) continue;
-    if (request.method == "dpo" && key == std::string_view("validation_file")) {
-      return invalid_argument("a DPO job measures no validation loss yet; leave out "
-                              "validation_file",
-                              key);
-    }
     MH_ASSIGN_OR_RETURN(const fs::path path, files_.blobs().path_of(*sha));
     MH_ASSIGN_OR_RETURN(const ExampleKind kind, training_file_kind(path));
     if (kind != wanted) {

@@ -97,6 +97,7 @@ await assert.rejects(
 const dpoJob = await client.fineTuning.jobs.create({
   model: base,
   training_file: preferences.id,
+  validation_file: preferences.id,
   suffix: 'dpo',
   method: {
     type: 'dpo',
@@ -120,6 +121,10 @@ assert.ok(Math.abs(metrics[0].train_loss - Math.log(2)) < 1e-3,
 const last = metrics[metrics.length - 1];
 assert.ok(last.reward_margin > 0 && last.reward_accuracy > 0.5, JSON.stringify(last));
 assert.equal((await client.models.retrieve(dpo.fine_tuned_model)).parent, base);
+const dpoCheckpoints = [];
+for await (const c of client.fineTuning.jobs.checkpoints.list(dpo.id)) dpoCheckpoints.push(c);
+assert.ok(dpoCheckpoints[0].metrics.valid_loss < Math.log(2),
+          `DPO's validation loss fell below log 2: ${JSON.stringify(dpoCheckpoints[0])}`);
 
 // An adapter is not trained further: its base is.
 await assert.rejects(
