@@ -230,6 +230,24 @@ class Replica {
   }
 
   Result<Call> parse(const json::object& body, bool chat) {
+    // A field this replica does not honour is refused by its name, never ignored: a client
+    // that asks for JSON output, tools or log-probabilities is told, not answered in prose.
+    static constexpr std::string_view kShared[] = {
+        "model", "stream", "stream_options", "n", "presence_penalty", "frequency_penalty",
+        "logprobs", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
+        "ignore_eos", "stop", "user"};
+    for (const auto& [key, value] : body) {
+      const bool known =
+          std::find(std::begin(kShared), std::end(kShared), key) != std::end(kShared) ||
+          (chat ? key == "messages" || key == "max_completion_tokens" : key == "prompt");
+      if (!known) {
+        return invalid_argument(
+            fmt::format("'{}' is not supported by this server (a field it does not honour is "
+                        "refused, not ignored)",
+                        std::string_view(key)),
+            std::string(key));
+      }
+    }
     Call c;
     c.chat = chat;
     c.created = unix_now();
@@ -241,6 +259,13 @@ class Replica {
     MH_ASSIGN_OR_RETURN(c.stream, boolean(body, "stream"));
     if (const json::value* so = body.if_contains("stream_options"); so && !so->is_null()) {
       if (!so->is_object()) return invalid_argument("'stream_options' must be an object");
+      for (const auto& [key, value] : so->as_object()) {
+        if (key != "include_usage") {
+          const std::string param = fmt::format("stream_options.{}", std::string_view(key));
+          return invalid_argument(fmt::format("'{}' is not supported by this server", param),
+                                  param);
+        }
+      }
       MH_ASSIGN_OR_RETURN(c.include_usage, boolean(so->as_object(), "include_usage"));
     }
     MH_ASSIGN_OR_RETURN(auto n, integer(body, "n"));
@@ -268,6 +293,16 @@ class Replica {
         if (role == nullptr || !role->is_string() || content == nullptr) {
           return invalid_argument(fmt::format("messages[{}] needs a role and a content", i),
                                   "messages");
+        }
+        for (const auto& [key, value] : *o) {
+          if (key != "role" && key != "content") {
+            const std::string param = fmt::format("messages[{}].{}", i, std::string_view(key));
+            return invalid_argument(
+                fmt::format("'{}' is not supported by this server (messages carry a role and "
+                            "content)",
+                            param),
+                param);
+          }
         }
         const std::string_view r = role->as_string();
         if (r != "system" && r != "developer" && r != "user" && r != "assistant") {

@@ -12,6 +12,7 @@
 #include <macrohard/macrohard.hpp>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/serving_platform.h"
@@ -129,6 +130,40 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
                                        {"prompt", "x"},
                                        {"max_tokens", std::numeric_limits<int64_t>::max()}});
     CHECK(r.status == 400);
+    // What the server does not honour is refused by name, never ignored.
+    const json::array hello{json::object{{"role", "user"}, {"content", "hi"}}};
+    for (const auto& [path, field, value, param] :
+         {std::tuple{"/v1/chat/completions", "response_format",
+                     json::value(json::object{{"type", "json_object"}}), "response_format"},
+          std::tuple{"/v1/chat/completions", "tools", json::value(json::array{}), "tools"},
+          std::tuple{"/v1/chat/completions", "tool_choice", json::value("required"),
+                     "tool_choice"},
+          std::tuple{"/v1/chat/completions", "logit_bias", json::value(json::object{}),
+                     "logit_bias"},
+          std::tuple{"/v1/chat/completions", "stream_options",
+                     json::value(json::object{{"include_obfuscation", true}}),
+                     "stream_options.include_obfuscation"},
+          std::tuple{"/v1/completions", "echo", json::value(true), "echo"},
+          std::tuple{"/v1/completions", "suffix", json::value("end"), "suffix"},
+          std::tuple{"/v1/completions", "best_of", json::value(2), "best_of"}}) {
+      CAPTURE(field);
+      json::object body{{"model", "custom:tiny"}, {field, value}};
+      if (std::string_view(path) == "/v1/completions") {
+        body["prompt"] = "x";
+      } else {
+        body["messages"] = hello;
+      }
+      r = p.complete(path, body);
+      CHECK(r.status == 400);
+      CHECK(json::parse(r.body).at("error").at("param") == param);
+    }
+    r = p.complete("/v1/chat/completions",
+                   {{"model", "custom:tiny"},
+                    {"messages", json::array{json::object{
+                                     {"role", "assistant"}, {"content", "x"},
+                                     {"tool_calls", json::array{}}}}}});
+    CHECK(r.status == 400);
+    CHECK(json::parse(r.body).at("error").at("param") == "messages[0].tool_calls");
     r = p.complete("/v1/completions", {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
     CHECK_MESSAGE(r.status == 200, r.body);
     // Another tenant cannot reach acme's deployment, by id or by model.
