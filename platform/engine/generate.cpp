@@ -52,6 +52,7 @@ struct DecodeBatch::Sequence {
   GenerationResult result;
   size_t shown = 0;  // bytes of result.text already passed to on_token
   std::vector<int32_t> seen;  // the tokens so far, sorted, when a repetition penalty needs them
+  std::map<int32_t, int32_t> generated;  // each generated token's count, when a penalty needs it
   bool done = false, reported = false;
 };
 
@@ -67,6 +68,17 @@ Status SamplingParams::validate() const {
   }
   for (const auto& s : stop) {
     if (s.empty()) return invalid_argument("stop sequences may not be empty", "stop");
+  }
+  for (auto [name, value] : {std::pair{"presence_penalty", presence_penalty},
+                             std::pair{"frequency_penalty", frequency_penalty}}) {
+    if (!(value >= -2 && value <= 2)) {
+      return invalid_argument(std::string(name) + " must be in [-2, 2]", name);
+    }
+  }
+  for (const auto& [token, bias] : logit_bias) {
+    if (!(bias >= -100 && bias <= 100)) {
+      return invalid_argument("logit_bias values must be in [-100, 100]", "logit_bias");
+    }
   }
   return {};
 }
@@ -118,6 +130,13 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
                               "prompt");
     }
   }
+  for (const auto& [t, bias] : params.logit_bias) {
+    if (t < 0 || t >= runner_.config().vocab_size) {
+      return invalid_argument("logit_bias token id " + std::to_string(t) +
+                                  " is outside the vocabulary",
+                              "logit_bias");
+    }
+  }
   for (int32_t t : params.stop_token_ids) {
     if (t < 0 || t >= runner_.config().vocab_size) {
       return invalid_argument("stop token id " + std::to_string(t) + " is outside the vocabulary",
@@ -160,12 +179,21 @@ void DecodeBatch::cancel(int64_t id) {
 
 int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
   const int64_t v = runner_.config().vocab_size;
+  // Before the greedy choice, temperature and cuts, in vLLM's order: the bias, then the
+  // repetition penalty (as transformers' processor), then presence and frequency.
+  const SamplingParams& sp = s.params;
   std::vector<float> penalized;
-  if (!s.seen.empty()) {  // before greedy choice, temperature and cuts, as transformers does
+  const bool counted = sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f;
+  if (!sp.logit_bias.empty() || !s.seen.empty() || (counted && !s.generated.empty())) {
     penalized.assign(logits, logits + v);
+    for (const auto& [t, bias] : sp.logit_bias) penalized[static_cast<size_t>(t)] += bias;
     for (int32_t t : s.seen) {
       float& l = penalized[static_cast<size_t>(t)];
-      l = l < 0 ? l * s.params.repetition_penalty : l / s.params.repetition_penalty;
+      l = l < 0 ? l * sp.repetition_penalty : l / sp.repetition_penalty;
+    }
+    for (const auto& [t, count] : s.generated) {
+      penalized[static_cast<size_t>(t)] -=
+          static_cast<float>(count) * sp.frequency_penalty + sp.presence_penalty;
     }
     logits = penalized.data();
   }
@@ -302,6 +330,9 @@ bool DecodeBatch::step() {
       continue;
     }
     emit(s, token);
+    if (s.params.presence_penalty != 0.0f || s.params.frequency_penalty != 0.0f) {
+      ++s.generated[token];
+    }
     if (!s.seen.empty()) {
       const auto at = std::lower_bound(s.seen.begin(), s.seen.end(), token);
       if (at == s.seen.end() || *at != token) s.seen.insert(at, token);

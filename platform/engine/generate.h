@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "platform/base/status.h"
@@ -25,6 +26,12 @@ struct SamplingParams {
   // transformers' repetition penalty: the logit of every token already in the sequence
   // (prompt included) is divided by it when positive, multiplied when negative. 1: off.
   float repetition_penalty = 1.0f;
+  // OpenAI's penalties, as vLLM applies them: the logit of each token already generated (not the
+  // prompt's) less count · frequency_penalty and, once it has appeared, presence_penalty. Each in
+  // [-2, 2]; 0: off.
+  float presence_penalty = 0.0f, frequency_penalty = 0.0f;
+  // OpenAI's logit_bias: added to a token's logit before anything else, each in [-100, 100].
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
   std::vector<std::string> stop;  // generation ends before the first of these in the text
   // Generation also ends at these tokens (beside the model's end-of-sequence ids).

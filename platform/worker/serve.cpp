@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -234,8 +235,8 @@ class Replica {
     // that asks for JSON output, tools or log-probabilities is told, not answered in prose.
     static constexpr std::string_view kShared[] = {
         "model", "stream", "stream_options", "n", "presence_penalty", "frequency_penalty",
-        "logprobs", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
-        "ignore_eos", "stop", "user"};
+        "logit_bias", "logprobs", "max_tokens", "temperature", "top_p", "top_k",
+        "repetition_penalty", "seed", "ignore_eos", "stop", "user"};
     for (const auto& [key, value] : body) {
       const bool known =
           std::find(std::begin(kShared), std::end(kShared), key) != std::end(kShared) ||
@@ -270,10 +271,6 @@ class Replica {
     }
     MH_ASSIGN_OR_RETURN(auto n, integer(body, "n"));
     if (n && *n != 1) return invalid_argument("only n = 1 is supported", "n");
-    for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-      MH_ASSIGN_OR_RETURN(auto v, number(body, key));
-      if (v && *v != 0) return invalid_argument(fmt::format("'{}' is not supported", key), key);
-    }
     if (const json::value* lp = body.if_contains("logprobs");
         lp && !lp->is_null() && !(lp->is_bool() && !lp->as_bool())) {
       return invalid_argument("'logprobs' is not supported", "logprobs");
@@ -396,6 +393,26 @@ class Replica {
     c.params.repetition_penalty =
         static_cast<float>(repetition_penalty.value_or(g.repetition_penalty.value_or(1.0f)));
     for (int64_t id : g.eos_token_ids) c.params.stop_token_ids.push_back(static_cast<int32_t>(id));
+    MH_ASSIGN_OR_RETURN(auto presence, number(body, "presence_penalty"));
+    MH_ASSIGN_OR_RETURN(auto frequency, number(body, "frequency_penalty"));
+    c.params.presence_penalty = static_cast<float>(presence.value_or(0));
+    c.params.frequency_penalty = static_cast<float>(frequency.value_or(0));
+    if (const json::value* bias = body.if_contains("logit_bias"); bias && !bias->is_null()) {
+      // OpenAI's shape: token ids, as strings, to a bias each.
+      if (!bias->is_object() || bias->as_object().size() > 300) {
+        return invalid_argument("'logit_bias' must map up to 300 token ids to numbers",
+                                "logit_bias");
+      }
+      for (const auto& [key, value] : bias->as_object()) {
+        int32_t token = -1;
+        const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), token);
+        if (ec != std::errc() || end != key.data() + key.size() || !value.is_number()) {
+          return invalid_argument("'logit_bias' must map token ids (\"1234\") to numbers",
+                                  "logit_bias");
+        }
+        c.params.logit_bias.emplace_back(token, static_cast<float>(value.to_number<double>()));
+      }
+    }
     MH_ASSIGN_OR_RETURN(auto seed, integer(body, "seed"));
     c.params.seed = seed ? static_cast<uint64_t>(*seed) : std::random_device{}();
     MH_ASSIGN_OR_RETURN(c.params.ignore_eos, boolean(body, "ignore_eos"));

@@ -118,6 +118,78 @@ TEST_CASE("a repetition penalty steers greedy decoding as transformers' processo
         "stop token id 300 is outside the vocabulary");
 }
 
+// A runner whose every step gives the same logits: token 3 at 5.0, token 4 at 4.5, the rest
+// low, so that what the penalties and biases do shows in the greedy choice.
+class FixedRunner final : public SequenceRunner {
+ public:
+  FixedRunner()
+      : config_(parse_model_config(R"({"model_type":"gpt2","vocab_size":300,"n_embd":8,
+                                      "n_layer":1,"n_head":2,"n_positions":64})")
+                    .value()) {}
+  const ModelConfig& config() const override { return config_; }
+  Result<int64_t> open(int64_t) override { return next_++; }
+  void close(int64_t) override {}
+  int64_t length(int64_t) const override { return 0; }
+  Tensor step(const std::vector<Work>& work) override {
+    Tensor out({static_cast<int64_t>(work.size()), 300}, -10.0f);
+    for (size_t i = 0; i < work.size(); ++i) {
+      out[static_cast<int64_t>(i) * 300 + 3] = 5.0f;
+      out[static_cast<int64_t>(i) * 300 + 4] = 4.5f;
+    }
+    return out;
+  }
+
+ private:
+  ModelConfig config_;
+  int64_t next_ = 0;
+};
+
+std::vector<int32_t> fixed_greedy(const Tokenizer& tok, const SamplingParams& params) {
+  FixedRunner runner;
+  DecodeBatch batch(runner, tok);
+  REQUIRE(batch.add({3, 4, 4, 4}, params).ok());  // the prompt's tokens are not penalized
+  while (batch.step()) {
+  }
+  auto done = batch.take_finished();
+  REQUIRE(done.size() == 1);
+  return done[0].second.tokens;
+}
+
+TEST_CASE("presence and frequency penalties and logit_bias steer sampling as OpenAI defines them") {
+  Fixture f;
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = 6;
+  p.ignore_eos = true;
+  CHECK(fixed_greedy(f.tokenizer, p) == std::vector<int32_t>{3, 3, 3, 3, 3, 3});
+  // logit - count · frequency: 3 (5.0), then 4 (4.5 > 4.0), then 3 (4.0 > 3.5), ...
+  p.frequency_penalty = 1.0f;
+  CHECK(fixed_greedy(f.tokenizer, p) == std::vector<int32_t>{3, 4, 3, 4, 3, 4});
+  // logit - presence once seen: 3, then 4 (4.5 > 4.4), then 3 for good (4.4 > 3.9).
+  p.frequency_penalty = 0;
+  p.presence_penalty = 0.6f;
+  CHECK(fixed_greedy(f.tokenizer, p) == std::vector<int32_t>{3, 4, 3, 3, 3, 3});
+  // A negative penalty favours what was said.
+  p.presence_penalty = -2.0f;
+  CHECK(fixed_greedy(f.tokenizer, p) == std::vector<int32_t>{3, 3, 3, 3, 3, 3});
+  // The bias is added first: 7 from -10 to 90 wins, 3 at -100 never does.
+  p.presence_penalty = 0;
+  p.logit_bias = {{7, 100.0f}};
+  CHECK(fixed_greedy(f.tokenizer, p) == std::vector<int32_t>{7, 7, 7, 7, 7, 7});
+  p.logit_bias = {{3, -100.0f}};
+  CHECK(fixed_greedy(f.tokenizer, p) == std::vector<int32_t>{4, 4, 4, 4, 4, 4});
+  // Out of range, refused by name.
+  FixedRunner runner;
+  DecodeBatch batch(runner, f.tokenizer);
+  p.logit_bias = {{300, 1.0f}};
+  CHECK(batch.add({3}, p).status().param() == "logit_bias");
+  p.logit_bias = {{3, 101.0f}};
+  CHECK(batch.add({3}, p).status().param() == "logit_bias");
+  p.logit_bias.clear();
+  p.frequency_penalty = 2.5f;
+  CHECK(batch.add({3}, p).status().param() == "frequency_penalty");
+}
+
 TEST_CASE("sampling: a seed fixes the output, top-k 1 and a tiny top-p are greedy") {
   Fixture f;
   const std::vector<std::vector<int32_t>> prompt = {f.tokenizer.encode("the")};

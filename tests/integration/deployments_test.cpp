@@ -138,8 +138,10 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
           std::tuple{"/v1/chat/completions", "tools", json::value(json::array{}), "tools"},
           std::tuple{"/v1/chat/completions", "tool_choice", json::value("required"),
                      "tool_choice"},
-          std::tuple{"/v1/chat/completions", "logit_bias", json::value(json::object{}),
-                     "logit_bias"},
+          std::tuple{"/v1/chat/completions", "logit_bias",
+                     json::value(json::object{{"not-a-token", 1}}), "logit_bias"},
+          std::tuple{"/v1/chat/completions", "frequency_penalty", json::value(3), "frequency_penalty"},
+          std::tuple{"/v1/chat/completions", "top_logprobs", json::value(2), "top_logprobs"},
           std::tuple{"/v1/chat/completions", "stream_options",
                      json::value(json::object{{"include_obfuscation", true}}),
                      "stream_options.include_obfuscation"},
@@ -166,6 +168,20 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
     CHECK(json::parse(r.body).at("error").at("param") == "messages[0].tool_calls");
     r = p.complete("/v1/completions", {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
     CHECK_MESSAGE(r.status == 200, r.body);
+    // logit_bias, as OpenAI shapes it, is honoured: a token biased by 100 is all there is.
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"},
+                                       {"prompt", json::array{5, 6}},
+                                       {"max_tokens", 3},
+                                       {"ignore_eos", true},
+                                       {"temperature", 0},
+                                       {"presence_penalty", 0.5},
+                                       {"logit_bias", json::object{{"42", 100}}}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    auto tok = engine::Tokenizer::load(p.dir.path() / "data" / "models" / "acme" / "tiny");
+    REQUIRE(tok.ok());
+    const std::vector<int32_t> forced = {42, 42, 42};
+    CHECK(json::parse(r.body).at("choices").at(0).at("text").as_string() ==
+          engine::unicode::valid_utf8(tok->decode(forced).value()));
     // Another tenant cannot reach acme's deployment, by id or by model.
     r = p.as("globex", "POST", "/v1/completions",
              json::serialize(json::object{{"model", id}, {"prompt", "x"}}));
