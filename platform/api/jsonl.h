@@ -1,6 +1,7 @@
 // Validation of fine-tuning data: JSONL, one training example per line, in one of the shapes
 // OpenAI's fine-tuning accepts ({"messages": [...]}, {"prompt", "completion"}, or for DPO
-// {"input", "preferred_output", "non_preferred_output"}) or raw {"text"}. Read from disk in chunks, so a file of any size is checked in constant memory.
+// {"input", "preferred_output", "non_preferred_output"}) or raw {"text"}. Read from disk in
+// chunks, so a file of any size is checked in constant memory.
 #pragma once
 
 #include <cstdint>

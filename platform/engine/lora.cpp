@@ -335,21 +335,10 @@ Status Model::save_lora(const std::filesystem::path& dir, std::string_view base_
   return write_file_atomically(dir / kConfigFile, to_json(Json(std::move(cfg))) + "\n");
 }
 
-int64_t LoraWeights::bytes() const {
-  int64_t n = 0;
-  for (const auto* v : {&a, &bt}) {
-    for (const Tensor& t : *v) n += t.numel() * 4;
-  }
-  for (const auto* v : {&a_half, &bt_half}) {
-    for (const HalfTensor& t : *v) n += t.numel() * 2;
-  }
-  return n;
-}
-
 namespace {
 
 // The adapter in `dir` checked against a model of `model`: its config, the layers it adapts,
-// and (with `values`) their A and B read.
+// and (with `values`) their A and Bᵀ read; without, only the tensors' headers are checked.
 Result<LoraWeights> read_adapter(const ModelConfig& model, const std::filesystem::path& dir,
                                  bool values) {
   LoraWeights out;
@@ -361,11 +350,12 @@ Result<LoraWeights> read_adapter(const ModelConfig& model, const std::filesystem
   const bool conv1d = model.family == Family::kGpt2;
   const int64_t rank = out.config.rank;
   out.of.assign(specs.size(), -1);
-  for (size_t w : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const size_t w = layers[i];
     const Shape& shape = specs[w].shape;
     const int64_t rows = conv1d ? shape[1] : shape[0], in = conv1d ? shape[0] : shape[1];
     const std::string module = module_of(specs[w].name);
-    out.of[w] = static_cast<int32_t>(out.a.size());
+    out.of[w] = static_cast<int32_t>(i);
     for (auto [part, want] : {std::pair{"lora_A", Shape{rank, in}},
                               std::pair{"lora_B", Shape{rows, rank}}}) {
       const std::string name = std::string(kPeftPrefix) + module + "." + part + ".weight";
@@ -377,23 +367,19 @@ Result<LoraWeights> read_adapter(const ModelConfig& model, const std::filesystem
         return weights_error("\"" + name + "\" is " + shape_string(e->shape) + ", not " +
                              shape_string(want));
       }
-      std::vector<float> read;
-      if (values) {
-        auto v = to_float(*e);
-        if (!v.ok()) {
-          return weights_error("\"" + name + "\": " + v.status().message());
-        }
-        read = std::move(v).value();
-      } else if (e->dtype != DType::kF32 && e->dtype != DType::kF16 &&
-                 e->dtype != DType::kBF16) {
-        return weights_error("\"" + name + "\" is not F32, F16 or BF16");
-      }
       if (!values) {
-        (part == std::string_view("lora_A") ? out.a : out.bt).emplace_back();
-      } else if (part == std::string_view("lora_A")) {
-        out.a.push_back(Tensor::of(want, std::move(read)));
+        if (e->dtype != DType::kF32 && e->dtype != DType::kF16 && e->dtype != DType::kBF16) {
+          return weights_error("\"" + name + "\" is not F32, F16 or BF16");
+        }
+        continue;
+      }
+      auto v = to_float(*e);
+      if (!v.ok()) return weights_error("\"" + name + "\": " + v.status().message());
+      Tensor t = Tensor::of(want, std::move(v).value());
+      if (part == std::string_view("lora_A")) {
+        out.a.push_back(std::move(t));
       } else {
-        out.bt.push_back(transposed(Tensor::of(want, std::move(read))));
+        out.bt.push_back(transposed(t));
       }
     }
   }
@@ -414,10 +400,6 @@ Result<LoraWeights> read_adapter(const ModelConfig& model, const std::filesystem
 
 }  // namespace
 
-Result<LoraWeights> Model::read_lora_weights(const std::filesystem::path& dir) const {
-  return read_adapter(config_, dir, true);
-}
-
 Result<LoraConfig> check_lora(const std::filesystem::path& dir, const ModelConfig& base) {
   MH_ASSIGN_OR_RETURN(LoraWeights checked, read_adapter(base, dir, false));
   return checked.config;
@@ -425,7 +407,7 @@ Result<LoraConfig> check_lora(const std::filesystem::path& dir, const ModelConfi
 
 Result<std::shared_ptr<const LoraWeights>> Model::read_lora(
     const std::filesystem::path& dir) const {
-  MH_ASSIGN_OR_RETURN(LoraWeights weights, read_lora_weights(dir));
+  MH_ASSIGN_OR_RETURN(LoraWeights weights, read_adapter(config_, dir, true));
   const auto half = std::find_if(params_.begin(), params_.end(),
                                  [](const Parameter& p) { return !p.half.empty(); });
   if (half != params_.end()) {
@@ -456,7 +438,7 @@ Status Model::load_lora(const std::filesystem::path& dir) {
       return failed_precondition(what.str());
     }
   }
-  MH_ASSIGN_OR_RETURN(LoraWeights read, read_lora_weights(dir));
+  MH_ASSIGN_OR_RETURN(LoraWeights read, read_adapter(config_, dir, true));
   if (!lora_config_) MH_TRY(add_lora(config, 0));
   for (size_t i = 0; i < read.a.size(); ++i) {  // lora_params_: A then B per layer
     lora_params_[2 * i].value = std::move(read.a[i]);

@@ -178,8 +178,6 @@ struct LoraWeights {
   // Or, read by a model whose weights are held at 16 bits, A and Bᵀ in that format (a and bt
   // are then empty): a decode step reads every adapter its batch names, so their bytes count.
   std::vector<HalfTensor> a_half, bt_half;
-  // The bytes its tensors take.
-  int64_t bytes() const;
 };
 
 // How a loaded model holds the matrices its files store in bf16 or f16: widened to fp32 (what
@@ -370,8 +368,6 @@ class Model {
   void lora_backward(const Tensor& dy, const Tensor& x, size_t w, Tensor& dx);
   // The served adapters' products for layer w, each over its own rows (forward_cached).
   void serve_lora(const Tensor& x, size_t w, Tensor& y);
-  // A PEFT adapter directory's config and tensors, checked against this model.
-  Result<LoraWeights> read_lora_weights(const std::filesystem::path& dir) const;
   // The gradient a backend op adds a base vector's (a norm's, a bias's) into: its own, or with
   // the base frozen a scratch tensor that is never read.
   Tensor& grad_of(size_t i);

@@ -363,18 +363,17 @@ Trainer::Trainer(Model& model, const PreferenceData& pairs, float beta, TrainCon
   if (validation != nullptr) reference_log_probs(*validation, valid_chosen_, valid_rejected_);
 }
 
+double Trainer::log_prob(const PreferenceData& pairs, int64_t i, bool chosen) {
+  std::vector<int32_t> ids, targets;
+  pairs.side(i, chosen, config_.seq_len, ids, targets);
+  return -static_cast<double>(engine_->loss(ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
+}
+
 void Trainer::reference_log_probs(const PreferenceData& pairs, std::vector<double>& chosen,
                                   std::vector<double>& rejected) {
-  std::vector<int32_t> ids, targets;
   for (int64_t i = 0; i < pairs.size(); ++i) {
-    for (bool side : {true, false}) {
-      ids.clear();
-      targets.clear();
-      pairs.side(i, side, config_.seq_len, ids, targets);
-      const double logp = -static_cast<double>(
-          engine_->loss(ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
-      (side ? chosen : rejected).push_back(logp);
-    }
+    chosen.push_back(log_prob(pairs, i, true));
+    rejected.push_back(log_prob(pairs, i, false));
   }
 }
 
@@ -382,18 +381,10 @@ double Trainer::preference_validation_loss(int64_t max_pairs) {
   if (validation_pairs_ == nullptr) throw ShapeError("the trainer has no validation pairs");
   const int64_t n = std::min(validation_pairs_->size(), max_pairs);
   double sum = 0;
-  std::vector<int32_t> ids, targets;
   for (int64_t i = 0; i < n; ++i) {
-    double logp[2];
-    for (bool side : {true, false}) {
-      ids.clear();
-      targets.clear();
-      validation_pairs_->side(i, side, config_.seq_len, ids, targets);
-      logp[side ? 0 : 1] = -static_cast<double>(
-          engine_->loss(ids, targets, 1, static_cast<int64_t>(ids.size()), 1));
-    }
     const auto at = static_cast<size_t>(i);
-    sum += dpo_loss(beta_ * ((logp[0] - valid_chosen_[at]) - (logp[1] - valid_rejected_[at])));
+    sum += dpo_loss(beta_ * ((log_prob(*validation_pairs_, i, true) - valid_chosen_[at]) -
+                             (log_prob(*validation_pairs_, i, false) - valid_rejected_[at])));
   }
   return n > 0 ? sum / static_cast<double>(n) : 0.0;
 }

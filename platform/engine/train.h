@@ -225,6 +225,8 @@ class Trainer {
   // `rejected`, on the engine's weights as they are.
   void reference_log_probs(const PreferenceData& pairs, std::vector<double>& chosen,
                            std::vector<double>& rejected);
+  // log π of pair i's chosen (or rejected) reply on the engine's weights, without dropout.
+  double log_prob(const PreferenceData& pairs, int64_t i, bool chosen);
 
   Model& model_;
   const Dataset* data_ = nullptr;

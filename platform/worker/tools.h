@@ -1,7 +1,8 @@
 // mh-worker's engine tools, one file each beside the roles the daemon starts (train.cpp,
 // serve.cpp): tokenize and detokenize (tokenize.cpp), logits and greedy (logits.cpp), generate,
 // chat-template, inspect (which the daemon also runs to check uploaded models), init, merge
-// (which the daemon runs for a merged export of an adapter) and train-tokenizer. Each adds its subcommand to the app and says what runs if it was given.
+// (which the daemon runs for a merged export of an adapter) and train-tokenizer. Each adds its
+// subcommand to the app and says what runs if it was given.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -148,6 +148,9 @@ int train(const executor::TrainArgs& train_args, const DeviceOptions& device) {
   if (!train_args.method.empty() && train_args.method != "supervised" && !dpo) {
     fail(invalid_argument("--method must be supervised or dpo"));
   }
+  if (dpo && train_args.lora_dropout.value_or(0) > 0) {
+    fail(invalid_argument("--lora-dropout: DPO's passes run without dropout"));
+  }
   if (dpo && from_scratch) {
     fail(invalid_argument("DPO tunes a model with weights; this one trains from scratch"));
   }

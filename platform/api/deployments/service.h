@@ -13,10 +13,10 @@
 // usage ledger, and, after a daemon restart, brings every deployment back from the store.
 //
 // A completion names a deployment id or a model (or a LoRA adapter of the tenant's, which a
-// ready deployment of its base answers: many adapters share one deployment); it waits in its tenant's queue in front of the
-// deployment until a replica has room (queues are served round-robin across tenants, so one
-// tenant's burst does not starve another's requests), then is relayed to the replica, streaming
-// as it goes. A client that goes away cancels its request, in the queue or on the replica.
+// ready deployment of its base answers: many adapters share one deployment); it waits in its
+// tenant's queue in front of the deployment until a replica has room (queues are served
+// round-robin across tenants, so one tenant's burst does not starve another's requests), then
+// is relayed to the replica, streaming as it goes. A client that goes away cancels its request, in the queue or on the replica.
 #pragma once
 
 #include <atomic>

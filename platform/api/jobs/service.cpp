@@ -165,12 +165,11 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
                       base.id),
           "method.lora");
     }
-    if (pools_.gpu_pool(j.pool)) {
+    if (request.method == "dpo" && request.lora->dropout > 0) {
       return invalid_argument(
-          fmt::format("pool '{}' trains on GPUs, where LoRA jobs do not run yet; use a CPU "
-                      "pool, or leave out method.lora for a full fine-tune",
-                      j.pool),
-          "method.lora");
+          "DPO's passes run without dropout (as TRL's trainer does by default); leave out "
+          "method.lora.dropout",
+          "method.lora.dropout");
     }
     engine::LoraConfig lora;
     lora.target_modules = request.lora->target_modules;
@@ -215,11 +214,12 @@ Result<JobRecord> FineTuning::create(const std::string& tenant, const json::obje
           key);
     }
   }
-  if (request.method == "dpo" && pools_.gpu_pool(j.pool)) {
+  // The CUDA trainer runs neither adapters nor preference pairs yet.
+  if ((request.lora || request.method == "dpo") && pools_.gpu_pool(j.pool)) {
     return invalid_argument(
-        fmt::format("pool '{}' trains on GPUs, where DPO jobs do not run yet; use a CPU pool",
-                    j.pool),
-        "method.type");
+        fmt::format("pool '{}' trains on GPUs, where {} jobs do not run yet; use a CPU pool",
+                    j.pool, request.method == "dpo" ? "DPO" : "LoRA"),
+        request.method == "dpo" ? "method.type" : "method.lora");
   }
   j.method = request.method;
   j.beta = request.beta;
@@ -631,7 +631,8 @@ void FineTuning::execute(const JobRecord& job, const Allocation& allocation) {
                         {"train_loss", e.loss},
                         {"learning_rate", e.lr},
                         {"total_steps", e.steps}};
-      std::string message = fmt::format("Step {}/{}: training loss={:.4f}", e.step, e.steps, e.loss);
+      std::string message =
+          fmt::format("Step {}/{}: training loss={:.4f}", e.step, e.steps, e.loss);
       if (e.token_accuracy) data["train_mean_token_accuracy"] = *e.token_accuracy;
       if (e.reward_margin && e.reward_accuracy) {  // DPO
         data["reward_margin"] = *e.reward_margin;

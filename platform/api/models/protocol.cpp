@@ -44,7 +44,8 @@ json::object model_json(const ModelRecord& m) {
   o["root"] = m.base.empty() ? m.id : m.base;
   if (!m.base.empty()) o["format"] = "peft-lora";
   if (m.kind == "custom" && !m.base.empty()) {
-    o["files"] = json::object{{kAdapterFiles[0], m.config_file}, {kAdapterFiles[1], m.weights_file}};
+    o["files"] =
+        json::object{{kAdapterFiles[0], m.config_file}, {kAdapterFiles[1], m.weights_file}};
   } else if (m.kind == "custom") {
     json::object files{{"config.json", m.config_file},
                        {sharded(m) ? kWeightsIndex : kWeights, m.weights_file},

@@ -542,8 +542,9 @@ Result<ModelRecord> Models::register_adapter(ModelRecord m, const json::object& 
   return accepted;
 }
 
-Result<std::string> Models::run_contained(std::vector<std::string> args, std::vector<fs::path> reads,
-                                          const fs::path& work_dir, uint64_t memory,
+Result<std::string> Models::run_contained(std::vector<std::string> args,
+                                          std::vector<fs::path> reads, const fs::path& work_dir,
+                                          uint64_t memory,
                                           std::chrono::seconds limit,
                                           std::string_view what) const {
   if (worker_.empty()) return internal_error("model workers are not configured");

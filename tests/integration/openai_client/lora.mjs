@@ -29,6 +29,8 @@ await refused({ type: 'supervised', lora: { rank: 0 } }, 'method.lora.rank');
 await refused({ type: 'supervised', lora: { target_modules: ['c_attn'] } },
               'method.lora.target_modules');  // a gpt2 module; this base is a llama
 await refused({ type: 'supervised', lora: { use_dora: true } }, 'method.lora.use_dora');
+// DPO's passes run without dropout: a dropout asked for would not be honoured.
+await refused({ type: 'dpo', lora: { dropout: 0.1 } }, 'method.lora.dropout');
 
 // Three adapters of one base, of different ranks, layers and learning rates.
 const settings = [
