@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 
@@ -53,6 +54,8 @@ struct DecodeBatch::Sequence {
   size_t shown = 0;  // bytes of result.text already passed to on_token
   std::vector<int32_t> seen;  // the tokens so far, sorted, when a repetition penalty needs them
   std::map<int32_t, int32_t> generated;  // each generated token's count, when a penalty needs it
+  std::optional<GrammarMatcher> matcher;  // where the output stands in params.grammar
+  std::vector<uint64_t> allowed;          // the grammar's mask at this step, a bit per token
   bool done = false, reported = false;
 };
 
@@ -137,6 +140,9 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
                               "logit_bias");
     }
   }
+  if (params.grammar && params.grammar->vocabulary().size() != runner_.config().vocab_size) {
+    return invalid_argument("the grammar was matched against another vocabulary", "grammar");
+  }
   for (int32_t t : params.stop_token_ids) {
     if (t < 0 || t >= runner_.config().vocab_size) {
       return invalid_argument("stop token id " + std::to_string(t) + " is outside the vocabulary",
@@ -155,6 +161,7 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
   s->params = std::move(params);
   s->on_token = std::move(on_token);
   s->adapter = std::move(adapter);
+  if (s->params.grammar) s->matcher.emplace(s->params.grammar);
   s->result.prompt_tokens = static_cast<int64_t>(prompt.size());
   if (s->params.repetition_penalty != 1.0f) {
     s->seen = prompt;
@@ -184,7 +191,8 @@ int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
   const SamplingParams& sp = s.params;
   std::vector<float> penalized;
   const bool counted = sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f;
-  if (!sp.logit_bias.empty() || !s.seen.empty() || (counted && !s.generated.empty())) {
+  if (!sp.logit_bias.empty() || !s.seen.empty() || (counted && !s.generated.empty()) ||
+      s.matcher) {
     penalized.assign(logits, logits + v);
     for (const auto& [t, bias] : sp.logit_bias) penalized[static_cast<size_t>(t)] += bias;
     for (int32_t t : s.seen) {
@@ -195,11 +203,43 @@ int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
       penalized[static_cast<size_t>(t)] -=
           static_cast<float>(count) * sp.frequency_penalty + sp.presence_penalty;
     }
+    if (s.matcher && !constrain(s, penalized)) return -1;
     logits = penalized.data();
   }
-  if (s.params.temperature == 0.0f) {
+  const auto greedy = [&] {
     return static_cast<int32_t>(std::max_element(logits, logits + v) - logits);
+  };
+  if (s.params.temperature == 0.0f) return greedy();
+  const int32_t chosen = draw(s, logits);
+  // A token the grammar masks has no probability; rounding aside, it is never drawn.
+  if (s.matcher && !std::isfinite(logits[chosen])) return greedy();
+  return chosen;
+}
+
+bool DecodeBatch::constrain(Sequence& s, std::vector<float>& logits) {
+  s.matcher->allowed(s.allowed);
+  if (s.matcher->can_end() && !s.params.ignore_eos) {
+    for (const auto* ids : {&stop_tokens_, &s.params.stop_token_ids}) {
+      for (int32_t t : *ids) {
+        if (t >= 0 && static_cast<size_t>(t) < logits.size()) {
+          s.allowed[static_cast<size_t>(t) >> 6] |= uint64_t{1} << (t & 63);
+        }
+      }
+    }
   }
+  bool any = false;
+  for (size_t t = 0; t < logits.size(); ++t) {
+    if ((s.allowed[t >> 6] >> (t & 63)) & 1) {
+      any = true;
+    } else {
+      logits[t] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  return any;
+}
+
+int32_t DecodeBatch::draw(Sequence& s, const float* logits) {
+  const int64_t v = runner_.config().vocab_size;
   // Candidates by falling logit (ties: lower id first), cut by top-k, then by top-p. Without a
   // cut every token is a candidate in id order, and nothing needs sorting.
   std::vector<int32_t> order(static_cast<size_t>(v));
@@ -321,6 +361,10 @@ bool DecodeBatch::step() {
   for (size_t i = 0; i < running.size(); ++i) {
     Sequence& s = *running[i];
     const int32_t token = sample(s, logits.data() + static_cast<int64_t>(i) * v);
+    if (token < 0) {  // the grammar allows nothing more: what there is stands
+      finish(s, "stop");
+      continue;
+    }
     const auto stops = [token](const std::vector<int32_t>& ids) {
       return std::find(ids.begin(), ids.end(), token) != ids.end();
     };
@@ -329,7 +373,9 @@ bool DecodeBatch::step() {
       finish(s, "stop");
       continue;
     }
+    if (s.matcher) s.matcher->accept(token);
     emit(s, token);
+    if (s.matcher && !s.matcher->can_continue()) finish(s, "stop");
     if (s.params.presence_penalty != 0.0f || s.params.frequency_penalty != 0.0f) {
       ++s.generated[token];
     }

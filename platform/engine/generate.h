@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "platform/base/status.h"
+#include "platform/engine/grammar.h"
 #include "platform/engine/model.h"
 #include "platform/engine/random.h"
 #include "platform/engine/tokenizer.h"
@@ -37,6 +38,10 @@ struct SamplingParams {
   // Generation also ends at these tokens (beside the model's end-of-sequence ids).
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Structured output: only tokens after which the text can still become a sentence of this
+  // grammar (grammar.h), and an end of sequence only where it is one; generation stops ("stop")
+  // once the sentence is complete and nothing may follow.
+  std::shared_ptr<const TokenGrammar> grammar;
 
   Status validate() const;
 };
@@ -110,7 +115,12 @@ class DecodeBatch {
  private:
   struct Sequence;
   void find_stop_tokens();
+  // The next token: -1 when the sequence's grammar allows none.
   int32_t sample(Sequence& s, const float* logits);
+  // A token drawn from `logits` by temperature, top-k and top-p.
+  int32_t draw(Sequence& s, const float* logits);
+  // Leaves in `logits` (a copy) only what the sequence's grammar allows; false when nothing is.
+  bool constrain(Sequence& s, std::vector<float>& logits);
   void finish(Sequence& s, std::string reason);
   void emit(Sequence& s, int32_t token);
 
