@@ -20,6 +20,7 @@
 
 #include "platform/engine/data.h"
 #include "platform/engine/generate.h"
+#include "platform/engine/json_schema.h"
 #include "platform/engine/unicode.h"
 #include "platform/executor/worker_contract.h"
 #include "platform/http/http_server.h"
@@ -30,10 +31,10 @@ namespace mh::worker {
 
 namespace json = boost::json;
 namespace asio = boost::asio;
+using engine::SamplingParams;
 using http::Request;
 using http::Response;
 using http::ResponseStream;
-using engine::SamplingParams;
 
 namespace {
 
@@ -233,14 +234,28 @@ class Replica {
   Result<Call> parse(const json::object& body, bool chat) {
     // A field this replica does not honour is refused by its name, never ignored: a client
     // that asks for JSON output, tools or log-probabilities is told, not answered in prose.
-    static constexpr std::string_view kShared[] = {
-        "model", "stream", "stream_options", "n", "presence_penalty", "frequency_penalty",
-        "logit_bias", "logprobs", "max_tokens", "temperature", "top_p", "top_k",
-        "repetition_penalty", "seed", "ignore_eos", "stop", "user"};
+    static constexpr std::string_view kShared[] = {"model",
+                                                   "stream",
+                                                   "stream_options",
+                                                   "n",
+                                                   "presence_penalty",
+                                                   "frequency_penalty",
+                                                   "logit_bias",
+                                                   "logprobs",
+                                                   "max_tokens",
+                                                   "temperature",
+                                                   "top_p",
+                                                   "top_k",
+                                                   "repetition_penalty",
+                                                   "seed",
+                                                   "ignore_eos",
+                                                   "stop",
+                                                   "user"};
     for (const auto& [key, value] : body) {
       const bool known =
           std::find(std::begin(kShared), std::end(kShared), key) != std::end(kShared) ||
-          (chat ? key == "messages" || key == "max_completion_tokens" : key == "prompt");
+          (chat ? key == "messages" || key == "max_completion_tokens" || key == "response_format"
+                : key == "prompt");
       if (!known) {
         return invalid_argument(
             fmt::format("'{}' is not supported by this server (a field it does not honour is "
@@ -309,9 +324,9 @@ class Replica {
                                   "messages");
         }
         MH_ASSIGN_OR_RETURN(std::string text, message_content(*content, i));
-        conversation.push_back(engine::Json(engine::JsonObject{
-            {"role", engine::Json(std::string(r == "developer" ? "system" : r))},
-            {"content", engine::Json(std::move(text))}}));
+        conversation.push_back(engine::Json(
+            engine::JsonObject{{"role", engine::Json(std::string(r == "developer" ? "system" : r))},
+                               {"content", engine::Json(std::move(text))}}));
         ++i;
       }
       // The model's own chat template; one that raises (roles out of order, say) is a 400.
@@ -383,8 +398,8 @@ class Replica {
     if (temperature && (*temperature < 0 || *temperature > 2)) {
       return invalid_argument("'temperature' must be between 0 and 2", "temperature");
     }
-    c.params.temperature = static_cast<float>(
-        temperature.value_or(g.greedy ? 0.0 : g.temperature.value_or(1.0f)));
+    c.params.temperature =
+        static_cast<float>(temperature.value_or(g.greedy ? 0.0 : g.temperature.value_or(1.0f)));
     MH_ASSIGN_OR_RETURN(auto top_p, number(body, "top_p"));
     c.params.top_p = static_cast<float>(top_p.value_or(g.top_p.value_or(1.0f)));
     MH_ASSIGN_OR_RETURN(auto top_k, integer(body, "top_k"));
@@ -428,8 +443,96 @@ class Replica {
         return invalid_argument("'stop' must be a string or an array of up to 4 strings", "stop");
       }
     }
+    if (chat) {
+      MH_ASSIGN_OR_RETURN(c.params.grammar, response_format(body));
+    }
     MH_TRY(c.params.validate());
     return c;
+  }
+
+  // OpenAI's response_format: "text", "json_object", or "json_schema" with its schema, which
+  // the output is constrained to (grammars cached by schema, their token masks with them).
+  Result<std::shared_ptr<const engine::TokenGrammar>> response_format(const json::object& body) {
+    const json::value* format = body.if_contains("response_format");
+    using Grammar = std::shared_ptr<const engine::TokenGrammar>;
+    if (format == nullptr || format->is_null()) return Grammar();
+    const json::object* f = format->if_object();
+    const json::value* type = f ? f->if_contains("type") : nullptr;
+    if (type == nullptr || !type->is_string()) {
+      return invalid_argument("'response_format' must be an object with a 'type'",
+                              "response_format.type");
+    }
+    for (const auto& [key, value] : *f) {
+      if (key != "type" && !(key == "json_schema" && type->as_string() == "json_schema")) {
+        const std::string param = fmt::format("response_format.{}", std::string_view(key));
+        return invalid_argument(fmt::format("'{}' is not supported", param), param);
+      }
+    }
+    if (type->as_string() == "text") return Grammar();
+    std::string key;  // what the grammar is cached by
+    if (type->as_string() == "json_object") {
+      key = "json_object";
+    } else if (type->as_string() == "json_schema") {
+      const json::value* js = f->if_contains("json_schema");
+      const json::object* o = js ? js->if_object() : nullptr;
+      const json::value* name = o ? o->if_contains("name") : nullptr;
+      if (name == nullptr || !name->is_string() || name->as_string().empty()) {
+        return invalid_argument("'response_format.json_schema' needs a 'name'",
+                                "response_format.json_schema.name");
+      }
+      for (const auto& [k, v] : *o) {
+        if (k == "strict" && !v.is_bool() && !v.is_null()) {
+          return invalid_argument("'response_format.json_schema.strict' must be true or false",
+                                  "response_format.json_schema.strict");
+        }
+        if (k != "name" && k != "description" && k != "schema" && k != "strict") {
+          const std::string param =
+              fmt::format("response_format.json_schema.{}", std::string_view(k));
+          return invalid_argument(fmt::format("'{}' is not supported", param), param);
+        }
+      }
+      const json::value* schema = o->if_contains("schema");
+      // OpenAI's default: no schema, any JSON value.
+      key = "schema:" + (schema ? json::serialize(*schema) : std::string("{}"));
+    } else {
+      return invalid_argument(
+          fmt::format("response_format type '{}' is not one of text, json_object, json_schema",
+                      std::string_view(type->as_string())),
+          "response_format.type");
+    }
+    std::lock_guard lock(grammars_mutex_);
+    if (auto it = grammars_.find(key); it != grammars_.end()) {
+      it->second.used = ++grammar_uses_;
+      return it->second.grammar;
+    }
+    engine::Grammar grammar;
+    if (key == "json_object") {
+      grammar = engine::json_object_grammar();
+    } else {
+      auto schema = engine::parse_json(std::string_view(key).substr(7));
+      if (!schema.ok()) return invalid_argument(schema.status().message());
+      auto made = engine::json_schema_grammar(*schema);
+      if (!made.ok()) {
+        return invalid_argument(made.status().message(), "response_format.json_schema.schema");
+      }
+      grammar = std::move(made).value();
+    }
+    if (!vocabulary_) {
+      vocabulary_ =
+          std::make_shared<const engine::TokenBytes>(tokenizer_, runner_->config().vocab_size);
+    }
+    auto bound = engine::TokenGrammar::make(std::move(grammar), vocabulary_);
+    if (!bound.ok()) {
+      return invalid_argument(bound.status().message(), "response_format.json_schema.schema");
+    }
+    if (grammars_.size() >= kGrammarsKept) {
+      auto oldest = std::min_element(grammars_.begin(), grammars_.end(), [](auto& a, auto& b) {
+        return a.second.used < b.second.used;
+      });
+      grammars_.erase(oldest);
+    }
+    grammars_.emplace(key, Cached{*bound, ++grammar_uses_});
+    return *bound;
   }
 
   static std::string sse(const json::value& v) { return "data: " + json::serialize(v) + "\n\n"; }
@@ -529,7 +632,8 @@ class Replica {
         const bool chat = c->chat, stream = c->stream;
         const Call* call = c.get();
         auto added = batch_.add(
-            c->prompt, c->params, [this, out, chat, stream, call](const engine::TokenEvent& e) {
+            c->prompt, c->params,
+            [this, out, chat, stream, call](const engine::TokenEvent& e) {
               if (e.token >= 0) ++generated_tokens_;
               if (out->cancelled()) return false;
               if (stream && !e.text.empty()) {
@@ -612,6 +716,17 @@ class Replica {
   mutable std::mutex adapters_mutex_;
   std::map<std::string, Loaded> adapters_;  // by directory
   std::atomic<int64_t> adapter_loads_{0};
+
+  // Structured outputs: the vocabulary's bytes (made on first use) and compiled grammars.
+  static constexpr size_t kGrammarsKept = 64;
+  struct Cached {
+    std::shared_ptr<const engine::TokenGrammar> grammar;
+    uint64_t used;
+  };
+  std::mutex grammars_mutex_;
+  std::shared_ptr<const engine::TokenBytes> vocabulary_;
+  std::map<std::string, Cached> grammars_;  // by schema
+  uint64_t grammar_uses_ = 0;
 };
 
 int serve(const ServeOptions& given) {
@@ -628,9 +743,9 @@ int serve(const ServeOptions& given) {
   std::fprintf(stderr, "mh-worker serve: computing on %s\n", backend->name());
   // On the CPU, bf16/f16 weights stay 16-bit (the model costs its files' size); the CUDA
   // decoder uploads fp32 weights and makes its own bf16 copies.
-  auto model = engine::Model::load(
-      options.model_dir, *backend,
-      compute->cuda ? engine::Weights::kFloat32 : engine::Weights::kAsStored);
+  auto model =
+      engine::Model::load(options.model_dir, *backend,
+                          compute->cuda ? engine::Weights::kFloat32 : engine::Weights::kAsStored);
   if (!model.ok()) {
     std::fprintf(stderr, "mh-worker: %s\n", model.status().message().c_str());
     return 2;
@@ -694,7 +809,9 @@ int serve(const ServeOptions& given) {
       [&](Request&) { return Response::json(200, replica.stats()); }, http::Runs::kInline);
   router.add(
       "GET", "/health", http::Access::kPublic,
-      [](Request&) { return Response::json(200, json::object{{"status", "ok"}}); },
+      [](Request&) {
+        return Response::json(200, json::object{{"status", "ok"}});
+      },
       http::Runs::kInline);
 
   asio::io_context ioc;
@@ -704,7 +821,7 @@ int serve(const ServeOptions& given) {
   server_options.port = options.port;
   server_options.server_name = "mh-worker";
   server_options.access_log = false;
-  server_options.handler_threads = 1;  // every route runs inline
+  server_options.handler_threads = 1;                      // every route runs inline
   server_options.idle_timeout = std::chrono::minutes(10);  // the daemon keeps connections
   server_options.write_timeout = std::chrono::minutes(2);
   http::HttpServer server(ioc, server_options, router, metrics);

@@ -4,8 +4,8 @@
 // a daemon killed with SIGKILL brings its deployments back.
 #include <doctest/doctest.h>
 
-#include <limits>
 #include <signal.h>
+#include <limits>
 
 #include <atomic>
 #include <fstream>
@@ -109,6 +109,51 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
     CHECK(usage.at("usage").at("completion_tokens") == 6);
     CHECK(events[events.size() - 2].at("choices").at(0).at("finish_reason") == "length");
   }
+  SUBCASE("a json_schema response format constrains the answer to the schema") {
+    const json::value schema = json::parse(R"({"type":"object","properties":{
+        "answer":{"enum":["yes","no"]},"count":{"type":"integer"},
+        "words":{"type":"array","items":{"type":"string","maxLength":4},"maxItems":3}},
+        "required":["answer","count","words"],"additionalProperties":false})");
+    for (bool stream : {false, true}) {
+      CAPTURE(stream);
+      RawResponse r = p.complete(
+          "/v1/chat/completions",
+          {{"model", "custom:tiny"},
+           {"messages", json::array{json::object{{"role", "user"}, {"content", "the cat?"}}}},
+           {"max_tokens", 200},
+           {"seed", 3},
+           {"stream", stream},
+           {"response_format",
+            {{"type", "json_schema"},
+             {"json_schema", {{"name", "verdict"}, {"strict", true}, {"schema", schema}}}}}});
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      std::string text, finish;
+      if (stream) {
+        bool done = false;
+        for (const auto& e : sse_events(r.body, &done)) {
+          const auto& choice = e.at("choices").at(0).as_object();
+          if (const auto* c = choice.at("delta").as_object().if_contains("content")) {
+            text += c->as_string();
+          }
+          if (!choice.at("finish_reason").is_null())
+            finish = choice.at("finish_reason").as_string();
+        }
+      } else {
+        const json::value body = json::parse(r.body);
+        const auto& choice = body.at("choices").at(0);
+        text = choice.at("message").at("content").as_string();
+        finish = choice.at("finish_reason").as_string();
+      }
+      CAPTURE(text);
+      CHECK(finish == "stop");
+      const json::object answer = json::parse(text).as_object();
+      CHECK(answer.size() == 3);
+      CHECK((answer.at("answer") == "yes" || answer.at("answer") == "no"));
+      CHECK(answer.at("count").is_int64());
+      CHECK(answer.at("words").as_array().size() <= 3);
+    }
+  }
+
   SUBCASE("bad requests are refused with a clear error") {
     RawResponse r = p.complete("/v1/completions", {{"model", "custom:nope"}, {"prompt", "x"}});
     CHECK(r.status == 404);
@@ -134,13 +179,21 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
     const json::array hello{json::object{{"role", "user"}, {"content", "hi"}}};
     for (const auto& [path, field, value, param] :
          {std::tuple{"/v1/chat/completions", "response_format",
+                     json::value(json::object{{"type", "grammar"}}), "response_format.type"},
+          std::tuple{"/v1/chat/completions", "response_format",
+                     json::value(json::object{
+                         {"type", "json_schema"},
+                         {"json_schema",
+                          {{"name", "s"}, {"schema", {{"type", "string"}, {"pattern", "^a+$"}}}}}}),
+                     "response_format.json_schema.schema"},
+          std::tuple{"/v1/completions", "response_format",
                      json::value(json::object{{"type", "json_object"}}), "response_format"},
           std::tuple{"/v1/chat/completions", "tools", json::value(json::array{}), "tools"},
-          std::tuple{"/v1/chat/completions", "tool_choice", json::value("required"),
-                     "tool_choice"},
+          std::tuple{"/v1/chat/completions", "tool_choice", json::value("required"), "tool_choice"},
           std::tuple{"/v1/chat/completions", "logit_bias",
                      json::value(json::object{{"not-a-token", 1}}), "logit_bias"},
-          std::tuple{"/v1/chat/completions", "frequency_penalty", json::value(3), "frequency_penalty"},
+          std::tuple{"/v1/chat/completions", "frequency_penalty", json::value(3),
+                     "frequency_penalty"},
           std::tuple{"/v1/chat/completions", "top_logprobs", json::value(2), "top_logprobs"},
           std::tuple{"/v1/chat/completions", "stream_options",
                      json::value(json::object{{"include_obfuscation", true}}),
@@ -161,12 +214,13 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
     }
     r = p.complete("/v1/chat/completions",
                    {{"model", "custom:tiny"},
-                    {"messages", json::array{json::object{
-                                     {"role", "assistant"}, {"content", "x"},
-                                     {"tool_calls", json::array{}}}}}});
+                    {"messages", json::array{json::object{{"role", "assistant"},
+                                                          {"content", "x"},
+                                                          {"tool_calls", json::array{}}}}}});
     CHECK(r.status == 400);
     CHECK(json::parse(r.body).at("error").at("param") == "messages[0].tool_calls");
-    r = p.complete("/v1/completions", {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
+    r = p.complete("/v1/completions",
+                   {{"model", "custom:tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
     CHECK_MESSAGE(r.status == 200, r.body);
     // logit_bias, as OpenAI shapes it, is honoured: a token biased by 100 is all there is.
     r = p.complete("/v1/completions", {{"model", "custom:tiny"},
@@ -298,7 +352,8 @@ TEST_CASE("a custom model's own chat template prompts its chat completions") {
   CHECK(first.at("choices").at(0).at("finish_reason") == "length");
   // do_sample false: greedy, so the same answer every time; a request's own settings win.
   r = p.complete("/v1/chat/completions", ask);
-  CHECK(json::parse(r.body).at("choices").at(0).at("message") == first.at("choices").at(0).at("message"));
+  CHECK(json::parse(r.body).at("choices").at(0).at("message") ==
+        first.at("choices").at(0).at("message"));
   json::object longer = ask;
   longer["max_tokens"] = 3;
   r = p.complete("/v1/chat/completions", longer);
@@ -376,16 +431,17 @@ TEST_CASE("a licence binds running replicas: revoked, they stop and free their d
   // The deployment says why, and takes no requests.
   const json::object d = p.deployment(id);
   CHECK(d.at("status") == "stopped");
-  CHECK_MESSAGE(d.at("error").as_string().find("revoked") != std::string::npos,
-                json::serialize(d));
-  CHECK(p.complete("/v1/completions", {{"model", id}, {"prompt", "hi"}, {"max_tokens", 2}})
-            .status != 200);
+  CHECK_MESSAGE(d.at("error").as_string().find("revoked") != std::string::npos, json::serialize(d));
+  CHECK(
+      p.complete("/v1/completions", {{"model", id}, {"prompt", "hi"}, {"max_tokens", 2}}).status !=
+      200);
   // A new licence lets it run again: the replica starts and serves.
   p.license_models("acme", {"deploy", "custom_models"});
   json::object ready = p.wait_ready(id);
   CHECK_MESSAGE(ready.at("status") == "ready", json::serialize(ready));
-  CHECK(p.complete("/v1/completions", {{"model", id}, {"prompt", "hi"}, {"max_tokens", 2}})
-            .status == 200);
+  CHECK(
+      p.complete("/v1/completions", {{"model", id}, {"prompt", "hi"}, {"max_tokens", 2}}).status ==
+      200);
 }
 
 TEST_CASE("a model a deployment serves cannot be deleted from under it") {
@@ -707,10 +763,10 @@ TEST_CASE("a staff deployment of a base model serves each tenant's own LoRA adap
   ModelsPlatform p;
   TempDir work;
   tiny_model_files(work.path() / "tiny-base", 16);
-  RawResponse r = p.admin("POST", "/v1/admin/base-models",
-                          json::serialize(json::object{
-                              {"name", "tiny-base"},
-                              {"directory", (work.path() / "tiny-base").string()}}));
+  RawResponse r =
+      p.admin("POST", "/v1/admin/base-models",
+              json::serialize(json::object{{"name", "tiny-base"},
+                                           {"directory", (work.path() / "tiny-base").string()}}));
   REQUIRE_MESSAGE(r.status == 201, r.body);
   const fs::path base = p.dir.path() / "data" / "base-models" / "tiny-base";
   // Each tenant registers an adapter of its own on it, under the same name.
@@ -720,8 +776,9 @@ TEST_CASE("a staff deployment of a base model serves each tenant's own LoRA adap
     p.license_models(tenant, {"custom_models"});
     const fs::path dir = work.path() / (std::string(tenant) + "-adapter");
     const json::object ids = p.upload_model(tenant, lora_adapter_files(base, dir, seed));
-    r = p.as(tenant, "POST", "/v1/models",
-             json::serialize(json::object{{"name", "mine"}, {"base", "tiny-base"}, {"files", ids}}));
+    r = p.as(
+        tenant, "POST", "/v1/models",
+        json::serialize(json::object{{"name", "mine"}, {"base", "tiny-base"}, {"files", ids}}));
     REQUIRE_MESSAGE(r.status == 201, r.body);
     expected[tenant] = greedy_text(base, dir, prompt, 6);
   }
