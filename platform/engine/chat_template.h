@@ -35,6 +35,8 @@ class ChatTemplate {
   static Result<ChatTemplate> load(const std::filesystem::path& dir, const Tokenizer& tokenizer);
 
   bool builtin() const { return !jinja_.has_value(); }
+  // The template's text as its files hold it (empty for a built-in layout).
+  std::string source() const { return config_text_ + jinja_text_; }
 
   // The text a conversation renders to: `messages` and `tools` as OpenAI's chat API sends them
   // (tools null or absent: none). Built-in layouts render as they tokenize.
@@ -63,8 +65,8 @@ class ChatTemplate {
   const Tokenizer* tokenizer_;
   int32_t start_ = -1, end_ = -1;  // ChatML's markers, when the built-in layout is ChatML
   std::optional<jinja::Template> jinja_, tool_jinja_;  // tool_jinja_: the "tool_use" template
-  jinja::Dict special_tokens_;                          // bos_token, eos_token, ...
-  std::string config_text_, jinja_text_;                // the files, as read
+  jinja::Dict special_tokens_;                         // bos_token, eos_token, ...
+  std::string config_text_, jinja_text_;               // the files, as read
 };
 
 }  // namespace mh::engine

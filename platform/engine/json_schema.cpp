@@ -50,22 +50,20 @@ bool has_type(const Json& value, std::string_view type) {
 
 class SchemaCompiler {
  public:
-  explicit SchemaCompiler(const Json& root) : root_(root) {}
+  SchemaCompiler(Grammar& g, const Json& root) : g_(g), root_(root) {}
 
-  Result<Grammar> compile() {
-    const int32_t start = g_.declare("root");
-    MH_ASSIGN_OR_RETURN(int32_t body, schema(root_, "#"));
-    g_.define(start, {{Grammar::ref(body)}});
-    if (g_.rules() > kMaxRules) {
+  Result<int32_t> compile(const std::string& where) {
+    const size_t before = g_.rules();
+    MH_ASSIGN_OR_RETURN(int32_t body, schema(root_, where));
+    if (g_.rules() - before > kMaxRules) {
       return invalid_argument("the schema is too large for structured outputs");
     }
-    return std::move(g_);
+    return body;
   }
 
-  Grammar object_grammar() {
-    const int32_t start = g_.declare("root");
-    g_.define(start, {{Grammar::ref(any_object())}});
-    return std::move(g_);
+  int32_t any_object() {
+    any_value();
+    return shared("object") - 1;
   }
 
  private:
@@ -435,24 +433,32 @@ class SchemaCompiler {
     return value;
   }
 
-  int32_t any_object() {
-    any_value();
-    return shared("object") - 1;
-  }
-
+  Grammar& g_;
   const Json& root_;
-  Grammar g_;
   std::map<const Json*, int32_t> rules_;
   std::map<std::string, int32_t> shared_;  // rule + 1; 0: not made yet
 };
 
 }  // namespace
 
-Result<Grammar> json_schema_grammar(const Json& schema) { return SchemaCompiler(schema).compile(); }
+Result<int32_t> add_json_schema(Grammar& grammar, const Json& schema, const std::string& where) {
+  return SchemaCompiler(grammar, schema).compile(where);
+}
+
+Result<Grammar> json_schema_grammar(const Json& schema) {
+  Grammar g;
+  const int32_t start = g.declare("root");
+  MH_ASSIGN_OR_RETURN(int32_t body, add_json_schema(g, schema, "#"));
+  g.define(start, {{Grammar::ref(body)}});
+  return g;
+}
 
 Grammar json_object_grammar() {
+  Grammar g;
+  const int32_t start = g.declare("root");
   const Json none;
-  return SchemaCompiler(none).object_grammar();
+  g.define(start, {{Grammar::ref(SchemaCompiler(g, none).any_object())}});
+  return g;
 }
 
 }  // namespace mh::engine

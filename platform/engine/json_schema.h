@@ -12,6 +12,8 @@
 // exponent; the text has no whitespace outside strings.
 #pragma once
 
+#include <string>
+
 #include "platform/base/status.h"
 #include "platform/engine/grammar.h"
 #include "platform/engine/json.h"
@@ -20,6 +22,9 @@ namespace mh::engine {
 
 // The grammar of the JSON texts valid against `schema`.
 Result<Grammar> json_schema_grammar(const Json& schema);
+// Adds the rules of `schema` to `grammar` (errors place keywords after `where`, its "#"), and
+// returns the rule its valid texts match: for grammars that embed schemas (tool calls).
+Result<int32_t> add_json_schema(Grammar& grammar, const Json& schema, const std::string& where);
 // Any JSON object (OpenAI's json_object response format).
 Grammar json_object_grammar();
 

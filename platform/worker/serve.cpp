@@ -7,12 +7,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -21,6 +23,7 @@
 #include "platform/engine/data.h"
 #include "platform/engine/generate.h"
 #include "platform/engine/json_schema.h"
+#include "platform/engine/tool_calls.h"
 #include "platform/engine/unicode.h"
 #include "platform/executor/worker_contract.h"
 #include "platform/http/http_server.h"
@@ -61,6 +64,17 @@ struct Call {
   SamplingParams params;
   std::shared_ptr<const engine::LoraWeights> adapter;  // none: the base model
   std::shared_ptr<ResponseStream> out;
+  // With tools the model may call: the syntax its answer is read in for calls (and, streamed,
+  // the answer is held until it is known to be calls or text).
+  engine::ToolSyntax tools = engine::ToolSyntax::kNone;
+};
+
+// A request's tools, checked: as the chat template takes them, and what tool_choice asks.
+struct Tools {
+  engine::Json for_template;  // null: none rendered
+  std::vector<engine::ToolFunction> functions;
+  std::string choice = "none";  // none, auto, required, or a function's name
+  bool parallel = true;
 };
 
 // Reads an optional number field; invalid_argument naming it when it is not a number.
@@ -254,7 +268,8 @@ class Replica {
     for (const auto& [key, value] : body) {
       const bool known =
           std::find(std::begin(kShared), std::end(kShared), key) != std::end(kShared) ||
-          (chat ? key == "messages" || key == "max_completion_tokens" || key == "response_format"
+          (chat ? key == "messages" || key == "max_completion_tokens" || key == "response_format" ||
+                      key == "tools" || key == "tool_choice" || key == "parallel_tool_calls"
                 : key == "prompt");
       if (!known) {
         return invalid_argument(
@@ -296,43 +311,28 @@ class Replica {
       if (messages == nullptr || !messages->is_array() || messages->as_array().empty()) {
         return invalid_argument("'messages' must be a non-empty array", "messages");
       }
-      size_t i = 0;
       engine::JsonArray conversation;
-      for (const auto& m : messages->as_array()) {
-        const json::object* o = m.if_object();
-        const json::value* role = o ? o->if_contains("role") : nullptr;
-        const json::value* content = o ? o->if_contains("content") : nullptr;
-        if (role == nullptr || !role->is_string() || content == nullptr) {
-          return invalid_argument(fmt::format("messages[{}] needs a role and a content", i),
-                                  "messages");
+      for (size_t i = 0; i < messages->as_array().size(); ++i) {
+        MH_ASSIGN_OR_RETURN(engine::Json m, message(messages->as_array()[i], i));
+        conversation.push_back(std::move(m));
+      }
+      MH_ASSIGN_OR_RETURN(Tools tools, request_tools(body));
+      if (tools.choice != "none") {
+        c.tools = engine::tool_syntax(template_.source());
+        if (c.tools == engine::ToolSyntax::kNone) {
+          return invalid_argument(
+              "this model's chat template does not lay out tools (no tool-call syntax the "
+              "platform reads: Hermes <tool_call>, Llama 3.1 JSON or Mistral [TOOL_CALLS])",
+              "tools");
         }
-        for (const auto& [key, value] : *o) {
-          if (key != "role" && key != "content") {
-            const std::string param = fmt::format("messages[{}].{}", i, std::string_view(key));
-            return invalid_argument(
-                fmt::format("'{}' is not supported by this server (messages carry a role and "
-                            "content)",
-                            param),
-                param);
-          }
-        }
-        const std::string_view r = role->as_string();
-        if (r != "system" && r != "developer" && r != "user" && r != "assistant") {
-          return invalid_argument(fmt::format("messages[{}].role '{}' is not one of system, "
-                                              "developer, user, assistant",
-                                              i, r),
-                                  "messages");
-        }
-        MH_ASSIGN_OR_RETURN(std::string text, message_content(*content, i));
-        conversation.push_back(engine::Json(
-            engine::JsonObject{{"role", engine::Json(std::string(r == "developer" ? "system" : r))},
-                               {"content", engine::Json(std::move(text))}}));
-        ++i;
       }
       // The model's own chat template; one that raises (roles out of order, say) is a 400.
-      auto prompt = template_.prompt(engine::Json(std::move(conversation)), engine::Json());
+      auto prompt = template_.prompt(engine::Json(std::move(conversation)), tools.for_template);
       if (!prompt.ok()) return invalid_argument(prompt.status().message(), "messages");
       c.prompt = std::move(prompt).value();
+      if (tools.choice != "none" && tools.choice != "auto") {
+        MH_ASSIGN_OR_RETURN(c.params.grammar, tool_grammar(tools, c.tools));
+      }
     } else {
       const json::value* prompt = body.if_contains("prompt");
       if (prompt == nullptr) return invalid_argument("'prompt' is required", "prompt");
@@ -444,7 +444,14 @@ class Replica {
       }
     }
     if (chat) {
-      MH_ASSIGN_OR_RETURN(c.params.grammar, response_format(body));
+      MH_ASSIGN_OR_RETURN(auto format, response_format(body));
+      if (format && c.tools != engine::ToolSyntax::kNone) {
+        return invalid_argument(
+            "'response_format' and tools the model may call cannot be combined (use "
+            "tool_choice \"none\", or no response_format)",
+            "response_format");
+      }
+      if (format) c.params.grammar = std::move(format);
     }
     MH_TRY(c.params.validate());
     return c;
@@ -500,31 +507,33 @@ class Replica {
                       std::string_view(type->as_string())),
           "response_format.type");
     }
+    return cached_grammar(key, "response_format.json_schema.schema",
+                          [&]() -> Result<engine::Grammar> {
+                            if (key == "json_object") return engine::json_object_grammar();
+                            auto schema = engine::parse_json(std::string_view(key).substr(7));
+                            if (!schema.ok()) return invalid_argument(schema.status().message());
+                            return engine::json_schema_grammar(*schema);
+                          });
+  }
+
+  // The grammar cached by `key`, else made by `make` and bound to the vocabulary (made on first
+  // use); its errors are 400s with `param`. The kGrammarsKept used last are kept.
+  Result<std::shared_ptr<const engine::TokenGrammar>> cached_grammar(
+      const std::string& key, std::string_view param,
+      const std::function<Result<engine::Grammar>()>& make) {
     std::lock_guard lock(grammars_mutex_);
     if (auto it = grammars_.find(key); it != grammars_.end()) {
       it->second.used = ++grammar_uses_;
       return it->second.grammar;
     }
-    engine::Grammar grammar;
-    if (key == "json_object") {
-      grammar = engine::json_object_grammar();
-    } else {
-      auto schema = engine::parse_json(std::string_view(key).substr(7));
-      if (!schema.ok()) return invalid_argument(schema.status().message());
-      auto made = engine::json_schema_grammar(*schema);
-      if (!made.ok()) {
-        return invalid_argument(made.status().message(), "response_format.json_schema.schema");
-      }
-      grammar = std::move(made).value();
-    }
+    auto grammar = make();
+    if (!grammar.ok()) return invalid_argument(grammar.status().message(), std::string(param));
     if (!vocabulary_) {
       vocabulary_ =
           std::make_shared<const engine::TokenBytes>(tokenizer_, runner_->config().vocab_size);
     }
-    auto bound = engine::TokenGrammar::make(std::move(grammar), vocabulary_);
-    if (!bound.ok()) {
-      return invalid_argument(bound.status().message(), "response_format.json_schema.schema");
-    }
+    auto bound = engine::TokenGrammar::make(std::move(grammar).value(), vocabulary_);
+    if (!bound.ok()) return invalid_argument(bound.status().message(), std::string(param));
     if (grammars_.size() >= kGrammarsKept) {
       auto oldest = std::min_element(grammars_.begin(), grammars_.end(), [](auto& a, auto& b) {
         return a.second.used < b.second.used;
@@ -533,6 +542,221 @@ class Replica {
     }
     grammars_.emplace(key, Cached{*bound, ++grammar_uses_});
     return *bound;
+  }
+
+  // A call of the function tool_choice names, or of any ("required"), in the model's syntax.
+  Result<std::shared_ptr<const engine::TokenGrammar>> tool_grammar(const Tools& tools,
+                                                                   engine::ToolSyntax syntax) {
+    std::vector<engine::ToolFunction> callable;
+    for (const auto& f : tools.functions) {
+      if (tools.choice == "required" || f.name == tools.choice) callable.push_back(f);
+    }
+    std::string key = fmt::format("tools:{}:{}", static_cast<int>(syntax), tools.parallel);
+    for (const auto& f : callable) key += ":" + f.name + "=" + engine::to_json(f.parameters);
+    return cached_grammar(
+        key, "tools", [&] { return engine::tool_call_grammar(syntax, callable, tools.parallel); });
+  }
+
+  // One chat message as chat templates take it: OpenAI's roles, an assistant's tool_calls (the
+  // arguments as objects, as templates read them) and a tool's reply with its call's id.
+  static Result<engine::Json> message(const json::value& m, size_t i) {
+    const json::object* o = m.if_object();
+    const json::value* role = o ? o->if_contains("role") : nullptr;
+    if (role == nullptr || !role->is_string()) {
+      return invalid_argument(fmt::format("messages[{}] needs a role", i), "messages");
+    }
+    const std::string_view r = role->as_string();
+    if (r != "system" && r != "developer" && r != "user" && r != "assistant" && r != "tool") {
+      return invalid_argument(fmt::format("messages[{}].role '{}' is not one of system, "
+                                          "developer, user, assistant, tool",
+                                          i, r),
+                              "messages");
+    }
+    const json::value* calls = o->if_contains("tool_calls");
+    const bool calling = r == "assistant" && calls != nullptr && !calls->is_null();
+    for (const auto& [key, value] : *o) {
+      const bool known = key == "role" || key == "content" ||
+                         (key == "tool_calls" && r == "assistant") ||
+                         (key == "tool_call_id" && r == "tool");
+      if (!known) {
+        const std::string param = fmt::format("messages[{}].{}", i, std::string_view(key));
+        return invalid_argument(fmt::format("'{}' is not supported by this server", param), param);
+      }
+    }
+    const json::value* content = o->if_contains("content");
+    const bool empty = content == nullptr || content->is_null();
+    if (empty && !calling) {
+      return invalid_argument(fmt::format("messages[{}] needs a content", i), "messages");
+    }
+    std::string text;
+    if (!empty) {
+      MH_ASSIGN_OR_RETURN(text, message_content(*content, i));
+    }
+    engine::JsonObject out{{"role", engine::Json(std::string(r == "developer" ? "system" : r))},
+                           {"content", engine::Json(std::move(text))}};
+    if (calling) {
+      const std::string where = fmt::format("messages[{}].tool_calls", i);
+      if (!calls->is_array() || calls->as_array().empty()) {
+        return invalid_argument("'" + where + "' must be a non-empty array", where);
+      }
+      engine::JsonArray list;
+      for (size_t j = 0; j < calls->as_array().size(); ++j) {
+        const std::string at = fmt::format("{}[{}]", where, j);
+        const json::object* call = calls->as_array()[j].if_object();
+        const json::value* id = call ? call->if_contains("id") : nullptr;
+        const json::value* fn = call ? call->if_contains("function") : nullptr;
+        const json::object* f = fn ? fn->if_object() : nullptr;
+        const json::value* name = f ? f->if_contains("name") : nullptr;
+        const json::value* arguments = f ? f->if_contains("arguments") : nullptr;
+        if (id == nullptr || !id->is_string() || name == nullptr || !name->is_string() ||
+            arguments == nullptr || !arguments->is_string()) {
+          return invalid_argument("'" + at +
+                                      "' must be {\"id\", \"type\": \"function\", "
+                                      "\"function\": {\"name\", \"arguments\"}}",
+                                  at);
+        }
+        for (const auto& [key, value] : *call) {
+          if (key != "id" && key != "function" && !(key == "type" && value == "function")) {
+            const std::string param = fmt::format("{}.{}", at, std::string_view(key));
+            return invalid_argument(fmt::format("'{}' is not supported", param), param);
+          }
+        }
+        for (const auto& [key, value] : *f) {
+          if (key != "name" && key != "arguments") {
+            const std::string param = fmt::format("{}.function.{}", at, std::string_view(key));
+            return invalid_argument(fmt::format("'{}' is not supported", param), param);
+          }
+        }
+        auto args = engine::parse_json(arguments->as_string());
+        if (!args.ok() || !args->is_object()) {
+          return invalid_argument("'" + at + ".function.arguments' must be a JSON object",
+                                  at + ".function.arguments");
+        }
+        list.push_back(engine::Json(engine::JsonObject{
+            {"id", engine::Json(std::string(id->as_string()))},
+            {"type", engine::Json(std::string("function"))},
+            {"function",
+             engine::Json(engine::JsonObject{{"name", engine::Json(std::string(name->as_string()))},
+                                             {"arguments", std::move(args).value()}})}}));
+      }
+      out.emplace_back("tool_calls", engine::Json(std::move(list)));
+    }
+    if (r == "tool") {
+      const json::value* id = o->if_contains("tool_call_id");
+      if (id == nullptr || !id->is_string()) {
+        return invalid_argument(
+            fmt::format("messages[{}] (a tool's reply) needs a tool_call_id", i),
+            fmt::format("messages[{}].tool_call_id", i));
+      }
+      out.emplace_back("tool_call_id", engine::Json(std::string(id->as_string())));
+    }
+    return engine::Json(std::move(out));
+  }
+
+  // OpenAI's tools (functions), tool_choice and parallel_tool_calls.
+  static Result<Tools> request_tools(const json::object& body) {
+    Tools t;
+    const json::value* tools = body.if_contains("tools");
+    const bool given = tools != nullptr && !tools->is_null();
+    if (given) {
+      if (!tools->is_array() || tools->as_array().empty() || tools->as_array().size() > 128) {
+        return invalid_argument("'tools' must be an array of 1 to 128 functions", "tools");
+      }
+      engine::JsonArray list;
+      for (size_t i = 0; i < tools->as_array().size(); ++i) {
+        const std::string at = fmt::format("tools[{}]", i);
+        const json::object* tool = tools->as_array()[i].if_object();
+        const json::value* fn = tool ? tool->if_contains("function") : nullptr;
+        const json::object* f = fn ? fn->if_object() : nullptr;
+        const json::value* type = tool ? tool->if_contains("type") : nullptr;
+        if (f == nullptr || type == nullptr || *type != "function") {
+          return invalid_argument("'" + at + "' must be {\"type\": \"function\", \"function\"}",
+                                  at);
+        }
+        for (const auto& [key, value] : *tool) {
+          if (key != "type" && key != "function") {
+            const std::string param = fmt::format("{}.{}", at, std::string_view(key));
+            return invalid_argument(fmt::format("'{}' is not supported", param), param);
+          }
+        }
+        engine::JsonObject function;
+        engine::ToolFunction callable;
+        for (const auto& [key, value] : *f) {
+          const std::string param = fmt::format("{}.function.{}", at, std::string_view(key));
+          if (key == "name" && value.is_string()) {
+            callable.name = value.as_string();
+          } else if (key == "description" && value.is_string()) {
+          } else if (key == "parameters" && value.is_object()) {
+            auto parameters = engine::parse_json(json::serialize(value));
+            if (!parameters.ok()) return invalid_argument(parameters.status().message(), param);
+            callable.parameters = *parameters;
+          } else if (key == "strict" && (value.is_bool() || value.is_null())) {
+            continue;  // calls are always held to their parameters' schema
+          } else {
+            return invalid_argument(fmt::format("'{}' is not supported", param), param);
+          }
+          auto member = engine::parse_json(json::serialize(value));
+          if (member.ok()) function.emplace_back(std::string(key), std::move(member).value());
+        }
+        const bool named =
+            !callable.name.empty() && callable.name.size() <= 64 &&
+            std::all_of(callable.name.begin(), callable.name.end(), [](char ch) {
+              return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+            });
+        if (!named) {
+          return invalid_argument("'" + at +
+                                      ".function.name' must be 1 to 64 letters, digits, "
+                                      "'_' or '-'",
+                                  at + ".function.name");
+        }
+        for (const auto& other : t.functions) {
+          if (other.name == callable.name) {
+            return invalid_argument("two tools are named '" + callable.name + "'", "tools");
+          }
+        }
+        t.functions.push_back(std::move(callable));
+        list.push_back(
+            engine::Json(engine::JsonObject{{"type", engine::Json(std::string("function"))},
+                                            {"function", engine::Json(std::move(function))}}));
+      }
+      t.for_template = engine::Json(std::move(list));
+      t.choice = "auto";
+    }
+    if (const json::value* choice = body.if_contains("tool_choice"); choice && !choice->is_null()) {
+      const json::object* o = choice->if_object();
+      const json::value* fn = o ? o->if_contains("function") : nullptr;
+      const json::value* name =
+          fn && fn->is_object() ? fn->as_object().if_contains("name") : nullptr;
+      if (choice->is_string() &&
+          (*choice == "none" || *choice == "auto" || *choice == "required")) {
+        t.choice = std::string(choice->as_string());
+      } else if (name && name->is_string() && o->size() == 2 && o->if_contains("type") &&
+                 o->at("type") == "function" && fn->as_object().size() == 1) {
+        t.choice = std::string(name->as_string());
+        const bool known = std::any_of(t.functions.begin(), t.functions.end(),
+                                       [&](const auto& f) { return f.name == t.choice; });
+        if (!known) {
+          return invalid_argument("'tool_choice' names no tool: '" + t.choice + "'", "tool_choice");
+        }
+      } else {
+        return invalid_argument(
+            "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": "
+            "\"function\", \"function\": {\"name\"}}",
+            "tool_choice");
+      }
+      if (!given && t.choice != "none") {
+        return invalid_argument("'tool_choice' needs 'tools'", "tool_choice");
+      }
+    }
+    if (const json::value* p = body.if_contains("parallel_tool_calls"); p && !p->is_null()) {
+      if (!p->is_bool()) {
+        return invalid_argument("'parallel_tool_calls' must be true or false",
+                                "parallel_tool_calls");
+      }
+      t.parallel = p->as_bool();
+    }
+    if (t.choice == "none") t.for_template = engine::Json();
+    return t;
   }
 
   static std::string sse(const json::value& v) { return "data: " + json::serialize(v) + "\n\n"; }
@@ -574,9 +798,36 @@ class Replica {
     used.completion_tokens = completion_tokens;
     emit(executor::encode_worker_event(used));
     if (r.finish_reason == "cancelled") return;  // nobody is listening
+    // A turn the model spent calling tools: its calls, as OpenAI gives them.
+    std::string finish = r.finish_reason;
+    std::string content = engine::unicode::valid_utf8(r.text);
+    json::array calls;
+    if (c.tools != engine::ToolSyntax::kNone && finish == "stop") {
+      engine::ToolCallOutput parsed = engine::parse_tool_calls(c.tools, r.text);
+      for (const engine::ToolCall& call : parsed.calls) {
+        calls.push_back({{"id", "call_" + random_suffix()},
+                         {"type", "function"},
+                         {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+      }
+      if (!calls.empty()) {
+        finish = "tool_calls";
+        content = engine::unicode::valid_utf8(parsed.content);
+      }
+    }
     if (c.stream) {
+      if (c.tools != engine::ToolSyntax::kNone) {  // what was held back
+        if (!content.empty()) {
+          c.out->write(sse(chunk(c, json::object{{"content", content}}, nullptr)));
+        }
+        for (size_t i = 0; i < calls.size(); ++i) {
+          json::object delta = calls[i].as_object();
+          delta["index"] = static_cast<int64_t>(i);
+          c.out->write(
+              sse(chunk(c, json::object{{"tool_calls", json::array{std::move(delta)}}}, nullptr)));
+        }
+      }
       json::value empty = c.chat ? json::value(json::object{}) : json::value("");
-      c.out->write(sse(chunk(c, std::move(empty), json::value(r.finish_reason))));
+      c.out->write(sse(chunk(c, std::move(empty), json::value(finish))));
       if (c.include_usage) {
         json::object u{{"id", c.id},
                        {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
@@ -590,13 +841,16 @@ class Replica {
       c.out->end();
       return;
     }
-    json::object choice{{"index", 0}, {"finish_reason", r.finish_reason}, {"logprobs", nullptr}};
+    json::object choice{{"index", 0}, {"finish_reason", finish}, {"logprobs", nullptr}};
     if (c.chat) {
-      choice["message"] = {{"role", "assistant"},
-                           {"content", engine::unicode::valid_utf8(r.text)},
-                           {"refusal", nullptr}};
+      json::object message{{"role", "assistant"}, {"content", content}, {"refusal", nullptr}};
+      if (!calls.empty()) {
+        if (content.empty()) message["content"] = nullptr;
+        message["tool_calls"] = std::move(calls);
+      }
+      choice["message"] = std::move(message);
     } else {
-      choice["text"] = engine::unicode::valid_utf8(r.text);
+      choice["text"] = std::move(content);
     }
     json::object body{{"id", c.id},
                       {"object", c.chat ? "chat.completion" : "text_completion"},
@@ -629,7 +883,9 @@ class Replica {
       for (auto& c : joining) {
         if (c->out->cancelled()) continue;
         auto out = c->out;
-        const bool chat = c->chat, stream = c->stream;
+        const bool chat = c->chat;
+        // With tools the answer is held until it is known to be calls or text.
+        const bool stream = c->stream && c->tools == engine::ToolSyntax::kNone;
         const Call* call = c.get();
         auto added = batch_.add(
             c->prompt, c->params,

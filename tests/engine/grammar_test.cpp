@@ -8,6 +8,7 @@
 #include "platform/engine/files.h"
 #include "platform/engine/generate.h"
 #include "platform/engine/json_schema.h"
+#include "platform/engine/tool_calls.h"
 #include "platform/engine/unicode.h"
 #include "tests/engine/reference.h"
 
@@ -294,6 +295,93 @@ TEST_CASE("a grammar ends generation when its sentence is complete, at temperatu
   REQUIRE(results.ok());
   CHECK(((*results)[0].text == "\"yes\"" || (*results)[0].text == "\"no\""));
   CHECK((*results)[0].finish_reason == "stop");
+}
+
+}  // namespace
+}  // namespace mh::engine
+
+namespace mh::engine {
+namespace {
+
+TEST_CASE("tool calls are read from each syntax, and text that is not calls stays text") {
+  auto one = parse_tool_calls(
+      ToolSyntax::kHermes,
+      "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}"
+      "\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>");
+  REQUIRE(one.calls.size() == 2);
+  CHECK(one.calls[0].name == "get_weather");
+  CHECK(one.calls[0].arguments == R"({"city":"Oslo"})");
+  CHECK(one.calls[1].arguments == "{}");
+  CHECK(one.content == "Let me look.");
+  auto llama = parse_tool_calls(ToolSyntax::kLlama3,
+                                R"(<|python_tag|>{"name": "f", "parameters": {"x": [1, 2]}})");
+  REQUIRE(llama.calls.size() == 1);
+  CHECK(llama.calls[0].arguments == R"({"x":[1,2]})");
+  auto mistral = parse_tool_calls(
+      ToolSyntax::kMistral,
+      R"([TOOL_CALLS] [{"name": "a", "arguments": "{\"k\": true}"}, {"name": "b", "arguments": {}}])");
+  REQUIRE(mistral.calls.size() == 2);
+  CHECK(mistral.calls[0].arguments == R"({"k":true})");
+  for (auto [syntax, text] :
+       {std::pair{ToolSyntax::kHermes, "<tool_call>\n{\"name\": 3}\n</tool_call>"},
+        std::pair{ToolSyntax::kLlama3, "The weather is fine."},
+        std::pair{ToolSyntax::kLlama3, R"({"temperature": 3})"},
+        std::pair{ToolSyntax::kMistral, R"([{"name": "a", "arguments": {}}])"}}) {
+    auto plain = parse_tool_calls(syntax, text);
+    CHECK(plain.calls.empty());
+    CHECK(plain.content == text);
+  }
+  CHECK(tool_syntax("... <tool_call>\\n{\"name\": ...") == ToolSyntax::kHermes);
+  CHECK(tool_syntax("Environment: ipython\\n") == ToolSyntax::kLlama3);
+  CHECK(tool_syntax("{{ '[INST] ' + content }}") == ToolSyntax::kNone);
+}
+
+TEST_CASE("a tool-call grammar makes random models call the functions with valid arguments") {
+  const Json weather = test_reference::parse(
+      R"({"type":"object","properties":{"city":{"type":"string","maxLength":10},
+          "unit":{"enum":["c","f"]}},"required":["city","unit"],"additionalProperties":false})");
+  const Json time = test_reference::parse(
+      R"({"type":"object","properties":{"zone":{"type":"string","maxLength":6}}})");
+  const std::vector<ToolFunction> functions = {{"get_weather", weather}, {"get_time", time}};
+  RandomModel r(published("tokenizer-qwen3"), "qwen3");
+  for (auto syntax : {ToolSyntax::kHermes, ToolSyntax::kLlama3, ToolSyntax::kMistral}) {
+    CAPTURE(static_cast<int>(syntax));
+    for (bool parallel : {false, true}) {
+      auto g = tool_call_grammar(syntax, functions, parallel);
+      REQUIRE(g.ok());
+      SamplingParams params;
+      params.max_tokens = 300;
+      params.temperature = 1.0f;
+      params.grammar = bind(std::move(g).value(), r.tokenizer);
+      std::vector<std::vector<int32_t>> prompts(3, r.tokenizer.encode("Call a tool."));
+      auto results = generate(*r.model, r.tokenizer, prompts, params);
+      REQUIRE(results.ok());
+      for (const GenerationResult& out : *results) {
+        CAPTURE(out.text);
+        REQUIRE(out.finish_reason == "stop");
+        const ToolCallOutput calls = parse_tool_calls(syntax, out.text);
+        REQUIRE_FALSE(calls.calls.empty());
+        CHECK(calls.content.empty());
+        if (!parallel) CHECK(calls.calls.size() == 1);
+        for (const ToolCall& call : calls.calls) {
+          auto args = parse_json(call.arguments);
+          REQUIRE(args.ok());
+          if (call.name == "get_weather") {
+            CHECK(args->as_object().size() == 2);
+            CHECK(
+                (args->find("unit")->as_string() == "c" || args->find("unit")->as_string() == "f"));
+          } else {
+            CHECK(call.name == "get_time");
+          }
+        }
+      }
+    }
+  }
+  auto bad = tool_call_grammar(
+      ToolSyntax::kHermes, {{"f", test_reference::parse(R"({"type":"string","format":"uri"})")}},
+      true);
+  CHECK(bad.status().message() ==
+        "function 'f': 'format' is not supported in structured outputs (at #)");
 }
 
 }  // namespace
