@@ -7,6 +7,8 @@
 #include <optional>
 #include <utility>
 
+#include "platform/engine/chat_messages.h"
+
 namespace mh::api {
 
 namespace json = boost::json;
@@ -17,56 +19,48 @@ std::string_view kind_name(ExampleKind kind) {
 
 namespace {
 
-// A conversation's messages (`where` names them): roles and string contents; whether one is the
-// assistant's.
-Result<bool> check_messages(const json::value* messages, std::string_view where) {
-  if (messages == nullptr || !messages->is_array() || messages->as_array().empty()) {
-    return invalid_argument(fmt::format("'{}' must be a non-empty array", where));
-  }
-  bool has_assistant = false;
-  size_t i = 0;
-  for (const json::value& m : messages->as_array()) {
-    const json::object* message = m.if_object();
-    const json::value* role = message ? message->if_contains("role") : nullptr;
-    const json::value* content = message ? message->if_contains("content") : nullptr;
-    if (role == nullptr || !role->is_string()) {
-      return invalid_argument(fmt::format("{}[{}] needs a string 'role'", where, i));
-    }
-    std::string_view r = role->as_string();
-    if (r != "system" && r != "user" && r != "assistant" && r != "tool") {
+// A conversation: `messages` (and beside them in `o`, `tools` and `parallel_tool_calls`),
+// checked as the engine will read them; `prefix` names where they are ("" or "input.").
+// Whether one message is the assistant's.
+Result<bool> check_conversation(const json::object& o, std::string_view prefix) {
+  for (const auto& [key, value] : o) {
+    if (key != "messages" && key != "tools" && key != "parallel_tool_calls") {
       return invalid_argument(fmt::format(
-          "{}[{}].role is '{}'; it must be system, user, assistant or tool", where, i, r));
+          "'{}{}' is not supported (a conversation has messages, tools and parallel_tool_calls)",
+          prefix, std::string_view(key)));
     }
-    if (content == nullptr || !content->is_string()) {
-      return invalid_argument(fmt::format("{}[{}] needs a string 'content'", where, i));
-    }
-    has_assistant = has_assistant || r == "assistant";
-    ++i;
   }
-  return has_assistant;
+  const json::value* messages = o.if_contains("messages");
+  if (messages == nullptr) return invalid_argument(fmt::format("'{}messages' is missing", prefix));
+  MH_ASSIGN_OR_RETURN(engine::Json given, engine::parse_json(json::serialize(*messages)));
+  MH_ASSIGN_OR_RETURN(engine::TemplateMessages laid,
+                      engine::template_messages(given, std::string(prefix) + "messages"));
+  if (const json::value* tools = o.if_contains("tools"); tools && !tools->is_null()) {
+    MH_ASSIGN_OR_RETURN(engine::Json list, engine::parse_json(json::serialize(*tools)));
+    MH_TRY(engine::template_tools(list, std::string(prefix) + "tools").status());
+  }
+  const json::value* parallel = o.if_contains("parallel_tool_calls");
+  if (parallel && !parallel->is_bool() && !parallel->is_null()) {
+    return invalid_argument(fmt::format("'{}parallel_tool_calls' must be true or false", prefix));
+  }
+  return laid.has_assistant;
 }
 
 // A DPO line: the prompt's conversation and the two replies, nothing else.
 Status check_preference(const json::object& o) {
   for (const auto& [key, value] : o) {
     if (key != "input" && key != "preferred_output" && key != "non_preferred_output") {
-      return invalid_argument(fmt::format(
-          "'{}' is not a field of a preference example (input, preferred_output, "
-          "non_preferred_output)",
-          std::string_view(key)));
+      return invalid_argument(
+          fmt::format("'{}' is not a field of a preference example (input, preferred_output, "
+                      "non_preferred_output)",
+                      std::string_view(key)));
     }
   }
   const json::value* input = o.if_contains("input");
   if (input == nullptr || !input->is_object()) {
     return invalid_argument("'input' must be an object with 'messages'");
   }
-  for (const auto& [key, value] : input->as_object()) {
-    if (key != "messages") {
-      return invalid_argument(
-          fmt::format("'input.{}' is not supported (only messages)", std::string_view(key)));
-    }
-  }
-  MH_TRY(check_messages(input->as_object().if_contains("messages"), "input.messages").status());
+  MH_TRY(check_conversation(input->as_object(), "input.").status());
   for (const char* side : {"preferred_output", "non_preferred_output"}) {
     const json::value* out = o.if_contains(side);
     const json::object* m = out != nullptr && out->is_array() && out->as_array().size() == 1
@@ -77,8 +71,7 @@ Status check_preference(const json::object& o) {
     if (role == nullptr || !role->is_string() || role->as_string() != "assistant" ||
         content == nullptr || !content->is_string() || m->size() != 2) {
       return invalid_argument(fmt::format(
-          "'{}' must be an array of one message with role 'assistant' and string 'content'",
-          side));
+          "'{}' must be an array of one message with role 'assistant' and string 'content'", side));
     }
   }
   return {};
@@ -94,17 +87,22 @@ Result<ExampleKind> validate_training_example(std::string_view line) {
   if (ec) return invalid_argument("not valid JSON: " + ec.message());
   if (!value.is_object()) return invalid_argument("each line must be a JSON object");
   const json::object& o = value.as_object();
-  if (o.contains("input") || o.contains("preferred_output") ||
-      o.contains("non_preferred_output")) {
+  if (o.contains("input") || o.contains("preferred_output") || o.contains("non_preferred_output")) {
     MH_TRY(check_preference(o));
     return ExampleKind::kPreference;
   }
-  if (const json::value* messages = o.if_contains("messages")) {
-    MH_ASSIGN_OR_RETURN(const bool has_assistant, check_messages(messages, "messages"));
+  if (o.contains("messages")) {
+    MH_ASSIGN_OR_RETURN(const bool has_assistant, check_conversation(o, ""));
     if (!has_assistant) return invalid_argument("'messages' has no assistant message to learn");
     return ExampleKind::kSupervised;
   }
   if (o.contains("prompt") || o.contains("completion")) {
+    for (const auto& [key, value] : o) {
+      if (key != "prompt" && key != "completion") {
+        return invalid_argument(fmt::format("'{}' is not a field of a prompt-completion example",
+                                            std::string_view(key)));
+      }
+    }
     const json::value* p = o.if_contains("prompt");
     const json::value* c = o.if_contains("completion");
     if (p == nullptr || !p->is_string() || c == nullptr || !c->is_string()) {
@@ -113,6 +111,7 @@ Result<ExampleKind> validate_training_example(std::string_view line) {
     return ExampleKind::kSupervised;
   }
   if (const json::value* text = o.if_contains("text")) {
+    if (o.size() != 1) return invalid_argument("a text example has 'text' and nothing else");
     if (!text->is_string() || text->as_string().empty()) {
       return invalid_argument("'text' must be a non-empty string");
     }
@@ -143,11 +142,11 @@ Result<int64_t> validate_training_jsonl(const std::filesystem::path& file) {
     }
     if (!first) first.emplace(*kind, number);
     if (*kind != first->first) {
-      return invalid_argument(fmt::format("line {}: a {} example, and line {} was a {} one; a "
-                                          "file holds examples of one kind",
-                                          number, kind_name(*kind), first->second,
-                                          kind_name(first->first)),
-                              "file");
+      return invalid_argument(
+          fmt::format("line {}: a {} example, and line {} was a {} one; a "
+                      "file holds examples of one kind",
+                      number, kind_name(*kind), first->second, kind_name(first->first)),
+          "file");
     }
     ++examples;
     return {};

@@ -69,7 +69,8 @@ Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& dir,
     JsonLimits limits;
     limits.max_depth = 16;
     auto parsed = parse_json(t.config_text_, limits);
-    if (!parsed.ok()) return invalid_argument("tokenizer_config.json: " + parsed.status().message());
+    if (!parsed.ok())
+      return invalid_argument("tokenizer_config.json: " + parsed.status().message());
     if (!parsed->is_object()) return invalid_argument("tokenizer_config.json must be an object");
     config = *parsed;
     t.special_tokens_ = special_tokens(config);
@@ -99,7 +100,8 @@ Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& dir,
     }
     const std::string& n = name->as_string();
     if (n != "default" && n != "tool_use") continue;  // others are only chosen by name
-    MH_ASSIGN_OR_RETURN(auto parsed, parse_template(text->as_string(), "chat_template \"" + n + "\""));
+    MH_ASSIGN_OR_RETURN(auto parsed,
+                        parse_template(text->as_string(), "chat_template \"" + n + "\""));
     (n == "default" ? t.jinja_ : t.tool_jinja_) = std::move(parsed);
   }
   if (!t.jinja_ && t.tool_jinja_) t.jinja_ = t.tool_jinja_;
@@ -152,6 +154,12 @@ Status for_each_message(const Json& messages,
       return invalid_argument("messages[" + std::to_string(i) + "] needs a string role and content",
                               "messages");
     }
+    // Tool calls and replies need a template that lays them out.
+    if (m.find("tool_calls") != nullptr || role->as_string() == "tool") {
+      return invalid_argument(
+          "this model's chat format has no tools (messages[" + std::to_string(i) + "])",
+          "messages");
+    }
     fn(role->as_string(), content->as_string());
   }
   return {};
@@ -160,7 +168,7 @@ Status for_each_message(const Json& messages,
 }  // namespace
 
 Result<std::vector<int32_t>> ChatTemplate::builtin_ids(const Json& messages,
-                                                      bool reply_start) const {
+                                                       bool reply_start) const {
   std::vector<int32_t> ids;
   MH_TRY(for_each_message(messages, [&](const std::string& role, const std::string& content) {
     append_builtin(role, content, ids, nullptr);
@@ -195,14 +203,16 @@ Result<std::vector<int32_t>> ChatTemplate::prompt(const Json& messages, const Js
   return builtin_ids(messages, true);
 }
 
-Status ChatTemplate::append_conversation(const Json& messages, std::vector<int32_t>& ids,
+Status ChatTemplate::append_conversation(const Json& messages, const Json& tools,
+                                         std::vector<int32_t>& ids,
                                          std::vector<uint8_t>& learn) const {
   if (!jinja_) {
+    if (!tools.is_null()) return invalid_argument("this model's chat format has no tools", "tools");
     return for_each_message(messages, [&](const std::string& role, const std::string& content) {
       append_builtin(role, content, ids, &learn);
     });
   }
-  MH_ASSIGN_OR_RETURN(jinja::Rendered whole, render_jinja(messages, Json(), false));
+  MH_ASSIGN_OR_RETURN(jinja::Rendered whole, render_jinja(messages, tools, false));
   std::vector<std::pair<size_t, size_t>> spans = whole.generation;
   if (!jinja_->has_generation()) {
     // Each assistant turn is what its message adds to the conversation before it, prompted.
@@ -212,8 +222,8 @@ Status ChatTemplate::append_conversation(const Json& messages, std::vector<int32
       if (role == nullptr || !role->is_string() || role->as_string() != "assistant") continue;
       const Json before(JsonArray(all.begin(), all.begin() + static_cast<long>(i)));
       const Json through(JsonArray(all.begin(), all.begin() + static_cast<long>(i) + 1));
-      MH_ASSIGN_OR_RETURN(jinja::Rendered prompt, render_jinja(before, Json(), true));
-      MH_ASSIGN_OR_RETURN(jinja::Rendered turn, render_jinja(through, Json(), false));
+      MH_ASSIGN_OR_RETURN(jinja::Rendered prompt, render_jinja(before, tools, true));
+      MH_ASSIGN_OR_RETURN(jinja::Rendered turn, render_jinja(through, tools, false));
       if (!std::string_view(whole.text).starts_with(turn.text) ||
           !std::string_view(turn.text).starts_with(prompt.text)) {
         return template_error(
@@ -245,13 +255,15 @@ Status ChatTemplate::append_conversation(const Json& messages, std::vector<int32
 std::optional<int32_t> ChatTemplate::end_of_text() const {
   if (auto eot = tokenizer_->special_token("<|endoftext|>")) return eot;
   for (const auto& [key, value] : special_tokens_) {
-    if (key == "eos_token" && value.is_string()) return tokenizer_->special_token(value.as_string());
+    if (key == "eos_token" && value.is_string())
+      return tokenizer_->special_token(value.as_string());
   }
   return std::nullopt;
 }
 
 Status ChatTemplate::save(const std::filesystem::path& dir) const {
-  if (!config_text_.empty()) MH_TRY(write_file_atomically(dir / "tokenizer_config.json", config_text_));
+  if (!config_text_.empty())
+    MH_TRY(write_file_atomically(dir / "tokenizer_config.json", config_text_));
   if (!jinja_text_.empty()) MH_TRY(write_file_atomically(dir / "chat_template.jinja", jinja_text_));
   return {};
 }

@@ -44,8 +44,9 @@ class ChatTemplate {
                              bool add_generation_prompt) const;
   // The prompt's tokens for generating the next assistant turn.
   Result<std::vector<int32_t>> prompt(const Json& messages, const Json& tools) const;
-  // Appends a conversation's tokens, and whether each is learnt (the assistant turns).
-  Status append_conversation(const Json& messages, std::vector<int32_t>& ids,
+  // Appends a conversation's tokens (with `tools`, null for none), and whether each is learnt
+  // (the assistant turns, tool calls included).
+  Status append_conversation(const Json& messages, const Json& tools, std::vector<int32_t>& ids,
                              std::vector<uint8_t>& learn) const;
 
   // The token that ends a training example: <|endoftext|>, or else tokenizer_config.json's

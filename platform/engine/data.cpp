@@ -4,6 +4,7 @@
 #include <fstream>
 #include <functional>
 
+#include "platform/engine/chat_messages.h"
 #include "platform/engine/files.h"
 
 namespace mh::engine {
@@ -28,8 +29,43 @@ namespace {
 struct Part {
   std::string_view kind;  // "messages", "prompt", "completion", "text"
   const std::string& content;
-  const Json* messages = nullptr;
+  const Json* messages = nullptr;  // laid out for the chat template
+  const Json* tools = nullptr;     // likewise; null: none
 };
+
+// A line's fields beyond `allowed` are refused by name: none would be honoured.
+Status only(const Json& o, std::initializer_list<std::string_view> allowed, std::string_view kind) {
+  for (const auto& [key, value] : o.as_object()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      std::string names;
+      for (std::string_view a : allowed) names += (names.empty() ? "" : ", ") + std::string(a);
+      return invalid_argument("\"" + key + "\" is not a field of " + std::string(kind) + " (" +
+                              names + ")");
+    }
+  }
+  return {};
+}
+
+// A conversation (`messages`, with `tools` and `parallel_tool_calls` beside it in `o`), laid out
+// for the chat template.
+struct Conversation {
+  TemplateMessages messages;
+  Json tools;
+};
+Result<Conversation> conversation(const Json& o, const Json& messages, std::string_view where) {
+  Conversation c;
+  MH_ASSIGN_OR_RETURN(c.messages, template_messages(messages, std::string(where) + "messages"));
+  if (const Json* tools = o.find("tools"); tools && !tools->is_null()) {
+    MH_ASSIGN_OR_RETURN(TemplateTools laid, template_tools(*tools, std::string(where) + "tools"));
+    c.tools = std::move(laid.tools);
+  }
+  // Whether calls were made one at a time changes nothing in the rendering; it is checked.
+  if (const Json* p = o.find("parallel_tool_calls"); p && !p->is_bool() && !p->is_null()) {
+    return invalid_argument("\"" + std::string(where) +
+                            "parallel_tool_calls\" must be true or false");
+  }
+  return c;
+}
 
 // Parses a JSONL dataset, checking every line, and calls on_part for each piece of each example
 // and end_example after each. Any bad line fails the whole file, naming the line.
@@ -58,30 +94,20 @@ Status for_each_example(std::string_view text, const DatasetLimits& limits,
   int64_t examples = 0;
   MH_TRY(for_each_object(text, limits, [&](int64_t line_no, const Json& o) -> Status {
     if (const Json* messages = o.find("messages")) {
-      if (!messages->is_array() || messages->as_array().empty()) {
-        return line_error(line_no, "\"messages\" must be a non-empty array");
+      Status fields = only(o, {"messages", "tools", "parallel_tool_calls"}, "a conversation");
+      if (!fields.ok()) return line_error(line_no, fields.message());
+      auto c = conversation(o, *messages, "");
+      if (!c.ok()) return line_error(line_no, c.status().message());
+      if (!c->messages.has_assistant) {
+        return line_error(line_no, "no assistant message to learn from");
       }
-      bool any_assistant = false;
-      for (size_t i = 0; i < messages->as_array().size(); ++i) {
-        const Json& m = messages->as_array()[i];
-        const std::string* role = m.is_object() ? string_member(m, "role") : nullptr;
-        const std::string* content = m.is_object() ? string_member(m, "content") : nullptr;
-        if (role == nullptr || content == nullptr) {
-          return line_error(
-              line_no, "messages[" + std::to_string(i) + "] needs string \"role\" and \"content\"");
-        }
-        if (*role != "system" && *role != "user" && *role != "assistant") {
-          return line_error(line_no, "messages[" + std::to_string(i) + "].role \"" + *role +
-                                         "\" is not system, user or assistant");
-        }
-        any_assistant = any_assistant || *role == "assistant";
-      }
-      if (!any_assistant) return line_error(line_no, "no assistant message to learn from");
       static const std::string kNone;
-      if (Status s = on_part({"messages", kNone, messages}); !s.ok()) {
+      if (Status s = on_part({"messages", kNone, &c->messages.messages, &c->tools}); !s.ok()) {
         return line_error(line_no, s.message());
       }
     } else if (o.find("prompt") != nullptr || o.find("completion") != nullptr) {
+      Status fields = only(o, {"prompt", "completion"}, "a prompt-completion example");
+      if (!fields.ok()) return line_error(line_no, fields.message());
       const std::string* prompt = string_member(o, "prompt");
       const std::string* completion = string_member(o, "completion");
       if (prompt == nullptr || completion == nullptr) {
@@ -91,6 +117,8 @@ Status for_each_example(std::string_view text, const DatasetLimits& limits,
       MH_TRY(on_part({"prompt", *prompt}));
       MH_TRY(on_part({"completion", *completion}));
     } else if (const std::string* t = string_member(o, "text")) {
+      Status fields = only(o, {"text"}, "a text example");
+      if (!fields.ok()) return line_error(line_no, fields.message());
       if (t->empty()) return line_error(line_no, "\"text\" is empty");
       MH_TRY(on_part({"text", *t}));
     } else {
@@ -117,7 +145,9 @@ Result<Dataset> Dataset::from_jsonl_text(std::string_view text, const Tokenizer&
         "end examples with");
   }
   auto on_part = [&](const Part& part) -> Status {
-    if (part.kind == "messages") return chat->append_conversation(*part.messages, d.ids_, d.learn_);
+    if (part.kind == "messages") {
+      return chat->append_conversation(*part.messages, *part.tools, d.ids_, d.learn_);
+    }
     const auto ids = tokenizer.encode(part.content, false);
     d.ids_.insert(d.ids_.end(), ids.begin(), ids.end());
     d.learn_.insert(d.learn_.end(), ids.size(), part.kind == "prompt" ? 0 : 1);
@@ -146,7 +176,8 @@ Result<std::vector<std::string>> jsonl_texts(std::string_view text, const Datase
           out.push_back(part.content);
           return Status();
         }
-        for (const Json& m : part.messages->as_array()) out.push_back(m.find("content")->as_string());
+        for (const Json& m : part.messages->as_array())
+          out.push_back(m.find("content")->as_string());
         return Status();
       },
       [](int64_t) { return Status(); }));
@@ -205,33 +236,22 @@ Result<PreferenceData> PreferenceData::from_jsonl_text(std::string_view text,
   MH_TRY(for_each_object(text, limits, [&](int64_t line_no, const Json& o) -> Status {
     for (const auto& [name, v] : o.as_object()) {
       if (name != "input" && name != "preferred_output" && name != "non_preferred_output") {
-        return line_error(line_no, "\"" + name + "\" is not a field of a preference example "
-                                   "(input, preferred_output, non_preferred_output)");
+        return line_error(line_no, "\"" + name +
+                                       "\" is not a field of a preference example "
+                                       "(input, preferred_output, non_preferred_output)");
       }
     }
     const Json* input = o.find("input");
-    const Json* messages = input != nullptr && input->is_object() ? input->find("messages")
-                                                                   : nullptr;
-    if (messages == nullptr || !messages->is_array() || messages->as_array().empty()) {
-      return line_error(line_no, "\"input.messages\" must be a non-empty array");
-    }
-    for (const auto& [name, v] : input->as_object()) {
-      // A tool list or setting would change the prompt; they are refused until honoured.
-      if (name != "messages") {
-        return line_error(line_no, "\"input." + name + "\" is not supported");
-      }
-    }
-    for (size_t i = 0; i < messages->as_array().size(); ++i) {
-      const Json& m = messages->as_array()[i];
-      const std::string* role = m.is_object() ? string_member(m, "role") : nullptr;
-      if (role == nullptr || string_member(m, "content") == nullptr ||
-          (*role != "system" && *role != "user" && *role != "assistant")) {
-        return line_error(line_no, "input.messages[" + std::to_string(i) +
-                                       "] needs a role (system, user or assistant) and string "
-                                       "content");
-      }
-    }
-    auto prompt = chat.prompt(*messages, Json());
+    const Json* messages =
+        input != nullptr && input->is_object() ? input->find("messages") : nullptr;
+    if (messages == nullptr)
+      return line_error(line_no, "\"input\" must be an object with messages");
+    Status fields = only(*input, {"messages", "tools", "parallel_tool_calls"}, "\"input\"");
+    if (!fields.ok()) return line_error(line_no, fields.message());
+    auto c = conversation(*input, *messages, "input.");
+    if (!c.ok()) return line_error(line_no, c.status().message());
+    messages = &c->messages.messages;
+    auto prompt = chat.prompt(*messages, c->tools);
     if (!prompt.ok()) return line_error(line_no, prompt.status().message());
     Pair pair;
     pair.prompt = std::move(prompt).value();
@@ -242,21 +262,21 @@ Result<PreferenceData> PreferenceData::from_jsonl_text(std::string_view text,
       conversation.push_back(**reply);
       std::vector<int32_t> ids;
       std::vector<uint8_t> learn;
-      if (Status s = chat.append_conversation(Json(std::move(conversation)), ids, learn);
+      if (Status s = chat.append_conversation(Json(std::move(conversation)), c->tools, ids, learn);
           !s.ok()) {
         return line_error(line_no, s.message());
       }
       if (ids.size() <= pair.prompt.size() ||
           !std::equal(pair.prompt.begin(), pair.prompt.end(), ids.begin())) {
-        return line_error(line_no, std::string(key) + ": the chat template does not render the "
-                                                      "prompt as the start of the conversation "
-                                                      "with its reply");
+        return line_error(line_no, std::string(key) +
+                                       ": the chat template does not render the "
+                                       "prompt as the start of the conversation "
+                                       "with its reply");
       }
       (key == std::string_view("preferred_output") ? pair.chosen : pair.rejected)
           .assign(ids.begin() + static_cast<std::ptrdiff_t>(pair.prompt.size()), ids.end());
     }
-    tokens += static_cast<int64_t>(pair.prompt.size() + pair.chosen.size() +
-                                   pair.rejected.size());
+    tokens += static_cast<int64_t>(pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
     if (tokens > limits.max_tokens) {
       return line_error(line_no,
                         "the dataset exceeds " + std::to_string(limits.max_tokens) + " tokens");

@@ -20,6 +20,7 @@
 #include <random>
 #include <thread>
 
+#include "platform/engine/chat_messages.h"
 #include "platform/engine/data.h"
 #include "platform/engine/generate.h"
 #include "platform/engine/json_schema.h"
@@ -106,24 +107,11 @@ Result<bool> boolean(const json::object& o, std::string_view key) {
   return v->as_bool();
 }
 
-// The message content: a string, or an array of {"type":"text","text":...} parts.
-Result<std::string> message_content(const json::value& content, size_t index) {
-  const std::string where = fmt::format("messages[{}].content", index);
-  if (content.is_string()) return std::string(content.as_string());
-  if (content.is_null()) return std::string();
-  if (!content.is_array()) return invalid_argument(where + " must be a string or an array", where);
-  std::string text;
-  for (const auto& part : content.as_array()) {
-    const json::object* p = part.if_object();
-    const json::value* type = p ? p->if_contains("type") : nullptr;
-    const json::value* t = p ? p->if_contains("text") : nullptr;
-    if (type == nullptr || !type->is_string() || type->as_string() != "text" || t == nullptr ||
-        !t->is_string()) {
-      return invalid_argument(where + ": only text parts are supported", where);
-    }
-    text += t->as_string();
-  }
-  return text;
+// A request's JSON as the engine reads it.
+Result<engine::Json> engine_json(const json::value& v, std::string_view param) {
+  auto parsed = engine::parse_json(json::serialize(v));
+  if (!parsed.ok()) return invalid_argument(parsed.status().message(), std::string(param));
+  return std::move(parsed).value();
 }
 
 }  // namespace
@@ -311,11 +299,9 @@ class Replica {
       if (messages == nullptr || !messages->is_array() || messages->as_array().empty()) {
         return invalid_argument("'messages' must be a non-empty array", "messages");
       }
-      engine::JsonArray conversation;
-      for (size_t i = 0; i < messages->as_array().size(); ++i) {
-        MH_ASSIGN_OR_RETURN(engine::Json m, message(messages->as_array()[i], i));
-        conversation.push_back(std::move(m));
-      }
+      MH_ASSIGN_OR_RETURN(engine::Json given, engine_json(*messages, "messages"));
+      MH_ASSIGN_OR_RETURN(engine::TemplateMessages conversation,
+                          engine::template_messages(given, "messages"));
       MH_ASSIGN_OR_RETURN(Tools tools, request_tools(body));
       if (tools.choice != "none") {
         c.tools = engine::tool_syntax(template_.source());
@@ -327,7 +313,7 @@ class Replica {
         }
       }
       // The model's own chat template; one that raises (roles out of order, say) is a 400.
-      auto prompt = template_.prompt(engine::Json(std::move(conversation)), tools.for_template);
+      auto prompt = template_.prompt(conversation.messages, tools.for_template);
       if (!prompt.ok()) return invalid_argument(prompt.status().message(), "messages");
       c.prompt = std::move(prompt).value();
       if (tools.choice != "none" && tools.choice != "auto") {
@@ -557,169 +543,16 @@ class Replica {
         key, "tools", [&] { return engine::tool_call_grammar(syntax, callable, tools.parallel); });
   }
 
-  // One chat message as chat templates take it: OpenAI's roles, an assistant's tool_calls (the
-  // arguments as objects, as templates read them) and a tool's reply with its call's id.
-  static Result<engine::Json> message(const json::value& m, size_t i) {
-    const json::object* o = m.if_object();
-    const json::value* role = o ? o->if_contains("role") : nullptr;
-    if (role == nullptr || !role->is_string()) {
-      return invalid_argument(fmt::format("messages[{}] needs a role", i), "messages");
-    }
-    const std::string_view r = role->as_string();
-    if (r != "system" && r != "developer" && r != "user" && r != "assistant" && r != "tool") {
-      return invalid_argument(fmt::format("messages[{}].role '{}' is not one of system, "
-                                          "developer, user, assistant, tool",
-                                          i, r),
-                              "messages");
-    }
-    const json::value* calls = o->if_contains("tool_calls");
-    const bool calling = r == "assistant" && calls != nullptr && !calls->is_null();
-    for (const auto& [key, value] : *o) {
-      const bool known = key == "role" || key == "content" ||
-                         (key == "tool_calls" && r == "assistant") ||
-                         (key == "tool_call_id" && r == "tool");
-      if (!known) {
-        const std::string param = fmt::format("messages[{}].{}", i, std::string_view(key));
-        return invalid_argument(fmt::format("'{}' is not supported by this server", param), param);
-      }
-    }
-    const json::value* content = o->if_contains("content");
-    const bool empty = content == nullptr || content->is_null();
-    if (empty && !calling) {
-      return invalid_argument(fmt::format("messages[{}] needs a content", i), "messages");
-    }
-    std::string text;
-    if (!empty) {
-      MH_ASSIGN_OR_RETURN(text, message_content(*content, i));
-    }
-    engine::JsonObject out{{"role", engine::Json(std::string(r == "developer" ? "system" : r))},
-                           {"content", engine::Json(std::move(text))}};
-    if (calling) {
-      const std::string where = fmt::format("messages[{}].tool_calls", i);
-      if (!calls->is_array() || calls->as_array().empty()) {
-        return invalid_argument("'" + where + "' must be a non-empty array", where);
-      }
-      engine::JsonArray list;
-      for (size_t j = 0; j < calls->as_array().size(); ++j) {
-        const std::string at = fmt::format("{}[{}]", where, j);
-        const json::object* call = calls->as_array()[j].if_object();
-        const json::value* id = call ? call->if_contains("id") : nullptr;
-        const json::value* fn = call ? call->if_contains("function") : nullptr;
-        const json::object* f = fn ? fn->if_object() : nullptr;
-        const json::value* name = f ? f->if_contains("name") : nullptr;
-        const json::value* arguments = f ? f->if_contains("arguments") : nullptr;
-        if (id == nullptr || !id->is_string() || name == nullptr || !name->is_string() ||
-            arguments == nullptr || !arguments->is_string()) {
-          return invalid_argument("'" + at +
-                                      "' must be {\"id\", \"type\": \"function\", "
-                                      "\"function\": {\"name\", \"arguments\"}}",
-                                  at);
-        }
-        for (const auto& [key, value] : *call) {
-          if (key != "id" && key != "function" && !(key == "type" && value == "function")) {
-            const std::string param = fmt::format("{}.{}", at, std::string_view(key));
-            return invalid_argument(fmt::format("'{}' is not supported", param), param);
-          }
-        }
-        for (const auto& [key, value] : *f) {
-          if (key != "name" && key != "arguments") {
-            const std::string param = fmt::format("{}.function.{}", at, std::string_view(key));
-            return invalid_argument(fmt::format("'{}' is not supported", param), param);
-          }
-        }
-        auto args = engine::parse_json(arguments->as_string());
-        if (!args.ok() || !args->is_object()) {
-          return invalid_argument("'" + at + ".function.arguments' must be a JSON object",
-                                  at + ".function.arguments");
-        }
-        list.push_back(engine::Json(engine::JsonObject{
-            {"id", engine::Json(std::string(id->as_string()))},
-            {"type", engine::Json(std::string("function"))},
-            {"function",
-             engine::Json(engine::JsonObject{{"name", engine::Json(std::string(name->as_string()))},
-                                             {"arguments", std::move(args).value()}})}}));
-      }
-      out.emplace_back("tool_calls", engine::Json(std::move(list)));
-    }
-    if (r == "tool") {
-      const json::value* id = o->if_contains("tool_call_id");
-      if (id == nullptr || !id->is_string()) {
-        return invalid_argument(
-            fmt::format("messages[{}] (a tool's reply) needs a tool_call_id", i),
-            fmt::format("messages[{}].tool_call_id", i));
-      }
-      out.emplace_back("tool_call_id", engine::Json(std::string(id->as_string())));
-    }
-    return engine::Json(std::move(out));
-  }
-
   // OpenAI's tools (functions), tool_choice and parallel_tool_calls.
   static Result<Tools> request_tools(const json::object& body) {
     Tools t;
     const json::value* tools = body.if_contains("tools");
     const bool given = tools != nullptr && !tools->is_null();
     if (given) {
-      if (!tools->is_array() || tools->as_array().empty() || tools->as_array().size() > 128) {
-        return invalid_argument("'tools' must be an array of 1 to 128 functions", "tools");
-      }
-      engine::JsonArray list;
-      for (size_t i = 0; i < tools->as_array().size(); ++i) {
-        const std::string at = fmt::format("tools[{}]", i);
-        const json::object* tool = tools->as_array()[i].if_object();
-        const json::value* fn = tool ? tool->if_contains("function") : nullptr;
-        const json::object* f = fn ? fn->if_object() : nullptr;
-        const json::value* type = tool ? tool->if_contains("type") : nullptr;
-        if (f == nullptr || type == nullptr || *type != "function") {
-          return invalid_argument("'" + at + "' must be {\"type\": \"function\", \"function\"}",
-                                  at);
-        }
-        for (const auto& [key, value] : *tool) {
-          if (key != "type" && key != "function") {
-            const std::string param = fmt::format("{}.{}", at, std::string_view(key));
-            return invalid_argument(fmt::format("'{}' is not supported", param), param);
-          }
-        }
-        engine::JsonObject function;
-        engine::ToolFunction callable;
-        for (const auto& [key, value] : *f) {
-          const std::string param = fmt::format("{}.function.{}", at, std::string_view(key));
-          if (key == "name" && value.is_string()) {
-            callable.name = value.as_string();
-          } else if (key == "description" && value.is_string()) {
-          } else if (key == "parameters" && value.is_object()) {
-            auto parameters = engine::parse_json(json::serialize(value));
-            if (!parameters.ok()) return invalid_argument(parameters.status().message(), param);
-            callable.parameters = *parameters;
-          } else if (key == "strict" && (value.is_bool() || value.is_null())) {
-            continue;  // calls are always held to their parameters' schema
-          } else {
-            return invalid_argument(fmt::format("'{}' is not supported", param), param);
-          }
-          auto member = engine::parse_json(json::serialize(value));
-          if (member.ok()) function.emplace_back(std::string(key), std::move(member).value());
-        }
-        const bool named =
-            !callable.name.empty() && callable.name.size() <= 64 &&
-            std::all_of(callable.name.begin(), callable.name.end(), [](char ch) {
-              return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
-            });
-        if (!named) {
-          return invalid_argument("'" + at +
-                                      ".function.name' must be 1 to 64 letters, digits, "
-                                      "'_' or '-'",
-                                  at + ".function.name");
-        }
-        for (const auto& other : t.functions) {
-          if (other.name == callable.name) {
-            return invalid_argument("two tools are named '" + callable.name + "'", "tools");
-          }
-        }
-        t.functions.push_back(std::move(callable));
-        list.push_back(
-            engine::Json(engine::JsonObject{{"type", engine::Json(std::string("function"))},
-                                            {"function", engine::Json(std::move(function))}}));
-      }
-      t.for_template = engine::Json(std::move(list));
+      MH_ASSIGN_OR_RETURN(engine::Json list, engine_json(*tools, "tools"));
+      MH_ASSIGN_OR_RETURN(engine::TemplateTools laid, engine::template_tools(list, "tools"));
+      t.functions = std::move(laid.functions);
+      t.for_template = std::move(laid.tools);
       t.choice = "auto";
     }
     if (const json::value* choice = body.if_contains("tool_choice"); choice && !choice->is_null()) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "platform/engine/chat_messages.h"
 #include "platform/engine/chat_template.h"
 #include "platform/engine/data.h"
 #include "platform/engine/files.h"
@@ -49,7 +50,8 @@ fs::path llama31_dir(const test::TempDir& dir, std::string chat_template = {}) {
 const char* kConversation =
     R"([{"role":"system","content":"You are terse."},{"role":"user","content":"What is 2+2?"},{"role":"assistant","content":"4."},{"role":"user","content":"And 3+3?"},{"role":"assistant","content":"6, of course."}])";
 
-TEST_CASE("a published chat template prompts with the ids transformers' apply_chat_template gives") {
+TEST_CASE(
+    "a published chat template prompts with the ids transformers' apply_chat_template gives") {
   test::TempDir dir;
   const fs::path model = llama31_dir(dir);
   auto tok = Tokenizer::load(model);
@@ -70,8 +72,8 @@ TEST_CASE("a published chat template prompts with the ids transformers' apply_ch
                                 {"eos_token", Json(std::string("<|eot_id|>"))},
                                 {"tools", Json()},
                                 {"documents", Json()}});
-  const Json cases(JsonArray{Json(JsonObject{{"template", *config->find("chat_template")},
-                                             {"context", context}})});
+  const Json cases(JsonArray{
+      Json(JsonObject{{"template", *config->find("chat_template")}, {"context", context}})});
   REQUIRE(write_file_atomically(dir.path() / "cases.json", to_json(cases)).ok());
   auto run = test::run_process({"/usr/bin/python3", (reference_dir() / "render_chat.py").string(),
                                 (dir.path() / "cases.json").string(),
@@ -83,11 +85,10 @@ TEST_CASE("a published chat template prompts with the ids transformers' apply_ch
   CHECK(chat->render(prompt_messages, Json(), true).value() == text);
   const Json corpus(JsonArray{Json(text)});
   REQUIRE(write_file_atomically(dir.path() / "corpus.json", to_json(corpus)).ok());
-  run = test::run_process({test::find_program("node").string(),
-                           (reference_dir() / "tokenize.mjs").string(),
-                           (model / "tokenizer.json").string(),
-                           (dir.path() / "corpus.json").string(),
-                           (dir.path() / "ids.json").string()});
+  run = test::run_process(
+      {test::find_program("node").string(), (reference_dir() / "tokenize.mjs").string(),
+       (model / "tokenizer.json").string(), (dir.path() / "corpus.json").string(),
+       (dir.path() / "ids.json").string()});
   REQUIRE_MESSAGE(run.exit_code == 0, run.output);
   auto ids = read_json_file(dir.path() / "ids.json");
   REQUIRE(ids.ok());
@@ -127,7 +128,7 @@ TEST_CASE("training on a conversation learns the assistant turns through the mod
   REQUIRE(chat.ok());
   std::vector<int32_t> ids;
   std::vector<uint8_t> learn;
-  REQUIRE(chat->append_conversation(parse(kConversation), ids, learn).ok());
+  REQUIRE(chat->append_conversation(parse(kConversation), Json(), ids, learn).ok());
   REQUIRE(ids.size() == learn.size());
   const auto conversation_tokens = static_cast<int64_t>(ids.size());
   // The whole is the template's rendering; the learnt runs are the two replies and their ends.
@@ -146,20 +147,82 @@ TEST_CASE("training on a conversation learns the assistant turns through the mod
   REQUIRE(gen_chat.ok());
   ids.clear();
   learn.clear();
-  REQUIRE(gen_chat->append_conversation(parse(kConversation), ids, learn).ok());
+  REQUIRE(gen_chat->append_conversation(parse(kConversation), Json(), ids, learn).ok());
   CHECK(learnt_runs(*tok, ids, learn) ==
         std::vector<std::string>{"4.<|eot_id|>", "6, of course.<|eot_id|>"});
 
   // Through a dataset: the examples end with the tokenizer_config's eos_token.
-  auto data = Dataset::from_jsonl_text(
-      std::string(R"({"messages":)") + kConversation + "}\n", *tok, {}, &*chat);
+  auto data = Dataset::from_jsonl_text(std::string(R"({"messages":)") + kConversation + "}\n", *tok,
+                                       {}, &*chat);
   REQUIRE_MESSAGE(data.ok(), data.status().to_string());
   CHECK(data->examples() == 1);
   CHECK(data->tokens() == conversation_tokens + 1);
   CHECK(chat->end_of_text() == tok->special_token("<|eot_id|>"));
 }
 
-TEST_CASE("a template that cannot find the assistant turns, raises or is unimplemented is refused") {
+TEST_CASE("training with tools learns the model's calls and answers, not the tools' replies") {
+  test::TempDir dir;
+  const fs::path model = llama31_dir(dir);
+  auto tok = Tokenizer::load(model);
+  REQUIRE(tok.ok());
+  auto chat = ChatTemplate::load(model, *tok);
+  REQUIRE(chat.ok());
+  // OpenAI's fine-tuning format for function calling, one line.
+  const std::string line =
+      R"({"messages":[{"role":"user","content":"Weather in Oslo?"},)"
+      R"({"role":"assistant","tool_calls":[{"id":"call_1","type":"function","function":)"
+      R"({"name":"get_weather","arguments":"{\"city\": \"Oslo\"}"}}]},)"
+      R"({"role":"tool","tool_call_id":"call_1","content":"21 C"},)"
+      R"({"role":"assistant","content":"It is 21 degrees."}],)"
+      R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Weather.",)"
+      R"("parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}],)"
+      R"("parallel_tool_calls":false})";
+  auto data = Dataset::from_jsonl_text(line + "\n", *tok, {}, &*chat);
+  REQUIRE_MESSAGE(data.ok(), data.status().to_string());
+  auto laid = template_messages(parse(line).find("messages")[0], "messages");
+  REQUIRE(laid.ok());
+  auto tools = template_tools(*parse(line).find("tools"), "tools");
+  REQUIRE(tools.ok());
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> learn;
+  REQUIRE(chat->append_conversation(laid->messages, tools->tools, ids, learn).ok());
+  CHECK(learnt_runs(*tok, ids, learn) ==
+        std::vector<std::string>{
+            R"({"name": "get_weather", "parameters": {"city": "Oslo"}}<|eot_id|>)",
+            "It is 21 degrees.<|eot_id|>"});
+  // The whole conversation renders as Python's Jinja2 renders it, tools and calls included (a
+  // tool's string reply written as JSON: to Jinja2 a string is iterable).
+  auto config = read_json_file(model / "tokenizer_config.json");
+  REQUIRE(config.ok());
+  const Json context(JsonObject{{"messages", laid->messages},
+                                {"add_generation_prompt", Json(false)},
+                                {"bos_token", Json(std::string("<|begin_of_text|>"))},
+                                {"eos_token", Json(std::string("<|eot_id|>"))},
+                                {"tools", tools->tools},
+                                {"documents", Json()}});
+  const Json cases(JsonArray{Json(JsonObject{{"template", *config->find("chat_template")},
+                                             {"context", context}})});
+  REQUIRE(write_file_atomically(dir.path() / "cases.json", to_json(cases)).ok());
+  auto run = test::run_process({"/usr/bin/python3", (reference_dir() / "render_chat.py").string(),
+                                (dir.path() / "cases.json").string(),
+                                (dir.path() / "rendered.json").string()});
+  REQUIRE_MESSAGE(run.exit_code == 0, run.output);
+  auto rendered = read_json_file(dir.path() / "rendered.json");
+  REQUIRE(rendered.ok());
+  const std::string text = tok->decode(ids).value();
+  CHECK(text == rendered->as_array()[0].find("text")->as_string());
+  CHECK(text.find("Environment: ipython") != std::string::npos);
+  CHECK(text.find(R"("name": "get_weather")") != std::string::npos);
+  CHECK(text.find("<|start_header_id|>ipython<|end_header_id|>\n\n\"21 C\"<|eot_id|>") !=
+        std::string::npos);
+  // A model without a template has nowhere to put them.
+  const ChatTemplate builtin(*tok);
+  CHECK(builtin.append_conversation(laid->messages, Json(), ids, learn).message() ==
+        "this model's chat format has no tools (messages[1])");
+}
+
+TEST_CASE(
+    "a template that cannot find the assistant turns, raises or is unimplemented is refused") {
   test::TempDir dir;
   // The assistant's turn renders differently once another message follows it.
   const fs::path model = llama31_dir(
@@ -170,7 +233,7 @@ TEST_CASE("a template that cannot find the assistant turns, raises or is unimple
   REQUIRE(chat.ok());
   std::vector<int32_t> ids;
   std::vector<uint8_t> learn;
-  const Status s = chat->append_conversation(parse(kConversation), ids, learn);
+  const Status s = chat->append_conversation(parse(kConversation), Json(), ids, learn);
   CHECK(s.code() == Code::kInvalidArgument);
   CHECK_MESSAGE(s.message().find("{% generation %}") != std::string::npos, s.message());
 
@@ -191,7 +254,8 @@ TEST_CASE("a template that cannot find the assistant turns, raises or is unimple
 
 TEST_CASE("a model without a chat template keeps the built-in ChatML layout") {
   // A byte-level tokenizer with the ChatML markers, from the GPT-2 golden files.
-  auto golden = read_text_file(source_dir() / "tests/engine/golden/tokenizer/tokenizer.json", 1 << 20);
+  auto golden =
+      read_text_file(source_dir() / "tests/engine/golden/tokenizer/tokenizer.json", 1 << 20);
   REQUIRE(golden.ok());
   auto base = parse_json(*golden);
   REQUIRE(base.ok());

@@ -171,9 +171,10 @@ TEST_CASE("preference data: OpenAI's DPO lines read, each side the prompt then i
   const std::string ok_outputs =
       R"("preferred_output": [{"role": "assistant", "content": "a"}], "non_preferred_output": [{"role": "assistant", "content": "b"}])";
   CHECK(refused(R"({"input": {"messages": []}, )" + ok_outputs + "}") ==
-        "line 1: \"input.messages\" must be a non-empty array");
-  CHECK(refused(R"({"input": {"messages": [{"role": "user", "content": "q"}], "tools": []}, )" +
-                ok_outputs + "}") == "line 1: \"input.tools\" is not supported");
+        "line 1: 'input.messages' must be a non-empty array");
+  CHECK(refused(R"({"input": {"messages": [{"role": "user", "content": "q"}], "functions": []}, )" +
+                ok_outputs + "}") ==
+        "line 1: \"functions\" is not a field of \"input\" (messages, tools, parallel_tool_calls)");
   CHECK(refused(R"({"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "user", "content": "a"}], "non_preferred_output": []})")
             .find("\"preferred_output\"[0] must have role \"assistant\"") != std::string::npos);
   CHECK(refused(R"({"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]})")

@@ -189,6 +189,11 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
           std::tuple{"/v1/completions", "response_format",
                      json::value(json::object{{"type", "json_object"}}), "response_format"},
           std::tuple{"/v1/chat/completions", "tools", json::value(json::array{}), "tools"},
+          // This model's chat format (the built-in one) lays out no tools.
+          std::tuple{"/v1/chat/completions", "tools",
+                     json::value(json::array{
+                         {{"type", "function"}, {"function", {{"name", "get_time"}}}}}),
+                     "tools"},
           std::tuple{"/v1/chat/completions", "tool_choice", json::value("required"), "tool_choice"},
           std::tuple{"/v1/chat/completions", "logit_bias",
                      json::value(json::object{{"not-a-token", 1}}), "logit_bias"},
