@@ -19,6 +19,10 @@ class ModelRunner final : public SequenceRunner {
     return next_++;
   }
   void close(int64_t handle) override { caches_.erase(handle); }
+  Result<int64_t> fork(int64_t handle) override {
+    caches_.emplace(next_, caches_.at(handle));  // the KV tensors, copied
+    return next_++;
+  }
   bool serves_adapters() const override { return true; }
   int64_t length(int64_t handle) const override {
     auto it = caches_.find(handle);
@@ -54,6 +58,8 @@ struct DecodeBatch::Sequence {
   size_t shown = 0;  // bytes of result.text already passed to on_token
   std::vector<int32_t> seen;  // the tokens so far, sorted, when a repetition penalty needs them
   std::map<int32_t, int32_t> generated;  // each generated token's count, when a penalty needs it
+  int64_t room = 0;         // positions its cache holds
+  int64_t leader = -1;      // a copy waiting for this sequence's cache of their prompt
   std::optional<GrammarMatcher> matcher;  // where the output stands in params.grammar
   std::vector<uint64_t> allowed;          // the grammar's mask at this step, a bit per token
   bool done = false, reported = false;
@@ -77,6 +83,9 @@ Status SamplingParams::validate() const {
     if (!(value >= -2 && value <= 2)) {
       return invalid_argument(std::string(name) + " must be in [-2, 2]", name);
     }
+  }
+  if (top_logprobs < 0 || top_logprobs > 20) {
+    return invalid_argument("top_logprobs must be from 0 to 20", "top_logprobs");
   }
   for (const auto& [token, bias] : logit_bias) {
     if (!(bias >= -100 && bias <= 100)) {
@@ -115,6 +124,38 @@ DecodeBatch::~DecodeBatch() {
 Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams params,
                                  TokenCallback on_token,
                                  std::shared_ptr<const LoraWeights> adapter) {
+  MH_ASSIGN_OR_RETURN(auto s, make(std::move(prompt), std::move(params), std::move(on_token),
+                                   std::move(adapter)));
+  MH_ASSIGN_OR_RETURN(s->handle, runner_.open(s->room));
+  sequences_.push_back(std::move(s));
+  return sequences_.back()->id;
+}
+
+Result<std::vector<int64_t>> DecodeBatch::add_choices(std::vector<int32_t> prompt,
+                                                      SamplingParams params,
+                                                      std::vector<TokenCallback> callbacks,
+                                                      std::shared_ptr<const LoraWeights> adapter) {
+  if (callbacks.empty()) return invalid_argument("no choices to make", "n");
+  std::vector<std::unique_ptr<Sequence>> made;
+  for (size_t i = 0; i < callbacks.size(); ++i) {
+    SamplingParams own = params;
+    own.seed = params.seed + i;
+    MH_ASSIGN_OR_RETURN(auto s, make(prompt, std::move(own), std::move(callbacks[i]), adapter));
+    if (i > 0) s->leader = made.front()->id;
+    made.push_back(std::move(s));
+  }
+  MH_ASSIGN_OR_RETURN(made.front()->handle, runner_.open(made.front()->room));
+  std::vector<int64_t> ids;
+  for (auto& s : made) {
+    ids.push_back(s->id);
+    sequences_.push_back(std::move(s));
+  }
+  return ids;
+}
+
+Result<std::unique_ptr<DecodeBatch::Sequence>> DecodeBatch::make(
+    std::vector<int32_t> prompt, SamplingParams params, TokenCallback on_token,
+    std::shared_ptr<const LoraWeights> adapter) {
   MH_TRY(params.validate());
   if (adapter && !runner_.serves_adapters()) {
     return failed_precondition("this replica's decoder does not serve LoRA adapters");
@@ -153,9 +194,8 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
   const auto prompt_len = static_cast<int64_t>(prompt.size());
   const int64_t room = prompt_len + std::min<int64_t>(std::max<int64_t>(params.max_tokens, 1),
                                                       context - prompt_len);
-  MH_ASSIGN_OR_RETURN(int64_t handle, runner_.open(room));
   auto s = std::make_unique<Sequence>();
-  s->handle = handle;
+  s->room = room;
   s->id = next_id_++;
   s->rng = Rng(params.seed);
   s->params = std::move(params);
@@ -169,8 +209,7 @@ Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams par
     s->seen.erase(std::unique(s->seen.begin(), s->seen.end()), s->seen.end());
   }
   s->pending = std::move(prompt);
-  sequences_.push_back(std::move(s));
-  return sequences_.back()->id;
+  return s;
 }
 
 int64_t DecodeBatch::active() const {
@@ -324,7 +363,8 @@ void DecodeBatch::emit(Sequence& s, int32_t token) {
   }
   bool keep_going = true;
   if (s.on_token && showable >= s.shown) {
-    keep_going = s.on_token({token, std::string_view(text).substr(s.shown, showable - s.shown)});
+    keep_going = s.on_token({token, std::string_view(text).substr(s.shown, showable - s.shown),
+                             s.params.logprobs ? &s.result.logprobs.back() : nullptr});
     s.shown = showable;
   }
   if (cut != std::string::npos) {
@@ -343,56 +383,115 @@ void DecodeBatch::finish(Sequence& s, std::string reason) {
     s.on_token({-1, std::string_view(s.result.text).substr(s.shown)});
     s.shown = s.result.text.size();
   }
-  runner_.close(s.handle);  // free the cache now
+  if (s.handle >= 0) runner_.close(s.handle);  // free the cache now
   s.handle = -1;
+  start_followers(s, false, nullptr);  // copies still waiting run the prompt themselves
+}
+
+void DecodeBatch::start_followers(const Sequence& leader, bool forked, const float* logits) {
+  for (auto& f : sequences_) {
+    if (f->leader != leader.id || f->done) continue;
+    f->leader = -1;
+    if (forked) {
+      if (auto copy = runner_.fork(leader.handle); copy.ok()) {
+        f->handle = *copy;
+        f->pending.clear();
+        take(*f, logits);  // its first token, from the prompt's logits
+        continue;
+      }
+    }
+    auto own = runner_.open(f->room);
+    if (!own.ok()) {
+      finish(*f, "cancelled");
+      continue;
+    }
+    f->handle = *own;  // its pending tokens are the prompt
+  }
 }
 
 bool DecodeBatch::step() {
   std::vector<SequenceRunner::Work> work;
   std::vector<Sequence*> running;
   for (auto& s : sequences_) {
-    if (s->done) continue;
+    if (s->done || s->leader >= 0) continue;
     work.push_back({s->handle, &s->pending, s->adapter.get()});
     running.push_back(s.get());
   }
-  if (running.empty()) return false;
+  if (running.empty()) return active() > 0;
   const Tensor logits = runner_.step(work);
   const int64_t v = runner_.config().vocab_size;
   for (size_t i = 0; i < running.size(); ++i) {
     Sequence& s = *running[i];
-    const int32_t token = sample(s, logits.data() + static_cast<int64_t>(i) * v);
-    if (token < 0) {  // the grammar allows nothing more: what there is stands
-      finish(s, "stop");
-      continue;
-    }
-    const auto stops = [token](const std::vector<int32_t>& ids) {
-      return std::find(ids.begin(), ids.end(), token) != ids.end();
-    };
-    const bool eos = !s.params.ignore_eos && (stops(stop_tokens_) || stops(s.params.stop_token_ids));
-    if (eos) {
-      finish(s, "stop");
-      continue;
-    }
-    if (s.matcher) s.matcher->accept(token);
-    emit(s, token);
-    if (s.matcher && !s.matcher->can_continue()) finish(s, "stop");
-    if (s.params.presence_penalty != 0.0f || s.params.frequency_penalty != 0.0f) {
-      ++s.generated[token];
-    }
-    if (!s.seen.empty()) {
-      const auto at = std::lower_bound(s.seen.begin(), s.seen.end(), token);
-      if (at == s.seen.end() || *at != token) s.seen.insert(at, token);
-    }
-    if (s.done) continue;
-    const int64_t generated = static_cast<int64_t>(s.result.tokens.size());
-    if (generated >= s.params.max_tokens ||
-        runner_.length(s.handle) >= runner_.config().max_positions) {
-      finish(s, "length");
-      continue;
-    }
-    s.pending = {token};
+    const float* row = logits.data() + static_cast<int64_t>(i) * v;
+    // Copies of this prompt take its cache before its first token goes in.
+    start_followers(s, true, row);
+    take(s, row);
   }
   return active() > 0;
+}
+
+namespace {
+
+// The log-softmax of `logits` at `token`, and the `top` likeliest tokens' (ties: lower id).
+TokenLogprob logprob_of(const float* logits, int64_t v, int32_t token, int64_t top) {
+  const float most = *std::max_element(logits, logits + v);
+  double sum = 0;
+  for (int64_t t = 0; t < v; ++t) sum += std::exp(static_cast<double>(logits[t] - most));
+  const double log_sum = static_cast<double>(most) + std::log(sum);
+  TokenLogprob out{token, static_cast<float>(logits[token] - log_sum), {}};
+  if (top > 0) {
+    std::vector<int32_t> order(static_cast<size_t>(v));
+    std::iota(order.begin(), order.end(), 0);
+    const auto k = static_cast<ptrdiff_t>(std::min(top, v));
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+    });
+    for (ptrdiff_t j = 0; j < k; ++j) {
+      out.top.emplace_back(order[static_cast<size_t>(j)],
+                           static_cast<float>(logits[order[static_cast<size_t>(j)]] - log_sum));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void DecodeBatch::take(Sequence& s, const float* logits) {
+  const int32_t token = sample(s, logits);
+  if (token < 0) {  // the grammar allows nothing more: what there is stands
+    finish(s, "stop");
+    return;
+  }
+  const auto stops = [token](const std::vector<int32_t>& ids) {
+    return std::find(ids.begin(), ids.end(), token) != ids.end();
+  };
+  const bool eos = !s.params.ignore_eos && (stops(stop_tokens_) || stops(s.params.stop_token_ids));
+  if (eos) {
+    finish(s, "stop");
+    return;
+  }
+  if (s.params.logprobs) {
+    s.result.logprobs.push_back(
+        logprob_of(logits, runner_.config().vocab_size, token, s.params.top_logprobs));
+  }
+  if (s.matcher) s.matcher->accept(token);
+  emit(s, token);
+  if (s.matcher && !s.matcher->can_continue()) finish(s, "stop");
+  if (s.params.presence_penalty != 0.0f || s.params.frequency_penalty != 0.0f) {
+    ++s.generated[token];
+  }
+  if (!s.seen.empty()) {
+    const auto at = std::lower_bound(s.seen.begin(), s.seen.end(), token);
+    if (at == s.seen.end() || *at != token) s.seen.insert(at, token);
+  }
+  if (s.done) return;
+  const int64_t generated = static_cast<int64_t>(s.result.tokens.size());
+  if (generated >= s.params.max_tokens ||
+      runner_.length(s.handle) >= runner_.config().max_positions) {
+    finish(s, "length");
+    return;
+  }
+  s.pending = {token};
 }
 
 std::vector<std::pair<int64_t, GenerationResult>> DecodeBatch::take_finished() {

@@ -38,6 +38,11 @@ struct SamplingParams {
   // Generation also ends at these tokens (beside the model's end-of-sequence ids).
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Log-probabilities of each generated token (and of the top_logprobs likeliest, up to 20)
+  // under the model's own distribution: the log-softmax of its logits, before any bias, penalty,
+  // temperature or mask.
+  bool logprobs = false;
+  int64_t top_logprobs = 0;
   // Structured output: only tokens after which the text can still become a sentence of this
   // grammar (grammar.h), and an end of sequence only where it is one; generation stops ("stop")
   // once the sentence is complete and nothing may follow.
@@ -48,15 +53,24 @@ struct SamplingParams {
 
 // One token's worth of output. `text` is what may be shown now: complete UTF-8, and nothing
 // that could still turn out to be the start of a stop sequence.
+struct TokenLogprob;
 struct TokenEvent {
   int32_t token;
   std::string_view text;
+  const TokenLogprob* logprob = nullptr;  // the token's, when asked for
 };
 // Return false to stop this sequence (finish reason "cancelled").
 using TokenCallback = std::function<bool(const TokenEvent&)>;
 
+struct TokenLogprob {
+  int32_t token;
+  float logprob;
+  std::vector<std::pair<int32_t, float>> top;  // the likeliest tokens, most likely first
+};
+
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated, without the prompt
+  std::vector<TokenLogprob> logprobs;  // per token, when asked for
   std::string text;             // their text, cut before a stop sequence
   std::string finish_reason;    // "stop", "length" or "cancelled"
   int64_t prompt_tokens = 0;
@@ -74,6 +88,10 @@ class SequenceRunner {
   // A cache for a new sequence of up to `room` positions (kResourceExhausted when none is free).
   virtual Result<int64_t> open(int64_t room) = 0;
   virtual void close(int64_t handle) = 0;
+  // A new cache holding a copy of `handle`'s (kFailedPrecondition where a runner cannot).
+  virtual Result<int64_t> fork(int64_t) {
+    return failed_precondition("this decoder cannot copy a sequence's cache");
+  }
   virtual int64_t length(int64_t handle) const = 0;
   // Whether a sequence may name a LoRA adapter (Work::adapter).
   virtual bool serves_adapters() const { return false; }
@@ -104,6 +122,12 @@ class DecodeBatch {
   Result<int64_t> add(std::vector<int32_t> prompt, SamplingParams params,
                       TokenCallback on_token = {},
                       std::shared_ptr<const LoraWeights> adapter = nullptr);
+  // Queues callbacks.size() sequences of one prompt (OpenAI's n): the prompt runs once and its
+  // cache is copied for the others (or, where the runner cannot copy, each runs it), each
+  // sampling with its own seed, params.seed + i. Returns their ids in order.
+  Result<std::vector<int64_t>> add_choices(std::vector<int32_t> prompt, SamplingParams params,
+                                           std::vector<TokenCallback> callbacks,
+                                           std::shared_ptr<const LoraWeights> adapter = nullptr);
   // Runs one forward pass over every unfinished sequence and samples one token for each.
   // Returns false when nothing is left to run.
   bool step();
@@ -116,6 +140,14 @@ class DecodeBatch {
   struct Sequence;
   void find_stop_tokens();
   // The next token: -1 when the sequence's grammar allows none.
+  Result<std::unique_ptr<Sequence>> make(std::vector<int32_t> prompt, SamplingParams params,
+                                         TokenCallback on_token,
+                                         std::shared_ptr<const LoraWeights> adapter);
+  // Samples a sequence's next token from its logits row and takes it.
+  void take(Sequence& s, const float* logits);
+  // Starts the copies waiting on `leader` (whose cache holds the prompt now), or, when it ended
+  // first, has them run the prompt themselves.
+  void start_followers(const Sequence& leader, bool forked, const float* logits);
   int32_t sample(Sequence& s, const float* logits);
   // A token drawn from `logits` by temperature, top-k and top-p.
   int32_t draw(Sequence& s, const float* logits);

@@ -54,6 +54,12 @@ std::string random_suffix() {
   return fmt::format("{:012x}{:04x}", rng() & 0xffffffffffffULL, counter++ & 0xffff);
 }
 
+// A streamed choice's log-probabilities not yet sent, and its text's length in characters.
+struct Choice {
+  std::vector<engine::TokenLogprob> pending;
+  int64_t offset = 0;
+};
+
 // One request as the decode loop sees it.
 struct Call {
   bool chat = false;
@@ -68,6 +74,12 @@ struct Call {
   // With tools the model may call: the syntax its answer is read in for calls (and, streamed,
   // the answer is held until it is known to be calls or text).
   engine::ToolSyntax tools = engine::ToolSyntax::kNone;
+  int64_t n = 1;       // choices, each its own sequence
+  std::string echoed;  // completions with echo: the prompt's text, before each choice's
+  // Each choice's result once it has finished, and how many have not.
+  std::vector<engine::GenerationResult> results;
+  int64_t unfinished = 0;
+  std::vector<Choice> choices;  // streamed
 };
 
 // A request's tools, checked: as the chat template takes them, and what tool_choice asks.
@@ -157,9 +169,9 @@ class Replica {
     c->out = std::make_shared<ResponseStream>();
     if (c->stream) {
       c->out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
-      if (c->chat) {
+      for (int64_t i = 0; c->chat && i < c->n; ++i) {
         json::object delta{{"role", "assistant"}, {"content", ""}};
-        c->out->write(sse(chunk(*c, std::move(delta), nullptr)));
+        c->out->write(sse(chunk(*c, i, std::move(delta), nullptr)));
       }
     }
     {
@@ -253,12 +265,16 @@ class Replica {
                                                    "ignore_eos",
                                                    "stop",
                                                    "user"};
+    static constexpr std::string_view kChat[] = {
+        "messages",    "max_completion_tokens", "response_format", "tools",
+        "tool_choice", "parallel_tool_calls",   "top_logprobs"};
+    static constexpr std::string_view kCompletion[] = {"prompt", "echo"};
+    const auto among = [](const auto& list, std::string_view key) {
+      return std::find(std::begin(list), std::end(list), key) != std::end(list);
+    };
     for (const auto& [key, value] : body) {
       const bool known =
-          std::find(std::begin(kShared), std::end(kShared), key) != std::end(kShared) ||
-          (chat ? key == "messages" || key == "max_completion_tokens" || key == "response_format" ||
-                      key == "tools" || key == "tool_choice" || key == "parallel_tool_calls"
-                : key == "prompt");
+          among(kShared, key) || (chat ? among(kChat, key) : among(kCompletion, key));
       if (!known) {
         return invalid_argument(
             fmt::format("'{}' is not supported by this server (a field it does not honour is "
@@ -287,11 +303,35 @@ class Replica {
       }
       MH_ASSIGN_OR_RETURN(c.include_usage, boolean(so->as_object(), "include_usage"));
     }
+    bool echo = false;
     MH_ASSIGN_OR_RETURN(auto n, integer(body, "n"));
-    if (n && *n != 1) return invalid_argument("only n = 1 is supported", "n");
-    if (const json::value* lp = body.if_contains("logprobs");
-        lp && !lp->is_null() && !(lp->is_bool() && !lp->as_bool())) {
-      return invalid_argument("'logprobs' is not supported", "logprobs");
+    c.n = n.value_or(1);
+    const int64_t most = std::min<int64_t>(128, options_.max_batch);
+    if (c.n < 1 || c.n > most) {
+      return invalid_argument(fmt::format("'n' must be from 1 to {}", most), "n");
+    }
+    // Chat: logprobs true and top_logprobs 0 to 20; completions: logprobs 0 to 5 (the top ones).
+    if (chat) {
+      MH_ASSIGN_OR_RETURN(c.params.logprobs, boolean(body, "logprobs"));
+      MH_ASSIGN_OR_RETURN(auto top, integer(body, "top_logprobs"));
+      if (top && !c.params.logprobs) {
+        return invalid_argument("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+      }
+      c.params.top_logprobs = top.value_or(0);
+    } else {
+      MH_ASSIGN_OR_RETURN(auto top, integer(body, "logprobs"));
+      if (top && (*top < 0 || *top > 5)) {
+        return invalid_argument("'logprobs' must be from 0 to 5", "logprobs");
+      }
+      c.params.logprobs = top.has_value();
+      c.params.top_logprobs = top.value_or(0);
+      MH_ASSIGN_OR_RETURN(echo, boolean(body, "echo"));
+      if (echo && c.params.logprobs) {
+        return invalid_argument(
+            "'echo' with 'logprobs' is not supported (the prompt's log-probabilities are not "
+            "computed)",
+            "echo");
+      }
     }
 
     if (chat) {
@@ -323,10 +363,12 @@ class Replica {
       const json::value* prompt = body.if_contains("prompt");
       if (prompt == nullptr) return invalid_argument("'prompt' is required", "prompt");
       if (prompt->is_string()) {
-        c.prompt = tokenizer_.encode(prompt->as_string(), false);
+        c.echoed = prompt->as_string();
+        c.prompt = tokenizer_.encode(c.echoed, false);
       } else if (prompt->is_array() && prompt->as_array().size() == 1 &&
                  prompt->as_array()[0].is_string()) {
-        c.prompt = tokenizer_.encode(prompt->as_array()[0].as_string(), false);
+        c.echoed = prompt->as_array()[0].as_string();
+        c.prompt = tokenizer_.encode(c.echoed, false);
       } else if (prompt->is_array() && !prompt->as_array().empty() &&
                  prompt->as_array()[0].is_number()) {
         for (const auto& t : prompt->as_array()) {
@@ -339,6 +381,12 @@ class Replica {
         return invalid_argument(
             "'prompt' must be a string, an array of one string, or an array of token ids",
             "prompt");
+      }
+      if (!echo) {
+        c.echoed.clear();
+      } else if (c.echoed.empty()) {  // token ids: their text
+        auto text = tokenizer_.decode(c.prompt, true);
+        if (text.ok()) c.echoed = engine::unicode::valid_utf8(*text);
       }
       // A completion of nothing starts from the end-of-text token, as GPT-2 does.
       if (c.prompt.empty()) {
@@ -514,11 +562,7 @@ class Replica {
     }
     auto grammar = make();
     if (!grammar.ok()) return invalid_argument(grammar.status().message(), std::string(param));
-    if (!vocabulary_) {
-      vocabulary_ =
-          std::make_shared<const engine::TokenBytes>(tokenizer_, runner_->config().vocab_size);
-    }
-    auto bound = engine::TokenGrammar::make(std::move(grammar).value(), vocabulary_);
+    auto bound = engine::TokenGrammar::make(std::move(grammar).value(), vocabulary());
     if (!bound.ok()) return invalid_argument(bound.status().message(), std::string(param));
     if (grammars_.size() >= kGrammarsKept) {
       auto oldest = std::min_element(grammars_.begin(), grammars_.end(), [](auto& a, auto& b) {
@@ -594,16 +638,14 @@ class Replica {
 
   static std::string sse(const json::value& v) { return "data: " + json::serialize(v) + "\n\n"; }
 
-  // A streamed chunk: chat deltas or completion text.
-  static json::object chunk(const Call& c, json::value payload, json::value finish_reason) {
-    json::object choice{{"index", 0}, {"finish_reason", std::move(finish_reason)}};
-    if (c.chat) {
-      choice["delta"] = std::move(payload);
-      choice["logprobs"] = nullptr;
-    } else {
-      choice["text"] = std::move(payload);
-      choice["logprobs"] = nullptr;
-    }
+  // A streamed chunk of choice `index`: chat deltas or completion text, with the
+  // log-probabilities of the tokens it carries.
+  static json::object chunk(const Call& c, int64_t index, json::value payload,
+                            json::value finish_reason, json::value logprobs = nullptr) {
+    json::object choice{{"index", index},
+                        {"finish_reason", std::move(finish_reason)},
+                        {"logprobs", std::move(logprobs)}};
+    choice[c.chat ? "delta" : "text"] = std::move(payload);
     return {{"id", c.id},
             {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
             {"created", c.created},
@@ -617,87 +659,215 @@ class Replica {
             {"total_tokens", prompt + completion}};
   }
 
-  void complete(const Call& c, const engine::GenerationResult& r) {
-    const auto completion_tokens = static_cast<int64_t>(r.tokens.size());
+  // Each token's bytes (made on first use; shared with the grammars).
+  std::shared_ptr<const engine::TokenBytes> vocabulary() {
+    std::call_once(vocabulary_once_, [this] {
+      vocabulary_ =
+          std::make_shared<const engine::TokenBytes>(tokenizer_, runner_->config().vocab_size);
+    });
+    return vocabulary_;
+  }
+  std::string piece(int32_t token) {
+    const auto v = vocabulary();
+    if (token < v->size() && !v->bytes(token).empty()) return v->bytes(token);
+    return tokenizer_.token_text(token);  // a special token: its spelling
+  }
+
+  // Log-probabilities in OpenAI's shapes: chat's {"content": [{token, logprob, bytes,
+  // top_logprobs}]}, or completions' {tokens, token_logprobs, top_logprobs, text_offset} (in
+  // characters, from `offset`, which moves past them).
+  json::value logprobs_json(const Call& c, const std::vector<engine::TokenLogprob>& lps,
+                            int64_t& offset) {
+    const auto entry = [&](int32_t token, float logprob) {
+      const std::string bytes = piece(token);
+      json::array raw;
+      for (unsigned char b : bytes) raw.push_back(static_cast<int64_t>(b));
+      return json::object{{"token", engine::unicode::valid_utf8(bytes)},
+                          {"logprob", logprob},
+                          {"bytes", std::move(raw)}};
+    };
+    if (c.chat) {
+      json::array content;
+      for (const engine::TokenLogprob& lp : lps) {
+        json::object e = entry(lp.token, lp.logprob);
+        json::array top;
+        for (const auto& [t, l] : lp.top) top.push_back(entry(t, l));
+        e["top_logprobs"] = std::move(top);
+        content.push_back(std::move(e));
+      }
+      return json::object{{"content", std::move(content)}, {"refusal", nullptr}};
+    }
+    json::array tokens, logprobs, tops, offsets;
+    for (const engine::TokenLogprob& lp : lps) {
+      const std::string text = engine::unicode::valid_utf8(piece(lp.token));
+      tokens.push_back(json::value(text));
+      logprobs.push_back(lp.logprob);
+      json::object top;
+      for (const auto& [t, l] : lp.top) top[engine::unicode::valid_utf8(piece(t))] = l;
+      tops.push_back(std::move(top));
+      offsets.push_back(offset);
+      for (size_t i = 0; i < text.size(); i += engine::unicode::decode(text, i).len) ++offset;
+    }
+    return json::object{{"tokens", std::move(tokens)},
+                        {"token_logprobs", std::move(logprobs)},
+                        {"top_logprobs", std::move(tops)},
+                        {"text_offset", std::move(offsets)}};
+  }
+
+  // A finished choice as OpenAI gives it: its finish reason, its text, and the tool calls read
+  // from it (a turn the model spent calling tools finishes with "tool_calls").
+  struct Answer {
+    std::string finish, content;
+    json::array calls;
+  };
+  static Answer answer(const Call& c, const engine::GenerationResult& r) {
+    Answer a{r.finish_reason, engine::unicode::valid_utf8(r.text), {}};
+    if (c.tools != engine::ToolSyntax::kNone && a.finish == "stop") {
+      engine::ToolCallOutput parsed = engine::parse_tool_calls(c.tools, r.text);
+      for (const engine::ToolCall& call : parsed.calls) {
+        a.calls.push_back({{"id", "call_" + random_suffix()},
+                           {"type", "function"},
+                           {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+      }
+      if (!a.calls.empty()) {
+        a.finish = "tool_calls";
+        a.content = engine::unicode::valid_utf8(parsed.content);
+      }
+    }
+    return a;
+  }
+
+  // Streams the end of a finished choice: what was held back for tools, then its finish.
+  void stream_end(Call& c, size_t index) {
+    const auto i = static_cast<int64_t>(index);
+    Choice& s = c.choices[index];
+    const Answer a = answer(c, c.results[index]);
+    const auto held = [&]() -> json::value {
+      if (!c.params.logprobs || s.pending.empty()) return nullptr;
+      json::value lp = logprobs_json(c, s.pending, s.offset);
+      s.pending.clear();
+      return lp;
+    };
+    if (c.tools != engine::ToolSyntax::kNone) {
+      if (!a.content.empty()) {
+        c.out->write(sse(chunk(c, i, json::object{{"content", a.content}}, nullptr, held())));
+      }
+      for (size_t k = 0; k < a.calls.size(); ++k) {
+        json::object delta = a.calls[k].as_object();
+        delta["index"] = static_cast<int64_t>(k);
+        c.out->write(
+            sse(chunk(c, i, json::object{{"tool_calls", json::array{std::move(delta)}}}, nullptr)));
+      }
+    }
+    json::value empty = c.chat ? json::value(json::object{}) : json::value("");
+    c.out->write(sse(chunk(c, i, std::move(empty), json::value(a.finish), held())));
+  }
+
+  void finished(Call& c, size_t index, engine::GenerationResult r) {
+    c.results[index] = std::move(r);
+    --c.unfinished;
+    const bool listening = c.results[index].finish_reason != "cancelled" && !c.out->cancelled();
+    if (c.stream && listening) stream_end(c, index);
+    if (c.unfinished == 0) respond(c);
+  }
+
+  // Once every choice has finished: the usage (the prompt once, each choice's tokens), then the
+  // response's end, or the whole response.
+  void respond(Call& c) {
+    int64_t completion_tokens = 0;
+    bool cancelled = false;
+    for (const auto& r : c.results) {
+      completion_tokens += static_cast<int64_t>(r.tokens.size());
+      cancelled = cancelled || r.finish_reason == "cancelled";
+    }
+    const int64_t prompt_tokens = static_cast<int64_t>(c.prompt.size());
     {
       std::lock_guard lock(mutex_);
-      prompt_tokens_ += r.prompt_tokens;
-      if (r.finish_reason == "cancelled") ++cancelled_;
+      prompt_tokens_ += prompt_tokens;
+      if (cancelled) ++cancelled_;
     }
     executor::WorkerEvent used;
     used.kind = executor::WorkerEvent::Kind::kUsage;
     used.tenant = c.tenant;
-    used.prompt_tokens = r.prompt_tokens;
+    used.prompt_tokens = prompt_tokens;
     used.completion_tokens = completion_tokens;
     emit(executor::encode_worker_event(used));
-    if (r.finish_reason == "cancelled") return;  // nobody is listening
-    // A turn the model spent calling tools: its calls, as OpenAI gives them.
-    std::string finish = r.finish_reason;
-    std::string content = engine::unicode::valid_utf8(r.text);
-    json::array calls;
-    if (c.tools != engine::ToolSyntax::kNone && finish == "stop") {
-      engine::ToolCallOutput parsed = engine::parse_tool_calls(c.tools, r.text);
-      for (const engine::ToolCall& call : parsed.calls) {
-        calls.push_back({{"id", "call_" + random_suffix()},
-                         {"type", "function"},
-                         {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
-      }
-      if (!calls.empty()) {
-        finish = "tool_calls";
-        content = engine::unicode::valid_utf8(parsed.content);
-      }
-    }
+    if (cancelled || c.out->cancelled()) return;  // nobody is listening
     if (c.stream) {
-      if (c.tools != engine::ToolSyntax::kNone) {  // what was held back
-        if (!content.empty()) {
-          c.out->write(sse(chunk(c, json::object{{"content", content}}, nullptr)));
-        }
-        for (size_t i = 0; i < calls.size(); ++i) {
-          json::object delta = calls[i].as_object();
-          delta["index"] = static_cast<int64_t>(i);
-          c.out->write(
-              sse(chunk(c, json::object{{"tool_calls", json::array{std::move(delta)}}}, nullptr)));
-        }
-      }
-      json::value empty = c.chat ? json::value(json::object{}) : json::value("");
-      c.out->write(sse(chunk(c, std::move(empty), json::value(finish))));
       if (c.include_usage) {
         json::object u{{"id", c.id},
                        {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
                        {"created", c.created},
                        {"model", c.model},
                        {"choices", json::array{}},
-                       {"usage", usage(r.prompt_tokens, completion_tokens)}};
+                       {"usage", usage(prompt_tokens, completion_tokens)}};
         c.out->write(sse(u));
       }
       c.out->write("data: [DONE]\n\n");
       c.out->end();
       return;
     }
-    json::object choice{{"index", 0}, {"finish_reason", finish}, {"logprobs", nullptr}};
-    if (c.chat) {
-      json::object message{{"role", "assistant"}, {"content", content}, {"refusal", nullptr}};
-      if (!calls.empty()) {
-        if (content.empty()) message["content"] = nullptr;
-        message["tool_calls"] = std::move(calls);
+    json::array choices;
+    for (size_t i = 0; i < c.results.size(); ++i) {
+      const engine::GenerationResult& r = c.results[i];
+      Answer a = answer(c, r);
+      int64_t offset = 0;
+      json::value logprobs =
+          c.params.logprobs ? logprobs_json(c, r.logprobs, offset) : json::value(nullptr);
+      json::object choice{{"index", static_cast<int64_t>(i)},
+                          {"finish_reason", a.finish},
+                          {"logprobs", std::move(logprobs)}};
+      if (c.chat) {
+        json::object message{{"role", "assistant"}, {"content", a.content}, {"refusal", nullptr}};
+        if (!a.calls.empty()) {
+          if (a.content.empty()) message["content"] = nullptr;
+          message["tool_calls"] = std::move(a.calls);
+        }
+        choice["message"] = std::move(message);
+      } else {
+        choice["text"] = c.echoed + a.content;
       }
-      choice["message"] = std::move(message);
-    } else {
-      choice["text"] = std::move(content);
+      choices.push_back(std::move(choice));
     }
     json::object body{{"id", c.id},
                       {"object", c.chat ? "chat.completion" : "text_completion"},
                       {"created", c.created},
                       {"model", c.model},
-                      {"choices", json::array{std::move(choice)}},
-                      {"usage", usage(r.prompt_tokens, completion_tokens)}};
+                      {"choices", std::move(choices)},
+                      {"usage", usage(prompt_tokens, completion_tokens)}};
     c.out->begin(200, "application/json");
     c.out->write(json::serialize(body));
     c.out->end();
   }
 
+  // What a choice's sequence tells as it decodes: streamed, its text as it comes (held back,
+  // with tools, until the end) and the log-probabilities of the tokens each chunk carries.
+  engine::TokenCallback on_token(const std::shared_ptr<Call>& call, size_t index) {
+    Call* c = call.get();  // the call outlives its sequences
+    return [this, c, index](const engine::TokenEvent& e) {
+      if (e.token >= 0) ++generated_tokens_;
+      if (c->out->cancelled()) return false;
+      if (!c->stream) return true;
+      Choice& s = c->choices[index];
+      if (e.logprob) s.pending.push_back(*e.logprob);
+      if (c->tools != engine::ToolSyntax::kNone || e.text.empty()) return true;
+      const std::string text = engine::unicode::valid_utf8(e.text);
+      json::value piece =
+          c->chat ? json::value(json::object{{"content", text}}) : json::value(text);
+      json::value logprobs = nullptr;
+      if (c->params.logprobs) {
+        logprobs = logprobs_json(*c, s.pending, s.offset);
+        s.pending.clear();
+      }
+      c->out->write(sse(
+          chunk(*c, static_cast<int64_t>(index), std::move(piece), nullptr, std::move(logprobs))));
+      return true;
+    };
+  }
+
   void decode_loop() {
-    std::map<int64_t, std::shared_ptr<Call>> live;
+    // Each live sequence's call and choice.
+    std::map<int64_t, std::pair<std::shared_ptr<Call>, size_t>> live;
     auto last_stats = std::chrono::steady_clock::now();
     std::string last_stats_json;
     for (;;) {
@@ -707,46 +877,41 @@ class Replica {
         wake_.wait_for(lock, std::chrono::seconds(1),
                        [&] { return stopping_ || !incoming_.empty() || !live.empty(); });
         if (stopping_) break;
-        while (!incoming_.empty() &&
-               static_cast<int64_t>(live.size() + joining.size()) < options_.max_batch) {
+        // As many calls as the batch has room for, each taking a sequence per choice.
+        int64_t room = options_.max_batch - static_cast<int64_t>(live.size());
+        while (!incoming_.empty() && incoming_.front()->n <= room) {
+          room -= incoming_.front()->n;
           joining.push_back(std::move(incoming_.front()));
           incoming_.pop_front();
         }
       }
       for (auto& c : joining) {
         if (c->out->cancelled()) continue;
-        auto out = c->out;
-        const bool chat = c->chat;
-        // With tools the answer is held until it is known to be calls or text.
-        const bool stream = c->stream && c->tools == engine::ToolSyntax::kNone;
-        const Call* call = c.get();
-        auto added = batch_.add(
-            c->prompt, c->params,
-            [this, out, chat, stream, call](const engine::TokenEvent& e) {
-              if (e.token >= 0) ++generated_tokens_;
-              if (out->cancelled()) return false;
-              if (stream && !e.text.empty()) {
-                const std::string text = engine::unicode::valid_utf8(e.text);
-                json::value piece =
-                    chat ? json::value(json::object{{"content", text}}) : json::value(text);
-                out->write(sse(chunk(*call, std::move(piece), nullptr)));
-              }
-              return true;
-            },
-            c->adapter);
+        const auto n = static_cast<size_t>(c->n);
+        c->results.resize(n);
+        c->choices.resize(n);
+        c->unfinished = c->n;
+        std::vector<engine::TokenCallback> callbacks;
+        for (size_t i = 0; i < n; ++i) callbacks.push_back(on_token(c, i));
+        auto added = batch_.add_choices(c->prompt, c->params, std::move(callbacks), c->adapter);
         if (!added.ok()) {
-          if (stream) {  // the head is out: the error goes in the stream, as OpenAI does
+          if (c->stream) {  // the head is out: the error goes in the stream, as OpenAI does
             json::object error = {
                 {"error",
                  {{"message", added.status().message()}, {"type", "invalid_request_error"}}}};
-            out->write(sse(error));
-            out->end();
+            c->out->write(sse(error));
+            c->out->end();
           } else {
-            out->fail(added.status());
+            c->out->fail(added.status());
           }
           continue;
         }
-        live.emplace(*added, std::move(c));
+        if (c->stream && !c->echoed.empty()) {
+          for (size_t i = 0; i < n; ++i) {
+            c->out->write(sse(chunk(*c, static_cast<int64_t>(i), json::value(c->echoed), nullptr)));
+          }
+        }
+        for (size_t i = 0; i < n; ++i) live.emplace((*added)[i], std::pair{c, i});
         std::lock_guard lock(mutex_);
         ++requests_;
       }
@@ -758,8 +923,9 @@ class Replica {
       for (auto& [id, result] : batch_.take_finished()) {
         auto it = live.find(id);
         if (it == live.end()) continue;
-        complete(*it->second, result);
+        auto [call, index] = it->second;
         live.erase(it);
+        finished(*call, index, std::move(result));
       }
       {
         std::lock_guard lock(mutex_);
@@ -777,7 +943,7 @@ class Replica {
         last_stats = now;
       }
     }
-    for (auto& [id, c] : live) c->out->fail(unavailable("the replica is shutting down"));
+    for (auto& [id, c] : live) c.first->out->fail(unavailable("the replica is shutting down"));
     std::lock_guard lock(mutex_);
     for (auto& c : incoming_) c->out->fail(unavailable("the replica is shutting down"));
   }
@@ -813,6 +979,7 @@ class Replica {
     uint64_t used;
   };
   std::mutex grammars_mutex_;
+  std::once_flag vocabulary_once_;
   std::shared_ptr<const engine::TokenBytes> vocabulary_;
   std::map<std::string, Cached> grammars_;  // by schema
   uint64_t grammar_uses_ = 0;

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "platform/engine/generate.h"
@@ -83,7 +84,8 @@ TEST_CASE("a repetition penalty steers greedy decoding as transformers' processo
     std::sort(seen.begin(), seen.end());
     seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
     for (int32_t t : seen) last[t] = last[t] < 0 ? last[t] * penalty : last[t] / penalty;
-    const auto next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    const auto next =
+        static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
     want.push_back(next);
     ids.push_back(next);
   }
@@ -285,6 +287,102 @@ TEST_CASE("sequences join a running batch, and bad requests are refused") {
   CHECK(batch.add({300}, p).status().message().find("outside the vocabulary") != std::string::npos);
   CHECK(batch.add(std::vector<int32_t>(64, 1), p).status().message().find("no room") !=
         std::string::npos);
+}
+
+}  // namespace
+}  // namespace mh::engine
+
+namespace mh::engine {
+namespace {
+
+// Counts the prompt positions a runner computes, over a model runner.
+class CountingRunner final : public SequenceRunner {
+ public:
+  explicit CountingRunner(Model& model, bool forks) : inner_(model_runner(model)), forks_(forks) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  Result<int64_t> open(int64_t room) override { return inner_->open(room); }
+  void close(int64_t handle) override { inner_->close(handle); }
+  int64_t length(int64_t handle) const override { return inner_->length(handle); }
+  Result<int64_t> fork(int64_t handle) override {
+    if (!forks_) return SequenceRunner::fork(handle);
+    return inner_->fork(handle);
+  }
+  Tensor step(const std::vector<Work>& work) override {
+    for (const Work& w : work) positions += static_cast<int64_t>(w.tokens->size());
+    return inner_->step(work);
+  }
+  int64_t positions = 0;
+
+ private:
+  std::unique_ptr<SequenceRunner> inner_;
+  bool forks_;
+};
+
+TEST_CASE("n choices run their prompt once and each samples as if it were alone") {
+  Fixture f;
+  const std::vector<int32_t> prompt = f.tokenizer.encode("the quick brown fox jumps over the");
+  SamplingParams p;
+  p.max_tokens = 6;
+  p.temperature = 1.0f;
+  p.seed = 40;
+  p.ignore_eos = true;
+  p.logprobs = true;
+  p.top_logprobs = 3;
+  // Each choice alone, with its seed.
+  std::vector<GenerationResult> alone;
+  for (uint64_t i = 0; i < 3; ++i) {
+    SamplingParams own = p;
+    own.seed = p.seed + i;
+    alone.push_back(generate(*f.model, f.tokenizer, {prompt}, own).value()[0]);
+  }
+  for (bool forks : {true, false}) {
+    CAPTURE(forks);
+    CountingRunner runner(*f.model, forks);
+    DecodeBatch batch(runner, f.tokenizer);
+    auto ids = batch.add_choices(prompt, p, std::vector<TokenCallback>(3));
+    REQUIRE(ids.ok());
+    while (batch.step()) {
+    }
+    auto finished = batch.take_finished();
+    REQUIRE(finished.size() == 3);
+    for (auto& [id, r] : finished) {
+      const auto i = static_cast<size_t>(id - (*ids)[0]);
+      CHECK(r.tokens == alone[i].tokens);
+      REQUIRE(r.logprobs.size() == r.tokens.size());
+      for (size_t t = 0; t < r.tokens.size(); ++t) {
+        CHECK(r.logprobs[t].logprob == doctest::Approx(alone[i].logprobs[t].logprob));
+        CHECK(r.logprobs[t].top.size() == 3);
+      }
+    }
+    // The prompt once (copied), or once per choice where the runner cannot copy a cache; then
+    // one position per generated token but the last.
+    const auto n = static_cast<int64_t>(prompt.size());
+    CHECK(runner.positions == (forks ? n : 3 * n) + 3 * 5);
+  }
+}
+
+TEST_CASE("logprobs are the log-softmax of the model's logits, before temperature or bias") {
+  Fixture f;
+  const std::vector<int32_t> prompt = f.tokenizer.encode("the lazy dog");
+  SamplingParams p;
+  p.max_tokens = 1;
+  p.temperature = 0.3f;
+  p.logit_bias = {{7, 5.0f}};
+  p.logprobs = true;
+  p.top_logprobs = 5;
+  auto out = generate(*f.model, f.tokenizer, {prompt}, p);
+  REQUIRE(out.ok());
+  f.model->forward(prompt, 1, static_cast<int64_t>(prompt.size()), {});
+  const Tensor logits = f.model->logits();
+  const float* last = logits.data() + (static_cast<int64_t>(prompt.size()) - 1) * 300;
+  double sum = 0;
+  const double most = *std::max_element(last, last + 300);
+  for (int t = 0; t < 300; ++t) sum += std::exp(last[t] - most);
+  const TokenLogprob& lp = (*out)[0].logprobs.at(0);
+  CHECK(lp.logprob == doctest::Approx(last[lp.token] - most - std::log(sum)).epsilon(1e-4));
+  REQUIRE(lp.top.size() == 5);
+  CHECK(lp.top[0].first == static_cast<int32_t>(std::max_element(last, last + 300) - last));
+  for (size_t j = 1; j < lp.top.size(); ++j) CHECK(lp.top[j].second <= lp.top[j - 1].second);
 }
 
 }  // namespace

@@ -8,9 +8,11 @@
 #include <limits>
 
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <macrohard/macrohard.hpp>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -154,6 +156,116 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
     }
   }
 
+  SUBCASE("n choices, log-probabilities and echo") {
+    const json::array hello{json::object{{"role", "user"}, {"content", "the cat"}}};
+    // Three choices of one prompt, each its own sample; usage counts the prompt once.
+    RawResponse r = p.complete("/v1/chat/completions", {{"model", "custom:tiny"},
+                                                        {"messages", hello},
+                                                        {"n", 3},
+                                                        {"max_tokens", 8},
+                                                        {"ignore_eos", true},
+                                                        {"seed", 5},
+                                                        {"logprobs", true},
+                                                        {"top_logprobs", 2}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    json::object c = json::parse(r.body).as_object();
+    REQUIRE(c.at("choices").as_array().size() == 3);
+    std::set<std::string> texts;
+    for (int64_t i = 0; i < 3; ++i) {
+      const auto& choice = c.at("choices").at(i).as_object();
+      CHECK(choice.at("index") == i);
+      texts.insert(std::string(choice.at("message").at("content").as_string()));
+      const auto& content = choice.at("logprobs").at("content").as_array();
+      CHECK(content.size() == 8);
+      for (const auto& e : content) {
+        CHECK(e.at("logprob").as_double() <= 0);
+        const auto& top = e.at("top_logprobs").as_array();
+        REQUIRE(top.size() == 2);
+        CHECK(top[0].at("logprob").as_double() >= top[1].at("logprob").as_double());
+        CHECK(e.at("logprob").as_double() <= top[0].at("logprob").as_double() + 1e-6);
+      }
+    }
+    CHECK(texts.size() == 3);
+    CHECK(c.at("usage").at("completion_tokens") == 24);
+    const int64_t prompt_tokens = c.at("usage").at("prompt_tokens").as_int64();
+
+    // Streamed: every choice's deltas under its index, each with its own finish.
+    r = p.complete("/v1/chat/completions", {{"model", "custom:tiny"},
+                                            {"messages", hello},
+                                            {"n", 2},
+                                            {"max_tokens", 4},
+                                            {"ignore_eos", true},
+                                            {"stream", true},
+                                            {"stream_options", {{"include_usage", true}}}});
+    REQUIRE(r.status == 200);
+    bool done = false;
+    std::map<int64_t, int> finishes;
+    json::object last;
+    for (const auto& e : sse_events(r.body, &done)) {
+      for (const auto& choice : e.at("choices").as_array()) {
+        if (!choice.at("finish_reason").is_null()) ++finishes[choice.at("index").as_int64()];
+      }
+      last = e;
+    }
+    CHECK(done);
+    CHECK(finishes == std::map<int64_t, int>{{0, 1}, {1, 1}});
+    CHECK(last.at("usage").at("prompt_tokens") == prompt_tokens);
+    CHECK(last.at("usage").at("completion_tokens") == 8);
+
+    // Completions: the legacy log-probability shape, the top ones by logprobs; echo puts the
+    // prompt first.
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"},
+                                       {"prompt", "the cat"},
+                                       {"max_tokens", 3},
+                                       {"ignore_eos", true},
+                                       {"temperature", 0},
+                                       {"logprobs", 3}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    c = json::parse(r.body).as_object();
+    const auto& lp = c.at("choices").at(0).at("logprobs").as_object();
+    CHECK(lp.at("tokens").as_array().size() == 3);
+    CHECK(lp.at("token_logprobs").as_array().size() == 3);
+    CHECK(lp.at("top_logprobs").at(0).as_object().size() <= 3);
+    CHECK(lp.at("text_offset").at(0) == 0);
+    const std::string text(c.at("choices").at(0).at("text").as_string());
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"},
+                                       {"prompt", "the cat"},
+                                       {"max_tokens", 3},
+                                       {"ignore_eos", true},
+                                       {"temperature", 0},
+                                       {"echo", true}});
+    REQUIRE(r.status == 200);
+    CHECK(json::parse(r.body).at("choices").at(0).at("text").as_string() == "the cat" + text);
+    // The values are the model's own: the log-softmax of its logits after the prompt.
+    r = p.complete("/v1/completions", {{"model", "custom:tiny"},
+                                       {"prompt", json::array{5, 6, 7}},
+                                       {"max_tokens", 1},
+                                       {"temperature", 0},
+                                       {"logprobs", 2}});
+    REQUIRE(r.status == 200);
+    const json::value served = json::parse(r.body).at("choices").at(0).at("logprobs");
+    {
+      auto cpu = engine::make_cpu_backend(1);
+      auto model = engine::Model::load(p.work.path() / "tiny", *cpu);
+      REQUIRE(model.ok());
+      const std::vector<int32_t> prompt = {5, 6, 7};
+      (*model)->forward(prompt, 1, 3, {});
+      const engine::Tensor logits = (*model)->logits();
+      const float* last = logits.data() + 2 * 300;
+      const double most = *std::max_element(last, last + 300);
+      double sum = 0;
+      for (int t = 0; t < 300; ++t) sum += std::exp(last[t] - most);
+      const auto best = std::max_element(last, last + 300) - last;
+      CHECK(served.at("token_logprobs").at(0).as_double() ==
+            doctest::Approx(last[best] - most - std::log(sum)).epsilon(1e-4));
+    }
+    r = p.complete(
+        "/v1/completions",
+        {{"model", "custom:tiny"}, {"prompt", "the cat"}, {"echo", true}, {"logprobs", 1}});
+    CHECK(r.status == 400);
+    CHECK(json::parse(r.body).at("error").at("param") == "echo");
+  }
+
   SUBCASE("bad requests are refused with a clear error") {
     RawResponse r = p.complete("/v1/completions", {{"model", "custom:nope"}, {"prompt", "x"}});
     CHECK(r.status == 404);
@@ -191,8 +303,8 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
           std::tuple{"/v1/chat/completions", "tools", json::value(json::array{}), "tools"},
           // This model's chat format (the built-in one) lays out no tools.
           std::tuple{"/v1/chat/completions", "tools",
-                     json::value(json::array{
-                         {{"type", "function"}, {"function", {{"name", "get_time"}}}}}),
+                     json::value(
+                         json::array{{{"type", "function"}, {"function", {{"name", "get_time"}}}}}),
                      "tools"},
           std::tuple{"/v1/chat/completions", "tool_choice", json::value("required"), "tool_choice"},
           std::tuple{"/v1/chat/completions", "logit_bias",
@@ -203,7 +315,9 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
           std::tuple{"/v1/chat/completions", "stream_options",
                      json::value(json::object{{"include_obfuscation", true}}),
                      "stream_options.include_obfuscation"},
-          std::tuple{"/v1/completions", "echo", json::value(true), "echo"},
+          std::tuple{"/v1/completions", "top_logprobs", json::value(2), "top_logprobs"},
+          std::tuple{"/v1/completions", "logprobs", json::value(6), "logprobs"},
+          std::tuple{"/v1/chat/completions", "n", json::value(0), "n"},
           std::tuple{"/v1/completions", "suffix", json::value("end"), "suffix"},
           std::tuple{"/v1/completions", "best_of", json::value(2), "best_of"}}) {
       CAPTURE(field);

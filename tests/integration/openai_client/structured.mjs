@@ -101,6 +101,28 @@ for (const model of process.argv.slice(2)) {
       answers += 1;
     }
   }
+  // n: 3 choices of one prompt, each held to the schema, with their log-probabilities.
+  const three = await client.chat.completions.create({
+    model: deployment.id, messages, n: 3, seed: 9, temperature: 1, max_tokens: 400,
+    logprobs: true, top_logprobs: 2,
+    response_format: { type: 'json_schema',
+                       json_schema: { name: 'todo', strict: true, schema: schemas.todo } } });
+  assert.deepEqual(three.choices.map((c) => c.index), [0, 1, 2]);
+  const validateTodo = ajv.compile(schemas.todo);
+  for (const choice of three.choices) {
+    assert.equal(choice.finish_reason, 'stop');
+    assert.ok(validateTodo(JSON.parse(choice.message.content)), choice.message.content);
+    const tokens = choice.logprobs.content;
+    assert.equal(tokens.map((t) => Buffer.from(t.bytes)).reduce(
+      (a, b) => Buffer.concat([a, b]), Buffer.alloc(0)).toString(), choice.message.content,
+                 'the tokens\' bytes spell the answer');
+    for (const t of tokens) {
+      assert.ok(t.logprob <= 0 && t.top_logprobs.length === 2);
+    }
+  }
+  assert.equal(three.usage.completion_tokens, three.choices.reduce(
+    (sum, c) => sum + c.logprobs.content.length, 0));
+
   // json_object: an object, when the model ends it within the tokens it was given.
   const object = await client.chat.completions.create({
     model: deployment.id, messages, response_format: { type: 'json_object' }, seed: 4,
