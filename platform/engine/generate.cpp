@@ -10,9 +10,94 @@ namespace mh::engine {
 
 namespace {
 
+uint64_t mix(uint64_t h, uint64_t x) {  // splitmix64's finalizer over h and x
+  uint64_t z = h ^ (x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t block_key(uint64_t before, std::span<const int32_t> tokens) {
+  uint64_t h = before;
+  for (int32_t t : tokens) h = mix(h, static_cast<uint32_t>(t));
+  return h;
+}
+
+}  // namespace
+
+int64_t PrefixCache::restore(KvCache& cache, std::span<const int32_t> tokens,
+                             std::string_view scope) {
+  if (tokens.empty() || cache.length() != 0) return 0;
+  // Whole blocks, leaving the last token to compute (its logits are the next token's).
+  const auto blocks = static_cast<int64_t>(tokens.size() - 1) / kPrefixBlock;
+  uint64_t key = std::hash<std::string_view>{}(scope);
+  int64_t restored = 0;
+  for (int64_t b = 0; b < blocks && (b + 1) * kPrefixBlock <= cache.capacity(); ++b) {
+    const auto own = tokens.subspan(static_cast<size_t>(b * kPrefixBlock), kPrefixBlock);
+    const uint64_t next = block_key(key, own);
+    auto it = blocks_.find(next);
+    if (it == blocks_.end() || it->second.before != key || it->second.scope != scope ||
+        !std::equal(own.begin(), own.end(), it->second.tokens.begin(), it->second.tokens.end())) {
+      break;
+    }
+    cache.set_rows(restored, kPrefixBlock, it->second.rows);
+    it->second.used = ++clock_;
+    restored += kPrefixBlock;
+    key = next;
+  }
+  return restored;
+}
+
+void PrefixCache::keep(const KvCache& cache, std::span<const int32_t> tokens,
+                       std::string_view scope) {
+  const int64_t known = std::min<int64_t>(static_cast<int64_t>(tokens.size()), cache.length());
+  uint64_t key = std::hash<std::string_view>{}(scope);
+  for (int64_t b = 0; b < known / kPrefixBlock; ++b) {
+    const auto own = tokens.subspan(static_cast<size_t>(b * kPrefixBlock), kPrefixBlock);
+    const uint64_t next = block_key(key, own);
+    auto it = blocks_.find(next);
+    if (it == blocks_.end()) {
+      Block block{key,
+                  {own.begin(), own.end()},
+                  std::string(scope),
+                  cache.rows(b * kPrefixBlock, kPrefixBlock),
+                  0};
+      bytes_ += static_cast<int64_t>(block.rows.size() * sizeof(float) + block.scope.size() +
+                                     block.tokens.size() * sizeof(int32_t));
+      it = blocks_.emplace(next, std::move(block)).first;
+    } else if (it->second.before != key || it->second.scope != scope ||
+               !std::equal(own.begin(), own.end(), it->second.tokens.begin(),
+                           it->second.tokens.end())) {
+      return;  // another chain holds this key: keep nothing past it
+    }
+    it->second.used = ++clock_;
+    key = next;
+  }
+  while (bytes_ > budget_ && !blocks_.empty()) {
+    auto oldest = std::min_element(blocks_.begin(), blocks_.end(),
+                                   [](auto& a, auto& b) { return a.second.used < b.second.used; });
+    bytes_ -= static_cast<int64_t>(oldest->second.rows.size() * sizeof(float) +
+                                   oldest->second.scope.size() +
+                                   oldest->second.tokens.size() * sizeof(int32_t));
+    blocks_.erase(oldest);
+  }
+}
+
+namespace {
+
 class ModelRunner final : public SequenceRunner {
  public:
-  explicit ModelRunner(Model& model) : model_(model) {}
+  ModelRunner(Model& model, int64_t prefix_cache_bytes) : model_(model) {
+    if (prefix_cache_bytes > 0) prefix_.emplace(prefix_cache_bytes);
+  }
+  int64_t restore_prefix(int64_t handle, std::span<const int32_t> tokens,
+                         std::string_view scope) override {
+    return prefix_ ? prefix_->restore(caches_.at(handle), tokens, scope) : 0;
+  }
+  void keep_prefix(int64_t handle, std::span<const int32_t> tokens,
+                   std::string_view scope) override {
+    if (prefix_) prefix_->keep(caches_.at(handle), tokens, scope);
+  }
   const ModelConfig& config() const override { return model_.config(); }
   Result<int64_t> open(int64_t room) override {
     caches_.emplace(next_, model_.new_cache(room));
@@ -38,12 +123,13 @@ class ModelRunner final : public SequenceRunner {
   Model& model_;
   std::map<int64_t, KvCache> caches_;
   int64_t next_ = 0;
+  std::optional<PrefixCache> prefix_;
 };
 
 }  // namespace
 
-std::unique_ptr<SequenceRunner> model_runner(Model& model) {
-  return std::make_unique<ModelRunner>(model);
+std::unique_ptr<SequenceRunner> model_runner(Model& model, int64_t prefix_cache_bytes) {
+  return std::make_unique<ModelRunner>(model, prefix_cache_bytes);
 }
 
 struct DecodeBatch::Sequence {
@@ -55,11 +141,13 @@ struct DecodeBatch::Sequence {
   std::vector<int32_t> pending;  // tokens to run at the next step (the prompt, then one)
   Rng rng;
   GenerationResult result;
-  size_t shown = 0;  // bytes of result.text already passed to on_token
+  size_t shown = 0;           // bytes of result.text already passed to on_token
   std::vector<int32_t> seen;  // the tokens so far, sorted, when a repetition penalty needs them
   std::map<int32_t, int32_t> generated;  // each generated token's count, when a penalty needs it
-  int64_t room = 0;         // positions its cache holds
-  int64_t leader = -1;      // a copy waiting for this sequence's cache of their prompt
+  int64_t room = 0;                      // positions its cache holds
+  std::vector<int32_t> prompt;           // kept for the prefix cache until its first step
+  bool prefilled = false;
+  int64_t leader = -1;  // a copy waiting for this sequence's cache of their prompt
   std::optional<GrammarMatcher> matcher;  // where the output stands in params.grammar
   std::vector<uint64_t> allowed;          // the grammar's mask at this step, a bit per token
   bool done = false, reported = false;
@@ -124,11 +212,19 @@ DecodeBatch::~DecodeBatch() {
 Result<int64_t> DecodeBatch::add(std::vector<int32_t> prompt, SamplingParams params,
                                  TokenCallback on_token,
                                  std::shared_ptr<const LoraWeights> adapter) {
-  MH_ASSIGN_OR_RETURN(auto s, make(std::move(prompt), std::move(params), std::move(on_token),
-                                   std::move(adapter)));
-  MH_ASSIGN_OR_RETURN(s->handle, runner_.open(s->room));
+  MH_ASSIGN_OR_RETURN(
+      auto s, make(std::move(prompt), std::move(params), std::move(on_token), std::move(adapter)));
+  MH_TRY(open_cache(*s));
   sequences_.push_back(std::move(s));
   return sequences_.back()->id;
+}
+
+Status DecodeBatch::open_cache(Sequence& s) {
+  MH_ASSIGN_OR_RETURN(s.handle, runner_.open(s.room));
+  const int64_t restored = runner_.restore_prefix(s.handle, s.prompt, s.params.prefix_scope);
+  s.result.cached_tokens = restored;
+  s.pending.assign(s.prompt.begin() + restored, s.prompt.end());
+  return {};
 }
 
 Result<std::vector<int64_t>> DecodeBatch::add_choices(std::vector<int32_t> prompt,
@@ -144,7 +240,7 @@ Result<std::vector<int64_t>> DecodeBatch::add_choices(std::vector<int32_t> promp
     if (i > 0) s->leader = made.front()->id;
     made.push_back(std::move(s));
   }
-  MH_ASSIGN_OR_RETURN(made.front()->handle, runner_.open(made.front()->room));
+  MH_TRY(open_cache(*made.front()));
   std::vector<int64_t> ids;
   for (auto& s : made) {
     ids.push_back(s->id);
@@ -176,9 +272,8 @@ Result<std::unique_ptr<DecodeBatch::Sequence>> DecodeBatch::make(
   }
   for (const auto& [t, bias] : params.logit_bias) {
     if (t < 0 || t >= runner_.config().vocab_size) {
-      return invalid_argument("logit_bias token id " + std::to_string(t) +
-                                  " is outside the vocabulary",
-                              "logit_bias");
+      return invalid_argument(
+          "logit_bias token id " + std::to_string(t) + " is outside the vocabulary", "logit_bias");
     }
   }
   if (params.grammar && params.grammar->vocabulary().size() != runner_.config().vocab_size) {
@@ -192,8 +287,8 @@ Result<std::unique_ptr<DecodeBatch::Sequence>> DecodeBatch::make(
   }
   // The prompt and what may follow it, capped at the context without overflowing.
   const auto prompt_len = static_cast<int64_t>(prompt.size());
-  const int64_t room = prompt_len + std::min<int64_t>(std::max<int64_t>(params.max_tokens, 1),
-                                                      context - prompt_len);
+  const int64_t room =
+      prompt_len + std::min<int64_t>(std::max<int64_t>(params.max_tokens, 1), context - prompt_len);
   auto s = std::make_unique<Sequence>();
   s->room = room;
   s->id = next_id_++;
@@ -208,7 +303,7 @@ Result<std::unique_ptr<DecodeBatch::Sequence>> DecodeBatch::make(
     std::sort(s->seen.begin(), s->seen.end());
     s->seen.erase(std::unique(s->seen.begin(), s->seen.end()), s->seen.end());
   }
-  s->pending = std::move(prompt);
+  s->prompt = std::move(prompt);
   return s;
 }
 
@@ -230,8 +325,7 @@ int32_t DecodeBatch::sample(Sequence& s, const float* logits) {
   const SamplingParams& sp = s.params;
   std::vector<float> penalized;
   const bool counted = sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f;
-  if (!sp.logit_bias.empty() || !s.seen.empty() || (counted && !s.generated.empty()) ||
-      s.matcher) {
+  if (!sp.logit_bias.empty() || !s.seen.empty() || (counted && !s.generated.empty()) || s.matcher) {
     penalized.assign(logits, logits + v);
     for (const auto& [t, bias] : sp.logit_bias) penalized[static_cast<size_t>(t)] += bias;
     for (int32_t t : s.seen) {
@@ -395,17 +489,14 @@ void DecodeBatch::start_followers(const Sequence& leader, bool forked, const flo
     if (forked) {
       if (auto copy = runner_.fork(leader.handle); copy.ok()) {
         f->handle = *copy;
-        f->pending.clear();
+        f->prefilled = true;
+        f->prompt = {};
+        f->result.cached_tokens = leader.result.cached_tokens;
         take(*f, logits);  // its first token, from the prompt's logits
         continue;
       }
     }
-    auto own = runner_.open(f->room);
-    if (!own.ok()) {
-      finish(*f, "cancelled");
-      continue;
-    }
-    f->handle = *own;  // its pending tokens are the prompt
+    if (!open_cache(*f).ok()) finish(*f, "cancelled");
   }
 }
 
@@ -423,6 +514,11 @@ bool DecodeBatch::step() {
   for (size_t i = 0; i < running.size(); ++i) {
     Sequence& s = *running[i];
     const float* row = logits.data() + static_cast<int64_t>(i) * v;
+    if (!s.prefilled) {  // its prompt is in its cache now: kept for prompts that begin alike
+      runner_.keep_prefix(s.handle, s.prompt, s.params.prefix_scope);
+      s.prefilled = true;
+      s.prompt = {};
+    }
     // Copies of this prompt take its cache before its first token goes in.
     start_followers(s, true, row);
     take(s, row);

@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -43,6 +45,9 @@ struct SamplingParams {
   // temperature or mask.
   bool logprobs = false;
   int64_t top_logprobs = 0;
+  // Who may share this prompt's cached KV blocks with others (a tenant and adapter, say):
+  // prompts under other scopes never reuse them.
+  std::string prefix_scope;
   // Structured output: only tokens after which the text can still become a sentence of this
   // grammar (grammar.h), and an end of sequence only where it is one; generation stops ("stop")
   // once the sentence is complete and nothing may follow.
@@ -69,11 +74,12 @@ struct TokenLogprob {
 };
 
 struct GenerationResult {
-  std::vector<int32_t> tokens;  // generated, without the prompt
+  std::vector<int32_t> tokens;         // generated, without the prompt
   std::vector<TokenLogprob> logprobs;  // per token, when asked for
-  std::string text;             // their text, cut before a stop sequence
-  std::string finish_reason;    // "stop", "length" or "cancelled"
+  std::string text;                    // their text, cut before a stop sequence
+  std::string finish_reason;           // "stop", "length" or "cancelled"
   int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;  // of the prompt's, restored from the prefix cache
 };
 
 // What DecodeBatch runs its sequences on: a Model with KV caches in host tensors
@@ -88,6 +94,12 @@ class SequenceRunner {
   // A cache for a new sequence of up to `room` positions (kResourceExhausted when none is free).
   virtual Result<int64_t> open(int64_t room) = 0;
   virtual void close(int64_t handle) = 0;
+  // Prefix caching: restores into `handle`'s empty cache the longest run of whole blocks that
+  // begins `tokens` and was kept under `scope`, leaving at least the last token to compute;
+  // returns how many positions it restored (0 where a runner keeps none).
+  virtual int64_t restore_prefix(int64_t, std::span<const int32_t>, std::string_view) { return 0; }
+  // Keeps the whole blocks of `tokens`, now in `handle`'s cache, for later prompts under `scope`.
+  virtual void keep_prefix(int64_t, std::span<const int32_t>, std::string_view) {}
   // A new cache holding a copy of `handle`'s (kFailedPrecondition where a runner cannot).
   virtual Result<int64_t> fork(int64_t) {
     return failed_precondition("this decoder cannot copy a sequence's cache");
@@ -104,8 +116,36 @@ class SequenceRunner {
   virtual Tensor step(const std::vector<Work>& work) = 0;
 };
 
-// Sequences on `model` with host KV caches. The model must outlive the runner.
-std::unique_ptr<SequenceRunner> model_runner(Model& model);
+// Prompts' KV caches in blocks of kPrefixBlock positions, for prompts that begin alike (a
+// system prompt, an agent's growing conversation): each block is found by a hash of its scope
+// and every token up to its end, and checked against its own tokens and the block before it,
+// so a block is only ever reused after exactly the same tokens. Restoring copies a block's rows
+// into a sequence's cache. Past `budget_bytes` the least recently used blocks go first.
+class PrefixCache {
+ public:
+  static constexpr int64_t kPrefixBlock = 16;
+  explicit PrefixCache(int64_t budget_bytes) : budget_(budget_bytes) {}
+  int64_t restore(KvCache& cache, std::span<const int32_t> tokens, std::string_view scope);
+  void keep(const KvCache& cache, std::span<const int32_t> tokens, std::string_view scope);
+  int64_t bytes() const { return bytes_; }
+  int64_t blocks() const { return static_cast<int64_t>(blocks_.size()); }
+
+ private:
+  struct Block {
+    uint64_t before;              // the key of the block before it (the scope's, first)
+    std::vector<int32_t> tokens;  // its own
+    std::string scope;
+    std::vector<float> rows;  // KvCache::rows
+    uint64_t used;
+  };
+  int64_t budget_, bytes_ = 0;
+  uint64_t clock_ = 0;
+  std::unordered_map<uint64_t, Block> blocks_;
+};
+
+// Sequences on `model` with host KV caches, keeping prompts' caches up to `prefix_cache_bytes`
+// (0: none). The model must outlive the runner.
+std::unique_ptr<SequenceRunner> model_runner(Model& model, int64_t prefix_cache_bytes = 0);
 
 class DecodeBatch {
  public:
@@ -140,6 +180,8 @@ class DecodeBatch {
   struct Sequence;
   void find_stop_tokens();
   // The next token: -1 when the sequence's grammar allows none.
+  // Opens a sequence's cache, restoring what the prefix cache holds of its prompt.
+  Status open_cache(Sequence& s);
   Result<std::unique_ptr<Sequence>> make(std::vector<int32_t> prompt, SamplingParams params,
                                          TokenCallback on_token,
                                          std::shared_ptr<const LoraWeights> adapter);

@@ -1655,6 +1655,29 @@ void Model::backward(const std::function<void(size_t, size_t)>& ready) {
   finished(0, layers_[0].ln1_w);
 }
 
+std::vector<float> KvCache::rows(int64_t from, int64_t n) const {
+  std::vector<float> out;
+  for (size_t l = 0; l < k_.size(); ++l) {
+    for (const Tensor* t : {&k_[l], &v_[l]}) {
+      const int64_t width = t->shape()[1];
+      out.insert(out.end(), t->data() + from * width, t->data() + (from + n) * width);
+    }
+  }
+  return out;
+}
+
+void KvCache::set_rows(int64_t at, int64_t n, const std::vector<float>& data) {
+  size_t offset = 0;
+  for (size_t l = 0; l < k_.size(); ++l) {
+    for (Tensor* t : {&k_[l], &v_[l]}) {
+      const auto count = static_cast<size_t>(n * t->shape()[1]);
+      std::copy_n(data.data() + offset, count, t->data() + at * t->shape()[1]);
+      offset += count;
+    }
+  }
+  length_ = std::max(length_, at + n);
+}
+
 KvCache Model::new_cache(int64_t capacity) const {
   capacity = std::clamp<int64_t>(capacity, 1, config_.max_positions);
   KvCache cache;

@@ -189,6 +189,12 @@ enum class Weights { kFloat32, kAsStored };
 class KvCache {
  public:
   int64_t length() const { return length_; }
+  int64_t capacity() const { return k_.empty() ? 0 : k_.front().shape()[0]; }
+  // Positions [from, from + n) of every layer's keys and values, layer by layer (K then V).
+  std::vector<float> rows(int64_t from, int64_t n) const;
+  // Writes rows() taken elsewhere at positions [at, at + n); the cache then holds at least
+  // at + n positions.
+  void set_rows(int64_t at, int64_t n, const std::vector<float>& data);
 
  private:
   friend class Model;

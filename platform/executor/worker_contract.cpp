@@ -79,6 +79,7 @@ const CLI::Range kEpochs(0.001, 1000.0);
 const CLI::Range kMaxBatch(1, 4096);
 const CLI::Range kLoraRank(1, 1024);
 const CLI::Range kMaxAdapters(1, 1024);
+const CLI::Range kPrefixCacheMb(0, 1 << 20);
 
 // Each role's options, written once: `visit(flag, field)` for each, in argv order. Args is the
 // role's struct, const when it is being written out.
@@ -137,6 +138,9 @@ void serve_flags(Args& a, Visit&& visit) {
         a.adapter_roots);
   visit(Flag{"--max-adapters", "LoRA adapters kept loaded at once", false, &kMaxAdapters},
         a.max_adapters);
+  visit(Flag{"--prefix-cache-mb", "MiB of prompts' KV caches kept for reuse (0: none)", false,
+             &kPrefixCacheMb},
+        a.prefix_cache_mb);
 }
 
 // Writing a field out: a string when required or not empty, an optional when set, a number

@@ -86,6 +86,8 @@ struct ServeArgs {
   // loaded on demand and kept, the most recently used, up to max_adapters.
   std::vector<std::string> adapter_roots;
   int64_t max_adapters = 8;
+  // Prompts' KV caches kept for later prompts that begin alike, in MiB (0: none).
+  int64_t prefix_cache_mb = 256;
 
   bool operator==(const ServeArgs&) const = default;
 };

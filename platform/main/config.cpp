@@ -143,6 +143,10 @@ int parse_config(int argc, char** argv, DaemonConfig* config) {
   app.add_option("--replica-max-adapters", config->replica_max_adapters,
                  "LoRA adapters an inference replica keeps loaded, the most recently used")
       ->check(CLI::Range(1, 1024));
+  app.add_option("--replica-prefix-cache-mb", config->replica_prefix_cache_mb,
+                 "MiB of prompts' KV caches an inference replica keeps for later prompts that "
+                 "begin alike (0: none)")
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--deployment-queue", config->deployment_queue,
                  "requests that may wait on one deployment, all tenants together")
       ->check(CLI::Range(1, 1 << 20));

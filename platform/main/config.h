@@ -31,6 +31,7 @@ struct DaemonConfig {
   uint64_t worker_file_bytes = 0;          // the largest file a worker may write; 0: no limit
   int replica_max_batch = 64;              // sequences a replica decodes at once
   int replica_max_adapters = 8;            // LoRA adapters a replica keeps loaded
+  int replica_prefix_cache_mb = 256;       // prompts' KV caches a replica keeps for reuse
   int deployment_queue = 1024;             // requests waiting on a deployment, all tenants
   int deployment_queue_per_tenant = 256;   // requests one tenant may have waiting on one
   int max_in_flight_per_tenant = 512;      // one tenant's requests in flight at once; 0: no cap

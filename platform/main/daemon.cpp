@@ -330,6 +330,7 @@ int run_daemon(const DaemonConfig& config) {
   deployment_options.threads_per_replica = config.worker_threads;
   deployment_options.max_batch = config.replica_max_batch;
   deployment_options.max_adapters = config.replica_max_adapters;
+  deployment_options.prefix_cache_mb = config.replica_prefix_cache_mb;
   deployment_options.max_queue = config.deployment_queue;
   deployment_options.max_queue_per_tenant = config.deployment_queue_per_tenant;
   deployment_options.sandbox = sandbox;

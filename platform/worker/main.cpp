@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     so.max_batch = serve_args.max_batch;
     so.adapter_roots = serve_args.adapter_roots;
     so.max_adapters = serve_args.max_adapters;
+    so.prefix_cache_bytes = serve_args.prefix_cache_mb << 20;
     if (const char* token = std::getenv("MH_REPLICA_TOKEN")) so.token = token;
     so.compute = device;
     return worker::serve(so);

@@ -137,7 +137,8 @@ class Replica {
           engine::GenerationConfig generation, std::unique_ptr<engine::SequenceRunner> runner)
       : options_(options),
         model_(std::move(model)),
-        runner_(runner ? std::move(runner) : engine::model_runner(*model_)),
+        runner_(runner ? std::move(runner)
+                       : engine::model_runner(*model_, options.prefix_cache_bytes)),
         tokenizer_(tokenizer),
         template_(std::move(chat_template)),
         generation_(std::move(generation)),
@@ -166,6 +167,8 @@ class Replica {
     auto adapter = adapter_named(request.header("x-mh-adapter"));
     if (!adapter.ok()) return Response::error(adapter.status());
     c->adapter = std::move(adapter).value();
+    // Cached prompts are shared within a tenant and adapter only.
+    c->params.prefix_scope = c->tenant + '\n' + std::string(request.header("x-mh-adapter"));
     c->out = std::make_shared<ResponseStream>();
     if (c->stream) {
       c->out->begin(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
@@ -653,10 +656,11 @@ class Replica {
             {"choices", json::array{std::move(choice)}}};
   }
 
-  static json::object usage(int64_t prompt, int64_t completion) {
+  static json::object usage(int64_t prompt, int64_t completion, int64_t cached) {
     return {{"prompt_tokens", prompt},
             {"completion_tokens", completion},
-            {"total_tokens", prompt + completion}};
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
   // Each token's bytes (made on first use; shared with the grammars).
@@ -795,12 +799,13 @@ class Replica {
     if (cancelled || c.out->cancelled()) return;  // nobody is listening
     if (c.stream) {
       if (c.include_usage) {
-        json::object u{{"id", c.id},
-                       {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
-                       {"created", c.created},
-                       {"model", c.model},
-                       {"choices", json::array{}},
-                       {"usage", usage(prompt_tokens, completion_tokens)}};
+        json::object u{
+            {"id", c.id},
+            {"object", c.chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", c.created},
+            {"model", c.model},
+            {"choices", json::array{}},
+            {"usage", usage(prompt_tokens, completion_tokens, c.results.front().cached_tokens)}};
         c.out->write(sse(u));
       }
       c.out->write("data: [DONE]\n\n");
@@ -829,12 +834,13 @@ class Replica {
       }
       choices.push_back(std::move(choice));
     }
-    json::object body{{"id", c.id},
-                      {"object", c.chat ? "chat.completion" : "text_completion"},
-                      {"created", c.created},
-                      {"model", c.model},
-                      {"choices", std::move(choices)},
-                      {"usage", usage(prompt_tokens, completion_tokens)}};
+    json::object body{
+        {"id", c.id},
+        {"object", c.chat ? "chat.completion" : "text_completion"},
+        {"created", c.created},
+        {"model", c.model},
+        {"choices", std::move(choices)},
+        {"usage", usage(prompt_tokens, completion_tokens, c.results.front().cached_tokens)}};
     c.out->begin(200, "application/json");
     c.out->write(json::serialize(body));
     c.out->end();

@@ -32,6 +32,8 @@ struct ServeOptions {
   // adapter_idle_seconds goes too.
   std::vector<std::string> adapter_roots;
   int64_t max_adapters = 8;
+  // Prompts' KV caches kept for later prompts that begin alike (engine::PrefixCache).
+  int64_t prefix_cache_bytes = int64_t{256} << 20;
   int64_t adapter_idle_seconds = 600;
 };
 

@@ -387,3 +387,63 @@ TEST_CASE("logprobs are the log-softmax of the model's logits, before temperatur
 
 }  // namespace
 }  // namespace mh::engine
+
+namespace mh::engine {
+namespace {
+
+TEST_CASE("a prompt that begins as an earlier one reuses its cached blocks, within its scope") {
+  Fixture f;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(3 + (i * 7) % 250);
+  SamplingParams p;
+  p.max_tokens = 5;
+  p.temperature = 0;
+  p.ignore_eos = true;
+  p.prefix_scope = "acme";
+  const auto plain = generate(*f.model, f.tokenizer, {prompt}, p).value()[0];
+  auto runner = model_runner(*f.model, 1 << 20);
+  DecodeBatch batch(*runner, f.tokenizer);
+  const auto run = [&](const std::vector<int32_t>& tokens, const std::string& scope) {
+    SamplingParams own = p;
+    own.prefix_scope = scope;
+    REQUIRE(batch.add(tokens, own).ok());
+    while (batch.step()) {
+    }
+    return std::move(batch.take_finished().at(0).second);
+  };
+  const GenerationResult first = run(prompt, "acme");
+  CHECK(first.cached_tokens == 0);
+  CHECK(first.tokens == plain.tokens);
+  // Again: the two whole blocks before the last token come from the cache; the answer is the same.
+  const GenerationResult again = run(prompt, "acme");
+  CHECK(again.cached_tokens == 32);
+  CHECK(again.tokens == plain.tokens);
+  // Another scope shares nothing; a prompt that parts after 20 tokens shares one block.
+  CHECK(run(prompt, "globex").cached_tokens == 0);
+  std::vector<int32_t> other(prompt.begin(), prompt.begin() + 20);
+  other.insert(other.end(), {9, 9, 9, 9, 9, 9});
+  const GenerationResult parted = run(other, "acme");
+  CHECK(parted.cached_tokens == 16);
+  SamplingParams alone = p;
+  CHECK(parted.tokens == generate(*f.model, f.tokenizer, {other}, alone).value()[0].tokens);
+}
+
+TEST_CASE("the prefix cache keeps to its budget, the least recently used blocks going first") {
+  Fixture f;
+  KvCache cache = f.model->new_cache(64);
+  std::vector<int32_t> prompt(48);
+  for (int i = 0; i < 48; ++i) prompt[static_cast<size_t>(i)] = i + 3;
+  std::vector<Model::Step> steps = {{&cache, prompt, nullptr}};
+  f.model->forward_cached(steps);
+  const int64_t block_bytes = static_cast<int64_t>(cache.rows(0, 16).size() * sizeof(float)) +
+                              16 * static_cast<int64_t>(sizeof(int32_t)) + 1;
+  PrefixCache prefix(2 * block_bytes);
+  prefix.keep(cache, prompt, "s");
+  CHECK(prefix.blocks() == 2);  // the third went over the budget: the oldest left
+  CHECK(prefix.bytes() <= 2 * block_bytes);
+  KvCache fresh = f.model->new_cache(64);
+  CHECK(prefix.restore(fresh, prompt, "s") == 0);  // the first block is gone: nothing chains
+}
+
+}  // namespace
+}  // namespace mh::engine

@@ -266,6 +266,31 @@ TEST_CASE("a deployment answers completions and chat completions, streamed or no
     CHECK(json::parse(r.body).at("error").at("param") == "echo");
   }
 
+  SUBCASE("a repeated prompt reuses its cached blocks, and says how many") {
+    std::string system = "You are a careful assistant.";
+    for (int i = 0; i < 20; ++i) system += " The cat sat on the mat, the cat sat on the hat.";
+    const json::array messages{json::object{{"role", "system"}, {"content", system}},
+                               json::object{{"role", "user"}, {"content", "And the dog?"}}};
+    const json::object body{{"model", "custom:tiny"},
+                            {"messages", messages},
+                            {"max_tokens", 4},
+                            {"ignore_eos", true},
+                            {"temperature", 0}};
+    RawResponse first = p.complete("/v1/chat/completions", body);
+    REQUIRE_MESSAGE(first.status == 200, first.body);
+    RawResponse again = p.complete("/v1/chat/completions", body);
+    REQUIRE(again.status == 200);
+    const json::value one = json::parse(first.body), two = json::parse(again.body);
+    const int64_t prompt = two.at("usage").at("prompt_tokens").as_int64();
+    CHECK(one.at("usage").at("prompt_tokens_details").at("cached_tokens") == 0);
+    const int64_t cached =
+        two.at("usage").at("prompt_tokens_details").at("cached_tokens").as_int64();
+    CHECK(cached == (prompt - 1) / 16 * 16);  // whole blocks, the last token computed
+    CHECK(cached > 100);
+    // The same answer either way.
+    CHECK(one.at("choices").at(0).at("message") == two.at("choices").at(0).at("message"));
+  }
+
   SUBCASE("bad requests are refused with a clear error") {
     RawResponse r = p.complete("/v1/completions", {{"model", "custom:nope"}, {"prompt", "x"}});
     CHECK(r.status == 404);

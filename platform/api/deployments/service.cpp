@@ -380,6 +380,7 @@ Status Deployments::start_replica(Live& live, Replica& r) {
     reads.push_back(dir);
   }
   args.max_adapters = options_.max_adapters;
+  args.prefix_cache_mb = options_.prefix_cache_mb;
   spec.work_dir = options_.root /
                   (live.record.tenant.empty() ? std::string(".platform") : live.record.tenant) /
                   live.record.id / fmt::format("replica-{}", r.index);

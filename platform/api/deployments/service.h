@@ -66,6 +66,7 @@ struct DeploymentOptions {
   // replica every tenant's; the daemon names in each request an adapter of its tenant alone.
   std::vector<std::filesystem::path> adapter_roots;
   int max_adapters = 8;  // adapters a replica keeps loaded at once
+  int prefix_cache_mb = 256;  // MiB of prompts' KV caches a replica keeps for reuse
 };
 
 class Deployments {
